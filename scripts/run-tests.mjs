@@ -1,0 +1,28 @@
+// Runs the compiled test suite with node's test runner. Usage: node scripts/run-tests.mjs [unit|integration|interop|file-filter...]
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const testRoot = join(root, 'dist', 'test');
+const filters = process.argv.slice(2);
+
+function walk(dir) {
+  return readdirSync(dir).flatMap((name) => {
+    const full = join(dir, name);
+    if (statSync(full).isDirectory()) return name === 'support' ? [] : walk(full);
+    return name.endsWith('.test.js') ? [full] : [];
+  });
+}
+
+const files = walk(testRoot).filter((f) => filters.length === 0 || filters.some((x) => f.includes(x))).sort();
+if (files.length === 0) {
+  console.error(`no test files match ${filters.join(' ')}`);
+  process.exit(1);
+}
+const concurrency = process.env.TEST_CONCURRENCY ?? '2';
+const child = spawn(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], {
+  stdio: 'inherit',
+  env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
+});
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

@@ -1,0 +1,255 @@
+// The `tricopy` command. Parses arguments (commander), talks to a node's control API and prints
+// tables for humans or JSON for machines. Errors print the problem and its hint and exit non-zero.
+process.env.UV_THREADPOOL_SIZE ??= '16'; // before any fs call: the data path uses libuv's pool
+
+import { Command, CommanderError, Option } from 'commander';
+import { TricopyError, errorMessage } from '../common/errors';
+import { createLogger } from '../common/log';
+import { formatBytes, parseSize } from '../common/units';
+import { ApiClient } from '../node/api-client';
+import { loadConfigFile, resolveNodeConfig } from '../node/config';
+import type { NodeEvent } from '../common/events';
+import { StorageNode, type NodeInfo, type VolumeView } from '../node/node';
+import { version } from '../node/version';
+import { keyValues, printJson, table } from './format';
+
+interface GlobalOptions {
+  node?: string;
+  token?: string;
+  json?: boolean;
+}
+
+function globals(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals<GlobalOptions>();
+}
+
+function client(cmd: Command): ApiClient {
+  const g = globals(cmd);
+  const url = g.node ?? process.env.TRICOPY_NODE ?? 'http://127.0.0.1:7801';
+  return new ApiClient(url, g.token ?? process.env.TRICOPY_TOKEN);
+}
+
+function volumePath(name: string): string {
+  return `/v1/volumes/${encodeURIComponent(name)}`;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('tricopy')
+    .description('Multi-site remote copy for block storage: NBD volumes on storage nodes, replicated to other sites.')
+    .version(version, '-V, --version')
+    .option('--node <url>', 'control API of the node to talk to (env TRICOPY_NODE, default http://127.0.0.1:7801)')
+    .option('--token <token>', 'API bearer token, if the node demands one (env TRICOPY_TOKEN)')
+    .option('--json', 'print machine-readable JSON instead of tables')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureHelp({ sortSubcommands: false });
+
+  // --- node ------------------------------------------------------------------------------------
+  const node = program.command('node').description('run a storage node, or ask one about itself');
+
+  node.command('run')
+    .description('run a storage node in the foreground: serve volumes over NBD, the control API and metrics.\n' +
+      'Logs JSON lines on stderr; prints {"nbdPort","apiPort","replPort"} on stdout once listening.\n' +
+      'SIGTERM/SIGINT stop it cleanly: in-flight requests finish, volumes are flushed, exit code 0.')
+    .option('--config <file>', 'YAML or JSON file with any of the settings below (flags win)')
+    .option('--name <name>', 'node name, unique in the cluster (required)')
+    .option('--site <site>', 'site (data centre) this node is in (default: the node name)')
+    .option('--data-dir <dir>', 'directory holding the volumes (required; created if missing)')
+    .option('--host <address>', 'address to listen on (default 127.0.0.1)')
+    .option('--advertise-host <address>', 'address clients should use in export URIs (default: --host)')
+    .option('--nbd-port <port>', 'NBD port for hosts; 0 picks a free one (default 10809)')
+    .option('--api-port <port>', 'HTTP control API and /metrics port; 0 picks a free one (default 7801)')
+    .option('--repl-port <port>', 'node-to-node replication port; 0 picks a free one (default 7800)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addOption(new Option('--tls <mode>', 'NBD TLS: off, optional (clients choose) or required (default off)').choices(['off', 'optional', 'required']))
+    .option('--tls-cert <file>', 'X.509 server certificate (PEM)')
+    .option('--tls-key <file>', 'X.509 server private key (PEM)')
+    .option('--tls-ca <file>', 'CA (PEM) that client certificates must chain to; makes client certificates mandatory')
+    .option('--tls-psk-file <file>', 'TLS pre-shared keys, "identity:hexkey" per line (psktool format)')
+    .option('--api-token-file <file>', 'file holding a bearer token the control API demands (recommended off loopback)')
+    .option('--max-connections <n>', 'maximum NBD connections (default 256)')
+    .option('--handshake-timeout <duration>', 'NBD handshake deadline, e.g. 10s (default 10s)')
+    .addOption(new Option('--min-block-size <bytes>', 'smallest NBD request alignment enforced (default 1)').choices(['1', '512', '4096']))
+    .action(async (opts: Record<string, string | undefined>) => {
+      const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
+      const config = resolveNodeConfig(fromFile, {
+        name: opts.name, site: opts.site, dataDir: opts.dataDir, host: opts.host, advertiseHost: opts.advertiseHost,
+        nbdPort: opts.nbdPort, apiPort: opts.apiPort, replPort: opts.replPort, logLevel: opts.logLevel, tlsMode: opts.tls,
+        tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, tlsCa: opts.tlsCa, tlsPskFile: opts.tlsPskFile,
+        apiTokenFile: opts.apiTokenFile, maxConnections: opts.maxConnections, handshakeTimeout: opts.handshakeTimeout,
+        minBlockBytes: opts.minBlockSize,
+      });
+      const log = createLogger(config.logLevel, { node: config.name });
+      const storageNode = await StorageNode.start(config, log);
+      process.stdout.write(`${JSON.stringify(storageNode.ports)}\n`);
+      await new Promise<void>((resolve) => {
+        let signals = 0;
+        const onSignal = (signal: NodeJS.Signals): void => {
+          signals++;
+          if (signals > 1) {
+            log.warn({ signal }, 'second signal: exiting without waiting');
+            process.exit(1);
+          }
+          log.info({ signal }, 'stopping');
+          storageNode.stop().then(resolve, (err: unknown) => {
+            log.error({ err }, 'clean shutdown failed');
+            process.exit(1);
+          });
+        };
+        process.on('SIGTERM', onSignal);
+        process.on('SIGINT', onSignal);
+      });
+    });
+
+  node.command('info')
+    .description('show the node: name, site, version, ports, volumes')
+    .action(async (_opts, cmd: Command) => {
+      const info = await client(cmd).get<NodeInfo>('/v1/node');
+      if (globals(cmd).json) return printJson(info);
+      console.log(keyValues([
+        ['name', info.name], ['site', info.site], ['version', info.version], ['data dir', info.dataDir],
+        ['nbd port', String(info.ports.nbdPort)], ['api port', String(info.ports.apiPort)],
+        ['replication port', String(info.ports.replPort)], ['tls', info.tlsMode], ['volumes', String(info.volumeCount)],
+        ['nbd connections', String(info.nbdConnections)], ['started', info.startedAt],
+      ]));
+    });
+
+  // --- volume ----------------------------------------------------------------------------------
+  const volume = program.command('volume').description('create, inspect, grow, share and delete volumes');
+
+  volume.command('create <name>')
+    .description('create a volume (a sparse file on the node, exported over NBD under its name)')
+    .requiredOption('--size <size>', 'logical size, e.g. 10GiB (units: B, K/KiB, M/MiB, G/GiB, T/TiB; kB/MB/GB/TB are powers of 1000)')
+    .option('--description <text>', 'free text shown to NBD clients')
+    .option('--thin', 'allow the size to exceed the free space of the node (overcommit)')
+    .action(async (name: string, opts: { size: string; description?: string; thin?: boolean }, cmd: Command) => {
+      const sizeBytes = parseSize(opts.size, 'volume size');
+      const view = await client(cmd).post<VolumeView>('/v1/volumes', {
+        name, size: sizeBytes, ...(opts.description ? { description: opts.description } : {}), thin: opts.thin === true,
+      });
+      if (globals(cmd).json) return printJson(view);
+      console.log(`created volume ${view.name} (${formatBytes(view.sizeBytes)}), export ${view.exportUri}`);
+    });
+
+  volume.command('list')
+    .description('list the volumes of the node')
+    .action(async (_opts, cmd: Command) => {
+      const { volumes } = await client(cmd).get<{ volumes: VolumeView[] }>('/v1/volumes');
+      if (globals(cmd).json) return printJson(volumes);
+      if (volumes.length === 0) return console.log('no volumes; create one with: tricopy volume create NAME --size 10GiB');
+      console.log(table(['NAME', 'SIZE', 'ALLOCATED', 'CLIENTS', 'ACCESS', 'EXPORT'], volumes.map((v) => [
+        v.name, formatBytes(v.sizeBytes), formatBytes(v.allocatedBytes), String(v.clients.length), accessSummary(v), v.exportUri,
+      ])));
+    });
+
+  volume.command('show <name>')
+    .description('show one volume: size, allocation, access list, attached clients')
+    .action(async (name: string, _opts, cmd: Command) => {
+      const v = await client(cmd).get<VolumeView>(volumePath(name));
+      if (globals(cmd).json) return printJson(v);
+      console.log(keyValues([
+        ['name', v.name], ['uuid', v.uuid], ['size', `${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`],
+        ['allocated', formatBytes(v.allocatedBytes)], ['created', v.createdAt], ['description', v.description || '-'],
+        ['export', v.exportUri], ['allowed clients', v.access.clients.join(', ') || '(none)'],
+        ['allowed identities', v.access.identities.join(', ') || '(none)'],
+        ['attached', v.clients.map((c) => `${c.address}:${c.port}${c.tls ? ' tls' : ''}${c.identity ? ` (${c.identity})` : ''}`).join(', ') || '(none)'],
+      ]));
+    });
+
+  volume.command('resize <name>')
+    .description('grow a volume (shrinking is refused); attached clients see the new size when they reconnect')
+    .requiredOption('--size <size>', 'new logical size, e.g. 20GiB')
+    .action(async (name: string, opts: { size: string }, cmd: Command) => {
+      const v = await client(cmd).post<VolumeView>(`${volumePath(name)}/resize`, { size: parseSize(opts.size, 'volume size') });
+      if (globals(cmd).json) return printJson(v);
+      console.log(`volume ${v.name} is now ${formatBytes(v.sizeBytes)}`);
+    });
+
+  for (const verb of ['allow', 'disallow'] as const) {
+    volume.command(`${verb} <name>`)
+      .description(verb === 'allow'
+        ? 'let more NBD clients attach: an address or CIDR range, or a TLS identity (PSK user or certificate CN)'
+        : 'remove an access rule; clients already attached keep their session until they disconnect')
+      .option('--client <cidr>', 'client address or range, e.g. 10.0.0.0/8')
+      .option('--identity <name>', 'TLS identity: PSK username or client certificate common name')
+      .action(async (name: string, opts: { client?: string; identity?: string }, cmd: Command) => {
+        if (opts.client === undefined && opts.identity === undefined) {
+          throw new TricopyError('invalid-argument', `volume ${verb} needs --client and/or --identity`);
+        }
+        const v = await client(cmd).post<VolumeView>(`${volumePath(name)}/${verb}`, opts);
+        if (globals(cmd).json) return printJson(v);
+        console.log(`volume ${v.name} access: clients ${v.access.clients.join(', ') || '(none)'}; identities ${v.access.identities.join(', ') || '(none)'}`);
+      });
+  }
+
+  volume.command('delete <name>')
+    .description('delete a volume and its data; refused while clients are attached unless --force')
+    .option('--force', 'disconnect attached clients and delete anyway')
+    .action(async (name: string, opts: { force?: boolean }, cmd: Command) => {
+      await client(cmd).delete(`${volumePath(name)}${opts.force ? '?force=true' : ''}`);
+      if (globals(cmd).json) return printJson({ deleted: name });
+      console.log(`deleted volume ${name}`);
+    });
+
+  // --- events ----------------------------------------------------------------------------------
+  program.command('events')
+    .description('show the node\'s recent events (state changes with reasons); --follow streams new ones')
+    .option('--after <id>', 'only events after this id', '0')
+    .option('--follow', 'keep streaming events as they happen (Ctrl-C to stop)')
+    .action(async (opts: { after: string; follow?: boolean }, cmd: Command) => {
+      const api = client(cmd);
+      const print = (e: NodeEvent): void => {
+        if (globals(cmd).json) process.stdout.write(`${JSON.stringify(e)}\n`);
+        else console.log(`${e.time}  #${e.id}  ${e.kind.padEnd(18)} ${e.subject}: ${e.reason}`);
+      };
+      let after = Number(opts.after);
+      if (!Number.isInteger(after) || after < 0) throw new TricopyError('invalid-argument', '--after takes an event id (a whole number)');
+      const { events } = await api.get<{ events: NodeEvent[] }>(`/v1/events?after=${after}`);
+      events.forEach(print);
+      if (!opts.follow) return;
+      after = events.at(-1)?.id ?? after;
+      for (;;) {
+        await new Promise((r) => setTimeout(r, 1000));
+        const next = await api.get<{ events: NodeEvent[] }>(`/v1/events?after=${after}`);
+        next.events.forEach(print);
+        after = next.events.at(-1)?.id ?? after;
+      }
+    });
+
+  return program;
+}
+
+function accessSummary(v: VolumeView): string {
+  const rules = [...v.access.clients, ...v.access.identities.map((i) => `id:${i}`)];
+  if (rules.length === 0) return '(nobody)';
+  return rules.length > 2 ? `${rules.slice(0, 2).join(',')},+${rules.length - 2}` : rules.join(',');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version exit with code 0; usage errors were printed by commander already.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof TricopyError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
+      return err.code === 'invalid-argument' ? 2 : 1;
+    }
+    process.stderr.write(`error: ${errorMessage(err)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv).then((code) => {
+    process.exitCode = code;
+  }, (err: unknown) => {
+    process.stderr.write(`fatal: ${errorMessage(err)}\n`);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,44 @@
+// The node's event journal: every state change is recorded once here with its reason, logged, kept in
+// a bounded ring for late readers and pushed to live subscribers (the API's event stream).
+import type { Logger } from './log';
+
+export const eventRingCapacity = 1000;
+
+export interface NodeEvent {
+  id: number;
+  time: string;
+  kind: string;
+  subject: string;
+  reason: string;
+  details?: Record<string, unknown>;
+}
+
+export type EventListener = (event: NodeEvent) => void;
+
+export class EventJournal {
+  private readonly ring: NodeEvent[] = [];
+  private readonly listeners = new Set<EventListener>();
+  private nextId = 1;
+
+  constructor(private readonly log: Logger) {}
+
+  emit(kind: string, subject: string, reason: string, details?: Record<string, unknown>): NodeEvent {
+    const event: NodeEvent = { id: this.nextId++, time: new Date().toISOString(), kind, subject, reason };
+    if (details !== undefined) event.details = details;
+    this.ring.push(event);
+    if (this.ring.length > eventRingCapacity) this.ring.shift();
+    this.log.info({ event: kind, subject, reason, ...details }, `${kind} ${subject}: ${reason}`);
+    for (const listener of this.listeners) listener(event);
+    return event;
+  }
+
+  /** Events with id greater than `afterId`, oldest first. */
+  since(afterId: number): NodeEvent[] {
+    return this.ring.filter((e) => e.id > afterId);
+  }
+
+  subscribe(listener: EventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}

@@ -1,0 +1,657 @@
+// One NBD client connection: fixed-newstyle handshake (with STARTTLS), then the transmission phase
+// with pipelined, out-of-order request handling. A misbehaving client only ever harms itself: bad
+// options get error replies, bad requests get error replies or a hard disconnect of this socket.
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import { ByteQueue } from '../common/byte-queue';
+import { errorMessage } from '../common/errors';
+import type { Logger } from '../common/log';
+import { BlockDeviceError, type BlockDevice } from '../volume/block-device';
+import * as codec from './codec';
+import * as c from './constants';
+import type { ExportProvider, NbdClientInfo, NbdCommandName, NbdExport, NbdObserver, NbdServerLimits, NbdTlsConfig, TlsMode } from './types';
+
+export interface ConnectionContext {
+  provider: ExportProvider;
+  observer: NbdObserver;
+  limits: NbdServerLimits;
+  tlsMode: TlsMode;
+  tls: NbdTlsConfig | undefined;
+  secureContext: tls.SecureContext | undefined;
+  log: Logger;
+  isShuttingDown(): boolean;
+}
+
+class ConnectionClosed extends Error {
+  constructor() {
+    super('connection closed');
+  }
+}
+
+/** Reply bytes queued for a slow reader before the server stops taking its requests. */
+const maxBufferedReplyBytes = 64 * 1024 * 1024;
+const serverHandshakeFlags = c.FLAG_FIXED_NEWSTYLE | c.FLAG_NO_ZEROES;
+const commandNames: Record<number, NbdCommandName> = {
+  [c.CMD_READ]: 'read',
+  [c.CMD_WRITE]: 'write',
+  [c.CMD_FLUSH]: 'flush',
+  [c.CMD_TRIM]: 'trim',
+  [c.CMD_CACHE]: 'cache',
+  [c.CMD_WRITE_ZEROES]: 'write_zeroes',
+  [c.CMD_BLOCK_STATUS]: 'block_status',
+};
+/** Flags each command accepts besides FUA (which every command may carry). */
+const allowedFlags: Record<number, number> = {
+  [c.CMD_READ]: c.CMD_FLAG_DF,
+  [c.CMD_WRITE]: 0,
+  [c.CMD_FLUSH]: 0,
+  [c.CMD_TRIM]: 0,
+  [c.CMD_CACHE]: 0,
+  [c.CMD_WRITE_ZEROES]: c.CMD_FLAG_NO_HOLE | c.CMD_FLAG_FAST_ZERO,
+  [c.CMD_BLOCK_STATUS]: c.CMD_FLAG_REQ_ONE,
+};
+
+interface NegotiationState {
+  structuredReplies: boolean;
+  /** Export name the last SET_META_CONTEXT referred to, if it selected base:allocation. */
+  metaContextExport: string | undefined;
+}
+
+export class NbdConnection {
+  readonly client: NbdClientInfo;
+  private stream: net.Socket | tls.TLSSocket;
+  private readonly queue = new ByteQueue();
+  private wake: (() => void) | null = null;
+  private closed = false;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  private negotiation: NegotiationState = { structuredReplies: false, metaContextExport: undefined };
+
+  // Transmission phase.
+  private attached: NbdExport | undefined;
+  private pendingHeader: codec.RequestHeader | undefined;
+  private inFlight = 0;
+  private readingStopped = false;
+  private pausedForInFlight = false;
+  private pausedForBackpressure = false;
+  private idleWaiters: Array<() => void> = [];
+  private readonly onDataBound = (chunk: Buffer): void => this.onData(chunk);
+
+  constructor(
+    readonly socket: net.Socket,
+    id: number,
+    private readonly ctx: ConnectionContext,
+    private readonly onClosed: (conn: NbdConnection) => void,
+  ) {
+    this.stream = socket;
+    this.client = { id, address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0, tls: false };
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 30_000);
+    this.attachStream(socket);
+    this.handshakeTimer = setTimeout(() => {
+      this.protocolError(`handshake not finished within ${ctx.limits.handshakeTimeoutMs} ms`);
+    }, ctx.limits.handshakeTimeoutMs);
+    this.handshakeTimer.unref();
+  }
+
+  get exportName(): string | undefined {
+    return this.attached?.name;
+  }
+
+  start(): void {
+    this.handshake().catch((err: unknown) => {
+      if (!(err instanceof ConnectionClosed)) this.protocolError(errorMessage(err));
+    });
+  }
+
+  /** Stops taking requests, lets in-flight ones finish (up to the grace period), then closes. */
+  async shutdown(graceMs: number): Promise<void> {
+    if (this.closed) return;
+    if (!this.attached) {
+      this.destroy();
+      return;
+    }
+    this.stopReading();
+    await Promise.race([this.waitIdle(), new Promise((r) => setTimeout(r, graceMs).unref())]);
+    this.endGracefully();
+  }
+
+  /** Immediate hard disconnect (operator forced a delete, or the client broke the protocol). */
+  destroy(): void {
+    if (this.closed) return;
+    this.stream.destroy();
+    this.socket.destroy();
+    this.finish();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Socket plumbing
+
+  private attachStream(stream: net.Socket | tls.TLSSocket): void {
+    stream.on('data', this.onDataBound);
+    stream.on('error', (err) => {
+      this.ctx.log.debug({ client: this.client, err: errorMessage(err) }, 'nbd client socket error');
+      this.destroy();
+    });
+    stream.on('close', () => this.finish());
+    stream.on('drain', () => {
+      if (this.pausedForBackpressure) {
+        this.pausedForBackpressure = false;
+        this.resumeIfAllowed();
+      }
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    this.queue.push(chunk);
+    if (this.attached) this.pump();
+    else if (this.wake) {
+      const wake = this.wake;
+      this.wake = null;
+      wake();
+    }
+  }
+
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.handshakeTimer);
+    if (this.wake) {
+      const wake = this.wake;
+      this.wake = null;
+      wake();
+    }
+    if (this.attached) this.ctx.observer.clientDetached(this.attached.name, this.client);
+    for (const waiter of this.idleWaiters.splice(0)) waiter();
+    this.onClosed(this);
+  }
+
+  private protocolError(reason: string): void {
+    if (this.closed) return;
+    this.ctx.log.warn({ client: this.client, reason }, 'nbd client dropped: protocol violation');
+    this.ctx.observer.protocolError(this.client, reason);
+    this.destroy();
+  }
+
+  private write(data: Buffer): void {
+    if (this.closed) return;
+    this.stream.write(data);
+    if (this.stream.writableLength > maxBufferedReplyBytes && this.attached && !this.pausedForBackpressure) {
+      // The client is not reading its replies: stop taking its requests until it catches up.
+      this.pausedForBackpressure = true;
+      this.stream.pause();
+    }
+  }
+
+  private async readBytes(n: number): Promise<Buffer> {
+    while (this.queue.length < n) {
+      if (this.closed) throw new ConnectionClosed();
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
+    }
+    return this.queue.take(n);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Handshake
+
+  private async handshake(): Promise<void> {
+    this.write(codec.encodeGreeting(serverHandshakeFlags));
+    const flags = codec.decodeClientFlags(await this.readBytes(4), serverHandshakeFlags);
+    if (!flags.ok) return this.protocolError(flags.error);
+    const noZeroes = flags.value.noZeroes;
+    for (;;) {
+      const header = codec.decodeOptionHeader(await this.readBytes(c.OPTION_HEADER_BYTES));
+      if (!header.ok) return this.protocolError(header.error);
+      const { option, length } = header.value;
+      if (length > c.maxOptionPayloadBytes) {
+        return this.protocolError(`option ${option} carries ${length} bytes, more than ${c.maxOptionPayloadBytes}`);
+      }
+      const payload = Buffer.from(await this.readBytes(length));
+      const done = await this.handleOption(option, payload, noZeroes);
+      if (done) return;
+    }
+  }
+
+  /** Returns true when option haggling is over (transmission entered or session ended). */
+  private async handleOption(option: number, payload: Buffer, noZeroes: boolean): Promise<boolean> {
+    const reply = (type: number, data?: Buffer): void => this.write(codec.encodeOptionReply(option, type, data));
+    const error = (type: number, message: string): void => this.write(codec.encodeOptionError(option, type, message));
+    const tlsRequiredButMissing = this.ctx.tlsMode === 'required' && !this.client.tls;
+
+    if (option === c.OPT_ABORT) {
+      reply(c.REP_ACK);
+      this.endGracefully();
+      return true;
+    }
+    if (option === c.OPT_STARTTLS) {
+      if (payload.length !== 0) error(c.REP_ERR_INVALID, 'STARTTLS carries no data');
+      else if (this.ctx.tlsMode === 'off' || !this.ctx.secureContext) error(c.REP_ERR_POLICY, 'TLS is not enabled on this node');
+      else if (this.client.tls) error(c.REP_ERR_INVALID, 'TLS is already running');
+      else {
+        await this.upgradeToTls(option);
+        return this.closed;
+      }
+      return false;
+    }
+    if (this.ctx.isShuttingDown()) {
+      error(c.REP_ERR_SHUTDOWN, 'the node is shutting down');
+      return false;
+    }
+    if (option === c.OPT_EXPORT_NAME) {
+      const name = codec.decodeExportName(payload);
+      if (!name.ok) {
+        this.protocolError(name.error);
+        return true;
+      }
+      if (tlsRequiredButMissing) {
+        this.protocolError('EXPORT_NAME without TLS on a node that requires TLS');
+        return true;
+      }
+      const found = this.ctx.provider.lookup(name.value, this.client);
+      if (found.status !== 'ok') {
+        this.protocolError(`EXPORT_NAME ${JSON.stringify(name.value)}: ${found.message}`);
+        return true;
+      }
+      const flags = this.transmissionFlags(found.export.device);
+      this.write(codec.encodeExportNameReply(found.export.device.sizeBytes, flags, noZeroes));
+      this.enterTransmission(found.export);
+      return true;
+    }
+    if (tlsRequiredButMissing) {
+      error(c.REP_ERR_TLS_REQD, 'this node requires TLS: use STARTTLS first');
+      return false;
+    }
+    switch (option) {
+      case c.OPT_LIST: {
+        if (payload.length !== 0) {
+          error(c.REP_ERR_INVALID, 'LIST carries no data');
+          return false;
+        }
+        for (const e of this.ctx.provider.list(this.client)) reply(c.REP_SERVER, codec.encodeRepServer(e.name, e.description));
+        reply(c.REP_ACK);
+        return false;
+      }
+      case c.OPT_STRUCTURED_REPLY: {
+        if (payload.length !== 0) {
+          error(c.REP_ERR_INVALID, 'STRUCTURED_REPLY carries no data');
+          return false;
+        }
+        this.negotiation.structuredReplies = true;
+        reply(c.REP_ACK);
+        return false;
+      }
+      case c.OPT_LIST_META_CONTEXT:
+      case c.OPT_SET_META_CONTEXT:
+        this.handleMetaContext(option, payload, reply, error);
+        return false;
+      case c.OPT_INFO:
+      case c.OPT_GO:
+        return this.handleInfoOrGo(option, payload, reply, error);
+      default:
+        error(c.REP_ERR_UNSUP, `option ${option} is not supported`);
+        return false;
+    }
+  }
+
+  private handleInfoOrGo(option: number, payload: Buffer, reply: (type: number, data?: Buffer) => void,
+    error: (type: number, message: string) => void): boolean {
+    const request = codec.decodeInfoRequest(payload);
+    if (!request.ok) {
+      error(c.REP_ERR_INVALID, request.error);
+      return false;
+    }
+    const found = this.ctx.provider.lookup(request.value.name, this.client);
+    if (found.status === 'unknown') {
+      error(c.REP_ERR_UNKNOWN, found.message);
+      return false;
+    }
+    if (found.status === 'denied') {
+      error(c.REP_ERR_POLICY, found.message);
+      return false;
+    }
+    const exp = found.export;
+    reply(c.REP_INFO, codec.encodeInfoExport(exp.device.sizeBytes, this.transmissionFlags(exp.device)));
+    const wanted = new Set(request.value.infoTypes);
+    if (wanted.has(c.INFO_NAME)) reply(c.REP_INFO, codec.encodeInfoString(c.INFO_NAME, exp.name));
+    if (wanted.has(c.INFO_DESCRIPTION)) reply(c.REP_INFO, codec.encodeInfoString(c.INFO_DESCRIPTION, exp.description));
+    // Always advertised: it costs nothing and tells every client the limits it must respect.
+    reply(c.REP_INFO, codec.encodeInfoBlockSize(this.ctx.limits.minBlockBytes,
+      Math.max(c.preferredBlockBytes, this.ctx.limits.minBlockBytes), c.maxPayloadBytes));
+    reply(c.REP_ACK);
+    if (option === c.OPT_GO) {
+      this.enterTransmission(exp);
+      return true;
+    }
+    return false;
+  }
+
+  private handleMetaContext(option: number, payload: Buffer, reply: (type: number, data?: Buffer) => void,
+    error: (type: number, message: string) => void): void {
+    const isSet = option === c.OPT_SET_META_CONTEXT;
+    if (isSet) this.negotiation.metaContextExport = undefined; // replaced even when the request fails
+    if (!this.negotiation.structuredReplies) {
+      error(c.REP_ERR_INVALID, 'negotiate structured replies before meta contexts');
+      return;
+    }
+    const request = codec.decodeMetaContextRequest(payload);
+    if (!request.ok) {
+      error(c.REP_ERR_INVALID, request.error);
+      return;
+    }
+    const found = this.ctx.provider.lookup(request.value.name, this.client);
+    if (found.status === 'unknown') {
+      error(c.REP_ERR_UNKNOWN, found.message);
+      return;
+    }
+    if (found.status === 'denied') {
+      error(c.REP_ERR_POLICY, found.message);
+      return;
+    }
+    let matched = false;
+    const queries = request.value.queries;
+    if (!isSet && queries.length === 0) matched = true;
+    for (const query of queries) {
+      if (!query.includes(':')) {
+        error(c.REP_ERR_INVALID, `meta context query "${query}" has no namespace`);
+        return;
+      }
+      if (query === c.BASE_ALLOCATION || (!isSet && query === 'base:')) matched = true;
+    }
+    if (matched) {
+      reply(c.REP_META_CONTEXT, codec.encodeRepMetaContext(isSet ? c.BASE_ALLOCATION_CONTEXT_ID : 0, c.BASE_ALLOCATION));
+      if (isSet) this.negotiation.metaContextExport = request.value.name;
+    }
+    reply(c.REP_ACK);
+  }
+
+  private async upgradeToTls(option: number): Promise<void> {
+    if (this.queue.length > 0) {
+      this.protocolError('client sent data after STARTTLS before the TLS handshake');
+      return;
+    }
+    const raw = this.socket;
+    raw.removeListener('data', this.onDataBound);
+    raw.pause();
+    await new Promise<void>((resolve) => raw.write(codec.encodeOptionReply(option, c.REP_ACK), () => resolve()));
+    if (this.closed) return;
+    const config = this.ctx.tls!;
+    let pskIdentity: string | undefined;
+    // pskCallback is honoured by TLSSocket at runtime though @types/node lists it only for servers.
+    const options: tls.TLSSocketOptions & { pskCallback?: (socket: tls.TLSSocket, identity: string) => Buffer | null } =
+      { isServer: true, secureContext: this.ctx.secureContext! };
+    if (config.kind === 'psk') {
+      options.pskCallback = (_socket: tls.TLSSocket, identity: string) => {
+        const key = config.keys.get(identity);
+        if (key) pskIdentity = identity;
+        return key ?? null;
+      };
+    } else if (config.caPem) {
+      options.requestCert = true;
+      options.rejectUnauthorized = true;
+    }
+    const secure = new tls.TLSSocket(raw, options);
+    this.stream = secure;
+    await new Promise<void>((resolve) => {
+      const fail = (err: Error): void => {
+        this.ctx.log.warn({ client: this.client, err: err.message }, 'nbd TLS handshake failed');
+        this.ctx.observer.protocolError(this.client, `TLS handshake failed: ${err.message}`);
+        this.destroy();
+        resolve();
+      };
+      secure.once('error', fail);
+      secure.once('secure', () => {
+        secure.removeListener('error', fail);
+        this.client.tls = true;
+        if (config.kind === 'psk') this.client.tlsIdentity = pskIdentity;
+        else if (secure.authorized) {
+          const cn = secure.getPeerCertificate().subject?.CN;
+          if (typeof cn === 'string') this.client.tlsIdentity = cn;
+        }
+        // STARTTLS resets everything negotiated before it.
+        this.negotiation = { structuredReplies: false, metaContextExport: undefined };
+        this.attachStream(secure);
+        resolve();
+      });
+    });
+  }
+
+  private transmissionFlags(device: BlockDevice): number {
+    let flags = c.TFLAG_HAS_FLAGS | c.TFLAG_SEND_FLUSH | c.TFLAG_SEND_FUA | c.TFLAG_SEND_TRIM |
+      c.TFLAG_SEND_WRITE_ZEROES | c.TFLAG_SEND_FAST_ZERO | c.TFLAG_CAN_MULTI_CONN | c.TFLAG_SEND_CACHE;
+    if (device.readOnly) flags |= c.TFLAG_READ_ONLY;
+    if (this.negotiation.structuredReplies) flags |= c.TFLAG_SEND_DF;
+    return flags;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Transmission
+
+  private enterTransmission(exp: NbdExport): void {
+    clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = undefined;
+    this.attached = exp;
+    if (this.negotiation.metaContextExport !== exp.name) this.negotiation.metaContextExport = undefined;
+    this.ctx.observer.clientAttached(exp.name, this.client);
+    this.ctx.log.debug({ client: this.client, export: exp.name }, 'nbd client attached');
+    this.pump();
+  }
+
+  private pump(): void {
+    while (!this.closed && !this.readingStopped && !this.pausedForInFlight && !this.pausedForBackpressure) {
+      if (!this.pendingHeader) {
+        if (this.queue.length < c.REQUEST_HEADER_BYTES) return;
+        const header = codec.decodeRequestHeader(this.queue.take(c.REQUEST_HEADER_BYTES));
+        if (!header.ok) return this.protocolError(header.error);
+        if (header.value.type === c.CMD_WRITE && header.value.length > c.maxPayloadBytes) {
+          return this.protocolError(`write of ${header.value.length} bytes exceeds the ${c.maxPayloadBytes}-byte payload limit`);
+        }
+        this.pendingHeader = header.value;
+      }
+      const header = this.pendingHeader;
+      let payload: Buffer[] | undefined;
+      if (header.type === c.CMD_WRITE) {
+        if (this.queue.length < header.length) return;
+        payload = this.queue.takePieces(header.length);
+      }
+      this.pendingHeader = undefined;
+      if (header.type === c.CMD_DISC) {
+        this.stopReading();
+        void this.waitIdle().then(() => this.endGracefully());
+        return;
+      }
+      this.inFlight++;
+      if (this.inFlight >= this.ctx.limits.maxInFlightPerConnection) {
+        this.pausedForInFlight = true;
+        this.stream.pause();
+      }
+      void this.execute(header, payload);
+    }
+  }
+
+  private stopReading(): void {
+    this.readingStopped = true;
+    this.stream.pause();
+  }
+
+  private resumeIfAllowed(): void {
+    if (this.closed || this.readingStopped || this.pausedForInFlight || this.pausedForBackpressure) return;
+    this.stream.resume();
+    this.pump();
+  }
+
+  private waitIdle(): Promise<void> {
+    if (this.inFlight === 0 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private endGracefully(): void {
+    if (this.closed) return;
+    this.stream.end();
+    // A client that never closes its side must not pin the connection.
+    setTimeout(() => this.destroy(), 5_000).unref();
+  }
+
+  private async execute(h: codec.RequestHeader, payload: Buffer[] | undefined): Promise<void> {
+    const exp = this.attached!;
+    const device = exp.device;
+    const started = performance.now();
+    const command = commandNames[h.type];
+    let errno = 0;
+    let bytes = 0;
+    try {
+      errno = this.validate(h, device);
+      if (errno !== 0) {
+        this.replyError(h, errno, this.validationMessage(h, errno, device));
+      } else {
+        const fua = { fua: (h.flags & c.CMD_FLAG_FUA) !== 0 };
+        switch (h.type) {
+          case c.CMD_READ:
+            bytes = h.length;
+            await this.executeRead(h, device);
+            break;
+          case c.CMD_WRITE:
+            bytes = h.length;
+            await device.write(h.offset, payload!, fua);
+            this.replyOk(h);
+            break;
+          case c.CMD_FLUSH:
+            await device.flush();
+            this.replyOk(h);
+            break;
+          case c.CMD_TRIM:
+            await device.trim(h.offset, h.length, fua);
+            this.replyOk(h);
+            break;
+          case c.CMD_WRITE_ZEROES:
+            bytes = h.length;
+            await device.writeZeroes(h.offset, h.length, {
+              ...fua,
+              noHole: (h.flags & c.CMD_FLAG_NO_HOLE) !== 0,
+              fastOnly: (h.flags & c.CMD_FLAG_FAST_ZERO) !== 0,
+            });
+            this.replyOk(h);
+            break;
+          case c.CMD_CACHE:
+            // Advisory: the page cache already holds what was read recently.
+            this.replyOk(h);
+            break;
+          case c.CMD_BLOCK_STATUS:
+            this.executeBlockStatus(h, device);
+            break;
+        }
+      }
+    } catch (err) {
+      if (err instanceof BlockDeviceError) {
+        errno = c.nbdErrnoByName[err.errno];
+        if (err.errno !== 'ENOTSUP') this.ctx.log.warn({ client: this.client, export: exp.name, err: err.message }, 'nbd request failed');
+        this.replyError(h, errno, err.message);
+      } else {
+        errno = c.NBD_EIO;
+        this.ctx.log.error({ client: this.client, export: exp.name, err }, 'nbd request failed unexpectedly');
+        this.replyError(h, errno, 'internal error');
+      }
+    } finally {
+      if (command) this.ctx.observer.requestCompleted(exp.name, command, bytes, (performance.now() - started) / 1000, errno);
+      this.inFlight--;
+      if (this.pausedForInFlight && this.inFlight < this.ctx.limits.maxInFlightPerConnection / 2) {
+        this.pausedForInFlight = false;
+        this.resumeIfAllowed();
+      }
+      if (this.inFlight === 0) for (const waiter of this.idleWaiters.splice(0)) waiter();
+    }
+  }
+
+  /** Returns 0 or the NBD errno the request deserves before touching the device. */
+  private validate(h: codec.RequestHeader, device: BlockDevice): number {
+    const command = commandNames[h.type];
+    if (command === undefined) return c.NBD_EINVAL;
+    if ((h.flags & ~(c.CMD_FLAG_FUA | allowedFlags[h.type]!)) !== 0) return c.NBD_EINVAL;
+    if ((h.flags & c.CMD_FLAG_DF) !== 0 && !this.negotiation.structuredReplies) return c.NBD_EINVAL;
+    if (h.type === c.CMD_FLUSH) return h.offset === 0 && h.length === 0 ? 0 : c.NBD_EINVAL;
+    const writes = h.type === c.CMD_WRITE || h.type === c.CMD_WRITE_ZEROES || h.type === c.CMD_TRIM;
+    if (writes && device.readOnly) return c.NBD_EPERM;
+    if (h.offset + h.length > device.sizeBytes) {
+      return h.type === c.CMD_WRITE || h.type === c.CMD_WRITE_ZEROES ? c.NBD_ENOSPC : c.NBD_EINVAL;
+    }
+    const min = this.ctx.limits.minBlockBytes;
+    if (min > 1 && h.type !== c.CMD_BLOCK_STATUS && (h.offset % min !== 0 || h.length % min !== 0)) return c.NBD_EINVAL;
+    if (h.type === c.CMD_READ && h.length > c.maxPayloadBytes) {
+      return this.negotiation.structuredReplies ? c.NBD_EOVERFLOW : c.NBD_EINVAL;
+    }
+    if (h.type === c.CMD_BLOCK_STATUS && this.negotiation.metaContextExport !== this.attached!.name) return c.NBD_EINVAL;
+    return 0;
+  }
+
+  private validationMessage(h: codec.RequestHeader, errno: number, device: BlockDevice): string {
+    if (commandNames[h.type] === undefined) return `unknown command ${h.type}`;
+    if (errno === c.NBD_EPERM) return `export ${device.name} is read-only`;
+    if (h.offset + h.length > device.sizeBytes) return `request ${h.offset}+${h.length} is past the end of the export (${device.sizeBytes} bytes)`;
+    if (errno === c.NBD_EOVERFLOW || (h.type === c.CMD_READ && h.length > c.maxPayloadBytes)) {
+      return `read of ${h.length} bytes exceeds the ${c.maxPayloadBytes}-byte limit`;
+    }
+    if (h.type === c.CMD_BLOCK_STATUS && this.negotiation.metaContextExport === undefined) return 'no meta context was selected';
+    if ((h.flags & ~(c.CMD_FLAG_FUA | (allowedFlags[h.type] ?? 0))) !== 0) return `flags 0x${h.flags.toString(16)} are not valid for this command`;
+    return 'request is misaligned or malformed';
+  }
+
+  private async executeRead(h: codec.RequestHeader, device: BlockDevice): Promise<void> {
+    if (!this.negotiation.structuredReplies) {
+      const data = await device.read(h.offset, h.length);
+      if (this.closed) return;
+      this.stream.cork();
+      this.write(codec.encodeSimpleReply(0, h.cookie));
+      this.write(data);
+      this.stream.uncork();
+      return;
+    }
+    // A range that is wholly a hole needs no disk read and no data on the wire.
+    if (h.length > 0) {
+      const extents = device.extents(h.offset, h.length, 2);
+      const first = extents[0];
+      if (first && first.zero && first.offset === h.offset && first.length >= h.length) {
+        this.write(codec.encodeOffsetHole(h.cookie, h.offset, h.length, true));
+        return;
+      }
+    }
+    const data = await device.read(h.offset, h.length);
+    if (this.closed) return;
+    if (data.length === 0) {
+      this.write(codec.encodeStructuredNone(h.cookie));
+      return;
+    }
+    this.stream.cork();
+    this.write(codec.encodeOffsetDataHeader(h.cookie, h.offset, data.length, true));
+    this.write(data);
+    this.stream.uncork();
+  }
+
+  private executeBlockStatus(h: codec.RequestHeader, device: BlockDevice): void {
+    const reqOne = (h.flags & c.CMD_FLAG_REQ_ONE) !== 0;
+    const length = Math.max(1, h.length);
+    const extents = device.extents(h.offset, Math.min(length, device.sizeBytes - h.offset), reqOne ? 1 : c.maxBlockStatusExtents);
+    const end = h.offset + length;
+    const descriptors: codec.StatusDescriptor[] = [];
+    for (const e of extents) {
+      const extentEnd = Math.min(e.offset + e.length, end);
+      if (extentEnd <= e.offset) break;
+      descriptors.push({ length: extentEnd - e.offset, flags: (e.allocated ? 0 : c.STATE_HOLE) | (e.zero ? c.STATE_ZERO : 0) });
+      if (reqOne) break;
+    }
+    if (descriptors.length === 0) {
+      // Zero-length query at the very end of the export: nothing to describe. Report the error politely.
+      this.replyError(h, c.NBD_EINVAL, 'block status of an empty range');
+      return;
+    }
+    this.write(codec.encodeBlockStatus(h.cookie, c.BASE_ALLOCATION_CONTEXT_ID, descriptors, true));
+  }
+
+  private replyOk(h: codec.RequestHeader): void {
+    this.write(codec.encodeSimpleReply(0, h.cookie));
+  }
+
+  private replyError(h: codec.RequestHeader, errno: number, message: string): void {
+    if (this.negotiation.structuredReplies) this.write(codec.encodeStructuredError(h.cookie, errno, message));
+    else this.write(codec.encodeSimpleReply(errno, h.cookie));
+  }
+}

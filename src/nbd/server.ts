@@ -1,0 +1,125 @@
+// The NBD listener: accepts connections up to the limit, builds the TLS context, and tracks which
+// clients are attached to which export so the node can refuse or force a delete.
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { Logger } from '../common/log';
+import { NbdConnection, type ConnectionContext } from './connection';
+import type { ExportProvider, NbdClientInfo, NbdObserver, NbdServerLimits, NbdTlsConfig, TlsMode } from './types';
+
+export interface NbdServerOptions {
+  host: string;
+  port: number;
+  provider: ExportProvider;
+  observer: NbdObserver;
+  limits: NbdServerLimits;
+  tlsMode: TlsMode;
+  tls?: NbdTlsConfig | undefined;
+  log: Logger;
+}
+
+export class NbdServer {
+  private readonly server: net.Server;
+  private readonly connections = new Set<NbdConnection>();
+  private nextConnectionId = 1;
+  private shuttingDown = false;
+  private readonly ctx: ConnectionContext;
+
+  constructor(private readonly options: NbdServerOptions) {
+    if (options.tlsMode !== 'off' && !options.tls) {
+      throw new Error(`TLS mode ${options.tlsMode} needs certificates or a PSK file`);
+    }
+    this.ctx = {
+      provider: options.provider,
+      observer: options.observer,
+      limits: options.limits,
+      tlsMode: options.tlsMode,
+      tls: options.tls,
+      secureContext: options.tlsMode === 'off' ? undefined : buildSecureContext(options.tls!),
+      log: options.log,
+      isShuttingDown: () => this.shuttingDown,
+    };
+    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server.on('error', (err) => options.log.error({ err }, 'nbd listener error'));
+  }
+
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host: this.options.host, port: this.options.port }, () => {
+        this.server.removeListener('error', reject);
+        resolve((this.server.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  /** Clients currently in the transmission phase on `exportName`. */
+  clientsOf(exportName: string): NbdClientInfo[] {
+    return [...this.connections].filter((c) => c.exportName === exportName).map((c) => c.client);
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Hard-disconnects every client of an export (forced delete). */
+  disconnectExport(exportName: string): number {
+    let count = 0;
+    for (const conn of this.connections) {
+      if (conn.exportName === exportName) {
+        conn.destroy();
+        count++;
+      }
+    }
+    return count;
+  }
+
+  /** Stops accepting, lets in-flight requests finish, then closes every connection. */
+  async close(): Promise<void> {
+    this.shuttingDown = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await Promise.all([...this.connections].map((c) => c.shutdown(this.options.limits.shutdownGraceMs)));
+    await closed;
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.shuttingDown) {
+      socket.destroy();
+      return;
+    }
+    if (this.connections.size >= this.options.limits.maxConnections) {
+      this.options.log.warn({ remote: socket.remoteAddress, limit: this.options.limits.maxConnections },
+        'nbd connection refused: connection limit reached');
+      socket.destroy();
+      return;
+    }
+    const conn = new NbdConnection(socket, this.nextConnectionId++, this.ctx, (c) => this.connections.delete(c));
+    this.connections.add(conn);
+    conn.start();
+  }
+}
+
+function buildSecureContext(config: NbdTlsConfig): tls.SecureContext {
+  if (config.kind === 'x509') {
+    return tls.createSecureContext({ cert: config.certPem, key: config.keyPem, ca: config.caPem, minVersion: 'TLSv1.2' });
+  }
+  // Node offers PSK only up to TLS 1.2; GnuTLS clients (qemu, libnbd) negotiate it there.
+  return tls.createSecureContext({ ciphers: 'ECDHE-PSK:DHE-PSK:PSK:!NULL', minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' });
+}
+
+/** Parses a GnuTLS-style PSK file: one `identity:hexkey` per line (as psktool writes it). */
+export function parsePskFile(text: string, file: string): Map<string, Buffer> {
+  const keys = new Map<string, Buffer>();
+  text.split(/\r?\n/).forEach((line, index) => {
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) return;
+    const colon = trimmed.lastIndexOf(':');
+    const identity = trimmed.slice(0, colon);
+    const hex = trimmed.slice(colon + 1);
+    if (colon <= 0 || !/^[0-9a-fA-F]+$/.test(hex) || hex.length % 2 !== 0) {
+      throw new Error(`${file}:${index + 1}: expected "identity:hexkey"`);
+    }
+    keys.set(identity, Buffer.from(hex, 'hex'));
+  });
+  if (keys.size === 0) throw new Error(`${file} holds no PSK keys`);
+  return keys;
+}

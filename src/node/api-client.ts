@@ -1,0 +1,68 @@
+// HTTP client of the node control API, used by the CLI and by nodes talking to their peers. Turns
+// problem documents back into TricopyErrors and network failures into errors that say what to check.
+import { TricopyError, isErrorCode } from '../common/errors';
+
+export const defaultApiTimeoutMs = 30_000;
+
+export class ApiClient {
+  readonly baseUrl: string;
+
+  constructor(baseUrl: string, private readonly token?: string | undefined, private readonly timeoutMs = defaultApiTimeoutMs) {
+    let url: URL;
+    try {
+      url = new URL(baseUrl);
+    } catch {
+      throw new TricopyError('invalid-argument', `"${baseUrl}" is not a node URL`, 'write it like http://127.0.0.1:7801');
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw new TricopyError('invalid-argument', `node URL ${baseUrl} must start with http:// or https://`);
+    }
+    this.baseUrl = url.toString().replace(/\/$/, '');
+  }
+
+  get<T>(path: string): Promise<T> {
+    return this.request<T>('GET', path);
+  }
+
+  post<T>(path: string, body?: unknown): Promise<T> {
+    return this.request<T>('POST', path, body ?? {});
+  }
+
+  delete<T>(path: string): Promise<T> {
+    return this.request<T>('DELETE', path);
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let response: Response;
+    try {
+      response = await fetch(`${this.baseUrl}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? null : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+      throw new TricopyError('unavailable', `cannot reach node at ${this.baseUrl} (${cause})`,
+        'is `tricopy node run` running there? Set the URL with --node or TRICOPY_NODE');
+    }
+    if (response.status === 204) return undefined as T;
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      throw new TricopyError('internal', `node at ${this.baseUrl} answered ${response.status} with a body that is not JSON`);
+    }
+    if (!response.ok) {
+      const p = (parsed ?? {}) as { code?: unknown; detail?: unknown; hint?: unknown };
+      const code = isErrorCode(p.code) ? p.code : 'internal';
+      throw new TricopyError(code, typeof p.detail === 'string' ? p.detail : `HTTP ${response.status}`,
+        typeof p.hint === 'string' ? p.hint : undefined);
+    }
+    return parsed as T;
+  }
+}

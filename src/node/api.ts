@@ -1,0 +1,203 @@
+// The node's HTTP control API (fastify). Every body and parameter is validated by a JSON schema at
+// the edge; every failure is answered as a problem document (RFC 9457) with a hint for the operator.
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { AddressInfo } from 'node:net';
+import { timingSafeEqual } from 'node:crypto';
+import { TricopyError, isErrorCode, httpStatusOf } from '../common/errors';
+import type { NodeEvent } from '../common/events';
+import type { Logger } from '../common/log';
+import { parseSize } from '../common/units';
+import type { StorageNode } from './node';
+
+export const maxApiBodyBytes = 64 * 1024;
+export const sseHeartbeatIntervalMs = 15_000;
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+  hint?: string;
+}
+
+export interface ApiOptions {
+  token: string | undefined;
+  log: Logger;
+}
+
+const nameParam = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { type: 'string', minLength: 1, maxLength: 63 } },
+} as const;
+
+const sizeValue = { anyOf: [{ type: 'string', minLength: 1, maxLength: 32 }, { type: 'integer', minimum: 0 }] } as const;
+
+const accessRuleBody = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: {
+    client: { type: 'string', minLength: 1, maxLength: 64 },
+    identity: { type: 'string', minLength: 1, maxLength: 128 },
+  },
+} as const;
+
+export type NodeApi = FastifyInstance & { listenOn(host: string, port: number): Promise<number> };
+
+export async function buildApi(node: StorageNode, options: ApiOptions): Promise<NodeApi> {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: maxApiBodyBytes,
+    ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    if (options.token === undefined || request.url === '/healthz') return;
+    const header = request.headers.authorization ?? '';
+    const presented = header.startsWith('Bearer ') ? header.slice(7) : '';
+    if (!tokensEqual(presented, options.token)) {
+      await sendProblem(reply, new TricopyError('unauthorized', 'missing or wrong API token',
+        'pass --token or set TRICOPY_TOKEN to the token in the node\'s --api-token-file'));
+    }
+  });
+
+  app.setErrorHandler(async (error: FastifyError | TricopyError | Error, request, reply) => {
+    if (error instanceof TricopyError) return sendProblem(reply, error);
+    const fe = error as FastifyError;
+    if (fe.validation) {
+      return sendProblem(reply, new TricopyError('invalid-argument', `invalid request: ${fe.message}`));
+    }
+    if (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500) {
+      return sendProblem(reply, new TricopyError('invalid-argument', fe.message));
+    }
+    options.log.error({ err: error, url: request.url }, 'API request failed');
+    return sendProblem(reply, new TricopyError('internal', `internal error: ${error.message}`, 'see the node log for details'));
+  });
+
+  app.setNotFoundHandler(async (request, reply) =>
+    sendProblem(reply, new TricopyError('not-found', `no API route ${request.method} ${request.url}`)));
+
+  app.get('/healthz', async () => ({ ok: true }));
+
+  app.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', node.metrics.registry.contentType);
+    return node.metrics.registry.metrics();
+  });
+
+  app.get('/v1/node', async () => node.info());
+
+  app.get('/v1/volumes', async () => ({ volumes: node.listVolumes() }));
+
+  app.post('/v1/volumes', {
+    schema: {
+      body: {
+        type: 'object',
+        required: ['name', 'size'],
+        additionalProperties: false,
+        properties: {
+          name: { type: 'string', minLength: 1, maxLength: 200 },
+          size: sizeValue,
+          description: { type: 'string', maxLength: 1024 },
+          thin: { type: 'boolean' },
+        },
+      },
+    },
+  }, async (request: FastifyRequest<{ Body: { name: string; size: string | number; description?: string; thin?: boolean } }>, reply) => {
+    const body = request.body;
+    const view = await node.createVolume({
+      name: body.name, sizeBytes: parseSize(body.size), ...(body.description !== undefined ? { description: body.description } : {}),
+      thin: body.thin === true,
+    });
+    reply.code(201);
+    return view;
+  });
+
+  app.get('/v1/volumes/:name', { schema: { params: nameParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => node.getVolume(request.params.name));
+
+  app.post('/v1/volumes/:name/resize', {
+    schema: {
+      params: nameParam,
+      body: { type: 'object', required: ['size'], additionalProperties: false, properties: { size: sizeValue } },
+    },
+  }, async (request: FastifyRequest<{ Params: { name: string }; Body: { size: string | number } }>) =>
+    node.resizeVolume(request.params.name, parseSize(request.body.size)));
+
+  app.post('/v1/volumes/:name/allow', { schema: { params: nameParam, body: accessRuleBody } },
+    async (request: FastifyRequest<{ Params: { name: string }; Body: { client?: string; identity?: string } }>) =>
+      node.allow(request.params.name, request.body));
+
+  app.post('/v1/volumes/:name/disallow', { schema: { params: nameParam, body: accessRuleBody } },
+    async (request: FastifyRequest<{ Params: { name: string }; Body: { client?: string; identity?: string } }>) =>
+      node.disallow(request.params.name, request.body));
+
+  app.delete('/v1/volumes/:name', {
+    schema: {
+      params: nameParam,
+      querystring: { type: 'object', additionalProperties: false, properties: { force: { type: 'string', enum: ['true', 'false'] } } },
+    },
+  }, async (request: FastifyRequest<{ Params: { name: string }; Querystring: { force?: string } }>, reply) => {
+    await node.deleteVolume(request.params.name, request.query.force === 'true');
+    reply.code(204);
+  });
+
+  app.get('/v1/events', {
+    schema: {
+      querystring: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$' }, stream: { type: 'string', enum: ['true', 'false'] } },
+      },
+    },
+  }, async (request: FastifyRequest<{ Querystring: { after?: string; stream?: string } }>, reply) => {
+    const after = Number(request.query.after ?? '0');
+    const wantsStream = request.query.stream === 'true' || (request.headers.accept ?? '').includes('text/event-stream');
+    if (!wantsStream) return { events: node.events.since(after) };
+    streamEvents(node, after, request, reply);
+    return reply;
+  });
+
+  const listenOn = async (host: string, port: number): Promise<number> => {
+    await app.listen({ host, port });
+    return (app.server.address() as AddressInfo).port;
+  };
+  return Object.assign(app as FastifyInstance, { listenOn });
+}
+
+function streamEvents(node: StorageNode, after: number, request: FastifyRequest, reply: FastifyReply): void {
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  const send = (event: NodeEvent): void => {
+    raw.write(`id: ${event.id}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
+  };
+  for (const event of node.events.since(after)) send(event);
+  const unsubscribe = node.events.subscribe(send);
+  const heartbeat = setInterval(() => raw.write(': heartbeat\n\n'), sseHeartbeatIntervalMs);
+  heartbeat.unref();
+  request.raw.on('close', () => {
+    clearInterval(heartbeat);
+    unsubscribe();
+  });
+}
+
+async function sendProblem(reply: FastifyReply, error: TricopyError): Promise<FastifyReply> {
+  const status = isErrorCode(error.code) ? httpStatusOf(error.code) : 500;
+  const problem: Problem = {
+    type: `https://tricopy.dev/problems/${error.code}`,
+    title: error.code,
+    status,
+    detail: error.message,
+    code: error.code,
+  };
+  if (error.hint !== undefined) problem.hint = error.hint;
+  return reply.code(status).header('content-type', 'application/problem+json').send(problem);
+}
+
+function tokensEqual(a: string, b: string): boolean {
+  const ab = Buffer.from(a);
+  const bb = Buffer.from(b);
+  return ab.length === bb.length && timingSafeEqual(ab, bb);
+}

@@ -1,0 +1,191 @@
+// Storage node configuration: defaults, an optional YAML/JSON file and command-line flags, merged
+// and validated once here so the rest of the node works with a typed, trusted value.
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import YAML from 'yaml';
+import { TricopyError } from '../common/errors';
+import { type LogLevel, logLevels } from '../common/log';
+import { parseDurationMs } from '../common/units';
+import type { TlsMode } from '../nbd/types';
+
+export interface NodeConfig {
+  name: string;
+  site: string;
+  dataDir: string;
+  host: string;
+  nbdPort: number;
+  apiPort: number;
+  replPort: number;
+  /** Address other nodes and clients should use to reach this node (defaults to host). */
+  advertiseHost: string;
+  logLevel: LogLevel;
+  tlsMode: TlsMode;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  tlsCa: string | undefined;
+  tlsPskFile: string | undefined;
+  /** File holding the bearer token the control API demands; unset = no token (bind to loopback!). */
+  apiTokenFile: string | undefined;
+  maxConnections: number;
+  handshakeTimeoutMs: number;
+  minBlockBytes: number;
+}
+
+export const defaultNodeConfig = {
+  host: '127.0.0.1',
+  nbdPort: 10809,
+  apiPort: 7801,
+  replPort: 7800,
+  logLevel: 'info' as LogLevel,
+  tlsMode: 'off' as TlsMode,
+  maxConnections: 256,
+  handshakeTimeoutMs: 10_000,
+  minBlockBytes: 1,
+};
+
+const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const knownKeys = new Set([
+  'name', 'site', 'dataDir', 'host', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'logLevel', 'tlsMode',
+  'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'maxConnections', 'handshakeTimeout', 'minBlockBytes',
+]);
+
+export type RawNodeConfig = Record<string, unknown>;
+
+export async function loadConfigFile(file: string): Promise<RawNodeConfig> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    throw new TricopyError('invalid-argument', `cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = YAML.parse(text);
+  } catch (err) {
+    throw new TricopyError('invalid-argument', `config file ${file} is not valid YAML or JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new TricopyError('invalid-argument', `config file ${file} must hold a mapping of settings`);
+  }
+  const raw = value as RawNodeConfig;
+  for (const key of Object.keys(raw)) {
+    if (!knownKeys.has(key)) {
+      throw new TricopyError('invalid-argument', `config file ${file}: unknown setting "${key}"`,
+        `known settings: ${[...knownKeys].join(', ')}`);
+    }
+  }
+  // Paths in a config file are relative to the file, not to wherever the node was started.
+  for (const key of ['dataDir', 'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile']) {
+    const v = raw[key];
+    if (typeof v === 'string') raw[key] = path.resolve(path.dirname(file), v);
+  }
+  return raw;
+}
+
+/** Merges file settings with flags (flags win) and validates the result. */
+export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeConfig): NodeConfig {
+  const raw: RawNodeConfig = { ...fromFile };
+  for (const [key, value] of Object.entries(fromFlags)) if (value !== undefined) raw[key] = value;
+
+  const name = requireString(raw, 'name');
+  if (!nodeNamePattern.test(name)) {
+    throw new TricopyError('invalid-argument', `node name "${name}" is not valid`, 'use letters, digits, ".", "_" or "-"');
+  }
+  const dataDir = path.resolve(requireString(raw, 'dataDir'));
+  const host = optionalString(raw, 'host') ?? defaultNodeConfig.host;
+  const tlsMode = (optionalString(raw, 'tlsMode') ?? defaultNodeConfig.tlsMode) as TlsMode;
+  if (!['off', 'optional', 'required'].includes(tlsMode)) {
+    throw new TricopyError('invalid-argument', `tls mode "${tlsMode}" is not one of off, optional, required`);
+  }
+  const logLevel = (optionalString(raw, 'logLevel') ?? defaultNodeConfig.logLevel) as LogLevel;
+  if (!logLevels.includes(logLevel)) {
+    throw new TricopyError('invalid-argument', `log level "${logLevel}" is not one of ${logLevels.join(', ')}`);
+  }
+  const config: NodeConfig = {
+    name,
+    site: optionalString(raw, 'site') ?? name,
+    dataDir,
+    host,
+    nbdPort: port(raw, 'nbdPort', defaultNodeConfig.nbdPort),
+    apiPort: port(raw, 'apiPort', defaultNodeConfig.apiPort),
+    replPort: port(raw, 'replPort', defaultNodeConfig.replPort),
+    advertiseHost: optionalString(raw, 'advertiseHost') ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host),
+    logLevel,
+    tlsMode,
+    tlsCert: optionalPath(raw, 'tlsCert'),
+    tlsKey: optionalPath(raw, 'tlsKey'),
+    tlsCa: optionalPath(raw, 'tlsCa'),
+    tlsPskFile: optionalPath(raw, 'tlsPskFile'),
+    apiTokenFile: optionalPath(raw, 'apiTokenFile'),
+    maxConnections: integer(raw, 'maxConnections', defaultNodeConfig.maxConnections, 1, 65_535),
+    handshakeTimeoutMs: raw.handshakeTimeout === undefined ? defaultNodeConfig.handshakeTimeoutMs
+      : parseDurationMs(raw.handshakeTimeout as string, 'handshake timeout'),
+    minBlockBytes: integer(raw, 'minBlockBytes', defaultNodeConfig.minBlockBytes, 1, 65_536),
+  };
+  if (![1, 512, 4096].includes(config.minBlockBytes)) {
+    throw new TricopyError('invalid-argument', `minimum block size ${config.minBlockBytes} is not 1, 512 or 4096`);
+  }
+  if (config.handshakeTimeoutMs < 100 || config.handshakeTimeoutMs > 600_000) {
+    throw new TricopyError('invalid-argument', 'handshake timeout must be between 100ms and 10m');
+  }
+  const hasX509 = config.tlsCert !== undefined || config.tlsKey !== undefined;
+  if (hasX509 && (config.tlsCert === undefined || config.tlsKey === undefined)) {
+    throw new TricopyError('invalid-argument', 'X.509 TLS needs both --tls-cert and --tls-key');
+  }
+  if (hasX509 && config.tlsPskFile !== undefined) {
+    throw new TricopyError('invalid-argument', 'choose either X.509 certificates or a PSK file for TLS, not both');
+  }
+  if (config.tlsCa !== undefined && !hasX509) {
+    throw new TricopyError('invalid-argument', '--tls-ca verifies client certificates and needs --tls-cert and --tls-key');
+  }
+  if (config.tlsMode !== 'off' && !hasX509 && config.tlsPskFile === undefined) {
+    throw new TricopyError('invalid-argument', `tls mode ${config.tlsMode} needs --tls-cert/--tls-key or --tls-psk-file`);
+  }
+  if (config.tlsMode === 'off' && (hasX509 || config.tlsPskFile !== undefined)) {
+    throw new TricopyError('invalid-argument', 'TLS credentials were given but --tls is off',
+      'pass --tls optional or --tls required to use them');
+  }
+  const distinct = [config.nbdPort, config.apiPort, config.replPort].filter((p) => p !== 0);
+  if (new Set(distinct).size !== distinct.length) {
+    throw new TricopyError('invalid-argument', 'the NBD, API and replication ports must differ (or be 0 for any free port)');
+  }
+  return config;
+}
+
+function requireString(raw: RawNodeConfig, key: string): string {
+  const v = optionalString(raw, key);
+  if (v === undefined || v === '') {
+    throw new TricopyError('invalid-argument', `setting "${key}" is required`, `pass --${kebab(key)} or set it in the config file`);
+  }
+  return v;
+}
+
+function optionalString(raw: RawNodeConfig, key: string): string | undefined {
+  const v = raw[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new TricopyError('invalid-argument', `setting "${key}" must be a string`);
+  return v;
+}
+
+function optionalPath(raw: RawNodeConfig, key: string): string | undefined {
+  const v = optionalString(raw, key);
+  return v === undefined ? undefined : path.resolve(v);
+}
+
+function integer(raw: RawNodeConfig, key: string, fallback: number, min: number, max: number): number {
+  const v = raw[key];
+  if (v === undefined || v === null) return fallback;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new TricopyError('invalid-argument', `setting "${key}" must be a whole number from ${min} to ${max}, got ${String(v)}`);
+  }
+  return n;
+}
+
+function port(raw: RawNodeConfig, key: string, fallback: number): number {
+  return integer(raw, key, fallback, 0, 65_535);
+}
+
+function kebab(key: string): string {
+  return key.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
+}

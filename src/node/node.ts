@@ -1,0 +1,283 @@
+// A storage node: composes the volume store, the NBD server, the control API, metrics and the
+// event journal, and owns the node-level operations the API exposes.
+import { promises as fsp } from 'node:fs';
+import * as net from 'node:net';
+import { TricopyError } from '../common/errors';
+import { EventJournal } from '../common/events';
+import type { Logger } from '../common/log';
+import { NbdServer, parsePskFile } from '../nbd/server';
+import { defaultNbdLimits, type ExportLookup, type ExportProvider, type NbdClientInfo, type NbdTlsConfig } from '../nbd/types';
+import { isAdmitted } from '../volume/access';
+import { VolumeStore, type VolumeMeta } from '../volume/store';
+import { buildApi, type NodeApi } from './api';
+import type { NodeConfig } from './config';
+import { NodeMetrics } from './metrics';
+import { lockDataDir } from './lock';
+import { version } from './version';
+
+export interface NodePorts {
+  nbdPort: number;
+  apiPort: number;
+  replPort: number;
+}
+
+export interface ClientView {
+  id: number;
+  address: string;
+  port: number;
+  tls: boolean;
+  identity: string | null;
+}
+
+export interface VolumeView extends VolumeMeta {
+  allocatedBytes: number;
+  exportUri: string;
+  clients: ClientView[];
+}
+
+export interface NodeInfo {
+  name: string;
+  site: string;
+  version: string;
+  dataDir: string;
+  ports: NodePorts;
+  tlsMode: string;
+  startedAt: string;
+  volumeCount: number;
+  nbdConnections: number;
+}
+
+export class StorageNode {
+  readonly events: EventJournal;
+  readonly metrics: NodeMetrics;
+  private nbd!: NbdServer;
+  private api!: NodeApi;
+  private repl!: net.Server;
+  private portsValue: NodePorts = { nbdPort: 0, apiPort: 0, replPort: 0 };
+  private readonly startedAt = new Date().toISOString();
+  private stopping: Promise<void> | null = null;
+  private unlock: () => Promise<void> = async () => undefined;
+
+  private constructor(
+    readonly config: NodeConfig,
+    readonly store: VolumeStore,
+    readonly log: Logger,
+  ) {
+    this.events = new EventJournal(log.child({ component: 'events' }));
+    this.metrics = new NodeMetrics(config.name, () => store.list().map((m) => ({
+      name: m.name, sizeBytes: m.sizeBytes, allocatedBytes: store.volume(m.name).allocatedBytes,
+    })));
+  }
+
+  static async start(config: NodeConfig, log: Logger): Promise<StorageNode> {
+    await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    const tls = await loadTls(config);
+    const apiToken = config.apiTokenFile ? (await fsp.readFile(config.apiTokenFile, 'utf8')).trim() : undefined;
+    if (apiToken !== undefined && apiToken.length < 16) {
+      throw new TricopyError('invalid-argument', `API token in ${config.apiTokenFile} is shorter than 16 characters`);
+    }
+    const unlock = await lockDataDir(config.dataDir);
+    let store: VolumeStore;
+    try {
+      store = await VolumeStore.open(config.dataDir, log.child({ component: 'store' }));
+    } catch (err) {
+      await unlock();
+      throw err;
+    }
+    const node = new StorageNode(config, store, log);
+    node.unlock = unlock;
+    try {
+      node.nbd = new NbdServer({
+        host: config.host,
+        port: config.nbdPort,
+        provider: node.exportProvider(),
+        observer: node.metrics,
+        limits: { ...defaultNbdLimits, maxConnections: config.maxConnections, handshakeTimeoutMs: config.handshakeTimeoutMs,
+          minBlockBytes: config.minBlockBytes },
+        tlsMode: config.tlsMode,
+        tls,
+        log: log.child({ component: 'nbd' }),
+      });
+      node.portsValue.nbdPort = await node.nbd.listen();
+      node.repl = net.createServer((socket) => socket.destroy());
+      node.portsValue.replPort = await listen(node.repl, config.host, config.replPort);
+      node.api = await buildApi(node, { token: apiToken, log: log.child({ component: 'api' }) });
+      node.portsValue.apiPort = await node.api.listenOn(config.host, config.apiPort);
+    } catch (err) {
+      await node.nbd?.close().catch(() => undefined);
+      node.repl?.close();
+      await store.close();
+      await unlock();
+      throw listenError(err);
+    }
+    node.events.emit('node-started', config.name, 'node process started', { ...node.portsValue, version });
+    return node;
+  }
+
+  get ports(): NodePorts {
+    return { ...this.portsValue };
+  }
+
+  info(): NodeInfo {
+    return {
+      name: this.config.name,
+      site: this.config.site,
+      version,
+      dataDir: this.config.dataDir,
+      ports: this.ports,
+      tlsMode: this.config.tlsMode,
+      startedAt: this.startedAt,
+      volumeCount: this.store.list().length,
+      nbdConnections: this.nbd.connectionCount,
+    };
+  }
+
+  listVolumes(): VolumeView[] {
+    return this.store.list().map((m) => this.view(m));
+  }
+
+  getVolume(name: string): VolumeView {
+    return this.view(this.store.get(name));
+  }
+
+  async createVolume(options: { name: string; sizeBytes: number; description?: string; thin?: boolean }): Promise<VolumeView> {
+    const meta = await this.store.create(options);
+    this.events.emit('volume-created', meta.name, 'created by operator', { sizeBytes: meta.sizeBytes });
+    return this.view(meta);
+  }
+
+  async resizeVolume(name: string, sizeBytes: number): Promise<VolumeView> {
+    const before = this.store.get(name).sizeBytes;
+    const meta = await this.store.resize(name, sizeBytes);
+    if (meta.sizeBytes !== before) {
+      this.events.emit('volume-resized', name, 'grown by operator; clients attached now see the new size after reconnecting',
+        { fromBytes: before, toBytes: meta.sizeBytes });
+    }
+    return this.view(meta);
+  }
+
+  async allow(name: string, rule: { client?: string; identity?: string }): Promise<VolumeView> {
+    const meta = await this.store.allow(name, rule);
+    this.events.emit('access-granted', name, 'access rule added by operator', { ...rule });
+    return this.view(meta);
+  }
+
+  async disallow(name: string, rule: { client?: string; identity?: string }): Promise<VolumeView> {
+    const meta = await this.store.disallow(name, rule);
+    this.events.emit('access-revoked', name, 'access rule removed by operator; attached clients keep their session',
+      { ...rule });
+    return this.view(meta);
+  }
+
+  async deleteVolume(name: string, force: boolean): Promise<void> {
+    this.store.get(name); // not-found first
+    const clients = this.nbd.clientsOf(name);
+    if (clients.length > 0 && !force) {
+      throw new TricopyError('busy', `volume ${name} has ${clients.length} attached client(s): ` +
+        clients.map((c) => `${c.address}:${c.port}`).join(', '),
+        'detach the clients first, or pass --force to disconnect them and delete anyway');
+    }
+    const dropped = this.nbd.disconnectExport(name);
+    await this.store.delete(name);
+    this.metrics.forgetVolume(name);
+    this.events.emit('volume-deleted', name, force && dropped > 0 ? `deleted by operator, ${dropped} client(s) disconnected` : 'deleted by operator');
+  }
+
+  /** Clean shutdown: stop accepting, finish in-flight requests, flush every volume, close. */
+  stop(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = (async () => {
+        this.events.emit('node-stopping', this.config.name, 'shutdown requested');
+        await this.nbd.close();
+        await new Promise<void>((resolve) => this.repl.close(() => resolve()));
+        await this.api.close();
+        await this.store.close();
+        await this.unlock();
+        this.log.info('node stopped');
+      })();
+    }
+    return this.stopping;
+  }
+
+  private view(meta: VolumeMeta): VolumeView {
+    const host = this.config.advertiseHost.includes(':') ? `[${this.config.advertiseHost}]` : this.config.advertiseHost;
+    const scheme = this.config.tlsMode === 'required' ? 'nbds' : 'nbd';
+    return {
+      ...meta,
+      allocatedBytes: this.store.volume(meta.name).allocatedBytes,
+      exportUri: `${scheme}://${host}:${this.portsValue.nbdPort}/${meta.name}`,
+      clients: this.nbd ? this.nbd.clientsOf(meta.name).map(clientView) : [],
+    };
+  }
+
+  private exportProvider(): ExportProvider {
+    return {
+      lookup: (name: string, client: NbdClientInfo): ExportLookup => {
+        if (!this.store.has(name)) return { status: 'unknown', message: `no volume named ${JSON.stringify(name)} on node ${this.config.name}` };
+        const meta = this.store.get(name);
+        if (!isAdmitted(meta.access, { address: client.address, tlsIdentity: client.tlsIdentity })) {
+          this.events.emit('access-denied', name, `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list`);
+          return { status: 'denied', message: `client ${client.address} may not attach volume ${name}` };
+        }
+        return {
+          status: 'ok',
+          export: { name, description: meta.description || `tricopy volume on ${this.config.name} (${this.config.site})`, device: this.store.volume(name) },
+        };
+      },
+      list: (client: NbdClientInfo) =>
+        this.store.list()
+          .filter((m) => isAdmitted(m.access, { address: client.address, tlsIdentity: client.tlsIdentity }))
+          .map((m) => ({ name: m.name, description: m.description || `tricopy volume on ${this.config.name}` })),
+    };
+  }
+}
+
+function clientView(c: NbdClientInfo): ClientView {
+  return { id: c.id, address: c.address, port: c.port, tls: c.tls, identity: c.tlsIdentity ?? null };
+}
+
+async function loadTls(config: NodeConfig): Promise<NbdTlsConfig | undefined> {
+  if (config.tlsMode === 'off') return undefined;
+  const read = async (file: string, what: string): Promise<Buffer> => {
+    try {
+      return await fsp.readFile(file);
+    } catch (err) {
+      throw new TricopyError('invalid-argument', `cannot read TLS ${what} ${file}: ${(err as Error).message}`);
+    }
+  };
+  if (config.tlsPskFile) {
+    try {
+      return { kind: 'psk', keys: parsePskFile((await read(config.tlsPskFile, 'PSK file')).toString('utf8'), config.tlsPskFile) };
+    } catch (err) {
+      throw err instanceof TricopyError ? err : new TricopyError('invalid-argument', (err as Error).message,
+        'create one with: psktool -u <identity> -p <file>');
+    }
+  }
+  return {
+    kind: 'x509',
+    certPem: await read(config.tlsCert!, 'certificate'),
+    keyPem: await read(config.tlsKey!, 'key'),
+    caPem: config.tlsCa ? await read(config.tlsCa, 'CA certificate') : undefined,
+  };
+}
+
+function listen(server: net.Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.removeListener('error', reject);
+      resolve((server.address() as net.AddressInfo).port);
+    });
+  });
+}
+
+function listenError(err: unknown): Error {
+  const e = err as NodeJS.ErrnoException & { port?: number };
+  if (e.code === 'EADDRINUSE') {
+    return new TricopyError('unavailable', `port ${e.port ?? ''} is already in use`,
+      'another node or program listens there: choose other ports, or 0 for any free port');
+  }
+  if (e.code === 'EADDRNOTAVAIL') return new TricopyError('invalid-argument', 'the --host address is not an address of this machine');
+  return err instanceof Error ? err : new Error(String(err));
+}
+

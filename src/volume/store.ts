@@ -1,0 +1,349 @@
+// The volume store: a data directory of volumes. Owns naming, creation, deletion, growth, access
+// lists and the crash-safe metadata that says which volumes exist.
+//
+// Layout of <dataDir>/volumes/:  <name>.img (sparse data)  <name>.alloc (allocation map)
+//                                <name>.json (metadata; its presence is the commit point of a volume)
+import { promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { TricopyError, errnoCode, invariant } from '../common/errors';
+import { atomicWriteJson, fsyncDir, isAtomicTemp, removeIfExists } from '../common/fsutil';
+import { formatBytes } from '../common/units';
+import type { Logger } from '../common/log';
+import { PersistentBitmap } from './bitmap';
+import { Volume, allocationChunkBytes, chunkCount } from './volume';
+import { type AccessList, defaultAccessList, normalizeAccessList, validateClientRule, validateIdentityRule } from './access';
+
+export const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+export const minVolumeSizeBytes = 1024 * 1024;
+export const maxVolumeSizeBytes = 16 * 1024 ** 4;
+/** Volume sizes are whole sectors so every block client can address the last byte. */
+export const volumeSizeAlignmentBytes = 512;
+export const maxVolumesPerNode = 4096;
+
+export interface VolumeMeta {
+  name: string;
+  uuid: string;
+  sizeBytes: number;
+  createdAt: string;
+  description: string;
+  access: AccessList;
+}
+
+export interface CreateVolumeOptions {
+  name: string;
+  sizeBytes: number;
+  description?: string;
+  /** Allow the logical size to exceed the free space of the data directory. */
+  thin?: boolean;
+  access?: AccessList;
+}
+
+interface Entry {
+  meta: VolumeMeta;
+  volume: Volume;
+}
+
+export class VolumeStore {
+  private readonly entries = new Map<string, Entry>();
+  private opChain: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly dir: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Opens the store, finishing or undoing whatever a crash interrupted. */
+  static async open(dataDir: string, log: Logger): Promise<VolumeStore> {
+    const dir = path.join(dataDir, 'volumes');
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const store = new VolumeStore(dir, log);
+    await store.recover();
+    return store;
+  }
+
+  list(): VolumeMeta[] {
+    return [...this.entries.values()].map((e) => e.meta).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  has(name: string): boolean {
+    return this.entries.has(name);
+  }
+
+  get(name: string): VolumeMeta {
+    return this.entry(name).meta;
+  }
+
+  volume(name: string): Volume {
+    return this.entry(name).volume;
+  }
+
+  tryVolume(name: string): Volume | undefined {
+    return this.entries.get(name)?.volume;
+  }
+
+  create(options: CreateVolumeOptions): Promise<VolumeMeta> {
+    return this.serialized(() => this.createNow(options));
+  }
+
+  delete(name: string): Promise<void> {
+    return this.serialized(() => this.deleteNow(name));
+  }
+
+  resize(name: string, newSize: number): Promise<VolumeMeta> {
+    return this.serialized(() => this.resizeNow(name, newSize));
+  }
+
+  allow(name: string, rule: { client?: string; identity?: string }): Promise<VolumeMeta> {
+    return this.serialized(async () => {
+      const entry = this.entry(name);
+      const access = { clients: [...entry.meta.access.clients], identities: [...entry.meta.access.identities] };
+      if (rule.client !== undefined) access.clients.push(validateClientRule(rule.client));
+      if (rule.identity !== undefined) access.identities.push(validateIdentityRule(rule.identity));
+      return this.updateMeta(entry, { ...entry.meta, access: normalizeAccessList(access) });
+    });
+  }
+
+  disallow(name: string, rule: { client?: string; identity?: string }): Promise<VolumeMeta> {
+    return this.serialized(async () => {
+      const entry = this.entry(name);
+      const access = { ...entry.meta.access };
+      if (rule.client !== undefined) {
+        const client = validateClientRule(rule.client);
+        if (!access.clients.includes(client)) {
+          throw new TricopyError('not-found', `volume ${name} has no access rule for client ${client}`,
+            `its rules are: ${access.clients.join(', ') || '(none)'}`);
+        }
+        access.clients = access.clients.filter((c) => c !== client);
+      }
+      if (rule.identity !== undefined) {
+        const identity = validateIdentityRule(rule.identity);
+        if (!access.identities.includes(identity)) {
+          throw new TricopyError('not-found', `volume ${name} has no access rule for identity ${identity}`);
+        }
+        access.identities = access.identities.filter((i) => i !== identity);
+      }
+      return this.updateMeta(entry, { ...entry.meta, access });
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.serialized(async () => {
+      for (const entry of this.entries.values()) await entry.volume.close();
+      this.entries.clear();
+    });
+  }
+
+  private entry(name: string): Entry {
+    const entry = this.entries.get(name);
+    if (!entry) {
+      throw new TricopyError('not-found', `volume ${name} does not exist`, 'list volumes with: tricopy volume list');
+    }
+    return entry;
+  }
+
+  private serialized<T>(op: () => Promise<T>): Promise<T> {
+    const result = this.opChain.then(op, op);
+    this.opChain = result.catch(() => undefined);
+    return result;
+  }
+
+  private paths(name: string): { img: string; alloc: string; meta: string } {
+    return {
+      img: path.join(this.dir, `${name}.img`),
+      alloc: path.join(this.dir, `${name}.alloc`),
+      meta: path.join(this.dir, `${name}.json`),
+    };
+  }
+
+  private async createNow(options: CreateVolumeOptions): Promise<VolumeMeta> {
+    validateVolumeName(options.name);
+    validateVolumeSize(options.sizeBytes);
+    if (this.entries.has(options.name)) {
+      throw new TricopyError('already-exists', `volume ${options.name} already exists`,
+        'choose another name, or delete the existing volume first');
+    }
+    if (this.entries.size >= maxVolumesPerNode) {
+      throw new TricopyError('no-space', `this node already holds the maximum of ${maxVolumesPerNode} volumes`);
+    }
+    if (!options.thin) await this.checkFreeSpace(options.sizeBytes, options.name);
+    const meta: VolumeMeta = {
+      name: options.name,
+      uuid: randomUUID(),
+      sizeBytes: options.sizeBytes,
+      createdAt: new Date().toISOString(),
+      description: options.description ?? '',
+      access: options.access ? normalizeAccessList(options.access) : defaultAccessList(),
+    };
+    const p = this.paths(options.name);
+    // Leftovers of a crashed create have no metadata and were removed at open; be strict here.
+    await removeIfExists(p.img);
+    await removeIfExists(p.alloc);
+    let fd: number | undefined;
+    let bitmap: PersistentBitmap | undefined;
+    try {
+      fd = await openFd(p.img, 'wx+');
+      await ftruncate(fd, options.sizeBytes);
+      await fdatasync(fd);
+      bitmap = await PersistentBitmap.create(p.alloc, allocationChunkBytes, chunkCount(options.sizeBytes));
+      await fsyncDir(this.dir);
+      await atomicWriteJson(p.meta, meta); // commit point
+    } catch (err) {
+      if (bitmap) await bitmap.close().catch(() => undefined);
+      if (fd !== undefined) fs.closeSync(fd);
+      await removeIfExists(p.img);
+      await removeIfExists(p.alloc);
+      throw storageError(err, `create volume ${options.name}`);
+    }
+    this.entries.set(meta.name, { meta, volume: new Volume(meta.name, meta.sizeBytes, fd, bitmap) });
+    this.log.info({ volume: meta.name, sizeBytes: meta.sizeBytes }, 'volume created');
+    return meta;
+  }
+
+  private async deleteNow(name: string): Promise<void> {
+    const entry = this.entry(name);
+    const p = this.paths(name);
+    await fsp.rm(p.meta); // commit point: without metadata the volume no longer exists
+    await fsyncDir(this.dir);
+    this.entries.delete(name);
+    await entry.volume.close().catch((err: unknown) => this.log.warn({ err, volume: name }, 'closing deleted volume'));
+    await removeIfExists(p.img);
+    await removeIfExists(p.alloc);
+    this.log.info({ volume: name }, 'volume deleted');
+  }
+
+  private async resizeNow(name: string, newSize: number): Promise<VolumeMeta> {
+    const entry = this.entry(name);
+    if (newSize < entry.meta.sizeBytes) {
+      throw new TricopyError('invalid-argument',
+        `volume ${name} is ${formatBytes(entry.meta.sizeBytes)}; shrinking it to ${formatBytes(newSize)} is refused`,
+        'volumes only grow: shrinking would cut off data a host may still use. Create a smaller volume and copy instead.');
+    }
+    if (newSize === entry.meta.sizeBytes) return entry.meta;
+    validateVolumeSize(newSize);
+    try {
+      await entry.volume.grow(newSize);
+    } catch (err) {
+      throw storageError(err, `grow volume ${name}`);
+    }
+    return this.updateMeta(entry, { ...entry.meta, sizeBytes: newSize });
+  }
+
+  private async updateMeta(entry: Entry, meta: VolumeMeta): Promise<VolumeMeta> {
+    invariant(meta.name === entry.meta.name, 'metadata updates keep the volume name');
+    await atomicWriteJson(this.paths(meta.name).meta, meta);
+    entry.meta = meta;
+    return meta;
+  }
+
+  private async checkFreeSpace(sizeBytes: number, name: string): Promise<void> {
+    const stats = await fsp.statfs(this.dir);
+    const freeBytes = Number(stats.bavail) * Number(stats.bsize);
+    const committedBytes = [...this.entries.values()]
+      .reduce((sum, e) => sum + (e.meta.sizeBytes - e.volume.allocatedBytes), 0);
+    if (sizeBytes + committedBytes > freeBytes) {
+      throw new TricopyError('no-space',
+        `volume ${name} of ${formatBytes(sizeBytes)} does not fit: the data directory has ${formatBytes(freeBytes)} free ` +
+        `and existing volumes may still grow by ${formatBytes(committedBytes)}`,
+        'free space, choose a smaller size, or pass --thin to overcommit (writes then fail with ENOSPC when the disk fills)');
+    }
+  }
+
+  private async recover(): Promise<void> {
+    const names = await fsp.readdir(this.dir);
+    for (const file of names) {
+      if (isAtomicTemp(file)) await removeIfExists(path.join(this.dir, file));
+    }
+    const metas = names.filter((n) => n.endsWith('.json') && !isAtomicTemp(n));
+    const committed = new Set<string>();
+    for (const metaFile of metas) {
+      const meta = parseMeta(JSON.parse(await fsp.readFile(path.join(this.dir, metaFile), 'utf8')), metaFile);
+      const p = this.paths(meta.name);
+      const fd = await openFd(p.img, 'r+');
+      const bitmap = await PersistentBitmap.open(p.alloc, allocationChunkBytes);
+      const fileSize = fs.fstatSync(fd).size;
+      let recovered = meta;
+      if (bitmap.bitCount < chunkCount(meta.sizeBytes)) {
+        // Metadata is committed last, so a map smaller than the committed size is damage, not a crash.
+        throw new Error(`allocation map ${p.alloc} is smaller than volume ${meta.name}; the data directory is damaged`);
+      }
+      if (bitmap.bitCount > chunkCount(meta.sizeBytes)) {
+        // A grow finished its data file and map but not its metadata: roll it forward to the file size.
+        invariant(bitmap.bitCount === chunkCount(fileSize), `interrupted grow of ${meta.name} left a consistent file`);
+        recovered = { ...meta, sizeBytes: fileSize };
+        await atomicWriteJson(p.meta, recovered);
+        this.log.warn({ volume: meta.name, sizeBytes: fileSize }, 'completed a grow interrupted by a crash');
+      } else if (fileSize !== meta.sizeBytes) {
+        // A grow stopped after extending the file only: no write beyond the old size was ever accepted.
+        await ftruncate(fd, meta.sizeBytes);
+      }
+      this.entries.set(meta.name, { meta: recovered, volume: new Volume(meta.name, recovered.sizeBytes, fd, bitmap) });
+      committed.add(meta.name);
+    }
+    for (const file of names) {
+      const match = /^(.*)\.(img|alloc)$/.exec(file);
+      if (match && !committed.has(match[1]!)) {
+        this.log.warn({ file }, 'removing leftover of a volume whose creation did not complete');
+        await removeIfExists(path.join(this.dir, file));
+      }
+    }
+    this.log.info({ volumes: committed.size }, 'volume store opened');
+  }
+}
+
+export function validateVolumeName(name: string): void {
+  if (!volumeNamePattern.test(name)) {
+    throw new TricopyError('invalid-argument', `"${name}" is not a valid volume name`,
+      'use 1–63 letters, digits, ".", "_" or "-", starting with a letter or digit');
+  }
+}
+
+export function validateVolumeSize(sizeBytes: number): void {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes < minVolumeSizeBytes || sizeBytes > maxVolumeSizeBytes) {
+    throw new TricopyError('invalid-argument',
+      `volume size ${formatBytes(sizeBytes)} is outside the supported range`,
+      `sizes run from ${formatBytes(minVolumeSizeBytes)} to ${formatBytes(maxVolumeSizeBytes)}`);
+  }
+  if (sizeBytes % volumeSizeAlignmentBytes !== 0) {
+    throw new TricopyError('invalid-argument', `volume size ${sizeBytes} bytes is not a multiple of ${volumeSizeAlignmentBytes}`,
+      'block clients address whole 512-byte sectors; round the size, e.g. 10GiB');
+  }
+}
+
+function parseMeta(value: unknown, file: string): VolumeMeta {
+  const v = value as Partial<VolumeMeta>;
+  if (typeof v !== 'object' || v === null || typeof v.name !== 'string' || typeof v.sizeBytes !== 'number' ||
+      typeof v.uuid !== 'string') {
+    throw new Error(`volume metadata ${file} is malformed`);
+  }
+  return {
+    name: v.name,
+    uuid: v.uuid,
+    sizeBytes: v.sizeBytes,
+    createdAt: typeof v.createdAt === 'string' ? v.createdAt : new Date(0).toISOString(),
+    description: typeof v.description === 'string' ? v.description : '',
+    access: normalizeAccessList(v.access ?? defaultAccessList()),
+  };
+}
+
+function storageError(err: unknown, what: string): Error {
+  if (err instanceof TricopyError) return err;
+  const code = errnoCode(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new TricopyError('no-space', `${what}: no space left in the data directory`, 'free space on the node and retry');
+  }
+  return new TricopyError('io-error', `${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+}
+
+function openFd(file: string, flags: string): Promise<number> {
+  return new Promise((resolve, reject) => fs.open(file, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
+function ftruncate(fd: number, size: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.ftruncate(fd, size, (err) => (err ? reject(err) : resolve())));
+}
+
+function fdatasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}

@@ -1,0 +1,245 @@
+// One volume: a sparse data file plus its allocation map. Owns positional I/O, durability (flush,
+// FUA) and allocation status. Writes mark the allocation map durably before the data lands, so the
+// map never claims a hole where data may exist.
+import * as fs from 'node:fs';
+import { BlockDeviceError, type BlockDevice, type Extent, type WriteOptions, type ZeroOptions, totalLength } from './block-device';
+import { PersistentBitmap } from './bitmap';
+import { errnoCode, invariant } from '../common/errors';
+
+/** Granularity of the allocation map and of every later region-based copy. */
+export const allocationChunkBytes = 64 * 1024;
+/** Largest single zero-write issued while zeroing a range. */
+const zeroBufferBytes = 1024 * 1024;
+const zeroBuffer = Buffer.alloc(zeroBufferBytes);
+
+export interface VolumeStats {
+  allocatedBytes: number;
+}
+
+export class Volume implements BlockDevice {
+  readonly readOnly = false;
+  private flushRunning: Promise<void> | null = null;
+  private flushQueued: Promise<void> | null = null;
+  private closed = false;
+  private writesSinceSync = 0;
+
+  constructor(
+    readonly name: string,
+    private size: number,
+    private readonly fd: number,
+    readonly allocation: PersistentBitmap,
+  ) {
+    invariant(allocation.chunkBytes === allocationChunkBytes, 'allocation map uses the volume chunk size');
+    invariant(allocation.bitCount === chunkCount(size), 'allocation map covers the volume exactly');
+  }
+
+  get sizeBytes(): number {
+    return this.size;
+  }
+
+  get allocatedBytes(): number {
+    return Math.min(this.size, this.allocation.setBitCount * allocationChunkBytes);
+  }
+
+  read(offset: number, length: number): Promise<Buffer> {
+    try {
+      this.checkRange(offset, length, 'EINVAL');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const buffer = Buffer.allocUnsafe(length);
+    return new Promise((resolve, reject) => {
+      const readMore = (done: number): void => {
+        fs.read(this.fd, buffer, done, length - done, offset + done, (err, bytesRead) => {
+          if (err) return reject(ioError(err, 'read', this.name));
+          if (bytesRead === 0) {
+            // Past the end of a sparse file that was never extended: zeroes.
+            buffer.fill(0, done);
+            return resolve(buffer);
+          }
+          if (done + bytesRead < length) return readMore(done + bytesRead);
+          resolve(buffer);
+        });
+      };
+      if (length === 0) resolve(buffer);
+      else readMore(0);
+    });
+  }
+
+  async write(offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
+    const length = totalLength(data);
+    this.checkRange(offset, length, 'ENOSPC');
+    if (length === 0) return;
+    await this.markAllocated(offset, length);
+    await writeAll(this.fd, Buffer.isBuffer(data) ? [data] : data, offset, this.name);
+    this.writesSinceSync++;
+    if (options.fua) await this.flush();
+  }
+
+  async writeZeroes(offset: number, length: number, options: ZeroOptions): Promise<void> {
+    this.checkRange(offset, length, 'ENOSPC');
+    if (length === 0) return;
+    const touched = this.allocation.chunkRange(offset, length);
+    const anyAllocated = this.allocation.anySet(touched.first, touched.count);
+    if (options.fastOnly && anyAllocated) {
+      throw new BlockDeviceError('ENOTSUP', 'zeroing allocated regions is no faster than writing them');
+    }
+    if (!anyAllocated && !options.noHole) return; // the whole range is a hole: it already reads as zeroes
+    // Zero only what may hold data; holes already read as zeroes.
+    let position = offset;
+    const end = offset + length;
+    while (position < end) {
+      const chunk = Math.floor(position / allocationChunkBytes);
+      const chunkEnd = Math.min(end, (chunk + 1) * allocationChunkBytes);
+      if (this.allocation.get(chunk) || options.noHole) {
+        await this.markAllocated(position, chunkEnd - position);
+        let at = position;
+        while (at < chunkEnd) {
+          const n = Math.min(zeroBufferBytes, chunkEnd - at);
+          await writeAll(this.fd, [zeroBuffer.subarray(0, n)], at, this.name);
+          at += n;
+        }
+      }
+      position = chunkEnd;
+    }
+    if (!options.noHole) {
+      // Chunks now wholly zero read the same as holes; report them as such.
+      const full = this.allocation.fullChunkRange(offset, Math.min(length, this.size - offset));
+      const tailIsPartial = offset + length === this.size && this.size % allocationChunkBytes !== 0;
+      const lastFull = tailIsPartial ? chunkCount(this.size) : full.first + full.count;
+      if (lastFull > full.first && this.allocation.clearRange(full.first, lastFull - full.first)) {
+        await this.allocation.persist();
+      }
+    }
+    this.writesSinceSync++;
+    if (options.fua) await this.flush();
+  }
+
+  async trim(offset: number, length: number, _options: WriteOptions): Promise<void> {
+    // Advisory. Without hole punching, discarding would cost a write; leaving data is always safe.
+    this.checkRange(offset, length, 'EINVAL');
+  }
+
+  /** Group commit: concurrent flushes share one fdatasync, and a flush never covers less than it must. */
+  flush(): Promise<void> {
+    if (this.flushQueued) return this.flushQueued;
+    if (!this.flushRunning) {
+      this.flushRunning = this.syncNow().finally(() => {
+        this.flushRunning = null;
+      });
+      return this.flushRunning;
+    }
+    // A sync is running; writes completed before now may have missed it. Queue exactly one more.
+    const queued = this.flushRunning.catch(() => undefined).then(() => {
+      this.flushQueued = null;
+      this.flushRunning = this.syncNow().finally(() => {
+        this.flushRunning = null;
+      });
+      return this.flushRunning;
+    });
+    this.flushQueued = queued;
+    return queued;
+  }
+
+  extents(offset: number, length: number, maxExtents: number): Extent[] {
+    this.checkRange(offset, length, 'EINVAL');
+    const firstChunk = Math.floor(offset / allocationChunkBytes);
+    const end = offset + Math.max(length, 1);
+    const lastChunk = Math.min(chunkCount(this.size), Math.ceil(end / allocationChunkBytes));
+    const runs = this.allocation.runs(firstChunk, lastChunk - firstChunk, maxExtents);
+    const out: Extent[] = [];
+    for (const run of runs) {
+      const runStart = Math.max(offset, run.firstBit * allocationChunkBytes);
+      const runEnd = Math.min(this.size, (run.firstBit + run.bitCount) * allocationChunkBytes);
+      if (runEnd <= runStart) continue;
+      out.push({ offset: runStart, length: runEnd - runStart, allocated: run.set, zero: !run.set });
+    }
+    invariant(out.length > 0 || length === 0, 'extents cover at least the first byte asked for');
+    return out;
+  }
+
+  /** Grows the data file and the allocation map; the caller commits the new size to metadata. */
+  async grow(newSize: number): Promise<void> {
+    invariant(newSize >= this.size, 'volumes only grow');
+    await new Promise<void>((resolve, reject) => fs.ftruncate(this.fd, newSize, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+    await this.allocation.grow(chunkCount(newSize), false);
+    this.size = newSize;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.flush();
+    await this.allocation.close();
+    await new Promise<void>((resolve, reject) => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+
+  stats(): VolumeStats {
+    return { allocatedBytes: this.allocatedBytes };
+  }
+
+  private async markAllocated(offset: number, length: number): Promise<void> {
+    const { first, count } = this.allocation.chunkRange(offset, length);
+    this.allocation.setRange(first, count);
+    // Also wait when another writer set these bits and their persist has not landed yet.
+    if (this.allocation.hasUnpersistedChanges) await this.allocation.persist();
+  }
+
+  private async syncNow(): Promise<void> {
+    const writes = this.writesSinceSync;
+    this.writesSinceSync = 0;
+    try {
+      await this.allocation.sync();
+      await new Promise<void>((resolve, reject) =>
+        fs.fdatasync(this.fd, (err) => (err ? reject(ioError(err, 'flush', this.name)) : resolve())));
+    } catch (err) {
+      this.writesSinceSync += writes;
+      throw err;
+    }
+  }
+
+  private checkRange(offset: number, length: number, errno: 'EINVAL' | 'ENOSPC'): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
+        offset + length > this.size) {
+      throw new BlockDeviceError(errno, `range ${offset}+${length} is outside volume ${this.name} of ${this.size} bytes`);
+    }
+  }
+}
+
+export function chunkCount(sizeBytes: number): number {
+  return Math.ceil(sizeBytes / allocationChunkBytes);
+}
+
+function writeAll(fd: number, pieces: Buffer[], offset: number, name: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const total = totalLength(pieces);
+    const step = (buffers: Buffer[], position: number, remaining: number): void => {
+      fs.writev(fd, buffers, position, (err, written) => {
+        if (err) return reject(ioError(err, 'write', name));
+        if (written === remaining) return resolve();
+        // Short write: continue with what is left.
+        let skip = written;
+        const rest: Buffer[] = [];
+        for (const b of buffers) {
+          if (skip >= b.length) {
+            skip -= b.length;
+            continue;
+          }
+          rest.push(skip > 0 ? b.subarray(skip) : b);
+          skip = 0;
+        }
+        step(rest, position + written, remaining - written);
+      });
+    };
+    step(pieces, offset, total);
+  });
+}
+
+function ioError(err: unknown, op: string, name: string): BlockDeviceError {
+  const code = errnoCode(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') {
+    return new BlockDeviceError('ENOSPC', `${op} on volume ${name}: no space left on the node's disk (${code})`);
+  }
+  return new BlockDeviceError('EIO', `${op} on volume ${name} failed: ${code ?? String(err)}`);
+}

@@ -1,0 +1,93 @@
+// Starts real `tricopy node run` processes on loopback with port 0, for integration tests.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { ApiClient } from '../../src/node/api-client';
+import type { NodePorts } from '../../src/node/node';
+
+export const repoRoot = path.resolve(__dirname, '..', '..', '..');
+export const cliPath = path.join(repoRoot, 'bin', 'tricopy');
+
+export interface NodeSpec {
+  name: string;
+  dataDir: string;
+  args?: string[];
+  /** Reuse these ports (restart after a crash keeps URLs stable); 0 = any free port. */
+  ports?: Partial<NodePorts>;
+}
+
+export class NodeProcess {
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly api: ApiClient;
+
+  private constructor(readonly spec: NodeSpec, readonly child: ChildProcess, readonly ports: NodePorts, readonly logFile: string,
+    exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>) {
+    this.exit = exit;
+    this.api = new ApiClient(this.apiUrl);
+  }
+
+  static async start(spec: NodeSpec): Promise<NodeProcess> {
+    await fsp.mkdir(spec.dataDir, { recursive: true });
+    const logFile = path.join(path.dirname(spec.dataDir), `${spec.name}.log`);
+    const log = createWriteStream(logFile, { flags: 'a' });
+    const args = ['node', 'run', '--name', spec.name, '--data-dir', spec.dataDir, '--host', '127.0.0.1',
+      '--nbd-port', String(spec.ports?.nbdPort ?? 0), '--api-port', String(spec.ports?.apiPort ?? 0),
+      '--repl-port', String(spec.ports?.replPort ?? 0), '--log-level', 'debug', ...(spec.args ?? [])];
+    const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stderr!.pipe(log);
+    const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on('exit', (code, signal) => resolve({ code, signal })));
+    const ports = await new Promise<NodePorts>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`node ${spec.name} did not announce its ports; see ${logFile}`)), 30_000);
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const line = out.split('\n')[0];
+        if (out.includes('\n') && line) {
+          clearTimeout(timer);
+          try {
+            resolve(JSON.parse(line) as NodePorts);
+          } catch (err) {
+            reject(err);
+          }
+        }
+      });
+      void exit.then(({ code, signal }) => {
+        clearTimeout(timer);
+        reject(new Error(`node ${spec.name} exited (${code ?? signal}) before listening; see ${logFile}`));
+      });
+    });
+    return new NodeProcess(spec, child, ports, logFile, exit);
+  }
+
+  get apiUrl(): string {
+    return `http://127.0.0.1:${this.ports.apiPort}`;
+  }
+
+  nbdUri(volume: string): string {
+    return `nbd://127.0.0.1:${this.ports.nbdPort}/${volume}`;
+  }
+
+  /** SIGKILL: the crash every durability promise is tested against. */
+  async kill(): Promise<void> {
+    this.child.kill('SIGKILL');
+    await this.exit;
+  }
+
+  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.exit;
+    this.child.kill('SIGTERM');
+    return this.exit;
+  }
+
+  /** Starts the same node again on the same ports and data directory. */
+  restart(): Promise<NodeProcess> {
+    return NodeProcess.start({ ...this.spec, ports: this.ports });
+  }
+}
+
+/** Runs the CLI against a node and returns exit code and output. */
+export async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const { run } = await import('./tools');
+  return run(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env } });
+}
