@@ -1,6 +1,6 @@
 // One node process per data directory: a pid file taken with O_EXCL. A lock left by a process that
 // no longer exists (SIGKILL, power loss) is taken over; a live owner is refused.
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { TricopyError } from '../common/errors';
 
@@ -30,8 +30,14 @@ export async function lockDataDir(dataDir: string): Promise<() => Promise<void>>
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A killed process nobody has reaped yet (a zombie) still answers signal 0 but owns nothing.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
   }
 }

@@ -16,6 +16,12 @@ export interface NodeSpec {
   ports?: Partial<NodePorts>;
 }
 
+const running = new Set<ChildProcess>();
+// A failed test must not leave node processes behind (they would keep the test runner alive).
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export class NodeProcess {
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   readonly api: ApiClient;
@@ -34,6 +40,8 @@ export class NodeProcess {
       '--nbd-port', String(spec.ports?.nbdPort ?? 0), '--api-port', String(spec.ports?.apiPort ?? 0),
       '--repl-port', String(spec.ports?.replPort ?? 0), '--log-level', 'debug', ...(spec.args ?? [])];
     const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(child);
+    child.on('exit', () => running.delete(child));
     child.stderr!.pipe(log);
     const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
       child.on('exit', (code, signal) => resolve({ code, signal })));
@@ -84,6 +92,11 @@ export class NodeProcess {
   restart(): Promise<NodeProcess> {
     return NodeProcess.start({ ...this.spec, ports: this.ports });
   }
+}
+
+/** SIGKILLs every node this test file started (use in `after`). */
+export function killAllNodes(): void {
+  for (const child of running) child.kill('SIGKILL');
 }
 
 /** Runs the CLI against a node and returns exit code and output. */

@@ -62,3 +62,28 @@ export async function sha256Export(uri: string, scratchDir: string): Promise<str
     await fsp.rm(file, { force: true });
   }
 }
+
+/** fio's JSON output, skipping the lines its nbd engine prints before it ("fio: connected to NBD server"). */
+export function parseFioJson<T>(stdout: string): T {
+  const start = stdout.indexOf('{');
+  if (start < 0) throw new Error(`fio printed no JSON: ${stdout.slice(0, 500)}`);
+  return JSON.parse(stdout.slice(start)) as T;
+}
+
+/** Sum of a Prometheus counter's samples whose labels include all of `labels`. */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const labelText = line.slice(name.length).split('}')[0] ?? '';
+    if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) {
+      total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return total;
+}
+
+export async function fetchMetrics(apiUrl: string): Promise<string> {
+  const response = await fetch(`${apiUrl}/metrics`);
+  return response.text();
+}
