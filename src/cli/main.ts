@@ -4,12 +4,10 @@ process.env.UV_THREADPOOL_SIZE ??= '16'; // before any fs call: the data path us
 
 import { Command, CommanderError, Option } from 'commander';
 import { TricopyError, errorMessage } from '../common/errors';
-import { createLogger } from '../common/log';
 import { formatBytes, parseSize } from '../common/units';
 import { ApiClient } from '../node/api-client';
-import { loadConfigFile, resolveNodeConfig } from '../node/config';
 import type { NodeEvent } from '../common/events';
-import { StorageNode, type NodeInfo, type VolumeView } from '../node/node';
+import type { NodeInfo, VolumeView } from '../node/node';
 import { version } from '../node/version';
 import { keyValues, printJson, table } from './format';
 
@@ -41,7 +39,9 @@ export function buildProgram(): Command {
     .option('--token <token>', 'API bearer token, if the node demands one (env TRICOPY_TOKEN)')
     .option('--json', 'print machine-readable JSON instead of tables')
     .showHelpAfterError('(run with --help for usage)')
-    .configureHelp({ sortSubcommands: false });
+    .configureHelp({ sortSubcommands: false })
+    // Set before subcommands exist so they inherit it: usage errors come back to main() as exit 2.
+    .exitOverride();
 
   // --- node ------------------------------------------------------------------------------------
   const node = program.command('node').description('run a storage node, or ask one about itself');
@@ -70,6 +70,10 @@ export function buildProgram(): Command {
     .option('--handshake-timeout <duration>', 'NBD handshake deadline, e.g. 10s (default 10s)')
     .addOption(new Option('--min-block-size <bytes>', 'smallest NBD request alignment enforced (default 1)').choices(['1', '512', '4096']))
     .action(async (opts: Record<string, string | undefined>) => {
+      // Loaded here so that client commands start fast without the server stack.
+      const { loadConfigFile, resolveNodeConfig } = await import('../node/config');
+      const { createLogger } = await import('../common/log');
+      const { StorageNode } = await import('../node/node');
       const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
       const config = resolveNodeConfig(fromFile, {
         name: opts.name, site: opts.site, dataDir: opts.dataDir, host: opts.host, advertiseHost: opts.advertiseHost,
@@ -226,7 +230,6 @@ function accessSummary(v: VolumeView): string {
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  program.exitOverride();
   try {
     await program.parseAsync(argv);
     return 0;

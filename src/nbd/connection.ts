@@ -2,22 +2,23 @@
 // with pipelined, out-of-order request handling. A misbehaving client only ever harms itself: bad
 // options get error replies, bad requests get error replies or a hard disconnect of this socket.
 import * as net from 'node:net';
-import * as tls from 'node:tls';
 import { ByteQueue } from '../common/byte-queue';
+import { ioBuffers } from '../common/buffer-pool';
+import { adoptWithReceiveBuffer } from '../common/fast-socket';
 import { errorMessage } from '../common/errors';
 import type { Logger } from '../common/log';
 import { BlockDeviceError, type BlockDevice } from '../volume/block-device';
 import * as codec from './codec';
 import * as c from './constants';
-import type { ExportProvider, NbdClientInfo, NbdCommandName, NbdExport, NbdObserver, NbdServerLimits, NbdTlsConfig, TlsMode } from './types';
+import type { TlsUpgrader, UpgradedConnection } from './tls-upgrade';
+import type { ExportProvider, NbdClientInfo, NbdCommandName, NbdExport, NbdObserver, NbdServerLimits, TlsMode } from './types';
 
 export interface ConnectionContext {
   provider: ExportProvider;
   observer: NbdObserver;
   limits: NbdServerLimits;
   tlsMode: TlsMode;
-  tls: NbdTlsConfig | undefined;
-  secureContext: tls.SecureContext | undefined;
+  tls: TlsUpgrader | undefined;
   log: Logger;
   isShuttingDown(): boolean;
 }
@@ -59,7 +60,7 @@ interface NegotiationState {
 
 export class NbdConnection {
   readonly client: NbdClientInfo;
-  private stream: net.Socket | tls.TLSSocket;
+  private stream: net.Socket;
   private readonly queue = new ByteQueue();
   private wake: (() => void) | null = null;
   private closed = false;
@@ -69,24 +70,41 @@ export class NbdConnection {
   // Transmission phase.
   private attached: NbdExport | undefined;
   private pendingHeader: codec.RequestHeader | undefined;
+  private readonly headerScratch = Buffer.alloc(c.REQUEST_HEADER_BYTES);
+  private headerFill = 0;
+  private payload: Buffer | undefined;
+  private payloadBuffer: Buffer | undefined;
+  private payloadFill = 0;
   private inFlight = 0;
   private readingStopped = false;
   private pausedForInFlight = false;
   private pausedForBackpressure = false;
   private idleWaiters: Array<() => void> = [];
   private readonly onDataBound = (chunk: Buffer): void => this.onData(chunk);
+  private repliesCorked = false;
+  private discardInput = false;
+  private readonly uncorkBound = (): void => {
+    this.repliesCorked = false;
+    this.stream.uncork();
+  };
+
+  readonly socket: net.Socket;
 
   constructor(
-    readonly socket: net.Socket,
+    socket: net.Socket,
     id: number,
     private readonly ctx: ConnectionContext,
     private readonly onClosed: (conn: NbdConnection) => void,
   ) {
-    this.stream = socket;
     this.client = { id, address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0, tls: false };
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, 30_000);
-    this.attachStream(socket);
+    // Plain TCP reads into a fixed buffer; TLS needs the ordinary socket it can wrap after STARTTLS.
+    const adopted = ctx.tlsMode === 'off' ? adoptWithReceiveBuffer(socket, (view) => this.onReceive(view)) : undefined;
+    this.socket = adopted ?? socket;
+    this.stream = this.socket;
+    this.socket.setNoDelay(true);
+    this.socket.setKeepAlive(true, 30_000);
+    this.attachStream(this.socket);
+    if (!adopted) socket.resume();
     this.handshakeTimer = setTimeout(() => {
       this.protocolError(`handshake not finished within ${ctx.limits.handshakeTimeoutMs} ms`);
     }, ctx.limits.handshakeTimeoutMs);
@@ -126,7 +144,7 @@ export class NbdConnection {
   // -------------------------------------------------------------------------------------------
   // Socket plumbing
 
-  private attachStream(stream: net.Socket | tls.TLSSocket): void {
+  private attachStream(stream: net.Socket): void {
     stream.on('data', this.onDataBound);
     stream.on('error', (err) => {
       this.ctx.log.debug({ client: this.client, err: errorMessage(err) }, 'nbd client socket error');
@@ -141,10 +159,24 @@ export class NbdConnection {
     });
   }
 
+  /** Data from the fixed receive buffer: valid only during this call. */
+  private onReceive(view: Buffer): void {
+    if (this.discardInput) return;
+    if (this.attached) {
+      this.feed(view, true);
+      return;
+    }
+    this.onData(Buffer.from(view));
+  }
+
   private onData(chunk: Buffer): void {
+    if (this.discardInput) return;
+    if (this.attached) {
+      this.feed(chunk, false);
+      return;
+    }
     this.queue.push(chunk);
-    if (this.attached) this.pump();
-    else if (this.wake) {
+    if (this.wake) {
       const wake = this.wake;
       this.wake = null;
       wake();
@@ -172,14 +204,27 @@ export class NbdConnection {
     this.destroy();
   }
 
-  private write(data: Buffer): void {
+  private write(data: Buffer, onWritten?: () => void): void {
     if (this.closed) return;
-    this.stream.write(data);
+    if (this.attached && !this.repliesCorked) {
+      // Replies completed in one event-loop turn leave in one writev instead of one syscall each.
+      this.repliesCorked = true;
+      this.stream.cork();
+      setImmediate(this.uncorkBound);
+    }
+    if (onWritten) this.stream.write(data, onWritten);
+    else this.stream.write(data);
     if (this.stream.writableLength > maxBufferedReplyBytes && this.attached && !this.pausedForBackpressure) {
       // The client is not reading its replies: stop taking its requests until it catches up.
       this.pausedForBackpressure = true;
       this.stream.pause();
     }
+  }
+
+  /** Sends pooled read data; the buffer returns to the pool once the socket has taken it. */
+  private writeAndRelease(data: Buffer, pooled: Buffer): void {
+    if (this.closed) return ioBuffers.release(pooled);
+    this.write(data, () => ioBuffers.release(pooled));
   }
 
   private async readBytes(n: number): Promise<Buffer> {
@@ -226,7 +271,7 @@ export class NbdConnection {
     }
     if (option === c.OPT_STARTTLS) {
       if (payload.length !== 0) error(c.REP_ERR_INVALID, 'STARTTLS carries no data');
-      else if (this.ctx.tlsMode === 'off' || !this.ctx.secureContext) error(c.REP_ERR_POLICY, 'TLS is not enabled on this node');
+      else if (this.ctx.tlsMode === 'off' || !this.ctx.tls) error(c.REP_ERR_POLICY, 'TLS is not enabled on this node');
       else if (this.client.tls) error(c.REP_ERR_INVALID, 'TLS is already running');
       else {
         await this.upgradeToTls(option);
@@ -375,45 +420,21 @@ export class NbdConnection {
     raw.pause();
     await new Promise<void>((resolve) => raw.write(codec.encodeOptionReply(option, c.REP_ACK), () => resolve()));
     if (this.closed) return;
-    const config = this.ctx.tls!;
-    let pskIdentity: string | undefined;
-    // pskCallback is honoured by TLSSocket at runtime though @types/node lists it only for servers.
-    const options: tls.TLSSocketOptions & { pskCallback?: (socket: tls.TLSSocket, identity: string) => Buffer | null } =
-      { isServer: true, secureContext: this.ctx.secureContext! };
-    if (config.kind === 'psk') {
-      options.pskCallback = (_socket: tls.TLSSocket, identity: string) => {
-        const key = config.keys.get(identity);
-        if (key) pskIdentity = identity;
-        return key ?? null;
-      };
-    } else if (config.caPem) {
-      options.requestCert = true;
-      options.rejectUnauthorized = true;
+    let upgraded: UpgradedConnection;
+    try {
+      upgraded = await this.ctx.tls!.upgrade(raw);
+    } catch (err) {
+      this.ctx.log.warn({ client: this.client, err: errorMessage(err) }, 'nbd TLS handshake failed');
+      this.ctx.observer.protocolError(this.client, `TLS handshake failed: ${errorMessage(err)}`);
+      this.destroy();
+      return;
     }
-    const secure = new tls.TLSSocket(raw, options);
-    this.stream = secure;
-    await new Promise<void>((resolve) => {
-      const fail = (err: Error): void => {
-        this.ctx.log.warn({ client: this.client, err: err.message }, 'nbd TLS handshake failed');
-        this.ctx.observer.protocolError(this.client, `TLS handshake failed: ${err.message}`);
-        this.destroy();
-        resolve();
-      };
-      secure.once('error', fail);
-      secure.once('secure', () => {
-        secure.removeListener('error', fail);
-        this.client.tls = true;
-        if (config.kind === 'psk') this.client.tlsIdentity = pskIdentity;
-        else if (secure.authorized) {
-          const cn = secure.getPeerCertificate().subject?.CN;
-          if (typeof cn === 'string') this.client.tlsIdentity = cn;
-        }
-        // STARTTLS resets everything negotiated before it.
-        this.negotiation = { structuredReplies: false, metaContextExport: undefined };
-        this.attachStream(secure);
-        resolve();
-      });
-    });
+    this.stream = upgraded.socket;
+    this.client.tls = true;
+    this.client.tlsIdentity = upgraded.identity;
+    // STARTTLS resets everything negotiated before it.
+    this.negotiation = { structuredReplies: false, metaContextExport: undefined };
+    this.attachStream(upgraded.socket);
   }
 
   private transmissionFlags(device: BlockDevice): number {
@@ -437,36 +458,109 @@ export class NbdConnection {
     this.pump();
   }
 
-  private pump(): void {
-    while (!this.closed && !this.readingStopped && !this.pausedForInFlight && !this.pausedForBackpressure) {
-      if (!this.pendingHeader) {
-        if (this.queue.length < c.REQUEST_HEADER_BYTES) return;
-        const header = codec.decodeRequestHeader(this.queue.take(c.REQUEST_HEADER_BYTES));
-        if (!header.ok) return this.protocolError(header.error);
-        if (header.value.type === c.CMD_WRITE && header.value.length > c.maxPayloadBytes) {
-          return this.protocolError(`write of ${header.value.length} bytes exceeds the ${c.maxPayloadBytes}-byte payload limit`);
-        }
-        this.pendingHeader = header.value;
-      }
-      const header = this.pendingHeader;
-      let payload: Buffer[] | undefined;
-      if (header.type === c.CMD_WRITE) {
-        if (this.queue.length < header.length) return;
-        payload = this.queue.takePieces(header.length);
-      }
-      this.pendingHeader = undefined;
-      if (header.type === c.CMD_DISC) {
-        this.stopReading();
-        void this.waitIdle().then(() => this.endGracefully());
-        return;
-      }
-      this.inFlight++;
-      if (this.inFlight >= this.ctx.limits.maxInFlightPerConnection) {
-        this.pausedForInFlight = true;
-        this.stream.pause();
-      }
-      void this.execute(header, payload);
+  /**
+   * Parses transmission-phase bytes. `reusable` buffers (the socket's fixed receive buffer) are
+   * copied where kept; fresh buffers are sliced. Whatever cannot be taken now (paused) is queued.
+   */
+  private feed(buf: Buffer, reusable: boolean): boolean {
+    if (this.queue.length > 0 || !this.canTakeRequests()) {
+      this.queue.push(reusable ? Buffer.from(buf) : buf);
+      this.pump();
+      return this.canTakeRequests();
     }
+    const rest = this.parse(buf, 0, reusable);
+    if (rest < buf.length) this.queue.push(reusable ? Buffer.from(buf.subarray(rest)) : buf.subarray(rest));
+    return this.canTakeRequests();
+  }
+
+  /** Drains queued bytes once requests may be taken again. */
+  private pump(): void {
+    while (this.queue.length > 0 && this.canTakeRequests()) {
+      const chunk = this.queue.take(this.queue.length);
+      const rest = this.parse(chunk, 0, false);
+      if (rest < chunk.length) this.queue.push(chunk.subarray(rest));
+    }
+  }
+
+  private canTakeRequests(): boolean {
+    return !this.closed && !this.readingStopped && !this.pausedForInFlight && !this.pausedForBackpressure;
+  }
+
+  /** Consumes requests from buf[at..]; returns where it stopped (end, or where taking must pause). */
+  private parse(buf: Buffer, start: number, reusable: boolean): number {
+    let at = start;
+    while (at < buf.length && this.canTakeRequests()) {
+      if (this.payload) {
+        const n = Math.min(buf.length - at, this.payload.length - this.payloadFill);
+        buf.copy(this.payload, this.payloadFill, at, at + n);
+        this.payloadFill += n;
+        at += n;
+        if (this.payloadFill < this.payload.length) return at;
+        const payload = this.payload;
+        const pooled = this.payloadBuffer;
+        this.payload = undefined;
+        this.payloadBuffer = undefined;
+        this.dispatch(this.pendingHeader!, payload, pooled);
+        continue;
+      }
+      let headerBytes: Buffer;
+      if (this.headerFill > 0 || buf.length - at < c.REQUEST_HEADER_BYTES) {
+        const n = Math.min(buf.length - at, c.REQUEST_HEADER_BYTES - this.headerFill);
+        buf.copy(this.headerScratch, this.headerFill, at, at + n);
+        this.headerFill += n;
+        at += n;
+        if (this.headerFill < c.REQUEST_HEADER_BYTES) return at;
+        this.headerFill = 0;
+        headerBytes = this.headerScratch;
+      } else {
+        headerBytes = buf.subarray(at, at + c.REQUEST_HEADER_BYTES);
+        at += c.REQUEST_HEADER_BYTES;
+      }
+      const decoded = codec.decodeRequestHeader(headerBytes);
+      if (!decoded.ok) {
+        this.protocolError(decoded.error);
+        return buf.length;
+      }
+      const header = decoded.value;
+      if (header.type !== c.CMD_WRITE || header.length === 0) {
+        this.dispatch(header, header.type === c.CMD_WRITE ? Buffer.alloc(0) : undefined);
+        continue;
+      }
+      if (header.length > c.maxPayloadBytes) {
+        this.protocolError(`write of ${header.length} bytes exceeds the ${c.maxPayloadBytes}-byte payload limit`);
+        return buf.length;
+      }
+      if (!reusable && buf.length - at >= header.length) {
+        // The whole payload is in a buffer nobody reuses: hand it on without copying.
+        const payload = buf.subarray(at, at + header.length);
+        at += header.length;
+        this.dispatch(header, payload);
+        continue;
+      }
+      this.pendingHeader = header;
+      this.payloadBuffer = ioBuffers.acquire(header.length);
+      this.payload = this.payloadBuffer.subarray(0, header.length);
+      this.payloadFill = 0;
+    }
+    return at;
+  }
+
+  private dispatch(header: codec.RequestHeader, payload: Buffer | undefined, pooled?: Buffer): void {
+    this.pendingHeader = undefined;
+    if (header.type === c.CMD_DISC) {
+      this.stopReading();
+      void this.waitIdle().then(() => this.endGracefully());
+      return;
+    }
+    this.inFlight++;
+    if (this.inFlight >= this.ctx.limits.maxInFlightPerConnection) {
+      this.pausedForInFlight = true;
+      this.stream.pause();
+    }
+    void this.execute(header, payload).finally(() => {
+      // The device is done with the payload once its write settled (BlockDevice contract).
+      if (pooled) ioBuffers.release(pooled);
+    });
   }
 
   private stopReading(): void {
@@ -487,12 +581,17 @@ export class NbdConnection {
 
   private endGracefully(): void {
     if (this.closed) return;
+    // Keep reading (and discarding) so the client's own FIN is seen and the socket closes promptly.
+    this.readingStopped = true;
+    this.discardInput = true;
+    this.queue.skip(this.queue.length);
+    this.stream.resume();
     this.stream.end();
     // A client that never closes its side must not pin the connection.
     setTimeout(() => this.destroy(), 5_000).unref();
   }
 
-  private async execute(h: codec.RequestHeader, payload: Buffer[] | undefined): Promise<void> {
+  private async execute(h: codec.RequestHeader, payload: Buffer | undefined): Promise<void> {
     const exp = this.attached!;
     const device = exp.device;
     const started = performance.now();
@@ -597,12 +696,17 @@ export class NbdConnection {
 
   private async executeRead(h: codec.RequestHeader, device: BlockDevice): Promise<void> {
     if (!this.negotiation.structuredReplies) {
-      const data = await device.read(h.offset, h.length);
-      if (this.closed) return;
-      this.stream.cork();
+      const pooled = ioBuffers.acquire(h.length);
+      let data: Buffer;
+      try {
+        data = await device.read(h.offset, h.length, pooled);
+      } catch (err) {
+        ioBuffers.release(pooled);
+        throw err;
+      }
+      if (this.closed) return ioBuffers.release(pooled);
       this.write(codec.encodeSimpleReply(0, h.cookie));
-      this.write(data);
-      this.stream.uncork();
+      this.writeAndRelease(data, pooled);
       return;
     }
     // A range that is wholly a hole needs no disk read and no data on the wire.
@@ -614,16 +718,21 @@ export class NbdConnection {
         return;
       }
     }
-    const data = await device.read(h.offset, h.length);
-    if (this.closed) return;
-    if (data.length === 0) {
+    if (h.length === 0) {
       this.write(codec.encodeStructuredNone(h.cookie));
       return;
     }
-    this.stream.cork();
+    const pooled = ioBuffers.acquire(h.length);
+    let data: Buffer;
+    try {
+      data = await device.read(h.offset, h.length, pooled);
+    } catch (err) {
+      ioBuffers.release(pooled);
+      throw err;
+    }
+    if (this.closed) return ioBuffers.release(pooled);
     this.write(codec.encodeOffsetDataHeader(h.cookie, h.offset, data.length, true));
-    this.write(data);
-    this.stream.uncork();
+    this.writeAndRelease(data, pooled);
   }
 
   private executeBlockStatus(h: codec.RequestHeader, device: BlockDevice): void {

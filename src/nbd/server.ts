@@ -1,9 +1,9 @@
 // The NBD listener: accepts connections up to the limit, builds the TLS context, and tracks which
 // clients are attached to which export so the node can refuse or force a delete.
 import * as net from 'node:net';
-import * as tls from 'node:tls';
 import type { Logger } from '../common/log';
 import { NbdConnection, type ConnectionContext } from './connection';
+import { TlsUpgrader } from './tls-upgrade';
 import type { ExportProvider, NbdClientInfo, NbdObserver, NbdServerLimits, NbdTlsConfig, TlsMode } from './types';
 
 export interface NbdServerOptions {
@@ -33,12 +33,12 @@ export class NbdServer {
       observer: options.observer,
       limits: options.limits,
       tlsMode: options.tlsMode,
-      tls: options.tls,
-      secureContext: options.tlsMode === 'off' ? undefined : buildSecureContext(options.tls!),
+      tls: options.tlsMode === 'off' ? undefined : new TlsUpgrader(options.tls!),
       log: options.log,
       isShuttingDown: () => this.shuttingDown,
     };
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    // Paused so a connection can move its socket onto a fixed receive buffer before any read.
+    this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket));
     this.server.on('error', (err) => options.log.error({ err }, 'nbd listener error'));
   }
 
@@ -76,9 +76,9 @@ export class NbdServer {
   /** Stops accepting, lets in-flight requests finish, then closes every connection. */
   async close(): Promise<void> {
     this.shuttingDown = true;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // Not waiting for net.Server's close callback: it counts the sockets connections moved away from.
+    this.server.close();
     await Promise.all([...this.connections].map((c) => c.shutdown(this.options.limits.shutdownGraceMs)));
-    await closed;
   }
 
   private accept(socket: net.Socket): void {
@@ -96,14 +96,6 @@ export class NbdServer {
     this.connections.add(conn);
     conn.start();
   }
-}
-
-function buildSecureContext(config: NbdTlsConfig): tls.SecureContext {
-  if (config.kind === 'x509') {
-    return tls.createSecureContext({ cert: config.certPem, key: config.keyPem, ca: config.caPem, minVersion: 'TLSv1.2' });
-  }
-  // Node offers PSK only up to TLS 1.2; GnuTLS clients (qemu, libnbd) negotiate it there.
-  return tls.createSecureContext({ ciphers: 'ECDHE-PSK:DHE-PSK:PSK:!NULL', minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' });
 }
 
 /** Parses a GnuTLS-style PSK file: one `identity:hexkey` per line (as psktool writes it). */

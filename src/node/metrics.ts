@@ -17,7 +17,8 @@ export class NodeMetrics implements NbdObserver {
   private readonly latency: client.Histogram;
   private readonly clients: client.Gauge;
   private readonly protocolErrors: client.Counter;
-  private readonly children = new Map<string, OpChildren>();
+  /** Per volume, per operation: resolved once so a request costs no label hashing. */
+  private readonly children = new Map<string, Map<NbdCommandName, OpChildren>>();
 
   constructor(nodeName: string, volumeSizes: () => Array<{ name: string; sizeBytes: number; allocatedBytes: number }>) {
     this.registry.setDefaultLabels({ node: nodeName });
@@ -59,8 +60,12 @@ export class NodeMetrics implements NbdObserver {
   }
 
   requestCompleted(volume: string, op: NbdCommandName, bytes: number, seconds: number, errno: number): void {
-    const key = `${volume}\0${op}`;
-    let c = this.children.get(key);
+    let byOp = this.children.get(volume);
+    if (!byOp) {
+      byOp = new Map();
+      this.children.set(volume, byOp);
+    }
+    let c = byOp.get(op);
     if (!c) {
       c = {
         ok: this.requests.labels(volume, op, 'ok'),
@@ -68,7 +73,7 @@ export class NodeMetrics implements NbdObserver {
         bytes: this.bytes.labels(volume, op),
         latency: this.latency.labels(volume, op),
       };
-      this.children.set(key, c);
+      byOp.set(op, c);
     }
     (errno === 0 ? c.ok : c.failed).inc();
     if (errno === 0 && bytes > 0) c.bytes.inc(bytes);
@@ -89,7 +94,7 @@ export class NodeMetrics implements NbdObserver {
 
   /** Drops a deleted volume's series so they do not linger forever. */
   forgetVolume(volume: string): void {
-    for (const key of [...this.children.keys()]) if (key.startsWith(`${volume}\0`)) this.children.delete(key);
+    this.children.delete(volume);
     for (const op of ['read', 'write', 'flush', 'trim', 'write_zeroes', 'cache', 'block_status']) {
       this.requests.remove(volume, op, 'ok');
       this.requests.remove(volume, op, 'error');

@@ -217,7 +217,7 @@ export class StorageNode {
         const meta = this.store.get(name);
         if (!isAdmitted(meta.access, { address: client.address, tlsIdentity: client.tlsIdentity })) {
           this.events.emit('access-denied', name, `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list`);
-          return { status: 'denied', message: `client ${client.address} may not attach volume ${name}` };
+          return { status: 'denied', message: `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list of volume ${name}` };
         }
         return {
           status: 'ok',

@@ -40,8 +40,12 @@ export interface BlockDevice {
   /** Host writes are refused with EPERM (e.g. the secondary of an active pair). */
   readonly readOnly: boolean;
 
-  read(offset: number, length: number): Promise<Buffer>;
-  /** Writes `data` (one buffer or consecutive pieces) at `offset`. */
+  /** Reads into `target` when given (at least `length` bytes), else into a new buffer. */
+  read(offset: number, length: number, target?: Buffer): Promise<Buffer>;
+  /**
+   * Writes `data` (one buffer or consecutive pieces) at `offset`. The device must not keep a
+   * reference to `data` once the promise settles: callers recycle the buffer.
+   */
   write(offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void>;
   writeZeroes(offset: number, length: number, options: ZeroOptions): Promise<void>;
   /** Advisory discard; contents of the range are undefined afterwards but nothing else changes. */

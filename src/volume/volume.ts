@@ -41,13 +41,13 @@ export class Volume implements BlockDevice {
     return Math.min(this.size, this.allocation.setBitCount * allocationChunkBytes);
   }
 
-  read(offset: number, length: number): Promise<Buffer> {
+  read(offset: number, length: number, target?: Buffer): Promise<Buffer> {
     try {
       this.checkRange(offset, length, 'EINVAL');
     } catch (err) {
       return Promise.reject(err);
     }
-    const buffer = Buffer.allocUnsafe(length);
+    const buffer = target ? target.subarray(0, length) : Buffer.allocUnsafe(length);
     return new Promise((resolve, reject) => {
       const readMore = (done: number): void => {
         fs.read(this.fd, buffer, done, length - done, offset + done, (err, bytesRead) => {

@@ -1,0 +1,145 @@
+// Benchmark plumbing: servers to compare against, fio runs, medians, and the results section of
+// docs/benchmarks.md. Benchmarks measure; they never pass or fail on speed.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseFioJson, run, runOk } from '../test/support/tools';
+
+export const repoRoot = path.resolve(__dirname, '..', '..');
+
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function waitForPort(port: number, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ port, host: '127.0.0.1' }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on port ${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface Server {
+  name: string;
+  uri: string;
+  stop(): Promise<void>;
+}
+
+export async function spawnServer(name: string, command: string, args: string[], port: number, uri: string): Promise<Server> {
+  const child: ChildProcess = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  await waitForPort(port);
+  return {
+    name,
+    uri,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
+
+export async function sparseFile(file: string, sizeBytes: number): Promise<void> {
+  await fsp.writeFile(file, '');
+  await fsp.truncate(file, sizeBytes);
+}
+
+export interface FioJob {
+  name: string;
+  rw: 'write' | 'randwrite' | 'randread' | 'read';
+  bs: string;
+  iodepth: number;
+  size: string;
+  runtimeSeconds: number;
+}
+
+export interface FioResult {
+  iops: number;
+  mibPerSecond: number;
+  latP50Us: number;
+  latP99Us: number;
+  latMeanUs: number;
+}
+
+interface FioJson {
+  jobs: Array<{
+    error: number;
+    read: FioSide;
+    write: FioSide;
+  }>;
+}
+interface FioSide {
+  iops: number;
+  bw_bytes: number;
+  clat_ns: { mean: number; percentile?: Record<string, number> };
+}
+
+export async function fio(uri: string, job: FioJob, cwd: string): Promise<FioResult> {
+  const result = await run('fio', [`--name=${job.name}`, '--ioengine=nbd', `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.bs}`,
+    `--iodepth=${job.iodepth}`, `--size=${job.size}`, `--runtime=${job.runtimeSeconds}`, '--time_based', '--ramp_time=1',
+    '--randrepeat=0', '--norandommap', '--output-format=json'], { cwd, timeoutMs: (job.runtimeSeconds + 60) * 1000 });
+  if (result.code !== 0) throw new Error(`fio ${job.name} against ${uri} failed: ${result.stderr}${result.stdout.slice(-2000)}`);
+  const j = parseFioJson<FioJson>(result.stdout).jobs[0]!;
+  const side = job.rw.includes('read') ? j.read : j.write;
+  return {
+    iops: side.iops,
+    mibPerSecond: side.bw_bytes / 1024 / 1024,
+    latP50Us: (side.clat_ns.percentile?.['50.000000'] ?? 0) / 1000,
+    latP99Us: (side.clat_ns.percentile?.['99.000000'] ?? 0) / 1000,
+    latMeanUs: side.clat_ns.mean / 1000,
+  };
+}
+
+/** Fills a region sequentially so reads hit data, not holes. */
+export async function prefill(uri: string, size: string, cwd: string): Promise<void> {
+  await runOk('fio', ['--name=prefill', '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=1m', '--iodepth=8', `--size=${size}`,
+    '--output-format=json'], { cwd, timeoutMs: 600_000 });
+}
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export function machineSummary(): string {
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  return `${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 1024 ** 3)} GiB RAM, Linux ${os.release()}, Node ${process.version}`;
+}
+
+/** Replaces the section between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`. */
+export async function writeDocsSection(name: string, markdown: string): Promise<void> {
+  const file = path.join(repoRoot, 'docs', 'benchmarks.md');
+  let text = await fsp.readFile(file, 'utf8').catch(() => '# Benchmarks\n');
+  const start = `<!-- bench:${name}:start -->`;
+  const end = `<!-- bench:${name}:end -->`;
+  const block = `${start}\n${markdown.trim()}\n${end}`;
+  if (text.includes(start) && text.includes(end)) {
+    text = text.slice(0, text.indexOf(start)) + block + text.slice(text.indexOf(end) + end.length);
+  } else {
+    text = `${text.trimEnd()}\n\n${block}\n`;
+  }
+  await fsp.writeFile(file, text);
+}
+
+export function table(headers: string[], rows: string[][]): string {
+  return [`| ${headers.join(' | ')} |`, `|${headers.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+export async function toolVersion(command: string, args: string[]): Promise<string> {
+  const r = await run(command, args).catch(() => undefined);
+  return (r?.stdout || r?.stderr || '').split('\n')[0]!.trim();
+}

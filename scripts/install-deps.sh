@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the demo need, only when missing:
+# Debian packages for the real NBD clients and tools the tests drive, and the npm packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have qemu-img  || need+=(qemu-utils)
+have nbdinfo   || need+=(libnbd-bin)
+have nbdfuse   || need+=(nbdfuse)
+have fio       || need+=(fio)
+have nbdkit    || need+=(nbdkit)
+have psktool   || need+=(gnutls-bin)
+have openssl   || need+=(openssl)
+have ip        || need+=(iproute2)
+if ((${#need[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages: ${need[*]} (run as root, or install them: apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# npm packages: reinstall when the lock file is newer than the installed tree.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi

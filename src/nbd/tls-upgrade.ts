@@ -1,0 +1,86 @@
+// STARTTLS: upgrades an established TCP connection to TLS. The upgrade runs through a non-listening
+// tls.Server so Node applies its own client-certificate verification (requestCert/rejectUnauthorized)
+// and PSK handling exactly as for a TLS listener; a hand-built TLSSocket would skip verification.
+import type * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { NbdTlsConfig } from './types';
+
+export interface UpgradedConnection {
+  socket: tls.TLSSocket;
+  /** PSK username, or the verified client certificate's common name. */
+  identity: string | undefined;
+}
+
+interface PendingUpgrade {
+  resolve: (value: UpgradedConnection) => void;
+  reject: (err: Error) => void;
+}
+
+export class TlsUpgrader {
+  private readonly server: tls.Server;
+  private readonly pending = new Map<string, PendingUpgrade>();
+  private readonly pskIdentities = new WeakMap<tls.TLSSocket, string>();
+
+  constructor(private readonly config: NbdTlsConfig) {
+    const options: tls.TlsOptions = { minVersion: 'TLSv1.2' };
+    if (config.kind === 'x509') {
+      options.cert = config.certPem;
+      options.key = config.keyPem;
+      if (config.caPem) {
+        options.ca = config.caPem;
+        options.requestCert = true;
+        options.rejectUnauthorized = true;
+      }
+    } else {
+      // Node offers PSK only up to TLS 1.2; GnuTLS clients (qemu, libnbd) negotiate it there.
+      options.ciphers = 'ECDHE-PSK:DHE-PSK:PSK:!NULL';
+      options.maxVersion = 'TLSv1.2';
+      options.pskCallback = (socket: tls.TLSSocket, identity: string) => {
+        const key = config.keys.get(identity);
+        if (key) this.pskIdentities.set(socket, identity);
+        return key ?? null;
+      };
+    }
+    this.server = tls.createServer(options);
+    this.server.on('secureConnection', (socket: tls.TLSSocket) => {
+      const waiter = this.take(socket);
+      if (!waiter) {
+        socket.destroy();
+        return;
+      }
+      let identity: string | undefined;
+      if (this.config.kind === 'psk') identity = this.pskIdentities.get(socket);
+      else if (socket.authorized) {
+        const cn = socket.getPeerCertificate().subject?.CN;
+        if (typeof cn === 'string') identity = cn;
+      }
+      waiter.resolve({ socket, identity });
+    });
+    this.server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+      this.take(socket)?.reject(err);
+      socket.destroy();
+    });
+  }
+
+  /** Runs the TLS handshake on `raw` (whose reads must already be paused and unconsumed). */
+  upgrade(raw: net.Socket): Promise<UpgradedConnection> {
+    const key = connectionKey(raw);
+    return new Promise((resolve, reject) => {
+      this.pending.set(key, { resolve, reject });
+      raw.once('close', () => this.take(raw)?.reject(new Error('connection closed during the TLS handshake')));
+      this.server.emit('connection', raw);
+    });
+  }
+
+  private take(socket: net.Socket): PendingUpgrade | undefined {
+    const key = connectionKey(socket);
+    const waiter = this.pending.get(key);
+    this.pending.delete(key);
+    return waiter;
+  }
+}
+
+/** A live TCP connection is identified by its peer address and port. */
+function connectionKey(socket: net.Socket): string {
+  return `${socket.remoteAddress ?? '?'}|${socket.remotePort ?? 0}`;
+}

@@ -1,0 +1,95 @@
+// NBD over TLS with real clients: PSK (nbdinfo, qemu-img) and X.509 with client certificates
+// (nbdinfo, qemu-img); required and optional modes; identities in access lists.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { makePki, type TestPki } from '../support/certs';
+import { NodeProcess, killAllNodes } from '../support/node-process';
+import { run, runOk, tempDir } from '../support/tools';
+
+let dir: string;
+let pki: TestPki;
+let pskDir: string;
+
+before(async () => {
+  dir = await tempDir('tls');
+  pki = await makePki(path.join(dir, 'pki'), ['client1', 'client2']);
+  pskDir = path.join(dir, 'psk');
+  await fsp.mkdir(pskDir);
+  // qemu reads <dir>/keys.psk; libnbd takes the file. Two users with their own keys.
+  await runOk('psktool', ['-u', 'alice', '-p', path.join(pskDir, 'keys.psk')]);
+  await runOk('psktool', ['-u', 'bob', '-p', path.join(pskDir, 'keys.psk')]);
+});
+
+after(async () => {
+  killAllNodes();
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+const pskFile = (): string => path.join(pskDir, 'keys.psk');
+
+test('TLS PSK required: nbdinfo and qemu-img connect with a key; plain clients are refused', async () => {
+  const node = await NodeProcess.start({ name: 'psk', dataDir: path.join(dir, 'psk-data'), args: ['--tls', 'required', '--tls-psk-file', pskFile()] });
+  await node.api.post('/v1/volumes', { name: 'v', size: 16 * 1024 * 1024 });
+  const port = node.ports.nbdPort;
+  const info = await runOk('nbdinfo', ['--json', `nbds://alice@127.0.0.1:${port}/v?tls-psk-file=${pskFile()}`]);
+  assert.match(info.stdout, /"TLS": true/);
+  await runOk('qemu-io', ['--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${pskDir},username=alice`, '--image-opts',
+    `driver=nbd,host=127.0.0.1,port=${port},export=v,tls-creds=tls0`, '-c', 'write -P 0x42 4096 8192', '-c', 'read -P 0x42 4096 8192']);
+  const plain = await run('nbdinfo', [`nbd://127.0.0.1:${port}/v`]);
+  assert.notEqual(plain.code, 0, 'a client without TLS is refused');
+  const wrongKey = path.join(dir, 'wrong.psk');
+  await fsp.writeFile(wrongKey, 'alice:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n');
+  const bad = await run('nbdinfo', [`nbds://alice@127.0.0.1:${port}/v?tls-psk-file=${wrongKey}`]);
+  assert.notEqual(bad.code, 0, 'a wrong key fails the TLS handshake');
+  // Identity-based access: only bob's identity, and no loopback addresses.
+  await node.api.post('/v1/volumes/v/disallow', { client: '127.0.0.0/8' });
+  await node.api.post('/v1/volumes/v/disallow', { client: '::1/128' });
+  await node.api.post('/v1/volumes/v/allow', { identity: 'bob' });
+  const alice = await run('nbdinfo', [`nbds://alice@127.0.0.1:${port}/v?tls-psk-file=${pskFile()}`]);
+  assert.notEqual(alice.code, 0, 'alice is not on the access list');
+  await runOk('nbdinfo', [`nbds://bob@127.0.0.1:${port}/v?tls-psk-file=${pskFile()}`]);
+  assert.equal((await node.stop()).code, 0);
+});
+
+test('TLS X.509 with client certificates: verified clients connect, identities from the certificate CN', async () => {
+  const node = await NodeProcess.start({ name: 'x509', dataDir: path.join(dir, 'x509-data'),
+    args: ['--tls', 'required', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--tls-ca', pki.caCert] });
+  await node.api.post('/v1/volumes', { name: 'v', size: 16 * 1024 * 1024 });
+  const port = node.ports.nbdPort;
+  const uri = (client: string): string => `nbds://127.0.0.1:${port}/v?tls-certificates=${pki.clientDir(client)}`;
+  const info = await runOk('nbdinfo', ['--json', uri('client1')]);
+  assert.match(info.stdout, /"TLS": true/);
+  await runOk('qemu-img', ['info', '--object', `tls-creds-x509,id=tls0,endpoint=client,dir=${pki.clientDir('client1')}`,
+    '--image-opts', `driver=nbd,host=127.0.0.1,port=${port},export=v,tls-creds=tls0`]);
+  // A client that trusts the server but holds a certificate from another CA is refused by the server.
+  const roguePki = await makePki(path.join(dir, 'rogue'), ['client1']);
+  await fsp.copyFile(pki.caCert, path.join(roguePki.clientDir('client1'), 'ca-cert.pem'));
+  const rogue = await run('nbdinfo', [`nbds://127.0.0.1:${port}/v?tls-certificates=${roguePki.clientDir('client1')}`]);
+  assert.notEqual(rogue.code, 0, 'a certificate from another CA is refused');
+  // And one with no client certificate at all.
+  const noCert = path.join(dir, 'nocert');
+  await fsp.mkdir(noCert, { recursive: true });
+  await fsp.copyFile(pki.caCert, path.join(noCert, 'ca-cert.pem'));
+  assert.notEqual((await run('nbdinfo', [`nbds://127.0.0.1:${port}/v?tls-certificates=${noCert}`])).code, 0, 'no client certificate is refused');
+  // Access by certificate identity.
+  await node.api.post('/v1/volumes/v/disallow', { client: '127.0.0.0/8' });
+  await node.api.post('/v1/volumes/v/disallow', { client: '::1/128' });
+  await node.api.post('/v1/volumes/v/allow', { identity: 'client2' });
+  assert.notEqual((await run('nbdinfo', [uri('client1')])).code, 0, 'client1 is not allowed');
+  await runOk('nbdinfo', [uri('client2')]);
+  assert.equal((await node.stop()).code, 0);
+});
+
+test('TLS optional: plain and TLS clients both work', async () => {
+  const node = await NodeProcess.start({ name: 'opt', dataDir: path.join(dir, 'opt-data'),
+    args: ['--tls', 'optional', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey] });
+  await node.api.post('/v1/volumes', { name: 'v', size: 16 * 1024 * 1024 });
+  const port = node.ports.nbdPort;
+  const plain = await runOk('nbdinfo', ['--json', `nbd://127.0.0.1:${port}/v`]);
+  assert.match(plain.stdout, /"TLS": false/);
+  const secure = await runOk('nbdinfo', ['--json', `nbds://127.0.0.1:${port}/v?tls-certificates=${pki.clientDir('client1')}`]);
+  assert.match(secure.stdout, /"TLS": true/);
+  assert.equal((await node.stop()).code, 0);
+});
