@@ -8,6 +8,7 @@ import { formatBytes, parseSize } from '../common/units';
 import { ApiClient } from '../node/api-client';
 import type { NodeEvent } from '../common/events';
 import type { NodeInfo, VolumeView } from '../node/node';
+import type { GroupStatus, PairStatus } from '../replication/service';
 import { version } from '../node/version';
 import { keyValues, printJson, table } from './format';
 
@@ -69,6 +70,11 @@ export function buildProgram(): Command {
     .option('--max-connections <n>', 'maximum NBD connections (default 256)')
     .option('--handshake-timeout <duration>', 'NBD handshake deadline, e.g. 10s (default 10s)')
     .addOption(new Option('--min-block-size <bytes>', 'smallest NBD request alignment enforced (default 1)').choices(['1', '512', '4096']))
+    .option('--cluster-secret-file <file>', 'secret shared by all nodes of the cluster; replication needs it (e.g. openssl rand -hex 32)')
+    .option('--peer-timeout <duration>', 'silence after which a peer node counts as unreachable (default 4s)')
+    .option('--journal-size <size>', 'capacity of each async consistency group journal (default 1GiB)')
+    .addOption(new Option('--journal-full <policy>', 'when a journal is full: delay host writes, or suspend the group onto bitmaps (default delay)').choices(['delay', 'suspend']))
+    .option('--no-auto-resync', 'do not resynchronise pairs by themselves when a failed link comes back')
     .action(async (opts: Record<string, string | undefined>) => {
       // Loaded here so that client commands start fast without the server stack.
       const { loadConfigFile, resolveNodeConfig } = await import('../node/config');
@@ -80,7 +86,9 @@ export function buildProgram(): Command {
         nbdPort: opts.nbdPort, apiPort: opts.apiPort, replPort: opts.replPort, logLevel: opts.logLevel, tlsMode: opts.tls,
         tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, tlsCa: opts.tlsCa, tlsPskFile: opts.tlsPskFile,
         apiTokenFile: opts.apiTokenFile, maxConnections: opts.maxConnections, handshakeTimeout: opts.handshakeTimeout,
-        minBlockBytes: opts.minBlockSize,
+        minBlockBytes: opts.minBlockSize, clusterSecretFile: opts.clusterSecretFile, peerTimeout: opts.peerTimeout,
+        journalSize: opts.journalSize, journalFull: opts.journalFull,
+        autoResync: (opts as Record<string, unknown>).autoResync === false ? false : undefined,
       });
       const log = createLogger(config.logLevel, { node: config.name });
       const storageNode = await StorageNode.start(config, log);
@@ -194,6 +202,145 @@ export function buildProgram(): Command {
       console.log(`deleted volume ${name}`);
     });
 
+  // --- pairs ------------------------------------------------------------------------------------
+  const pair = program.command('pair').description('remote copy pairs: create, watch, split, resync, take over, swap, delete');
+
+  pair.command('create <name>')
+    .description('pair a volume of this node (the primary) with a volume on another node (the secondary).\n' +
+      'The secondary volume is created if missing; allocated regions are copied, then the pair is duplex.')
+    .requiredOption('--volume <volume>', 'the primary volume on this node')
+    .requiredOption('--to <url>', 'control API URL of the secondary node, e.g. http://dc2:7801')
+    .option('--peer-volume <volume>', 'name of the secondary volume (default: the same name)')
+    .addOption(new Option('--mode <mode>', 'sync: acknowledged after both nodes wrote; async: ordered journal').choices(['sync', 'async']).makeOptionMandatory())
+    .addOption(new Option('--fence <level>', 'sync pairs: data = refuse host writes while the secondary cannot be updated; never = go on and record (default: data for sync, never for async)').choices(['data', 'never']))
+    .option('--group <group>', 'async consistency group (volumes of one group stay write-order consistent together; default: the pair name)')
+    .option('--no-copy', 'skip the initial copy: only when both volumes are known to hold the same data')
+    .option('--wait', 'wait until the pair is duplex, showing copy progress')
+    .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
+    .action(async (name: string, opts: { volume: string; to: string; peerVolume?: string; mode: 'sync' | 'async'; fence?: 'data' | 'never'; group?: string; copy: boolean; wait?: boolean; timeout: string }, cmd: Command) => {
+      const api = client(cmd);
+      const peerApi = new ApiClient(opts.to, globals(cmd).token ?? process.env.TRICOPY_TOKEN);
+      const peerInfo = await peerApi.get<NodeInfo>('/v1/node');
+      if (!peerInfo.replication) {
+        throw new TricopyError('invalid-argument', `node ${peerInfo.name} at ${opts.to} has no cluster secret`, 'start every node with the same --cluster-secret-file');
+      }
+      const status = await api.post<PairStatus>('/v1/pairs', {
+        name, volume: opts.volume, peer: { node: peerInfo.name, host: peerInfo.advertiseHost, replPort: peerInfo.ports.replPort },
+        ...(opts.peerVolume ? { peerVolume: opts.peerVolume } : {}), mode: opts.mode, ...(opts.fence ? { fence: opts.fence } : {}),
+        ...(opts.group ? { group: opts.group } : {}), noCopy: opts.copy === false,
+      });
+      if (!opts.wait) {
+        if (globals(cmd).json) return printJson(status);
+        return console.log(`created pair ${name}: ${status.volume} on this node → ${status.peer.volume} on ${status.peer.node} (${status.mode}), ${status.state} (${status.code})`);
+      }
+      const final = await waitWithProgress(api, name, 'duplex', Number(opts.timeout), globals(cmd).json === true);
+      if (globals(cmd).json) return printJson(final);
+      console.log(`pair ${name} is duplex (PAIR)`);
+    });
+
+  pair.command('status [name]')
+    .description('pairs of this node: role (P/S), peer, mode, fence, state and code, copy progress, journal and lag')
+    .action(async (name: string | undefined, _opts, cmd: Command) => {
+      const api = client(cmd);
+      const pairs = name ? [await api.get<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}`)] : (await api.get<{ pairs: PairStatus[] }>('/v1/pairs')).pairs;
+      if (globals(cmd).json) return printJson(name ? pairs[0] : pairs);
+      if (pairs.length === 0) return console.log('no pairs; create one with: tricopy pair create NAME --volume V --to URL --mode sync');
+      console.log(table(['NAME', 'ROLE', 'VOLUME', 'PEER', 'MODE', 'FENCE', 'STATE', 'CODE', 'COPY', 'GROUP', 'JOURNAL', 'LAG'], pairs.map((p) => [
+        p.name, p.role === 'primary' ? 'P' : 'S', p.volume, `${p.peer.node}:${p.peer.volume}${p.peer.connected ? '' : ' (down)'}`, p.mode,
+        p.fence, p.state, p.code, p.progressPercent === null ? '-' : `${p.progressPercent}%`, p.group ?? '-',
+        p.journal ? `${formatBytes(p.journal.usedBytes)}/${formatBytes(p.journal.capacityBytes)}` : '-',
+        p.lag ? `${p.lag.seconds.toFixed(1)}s ${formatBytes(p.lag.bytes)} ${p.lag.entries}e` : '-',
+      ])));
+      for (const p of pairs) if (p.code === 'PSUE' || p.code === 'PSUS' || p.code === 'SSWS' || p.code === 'SSUS') console.log(`${p.name}: ${p.reason}`);
+    });
+
+  pair.command('split <name>')
+    .description('suspend a pair (PSUS): both nodes record changed regions; async pairs first drain their journal')
+    .option('--rw', 'let hosts write the secondary while split (its changes are recorded too)')
+    .action(async (name: string, opts: { rw?: boolean }, cmd: Command) => {
+      const status = await client(cmd).post<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}/split`, { rw: opts.rw === true }, 600_000);
+      if (globals(cmd).json) return printJson(status);
+      console.log(`pair ${name} is ${status.state} (${status.code}): ${status.reason}`);
+    });
+
+  pair.command('resync <name>')
+    .description('copy the regions changed on either side since the split (union of both records) and return to duplex')
+    .option('--discard <node>', 'split brain only: the node whose changes are thrown away')
+    .option('--wait', 'wait until the pair is duplex, showing progress')
+    .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
+    .action(async (name: string, opts: { discard?: string; wait?: boolean; timeout: string }, cmd: Command) => {
+      const api = client(cmd);
+      const status = await api.post<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}/resync`, opts.discard ? { discard: opts.discard } : {});
+      if (!opts.wait) {
+        if (globals(cmd).json) return printJson(status);
+        return console.log(`pair ${name} is ${status.state} (${status.code}): ${status.reason}`);
+      }
+      const final = await waitWithProgress(api, name, 'duplex', Number(opts.timeout), globals(cmd).json === true);
+      if (globals(cmd).json) return printJson(final);
+      console.log(`pair ${name} is duplex (PAIR)`);
+    });
+
+  pair.command('takeover <name>')
+    .description('run at the secondary node: with the primary reachable, swap roles; without it, make this volume writable (SSWS)\n' +
+      'after applying everything received. Every pair of the same consistency group is taken over together.')
+    .action(async (name: string, _opts, cmd: Command) => {
+      const { pairs } = await client(cmd).post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
+      if (globals(cmd).json) return printJson(pairs);
+      for (const p of pairs) console.log(`pair ${p.name}: ${p.role} ${p.state} (${p.code}): ${p.reason}`);
+    });
+
+  pair.command('swap <name>')
+    .description('run at the node that becomes the primary: reverse the pair, copying only the regions that differ')
+    .option('--discard <node>', 'split brain only: the other node, whose changes are thrown away')
+    .option('--wait', 'wait until the pair is duplex again')
+    .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
+    .action(async (name: string, opts: { discard?: string; wait?: boolean; timeout: string }, cmd: Command) => {
+      const api = client(cmd);
+      const { pairs } = await api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/swap`, opts.discard ? { discard: opts.discard } : {}, 600_000);
+      if (opts.wait) for (const p of pairs) await waitWithProgress(api, p.name, 'duplex', Number(opts.timeout), globals(cmd).json === true);
+      const final = opts.wait ? await Promise.all(pairs.map((p) => api.get<PairStatus>(`/v1/pairs/${encodeURIComponent(p.name)}`))) : pairs;
+      if (globals(cmd).json) return printJson(final);
+      for (const p of final) console.log(`pair ${p.name}: ${p.role} ${p.state} (${p.code}): ${p.reason}`);
+    });
+
+  pair.command('delete <name>')
+    .description('end a pair on both nodes; both volumes stay, independent and writable')
+    .option('--force', 'delete here even if the peer is unreachable (it drops its side when it reconnects)')
+    .action(async (name: string, opts: { force?: boolean }, cmd: Command) => {
+      await client(cmd).delete(`/v1/pairs/${encodeURIComponent(name)}${opts.force ? '?force=true' : ''}`);
+      if (globals(cmd).json) return printJson({ deleted: name });
+      console.log(`deleted pair ${name}`);
+    });
+
+  pair.command('wait <name>')
+    .description('wait until a pair reaches a state (exit 1 on timeout)')
+    .addOption(new Option('--state <state>', 'state to wait for').choices(['simplex', 'initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended', 'secondary-writable']).makeOptionMandatory())
+    .option('--timeout <seconds>', 'give up after this many seconds', '120')
+    .action(async (name: string, opts: { state: string; timeout: string }, cmd: Command) => {
+      const timeoutMs = Math.round(Number(opts.timeout) * 1000);
+      if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new TricopyError('invalid-argument', '--timeout takes a positive number of seconds');
+      const status = await client(cmd).get<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}/wait?state=${opts.state}&timeoutMs=${timeoutMs}`, timeoutMs + 10_000);
+      if (globals(cmd).json) return printJson(status);
+      console.log(`pair ${name} is ${status.state} (${status.code})`);
+    });
+
+  // --- groups -----------------------------------------------------------------------------------
+  const group = program.command('group').description('async consistency groups: journal use and lag');
+
+  group.command('status [name]')
+    .description('a group: its pairs, sequence numbers, journal use and lag in seconds, bytes and entries')
+    .action(async (name: string | undefined, _opts, cmd: Command) => {
+      const api = client(cmd);
+      const groups = name ? [await api.get<GroupStatus>(`/v1/groups/${encodeURIComponent(name)}`)] : (await api.get<{ groups: GroupStatus[] }>('/v1/groups')).groups;
+      if (globals(cmd).json) return printJson(name ? groups[0] : groups);
+      if (groups.length === 0) return console.log('no consistency groups on this node');
+      console.log(table(['GROUP', 'ROLE', 'PEER', 'PAIRS', 'LAST', 'RECEIVED', 'APPLIED', 'JOURNAL', 'LAG'], groups.map((g) => [
+        g.group, g.role, `${g.peer}${g.connected ? '' : ' (down)'}`, g.pairs.join(','), String(g.lastSeq), String(g.receivedSeq), String(g.appliedSeq),
+        g.journal ? `${formatBytes(g.journal.usedBytes)}/${formatBytes(g.journal.capacityBytes)} (${g.journal.fullPolicy})` : '-',
+        `${g.lag.seconds.toFixed(1)}s ${formatBytes(g.lag.bytes)} ${g.lag.entries} entries`,
+      ])));
+    });
+
   // --- events ----------------------------------------------------------------------------------
   program.command('events')
     .description('show the node\'s recent events (state changes with reasons); --follow streams new ones')
@@ -220,6 +367,28 @@ export function buildProgram(): Command {
     });
 
   return program;
+}
+
+/** Polls a pair until it reaches `state`, drawing copy progress; fails on a failure suspend. */
+async function waitWithProgress(api: ApiClient, name: string, state: string, timeoutSeconds: number, quiet: boolean): Promise<PairStatus> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  const tty = process.stderr.isTTY === true && !quiet;
+  let lastLine = '';
+  for (;;) {
+    const p = await api.get<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}`);
+    if (p.state === state) {
+      if (tty) process.stderr.write(`\r${' '.repeat(lastLine.length)}\r`);
+      return p;
+    }
+    if (p.code === 'PSUE') throw new TricopyError('io-error', `pair ${name} was suspended by a failure: ${p.reason}`);
+    if (Date.now() > deadline) throw new TricopyError('unavailable', `pair ${name} is still ${p.state} after ${timeoutSeconds} s`);
+    const percent = p.progressPercent ?? 0;
+    const bar = `[${'#'.repeat(Math.floor(percent / 5)).padEnd(20, ' ')}] ${String(percent).padStart(3)}% ${p.state} (${p.code})`;
+    if (tty) process.stderr.write(`\r${bar}`);
+    else if (!quiet && bar !== lastLine) process.stderr.write(`${bar}\n`);
+    lastLine = bar;
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 function accessSummary(v: VolumeView): string {

@@ -20,19 +20,19 @@ export class ApiClient {
     this.baseUrl = url.toString().replace(/\/$/, '');
   }
 
-  get<T>(path: string): Promise<T> {
-    return this.request<T>('GET', path);
+  get<T>(path: string, timeoutMs?: number): Promise<T> {
+    return this.request<T>('GET', path, undefined, timeoutMs);
   }
 
-  post<T>(path: string, body?: unknown): Promise<T> {
-    return this.request<T>('POST', path, body ?? {});
+  post<T>(path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    return this.request<T>('POST', path, body ?? {}, timeoutMs);
   }
 
   delete<T>(path: string): Promise<T> {
     return this.request<T>('DELETE', path);
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers.authorization = `Bearer ${this.token}`;
@@ -42,9 +42,12 @@ export class ApiClient {
         method,
         headers,
         body: body === undefined ? null : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
+      if ((err as Error).name === 'TimeoutError') {
+        throw new TricopyError('unavailable', `node at ${this.baseUrl} did not answer ${method} ${path} within ${timeoutMs} ms`);
+      }
       const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
       throw new TricopyError('unavailable', `cannot reach node at ${this.baseUrl} (${cause})`,
         'is `tricopy node run` running there? Set the URL with --node or TRICOPY_NODE');

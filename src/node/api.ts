@@ -7,9 +7,23 @@ import { TricopyError, isErrorCode, httpStatusOf } from '../common/errors';
 import type { NodeEvent } from '../common/events';
 import type { Logger } from '../common/log';
 import { parseSize } from '../common/units';
+import type { PairState } from '../replication/pair-model';
 import type { StorageNode } from './node';
 
 export const maxApiBodyBytes = 64 * 1024;
+/** Longest a wait request holds the connection open. */
+export const maxWaitMs = 600_000;
+
+interface CreatePairBody {
+  name: string;
+  volume: string;
+  peerVolume?: string;
+  peer: { node: string; host: string; replPort: number };
+  mode: 'sync' | 'async';
+  fence?: 'data' | 'never';
+  group?: string;
+  noCopy?: boolean;
+}
 export const sseHeartbeatIntervalMs = 15_000;
 
 export interface Problem {
@@ -142,6 +156,97 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     await node.deleteVolume(request.params.name, request.query.force === 'true');
     reply.code(204);
   });
+
+  // --- pairs and consistency groups -----------------------------------------------------------
+  const discardBody = {
+    type: 'object', additionalProperties: false,
+    properties: { discard: { type: 'string', minLength: 1, maxLength: 63 } },
+  } as const;
+
+  app.get('/v1/pairs', async () => ({ pairs: node.replication.list() }));
+
+  app.post('/v1/pairs', {
+    schema: {
+      body: {
+        type: 'object',
+        required: ['name', 'volume', 'peer', 'mode'],
+        additionalProperties: false,
+        properties: {
+          name: { type: 'string', minLength: 1, maxLength: 63 },
+          volume: { type: 'string', minLength: 1, maxLength: 63 },
+          peerVolume: { type: 'string', minLength: 1, maxLength: 63 },
+          peer: {
+            type: 'object', required: ['node', 'host', 'replPort'], additionalProperties: false,
+            properties: {
+              node: { type: 'string', minLength: 1, maxLength: 63 },
+              host: { type: 'string', minLength: 1, maxLength: 255 },
+              replPort: { type: 'integer', minimum: 1, maximum: 65535 },
+            },
+          },
+          mode: { type: 'string', enum: ['sync', 'async'] },
+          fence: { type: 'string', enum: ['data', 'never'] },
+          group: { type: 'string', minLength: 1, maxLength: 63 },
+          noCopy: { type: 'boolean' },
+        },
+      },
+    },
+  }, async (request: FastifyRequest<{ Body: CreatePairBody }>, reply) => {
+    const b = request.body;
+    const status = await node.replication.createPair({
+      name: b.name, volume: b.volume, peer: b.peer, peerVolume: b.peerVolume, mode: b.mode,
+      fence: b.fence ?? (b.mode === 'sync' ? 'data' : 'never'), group: b.group, noCopy: b.noCopy,
+    });
+    reply.code(201);
+    return status;
+  });
+
+  app.get('/v1/pairs/:name', { schema: { params: nameParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => node.replication.get(request.params.name));
+
+  app.get('/v1/pairs/:name/wait', {
+    schema: {
+      params: nameParam,
+      querystring: {
+        type: 'object', required: ['state'], additionalProperties: false,
+        properties: {
+          state: { type: 'string', enum: ['simplex', 'initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended', 'secondary-writable'] },
+          timeoutMs: { type: 'string', pattern: '^[0-9]{1,8}$' },
+        },
+      },
+    },
+  }, async (request: FastifyRequest<{ Params: { name: string }; Querystring: { state: PairState; timeoutMs?: string } }>) =>
+    node.replication.waitFor(request.params.name, request.query.state, Math.min(Number(request.query.timeoutMs ?? 30_000), maxWaitMs)));
+
+  app.post('/v1/pairs/:name/split', {
+    schema: { params: nameParam, body: { type: 'object', additionalProperties: false, properties: { rw: { type: 'boolean' } } } },
+  }, async (request: FastifyRequest<{ Params: { name: string }; Body: { rw?: boolean } }>) =>
+    node.replication.split(request.params.name, { secondaryWritable: request.body?.rw === true }));
+
+  app.post('/v1/pairs/:name/resync', { schema: { params: nameParam, body: discardBody } },
+    async (request: FastifyRequest<{ Params: { name: string }; Body: { discard?: string } }>) =>
+      node.replication.resync(request.params.name, { discard: request.body?.discard }));
+
+  app.post('/v1/pairs/:name/takeover', { schema: { params: nameParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => ({ pairs: await node.replication.takeover(request.params.name) }));
+
+  app.post('/v1/pairs/:name/swap', { schema: { params: nameParam, body: discardBody } },
+    async (request: FastifyRequest<{ Params: { name: string }; Body: { discard?: string } }>) =>
+      ({ pairs: await node.replication.swap(request.params.name, { discard: request.body?.discard }) }));
+
+  app.delete('/v1/pairs/:name', {
+    schema: {
+      params: nameParam,
+      querystring: { type: 'object', additionalProperties: false, properties: { force: { type: 'string', enum: ['true', 'false'] } } },
+    },
+  }, async (request: FastifyRequest<{ Params: { name: string }; Querystring: { force?: string } }>, reply) => {
+    await node.replication.deletePair(request.params.name, { force: request.query.force === 'true' });
+    reply.code(204);
+  });
+
+  app.get('/v1/groups', async () => ({ groups: node.replication.groups().map((g) => node.replication.groupStatus(g)) }));
+
+  app.get('/v1/groups/:name', { schema: { params: nameParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => node.replication.groupStatus(request.params.name));
 
   app.get('/v1/events', {
     schema: {

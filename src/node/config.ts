@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 import { TricopyError } from '../common/errors';
 import { type LogLevel, logLevels } from '../common/log';
-import { parseDurationMs } from '../common/units';
+import { parseDurationMs, parseSize } from '../common/units';
 import type { TlsMode } from '../nbd/types';
 
 export interface NodeConfig {
@@ -29,6 +29,14 @@ export interface NodeConfig {
   maxConnections: number;
   handshakeTimeoutMs: number;
   minBlockBytes: number;
+  /** File holding the secret every node of the cluster shares; nodes prove it to each other. */
+  clusterSecretFile: string | undefined;
+  /** Silence after which a peer node is declared unreachable. */
+  peerTimeoutMs: number;
+  /** Capacity of each async consistency group's journal. */
+  journalSizeBytes: number;
+  journalFullPolicy: 'delay' | 'suspend';
+  autoResync: boolean;
 }
 
 export const defaultNodeConfig = {
@@ -41,12 +49,17 @@ export const defaultNodeConfig = {
   maxConnections: 256,
   handshakeTimeoutMs: 10_000,
   minBlockBytes: 1,
+  peerTimeoutMs: 4000,
+  journalSizeBytes: 1024 ** 3,
+  journalFullPolicy: 'delay' as const,
+  autoResync: true,
 };
 
 const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const knownKeys = new Set([
   'name', 'site', 'dataDir', 'host', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'logLevel', 'tlsMode',
   'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'maxConnections', 'handshakeTimeout', 'minBlockBytes',
+  'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync',
 ]);
 
 export type RawNodeConfig = Record<string, unknown>;
@@ -75,7 +88,7 @@ export async function loadConfigFile(file: string): Promise<RawNodeConfig> {
     }
   }
   // Paths in a config file are relative to the file, not to wherever the node was started.
-  for (const key of ['dataDir', 'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile']) {
+  for (const key of ['dataDir', 'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'clusterSecretFile']) {
     const v = raw[key];
     if (typeof v === 'string') raw[key] = path.resolve(path.dirname(file), v);
   }
@@ -121,7 +134,21 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
     handshakeTimeoutMs: raw.handshakeTimeout === undefined ? defaultNodeConfig.handshakeTimeoutMs
       : parseDurationMs(raw.handshakeTimeout as string, 'handshake timeout'),
     minBlockBytes: integer(raw, 'minBlockBytes', defaultNodeConfig.minBlockBytes, 1, 65_536),
+    clusterSecretFile: optionalPath(raw, 'clusterSecretFile'),
+    peerTimeoutMs: raw.peerTimeout === undefined ? defaultNodeConfig.peerTimeoutMs : parseDurationMs(raw.peerTimeout as string, 'peer timeout'),
+    journalSizeBytes: raw.journalSize === undefined ? defaultNodeConfig.journalSizeBytes : parseSize(raw.journalSize as string, 'journal size'),
+    journalFullPolicy: (optionalString(raw, 'journalFull') ?? defaultNodeConfig.journalFullPolicy) as 'delay' | 'suspend',
+    autoResync: raw.autoResync === undefined ? defaultNodeConfig.autoResync : raw.autoResync === true || raw.autoResync === 'true',
   };
+  if (config.journalFullPolicy !== 'delay' && config.journalFullPolicy !== 'suspend') {
+    throw new TricopyError('invalid-argument', `journal-full policy "${config.journalFullPolicy}" is not delay or suspend`);
+  }
+  if (config.journalSizeBytes < 16 * 1024 * 1024) {
+    throw new TricopyError('invalid-argument', 'the journal must hold at least 16MiB', 'a journal smaller than a few large writes can never keep order');
+  }
+  if (config.peerTimeoutMs < 500 || config.peerTimeoutMs > 600_000) {
+    throw new TricopyError('invalid-argument', 'peer timeout must be between 500ms and 10m');
+  }
   if (![1, 512, 4096].includes(config.minBlockBytes)) {
     throw new TricopyError('invalid-argument', `minimum block size ${config.minBlockBytes} is not 1, 512 or 4096`);
   }

@@ -1,12 +1,14 @@
 // A storage node: composes the volume store, the NBD server, the control API, metrics and the
 // event journal, and owns the node-level operations the API exposes.
 import { promises as fsp } from 'node:fs';
-import * as net from 'node:net';
 import { TricopyError } from '../common/errors';
 import { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import { NbdServer, parsePskFile } from '../nbd/server';
 import { defaultNbdLimits, type ExportLookup, type ExportProvider, type NbdClientInfo, type NbdTlsConfig } from '../nbd/types';
+import { ReplicatedVolume } from '../replication/replicated-volume';
+import { ReplicationService, defaultReplicationOptions } from '../replication/service';
+import { defaultLinkTimings } from '../replication/link';
 import { isAdmitted } from '../volume/access';
 import { VolumeStore, type VolumeMeta } from '../volume/store';
 import { buildApi, type NodeApi } from './api';
@@ -38,6 +40,10 @@ export interface VolumeView extends VolumeMeta {
 export interface NodeInfo {
   name: string;
   site: string;
+  /** Address peers and clients use to reach this node. */
+  advertiseHost: string;
+  /** Whether this node can replicate (a cluster secret is configured). */
+  replication: boolean;
   version: string;
   dataDir: string;
   ports: NodePorts;
@@ -52,7 +58,8 @@ export class StorageNode {
   readonly metrics: NodeMetrics;
   private nbd!: NbdServer;
   private api!: NodeApi;
-  private repl!: net.Server;
+  replication!: ReplicationService;
+  private readonly fronts = new Map<string, ReplicatedVolume>();
   private portsValue: NodePorts = { nbdPort: 0, apiPort: 0, replPort: 0 };
   private readonly startedAt = new Date().toISOString();
   private stopping: Promise<void> | null = null;
@@ -76,6 +83,7 @@ export class StorageNode {
     if (apiToken !== undefined && apiToken.length < 16) {
       throw new TricopyError('invalid-argument', `API token in ${config.apiTokenFile} is shorter than 16 characters`);
     }
+    const secret = config.clusterSecretFile ? await readSecret(config.clusterSecretFile) : undefined;
     const unlock = await lockDataDir(config.dataDir);
     let store: VolumeStore;
     try {
@@ -98,14 +106,24 @@ export class StorageNode {
         tls,
         log: log.child({ component: 'nbd' }),
       });
+      node.replication = new ReplicationService({
+        ...defaultReplicationOptions,
+        localNode: config.name,
+        advertiseHost: config.advertiseHost,
+        secret,
+        timings: { ...defaultLinkTimings, peerTimeoutMs: config.peerTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.floor(config.peerTimeoutMs / 4)) },
+        journalCapacityBytes: config.journalSizeBytes,
+        journalFullPolicy: config.journalFullPolicy,
+        autoResync: config.autoResync,
+      }, store, config.dataDir, node.events, log.child({ component: 'replication' }));
+      node.replication.clientsOf = (volume) => node.nbd.clientsOf(volume).length;
+      node.portsValue.replPort = await node.replication.start(config.host, config.replPort);
       node.portsValue.nbdPort = await node.nbd.listen();
-      node.repl = net.createServer((socket) => socket.destroy());
-      node.portsValue.replPort = await listen(node.repl, config.host, config.replPort);
       node.api = await buildApi(node, { token: apiToken, log: log.child({ component: 'api' }) });
       node.portsValue.apiPort = await node.api.listenOn(config.host, config.apiPort);
     } catch (err) {
       await node.nbd?.close().catch(() => undefined);
-      node.repl?.close();
+      await node.replication?.stop().catch(() => undefined);
       await store.close();
       await unlock();
       throw listenError(err);
@@ -122,6 +140,8 @@ export class StorageNode {
     return {
       name: this.config.name,
       site: this.config.site,
+      advertiseHost: this.config.advertiseHost,
+      replication: this.replication.peers.hasSecret,
       version,
       dataDir: this.config.dataDir,
       ports: this.ports,
@@ -147,6 +167,7 @@ export class StorageNode {
   }
 
   async resizeVolume(name: string, sizeBytes: number): Promise<VolumeView> {
+    this.refuseIfPaired(name, 'resize');
     const before = this.store.get(name).sizeBytes;
     const meta = await this.store.resize(name, sizeBytes);
     if (meta.sizeBytes !== before) {
@@ -171,6 +192,7 @@ export class StorageNode {
 
   async deleteVolume(name: string, force: boolean): Promise<void> {
     this.store.get(name); // not-found first
+    this.refuseIfPaired(name, 'delete');
     const clients = this.nbd.clientsOf(name);
     if (clients.length > 0 && !force) {
       throw new TricopyError('busy', `volume ${name} has ${clients.length} attached client(s): ` +
@@ -179,6 +201,7 @@ export class StorageNode {
     }
     const dropped = this.nbd.disconnectExport(name);
     await this.store.delete(name);
+    this.fronts.delete(name);
     this.metrics.forgetVolume(name);
     this.events.emit('volume-deleted', name, force && dropped > 0 ? `deleted by operator, ${dropped} client(s) disconnected` : 'deleted by operator');
   }
@@ -189,7 +212,7 @@ export class StorageNode {
       this.stopping = (async () => {
         this.events.emit('node-stopping', this.config.name, 'shutdown requested');
         await this.nbd.close();
-        await new Promise<void>((resolve) => this.repl.close(() => resolve()));
+        await this.replication.stop();
         await this.api.close();
         await this.store.close();
         await this.unlock();
@@ -197,6 +220,24 @@ export class StorageNode {
       })();
     }
     return this.stopping;
+  }
+
+  /** The device hosts see: the volume, routed through replication when it is paired. */
+  front(name: string): ReplicatedVolume {
+    let front = this.fronts.get(name);
+    if (!front) {
+      front = new ReplicatedVolume(this.store.volume(name), this.replication);
+      this.fronts.set(name, front);
+    }
+    return front;
+  }
+
+  private refuseIfPaired(name: string, what: string): void {
+    const pair = this.replication.list().find((p) => p.volume === name);
+    if (pair) {
+      throw new TricopyError('conflict', `volume ${name} is in pair ${pair.name}; it cannot be ${what === 'delete' ? 'deleted' : 'resized'} while paired`,
+        `delete the pair first: tricopy pair delete ${pair.name}`);
+    }
   }
 
   private view(meta: VolumeMeta): VolumeView {
@@ -221,7 +262,7 @@ export class StorageNode {
         }
         return {
           status: 'ok',
-          export: { name, description: meta.description || `tricopy volume on ${this.config.name} (${this.config.site})`, device: this.store.volume(name) },
+          export: { name, description: meta.description || `tricopy volume on ${this.config.name} (${this.config.site})`, device: this.front(name) },
         };
       },
       list: (client: NbdClientInfo) =>
@@ -261,14 +302,18 @@ async function loadTls(config: NodeConfig): Promise<NbdTlsConfig | undefined> {
   };
 }
 
-function listen(server: net.Server, host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.removeListener('error', reject);
-      resolve((server.address() as net.AddressInfo).port);
-    });
-  });
+async function readSecret(file: string): Promise<Buffer> {
+  let text: string;
+  try {
+    text = (await fsp.readFile(file, 'utf8')).trim();
+  } catch (err) {
+    throw new TricopyError('invalid-argument', `cannot read the cluster secret ${file}: ${(err as Error).message}`);
+  }
+  if (text.length < 16) {
+    throw new TricopyError('invalid-argument', `the cluster secret in ${file} is shorter than 16 characters`,
+      'create one with: openssl rand -hex 32 > FILE (the same file on every node)');
+  }
+  return Buffer.from(text, 'utf8');
 }
 
 function listenError(err: unknown): Error {

@@ -1,0 +1,89 @@
+// The activity log of a primary volume with sync pairs (as DRBD's): coarse extents are marked
+// durably before a write is issued and cleared lazily after the write completed on both sides. After
+// a crash, every marked extent may differ between primary and secondary, so it joins the pair's
+// differential record and resync covers it.
+import { PersistentBitmap } from '../volume/bitmap';
+import { invariant } from '../common/errors';
+
+export const activityExtentBytes = 4 * 1024 * 1024;
+/** Extents kept marked after their last write, so hot regions cost no log write each time. */
+export const maxColdMarkedExtents = 64;
+
+export class ActivityLog {
+  private readonly active = new Map<number, number>(); // extent -> writes in flight
+  private readonly cold: number[] = []; // marked extents with no write in flight, oldest first
+
+  private constructor(private readonly bitmap: PersistentBitmap) {}
+
+  static async open(file: string, volumeBytes: number): Promise<ActivityLog> {
+    const extents = Math.ceil(volumeBytes / activityExtentBytes);
+    let bitmap: PersistentBitmap;
+    try {
+      bitmap = await PersistentBitmap.open(file, activityExtentBytes);
+      if (bitmap.bitCount < extents) await bitmap.grow(extents, false);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      bitmap = await PersistentBitmap.create(file, activityExtentBytes, extents);
+    }
+    const log = new ActivityLog(bitmap);
+    return log;
+  }
+
+  /** Byte ranges that were marked when the log was opened (writes a crash may have cut short). */
+  markedRanges(): Array<{ offset: number; length: number }> {
+    return [...this.bitmap.setRuns()].map((r) => ({ offset: r.first * activityExtentBytes, length: r.count * activityExtentBytes }));
+  }
+
+  /** Marks the extents of a write; resolves once the mark is on stable storage. */
+  async begin(offset: number, length: number): Promise<void> {
+    const { first, count } = this.bitmap.chunkRange(offset, Math.max(1, length));
+    let newlyMarked = false;
+    for (let e = first; e < first + count; e++) {
+      this.active.set(e, (this.active.get(e) ?? 0) + 1);
+      const coldAt = this.cold.indexOf(e);
+      if (coldAt >= 0) this.cold.splice(coldAt, 1);
+      if (!this.bitmap.get(e)) {
+        this.bitmap.setRange(e, 1);
+        newlyMarked = true;
+      }
+    }
+    if (newlyMarked || this.bitmap.hasUnpersistedChanges) await this.bitmap.sync();
+  }
+
+  /** The write finished on every side: its extents may be cleared once cold. */
+  end(offset: number, length: number): void {
+    const { first, count } = this.bitmap.chunkRange(offset, Math.max(1, length));
+    for (let e = first; e < first + count; e++) {
+      const n = this.active.get(e);
+      invariant(n !== undefined && n > 0, `activity log extent ${e} was marked before it ended`);
+      if (n > 1) this.active.set(e, n - 1);
+      else {
+        this.active.delete(e);
+        this.cold.push(e);
+      }
+    }
+    let changed = false;
+    while (this.cold.length > maxColdMarkedExtents) {
+      changed = this.bitmap.clearRange(this.cold.shift()!, 1) || changed;
+    }
+    if (changed) void this.bitmap.persist();
+  }
+
+  /** Clears every extent with no write in flight (the pair is suspended or deleted: a bitmap covers it). */
+  async clearIdle(): Promise<void> {
+    for (const e of this.cold.splice(0)) this.bitmap.clearRange(e, 1);
+    for (const run of [...this.bitmap.setRuns()]) {
+      for (let e = run.first; e < run.first + run.count; e++) if (!this.active.has(e)) this.bitmap.clearRange(e, 1);
+    }
+    await this.bitmap.sync();
+  }
+
+  async grow(volumeBytes: number): Promise<void> {
+    const extents = Math.ceil(volumeBytes / activityExtentBytes);
+    if (extents > this.bitmap.bitCount) await this.bitmap.grow(extents, false);
+  }
+
+  close(): Promise<void> {
+    return this.bitmap.close();
+  }
+}

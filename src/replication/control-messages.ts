@@ -1,0 +1,219 @@
+// JSON payloads of the pair-control messages between nodes, each with its schema.
+import type { JSONSchemaType } from 'ajv';
+import { jsonCodec } from './messages';
+import type { CopyMode, FenceLevel, PairRole, PairState, SuspendCause } from './pair-model';
+
+const nameSchema = { type: 'string', minLength: 1, maxLength: 63 } as const;
+const stateSchema = { type: 'string', enum: ['simplex', 'initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended', 'secondary-writable'] } as const;
+const causeSchema = { type: 'string', nullable: true, enum: ['operator', 'failure', 'journal-full', 'crash-recovery', 'takeover-by-peer', null] } as const;
+
+export interface PairSummary {
+  name: string;
+  role: PairRole;
+  state: PairState;
+  suspendCause: SuspendCause | null;
+  generation: number;
+  mode: CopyMode;
+  group: string | null;
+  volume: string;
+  peerVolume: string;
+  hostWritesRecorded: boolean;
+}
+
+const pairSummarySchema: JSONSchemaType<PairSummary> = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'role', 'state', 'suspendCause', 'generation', 'mode', 'group', 'volume', 'peerVolume', 'hostWritesRecorded'],
+  properties: {
+    name: nameSchema,
+    role: { type: 'string', enum: ['primary', 'secondary'] },
+    state: stateSchema as never,
+    suspendCause: causeSchema as never,
+    generation: { type: 'integer', minimum: 0 },
+    mode: { type: 'string', enum: ['sync', 'async'] },
+    group: { type: 'string', nullable: true, maxLength: 63 } as never,
+    volume: nameSchema,
+    peerVolume: nameSchema,
+    hostWritesRecorded: { type: 'boolean' },
+  },
+};
+
+export interface GroupPosition {
+  group: string;
+  receivedSeq: number;
+  appliedSeq: number;
+}
+
+const groupPositionSchema: JSONSchemaType<GroupPosition> = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['group', 'receivedSeq', 'appliedSeq'],
+  properties: { group: nameSchema, receivedSeq: { type: 'integer', minimum: 0 }, appliedSeq: { type: 'integer', minimum: 0 } },
+};
+
+export interface PairsSync {
+  node: string;
+  pairs: PairSummary[];
+  /** Groups for which the sender is the secondary, with its journal positions. */
+  groups: GroupPosition[];
+}
+
+export const pairsSyncCodec = jsonCodec<PairsSync>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['node', 'pairs', 'groups'],
+  properties: {
+    node: nameSchema,
+    pairs: { type: 'array', maxItems: 4096, items: pairSummarySchema },
+    groups: { type: 'array', maxItems: 4096, items: groupPositionSchema },
+  },
+});
+
+export const groupPositionCodec = jsonCodec<GroupPosition>(groupPositionSchema);
+
+export interface PairCreateRequest {
+  name: string;
+  /** The volume on the receiving (secondary) node. */
+  volume: string;
+  /** The volume on the sending (primary) node. */
+  peerVolume: string;
+  primary: { node: string; host: string; replPort: number };
+  mode: CopyMode;
+  fence: FenceLevel;
+  group: string | null;
+  sizeBytes: number;
+  generation: number;
+  /** Initial copy omitted: the operator states both volumes already hold the same data. */
+  noCopy: boolean;
+  createVolume: boolean;
+}
+
+export const pairCreateCodec = jsonCodec<PairCreateRequest>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'volume', 'peerVolume', 'primary', 'mode', 'fence', 'group', 'sizeBytes', 'generation', 'noCopy', 'createVolume'],
+  properties: {
+    name: nameSchema,
+    volume: nameSchema,
+    peerVolume: nameSchema,
+    primary: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['node', 'host', 'replPort'],
+      properties: { node: nameSchema, host: { type: 'string', maxLength: 255 }, replPort: { type: 'integer', minimum: 1, maximum: 65535 } },
+    },
+    mode: { type: 'string', enum: ['sync', 'async'] },
+    fence: { type: 'string', enum: ['data', 'never'] },
+    group: { type: 'string', nullable: true, maxLength: 63 } as never,
+    sizeBytes: { type: 'integer', minimum: 0 },
+    generation: { type: 'integer', minimum: 0 },
+    noCopy: { type: 'boolean' },
+    createVolume: { type: 'boolean' },
+  },
+});
+
+export interface BitmapReply {
+  /** base64 of the bitmap bytes (64 KiB regions). */
+  bitmap: string;
+  hostWritesRecorded: boolean;
+}
+
+export const bitmapReplyCodec = jsonCodec<BitmapReply>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['bitmap', 'hostWritesRecorded'],
+  properties: { bitmap: { type: 'string' }, hostWritesRecorded: { type: 'boolean' } },
+});
+
+export interface PairUpdate {
+  name: string;
+  role: PairRole;
+  state: PairState;
+  suspendCause: SuspendCause | null;
+  reason: string;
+  generation: number;
+  secondaryWritable: boolean;
+  copyTotal: number;
+  copyDone: number;
+}
+
+export const pairUpdateCodec = jsonCodec<PairUpdate>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'role', 'state', 'suspendCause', 'reason', 'generation', 'secondaryWritable', 'copyTotal', 'copyDone'],
+  properties: {
+    name: nameSchema,
+    role: { type: 'string', enum: ['primary', 'secondary'] },
+    state: stateSchema as never,
+    suspendCause: causeSchema as never,
+    reason: { type: 'string', maxLength: 1000 },
+    generation: { type: 'integer', minimum: 0 },
+    secondaryWritable: { type: 'boolean' },
+    copyTotal: { type: 'integer', minimum: 0 },
+    copyDone: { type: 'integer', minimum: 0 },
+  },
+});
+
+export interface PairNameMessage {
+  name: string;
+}
+
+export const pairNameCodec = jsonCodec<PairNameMessage>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['name'],
+  properties: { name: nameSchema },
+});
+
+export interface SwapPrepare {
+  name: string;
+  /** The node that becomes the primary (the sender). */
+  newPrimary: string;
+  generation: number;
+  /** The sender recorded host writes the receiver lacks. */
+  senderHasChanges: boolean;
+  /** Async: the last entry the sender had received when it took over (null for a planned swap). */
+  receivedSeqAtTakeover: number | null;
+  /** Operator accepted discarding the receiver's changes. */
+  discardReceiverChanges: boolean;
+}
+
+export const swapPrepareCodec = jsonCodec<SwapPrepare>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'newPrimary', 'generation', 'senderHasChanges', 'receivedSeqAtTakeover', 'discardReceiverChanges'],
+  properties: {
+    name: nameSchema,
+    newPrimary: nameSchema,
+    generation: { type: 'integer', minimum: 0 },
+    senderHasChanges: { type: 'boolean' },
+    receivedSeqAtTakeover: { type: 'integer', nullable: true, minimum: 0 } as never,
+    discardReceiverChanges: { type: 'boolean' },
+  },
+});
+
+export interface SwapPrepared {
+  /** base64 bitmap of the regions the receiver (old primary) changed that the sender lacks. */
+  bitmap: string;
+  /** True when the old primary was duplex and quiesced with nothing to copy. */
+  clean: boolean;
+}
+
+export const swapPreparedCodec = jsonCodec<SwapPrepared>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['bitmap', 'clean'],
+  properties: { bitmap: { type: 'string' }, clean: { type: 'boolean' } },
+});
+
+export interface JournalAck {
+  receivedSeq: number;
+  appliedSeq: number;
+}
+
+export const journalAckCodec = jsonCodec<JournalAck>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['receivedSeq', 'appliedSeq'],
+  properties: { receivedSeq: { type: 'integer', minimum: 0 }, appliedSeq: { type: 'integer', minimum: 0 } },
+});

@@ -1,0 +1,94 @@
+// The node-to-node frame: every message between storage nodes travels in one of these, with a
+// crc32c over header and payload. Pure functions on bytes; the link owns sockets and state.
+//
+//   0  u32 magic "TCRP"        12  u32 request id, low 32 bits
+//   4  u8  version (1)         16  u32 payload length
+//   5  u8  kind                20  u32 status (responses; 0 = ok)
+//   6  u16 message type        24  u32 crc32c of bytes 0..23 and the payload
+//   8  u32 request id, high    28  u32 reserved, 0
+import { crc32c } from '../common/crc32c';
+
+export const frameMagic = 0x54435250;
+export const frameVersion = 1;
+export const frameHeaderBytes = 32;
+/** Largest payload: a 32 MiB NBD write plus its addressing, or a journal batch. */
+export const maxFramePayloadBytes = 34 * 1024 * 1024;
+
+export enum FrameKind {
+  Request = 0,
+  Response = 1,
+  Message = 2,
+}
+
+export interface FrameHeader {
+  kind: FrameKind;
+  type: number;
+  requestId: number;
+  payloadLength: number;
+  status: number;
+}
+
+export type FrameDecode =
+  | { ok: true; header: FrameHeader; payload: Buffer; bytes: number }
+  | { ok: true; header: null; bytes: 0 } // need more bytes
+  | { ok: false; error: string };
+
+/** Header bytes for a frame; the payload follows separately (never copied). */
+export function encodeFrameHeader(h: FrameHeader, payload: Buffer | Buffer[]): Buffer {
+  const b = Buffer.alloc(frameHeaderBytes);
+  b.writeUInt32BE(frameMagic, 0);
+  b.writeUInt8(frameVersion, 4);
+  b.writeUInt8(h.kind, 5);
+  b.writeUInt16BE(h.type, 6);
+  b.writeUInt32BE(Math.floor(h.requestId / 0x100000000), 8);
+  b.writeUInt32BE(h.requestId >>> 0, 12);
+  b.writeUInt32BE(h.payloadLength, 16);
+  b.writeUInt32BE(h.status >>> 0, 20);
+  let crc = crc32c(b.subarray(0, 24));
+  for (const piece of Array.isArray(payload) ? payload : [payload]) crc = crc32c(piece, crc);
+  b.writeUInt32BE(crc, 24);
+  return b;
+}
+
+export function encodeFrame(h: Omit<FrameHeader, 'payloadLength'>, payload: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([encodeFrameHeader({ ...h, payloadLength: payload.length }, payload), payload]);
+}
+
+/** Validates a header on its own (before its payload has arrived). */
+export function decodeFrameHeader(b: Buffer): { ok: true; header: FrameHeader } | { ok: false; error: string } {
+  if (b.length < frameHeaderBytes) return { ok: false, error: 'frame header is 32 bytes' };
+  if (b.readUInt32BE(0) !== frameMagic) return { ok: false, error: `bad frame magic 0x${b.readUInt32BE(0).toString(16)}` };
+  const version = b.readUInt8(4);
+  if (version !== frameVersion) return { ok: false, error: `unsupported frame version ${version}` };
+  const kind = b.readUInt8(5);
+  if (kind > FrameKind.Message) return { ok: false, error: `unknown frame kind ${kind}` };
+  const high = b.readUInt32BE(8);
+  if (high >= 0x200000) return { ok: false, error: 'request id out of range' };
+  const payloadLength = b.readUInt32BE(16);
+  if (payloadLength > maxFramePayloadBytes) {
+    return { ok: false, error: `frame payload of ${payloadLength} bytes exceeds ${maxFramePayloadBytes}` };
+  }
+  if (b.readUInt32BE(28) !== 0) return { ok: false, error: 'reserved frame field is not zero' };
+  return {
+    ok: true,
+    header: { kind, type: b.readUInt16BE(6), requestId: high * 0x100000000 + b.readUInt32BE(12), payloadLength, status: b.readUInt32BE(20) },
+  };
+}
+
+/** Checks the crc of a complete frame (header bytes and payload). */
+export function frameChecksumValid(header: Buffer, payload: Buffer): boolean {
+  const expected = header.readUInt32BE(24);
+  return crc32c(payload, crc32c(header.subarray(0, 24))) === expected;
+}
+
+/** Decodes one whole frame at the start of `b` (used by tests and simple readers). */
+export function decodeFrame(b: Buffer): FrameDecode {
+  if (b.length < frameHeaderBytes) return { ok: true, header: null, bytes: 0 };
+  const h = decodeFrameHeader(b);
+  if (!h.ok) return h;
+  const total = frameHeaderBytes + h.header.payloadLength;
+  if (b.length < total) return { ok: true, header: null, bytes: 0 };
+  const payload = b.subarray(frameHeaderBytes, total);
+  if (!frameChecksumValid(b, payload)) return { ok: false, error: 'frame checksum mismatch' };
+  return { ok: true, header: h.header, payload, bytes: total };
+}

@@ -1,0 +1,73 @@
+// Durable pair records and differential records (bitmaps), one of each per pair, in
+// <dataDir>/pairs/. A record file written atomically is the commit point of every state change.
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { TricopyError } from '../common/errors';
+import { atomicWriteJson, isAtomicTemp } from '../common/fsutil';
+import type { Logger } from '../common/log';
+import { PersistentBitmap } from '../volume/bitmap';
+import { allocationChunkBytes, chunkCount } from '../volume/volume';
+import { type PairRecord, pairNamePattern, pairStates } from './pair-model';
+
+/** The differential record: one bit per 64 KiB region, the same grain as the allocation map. */
+export const diffChunkBytes = allocationChunkBytes;
+
+export class PairStore {
+  private constructor(readonly dir: string, private readonly log: Logger) {}
+
+  static async open(dataDir: string, log: Logger): Promise<PairStore> {
+    const dir = path.join(dataDir, 'pairs');
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    for (const name of await fsp.readdir(dir)) if (isAtomicTemp(name)) await fsp.rm(path.join(dir, name), { force: true });
+    return new PairStore(dir, log);
+  }
+
+  async loadAll(): Promise<PairRecord[]> {
+    const out: PairRecord[] = [];
+    for (const file of (await fsp.readdir(this.dir)).filter((n) => n.endsWith('.json')).sort()) {
+      const record = parseRecord(JSON.parse(await fsp.readFile(path.join(this.dir, file), 'utf8')) as unknown, file);
+      out.push(record);
+    }
+    return out;
+  }
+
+  save(record: PairRecord): Promise<void> {
+    return atomicWriteJson(path.join(this.dir, `${record.name}.json`), record);
+  }
+
+  async remove(name: string): Promise<void> {
+    await fsp.rm(path.join(this.dir, `${name}.json`), { force: true });
+    await fsp.rm(path.join(this.dir, `${name}.diff`), { force: true });
+  }
+
+  /** Opens the pair's differential record, creating it (all clear) for a new pair. */
+  async bitmap(name: string, volumeBytes: number): Promise<PersistentBitmap> {
+    const file = path.join(this.dir, `${name}.diff`);
+    try {
+      const b = await PersistentBitmap.open(file, diffChunkBytes);
+      if (b.bitCount < chunkCount(volumeBytes)) await b.grow(chunkCount(volumeBytes), true);
+      return b;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.log.debug({ pair: name }, 'creating differential record');
+      return PersistentBitmap.create(file, diffChunkBytes, chunkCount(volumeBytes));
+    }
+  }
+}
+
+function parseRecord(value: unknown, file: string): PairRecord {
+  const r = value as Partial<PairRecord>;
+  const ok = typeof r === 'object' && r !== null && typeof r.name === 'string' && pairNamePattern.test(r.name) &&
+    (r.role === 'primary' || r.role === 'secondary') && typeof r.volume === 'string' && typeof r.peerVolume === 'string' &&
+    typeof r.peer === 'object' && r.peer !== null && typeof r.peer.node === 'string' && (r.mode === 'sync' || r.mode === 'async') &&
+    (r.fence === 'data' || r.fence === 'never') && typeof r.state === 'string' && (pairStates as readonly string[]).includes(r.state) &&
+    typeof r.generation === 'number';
+  if (!ok) throw new TricopyError('internal', `pair record ${file} is malformed; the data directory is damaged`);
+  return {
+    name: r.name!, role: r.role!, volume: r.volume!, peerVolume: r.peerVolume!, peer: r.peer!, mode: r.mode!, fence: r.fence!,
+    group: r.group ?? null, state: r.state!, suspendCause: r.suspendCause ?? null, reason: r.reason ?? '',
+    secondaryWritable: r.secondaryWritable === true, generation: r.generation!, createdAt: r.createdAt ?? new Date(0).toISOString(),
+    updatedAt: r.updatedAt ?? new Date(0).toISOString(), copy: r.copy ?? null, hostWritesRecorded: r.hostWritesRecorded === true,
+    receivedSeqAtTakeover: typeof r.receivedSeqAtTakeover === 'number' ? r.receivedSeqAtTakeover : null,
+  };
+}

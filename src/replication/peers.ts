@@ -1,0 +1,220 @@
+// The replication port and the set of authenticated links to peer nodes. Dials every peer some
+// pair needs (with capped exponential back-off), accepts peers that dial in, and keeps exactly one
+// ready link per peer. Emits 'peer-up' (node) and 'peer-down' (node, reason).
+import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
+import { TricopyError } from '../common/errors';
+import type { Logger } from '../common/log';
+import { PeerLink, type LinkTimings, type RequestHandler } from './link';
+import type { MessageType } from './messages';
+import type { PeerAddress } from './pair-model';
+
+export const reconnectInitialDelayMs = 200;
+export const reconnectMaxDelayMs = 5000;
+export const maxInboundLinks = 256;
+
+interface Wanted {
+  address: PeerAddress;
+  timer: NodeJS.Timeout | undefined;
+  delayMs: number;
+  dialing: PeerLink | undefined;
+}
+
+export class PeerManager extends EventEmitter {
+  private readonly server: net.Server;
+  private readonly links = new Map<string, PeerLink>();
+  private readonly wanted = new Map<string, Wanted>();
+  private readonly handshaking = new Set<PeerLink>();
+  private closed = false;
+  requestHandler: RequestHandler | undefined;
+
+  constructor(
+    readonly localNode: string,
+    private readonly secret: Buffer | undefined,
+    private readonly timings: LinkTimings,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.server = net.createServer((socket) => this.accept(socket));
+    this.server.on('error', (err) => log.error({ err }, 'replication listener error'));
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host, port }, () => {
+        this.server.removeListener('error', reject);
+        resolve((this.server.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  get hasSecret(): boolean {
+    return this.secret !== undefined;
+  }
+
+  isUp(node: string): boolean {
+    return this.links.get(node)?.isReady ?? false;
+  }
+
+  connectedPeers(): string[] {
+    return [...this.links.keys()];
+  }
+
+  /** Keeps a link to `address` up (dialing as needed) until `release`. Address changes are taken. */
+  want(address: PeerAddress): void {
+    if (this.closed) return;
+    const existing = this.wanted.get(address.node);
+    if (existing) {
+      existing.address = address;
+      return;
+    }
+    const w: Wanted = { address, timer: undefined, delayMs: reconnectInitialDelayMs, dialing: undefined };
+    this.wanted.set(address.node, w);
+    if (!this.isUp(address.node)) this.dial(w);
+  }
+
+  release(node: string): void {
+    const w = this.wanted.get(node);
+    if (!w) return;
+    clearTimeout(w.timer);
+    this.wanted.delete(node);
+  }
+
+  /** Connects now (without waiting for a back-off) and resolves when the link is ready. */
+  async connectNow(address: PeerAddress, timeoutMs: number): Promise<PeerLink> {
+    this.want(address);
+    const w = this.wanted.get(address.node)!;
+    if (!this.isUp(address.node) && !w.dialing) {
+      clearTimeout(w.timer);
+      w.delayMs = reconnectInitialDelayMs;
+      this.dial(w);
+    }
+    return this.waitFor(address.node, timeoutMs);
+  }
+
+  waitFor(node: string, timeoutMs: number): Promise<PeerLink> {
+    const link = this.links.get(node);
+    if (link?.isReady) return Promise.resolve(link);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.removeListener('peer-up', onUp);
+        reject(new TricopyError('unavailable', `node ${node} is not reachable`,
+          'check that it runs, that its replication port is reachable, and that both nodes use the same cluster secret'));
+      }, timeoutMs);
+      const onUp = (up: string): void => {
+        if (up !== node) return;
+        clearTimeout(timer);
+        this.removeListener('peer-up', onUp);
+        resolve(this.links.get(node)!);
+      };
+      this.on('peer-up', onUp);
+    });
+  }
+
+  link(node: string): PeerLink {
+    const link = this.links.get(node);
+    if (!link?.isReady) throw new TricopyError('unavailable', `node ${node} is not connected`);
+    return link;
+  }
+
+  request(node: string, type: MessageType, payload: Buffer | Buffer[], timeoutMs?: number): Promise<Buffer> {
+    return this.link(node).request(type, payload, timeoutMs);
+  }
+
+  /** Drops the link to a peer (tests, and a peer that turned out to be stale). */
+  disconnect(node: string, reason: string): void {
+    this.links.get(node)?.close(reason);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const w of this.wanted.values()) clearTimeout(w.timer);
+    this.wanted.clear();
+    for (const link of [...this.links.values(), ...this.handshaking]) link.close('node shutting down');
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.closed || !this.secret) {
+      if (!this.secret) this.log.warn({ remote: socket.remoteAddress }, 'replication connection refused: no cluster secret configured');
+      socket.destroy();
+      return;
+    }
+    if (this.handshaking.size + this.links.size >= maxInboundLinks) {
+      socket.destroy();
+      return;
+    }
+    this.adopt(new PeerLink(socket, 'acceptor', this.localNode, this.secret, this.timings, this.log));
+  }
+
+  private dial(w: Wanted): void {
+    if (this.closed || !this.wanted.has(w.address.node)) return;
+    if (!this.secret) {
+      this.log.warn({ peer: w.address.node }, 'cannot dial peer: no cluster secret configured');
+      return;
+    }
+    const socket = net.connect({ host: w.address.host, port: w.address.replPort });
+    const link = new PeerLink(socket, 'dialer', this.localNode, this.secret, this.timings, this.log, w.address.node);
+    w.dialing = link;
+    link.once('closed', (reason: string) => {
+      if (w.dialing === link) w.dialing = undefined;
+      if (this.wanted.get(w.address.node) === w && !this.isUp(w.address.node)) this.scheduleDial(w, reason);
+    });
+    this.adopt(link);
+  }
+
+  private scheduleDial(w: Wanted, reason: string): void {
+    clearTimeout(w.timer);
+    const jitter = 0.8 + Math.random() * 0.4;
+    const delay = Math.round(w.delayMs * jitter);
+    this.log.debug({ peer: w.address.node, delayMs: delay, reason }, 'will redial peer');
+    w.timer = setTimeout(() => this.dial(w), delay);
+    w.timer.unref();
+    w.delayMs = Math.min(reconnectMaxDelayMs, w.delayMs * 2);
+  }
+
+  private adopt(link: PeerLink): void {
+    this.handshaking.add(link);
+    link.requestHandler = (type, payload, l) => {
+      const handler = this.requestHandler;
+      if (!handler) return Promise.reject(new TricopyError('unavailable', 'replication is not ready'));
+      return handler(type, payload, l);
+    };
+    link.once('ready', () => {
+      this.handshaking.delete(link);
+      const node = link.peerNode!;
+      const current = this.links.get(node);
+      if (current?.isReady) {
+        // Both sides dialed: keep the link dialed by the node whose name sorts first.
+        const keepNew = (link.side === 'dialer' ? this.localNode : node) < (current.side === 'dialer' ? this.localNode : node);
+        const loser = keepNew ? current : link;
+        if (!keepNew) {
+          link.close('duplicate link');
+          return;
+        }
+        this.links.set(node, link);
+        loser.close('duplicate link');
+      } else {
+        this.links.set(node, link);
+      }
+      const w = this.wanted.get(node);
+      if (w) {
+        w.delayMs = reconnectInitialDelayMs;
+        clearTimeout(w.timer);
+      }
+      this.log.info({ peer: node, remote: link.remote, side: link.side }, 'replication link up');
+      this.emit('peer-up', node);
+    });
+    link.once('closed', (reason: string) => {
+      this.handshaking.delete(link);
+      const node = link.peerNode;
+      if (node === undefined || this.links.get(node) !== link) return;
+      this.links.delete(node);
+      this.log.warn({ peer: node, reason }, 'replication link down');
+      this.emit('peer-down', node, reason);
+      const w = this.wanted.get(node);
+      if (w && !w.dialing && !this.closed) this.scheduleDial(w, reason);
+    });
+  }
+}

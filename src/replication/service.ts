@@ -1,0 +1,1591 @@
+// The replication service of a node: owns its pairs (records, differential records, state machine),
+// the data path of paired volumes (sync forwarding, async journaling, fencing, bitmaps), copies
+// (initial copy, resync), the async shipper and applier, takeover and swap, and the reconciliation
+// of pair records with each peer when a link comes up.
+import * as path from 'node:path';
+import { TricopyError, errorMessage, invariant } from '../common/errors';
+import type { EventJournal } from '../common/events';
+import type { Logger } from '../common/log';
+import { formatBytes } from '../common/units';
+import { PersistentBitmap } from '../volume/bitmap';
+import { BlockDeviceError, type WriteOptions, type ZeroOptions } from '../volume/block-device';
+import type { VolumeStore } from '../volume/store';
+import { allocationChunkBytes, type Volume } from '../volume/volume';
+import { ActivityLog } from './activity-log';
+import {
+  type BitmapReply, type GroupPosition, type PairCreateRequest, type PairSummary, type PairUpdate, type PairsSync, type SwapPrepare,
+  bitmapReplyCodec, groupPositionCodec, journalAckCodec, pairCreateCodec, pairNameCodec, pairUpdateCodec, pairsSyncCodec,
+  swapPrepareCodec, swapPreparedCodec,
+} from './control-messages';
+import { JournalFullError, type JournalFullPolicy, type LagReport, PrimaryJournal, ReceivedJournal, removeJournalDir } from './group-journal';
+import { type JournalEntry, JournalOp, decodeEntries, encodeEntries } from './journal-entry';
+import type { StoredEntry } from './journal-store';
+import type { LinkTimings, PeerLink } from './link';
+import { MessageType, dataFlagFua, decodeDataHeader, encodeDataHeader } from './messages';
+import {
+  type CopyMode, type FenceLevel, type PairRecord, type PairState, type PeerAddress, type ShortCode, type SuspendCause,
+  groupNamePattern, pairNamePattern, secondaryIsConsistent, shortCode,
+} from './pair-model';
+import { type PairEvent, decide } from './pair-state-machine';
+import { PairStore, diffChunkBytes } from './pair-store';
+import { PeerManager } from './peers';
+import { RangeLock } from './range-lock';
+import type { ReplicationDataPath } from './replicated-volume';
+
+export interface ReplicationOptions {
+  localNode: string;
+  advertiseHost: string;
+  secret: Buffer | undefined;
+  timings: LinkTimings;
+  journalCapacityBytes: number;
+  journalFullPolicy: JournalFullPolicy;
+  /** With the delay policy: how long writes may wait for journal space before the group suspends. */
+  journalStallTimeoutMs: number;
+  /** A sync write the secondary has not confirmed within this time fails the pair. */
+  syncWriteTimeoutMs: number;
+  copyConcurrency: number;
+  /** Pairs suspended by a failure resync on their own once the peer is back. */
+  autoResync: boolean;
+}
+
+export const defaultReplicationOptions = {
+  journalCapacityBytes: 1024 ** 3,
+  journalFullPolicy: 'delay' as JournalFullPolicy,
+  journalStallTimeoutMs: 30_000,
+  syncWriteTimeoutMs: 15_000,
+  copyConcurrency: 8,
+  autoResync: true,
+};
+
+const maxBatchBytes = 4 * 1024 * 1024;
+const maxBatchEntries = 4096;
+const maxBatchesInFlight = 2;
+const drainTimeoutMs = 120_000;
+const connectTimeoutMs = 10_000;
+
+export interface CreatePairInput {
+  name: string;
+  volume: string;
+  peer: PeerAddress;
+  peerVolume?: string | undefined;
+  mode: CopyMode;
+  fence: FenceLevel;
+  group?: string | undefined;
+  noCopy?: boolean | undefined;
+}
+
+export interface PairStatus {
+  name: string;
+  role: 'primary' | 'secondary';
+  code: ShortCode;
+  state: PairState;
+  volume: string;
+  peer: { node: string; volume: string; host: string; replPort: number; connected: boolean };
+  mode: CopyMode;
+  fence: FenceLevel;
+  group: string | null;
+  suspendCause: SuspendCause | null;
+  reason: string;
+  generation: number;
+  /** Copy progress while COPY, else null. */
+  progressPercent: number | null;
+  /** Bytes recorded as changed (to be copied by the next resync). */
+  differentialBytes: number;
+  hostWritesRecorded: boolean;
+  secondaryWritable: boolean;
+  journal: { usedBytes: number; capacityBytes: number } | null;
+  lag: LagReport | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface GroupStatus {
+  group: string;
+  role: 'primary' | 'secondary';
+  peer: string;
+  connected: boolean;
+  pairs: string[];
+  lastSeq: number;
+  receivedSeq: number;
+  appliedSeq: number;
+  journal: { usedBytes: number; capacityBytes: number; fullPolicy: JournalFullPolicy } | null;
+  lag: LagReport;
+}
+
+interface PairRuntime {
+  record: PairRecord;
+  bitmap: PersistentBitmap;
+  copying: boolean;
+  /** Async copy: the secondary is consistent once it applied through this sequence number. */
+  copyConsistentSeq: number;
+  /** Async split: the pair is suspended once the secondary applied through this sequence number. */
+  drainTargetSeq: number | null;
+  commandChain: Promise<unknown>;
+  stateWaiters: Set<() => void>;
+}
+
+interface VolumeRuntime {
+  lock: RangeLock;
+  activity: ActivityLog | undefined;
+  /** A role swap is quiescing this volume: new host writes are refused. */
+  swapping: boolean;
+}
+
+interface Shipper {
+  group: string;
+  peer: string;
+  /** Highest sequence number sent (or known received). */
+  sentSeq: number;
+  inFlight: number;
+  running: boolean;
+  wake: (() => void) | null;
+  generation: number;
+}
+
+export class ReplicationService implements ReplicationDataPath {
+  readonly peers: PeerManager;
+  private store!: PairStore;
+  private readonly pairs = new Map<string, PairRuntime>();
+  private readonly volumeRuntimes = new Map<string, VolumeRuntime>();
+  private readonly primaryJournals = new Map<string, PrimaryJournal>();
+  private readonly receivedJournals = new Map<string, ReceivedJournal>();
+  private readonly shippers = new Map<string, Shipper>();
+  private readonly groupFallbacks = new Map<string, Promise<void>>();
+  private readonly progressTimers = new Map<string, NodeJS.Timeout>();
+  private replPortValue = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly options: ReplicationOptions,
+    private readonly volumes: VolumeStore,
+    private readonly dataDir: string,
+    private readonly events: EventJournal,
+    private readonly log: Logger,
+  ) {
+    this.peers = new PeerManager(options.localNode, options.secret, options.timings, log.child({ component: 'peers' }));
+    this.peers.requestHandler = (type, payload, link) => this.handle(type, payload, link);
+    this.peers.on('peer-up', (node: string) => this.onPeerUp(node));
+    this.peers.on('peer-down', (node: string, reason: string) => this.onPeerDown(node, reason));
+  }
+
+  get replPort(): number {
+    return this.replPortValue;
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Life cycle
+
+  async start(host: string, port: number): Promise<number> {
+    this.store = await PairStore.open(this.dataDir, this.log);
+    for (const record of await this.store.loadAll()) {
+      if (!this.volumes.has(record.volume)) {
+        this.log.error({ pair: record.name, volume: record.volume }, 'pair refers to a missing volume; ignoring it');
+        continue;
+      }
+      const bitmap = await this.store.bitmap(record.name, this.volumes.get(record.volume).sizeBytes);
+      this.pairs.set(record.name, this.runtime(record, bitmap));
+    }
+    for (const p of this.pairs.values()) await this.openJournalsFor(p.record);
+    await this.recoverAfterRestart();
+    for (const journal of this.receivedJournals.values()) this.startApplier(journal);
+    this.replPortValue = await this.peers.listen(host, port);
+    for (const p of this.pairs.values()) this.peers.want(p.record.peer);
+    return this.replPortValue;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.progressTimers.values()) clearTimeout(t);
+    for (const s of this.shippers.values()) {
+      s.running = false;
+      s.wake?.();
+    }
+    await this.peers.close();
+    for (const j of this.receivedJournals.values()) await j.close();
+    for (const j of this.primaryJournals.values()) await j.close();
+    for (const v of this.volumeRuntimes.values()) await v.activity?.close();
+    for (const p of this.pairs.values()) await p.bitmap.close();
+  }
+
+  /** Startup: replay journals onto primaries, record regions a crash may have left different. */
+  private async recoverAfterRestart(): Promise<void> {
+    for (const [group, journal] of this.primaryJournals) {
+      const retained = journal.retainedEntries();
+      if (retained.length === 0) continue;
+      // Every write was journaled before it was issued locally; replaying the tail in order makes
+      // the local volumes hold at least what the journal will deliver to the secondary.
+      for (const e of retained) {
+        const p = this.pairs.get(e.pair);
+        if (!p || p.record.role !== 'primary') continue;
+        const volume = this.volumes.volume(p.record.volume);
+        if (e.op === JournalOp.Write) await volume.write(e.offset, await journal.dataOf(e), { fua: false });
+        else if (e.op === JournalOp.Zero) await volume.writeZeroes(e.offset, e.length, { fua: false, noHole: false, fastOnly: false });
+      }
+      await Promise.all([...new Set(retained.map((e) => this.pairs.get(e.pair)?.record.volume).filter((v): v is string => !!v))]
+        .map((v) => this.volumes.volume(v).flush()));
+      this.log.info({ group, entries: retained.length }, 'replayed the journal tail onto the primary volumes');
+    }
+    for (const [volumeName, vr] of this.volumeRuntimes) {
+      if (!vr.activity) continue;
+      const ranges = vr.activity.markedRanges();
+      if (ranges.length === 0) continue;
+      const syncPairs = this.pairsOfVolume(volumeName).filter((p) => p.record.role === 'primary' && p.record.mode === 'sync');
+      for (const p of syncPairs) {
+        for (const r of ranges) p.bitmap.markBytes(r.offset, Math.min(r.length, this.volumes.volume(volumeName).sizeBytes - r.offset));
+        await p.bitmap.sync();
+        if (p.record.state === 'duplex' || p.record.state === 'initial-copying' || p.record.state === 'duplex-pending') {
+          await this.applyOutcome(p, { kind: 'transition', to: 'suspended', cause: 'crash-recovery',
+            note: `node restarted with ${ranges.length} region(s) of writes in flight; they will be resynchronised` }, 'crash-recovery');
+        }
+      }
+      await vr.activity.clearIdle();
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Queries
+
+  isPaired(volume: string): boolean {
+    for (const p of this.pairs.values()) if (p.record.volume === volume) return true;
+    return false;
+  }
+
+  refusesWrites(volume: string): boolean {
+    return this.writeRefusal(volume) !== undefined;
+  }
+
+  list(): PairStatus[] {
+    return [...this.pairs.values()].map((p) => this.status(p)).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  get(name: string): PairStatus {
+    return this.status(this.pair(name));
+  }
+
+  groupStatus(group: string): GroupStatus {
+    const members = [...this.pairs.values()].filter((p) => p.record.group === group);
+    if (members.length === 0) {
+      throw new TricopyError('not-found', `consistency group ${group} has no pairs on this node`, 'list pairs with: tricopy pair status');
+    }
+    const role = members[0]!.record.role;
+    const peer = members[0]!.record.peer.node;
+    const primaryJournal = this.primaryJournals.get(group);
+    const received = this.receivedJournals.get(group);
+    const lag: LagReport = primaryJournal ? primaryJournal.lag() : { entries: received?.backlog ?? 0, bytes: 0, seconds: 0 };
+    return {
+      group,
+      role,
+      peer,
+      connected: this.peers.isUp(peer),
+      pairs: members.map((p) => p.record.name).sort(),
+      lastSeq: primaryJournal?.lastSeq ?? received?.receivedSeq ?? 0,
+      receivedSeq: primaryJournal?.ackedSeq ?? received?.receivedSeq ?? 0,
+      appliedSeq: primaryJournal?.appliedSeq ?? received?.appliedSeq ?? 0,
+      journal: primaryJournal ? { usedBytes: primaryJournal.usedBytes, capacityBytes: primaryJournal.capacityBytes, fullPolicy: this.options.journalFullPolicy } : null,
+      lag,
+    };
+  }
+
+  groups(): string[] {
+    return [...new Set([...this.pairs.values()].map((p) => p.record.group).filter((g): g is string => g !== null))].sort();
+  }
+
+  /** Resolves when the pair reaches `state` (or rejects after `timeoutMs`). */
+  async waitFor(name: string, state: PairState, timeoutMs: number): Promise<PairStatus> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const p = this.pairs.get(name);
+      if (state === 'simplex' && !p) return { ...this.simplexStatus(name) };
+      if (!p) throw new TricopyError('not-found', `pair ${name} does not exist on this node`);
+      if (p.record.state === state) return this.status(p);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new TricopyError('unavailable', `pair ${name} did not reach ${state} within ${timeoutMs} ms; it is ${p.record.state} (${shortCode(p.record)})`,
+          p.record.reason ? `last transition: ${p.record.reason}` : undefined);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, left);
+        function done(): void {
+          clearTimeout(timer);
+          p!.stateWaiters.delete(done);
+          resolve();
+        }
+        p.stateWaiters.add(done);
+      });
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Operator commands
+
+  async createPair(input: CreatePairInput): Promise<PairStatus> {
+    if (!pairNamePattern.test(input.name)) {
+      throw new TricopyError('invalid-argument', `"${input.name}" is not a valid pair name`, 'use 1–63 letters, digits, ".", "_" or "-"');
+    }
+    if (this.pairs.has(input.name)) throw new TricopyError('already-exists', `pair ${input.name} already exists`);
+    if (!this.peers.hasSecret) {
+      throw new TricopyError('invalid-argument', 'replication needs a cluster secret on every node',
+        'start the nodes with --cluster-secret-file FILE (the same file content on all nodes)');
+    }
+    if (input.peer.node === this.options.localNode) throw new TricopyError('invalid-argument', 'a pair needs two different nodes');
+    const meta = this.volumes.get(input.volume);
+    const existing = this.pairsOfVolume(input.volume);
+    const asSecondary = existing.find((p) => p.record.role === 'secondary');
+    if (asSecondary) {
+      throw new TricopyError('conflict', `volume ${input.volume} is the secondary of pair ${asSecondary.record.name}`,
+        'a volume receives from one primary at a time; cascades start from the intermediate volume\'s own primary role');
+    }
+    if (existing.some((p) => p.record.peer.node === input.peer.node)) {
+      throw new TricopyError('conflict', `volume ${input.volume} already has a pair to node ${input.peer.node}`);
+    }
+    let group: string | null = null;
+    if (input.mode === 'async') {
+      group = input.group ?? input.name;
+      if (!groupNamePattern.test(group)) throw new TricopyError('invalid-argument', `"${group}" is not a valid group name`);
+      const other = [...this.pairs.values()].find((p) => p.record.group === group);
+      if (other && (other.record.role !== 'primary' || other.record.peer.node !== input.peer.node)) {
+        throw new TricopyError('conflict', `group ${group} already replicates ${other.record.role === 'primary' ? `to node ${other.record.peer.node}` : 'as a secondary'}`,
+          'every pair of a consistency group goes from this node to the same secondary node');
+      }
+    } else if (input.group !== undefined) {
+      throw new TricopyError('invalid-argument', 'consistency groups are for async pairs', 'sync pairs are consistent by construction; drop --group');
+    }
+    const link = await this.peers.connectNow(input.peer, connectTimeoutMs);
+    const now = new Date().toISOString();
+    const record: PairRecord = {
+      name: input.name, role: 'primary', volume: input.volume, peerVolume: input.peerVolume ?? input.volume, peer: input.peer,
+      mode: input.mode, fence: input.fence, group, state: input.noCopy ? 'duplex' : 'initial-copying', suspendCause: null,
+      reason: input.noCopy ? 'created without initial copy (contents declared identical)' : 'created; initial copy of allocated regions',
+      secondaryWritable: false, generation: 1, createdAt: now, updatedAt: now, copy: null, hostWritesRecorded: false, receivedSeqAtTakeover: null,
+    };
+    const request: PairCreateRequest = {
+      name: record.name, volume: record.peerVolume, peerVolume: record.volume,
+      primary: { node: this.options.localNode, host: this.options.advertiseHost, replPort: this.replPortValue },
+      mode: record.mode, fence: record.fence, group, sizeBytes: meta.sizeBytes, generation: record.generation,
+      noCopy: input.noCopy === true, createVolume: true,
+    };
+    const reply = bitmapReplyCodec.decode(await link.request(MessageType.PairCreate, pairCreateCodec.encode(request)));
+    const bitmap = await this.store.bitmap(record.name, meta.sizeBytes);
+    if (!input.noCopy) {
+      // Copy what holds data here, and clear what holds data only there.
+      bitmap.mergeFrom(this.volumes.volume(input.volume).allocation);
+      bitmap.mergeFrom(decodeBitmap(reply.bitmap, bitmap));
+      await bitmap.sync();
+    }
+    await this.store.save(record);
+    const p = this.runtime(record, bitmap);
+    this.pairs.set(record.name, p);
+    await this.openJournalsFor(record);
+    this.events.emit('pair-created', record.name, record.reason,
+      { role: 'primary', volume: record.volume, peer: record.peer.node, mode: record.mode, fence: record.fence, group });
+    this.notifyState(p);
+    // A new group starts shipping at once (the secondary's received journal is empty).
+    if (group && !this.shippers.get(group)?.running) this.startShipper(group, record.peer.node, 0);
+    if (record.state === 'initial-copying') this.startCopy(p);
+    return this.status(p);
+  }
+
+  split(name: string, options: { secondaryWritable: boolean }): Promise<PairStatus> {
+    return this.command(name, async (p) => {
+      if (p.record.role === 'secondary' && this.peers.isUp(p.record.peer.node) && p.record.state !== 'secondary-writable') {
+        throw new TricopyError('invalid-argument', `split pair ${name} at its primary node ${p.record.peer.node}`,
+          'the primary decides what the secondary holds at the split point');
+      }
+      const outcome = decide(p.record.role, p.record.state, 'split', p.record.mode);
+      if (outcome.kind !== 'transition') return this.outcomeResult(p, outcome);
+      p.record.secondaryWritable = options.secondaryWritable;
+      await this.applyOutcome(p, outcome, 'split');
+      if (p.record.state === 'suspending') await this.drainForSplit(p);
+      return this.status(p);
+    });
+  }
+
+  resync(name: string, options: { discard?: string | undefined }): Promise<PairStatus> {
+    return this.command(name, async (p) => {
+      const outcome = decide(p.record.role, p.record.state, 'resync', p.record.mode);
+      if (outcome.kind !== 'transition') return this.outcomeResult(p, outcome);
+      const link = await this.peers.connectNow(p.record.peer, connectTimeoutMs).catch((err: unknown) => {
+        throw new TricopyError('unavailable', `cannot resync pair ${name}: ${errorMessage(err)}`);
+      });
+      const peerBitmap = bitmapReplyCodec.decode(await link.request(MessageType.PairBitmap, pairNameCodec.encode({ name })));
+      if (p.record.hostWritesRecorded && peerBitmap.hostWritesRecorded) {
+        if (options.discard === undefined) {
+          throw new TricopyError('conflict',
+            `split brain: both ${this.options.localNode} (primary) and ${p.record.peer.node} (secondary) were written while pair ${name} was suspended`,
+            `name the side whose changes are discarded: --discard ${p.record.peer.node} keeps this primary's data; --discard ${this.options.localNode} makes ${p.record.peer.node} the primary (swap)`);
+        }
+        if (options.discard === this.options.localNode) {
+          throw new TricopyError('invalid-argument', `to keep ${p.record.peer.node}'s data, run at that node: tricopy pair swap ${name} --discard ${this.options.localNode}`);
+        }
+        if (options.discard !== p.record.peer.node) {
+          throw new TricopyError('invalid-argument', `--discard names a node of the pair: ${this.options.localNode} or ${p.record.peer.node}`);
+        }
+        this.events.emit('split-brain-resolved', name, `operator discarded the changes made on ${options.discard}`);
+      }
+      p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
+      await p.bitmap.sync();
+      await link.request(MessageType.PairBitmapClear, pairNameCodec.encode({ name }));
+      await this.startResync(p, outcome.note);
+      return this.status(p);
+    });
+  }
+
+  /**
+   * At the secondary: with the primary reachable, swap roles (no data copy beyond what differs);
+   * without it, make this volume writable after applying everything received (SSWS).
+   */
+  takeover(name: string): Promise<PairStatus[]> {
+    const first = this.pair(name);
+    const members = first.record.group
+      ? [...this.pairs.values()].filter((p) => p.record.group === first.record.group)
+      : [first];
+    return this.commandAll(members.map((p) => p.record.name), async () => {
+      for (const p of members) {
+        const outcome = decide(p.record.role, p.record.state, 'takeover', p.record.mode);
+        if (outcome.kind === 'refuse') throw new TricopyError('conflict', `takeover of pair ${p.record.name}: ${outcome.message}`);
+      }
+      if (members.every((p) => p.record.state === 'secondary-writable')) return members.map((p) => this.status(p));
+      if (this.peers.isUp(first.record.peer.node)) {
+        for (const p of members) await this.swapInternal(p, false);
+        return members.map((p) => this.status(p));
+      }
+      // The primary is gone: apply everything received, then open the volumes for writes.
+      const journal = first.record.group ? this.receivedJournals.get(first.record.group) : undefined;
+      if (journal) await journal.drain();
+      for (const p of members) {
+        p.record.receivedSeqAtTakeover = journal ? journal.receivedSeq : null;
+        p.record.generation += 1;
+        p.record.hostWritesRecorded = false;
+        await this.applyOutcome(p, decide(p.record.role, p.record.state, 'takeover', p.record.mode), 'takeover',
+          `takeover: primary ${p.record.peer.node} unreachable${journal ? `; applied all ${journal.appliedSeq} received journal entries` : ''}; volume is writable (SSWS)`);
+      }
+      return members.map((p) => this.status(p));
+    });
+  }
+
+  /** Reverses the direction: this node becomes the primary; only differing regions are copied. */
+  swap(name: string, options: { discard?: string | undefined }): Promise<PairStatus[]> {
+    const first = this.pair(name);
+    const members = first.record.group
+      ? [...this.pairs.values()].filter((p) => p.record.group === first.record.group)
+      : [first];
+    return this.commandAll(members.map((p) => p.record.name), async () => {
+      for (const p of members) {
+        if (p.record.role === 'primary' && p.record.suspendCause !== 'takeover-by-peer') {
+          throw new TricopyError('invalid-argument', `this node is the primary of pair ${p.record.name}; run swap at ${p.record.peer.node}, the node that becomes the primary`);
+        }
+        if (p.record.role === 'primary') {
+          throw new TricopyError('conflict', `${p.record.peer.node} took over pair ${p.record.name}; run swap at ${p.record.peer.node}`);
+        }
+        const outcome = decide(p.record.role, p.record.state, 'swap', p.record.mode);
+        if (outcome.kind === 'refuse') throw new TricopyError('conflict', `swap of pair ${p.record.name}: ${outcome.message}`);
+      }
+      if (options.discard !== undefined && options.discard !== first.record.peer.node) {
+        throw new TricopyError('invalid-argument', `swap makes this node the primary: only ${first.record.peer.node}'s changes can be discarded`);
+      }
+      await this.peers.connectNow(first.record.peer, connectTimeoutMs).catch((err: unknown) => {
+        throw new TricopyError('unavailable', `cannot swap pair ${name}: ${errorMessage(err)}`,
+          'the old primary must be reachable to swap; if it is lost for good, keep running here (takeover) and delete the pair later');
+      });
+      for (const p of members) await this.swapInternal(p, options.discard !== undefined);
+      return members.map((p) => this.status(p));
+    });
+  }
+
+  deletePair(name: string, options: { force: boolean }): Promise<void> {
+    return this.command(name, async (p) => {
+      const reachable = this.peers.isUp(p.record.peer.node) ||
+        (await this.peers.connectNow(p.record.peer, 3000).then(() => true, () => false));
+      if (reachable) {
+        await this.peers.request(p.record.peer.node, MessageType.PairDelete, pairNameCodec.encode({ name })).catch((err: unknown) => {
+          if (!options.force) throw err;
+        });
+      } else if (!options.force) {
+        throw new TricopyError('unavailable', `node ${p.record.peer.node} is not reachable, so pair ${name} cannot be deleted on both sides`,
+          `pass --force to delete it here only; ${p.record.peer.node} drops its side when it reconnects`);
+      }
+      await this.removePair(p, reachable ? 'deleted by operator' : 'deleted by operator on this node only (peer unreachable)');
+    }).then(() => undefined);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Data path
+
+  private writeRefusal(volume: string): BlockDeviceError | undefined {
+    const pairs = this.pairsOfVolume(volume);
+    if (pairs.length === 0) return undefined;
+    if (this.volumeRuntimes.get(volume)?.swapping) {
+      return new BlockDeviceError('EPERM', `volume ${volume} is changing roles; it is no longer the primary`);
+    }
+    for (const p of pairs) {
+      const r = p.record;
+      if (r.role === 'secondary') {
+        const writable = r.state === 'secondary-writable' || r.state === 'simplex' || (r.state === 'suspended' && r.secondaryWritable);
+        if (!writable) {
+          return new BlockDeviceError('EPERM', `volume ${volume} is the secondary of pair ${r.name} (${r.state}); hosts may only read it`);
+        }
+      } else if (r.state === 'suspended' && r.suspendCause === 'takeover-by-peer') {
+        return new BlockDeviceError('EPERM', `${r.peer.node} took over pair ${r.name}; volume ${volume} is no longer the primary`);
+      } else if (r.mode === 'sync' && r.fence === 'data' && r.state === 'suspended' && r.suspendCause !== 'operator') {
+        return new BlockDeviceError('EIO', `pair ${r.name} cannot update its secondary on ${r.peer.node} (fence data): writes are refused`);
+      }
+    }
+    return undefined;
+  }
+
+  async write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
+    const payload = Buffer.isBuffer(data) ? data : Buffer.concat(data);
+    await this.replicatedOp(volume, offset, payload.length, options.fua, {
+      local: () => volume.write(offset, payload, options),
+      entry: (pair) => ({ op: JournalOp.Write, pair, offset, length: payload.length, data: payload }),
+      remote: (link, pair) => link.request(MessageType.Write,
+        [encodeDataHeader({ name: pair, offset, length: payload.length, flags: options.fua ? dataFlagFua : 0 }), payload],
+        this.options.syncWriteTimeoutMs),
+    });
+  }
+
+  async writeZeroes(volume: Volume, offset: number, length: number, options: ZeroOptions): Promise<void> {
+    if (options.fastOnly) {
+      // A fast zero is fine when the local part is fast: it never writes data to forward.
+      const touched = volume.allocation.chunkRange(offset, length);
+      if (volume.allocation.anySet(touched.first, touched.count)) {
+        throw new BlockDeviceError('ENOTSUP', 'zeroing allocated regions is no faster than writing them');
+      }
+    }
+    await this.replicatedOp(volume, offset, length, options.fua, {
+      local: () => volume.writeZeroes(offset, length, { ...options, fastOnly: false }),
+      entry: (pair) => ({ op: JournalOp.Zero, pair, offset, length }),
+      remote: (link, pair) => link.request(MessageType.Zero,
+        encodeDataHeader({ name: pair, offset, length, flags: options.fua ? dataFlagFua : 0 }), this.options.syncWriteTimeoutMs),
+    });
+  }
+
+  async flush(volume: Volume): Promise<void> {
+    const refusal = this.writeRefusal(volume.name);
+    const pairs = this.pairsOfVolume(volume.name);
+    const tasks: Promise<unknown>[] = [volume.flush()];
+    for (const p of pairs) {
+      if (p.record.role !== 'primary') continue;
+      if (p.record.mode === 'async' && p.record.group) {
+        const journal = this.primaryJournals.get(p.record.group);
+        if (journal) tasks.push(journal.sync());
+      } else if (p.record.mode === 'sync' && this.forwards(p)) {
+        tasks.push(this.peers.request(p.record.peer.node, MessageType.Flush, encodeDataHeader({ name: p.record.name, offset: 0, length: 0, flags: 0 }),
+          this.options.syncWriteTimeoutMs).catch(async (err: unknown) => {
+          await this.failPair(p, `flush on the secondary failed: ${errorMessage(err)}`);
+          if (p.record.fence === 'data') throw new BlockDeviceError('EIO', `pair ${p.record.name} could not flush its secondary (fence data)`);
+        }));
+      }
+    }
+    await Promise.all(tasks);
+    if (refusal?.errno === 'EIO') throw refusal;
+  }
+
+  /**
+   * One host modification of a paired volume: fence check, range lock, journal (async) before the
+   * local write, local and sync-remote writes in parallel, bitmaps for everything not forwarded.
+   */
+  private async replicatedOp(volume: Volume, offset: number, length: number, fua: boolean, op: {
+    local: () => Promise<void>;
+    entry: (pair: string) => Omit<JournalEntry, 'seq' | 'timeMs'>;
+    remote: (link: PeerLink, pair: string) => Promise<Buffer>;
+  }): Promise<void> {
+    const refusal = this.writeRefusal(volume.name);
+    if (refusal) throw refusal;
+    if (length === 0) return op.local();
+    const vr = this.volumeRuntime(volume.name);
+    const release = await vr.lock.acquire(offset, length);
+    const recheck = this.writeRefusal(volume.name);
+    if (recheck) {
+      release();
+      throw recheck;
+    }
+    let activityMarked = false;
+    try {
+      const pairs = this.pairsOfVolume(volume.name);
+      const forwarded = pairs.filter((p) => p.record.role === 'primary' && p.record.mode === 'sync' && this.forwards(p));
+      const journaled = pairs.filter((p) => p.record.role === 'primary' && p.record.mode === 'async' && this.journals(p));
+      const recorded = pairs.filter((p) => !forwarded.includes(p) && !journaled.includes(p));
+      if (forwarded.length > 0 && vr.activity) {
+        await vr.activity.begin(offset, length);
+        activityMarked = true;
+      }
+      for (const p of recorded) {
+        p.bitmap.markBytes(offset, length);
+        if (!p.record.hostWritesRecorded) {
+          p.record.hostWritesRecorded = true;
+          await this.store.save(p.record);
+        }
+      }
+      await Promise.all(recorded.map((p) => p.bitmap.persist()));
+      // Async: the entry is in the journal before the volume changes, so a crash can never leave
+      // the primary holding data its journal will not deliver.
+      const seqs: Array<{ p: PairRuntime; seq: number; journal: PrimaryJournal }> = [];
+      for (const p of journaled) {
+        const appended = await this.appendToJournal(p, op.entry(p.record.name));
+        if (appended) seqs.push({ p, ...appended });
+      }
+      const remote = forwarded.map((p) => op.remote(this.peers.link(p.record.peer.node), p.record.name)
+        .then(() => undefined, (err: unknown) => err as Error)
+        .catch((err: unknown) => err as Error));
+      const localResult = await op.local().then(() => undefined, (err: unknown) => err);
+      const remoteResults = await Promise.all(remote.map((r) => r.catch((err: unknown) => err as Error)));
+      let fenced: BlockDeviceError | undefined;
+      for (let i = 0; i < forwarded.length; i++) {
+        const err = remoteResults[i];
+        if (!err) continue;
+        const p = forwarded[i]!;
+        p.bitmap.markBytes(offset, length);
+        p.record.hostWritesRecorded = true;
+        await p.bitmap.sync();
+        await this.failPair(p, `write to the secondary failed: ${errorMessage(err)}`);
+        if (p.record.fence === 'data') {
+          fenced = new BlockDeviceError('EIO', `pair ${p.record.name} could not update its secondary on ${p.record.peer.node} (fence data): write refused`);
+        }
+      }
+      for (const s of seqs) await s.journal.localDone(s.seq);
+      if (localResult) throw localResult;
+      if (fenced) throw fenced;
+      if (fua) for (const s of seqs) await s.journal.sync();
+    } finally {
+      if (activityMarked) vr.activity!.end(offset, length);
+      release();
+    }
+  }
+
+  /** Appends to the pair's group journal, honouring the journal-full policy. */
+  private async appendToJournal(p: PairRuntime, entry: Omit<JournalEntry, 'seq' | 'timeMs'>): Promise<{ seq: number; journal: PrimaryJournal } | undefined> {
+    const group = p.record.group!;
+    let journal = this.primaryJournals.get(group)!;
+    invariant(journal, `async pair ${p.record.name} has the journal of group ${group}`);
+    const bytes = entry.op === JournalOp.Write ? entry.length + 64 : 64;
+    let waitedSince: number | undefined;
+    while (journal.wouldOverflow(bytes)) {
+      if (this.options.journalFullPolicy === 'suspend' ||
+          (waitedSince !== undefined && Date.now() - waitedSince > this.options.journalStallTimeoutMs)) {
+        await this.fallBackToBitmaps(group, new JournalFullError(group, journal.capacityBytes).message);
+        p.bitmap.markBytes(entry.offset, entry.length);
+        p.record.hostWritesRecorded = true;
+        await p.bitmap.persist();
+        return undefined;
+      }
+      waitedSince ??= Date.now();
+      await journal.waitForSpace(1000);
+      journal = this.primaryJournals.get(group)!;
+      if (!this.journals(p)) {
+        p.bitmap.markBytes(entry.offset, entry.length);
+        await p.bitmap.persist();
+        return undefined;
+      }
+    }
+    const { seq, written } = journal.append(entry);
+    await written;
+    this.wakeShipper(group);
+    return { seq, journal };
+  }
+
+  /** Sync pair whose writes go to the secondary now. */
+  private forwards(p: PairRuntime): boolean {
+    const s = p.record.state;
+    return s === 'duplex' || s === 'initial-copying' || s === 'duplex-pending';
+  }
+
+  /** Async pair whose writes go into the journal now. */
+  private journals(p: PairRuntime): boolean {
+    const s = p.record.state;
+    return s === 'duplex' || s === 'initial-copying' || s === 'duplex-pending';
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // State transitions
+
+  private async failPair(p: PairRuntime, reason: string): Promise<void> {
+    if (p.record.state === 'suspended') return;
+    const outcome = decide(p.record.role, p.record.state, 'failure', p.record.mode);
+    if (outcome.kind !== 'transition') return;
+    await this.applyOutcome(p, outcome, 'failure', reason);
+  }
+
+  /** Applies a transition: persist, log the event with its reason, wake waiters, tell the peer. */
+  private async applyOutcome(p: PairRuntime, outcome: ReturnType<typeof decide>, event: PairEvent | 'crash-recovery', reason?: string): Promise<void> {
+    if (outcome.kind !== 'transition') return;
+    const from = p.record.state;
+    const fromCode = shortCode(p.record);
+    p.record.state = outcome.to;
+    if (outcome.to === 'suspended' || outcome.to === 'suspending') {
+      if (outcome.cause !== undefined && outcome.cause !== null) p.record.suspendCause = outcome.cause;
+    } else {
+      p.record.suspendCause = null;
+    }
+    if (outcome.to !== 'suspended' && outcome.to !== 'suspending') p.record.secondaryWritable = false;
+    p.record.reason = reason ?? outcome.note;
+    p.record.updatedAt = new Date().toISOString();
+    if (outcome.to === 'duplex') p.record.copy = null;
+    await this.store.save(p.record);
+    this.events.emit('pair-state', p.record.name, p.record.reason, {
+      event, role: p.record.role, from, to: p.record.state, fromCode, code: shortCode(p.record), generation: p.record.generation,
+    });
+    for (const w of [...p.stateWaiters]) w();
+    if (p.record.role === 'primary') this.notifyState(p);
+    if (p.record.role === 'primary' && p.record.mode === 'sync') await this.syncActivityLogUse(p.record.volume);
+  }
+
+  /** Primary → secondary: mirror my view of the pair (best effort; reconciled again on reconnect). */
+  private notifyState(p: PairRuntime): void {
+    if (!this.peers.isUp(p.record.peer.node)) return;
+    const update: PairUpdate = {
+      name: p.record.name, role: 'secondary', state: p.record.state, suspendCause: p.record.suspendCause, reason: p.record.reason,
+      generation: p.record.generation, secondaryWritable: p.record.secondaryWritable,
+      copyTotal: p.record.copy?.totalChunks ?? 0, copyDone: p.record.copy?.doneChunks ?? 0,
+    };
+    this.peers.request(p.record.peer.node, MessageType.PairUpdate, pairUpdateCodec.encode(update)).catch((err: unknown) =>
+      this.log.debug({ pair: p.record.name, err: errorMessage(err) }, 'could not tell the secondary about a state change'));
+  }
+
+  private async startResync(p: PairRuntime, note: string): Promise<void> {
+    await this.applyOutcome(p, { kind: 'transition', to: 'duplex-pending', note }, 'resync',
+      `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy`);
+    this.startCopy(p);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Copy engine (initial copy and resync)
+
+  private startCopy(p: PairRuntime): void {
+    if (p.copying || this.stopped) return;
+    p.copying = true;
+    const run = p.record.mode === 'sync' ? this.copySync(p) : this.copyAsync(p);
+    void run.catch(async (err: unknown) => {
+      this.log.warn({ pair: p.record.name, err: errorMessage(err) }, 'copy stopped');
+      await this.failPair(p, `copy stopped: ${errorMessage(err)}`);
+    }).finally(() => {
+      p.copying = false;
+    });
+  }
+
+  private copyingState(p: PairRuntime): boolean {
+    return p.record.role === 'primary' && (p.record.state === 'initial-copying' || p.record.state === 'duplex-pending');
+  }
+
+  private async copySync(p: PairRuntime): Promise<void> {
+    const volume = this.volumes.volume(p.record.volume);
+    const vr = this.volumeRuntime(p.record.volume);
+    const total = p.bitmap.setBitCount;
+    p.record.copy = { totalChunks: total, doneChunks: 0 };
+    let cursor = 0;
+    const next = (): number | undefined => {
+      const runs = p.bitmap.runs(cursor, p.bitmap.bitCount - cursor, 2);
+      const set = runs.find((r) => r.set);
+      if (!set) return undefined;
+      cursor = set.firstBit + 1;
+      return set.firstBit;
+    };
+    const worker = async (): Promise<void> => {
+      for (;;) {
+        if (!this.copyingState(p) || this.stopped) return;
+        const chunk = next();
+        if (chunk === undefined) return;
+        const offset = chunk * diffChunkBytes;
+        const length = Math.min(diffChunkBytes, volume.sizeBytes - offset);
+        const release = await vr.lock.acquire(offset, length);
+        try {
+          if (!this.copyingState(p)) return;
+          const link = this.peers.link(p.record.peer.node);
+          const extents = volume.extents(offset, length, 1);
+          if (extents[0] && !extents[0].allocated && extents[0].length >= length) {
+            await link.request(MessageType.Zero, encodeDataHeader({ name: p.record.name, offset, length, flags: 0 }), this.options.syncWriteTimeoutMs);
+          } else {
+            const data = await volume.read(offset, length);
+            await link.request(MessageType.Copy, [encodeDataHeader({ name: p.record.name, offset, length, flags: 0 }), data], this.options.syncWriteTimeoutMs);
+          }
+          p.bitmap.clearRange(chunk, 1);
+          p.record.copy!.doneChunks++;
+        } finally {
+          release();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: this.options.copyConcurrency }, () => worker()));
+    if (!this.copyingState(p)) return;
+    // Writes may have set bits behind the cursor (only when forwarding failed, which fails the pair).
+    if (p.bitmap.setBitCount > 0) {
+      p.copying = false;
+      this.startCopy(p);
+      return;
+    }
+    await this.peers.request(p.record.peer.node, MessageType.Flush, encodeDataHeader({ name: p.record.name, offset: 0, length: 0, flags: 0 }));
+    await p.bitmap.sync();
+    p.record.hostWritesRecorded = false;
+    await this.applyOutcome(p, decide('primary', p.record.state, 'copy-complete', 'sync'), 'copy-complete');
+  }
+
+  /** Async copy: regions become ordered copy markers in the journal; their data is read when shipped. */
+  private async copyAsync(p: PairRuntime): Promise<void> {
+    const group = p.record.group!;
+    const total = p.bitmap.setBitCount;
+    p.record.copy = { totalChunks: total, doneChunks: 0 };
+    const volume = this.volumes.volume(p.record.volume);
+    for (const run of [...p.bitmap.setRuns()]) {
+      for (let chunk = run.first; chunk < run.first + run.count; chunk++) {
+        if (!this.copyingState(p) || this.stopped) return;
+        const offset = chunk * diffChunkBytes;
+        const length = Math.min(diffChunkBytes, volume.sizeBytes - offset);
+        const appended = await this.appendToJournal(p, { op: JournalOp.CopyRegion, pair: p.record.name, offset, length });
+        if (!appended) return; // the group fell back to bitmaps
+        p.bitmap.clearRange(chunk, 1);
+        p.record.copy.doneChunks++;
+      }
+    }
+    await p.bitmap.persist();
+    p.copyConsistentSeq = Math.max(p.copyConsistentSeq, this.primaryJournals.get(group)!.lastSeq);
+    await this.checkAsyncCopyDone(p);
+  }
+
+  private async checkAsyncCopyDone(p: PairRuntime): Promise<void> {
+    if (!this.copyingState(p) || p.record.mode !== 'async' || p.copying && p.bitmap.setBitCount > 0) return;
+    if (p.bitmap.setBitCount > 0) return;
+    const journal = this.primaryJournals.get(p.record.group!);
+    if (!journal || journal.appliedSeq < p.copyConsistentSeq) return;
+    p.record.hostWritesRecorded = false;
+    await this.applyOutcome(p, decide('primary', p.record.state, 'copy-complete', 'async'), 'copy-complete',
+      `${p.record.state === 'initial-copying' ? 'initial copy' : 'resync'} finished; the secondary holds a consistent image (applied through entry ${journal.appliedSeq})`);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Async: split drain, journal-full fallback, shipping
+
+  private async drainForSplit(p: PairRuntime): Promise<void> {
+    const journal = this.primaryJournals.get(p.record.group!)!;
+    const target = journal.lastSeq;
+    p.drainTargetSeq = target;
+    const deadline = Date.now() + drainTimeoutMs;
+    while (journal.appliedSeq < target && Date.now() < deadline && this.peers.isUp(p.record.peer.node) && p.record.state === 'suspending') {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    p.drainTargetSeq = null;
+    if (p.record.state !== 'suspending') return;
+    if (journal.appliedSeq >= target) {
+      await this.applyOutcome(p, decide('primary', 'suspending', 'drain-complete', 'async'), 'drain-complete',
+        `split: the secondary applied every entry through ${target}; it holds this volume's state at the split point`);
+      return;
+    }
+    // The secondary could not take everything: what it lacks becomes recorded regions.
+    for (const e of journal.retainedEntries()) if (e.pair === p.record.name && e.seq > journal.ackedSeq) p.bitmap.markBytes(e.offset, e.length);
+    await p.bitmap.sync();
+    p.record.suspendCause = 'failure';
+    await this.applyOutcome(p, { kind: 'transition', to: 'suspended', cause: 'failure', note: '' }, 'drain-complete',
+      `split: the secondary could not be drained (${this.peers.isUp(p.record.peer.node) ? 'timeout' : 'link down'}); undelivered entries were recorded as changed regions`);
+  }
+
+  /** The group's journal cannot take more: every pair of the group continues on bitmaps. */
+  private fallBackToBitmaps(group: string, reason: string): Promise<void> {
+    const running = this.groupFallbacks.get(group);
+    if (running) return running;
+    const task = (async () => {
+      const journal = this.primaryJournals.get(group)!;
+      const dropped = await journal.dropAll();
+      const members = [...this.pairs.values()].filter((p) => p.record.group === group && p.record.role === 'primary');
+      for (const e of dropped) {
+        const p = this.pairs.get(e.pair);
+        if (p && members.includes(p)) p.bitmap.markBytes(e.offset, e.length);
+      }
+      for (const p of members) {
+        p.record.hostWritesRecorded = p.record.hostWritesRecorded || dropped.some((e) => e.pair === p.record.name && e.op !== JournalOp.CopyRegion);
+        await p.bitmap.sync();
+        if (this.journals(p) || p.record.state === 'suspending') {
+          await this.applyOutcome(p, { kind: 'transition', to: 'suspended', cause: 'journal-full', note: '' }, 'failure',
+            `${reason}; ${dropped.length} undelivered entries became recorded regions`);
+        }
+      }
+      const shipper = this.shippers.get(group);
+      if (shipper) shipper.sentSeq = journal.lastSeq;
+    })().finally(() => this.groupFallbacks.delete(group));
+    this.groupFallbacks.set(group, task);
+    return task;
+  }
+
+  private wakeShipper(group: string): void {
+    const s = this.shippers.get(group);
+    if (s?.wake) {
+      const w = s.wake;
+      s.wake = null;
+      w();
+    }
+  }
+
+  /** Starts (or restarts) shipping a group's journal from what the secondary says it holds. */
+  private startShipper(group: string, peer: string, receivedSeq: number): void {
+    const journal = this.primaryJournals.get(group);
+    if (!journal) return;
+    const old = this.shippers.get(group);
+    if (old) {
+      old.running = false;
+      old.wake?.();
+    }
+    const first = journal.firstRetainedSeq();
+    if (receivedSeq > journal.lastSeq || (first !== undefined && receivedSeq < first - 1)) {
+      void this.journalMismatch(group, receivedSeq, journal);
+      return;
+    }
+    void journal.acknowledge(Math.max(receivedSeq, journal.ackedSeq), journal.appliedSeq);
+    const shipper: Shipper = { group, peer, sentSeq: Math.max(receivedSeq, journal.ackedSeq), inFlight: 0, running: true, wake: null,
+      generation: (old?.generation ?? 0) + 1 };
+    this.shippers.set(group, shipper);
+    void this.shipLoop(shipper, journal).catch((err: unknown) => {
+      this.log.warn({ group, err: errorMessage(err) }, 'journal shipping stopped; it restarts when the link is back');
+    });
+  }
+
+  private async journalMismatch(group: string, receivedSeq: number, journal: PrimaryJournal): Promise<void> {
+    const reason = `the secondary holds journal entries through ${receivedSeq} but this journal retains ${journal.firstRetainedSeq() ?? journal.lastSeq + 1}..${journal.lastSeq}: ordering cannot be kept`;
+    this.log.error({ group, receivedSeq }, reason);
+    const members = [...this.pairs.values()].filter((p) => p.record.group === group && p.record.role === 'primary');
+    for (const p of members) {
+      // Nothing tells which regions the secondary missed: every allocated region is copied again.
+      p.bitmap.mergeFrom(this.volumes.volume(p.record.volume).allocation);
+      await p.bitmap.sync();
+    }
+    await journal.dropAll();
+    for (const p of members) await this.failPair(p, reason);
+  }
+
+  private async shipLoop(s: Shipper, journal: PrimaryJournal): Promise<void> {
+    while (s.running && !this.stopped) {
+      if (!this.peers.isUp(s.peer)) return;
+      if (s.inFlight >= maxBatchesInFlight) {
+        await new Promise<void>((resolve) => (s.wake = resolve));
+        continue;
+      }
+      const entries = journal.entriesAfter(s.sentSeq, maxBatchBytes, maxBatchEntries);
+      if (entries.length === 0) {
+        await new Promise<void>((resolve) => (s.wake = resolve));
+        continue;
+      }
+      const batch = await this.loadBatch(entries, journal);
+      s.sentSeq = entries.at(-1)!.seq;
+      s.inFlight++;
+      const payload = [encodeDataHeader({ name: s.group, offset: 0, length: entries.length, flags: 0 }), ...encodeEntries(batch)];
+      this.peers.request(s.peer, MessageType.JournalBatch, payload).then(async (reply) => {
+        const ack = journalAckCodec.decode(reply);
+        await journal.acknowledge(ack.receivedSeq, ack.appliedSeq);
+        await this.afterGroupProgress(s.group);
+      }, (err: unknown) => {
+        if (s.running) this.log.debug({ group: s.group, err: errorMessage(err) }, 'journal batch not delivered');
+        s.running = false;
+      }).finally(() => {
+        s.inFlight--;
+        if (s.wake) {
+          const w = s.wake;
+          s.wake = null;
+          w();
+        }
+      });
+    }
+  }
+
+  /** Reads data for Write entries and, under the range lock, for copy markers. */
+  private async loadBatch(entries: StoredEntry[], journal: PrimaryJournal): Promise<JournalEntry[]> {
+    const out: JournalEntry[] = [];
+    for (const e of entries) {
+      const entry: JournalEntry = { seq: e.seq, timeMs: e.timeMs, op: e.op, pair: e.pair, offset: e.offset, length: e.length };
+      if (e.op === JournalOp.Write) entry.data = await journal.dataOf(e);
+      else if (e.op === JournalOp.CopyRegion) {
+        const p = this.pairs.get(e.pair);
+        const vr = p ? this.volumeRuntime(p.record.volume) : undefined;
+        if (!p || !vr) continue;
+        const release = await vr.lock.acquire(e.offset, e.length);
+        try {
+          entry.op = JournalOp.CopyData;
+          entry.data = await this.volumes.volume(p.record.volume).read(e.offset, e.length);
+          // What was read includes every write numbered so far: the image is consistent from there.
+          p.copyConsistentSeq = Math.max(p.copyConsistentSeq, journal.lastSeq);
+        } finally {
+          release();
+        }
+      }
+      out.push(entry);
+    }
+    return out;
+  }
+
+  private async afterGroupProgress(group: string): Promise<void> {
+    for (const p of this.pairs.values()) {
+      if (p.record.group === group && p.record.role === 'primary' && this.copyingState(p) && !p.copying) await this.checkAsyncCopyDone(p);
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Swap (planned takeover, or failback after a takeover)
+
+  /** At the node that becomes the primary. */
+  private async swapInternal(p: PairRuntime, discardPeerChanges: boolean): Promise<void> {
+    const peer = p.record.peer.node;
+    const generation = p.record.generation + 1;
+    const request: SwapPrepare = {
+      name: p.record.name, newPrimary: this.options.localNode, generation, senderHasChanges: p.record.hostWritesRecorded,
+      receivedSeqAtTakeover: p.record.state === 'secondary-writable' ? p.record.receivedSeqAtTakeover : null,
+      discardReceiverChanges: discardPeerChanges,
+    };
+    const reply = swapPreparedCodec.decode(await this.peers.request(peer, MessageType.SwapPrepare, swapPrepareCodec.encode(request), drainTimeoutMs + 10_000));
+    p.bitmap.mergeFrom(decodeBitmap(reply.bitmap, p.bitmap));
+    await p.bitmap.sync();
+    const group = p.record.group;
+    const wasSecondaryJournal = group ? this.receivedJournals.get(group) : undefined;
+    if (group && wasSecondaryJournal && [...this.pairs.values()].every((x) => x.record.group !== group || x === p || x.record.role === 'primary')) {
+      await wasSecondaryJournal.close();
+      this.receivedJournals.delete(group);
+      await removeJournalDir(this.journalDir(group, 'secondary'));
+    }
+    p.record.role = 'primary';
+    p.record.generation = generation;
+    p.record.receivedSeqAtTakeover = null;
+    const clean = reply.clean && p.bitmap.setBitCount === 0;
+    await this.openJournalsFor(p.record);
+    if (group) {
+      // The peer starts an empty received journal: ship from its beginning.
+      this.startShipper(group, peer, this.primaryJournals.get(group)!.lastSeq);
+    }
+    if (clean) {
+      await this.applyOutcome(p, { kind: 'transition', to: 'duplex', note: '' }, 'swap',
+        `roles swapped: ${this.options.localNode} is now the primary; no data needed copying`);
+    } else {
+      await this.startResync(p, 'swap');
+      p.record.reason = `roles swapped: ${this.options.localNode} is now the primary; copying ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of regions that differ`;
+      await this.store.save(p.record);
+    }
+    this.notifyState(p);
+  }
+
+  /** At the old primary: quiesce, compute what differs, become the secondary. */
+  private async onSwapPrepare(req: SwapPrepare, link: PeerLink): Promise<Buffer> {
+    const p = this.pair(req.name);
+    if (p.record.role === 'secondary') {
+      if (p.record.generation === req.generation && p.record.peer.node === req.newPrimary) {
+        // A repeated request after a lost answer: the swap already happened here.
+        return swapPreparedCodec.encode({ bitmap: encodeBitmap(p.bitmap), clean: p.bitmap.setBitCount === 0 });
+      }
+      throw new TricopyError('conflict', `pair ${req.name} is a secondary on ${this.options.localNode} too; the roles are confused`,
+        'check pair status on both nodes');
+    }
+    invariant(link.peerNode === p.record.peer.node, 'swap requests come from the pair\'s peer');
+    const vr = this.volumeRuntime(p.record.volume);
+    vr.swapping = true;
+    try {
+      await vr.lock.idle();
+      const journal = p.record.group ? this.primaryJournals.get(p.record.group) : undefined;
+      if (p.record.state === 'duplex' && journal) {
+        // Planned swap: everything acknowledged must reach the new primary first.
+        const target = journal.lastSeq;
+        const deadline = Date.now() + drainTimeoutMs;
+        while (journal.appliedSeq < target) {
+          if (Date.now() > deadline) throw new TricopyError('unavailable', `the journal of group ${p.record.group} did not drain in time; retry the swap`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      const planned = p.record.state === 'duplex';
+      let changed = p.record.hostWritesRecorded;
+      if (journal && req.receivedSeqAtTakeover !== null) {
+        for (const e of journal.retainedEntries()) {
+          if (e.pair !== p.record.name || e.seq <= req.receivedSeqAtTakeover) continue;
+          p.bitmap.markBytes(e.offset, e.length);
+          if (e.op !== JournalOp.CopyRegion) changed = true;
+        }
+      }
+      if (!planned && changed && req.senderHasChanges && !req.discardReceiverChanges) {
+        throw new TricopyError('conflict',
+          `split brain: both ${this.options.localNode} and ${req.newPrimary} were written while pair ${req.name} was apart`,
+          `to make ${req.newPrimary} the primary and discard ${this.options.localNode}'s changes, run at ${req.newPrimary}: tricopy pair swap ${req.name} --discard ${this.options.localNode}`);
+      }
+      if (!planned && changed && req.discardReceiverChanges) {
+        this.events.emit('split-brain-resolved', p.record.name, `operator discarded the changes made on ${this.options.localNode}`);
+      }
+      await p.bitmap.sync();
+      const bitmap = encodeBitmap(p.bitmap);
+      const clean = planned && p.bitmap.setBitCount === 0;
+      // Become the secondary.
+      const group = p.record.group;
+      p.record.role = 'secondary';
+      p.record.generation = req.generation;
+      p.record.hostWritesRecorded = false;
+      p.record.secondaryWritable = false;
+      if (group && [...this.pairs.values()].every((x) => x.record.group !== group || x.record.role === 'secondary')) {
+        const s = this.shippers.get(group);
+        if (s) {
+          s.running = false;
+          s.wake?.();
+          this.shippers.delete(group);
+        }
+        await this.primaryJournals.get(group)?.close();
+        this.primaryJournals.delete(group);
+        await removeJournalDir(this.journalDir(group, 'primary'));
+      }
+      await this.openJournalsFor(p.record);
+      p.bitmap.clearAll();
+      await p.bitmap.sync();
+      await this.applyOutcome(p, { kind: 'transition', to: clean ? 'duplex' : 'duplex-pending', note: '' }, 'swap',
+        `roles swapped: ${req.newPrimary} is now the primary${clean ? '' : '; receiving the regions that differ'}`);
+      return swapPreparedCodec.encode({ bitmap, clean });
+    } finally {
+      vr.swapping = false;
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Peers: reconciliation on link up, failure on link down
+
+  private onPeerUp(node: string): void {
+    if (this.stopped) return;
+    const mine = [...this.pairs.values()].filter((p) => p.record.peer.node === node);
+    const message: PairsSync = { node: this.options.localNode, pairs: mine.map((p) => summary(p.record)), groups: this.groupPositionsFor(node) };
+    this.peers.request(node, MessageType.PairsSync, pairsSyncCodec.encode(message))
+      .then((reply) => this.reconcile(node, pairsSyncCodec.decode(reply)))
+      .catch((err: unknown) => this.log.warn({ peer: node, err: errorMessage(err) }, 'pair reconciliation failed'));
+  }
+
+  private groupPositionsFor(node: string): GroupPosition[] {
+    const out: GroupPosition[] = [];
+    for (const [group, journal] of this.receivedJournals) {
+      const member = [...this.pairs.values()].find((p) => p.record.group === group && p.record.role === 'secondary');
+      if (member && member.record.peer.node === node) out.push({ group, receivedSeq: journal.receivedSeq, appliedSeq: journal.appliedSeq });
+    }
+    return out;
+  }
+
+  private onPeerDown(node: string, reason: string): void {
+    if (this.stopped) return;
+    for (const p of this.pairs.values()) {
+      if (p.record.peer.node !== node) continue;
+      const r = p.record;
+      if (r.mode === 'sync' && (r.state === 'duplex' || r.state === 'initial-copying' || r.state === 'duplex-pending')) {
+        void this.command(r.name, () => this.failPair(p, `link to ${node} lost: ${reason}`)).catch(() => undefined);
+      }
+    }
+  }
+
+  private async reconcile(node: string, view: PairsSync): Promise<void> {
+    const theirs = new Map(view.pairs.map((s) => [s.name, s]));
+    for (const p of [...this.pairs.values()].filter((x) => x.record.peer.node === node)) {
+      await this.command(p.record.name, () => this.reconcilePair(p, theirs.get(p.record.name))).catch((err: unknown) =>
+        this.log.warn({ pair: p.record.name, err: errorMessage(err) }, 'reconciling pair failed'));
+    }
+    // Async groups: resume shipping from what the secondary holds.
+    const positions = new Map(view.groups.map((g) => [g.group, g]));
+    for (const [group] of this.primaryJournals) {
+      const member = [...this.pairs.values()].find((p) => p.record.group === group && p.record.role === 'primary');
+      if (!member || member.record.peer.node !== node) continue;
+      const pos = positions.get(group);
+      if (pos) this.startShipper(group, node, pos.receivedSeq);
+    }
+  }
+
+  private async reconcilePair(p: PairRuntime, q: PairSummary | undefined): Promise<void> {
+    const r = p.record;
+    if (!this.pairs.has(r.name)) return;
+    if (!q) {
+      if (r.role === 'secondary' && r.state !== 'secondary-writable') {
+        await this.removePair(p, `the primary ${r.peer.node} no longer has pair ${r.name}; this volume is independent again`);
+      } else if (r.role === 'primary' && r.state !== 'suspended') {
+        await this.failPair(p, `node ${r.peer.node} no longer knows pair ${r.name}; delete and recreate the pair`);
+      }
+      return;
+    }
+    if (r.role === 'primary' && q.role === 'primary') {
+      if (q.generation > r.generation) await this.peerTookOver(p, q);
+      else if (q.generation === r.generation) await this.failPair(p, `both ${this.options.localNode} and ${r.peer.node} claim to be the primary of ${r.name}`);
+      return;
+    }
+    if (r.role === 'primary' && q.role === 'secondary') {
+      if (q.state === 'secondary-writable' || q.generation > r.generation) {
+        await this.peerTookOver(p, q);
+        return;
+      }
+      if (r.state === 'suspended' && r.suspendCause === 'takeover-by-peer') return;
+      if (r.state === 'suspended' && (r.suspendCause === 'failure' || r.suspendCause === 'crash-recovery') && this.options.autoResync) {
+        if (q.hostWritesRecorded && r.hostWritesRecorded) {
+          this.events.emit('split-brain', r.name, `both sides were written while apart; resync needs the operator to name the side to discard`);
+          return;
+        }
+        const peerBitmap = bitmapReplyCodec.decode(await this.peers.request(r.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name: r.name })));
+        p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
+        await p.bitmap.sync();
+        await this.peers.request(r.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name: r.name }));
+        await this.startResync(p, 'automatic resync after the failure cleared');
+        return;
+      }
+      if (this.copyingState(p)) this.startCopy(p);
+      this.notifyState(p);
+      return;
+    }
+    if (r.role === 'secondary' && q.role === 'secondary') {
+      this.events.emit('pair-conflict', r.name, `both ${this.options.localNode} and ${r.peer.node} are secondaries: a swap did not finish; run pair swap again at the node that should be the primary`);
+    }
+    // I am the secondary and the peer the primary: the primary pushes its state to me.
+  }
+
+  private async peerTookOver(p: PairRuntime, q: PairSummary): Promise<void> {
+    if (p.record.state === 'suspended' && p.record.suspendCause === 'takeover-by-peer') return;
+    const outcome = decide(p.record.role, p.record.state, 'peer-took-over', p.record.mode);
+    if (outcome.kind !== 'transition') return;
+    // Writes that were in flight here cannot reach the new primary: they are this side's changes.
+    await this.applyOutcome(p, outcome, 'peer-took-over',
+      `${p.record.peer.node} took over (generation ${q.generation}); this volume no longer accepts writes — run pair swap at ${p.record.peer.node} to make this node its secondary`);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Requests from peers
+
+  private async handle(type: MessageType, payload: Buffer, link: PeerLink): Promise<Buffer | Buffer[] | void> {
+    const peer = link.peerNode!;
+    switch (type) {
+      case MessageType.Write:
+      case MessageType.Copy: {
+        const { header, data } = decodeDataHeader(payload);
+        const p = this.receivingPair(header.name, peer);
+        if (data.length !== header.length) throw new TricopyError('invalid-argument', 'write length disagrees with its data');
+        await this.volumes.volume(p.record.volume).write(header.offset, data, { fua: (header.flags & dataFlagFua) !== 0 });
+        return;
+      }
+      case MessageType.Zero: {
+        const { header } = decodeDataHeader(payload);
+        const p = this.receivingPair(header.name, peer);
+        await this.volumes.volume(p.record.volume).writeZeroes(header.offset, header.length, { fua: (header.flags & dataFlagFua) !== 0, noHole: false, fastOnly: false });
+        return;
+      }
+      case MessageType.Flush: {
+        const { header } = decodeDataHeader(payload);
+        const p = this.receivingPair(header.name, peer);
+        await this.volumes.volume(p.record.volume).flush();
+        return;
+      }
+      case MessageType.JournalBatch:
+        return this.onJournalBatch(payload, peer);
+      case MessageType.GroupProgress: {
+        const pos = groupPositionCodec.decode(payload);
+        const journal = this.primaryJournals.get(pos.group);
+        if (journal) {
+          await journal.acknowledge(Math.min(pos.receivedSeq, journal.lastSeq), Math.min(pos.appliedSeq, journal.lastSeq));
+          await this.afterGroupProgress(pos.group);
+        }
+        return;
+      }
+      case MessageType.PairsSync: {
+        const view = pairsSyncCodec.decode(payload);
+        // Reconcile in the background; answer with this side's view right away.
+        setImmediate(() => void this.reconcile(peer, view));
+        const mine = [...this.pairs.values()].filter((p) => p.record.peer.node === peer);
+        return pairsSyncCodec.encode({ node: this.options.localNode, pairs: mine.map((p) => summary(p.record)), groups: this.groupPositionsFor(peer) });
+      }
+      case MessageType.PairCreate:
+        return this.onPairCreate(pairCreateCodec.decode(payload), peer);
+      case MessageType.PairUpdate:
+        return this.onPairUpdate(pairUpdateCodec.decode(payload), peer);
+      case MessageType.PairDelete: {
+        const { name } = pairNameCodec.decode(payload);
+        const p = this.pairs.get(name);
+        if (p && p.record.peer.node === peer) await this.command(name, () => this.removePair(p, `deleted by ${peer}`));
+        return;
+      }
+      case MessageType.PairBitmap: {
+        const { name } = pairNameCodec.decode(payload);
+        const p = this.pairOfPeer(name, peer);
+        const reply: BitmapReply = { bitmap: encodeBitmap(p.bitmap), hostWritesRecorded: p.record.hostWritesRecorded };
+        return bitmapReplyCodec.encode(reply);
+      }
+      case MessageType.PairBitmapClear: {
+        const { name } = pairNameCodec.decode(payload);
+        const p = this.pairOfPeer(name, peer);
+        p.bitmap.clearAll();
+        p.record.hostWritesRecorded = false;
+        await p.bitmap.sync();
+        await this.store.save(p.record);
+        return;
+      }
+      case MessageType.SwapPrepare:
+        return this.command(swapPrepareCodec.decode(payload).name, () => this.onSwapPrepare(swapPrepareCodec.decode(payload), link));
+      default:
+        throw new TricopyError('invalid-argument', `unknown message type ${type}`);
+    }
+  }
+
+  /** The pair a write from `peer` is for; only an active secondary accepts replication writes. */
+  private receivingPair(name: string, peer: string): PairRuntime {
+    const p = this.pairOfPeer(name, peer);
+    const s = p.record.state;
+    if (p.record.role !== 'secondary' || !(s === 'duplex' || s === 'initial-copying' || s === 'duplex-pending' || s === 'suspended' && p.record.suspendCause === 'failure')) {
+      throw new TricopyError('conflict', `pair ${name} on ${this.options.localNode} is ${p.record.role} in state ${s}: it does not accept replication writes`);
+    }
+    if (s === 'suspended') {
+      // The primary is forwarding again (it resumed before telling us): follow it.
+      void this.command(name, () => this.applyOutcome(p, { kind: 'transition', to: 'duplex-pending', note: 'primary resumed forwarding' }, 'resync'));
+    }
+    return p;
+  }
+
+  private pairOfPeer(name: string, peer: string): PairRuntime {
+    const p = this.pairs.get(name);
+    if (!p) throw new TricopyError('not-found', `pair ${name} does not exist on ${this.options.localNode}`);
+    if (p.record.peer.node !== peer) throw new TricopyError('forbidden', `pair ${name} is not shared with ${peer}`);
+    return p;
+  }
+
+  private async onPairCreate(req: PairCreateRequest, peer: string): Promise<Buffer> {
+    if (req.primary.node !== peer) throw new TricopyError('forbidden', 'a pair is created by its primary node');
+    if (this.pairs.has(req.name)) throw new TricopyError('already-exists', `pair ${req.name} already exists on ${this.options.localNode}`);
+    if (req.group !== null) {
+      const other = [...this.pairs.values()].find((p) => p.record.group === req.group);
+      if (other && (other.record.role !== 'secondary' || other.record.peer.node !== peer)) {
+        throw new TricopyError('conflict', `group ${req.group} exists on ${this.options.localNode} with another direction`);
+      }
+    }
+    if (!this.volumes.has(req.volume)) {
+      if (!req.createVolume) throw new TricopyError('not-found', `volume ${req.volume} does not exist on ${this.options.localNode}`);
+      await this.volumes.create({ name: req.volume, sizeBytes: req.sizeBytes, description: `secondary of pair ${req.name} (primary ${peer})` });
+      this.events.emit('volume-created', req.volume, `created as the secondary of pair ${req.name} from ${peer}`, { sizeBytes: req.sizeBytes });
+    }
+    const meta = this.volumes.get(req.volume);
+    if (meta.sizeBytes < req.sizeBytes) {
+      throw new TricopyError('invalid-argument', `volume ${req.volume} on ${this.options.localNode} is ${formatBytes(meta.sizeBytes)}, smaller than the primary's ${formatBytes(req.sizeBytes)}`,
+        'grow it first: tricopy volume resize');
+    }
+    const clash = this.pairsOfVolume(req.volume)[0];
+    if (clash) throw new TricopyError('conflict', `volume ${req.volume} on ${this.options.localNode} is already in pair ${clash.record.name}`);
+    if (this.clientsOf?.(req.volume)) {
+      throw new TricopyError('busy', `volume ${req.volume} on ${this.options.localNode} has attached clients; a secondary must not be in use`,
+        'detach them first');
+    }
+    const now = new Date().toISOString();
+    const record: PairRecord = {
+      name: req.name, role: 'secondary', volume: req.volume, peerVolume: req.peerVolume, peer: req.primary, mode: req.mode,
+      fence: req.fence, group: req.group, state: req.noCopy ? 'duplex' : 'initial-copying', suspendCause: null,
+      reason: `created by ${peer}`, secondaryWritable: false, generation: req.generation, createdAt: now, updatedAt: now, copy: null,
+      hostWritesRecorded: false, receivedSeqAtTakeover: null,
+    };
+    const bitmap = await this.store.bitmap(record.name, meta.sizeBytes);
+    await this.store.save(record);
+    const p = this.runtime(record, bitmap);
+    this.pairs.set(record.name, p);
+    await this.openJournalsFor(record);
+    this.peers.want(record.peer);
+    this.events.emit('pair-created', record.name, record.reason, { role: 'secondary', volume: record.volume, peer, mode: record.mode });
+    // The primary copies what holds data on either side: report what holds data here.
+    return bitmapReplyCodec.encode({ bitmap: encodeBitmap(this.volumes.volume(req.volume).allocation), hostWritesRecorded: false });
+  }
+
+  private async onPairUpdate(u: PairUpdate, peer: string): Promise<void> {
+    const p = this.pairOfPeer(u.name, peer);
+    await this.command(u.name, async () => {
+      const r = p.record;
+      if (r.role !== 'secondary' || u.generation < r.generation) return; // stale news
+      if (r.state === 'secondary-writable' && u.generation <= r.generation) return; // I took over: the old primary is stale
+      const changed = r.state !== u.state || r.suspendCause !== u.suspendCause || r.secondaryWritable !== u.secondaryWritable;
+      r.generation = u.generation;
+      r.copy = u.copyTotal > 0 ? { totalChunks: u.copyTotal, doneChunks: u.copyDone } : null;
+      if (!changed) return;
+      r.secondaryWritable = u.secondaryWritable;
+      await this.applyOutcome(p, { kind: 'transition', to: u.state, cause: u.suspendCause, note: '' }, 'split', `primary ${peer}: ${u.reason}`);
+      r.secondaryWritable = u.secondaryWritable;
+      await this.store.save(r);
+    });
+  }
+
+  private async onJournalBatch(payload: Buffer, peer: string): Promise<Buffer> {
+    const { header, data } = decodeDataHeader(payload);
+    const group = header.name;
+    const journal = this.receivedJournals.get(group);
+    const member = [...this.pairs.values()].find((p) => p.record.group === group);
+    if (!journal || !member || member.record.role !== 'secondary' || member.record.peer.node !== peer) {
+      throw new TricopyError('conflict', `group ${group} on ${this.options.localNode} does not receive from ${peer}`);
+    }
+    if (member.record.state === 'secondary-writable') {
+      throw new TricopyError('conflict', `group ${group} on ${this.options.localNode} took over; it accepts no more journal entries`);
+    }
+    const entries = decodeEntries(data);
+    if (entries.length !== header.length) throw new TricopyError('invalid-argument', 'journal batch count disagrees with its entries');
+    await journal.receive(entries);
+    return journalAckCodec.encode({ receivedSeq: journal.receivedSeq, appliedSeq: journal.appliedSeq });
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Helpers
+
+  /** Set by the node so a new secondary can refuse a volume in use. */
+  clientsOf: ((volume: string) => number) | undefined;
+
+  private runtime(record: PairRecord, bitmap: PersistentBitmap): PairRuntime {
+    return { record, bitmap, copying: false, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
+  }
+
+  private pair(name: string): PairRuntime {
+    const p = this.pairs.get(name);
+    if (!p) throw new TricopyError('not-found', `pair ${name} does not exist on this node`, 'list pairs with: tricopy pair status');
+    return p;
+  }
+
+  private pairsOfVolume(volume: string): PairRuntime[] {
+    const out: PairRuntime[] = [];
+    for (const p of this.pairs.values()) if (p.record.volume === volume) out.push(p);
+    return out;
+  }
+
+  private volumeRuntime(volume: string): VolumeRuntime {
+    let vr = this.volumeRuntimes.get(volume);
+    if (!vr) {
+      vr = { lock: new RangeLock(), activity: undefined, swapping: false };
+      this.volumeRuntimes.set(volume, vr);
+    }
+    return vr;
+  }
+
+  /** Opens (or closes) the activity log of a volume as sync primary pairs come and go. */
+  private async syncActivityLogUse(volume: string): Promise<void> {
+    const vr = this.volumeRuntime(volume);
+    const needs = this.pairsOfVolume(volume).some((p) => p.record.role === 'primary' && p.record.mode === 'sync');
+    if (needs && !vr.activity) {
+      vr.activity = await ActivityLog.open(path.join(this.dataDir, 'pairs', `${volume}.activity`), this.volumes.get(volume).sizeBytes);
+    }
+  }
+
+  private journalDir(group: string, side: 'primary' | 'secondary'): string {
+    return path.join(this.dataDir, 'groups', group, side);
+  }
+
+  private async openJournalsFor(record: PairRecord): Promise<void> {
+    await this.syncActivityLogUse(record.volume);
+    if (!record.group) return;
+    if (record.role === 'primary' && !this.primaryJournals.has(record.group)) {
+      this.primaryJournals.set(record.group, await PrimaryJournal.open(this.journalDir(record.group, 'primary'), record.group,
+        this.options.journalCapacityBytes, this.log.child({ group: record.group })));
+    }
+    if (record.role === 'secondary' && !this.receivedJournals.has(record.group)) {
+      const journal = await ReceivedJournal.open(this.journalDir(record.group, 'secondary'), record.group, this.log.child({ group: record.group }));
+      this.receivedJournals.set(record.group, journal);
+      if (this.replPortValue !== 0) this.startApplier(journal);
+    }
+  }
+
+  private startApplier(journal: ReceivedJournal): void {
+    const group = journal.group;
+    journal.start(async (entry) => {
+      const p = this.pairs.get(entry.pair);
+      if (!p || p.record.role !== 'secondary' || p.record.group !== group) {
+        this.log.debug({ group, pair: entry.pair, seq: entry.seq }, 'journal entry for a pair this node does not hold; skipped');
+        return;
+      }
+      const volume = this.volumes.volume(p.record.volume);
+      if (entry.op === JournalOp.Write || entry.op === JournalOp.CopyData) await volume.write(entry.offset, entry.data!, { fua: false });
+      else if (entry.op === JournalOp.Zero) await volume.writeZeroes(entry.offset, entry.length, { fua: false, noHole: false, fastOnly: false });
+      this.scheduleProgressReport(group);
+    }, async () => {
+      const volumes = [...this.pairs.values()].filter((p) => p.record.group === group).map((p) => this.volumes.volume(p.record.volume));
+      await Promise.all(volumes.map((v) => v.flush()));
+    });
+  }
+
+  /** Secondary → primary: apply progress, so lag is current even when no batch is in flight. */
+  private scheduleProgressReport(group: string): void {
+    if (this.progressTimers.has(group)) return;
+    const timer = setTimeout(() => {
+      this.progressTimers.delete(group);
+      const journal = this.receivedJournals.get(group);
+      const member = [...this.pairs.values()].find((p) => p.record.group === group && p.record.role === 'secondary');
+      if (!journal || !member || !this.peers.isUp(member.record.peer.node)) return;
+      this.peers.link(member.record.peer.node).send(MessageType.GroupProgress,
+        groupPositionCodec.encode({ group, receivedSeq: journal.receivedSeq, appliedSeq: journal.appliedSeq }));
+    }, 100);
+    timer.unref();
+    this.progressTimers.set(group, timer);
+  }
+
+  private async removePair(p: PairRuntime, reason: string): Promise<void> {
+    const r = p.record;
+    this.pairs.delete(r.name);
+    await p.bitmap.close();
+    await this.store.remove(r.name);
+    const group = r.group;
+    if (group && ![...this.pairs.values()].some((x) => x.record.group === group)) {
+      const s = this.shippers.get(group);
+      if (s) {
+        s.running = false;
+        s.wake?.();
+        this.shippers.delete(group);
+      }
+      await this.primaryJournals.get(group)?.close();
+      this.primaryJournals.delete(group);
+      await this.receivedJournals.get(group)?.close();
+      this.receivedJournals.delete(group);
+      await removeJournalDir(path.join(this.dataDir, 'groups', group));
+    }
+    if (![...this.pairs.values()].some((x) => x.record.peer.node === r.peer.node)) this.peers.release(r.peer.node);
+    this.events.emit('pair-deleted', r.name, reason, { role: r.role, volume: r.volume });
+    this.events.emit('pair-state', r.name, reason, { event: 'delete', role: r.role, from: r.state, to: 'simplex', code: 'SMPL' });
+    for (const w of [...p.stateWaiters]) w();
+  }
+
+  private command<T>(name: string, op: (p: PairRuntime) => Promise<T>): Promise<T> {
+    const p = this.pair(name);
+    const result = p.commandChain.then(() => op(p), () => op(p));
+    p.commandChain = result.catch(() => undefined);
+    return result;
+  }
+
+  private async commandAll<T>(names: string[], op: () => Promise<T>): Promise<T> {
+    const [first, ...rest] = names;
+    if (first === undefined) return op();
+    return this.command(first, () => (rest.length > 0 ? this.commandAll(rest, op) : op()));
+  }
+
+  private outcomeResult(p: PairRuntime, outcome: ReturnType<typeof decide>): PairStatus {
+    if (outcome.kind === 'refuse') throw new TricopyError('conflict', `pair ${p.record.name}: ${outcome.message}`);
+    return this.status(p);
+  }
+
+  private status(p: PairRuntime): PairStatus {
+    const r = p.record;
+    const journal = r.group && r.role === 'primary' ? this.primaryJournals.get(r.group) : undefined;
+    const received = r.group && r.role === 'secondary' ? this.receivedJournals.get(r.group) : undefined;
+    const copy = r.copy;
+    return {
+      name: r.name, role: r.role, code: shortCode(r), state: r.state, volume: r.volume,
+      peer: { node: r.peer.node, volume: r.peerVolume, host: r.peer.host, replPort: r.peer.replPort, connected: this.peers.isUp(r.peer.node) },
+      mode: r.mode, fence: r.fence, group: r.group, suspendCause: r.suspendCause, reason: r.reason, generation: r.generation,
+      progressPercent: (r.state === 'initial-copying' || r.state === 'duplex-pending') && copy
+        ? (copy.totalChunks === 0 ? 100 : Math.floor((copy.doneChunks / copy.totalChunks) * 100)) : null,
+      differentialBytes: p.bitmap.setBitCount * diffChunkBytes,
+      hostWritesRecorded: r.hostWritesRecorded,
+      secondaryWritable: r.secondaryWritable,
+      journal: journal ? { usedBytes: journal.usedBytes, capacityBytes: journal.capacityBytes } : null,
+      lag: journal ? journal.lag() : received ? { entries: received.backlog, bytes: 0, seconds: 0 } : null,
+      createdAt: r.createdAt, updatedAt: r.updatedAt,
+    };
+  }
+
+  private simplexStatus(name: string): PairStatus {
+    return {
+      name, role: 'primary', code: 'SMPL', state: 'simplex', volume: '', peer: { node: '', volume: '', host: '', replPort: 0, connected: false },
+      mode: 'sync', fence: 'never', group: null, suspendCause: null, reason: 'no such pair', generation: 0, progressPercent: null,
+      differentialBytes: 0, hostWritesRecorded: false, secondaryWritable: false, journal: null, lag: null, createdAt: '', updatedAt: '',
+    };
+  }
+}
+
+function summary(r: PairRecord): PairSummary {
+  return {
+    name: r.name, role: r.role, state: r.state, suspendCause: r.suspendCause, generation: r.generation, mode: r.mode,
+    group: r.group, volume: r.volume, peerVolume: r.peerVolume, hostWritesRecorded: r.hostWritesRecorded,
+  };
+}
+
+function encodeBitmap(b: PersistentBitmap): string {
+  return Buffer.from(b.snapshot()).toString('base64');
+}
+
+function decodeBitmap(text: string, like: PersistentBitmap): Uint8Array {
+  const bytes = Buffer.from(text, 'base64');
+  const expected = like.snapshot().length;
+  if (bytes.length !== expected) {
+    throw new TricopyError('conflict', `the peer's differential record has ${bytes.length} bytes, this one ${expected}: the volumes differ in size`);
+  }
+  return new Uint8Array(bytes);
+}
+
+export { allocationChunkBytes, secondaryIsConsistent };
