@@ -69,6 +69,7 @@ export class NbdConnection {
 
   // Transmission phase.
   private attached: NbdExport | undefined;
+  private attachedReadOnly = false;
   private pendingHeader: codec.RequestHeader | undefined;
   private readonly headerScratch = Buffer.alloc(c.REQUEST_HEADER_BYTES);
   private headerFill = 0;
@@ -452,6 +453,7 @@ export class NbdConnection {
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
     this.attached = exp;
+    this.attachedReadOnly = exp.device.readOnly;
     if (this.negotiation.metaContextExport !== exp.name) this.negotiation.metaContextExport = undefined;
     this.ctx.observer.clientAttached(exp.name, this.client);
     this.ctx.log.debug({ client: this.client, export: exp.name }, 'nbd client attached');
@@ -669,7 +671,8 @@ export class NbdConnection {
     if ((h.flags & c.CMD_FLAG_DF) !== 0 && !this.negotiation.structuredReplies) return c.NBD_EINVAL;
     if (h.type === c.CMD_FLUSH) return h.offset === 0 && h.length === 0 ? 0 : c.NBD_EINVAL;
     const writes = h.type === c.CMD_WRITE || h.type === c.CMD_WRITE_ZEROES || h.type === c.CMD_TRIM;
-    if (writes && device.readOnly) return c.NBD_EPERM;
+    // As advertised at attach time; a device that refuses writes later says why itself.
+    if (writes && this.attachedReadOnly) return c.NBD_EPERM;
     if (h.offset + h.length > device.sizeBytes) {
       return h.type === c.CMD_WRITE || h.type === c.CMD_WRITE_ZEROES ? c.NBD_ENOSPC : c.NBD_EINVAL;
     }

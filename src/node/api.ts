@@ -23,6 +23,7 @@ interface CreatePairBody {
   fence?: 'data' | 'never';
   group?: string;
   noCopy?: boolean;
+  returnAddress?: { host: string; replPort: number };
 }
 export const sseHeartbeatIntervalMs = 15_000;
 
@@ -187,6 +188,10 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
           fence: { type: 'string', enum: ['data', 'never'] },
           group: { type: 'string', minLength: 1, maxLength: 63 },
           noCopy: { type: 'boolean' },
+          returnAddress: {
+            type: 'object', required: ['host', 'replPort'], additionalProperties: false,
+            properties: { host: { type: 'string', minLength: 1, maxLength: 255 }, replPort: { type: 'integer', minimum: 1, maximum: 65535 } },
+          },
         },
       },
     },
@@ -194,7 +199,7 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     const b = request.body;
     const status = await node.replication.createPair({
       name: b.name, volume: b.volume, peer: b.peer, peerVolume: b.peerVolume, mode: b.mode,
-      fence: b.fence ?? (b.mode === 'sync' ? 'data' : 'never'), group: b.group, noCopy: b.noCopy,
+      fence: b.fence ?? (b.mode === 'sync' ? 'data' : 'never'), group: b.group, noCopy: b.noCopy, returnAddress: b.returnAddress,
     });
     reply.code(201);
     return status;

@@ -2,6 +2,12 @@
 // the per-request cost is a few additions.
 import * as client from 'prom-client';
 import type { NbdClientInfo, NbdCommandName, NbdObserver } from '../nbd/types';
+import type { GroupStatus, PairStatus } from '../replication/service';
+
+export interface ReplicationSource {
+  pairs(): PairStatus[];
+  groups(): GroupStatus[];
+}
 
 interface OpChildren {
   ok: client.Counter.Internal;
@@ -19,10 +25,12 @@ export class NodeMetrics implements NbdObserver {
   private readonly protocolErrors: client.Counter;
   /** Per volume, per operation: resolved once so a request costs no label hashing. */
   private readonly children = new Map<string, Map<NbdCommandName, OpChildren>>();
+  /** Set once the replication service exists. */
+  replication: ReplicationSource | undefined;
 
   constructor(nodeName: string, volumeSizes: () => Array<{ name: string; sizeBytes: number; allocatedBytes: number }>) {
     this.registry.setDefaultLabels({ node: nodeName });
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'tricopy_process_' });
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'tricopy_' });
     this.requests = new client.Counter({
       name: 'tricopy_nbd_requests_total', help: 'NBD requests completed, by volume, operation and result',
       labelNames: ['volume', 'op', 'result'], registers: [this.registry],
@@ -47,6 +55,51 @@ export class NodeMetrics implements NbdObserver {
       collect() {
         this.reset();
         for (const v of volumeSizes()) this.set({ volume: v.name }, v.sizeBytes);
+      },
+    });
+    const replication = (): ReplicationSource | undefined => this.replication;
+    const groupGauge = (name: string, help: string, pick: (g: GroupStatus) => number | undefined): void => {
+      new client.Gauge({
+        name, help, labelNames: ['group', 'role'], registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const g of replication()?.groups() ?? []) {
+            const v = pick(g);
+            if (v !== undefined) this.set({ group: g.group, role: g.role }, v);
+          }
+        },
+      });
+    };
+    groupGauge('tricopy_group_lag_seconds', 'Age of the oldest write not yet applied at the secondary', (g) => g.lag.seconds);
+    groupGauge('tricopy_group_lag_bytes', 'Bytes written at the primary not yet applied at the secondary', (g) => g.lag.bytes);
+    groupGauge('tricopy_group_lag_entries', 'Journal entries not yet applied at the secondary', (g) => g.lag.entries);
+    groupGauge('tricopy_group_journal_used_bytes', 'Bytes of the group journal in use', (g) => g.journal?.usedBytes);
+    groupGauge('tricopy_group_journal_capacity_bytes', 'Capacity of the group journal', (g) => g.journal?.capacityBytes);
+    groupGauge('tricopy_group_applied_seq', 'Last journal entry applied at the secondary', (g) => g.appliedSeq);
+    new client.Gauge({
+      name: 'tricopy_pair_state', help: 'Pairs of this node: 1 for the current state and code', labelNames: ['pair', 'role', 'state', 'code'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const p of replication()?.pairs() ?? []) this.set({ pair: p.name, role: p.role, state: p.state, code: p.code }, 1);
+      },
+    });
+    new client.Gauge({
+      name: 'tricopy_pair_differential_bytes', help: 'Bytes recorded as changed, to be copied by the next resync', labelNames: ['pair'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const p of replication()?.pairs() ?? []) this.set({ pair: p.name }, p.differentialBytes);
+      },
+    });
+    new client.Gauge({
+      name: 'tricopy_peer_connected', help: '1 while the replication link to a peer node is up', labelNames: ['peer'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const peers = new Map<string, boolean>();
+        for (const p of replication()?.pairs() ?? []) peers.set(p.peer.node, p.peer.connected);
+        for (const [peer, up] of peers) this.set({ peer }, up ? 1 : 0);
       },
     });
     new client.Gauge({

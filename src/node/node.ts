@@ -117,6 +117,8 @@ export class StorageNode {
         autoResync: config.autoResync,
       }, store, config.dataDir, node.events, log.child({ component: 'replication' }));
       node.replication.clientsOf = (volume) => node.nbd.clientsOf(volume).length;
+      const replication = node.replication;
+      node.metrics.replication = { pairs: () => replication.list(), groups: () => replication.groups().map((g) => replication.groupStatus(g)) };
       node.portsValue.replPort = await node.replication.start(config.host, config.replPort);
       node.portsValue.nbdPort = await node.nbd.listen();
       node.api = await buildApi(node, { token: apiToken, log: log.child({ component: 'api' }) });

@@ -30,6 +30,8 @@ export interface LagReport {
 interface PrimaryProgress {
   ackedSeq: number;
   appliedSeq: number;
+  /** Entries up to here were abandoned (the group fell back to bitmaps); the stream restarts after it. */
+  resetSeq: number;
 }
 
 /** Raised to the caller of append when the journal is full and the policy says suspend. */
@@ -73,7 +75,7 @@ export class PrimaryJournal {
   static async open(dir: string, group: string, capacityBytes: number, log: Logger): Promise<PrimaryJournal> {
     const { store, entries } = await JournalStore.open(dir, log);
     const saved = (await readJsonIfExists(path.join(dir, 'progress.json'))) as Partial<PrimaryProgress> | undefined;
-    const progress = { ackedSeq: Number(saved?.ackedSeq ?? 0), appliedSeq: Number(saved?.appliedSeq ?? 0) };
+    const progress = { ackedSeq: Number(saved?.ackedSeq ?? 0), appliedSeq: Number(saved?.appliedSeq ?? 0), resetSeq: Number(saved?.resetSeq ?? 0) };
     // Entries the secondary acknowledged may still sit in an undeleted segment: they are done.
     return new PrimaryJournal(group, dir, store, entries, progress, capacityBytes, log);
   }
@@ -88,6 +90,11 @@ export class PrimaryJournal {
 
   get appliedSeq(): number {
     return this.progress.appliedSeq;
+  }
+
+  /** The stream of entries the secondary must follow starts after this number. */
+  get resetSeq(): number {
+    return this.progress.resetSeq;
   }
 
   get usedBytes(): number {
@@ -148,9 +155,11 @@ export class PrimaryJournal {
     let i = lowerBound(this.retained, afterSeq + 1);
     for (; i < this.retained.length && out.length < maxEntries; i++) {
       const e = this.retained[i]!;
-      if (out.length > 0 && bytes + e.bytes > maxBytes) break;
+      // Copy markers are small here but carry their region's data on the wire.
+      const wireBytes = e.bytes + (e.op === JournalOp.CopyRegion ? e.length : 0);
+      if (out.length > 0 && bytes + wireBytes > maxBytes) break;
       out.push(e);
-      bytes += e.bytes;
+      bytes += wireBytes;
     }
     return out;
   }
@@ -222,7 +231,7 @@ export class PrimaryJournal {
     this.cachedBytes = 0;
     this.unapplied = [];
     this.unappliedBytes = 0;
-    this.progress = { ackedSeq: this.lastSeqValue, appliedSeq: this.lastSeqValue };
+    this.progress = { ackedSeq: this.lastSeqValue, appliedSeq: this.lastSeqValue, resetSeq: this.lastSeqValue };
     await this.store.reset(this.lastSeqValue + 1);
     await this.persistNow();
     for (const w of this.spaceWaiters.splice(0)) w();
@@ -331,7 +340,13 @@ export class ReceivedJournal {
    * Stores a batch from the primary. Entries at or below what was already received are duplicates
    * (a resend after a lost answer) and are skipped; a gap is refused so the primary resends.
    */
-  async receive(entries: JournalEntry[]): Promise<void> {
+  async receive(entries: JournalEntry[], streamStart = 0): Promise<void> {
+    if (streamStart > this.receivedSeqValue) {
+      // The primary abandoned entries up to streamStart (it fell back to bitmaps and will resync
+      // their regions): what is pending here is superseded too.
+      this.log.warn({ group: this.group, from: this.receivedSeqValue, to: streamStart }, 'primary restarted the journal stream');
+      await this.resetTo(streamStart);
+    }
     const fresh = entries.filter((e) => e.seq > this.receivedSeqValue);
     if (fresh.length === 0) return;
     if (fresh[0]!.seq !== this.receivedSeqValue + 1) {
@@ -360,7 +375,12 @@ export class ReceivedJournal {
     if (this.durableAppliedSeq >= seq) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.drainWaiters.push({ seq, resolve, reject });
-      this.kick();
+      if (this.appliedSeqValue >= seq && !this.applying) {
+        // Everything is applied; only the position is not recorded yet.
+        this.makeAppliedDurable().catch((err: unknown) => {
+          for (const w of this.drainWaiters.splice(0)) w.reject(err as Error);
+        });
+      } else this.kick();
     });
   }
 

@@ -5,9 +5,9 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
 import { ByteQueue } from '../common/byte-queue';
-import { TricopyError, errorMessage } from '../common/errors';
+import { TricopyError, errorMessage, invariant } from '../common/errors';
 import type { Logger } from '../common/log';
-import { FrameKind, type FrameHeader, decodeFrameHeader, encodeFrameHeader, frameChecksumValid, frameHeaderBytes } from './frame';
+import { FrameKind, type FrameHeader, decodeFrameHeader, encodeFrameHeader, frameChecksumValid, frameHeaderBytes, maxFramePayloadBytes } from './frame';
 import {
   MessageType, authCodec, decodeErrorPayload, encodeErrorPayload, helloCodec, helloReplyCodec, responseError, responseOk,
 } from './messages';
@@ -93,6 +93,8 @@ export class PeerLink extends EventEmitter {
     if (!this.isReady) {
       return Promise.reject(new TricopyError('unavailable', `link to ${this.peerNode ?? this.remote} is not connected`));
     }
+    const bytes = Array.isArray(payload) ? payload.reduce((n, b) => n + b.length, 0) : payload.length;
+    invariant(bytes <= maxFramePayloadBytes, `a ${MessageType[type]} of ${bytes} bytes exceeds the ${maxFramePayloadBytes}-byte frame limit`);
     const requestId = this.nextRequestId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -119,7 +119,11 @@ export class PeerManager extends EventEmitter {
   }
 
   request(node: string, type: MessageType, payload: Buffer | Buffer[], timeoutMs?: number): Promise<Buffer> {
-    return this.link(node).request(type, payload, timeoutMs);
+    try {
+      return this.link(node).request(type, payload, timeoutMs);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Drops the link to a peer (tests, and a peer that turned out to be stale). */
@@ -186,8 +190,10 @@ export class PeerManager extends EventEmitter {
       const node = link.peerNode!;
       const current = this.links.get(node);
       if (current?.isReady) {
-        // Both sides dialed: keep the link dialed by the node whose name sorts first.
-        const keepNew = (link.side === 'dialer' ? this.localNode : node) < (current.side === 'dialer' ? this.localNode : node);
+        // Both sides dialed: keep the link dialed by the node whose name sorts first. Two links from
+        // the same dialer mean the older one is dead but not yet detected: keep the new one.
+        const keepNew = link.side === current.side ||
+          (link.side === 'dialer' ? this.localNode : node) < (current.side === 'dialer' ? this.localNode : node);
         const loser = keepNew ? current : link;
         if (!keepNew) {
           link.close('duplicate link');

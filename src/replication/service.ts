@@ -62,6 +62,8 @@ const maxBatchEntries = 4096;
 const maxBatchesInFlight = 2;
 const drainTimeoutMs = 120_000;
 const connectTimeoutMs = 10_000;
+/** Delay before a pair suspended by a failure tries to resync while its peer is reachable. */
+const autoResyncDelayMs = 2000;
 
 export interface CreatePairInput {
   name: string;
@@ -72,6 +74,8 @@ export interface CreatePairInput {
   fence: FenceLevel;
   group?: string | undefined;
   noCopy?: boolean | undefined;
+  /** How the peer reaches this node, when not at its advertised address (NAT, a relay, a test proxy). */
+  returnAddress?: { host: string; replPort: number } | undefined;
 }
 
 export interface PairStatus {
@@ -152,6 +156,7 @@ export class ReplicationService implements ReplicationDataPath {
   private readonly shippers = new Map<string, Shipper>();
   private readonly groupFallbacks = new Map<string, Promise<void>>();
   private readonly progressTimers = new Map<string, NodeJS.Timeout>();
+  private readonly autoResyncTimers = new Map<string, NodeJS.Timeout>();
   private replPortValue = 0;
   private stopped = false;
 
@@ -196,6 +201,7 @@ export class ReplicationService implements ReplicationDataPath {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.progressTimers.values()) clearTimeout(t);
+    for (const t of this.autoResyncTimers.values()) clearTimeout(t);
     for (const s of this.shippers.values()) {
       s.running = false;
       s.wake?.();
@@ -360,7 +366,8 @@ export class ReplicationService implements ReplicationDataPath {
     };
     const request: PairCreateRequest = {
       name: record.name, volume: record.peerVolume, peerVolume: record.volume,
-      primary: { node: this.options.localNode, host: this.options.advertiseHost, replPort: this.replPortValue },
+      primary: { node: this.options.localNode, host: input.returnAddress?.host ?? this.options.advertiseHost,
+        replPort: input.returnAddress?.replPort ?? this.replPortValue },
       mode: record.mode, fence: record.fence, group, sizeBytes: meta.sizeBytes, generation: record.generation,
       noCopy: input.noCopy === true, createVolume: true,
     };
@@ -538,7 +545,7 @@ export class ReplicationService implements ReplicationDataPath {
     await this.replicatedOp(volume, offset, payload.length, options.fua, {
       local: () => volume.write(offset, payload, options),
       entry: (pair) => ({ op: JournalOp.Write, pair, offset, length: payload.length, data: payload }),
-      remote: (link, pair) => link.request(MessageType.Write,
+      remote: (peer, pair) => this.peers.request(peer, MessageType.Write,
         [encodeDataHeader({ name: pair, offset, length: payload.length, flags: options.fua ? dataFlagFua : 0 }), payload],
         this.options.syncWriteTimeoutMs),
     });
@@ -555,7 +562,7 @@ export class ReplicationService implements ReplicationDataPath {
     await this.replicatedOp(volume, offset, length, options.fua, {
       local: () => volume.writeZeroes(offset, length, { ...options, fastOnly: false }),
       entry: (pair) => ({ op: JournalOp.Zero, pair, offset, length }),
-      remote: (link, pair) => link.request(MessageType.Zero,
+      remote: (peer, pair) => this.peers.request(peer, MessageType.Zero,
         encodeDataHeader({ name: pair, offset, length, flags: options.fua ? dataFlagFua : 0 }), this.options.syncWriteTimeoutMs),
     });
   }
@@ -588,7 +595,7 @@ export class ReplicationService implements ReplicationDataPath {
   private async replicatedOp(volume: Volume, offset: number, length: number, fua: boolean, op: {
     local: () => Promise<void>;
     entry: (pair: string) => Omit<JournalEntry, 'seq' | 'timeMs'>;
-    remote: (link: PeerLink, pair: string) => Promise<Buffer>;
+    remote: (peer: string, pair: string) => Promise<Buffer>;
   }): Promise<void> {
     const refusal = this.writeRefusal(volume.name);
     if (refusal) throw refusal;
@@ -601,6 +608,7 @@ export class ReplicationService implements ReplicationDataPath {
       throw recheck;
     }
     let activityMarked = false;
+    const seqs: Array<{ seq: number; journal: PrimaryJournal }> = [];
     try {
       const pairs = this.pairsOfVolume(volume.name);
       const forwarded = pairs.filter((p) => p.record.role === 'primary' && p.record.mode === 'sync' && this.forwards(p));
@@ -610,44 +618,47 @@ export class ReplicationService implements ReplicationDataPath {
         await vr.activity.begin(offset, length);
         activityMarked = true;
       }
-      for (const p of recorded) {
-        p.bitmap.markBytes(offset, length);
-        if (!p.record.hostWritesRecorded) {
-          p.record.hostWritesRecorded = true;
-          await this.store.save(p.record);
-        }
-      }
+      // Regions not sent anywhere now are recorded durably before the volume changes.
+      for (const p of recorded) p.bitmap.markBytes(offset, length);
       await Promise.all(recorded.map((p) => p.bitmap.persist()));
       // Async: the entry is in the journal before the volume changes, so a crash can never leave
       // the primary holding data its journal will not deliver.
-      const seqs: Array<{ p: PairRuntime; seq: number; journal: PrimaryJournal }> = [];
       for (const p of journaled) {
         const appended = await this.appendToJournal(p, op.entry(p.record.name));
-        if (appended) seqs.push({ p, ...appended });
+        if (appended) seqs.push(appended);
+        else recorded.push(p); // the group fell back to bitmaps meanwhile
       }
-      const remote = forwarded.map((p) => op.remote(this.peers.link(p.record.peer.node), p.record.name)
-        .then(() => undefined, (err: unknown) => err as Error)
-        .catch((err: unknown) => err as Error));
+      const remote = forwarded.map((p) => op.remote(p.record.peer.node, p.record.name)
+        .then(() => undefined, (err: unknown) => err as Error));
       const localResult = await op.local().then(() => undefined, (err: unknown) => err);
-      const remoteResults = await Promise.all(remote.map((r) => r.catch((err: unknown) => err as Error)));
+      const remoteResults = await Promise.all(remote);
       let fenced: BlockDeviceError | undefined;
       for (let i = 0; i < forwarded.length; i++) {
         const err = remoteResults[i];
         if (!err) continue;
         const p = forwarded[i]!;
         p.bitmap.markBytes(offset, length);
-        p.record.hostWritesRecorded = true;
         await p.bitmap.sync();
         await this.failPair(p, `write to the secondary failed: ${errorMessage(err)}`);
         if (p.record.fence === 'data') {
           fenced = new BlockDeviceError('EIO', `pair ${p.record.name} could not update its secondary on ${p.record.peer.node} (fence data): write refused`);
+        } else {
+          recorded.push(p);
         }
       }
-      for (const s of seqs) await s.journal.localDone(s.seq);
       if (localResult) throw localResult;
       if (fenced) throw fenced;
+      // The write is acknowledged: wherever it was only recorded, this side now has changes the
+      // other side lacks (what split-brain detection looks at).
+      for (const p of recorded) {
+        if (!p.record.hostWritesRecorded) {
+          p.record.hostWritesRecorded = true;
+          await this.store.save(p.record);
+        }
+      }
       if (fua) for (const s of seqs) await s.journal.sync();
     } finally {
+      for (const s of seqs) await s.journal.localDone(s.seq);
       if (activityMarked) vr.activity!.end(offset, length);
       release();
     }
@@ -665,7 +676,6 @@ export class ReplicationService implements ReplicationDataPath {
           (waitedSince !== undefined && Date.now() - waitedSince > this.options.journalStallTimeoutMs)) {
         await this.fallBackToBitmaps(group, new JournalFullError(group, journal.capacityBytes).message);
         p.bitmap.markBytes(entry.offset, entry.length);
-        p.record.hostWritesRecorded = true;
         await p.bitmap.persist();
         return undefined;
       }
@@ -728,6 +738,7 @@ export class ReplicationService implements ReplicationDataPath {
     for (const w of [...p.stateWaiters]) w();
     if (p.record.role === 'primary') this.notifyState(p);
     if (p.record.role === 'primary' && p.record.mode === 'sync') await this.syncActivityLogUse(p.record.volume);
+    this.scheduleAutoResync(p);
   }
 
   /** Primary → secondary: mirror my view of the pair (best effort; reconciled again on reconnect). */
@@ -923,12 +934,12 @@ export class ReplicationService implements ReplicationDataPath {
       old.wake?.();
     }
     const first = journal.firstRetainedSeq();
-    if (receivedSeq > journal.lastSeq || (first !== undefined && receivedSeq < first - 1)) {
+    if (receivedSeq > journal.lastSeq || (first !== undefined && receivedSeq >= journal.resetSeq && receivedSeq < first - 1)) {
       void this.journalMismatch(group, receivedSeq, journal);
       return;
     }
-    void journal.acknowledge(Math.max(receivedSeq, journal.ackedSeq), journal.appliedSeq);
-    const shipper: Shipper = { group, peer, sentSeq: Math.max(receivedSeq, journal.ackedSeq), inFlight: 0, running: true, wake: null,
+    if (receivedSeq >= journal.resetSeq) void journal.acknowledge(Math.max(receivedSeq, journal.ackedSeq), journal.appliedSeq);
+    const shipper: Shipper = { group, peer, sentSeq: Math.max(receivedSeq, journal.ackedSeq, journal.resetSeq), inFlight: 0, running: true, wake: null,
       generation: (old?.generation ?? 0) + 1 };
     this.shippers.set(group, shipper);
     void this.shipLoop(shipper, journal).catch((err: unknown) => {
@@ -964,14 +975,22 @@ export class ReplicationService implements ReplicationDataPath {
       const batch = await this.loadBatch(entries, journal);
       s.sentSeq = entries.at(-1)!.seq;
       s.inFlight++;
-      const payload = [encodeDataHeader({ name: s.group, offset: 0, length: entries.length, flags: 0 }), ...encodeEntries(batch)];
+      // The offset field carries where the stream starts, so the secondary can drop abandoned entries.
+      const payload = [encodeDataHeader({ name: s.group, offset: journal.resetSeq, length: entries.length, flags: 0 }), ...encodeEntries(batch)];
       this.peers.request(s.peer, MessageType.JournalBatch, payload).then(async (reply) => {
         const ack = journalAckCodec.decode(reply);
         await journal.acknowledge(ack.receivedSeq, ack.appliedSeq);
         await this.afterGroupProgress(s.group);
       }, (err: unknown) => {
-        if (s.running) this.log.debug({ group: s.group, err: errorMessage(err) }, 'journal batch not delivered');
+        if (!s.running) return;
+        this.log.debug({ group: s.group, err: errorMessage(err) }, 'journal batch not delivered');
         s.running = false;
+        // The link may still be up (a timeout, a refused batch): start over from what the
+        // secondary holds. A link that went down restarts the shipper when it comes back.
+        const retry = setTimeout(() => {
+          if (this.peers.isUp(s.peer) && this.shippers.get(s.group) === s) this.onPeerUp(s.peer);
+        }, 1000);
+        retry.unref();
       }).finally(() => {
         s.inFlight--;
         if (s.wake) {
@@ -1200,16 +1219,8 @@ export class ReplicationService implements ReplicationDataPath {
         return;
       }
       if (r.state === 'suspended' && r.suspendCause === 'takeover-by-peer') return;
-      if (r.state === 'suspended' && (r.suspendCause === 'failure' || r.suspendCause === 'crash-recovery') && this.options.autoResync) {
-        if (q.hostWritesRecorded && r.hostWritesRecorded) {
-          this.events.emit('split-brain', r.name, `both sides were written while apart; resync needs the operator to name the side to discard`);
-          return;
-        }
-        const peerBitmap = bitmapReplyCodec.decode(await this.peers.request(r.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name: r.name })));
-        p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
-        await p.bitmap.sync();
-        await this.peers.request(r.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name: r.name }));
-        await this.startResync(p, 'automatic resync after the failure cleared');
+      if (this.autoResyncWanted(p)) {
+        await this.tryAutoResync(p, q.hostWritesRecorded);
         return;
       }
       if (this.copyingState(p)) this.startCopy(p);
@@ -1220,6 +1231,41 @@ export class ReplicationService implements ReplicationDataPath {
       this.events.emit('pair-conflict', r.name, `both ${this.options.localNode} and ${r.peer.node} are secondaries: a swap did not finish; run pair swap again at the node that should be the primary`);
     }
     // I am the secondary and the peer the primary: the primary pushes its state to me.
+  }
+
+  /** A pair suspended by a failure (not by the operator, not by a takeover) resyncs by itself. */
+  private autoResyncWanted(p: PairRuntime): boolean {
+    const r = p.record;
+    return this.options.autoResync && r.role === 'primary' && r.state === 'suspended' &&
+      (r.suspendCause === 'failure' || r.suspendCause === 'journal-full' || r.suspendCause === 'crash-recovery');
+  }
+
+  private scheduleAutoResync(p: PairRuntime): void {
+    if (!this.autoResyncWanted(p) || this.autoResyncTimers.has(p.record.name) || this.stopped) return;
+    const timer = setTimeout(() => {
+      this.autoResyncTimers.delete(p.record.name);
+      if (!this.pairs.has(p.record.name) || !this.peers.isUp(p.record.peer.node)) return; // peer-up retries
+      void this.command(p.record.name, () => this.tryAutoResync(p)).catch((err: unknown) => {
+        this.log.warn({ pair: p.record.name, err: errorMessage(err) }, 'automatic resync failed; will retry');
+        this.scheduleAutoResync(p);
+      });
+    }, autoResyncDelayMs);
+    timer.unref();
+    this.autoResyncTimers.set(p.record.name, timer);
+  }
+
+  private async tryAutoResync(p: PairRuntime, peerHasChanges?: boolean): Promise<void> {
+    if (!this.autoResyncWanted(p) || !this.peers.isUp(p.record.peer.node)) return;
+    const r = p.record;
+    const peerBitmap = bitmapReplyCodec.decode(await this.peers.request(r.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name: r.name })));
+    if ((peerHasChanges ?? peerBitmap.hostWritesRecorded) && r.hostWritesRecorded) {
+      this.events.emit('split-brain', r.name, 'both sides were written while apart; resync needs the operator to name the side to discard');
+      return;
+    }
+    p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
+    await p.bitmap.sync();
+    await this.peers.request(r.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name: r.name }));
+    await this.startResync(p, 'automatic resync after the failure cleared');
   }
 
   private async peerTookOver(p: PairRuntime, q: PairSummary): Promise<void> {
@@ -1401,7 +1447,7 @@ export class ReplicationService implements ReplicationDataPath {
     }
     const entries = decodeEntries(data);
     if (entries.length !== header.length) throw new TricopyError('invalid-argument', 'journal batch count disagrees with its entries');
-    await journal.receive(entries);
+    await journal.receive(entries, header.offset);
     return journalAckCodec.encode({ receivedSeq: journal.receivedSeq, appliedSeq: journal.appliedSeq });
   }
 

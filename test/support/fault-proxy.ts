@@ -23,7 +23,7 @@ const bandwidthSliceMs = 10;
 /** Bytes held back (delayed or throttled) per direction above which the sending socket is paused. */
 const maxQueuedBytes = 4 * 1024 * 1024;
 
-type Faults = Readonly<{ delayMs: number; bytesPerSecond: number; blackholed: boolean }>;
+type Faults = Readonly<{ delayMs: number; bytesPerSecond: number; blackholed: boolean; stalled: boolean }>;
 
 /** Destroys with RST where possible, so the peer sees a reset at once rather than a clean FIN. */
 function sever(socket: net.Socket): void {
@@ -91,7 +91,7 @@ class Lane {
 
   private pump(): void {
     this.timer = null;
-    if (this.disposed || this.faults.blackholed) return;
+    if (this.disposed || this.faults.blackholed || this.faults.stalled) return;
     while (this.queue.length > 0) {
       if (this.dest.destroyed) return this.discard();
       const head = this.queue[0]!;
@@ -177,7 +177,7 @@ class Connection {
 }
 
 export class FaultProxy {
-  private readonly faults = { delayMs: 0, bytesPerSecond: 0, blackholed: false };
+  private readonly faults = { delayMs: 0, bytesPerSecond: 0, blackholed: false, stalled: false };
   private readonly counters: BytesForwarded = { toTarget: 0, toClient: 0 };
   private readonly connections = new Set<Connection>();
   private cutActive = false;
@@ -221,6 +221,14 @@ export class FaultProxy {
     for (const connection of this.connections) for (const lane of connection.lanes) lane.discard();
   }
 
+  /**
+   * An outage as TCP lives it: connections stay open, bytes wait in the proxy (and, once it holds a
+   * few MiB, in the senders' socket buffers) and are all delivered in order after restore().
+   */
+  stall(): void {
+    this.faults.stalled = true;
+  }
+
   /** Latency added to each chunk arriving from now on, both directions; 0 removes it. */
   setDelay(delayMs: number): void {
     if (!Number.isFinite(delayMs) || delayMs < 0) throw new RangeError(`delayMs must be >= 0, got ${delayMs}`);
@@ -237,6 +245,7 @@ export class FaultProxy {
   restore(): void {
     this.cutActive = false;
     this.faults.blackholed = false;
+    this.faults.stalled = false;
     for (const connection of this.connections) for (const lane of connection.lanes) lane.kick();
   }
 

@@ -12,6 +12,9 @@ export interface IssuedWrite {
   volume: number;
   block: number;
   acked: boolean;
+  /** Logical time the write was issued and acknowledged (one clock for both). */
+  issuedAt: number;
+  ackedAt: number;
 }
 
 export function encodeBlock(blockSize: number, seq: number, volume: number, block: number): Buffer {
@@ -53,6 +56,7 @@ export interface WorkloadOptions {
 export class OrderedWorkload {
   readonly history: IssuedWrite[] = [];
   private nextSeq = 1;
+  private clock = 0;
   private stopped = false;
   private rng: number;
   lastFlushedSeq = 0;
@@ -86,11 +90,12 @@ export class OrderedWorkload {
       const seq = this.nextSeq++;
       const volume = this.clients.length === 1 ? 0 : this.random() % this.clients.length;
       const block = this.random() % this.options.blockCount;
-      const entry: IssuedWrite = { seq, volume, block, acked: false };
+      const entry: IssuedWrite = { seq, volume, block, acked: false, issuedAt: ++this.clock, ackedAt: Number.POSITIVE_INFINITY };
       this.history.push(entry);
       try {
         await this.clients[volume]!.write(block * this.options.blockSize, encodeBlock(this.options.blockSize, seq, volume, block));
         entry.acked = true;
+        entry.ackedAt = ++this.clock;
         if (this.options.flushEvery > 0 && seq % this.options.flushEvery === 0) {
           // Everything acknowledged before the flush was issued is covered once it returns.
           const covered = this.history.filter((w) => w.acked).reduce((m, w) => Math.max(m, w.seq), 0);
@@ -119,6 +124,39 @@ export class OrderedWorkload {
       if (seq < acked) throw new Error(`block ${key} holds write ${seq} but write ${acked} was acknowledged`);
       if (seq !== 0 && !issuedByBlock.get(key)?.has(seq)) throw new Error(`block ${key} holds write ${seq} that was never issued to it`);
     }
+  }
+
+  /**
+   * The contents are a crash-consistent image of the history: every write acknowledged before the
+   * newest write the image holds was issued is present, or superseded by a write to the same block
+   * that was not acknowledged before it was issued. (Writes in flight together may land in either
+   * order; that is the only freedom.) Returns how many writes the image must contain.
+   */
+  checkCrashConsistent(contents: Map<string, number>): number {
+    const bySeq = new Map(this.history.map((w) => [w.seq, w]));
+    let cutoff = 0; // the latest issue time of any write the image holds
+    for (const [key, seq] of contents) {
+      if (seq === 0) continue;
+      const w = bySeq.get(seq);
+      if (!w || `${w.volume}:${w.block}` !== key) throw new Error(`block ${key} holds write ${seq} that was never issued to it`);
+      cutoff = Math.max(cutoff, w.issuedAt);
+    }
+    const required = this.history.filter((w) => w.ackedAt < cutoff);
+    const newestRequired = new Map<string, IssuedWrite>();
+    for (const w of required) {
+      const key = `${w.volume}:${w.block}`;
+      const prev = newestRequired.get(key);
+      if (!prev || w.issuedAt > prev.issuedAt) newestRequired.set(key, w);
+    }
+    for (const [key, w] of newestRequired) {
+      const held = contents.get(key) ?? 0;
+      const h = bySeq.get(held);
+      if (!h) throw new Error(`block ${key} is empty but write ${w.seq} to it was acknowledged before a write the image holds was issued`);
+      if (h.ackedAt < w.issuedAt) {
+        throw new Error(`block ${key} holds write ${h.seq}, older than write ${w.seq} which the image must contain`);
+      }
+    }
+    return required.length;
   }
 
   /**

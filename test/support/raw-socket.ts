@@ -53,7 +53,13 @@ export class RawSocket {
 
   /** Resolves true if the peer closes within the deadline. */
   async closesWithin(timeoutMs: number): Promise<boolean> {
-    return Promise.race([this.closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs))]);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    try {
+      return await Promise.race([this.closed.then(() => true), expired]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   destroy(): void {

@@ -1,0 +1,125 @@
+// Every (role, state, command/event) of the pair state machine, with the expected outcome:
+// the transitions of spec 001 §5.2 and the refusals with the words an operator reads.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { allDecisions, decide, type Outcome, type PairEvent } from '../../src/replication/pair-state-machine';
+import { type PairRole, type PairState, shortCode } from '../../src/replication/pair-model';
+
+type Expect = string; // "-> state[/cause]" | "noop" | "refuse: <substring>"
+
+// The whole table, written out independently of the implementation. Mode-dependent rows list
+// "sync | async".
+const expected: Record<PairRole, Partial<Record<PairState, Partial<Record<PairEvent, Expect | [Expect, Expect]>>>>> = {
+  primary: {
+    simplex: {
+      split: 'refuse: not in a pair', resync: 'refuse: not in a pair', takeover: 'refuse: not in a pair', swap: 'refuse: not in a pair',
+      delete: 'refuse: not in a pair', 'copy-complete': 'refuse: not in a pair', 'drain-complete': 'refuse: not in a pair',
+      failure: 'refuse: not in a pair', 'peer-took-over': 'refuse: not in a pair',
+    },
+    'initial-copying': {
+      split: '-> suspended/operator', resync: 'noop', takeover: 'refuse: run at the secondary', swap: 'refuse: initial copy has not finished',
+      delete: '-> simplex', 'copy-complete': '-> duplex', 'drain-complete': 'refuse: no drain runs', failure: '-> suspended/failure',
+      'peer-took-over': '-> suspended/takeover-by-peer',
+    },
+    duplex: {
+      split: ['-> suspended/operator', '-> suspending/operator'], resync: 'noop', takeover: 'refuse: run at the secondary',
+      swap: '-> duplex', delete: '-> simplex', 'copy-complete': 'refuse: no copy runs', 'drain-complete': 'refuse: no drain runs',
+      failure: ['-> suspended/failure', '-> suspending/failure'], 'peer-took-over': '-> suspended/takeover-by-peer',
+    },
+    'duplex-pending': {
+      split: '-> suspended/operator', resync: 'noop', takeover: 'refuse: run at the secondary', swap: 'refuse: resync has not finished',
+      delete: '-> simplex', 'copy-complete': '-> duplex', 'drain-complete': 'refuse: no drain runs', failure: '-> suspended/failure',
+      'peer-took-over': '-> suspended/takeover-by-peer',
+    },
+    suspending: {
+      split: 'noop', resync: 'refuse: still suspending', takeover: 'refuse: run at the secondary', swap: 'refuse: suspending',
+      delete: '-> simplex', 'copy-complete': 'refuse: no copy runs', 'drain-complete': '-> suspended', failure: '-> suspending/failure',
+      'peer-took-over': '-> suspended/takeover-by-peer',
+    },
+    suspended: {
+      split: 'noop', resync: '-> duplex-pending', takeover: 'refuse: run at the secondary', swap: '-> duplex-pending',
+      delete: '-> simplex', 'copy-complete': 'refuse: no copy runs', 'drain-complete': 'refuse: no drain runs', failure: 'noop',
+      'peer-took-over': '-> suspended/takeover-by-peer',
+    },
+  },
+  secondary: {
+    'initial-copying': {
+      split: '-> suspended/operator', resync: 'refuse: run at the primary', takeover: 'refuse: not a usable image',
+      swap: 'refuse: not a usable image', delete: '-> simplex', 'copy-complete': '-> duplex', 'drain-complete': 'refuse: no drain runs',
+      failure: '-> suspended/failure', 'peer-took-over': 'refuse: no peer that could take over',
+    },
+    duplex: {
+      split: '-> suspended/operator', resync: 'noop', takeover: '-> secondary-writable', swap: '-> duplex', delete: '-> simplex',
+      'copy-complete': 'refuse: no copy runs', 'drain-complete': 'refuse: no drain runs', failure: '-> suspended/failure',
+      'peer-took-over': 'refuse: no peer that could take over',
+    },
+    'duplex-pending': {
+      split: '-> suspended/operator', resync: 'refuse: run at the primary', takeover: 'refuse: not a consistent image',
+      swap: 'refuse: not a consistent image', delete: '-> simplex', 'copy-complete': '-> duplex', 'drain-complete': 'refuse: no drain runs',
+      failure: '-> suspended/failure', 'peer-took-over': 'refuse: no peer that could take over',
+    },
+    suspending: {
+      split: 'noop', resync: 'refuse: run at the primary', takeover: '-> secondary-writable', swap: 'refuse: suspending',
+      delete: '-> simplex', 'copy-complete': 'refuse: no copy runs', 'drain-complete': '-> suspended', failure: '-> suspended/failure',
+      'peer-took-over': 'refuse: no peer that could take over',
+    },
+    suspended: {
+      split: 'noop', resync: 'refuse: run at the primary', takeover: '-> secondary-writable', swap: '-> duplex-pending',
+      delete: '-> simplex', 'copy-complete': 'refuse: no copy runs', 'drain-complete': 'refuse: no drain runs', failure: 'noop',
+      'peer-took-over': 'refuse: no peer that could take over',
+    },
+    'secondary-writable': {
+      split: 'noop', resync: 'refuse: run swap here', takeover: 'noop', swap: '-> duplex-pending', delete: '-> simplex',
+      'copy-complete': 'refuse: no copy runs', 'drain-complete': 'refuse: no drain runs', failure: 'noop',
+      'peer-took-over': 'refuse: no peer that could take over',
+    },
+  },
+};
+
+function render(o: Outcome): string {
+  if (o.kind === 'transition') return `-> ${o.to}${o.cause ? `/${o.cause}` : ''}`;
+  if (o.kind === 'noop') return 'noop';
+  return `refuse: ${o.message}`;
+}
+
+test('every (role, state, event, mode) has the outcome spec 001 §5 asks for', () => {
+  let checked = 0;
+  for (const d of allDecisions()) {
+    const row = expected[d.role][d.state];
+    if (!row) continue;
+    const want = row[d.event];
+    assert.ok(want !== undefined, `table entry for ${d.role}/${d.state}/${d.event} is written down`);
+    const w = Array.isArray(want) ? want[d.mode === 'sync' ? 0 : 1] : want;
+    const got = render(d.outcome);
+    if (w.startsWith('refuse: ')) {
+      assert.ok(got.startsWith('refuse: '), `${d.role}/${d.state}/${d.event}/${d.mode}: expected a refusal, got ${got}`);
+      assert.ok(got.includes(w.slice(8)), `${d.role}/${d.state}/${d.event}/${d.mode}: "${got}" names the reason "${w.slice(8)}"`);
+    } else {
+      assert.equal(got, w, `${d.role}/${d.state}/${d.event}/${d.mode}`);
+    }
+    checked++;
+  }
+  assert.equal(checked, allDecisions().filter((d) => expected[d.role][d.state]).length);
+  assert.ok(checked >= 200, `${checked} combinations checked`);
+});
+
+test('refusals read as instructions for the operator', () => {
+  const o = decide('secondary', 'duplex-pending', 'takeover', 'async');
+  assert.equal(o.kind, 'refuse');
+  assert.match((o as { message: string }).message, /not a consistent image/);
+  const r = decide('secondary', 'secondary-writable', 'resync', 'sync');
+  assert.match((r as { message: string }).message, /run swap here to make it the primary/);
+});
+
+test('short codes follow Hitachi CCI', () => {
+  assert.equal(shortCode({ role: 'primary', state: 'simplex', suspendCause: null }), 'SMPL');
+  assert.equal(shortCode({ role: 'primary', state: 'initial-copying', suspendCause: null }), 'COPY');
+  assert.equal(shortCode({ role: 'secondary', state: 'duplex-pending', suspendCause: null }), 'COPY');
+  assert.equal(shortCode({ role: 'primary', state: 'duplex', suspendCause: null }), 'PAIR');
+  assert.equal(shortCode({ role: 'primary', state: 'suspended', suspendCause: 'operator' }), 'PSUS');
+  assert.equal(shortCode({ role: 'secondary', state: 'suspended', suspendCause: 'operator' }), 'SSUS');
+  assert.equal(shortCode({ role: 'primary', state: 'suspended', suspendCause: 'failure' }), 'PSUE');
+  assert.equal(shortCode({ role: 'primary', state: 'suspended', suspendCause: 'journal-full' }), 'PSUE');
+  assert.equal(shortCode({ role: 'secondary', state: 'suspended', suspendCause: 'failure' }), 'PSUE');
+  assert.equal(shortCode({ role: 'secondary', state: 'secondary-writable', suspendCause: null }), 'SSWS');
+});
