@@ -334,6 +334,9 @@ export class ReplicationService implements ReplicationDataPath {
         'start the nodes with --cluster-secret-file FILE (the same file content on all nodes)');
     }
     if (input.peer.node === this.options.localNode) throw new TricopyError('invalid-argument', 'a pair needs two different nodes');
+    if (input.mode === 'sync' && input.group !== undefined) {
+      throw new TricopyError('invalid-argument', 'consistency groups are for async pairs', 'sync pairs are consistent by construction; drop --group');
+    }
     const meta = this.volumes.get(input.volume);
     const existing = this.pairsOfVolume(input.volume);
     const asSecondary = existing.find((p) => p.record.role === 'secondary');
@@ -353,8 +356,6 @@ export class ReplicationService implements ReplicationDataPath {
         throw new TricopyError('conflict', `group ${group} already replicates ${other.record.role === 'primary' ? `to node ${other.record.peer.node}` : 'as a secondary'}`,
           'every pair of a consistency group goes from this node to the same secondary node');
       }
-    } else if (input.group !== undefined) {
-      throw new TricopyError('invalid-argument', 'consistency groups are for async pairs', 'sync pairs are consistent by construction; drop --group');
     }
     const link = await this.peers.connectNow(input.peer, connectTimeoutMs);
     const now = new Date().toISOString();
@@ -385,7 +386,7 @@ export class ReplicationService implements ReplicationDataPath {
     await this.openJournalsFor(record);
     this.events.emit('pair-created', record.name, record.reason,
       { role: 'primary', volume: record.volume, peer: record.peer.node, mode: record.mode, fence: record.fence, group });
-    this.notifyState(p);
+    await this.notifyState(p);
     // A new group starts shipping at once (the secondary's received journal is empty).
     if (group && !this.shippers.get(group)?.running) this.startShipper(group, record.peer.node, 0);
     if (record.state === 'initial-copying') this.startCopy(p);
@@ -736,20 +737,21 @@ export class ReplicationService implements ReplicationDataPath {
       event, role: p.record.role, from, to: p.record.state, fromCode, code: shortCode(p.record), generation: p.record.generation,
     });
     for (const w of [...p.stateWaiters]) w();
-    if (p.record.role === 'primary') this.notifyState(p);
+    // The secondary must know before the primary acts on the new state (e.g. copies into it).
+    if (p.record.role === 'primary') await this.notifyState(p);
     if (p.record.role === 'primary' && p.record.mode === 'sync') await this.syncActivityLogUse(p.record.volume);
     this.scheduleAutoResync(p);
   }
 
   /** Primary → secondary: mirror my view of the pair (best effort; reconciled again on reconnect). */
-  private notifyState(p: PairRuntime): void {
-    if (!this.peers.isUp(p.record.peer.node)) return;
+  private notifyState(p: PairRuntime): Promise<void> {
+    if (!this.peers.isUp(p.record.peer.node)) return Promise.resolve();
     const update: PairUpdate = {
       name: p.record.name, role: 'secondary', state: p.record.state, suspendCause: p.record.suspendCause, reason: p.record.reason,
       generation: p.record.generation, secondaryWritable: p.record.secondaryWritable,
       copyTotal: p.record.copy?.totalChunks ?? 0, copyDone: p.record.copy?.doneChunks ?? 0,
     };
-    this.peers.request(p.record.peer.node, MessageType.PairUpdate, pairUpdateCodec.encode(update)).catch((err: unknown) =>
+    return this.peers.request(p.record.peer.node, MessageType.PairUpdate, pairUpdateCodec.encode(update)).then(() => undefined, (err: unknown) =>
       this.log.debug({ pair: p.record.name, err: errorMessage(err) }, 'could not tell the secondary about a state change'));
   }
 
@@ -1072,7 +1074,7 @@ export class ReplicationService implements ReplicationDataPath {
       p.record.reason = `roles swapped: ${this.options.localNode} is now the primary; copying ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of regions that differ`;
       await this.store.save(p.record);
     }
-    this.notifyState(p);
+    await this.notifyState(p);
   }
 
   /** At the old primary: quiesce, compute what differs, become the secondary. */
@@ -1224,7 +1226,7 @@ export class ReplicationService implements ReplicationDataPath {
         return;
       }
       if (this.copyingState(p)) this.startCopy(p);
-      this.notifyState(p);
+      void this.notifyState(p);
       return;
     }
     if (r.role === 'secondary' && q.role === 'secondary') {
@@ -1357,7 +1359,7 @@ export class ReplicationService implements ReplicationDataPath {
   private receivingPair(name: string, peer: string): PairRuntime {
     const p = this.pairOfPeer(name, peer);
     const s = p.record.state;
-    if (p.record.role !== 'secondary' || !(s === 'duplex' || s === 'initial-copying' || s === 'duplex-pending' || s === 'suspended' && p.record.suspendCause === 'failure')) {
+    if (p.record.role !== 'secondary' || !(s === 'duplex' || s === 'initial-copying' || s === 'duplex-pending' || s === 'suspended')) {
       throw new TricopyError('conflict', `pair ${name} on ${this.options.localNode} is ${p.record.role} in state ${s}: it does not accept replication writes`);
     }
     if (s === 'suspended') {
