@@ -1,6 +1,6 @@
 // The `tricopy` command. Parses arguments (commander), talks to a node's control API and prints
 // tables for humans or JSON for machines. Errors print the problem and its hint and exit non-zero.
-process.env.UV_THREADPOOL_SIZE ??= '16'; // before any fs call: the data path uses libuv's pool
+process.env.UV_THREADPOOL_SIZE ??= '4'; // before any fs call (bin/tricopy sizes it by core count)
 
 import { Command, CommanderError, Option } from 'commander';
 import { TricopyError, errorMessage } from '../common/errors';

@@ -10,9 +10,11 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { TricopyError, invariant } from '../common/errors';
+import { Deque } from '../common/deque';
 import { atomicWriteJson, readJsonIfExists } from '../common/fsutil';
 import type { Logger } from '../common/log';
-import { type JournalEntry, JournalOp, encodedEntryBytes } from './journal-entry';
+import { ioBuffers } from '../common/buffer-pool';
+import { type JournalEntry, JournalOp, encodeEntry, encodedEntryBytes } from './journal-entry';
 import { JournalStore, type StoredEntry } from './journal-store';
 
 /** Data of recent entries kept in memory so shipping rarely reads the journal back. */
@@ -43,13 +45,15 @@ export class JournalFullError extends TricopyError {
 
 export class PrimaryJournal {
   /** Retained entries (not yet acknowledged by the secondary), in order. */
-  private retained: StoredEntry[] = [];
-  private readonly cache = new Map<number, Buffer>();
+  private retained = new Deque<StoredEntry>();
+  private retainedBytes = 0;
+  /** Encoded bytes (header, pooled copy of the data) of recent Write entries, ready to ship. */
+  private readonly cache = new Map<number, { header: Buffer; data: Buffer; pooled: Buffer }>();
   private cachedBytes = 0;
   private lastSeqValue: number;
   private progress: PrimaryProgress;
   /** seq -> { timeMs, bytes } of entries not yet applied at the secondary (for lag). */
-  private unapplied: Array<{ seq: number; timeMs: number; bytes: number }> = [];
+  private unapplied = new Deque<{ seq: number; timeMs: number; bytes: number }>();
   private unappliedBytes = 0;
   private spaceWaiters: Array<() => void> = [];
   /** Entries whose local volume write has not finished yet; they must stay for crash replay. */
@@ -67,7 +71,10 @@ export class PrimaryJournal {
     private readonly log: Logger,
   ) {
     this.progress = progress;
-    this.retained = entries.filter((e) => e.seq > progress.ackedSeq);
+    for (const e of entries.filter((x) => x.seq > progress.ackedSeq)) {
+      this.retained.push(e);
+      this.retainedBytes += e.bytes;
+    }
     this.lastSeqValue = Math.max(progress.ackedSeq, entries.at(-1)?.seq ?? 0, progress.appliedSeq);
     for (const e of entries.filter((x) => x.seq > progress.appliedSeq)) this.noteUnapplied(e);
   }
@@ -98,16 +105,16 @@ export class PrimaryJournal {
   }
 
   get usedBytes(): number {
-    return this.retained.reduce((s, e) => s + e.bytes, 0);
+    return this.retainedBytes;
   }
 
   /** Entries still in the journal, oldest first (replayed onto local volumes after a crash). */
   retainedEntries(): StoredEntry[] {
-    return [...this.retained];
+    return this.retained.toArray();
   }
 
   lag(now = Date.now()): LagReport {
-    const first = this.unapplied[0];
+    const first = this.unapplied.first();
     return { entries: this.unapplied.length, bytes: this.unappliedBytes, seconds: first ? Math.max(0, (now - first.timeMs) / 1000) : 0 };
   }
 
@@ -135,14 +142,18 @@ export class PrimaryJournal {
   append(entry: Omit<JournalEntry, 'seq' | 'timeMs'>): { seq: number; written: Promise<void> } {
     const seq = ++this.lastSeqValue;
     const full: JournalEntry = { ...entry, seq, timeMs: Date.now() };
-    const { stored, written } = this.store.append(full);
+    const pieces = encodeEntry(full);
+    const { stored, written } = this.store.append(full, pieces);
     this.retained.push(stored);
+    this.retainedBytes += stored.bytes;
     if (entry.op !== JournalOp.CopyRegion) this.localPending.add(seq);
     if (full.data && full.op === JournalOp.Write && this.cachedBytes + full.data.length <= maxCachedJournalBytes) {
       // A copy: the caller's buffer goes back to its pool when the host write completes.
-      const copy = Buffer.from(full.data);
-      this.cache.set(seq, copy);
-      this.cachedBytes += copy.length;
+      const pooled = ioBuffers.acquire(full.data.length);
+      const data = pooled.subarray(0, full.data.length);
+      full.data.copy(data);
+      this.cache.set(seq, { header: pieces[0]!, data, pooled });
+      this.cachedBytes += data.length;
     }
     this.noteUnapplied(stored);
     return { seq, written };
@@ -152,9 +163,9 @@ export class PrimaryJournal {
   entriesAfter(afterSeq: number, maxBytes: number, maxEntries: number): StoredEntry[] {
     const out: StoredEntry[] = [];
     let bytes = 0;
-    let i = lowerBound(this.retained, afterSeq + 1);
+    let i = this.retained.lowerBound((e) => e.seq < afterSeq + 1);
     for (; i < this.retained.length && out.length < maxEntries; i++) {
-      const e = this.retained[i]!;
+      const e = this.retained.at(i)!;
       // Copy markers are small here but carry their region's data on the wire.
       const wireBytes = e.bytes + (e.op === JournalOp.CopyRegion ? e.length : 0);
       if (out.length > 0 && bytes + wireBytes > maxBytes) break;
@@ -165,11 +176,18 @@ export class PrimaryJournal {
   }
 
   firstRetainedSeq(): number | undefined {
-    return this.retained[0]?.seq;
+    return this.retained.first()?.seq;
   }
 
   async dataOf(e: StoredEntry): Promise<Buffer> {
-    return this.cache.get(e.seq) ?? this.store.readData(e);
+    return this.cache.get(e.seq)?.data ?? this.store.readData(e);
+  }
+
+  /** An entry's encoded bytes for shipping (from memory when recent, else from the file). */
+  async encodedOf(e: StoredEntry): Promise<Buffer[]> {
+    const cached = this.cache.get(e.seq);
+    if (cached) return [cached.header, cached.data];
+    return [(await this.store.readEncoded(e)).encoded];
   }
 
   /** The local volume write of entry `seq` finished (or failed): it no longer needs replaying. */
@@ -189,12 +207,9 @@ export class PrimaryJournal {
     if (appliedSeq > this.progress.appliedSeq) {
       invariant(appliedSeq <= this.lastSeqValue, `secondary applied ${appliedSeq} beyond the last entry ${this.lastSeqValue}`);
       this.progress.appliedSeq = appliedSeq;
-      let drop = 0;
-      while (drop < this.unapplied.length && this.unapplied[drop]!.seq <= this.progress.appliedSeq) {
-        this.unappliedBytes -= this.unapplied[drop]!.bytes;
-        drop++;
+      while (this.unapplied.length > 0 && this.unapplied.first()!.seq <= this.progress.appliedSeq) {
+        this.unappliedBytes -= this.unapplied.shift()!.bytes;
       }
-      this.unapplied.splice(0, drop);
       this.progressDirty = true;
     }
     this.schedulePersist();
@@ -204,18 +219,14 @@ export class PrimaryJournal {
   private async trim(): Promise<void> {
     let through = this.progress.ackedSeq;
     for (const pending of this.localPending) through = Math.min(through, pending - 1);
-    let drop = 0;
-    while (drop < this.retained.length && this.retained[drop]!.seq <= through) {
-      const e = this.retained[drop]!;
-      const cached = this.cache.get(e.seq);
-      if (cached) {
-        this.cachedBytes -= cached.length;
-        this.cache.delete(e.seq);
-      }
-      drop++;
+    let dropped = 0;
+    while (this.retained.length > 0 && this.retained.first()!.seq <= through) {
+      const e = this.retained.shift()!;
+      this.retainedBytes -= e.bytes;
+      this.uncache(e.seq);
+      dropped++;
     }
-    if (drop === 0) return;
-    this.retained.splice(0, drop);
+    if (dropped === 0) return;
     await this.store.trimThrough(through);
     for (const w of this.spaceWaiters.splice(0)) w();
   }
@@ -225,11 +236,11 @@ export class PrimaryJournal {
    * primary). Returns what was dropped so the caller can record the regions in bitmaps.
    */
   async dropAll(): Promise<StoredEntry[]> {
-    const dropped = this.retained.splice(0);
+    const dropped = this.retained.clear();
+    this.retainedBytes = 0;
     this.localPending.clear();
-    this.cache.clear();
-    this.cachedBytes = 0;
-    this.unapplied = [];
+    for (const seq of [...this.cache.keys()]) this.uncache(seq);
+    this.unapplied.clear();
     this.unappliedBytes = 0;
     this.progress = { ackedSeq: this.lastSeqValue, appliedSeq: this.lastSeqValue, resetSeq: this.lastSeqValue };
     await this.store.reset(this.lastSeqValue + 1);
@@ -246,6 +257,23 @@ export class PrimaryJournal {
     clearTimeout(this.persistTimer);
     await this.store.close();
     await this.persistNow();
+  }
+
+  private uncache(seq: number): void {
+    const cached = this.cache.get(seq);
+    if (!cached) return;
+    this.cachedBytes -= cached.data.length;
+    this.cache.delete(seq);
+    // Shipping may still be writing it to the socket: only reuse after that (see release below).
+    this.releaseAfterShipping.push(cached.pooled);
+  }
+
+  /** Pooled cache buffers freed by trimming; returned to the pool when no batch is being sent. */
+  private releaseAfterShipping: Buffer[] = [];
+
+  /** The shipper calls this when no batch is in flight: nothing reads the freed buffers any more. */
+  recycleShipped(): void {
+    for (const b of this.releaseAfterShipping.splice(0)) ioBuffers.release(b);
   }
 
   private noteUnapplied(e: StoredEntry): void {
@@ -281,7 +309,7 @@ export const maxReceivedCacheBytes = 256 * 1024 * 1024;
 export const maxParallelApplies = 16;
 
 export class ReceivedJournal {
-  private pending: StoredEntry[] = [];
+  private pending = new Deque<StoredEntry>();
   private readonly cache = new Map<number, JournalEntry>();
   private cachedBytes = 0;
   private receivedSeqValue: number;
@@ -306,7 +334,7 @@ export class ReceivedJournal {
   ) {
     this.appliedSeqValue = appliedSeq;
     this.durableAppliedSeq = appliedSeq;
-    this.pending = entries.filter((e) => e.seq > appliedSeq);
+    for (const e of entries) if (e.seq > appliedSeq) this.pending.push(e);
     this.receivedSeqValue = Math.max(appliedSeq, entries.at(-1)?.seq ?? 0);
   }
 
@@ -340,23 +368,24 @@ export class ReceivedJournal {
    * Stores a batch from the primary. Entries at or below what was already received are duplicates
    * (a resend after a lost answer) and are skipped; a gap is refused so the primary resends.
    */
-  async receive(entries: JournalEntry[], streamStart = 0): Promise<void> {
+  async receive(entries: Array<{ entry: JournalEntry; encoded?: Buffer }> | JournalEntry[], streamStart = 0): Promise<void> {
+    const items = entries.map((x) => ('entry' in x ? x : { entry: x, encoded: undefined }));
     if (streamStart > this.receivedSeqValue) {
       // The primary abandoned entries up to streamStart (it fell back to bitmaps and will resync
       // their regions): what is pending here is superseded too.
       this.log.warn({ group: this.group, from: this.receivedSeqValue, to: streamStart }, 'primary restarted the journal stream');
       await this.resetTo(streamStart);
     }
-    const fresh = entries.filter((e) => e.seq > this.receivedSeqValue);
+    const fresh = items.filter((x) => x.entry.seq > this.receivedSeqValue);
     if (fresh.length === 0) return;
-    if (fresh[0]!.seq !== this.receivedSeqValue + 1) {
-      throw new TricopyError('conflict', `journal of group ${this.group}: expected entry ${this.receivedSeqValue + 1}, got ${fresh[0]!.seq}`);
+    if (fresh[0]!.entry.seq !== this.receivedSeqValue + 1) {
+      throw new TricopyError('conflict', `journal of group ${this.group}: expected entry ${this.receivedSeqValue + 1}, got ${fresh[0]!.entry.seq}`);
     }
     const writes: Promise<void>[] = [];
-    for (const e of fresh) {
+    for (const { entry: e, encoded } of fresh) {
       invariant(e.seq === this.receivedSeqValue + 1, 'received journal entries are consecutive');
       if (e.op === JournalOp.CopyRegion) throw new TricopyError('invalid-argument', 'copy markers must be shipped with their data');
-      const { stored, written } = this.store.append(e);
+      const { stored, written } = encoded ? this.store.append(e, [encoded]) : this.store.append(e);
       writes.push(written);
       this.pending.push(stored);
       if (this.cachedBytes < maxReceivedCacheBytes) {
@@ -391,7 +420,7 @@ export class ReceivedJournal {
   async resetTo(seq: number): Promise<void> {
     this.paused = true;
     while (this.applying) await new Promise((r) => setTimeout(r, 5));
-    this.pending = [];
+    this.pending.clear();
     this.cache.clear();
     this.cachedBytes = 0;
     this.receivedSeqValue = seq;
@@ -429,8 +458,8 @@ export class ReceivedJournal {
         // Consecutive entries that do not overlap may be written together; order is kept because
         // the position only moves past the whole batch once all of it is written.
         const batch: StoredEntry[] = [];
-        for (const e of this.pending) {
-          if (batch.length >= maxParallelApplies) break;
+        for (let i = 0; i < this.pending.length && batch.length < maxParallelApplies; i++) {
+          const e = this.pending.at(i)!;
           if (batch.some((b) => b.pair === e.pair && b.offset < e.offset + e.length && e.offset < b.offset + b.length)) break;
           batch.push(e);
         }
@@ -445,7 +474,7 @@ export class ReceivedJournal {
             this.cache.delete(e.seq);
           }
         }
-        this.pending.splice(0, batch.length);
+        for (let i = 0; i < batch.length; i++) this.pending.shift();
         const last = batch.at(-1)!.seq;
         invariant(last > this.appliedSeqValue, `apply position strictly increases (${last} after ${this.appliedSeqValue})`);
         this.appliedSeqValue = last;
@@ -499,17 +528,6 @@ export class ReceivedJournal {
 /** Removes a group's journal directory (the group no longer exists on this node). */
 export async function removeJournalDir(dir: string): Promise<void> {
   await fsp.rm(dir, { recursive: true, force: true });
-}
-
-function lowerBound(entries: StoredEntry[], seq: number): number {
-  let lo = 0;
-  let hi = entries.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (entries[mid]!.seq < seq) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 export { encodedEntryBytes };

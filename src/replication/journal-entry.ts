@@ -66,15 +66,19 @@ export type EntryDecode =
   | { ok: true; entry: JournalEntry; bytes: number }
   | { ok: false; error: string; incomplete: boolean };
 
-/** Decodes the entry at `at`. `incomplete` means the bytes end inside it (a torn tail). */
-export function decodeEntry(b: Buffer, at = 0): EntryDecode {
+/**
+ * Decodes the entry at `at`. `incomplete` means the bytes end inside it (a torn tail). `verify`
+ * false skips the checksum when a frame checksum already covered these bytes.
+ */
+export function decodeEntry(b: Buffer, at = 0, verify = true): EntryDecode {
   if (b.length - at < 8) return { ok: false, error: 'truncated entry header', incomplete: true };
   const length = b.readUInt32BE(at + 4);
   if (length === 0 && b.readUInt32BE(at) === 0) return { ok: false, error: 'zero bytes (unwritten space)', incomplete: true };
   if (length < fixedBytes || length > maxJournalEntryBytes) return { ok: false, error: `bad entry length ${length}`, incomplete: false };
   if (b.length - at < length) return { ok: false, error: 'truncated entry', incomplete: true };
-  const crc = crc32c(b.subarray(at + 4, at + length));
-  if (crc !== b.readUInt32BE(at)) return { ok: false, error: 'entry checksum mismatch', incomplete: false };
+  if (verify && crc32c(b.subarray(at + 4, at + length)) !== b.readUInt32BE(at)) {
+    return { ok: false, error: 'entry checksum mismatch', incomplete: false };
+  }
   const op = b.readUInt8(at + 24) as JournalOp;
   if (!(op in JournalOp)) return { ok: false, error: `unknown journal op ${op}`, incomplete: false };
   const nameLength = b.readUInt8(at + 25);
@@ -101,16 +105,27 @@ export function encodeEntries(entries: JournalEntry[]): Buffer[] {
   return out;
 }
 
-export function decodeEntries(b: Buffer): JournalEntry[] {
-  const out: JournalEntry[] = [];
+export function decodeEntries(b: Buffer, verify = true): JournalEntry[] {
+  return decodeEntriesWithBytes(b, verify).map((x) => x.entry);
+}
+
+/** Entries of a batch with their encoded bytes (stored as they are, without encoding again). */
+export function decodeEntriesWithBytes(b: Buffer, verify = true): Array<{ entry: JournalEntry; encoded: Buffer }> {
+  const out: Array<{ entry: JournalEntry; encoded: Buffer }> = [];
   let at = 0;
   while (at < b.length) {
-    const d = decodeEntry(b, at);
+    const d = decodeEntry(b, at, verify);
     if (!d.ok) throw new Error(`journal batch: ${d.error} at byte ${at}`);
-    out.push(d.entry);
+    out.push({ entry: d.entry, encoded: b.subarray(at, at + d.bytes) });
     at += d.bytes;
   }
   return out;
+}
+
+/** The encoded bytes of one entry as pieces (header, then its data if any). */
+export function encodeEntry(e: JournalEntry): Buffer[] {
+  const header = encodeEntryHeader(e);
+  return carriesData(e.op) && e.length > 0 ? [header, e.data!] : [header];
 }
 
 function writeU64(b: Buffer, at: number, value: number): void {

@@ -8,9 +8,11 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { invariant } from '../common/errors';
 import type { Logger } from '../common/log';
-import { type JournalEntry, decodeEntry, encodeEntryHeader, encodedEntryBytes, JournalOp } from './journal-entry';
+import { type JournalEntry, type JournalOp, decodeEntry, encodeEntry, encodedEntryBytes } from './journal-entry';
 
 export const defaultSegmentBytes = 64 * 1024 * 1024;
+/** Retired segment files kept for reuse. */
+export const maxFreeSegments = 4;
 
 export interface StoredEntry {
   seq: number;
@@ -34,7 +36,8 @@ interface Segment {
 }
 
 interface PendingAppend {
-  entry: JournalEntry;
+  /** The entry's encoded bytes (header and data). */
+  pieces: Buffer[];
   stored: StoredEntry;
   resolve: () => void;
   reject: (err: Error) => void;
@@ -42,6 +45,7 @@ interface PendingAppend {
 
 export class JournalStore {
   private readonly segments: Segment[] = [];
+  private readonly free: string[] = [];
   private batch: PendingAppend[] = [];
   private writing = false;
   private failed: Error | undefined;
@@ -56,39 +60,35 @@ export class JournalStore {
   static async open(dir: string, log: Logger, segmentBytes = defaultSegmentBytes): Promise<{ store: JournalStore; entries: StoredEntry[] }> {
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const store = new JournalStore(dir, segmentBytes, log);
-    const names = (await fsp.readdir(dir)).filter((n) => /^seg-\d{16}\.jnl$/.test(n)).sort();
+    const files = await fsp.readdir(dir);
+    store.free.push(...files.filter((n) => /^free-\d+\.jnl$/.test(n)).map((n) => path.join(dir, n)));
+    const names = files.filter((n) => /^seg-\d{16}\.jnl$/.test(n)).sort();
     const entries: StoredEntry[] = [];
     let expectSeq: number | undefined;
     for (let i = 0; i < names.length; i++) {
       const file = path.join(dir, names[i]!);
+      const firstSeq = Number(names[i]!.slice(4, 20));
+      if (expectSeq !== undefined && firstSeq !== expectSeq) {
+        // Segments are written in order: one that does not continue the sequence is stale.
+        log.warn({ file, firstSeq, expected: expectSeq }, 'journal: segment does not continue the sequence; recycling it');
+        await store.recycle(file);
+        continue;
+      }
       const content = await fsp.readFile(file);
       let at = 0;
-      let lastSeq = Number(names[i]!.slice(4, 20)) - 1;
+      let lastSeq = firstSeq - 1;
       while (at < content.length) {
         const d = decodeEntry(content, at);
-        if (!d.ok) {
-          // A torn tail is the only damage a crash can cause (batches land strictly in order).
-          log.warn({ file, at, error: d.error }, 'journal: discarding a torn tail');
-          break;
-        }
-        if (expectSeq !== undefined && d.entry.seq !== expectSeq) {
-          log.warn({ file, at, seq: d.entry.seq, expected: expectSeq }, 'journal: sequence gap; discarding the rest');
-          break;
-        }
+        // The valid part ends at a torn entry, or where an older (recycled) segment's bytes begin.
+        if (!d.ok || d.entry.seq !== lastSeq + 1) break;
         entries.push({ seq: d.entry.seq, timeMs: d.entry.timeMs, op: d.entry.op, pair: d.entry.pair, offset: d.entry.offset,
-          length: d.entry.length, bytes: d.bytes, segment: Number(names[i]!.slice(4, 20)), position: at });
+          length: d.entry.length, bytes: d.bytes, segment: firstSeq, position: at });
         lastSeq = d.entry.seq;
-        expectSeq = d.entry.seq + 1;
         at += d.bytes;
       }
-      if (at < content.length) {
-        await fsp.truncate(file, at);
-        // Anything after a damaged segment cannot follow it in sequence.
-        for (const later of names.slice(i + 1)) await fsp.rm(path.join(dir, later), { force: true });
-        names.splice(i + 1);
-      }
+      expectSeq = lastSeq + 1;
       const fd = await openFd(file);
-      store.segments.push({ firstSeq: Number(names[i]!.slice(4, 20)), file, fd, size: at, lastSeq });
+      store.segments.push({ firstSeq, file, fd, size: at, lastSeq });
     }
     return { store, entries };
   }
@@ -98,8 +98,11 @@ export class JournalStore {
     return this.segments.reduce((sum, s) => sum + s.size, 0);
   }
 
-  /** Queues an entry; resolves when it and every entry appended before it are in the file. */
-  append(entry: JournalEntry): { stored: StoredEntry; written: Promise<void> } {
+  /**
+   * Queues an entry; resolves when it and every entry appended before it are in the file. `pieces`
+   * are its encoded bytes when the caller has them already (a received batch, a cached header).
+   */
+  append(entry: JournalEntry, pieces: Buffer[] = encodeEntry(entry)): { stored: StoredEntry; written: Promise<void> } {
     if (this.failed) return { stored: undefined as never, written: Promise.reject(this.failed) };
     const bytes = encodedEntryBytes(entry);
     let segment = this.segments.at(-1);
@@ -117,14 +120,14 @@ export class JournalStore {
       resolve = res;
       reject = rej;
     });
-    this.batch.push({ entry, stored, resolve, reject });
+    this.batch.push({ pieces, stored, resolve, reject });
     if (!this.writing) setImmediate(() => this.writeBatch());
     this.writing = true;
     return { stored, written };
   }
 
-  /** Reads an entry's data back (for Write entries whose data is no longer in memory). */
-  async readData(stored: StoredEntry): Promise<Buffer> {
+  /** Reads an entry's encoded bytes back (checked) for an entry no longer in memory. */
+  async readEncoded(stored: StoredEntry): Promise<{ encoded: Buffer; entry: JournalEntry }> {
     const segment = this.segments.find((s) => s.firstSeq === stored.segment);
     invariant(segment, `journal segment of entry ${stored.seq} exists`);
     const raw = Buffer.allocUnsafe(stored.bytes);
@@ -136,7 +139,12 @@ export class JournalStore {
     const d = decodeEntry(raw);
     if (!d.ok) throw new Error(`journal entry ${stored.seq} on disk: ${d.error}`);
     invariant(d.entry.seq === stored.seq, 'journal entry read back is the one asked for');
-    return d.entry.data ?? Buffer.alloc(0);
+    return { encoded: raw, entry: d.entry };
+  }
+
+  /** Reads an entry's data back (for Write entries whose data is no longer in memory). */
+  async readData(stored: StoredEntry): Promise<Buffer> {
+    return (await this.readEncoded(stored)).entry.data ?? Buffer.alloc(0);
   }
 
   /** fdatasync of every segment (FLUSH of an async-paired volume). */
@@ -145,23 +153,38 @@ export class JournalStore {
     for (const s of this.segments) await new Promise<void>((resolve, reject) => fs.fdatasync(s.fd, (e) => (e ? reject(e) : resolve())));
   }
 
-  /** Deletes segments whose entries all have seq <= `seq`, except the one being appended to. */
+  /** Retires segments whose entries all have seq <= `seq`, except the one being appended to. */
   async trimThrough(seq: number): Promise<void> {
     while (this.segments.length > 1 && this.segments[0]!.lastSeq <= seq) {
       const s = this.segments.shift()!;
       await new Promise<void>((resolve) => fs.close(s.fd, () => resolve()));
-      await fsp.rm(s.file, { force: true });
+      await this.recycle(s.file);
     }
   }
 
-  /** Deletes everything (the group fell back to bitmaps, or the journal is no longer needed). */
+  /** Retires everything (the group fell back to bitmaps, or the journal is no longer needed). */
   async reset(nextSeq: number): Promise<void> {
     await this.drained();
     for (const s of this.segments.splice(0)) {
       await new Promise<void>((resolve) => fs.close(s.fd, () => resolve()));
-      await fsp.rm(s.file, { force: true });
+      await this.recycle(s.file);
     }
     this.newSegment(nextSeq);
+  }
+
+  /**
+   * Keeps a few retired segment files for reuse: writing into a file whose blocks exist costs the
+   * file system no allocation (WAL recycling, as databases do). Old bytes in them are never taken
+   * for entries: they carry older sequence numbers.
+   */
+  private async recycle(file: string): Promise<void> {
+    if (this.free.length >= maxFreeSegments) {
+      await fsp.rm(file, { force: true });
+      return;
+    }
+    const target = path.join(this.dir, `free-${Date.now()}${Math.floor(Math.random() * 1000)}.jnl`);
+    await fsp.rename(file, target);
+    this.free.push(target);
   }
 
   async close(): Promise<void> {
@@ -193,8 +216,11 @@ export class JournalStore {
 
   private newSegment(firstSeq: number): Segment {
     const file = path.join(this.dir, `seg-${String(firstSeq).padStart(16, '0')}.jnl`);
-    const fd = fs.openSync(file, 'a+', 0o600);
-    const segment: Segment = { firstSeq, file, fd, size: fs.fstatSync(fd).size, lastSeq: firstSeq - 1 };
+    const reused = this.free.shift();
+    if (reused) fs.renameSync(reused, file);
+    // Positional writes: never O_APPEND, whose writes ignore the position.
+    const fd = fs.openSync(file, reused ? 'r+' : 'w+', 0o600);
+    const segment: Segment = { firstSeq, file, fd, size: 0, lastSeq: firstSeq - 1 };
     this.segments.push(segment);
     return segment;
   }
@@ -217,10 +243,7 @@ export class JournalStore {
       const segment = this.segments.find((s) => s.firstSeq === segmentSeq);
       if (!segment) return Promise.reject(new Error(`journal segment ${segmentSeq} vanished`));
       const pieces: Buffer[] = [];
-      for (const p of items) {
-        pieces.push(encodeEntryHeader(p.entry));
-        if (p.entry.data && (p.entry.op === JournalOp.Write || p.entry.op === JournalOp.CopyData)) pieces.push(p.entry.data);
-      }
+      for (const p of items) for (const piece of p.pieces) pieces.push(piece);
       return writevAll(segment.fd, pieces, items[0]!.stored.position);
     });
     Promise.all(writes).then(() => {

@@ -131,11 +131,21 @@ export class PeerLink extends EventEmitter {
     const pieces = Array.isArray(payload) ? payload : [payload];
     let length = 0;
     for (const p of pieces) length += p.length;
-    this.socket.cork();
+    if (!this.corked) {
+      // Frames sent in one event-loop turn leave in one writev.
+      this.corked = true;
+      this.socket.cork();
+      setImmediate(this.uncork);
+    }
     this.socket.write(encodeFrameHeader({ ...h, payloadLength: length }, pieces));
     for (const p of pieces) if (p.length > 0) this.socket.write(p);
-    this.socket.uncork();
   }
+
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
 
   private onData(chunk: Buffer): void {
     this.queue.push(chunk);

@@ -18,7 +18,7 @@ import {
   swapPrepareCodec, swapPreparedCodec,
 } from './control-messages';
 import { JournalFullError, type JournalFullPolicy, type LagReport, PrimaryJournal, ReceivedJournal, removeJournalDir } from './group-journal';
-import { type JournalEntry, JournalOp, decodeEntries, encodeEntries } from './journal-entry';
+import { type JournalEntry, JournalOp, decodeEntriesWithBytes, encodeEntries } from './journal-entry';
 import type { StoredEntry } from './journal-store';
 import type { LinkTimings, PeerLink } from './link';
 import { MessageType, dataFlagFua, decodeDataHeader, encodeDataHeader } from './messages';
@@ -974,11 +974,11 @@ export class ReplicationService implements ReplicationDataPath {
         await new Promise<void>((resolve) => (s.wake = resolve));
         continue;
       }
-      const batch = await this.loadBatch(entries, journal);
+      const pieces = await this.loadBatch(entries, journal);
       s.sentSeq = entries.at(-1)!.seq;
       s.inFlight++;
       // The offset field carries where the stream starts, so the secondary can drop abandoned entries.
-      const payload = [encodeDataHeader({ name: s.group, offset: journal.resetSeq, length: entries.length, flags: 0 }), ...encodeEntries(batch)];
+      const payload = [encodeDataHeader({ name: s.group, offset: journal.resetSeq, length: entries.length, flags: 0 }), ...pieces];
       this.peers.request(s.peer, MessageType.JournalBatch, payload).then(async (reply) => {
         const ack = journalAckCodec.decode(reply);
         await journal.acknowledge(ack.receivedSeq, ack.appliedSeq);
@@ -995,6 +995,7 @@ export class ReplicationService implements ReplicationDataPath {
         retry.unref();
       }).finally(() => {
         s.inFlight--;
+        if (s.inFlight === 0) journal.recycleShipped();
         if (s.wake) {
           const w = s.wake;
           s.wake = null;
@@ -1004,27 +1005,32 @@ export class ReplicationService implements ReplicationDataPath {
     }
   }
 
-  /** Reads data for Write entries and, under the range lock, for copy markers. */
-  private async loadBatch(entries: StoredEntry[], journal: PrimaryJournal): Promise<JournalEntry[]> {
-    const out: JournalEntry[] = [];
+  /** Encoded entries to ship: Write entries as stored, copy markers with their data read under the range lock. */
+  private async loadBatch(entries: StoredEntry[], journal: PrimaryJournal): Promise<Buffer[]> {
+    const out: Buffer[] = [];
     for (const e of entries) {
-      const entry: JournalEntry = { seq: e.seq, timeMs: e.timeMs, op: e.op, pair: e.pair, offset: e.offset, length: e.length };
-      if (e.op === JournalOp.Write) entry.data = await journal.dataOf(e);
-      else if (e.op === JournalOp.CopyRegion) {
-        const p = this.pairs.get(e.pair);
-        const vr = p ? this.volumeRuntime(p.record.volume) : undefined;
-        if (!p || !vr) continue;
+      if (e.op !== JournalOp.CopyRegion) {
+        for (const piece of await journal.encodedOf(e)) out.push(piece);
+        continue;
+      }
+      const p = this.pairs.get(e.pair);
+      const vr = p ? this.volumeRuntime(p.record.volume) : undefined;
+      let data: Buffer;
+      if (!p || !vr) {
+        data = Buffer.alloc(e.length); // the pair is gone: the secondary skips the entry anyway
+      } else {
         const release = await vr.lock.acquire(e.offset, e.length);
         try {
-          entry.op = JournalOp.CopyData;
-          entry.data = await this.volumes.volume(p.record.volume).read(e.offset, e.length);
+          data = await this.volumes.volume(p.record.volume).read(e.offset, e.length);
           // What was read includes every write numbered so far: the image is consistent from there.
           p.copyConsistentSeq = Math.max(p.copyConsistentSeq, journal.lastSeq);
         } finally {
           release();
         }
       }
-      out.push(entry);
+      for (const piece of encodeEntries([{ seq: e.seq, timeMs: e.timeMs, op: JournalOp.CopyData, pair: e.pair, offset: e.offset, length: e.length, data }])) {
+        out.push(piece);
+      }
     }
     return out;
   }
@@ -1447,7 +1453,8 @@ export class ReplicationService implements ReplicationDataPath {
     if (member.record.state === 'secondary-writable') {
       throw new TricopyError('conflict', `group ${group} on ${this.options.localNode} took over; it accepts no more journal entries`);
     }
-    const entries = decodeEntries(data);
+    // The frame checksum covered these bytes; they are stored as received.
+    const entries = decodeEntriesWithBytes(data, false);
     if (entries.length !== header.length) throw new TricopyError('invalid-argument', 'journal batch count disagrees with its entries');
     await journal.receive(entries, header.offset);
     return journalAckCodec.encode({ receivedSeq: journal.receivedSeq, appliedSeq: journal.appliedSeq });
