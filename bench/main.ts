@@ -1,8 +1,10 @@
 // Benchmark entry point: `npm run bench -- <name> [--write-docs]`.
 import { benchNbd } from './nbd';
+import { benchReplication } from './replication';
 
 const benches: Record<string, (args: string[]) => Promise<void>> = {
   nbd: benchNbd,
+  replication: benchReplication,
 };
 
 async function main(): Promise<void> {

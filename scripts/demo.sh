@@ -11,7 +11,8 @@ nbd_port=${DEMO_NBD_PORT:-10809}
 api_port=${DEMO_API_PORT:-7801}
 repl_port=${DEMO_REPL_PORT:-7800}
 
-"$tricopy" node run --name dc1 --site tokyo --data-dir "$var/dc1" --host 127.0.0.1 \
+# setsid: Ctrl-C reaches this script only; it stops the node with one SIGTERM (a clean shutdown).
+setsid "$tricopy" node run --name dc1 --site tokyo --data-dir "$var/dc1" --host 127.0.0.1 \
   --nbd-port "$nbd_port" --api-port "$api_port" --repl-port "$repl_port" >"$var/dc1.ports" 2>"$var/dc1.log" &
 node_pid=$!
 stop() {

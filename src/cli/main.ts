@@ -55,8 +55,9 @@ export function buildProgram(): Command {
     .option('--name <name>', 'node name, unique in the cluster (required)')
     .option('--site <site>', 'site (data centre) this node is in (default: the node name)')
     .option('--data-dir <dir>', 'directory holding the volumes (required; created if missing)')
-    .option('--host <address>', 'address to listen on (default 127.0.0.1)')
-    .option('--advertise-host <address>', 'address clients should use in export URIs (default: --host)')
+    .option('--host <address>', 'address to listen on for NBD and replication (default 127.0.0.1)')
+    .option('--api-host <address>', 'address of the control API and /metrics (default: --host); keep it on loopback when NBD faces the network')
+    .option('--advertise-host <address>', 'address clients and peer nodes should use (default: --host, or the first non-loopback IPv4 address when --host is 0.0.0.0)')
     .option('--nbd-port <port>', 'NBD port for hosts; 0 picks a free one (default 10809)')
     .option('--api-port <port>', 'HTTP control API and /metrics port; 0 picks a free one (default 7801)')
     .option('--repl-port <port>', 'node-to-node replication port; 0 picks a free one (default 7800)')
@@ -82,7 +83,7 @@ export function buildProgram(): Command {
       const { StorageNode } = await import('../node/node');
       const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
       const config = resolveNodeConfig(fromFile, {
-        name: opts.name, site: opts.site, dataDir: opts.dataDir, host: opts.host, advertiseHost: opts.advertiseHost,
+        name: opts.name, site: opts.site, dataDir: opts.dataDir, host: opts.host, apiHost: opts.apiHost, advertiseHost: opts.advertiseHost,
         nbdPort: opts.nbdPort, apiPort: opts.apiPort, replPort: opts.replPort, logLevel: opts.logLevel, tlsMode: opts.tls,
         tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, tlsCa: opts.tlsCa, tlsPskFile: opts.tlsPskFile,
         apiTokenFile: opts.apiTokenFile, maxConnections: opts.maxConnections, handshakeTimeout: opts.handshakeTimeout,
@@ -130,7 +131,7 @@ export function buildProgram(): Command {
 
   volume.command('create <name>')
     .description('create a volume (a sparse file on the node, exported over NBD under its name)')
-    .requiredOption('--size <size>', 'logical size, e.g. 10GiB (units: B, K/KiB, M/MiB, G/GiB, T/TiB; kB/MB/GB/TB are powers of 1000)')
+    .requiredOption('--size <size>', 'logical size, e.g. 10GiB (units: B, K/KiB, M/MiB, G/GiB, T/TiB, P/PiB; kB/MB/GB/TB/PB are powers of 1000)')
     .option('--description <text>', 'free text shown to NBD clients')
     .option('--thin', 'allow the size to exceed the free space of the node (overcommit)')
     .action(async (name: string, opts: { size: string; description?: string; thin?: boolean }, cmd: Command) => {
@@ -350,20 +351,17 @@ export function buildProgram(): Command {
       const api = client(cmd);
       const print = (e: NodeEvent): void => {
         if (globals(cmd).json) process.stdout.write(`${JSON.stringify(e)}\n`);
-        else console.log(`${e.time}  #${e.id}  ${e.kind.padEnd(18)} ${e.subject}: ${e.reason}`);
+        else console.log(`${e.time}  ${`#${e.id}`.padStart(6)}  ${e.kind.padEnd(20)} ${e.subject}: ${e.reason}`);
       };
-      let after = Number(opts.after);
+      const after = Number(opts.after);
       if (!Number.isInteger(after) || after < 0) throw new TricopyError('invalid-argument', '--after takes an event id (a whole number)');
-      const { events } = await api.get<{ events: NodeEvent[] }>(`/v1/events?after=${after}`);
-      events.forEach(print);
-      if (!opts.follow) return;
-      after = events.at(-1)?.id ?? after;
-      for (;;) {
-        await new Promise((r) => setTimeout(r, 1000));
-        const next = await api.get<{ events: NodeEvent[] }>(`/v1/events?after=${after}`);
-        next.events.forEach(print);
-        after = next.events.at(-1)?.id ?? after;
+      if (!opts.follow) {
+        const { events } = await api.get<{ events: NodeEvent[] }>(`/v1/events?after=${after}`);
+        events.forEach(print);
+        return;
       }
+      // The node pushes events (server-sent events); nothing is polled.
+      for await (const event of api.events<NodeEvent>(`/v1/events?after=${after}&stream=true`)) print(event);
     });
 
   return program;

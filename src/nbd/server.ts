@@ -39,7 +39,9 @@ export class NbdServer {
     };
     // Paused so a connection can move its socket onto a fixed receive buffer before any read.
     this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket));
-    this.server.on('error', (err) => options.log.error({ err }, 'nbd listener error'));
+    this.server.on('error', (err) => {
+      if (this.server.listening) options.log.error({ err }, 'nbd listener error');
+    });
   }
 
   listen(): Promise<number> {

@@ -32,6 +32,32 @@ export class ApiClient {
     return this.request<T>('DELETE', path);
   }
 
+  /** Server-sent events from `path`: yields each event's JSON data until the stream ends. */
+  async *events<T>(path: string): AsyncGenerator<T> {
+    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let response: Response;
+    try {
+      response = await fetch(`${this.baseUrl}${path}`, { headers });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+      throw new TricopyError('unavailable', `cannot reach node at ${this.baseUrl} (${cause})`);
+    }
+    if (!response.ok || !response.body) throw new TricopyError('unavailable', `node at ${this.baseUrl} refused the event stream (${response.status})`);
+    const decoder = new TextDecoder();
+    let buffered = '';
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      buffered += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffered.indexOf('\n\n')) >= 0) {
+        const block = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+        if (data) yield JSON.parse(data) as T;
+      }
+    }
+  }
+
   async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';

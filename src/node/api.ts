@@ -262,7 +262,9 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
       },
     },
   }, async (request: FastifyRequest<{ Querystring: { after?: string; stream?: string } }>, reply) => {
-    const after = Number(request.query.after ?? '0');
+    // An SSE client reconnecting sends the last id it saw; it gets what it missed.
+    const lastEventId = request.headers['last-event-id'];
+    const after = Number(request.query.after ?? (typeof lastEventId === 'string' && /^\d{1,15}$/.test(lastEventId) ? lastEventId : '0'));
     const wantsStream = request.query.stream === 'true' || (request.headers.accept ?? '').includes('text/event-stream');
     if (!wantsStream) return { events: node.events.since(after) };
     streamEvents(node, after, request, reply);

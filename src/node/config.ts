@@ -1,6 +1,7 @@
 // Storage node configuration: defaults, an optional YAML/JSON file and command-line flags, merged
 // and validated once here so the rest of the node works with a typed, trusted value.
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { TricopyError } from '../common/errors';
@@ -13,6 +14,8 @@ export interface NodeConfig {
   site: string;
   dataDir: string;
   host: string;
+  /** Address of the control API (default: host); keep it on loopback when NBD faces the network. */
+  apiHost: string;
   nbdPort: number;
   apiPort: number;
   replPort: number;
@@ -57,7 +60,7 @@ export const defaultNodeConfig = {
 
 const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const knownKeys = new Set([
-  'name', 'site', 'dataDir', 'host', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'logLevel', 'tlsMode',
+  'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'logLevel', 'tlsMode',
   'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'maxConnections', 'handshakeTimeout', 'minBlockBytes',
   'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync',
 ]);
@@ -119,10 +122,11 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
     site: optionalString(raw, 'site') ?? name,
     dataDir,
     host,
+    apiHost: optionalString(raw, 'apiHost') ?? host,
     nbdPort: port(raw, 'nbdPort', defaultNodeConfig.nbdPort),
     apiPort: port(raw, 'apiPort', defaultNodeConfig.apiPort),
     replPort: port(raw, 'replPort', defaultNodeConfig.replPort),
-    advertiseHost: optionalString(raw, 'advertiseHost') ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host),
+    advertiseHost: optionalString(raw, 'advertiseHost') ?? (host === '0.0.0.0' || host === '::' ? primaryAddress() : host),
     logLevel,
     tlsMode,
     tlsCert: optionalPath(raw, 'tlsCert'),
@@ -179,6 +183,14 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
   return config;
 }
 
+/** The first non-loopback IPv4 address of this machine (what peers can reach), else loopback. */
+function primaryAddress(): string {
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const a of addresses ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
+
 function requireString(raw: RawNodeConfig, key: string): string {
   const v = optionalString(raw, key);
   if (v === undefined || v === '') {
@@ -204,7 +216,7 @@ function integer(raw: RawNodeConfig, key: string, fallback: number, min: number,
   if (v === undefined || v === null) return fallback;
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : NaN;
   if (!Number.isInteger(n) || n < min || n > max) {
-    throw new TricopyError('invalid-argument', `setting "${key}" must be a whole number from ${min} to ${max}, got ${String(v)}`);
+    throw new TricopyError('invalid-argument', `setting "${key}" (--${kebab(key)}) must be a whole number from ${min} to ${max}, got ${String(v)}`);
   }
   return n;
 }

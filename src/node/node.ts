@@ -60,6 +60,7 @@ export class StorageNode {
   private api!: NodeApi;
   replication!: ReplicationService;
   private readonly fronts = new Map<string, ReplicatedVolume>();
+  private readonly deniedReported = new Set<string>();
   private portsValue: NodePorts = { nbdPort: 0, apiPort: 0, replPort: 0 };
   private readonly startedAt = new Date().toISOString();
   private stopping: Promise<void> | null = null;
@@ -122,7 +123,7 @@ export class StorageNode {
       node.portsValue.replPort = await node.replication.start(config.host, config.replPort);
       node.portsValue.nbdPort = await node.nbd.listen();
       node.api = await buildApi(node, { token: apiToken, log: log.child({ component: 'api' }) });
-      node.portsValue.apiPort = await node.api.listenOn(config.host, config.apiPort);
+      node.portsValue.apiPort = await node.api.listenOn(config.apiHost, config.apiPort);
     } catch (err) {
       await node.nbd?.close().catch(() => undefined);
       await node.replication?.stop().catch(() => undefined);
@@ -180,15 +181,21 @@ export class StorageNode {
   }
 
   async allow(name: string, rule: { client?: string; identity?: string }): Promise<VolumeView> {
+    if (rule.identity !== undefined && !this.verifiesIdentities()) {
+      throw new TricopyError('invalid-argument', `this node cannot verify TLS identities, so identity ${rule.identity} could never match`,
+        this.config.tlsMode === 'off'
+          ? 'start the node with --tls and --tls-psk-file, or with --tls-cert/--tls-key and --tls-ca (client certificates)'
+          : 'X.509 identities need --tls-ca so clients present certificates; PSK identities need --tls-psk-file');
+    }
     const meta = await this.store.allow(name, rule);
-    this.events.emit('access-granted', name, 'access rule added by operator', { ...rule });
+    this.events.emit('access-granted', name, 'access rule added by operator', { rules: meta.access });
     return this.view(meta);
   }
 
   async disallow(name: string, rule: { client?: string; identity?: string }): Promise<VolumeView> {
     const meta = await this.store.disallow(name, rule);
     this.events.emit('access-revoked', name, 'access rule removed by operator; attached clients keep their session',
-      { ...rule });
+      { rules: meta.access });
     return this.view(meta);
   }
 
@@ -222,6 +229,15 @@ export class StorageNode {
       })();
     }
     return this.stopping;
+  }
+
+  /** PSK users, or client certificates checked against a CA, give clients identities. */
+  private verifiesIdentities(): boolean {
+    return this.config.tlsMode !== 'off' && (this.config.tlsPskFile !== undefined || this.config.tlsCa !== undefined);
+  }
+
+  private describe(meta: VolumeMeta): string {
+    return meta.description || `tricopy volume on ${this.config.name} (${this.config.site})`;
   }
 
   /** The device hosts see: the volume, routed through replication when it is paired. */
@@ -259,18 +275,24 @@ export class StorageNode {
         if (!this.store.has(name)) return { status: 'unknown', message: `no volume named ${JSON.stringify(name)} on node ${this.config.name}` };
         const meta = this.store.get(name);
         if (!isAdmitted(meta.access, { address: client.address, tlsIdentity: client.tlsIdentity })) {
-          this.events.emit('access-denied', name, `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list`);
+          // One event per connection and volume: a client asks several times during one handshake.
+          const key = `${client.id}\0${name}`;
+          if (!this.deniedReported.has(key)) {
+            this.deniedReported.add(key);
+            if (this.deniedReported.size > 10_000) this.deniedReported.clear();
+            this.events.emit('access-denied', name, `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list`);
+          }
           return { status: 'denied', message: `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list of volume ${name}` };
         }
         return {
           status: 'ok',
-          export: { name, description: meta.description || `tricopy volume on ${this.config.name} (${this.config.site})`, device: this.front(name) },
+          export: { name, description: this.describe(meta), device: this.front(name) },
         };
       },
       list: (client: NbdClientInfo) =>
         this.store.list()
           .filter((m) => isAdmitted(m.access, { address: client.address, tlsIdentity: client.tlsIdentity }))
-          .map((m) => ({ name: m.name, description: m.description || `tricopy volume on ${this.config.name}` })),
+          .map((m) => ({ name: m.name, description: this.describe(m) })),
     };
   }
 }

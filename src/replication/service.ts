@@ -58,6 +58,8 @@ export const defaultReplicationOptions = {
 };
 
 const maxBatchBytes = 4 * 1024 * 1024;
+/** One copy request carries up to this much of a run of changed regions. */
+const maxCopyRequestBytes = 1024 * 1024;
 const maxBatchEntries = 4096;
 const maxBatchesInFlight = 2;
 const drainTimeoutMs = 120_000;
@@ -786,33 +788,35 @@ export class ReplicationService implements ReplicationDataPath {
     const total = p.bitmap.setBitCount;
     p.record.copy = { totalChunks: total, doneChunks: 0 };
     let cursor = 0;
-    const next = (): number | undefined => {
+    // The next run of changed regions, at most maxCopyRequestBytes long: one request copies it.
+    const next = (): { first: number; count: number } | undefined => {
       const runs = p.bitmap.runs(cursor, p.bitmap.bitCount - cursor, 2);
       const set = runs.find((r) => r.set);
       if (!set) return undefined;
-      cursor = set.firstBit + 1;
-      return set.firstBit;
+      const count = Math.min(set.bitCount, maxCopyRequestBytes / diffChunkBytes);
+      cursor = set.firstBit + count;
+      return { first: set.firstBit, count };
     };
     const worker = async (): Promise<void> => {
       for (;;) {
         if (!this.copyingState(p) || this.stopped) return;
-        const chunk = next();
-        if (chunk === undefined) return;
-        const offset = chunk * diffChunkBytes;
-        const length = Math.min(diffChunkBytes, volume.sizeBytes - offset);
+        const run = next();
+        if (run === undefined) return;
+        const offset = run.first * diffChunkBytes;
+        const length = Math.min(run.count * diffChunkBytes, volume.sizeBytes - offset);
         const release = await vr.lock.acquire(offset, length);
         try {
           if (!this.copyingState(p)) return;
-          const link = this.peers.link(p.record.peer.node);
+          const header = encodeDataHeader({ name: p.record.name, offset, length, flags: 0 });
           const extents = volume.extents(offset, length, 1);
           if (extents[0] && !extents[0].allocated && extents[0].length >= length) {
-            await link.request(MessageType.Zero, encodeDataHeader({ name: p.record.name, offset, length, flags: 0 }), this.options.syncWriteTimeoutMs);
+            await this.peers.request(p.record.peer.node, MessageType.Zero, header, this.options.syncWriteTimeoutMs);
           } else {
             const data = await volume.read(offset, length);
-            await link.request(MessageType.Copy, [encodeDataHeader({ name: p.record.name, offset, length, flags: 0 }), data], this.options.syncWriteTimeoutMs);
+            await this.peers.request(p.record.peer.node, MessageType.Copy, [header, data], this.options.syncWriteTimeoutMs);
           }
-          p.bitmap.clearRange(chunk, 1);
-          p.record.copy!.doneChunks++;
+          p.bitmap.clearRange(run.first, run.count);
+          p.record.copy!.doneChunks += run.count;
         } finally {
           release();
         }
@@ -838,15 +842,17 @@ export class ReplicationService implements ReplicationDataPath {
     const total = p.bitmap.setBitCount;
     p.record.copy = { totalChunks: total, doneChunks: 0 };
     const volume = this.volumes.volume(p.record.volume);
+    const perMarker = maxCopyRequestBytes / diffChunkBytes;
     for (const run of [...p.bitmap.setRuns()]) {
-      for (let chunk = run.first; chunk < run.first + run.count; chunk++) {
+      for (let chunk = run.first; chunk < run.first + run.count; chunk += perMarker) {
         if (!this.copyingState(p) || this.stopped) return;
+        const count = Math.min(perMarker, run.first + run.count - chunk);
         const offset = chunk * diffChunkBytes;
-        const length = Math.min(diffChunkBytes, volume.sizeBytes - offset);
+        const length = Math.min(count * diffChunkBytes, volume.sizeBytes - offset);
         const appended = await this.appendToJournal(p, { op: JournalOp.CopyRegion, pair: p.record.name, offset, length });
         if (!appended) return; // the group fell back to bitmaps
-        p.bitmap.clearRange(chunk, 1);
-        p.record.copy.doneChunks++;
+        p.bitmap.clearRange(chunk, count);
+        p.record.copy.doneChunks += count;
       }
     }
     await p.bitmap.persist();

@@ -136,6 +136,25 @@ test('events show state changes with reasons, as text and JSON lines', async () 
   assert.ok(lines.some((e) => e.kind === 'volume-deleted'));
 });
 
+test('events --follow streams new events as they happen (server-sent events)', async () => {
+  const { spawn } = await import('node:child_process');
+  const { cliPath } = await import('../support/node-process');
+  const follower = spawn(process.execPath, [cliPath, 'events', '--follow', '--json', '--after', '999999'], { env: { ...process.env, ...env } });
+  let out = '';
+  follower.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  try {
+    await waitFor('the stream to be open', async () => {
+      await ok(['volume', 'create', `followed-${Date.now()}`, '--size', '4MiB']);
+      return out.includes('volume-created');
+    }, { timeoutMs: 20_000, intervalMs: 500 });
+    const event = JSON.parse(out.trim().split('\n').find((l) => l.includes('volume-created'))!) as { kind: string; subject: string };
+    assert.equal(event.kind, 'volume-created');
+    assert.match(event.subject, /^followed-/);
+  } finally {
+    follower.kill('SIGINT');
+  }
+});
+
 test('node run: missing settings, ports in use and a locked data directory are refused clearly', async () => {
   const r1 = await cli(['node', 'run', '--data-dir', path.join(dir, 'x')]);
   assert.equal(r1.code, 2);
