@@ -23,6 +23,8 @@ interface CreatePairBody {
   fence?: 'data' | 'never';
   group?: string;
   noCopy?: boolean;
+  initialCopy?: 'full' | 'none' | 'delta';
+  fenceGroup?: string;
   returnAddress?: { host: string; replPort: number };
 }
 export const sseHeartbeatIntervalMs = 15_000;
@@ -188,6 +190,8 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
           fence: { type: 'string', enum: ['data', 'never'] },
           group: { type: 'string', minLength: 1, maxLength: 63 },
           noCopy: { type: 'boolean' },
+          initialCopy: { type: 'string', enum: ['full', 'none', 'delta'] },
+          fenceGroup: { type: 'string', minLength: 1, maxLength: 63 },
           returnAddress: {
             type: 'object', required: ['host', 'replPort'], additionalProperties: false,
             properties: { host: { type: 'string', minLength: 1, maxLength: 255 }, replPort: { type: 'integer', minimum: 1, maximum: 65535 } },
@@ -199,7 +203,8 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     const b = request.body;
     const status = await node.replication.createPair({
       name: b.name, volume: b.volume, peer: b.peer, peerVolume: b.peerVolume, mode: b.mode,
-      fence: b.fence ?? (b.mode === 'sync' ? 'data' : 'never'), group: b.group, noCopy: b.noCopy, returnAddress: b.returnAddress,
+      fence: b.fence ?? (b.mode === 'sync' ? 'data' : 'never'), group: b.group, returnAddress: b.returnAddress,
+      initialCopy: b.initialCopy ?? (b.noCopy ? 'none' : 'full'), fenceGroup: b.fenceGroup,
     });
     reply.code(201);
     return status;

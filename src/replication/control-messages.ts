@@ -83,15 +83,15 @@ export interface PairCreateRequest {
   group: string | null;
   sizeBytes: number;
   generation: number;
-  /** Initial copy omitted: the operator states both volumes already hold the same data. */
-  noCopy: boolean;
+  fenceGroup: string | null;
+  initialCopy: 'full' | 'none' | 'delta';
   createVolume: boolean;
 }
 
 export const pairCreateCodec = jsonCodec<PairCreateRequest>({
   type: 'object',
   additionalProperties: false,
-  required: ['name', 'volume', 'peerVolume', 'primary', 'mode', 'fence', 'group', 'sizeBytes', 'generation', 'noCopy', 'createVolume'],
+  required: ['name', 'volume', 'peerVolume', 'primary', 'mode', 'fence', 'group', 'sizeBytes', 'generation', 'fenceGroup', 'initialCopy', 'createVolume'],
   properties: {
     name: nameSchema,
     volume: nameSchema,
@@ -107,7 +107,8 @@ export const pairCreateCodec = jsonCodec<PairCreateRequest>({
     group: { type: 'string', nullable: true, maxLength: 63 } as never,
     sizeBytes: { type: 'integer', minimum: 0 },
     generation: { type: 'integer', minimum: 0 },
-    noCopy: { type: 'boolean' },
+    fenceGroup: { type: 'string', nullable: true, maxLength: 63 } as never,
+    initialCopy: { type: 'string', enum: ['full', 'none', 'delta'] },
     createVolume: { type: 'boolean' },
   },
 });
@@ -216,4 +217,24 @@ export const journalAckCodec = jsonCodec<JournalAck>({
   additionalProperties: false,
   required: ['receivedSeq', 'appliedSeq'],
   properties: { receivedSeq: { type: 'integer', minimum: 0 }, appliedSeq: { type: 'integer', minimum: 0 } },
+});
+
+export interface RegionHashesRequest {
+  name: string;
+  offset: number;
+  length: number;
+  /** Bytes per checksum (the last piece may be shorter). */
+  grainBytes: number;
+}
+
+export const regionHashesCodec = jsonCodec<RegionHashesRequest>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'offset', 'length', 'grainBytes'],
+  properties: {
+    name: nameSchema,
+    offset: { type: 'integer', minimum: 0 },
+    length: { type: 'integer', minimum: 1, maximum: 256 * 1024 * 1024 },
+    grainBytes: { type: 'integer', minimum: 512, maximum: 16 * 1024 * 1024 },
+  },
 });

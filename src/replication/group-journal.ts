@@ -58,6 +58,11 @@ export class PrimaryJournal {
   private spaceWaiters: Array<() => void> = [];
   /** Entries whose local volume write has not finished yet; they must stay for crash replay. */
   private readonly localPending = new Set<number>();
+  /**
+   * Entries not to be shipped yet: their write has not reached the sync copy (3DC protection: the
+   * async site must never hold a write the sync site lacks). Shipping stops at the first one.
+   */
+  private readonly held = new Set<number>();
   private persistTimer: NodeJS.Timeout | undefined;
   private progressDirty = false;
 
@@ -139,8 +144,9 @@ export class PrimaryJournal {
    * Assigns the next sequence number and appends. The number is taken synchronously, so callers
    * that hold the volume's range lock get numbers in the order their writes are serialised.
    */
-  append(entry: Omit<JournalEntry, 'seq' | 'timeMs'>): { seq: number; written: Promise<void> } {
+  append(entry: Omit<JournalEntry, 'seq' | 'timeMs'>, options: { held?: boolean } = {}): { seq: number; written: Promise<void> } {
     const seq = ++this.lastSeqValue;
+    if (options.held) this.held.add(seq);
     const full: JournalEntry = { ...entry, seq, timeMs: Date.now() };
     const pieces = encodeEntry(full);
     const { stored, written } = this.store.append(full, pieces);
@@ -159,13 +165,27 @@ export class PrimaryJournal {
     return { seq, written };
   }
 
-  /** Up to `maxBytes` of entries after `afterSeq`, in order (at least one if any). */
+  hold(seq: number): void {
+    if (seq <= this.lastSeqValue) this.held.add(seq);
+  }
+
+  /** Lets a held entry (and the ones queued behind it) be shipped. */
+  release(seq: number): void {
+    this.held.delete(seq);
+  }
+
+  get heldCount(): number {
+    return this.held.size;
+  }
+
+  /** Up to `maxBytes` of entries after `afterSeq`, in order (at least one if any); never past a held one. */
   entriesAfter(afterSeq: number, maxBytes: number, maxEntries: number): StoredEntry[] {
     const out: StoredEntry[] = [];
     let bytes = 0;
     let i = this.retained.lowerBound((e) => e.seq < afterSeq + 1);
     for (; i < this.retained.length && out.length < maxEntries; i++) {
       const e = this.retained.at(i)!;
+      if (this.held.has(e.seq)) break;
       // Copy markers are small here but carry their region's data on the wire.
       const wireBytes = e.bytes + (e.op === JournalOp.CopyRegion ? e.length : 0);
       if (out.length > 0 && bytes + wireBytes > maxBytes) break;
@@ -239,6 +259,7 @@ export class PrimaryJournal {
     const dropped = this.retained.clear();
     this.retainedBytes = 0;
     this.localPending.clear();
+    this.held.clear();
     for (const seq of [...this.cache.keys()]) this.uncache(seq);
     this.unapplied.clear();
     this.unappliedBytes = 0;

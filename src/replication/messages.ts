@@ -19,6 +19,7 @@ export enum MessageType {
   PairBitmap = 24,
   PairBitmapClear = 25,
   SwapPrepare = 26,
+  RegionHashes = 27,
   // Data path.
   Write = 40,
   Zero = 41,

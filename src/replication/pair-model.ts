@@ -40,6 +40,11 @@ export interface PairRecord {
   fence: FenceLevel;
   /** Consistency group of an async pair (one ordered journal per group). */
   group: string | null;
+  /**
+   * Pairs protected together (a 3DC topology): when one sync pair of the fence group with fence
+   * data cannot update its secondary, host writes to every volume of the group are refused.
+   */
+  fenceGroup: string | null;
   state: PairState;
   suspendCause: SuspendCause | null;
   /** Human words for the last transition. */
@@ -59,6 +64,12 @@ export interface PairRecord {
   /** Async secondary: the last journal entry it had received when it took over (null otherwise). */
   receivedSeqAtTakeover: number | null;
 }
+
+/** How a new pair brings the secondary to the primary's contents. */
+export type InitialCopy =
+  | 'full' // every allocated region
+  | 'none' // nothing: the operator states both volumes already hold the same data
+  | 'delta'; // compare checksums of both volumes and copy only the blocks that differ
 
 export type ShortCode = 'SMPL' | 'COPY' | 'PAIR' | 'PSUS' | 'PSUE' | 'SSUS' | 'SSWS';
 

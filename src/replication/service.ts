@@ -2,6 +2,7 @@
 // the data path of paired volumes (sync forwarding, async journaling, fencing, bitmaps), copies
 // (initial copy, resync), the async shipper and applier, takeover and swap, and the reconciliation
 // of pair records with each peer when a link comes up.
+import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { TricopyError, errorMessage, invariant } from '../common/errors';
 import type { EventJournal } from '../common/events';
@@ -15,7 +16,7 @@ import { ActivityLog } from './activity-log';
 import {
   type BitmapReply, type GroupPosition, type PairCreateRequest, type PairSummary, type PairUpdate, type PairsSync, type SwapPrepare,
   bitmapReplyCodec, groupPositionCodec, journalAckCodec, pairCreateCodec, pairNameCodec, pairUpdateCodec, pairsSyncCodec,
-  swapPrepareCodec, swapPreparedCodec,
+  regionHashesCodec, swapPrepareCodec, swapPreparedCodec,
 } from './control-messages';
 import { JournalFullError, type JournalFullPolicy, type LagReport, PrimaryJournal, ReceivedJournal, removeJournalDir } from './group-journal';
 import { type JournalEntry, JournalOp, decodeEntriesWithBytes, encodeEntries } from './journal-entry';
@@ -23,7 +24,7 @@ import type { StoredEntry } from './journal-store';
 import type { LinkTimings, PeerLink } from './link';
 import { MessageType, dataFlagFua, decodeDataHeader, encodeDataHeader } from './messages';
 import {
-  type CopyMode, type FenceLevel, type PairRecord, type PairState, type PeerAddress, type ShortCode, type SuspendCause,
+  type CopyMode, type FenceLevel, type InitialCopy, type PairRecord, type PairState, type PeerAddress, type ShortCode, type SuspendCause,
   groupNamePattern, pairNamePattern, secondaryIsConsistent, shortCode,
 } from './pair-model';
 import { type PairEvent, decide } from './pair-state-machine';
@@ -60,6 +61,20 @@ export const defaultReplicationOptions = {
 const maxBatchBytes = 4 * 1024 * 1024;
 /** One copy request carries up to this much of a run of changed regions. */
 const maxCopyRequestBytes = 1024 * 1024;
+/** A delta copy compares this much per checksum request. */
+const maxDeltaRunBytes = 16 * 1024 * 1024;
+const deltaRegionBytes = 64 * 1024;
+const deltaBlockBytes = 4096;
+const hashBytes = 16;
+const zeroDigests = new Map<number, Buffer>();
+function zeroDigest(length: number): Buffer {
+  let d = zeroDigests.get(length);
+  if (!d) {
+    d = createHash('sha256').update(Buffer.alloc(length)).digest();
+    zeroDigests.set(length, d);
+  }
+  return d;
+}
 const maxBatchEntries = 4096;
 const maxBatchesInFlight = 2;
 const drainTimeoutMs = 120_000;
@@ -75,7 +90,9 @@ export interface CreatePairInput {
   mode: CopyMode;
   fence: FenceLevel;
   group?: string | undefined;
-  noCopy?: boolean | undefined;
+  /** full (default): allocated regions; none: declared identical; delta: compare and copy differences. */
+  initialCopy?: InitialCopy | undefined;
+  fenceGroup?: string | undefined;
   /** How the peer reaches this node, when not at its advertised address (NAT, a relay, a test proxy). */
   returnAddress?: { host: string; replPort: number } | undefined;
 }
@@ -99,6 +116,11 @@ export interface PairStatus {
   differentialBytes: number;
   hostWritesRecorded: boolean;
   secondaryWritable: boolean;
+  /** Bytes the last delta copy found different and sent (null when no delta copy ran here). */
+  deltaBytes: number | null;
+  /** Async entries held until the sync copy has their writes again (3DC protection). */
+  heldEntries: number;
+  fenceGroup: string | null;
   journal: { usedBytes: number; capacityBytes: number } | null;
   lag: LagReport | null;
   createdAt: string;
@@ -122,6 +144,10 @@ interface PairRuntime {
   record: PairRecord;
   bitmap: PersistentBitmap;
   copying: boolean;
+  /** The running (or resumed) copy compares checksums and copies only differing blocks. */
+  deltaCopy: boolean;
+  /** Bytes a delta copy found different (and sent), for status and benchmarks. */
+  deltaBytesFound: number;
   /** Async copy: the secondary is consistent once it applied through this sequence number. */
   copyConsistentSeq: number;
   /** Async split: the pair is suspended once the secondary applied through this sequence number. */
@@ -133,6 +159,8 @@ interface PairRuntime {
 interface VolumeRuntime {
   lock: RangeLock;
   activity: ActivityLog | undefined;
+  /** Async entries of this volume held until its sync copy (fence data) has their writes again. */
+  held: Array<{ group: string; seq: number }>;
   /** A role swap is quiescing this volume: new host writes are refused. */
   swapping: boolean;
 }
@@ -159,6 +187,8 @@ export class ReplicationService implements ReplicationDataPath {
   private readonly groupFallbacks = new Map<string, Promise<void>>();
   private readonly progressTimers = new Map<string, NodeJS.Timeout>();
   private readonly autoResyncTimers = new Map<string, NodeJS.Timeout>();
+  /** Fence groups in which a sync pair with fence data cannot update its secondary, with the pair. */
+  private readonly fencedGroups = new Map<string, string>();
   private replPortValue = 0;
   private stopped = false;
 
@@ -193,6 +223,7 @@ export class ReplicationService implements ReplicationDataPath {
       this.pairs.set(record.name, this.runtime(record, bitmap));
     }
     for (const p of this.pairs.values()) await this.openJournalsFor(p.record);
+    this.refreshFences();
     await this.recoverAfterRestart();
     for (const journal of this.receivedJournals.values()) this.startApplier(journal);
     this.replPortValue = await this.peers.listen(host, port);
@@ -247,6 +278,19 @@ export class ReplicationService implements ReplicationDataPath {
         }
       }
       await vr.activity.clearIdle();
+    }
+    // 3DC protection after a crash: entries whose sync copy is uncertain wait for it.
+    for (const [group, journal] of this.primaryJournals) {
+      for (const e of journal.retainedEntries()) {
+        const p = this.pairs.get(e.pair);
+        if (!p) continue;
+        const syncLag = this.pairsOfVolume(p.record.volume).some((x) => x.record.role === 'primary' && x.record.mode === 'sync' &&
+          x.record.fence === 'data' && x.record.state !== 'duplex');
+        if (syncLag) {
+          journal.hold(e.seq);
+          this.volumeRuntime(p.record.volume).held.push({ group, seq: e.seq });
+        }
+      }
     }
   }
 
@@ -341,10 +385,11 @@ export class ReplicationService implements ReplicationDataPath {
     }
     const meta = this.volumes.get(input.volume);
     const existing = this.pairsOfVolume(input.volume);
-    const asSecondary = existing.find((p) => p.record.role === 'secondary');
-    if (asSecondary) {
+    const asSecondary = existing.find((p) => p.record.role === 'secondary' && p.record.state !== 'secondary-writable');
+    // A cascade: the intermediate volume receives synchronously and forwards asynchronously.
+    if (asSecondary && !(asSecondary.record.mode === 'sync' && input.mode === 'async')) {
       throw new TricopyError('conflict', `volume ${input.volume} is the secondary of pair ${asSecondary.record.name}`,
-        'a volume receives from one primary at a time; cascades start from the intermediate volume\'s own primary role');
+        'only a cascade is possible: a volume that receives synchronously may forward asynchronously');
     }
     if (existing.some((p) => p.record.peer.node === input.peer.node)) {
       throw new TricopyError('conflict', `volume ${input.volume} already has a pair to node ${input.peer.node}`);
@@ -359,12 +404,16 @@ export class ReplicationService implements ReplicationDataPath {
           'every pair of a consistency group goes from this node to the same secondary node');
       }
     }
+    const initialCopy: InitialCopy = input.initialCopy ?? 'full';
     const link = await this.peers.connectNow(input.peer, connectTimeoutMs);
     const now = new Date().toISOString();
     const record: PairRecord = {
       name: input.name, role: 'primary', volume: input.volume, peerVolume: input.peerVolume ?? input.volume, peer: input.peer,
-      mode: input.mode, fence: input.fence, group, state: input.noCopy ? 'duplex' : 'initial-copying', suspendCause: null,
-      reason: input.noCopy ? 'created without initial copy (contents declared identical)' : 'created; initial copy of allocated regions',
+      mode: input.mode, fence: input.fence, group, fenceGroup: input.fenceGroup ?? null,
+      state: initialCopy === 'none' ? 'duplex' : 'initial-copying', suspendCause: null,
+      reason: initialCopy === 'none' ? 'created without initial copy (contents declared identical)'
+        : initialCopy === 'delta' ? 'created; comparing both volumes and copying only the blocks that differ'
+          : 'created; initial copy of allocated regions',
       secondaryWritable: false, generation: 1, createdAt: now, updatedAt: now, copy: null, hostWritesRecorded: false, receivedSeqAtTakeover: null,
     };
     const request: PairCreateRequest = {
@@ -372,11 +421,11 @@ export class ReplicationService implements ReplicationDataPath {
       primary: { node: this.options.localNode, host: input.returnAddress?.host ?? this.options.advertiseHost,
         replPort: input.returnAddress?.replPort ?? this.replPortValue },
       mode: record.mode, fence: record.fence, group, sizeBytes: meta.sizeBytes, generation: record.generation,
-      noCopy: input.noCopy === true, createVolume: true,
+      fenceGroup: record.fenceGroup, initialCopy, createVolume: true,
     };
     const reply = bitmapReplyCodec.decode(await link.request(MessageType.PairCreate, pairCreateCodec.encode(request)));
     const bitmap = await this.store.bitmap(record.name, meta.sizeBytes);
-    if (!input.noCopy) {
+    if (initialCopy !== 'none') {
       // Copy what holds data here, and clear what holds data only there.
       bitmap.mergeFrom(this.volumes.volume(input.volume).allocation);
       bitmap.mergeFrom(decodeBitmap(reply.bitmap, bitmap));
@@ -384,10 +433,12 @@ export class ReplicationService implements ReplicationDataPath {
     }
     await this.store.save(record);
     const p = this.runtime(record, bitmap);
+    p.deltaCopy = initialCopy === 'delta';
     this.pairs.set(record.name, p);
     await this.openJournalsFor(record);
+    this.refreshFences();
     this.events.emit('pair-created', record.name, record.reason,
-      { role: 'primary', volume: record.volume, peer: record.peer.node, mode: record.mode, fence: record.fence, group });
+      { role: 'primary', volume: record.volume, peer: record.peer.node, mode: record.mode, fence: record.fence, group, fenceGroup: record.fenceGroup, initialCopy });
     await this.notifyState(p);
     // A new group starts shipping at once (the secondary's received journal is empty).
     if (group && !this.shippers.get(group)?.running) this.startShipper(group, record.peer.node, 0);
@@ -521,7 +572,11 @@ export class ReplicationService implements ReplicationDataPath {
   // ----------------------------------------------------------------------------------------------
   // Data path
 
-  private writeRefusal(volume: string): BlockDeviceError | undefined {
+  /**
+   * Why a host (or, for a cascade, the upstream primary: origin 'replication') may not write the
+   * volume now; undefined when it may.
+   */
+  private writeRefusal(volume: string, origin: 'host' | 'replication' = 'host'): BlockDeviceError | undefined {
     const pairs = this.pairsOfVolume(volume);
     if (pairs.length === 0) return undefined;
     if (this.volumeRuntimes.get(volume)?.swapping) {
@@ -529,6 +584,10 @@ export class ReplicationService implements ReplicationDataPath {
     }
     for (const p of pairs) {
       const r = p.record;
+      if (r.fenceGroup !== null && this.fencedGroups.has(r.fenceGroup) && r.role === 'primary' && origin === 'host') {
+        return new BlockDeviceError('EIO', `the sync copy of protected group ${r.fenceGroup} cannot be updated (${this.fencedGroups.get(r.fenceGroup)}): writes to all its volumes are refused`);
+      }
+      if (r.role === 'secondary' && origin === 'replication') continue;
       if (r.role === 'secondary') {
         const writable = r.state === 'secondary-writable' || r.state === 'simplex' || (r.state === 'suspended' && r.secondaryWritable);
         if (!writable) {
@@ -543,9 +602,9 @@ export class ReplicationService implements ReplicationDataPath {
     return undefined;
   }
 
-  async write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
+  async write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions, origin: 'host' | 'replication' = 'host'): Promise<void> {
     const payload = Buffer.isBuffer(data) ? data : Buffer.concat(data);
-    await this.replicatedOp(volume, offset, payload.length, options.fua, {
+    await this.replicatedOp(volume, offset, payload.length, options.fua, origin, {
       local: () => volume.write(offset, payload, options),
       entry: (pair) => ({ op: JournalOp.Write, pair, offset, length: payload.length, data: payload }),
       remote: (peer, pair) => this.peers.request(peer, MessageType.Write,
@@ -554,7 +613,7 @@ export class ReplicationService implements ReplicationDataPath {
     });
   }
 
-  async writeZeroes(volume: Volume, offset: number, length: number, options: ZeroOptions): Promise<void> {
+  async writeZeroes(volume: Volume, offset: number, length: number, options: ZeroOptions, origin: 'host' | 'replication' = 'host'): Promise<void> {
     if (options.fastOnly) {
       // A fast zero is fine when the local part is fast: it never writes data to forward.
       const touched = volume.allocation.chunkRange(offset, length);
@@ -562,7 +621,7 @@ export class ReplicationService implements ReplicationDataPath {
         throw new BlockDeviceError('ENOTSUP', 'zeroing allocated regions is no faster than writing them');
       }
     }
-    await this.replicatedOp(volume, offset, length, options.fua, {
+    await this.replicatedOp(volume, offset, length, options.fua, origin, {
       local: () => volume.writeZeroes(offset, length, { ...options, fastOnly: false }),
       entry: (pair) => ({ op: JournalOp.Zero, pair, offset, length }),
       remote: (peer, pair) => this.peers.request(peer, MessageType.Zero,
@@ -595,17 +654,17 @@ export class ReplicationService implements ReplicationDataPath {
    * One host modification of a paired volume: fence check, range lock, journal (async) before the
    * local write, local and sync-remote writes in parallel, bitmaps for everything not forwarded.
    */
-  private async replicatedOp(volume: Volume, offset: number, length: number, fua: boolean, op: {
+  private async replicatedOp(volume: Volume, offset: number, length: number, fua: boolean, origin: 'host' | 'replication', op: {
     local: () => Promise<void>;
     entry: (pair: string) => Omit<JournalEntry, 'seq' | 'timeMs'>;
     remote: (peer: string, pair: string) => Promise<Buffer>;
   }): Promise<void> {
-    const refusal = this.writeRefusal(volume.name);
+    const refusal = this.writeRefusal(volume.name, origin);
     if (refusal) throw refusal;
     if (length === 0) return op.local();
     const vr = this.volumeRuntime(volume.name);
     const release = await vr.lock.acquire(offset, length);
-    const recheck = this.writeRefusal(volume.name);
+    const recheck = this.writeRefusal(volume.name, origin);
     if (recheck) {
       release();
       throw recheck;
@@ -616,7 +675,8 @@ export class ReplicationService implements ReplicationDataPath {
       const pairs = this.pairsOfVolume(volume.name);
       const forwarded = pairs.filter((p) => p.record.role === 'primary' && p.record.mode === 'sync' && this.forwards(p));
       const journaled = pairs.filter((p) => p.record.role === 'primary' && p.record.mode === 'async' && this.journals(p));
-      const recorded = pairs.filter((p) => !forwarded.includes(p) && !journaled.includes(p));
+      // A cascade intermediate forwards what its primary sends; that is no change of its own.
+      const recorded = pairs.filter((p) => !forwarded.includes(p) && !journaled.includes(p) && !(origin === 'replication' && p.record.role === 'secondary'));
       if (forwarded.length > 0 && vr.activity) {
         await vr.activity.begin(offset, length);
         activityMarked = true;
@@ -625,9 +685,11 @@ export class ReplicationService implements ReplicationDataPath {
       for (const p of recorded) p.bitmap.markBytes(offset, length);
       await Promise.all(recorded.map((p) => p.bitmap.persist()));
       // Async: the entry is in the journal before the volume changes, so a crash can never leave
-      // the primary holding data its journal will not deliver.
+      // the primary holding data its journal will not deliver. With a fence-data sync copy too
+      // (3DC), the entry is held back until the sync copy has the write.
+      const holdForSync = forwarded.some((p) => p.record.fence === 'data');
       for (const p of journaled) {
-        const appended = await this.appendToJournal(p, op.entry(p.record.name));
+        const appended = await this.appendToJournal(p, op.entry(p.record.name), holdForSync);
         if (appended) seqs.push(appended);
         else recorded.push(p); // the group fell back to bitmaps meanwhile
       }
@@ -649,6 +711,10 @@ export class ReplicationService implements ReplicationDataPath {
           recorded.push(p);
         }
       }
+      if (holdForSync) {
+        if (fenced) for (const x of seqs) vr.held.push({ group: x.journal.group, seq: x.seq });
+        else for (const x of seqs) this.releaseHeld(x.journal, x.seq);
+      }
       if (localResult) throw localResult;
       if (fenced) throw fenced;
       // The write is acknowledged: wherever it was only recorded, this side now has changes the
@@ -667,8 +733,24 @@ export class ReplicationService implements ReplicationDataPath {
     }
   }
 
+  private releaseHeld(journal: PrimaryJournal, seq: number): void {
+    journal.release(seq);
+    this.wakeShipper(journal.group);
+  }
+
+  /** A volume's sync copy has every write again: its held async entries may go. */
+  private releaseHeldOf(volume: string): void {
+    const vr = this.volumeRuntimes.get(volume);
+    if (!vr || vr.held.length === 0) return;
+    for (const h of vr.held.splice(0)) {
+      const journal = this.primaryJournals.get(h.group);
+      if (journal) this.releaseHeld(journal, h.seq);
+    }
+    this.log.info({ volume }, 'sync copy restored: held async entries released');
+  }
+
   /** Appends to the pair's group journal, honouring the journal-full policy. */
-  private async appendToJournal(p: PairRuntime, entry: Omit<JournalEntry, 'seq' | 'timeMs'>): Promise<{ seq: number; journal: PrimaryJournal } | undefined> {
+  private async appendToJournal(p: PairRuntime, entry: Omit<JournalEntry, 'seq' | 'timeMs'>, held = false): Promise<{ seq: number; journal: PrimaryJournal } | undefined> {
     const group = p.record.group!;
     let journal = this.primaryJournals.get(group)!;
     invariant(journal, `async pair ${p.record.name} has the journal of group ${group}`);
@@ -691,7 +773,7 @@ export class ReplicationService implements ReplicationDataPath {
         return undefined;
       }
     }
-    const { seq, written } = journal.append(entry);
+    const { seq, written } = journal.append(entry, { held });
     await written;
     this.wakeShipper(group);
     return { seq, journal };
@@ -735,14 +817,33 @@ export class ReplicationService implements ReplicationDataPath {
     p.record.updatedAt = new Date().toISOString();
     if (outcome.to === 'duplex') p.record.copy = null;
     await this.store.save(p.record);
+    this.refreshFences();
     this.events.emit('pair-state', p.record.name, p.record.reason, {
       event, role: p.record.role, from, to: p.record.state, fromCode, code: shortCode(p.record), generation: p.record.generation,
     });
     for (const w of [...p.stateWaiters]) w();
+    // Held async entries go once the sync copy has their writes again, or once the operator chose
+    // to run without the sync copy (a split).
+    if (p.record.role === 'primary' && p.record.mode === 'sync' &&
+        (p.record.state === 'duplex' || (p.record.state === 'suspended' && p.record.suspendCause === 'operator'))) {
+      this.releaseHeldOf(p.record.volume);
+    }
     // The secondary must know before the primary acts on the new state (e.g. copies into it).
     if (p.record.role === 'primary') await this.notifyState(p);
     if (p.record.role === 'primary' && p.record.mode === 'sync') await this.syncActivityLogUse(p.record.volume);
     this.scheduleAutoResync(p);
+  }
+
+  /** Recomputes which fence groups refuse writes (after any state change). */
+  private refreshFences(): void {
+    this.fencedGroups.clear();
+    for (const p of this.pairs.values()) {
+      const r = p.record;
+      if (r.fenceGroup !== null && r.role === 'primary' && r.mode === 'sync' && r.fence === 'data' &&
+          r.state === 'suspended' && r.suspendCause !== 'operator' && r.suspendCause !== 'takeover-by-peer') {
+        this.fencedGroups.set(r.fenceGroup, `pair ${r.name}: ${r.reason}`);
+      }
+    }
   }
 
   /** Primary → secondary: mirror my view of the pair (best effort; reconciled again on reconnect). */
@@ -788,14 +889,31 @@ export class ReplicationService implements ReplicationDataPath {
     const total = p.bitmap.setBitCount;
     p.record.copy = { totalChunks: total, doneChunks: 0 };
     let cursor = 0;
-    // The next run of changed regions, at most maxCopyRequestBytes long: one request copies it.
+    // The next run of changed regions: one copy request (or, comparing, one checksum request) each.
+    const runBytes = p.deltaCopy ? maxDeltaRunBytes : maxCopyRequestBytes;
     const next = (): { first: number; count: number } | undefined => {
       const runs = p.bitmap.runs(cursor, p.bitmap.bitCount - cursor, 2);
       const set = runs.find((r) => r.set);
       if (!set) return undefined;
-      const count = Math.min(set.bitCount, maxCopyRequestBytes / diffChunkBytes);
+      const count = Math.min(set.bitCount, runBytes / diffChunkBytes);
       cursor = set.firstBit + count;
       return { first: set.firstBit, count };
+    };
+    const copyRange = async (offset: number, length: number): Promise<void> => {
+      const release = await vr.lock.acquire(offset, length);
+      try {
+        if (!this.copyingState(p)) return;
+        const header = encodeDataHeader({ name: p.record.name, offset, length, flags: 0 });
+        const extents = volume.extents(offset, length, 1);
+        if (extents[0] && !extents[0].allocated && extents[0].length >= length) {
+          await this.peers.request(p.record.peer.node, MessageType.Zero, header, this.options.syncWriteTimeoutMs);
+        } else {
+          const data = await volume.read(offset, length);
+          await this.peers.request(p.record.peer.node, MessageType.Copy, [header, data], this.options.syncWriteTimeoutMs);
+        }
+      } finally {
+        release();
+      }
     };
     const worker = async (): Promise<void> => {
       for (;;) {
@@ -804,22 +922,15 @@ export class ReplicationService implements ReplicationDataPath {
         if (run === undefined) return;
         const offset = run.first * diffChunkBytes;
         const length = Math.min(run.count * diffChunkBytes, volume.sizeBytes - offset);
-        const release = await vr.lock.acquire(offset, length);
-        try {
-          if (!this.copyingState(p)) return;
-          const header = encodeDataHeader({ name: p.record.name, offset, length, flags: 0 });
-          const extents = volume.extents(offset, length, 1);
-          if (extents[0] && !extents[0].allocated && extents[0].length >= length) {
-            await this.peers.request(p.record.peer.node, MessageType.Zero, header, this.options.syncWriteTimeoutMs);
-          } else {
-            const data = await volume.read(offset, length);
-            await this.peers.request(p.record.peer.node, MessageType.Copy, [header, data], this.options.syncWriteTimeoutMs);
+        const ranges = p.deltaCopy ? await this.differingRanges(p, volume, offset, length) : [{ offset, length }];
+        for (const r of ranges) {
+          for (let at = r.offset; at < r.offset + r.length; at += maxCopyRequestBytes) {
+            await copyRange(at, Math.min(maxCopyRequestBytes, r.offset + r.length - at));
           }
-          p.bitmap.clearRange(run.first, run.count);
-          p.record.copy!.doneChunks += run.count;
-        } finally {
-          release();
         }
+        if (!this.copyingState(p)) return;
+        p.bitmap.clearRange(run.first, run.count);
+        p.record.copy!.doneChunks += run.count;
       }
     };
     await Promise.all(Array.from({ length: this.options.copyConcurrency }, () => worker()));
@@ -833,7 +944,55 @@ export class ReplicationService implements ReplicationDataPath {
     await this.peers.request(p.record.peer.node, MessageType.Flush, encodeDataHeader({ name: p.record.name, offset: 0, length: 0, flags: 0 }));
     await p.bitmap.sync();
     p.record.hostWritesRecorded = false;
+    p.deltaCopy = false;
     await this.applyOutcome(p, decide('primary', p.record.state, 'copy-complete', 'sync'), 'copy-complete');
+  }
+
+  /**
+   * The byte ranges of [offset, offset+length) whose contents differ between this volume and the
+   * peer's: checksums of 64 KiB regions first, then of 4 KiB blocks inside the regions that differ,
+   * so only differing blocks travel. Writes made meanwhile are forwarded or journaled as usual.
+   */
+  private async differingRanges(p: PairRuntime, volume: Volume, offset: number, length: number): Promise<Array<{ offset: number; length: number }>> {
+    const peer = p.record.peer.node;
+    const ask = async (off: number, len: number, grain: number): Promise<Buffer> =>
+      this.peers.request(peer, MessageType.RegionHashes, regionHashesCodec.encode({ name: p.record.name, offset: off, length: len, grainBytes: grain }));
+    const [theirs, ours] = await Promise.all([ask(offset, length, deltaRegionBytes), this.regionHashes(volume, offset, length, deltaRegionBytes)]);
+    const out: Array<{ offset: number; length: number }> = [];
+    const push = (off: number, len: number): void => {
+      const last = out.at(-1);
+      if (last && last.offset + last.length === off) last.length += len;
+      else out.push({ offset: off, length: len });
+    };
+    for (let i = 0; i * hashBytes < ours.length; i++) {
+      if (ours.subarray(i * hashBytes, (i + 1) * hashBytes).equals(theirs.subarray(i * hashBytes, (i + 1) * hashBytes))) continue;
+      const regionOffset = offset + i * deltaRegionBytes;
+      const regionLength = Math.min(deltaRegionBytes, offset + length - regionOffset);
+      const [t, o] = await Promise.all([ask(regionOffset, regionLength, deltaBlockBytes), this.regionHashes(volume, regionOffset, regionLength, deltaBlockBytes)]);
+      for (let j = 0; j * hashBytes < o.length; j++) {
+        if (o.subarray(j * hashBytes, (j + 1) * hashBytes).equals(t.subarray(j * hashBytes, (j + 1) * hashBytes))) continue;
+        const blockOffset = regionOffset + j * deltaBlockBytes;
+        push(blockOffset, Math.min(deltaBlockBytes, regionOffset + regionLength - blockOffset));
+      }
+    }
+    p.deltaBytesFound += out.reduce((n, r) => n + r.length, 0);
+    return out;
+  }
+
+  /** 16-byte SHA-256 prefixes of each `grain` of [offset, offset+length); holes hash as zeroes without reads. */
+  private async regionHashes(volume: Volume, offset: number, length: number, grain: number): Promise<Buffer> {
+    const end = Math.min(offset + length, volume.sizeBytes);
+    const pieces = Math.max(0, Math.ceil((end - offset) / grain));
+    const out = Buffer.alloc(pieces * hashBytes);
+    for (let at = offset, i = 0; at < end; at += grain, i++) {
+      const len = Math.min(grain, end - at);
+      const extents = volume.extents(at, len, 1);
+      let digest: Buffer;
+      if (extents[0] && extents[0].zero && extents[0].length >= len) digest = zeroDigest(len);
+      else digest = createHash('sha256').update(await volume.read(at, len)).digest();
+      digest.copy(out, i * hashBytes, 0, hashBytes);
+    }
+    return out;
   }
 
   /** Async copy: regions become ordered copy markers in the journal; their data is read when shipped. */
@@ -842,15 +1001,20 @@ export class ReplicationService implements ReplicationDataPath {
     const total = p.bitmap.setBitCount;
     p.record.copy = { totalChunks: total, doneChunks: 0 };
     const volume = this.volumes.volume(p.record.volume);
-    const perMarker = maxCopyRequestBytes / diffChunkBytes;
+    const perStep = (p.deltaCopy ? maxDeltaRunBytes : maxCopyRequestBytes) / diffChunkBytes;
     for (const run of [...p.bitmap.setRuns()]) {
-      for (let chunk = run.first; chunk < run.first + run.count; chunk += perMarker) {
+      for (let chunk = run.first; chunk < run.first + run.count; chunk += perStep) {
         if (!this.copyingState(p) || this.stopped) return;
-        const count = Math.min(perMarker, run.first + run.count - chunk);
+        const count = Math.min(perStep, run.first + run.count - chunk);
         const offset = chunk * diffChunkBytes;
         const length = Math.min(count * diffChunkBytes, volume.sizeBytes - offset);
-        const appended = await this.appendToJournal(p, { op: JournalOp.CopyRegion, pair: p.record.name, offset, length });
-        if (!appended) return; // the group fell back to bitmaps
+        const ranges = p.deltaCopy ? await this.differingRanges(p, volume, offset, length) : [{ offset, length }];
+        for (const r of ranges) {
+          for (let at = r.offset; at < r.offset + r.length; at += maxCopyRequestBytes) {
+            const appended = await this.appendToJournal(p, { op: JournalOp.CopyRegion, pair: p.record.name, offset: at, length: Math.min(maxCopyRequestBytes, r.offset + r.length - at) });
+            if (!appended) return; // the group fell back to bitmaps
+          }
+        }
         p.bitmap.clearRange(chunk, count);
         p.record.copy.doneChunks += count;
       }
@@ -866,6 +1030,7 @@ export class ReplicationService implements ReplicationDataPath {
     const journal = this.primaryJournals.get(p.record.group!);
     if (!journal || journal.appliedSeq < p.copyConsistentSeq) return;
     p.record.hostWritesRecorded = false;
+    p.deltaCopy = false;
     await this.applyOutcome(p, decide('primary', p.record.state, 'copy-complete', 'async'), 'copy-complete',
       `${p.record.state === 'initial-copying' ? 'initial copy' : 'resync'} finished; the secondary holds a consistent image (applied through entry ${journal.appliedSeq})`);
   }
@@ -1217,8 +1382,11 @@ export class ReplicationService implements ReplicationDataPath {
     if (!q) {
       if (r.role === 'secondary' && r.state !== 'secondary-writable') {
         await this.removePair(p, `the primary ${r.peer.node} no longer has pair ${r.name}; this volume is independent again`);
-      } else if (r.role === 'primary' && r.state !== 'suspended') {
-        await this.failPair(p, `node ${r.peer.node} no longer knows pair ${r.name}; delete and recreate the pair`);
+      } else if (r.role === 'primary' && !(r.state === 'suspended' && r.suspendCause === 'takeover-by-peer')) {
+        // The peer took over and dissolved the pair (a site failover), or lost its data: this side
+        // must not go on as if it were still the primary of a pair.
+        await this.applyOutcome(p, { kind: 'transition', to: 'suspended', cause: 'takeover-by-peer', note: '' }, 'peer-took-over',
+          `node ${r.peer.node} no longer has pair ${r.name} (it took over and dissolved the pair, or lost its data); delete this side: tricopy pair delete ${r.name} --force`);
       }
       return;
     }
@@ -1302,14 +1470,26 @@ export class ReplicationService implements ReplicationDataPath {
         const { header, data } = decodeDataHeader(payload);
         const p = this.receivingPair(header.name, peer);
         if (data.length !== header.length) throw new TricopyError('invalid-argument', 'write length disagrees with its data');
-        await this.volumes.volume(p.record.volume).write(header.offset, data, { fua: (header.flags & dataFlagFua) !== 0 });
+        const volume = this.volumes.volume(p.record.volume);
+        const options = { fua: (header.flags & dataFlagFua) !== 0 };
+        // A cascade intermediate journals what it receives and forwards it in order.
+        if (this.forwardsOnward(p.record.volume)) await this.write(volume, header.offset, data, options, 'replication');
+        else await volume.write(header.offset, data, options);
         return;
       }
       case MessageType.Zero: {
         const { header } = decodeDataHeader(payload);
         const p = this.receivingPair(header.name, peer);
-        await this.volumes.volume(p.record.volume).writeZeroes(header.offset, header.length, { fua: (header.flags & dataFlagFua) !== 0, noHole: false, fastOnly: false });
+        const volume = this.volumes.volume(p.record.volume);
+        const options = { fua: (header.flags & dataFlagFua) !== 0, noHole: false, fastOnly: false };
+        if (this.forwardsOnward(p.record.volume)) await this.writeZeroes(volume, header.offset, header.length, options, 'replication');
+        else await volume.writeZeroes(header.offset, header.length, options);
         return;
+      }
+      case MessageType.RegionHashes: {
+        const req = regionHashesCodec.decode(payload);
+        const p = this.pairOfPeer(req.name, peer);
+        return this.regionHashes(this.volumes.volume(p.record.volume), req.offset, req.length, req.grainBytes);
       }
       case MessageType.Flush: {
         const { header } = decodeDataHeader(payload);
@@ -1367,6 +1547,11 @@ export class ReplicationService implements ReplicationDataPath {
     }
   }
 
+  /** The volume is also the primary of a pair (a cascade intermediate). */
+  private forwardsOnward(volume: string): boolean {
+    return this.pairsOfVolume(volume).some((p) => p.record.role === 'primary');
+  }
+
   /** The pair a write from `peer` is for; only an active secondary accepts replication writes. */
   private receivingPair(name: string, peer: string): PairRuntime {
     const p = this.pairOfPeer(name, peer);
@@ -1407,8 +1592,11 @@ export class ReplicationService implements ReplicationDataPath {
       throw new TricopyError('invalid-argument', `volume ${req.volume} on ${this.options.localNode} is ${formatBytes(meta.sizeBytes)}, smaller than the primary's ${formatBytes(req.sizeBytes)}`,
         'grow it first: tricopy volume resize');
     }
-    const clash = this.pairsOfVolume(req.volume)[0];
-    if (clash) throw new TricopyError('conflict', `volume ${req.volume} on ${this.options.localNode} is already in pair ${clash.record.name}`);
+    const clash = this.pairsOfVolume(req.volume).find((p) => p.record.role === 'secondary' || req.mode === 'sync' || p.record.mode === 'async');
+    if (clash) {
+      throw new TricopyError('conflict', `volume ${req.volume} on ${this.options.localNode} is already in pair ${clash.record.name}`,
+        clash.record.role === 'secondary' ? 'a volume receives from one primary at a time' : 'only a cascade is possible: sync in, async out');
+    }
     if (this.clientsOf?.(req.volume)) {
       throw new TricopyError('busy', `volume ${req.volume} on ${this.options.localNode} has attached clients; a secondary must not be in use`,
         'detach them first');
@@ -1416,7 +1604,7 @@ export class ReplicationService implements ReplicationDataPath {
     const now = new Date().toISOString();
     const record: PairRecord = {
       name: req.name, role: 'secondary', volume: req.volume, peerVolume: req.peerVolume, peer: req.primary, mode: req.mode,
-      fence: req.fence, group: req.group, state: req.noCopy ? 'duplex' : 'initial-copying', suspendCause: null,
+      fence: req.fence, group: req.group, fenceGroup: req.fenceGroup, state: req.initialCopy === 'none' ? 'duplex' : 'initial-copying', suspendCause: null,
       reason: `created by ${peer}`, secondaryWritable: false, generation: req.generation, createdAt: now, updatedAt: now, copy: null,
       hostWritesRecorded: false, receivedSeqAtTakeover: null,
     };
@@ -1473,7 +1661,7 @@ export class ReplicationService implements ReplicationDataPath {
   clientsOf: ((volume: string) => number) | undefined;
 
   private runtime(record: PairRecord, bitmap: PersistentBitmap): PairRuntime {
-    return { record, bitmap, copying: false, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
+    return { record, bitmap, copying: false, deltaCopy: false, deltaBytesFound: 0, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
   }
 
   private pair(name: string): PairRuntime {
@@ -1491,7 +1679,7 @@ export class ReplicationService implements ReplicationDataPath {
   private volumeRuntime(volume: string): VolumeRuntime {
     let vr = this.volumeRuntimes.get(volume);
     if (!vr) {
-      vr = { lock: new RangeLock(), activity: undefined, swapping: false };
+      vr = { lock: new RangeLock(), activity: undefined, swapping: false, held: [] };
       this.volumeRuntimes.set(volume, vr);
     }
     return vr;
@@ -1560,6 +1748,8 @@ export class ReplicationService implements ReplicationDataPath {
   private async removePair(p: PairRuntime, reason: string): Promise<void> {
     const r = p.record;
     this.pairs.delete(r.name);
+    this.refreshFences();
+    if (r.mode === 'sync') this.releaseHeldOf(r.volume);
     await p.bitmap.close();
     await this.store.remove(r.name);
     const group = r.group;
@@ -1614,6 +1804,9 @@ export class ReplicationService implements ReplicationDataPath {
       differentialBytes: p.bitmap.setBitCount * diffChunkBytes,
       hostWritesRecorded: r.hostWritesRecorded,
       secondaryWritable: r.secondaryWritable,
+      deltaBytes: p.deltaBytesFound > 0 || p.deltaCopy ? p.deltaBytesFound : null,
+      heldEntries: journal?.heldCount ?? 0,
+      fenceGroup: r.fenceGroup,
       journal: journal ? { usedBytes: journal.usedBytes, capacityBytes: journal.capacityBytes } : null,
       lag: journal ? journal.lag() : received ? { entries: received.backlog, bytes: 0, seconds: 0 } : null,
       createdAt: r.createdAt, updatedAt: r.updatedAt,
@@ -1624,7 +1817,8 @@ export class ReplicationService implements ReplicationDataPath {
     return {
       name, role: 'primary', code: 'SMPL', state: 'simplex', volume: '', peer: { node: '', volume: '', host: '', replPort: 0, connected: false },
       mode: 'sync', fence: 'never', group: null, suspendCause: null, reason: 'no such pair', generation: 0, progressPercent: null,
-      differentialBytes: 0, hostWritesRecorded: false, secondaryWritable: false, journal: null, lag: null, createdAt: '', updatedAt: '',
+      differentialBytes: 0, hostWritesRecorded: false, secondaryWritable: false, deltaBytes: null, heldEntries: 0, fenceGroup: null,
+      journal: null, lag: null, createdAt: '', updatedAt: '',
     };
   }
 }
