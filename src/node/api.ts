@@ -236,6 +236,17 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     async (request: FastifyRequest<{ Params: { name: string }; Body: { discard?: string } }>) =>
       node.replication.resync(request.params.name, { discard: request.body?.discard }));
 
+  app.post('/v1/pairs/:name/protection', {
+    schema: {
+      params: nameParam,
+      body: {
+        type: 'object', required: ['fence'], additionalProperties: false,
+        properties: { fence: { type: 'string', enum: ['data', 'never'] }, fenceGroup: { type: ['string', 'null'], minLength: 1, maxLength: 63 } },
+      },
+    },
+  }, async (request: FastifyRequest<{ Params: { name: string }; Body: { fence: 'data' | 'never'; fenceGroup?: string | null } }>) =>
+    node.replication.setProtection(request.params.name, { fence: request.body.fence, fenceGroup: request.body.fenceGroup ?? null }));
+
   app.post('/v1/pairs/:name/takeover', { schema: { params: nameParam } },
     async (request: FastifyRequest<{ Params: { name: string } }>) => ({ pairs: await node.replication.takeover(request.params.name) }));
 

@@ -553,10 +553,26 @@ export class ReplicationService implements ReplicationDataPath {
     });
   }
 
+  /** Changes how a pair is protected (fence level, fence group); at the primary. */
+  setProtection(name: string, options: { fence: FenceLevel; fenceGroup: string | null }): Promise<PairStatus> {
+    return this.command(name, async (p) => {
+      if (p.record.role !== 'primary') throw new TricopyError('invalid-argument', `protection is set at the primary of pair ${name} (${p.record.peer.node})`);
+      if (p.record.mode !== 'sync' && options.fence === 'data') throw new TricopyError('invalid-argument', 'fence data is for sync pairs');
+      p.record.fence = options.fence;
+      p.record.fenceGroup = options.fenceGroup;
+      p.record.updatedAt = new Date().toISOString();
+      await this.store.save(p.record);
+      this.refreshFences();
+      this.events.emit('pair-protection', name, `fence ${options.fence}${options.fenceGroup ? `, fence group ${options.fenceGroup}` : ''}`);
+      return this.status(p);
+    });
+  }
+
   deletePair(name: string, options: { force: boolean }): Promise<void> {
     return this.command(name, async (p) => {
+      // Forced: do not wait for a peer that is down (a failover must be fast); it reconciles later.
       const reachable = this.peers.isUp(p.record.peer.node) ||
-        (await this.peers.connectNow(p.record.peer, 3000).then(() => true, () => false));
+        (!options.force && await this.peers.connectNow(p.record.peer, 3000).then(() => true, () => false));
       if (reachable) {
         await this.peers.request(p.record.peer.node, MessageType.PairDelete, pairNameCodec.encode({ name })).catch((err: unknown) => {
           if (!options.force) throw err;

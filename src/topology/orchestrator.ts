@@ -1,0 +1,620 @@
+// Three-data-centre procedures of spec 001 over the nodes' control APIs: apply a topology, report
+// it, fail over to the sync or async site (Figs. 10, 13, 14), repair around a lost site, and fail
+// back (Figs. 11, 12, 15, 16). Every step checks whether the current state already satisfies it,
+// so a command interrupted anywhere converges when it is run again.
+import { TricopyError, errorMessage } from '../common/errors';
+import { ApiClient } from '../node/api-client';
+import type { NodeInfo, VolumeView } from '../node/node';
+import type { GroupStatus, PairStatus } from '../replication/service';
+import { type SiteSpec, type Topology, type TopologyVolume, asyncVolumes, pairName, parsePairName } from './topology-file';
+
+export interface Printer {
+  (line: string): void;
+}
+
+interface Site {
+  role: 'primary' | 'sync' | 'async';
+  spec: SiteSpec;
+  api: ApiClient;
+  info: NodeInfo | undefined;
+  error: string | undefined;
+}
+
+export interface LegStatus {
+  pair: string;
+  volume: string;
+  from: string;
+  to: string;
+  mode: 'sync' | 'async';
+  state: string;
+  code: string;
+  progressPercent: number | null;
+  lagSeconds: number | null;
+  lagBytes: number | null;
+  reason: string;
+}
+
+export interface SiteStatus {
+  site: string;
+  role: string;
+  node: string;
+  reachable: boolean;
+  error: string | null;
+  /** Volumes of the topology hosts may write here now. */
+  writable: string[];
+  /** What a failover to this site would lose right now, as far as the reachable nodes tell. */
+  atRisk: { bytes: number | null; seconds: number | null; text: string };
+}
+
+export interface TopologyStatus {
+  name: string;
+  layout: string;
+  /** The site where the application can run (its volumes are writable), or null. */
+  activeSite: string | null;
+  sites: SiteStatus[];
+  legs: LegStatus[];
+  healthy: boolean;
+}
+
+export interface RunOptions {
+  token?: string | undefined;
+  print: Printer;
+  /** Seconds to wait for copies to finish (0 = do not wait). */
+  waitSeconds: number;
+}
+
+const stepTimeoutMs = 30_000;
+
+export class Orchestrator {
+  private readonly sites: Site[];
+  private stepNo = 0;
+
+  constructor(private readonly t: Topology, private readonly options: RunOptions) {
+    const make = (role: Site['role'], spec: SiteSpec): Site => ({ role, spec, api: new ApiClient(spec.node, options.token, stepTimeoutMs), info: undefined, error: undefined });
+    this.sites = [make('primary', t.primary), make('sync', t.sync), make('async', t.async)];
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Status
+
+  async status(): Promise<TopologyStatus> {
+    await this.probe();
+    const views = new Map<string, PairStatus[]>();
+    const groups = new Map<string, GroupStatus[]>();
+    const writableVolumes = new Map<string, string[]>();
+    for (const s of this.sites) {
+      if (!s.info) continue;
+      views.set(s.spec.site, await this.pairsAt(s).catch(() => []));
+      groups.set(s.spec.site, (await s.api.get<{ groups: GroupStatus[] }>('/v1/groups').catch(() => ({ groups: [] }))).groups);
+      const volumes = (await s.api.get<{ volumes: VolumeView[] }>('/v1/volumes').catch(() => ({ volumes: [] }))).volumes;
+      const mine = views.get(s.spec.site)!;
+      writableVolumes.set(s.spec.site, this.t.volumes.filter((v) => volumes.some((x) => x.name === v.name) && this.volumeWritable(v.name, mine)).map((v) => v.name));
+    }
+    // Legs, as seen from the primary side when it answers.
+    const legs = new Map<string, LegStatus>();
+    for (const [site, pairs] of views) {
+      for (const p of pairs) {
+        const parsed = parsePairName(this.t, p.name);
+        if (!parsed) continue;
+        const other = parsed.sites[0] === site ? parsed.sites[1] : parsed.sites[0];
+        const from = p.role === 'primary' ? site : other;
+        const to = p.role === 'primary' ? other : site;
+        if (legs.has(p.name) && p.role !== 'primary') continue;
+        legs.set(p.name, {
+          pair: p.name, volume: parsed.volume, from, to, mode: p.mode, state: p.state, code: p.code, progressPercent: p.progressPercent,
+          lagSeconds: p.lag?.seconds ?? null, lagBytes: p.lag && p.role === 'primary' ? p.lag.bytes : null, reason: p.reason,
+        });
+      }
+    }
+    const legList = [...legs.values()].sort((a, b) => a.pair.localeCompare(b.pair));
+    const allVolumes = this.t.volumes.map((v) => v.name);
+    // Where the application can run. Right after a failed primary returns, it may look writable for
+    // a moment (until it learns it was taken over): the site with the newer pair generations wins.
+    const candidates = this.sites.filter((s) => s.info && allVolumes.every((v) => writableVolumes.get(s.spec.site)?.includes(v)));
+    const rank = (s: Site): number => (views.get(s.spec.site) ?? []).reduce((n, p) => n + p.generation, 0) + (s.role === 'primary' ? 0 : 0.5);
+    const active = candidates.sort((a, b) => rank(b) - rank(a))[0]?.spec.site ?? null;
+    const siteStatuses: SiteStatus[] = this.sites.map((s) => ({
+      site: s.spec.site,
+      role: s.role,
+      node: s.spec.node,
+      reachable: s.info !== undefined,
+      error: s.error ?? null,
+      writable: writableVolumes.get(s.spec.site) ?? [],
+      atRisk: this.atRisk(s.spec.site, active, legList, groups),
+    }));
+    const healthy = legList.length > 0 && legList.every((l) => l.code === 'PAIR') && active !== null;
+    return { name: this.t.name, layout: this.t.layout, activeSite: active, sites: siteStatuses, legs: legList, healthy };
+  }
+
+  /** What a failover to `site` would lose now: nothing when it is in step, else the leg's backlog. */
+  private atRisk(site: string, active: string | null, legs: LegStatus[], groups: Map<string, GroupStatus[]>): SiteStatus['atRisk'] {
+    if (site === active) return { bytes: 0, seconds: 0, text: 'none (the application runs here)' };
+    const incoming = legs.filter((l) => l.to === site);
+    if (incoming.length === 0) return { bytes: null, seconds: null, text: active ? 'everything: no copy reaches this site' : 'unknown: no site is active' };
+    const syncLegs = incoming.filter((l) => l.mode === 'sync');
+    const asyncLegs = incoming.filter((l) => l.mode === 'async');
+    if (syncLegs.length > 0 && asyncLegs.length === 0) {
+      if (syncLegs.every((l) => l.code === 'PAIR')) return { bytes: 0, seconds: 0, text: 'nothing (sync copy in step)' };
+      return { bytes: null, seconds: null, text: `writes since the sync copy was suspended (${syncLegs.filter((l) => l.code !== 'PAIR').map((l) => `${l.volume} ${l.code}`).join(', ')})` };
+    }
+    const lagBytes = asyncLegs.reduce((n, l) => n + (l.lagBytes ?? 0), 0);
+    const lagSeconds = asyncLegs.reduce((m, l) => Math.max(m, l.lagSeconds ?? 0), 0);
+    const known = asyncLegs.every((l) => l.lagBytes !== null);
+    if (!asyncLegs.every((l) => l.code === 'PAIR')) {
+      return { bytes: null, seconds: null, text: `the async copy is not in step (${asyncLegs.map((l) => `${l.volume} ${l.code}`).join(', ')})` };
+    }
+    const receivedBacklog = [...groups.values()].flat().filter((g) => g.group === this.t.name && g.role === 'secondary')
+      .reduce((n, g) => n + g.lag.entries, 0);
+    return known
+      ? { bytes: lagBytes, seconds: lagSeconds, text: `${formatMiB(lagBytes)} / ${lagSeconds.toFixed(1)} s of writes not yet applied there` }
+      : { bytes: null, seconds: null, text: `unknown (primary unreachable); ${receivedBacklog} received entries still to apply` };
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Apply
+
+  async apply(): Promise<void> {
+    this.header(`apply topology ${this.t.name} (${this.t.layout}; spec 001 Fig. 3)`);
+    await this.probe();
+    for (const s of this.sites) if (!s.info) throw new TricopyError('unavailable', `site ${s.spec.site} (${s.spec.node}) is not reachable: ${s.error}`);
+    const status = await this.status();
+    if (status.activeSite !== null && status.activeSite !== this.t.primary.site) {
+      throw new TricopyError('conflict', `topology ${this.t.name} runs at ${status.activeSite} after a failover`,
+        `bring it back with: tricopy topology failback <file> --to ${this.t.primary.site}`);
+    }
+    const primary = this.site('primary');
+    const sync = this.site('sync');
+    const far = this.site('async');
+    this.step('create the volumes at the primary site');
+    for (const v of this.t.volumes) await this.ensureVolume(primary, v);
+    if (this.t.layout === 'multi-target') {
+      this.step(`step 310: sync copy ${primary.spec.site} → ${sync.spec.site} of every volume (fence ${this.t.sync.fence})`);
+      for (const v of this.t.volumes) await this.ensurePair(primary, sync, v, 'sync', 'full');
+      this.step(`step 305: async copy ${primary.spec.site} → ${far.spec.site} of ${this.t.logLayout ? 'the log volumes' : 'every volume'} in consistency group ${this.t.name}`);
+      for (const v of asyncVolumes(this.t)) await this.ensurePair(primary, far, v, 'async', 'full');
+    } else {
+      this.step(`cascade: sync copy ${primary.spec.site} → ${sync.spec.site} of every volume (fence ${this.t.sync.fence})`);
+      for (const v of this.t.volumes) await this.ensurePair(primary, sync, v, 'sync', 'full');
+      this.step(`cascade: ${sync.spec.site} forwards ${this.t.logLayout ? 'the log volumes' : 'every volume'} asynchronously to ${far.spec.site} in group ${this.t.name}`);
+      for (const v of asyncVolumes(this.t)) await this.ensurePair(sync, far, v, 'async', 'full');
+    }
+    await this.waitAll('step 306: wait until every copy is duplex');
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Failover
+
+  async failover(to: string, newestFrom: string | undefined): Promise<void> {
+    await this.probe();
+    const target = this.siteByName(to);
+    if (!target.info) throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`);
+    const primary = this.site('primary');
+    const sync = this.site('sync');
+    const far = this.site('async');
+    const status = await this.status();
+    if (status.activeSite === to) {
+      this.print(`the application already runs at ${to}; nothing to fail over`);
+      return;
+    }
+    const from = status.activeSite ? this.siteByName(status.activeSite) : primary;
+    const planned = from.info !== undefined && status.activeSite !== null;
+    if (newestFrom !== undefined) {
+      const source = this.siteByName(newestFrom);
+      if (target.role !== 'async' || source.role !== 'sync') {
+        throw new TricopyError('invalid-argument', '--newest-from takes the sync site and is used with a failover to the async site (Fig. 14)');
+      }
+      if (!source.info) {
+        throw new TricopyError('unavailable', `cannot take the newest data from ${newestFrom}: it is not reachable (${source.error})`,
+          `fail over with the async site's own consistent copy instead: tricopy topology failover <file> --to ${to}`);
+      }
+    }
+    if (this.t.layout === 'cascade') return this.failoverCascade(target, from, planned);
+    if (target === sync) {
+      this.header(`failover of ${this.t.name} to the sync site ${to} (spec 001 Fig. 10)${planned ? `; ${from.spec.site} is reachable: planned switchover` : ''}`);
+      await this.makePrimaryAt(sync, from, planned, 'steps 1001–1002');
+      this.step(`step 1003: the application may start at ${to} (its volumes accept writes)`);
+      await this.detachAsyncSite(far, from, planned, 'step 1004');
+      if (far.info) {
+        this.step(`steps 1005–1007: async copy ${to} → ${far.spec.site}, sending only what ${far.spec.site} is missing (delta resync)`);
+        for (const v of asyncVolumes(this.t)) await this.ensurePair(sync, far, v, 'async', 'delta');
+        await this.waitAll('wait until the async copy is duplex');
+      } else {
+        this.print(`  ${far.spec.site} is not reachable: steps 1005–1007 skipped; run topology repair when it returns`);
+      }
+      return;
+    }
+    if (target === far && newestFrom === undefined) {
+      this.header(`failover of ${this.t.name} to the async site ${to} with its own consistent copy (spec 001 Fig. 13)`);
+      await this.detachAsyncSite(far, from, planned, 'steps 1301–1302');
+      this.step(`step 1303: the application may start at ${to}; run its recovery (writes not yet applied there are lost)`);
+      return;
+    }
+    if (target === far) {
+      this.header(`failover of ${this.t.name} to the async site ${to} with the newest data from ${newestFrom} (spec 001 Fig. 14)`);
+      this.step(`step 1401: ${newestFrom} and ${to} can communicate`);
+      await this.makePrimaryAt(sync, from, planned, 'steps 1402–1403');
+      await this.detachAsyncSite(far, from, planned, 'steps 1402–1403');
+      this.step(`step 1404: make ${to} identical to ${newestFrom} (only the blocks that differ travel)`);
+      for (const v of asyncVolumes(this.t)) await this.ensurePair(sync, far, v, 'async', 'delta');
+      await this.waitAll(`wait until ${to} holds everything ${newestFrom} has`, true);
+      this.step(`step 1405: reverse it: async ${to} → ${newestFrom}, no copy (they are identical)`);
+      for (const v of asyncVolumes(this.t)) await this.swapTo(far, pairName(this.t, v.name, sync.spec.site, far.spec.site));
+      for (const v of this.t.volumes.filter((x) => !asyncVolumes(this.t).includes(x))) {
+        this.print(`  note: ${v.name} is a data volume and does not exist at ${to}; the application rebuilds it from the logs`);
+      }
+      this.step(`step 1406: the application may start at ${to}`);
+      return;
+    }
+    if (target === primary) {
+      throw new TricopyError('invalid-argument', `${to} is the primary site: to bring the application back there use failback; to route around a lost site use repair`);
+    }
+  }
+
+  private async failoverCascade(target: Site, from: Site, planned: boolean): Promise<void> {
+    const primary = this.site('primary');
+    const mid = this.site('sync');
+    const far = this.site('async');
+    if (target === mid) {
+      this.header(`failover of ${this.t.name} to the intermediate site ${mid.spec.site} (cascade)`);
+      await this.makePrimaryAt(mid, from, planned, 'make its copies writable');
+      this.step(`${mid.spec.site} keeps forwarding to ${far.spec.site} asynchronously; the application may start at ${mid.spec.site}`);
+      return;
+    }
+    if (target === far) {
+      this.header(`failover of ${this.t.name} to the far site ${far.spec.site} (cascade)`);
+      if (mid.info) {
+        await this.makePrimaryAt(mid, from, planned, `stop ${mid.spec.site} from taking writes from ${primary.spec.site}`);
+        this.step(`${far.spec.site} takes over from ${mid.spec.site} after receiving everything it has (no acknowledged write lost)`);
+        for (const v of asyncVolumes(this.t)) await this.swapTo(far, pairName(this.t, v.name, mid.spec.site, far.spec.site));
+      } else {
+        this.step(`${mid.spec.site} is lost: ${far.spec.site} opens its own consistent copy (the async lag is lost)`);
+        for (const v of asyncVolumes(this.t)) await this.takeoverAndDissolve(far, pairName(this.t, v.name, mid.spec.site, far.spec.site));
+      }
+      this.step(`the application may start at ${far.spec.site}`);
+      return;
+    }
+    throw new TricopyError('invalid-argument', `${target.spec.site} is the primary site: use failback or repair`);
+  }
+
+  /** Makes the sync copy at `site` the writable primary: a swap when the old primary answers, else a takeover. */
+  private async makePrimaryAt(site: Site, from: Site, planned: boolean, steps: string): Promise<void> {
+    this.step(`${steps}: make ${site.spec.site}'s copies writable${planned ? ` (swap with ${from.spec.site}, which keeps a sync copy)` : ` (${from.spec.site} is unreachable)`}`);
+    for (const v of this.t.volumes) {
+      const name = pairName(this.t, v.name, from.spec.site, site.spec.site);
+      if (planned) await this.swapTo(site, name);
+      else await this.takeoverAndDissolve(site, name);
+    }
+  }
+
+  /** The async site stops receiving from the old primary, after everything it can get. */
+  private async detachAsyncSite(far: Site, from: Site, planned: boolean, steps: string): Promise<void> {
+    if (!far.info) {
+      this.print(`  ${far.spec.site} is not reachable: ${steps} skipped`);
+      return;
+    }
+    this.step(`${steps}: ${far.spec.site} stops receiving from ${from.spec.site}${planned ? ' (after the journal drained)' : ' (after applying everything received)'}`);
+    for (const v of asyncVolumes(this.t)) {
+      const name = pairName(this.t, v.name, from.spec.site, far.spec.site);
+      if (planned && from.info) {
+        const p = await this.pairAt(from, name);
+        if (!p) {
+          this.print(`    ${name}: already dissolved`);
+          continue;
+        }
+        await this.waitLagZero(from, name);
+        await from.api.delete(`/v1/pairs/${encodeURIComponent(name)}`);
+        this.print(`    ${name}: drained and dissolved`);
+      } else {
+        await this.takeoverAndDissolve(far, name);
+      }
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Repair: keep the application where it runs, restore protection around lost or returned sites
+
+  async repair(): Promise<void> {
+    await this.probe();
+    const status = await this.status();
+    if (!status.activeSite) throw new TricopyError('conflict', `no site of ${this.t.name} is active`, 'fail over first');
+    const active = this.siteByName(status.activeSite);
+    if (active !== this.site('primary')) {
+      throw new TricopyError('conflict', `${this.t.name} runs at ${active.spec.site}; repair works on the original layout`,
+        `to restore it, run: tricopy topology failback <file> --to ${this.t.primary.site}`);
+    }
+    const primary = active;
+    const mid = this.site('sync');
+    const far = this.site('async');
+    this.header(`repair of ${this.t.name}: keep the application at ${primary.spec.site}, protect it with the sites that answer`);
+    if (this.t.layout === 'multi-target') {
+      if (!mid.info) {
+        this.step(`${mid.spec.site} is lost: suspend its sync copies by operator decision so writes continue (changes are recorded)`);
+        for (const v of this.t.volumes) await this.splitAt(primary, pairName(this.t, v.name, primary.spec.site, mid.spec.site));
+      }
+      return this.failbackLegs(primary);
+    }
+    // Cascade: with the intermediate lost, the primary sends to the far site directly.
+    if (!mid.info) {
+      this.step(`${mid.spec.site} is lost: suspend the sync copies by operator decision so writes continue (changes are recorded)`);
+      for (const v of this.t.volumes) await this.splitAt(primary, pairName(this.t, v.name, primary.spec.site, mid.spec.site));
+      if (far.info) {
+        this.step(`${far.spec.site} stops waiting for ${mid.spec.site} and receives from ${primary.spec.site} directly, only what it lacks`);
+        for (const v of asyncVolumes(this.t)) await this.takeoverAndDissolve(far, pairName(this.t, v.name, mid.spec.site, far.spec.site));
+        for (const v of asyncVolumes(this.t)) await this.ensurePair(primary, far, v, 'async', 'delta');
+        await this.waitAll('wait until the direct async copy is duplex');
+      }
+      return;
+    }
+    return this.failbackLegs(primary);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Failback
+
+  async failback(to: string): Promise<void> {
+    await this.probe();
+    const target = this.siteByName(to);
+    if (target.role !== 'primary') {
+      throw new TricopyError('invalid-argument', `failback returns to the primary site of the topology file (${this.t.primary.site})`,
+        'to run elsewhere, use failover');
+    }
+    if (!target.info) throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`);
+    const status = await this.status();
+    const active = status.activeSite ? this.siteByName(status.activeSite) : undefined;
+    this.header(`failback of ${this.t.name} to ${to} (spec 001 Figs. 11, 12, 15, 16)`);
+    if (active && active !== target) {
+      if (!active.info) throw new TricopyError('unavailable', `the active site ${active.spec.site} is not reachable`);
+      this.step(`step 1101/1501: forget the pairs ${to} held before (it was fenced when the others took over; all copies are rebuilt)`);
+      for (const p of await this.pairsAt(target)) {
+        const parsed = parsePairName(this.t, p.name);
+        const fromActive = parsed?.sites.includes(active.spec.site) && p.role === 'secondary' && p.code !== 'PSUE';
+        if (!fromActive) await this.dissolveEverywhere(p.name);
+      }
+      this.step(`steps 1103–1104/1503–1504: copy ${active.spec.site} → ${to} synchronously, only the blocks that differ (a full copy if ${to} lost its data)`);
+      for (const v of this.t.volumes) {
+        await this.ensureVolume(target, v);
+        const existing = await this.pairAt(target, pairName(this.t, v.name, active.spec.site, to));
+        if (existing && existing.role === 'secondary') continue;
+        await this.ensurePair(active, target, v, 'sync', 'delta', { fenceGroup: false, fence: 'never' });
+      }
+      await this.waitAll(`wait until ${to} holds everything ${active.spec.site} has`, true);
+      this.step(`step 1105/1505: the application must stop at ${active.spec.site} now; its volumes stop accepting writes`);
+      this.step(`step 1106/1506: swap: ${to} becomes the primary (no copy: the volumes are identical)`);
+      for (const v of this.t.volumes) await this.swapTo(target, pairName(this.t, v.name, active.spec.site, to));
+    } else {
+      this.print(`  the application already runs at ${to}`);
+    }
+    await this.failbackLegs(target);
+    this.step(`steps 1108/1508: the application may start at ${to}`);
+  }
+
+  /** From the primary site, rebuild the original legs (reusing any that already fit). */
+  private async failbackLegs(primary: Site): Promise<void> {
+    const mid = this.site('sync');
+    const far = this.site('async');
+    const syncLegFrom = primary;
+    const asyncLegFrom = this.t.layout === 'cascade' ? mid : primary;
+    const wantedSync = new Set(this.t.volumes.map((v) => pairName(this.t, v.name, syncLegFrom.spec.site, mid.spec.site)));
+    const wantedAsync = new Set(asyncVolumes(this.t).map((v) => pairName(this.t, v.name, asyncLegFrom.spec.site, far.spec.site)));
+    this.step('steps 1107–1110/1509–1510: restore the original copies from the primary site (only differing blocks travel)');
+    // Dissolve every topology pair that is not part of the original layout or points the wrong way.
+    for (const s of this.sites) {
+      if (!s.info) continue;
+      for (const p of await this.pairsAt(s)) {
+        const stale = p.suspendCause === 'takeover-by-peer';
+        const wrongDirection = stale || (wantedSync.has(p.name) && p.role === 'primary' && s !== syncLegFrom) ||
+          (wantedAsync.has(p.name) && p.role === 'primary' && s !== asyncLegFrom) ||
+          (wantedSync.has(p.name) && p.mode !== 'sync') || (wantedAsync.has(p.name) && p.mode !== 'async');
+        if (!wantedSync.has(p.name) && !wantedAsync.has(p.name)) await this.dissolveEverywhere(p.name);
+        else if (wrongDirection) await this.dissolveEverywhere(p.name);
+      }
+    }
+    if (mid.info) {
+      for (const v of this.t.volumes) {
+        const name = pairName(this.t, v.name, primary.spec.site, mid.spec.site);
+        const p = await this.pairAt(primary, name);
+        if (p && p.role === 'primary' && p.mode === 'sync' && (p.fence !== this.t.sync.fence || p.fenceGroup !== this.t.name)) {
+          // A copy made for the failback (fence never): give it the topology's protection.
+          await primary.api.post(`/v1/pairs/${encodeURIComponent(name)}/protection`, { fence: this.t.sync.fence, fenceGroup: this.t.name });
+          this.print(`    ${name}: fence ${this.t.sync.fence}, protected with group ${this.t.name}`);
+        }
+        if (p && p.role === 'primary' && (p.code === 'PSUS' || p.code === 'PSUE')) {
+          await primary.api.post(`/v1/pairs/${encodeURIComponent(name)}/resync`, {});
+          this.print(`    ${name}: resync (changed regions only)`);
+          continue;
+        }
+        await this.ensurePair(primary, mid, v, 'sync', 'delta');
+      }
+    } else {
+      this.print(`  ${mid.spec.site} is not reachable: its copies wait until it returns (run topology repair then)`);
+    }
+    if (far.info && asyncLegFrom.info) {
+      for (const v of asyncVolumes(this.t)) await this.ensurePair(asyncLegFrom, far, v, 'async', 'delta');
+    } else if (!far.info) {
+      this.print(`  ${far.spec.site} is not reachable: its copies wait until it returns (run topology repair then)`);
+    }
+    await this.waitAll('steps 1111–1112/1511–1512: wait until every copy is duplex');
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Building blocks (each idempotent)
+
+  private async probe(): Promise<void> {
+    await Promise.all(this.sites.map(async (s) => {
+      try {
+        s.info = await s.api.get<NodeInfo>('/v1/node', 5000);
+        s.error = undefined;
+      } catch (err) {
+        s.info = undefined;
+        s.error = errorMessage(err);
+      }
+    }));
+  }
+
+  private site(role: Site['role']): Site {
+    return this.sites.find((s) => s.role === role)!;
+  }
+
+  private siteByName(name: string): Site {
+    const s = this.sites.find((x) => x.spec.site === name);
+    if (!s) throw new TricopyError('invalid-argument', `${name} is not a site of topology ${this.t.name}`, `its sites: ${this.sites.map((x) => x.spec.site).join(', ')}`);
+    return s;
+  }
+
+  private async pairsAt(s: Site): Promise<PairStatus[]> {
+    const { pairs } = await s.api.get<{ pairs: PairStatus[] }>('/v1/pairs');
+    return pairs.filter((p) => parsePairName(this.t, p.name) !== undefined);
+  }
+
+  private async pairAt(s: Site, name: string): Promise<PairStatus | undefined> {
+    if (!s.info) return undefined;
+    return (await this.pairsAt(s)).find((p) => p.name === name);
+  }
+
+  private volumeWritable(volume: string, pairs: PairStatus[]): boolean {
+    const mine = pairs.filter((p) => parsePairName(this.t, p.name)?.volume === volume);
+    return mine.every((p) => (p.role === 'primary' && !(p.code === 'PSUE' && p.suspendCause === 'takeover-by-peer')) || p.code === 'SSWS') &&
+      (mine.length > 0 || true);
+  }
+
+  private async ensureVolume(s: Site, v: TopologyVolume): Promise<void> {
+    try {
+      const existing = await s.api.get<VolumeView>(`/v1/volumes/${encodeURIComponent(v.name)}`);
+      if (existing.sizeBytes < v.sizeBytes) {
+        throw new TricopyError('conflict', `volume ${v.name} at ${s.spec.site} is smaller than the topology says`, 'grow it with tricopy volume resize');
+      }
+      this.print(`    volume ${v.name} at ${s.spec.site}: exists`);
+    } catch (err) {
+      if (!(err instanceof TricopyError) || err.code !== 'not-found') throw err;
+      await s.api.post('/v1/volumes', { name: v.name, size: v.sizeBytes, thin: true, description: `topology ${this.t.name}` });
+      this.print(`    volume ${v.name} at ${s.spec.site}: created`);
+    }
+  }
+
+  private async ensurePair(from: Site, to: Site, v: TopologyVolume, mode: 'sync' | 'async', initialCopy: 'full' | 'delta',
+    options: { fenceGroup?: boolean; fence?: 'data' | 'never' } = {}): Promise<void> {
+    const name = pairName(this.t, v.name, from.spec.site, to.spec.site);
+    const existing = await this.pairAt(from, name);
+    if (existing && existing.role === 'primary') {
+      this.print(`    ${name}: ${from.spec.site} → ${to.spec.site} ${existing.mode} exists (${existing.code})`);
+      return;
+    }
+    if (existing) throw new TricopyError('conflict', `pair ${name} points from ${to.spec.site} to ${from.spec.site}; it must be dissolved first`);
+    const stale = await this.pairAt(to, name);
+    if (stale) await to.api.delete(`/v1/pairs/${encodeURIComponent(name)}?force=true`);
+    const info = to.info!;
+    const fence = options.fence ?? (mode === 'sync' ? this.t.sync.fence : 'never');
+    await from.api.post('/v1/pairs', {
+      name, volume: v.name, peer: { node: info.name, host: info.advertiseHost, replPort: info.ports.replPort }, mode, fence,
+      ...(mode === 'async' ? { group: this.t.name } : {}), initialCopy,
+      ...(options.fenceGroup === false ? {} : { fenceGroup: this.t.name }),
+    });
+    this.print(`    ${name}: ${from.spec.site} → ${to.spec.site} ${mode} created (${initialCopy === 'delta' ? 'copying only differing blocks' : 'full initial copy'})`);
+  }
+
+  /** At `site`, take over a pair whose primary is gone, then dissolve it: the volume becomes independent. */
+  private async takeoverAndDissolve(site: Site, name: string): Promise<void> {
+    const p = await this.pairAt(site, name);
+    if (!p) {
+      this.print(`    ${name}: already dissolved at ${site.spec.site}`);
+      return;
+    }
+    if (p.role === 'secondary' && p.code !== 'SSWS') {
+      const { pairs } = await site.api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
+      this.print(`    ${name}: takeover at ${site.spec.site} → ${pairs[0]?.code ?? '?'} (${pairs[0]?.reason ?? ''})`);
+    }
+    await site.api.delete(`/v1/pairs/${encodeURIComponent(name)}?force=true`);
+    this.print(`    ${name}: dissolved at ${site.spec.site}`);
+  }
+
+  /** Planned role reversal: `site` becomes the primary of `name` (its peer answers). */
+  private async swapTo(site: Site, name: string): Promise<void> {
+    const p = await this.pairAt(site, name);
+    if (!p) throw new TricopyError('conflict', `pair ${name} does not exist at ${site.spec.site}`);
+    if (p.role === 'primary') {
+      this.print(`    ${name}: ${site.spec.site} is already the primary`);
+      return;
+    }
+    await site.api.post(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
+    this.print(`    ${name}: swapped, ${site.spec.site} is the primary`);
+  }
+
+  private async splitAt(site: Site, name: string): Promise<void> {
+    const p = await this.pairAt(site, name);
+    if (!p || p.role !== 'primary') return;
+    if (p.code === 'PSUS') {
+      this.print(`    ${name}: already split`);
+      return;
+    }
+    await site.api.post(`/v1/pairs/${encodeURIComponent(name)}/split`, {});
+    this.print(`    ${name}: split (operator) at ${site.spec.site}`);
+  }
+
+  /** Deletes a pair on both sides (forced where a side is unreachable). */
+  private async dissolveEverywhere(name: string): Promise<void> {
+    for (const s of this.sites) {
+      if (!s.info) continue;
+      const p = await this.pairAt(s, name);
+      if (!p) continue;
+      await s.api.delete(`/v1/pairs/${encodeURIComponent(name)}?force=true`).catch((err: unknown) => {
+        if (!(err instanceof TricopyError && err.code === 'not-found')) throw err;
+      });
+      this.print(`    ${name}: dissolved (was ${p.role} at ${s.spec.site})`);
+    }
+  }
+
+  private async waitLagZero(s: Site, name: string): Promise<void> {
+    const deadline = Date.now() + 600_000;
+    for (;;) {
+      const p = await this.pairAt(s, name);
+      if (!p || (p.lag?.entries ?? 0) === 0) return;
+      if (Date.now() > deadline) throw new TricopyError('unavailable', `pair ${name} did not drain`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Waits for every copy to be duplex; `required` when the next step depends on it (else only with --wait). */
+  private async waitAll(title: string, required = false): Promise<void> {
+    if (this.options.waitSeconds <= 0 && !required) {
+      this.print(`  (not waiting for copies; follow them with: tricopy topology status <file>)`);
+      return;
+    }
+    this.step(title);
+    const deadline = Date.now() + (this.options.waitSeconds > 0 ? this.options.waitSeconds : 3600) * 1000;
+    let last = '';
+    for (;;) {
+      const status = await this.status();
+      const pending = status.legs.filter((l) => l.code !== 'PAIR');
+      const failed = pending.filter((l) => l.code === 'PSUE');
+      if (failed.length > 0) {
+        throw new TricopyError('io-error', `copies failed: ${failed.map((l) => `${l.pair} (${l.reason})`).join('; ')}`);
+      }
+      const line = pending.map((l) => `${l.pair} ${l.code}${l.progressPercent !== null ? ` ${l.progressPercent}%` : ''}`).join(', ');
+      if (pending.length === 0) {
+        this.print('    every copy is duplex');
+        return;
+      }
+      if (line !== last) this.print(`    waiting: ${line}`);
+      last = line;
+      if (Date.now() > deadline) throw new TricopyError('unavailable', `copies still running after ${this.options.waitSeconds} s: ${line}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  private header(text: string): void {
+    this.print(text);
+  }
+
+  private step(text: string): void {
+    this.stepNo += 1;
+    this.print(`  [${this.stepNo}] ${text}`);
+  }
+
+  private print(line: string): void {
+    this.options.print(line);
+  }
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
