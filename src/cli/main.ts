@@ -58,6 +58,7 @@ export function buildProgram(): Command {
     .option('--data-dir <dir>', 'directory holding the volumes (required; created if missing)')
     .option('--host <address>', 'address to listen on for NBD and replication (default 127.0.0.1)')
     .option('--api-host <address>', 'address of the control API and /metrics (default: --host); keep it on loopback when NBD faces the network')
+    .option('--advertise-repl-port <port>', 'replication port peer nodes should dial when a relay or NAT forwards to this node')
     .option('--advertise-host <address>', 'address clients and peer nodes should use (default: --host, or the first non-loopback IPv4 address when --host is 0.0.0.0)')
     .option('--nbd-port <port>', 'NBD port for hosts; 0 picks a free one (default 10809)')
     .option('--api-port <port>', 'HTTP control API and /metrics port; 0 picks a free one (default 7801)')
@@ -84,7 +85,7 @@ export function buildProgram(): Command {
       const { StorageNode } = await import('../node/node');
       const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
       const config = resolveNodeConfig(fromFile, {
-        name: opts.name, site: opts.site, dataDir: opts.dataDir, host: opts.host, apiHost: opts.apiHost, advertiseHost: opts.advertiseHost,
+        name: opts.name, site: opts.site, dataDir: opts.dataDir, host: opts.host, apiHost: opts.apiHost, advertiseHost: opts.advertiseHost, advertiseReplPort: opts.advertiseReplPort,
         nbdPort: opts.nbdPort, apiPort: opts.apiPort, replPort: opts.replPort, logLevel: opts.logLevel, tlsMode: opts.tls,
         tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, tlsCa: opts.tlsCa, tlsPskFile: opts.tlsPskFile,
         apiTokenFile: opts.apiTokenFile, maxConnections: opts.maxConnections, handshakeTimeout: opts.handshakeTimeout,
@@ -227,7 +228,7 @@ export function buildProgram(): Command {
         throw new TricopyError('invalid-argument', `node ${peerInfo.name} at ${opts.to} has no cluster secret`, 'start every node with the same --cluster-secret-file');
       }
       const status = await api.post<PairStatus>('/v1/pairs', {
-        name, volume: opts.volume, peer: { node: peerInfo.name, host: peerInfo.advertiseHost, replPort: peerInfo.ports.replPort },
+        name, volume: opts.volume, peer: { node: peerInfo.name, host: peerInfo.replAddress.host, replPort: peerInfo.replAddress.port },
         ...(opts.peerVolume ? { peerVolume: opts.peerVolume } : {}), mode: opts.mode, ...(opts.fence ? { fence: opts.fence } : {}),
         ...(opts.group ? { group: opts.group } : {}), noCopy: opts.copy === false,
       });

@@ -21,6 +21,8 @@ export interface NodeConfig {
   replPort: number;
   /** Address other nodes and clients should use to reach this node (defaults to host). */
   advertiseHost: string;
+  /** Replication port peers should dial, when a relay or NAT stands in front of this node. */
+  advertiseReplPort: number | undefined;
   logLevel: LogLevel;
   tlsMode: TlsMode;
   tlsCert: string | undefined;
@@ -60,7 +62,7 @@ export const defaultNodeConfig = {
 
 const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const knownKeys = new Set([
-  'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'logLevel', 'tlsMode',
+  'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'advertiseReplPort', 'logLevel', 'tlsMode',
   'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'maxConnections', 'handshakeTimeout', 'minBlockBytes',
   'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync',
 ]);
@@ -127,6 +129,7 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
     apiPort: port(raw, 'apiPort', defaultNodeConfig.apiPort),
     replPort: port(raw, 'replPort', defaultNodeConfig.replPort),
     advertiseHost: optionalString(raw, 'advertiseHost') ?? (host === '0.0.0.0' || host === '::' ? primaryAddress() : host),
+    advertiseReplPort: raw.advertiseReplPort === undefined ? undefined : integer(raw, 'advertiseReplPort', 0, 1, 65_535),
     logLevel,
     tlsMode,
     tlsCert: optionalPath(raw, 'tlsCert'),

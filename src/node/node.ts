@@ -44,6 +44,8 @@ export interface NodeInfo {
   advertiseHost: string;
   /** Whether this node can replicate (a cluster secret is configured). */
   replication: boolean;
+  /** Where peer nodes reach its replication port. */
+  replAddress: { host: string; port: number };
   version: string;
   dataDir: string;
   ports: NodePorts;
@@ -111,6 +113,7 @@ export class StorageNode {
         ...defaultReplicationOptions,
         localNode: config.name,
         advertiseHost: config.advertiseHost,
+        advertiseReplPort: config.advertiseReplPort,
         secret,
         timings: { ...defaultLinkTimings, peerTimeoutMs: config.peerTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.floor(config.peerTimeoutMs / 4)) },
         journalCapacityBytes: config.journalSizeBytes,
@@ -145,6 +148,7 @@ export class StorageNode {
       site: this.config.site,
       advertiseHost: this.config.advertiseHost,
       replication: this.replication.peers.hasSecret,
+      replAddress: { host: this.config.advertiseHost, port: this.config.advertiseReplPort ?? this.portsValue.replPort },
       version,
       dataDir: this.config.dataDir,
       ports: this.ports,

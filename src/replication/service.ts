@@ -36,6 +36,8 @@ import type { ReplicationDataPath } from './replicated-volume';
 export interface ReplicationOptions {
   localNode: string;
   advertiseHost: string;
+  /** Port peers use to reach the replication port (a relay or NAT port); default the real one. */
+  advertiseReplPort: number | undefined;
   secret: Buffer | undefined;
   timings: LinkTimings;
   journalCapacityBytes: number;
@@ -148,6 +150,8 @@ interface PairRuntime {
   deltaCopy: boolean;
   /** Bytes a delta copy found different (and sent), for status and benchmarks. */
   deltaBytesFound: number;
+  /** A delta copy ran (or runs) since this node started: deltaBytes is meaningful even when 0. */
+  deltaCopyRan: boolean;
   /** Async copy: the secondary is consistent once it applied through this sequence number. */
   copyConsistentSeq: number;
   /** Async split: the pair is suspended once the secondary applied through this sequence number. */
@@ -227,7 +231,7 @@ export class ReplicationService implements ReplicationDataPath {
     await this.recoverAfterRestart();
     for (const journal of this.receivedJournals.values()) this.startApplier(journal);
     this.replPortValue = await this.peers.listen(host, port);
-    for (const p of this.pairs.values()) this.peers.want(p.record.peer);
+    for (const p of this.pairs.values()) this.wantPeerIfPrimary(p);
     return this.replPortValue;
   }
 
@@ -419,7 +423,7 @@ export class ReplicationService implements ReplicationDataPath {
     const request: PairCreateRequest = {
       name: record.name, volume: record.peerVolume, peerVolume: record.volume,
       primary: { node: this.options.localNode, host: input.returnAddress?.host ?? this.options.advertiseHost,
-        replPort: input.returnAddress?.replPort ?? this.replPortValue },
+        replPort: input.returnAddress?.replPort ?? this.options.advertiseReplPort ?? this.replPortValue },
       mode: record.mode, fence: record.fence, group, sizeBytes: meta.sizeBytes, generation: record.generation,
       fenceGroup: record.fenceGroup, initialCopy, createVolume: true,
     };
@@ -434,6 +438,7 @@ export class ReplicationService implements ReplicationDataPath {
     await this.store.save(record);
     const p = this.runtime(record, bitmap);
     p.deltaCopy = initialCopy === 'delta';
+    p.deltaCopyRan = p.deltaCopy;
     this.pairs.set(record.name, p);
     await this.openJournalsFor(record);
     this.refreshFences();
@@ -519,6 +524,8 @@ export class ReplicationService implements ReplicationDataPath {
         p.record.hostWritesRecorded = false;
         await this.applyOutcome(p, decide(p.record.role, p.record.state, 'takeover', p.record.mode), 'takeover',
           `takeover: primary ${p.record.peer.node} unreachable${journal ? `; applied all ${journal.appliedSeq} received journal entries` : ''}; volume is writable (SSWS)`);
+        // Watch for the old primary: when it returns it must learn it was taken over.
+        this.wantPeerIfPrimary(p);
       }
       return members.map((p) => this.status(p));
     });
@@ -1253,6 +1260,7 @@ export class ReplicationService implements ReplicationDataPath {
     p.record.role = 'primary';
     p.record.generation = generation;
     p.record.receivedSeqAtTakeover = null;
+    this.peers.want(p.record.peer);
     const clean = reply.clean && p.bitmap.setBitCount === 0;
     await this.openJournalsFor(p.record);
     if (group) {
@@ -1319,6 +1327,7 @@ export class ReplicationService implements ReplicationDataPath {
       // Become the secondary.
       const group = p.record.group;
       p.record.role = 'secondary';
+      this.releasePeerIfUnneeded(p.record.peer.node);
       p.record.generation = req.generation;
       p.record.hostWritesRecorded = false;
       p.record.secondaryWritable = false;
@@ -1563,6 +1572,21 @@ export class ReplicationService implements ReplicationDataPath {
     }
   }
 
+  /**
+   * The side that sends (a primary, or a secondary that took over) keeps the link up; the other
+   * side only answers. So the link always runs to the address the sender was given for its peer
+   * (which may be a relay or NAT address), never around it.
+   */
+  private wantPeerIfPrimary(p: PairRuntime): void {
+    if (p.record.role === 'primary' || p.record.state === 'secondary-writable') this.peers.want(p.record.peer);
+  }
+
+  /** Stops dialing a peer no sending pair needs any more. */
+  private releasePeerIfUnneeded(node: string): void {
+    const needed = [...this.pairs.values()].some((x) => x.record.peer.node === node && (x.record.role === 'primary' || x.record.state === 'secondary-writable'));
+    if (!needed) this.peers.release(node);
+  }
+
   /** The volume is also the primary of a pair (a cascade intermediate). */
   private forwardsOnward(volume: string): boolean {
     return this.pairsOfVolume(volume).some((p) => p.record.role === 'primary');
@@ -1629,7 +1653,6 @@ export class ReplicationService implements ReplicationDataPath {
     const p = this.runtime(record, bitmap);
     this.pairs.set(record.name, p);
     await this.openJournalsFor(record);
-    this.peers.want(record.peer);
     this.events.emit('pair-created', record.name, record.reason, { role: 'secondary', volume: record.volume, peer, mode: record.mode });
     // The primary copies what holds data on either side: report what holds data here.
     return bitmapReplyCodec.encode({ bitmap: encodeBitmap(this.volumes.volume(req.volume).allocation), hostWritesRecorded: false });
@@ -1677,7 +1700,7 @@ export class ReplicationService implements ReplicationDataPath {
   clientsOf: ((volume: string) => number) | undefined;
 
   private runtime(record: PairRecord, bitmap: PersistentBitmap): PairRuntime {
-    return { record, bitmap, copying: false, deltaCopy: false, deltaBytesFound: 0, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
+    return { record, bitmap, copying: false, deltaCopy: false, deltaBytesFound: 0, deltaCopyRan: false, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
   }
 
   private pair(name: string): PairRuntime {
@@ -1782,7 +1805,7 @@ export class ReplicationService implements ReplicationDataPath {
       this.receivedJournals.delete(group);
       await removeJournalDir(path.join(this.dataDir, 'groups', group));
     }
-    if (![...this.pairs.values()].some((x) => x.record.peer.node === r.peer.node)) this.peers.release(r.peer.node);
+    this.releasePeerIfUnneeded(r.peer.node);
     this.events.emit('pair-deleted', r.name, reason, { role: r.role, volume: r.volume });
     this.events.emit('pair-state', r.name, reason, { event: 'delete', role: r.role, from: r.state, to: 'simplex', code: 'SMPL' });
     for (const w of [...p.stateWaiters]) w();
@@ -1820,7 +1843,7 @@ export class ReplicationService implements ReplicationDataPath {
       differentialBytes: p.bitmap.setBitCount * diffChunkBytes,
       hostWritesRecorded: r.hostWritesRecorded,
       secondaryWritable: r.secondaryWritable,
-      deltaBytes: p.deltaBytesFound > 0 || p.deltaCopy ? p.deltaBytesFound : null,
+      deltaBytes: p.deltaCopyRan ? p.deltaBytesFound : null,
       heldEntries: journal?.heldCount ?? 0,
       fenceGroup: r.fenceGroup,
       journal: journal ? { usedBytes: journal.usedBytes, capacityBytes: journal.capacityBytes } : null,

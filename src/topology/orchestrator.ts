@@ -232,10 +232,19 @@ export class Orchestrator {
     if (target === far) {
       this.header(`failover of ${this.t.name} to the async site ${to} with the newest data from ${newestFrom} (spec 001 Fig. 14)`);
       this.step(`step 1401: ${newestFrom} and ${to} can communicate`);
-      await this.makePrimaryAt(sync, from, planned, 'steps 1402–1403');
-      await this.detachAsyncSite(far, from, planned, 'steps 1402–1403');
+      // A rerun after an interruption may find the sync site already writable: the old primary is
+      // then still the site the async copies came from.
+      if (from === sync) this.print(`  steps 1402–1403: ${sync.spec.site}'s copies are already writable`);
+      else await this.makePrimaryAt(sync, from, planned, 'steps 1402–1403');
+      const origin = from === sync ? primary : from;
+      await this.detachAsyncSite(far, origin, planned && origin === from, 'steps 1402–1403');
       this.step(`step 1404: make ${to} identical to ${newestFrom} (only the blocks that differ travel)`);
-      for (const v of asyncVolumes(this.t)) await this.ensurePair(sync, far, v, 'async', 'delta');
+      for (const v of asyncVolumes(this.t)) {
+        const name = pairName(this.t, v.name, sync.spec.site, far.spec.site);
+        const reversed = await this.pairAt(far, name);
+        if (reversed?.role === 'primary') this.print(`    ${name}: ${to} is already the primary (step 1405 done)`);
+        else await this.ensurePair(sync, far, v, 'async', 'delta');
+      }
       await this.waitAll(`wait until ${to} holds everything ${newestFrom} has`, true);
       this.step(`step 1405: reverse it: async ${to} → ${newestFrom}, no copy (they are identical)`);
       for (const v of asyncVolumes(this.t)) await this.swapTo(far, pairName(this.t, v.name, sync.spec.site, far.spec.site));
@@ -505,7 +514,7 @@ export class Orchestrator {
     const info = to.info!;
     const fence = options.fence ?? (mode === 'sync' ? this.t.sync.fence : 'never');
     await from.api.post('/v1/pairs', {
-      name, volume: v.name, peer: { node: info.name, host: info.advertiseHost, replPort: info.ports.replPort }, mode, fence,
+      name, volume: v.name, peer: { node: info.name, host: info.replAddress.host, replPort: info.replAddress.port }, mode, fence,
       ...(mode === 'async' ? { group: this.t.name } : {}), initialCopy,
       ...(options.fenceGroup === false ? {} : { fenceGroup: this.t.name }),
     });

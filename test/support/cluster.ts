@@ -23,10 +23,10 @@ export class Cluster {
     return cluster;
   }
 
-  async start(name: string, ports?: NodeProcess['ports']): Promise<NodeProcess> {
+  async start(name: string, ports?: NodeProcess['ports'], moreArgs: string[] = []): Promise<NodeProcess> {
     const node = await NodeProcess.start({
       name, dataDir: path.join(this.dir, name), ports,
-      args: ['--cluster-secret-file', this.secretFile, ...this.extraArgs],
+      args: ['--cluster-secret-file', this.secretFile, '--site', name, ...this.extraArgs, ...moreArgs],
     });
     this.nodes.set(name, node);
     return node;
@@ -43,12 +43,34 @@ export class Cluster {
     await this.node(name).kill();
   }
 
-  /** Restart a killed node on the same ports and data. */
-  async restart(name: string): Promise<NodeProcess> {
+  /** Restart a killed (or stopped) node on the same ports and data, with extra flags if given. */
+  async restart(name: string, moreArgs?: string[]): Promise<NodeProcess> {
     const old = this.node(name);
-    const node = await old.restart();
+    const node = moreArgs ? await this.start(name, old.ports, moreArgs) : await old.restart();
     this.nodes.set(name, node);
     return node;
+  }
+
+  /** Freezes a node (SIGSTOP): a hung site whose links time out; thaw() resumes it. */
+  freeze(name: string): void {
+    this.node(name).child.kill('SIGSTOP');
+  }
+
+  thaw(name: string): void {
+    this.node(name).child.kill('SIGCONT');
+  }
+
+  /** Writes a topology file for three of the nodes and returns its path. */
+  async topologyFile(opts: { name: string; layout?: 'multi-target' | 'cascade'; volumes: Record<string, string | { size: string; role: 'data' | 'log' }>;
+    primary: string; sync: string; async: string; fence?: 'data' | 'never' }): Promise<string> {
+    const file = path.join(this.dir, `${opts.name}.yaml`);
+    const site = (n: string): { site: string; node: string } => ({ site: n, node: this.node(n).apiUrl });
+    const doc = {
+      name: opts.name, layout: opts.layout ?? 'multi-target', volumes: opts.volumes,
+      primary: site(opts.primary), sync: { ...site(opts.sync), fence: opts.fence ?? 'data' }, async: site(opts.async),
+    };
+    await fsp.writeFile(file, JSON.stringify(doc, null, 2));
+    return file;
   }
 
   async volume(nodeName: string, volume: string, sizeBytes: number): Promise<void> {
@@ -102,6 +124,9 @@ export class Cluster {
 
   async stopAll(): Promise<void> {
     for (const p of this.proxies) await p.close().catch(() => undefined);
-    for (const n of this.nodes.values()) await n.stop().catch(() => undefined);
+    for (const n of this.nodes.values()) {
+      n.child.kill('SIGCONT');
+      await n.stop().catch(() => undefined);
+    }
   }
 }

@@ -1,0 +1,220 @@
+// Three data centres, multi-target (spec 001): failover to the sync site after the primary is
+// killed, to the async site alone and with the sync site's newest data, and failback; each with real
+// failures, real NBD clients and content checks on every site.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as path from 'node:path';
+import type { GroupStatus, PairStatus } from '../../src/replication/service';
+import type { TopologyStatus } from '../../src/topology/orchestrator';
+import { Cluster } from '../support/cluster';
+import { cli, cliPath, killAllNodes } from '../support/node-process';
+import { OrderedWorkload, readContents } from '../support/ordered-writes';
+import { parseFioJson, run, sha256Export, tempDir } from '../support/tools';
+import { waitFor } from '../support/wait';
+
+const MiB = 1024 * 1024;
+let dir: string;
+
+before(async () => {
+  dir = await tempDir('3dc');
+});
+
+after(async () => {
+  killAllNodes();
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+async function topo(args: string[]): Promise<string> {
+  const r = await cli(['topology', ...args]);
+  assert.equal(r.code, 0, `tricopy topology ${args.join(' ')}:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+async function status(file: string): Promise<TopologyStatus> {
+  return JSON.parse(await topo(['status', file, '--json'])) as TopologyStatus;
+}
+
+async function sameEverywhere(cluster: Cluster, volume: string, sites: string[]): Promise<void> {
+  const hashes = await Promise.all(sites.map((s) => sha256Export(cluster.node(s).nbdUri(volume), dir)));
+  assert.equal(new Set(hashes).size, 1, `${volume} is identical on ${sites.join(', ')}`);
+}
+
+test('failover to the sync site after SIGKILL of the primary loses nothing; the async leg sends only the backlog; failback by delta', async () => {
+  const cluster = await Cluster.create(path.join(dir, 'fig10'), ['tokyo', 'osaka', 'sapporo']);
+  try {
+    const file = await cluster.topologyFile({ name: 'erp', volumes: { db1: '128MiB', log1: '16MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
+    assert.match(await topo(['apply', file, '--wait']), /every copy is duplex/);
+    const base = await cluster.client('tokyo', 'db1');
+    for (let off = 0; off < 32 * MiB; off += 4 * MiB) await base.write(off, randomBytes(4 * MiB));
+    await base.disconnect();
+    await waitFor('async copy caught up', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
+    // The async site stalls: everything fio writes now is backlog at the moment of the disaster.
+    cluster.freeze('sapporo');
+    const job = ['--name=erp', '--ioengine=nbd', '--rw=randwrite', '--bs=4k', '--iodepth=16', '--offset=64m', '--size=8m', '--verify=crc32c',
+      '--norandommap', '--randrepeat=1', '--verify_state_save=0'];
+    const written = await run('fio', [...job, `--uri=${cluster.node('tokyo').nbdUri('db1')}`, '--do_verify=0', '--output-format=json'], { cwd: dir });
+    assert.equal(written.code, 0, written.stderr);
+    assert.equal(parseFioJson<{ jobs: Array<{ write: { io_bytes: number } }> }>(written.stdout).jobs[0]!.write.io_bytes, 8 * MiB);
+    const backlog = (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.bytes;
+    assert.ok(backlog >= 8 * MiB, `backlog of ${backlog} bytes at the async site`);
+    await cluster.kill('tokyo');
+    cluster.thaw('sapporo');
+    const started = Date.now();
+    const out = await topo(['failover', file, '--to', 'osaka', '--wait']);
+    assert.match(out, /failover of erp to the sync site osaka \(spec 001 Fig\. 10\)/);
+    assert.match(out, /steps 1005–1007: async copy osaka → sapporo, sending only what sapporo is missing/);
+    const s = await status(file);
+    assert.equal(s.activeSite, 'osaka');
+    assert.ok(s.healthy, 'osaka → sapporo duplex');
+    // No acknowledged write lost: fio verifies at osaka.
+    const verify = await run('fio', [...job, `--uri=${cluster.node('osaka').nbdUri('db1')}`, '--verify_only=1', '--verify_fatal=1', '--output-format=json'], { cwd: dir });
+    assert.equal(verify.code, 0, `verify at osaka: ${verify.stdout.slice(-1500)} ${verify.stderr}`);
+    // The async leg sent about the backlog, not the volume.
+    const leg = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/erp.db1.osaka.sapporo');
+    assert.ok(leg.deltaBytes !== null && leg.deltaBytes >= backlog * 0.5 && leg.deltaBytes <= backlog * 1.2 + 256 * 1024,
+      `delta resync sent ${leg.deltaBytes} bytes for a backlog of ${backlog} (volume: 128 MiB, 40 MiB written)`);
+    await sameEverywhere(cluster, 'db1', ['osaka', 'sapporo']);
+    process.stderr.write(`failover to osaka took ${Date.now() - started} ms\n`);
+    // The application runs at osaka for a while.
+    const app = await cluster.client('osaka', 'db1');
+    await app.write(96 * MiB, randomBytes(4 * MiB));
+    await app.disconnect();
+    // Tokyo returns with its data; failback copies what differs and restores the layout.
+    await cluster.restart('tokyo');
+    const back = await topo(['failback', file, '--to', 'tokyo', '--wait']);
+    assert.match(back, /failback of erp to tokyo/);
+    const final = await status(file);
+    assert.equal(final.activeSite, 'tokyo');
+    assert.ok(final.healthy, `all legs duplex: ${JSON.stringify(final.legs.map((l) => `${l.pair} ${l.code}`))}`);
+    assert.deepEqual(final.legs.map((l) => `${l.from}→${l.to} ${l.mode}`).sort(),
+      ['tokyo→osaka sync', 'tokyo→osaka sync', 'tokyo→sapporo async', 'tokyo→sapporo async']);
+    const copiedBack = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/erp.db1.osaka.tokyo');
+    assert.ok(copiedBack.deltaBytes !== null && copiedBack.deltaBytes < 12 * MiB,
+      `failback to tokyo copied ${copiedBack.deltaBytes} bytes (tokyo kept its data)`);
+    await waitFor('sapporo applied everything', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
+    await sameEverywhere(cluster, 'db1', ['tokyo', 'osaka', 'sapporo']);
+    await sameEverywhere(cluster, 'log1', ['tokyo', 'osaka', 'sapporo']);
+  } finally {
+    await cluster.stopAll();
+  }
+});
+
+test('failover to the async site alone gives a consistent prefix; with --newest-from the sync site nothing is lost; failback; reruns converge', async () => {
+  const cluster = await Cluster.create(path.join(dir, 'fig13'), ['tokyo', 'osaka', 'sapporo']);
+  try {
+    const blockSize = 4096;
+    const blockCount = 1024;
+    const file = await cluster.topologyFile({ name: 'erp', volumes: { a: '8MiB', b: '8MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
+    await topo(['apply', file, '--wait']);
+    const clients = [await cluster.client('tokyo', 'a'), await cluster.client('tokyo', 'b')];
+    const workload = new OrderedWorkload(clients, { blockSize, blockCount, queueDepth: 16, flushEvery: 0 });
+    const running = workload.run();
+    await waitFor('writes', () => workload.ackedCount >= 2000, { timeoutMs: 60_000, intervalMs: 10 });
+    await cluster.kill('tokyo');
+    await running;
+    // --newest-from refuses while the sync site cannot be reached.
+    cluster.freeze('osaka');
+    const refused = await cli(['topology', 'failover', file, '--to', 'sapporo', '--newest-from', 'osaka']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /cannot take the newest data from osaka: it is not reachable[\s\S]*--to sapporo/);
+    cluster.thaw('osaka');
+    await waitFor('osaka answers', async () => (await cli(['--node', cluster.node('osaka').apiUrl, 'node', 'info'])).code === 0);
+    // Interrupt the failover midway (kill the CLI), then run it again: it converges.
+    const child = spawn(process.execPath, [cliPath, 'topology', 'failover', file, '--to', 'sapporo', '--newest-from', 'osaka'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let partial = '';
+    child.stdout.on('data', (d: Buffer) => (partial += d.toString()));
+    await waitFor('the failover to be under way', () => partial.includes('[3]'), { timeoutMs: 60_000, intervalMs: 5 });
+    child.kill('SIGKILL');
+    const rerun = await topo(['failover', file, '--to', 'sapporo', '--newest-from', 'osaka']);
+    assert.match(rerun, /Fig\. 14/);
+    assert.match(rerun, /already (dissolved|the primary)|exists/, 'steps done before the interruption are skipped');
+    const s = await status(file);
+    assert.equal(s.activeSite, 'sapporo');
+    const atSapporo = [await cluster.client('sapporo', 'a'), await cluster.client('sapporo', 'b')];
+    const contents = await readContents(atSapporo, blockSize, blockCount);
+    workload.checkAllAcknowledgedPresent(contents);
+    workload.checkCrashConsistent(contents);
+    for (const c of atSapporo) await c.disconnect();
+    const leg = s.legs.find((l) => l.pair === 'erp.a.osaka.sapporo');
+    assert.deepEqual([leg?.from, leg?.to, leg?.mode], ['sapporo', 'osaka', 'async'], 'step 1405: async sapporo → osaka');
+    // Failback from the async site.
+    await cluster.restart('tokyo');
+    await topo(['failback', file, '--to', 'tokyo', '--wait']);
+    const final = await status(file);
+    assert.equal(final.activeSite, 'tokyo');
+    assert.ok(final.healthy);
+    await waitFor('drained', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
+    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo']);
+  } finally {
+    await cluster.stopAll();
+  }
+});
+
+test('failover to the async site with its own copy only (Fig. 13): a consistent image; failback restores all', async () => {
+  const cluster = await Cluster.create(path.join(dir, 'own'), ['tokyo', 'osaka', 'sapporo']);
+  try {
+    const blockSize = 4096;
+    const blockCount = 1024;
+    const file = await cluster.topologyFile({ name: 'erp', volumes: { a: '8MiB', b: '8MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
+    await topo(['apply', file, '--wait']);
+    const clients = [await cluster.client('tokyo', 'a'), await cluster.client('tokyo', 'b')];
+    const workload = new OrderedWorkload(clients, { blockSize, blockCount, queueDepth: 16, flushEvery: 0, seed: 99 });
+    const running = workload.run();
+    await waitFor('writes', () => workload.ackedCount >= 2000, { timeoutMs: 60_000, intervalMs: 10 });
+    await cluster.kill('tokyo');
+    await running;
+    const out = await topo(['failover', file, '--to', 'sapporo']);
+    assert.match(out, /Fig\. 13/);
+    assert.equal((await status(file)).activeSite, 'sapporo');
+    const atSapporo = [await cluster.client('sapporo', 'a'), await cluster.client('sapporo', 'b')];
+    workload.checkCrashConsistent(await readContents(atSapporo, blockSize, blockCount));
+    await atSapporo[0]!.write(0, Buffer.alloc(blockSize)); // the application writes at sapporo
+    for (const c of atSapporo) await c.disconnect();
+    await cluster.restart('tokyo');
+    await topo(['failback', file, '--to', 'tokyo', '--wait']);
+    const final = await status(file);
+    assert.equal(final.activeSite, 'tokyo');
+    assert.ok(final.healthy);
+    await waitFor('drained', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
+    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo']);
+  } finally {
+    await cluster.stopAll();
+  }
+});
+
+test('log/data layout: logs go to both sites, data to the sync site only; failover reconciles the logs by their missing tail', async () => {
+  const cluster = await Cluster.create(path.join(dir, 'log'), ['tokyo', 'osaka', 'sapporo']);
+  try {
+    const file = await cluster.topologyFile({ name: 'db', volumes: { data: { size: '32MiB', role: 'data' }, wal: { size: '16MiB', role: 'log' } },
+      primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
+    await topo(['apply', file, '--wait']);
+    const s0 = await status(file);
+    assert.deepEqual(s0.legs.map((l) => `${l.volume} ${l.from}→${l.to} ${l.mode}`).sort(),
+      ['data tokyo→osaka sync', 'wal tokyo→osaka sync', 'wal tokyo→sapporo async']);
+    const data = await cluster.client('tokyo', 'data');
+    const wal = await cluster.client('tokyo', 'wal');
+    await wal.write(0, randomBytes(2 * MiB));
+    await data.write(0, randomBytes(2 * MiB));
+    await waitFor('the async site applied the log so far', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/db')).lag.entries === 0);
+    await cluster.kill('sapporo'); // the log tail stays behind at the async site
+    const tail = randomBytes(MiB);
+    await wal.write(2 * MiB, tail);
+    await data.write(2 * MiB, randomBytes(MiB));
+    await cluster.kill('tokyo');
+    await cluster.restart('sapporo');
+    await topo(['failover', file, '--to', 'osaka', '--wait']);
+    await sameEverywhere(cluster, 'wal', ['osaka', 'sapporo']);
+    const leg = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/db.wal.osaka.sapporo');
+    assert.ok(leg.deltaBytes !== null && leg.deltaBytes >= MiB && leg.deltaBytes <= 1.2 * MiB, `only the log tail was shipped (${leg.deltaBytes} bytes)`);
+    const osakaWal = await cluster.client('osaka', 'wal');
+    assert.deepEqual(await osakaWal.read(2 * MiB, MiB), tail, 'the committed log tail is at the sync site');
+    await osakaWal.disconnect();
+    const volumesAtSapporo = (await cluster.node('sapporo').api.get<{ volumes: Array<{ name: string }> }>('/v1/volumes')).volumes.map((v) => v.name);
+    assert.deepEqual(volumesAtSapporo, ['wal'], 'data volumes never went to the async site');
+  } finally {
+    await cluster.stopAll();
+  }
+});
