@@ -24,7 +24,7 @@ export type Outcome =
   | { kind: 'noop'; note: string }
   | { kind: 'refuse'; message: string };
 
-type Row = Partial<Record<PairEvent, Outcome | ((mode: CopyMode) => Outcome)>>;
+type Row = Partial<Record<PairEvent, Outcome | ((mode: CopyMode, cause: SuspendCause | null) => Outcome)>>;
 
 const t = (to: PairState, note: string, cause?: SuspendCause | null): Outcome => ({ kind: 'transition', to, note, ...(cause !== undefined ? { cause } : {}) });
 const noop = (note: string): Outcome => ({ kind: 'noop', note });
@@ -76,7 +76,11 @@ const primary: Record<PairState, Row> = {
     'peer-took-over': t('suspended', 'the secondary took over', 'takeover-by-peer'),
   },
   suspended: {
-    split: noop('the pair is already suspended'),
+    // After a failure with fence data, a split is the operator's decision to run on without the
+    // secondary (its site is lost): writes resume and are recorded for the later resync.
+    split: (_mode, cause) => cause === 'failure'
+      ? t('suspended', 'split by operator after the failure: writes continue without the secondary; changed regions are recorded', 'operator')
+      : noop('the pair is already suspended'),
     resync: t('duplex-pending', 'resync: copying the regions changed on either side'),
     takeover: refuse('takeover is run at the secondary node'),
     swap: t('duplex-pending', 'roles swapped: this node becomes the secondary and receives the changed regions'),
@@ -142,7 +146,7 @@ const secondary: Record<PairState, Row> = {
   },
 };
 
-export function decide(role: PairRole, state: PairState, event: PairEvent, mode: CopyMode): Outcome {
+export function decide(role: PairRole, state: PairState, event: PairEvent, mode: CopyMode, cause: SuspendCause | null = null): Outcome {
   const row = (role === 'primary' ? primary : secondary)[state];
   const entry = row[event];
   if (entry === undefined) {
@@ -153,16 +157,31 @@ export function decide(role: PairRole, state: PairState, event: PairEvent, mode:
     if (event === 'peer-took-over') return refuse(`a ${role} in state ${state} has no peer that could take over`);
     return refuse(`${event} is not possible for a ${role} in state ${state}`);
   }
-  return typeof entry === 'function' ? entry(mode) : entry;
+  return typeof entry === 'function' ? entry(mode, cause) : entry;
 }
 
 /** Every (role, state, event) with its outcome: the table as data, for tests and docs. */
-export function allDecisions(): Array<{ role: PairRole; state: PairState; event: PairEvent; mode: CopyMode; outcome: Outcome }> {
-  const out: Array<{ role: PairRole; state: PairState; event: PairEvent; mode: CopyMode; outcome: Outcome }> = [];
+const suspendCauses: SuspendCause[] = ['operator', 'failure', 'journal-full', 'crash-recovery', 'takeover-by-peer'];
+
+export interface Decision {
+  role: PairRole;
+  state: PairState;
+  event: PairEvent;
+  mode: CopyMode;
+  cause: SuspendCause | null;
+  outcome: Outcome;
+}
+
+export function allDecisions(): Decision[] {
+  const out: Decision[] = [];
   for (const role of ['primary', 'secondary'] as const) {
     for (const state of Object.keys(role === 'primary' ? primary : secondary) as PairState[]) {
       for (const event of [...operatorCommands, ...internalEvents]) {
-        for (const mode of ['sync', 'async'] as const) out.push({ role, state, event, mode, outcome: decide(role, state, event, mode) });
+        for (const mode of ['sync', 'async'] as const) {
+          for (const cause of state === 'suspended' ? suspendCauses : [null]) {
+            out.push({ role, state, event, mode, cause, outcome: decide(role, state, event, mode, cause) });
+          }
+        }
       }
     }
   }

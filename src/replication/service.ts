@@ -457,7 +457,7 @@ export class ReplicationService implements ReplicationDataPath {
         throw new TricopyError('invalid-argument', `split pair ${name} at its primary node ${p.record.peer.node}`,
           'the primary decides what the secondary holds at the split point');
       }
-      const outcome = decide(p.record.role, p.record.state, 'split', p.record.mode);
+      const outcome = decide(p.record.role, p.record.state, 'split', p.record.mode, p.record.suspendCause);
       if (outcome.kind !== 'transition') return this.outcomeResult(p, outcome);
       p.record.secondaryWritable = options.secondaryWritable;
       await this.applyOutcome(p, outcome, 'split');

@@ -593,14 +593,18 @@ export class Orchestrator {
     let last = '';
     for (;;) {
       const status = await this.status();
-      const pending = status.legs.filter((l) => l.code !== 'PAIR');
+      // Copies to or from a site that does not answer wait for it; repair restores them later.
+      const down = new Set(status.sites.filter((x) => !x.reachable).map((x) => x.site));
+      const waiting = status.legs.filter((l) => l.code !== 'PAIR' && (down.has(l.from) || down.has(l.to)));
+      const pending = status.legs.filter((l) => l.code !== 'PAIR' && !waiting.includes(l));
       const failed = pending.filter((l) => l.code === 'PSUE');
       if (failed.length > 0) {
         throw new TricopyError('io-error', `copies failed: ${failed.map((l) => `${l.pair} (${l.reason})`).join('; ')}`);
       }
       const line = pending.map((l) => `${l.pair} ${l.code}${l.progressPercent !== null ? ` ${l.progressPercent}%` : ''}`).join(', ');
       if (pending.length === 0) {
-        this.print('    every copy is duplex');
+        if (waiting.length === 0) this.print('    every copy is duplex');
+        else this.print(`    every copy is duplex except those of unreachable sites: ${waiting.map((l) => `${l.pair} ${l.code}`).join(', ')}`);
         return;
       }
       if (line !== last) this.print(`    waiting: ${line}`);

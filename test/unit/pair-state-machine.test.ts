@@ -1,4 +1,4 @@
-// Every (role, state, command/event) of the pair state machine, with the expected outcome:
+// Every (role, state, command/event[, suspend cause]) of the pair state machine, with the expected outcome:
 // the transitions of spec 001 §5.2 and the refusals with the words an operator reads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -6,10 +6,12 @@ import { allDecisions, decide, type Outcome, type PairEvent } from '../../src/re
 import { type PairRole, type PairState, shortCode } from '../../src/replication/pair-model';
 
 type Expect = string; // "-> state[/cause]" | "noop" | "refuse: <substring>"
+/** A row that depends on why the pair is suspended: the expectation per cause, `other` for the rest. */
+type ByCause = { byCause: Record<string, Expect> & { other: Expect } };
 
 // The whole table, written out independently of the implementation. Mode-dependent rows list
 // "sync | async".
-const expected: Record<PairRole, Partial<Record<PairState, Partial<Record<PairEvent, Expect | [Expect, Expect]>>>>> = {
+const expected: Record<PairRole, Partial<Record<PairState, Partial<Record<PairEvent, Expect | [Expect, Expect] | ByCause>>>>> = {
   primary: {
     simplex: {
       split: 'refuse: not in a pair', resync: 'refuse: not in a pair', takeover: 'refuse: not in a pair', swap: 'refuse: not in a pair',
@@ -37,7 +39,9 @@ const expected: Record<PairRole, Partial<Record<PairState, Partial<Record<PairEv
       'peer-took-over': '-> suspended/takeover-by-peer',
     },
     suspended: {
-      split: 'noop', resync: '-> duplex-pending', takeover: 'refuse: run at the secondary', swap: '-> duplex-pending',
+      // A split after a failure is the operator choosing to write on without the secondary.
+      split: { byCause: { failure: '-> suspended/operator', other: 'noop' } },
+      resync: '-> duplex-pending', takeover: 'refuse: run at the secondary', swap: '-> duplex-pending',
       delete: '-> simplex', 'copy-complete': 'refuse: no copy runs', 'drain-complete': 'refuse: no drain runs', failure: 'noop',
       'peer-took-over': '-> suspended/takeover-by-peer',
     },
@@ -89,7 +93,8 @@ test('every (role, state, event, mode) has the outcome spec 001 §5 asks for', (
     if (!row) continue;
     const want = row[d.event];
     assert.ok(want !== undefined, `table entry for ${d.role}/${d.state}/${d.event} is written down`);
-    const w = Array.isArray(want) ? want[d.mode === 'sync' ? 0 : 1] : want;
+    const w = Array.isArray(want) ? want[d.mode === 'sync' ? 0 : 1]
+      : typeof want === 'object' ? (want.byCause[d.cause ?? 'other'] ?? want.byCause.other) : want;
     const got = render(d.outcome);
     if (w.startsWith('refuse: ')) {
       assert.ok(got.startsWith('refuse: '), `${d.role}/${d.state}/${d.event}/${d.mode}: expected a refusal, got ${got}`);
