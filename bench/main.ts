@@ -1,10 +1,12 @@
 // Benchmark entry point: `npm run bench -- <name> [--write-docs]`.
 import { benchNbd } from './nbd';
 import { benchReplication } from './replication';
+import { benchTopology } from './topology';
 
 const benches: Record<string, (args: string[]) => Promise<void>> = {
   nbd: benchNbd,
   replication: benchReplication,
+  topology: benchTopology,
 };
 
 async function main(): Promise<void> {

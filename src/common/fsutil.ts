@@ -12,9 +12,13 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+let atomicWriteCounter = 0;
+
 export async function atomicWriteFile(file: string, data: string | Uint8Array): Promise<void> {
   const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Date.now()}`);
+  // Unique per call: two saves of one file in the same millisecond must not share a temp file.
+  atomicWriteCounter = (atomicWriteCounter + 1) % Number.MAX_SAFE_INTEGER;
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Date.now()}-${atomicWriteCounter}`);
   const handle = await fsp.open(tmp, 'w', 0o600);
   try {
     await handle.writeFile(data);

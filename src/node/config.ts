@@ -9,6 +9,9 @@ import { type LogLevel, logLevels } from '../common/log';
 import { parseDurationMs, parseSize } from '../common/units';
 import type { TlsMode } from '../nbd/types';
 
+
+/** Two of the largest NBD writes (32 MiB): a smaller journal could not even hold one write in flight. */
+export const minJournalBytes = 64 * 1024 * 1024;
 export interface NodeConfig {
   name: string;
   site: string;
@@ -150,8 +153,8 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
   if (config.journalFullPolicy !== 'delay' && config.journalFullPolicy !== 'suspend') {
     throw new TricopyError('invalid-argument', `journal-full policy "${config.journalFullPolicy}" is not delay or suspend`);
   }
-  if (config.journalSizeBytes < 16 * 1024 * 1024) {
-    throw new TricopyError('invalid-argument', 'the journal must hold at least 16MiB', 'a journal smaller than a few large writes can never keep order');
+  if (config.journalSizeBytes < minJournalBytes) {
+    throw new TricopyError('invalid-argument', 'the journal must hold at least 64MiB', 'it must take at least two of the largest NBD writes (32 MiB each) to keep order');
   }
   if (config.peerTimeoutMs < 500 || config.peerTimeoutMs > 600_000) {
     throw new TricopyError('invalid-argument', 'peer timeout must be between 500ms and 10m');

@@ -177,6 +177,7 @@ export class StorageNode {
     this.refuseIfPaired(name, 'resize');
     const before = this.store.get(name).sizeBytes;
     const meta = await this.store.resize(name, sizeBytes);
+    await this.replication.forgetVolume(name, 'resized');
     if (meta.sizeBytes !== before) {
       this.events.emit('volume-resized', name, 'grown by operator; clients attached now see the new size after reconnecting',
         { fromBytes: before, toBytes: meta.sizeBytes });
@@ -214,6 +215,7 @@ export class StorageNode {
     }
     const dropped = this.nbd.disconnectExport(name);
     await this.store.delete(name);
+    await this.replication.forgetVolume(name, 'deleted');
     this.fronts.delete(name);
     this.metrics.forgetVolume(name);
     this.events.emit('volume-deleted', name, force && dropped > 0 ? `deleted by operator, ${dropped} client(s) disconnected` : 'deleted by operator');

@@ -1,6 +1,7 @@
 // JSON payloads of the pair-control messages between nodes, each with its schema.
 import type { JSONSchemaType } from 'ajv';
 import { jsonCodec } from './messages';
+import type { AppliedMark } from './delta-record';
 import type { CopyMode, FenceLevel, PairRole, PairState, SuspendCause } from './pair-model';
 
 const nameSchema = { type: 'string', minLength: 1, maxLength: 63 } as const;
@@ -117,13 +118,22 @@ export interface BitmapReply {
   /** base64 of the bitmap bytes (64 KiB regions). */
   bitmap: string;
   hostWritesRecorded: boolean;
+  /** A new secondary: how far its volume had applied the async stream it was detached from. */
+  mark?: AppliedMark | null;
 }
 
 export const bitmapReplyCodec = jsonCodec<BitmapReply>({
   type: 'object',
   additionalProperties: false,
   required: ['bitmap', 'hostWritesRecorded'],
-  properties: { bitmap: { type: 'string' }, hostWritesRecorded: { type: 'boolean' } },
+  properties: {
+    bitmap: { type: 'string' },
+    hostWritesRecorded: { type: 'boolean' },
+    mark: {
+      type: 'object', nullable: true, additionalProperties: false, required: ['origin', 'group', 'appliedSeq'],
+      properties: { origin: nameSchema, group: { type: 'string', maxLength: 63 }, appliedSeq: { type: 'integer', minimum: 0 } },
+    },
+  },
 });
 
 export interface PairUpdate {

@@ -392,9 +392,11 @@ export class ReceivedJournal {
   async receive(entries: Array<{ entry: JournalEntry; encoded?: Buffer }> | JournalEntry[], streamStart = 0): Promise<void> {
     const items = entries.map((x) => ('entry' in x ? x : { entry: x, encoded: undefined }));
     if (streamStart > this.receivedSeqValue) {
-      // The primary abandoned entries up to streamStart (it fell back to bitmaps and will resync
-      // their regions): what is pending here is superseded too.
+      // The primary abandoned its entries after what it knew was received here (it fell back to
+      // bitmaps and resyncs their regions). What was received here is in no bitmap of the primary
+      // any more: apply it before starting over, or those regions would be lost.
       this.log.warn({ group: this.group, from: this.receivedSeqValue, to: streamStart }, 'primary restarted the journal stream');
+      await this.drain();
       await this.resetTo(streamStart);
     }
     const fresh = items.filter((x) => x.entry.seq > this.receivedSeqValue);

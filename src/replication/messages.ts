@@ -120,9 +120,28 @@ export function decodeErrorPayload(payload: Buffer, peer: string): TricopyError 
 }
 
 // ------------------------------------------------------------------------------------------------
-// Binary data payloads: [u8 name length][name][u64 offset][u32 length][u8 flags][data]
+// Binary data payloads:
+//   [u8 name length][name][u64 offset][u32 length][u8 flags]{delta tag if flags & tagged}[data]
+// A delta tag: [u8 group length][group][u64 seq][u64 applied seq].
 
 export const dataFlagFua = 1;
+/** A delta tag follows the flags: the write's position in an async stream (delta resync, spec 001). */
+export const dataFlagTagged = 2;
+/** With a tag: both copies of the volume were in step when the write was sent. */
+export const dataFlagInStep = 4;
+const knownDataFlags = dataFlagFua | dataFlagTagged | dataFlagInStep;
+const maxSeq = Number.MAX_SAFE_INTEGER;
+
+/**
+ * Where a write sits in the async stream of a consistency group: its entry sequence number, how far
+ * the async secondary has applied the stream, and whether both copies were in step when it was sent.
+ */
+export interface DeltaTag {
+  group: string;
+  seq: number;
+  appliedSeq: number;
+  inStep: boolean;
+}
 
 export interface DataHeader {
   /** Pair name (sync data) or group name (journal batches). */
@@ -130,21 +149,61 @@ export interface DataHeader {
   offset: number;
   length: number;
   flags: number;
+  tag?: DeltaTag | undefined;
+}
+
+function writeU64(b: Buffer, value: number, at: number): void {
+  b.writeUInt32BE(Math.floor(value / 0x100000000), at);
+  b.writeUInt32BE(value >>> 0, at + 4);
+}
+
+function readU64(b: Buffer, at: number, what: string): number {
+  const high = b.readUInt32BE(at);
+  if (high >= 0x200000) throw new TricopyError('invalid-argument', `${what} out of range`);
+  return high * 0x100000000 + b.readUInt32BE(at + 4);
+}
+
+function encodedName(name: string, what: string): Buffer {
+  const b = Buffer.from(name, 'utf8');
+  if (b.length > 255) throw new TricopyError('invalid-argument', `${what} ${name} is too long`);
+  return b;
 }
 
 export function encodeDataHeader(h: DataHeader): Buffer {
-  const name = Buffer.from(h.name, 'utf8');
-  if (name.length > 255) throw new TricopyError('invalid-argument', `name ${h.name} is too long`);
-  const b = Buffer.alloc(1 + name.length + 13);
+  const name = encodedName(h.name, 'name');
+  const group = h.tag ? encodedName(h.tag.group, 'group') : undefined;
+  const flags = (h.flags & dataFlagFua) | (h.tag ? dataFlagTagged | (h.tag.inStep ? dataFlagInStep : 0) : 0);
+  const b = Buffer.alloc(1 + name.length + 13 + (group ? 1 + group.length + 16 : 0));
   b.writeUInt8(name.length, 0);
   name.copy(b, 1);
   let at = 1 + name.length;
-  b.writeUInt32BE(Math.floor(h.offset / 0x100000000), at);
-  b.writeUInt32BE(h.offset >>> 0, at + 4);
+  writeU64(b, h.offset, at);
   b.writeUInt32BE(h.length, at + 8);
-  b.writeUInt8(h.flags, at + 12);
+  b.writeUInt8(flags, at + 12);
   at += 13;
+  if (h.tag && group) encodeTagAt(b, at, group, h.tag);
   return b;
+}
+
+function encodeTagAt(b: Buffer, at: number, group: Buffer, tag: DeltaTag): void {
+  if (!Number.isSafeInteger(tag.seq) || tag.seq < 1 || !Number.isSafeInteger(tag.appliedSeq) || tag.appliedSeq < 0) {
+    throw new TricopyError('invalid-argument', 'delta tag sequence numbers must be non-negative integers (seq at least 1)');
+  }
+  b.writeUInt8(group.length, at);
+  group.copy(b, at + 1);
+  writeU64(b, tag.seq, at + 1 + group.length);
+  writeU64(b, tag.appliedSeq, at + 9 + group.length);
+}
+
+function decodeTagAt(payload: Buffer, at: number, inStep: boolean): { tag: DeltaTag; end: number } {
+  if (payload.length < at + 1) throw new TricopyError('invalid-argument', 'delta tag is truncated');
+  const groupLength = payload.readUInt8(at);
+  if (groupLength === 0 || payload.length < at + 1 + groupLength + 16) throw new TricopyError('invalid-argument', 'delta tag is truncated');
+  const group = payload.toString('utf8', at + 1, at + 1 + groupLength);
+  const seq = readU64(payload, at + 1 + groupLength, 'delta tag sequence number');
+  const appliedSeq = readU64(payload, at + 9 + groupLength, 'delta tag applied sequence number');
+  if (seq < 1 || seq > maxSeq) throw new TricopyError('invalid-argument', 'delta tag sequence number out of range');
+  return { tag: { group, seq, appliedSeq, inStep }, end: at + 17 + groupLength };
 }
 
 export function decodeDataHeader(payload: Buffer): { header: DataHeader; data: Buffer } {
@@ -152,9 +211,38 @@ export function decodeDataHeader(payload: Buffer): { header: DataHeader; data: B
   const nameLength = payload.readUInt8(0);
   if (payload.length < 1 + nameLength + 13) throw new TricopyError('invalid-argument', 'data message header is truncated');
   const name = payload.toString('utf8', 1, 1 + nameLength);
-  const at = 1 + nameLength;
-  const high = payload.readUInt32BE(at);
-  if (high >= 0x200000) throw new TricopyError('invalid-argument', 'data message offset out of range');
-  const header = { name, offset: high * 0x100000000 + payload.readUInt32BE(at + 4), length: payload.readUInt32BE(at + 8), flags: payload.readUInt8(at + 12) };
-  return { header, data: payload.subarray(at + 13) };
+  let at = 1 + nameLength;
+  const offset = readU64(payload, at, 'data message offset');
+  const length = payload.readUInt32BE(at + 8);
+  const flags = payload.readUInt8(at + 12);
+  if ((flags & ~knownDataFlags) !== 0) throw new TricopyError('invalid-argument', `data message has unknown flags 0x${flags.toString(16)}`);
+  at += 13;
+  const header: DataHeader = { name, offset, length, flags: flags & dataFlagFua };
+  if (flags & dataFlagTagged) {
+    const { tag, end } = decodeTagAt(payload, at, (flags & dataFlagInStep) !== 0);
+    header.tag = tag;
+    at = end;
+  } else if (flags & dataFlagInStep) {
+    throw new TricopyError('invalid-argument', 'data message is marked in step without a delta tag');
+  }
+  return { header, data: payload.subarray(at) };
+}
+
+/** The reply to a forwarded write at a cascade intermediate: the tag it journaled the write under (or nothing). */
+export function encodeDeltaTagReply(tag: DeltaTag | undefined): Buffer {
+  if (!tag) return Buffer.alloc(0);
+  const group = encodedName(tag.group, 'group');
+  const b = Buffer.alloc(1 + 1 + group.length + 16);
+  b.writeUInt8(tag.inStep ? 1 : 0, 0);
+  encodeTagAt(b, 1, group, tag);
+  return b;
+}
+
+export function decodeDeltaTagReply(payload: Buffer): DeltaTag | undefined {
+  if (payload.length === 0) return undefined;
+  const inStep = payload.readUInt8(0);
+  if (inStep > 1) throw new TricopyError('invalid-argument', 'delta tag reply has an unknown in-step value');
+  const { tag, end } = decodeTagAt(payload, 1, inStep === 1);
+  if (end !== payload.length) throw new TricopyError('invalid-argument', 'delta tag reply has trailing bytes');
+  return tag;
 }

@@ -76,9 +76,9 @@ const primary: Record<PairState, Row> = {
     'peer-took-over': t('suspended', 'the secondary took over', 'takeover-by-peer'),
   },
   suspended: {
-    // After a failure with fence data, a split is the operator's decision to run on without the
-    // secondary (its site is lost): writes resume and are recorded for the later resync.
-    split: (_mode, cause) => cause === 'failure'
+    // After a failure (or a crash) with fence data, a split is the operator's decision to run on
+    // without the secondary (its site is lost): writes resume and are recorded for the resync.
+    split: (_mode, cause) => cause === 'failure' || cause === 'crash-recovery'
       ? t('suspended', 'split by operator after the failure: writes continue without the secondary; changed regions are recorded', 'operator')
       : noop('the pair is already suspended'),
     resync: t('duplex-pending', 'resync: copying the regions changed on either side'),

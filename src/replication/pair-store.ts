@@ -1,5 +1,6 @@
 // Durable pair records and differential records (bitmaps), one of each per pair, in
 // <dataDir>/pairs/. A record file written atomically is the commit point of every state change.
+// Also the applied marks of volumes detached from an async stream, in <dataDir>/pairs/marks/.
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { TricopyError } from '../common/errors';
@@ -7,19 +8,45 @@ import { atomicWriteJson, isAtomicTemp } from '../common/fsutil';
 import type { Logger } from '../common/log';
 import { PersistentBitmap } from '../volume/bitmap';
 import { allocationChunkBytes, chunkCount } from '../volume/volume';
+import type { AppliedMark } from './delta-record';
 import { type PairRecord, pairNamePattern, pairStates } from './pair-model';
 
 /** The differential record: one bit per 64 KiB region, the same grain as the allocation map. */
 export const diffChunkBytes = allocationChunkBytes;
 
 export class PairStore {
+  private readonly saving = new Map<string, Promise<void>>();
+
   private constructor(readonly dir: string, private readonly log: Logger) {}
 
   static async open(dataDir: string, log: Logger): Promise<PairStore> {
     const dir = path.join(dataDir, 'pairs');
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     for (const name of await fsp.readdir(dir)) if (isAtomicTemp(name)) await fsp.rm(path.join(dir, name), { force: true });
+    await fsp.mkdir(path.join(dir, 'marks'), { recursive: true, mode: 0o700 });
     return new PairStore(dir, log);
+  }
+
+  /** Where each volume detached from an async stream had applied it (for a later delta resync). */
+  async loadMarks(): Promise<Map<string, AppliedMark>> {
+    const out = new Map<string, AppliedMark>();
+    const dir = path.join(this.dir, 'marks');
+    for (const file of (await fsp.readdir(dir)).filter((n) => n.endsWith('.json'))) {
+      const m = JSON.parse(await fsp.readFile(path.join(dir, file), 'utf8')) as Partial<AppliedMark>;
+      if (typeof m.origin !== 'string' || typeof m.group !== 'string' || !Number.isSafeInteger(m.appliedSeq) || (m.appliedSeq ?? -1) < 0) {
+        throw new TricopyError('internal', `applied mark ${file} is malformed; the data directory is damaged`);
+      }
+      out.set(file.slice(0, -'.json'.length), { origin: m.origin, group: m.group, appliedSeq: m.appliedSeq! });
+    }
+    return out;
+  }
+
+  saveMark(volume: string, mark: AppliedMark): Promise<void> {
+    return atomicWriteJson(path.join(this.dir, 'marks', `${volume}.json`), mark);
+  }
+
+  async removeMark(volume: string): Promise<void> {
+    await fsp.rm(path.join(this.dir, 'marks', `${volume}.json`), { force: true });
   }
 
   async loadAll(): Promise<PairRecord[]> {
@@ -31,8 +58,15 @@ export class PairStore {
     return out;
   }
 
+  /** Saves of one record run one after another, each writing the record as it is then. */
   save(record: PairRecord): Promise<void> {
-    return atomicWriteJson(path.join(this.dir, `${record.name}.json`), record);
+    const previous = this.saving.get(record.name) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(() => atomicWriteJson(path.join(this.dir, `${record.name}.json`), record));
+    this.saving.set(record.name, next);
+    void next.finally(() => {
+      if (this.saving.get(record.name) === next) this.saving.delete(record.name);
+    }).catch(() => undefined);
+    return next;
   }
 
   async remove(name: string): Promise<void> {

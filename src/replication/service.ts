@@ -22,7 +22,8 @@ import { JournalFullError, type JournalFullPolicy, type LagReport, PrimaryJourna
 import { type JournalEntry, JournalOp, decodeEntriesWithBytes, encodeEntries } from './journal-entry';
 import type { StoredEntry } from './journal-store';
 import type { LinkTimings, PeerLink } from './link';
-import { MessageType, dataFlagFua, decodeDataHeader, encodeDataHeader } from './messages';
+import { type AppliedMark, DeltaRecords, type DeltaRecordStatus } from './delta-record';
+import { type DeltaTag, MessageType, dataFlagFua, decodeDataHeader, decodeDeltaTagReply, encodeDataHeader, encodeDeltaTagReply } from './messages';
 import {
   type CopyMode, type FenceLevel, type InitialCopy, type PairRecord, type PairState, type PeerAddress, type ShortCode, type SuspendCause,
   groupNamePattern, pairNamePattern, secondaryIsConsistent, shortCode,
@@ -120,6 +121,11 @@ export interface PairStatus {
   secondaryWritable: boolean;
   /** Bytes the last delta copy found different and sent (null when no delta copy ran here). */
   deltaBytes: number | null;
+  /** How the last delta copy chose what to compare: 'sequence' (the peer's applied position) or 'compare' (the whole volume). */
+  deltaMethod: 'sequence' | 'compare' | null;
+  deltaNote: string | null;
+  /** This node's delta record for the pair's volume (kept at a sync secondary or a cascade primary). */
+  deltaRecord: DeltaRecordStatus | null;
   /** Async entries held until the sync copy has their writes again (3DC protection). */
   heldEntries: number;
   fenceGroup: string | null;
@@ -152,6 +158,9 @@ interface PairRuntime {
   deltaBytesFound: number;
   /** A delta copy ran (or runs) since this node started: deltaBytes is meaningful even when 0. */
   deltaCopyRan: boolean;
+  /** How the delta copy chose the regions to compare: from sequence numbers, or the whole volume. */
+  deltaMethod: 'sequence' | 'compare' | null;
+  deltaNote: string | null;
   /** Async copy: the secondary is consistent once it applied through this sequence number. */
   copyConsistentSeq: number;
   /** Async split: the pair is suspended once the secondary applied through this sequence number. */
@@ -193,6 +202,10 @@ export class ReplicationService implements ReplicationDataPath {
   private readonly autoResyncTimers = new Map<string, NodeJS.Timeout>();
   /** Fence groups in which a sync pair with fence data cannot update its secondary, with the pair. */
   private readonly fencedGroups = new Map<string, string>();
+  /** Per volume: regions of recent writes with their async stream position (delta resync). */
+  private readonly deltaRecords = new DeltaRecords(diffChunkBytes);
+  /** Per volume detached from an async stream: how far it applied it (persisted). */
+  private marks = new Map<string, AppliedMark>();
   private replPortValue = 0;
   private stopped = false;
 
@@ -218,6 +231,7 @@ export class ReplicationService implements ReplicationDataPath {
 
   async start(host: string, port: number): Promise<number> {
     this.store = await PairStore.open(this.dataDir, this.log);
+    this.marks = await this.store.loadMarks();
     for (const record of await this.store.loadAll()) {
       if (!this.volumes.has(record.volume)) {
         this.log.error({ pair: record.name, volume: record.volume }, 'pair refers to a missing volume; ignoring it');
@@ -301,9 +315,10 @@ export class ReplicationService implements ReplicationDataPath {
   // ----------------------------------------------------------------------------------------------
   // Queries
 
+  /** True when writes to the volume go through this service: it is paired or keeps delta state. */
   isPaired(volume: string): boolean {
     for (const p of this.pairs.values()) if (p.record.volume === volume) return true;
-    return false;
+    return this.deltaRecords.has(volume) || this.marks.has(volume);
   }
 
   refusesWrites(volume: string): boolean {
@@ -409,7 +424,10 @@ export class ReplicationService implements ReplicationDataPath {
       }
     }
     const initialCopy: InitialCopy = input.initialCopy ?? 'full';
-    const link = await this.peers.connectNow(input.peer, connectTimeoutMs);
+    const link = await this.peers.connectNow(input.peer, connectTimeoutMs).catch((err: unknown) => {
+      this.releasePeerIfUnneeded(input.peer.node); // do not keep redialing a peer no pair needs
+      throw err;
+    });
     const now = new Date().toISOString();
     const record: PairRecord = {
       name: input.name, role: 'primary', volume: input.volume, peerVolume: input.peerVolume ?? input.volume, peer: input.peer,
@@ -427,18 +445,33 @@ export class ReplicationService implements ReplicationDataPath {
       mode: record.mode, fence: record.fence, group, sizeBytes: meta.sizeBytes, generation: record.generation,
       fenceGroup: record.fenceGroup, initialCopy, createVolume: true,
     };
-    const reply = bitmapReplyCodec.decode(await link.request(MessageType.PairCreate, pairCreateCodec.encode(request)));
+    const reply = bitmapReplyCodec.decode(await link.request(MessageType.PairCreate, pairCreateCodec.encode(request)).catch((err: unknown) => {
+      this.releasePeerIfUnneeded(input.peer.node);
+      throw err;
+    }));
     const bitmap = await this.store.bitmap(record.name, meta.sizeBytes);
-    if (initialCopy !== 'none') {
+    // A delta copy to a peer that applied an async stream this node recorded: only the regions of
+    // the writes it had not applied are compared (and the differing blocks sent).
+    const candidates = initialCopy === 'delta' ? this.deltaRecords.candidates(input.volume, reply.mark ?? null) : undefined;
+    if (candidates?.usable) {
+      bitmap.mergeFrom(candidates.bits);
+      await bitmap.sync();
+      record.reason = `created; delta resync from sequence numbers: ${candidates.text}`;
+    } else if (initialCopy !== 'none') {
       // Copy what holds data here, and clear what holds data only there.
       bitmap.mergeFrom(this.volumes.volume(input.volume).allocation);
       bitmap.mergeFrom(decodeBitmap(reply.bitmap, bitmap));
       await bitmap.sync();
+      if (candidates) record.reason = `created; comparing both volumes whole (no usable delta record: ${candidates.text})`;
     }
     await this.store.save(record);
     const p = this.runtime(record, bitmap);
     p.deltaCopy = initialCopy === 'delta';
     p.deltaCopyRan = p.deltaCopy;
+    if (candidates) {
+      p.deltaMethod = candidates.usable ? 'sequence' : 'compare';
+      p.deltaNote = candidates.text;
+    }
     this.pairs.set(record.name, p);
     await this.openJournalsFor(record);
     this.refreshFences();
@@ -526,6 +559,7 @@ export class ReplicationService implements ReplicationDataPath {
           `takeover: primary ${p.record.peer.node} unreachable${journal ? `; applied all ${journal.appliedSeq} received journal entries` : ''}; volume is writable (SSWS)`);
         // Watch for the old primary: when it returns it must learn it was taken over.
         this.wantPeerIfPrimary(p);
+        if (journal && p.record.group) await this.saveMark(p.record.volume, { origin: p.record.peer.node, group: p.record.group, appliedSeq: journal.appliedSeq });
       }
       return members.map((p) => this.status(p));
     });
@@ -538,10 +572,14 @@ export class ReplicationService implements ReplicationDataPath {
       ? [...this.pairs.values()].filter((p) => p.record.group === first.record.group)
       : [first];
     return this.commandAll(members.map((p) => p.record.name), async () => {
+      // A group swap interrupted part-way (e.g. by a split brain on one member) is finished by
+      // running it again here: members already swapped to this node are left as they are.
+      const pending = members.filter((p) => !(p.record.role === 'primary' && p.record.suspendCause !== 'takeover-by-peer'));
       for (const p of members) {
-        if (p.record.role === 'primary' && p.record.suspendCause !== 'takeover-by-peer') {
+        if (p.record.role === 'primary' && p.record.suspendCause !== 'takeover-by-peer' && pending.length === 0) {
           throw new TricopyError('invalid-argument', `this node is the primary of pair ${p.record.name}; run swap at ${p.record.peer.node}, the node that becomes the primary`);
         }
+        if (!pending.includes(p)) continue;
         if (p.record.role === 'primary') {
           throw new TricopyError('conflict', `${p.record.peer.node} took over pair ${p.record.name}; run swap at ${p.record.peer.node}`);
         }
@@ -555,7 +593,7 @@ export class ReplicationService implements ReplicationDataPath {
         throw new TricopyError('unavailable', `cannot swap pair ${name}: ${errorMessage(err)}`,
           'the old primary must be reachable to swap; if it is lost for good, keep running here (takeover) and delete the pair later');
       });
-      for (const p of members) await this.swapInternal(p, options.discard !== undefined);
+      for (const p of pending) await this.swapInternal(p, options.discard !== undefined);
       return members.map((p) => this.status(p));
     });
   }
@@ -585,6 +623,7 @@ export class ReplicationService implements ReplicationDataPath {
           if (!options.force) throw err;
         });
       } else if (!options.force) {
+        this.releasePeerIfUnneeded(p.record.peer.node);
         throw new TricopyError('unavailable', `node ${p.record.peer.node} is not reachable, so pair ${name} cannot be deleted on both sides`,
           `pass --force to delete it here only; ${p.record.peer.node} drops its side when it reconnects`);
       }
@@ -625,18 +664,27 @@ export class ReplicationService implements ReplicationDataPath {
     return undefined;
   }
 
-  async write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions, origin: 'host' | 'replication' = 'host'): Promise<void> {
+  async write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
+    await this.writeOp(volume, offset, data, options, 'host');
+  }
+
+  async writeZeroes(volume: Volume, offset: number, length: number, options: ZeroOptions): Promise<void> {
+    await this.writeZeroesOp(volume, offset, length, options, 'host');
+  }
+
+  /** A host write (or, at a cascade intermediate, a forwarded one); returns the journal tag it got, if any. */
+  private writeOp(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions, origin: 'host' | 'replication'): Promise<DeltaTag | undefined> {
     const payload = Buffer.isBuffer(data) ? data : Buffer.concat(data);
-    await this.replicatedOp(volume, offset, payload.length, options.fua, origin, {
+    return this.replicatedOp(volume, offset, payload.length, options.fua, origin, {
       local: () => volume.write(offset, payload, options),
       entry: (pair) => ({ op: JournalOp.Write, pair, offset, length: payload.length, data: payload }),
-      remote: (peer, pair) => this.peers.request(peer, MessageType.Write,
-        [encodeDataHeader({ name: pair, offset, length: payload.length, flags: options.fua ? dataFlagFua : 0 }), payload],
+      remote: (peer, pair, tag) => this.peers.request(peer, MessageType.Write,
+        [encodeDataHeader({ name: pair, offset, length: payload.length, flags: options.fua ? dataFlagFua : 0, tag }), payload],
         this.options.syncWriteTimeoutMs),
     });
   }
 
-  async writeZeroes(volume: Volume, offset: number, length: number, options: ZeroOptions, origin: 'host' | 'replication' = 'host'): Promise<void> {
+  private async writeZeroesOp(volume: Volume, offset: number, length: number, options: ZeroOptions, origin: 'host' | 'replication'): Promise<DeltaTag | undefined> {
     if (options.fastOnly) {
       // A fast zero is fine when the local part is fast: it never writes data to forward.
       const touched = volume.allocation.chunkRange(offset, length);
@@ -644,11 +692,11 @@ export class ReplicationService implements ReplicationDataPath {
         throw new BlockDeviceError('ENOTSUP', 'zeroing allocated regions is no faster than writing them');
       }
     }
-    await this.replicatedOp(volume, offset, length, options.fua, origin, {
+    return this.replicatedOp(volume, offset, length, options.fua, origin, {
       local: () => volume.writeZeroes(offset, length, { ...options, fastOnly: false }),
       entry: (pair) => ({ op: JournalOp.Zero, pair, offset, length }),
-      remote: (peer, pair) => this.peers.request(peer, MessageType.Zero,
-        encodeDataHeader({ name: pair, offset, length, flags: options.fua ? dataFlagFua : 0 }), this.options.syncWriteTimeoutMs),
+      remote: (peer, pair, tag) => this.peers.request(peer, MessageType.Zero,
+        encodeDataHeader({ name: pair, offset, length, flags: options.fua ? dataFlagFua : 0, tag }), this.options.syncWriteTimeoutMs),
     });
   }
 
@@ -657,6 +705,8 @@ export class ReplicationService implements ReplicationDataPath {
     const pairs = this.pairsOfVolume(volume.name);
     const tasks: Promise<unknown>[] = [volume.flush()];
     for (const p of pairs) {
+      // Regions recorded instead of sent (suspended, SSWS) must survive a power loss once flushed.
+      tasks.push(p.bitmap.sync());
       if (p.record.role !== 'primary') continue;
       if (p.record.mode === 'async' && p.record.group) {
         const journal = this.primaryJournals.get(p.record.group);
@@ -680,11 +730,16 @@ export class ReplicationService implements ReplicationDataPath {
   private async replicatedOp(volume: Volume, offset: number, length: number, fua: boolean, origin: 'host' | 'replication', op: {
     local: () => Promise<void>;
     entry: (pair: string) => Omit<JournalEntry, 'seq' | 'timeMs'>;
-    remote: (peer: string, pair: string) => Promise<Buffer>;
-  }): Promise<void> {
+    remote: (peer: string, pair: string, tag: DeltaTag | undefined) => Promise<Buffer>;
+  }): Promise<DeltaTag | undefined> {
     const refusal = this.writeRefusal(volume.name, origin);
     if (refusal) throw refusal;
-    if (length === 0) return op.local();
+    if (length === 0) {
+      await op.local();
+      return undefined;
+    }
+    // A host write makes the volume differ from the stream it was detached from.
+    if (origin === 'host' && this.marks.has(volume.name)) await this.dropMark(volume.name, 'written by a host');
     const vr = this.volumeRuntime(volume.name);
     const release = await vr.lock.acquire(offset, length);
     const recheck = this.writeRefusal(volume.name, origin);
@@ -716,13 +771,21 @@ export class ReplicationService implements ReplicationDataPath {
         if (appended) seqs.push(appended);
         else recorded.push(p); // the group fell back to bitmaps meanwhile
       }
-      const remote = forwarded.map((p) => op.remote(p.record.peer.node, p.record.name)
-        .then(() => undefined, (err: unknown) => err as Error));
+      // The write's place in the async stream travels with it to the sync copy (multi-target delta
+      // resync); the group's one journal gives it. Both copies are in step when both pairs are duplex.
+      const first = seqs[0];
+      const asyncPair = journaled[0];
+      const tagOf = (p: PairRuntime): DeltaTag | undefined => seqs.length === 1 && first && asyncPair
+        ? { group: first.journal.group, seq: first.seq, appliedSeq: first.journal.appliedSeq, inStep: p.record.state === 'duplex' && asyncPair.record.state === 'duplex' }
+        : undefined;
+      const remote = forwarded.map((p) => op.remote(p.record.peer.node, p.record.name, tagOf(p))
+        .then((reply) => ({ reply, err: undefined }), (err: unknown) => ({ reply: undefined, err: err as Error })));
       const localResult = await op.local().then(() => undefined, (err: unknown) => err);
       const remoteResults = await Promise.all(remote);
+      this.recordDelta(volume, offset, length, forwarded, remoteResults);
       let fenced: BlockDeviceError | undefined;
       for (let i = 0; i < forwarded.length; i++) {
-        const err = remoteResults[i];
+        const err = remoteResults[i]!.err;
         if (!err) continue;
         const p = forwarded[i]!;
         p.bitmap.markBytes(offset, length);
@@ -749,11 +812,31 @@ export class ReplicationService implements ReplicationDataPath {
         }
       }
       if (fua) for (const s of seqs) await s.journal.sync();
+      const receiving = origin === 'replication' ? pairs.find((p) => p.record.role === 'secondary') : undefined;
+      return first && asyncPair && seqs.length === 1
+        ? { group: first.journal.group, seq: first.seq, appliedSeq: first.journal.appliedSeq, inStep: asyncPair.record.state === 'duplex' && receiving?.record.state === 'duplex' }
+        : undefined;
     } finally {
       for (const s of seqs) await s.journal.localDone(s.seq);
       if (activityMarked) vr.activity!.end(offset, length);
       release();
     }
+  }
+
+  /**
+   * Keeps the volume's delta record: a cascade intermediate answers a forwarded write with the tag
+   * it journaled it under; anything else this node writes has no place in a stream it follows.
+   */
+  private recordDelta(volume: Volume, offset: number, length: number, forwarded: PairRuntime[],
+    results: Array<{ reply: Buffer | undefined; err: Error | undefined }>): void {
+    let tagged = false;
+    for (let i = 0; i < forwarded.length; i++) {
+      const reply = results[i]!.reply;
+      if (!reply || reply.length === 0) continue;
+      this.deltaRecords.tagged(volume.name, volume.sizeBytes, forwarded[i]!.record.peer.node, 'acknowledged', decodeDeltaTagReply(reply)!, offset, length);
+      tagged = true;
+    }
+    if (!tagged) this.deltaRecords.untagged(volume.name, offset, length);
   }
 
   private releaseHeld(journal: PrimaryJournal, seq: number): void {
@@ -822,6 +905,17 @@ export class ReplicationService implements ReplicationDataPath {
     const outcome = decide(p.record.role, p.record.state, 'failure', p.record.mode);
     if (outcome.kind !== 'transition') return;
     await this.applyOutcome(p, outcome, 'failure', reason);
+    // An async primary cannot drain a stream that failed: what the secondary lacks becomes
+    // recorded regions and the pair is suspended (resync and auto-resync take it from there).
+    if (p.record.role === 'primary' && p.record.state === 'suspending' && p.drainTargetSeq === null) await this.suspendUndelivered(p, reason);
+  }
+
+  /** Async primary: entries the secondary has not received become recorded regions; the pair is suspended. */
+  private async suspendUndelivered(p: PairRuntime, note: string): Promise<void> {
+    const journal = this.primaryJournals.get(p.record.group!);
+    if (journal) for (const e of journal.retainedEntries()) if (e.pair === p.record.name && e.seq > journal.ackedSeq) p.bitmap.markBytes(e.offset, e.length);
+    await p.bitmap.sync();
+    await this.applyOutcome(p, { kind: 'transition', to: 'suspended', cause: 'failure', note: '' }, 'drain-complete', note);
   }
 
   /** Applies a transition: persist, log the event with its reason, wake waiters, tell the peer. */
@@ -845,6 +939,13 @@ export class ReplicationService implements ReplicationDataPath {
       event, role: p.record.role, from, to: p.record.state, fromCode, code: shortCode(p.record), generation: p.record.generation,
     });
     for (const w of [...p.stateWaiters]) w();
+    // A sync secondary's delta record holds only while the async site cannot get ahead of it: the
+    // primary holds back async entries after a failure with fence data, but not after a split or
+    // without fence data.
+    if (p.record.role === 'secondary' && p.record.mode === 'sync' && p.record.state === 'suspended' &&
+        (p.record.suspendCause !== 'failure' || p.record.fence !== 'data')) {
+      this.deltaRecords.invalidate(p.record.volume, `pair ${p.record.name} was suspended (${p.record.suspendCause ?? 'unknown cause'}, fence ${p.record.fence}): the async site may hold writes this node lacks`);
+    }
     // Held async entries go once the sync copy has their writes again, or once the operator chose
     // to run without the sync copy (a split).
     if (p.record.role === 'primary' && p.record.mode === 'sync' &&
@@ -1077,10 +1178,7 @@ export class ReplicationService implements ReplicationDataPath {
       return;
     }
     // The secondary could not take everything: what it lacks becomes recorded regions.
-    for (const e of journal.retainedEntries()) if (e.pair === p.record.name && e.seq > journal.ackedSeq) p.bitmap.markBytes(e.offset, e.length);
-    await p.bitmap.sync();
-    p.record.suspendCause = 'failure';
-    await this.applyOutcome(p, { kind: 'transition', to: 'suspended', cause: 'failure', note: '' }, 'drain-complete',
+    await this.suspendUndelivered(p,
       `split: the secondary could not be drained (${this.peers.isUp(p.record.peer.node) ? 'timeout' : 'link down'}); undelivered entries were recorded as changed regions`);
   }
 
@@ -1497,9 +1595,11 @@ export class ReplicationService implements ReplicationDataPath {
         if (data.length !== header.length) throw new TricopyError('invalid-argument', 'write length disagrees with its data');
         const volume = this.volumes.volume(p.record.volume);
         const options = { fua: (header.flags & dataFlagFua) !== 0 };
-        // A cascade intermediate journals what it receives and forwards it in order.
-        if (this.forwardsOnward(p.record.volume)) await this.write(volume, header.offset, data, options, 'replication');
-        else await volume.write(header.offset, data, options);
+        this.noteReceived(p, volume, type === MessageType.Write ? header.tag : undefined, header.offset, header.length, peer);
+        // A cascade intermediate journals what it receives and forwards it in order; the primary
+        // learns the write's place in that stream from the answer.
+        if (this.forwardsOnward(p.record.volume)) return encodeDeltaTagReply(await this.writeOp(volume, header.offset, data, options, 'replication'));
+        await volume.write(header.offset, data, options);
         return;
       }
       case MessageType.Zero: {
@@ -1507,8 +1607,9 @@ export class ReplicationService implements ReplicationDataPath {
         const p = this.receivingPair(header.name, peer);
         const volume = this.volumes.volume(p.record.volume);
         const options = { fua: (header.flags & dataFlagFua) !== 0, noHole: false, fastOnly: false };
-        if (this.forwardsOnward(p.record.volume)) await this.writeZeroes(volume, header.offset, header.length, options, 'replication');
-        else await volume.writeZeroes(header.offset, header.length, options);
+        this.noteReceived(p, volume, header.tag, header.offset, header.length, peer);
+        if (this.forwardsOnward(p.record.volume)) return encodeDeltaTagReply(await this.writeZeroesOp(volume, header.offset, header.length, options, 'replication'));
+        await volume.writeZeroes(header.offset, header.length, options);
         return;
       }
       case MessageType.RegionHashes: {
@@ -1536,7 +1637,7 @@ export class ReplicationService implements ReplicationDataPath {
       case MessageType.PairsSync: {
         const view = pairsSyncCodec.decode(payload);
         // Reconcile in the background; answer with this side's view right away.
-        setImmediate(() => void this.reconcile(peer, view));
+        setImmediate(() => void this.reconcile(peer, view).catch((err: unknown) => this.log.warn({ peer, err: errorMessage(err) }, 'reconciling with the peer failed')));
         const mine = [...this.pairs.values()].filter((p) => p.record.peer.node === peer);
         return pairsSyncCodec.encode({ node: this.options.localNode, pairs: mine.map((p) => summary(p.record)), groups: this.groupPositionsFor(peer) });
       }
@@ -1588,6 +1689,12 @@ export class ReplicationService implements ReplicationDataPath {
   }
 
   /** The volume is also the primary of a pair (a cascade intermediate). */
+  /** A sync secondary keeps the delta record of what its primary also sends to the async site. */
+  private noteReceived(p: PairRuntime, volume: Volume, tag: DeltaTag | undefined, offset: number, length: number, peer: string): void {
+    if (tag && p.record.mode === 'sync') this.deltaRecords.tagged(volume.name, volume.sizeBytes, peer, 'forwarded', tag, offset, length);
+    else this.deltaRecords.untagged(volume.name, offset, length);
+  }
+
   private forwardsOnward(volume: string): boolean {
     return this.pairsOfVolume(volume).some((p) => p.record.role === 'primary');
   }
@@ -1654,8 +1761,13 @@ export class ReplicationService implements ReplicationDataPath {
     this.pairs.set(record.name, p);
     await this.openJournalsFor(record);
     this.events.emit('pair-created', record.name, record.reason, { role: 'secondary', volume: record.volume, peer, mode: record.mode });
+    // The volume now follows a new primary: its place in an earlier async stream goes to that
+    // primary once (for a delta resync) and is dropped here.
+    const mark = this.marks.get(req.volume) ?? null;
+    if (mark) await this.dropMark(req.volume, `now the secondary of pair ${req.name}`);
+    this.deltaRecords.delete(req.volume);
     // The primary copies what holds data on either side: report what holds data here.
-    return bitmapReplyCodec.encode({ bitmap: encodeBitmap(this.volumes.volume(req.volume).allocation), hostWritesRecorded: false });
+    return bitmapReplyCodec.encode({ bitmap: encodeBitmap(this.volumes.volume(req.volume).allocation), hostWritesRecorded: false, mark });
   }
 
   private async onPairUpdate(u: PairUpdate, peer: string): Promise<void> {
@@ -1700,7 +1812,7 @@ export class ReplicationService implements ReplicationDataPath {
   clientsOf: ((volume: string) => number) | undefined;
 
   private runtime(record: PairRecord, bitmap: PersistentBitmap): PairRuntime {
-    return { record, bitmap, copying: false, deltaCopy: false, deltaBytesFound: 0, deltaCopyRan: false, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
+    return { record, bitmap, copying: false, deltaCopy: false, deltaBytesFound: 0, deltaCopyRan: false, deltaMethod: null, deltaNote: null, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
   }
 
   private pair(name: string): PairRuntime {
@@ -1784,8 +1896,31 @@ export class ReplicationService implements ReplicationDataPath {
     this.progressTimers.set(group, timer);
   }
 
+  /** A volume was deleted or resized: its delta record no longer fits (and a deleted one has no mark). */
+  async forgetVolume(volume: string, why: 'deleted' | 'resized'): Promise<void> {
+    this.deltaRecords.delete(volume);
+    if (why === 'deleted') await this.dropMark(volume, 'volume deleted');
+  }
+
+  private async saveMark(volume: string, mark: AppliedMark): Promise<void> {
+    await this.store.saveMark(volume, mark);
+    this.marks.set(volume, mark);
+    this.log.info({ volume, ...mark }, 'applied mark saved: a later delta resync can start from it');
+  }
+
+  private async dropMark(volume: string, why: string): Promise<void> {
+    if (!this.marks.delete(volume)) return;
+    await this.store.removeMark(volume);
+    this.log.info({ volume, why }, 'applied mark dropped');
+  }
+
   private async removePair(p: PairRuntime, reason: string): Promise<void> {
     const r = p.record;
+    // A secondary leaving an async stream remembers how far it applied it (delta resync later).
+    const received = r.group ? this.receivedJournals.get(r.group) : undefined;
+    if (r.role === 'secondary' && r.mode === 'async' && r.group && received && r.state !== 'secondary-writable' && r.state !== 'initial-copying') {
+      await this.saveMark(r.volume, { origin: r.peer.node, group: r.group, appliedSeq: received.appliedSeq });
+    }
     this.pairs.delete(r.name);
     this.refreshFences();
     if (r.mode === 'sync') this.releaseHeldOf(r.volume);
@@ -1812,7 +1947,13 @@ export class ReplicationService implements ReplicationDataPath {
   }
 
   private command<T>(name: string, op: (p: PairRuntime) => Promise<T>): Promise<T> {
-    const p = this.pair(name);
+    // A pair removed meanwhile is a rejected promise, never a synchronous throw (callers chain .catch).
+    let p: PairRuntime;
+    try {
+      p = this.pair(name);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const result = p.commandChain.then(() => op(p), () => op(p));
     p.commandChain = result.catch(() => undefined);
     return result;
@@ -1844,6 +1985,9 @@ export class ReplicationService implements ReplicationDataPath {
       hostWritesRecorded: r.hostWritesRecorded,
       secondaryWritable: r.secondaryWritable,
       deltaBytes: p.deltaCopyRan ? p.deltaBytesFound : null,
+      deltaMethod: p.deltaMethod,
+      deltaNote: p.deltaNote,
+      deltaRecord: this.deltaRecords.status(r.volume),
       heldEntries: journal?.heldCount ?? 0,
       fenceGroup: r.fenceGroup,
       journal: journal ? { usedBytes: journal.usedBytes, capacityBytes: journal.capacityBytes } : null,
@@ -1856,7 +2000,7 @@ export class ReplicationService implements ReplicationDataPath {
     return {
       name, role: 'primary', code: 'SMPL', state: 'simplex', volume: '', peer: { node: '', volume: '', host: '', replPort: 0, connected: false },
       mode: 'sync', fence: 'never', group: null, suspendCause: null, reason: 'no such pair', generation: 0, progressPercent: null,
-      differentialBytes: 0, hostWritesRecorded: false, secondaryWritable: false, deltaBytes: null, heldEntries: 0, fenceGroup: null,
+      differentialBytes: 0, hostWritesRecorded: false, secondaryWritable: false, deltaBytes: null, deltaMethod: null, deltaNote: null, deltaRecord: null, heldEntries: 0, fenceGroup: null,
       journal: null, lag: null, createdAt: '', updatedAt: '',
     };
   }

@@ -105,9 +105,9 @@ test('secondary killed and restarted under async load: it resumes from its apply
 });
 
 test('journal full with policy suspend: the group falls back to bitmaps, writes go on, resync makes both equal; lag is reported', async () => {
-  const cluster = await Cluster.create(path.join(dir, 'full'), ['jp', 'js'], ['--peer-timeout', '1s', '--journal-size', '16MiB', '--journal-full', 'suspend']);
+  const cluster = await Cluster.create(path.join(dir, 'full'), ['jp', 'js'], ['--peer-timeout', '1s', '--journal-size', '64MiB', '--journal-full', 'suspend']);
   try {
-    await cluster.volume('jp', 'v', 64 * MiB);
+    await cluster.volume('jp', 'v', 128 * MiB);
     const { proxies } = await cluster.pair({ name: 'v', primary: 'jp', secondary: 'js', volume: 'v', mode: 'async', group: 'small', viaProxy: true });
     await cluster.waitState('jp', 'v', 'duplex');
     for (const p of proxies) p.stall();
@@ -117,7 +117,7 @@ test('journal full with policy suspend: the group falls back to bitmaps, writes 
     assert.ok(lagging.lag.entries > 0 && lagging.lag.bytes >= 8 * MiB, `lag reported: ${JSON.stringify(lagging.lag)}`);
     const metrics = await fetchMetrics(cluster.node('jp').apiUrl);
     assert.ok(metricValue(metrics, 'tricopy_group_lag_bytes', { group: 'small' }) >= 8 * MiB, 'lag is a metric');
-    for (let i = 8; i < 40; i++) await client.write(i * MiB, Buffer.alloc(MiB, i + 1)); // far over the journal
+    for (let i = 8; i < 110; i++) await client.write(i * MiB, Buffer.alloc(MiB, i + 1)); // far over the journal
     const suspended = await cluster.waitCode('jp', 'v', 'PSUE');
     assert.equal(suspended.suspendCause, 'journal-full');
     assert.match(suspended.reason, /journal of group small is full/);

@@ -76,6 +76,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     const leg = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/erp.db1.osaka.sapporo');
     assert.ok(leg.deltaBytes !== null && leg.deltaBytes >= backlog * 0.5 && leg.deltaBytes <= backlog * 1.2 + 256 * 1024,
       `delta resync sent ${leg.deltaBytes} bytes for a backlog of ${backlog} (volume: 128 MiB, 40 MiB written)`);
+    assert.equal(leg.deltaMethod, 'sequence', `sapporo's applied position told osaka what to send: ${leg.deltaNote}`);
     await sameEverywhere(cluster, 'db1', ['osaka', 'sapporo']);
     process.stderr.write(`failover to osaka took ${Date.now() - started} ms\n`);
     // The application runs at osaka for a while.
@@ -209,6 +210,7 @@ test('log/data layout: logs go to both sites, data to the sync site only; failov
     await sameEverywhere(cluster, 'wal', ['osaka', 'sapporo']);
     const leg = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/db.wal.osaka.sapporo');
     assert.ok(leg.deltaBytes !== null && leg.deltaBytes >= MiB && leg.deltaBytes <= 1.2 * MiB, `only the log tail was shipped (${leg.deltaBytes} bytes)`);
+    assert.equal(leg.deltaMethod, 'sequence', `the log tail was found from sapporo's applied position: ${leg.deltaNote}`);
     const osakaWal = await cluster.client('osaka', 'wal');
     assert.deepEqual(await osakaWal.read(2 * MiB, MiB), tail, 'the committed log tail is at the sync site');
     await osakaWal.disconnect();

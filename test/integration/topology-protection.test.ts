@@ -109,6 +109,7 @@ test('protection: a cut primary–sync link stops writes to every volume of the 
     for (const v of ['a', 'b']) {
       const leg = await cluster.node('osaka').api.get<PairStatus>(`/v1/pairs/erp.${v}.osaka.sapporo`);
       assert.ok(leg.deltaBytes !== null, `${v}: the async leg was rebuilt by a delta copy`);
+      assert.equal(leg.deltaMethod, 'sequence', `${v}: osaka knew from sapporo's applied position what to send: ${leg.deltaNote}`);
       await sameEverywhere(cluster, v, ['osaka', 'sapporo']);
     }
     const atSapporo = [await cluster.client('sapporo', 'a'), await cluster.client('sapporo', 'b')];
@@ -146,8 +147,9 @@ test('cascade: the middle site forwards in order; losing it fences writes until 
     const direct = await status(file);
     assert.deepEqual(direct.legs.filter((l) => l.code === 'PAIR').map((l) => `${l.volume} ${l.from}→${l.to} ${l.mode}`).sort(),
       ['a tokyo→sapporo async', 'b tokyo→sapporo async']);
-    const sentDirect = (await cluster.pairStatus('tokyo', 'chain.a.sapporo.tokyo')).deltaBytes;
-    assert.ok(sentDirect !== null && sentDirect < MiB, `sapporo was in step: the direct copy sent ${sentDirect} bytes`);
+    const directLeg = await cluster.pairStatus('tokyo', 'chain.a.sapporo.tokyo');
+    assert.ok(directLeg.deltaBytes !== null && directLeg.deltaBytes < MiB, `sapporo was in step: the direct copy sent ${directLeg.deltaBytes} bytes`);
+    assert.equal(directLeg.deltaMethod, 'sequence', `tokyo knew osaka's sequence numbers of its writes: ${directLeg.deltaNote}`);
     await a.write(12 * MiB, Buffer.alloc(4096, 1)); // writes flow again
     const w2 = new OrderedWorkload([a, b], { blockSize, blockCount, queueDepth: 8, flushEvery: 0, seed: 4 });
     await w2.run(1500);

@@ -40,7 +40,7 @@ const expected: Record<PairRole, Partial<Record<PairState, Partial<Record<PairEv
     },
     suspended: {
       // A split after a failure is the operator choosing to write on without the secondary.
-      split: { byCause: { failure: '-> suspended/operator', other: 'noop' } },
+      split: { byCause: { failure: '-> suspended/operator', 'crash-recovery': '-> suspended/operator', other: 'noop' } },
       resync: '-> duplex-pending', takeover: 'refuse: run at the secondary', swap: '-> duplex-pending',
       delete: '-> simplex', 'copy-complete': 'refuse: no copy runs', 'drain-complete': 'refuse: no drain runs', failure: 'noop',
       'peer-took-over': '-> suspended/takeover-by-peer',

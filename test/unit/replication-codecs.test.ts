@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { crc32c } from '../../src/common/crc32c';
 import { FrameKind, decodeFrame, decodeFrameHeader, encodeFrame, frameHeaderBytes, maxFramePayloadBytes } from '../../src/replication/frame';
 import { JournalOp, decodeEntries, decodeEntry, encodeEntries, encodeEntryHeader, encodedEntryBytes } from '../../src/replication/journal-entry';
-import { MessageType, decodeDataHeader, encodeDataHeader, helloCodec } from '../../src/replication/messages';
+import { MessageType, decodeDataHeader, decodeDeltaTagReply, encodeDataHeader, encodeDeltaTagReply, helloCodec } from '../../src/replication/messages';
 import { pairCreateCodec } from '../../src/replication/control-messages';
 
 test('crc32c matches the standard check value', () => {
@@ -47,6 +47,36 @@ test('data headers carry name, offset beyond 4 GiB, length and flags', () => {
   assert.equal(data.toString(), 'xyz');
   assert.throws(() => decodeDataHeader(h.subarray(0, 5)), /truncated/);
   assert.throws(() => decodeDataHeader(Buffer.alloc(0)), /empty/);
+});
+
+test('data headers carry a delta tag (the place of the write in the async stream); malformed tags are refused', () => {
+  const tag = { group: 'erp', seq: 2 ** 40 + 3, appliedSeq: 2 ** 40, inStep: true };
+  const h = encodeDataHeader({ name: 'erp.db1.osaka.tokyo', offset: 8192, length: 4, flags: 1, tag });
+  const nameEnd = 1 + 'erp.db1.osaka.tokyo'.length;
+  assert.equal(h[nameEnd + 12], 1 | 2 | 4, 'flags: fua, tagged, in step');
+  const { header, data } = decodeDataHeader(Buffer.concat([h, Buffer.from('abcd')]));
+  assert.deepEqual(header, { name: 'erp.db1.osaka.tokyo', offset: 8192, length: 4, flags: 1, tag });
+  assert.equal(data.toString(), 'abcd', 'the data follows the tag');
+  const notInStep = decodeDataHeader(encodeDataHeader({ name: 'p', offset: 0, length: 0, flags: 0, tag: { ...tag, inStep: false } })).header;
+  assert.equal(notInStep.tag?.inStep, false);
+  assert.equal(decodeDataHeader(encodeDataHeader({ name: 'p', offset: 0, length: 0, flags: 0 })).header.tag, undefined, 'untagged');
+  // Truncated tag, unknown flags, in-step without a tag, out-of-range numbers.
+  assert.throws(() => decodeDataHeader(h.subarray(0, h.length - 3)), /delta tag is truncated/);
+  const unknownFlag = Buffer.from(h);
+  unknownFlag[nameEnd + 12] = 0x81;
+  assert.throws(() => decodeDataHeader(unknownFlag), /unknown flags/);
+  const bare = encodeDataHeader({ name: 'p', offset: 0, length: 0, flags: 0 });
+  bare[1 + 1 + 12] = 4;
+  assert.throws(() => decodeDataHeader(bare), /in step without a delta tag/);
+  const huge = Buffer.from(h);
+  huge.writeUInt32BE(0xffffffff, nameEnd + 13 + 1 + 3);
+  assert.throws(() => decodeDataHeader(huge), /out of range/);
+  assert.throws(() => encodeDataHeader({ name: 'p', offset: 0, length: 0, flags: 0, tag: { ...tag, seq: 0 } }), /seq at least 1/);
+  // The cascade answer: the tag the intermediate journaled a forwarded write under.
+  assert.deepEqual(decodeDeltaTagReply(encodeDeltaTagReply(tag)), tag);
+  assert.equal(decodeDeltaTagReply(encodeDeltaTagReply(undefined)), undefined);
+  assert.throws(() => decodeDeltaTagReply(Buffer.concat([encodeDeltaTagReply(tag), Buffer.from([0])])), /trailing/);
+  assert.throws(() => decodeDeltaTagReply(Buffer.from([7, 3, 0x61, 0x62, 0x63])), /in-step value/);
 });
 
 test('journal entries: every op round trips; torn, corrupt and inconsistent entries are refused', () => {

@@ -1,0 +1,216 @@
+// What a node keeps so that, after a primary is lost, the async site can be brought up to date by
+// sending only the writes it had not applied (spec 001 Fig. 10 steps 1005–1007 and Fig. 14 step
+// 1404; the "delta resync" of the big arrays). Per volume: the regions of recent writes with their
+// position in the async stream of the consistency group, trimmed as the async site applies them and
+// bounded (beyond the bound the oldest regions fold into a bitmap of 64 KiB regions, which still
+// covers them but is coarser). Held in memory: after a restart of this node a delta resync compares
+// checksums of the whole volume instead.
+import { Deque } from '../common/deque';
+import { invariant } from '../common/errors';
+import type { DeltaTag } from './messages';
+
+/** How the tags reach the record. */
+export type RecordSource =
+  // The sync site of a multi-target topology: the primary tags each write it forwards.
+  | 'forwarded'
+  // The primary of a cascade: the intermediate answers each forwarded write with its own tag.
+  | 'acknowledged';
+
+/** How far an async secondary applied a stream before it was detached from it (kept at that site). */
+export interface AppliedMark {
+  origin: string;
+  group: string;
+  appliedSeq: number;
+}
+
+export interface DeltaRecordStatus {
+  origin: string;
+  group: string;
+  source: RecordSource;
+  usable: boolean;
+  /** The record covers every write after this entry (when usable). */
+  baseSeq: number | null;
+  newestSeq: number;
+  entries: number;
+  /** 64 KiB regions held as a bitmap: entries beyond the bound, and writes without a position. */
+  overflowRegions: number;
+  text: string;
+}
+
+export type Candidates =
+  | { usable: true; bits: Uint8Array; regions: number; entries: number; text: string }
+  | { usable: false; text: string };
+
+/** Regions per volume kept as individual entries; older ones fold into the overflow bitmap. */
+export const maxDeltaRecordEntries = 131_072;
+
+interface Entry {
+  seq: number;
+  firstChunk: number;
+  chunkCount: number;
+}
+
+class VolumeRecord {
+  origin: string;
+  group: string;
+  source: RecordSource;
+  /** null: not usable (why in `unusableReason`). */
+  baseSeq: number | null = null;
+  unusableReason = 'no write has arrived while both copies were in step';
+  readonly entries = new Deque<Entry>();
+  readonly overflow: Uint8Array;
+  overflowRegions = 0;
+  /** Newest entry folded into the overflow; it may be cleared once the async site applied it. */
+  overflowNewestSeq = 0;
+  /** Writes without a position are in the overflow: it stays until the record restarts. */
+  overflowUntagged = false;
+
+  constructor(origin: string, group: string, source: RecordSource, readonly chunkBytes: number, readonly chunkCount: number) {
+    this.origin = origin;
+    this.group = group;
+    this.source = source;
+    this.overflow = new Uint8Array(Math.ceil(chunkCount / 8));
+  }
+
+  chunks(offset: number, length: number): { first: number; count: number } {
+    const first = Math.floor(offset / this.chunkBytes);
+    const last = Math.min(this.chunkCount, Math.ceil((offset + Math.max(length, 1)) / this.chunkBytes));
+    return { first, count: Math.max(0, last - first) };
+  }
+
+  restart(baseSeq: number): void {
+    this.baseSeq = baseSeq;
+    this.entries.clear();
+    this.overflow.fill(0);
+    this.overflowRegions = 0;
+    this.overflowNewestSeq = 0;
+    this.overflowUntagged = false;
+  }
+
+  fold(first: number, count: number): void {
+    for (let c = first; c < first + count; c++) {
+      const bit = 1 << (c & 7);
+      if ((this.overflow[c >> 3]! & bit) === 0) {
+        this.overflow[c >> 3]! |= bit;
+        this.overflowRegions++;
+      }
+    }
+  }
+
+  trim(appliedSeq: number): void {
+    // Entries arrive nearly in order; one out of order stays until those before it go (harmless).
+    while (this.entries.length > 0 && this.entries.first()!.seq <= appliedSeq) this.entries.shift();
+    if (this.baseSeq !== null && appliedSeq > this.baseSeq) this.baseSeq = appliedSeq;
+    if (this.overflowRegions > 0 && !this.overflowUntagged && this.overflowNewestSeq <= appliedSeq) {
+      this.overflow.fill(0);
+      this.overflowRegions = 0;
+    }
+  }
+}
+
+/** The delta records of one node's volumes. */
+export class DeltaRecords {
+  private readonly records = new Map<string, VolumeRecord>();
+  /** Newest tag seen per stream ("origin/group"), across volumes: the group's sequence is shared. */
+  private readonly newestSeq = new Map<string, number>();
+
+  constructor(private readonly chunkBytes: number, private readonly maxEntries = maxDeltaRecordEntries) {
+    invariant(maxEntries > 0, 'a delta record keeps at least one entry');
+  }
+
+  has(volume: string): boolean {
+    return this.records.has(volume);
+  }
+
+  /** A write with its position in the async stream of `origin`'s group `tag.group`. */
+  tagged(volume: string, volumeBytes: number, origin: string, source: RecordSource, tag: DeltaTag, offset: number, length: number): void {
+    let r = this.records.get(volume);
+    if (!r || r.origin !== origin || r.group !== tag.group || r.source !== source) {
+      r = new VolumeRecord(origin, tag.group, source, this.chunkBytes, Math.ceil(volumeBytes / this.chunkBytes));
+      this.records.set(volume, r);
+    }
+    const key = `${origin}/${tag.group}`;
+    this.newestSeq.set(key, Math.max(this.newestSeq.get(key) ?? 0, tag.seq));
+    // While both copies are in step, everything before this write is on this node and reaches the
+    // async site once it applies through tag.seq - 1: the record may start there.
+    if (r.baseSeq === null && tag.inStep) r.restart(tag.seq - 1);
+    const { first, count } = r.chunks(offset, length);
+    if (r.baseSeq === null || tag.seq > r.baseSeq) r.entries.push({ seq: tag.seq, firstChunk: first, chunkCount: count });
+    r.trim(tag.appliedSeq);
+    while (r.entries.length > this.maxEntries) {
+      const e = r.entries.shift()!;
+      r.fold(e.firstChunk, e.chunkCount);
+      r.overflowNewestSeq = Math.max(r.overflowNewestSeq, e.seq);
+    }
+  }
+
+  /** A change of the volume with no position in the stream: a local write, a copy, an untagged write. */
+  untagged(volume: string, offset: number, length: number): void {
+    const r = this.records.get(volume);
+    if (!r) return;
+    const { first, count } = r.chunks(offset, length);
+    r.fold(first, count);
+    r.overflowUntagged = true;
+  }
+
+  /** The record can no longer tell what the async site lacks (until the copies are in step again). */
+  invalidate(volume: string, reason: string): void {
+    const r = this.records.get(volume);
+    if (!r || r.baseSeq === null) return;
+    r.baseSeq = null;
+    r.unusableReason = reason;
+  }
+
+  delete(volume: string): void {
+    this.records.delete(volume);
+  }
+
+  /**
+   * The 64 KiB regions a peer that applied the stream through `mark` may lack, or why the record
+   * cannot tell. The regions are candidates: the copy still compares checksums inside them.
+   */
+  candidates(volume: string, mark: AppliedMark | null): Candidates {
+    const r = this.records.get(volume);
+    if (!mark) return { usable: false, text: 'the peer has no position in an async stream of this volume' };
+    if (!r) return { usable: false, text: 'this node keeps no delta record for the volume (it restarted, or never received the stream)' };
+    if (r.origin !== mark.origin || r.group !== mark.group) {
+      return { usable: false, text: `this node's record follows ${r.origin}'s group ${r.group}; the peer applied ${mark.origin}'s group ${mark.group}` };
+    }
+    if (r.baseSeq === null) return { usable: false, text: r.unusableReason };
+    if (mark.appliedSeq < r.baseSeq) {
+      return { usable: false, text: `the peer applied through entry ${mark.appliedSeq}; the record covers only writes after entry ${r.baseSeq}` };
+    }
+    const newest = this.newestSeq.get(`${r.origin}/${r.group}`) ?? 0;
+    if (r.source === 'forwarded' && mark.appliedSeq > newest) {
+      return { usable: false, text: `the peer applied entry ${mark.appliedSeq}, beyond the newest this node received (${newest}): it holds writes this node lacks` };
+    }
+    const bits = r.overflow.slice();
+    let entries = 0;
+    for (const e of r.entries.toArray()) {
+      if (e.seq <= mark.appliedSeq) continue;
+      entries++;
+      for (let c = e.firstChunk; c < e.firstChunk + e.chunkCount; c++) bits[c >> 3]! |= 1 << (c & 7);
+    }
+    let regions = 0;
+    for (const byte of bits) for (let b = byte; b; b &= b - 1) regions++;
+    const folded = r.overflowRegions > 0 ? ` and ${r.overflowRegions} regions kept as a bitmap` : '';
+    return {
+      usable: true, bits, regions, entries,
+      text: `the peer applied ${r.origin}'s group ${r.group} through entry ${mark.appliedSeq}: ${entries} later writes${folded}, ${regions} regions of ${this.chunkBytes / 1024} KiB to compare`,
+    };
+  }
+
+  status(volume: string): DeltaRecordStatus | null {
+    const r = this.records.get(volume);
+    if (!r) return null;
+    const newestSeq = this.newestSeq.get(`${r.origin}/${r.group}`) ?? 0;
+    const overflow = r.overflowRegions > 0
+      ? `; ${r.overflowRegions} regions kept as a bitmap (${r.overflowUntagged ? 'writes without a position' : `more than ${this.maxEntries} entries`}): a delta resync compares those whole regions`
+      : '';
+    return {
+      origin: r.origin, group: r.group, source: r.source, usable: r.baseSeq !== null, baseSeq: r.baseSeq, newestSeq, entries: r.entries.length,
+      overflowRegions: r.overflowRegions,
+      text: r.baseSeq === null ? `not usable: ${r.unusableReason}` : `covers ${r.origin}'s group ${r.group} after entry ${r.baseSeq} (${r.entries.length} entries${overflow})`,
+    };
+  }
+}
