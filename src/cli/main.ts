@@ -377,6 +377,9 @@ export function buildProgram(): Command {
         l.lagSeconds === null ? '-' : `${l.lagSeconds.toFixed(1)}s${l.lagBytes !== null ? ` ${formatBytes(l.lagBytes)}` : ''}`,
       ])));
       for (const l of status.legs) if (l.code === 'PSUE' || l.code === 'PSUS') console.log(`${l.pair}: ${l.reason}`);
+      for (const st of status.sites) {
+        for (const d of st.deltaRecords) console.log(`delta record at ${st.site} for ${d.volume}: ${d.text}`);
+      }
     });
 
   topology.command('failover <file>')

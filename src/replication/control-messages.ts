@@ -146,6 +146,11 @@ export interface PairUpdate {
   secondaryWritable: boolean;
   copyTotal: number;
   copyDone: number;
+  /**
+   * Sync pair in duplex while the volume's async pair is duplex too: every write up to this entry
+   * of the async stream is on both copies, so the secondary's delta record may start here.
+   */
+  deltaBase?: { group: string; seq: number } | null;
 }
 
 export const pairUpdateCodec = jsonCodec<PairUpdate>({
@@ -162,6 +167,10 @@ export const pairUpdateCodec = jsonCodec<PairUpdate>({
     secondaryWritable: { type: 'boolean' },
     copyTotal: { type: 'integer', minimum: 0 },
     copyDone: { type: 'integer', minimum: 0 },
+    deltaBase: {
+      type: 'object', nullable: true, additionalProperties: false, required: ['group', 'seq'],
+      properties: { group: { type: 'string', minLength: 1, maxLength: 63 }, seq: { type: 'integer', minimum: 0 } },
+    },
   },
 });
 

@@ -78,9 +78,11 @@ class VolumeRecord {
     return { first, count: Math.max(0, last - first) };
   }
 
+  /** Starts covering the writes after `baseSeq`; later entries that already arrived stay. */
   restart(baseSeq: number): void {
     this.baseSeq = baseSeq;
-    this.entries.clear();
+    const later = this.entries.clear().filter((e) => e.seq > baseSeq);
+    for (const e of later) this.entries.push(e);
     this.overflow.fill(0);
     this.overflowRegions = 0;
     this.overflowNewestSeq = 0;
@@ -142,6 +144,21 @@ export class DeltaRecords {
       r.fold(e.firstChunk, e.chunkCount);
       r.overflowNewestSeq = Math.max(r.overflowNewestSeq, e.seq);
     }
+  }
+
+  /**
+   * The copies are in step at entry `baseSeq` of `origin`'s group (the primary says so when both of
+   * its pairs of the volume are duplex): the record covers every write after it from now on.
+   */
+  establish(volume: string, volumeBytes: number, origin: string, source: RecordSource, group: string, baseSeq: number): void {
+    let r = this.records.get(volume);
+    if (!r || r.origin !== origin || r.group !== group || r.source !== source) {
+      r = new VolumeRecord(origin, group, source, this.chunkBytes, Math.ceil(volumeBytes / this.chunkBytes));
+      this.records.set(volume, r);
+    }
+    const key = `${origin}/${group}`;
+    this.newestSeq.set(key, Math.max(this.newestSeq.get(key) ?? 0, baseSeq));
+    if (r.baseSeq === null || r.overflowUntagged) r.restart(baseSeq);
   }
 
   /** A change of the volume with no position in the stream: a local write, a copy, an untagged write. */

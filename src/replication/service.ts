@@ -954,6 +954,10 @@ export class ReplicationService implements ReplicationDataPath {
     }
     // The secondary must know before the primary acts on the new state (e.g. copies into it).
     if (p.record.role === 'primary') await this.notifyState(p);
+    // An async pair in step again: the volume's sync secondary may start its delta record.
+    if (p.record.role === 'primary' && p.record.mode === 'async' && p.record.state === 'duplex') {
+      for (const s of this.pairsOfVolume(p.record.volume)) if (s.record.role === 'primary' && s.record.mode === 'sync' && s.record.state === 'duplex') await this.notifyState(s);
+    }
     if (p.record.role === 'primary' && p.record.mode === 'sync') await this.syncActivityLogUse(p.record.volume);
     this.scheduleAutoResync(p);
   }
@@ -971,12 +975,22 @@ export class ReplicationService implements ReplicationDataPath {
   }
 
   /** Primary → secondary: mirror my view of the pair (best effort; reconciled again on reconnect). */
+  /** Where a sync secondary's delta record may start: both copies of the volume in step now. */
+  private deltaBaseFor(p: PairRuntime): { group: string; seq: number } | null {
+    if (p.record.role !== 'primary' || p.record.mode !== 'sync' || p.record.state !== 'duplex') return null;
+    const asyncPairs = this.pairsOfVolume(p.record.volume).filter((x) => x.record.role === 'primary' && x.record.mode === 'async');
+    const only = asyncPairs.length === 1 ? asyncPairs[0]! : undefined;
+    const journal = only?.record.state === 'duplex' ? this.primaryJournals.get(only.record.group!) : undefined;
+    return journal ? { group: journal.group, seq: journal.lastSeq } : null;
+  }
+
   private notifyState(p: PairRuntime): Promise<void> {
     if (!this.peers.isUp(p.record.peer.node)) return Promise.resolve();
     const update: PairUpdate = {
       name: p.record.name, role: 'secondary', state: p.record.state, suspendCause: p.record.suspendCause, reason: p.record.reason,
       generation: p.record.generation, secondaryWritable: p.record.secondaryWritable,
       copyTotal: p.record.copy?.totalChunks ?? 0, copyDone: p.record.copy?.doneChunks ?? 0,
+      deltaBase: this.deltaBaseFor(p),
     };
     return this.peers.request(p.record.peer.node, MessageType.PairUpdate, pairUpdateCodec.encode(update)).then(() => undefined, (err: unknown) =>
       this.log.debug({ pair: p.record.name, err: errorMessage(err) }, 'could not tell the secondary about a state change'));
@@ -1777,6 +1791,10 @@ export class ReplicationService implements ReplicationDataPath {
       if (r.role !== 'secondary' || u.generation < r.generation) return; // stale news
       if (r.state === 'secondary-writable' && u.generation <= r.generation) return; // I took over: the old primary is stale
       const changed = r.state !== u.state || r.suspendCause !== u.suspendCause || r.secondaryWritable !== u.secondaryWritable;
+      if (u.deltaBase && u.state === 'duplex' && r.mode === 'sync') {
+        const volume = this.volumes.volume(r.volume);
+        this.deltaRecords.establish(r.volume, volume.sizeBytes, peer, 'forwarded', u.deltaBase.group, u.deltaBase.seq);
+      }
       r.generation = u.generation;
       r.copy = u.copyTotal > 0 ? { totalChunks: u.copyTotal, doneChunks: u.copyDone } : null;
       if (!changed) return;

@@ -44,6 +44,8 @@ export interface SiteStatus {
   writable: string[];
   /** What a failover to this site would lose right now, as far as the reachable nodes tell. */
   atRisk: { bytes: number | null; seconds: number | null; text: string };
+  /** Per volume: the delta record this site keeps for a delta resync of the async site, if any. */
+  deltaRecords: Array<{ volume: string; usable: boolean; text: string }>;
 }
 
 export interface TopologyStatus {
@@ -121,9 +123,19 @@ export class Orchestrator {
       error: s.error ?? null,
       writable: writableVolumes.get(s.spec.site) ?? [],
       atRisk: this.atRisk(s.spec.site, active, legList, groups),
+      deltaRecords: this.deltaRecordsAt(views.get(s.spec.site) ?? []),
     }));
     const healthy = legList.length > 0 && legList.every((l) => l.code === 'PAIR') && active !== null;
     return { name: this.t.name, layout: this.t.layout, activeSite: active, sites: siteStatuses, legs: legList, healthy };
+  }
+
+  private deltaRecordsAt(pairs: PairStatus[]): SiteStatus['deltaRecords'] {
+    const out = new Map<string, SiteStatus['deltaRecords'][number]>();
+    for (const p of pairs) {
+      if (!p.deltaRecord || out.has(p.volume)) continue;
+      out.set(p.volume, { volume: p.volume, usable: p.deltaRecord.usable, text: p.deltaRecord.text });
+    }
+    return [...out.values()].sort((a, b) => a.volume.localeCompare(b.volume));
   }
 
   /** What a failover to `site` would lose now: nothing when it is in step, else the leg's backlog. */
@@ -137,7 +149,8 @@ export class Orchestrator {
       if (syncLegs.every((l) => l.code === 'PAIR')) return { bytes: 0, seconds: 0, text: 'nothing (sync copy in step)' };
       return { bytes: null, seconds: null, text: `writes since the sync copy was suspended (${syncLegs.filter((l) => l.code !== 'PAIR').map((l) => `${l.volume} ${l.code}`).join(', ')})` };
     }
-    const lagBytes = asyncLegs.reduce((n, l) => n + (l.lagBytes ?? 0), 0);
+    // The legs of one consistency group report the group's lag: take it once, not per leg.
+    const lagBytes = asyncLegs.reduce((m, l) => Math.max(m, l.lagBytes ?? 0), 0);
     const lagSeconds = asyncLegs.reduce((m, l) => Math.max(m, l.lagSeconds ?? 0), 0);
     const known = asyncLegs.every((l) => l.lagBytes !== null);
     if (!asyncLegs.every((l) => l.code === 'PAIR')) {
@@ -559,12 +572,14 @@ export class Orchestrator {
     this.print(`    ${name}: split (operator) at ${site.spec.site}`);
   }
 
-  /** Deletes a pair on both sides (forced where a side is unreachable). */
+  /** Deletes a pair on both sides (forced where a side is unreachable); an async pair in step drains first. */
   private async dissolveEverywhere(name: string): Promise<void> {
     for (const s of this.sites) {
       if (!s.info) continue;
       const p = await this.pairAt(s, name);
       if (!p) continue;
+      // The async secondary then holds everything, and a delta resync from its position sends the least.
+      if (p.role === 'primary' && p.mode === 'async' && p.code === 'PAIR' && p.peer.connected) await this.waitLagZero(s, name);
       await s.api.delete(`/v1/pairs/${encodeURIComponent(name)}?force=true`).catch((err: unknown) => {
         if (!(err instanceof TricopyError && err.code === 'not-found')) throw err;
       });

@@ -11,7 +11,7 @@ import * as c from '../../src/nbd/constants';
 import { Cluster } from '../support/cluster';
 import { cli, killAllNodes } from '../support/node-process';
 import { RawSocket } from '../support/raw-socket';
-import { fetchMetrics, metricValue, parseFioJson, run, sha256Export, tempDir } from '../support/tools';
+import { acknowledgedPrefixBlocks, fetchMetrics, metricValue, parseFioJson, run, sha256Export, tempDir } from '../support/tools';
 import { waitFor } from '../support/wait';
 
 const MiB = 1024 * 1024;
@@ -34,7 +34,10 @@ test('sync: fio verify on the primary, SIGKILL it, takeover at the secondary: fi
     await cluster.waitState('tokyo', 'db-osaka', 'duplex');
     const uri = cluster.node('tokyo').nbdUri('db');
     const common = ['--name=sync', '--ioengine=nbd', '--rw=write', '--bs=64k', '--iodepth=16', '--size=512M', '--verify=crc32c'];
-    const fio = spawn('fio', [...common, `--uri=${uri}`, '--verify_state_save=0', '--output-format=json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    // The completion log says which writes were acknowledged (they complete out of order).
+    const completions = path.join(dir, 'takeover-writes');
+    const fio = spawn('fio', [...common, `--uri=${uri}`, '--verify_state_save=0', '--output-format=json', `--write_lat_log=${completions}`, '--log_offset=1'],
+      { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     fio.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((resolve) => fio.on('exit', resolve));
@@ -44,11 +47,14 @@ test('sync: fio verify on the primary, SIGKILL it, takeover at the secondary: fi
     await cluster.kill('tokyo');
     assert.notEqual(await exited, 0, 'fio saw the primary die');
     const written = parseFioJson<{ jobs: Array<{ write: { io_bytes: number } }> }>(out).jobs[0]!.write.io_bytes;
+    const prefixBlocks = await acknowledgedPrefixBlocks(completions, 64 * 1024);
+    assert.ok(prefixBlocks * 64 * 1024 >= 32 * MiB && prefixBlocks * 64 * 1024 <= written, `${prefixBlocks} blocks acknowledged in a row of ${written} bytes`);
     // Takeover with the CLI, as an operator would.
     const takeover = await cli(['--node', cluster.node('osaka').apiUrl, 'pair', 'takeover', 'db-osaka']);
     assert.equal(takeover.code, 0, takeover.stderr);
     assert.match(takeover.stdout, /secondary-writable \(SSWS\)/);
-    const verifyBytes = (Math.floor(written / (64 * 1024)) - 16) * 64 * 1024;
+    // Every write acknowledged before the kill must be at osaka: verify the acknowledged prefix.
+    const verifyBytes = prefixBlocks * 64 * 1024;
     const verify = await run('fio', [...common.map((a) => (a === '--size=512M' ? `--size=${verifyBytes}` : a)),
       `--uri=${cluster.node('osaka').nbdUri('db')}`, '--verify_only=1', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json'], { cwd: dir });
     assert.equal(verify.code, 0, `verify_only on the secondary failed: ${verify.stdout.slice(-2000)} ${verify.stderr}`);

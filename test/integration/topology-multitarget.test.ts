@@ -95,6 +95,8 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     const copiedBack = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/erp.db1.osaka.tokyo');
     assert.ok(copiedBack.deltaBytes !== null && copiedBack.deltaBytes < 12 * MiB,
       `failback to tokyo copied ${copiedBack.deltaBytes} bytes (tokyo kept its data)`);
+    const rebuilt = await cluster.node('tokyo').api.get<PairStatus>('/v1/pairs/erp.db1.sapporo.tokyo');
+    assert.equal(rebuilt.deltaMethod, 'sequence', `tokyo learned osaka's stream while it caught up, so sapporo's position told what to send: ${rebuilt.deltaNote}`);
     await waitFor('sapporo applied everything', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
     await sameEverywhere(cluster, 'db1', ['tokyo', 'osaka', 'sapporo']);
     await sameEverywhere(cluster, 'log1', ['tokyo', 'osaka', 'sapporo']);

@@ -87,3 +87,15 @@ export async function fetchMetrics(apiUrl: string): Promise<string> {
   const response = await fetch(`${apiUrl}/metrics`);
   return response.text();
 }
+
+/**
+ * From fio's completion log (`--write_lat_log=PREFIX --log_offset=1`), how many blocks from offset 0
+ * were all acknowledged. Writes complete out of order, so "bytes fio counted" is not a prefix.
+ */
+export async function acknowledgedPrefixBlocks(logPrefix: string, blockBytes: number): Promise<number> {
+  const text = await fsp.readFile(`${logPrefix}_clat.1.log`, 'utf8');
+  const offsets = new Set(text.trim().split('\n').map((line) => Number(line.split(',')[4])));
+  let blocks = 0;
+  while (offsets.has(blocks * blockBytes)) blocks++;
+  return blocks;
+}
