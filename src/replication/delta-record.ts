@@ -37,8 +37,24 @@ export interface DeltaRecordStatus {
   text: string;
 }
 
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
 export type Candidates =
-  | { usable: true; bits: Uint8Array; regions: number; entries: number; text: string }
+  | {
+    usable: true;
+    /** Every 64 KiB region the peer may lack (for the pair's differential record). */
+    bits: Uint8Array;
+    /** Regions known only coarsely (folded entries, writes without a position): compare inside them. */
+    coarse: Uint8Array;
+    /** The exact bytes of the later writes outside coarse regions: send them as they are. */
+    exact: ByteRange[];
+    regions: number;
+    entries: number;
+    text: string;
+  }
   | { usable: false; text: string };
 
 /** Regions per volume kept as individual entries; older ones fold into the overflow bitmap. */
@@ -46,8 +62,8 @@ export const maxDeltaRecordEntries = 131_072;
 
 interface Entry {
   seq: number;
-  firstChunk: number;
-  chunkCount: number;
+  offset: number;
+  length: number;
 }
 
 class VolumeRecord {
@@ -136,12 +152,12 @@ export class DeltaRecords {
     // While both copies are in step, everything before this write is on this node and reaches the
     // async site once it applies through tag.seq - 1: the record may start there.
     if (r.baseSeq === null && tag.inStep) r.restart(tag.seq - 1);
-    const { first, count } = r.chunks(offset, length);
-    if (r.baseSeq === null || tag.seq > r.baseSeq) r.entries.push({ seq: tag.seq, firstChunk: first, chunkCount: count });
+    if (r.baseSeq === null || tag.seq > r.baseSeq) r.entries.push({ seq: tag.seq, offset, length });
     r.trim(tag.appliedSeq);
     while (r.entries.length > this.maxEntries) {
       const e = r.entries.shift()!;
-      r.fold(e.firstChunk, e.chunkCount);
+      const { first, count } = r.chunks(e.offset, e.length);
+      r.fold(first, count);
       r.overflowNewestSeq = Math.max(r.overflowNewestSeq, e.seq);
     }
   }
@@ -201,18 +217,27 @@ export class DeltaRecords {
     if (r.source === 'forwarded' && mark.appliedSeq > newest) {
       return { usable: false, text: `the peer applied entry ${mark.appliedSeq}, beyond the newest this node received (${newest}): it holds writes this node lacks` };
     }
+    const coarse = r.overflow.slice();
     const bits = r.overflow.slice();
+    const later: ByteRange[] = [];
     let entries = 0;
     for (const e of r.entries.toArray()) {
       if (e.seq <= mark.appliedSeq) continue;
       entries++;
-      for (let c = e.firstChunk; c < e.firstChunk + e.chunkCount; c++) bits[c >> 3]! |= 1 << (c & 7);
+      const { first, count } = r.chunks(e.offset, e.length);
+      for (let c = first; c < first + count; c++) bits[c >> 3]! |= 1 << (c & 7);
+      later.push({ offset: e.offset, length: e.length });
     }
+    const isCoarse = (offset: number): boolean => {
+      const c = Math.floor(offset / this.chunkBytes);
+      return (coarse[c >> 3]! & (1 << (c & 7))) !== 0;
+    };
+    const exact = mergeRanges(later).flatMap((x) => splitAt(x, this.chunkBytes)).filter((x) => !isCoarse(x.offset));
     let regions = 0;
     for (const byte of bits) for (let b = byte; b; b &= b - 1) regions++;
     const folded = r.overflowRegions > 0 ? ` and ${r.overflowRegions} regions kept as a bitmap` : '';
     return {
-      usable: true, bits, regions, entries,
+      usable: true, bits, coarse, exact: mergeRanges(exact), regions, entries,
       text: `the peer applied ${r.origin}'s group ${r.group} through entry ${mark.appliedSeq}: ${entries} later writes${folded}, ${regions} regions of ${this.chunkBytes / 1024} KiB to compare`,
     };
   }
@@ -230,4 +255,27 @@ export class DeltaRecords {
       text: r.baseSeq === null ? `not usable: ${r.unusableReason}` : `covers ${r.origin}'s group ${r.group} after entry ${r.baseSeq} (${r.entries.length} entries${overflow})`,
     };
   }
+}
+
+/** Sorted, with overlapping and touching ranges joined. */
+export function mergeRanges(ranges: ByteRange[]): ByteRange[] {
+  const sorted = [...ranges].sort((a, b) => a.offset - b.offset);
+  const out: ByteRange[] = [];
+  for (const r of sorted) {
+    const last = out.at(-1);
+    if (last && r.offset <= last.offset + last.length) last.length = Math.max(last.length, r.offset + r.length - last.offset);
+    else out.push({ ...r });
+  }
+  return out;
+}
+
+/** Cuts a range at multiples of `grain` (so each piece lies in one region). */
+function splitAt(r: ByteRange, grain: number): ByteRange[] {
+  const out: ByteRange[] = [];
+  for (let at = r.offset; at < r.offset + r.length;) {
+    const end = Math.min(r.offset + r.length, (Math.floor(at / grain) + 1) * grain);
+    out.push({ offset: at, length: end - at });
+    at = end;
+  }
+  return out;
 }

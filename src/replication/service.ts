@@ -22,7 +22,7 @@ import { JournalFullError, type JournalFullPolicy, type LagReport, PrimaryJourna
 import { type JournalEntry, JournalOp, decodeEntriesWithBytes, encodeEntries } from './journal-entry';
 import type { StoredEntry } from './journal-store';
 import type { LinkTimings, PeerLink } from './link';
-import { type AppliedMark, DeltaRecords, type DeltaRecordStatus } from './delta-record';
+import { type AppliedMark, type ByteRange, DeltaRecords, type DeltaRecordStatus, mergeRanges } from './delta-record';
 import { type DeltaTag, MessageType, dataFlagFua, decodeDataHeader, decodeDeltaTagReply, encodeDataHeader, encodeDeltaTagReply } from './messages';
 import {
   type CopyMode, type FenceLevel, type InitialCopy, type PairRecord, type PairState, type PeerAddress, type ShortCode, type SuspendCause,
@@ -161,6 +161,8 @@ interface PairRuntime {
   /** How the delta copy chose the regions to compare: from sequence numbers, or the whole volume. */
   deltaMethod: 'sequence' | 'compare' | null;
   deltaNote: string | null;
+  /** A delta from sequence numbers: exact ranges to send, and regions known only coarsely (compared). */
+  deltaPlan: { exact: ByteRange[]; coarse: Uint8Array } | null;
   /** Async copy: the secondary is consistent once it applied through this sequence number. */
   copyConsistentSeq: number;
   /** Async split: the pair is suspended once the secondary applied through this sequence number. */
@@ -471,6 +473,7 @@ export class ReplicationService implements ReplicationDataPath {
     if (candidates) {
       p.deltaMethod = candidates.usable ? 'sequence' : 'compare';
       p.deltaNote = candidates.text;
+      if (candidates.usable) p.deltaPlan = { exact: candidates.exact, coarse: candidates.coarse };
     }
     this.pairs.set(record.name, p);
     await this.openJournalsFor(record);
@@ -1060,7 +1063,7 @@ export class ReplicationService implements ReplicationDataPath {
         if (run === undefined) return;
         const offset = run.first * diffChunkBytes;
         const length = Math.min(run.count * diffChunkBytes, volume.sizeBytes - offset);
-        const ranges = p.deltaCopy ? await this.differingRanges(p, volume, offset, length) : [{ offset, length }];
+        const ranges = await this.rangesToCopy(p, volume, offset, length);
         for (const r of ranges) {
           for (let at = r.offset; at < r.offset + r.length; at += maxCopyRequestBytes) {
             await copyRange(at, Math.min(maxCopyRequestBytes, r.offset + r.length - at));
@@ -1083,7 +1086,51 @@ export class ReplicationService implements ReplicationDataPath {
     await p.bitmap.sync();
     p.record.hostWritesRecorded = false;
     p.deltaCopy = false;
+    p.deltaPlan = null;
     await this.applyOutcome(p, decide('primary', p.record.state, 'copy-complete', 'sync'), 'copy-complete');
+  }
+
+  /**
+   * What of [offset, offset+length) a copy sends: all of it; for a delta from sequence numbers the
+   * exact ranges of the writes the peer lacks (and a comparison inside coarse regions); for any
+   * other delta, the blocks whose checksums differ.
+   */
+  private async rangesToCopy(p: PairRuntime, volume: Volume, offset: number, length: number): Promise<ByteRange[]> {
+    if (!p.deltaCopy) return [{ offset, length }];
+    const plan = p.deltaPlan;
+    if (!plan) return this.differingRanges(p, volume, offset, length);
+    const end = offset + length;
+    const out: ByteRange[] = [];
+    const isCoarse = (c: number): boolean => (plan.coarse[c >> 3]! & (1 << (c & 7))) !== 0;
+    const lastChunk = Math.ceil(end / diffChunkBytes);
+    for (let c = Math.floor(offset / diffChunkBytes); c < lastChunk;) {
+      if (!isCoarse(c)) {
+        c++;
+        continue;
+      }
+      let d = c;
+      while (d < lastChunk && isCoarse(d)) d++;
+      const from = Math.max(offset, c * diffChunkBytes);
+      const to = Math.min(end, d * diffChunkBytes);
+      out.push(...await this.differingRanges(p, volume, from, to - from));
+      c = d;
+    }
+    // The exact ranges are sorted and disjoint: find the first that ends after `offset`.
+    let lo = 0;
+    let hi = plan.exact.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (plan.exact[mid]!.offset + plan.exact[mid]!.length <= offset) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < plan.exact.length && plan.exact[i]!.offset < end; i++) {
+      const r = plan.exact[i]!;
+      const from = Math.max(r.offset, offset);
+      const to = Math.min(r.offset + r.length, end);
+      out.push({ offset: from, length: to - from });
+      p.deltaBytesFound += to - from;
+    }
+    return mergeRanges(out);
   }
 
   /**
@@ -1146,7 +1193,7 @@ export class ReplicationService implements ReplicationDataPath {
         const count = Math.min(perStep, run.first + run.count - chunk);
         const offset = chunk * diffChunkBytes;
         const length = Math.min(count * diffChunkBytes, volume.sizeBytes - offset);
-        const ranges = p.deltaCopy ? await this.differingRanges(p, volume, offset, length) : [{ offset, length }];
+        const ranges = await this.rangesToCopy(p, volume, offset, length);
         for (const r of ranges) {
           for (let at = r.offset; at < r.offset + r.length; at += maxCopyRequestBytes) {
             const appended = await this.appendToJournal(p, { op: JournalOp.CopyRegion, pair: p.record.name, offset: at, length: Math.min(maxCopyRequestBytes, r.offset + r.length - at) });
@@ -1169,6 +1216,7 @@ export class ReplicationService implements ReplicationDataPath {
     if (!journal || journal.appliedSeq < p.copyConsistentSeq) return;
     p.record.hostWritesRecorded = false;
     p.deltaCopy = false;
+    p.deltaPlan = null;
     await this.applyOutcome(p, decide('primary', p.record.state, 'copy-complete', 'async'), 'copy-complete',
       `${p.record.state === 'initial-copying' ? 'initial copy' : 'resync'} finished; the secondary holds a consistent image (applied through entry ${journal.appliedSeq})`);
   }
@@ -1830,7 +1878,7 @@ export class ReplicationService implements ReplicationDataPath {
   clientsOf: ((volume: string) => number) | undefined;
 
   private runtime(record: PairRecord, bitmap: PersistentBitmap): PairRuntime {
-    return { record, bitmap, copying: false, deltaCopy: false, deltaBytesFound: 0, deltaCopyRan: false, deltaMethod: null, deltaNote: null, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
+    return { record, bitmap, copying: false, deltaCopy: false, deltaBytesFound: 0, deltaCopyRan: false, deltaMethod: null, deltaNote: null, deltaPlan: null, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
   }
 
   private pair(name: string): PairRuntime {

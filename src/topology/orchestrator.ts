@@ -224,7 +224,7 @@ export class Orchestrator {
     if (this.t.layout === 'cascade') return this.failoverCascade(target, from, planned);
     if (target === sync) {
       this.header(`failover of ${this.t.name} to the sync site ${to} (spec 001 Fig. 10)${planned ? `; ${from.spec.site} is reachable: planned switchover` : ''}`);
-      await this.makePrimaryAt(sync, from, planned, 'steps 1001–1002');
+      await this.makePrimaryAt(sync, from, planned, 'steps 1001–1002', true);
       this.step(`step 1003: the application may start at ${to} (its volumes accept writes)`);
       await this.detachAsyncSite(far, from, planned, 'step 1004');
       if (far.info) {
@@ -278,7 +278,7 @@ export class Orchestrator {
     const far = this.site('async');
     if (target === mid) {
       this.header(`failover of ${this.t.name} to the intermediate site ${mid.spec.site} (cascade)`);
-      await this.makePrimaryAt(mid, from, planned, 'make its copies writable');
+      await this.makePrimaryAt(mid, from, planned, 'make its copies writable', true);
       this.step(`${mid.spec.site} keeps forwarding to ${far.spec.site} asynchronously; the application may start at ${mid.spec.site}`);
       return;
     }
@@ -298,12 +298,17 @@ export class Orchestrator {
     throw new TricopyError('invalid-argument', `${target.spec.site} is the primary site: use failback or repair`);
   }
 
-  /** Makes the sync copy at `site` the writable primary: a swap when the old primary answers, else a takeover. */
-  private async makePrimaryAt(site: Site, from: Site, planned: boolean, steps: string): Promise<void> {
+  /**
+   * Makes the sync copy at `site` the writable primary: a swap when the old primary answers, else a
+   * takeover. With `keep`, a taken-over pair stays (SSWS): it records what changes here, so the
+   * failback copies only that (plus what the old primary had not sent) instead of comparing volumes.
+   */
+  private async makePrimaryAt(site: Site, from: Site, planned: boolean, steps: string, keep = false): Promise<void> {
     this.step(`${steps}: make ${site.spec.site}'s copies writable${planned ? ` (swap with ${from.spec.site}, which keeps a sync copy)` : ` (${from.spec.site} is unreachable)`}`);
     for (const v of this.t.volumes) {
       const name = pairName(this.t, v.name, from.spec.site, site.spec.site);
       if (planned) await this.swapTo(site, name);
+      else if (keep) await this.takeoverKeeping(site, name);
       else await this.takeoverAndDissolve(site, name);
     }
   }
@@ -386,17 +391,33 @@ export class Orchestrator {
     this.header(`failback of ${this.t.name} to ${to} (spec 001 Figs. 11, 12, 15, 16)`);
     if (active && active !== target) {
       if (!active.info) throw new TricopyError('unavailable', `the active site ${active.spec.site} is not reachable`);
-      this.step(`step 1101/1501: forget the pairs ${to} held before (it was fenced when the others took over; all copies are rebuilt)`);
+      // A pair the active site took over and kept (SSWS) records what changed there; with what
+      // the returning site had not sent, that is all a swap needs to copy.
+      const activePairs = await this.pairsAt(active);
+      const kept = (p: PairStatus): boolean => p.role === 'primary' && p.suspendCause === 'takeover-by-peer' &&
+        activePairs.some((a) => a.name === p.name && a.code === 'SSWS');
+      this.step(`step 1101/1501: forget the pairs ${to} held before, except those ${active.spec.site} took over and kept (they know what changed)`);
       for (const p of await this.pairsAt(target)) {
         const parsed = parsePairName(this.t, p.name);
-        const fromActive = parsed?.sites.includes(active.spec.site) && p.role === 'secondary' && p.code !== 'PSUE';
+        const fromActive = parsed?.sites.includes(active.spec.site) && ((p.role === 'secondary' && p.code !== 'PSUE') || kept(p));
         if (!fromActive) await this.dissolveEverywhere(p.name);
       }
-      this.step(`steps 1103–1104/1503–1504: copy ${active.spec.site} → ${to} synchronously, only the blocks that differ (a full copy if ${to} lost its data)`);
+      this.step(`steps 1103–1104/1503–1504: copy ${active.spec.site} → ${to} synchronously, only what differs (a full copy if ${to} lost its data)`);
       for (const v of this.t.volumes) {
         await this.ensureVolume(target, v);
-        const existing = await this.pairAt(target, pairName(this.t, v.name, active.spec.site, to));
-        if (existing && existing.role === 'secondary') continue;
+        const name = pairName(this.t, v.name, active.spec.site, to);
+        const existing = await this.pairAt(target, name);
+        if (existing && existing.role === 'secondary') {
+          this.print(`    ${name}: ${active.spec.site} → ${to} exists (${existing.code})`);
+          continue;
+        }
+        if (existing && kept(existing)) {
+          // The regions changed on either side since the takeover travel; the returning site's own
+          // changes after it lost contact are discarded (the application has run at the active site since).
+          await this.swapTo(active, name, target.info!.name);
+          await active.api.post(`/v1/pairs/${encodeURIComponent(name)}/protection`, { fence: 'never', fenceGroup: null });
+          continue;
+        }
         await this.ensurePair(active, target, v, 'sync', 'delta', { fenceGroup: false, fence: 'never' });
       }
       await this.waitAll(`wait until ${to} holds everything ${active.spec.site} has`, true);
@@ -549,16 +570,34 @@ export class Orchestrator {
     this.print(`    ${name}: dissolved at ${site.spec.site}`);
   }
 
+  /** At `site`, take over a pair whose primary is gone and keep it (SSWS): it records the changes made here. */
+  private async takeoverKeeping(site: Site, name: string): Promise<void> {
+    const p = await this.pairAt(site, name);
+    if (!p) {
+      this.print(`    ${name}: already dissolved at ${site.spec.site}`);
+      return;
+    }
+    if (p.role === 'primary' || p.code === 'SSWS') {
+      this.print(`    ${name}: ${site.spec.site} already accepts writes (${p.code})`);
+      return;
+    }
+    const { pairs } = await site.api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
+    this.print(`    ${name}: takeover at ${site.spec.site} → ${pairs[0]?.code ?? '?'}; kept, so the failback copies only what changed`);
+  }
+
   /** Planned role reversal: `site` becomes the primary of `name` (its peer answers). */
-  private async swapTo(site: Site, name: string): Promise<void> {
+  private async swapTo(site: Site, name: string, discardPeer?: string): Promise<void> {
     const p = await this.pairAt(site, name);
     if (!p) throw new TricopyError('conflict', `pair ${name} does not exist at ${site.spec.site}`);
     if (p.role === 'primary') {
       this.print(`    ${name}: ${site.spec.site} is already the primary`);
       return;
     }
-    await site.api.post(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
-    this.print(`    ${name}: swapped, ${site.spec.site} is the primary`);
+    const { pairs } = discardPeer
+      ? await site.api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/swap`, { discard: discardPeer }, 600_000)
+      : await site.api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
+    const mine = pairs.find((x) => x.name === name);
+    this.print(`    ${name}: swapped, ${site.spec.site} is the primary${mine ? ` (${mine.reason})` : ''}`);
   }
 
   private async splitAt(site: Site, name: string): Promise<void> {

@@ -25,6 +25,8 @@ test('the regions of the writes after the peer\'s applied entry are the candidat
   const c = r.candidates('db', mark(10));
   assert.ok(c.usable, c.text);
   assert.deepEqual(regions(c.bits), [5, 6, 7]);
+  assert.deepEqual(c.exact, [{ offset: 5 * chunk, length: 4 * KiB }, { offset: 7 * chunk - 4 * KiB, length: 8 * KiB }], 'the exact bytes to send');
+  assert.deepEqual(regions(c.coarse), []);
   assert.equal(c.entries, 2);
   const all = r.candidates('db', mark(9));
   assert.ok(all.usable);
@@ -87,6 +89,8 @@ test('trimming follows the peer\'s applied position; beyond the bound old entrie
   const c = r.candidates('db', mark(8));
   assert.ok(c.usable);
   assert.deepEqual(regions(c.bits), [1, 2, 3, 4, 5, 6, 9, 10], 'folded regions stay candidates (coarser, still complete)');
+  assert.deepEqual(regions(c.coarse), [1, 2, 3, 4, 5, 6], 'folded regions are compared, not sent whole');
+  assert.deepEqual(c.exact, [{ offset: 9 * chunk, length: 4 * KiB }, { offset: 10 * chunk, length: 4 * KiB }]);
   // The peer applied through 8: entries up to 8 go, and so does the bitmap (all folded entries <= 8).
   r.tagged('db', volumeBytes, 'tokyo', 'forwarded', tag(11, 8), 11 * chunk, 4 * KiB);
   const t = r.status('db')!;
