@@ -977,7 +977,6 @@ export class ReplicationService implements ReplicationDataPath {
     }
   }
 
-  /** Primary → secondary: mirror my view of the pair (best effort; reconciled again on reconnect). */
   /** Where a sync secondary's delta record may start: both copies of the volume in step now. */
   private deltaBaseFor(p: PairRuntime): { group: string; seq: number } | null {
     if (p.record.role !== 'primary' || p.record.mode !== 'sync' || p.record.state !== 'duplex') return null;
@@ -987,6 +986,7 @@ export class ReplicationService implements ReplicationDataPath {
     return journal ? { group: journal.group, seq: journal.lastSeq } : null;
   }
 
+  /** Primary → secondary: mirror my view of the pair (best effort; reconciled again on reconnect). */
   private notifyState(p: PairRuntime): Promise<void> {
     if (!this.peers.isUp(p.record.peer.node)) return Promise.resolve();
     const update: PairUpdate = {

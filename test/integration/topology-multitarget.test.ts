@@ -8,11 +8,11 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import type { GroupStatus, PairStatus } from '../../src/replication/service';
-import type { TopologyStatus } from '../../src/topology/orchestrator';
 import { Cluster } from '../support/cluster';
 import { cli, cliPath, killAllNodes } from '../support/node-process';
 import { OrderedWorkload, readContents } from '../support/ordered-writes';
-import { parseFioJson, run, sha256Export, tempDir } from '../support/tools';
+import { parseFioJson, run, tempDir } from '../support/tools';
+import { failbackToTokyo, sameEverywhere, topo, topologyStatus } from '../support/topology';
 import { waitFor } from '../support/wait';
 
 const MiB = 1024 * 1024;
@@ -26,21 +26,6 @@ after(async () => {
   killAllNodes();
   await fsp.rm(dir, { recursive: true, force: true });
 });
-
-async function topo(args: string[]): Promise<string> {
-  const r = await cli(['topology', ...args]);
-  assert.equal(r.code, 0, `tricopy topology ${args.join(' ')}:\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
-}
-
-async function status(file: string): Promise<TopologyStatus> {
-  return JSON.parse(await topo(['status', file, '--json'])) as TopologyStatus;
-}
-
-async function sameEverywhere(cluster: Cluster, volume: string, sites: string[]): Promise<void> {
-  const hashes = await Promise.all(sites.map((s) => sha256Export(cluster.node(s).nbdUri(volume), dir)));
-  assert.equal(new Set(hashes).size, 1, `${volume} is identical on ${sites.join(', ')}`);
-}
 
 test('failover to the sync site after SIGKILL of the primary loses nothing; the async leg sends only the backlog; failback by delta', async () => {
   const cluster = await Cluster.create(path.join(dir, 'fig10'), ['tokyo', 'osaka', 'sapporo']);
@@ -66,7 +51,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     const out = await topo(['failover', file, '--to', 'osaka', '--wait']);
     assert.match(out, /failover of erp to the sync site osaka \(spec 001 Fig\. 10\)/);
     assert.match(out, /steps 1005–1007: async copy osaka → sapporo, sending only what sapporo is missing/);
-    const s = await status(file);
+    const s = await topologyStatus(file);
     assert.equal(s.activeSite, 'osaka');
     assert.deepEqual(s.legs.filter((l) => l.from === 'osaka').map((l) => `${l.pair} ${l.code}`).sort(),
       ['erp.db1.osaka.sapporo PAIR', 'erp.log1.osaka.sapporo PAIR'], 'osaka → sapporo duplex');
@@ -80,7 +65,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     assert.ok(leg.deltaBytes !== null && leg.deltaBytes >= backlog * 0.5 && leg.deltaBytes <= backlog * 1.2 + 256 * 1024,
       `delta resync sent ${leg.deltaBytes} bytes for a backlog of ${backlog} (volume: 128 MiB, 40 MiB written)`);
     assert.equal(leg.deltaMethod, 'sequence', `sapporo's applied position told osaka what to send: ${leg.deltaNote}`);
-    await sameEverywhere(cluster, 'db1', ['osaka', 'sapporo']);
+    await sameEverywhere(cluster, 'db1', ['osaka', 'sapporo'], dir);
     process.stderr.write(`failover to osaka took ${Date.now() - started} ms\n`);
     // The application runs at osaka for a while.
     const app = await cluster.client('osaka', 'db1');
@@ -99,7 +84,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     const back = await topo(['failback', file, '--to', 'tokyo', '--wait']);
     assert.match(back, /failback of erp to tokyo/);
     assert.match(back, /erp\.db1\.osaka\.tokyo: swapped, osaka is the primary/, 'the kept pair is swapped, not rebuilt');
-    const final = await status(file);
+    const final = await topologyStatus(file);
     assert.equal(final.activeSite, 'tokyo');
     assert.ok(final.healthy, `all legs duplex: ${JSON.stringify(final.legs.map((l) => `${l.pair} ${l.code}`))}`);
     assert.deepEqual(final.legs.map((l) => `${l.from}→${l.to} ${l.mode}`).sort(),
@@ -107,8 +92,8 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     const rebuilt = await cluster.node('tokyo').api.get<PairStatus>('/v1/pairs/erp.db1.sapporo.tokyo');
     assert.equal(rebuilt.deltaMethod, 'sequence', `tokyo learned osaka's stream while it caught up, so sapporo's position told what to send: ${rebuilt.deltaNote}`);
     await waitFor('sapporo applied everything', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
-    await sameEverywhere(cluster, 'db1', ['tokyo', 'osaka', 'sapporo']);
-    await sameEverywhere(cluster, 'log1', ['tokyo', 'osaka', 'sapporo']);
+    await sameEverywhere(cluster, 'db1', ['tokyo', 'osaka', 'sapporo'], dir);
+    await sameEverywhere(cluster, 'log1', ['tokyo', 'osaka', 'sapporo'], dir);
   } finally {
     await cluster.stopAll();
   }
@@ -143,7 +128,7 @@ test('failover to the async site alone gives a consistent prefix; with --newest-
     const rerun = await topo(['failover', file, '--to', 'sapporo', '--newest-from', 'osaka']);
     assert.match(rerun, /Fig\. 14/);
     assert.match(rerun, /already (dissolved|the primary)|exists/, 'steps done before the interruption are skipped');
-    const s = await status(file);
+    const s = await topologyStatus(file);
     assert.equal(s.activeSite, 'sapporo');
     const atSapporo = [await cluster.client('sapporo', 'a'), await cluster.client('sapporo', 'b')];
     const contents = await readContents(atSapporo, blockSize, blockCount);
@@ -153,13 +138,7 @@ test('failover to the async site alone gives a consistent prefix; with --newest-
     const leg = s.legs.find((l) => l.pair === 'erp.a.osaka.sapporo');
     assert.deepEqual([leg?.from, leg?.to, leg?.mode], ['sapporo', 'osaka', 'async'], 'step 1405: async sapporo → osaka');
     // Failback from the async site.
-    await cluster.restart('tokyo');
-    await topo(['failback', file, '--to', 'tokyo', '--wait']);
-    const final = await status(file);
-    assert.equal(final.activeSite, 'tokyo');
-    assert.ok(final.healthy);
-    await waitFor('drained', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
-    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo']);
+    await failbackToTokyo(cluster, file, 'erp', ['a', 'b'], dir);
   } finally {
     await cluster.stopAll();
   }
@@ -180,18 +159,12 @@ test('failover to the async site with its own copy only (Fig. 13): a consistent 
     await running;
     const out = await topo(['failover', file, '--to', 'sapporo']);
     assert.match(out, /Fig\. 13/);
-    assert.equal((await status(file)).activeSite, 'sapporo');
+    assert.equal((await topologyStatus(file)).activeSite, 'sapporo');
     const atSapporo = [await cluster.client('sapporo', 'a'), await cluster.client('sapporo', 'b')];
     workload.checkCrashConsistent(await readContents(atSapporo, blockSize, blockCount));
     await atSapporo[0]!.write(0, Buffer.alloc(blockSize)); // the application writes at sapporo
     for (const c of atSapporo) await c.disconnect();
-    await cluster.restart('tokyo');
-    await topo(['failback', file, '--to', 'tokyo', '--wait']);
-    const final = await status(file);
-    assert.equal(final.activeSite, 'tokyo');
-    assert.ok(final.healthy);
-    await waitFor('drained', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
-    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo']);
+    await failbackToTokyo(cluster, file, 'erp', ['a', 'b'], dir);
   } finally {
     await cluster.stopAll();
   }
@@ -203,7 +176,7 @@ test('log/data layout: logs go to both sites, data to the sync site only; failov
     const file = await cluster.topologyFile({ name: 'db', volumes: { data: { size: '32MiB', role: 'data' }, wal: { size: '16MiB', role: 'log' } },
       primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
     await topo(['apply', file, '--wait']);
-    const s0 = await status(file);
+    const s0 = await topologyStatus(file);
     assert.deepEqual(s0.legs.map((l) => `${l.volume} ${l.from}→${l.to} ${l.mode}`).sort(),
       ['data tokyo→osaka sync', 'wal tokyo→osaka sync', 'wal tokyo→sapporo async']);
     const data = await cluster.client('tokyo', 'data');
@@ -218,7 +191,7 @@ test('log/data layout: logs go to both sites, data to the sync site only; failov
     await cluster.kill('tokyo');
     await cluster.restart('sapporo');
     await topo(['failover', file, '--to', 'osaka', '--wait']);
-    await sameEverywhere(cluster, 'wal', ['osaka', 'sapporo']);
+    await sameEverywhere(cluster, 'wal', ['osaka', 'sapporo'], dir);
     const leg = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/db.wal.osaka.sapporo');
     assert.ok(leg.deltaBytes !== null && leg.deltaBytes >= MiB && leg.deltaBytes <= 1.2 * MiB, `only the log tail was shipped (${leg.deltaBytes} bytes)`);
     assert.equal(leg.deltaMethod, 'sequence', `the log tail was found from sapporo's applied position: ${leg.deltaNote}`);

@@ -7,13 +7,13 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { NbdClientError } from '../../src/nbd/client';
 import * as c from '../../src/nbd/constants';
-import type { GroupStatus, PairStatus } from '../../src/replication/service';
-import type { TopologyStatus } from '../../src/topology/orchestrator';
+import type { PairStatus } from '../../src/replication/service';
 import { Cluster } from '../support/cluster';
 import { FaultProxy } from '../support/fault-proxy';
-import { cli, killAllNodes } from '../support/node-process';
+import { killAllNodes } from '../support/node-process';
 import { OrderedWorkload, readContents } from '../support/ordered-writes';
-import { sha256Export, tempDir } from '../support/tools';
+import { tempDir } from '../support/tools';
+import { groupLagEntries, sameEverywhere, topo, topologyStatus } from '../support/topology';
 import { waitFor } from '../support/wait';
 
 const MiB = 1024 * 1024;
@@ -28,27 +28,8 @@ after(async () => {
   await fsp.rm(dir, { recursive: true, force: true });
 });
 
-async function topo(args: string[]): Promise<string> {
-  const r = await cli(['topology', ...args]);
-  assert.equal(r.code, 0, `tricopy topology ${args.join(' ')}:\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
-}
-
-async function status(file: string): Promise<TopologyStatus> {
-  return JSON.parse(await topo(['status', file, '--json'])) as TopologyStatus;
-}
-
-async function sameEverywhere(cluster: Cluster, volume: string, sites: string[]): Promise<void> {
-  const hashes = await Promise.all(sites.map((s) => sha256Export(cluster.node(s).nbdUri(volume), dir)));
-  assert.equal(new Set(hashes).size, 1, `${volume} is identical on ${sites.join(', ')}`);
-}
-
 async function refused(write: Promise<void>): Promise<void> {
   await assert.rejects(write, (e: NbdClientError) => e.errno === c.NBD_EIO, 'the write is refused with EIO');
-}
-
-async function lagEntries(cluster: Cluster, site: string, group: string): Promise<number> {
-  return (await cluster.node(site).api.get<GroupStatus>(`/v1/groups/${group}`)).lag.entries;
 }
 
 /** Starts `site` again with its replication address advertised through a fault proxy in front of it. */
@@ -75,19 +56,19 @@ test('protection: a cut primary–sync link stops writes to every volume of the 
     toOsaka.cut();
     await refused(a.write(6 * MiB, randomBytes(64 * 1024)));
     await waitFor('both sync legs suspended by the failure', async () =>
-      (await status(file)).legs.filter((l) => l.mode === 'sync' && l.code === 'PSUE').length === 2);
+      (await topologyStatus(file)).legs.filter((l) => l.mode === 'sync' && l.code === 'PSUE').length === 2);
     // b never failed a write itself: it is refused because a is (protection across the group).
     await refused(b.write(6 * MiB, randomBytes(64 * 1024)));
     await refused(a.write(6 * MiB + 4096, randomBytes(4096)));
     assert.deepEqual(await b.read(6 * MiB, 64 * 1024), before, 'a refused write leaves the primary volume unchanged (item 7)');
     assert.ok((await cluster.pairStatus('tokyo', 'erp.b.osaka.tokyo')).fenceGroup === 'erp');
     toOsaka.restore();
-    await waitFor('sync legs duplex again without a command (auto-resync)', async () => (await status(file)).healthy, { timeoutMs: 60_000 });
+    await waitFor('sync legs duplex again without a command (auto-resync)', async () => (await topologyStatus(file)).healthy, { timeoutMs: 60_000 });
     const after = randomBytes(64 * 1024);
     await a.write(6 * MiB, after);
     await b.write(6 * MiB, after);
-    await waitFor('sapporo applied everything', async () => (await lagEntries(cluster, 'tokyo', 'erp')) === 0);
-    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo']);
+    await waitFor('sapporo applied everything', async () => (await groupLagEntries(cluster, 'tokyo', 'erp')) === 0);
+    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo'], dir);
 
     // Part 2 (item 11): the link fails under load, then the primary site is destroyed.
     const blockSize = 4096;
@@ -110,7 +91,7 @@ test('protection: a cut primary–sync link stops writes to every volume of the 
       const leg = await cluster.node('osaka').api.get<PairStatus>(`/v1/pairs/erp.${v}.osaka.sapporo`);
       assert.ok(leg.deltaBytes !== null, `${v}: the async leg was rebuilt by a delta copy`);
       assert.equal(leg.deltaMethod, 'sequence', `${v}: osaka knew from sapporo's applied position what to send: ${leg.deltaNote}`);
-      await sameEverywhere(cluster, v, ['osaka', 'sapporo']);
+      await sameEverywhere(cluster, v, ['osaka', 'sapporo'], dir);
     }
     const atSapporo = [await cluster.client('sapporo', 'a'), await cluster.client('sapporo', 'b')];
     workload.checkAllAcknowledgedPresent(await readContents(atSapporo, blockSize, blockCount));
@@ -125,7 +106,7 @@ test('cascade: the middle site forwards in order; losing it fences writes until 
   try {
     const file = await cluster.topologyFile({ name: 'chain', layout: 'cascade', volumes: { a: '16MiB', b: '16MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
     await topo(['apply', file, '--wait']);
-    const s0 = await status(file);
+    const s0 = await topologyStatus(file);
     assert.deepEqual(s0.legs.map((l) => `${l.volume} ${l.from}→${l.to} ${l.mode}`).sort(),
       ['a osaka→sapporo async', 'a tokyo→osaka sync', 'b osaka→sapporo async', 'b tokyo→osaka sync']);
     const a = await cluster.client('tokyo', 'a');
@@ -135,8 +116,8 @@ test('cascade: the middle site forwards in order; losing it fences writes until 
     const w1 = new OrderedWorkload([a, b], { blockSize, blockCount, queueDepth: 8, flushEvery: 0, seed: 3 });
     await w1.run(3000);
     assert.equal(w1.failures, 0);
-    await waitFor('osaka forwarded everything to sapporo', async () => (await lagEntries(cluster, 'osaka', 'chain')) === 0);
-    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo']);
+    await waitFor('osaka forwarded everything to sapporo', async () => (await groupLagEntries(cluster, 'osaka', 'chain')) === 0);
+    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo'], dir);
 
     // The middle site is lost: fence data stops writes at tokyo (no copy anywhere would have them).
     await cluster.kill('osaka');
@@ -144,7 +125,7 @@ test('cascade: the middle site forwards in order; losing it fences writes until 
     const repaired = await topo(['repair', file, '--wait']);
     assert.match(repaired, /osaka is lost: suspend the sync copies by operator decision/);
     assert.match(repaired, /sapporo stops waiting for osaka and receives from tokyo directly/);
-    const direct = await status(file);
+    const direct = await topologyStatus(file);
     assert.deepEqual(direct.legs.filter((l) => l.code === 'PAIR').map((l) => `${l.volume} ${l.from}→${l.to} ${l.mode}`).sort(),
       ['a tokyo→sapporo async', 'b tokyo→sapporo async']);
     const directLeg = await cluster.pairStatus('tokyo', 'chain.a.sapporo.tokyo');
@@ -154,31 +135,31 @@ test('cascade: the middle site forwards in order; losing it fences writes until 
     const w2 = new OrderedWorkload([a, b], { blockSize, blockCount, queueDepth: 8, flushEvery: 0, seed: 4 });
     await w2.run(1500);
     assert.equal(w2.failures, 0);
-    await waitFor('sapporo applied the direct copy', async () => (await lagEntries(cluster, 'tokyo', 'chain')) === 0);
-    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'sapporo']);
+    await waitFor('sapporo applied the direct copy', async () => (await groupLagEntries(cluster, 'tokyo', 'chain')) === 0);
+    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'sapporo'], dir);
 
     // Osaka returns: repair restores the cascade (only what changed travels).
     await cluster.restart('osaka');
     await topo(['repair', file, '--wait']);
-    const restored = await status(file);
+    const restored = await topologyStatus(file);
     assert.ok(restored.healthy, JSON.stringify(restored.legs.map((l) => `${l.pair} ${l.from}→${l.to} ${l.code}`)));
     assert.deepEqual(restored.legs.map((l) => `${l.volume} ${l.from}→${l.to} ${l.mode}`).sort(), s0.legs.map((l) => `${l.volume} ${l.from}→${l.to} ${l.mode}`).sort());
     await a.write(12 * MiB, Buffer.alloc(4096, 2));
-    await waitFor('osaka forwarded everything', async () => (await lagEntries(cluster, 'osaka', 'chain')) === 0);
-    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo']);
+    await waitFor('osaka forwarded everything', async () => (await groupLagEntries(cluster, 'osaka', 'chain')) === 0);
+    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo'], dir);
 
     // Tokyo is lost: the application moves to the middle site, which keeps feeding the far site.
     await a.disconnect();
     await b.disconnect();
     await cluster.kill('tokyo');
     await topo(['failover', file, '--to', 'osaka']);
-    assert.equal((await status(file)).activeSite, 'osaka');
+    assert.equal((await topologyStatus(file)).activeSite, 'osaka');
     const atOsaka = await cluster.client('osaka', 'a');
     const last = randomBytes(MiB);
     await atOsaka.write(14 * MiB, last);
     await atOsaka.disconnect();
-    await waitFor('sapporo has the writes made at osaka', async () => (await lagEntries(cluster, 'osaka', 'chain')) === 0);
-    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['osaka', 'sapporo']);
+    await waitFor('sapporo has the writes made at osaka', async () => (await groupLagEntries(cluster, 'osaka', 'chain')) === 0);
+    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['osaka', 'sapporo'], dir);
   } finally {
     await cluster.stopAll();
   }
