@@ -94,9 +94,11 @@ async function failoverRun(dir: string, name: string, volumes: Record<string, st
     const { acceptsWritesMs, commandMs } = await timedFailover(cluster, file);
     const startedDuplex = performance.now();
     for (;;) {
+      // The taken-over sync pairs stay SSWS (tokyo is gone): only the new async legs must be duplex.
       const s = JSON.parse(await topo(['status', file, '--json'])) as TopologyStatus;
-      if (s.healthy) break;
-      if (performance.now() - startedDuplex > 600_000) throw new Error('the async leg never became duplex');
+      const asyncLegs = s.legs.filter((l) => l.from === 'osaka' && l.to === 'sapporo');
+      if (s.activeSite === 'osaka' && asyncLegs.length === Object.keys(volumes).length && asyncLegs.every((l) => l.code === 'PAIR')) break;
+      if (performance.now() - startedDuplex > 600_000) throw new Error(`the async legs never became duplex: ${JSON.stringify(s.legs)}`);
       await new Promise((r) => setTimeout(r, 200));
     }
     const duplexMs = commandMs + performance.now() - startedDuplex;

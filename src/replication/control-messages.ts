@@ -57,16 +57,22 @@ export interface PairsSync {
   pairs: PairSummary[];
   /** Groups for which the sender is the secondary, with its journal positions. */
   groups: GroupPosition[];
+  /**
+   * In an answer: volumes the asking node pairs with here that have neither the pair nor the volume
+   * here (this node lost its data), as opposed to a pair taken over and dissolved here.
+   */
+  absentVolumes: string[];
 }
 
 export const pairsSyncCodec = jsonCodec<PairsSync>({
   type: 'object',
   additionalProperties: false,
-  required: ['node', 'pairs', 'groups'],
+  required: ['node', 'pairs', 'groups', 'absentVolumes'],
   properties: {
     node: nameSchema,
     pairs: { type: 'array', maxItems: 4096, items: pairSummarySchema },
     groups: { type: 'array', maxItems: 4096, items: groupPositionSchema },
+    absentVolumes: { type: 'array', maxItems: 4096, items: nameSchema },
   },
 });
 

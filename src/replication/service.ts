@@ -169,6 +169,8 @@ interface PairRuntime {
   drainTargetSeq: number | null;
   commandChain: Promise<unknown>;
   stateWaiters: Set<() => void>;
+  /** The secondary node answers but has neither the pair nor its volume: no automatic resync. */
+  peerLostData: boolean;
 }
 
 interface VolumeRuntime {
@@ -1519,9 +1521,9 @@ export class ReplicationService implements ReplicationDataPath {
   private onPeerUp(node: string): void {
     if (this.stopped) return;
     const mine = [...this.pairs.values()].filter((p) => p.record.peer.node === node);
-    const message: PairsSync = { node: this.options.localNode, pairs: mine.map((p) => summary(p.record)), groups: this.groupPositionsFor(node) };
+    const message: PairsSync = { node: this.options.localNode, pairs: mine.map((p) => summary(p.record)), groups: this.groupPositionsFor(node), absentVolumes: [] };
     this.peers.request(node, MessageType.PairsSync, pairsSyncCodec.encode(message))
-      .then((reply) => this.reconcile(node, pairsSyncCodec.decode(reply)))
+      .then((reply) => this.reconcile(node, pairsSyncCodec.decode(reply), true))
       .catch((err: unknown) => this.log.warn({ peer: node, err: errorMessage(err) }, 'pair reconciliation failed'));
   }
 
@@ -1545,10 +1547,16 @@ export class ReplicationService implements ReplicationDataPath {
     }
   }
 
-  private async reconcile(node: string, view: PairsSync): Promise<void> {
+  /**
+   * `answer`: the view came back as the answer to this node's PairsSync, so `absentVolumes` tells a
+   * peer that lost its data from one that dissolved a pair. A request from the peer cannot tell
+   * that; pairs missing there are left to the answer (both sides send a PairsSync on link up).
+   */
+  private async reconcile(node: string, view: PairsSync, answer: boolean): Promise<void> {
     const theirs = new Map(view.pairs.map((s) => [s.name, s]));
+    const absent = answer ? new Set(view.absentVolumes) : undefined;
     for (const p of [...this.pairs.values()].filter((x) => x.record.peer.node === node)) {
-      await this.command(p.record.name, () => this.reconcilePair(p, theirs.get(p.record.name))).catch((err: unknown) =>
+      await this.command(p.record.name, () => this.reconcilePair(p, theirs.get(p.record.name), absent)).catch((err: unknown) =>
         this.log.warn({ pair: p.record.name, err: errorMessage(err) }, 'reconciling pair failed'));
     }
     // Async groups: resume shipping from what the secondary holds.
@@ -1561,9 +1569,29 @@ export class ReplicationService implements ReplicationDataPath {
     }
   }
 
-  private async reconcilePair(p: PairRuntime, q: PairSummary | undefined): Promise<void> {
+  private async reconcilePair(p: PairRuntime, q: PairSummary | undefined, absentAtPeer: ReadonlySet<string> | undefined): Promise<void> {
     const r = p.record;
     if (!this.pairs.has(r.name)) return;
+    if (!q && absentAtPeer === undefined) return;
+    p.peerLostData = false;
+    if (!q && r.role === 'primary' && absentAtPeer!.has(r.peerVolume)) {
+      // The secondary came back without its data (a rebuilt node, a new disk). This volume stays
+      // the primary; the copy is suspended by a failure (fence data refuses writes, as for any
+      // secondary that cannot be updated) until the pair is created again.
+      p.peerLostData = true;
+      const reason = `node ${r.peer.node} has neither pair ${r.name} nor volume ${r.peerVolume} (it lost its data); ` +
+        `copy it again: tricopy pair delete ${r.name} --force, then pair create (topology repair does both)`;
+      if (r.state === 'suspended') {
+        if (r.reason !== reason) {
+          r.reason = reason;
+          await this.store.save(r);
+          this.events.emit('pair-peer-lost-data', r.name, reason);
+        }
+      } else {
+        await this.failPair(p, reason);
+      }
+      return;
+    }
     if (!q) {
       if (r.role === 'secondary' && r.state !== 'secondary-writable') {
         await this.removePair(p, `the primary ${r.peer.node} no longer has pair ${r.name}; this volume is independent again`);
@@ -1603,7 +1631,7 @@ export class ReplicationService implements ReplicationDataPath {
   /** A pair suspended by a failure (not by the operator, not by a takeover) resyncs by itself. */
   private autoResyncWanted(p: PairRuntime): boolean {
     const r = p.record;
-    return this.options.autoResync && r.role === 'primary' && r.state === 'suspended' &&
+    return this.options.autoResync && !p.peerLostData && r.role === 'primary' && r.state === 'suspended' &&
       (r.suspendCause === 'failure' || r.suspendCause === 'journal-full' || r.suspendCause === 'crash-recovery');
   }
 
@@ -1699,9 +1727,10 @@ export class ReplicationService implements ReplicationDataPath {
       case MessageType.PairsSync: {
         const view = pairsSyncCodec.decode(payload);
         // Reconcile in the background; answer with this side's view right away.
-        setImmediate(() => void this.reconcile(peer, view).catch((err: unknown) => this.log.warn({ peer, err: errorMessage(err) }, 'reconciling with the peer failed')));
+        setImmediate(() => void this.reconcile(peer, view, false).catch((err: unknown) => this.log.warn({ peer, err: errorMessage(err) }, 'reconciling with the peer failed')));
         const mine = [...this.pairs.values()].filter((p) => p.record.peer.node === peer);
-        return pairsSyncCodec.encode({ node: this.options.localNode, pairs: mine.map((p) => summary(p.record)), groups: this.groupPositionsFor(peer) });
+        const absentVolumes = view.pairs.filter((q) => !this.pairs.has(q.name) && !this.volumes.has(q.peerVolume)).map((q) => q.peerVolume);
+        return pairsSyncCodec.encode({ node: this.options.localNode, pairs: mine.map((p) => summary(p.record)), groups: this.groupPositionsFor(peer), absentVolumes });
       }
       case MessageType.PairCreate:
         return this.onPairCreate(pairCreateCodec.decode(payload), peer);
@@ -1878,7 +1907,7 @@ export class ReplicationService implements ReplicationDataPath {
   clientsOf: ((volume: string) => number) | undefined;
 
   private runtime(record: PairRecord, bitmap: PersistentBitmap): PairRuntime {
-    return { record, bitmap, copying: false, deltaCopy: false, deltaBytesFound: 0, deltaCopyRan: false, deltaMethod: null, deltaNote: null, deltaPlan: null, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set() };
+    return { record, bitmap, copying: false, deltaCopy: false, deltaBytesFound: 0, deltaCopyRan: false, deltaMethod: null, deltaNote: null, deltaPlan: null, copyConsistentSeq: 0, drainTargetSeq: null, commandChain: Promise.resolve(), stateWaiters: new Set(), peerLostData: false };
   }
 
   private pair(name: string): PairRuntime {

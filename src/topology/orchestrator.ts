@@ -440,11 +440,18 @@ export class Orchestrator {
     const wantedSync = new Set(this.t.volumes.map((v) => pairName(this.t, v.name, syncLegFrom.spec.site, mid.spec.site)));
     const wantedAsync = new Set(asyncVolumes(this.t).map((v) => pairName(this.t, v.name, asyncLegFrom.spec.site, far.spec.site)));
     this.step('steps 1107–1110/1509–1510: restore the original copies from the primary site (only differing blocks travel)');
-    // Dissolve every topology pair that is not part of the original layout or points the wrong way.
-    for (const s of this.sites) {
-      if (!s.info) continue;
-      for (const p of await this.pairsAt(s)) {
-        const stale = p.suspendCause === 'takeover-by-peer';
+    // Dissolve every topology pair that is not part of the original layout or points the wrong way,
+    // and those whose secondary site came back without them (it lost its data: copy it again).
+    const pairsBySite = new Map<Site, PairStatus[]>();
+    for (const s of this.sites) if (s.info) pairsBySite.set(s, await this.pairsAt(s));
+    const orphaned = (s: Site, p: PairStatus): boolean => {
+      if (p.role !== 'primary') return false;
+      const peer = this.sites.find((x) => x !== s && parsePairName(this.t, p.name)?.sites.includes(x.spec.site));
+      return peer !== undefined && pairsBySite.has(peer) && !pairsBySite.get(peer)!.some((x) => x.name === p.name);
+    };
+    for (const [s, pairs] of pairsBySite) {
+      for (const p of pairs) {
+        const stale = p.suspendCause === 'takeover-by-peer' || orphaned(s, p);
         const wrongDirection = stale || (wantedSync.has(p.name) && p.role === 'primary' && s !== syncLegFrom) ||
           (wantedAsync.has(p.name) && p.role === 'primary' && s !== asyncLegFrom) ||
           (wantedSync.has(p.name) && p.mode !== 'sync') || (wantedAsync.has(p.name) && p.mode !== 'async');
@@ -516,8 +523,7 @@ export class Orchestrator {
 
   private volumeWritable(volume: string, pairs: PairStatus[]): boolean {
     const mine = pairs.filter((p) => parsePairName(this.t, p.name)?.volume === volume);
-    return mine.every((p) => (p.role === 'primary' && !(p.code === 'PSUE' && p.suspendCause === 'takeover-by-peer')) || p.code === 'SSWS') &&
-      (mine.length > 0 || true);
+    return mine.every((p) => (p.role === 'primary' && !(p.code === 'PSUE' && p.suspendCause === 'takeover-by-peer')) || p.code === 'SSWS');
   }
 
   private async ensureVolume(s: Site, v: TopologyVolume): Promise<void> {
