@@ -205,12 +205,16 @@ export class Orchestrator {
     const sync = this.site('sync');
     const far = this.site('async');
     const status = await this.status();
-    if (status.activeSite === to) {
-      this.print(`the application already runs at ${to}; nothing to fail over`);
-      return;
+    // A rerun (the target is already writable, perhaps because an earlier run was interrupted)
+    // goes through every step again: each one skips what is done, so the copies the first run did
+    // not create yet are created now. The site the application came from is then the primary's.
+    const rerun = status.activeSite === to;
+    const from = status.activeSite && !rerun ? this.siteByName(status.activeSite) : primary;
+    const planned = !rerun && from.info !== undefined && status.activeSite !== null;
+    if (target === primary) {
+      throw new TricopyError('invalid-argument', `${to} is the primary site: to bring the application back there use failback; to route around a lost site use repair`);
     }
-    const from = status.activeSite ? this.siteByName(status.activeSite) : primary;
-    const planned = from.info !== undefined && status.activeSite !== null;
+    if (rerun) this.print(`the application already runs at ${to}: checking that every step of the failover is done`);
     if (newestFrom !== undefined) {
       const source = this.siteByName(newestFrom);
       if (target.role !== 'async' || source.role !== 'sync') {
@@ -220,13 +224,22 @@ export class Orchestrator {
         throw new TricopyError('unavailable', `cannot take the newest data from ${newestFrom}: it is not reachable (${source.error})`,
           `fail over with the async site's own consistent copy instead: tricopy topology failover <file> --to ${to}`);
       }
+      const reversed = await Promise.all(asyncVolumes(this.t).map(async (v) => (await this.pairAt(far, pairName(this.t, v.name, sync.spec.site, far.spec.site)))?.role === 'primary'));
+      const sourceWritable = status.sites.find((x) => x.site === newestFrom)!.writable.length === this.t.volumes.length;
+      if (rerun && !reversed.every(Boolean) && !sourceWritable) {
+        // Fig. 14 makes the sync site writable before it detaches the async site; without that,
+        // the async site runs on its own copy (Fig. 13) and its writes would be overwritten.
+        throw new TricopyError('conflict', `${to} already runs on its own copy (Fig. 13) while ${newestFrom} still holds the old primary's copy: ` +
+          `making ${to} identical to ${newestFrom} now would discard the writes made at ${to}`,
+          `keep running at ${to}; bring the other sites back with: tricopy topology failback <file> --to ${this.t.primary.site}`);
+      }
     }
     if (this.t.layout === 'cascade') return this.failoverCascade(target, from, planned);
     if (target === sync) {
       this.header(`failover of ${this.t.name} to the sync site ${to} (spec 001 Fig. 10)${planned ? `; ${from.spec.site} is reachable: planned switchover` : ''}`);
       await this.makePrimaryAt(sync, from, planned, 'steps 1001–1002', true);
       this.step(`step 1003: the application may start at ${to} (its volumes accept writes)`);
-      await this.detachAsyncSite(far, from, planned, 'step 1004');
+      await this.detachAsyncSite(far, from, 'step 1004');
       if (far.info) {
         this.step(`steps 1005–1007: async copy ${to} → ${far.spec.site}, sending only what ${far.spec.site} is missing (delta resync)`);
         for (const v of asyncVolumes(this.t)) await this.ensurePair(sync, far, v, 'async', 'delta');
@@ -238,7 +251,7 @@ export class Orchestrator {
     }
     if (target === far && newestFrom === undefined) {
       this.header(`failover of ${this.t.name} to the async site ${to} with its own consistent copy (spec 001 Fig. 13)`);
-      await this.detachAsyncSite(far, from, planned, 'steps 1301–1302');
+      await this.detachAsyncSite(far, from, 'steps 1301–1302');
       this.step(`step 1303: the application may start at ${to}; run its recovery (writes not yet applied there are lost)`);
       return;
     }
@@ -250,7 +263,7 @@ export class Orchestrator {
       if (from === sync) this.print(`  steps 1402–1403: ${sync.spec.site}'s copies are already writable`);
       else await this.makePrimaryAt(sync, from, planned, 'steps 1402–1403');
       const origin = from === sync ? primary : from;
-      await this.detachAsyncSite(far, origin, planned && origin === from, 'steps 1402–1403');
+      await this.detachAsyncSite(far, origin, 'steps 1402–1403');
       this.step(`step 1404: make ${to} identical to ${newestFrom} (only the blocks that differ travel)`);
       for (const v of asyncVolumes(this.t)) {
         const name = pairName(this.t, v.name, sync.spec.site, far.spec.site);
@@ -265,10 +278,6 @@ export class Orchestrator {
         this.print(`  note: ${v.name} is a data volume and does not exist at ${to}; the application rebuilds it from the logs`);
       }
       this.step(`step 1406: the application may start at ${to}`);
-      return;
-    }
-    if (target === primary) {
-      throw new TricopyError('invalid-argument', `${to} is the primary site: to bring the application back there use failback; to route around a lost site use repair`);
     }
   }
 
@@ -304,7 +313,8 @@ export class Orchestrator {
    * failback copies only that (plus what the old primary had not sent) instead of comparing volumes.
    */
   private async makePrimaryAt(site: Site, from: Site, planned: boolean, steps: string, keep = false): Promise<void> {
-    this.step(`${steps}: make ${site.spec.site}'s copies writable${planned ? ` (swap with ${from.spec.site}, which keeps a sync copy)` : ` (${from.spec.site} is unreachable)`}`);
+    const how = planned ? ` (swap with ${from.spec.site}, which keeps a sync copy)` : from.info ? '' : ` (${from.spec.site} is unreachable)`;
+    this.step(`${steps}: make ${site.spec.site}'s copies writable${how}`);
     for (const v of this.t.volumes) {
       const name = pairName(this.t, v.name, from.spec.site, site.spec.site);
       if (planned) await this.swapTo(site, name);
@@ -313,21 +323,21 @@ export class Orchestrator {
     }
   }
 
-  /** The async site stops receiving from the old primary, after everything it can get. */
-  private async detachAsyncSite(far: Site, from: Site, planned: boolean, steps: string): Promise<void> {
+  /**
+   * The async site stops receiving from the old primary, after everything it can get: when the old
+   * primary still sends to it, its journal drains first (nothing is lost); otherwise the async site
+   * applies everything it received and takes over.
+   */
+  private async detachAsyncSite(far: Site, from: Site, steps: string): Promise<void> {
     if (!far.info) {
       this.print(`  ${far.spec.site} is not reachable: ${steps} skipped`);
       return;
     }
-    this.step(`${steps}: ${far.spec.site} stops receiving from ${from.spec.site}${planned ? ' (after the journal drained)' : ' (after applying everything received)'}`);
+    this.step(`${steps}: ${far.spec.site} stops receiving from ${from.spec.site}`);
     for (const v of asyncVolumes(this.t)) {
       const name = pairName(this.t, v.name, from.spec.site, far.spec.site);
-      if (planned && from.info) {
-        const p = await this.pairAt(from, name);
-        if (!p) {
-          this.print(`    ${name}: already dissolved`);
-          continue;
-        }
+      const sending = await this.pairAt(from, name);
+      if (sending && sending.role === 'primary' && sending.code === 'PAIR' && sending.peer.connected) {
         await this.waitLagZero(from, name);
         await from.api.delete(`/v1/pairs/${encodeURIComponent(name)}`);
         this.print(`    ${name}: drained and dissolved`);

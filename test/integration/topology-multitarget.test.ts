@@ -4,15 +4,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import type { GroupStatus, PairStatus } from '../../src/replication/service';
 import { Cluster } from '../support/cluster';
-import { cli, cliPath, killAllNodes } from '../support/node-process';
+import { cli, killAllNodes } from '../support/node-process';
 import { OrderedWorkload, readContents } from '../support/ordered-writes';
 import { parseFioJson, run, tempDir } from '../support/tools';
-import { failbackToTokyo, sameEverywhere, topo, topologyStatus } from '../support/topology';
+import { failbackToTokyo, groupLagEntries, interruptedTopo, sameEverywhere, topo, topologyStatus } from '../support/topology';
 import { waitFor } from '../support/wait';
 
 const MiB = 1024 * 1024;
@@ -27,6 +26,22 @@ after(async () => {
   await fsp.rm(dir, { recursive: true, force: true });
 });
 
+const blockSize = 4096;
+const blockCount = 1024;
+
+/** Topology over volumes a and b; ordered writes at tokyo until tokyo is killed mid-stream. */
+async function loseTokyoUnderOrderedLoad(cluster: Cluster, seed?: number): Promise<{ file: string; workload: OrderedWorkload }> {
+  const file = await cluster.topologyFile({ name: 'erp', volumes: { a: '8MiB', b: '8MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
+  await topo(['apply', file, '--wait']);
+  const clients = [await cluster.client('tokyo', 'a'), await cluster.client('tokyo', 'b')];
+  const workload = new OrderedWorkload(clients, { blockSize, blockCount, queueDepth: 16, flushEvery: 0, ...(seed === undefined ? {} : { seed }) });
+  const running = workload.run();
+  await waitFor('writes', () => workload.ackedCount >= 2000, { timeoutMs: 60_000, intervalMs: 10 });
+  await cluster.kill('tokyo');
+  await running;
+  return { file, workload };
+}
+
 test('failover to the sync site after SIGKILL of the primary loses nothing; the async leg sends only the backlog; failback by delta', async () => {
   const cluster = await Cluster.create(path.join(dir, 'fig10'), ['tokyo', 'osaka', 'sapporo']);
   try {
@@ -35,7 +50,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     const base = await cluster.client('tokyo', 'db1');
     for (let off = 0; off < 32 * MiB; off += 4 * MiB) await base.write(off, randomBytes(4 * MiB));
     await base.disconnect();
-    await waitFor('async copy caught up', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
+    await waitFor('async copy caught up', async () => (await groupLagEntries(cluster, 'tokyo', 'erp')) === 0);
     // The async site stalls: everything fio writes now is backlog at the moment of the disaster.
     cluster.freeze('sapporo');
     const job = ['--name=erp', '--ioengine=nbd', '--rw=randwrite', '--bs=4k', '--iodepth=16', '--offset=64m', '--size=8m', '--verify=crc32c',
@@ -91,7 +106,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
       ['tokyo→osaka sync', 'tokyo→osaka sync', 'tokyo→sapporo async', 'tokyo→sapporo async']);
     const rebuilt = await cluster.node('tokyo').api.get<PairStatus>('/v1/pairs/erp.db1.sapporo.tokyo');
     assert.equal(rebuilt.deltaMethod, 'sequence', `tokyo learned osaka's stream while it caught up, so sapporo's position told what to send: ${rebuilt.deltaNote}`);
-    await waitFor('sapporo applied everything', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.entries === 0);
+    await waitFor('sapporo applied everything', async () => (await groupLagEntries(cluster, 'tokyo', 'erp')) === 0);
     await sameEverywhere(cluster, 'db1', ['tokyo', 'osaka', 'sapporo'], dir);
     await sameEverywhere(cluster, 'log1', ['tokyo', 'osaka', 'sapporo'], dir);
   } finally {
@@ -102,16 +117,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
 test('failover to the async site alone gives a consistent prefix; with --newest-from the sync site nothing is lost; failback; reruns converge', async () => {
   const cluster = await Cluster.create(path.join(dir, 'fig13'), ['tokyo', 'osaka', 'sapporo']);
   try {
-    const blockSize = 4096;
-    const blockCount = 1024;
-    const file = await cluster.topologyFile({ name: 'erp', volumes: { a: '8MiB', b: '8MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
-    await topo(['apply', file, '--wait']);
-    const clients = [await cluster.client('tokyo', 'a'), await cluster.client('tokyo', 'b')];
-    const workload = new OrderedWorkload(clients, { blockSize, blockCount, queueDepth: 16, flushEvery: 0 });
-    const running = workload.run();
-    await waitFor('writes', () => workload.ackedCount >= 2000, { timeoutMs: 60_000, intervalMs: 10 });
-    await cluster.kill('tokyo');
-    await running;
+    const { file, workload } = await loseTokyoUnderOrderedLoad(cluster);
     // --newest-from refuses while the sync site cannot be reached.
     cluster.freeze('osaka');
     const refused = await cli(['topology', 'failover', file, '--to', 'sapporo', '--newest-from', 'osaka']);
@@ -120,11 +126,7 @@ test('failover to the async site alone gives a consistent prefix; with --newest-
     cluster.thaw('osaka');
     await waitFor('osaka answers', async () => (await cli(['--node', cluster.node('osaka').apiUrl, 'node', 'info'])).code === 0);
     // Interrupt the failover midway (kill the CLI), then run it again: it converges.
-    const child = spawn(process.execPath, [cliPath, 'topology', 'failover', file, '--to', 'sapporo', '--newest-from', 'osaka'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let partial = '';
-    child.stdout.on('data', (d: Buffer) => (partial += d.toString()));
-    await waitFor('the failover to be under way', () => partial.includes('[3]'), { timeoutMs: 60_000, intervalMs: 5 });
-    child.kill('SIGKILL');
+    await interruptedTopo(['failover', file, '--to', 'sapporo', '--newest-from', 'osaka'], '[3]');
     const rerun = await topo(['failover', file, '--to', 'sapporo', '--newest-from', 'osaka']);
     assert.match(rerun, /Fig\. 14/);
     assert.match(rerun, /already (dissolved|the primary)|exists/, 'steps done before the interruption are skipped');
@@ -147,16 +149,8 @@ test('failover to the async site alone gives a consistent prefix; with --newest-
 test('failover to the async site with its own copy only (Fig. 13): a consistent image; failback restores all', async () => {
   const cluster = await Cluster.create(path.join(dir, 'own'), ['tokyo', 'osaka', 'sapporo']);
   try {
-    const blockSize = 4096;
-    const blockCount = 1024;
-    const file = await cluster.topologyFile({ name: 'erp', volumes: { a: '8MiB', b: '8MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
-    await topo(['apply', file, '--wait']);
-    const clients = [await cluster.client('tokyo', 'a'), await cluster.client('tokyo', 'b')];
-    const workload = new OrderedWorkload(clients, { blockSize, blockCount, queueDepth: 16, flushEvery: 0, seed: 99 });
-    const running = workload.run();
-    await waitFor('writes', () => workload.ackedCount >= 2000, { timeoutMs: 60_000, intervalMs: 10 });
-    await cluster.kill('tokyo');
-    await running;
+    const { file, workload } = await loseTokyoUnderOrderedLoad(cluster, 99);
+    await interruptedTopo(['failover', file, '--to', 'sapporo'], '[1]');
     const out = await topo(['failover', file, '--to', 'sapporo']);
     assert.match(out, /Fig\. 13/);
     assert.equal((await topologyStatus(file)).activeSite, 'sapporo');
@@ -164,7 +158,12 @@ test('failover to the async site with its own copy only (Fig. 13): a consistent 
     workload.checkCrashConsistent(await readContents(atSapporo, blockSize, blockCount));
     await atSapporo[0]!.write(0, Buffer.alloc(blockSize)); // the application writes at sapporo
     for (const c of atSapporo) await c.disconnect();
-    await failbackToTokyo(cluster, file, 'erp', ['a', 'b'], dir);
+    // Now taking osaka's newest data (Fig. 14) would overwrite what the application wrote at sapporo.
+    const late = await cli(['topology', 'failover', file, '--to', 'sapporo', '--newest-from', 'osaka']);
+    assert.equal(late.code, 1, late.stdout + late.stderr);
+    assert.match(late.stderr, /sapporo already runs on its own copy \(Fig\. 13\)[\s\S]*would discard the writes made at sapporo/);
+    // The failback is interrupted once too, after it started copying sapporo → tokyo.
+    await failbackToTokyo(cluster, file, 'erp', ['a', 'b'], dir, '[2]');
   } finally {
     await cluster.stopAll();
   }
@@ -183,14 +182,17 @@ test('log/data layout: logs go to both sites, data to the sync site only; failov
     const wal = await cluster.client('tokyo', 'wal');
     await wal.write(0, randomBytes(2 * MiB));
     await data.write(0, randomBytes(2 * MiB));
-    await waitFor('the async site applied the log so far', async () => (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/db')).lag.entries === 0);
+    await waitFor('the async site applied the log so far', async () => (await groupLagEntries(cluster, 'tokyo', 'db')) === 0);
     await cluster.kill('sapporo'); // the log tail stays behind at the async site
     const tail = randomBytes(MiB);
     await wal.write(2 * MiB, tail);
     await data.write(2 * MiB, randomBytes(MiB));
     await cluster.kill('tokyo');
     await cluster.restart('sapporo');
-    await topo(['failover', file, '--to', 'osaka', '--wait']);
+    // Interrupted once the application may start at osaka (step 1003), before the async leg exists:
+    // the rerun finds osaka active and still creates osaka → sapporo.
+    await interruptedTopo(['failover', file, '--to', 'osaka', '--wait'], 'step 1003');
+    assert.match(await topo(['failover', file, '--to', 'osaka', '--wait']), /already runs at osaka: checking/);
     await sameEverywhere(cluster, 'wal', ['osaka', 'sapporo'], dir);
     const leg = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/db.wal.osaka.sapporo');
     assert.ok(leg.deltaBytes !== null && leg.deltaBytes >= MiB && leg.deltaBytes <= 1.2 * MiB, `only the log tail was shipped (${leg.deltaBytes} bytes)`);
