@@ -173,6 +173,15 @@ export class DeltaRecords {
       this.records.set(volume, r);
     }
     const key = `${origin}/${group}`;
+    if (r.baseSeq !== null && baseSeq < r.baseSeq) {
+      // Positions went back: the origin started a new journal for the group (after a swap, or its
+      // async pairs were created again), so numbers of the old stream mean nothing now. Restarting
+      // keeps old entries above the base: they name regions that were written, so sending them is
+      // harmless, while dropping the new stream's writes (numbered below the old base) would not be.
+      this.newestSeq.set(key, baseSeq);
+      r.restart(baseSeq);
+      return;
+    }
     this.newestSeq.set(key, Math.max(this.newestSeq.get(key) ?? 0, baseSeq));
     if (r.baseSeq === null || r.overflowUntagged) r.restart(baseSeq);
   }

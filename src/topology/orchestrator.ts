@@ -26,6 +26,7 @@ export interface LegStatus {
   from: string;
   to: string;
   mode: 'sync' | 'async';
+  fence: 'data' | 'never';
   state: string;
   code: string;
   progressPercent: number | null;
@@ -103,7 +104,7 @@ export class Orchestrator {
         const to = p.role === 'primary' ? other : site;
         if (legs.has(p.name) && p.role !== 'primary') continue;
         legs.set(p.name, {
-          pair: p.name, volume: parsed.volume, from, to, mode: p.mode, state: p.state, code: p.code, progressPercent: p.progressPercent,
+          pair: p.name, volume: parsed.volume, from, to, mode: p.mode, fence: p.fence, state: p.state, code: p.code, progressPercent: p.progressPercent,
           lagSeconds: p.lag?.seconds ?? null, lagBytes: p.lag && p.role === 'primary' ? p.lag.bytes : null, reason: p.reason,
         });
       }
@@ -115,6 +116,8 @@ export class Orchestrator {
     const candidates = this.sites.filter((s) => s.info && allVolumes.every((v) => writableVolumes.get(s.spec.site)?.includes(v)));
     const rank = (s: Site): number => (views.get(s.spec.site) ?? []).reduce((n, p) => n + p.generation, 0) + (s.role === 'primary' ? 0 : 0.5);
     const active = candidates.sort((a, b) => rank(b) - rank(a))[0]?.spec.site ?? null;
+    // Delta records follow the stream of the site where the application runs; others are history.
+    const activeNode = this.sites.find((s) => s.spec.site === active)?.info?.name;
     const siteStatuses: SiteStatus[] = this.sites.map((s) => ({
       site: s.spec.site,
       role: s.role,
@@ -123,16 +126,17 @@ export class Orchestrator {
       error: s.error ?? null,
       writable: writableVolumes.get(s.spec.site) ?? [],
       atRisk: this.atRisk(s.spec.site, active, legList, groups),
-      deltaRecords: this.deltaRecordsAt(views.get(s.spec.site) ?? []),
+      deltaRecords: this.deltaRecordsAt((views.get(s.spec.site) ?? []), activeNode),
     }));
     const healthy = legList.length > 0 && legList.every((l) => l.code === 'PAIR') && active !== null;
     return { name: this.t.name, layout: this.t.layout, activeSite: active, sites: siteStatuses, legs: legList, healthy };
   }
 
-  private deltaRecordsAt(pairs: PairStatus[]): SiteStatus['deltaRecords'] {
+  private deltaRecordsAt(pairs: PairStatus[], activeNode: string | undefined): SiteStatus['deltaRecords'] {
     const out = new Map<string, SiteStatus['deltaRecords'][number]>();
     for (const p of pairs) {
       if (!p.deltaRecord || out.has(p.volume)) continue;
+      if (activeNode !== undefined && p.deltaRecord.origin !== activeNode) continue;
       out.set(p.volume, { volume: p.volume, usable: p.deltaRecord.usable, text: p.deltaRecord.text });
     }
     return [...out.values()].sort((a, b) => a.volume.localeCompare(b.volume));
@@ -147,6 +151,11 @@ export class Orchestrator {
     const asyncLegs = incoming.filter((l) => l.mode === 'async');
     if (syncLegs.length > 0 && asyncLegs.length === 0) {
       if (syncLegs.every((l) => l.code === 'PAIR')) return { bytes: 0, seconds: 0, text: 'nothing (sync copy in step)' };
+      // Fence data: the primary refused every write it could not copy here (a failure suspends as
+      // PSUE; an operator's split, PSUS, lets writes go on without this site).
+      if (syncLegs.every((l) => l.code === 'PAIR' || (l.code === 'PSUE' && l.fence === 'data'))) {
+        return { bytes: 0, seconds: 0, text: 'nothing acknowledged (fence data: writes this site did not get were refused)' };
+      }
       return { bytes: null, seconds: null, text: `writes since the sync copy was suspended (${syncLegs.filter((l) => l.code !== 'PAIR').map((l) => `${l.volume} ${l.code}`).join(', ')})` };
     }
     // The legs of one consistency group report the group's lag: take it once, not per leg.

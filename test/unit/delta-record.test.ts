@@ -99,3 +99,19 @@ test('trimming follows the peer\'s applied position; beyond the bound old entrie
   assert.deepEqual(regions((r.candidates('db', mark(8)) as { bits: Uint8Array }).bits), [9, 10, 11]);
   assert.match(r.candidates('db', mark(7)).text, /covers only writes after entry 8/);
 });
+
+test('a new journal of the same group (positions start again) restarts the record: the new stream\'s writes are never dropped', () => {
+  const r = new DeltaRecords(chunk);
+  r.establish('db', volumeBytes, 'tokyo', 'forwarded', 'erp', 1000);
+  for (let seq = 1001; seq <= 1003; seq++) r.tagged('db', volumeBytes, 'tokyo', 'forwarded', tag(seq, 1000), 0, 4 * KiB);
+  // A swap and back: tokyo's new journal for erp numbers from 1 again.
+  r.establish('db', volumeBytes, 'tokyo', 'forwarded', 'erp', 0);
+  r.tagged('db', volumeBytes, 'tokyo', 'forwarded', tag(1, 0), 10 * chunk, 4 * KiB);
+  r.tagged('db', volumeBytes, 'tokyo', 'forwarded', tag(2, 0), 20 * chunk, 4 * KiB);
+  const c = r.candidates('db', mark(1));
+  assert.ok(c.usable, c.text);
+  assert.ok(c.exact.some((x) => x.offset === 20 * chunk), 'the write after the peer\'s position in the new stream is sent');
+  assert.ok(!c.exact.some((x) => x.offset === 10 * chunk), 'the one it applied is not');
+  const ahead = r.candidates('db', mark(5));
+  assert.equal(ahead.usable, false, 'the newest position is the new stream\'s, so a peer beyond it is noticed');
+});
