@@ -42,7 +42,9 @@ async function groupLag(cluster: Cluster, site: string): Promise<GroupStatus['la
 
 /** Starts fio writing at a steady rate until it is killed (or the node dies under it). */
 function steadyLoad(uri: string, cwd: string, rateIops: number): { stop: () => void; done: Promise<void> } {
-  const child = spawn('fio', ['--name=steady', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=8', '--size=1g',
+  // --thread: the job runs inside this process, so SIGKILL stops it (a forked job process would
+  // outlive its parent and spin against the dead server).
+  const child = spawn('fio', ['--name=steady', '--thread', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=8', '--size=1g',
     `--rate_iops=${rateIops}`, '--time_based', '--runtime=600', '--randrepeat=0', '--norandommap', '--output-format=json'], { cwd, stdio: 'ignore' });
   const done = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   return { stop: () => child.kill('SIGKILL'), done };
