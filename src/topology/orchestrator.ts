@@ -421,6 +421,15 @@ export class Orchestrator {
         const fromActive = parsed?.sites.includes(active.spec.site) && ((p.role === 'secondary' && p.code !== 'PSUE') || kept(p));
         if (!fromActive) await this.dissolveEverywhere(p.name);
       }
+      // A pair the active site kept from the takeover, but the returning site no longer knows: it
+      // lost its data, so there is nothing to swap; the copy below starts afresh.
+      const targetPairs = new Set((await this.pairsAt(target)).map((p) => p.name));
+      for (const p of activePairs) {
+        if (p.code === 'SSWS' && parsePairName(this.t, p.name)?.sites.includes(to) && !targetPairs.has(p.name)) {
+          await active.api.delete(`/v1/pairs/${encodeURIComponent(p.name)}?force=true`);
+          this.print(`    ${p.name}: ${to} has no such pair (it lost its data): dissolved at ${active.spec.site}; a full copy follows`);
+        }
+      }
       this.step(`steps 1103–1104/1503–1504: copy ${active.spec.site} → ${to} synchronously, only what differs (a full copy if ${to} lost its data)`);
       for (const v of this.t.volumes) {
         await this.ensureVolume(target, v);

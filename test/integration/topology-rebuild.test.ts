@@ -74,3 +74,30 @@ test('a site back without its data: the primary keeps its role (async site: writ
     await cluster.stopAll();
   }
 });
+
+test('the primary site back without its data after a failover to the sync site: failback rebuilds it with a full copy', async () => {
+  const cluster = await Cluster.create(path.join(dir, 'p'), ['tokyo', 'osaka', 'sapporo']);
+  try {
+    const file = await cluster.topologyFile({ name: 'erp', volumes: { a: '16MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo', fence: 'data' });
+    await topo(['apply', file, '--wait']);
+    const a = await cluster.client('tokyo', 'a');
+    await a.write(0, randomBytes(4 * MiB));
+    await a.disconnect();
+    await cluster.kill('tokyo');
+    await topo(['failover', file, '--to', 'osaka', '--wait']);
+    const app = await cluster.client('osaka', 'a');
+    await app.write(8 * MiB, randomBytes(MiB));
+    await app.disconnect();
+    await fsp.rm(path.join(cluster.dir, 'tokyo'), { recursive: true, force: true });
+    await cluster.restart('tokyo');
+    const out = await topo(['failback', file, '--to', 'tokyo', '--wait']);
+    assert.match(out, /tokyo has no such pair \(it lost its data\)/);
+    const s = await topologyStatus(file);
+    assert.equal(s.activeSite, 'tokyo');
+    assert.ok(s.healthy, `all legs duplex: ${JSON.stringify(s.legs.map((l) => `${l.pair} ${l.code}`))}`);
+    await waitFor('sapporo applied everything', async () => (await groupLagEntries(cluster, 'tokyo', 'erp')) === 0);
+    await sameEverywhere(cluster, 'a', ['tokyo', 'osaka', 'sapporo'], dir);
+  } finally {
+    await cluster.stopAll();
+  }
+});
