@@ -80,6 +80,8 @@ class VolumeRecord {
   overflowNewestSeq = 0;
   /** Writes without a position are in the overflow: it stays until the record restarts. */
   overflowUntagged = false;
+  /** Newest position seen at or below the base: after a new journal, the newest of the new stream. */
+  newestAtOrBelowBase = 0;
 
   constructor(origin: string, group: string, source: RecordSource, readonly chunkBytes: number, readonly chunkCount: number) {
     this.origin = origin;
@@ -152,7 +154,11 @@ export class DeltaRecords {
     // While both copies are in step, everything before this write is on this node and reaches the
     // async site once it applies through tag.seq - 1: the record may start there.
     if (r.baseSeq === null && tag.inStep) r.restart(tag.seq - 1);
-    if (r.baseSeq === null || tag.seq > r.baseSeq) r.entries.push({ seq: tag.seq, offset, length });
+    // Kept even at or below the base: in one stream such an entry is never a candidate (a usable
+    // mark is at or above the base) and trimming removes it; after the origin started a new journal
+    // it may be a new write that arrived before the new base did, and must not be lost.
+    r.entries.push({ seq: tag.seq, offset, length });
+    if (r.baseSeq !== null && tag.seq <= r.baseSeq) r.newestAtOrBelowBase = Math.max(r.newestAtOrBelowBase, tag.seq);
     r.trim(tag.appliedSeq);
     while (r.entries.length > this.maxEntries) {
       const e = r.entries.shift()!;
@@ -178,8 +184,9 @@ export class DeltaRecords {
       // async pairs were created again), so numbers of the old stream mean nothing now. Restarting
       // keeps old entries above the base: they name regions that were written, so sending them is
       // harmless, while dropping the new stream's writes (numbered below the old base) would not be.
-      this.newestSeq.set(key, baseSeq);
+      this.newestSeq.set(key, Math.max(baseSeq, r.newestAtOrBelowBase));
       r.restart(baseSeq);
+      r.newestAtOrBelowBase = 0;
       return;
     }
     this.newestSeq.set(key, Math.max(this.newestSeq.get(key) ?? 0, baseSeq));

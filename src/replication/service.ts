@@ -1779,13 +1779,13 @@ export class ReplicationService implements ReplicationDataPath {
     if (!needed) this.peers.release(node);
   }
 
-  /** The volume is also the primary of a pair (a cascade intermediate). */
   /** A sync secondary keeps the delta record of what its primary also sends to the async site. */
   private noteReceived(p: PairRuntime, volume: Volume, tag: DeltaTag | undefined, offset: number, length: number, peer: string): void {
     if (tag && p.record.mode === 'sync') this.deltaRecords.tagged(volume.name, volume.sizeBytes, peer, 'forwarded', tag, offset, length);
     else this.deltaRecords.untagged(volume.name, offset, length);
   }
 
+  /** The volume is also the primary of a pair (a cascade intermediate). */
   private forwardsOnward(volume: string): boolean {
     return this.pairsOfVolume(volume).some((p) => p.record.role === 'primary');
   }

@@ -115,3 +115,15 @@ test('a new journal of the same group (positions start again) restarts the recor
   const ahead = r.candidates('db', mark(5));
   assert.equal(ahead.usable, false, 'the newest position is the new stream\'s, so a peer beyond it is noticed');
 });
+
+test('writes of a new journal that arrive before its base are kept', () => {
+  const r = new DeltaRecords(chunk);
+  r.establish('db', volumeBytes, 'tokyo', 'forwarded', 'erp', 1000);
+  // tokyo's new journal: writes 2 and 3 reach this node before the message with the new base 1.
+  r.tagged('db', volumeBytes, 'tokyo', 'forwarded', tag(2, 0, false), 30 * chunk, 4 * KiB);
+  r.tagged('db', volumeBytes, 'tokyo', 'forwarded', tag(3, 0, false), 31 * chunk, 4 * KiB);
+  r.establish('db', volumeBytes, 'tokyo', 'forwarded', 'erp', 1);
+  const c = r.candidates('db', mark(2));
+  assert.ok(c.usable, c.text);
+  assert.deepEqual(c.exact, [{ offset: 31 * chunk, length: 4 * KiB }], 'write 3, which the peer lacks, is sent');
+});
