@@ -113,8 +113,12 @@ export class Orchestrator {
     const allVolumes = this.t.volumes.map((v) => v.name);
     // Where the application can run. Right after a failed primary returns, it may look writable for
     // a moment (until it learns it was taken over): the site with the newer pair generations wins.
+    // Ties are between sites whose volumes have no pairs left: only the async site gets there by
+    // taking over (Fig. 13); the sync site keeps its taken-over pairs (Fig. 10), so it is without
+    // pairs only because a command dissolved them (step 1101, 1402) and the async site wins.
     const candidates = this.sites.filter((s) => s.info && allVolumes.every((v) => writableVolumes.get(s.spec.site)?.includes(v)));
-    const rank = (s: Site): number => (views.get(s.spec.site) ?? []).reduce((n, p) => n + p.generation, 0) + (s.role === 'primary' ? 0 : 0.5);
+    const roleRank = { primary: 0, sync: 0.25, async: 0.5 } as const;
+    const rank = (s: Site): number => (views.get(s.spec.site) ?? []).reduce((n, p) => n + p.generation, 0) + roleRank[s.role];
     const active = candidates.sort((a, b) => rank(b) - rank(a))[0]?.spec.site ?? null;
     // Delta records follow the stream of the site where the application runs; others are history.
     const activeNode = this.sites.find((s) => s.spec.site === active)?.info?.name;
@@ -430,8 +434,24 @@ export class Orchestrator {
           this.print(`    ${p.name}: ${to} has no such pair (it lost its data): dissolved at ${active.spec.site}; a full copy follows`);
         }
       }
-      this.step(`steps 1103–1104/1503–1504: copy ${active.spec.site} → ${to} synchronously, only what differs (a full copy if ${to} lost its data)`);
-      for (const v of this.t.volumes) {
+      // From the async site (Figs. 15, 16) the copy back is async in the topology's group, so the
+      // swap of step 1506 leaves exactly the async leg the original layout needs (nothing to copy
+      // again); from the sync site it is sync (Figs. 11, 12), with fence never so a hiccup does not
+      // stop the application while it still runs there.
+      const viaAsync = active.role === 'async';
+      const copied = viaAsync ? asyncVolumes(this.t) : this.t.volumes;
+      if (viaAsync) {
+        const sync = this.site('sync');
+        this.step(`step 1502: ${active.spec.site} stops sending to ${sync.spec.site} (its journal drains first)`);
+        for (const v of copied) {
+          const name = pairName(this.t, v.name, sync.spec.site, active.spec.site);
+          const p = await this.pairAt(active, name);
+          if (p && p.role === 'primary') await this.dissolveEverywhere(name);
+          else this.print(`    ${name}: no copy from ${active.spec.site} to ${sync.spec.site}`);
+        }
+      }
+      this.step(`steps 1103–1104/1503–1504: copy ${active.spec.site} → ${to} ${viaAsync ? `asynchronously in group ${this.t.name}` : 'synchronously'}, only what differs (a full copy if ${to} lost its data)`);
+      for (const v of copied) {
         await this.ensureVolume(target, v);
         const name = pairName(this.t, v.name, active.spec.site, to);
         const existing = await this.pairAt(target, name);
@@ -446,12 +466,13 @@ export class Orchestrator {
           await active.api.post(`/v1/pairs/${encodeURIComponent(name)}/protection`, { fence: 'never', fenceGroup: null });
           continue;
         }
-        await this.ensurePair(active, target, v, 'sync', 'delta', { fenceGroup: false, fence: 'never' });
+        if (viaAsync) await this.ensurePair(active, target, v, 'async', 'delta');
+        else await this.ensurePair(active, target, v, 'sync', 'delta', { fenceGroup: false, fence: 'never' });
       }
       await this.waitAll(`wait until ${to} holds everything ${active.spec.site} has`, true);
       this.step(`step 1105/1505: the application must stop at ${active.spec.site} now; its volumes stop accepting writes`);
-      this.step(`step 1106/1506: swap: ${to} becomes the primary (no copy: the volumes are identical)`);
-      for (const v of this.t.volumes) await this.swapTo(target, pairName(this.t, v.name, active.spec.site, to));
+      this.step(`step 1106/1506: swap: ${to} becomes the primary (${viaAsync ? 'the journal drains first; ' : ''}no copy: the volumes are identical)`);
+      for (const v of copied) await this.swapTo(target, pairName(this.t, v.name, active.spec.site, to));
     } else {
       this.print(`  the application already runs at ${to}`);
     }

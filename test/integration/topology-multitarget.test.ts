@@ -156,14 +156,20 @@ test('failover to the async site with its own copy only (Fig. 13): a consistent 
     assert.equal((await topologyStatus(file)).activeSite, 'sapporo');
     const atSapporo = [await cluster.client('sapporo', 'a'), await cluster.client('sapporo', 'b')];
     workload.checkCrashConsistent(await readContents(atSapporo, blockSize, blockCount));
-    await atSapporo[0]!.write(0, Buffer.alloc(blockSize)); // the application writes at sapporo
+    const appWrite = Buffer.alloc(blockSize, 0xab);
+    await atSapporo[0]!.write(0, appWrite); // the application writes at sapporo
     for (const c of atSapporo) await c.disconnect();
     // Now taking osaka's newest data (Fig. 14) would overwrite what the application wrote at sapporo.
     const late = await cli(['topology', 'failover', file, '--to', 'sapporo', '--newest-from', 'osaka']);
     assert.equal(late.code, 1, late.stdout + late.stderr);
     assert.match(late.stderr, /sapporo already runs on its own copy \(Fig\. 13\)[\s\S]*would discard the writes made at sapporo/);
     // The failback is interrupted once too, after it started copying sapporo → tokyo.
-    await failbackToTokyo(cluster, file, 'erp', ['a', 'b'], dir, '[2]');
+    const back = await failbackToTokyo(cluster, file, 'erp', ['a', 'b'], dir, '[2]');
+    // Figs. 15, 16: the copy back from sapporo is async in the group, so its swap is the async leg.
+    assert.match(back, /erp\.a\.sapporo\.tokyo: tokyo → sapporo async exists \(PAIR\)/, back);
+    const atTokyo = await cluster.client('tokyo', 'a');
+    assert.deepEqual(await atTokyo.read(0, blockSize), appWrite, 'what the application wrote at sapporo came back to tokyo');
+    await atTokyo.disconnect();
   } finally {
     await cluster.stopAll();
   }
