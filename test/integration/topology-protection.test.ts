@@ -101,7 +101,7 @@ test('protection: a cut primary–sync link stops writes to every volume of the 
   }
 });
 
-test('cascade: the middle site forwards in order; losing it fences writes until repair sends to the far site directly; its return restores the cascade; failover to it', async () => {
+test('cascade: the middle site forwards in order; losing it fences writes until repair sends to the far site directly; its return restores the cascade; failover to it and failback', async () => {
   const cluster = await Cluster.create(path.join(dir, 'cascade'), ['tokyo', 'osaka', 'sapporo']);
   try {
     const file = await cluster.topologyFile({ name: 'chain', layout: 'cascade', volumes: { a: '16MiB', b: '16MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
@@ -160,6 +160,19 @@ test('cascade: the middle site forwards in order; losing it fences writes until 
     await atOsaka.disconnect();
     await waitFor('sapporo has the writes made at osaka', async () => (await groupLagEntries(cluster, 'osaka', 'chain')) === 0);
     for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['osaka', 'sapporo'], dir);
+
+    // Tokyo returns: failback restores tokyo → osaka → sapporo with the writes made at osaka.
+    await cluster.restart('tokyo');
+    await topo(['failback', file, '--to', 'tokyo', '--wait']);
+    const back = await topologyStatus(file);
+    assert.equal(back.activeSite, 'tokyo');
+    assert.ok(back.healthy, JSON.stringify(back.legs.map((l) => `${l.pair} ${l.from}→${l.to} ${l.code}`)));
+    assert.deepEqual(back.legs.map((l) => `${l.volume} ${l.from}→${l.to} ${l.mode}`).sort(), s0.legs.map((l) => `${l.volume} ${l.from}→${l.to} ${l.mode}`).sort());
+    const atTokyo = await cluster.client('tokyo', 'a');
+    assert.deepEqual(await atTokyo.read(14 * MiB, MiB), last, 'the write made at osaka is at tokyo');
+    await atTokyo.disconnect();
+    await waitFor('osaka forwarded everything', async () => (await groupLagEntries(cluster, 'osaka', 'chain')) === 0);
+    for (const v of ['a', 'b']) await sameEverywhere(cluster, v, ['tokyo', 'osaka', 'sapporo'], dir);
   } finally {
     await cluster.stopAll();
   }
