@@ -109,20 +109,25 @@ export class OrderedWorkload {
     }
   }
 
-  /** Every acknowledged write is present or overwritten by a later issued write to the same block. */
+  /**
+   * Every acknowledged write is present, or overwritten by a write to the same block that was not
+   * finished before it started: two writes to one block in flight at once may land in either order
+   * (NBD does not order them), so only a write acknowledged before another was issued is older.
+   */
   checkAllAcknowledgedPresent(contents: Map<string, number>): void {
-    const issuedByBlock = new Map<string, Set<number>>();
-    const lastAcked = new Map<string, number>();
+    const writesByBlock = new Map<string, IssuedWrite[]>();
     for (const w of this.history) {
       const key = `${w.volume}:${w.block}`;
-      if (!issuedByBlock.has(key)) issuedByBlock.set(key, new Set());
-      issuedByBlock.get(key)!.add(w.seq);
-      if (w.acked) lastAcked.set(key, Math.max(lastAcked.get(key) ?? 0, w.seq));
+      if (!writesByBlock.has(key)) writesByBlock.set(key, []);
+      writesByBlock.get(key)!.push(w);
     }
     for (const [key, seq] of contents) {
-      const acked = lastAcked.get(key) ?? 0;
-      if (seq < acked) throw new Error(`block ${key} holds write ${seq} but write ${acked} was acknowledged`);
-      if (seq !== 0 && !issuedByBlock.get(key)?.has(seq)) throw new Error(`block ${key} holds write ${seq} that was never issued to it`);
+      const writes = writesByBlock.get(key) ?? [];
+      const held = writes.find((w) => w.seq === seq);
+      if (seq !== 0 && !held) throw new Error(`block ${key} holds write ${seq} that was never issued to it`);
+      const heldAckedAt = held ? held.ackedAt : Number.NEGATIVE_INFINITY;
+      const newer = writes.find((w) => w.acked && w.seq !== seq && heldAckedAt < w.issuedAt);
+      if (newer) throw new Error(`block ${key} holds write ${seq} but write ${newer.seq}, issued after it was acknowledged, was acknowledged too`);
     }
   }
 
