@@ -8,19 +8,14 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { invariant } from '../common/errors';
 import type { Logger } from '../common/log';
-import { type JournalEntry, type JournalOp, decodeEntry, encodeEntry, encodedEntryBytes } from './journal-entry';
+import { type JournalEntry, decodeEntry, encodeEntry, encodedEntryBytes } from './journal-entry';
 
 export const defaultSegmentBytes = 64 * 1024 * 1024;
 /** Retired segment files kept for reuse. */
 export const maxFreeSegments = 4;
 
-export interface StoredEntry {
-  seq: number;
-  timeMs: number;
-  op: JournalOp;
-  pair: string;
-  offset: number;
-  length: number;
+/** An entry's fields as the journal keeps them in memory: its data stays in the segment file. */
+export interface StoredEntry extends Omit<JournalEntry, 'data'> {
   /** Bytes the entry occupies on disk. */
   bytes: number;
   segment: number;

@@ -1282,6 +1282,18 @@ export class ReplicationService implements ReplicationDataPath {
     }
   }
 
+  /** This node no longer sends the group: its shipper stops and its journal is closed. */
+  private async closePrimaryJournal(group: string): Promise<void> {
+    const s = this.shippers.get(group);
+    if (s) {
+      s.running = false;
+      s.wake?.();
+      this.shippers.delete(group);
+    }
+    await this.primaryJournals.get(group)?.close();
+    this.primaryJournals.delete(group);
+  }
+
   /** Starts (or restarts) shipping a group's journal from what the secondary says it holds. */
   private startShipper(group: string, peer: string, receivedSeq: number): void {
     const journal = this.primaryJournals.get(group);
@@ -1494,14 +1506,7 @@ export class ReplicationService implements ReplicationDataPath {
       p.record.hostWritesRecorded = false;
       p.record.secondaryWritable = false;
       if (group && [...this.pairs.values()].every((x) => x.record.group !== group || x.record.role === 'secondary')) {
-        const s = this.shippers.get(group);
-        if (s) {
-          s.running = false;
-          s.wake?.();
-          this.shippers.delete(group);
-        }
-        await this.primaryJournals.get(group)?.close();
-        this.primaryJournals.delete(group);
+        await this.closePrimaryJournal(group);
         await removeJournalDir(this.journalDir(group, 'primary'));
       }
       await this.openJournalsFor(p.record);
@@ -2023,14 +2028,7 @@ export class ReplicationService implements ReplicationDataPath {
     await this.store.remove(r.name);
     const group = r.group;
     if (group && ![...this.pairs.values()].some((x) => x.record.group === group)) {
-      const s = this.shippers.get(group);
-      if (s) {
-        s.running = false;
-        s.wake?.();
-        this.shippers.delete(group);
-      }
-      await this.primaryJournals.get(group)?.close();
-      this.primaryJournals.delete(group);
+      await this.closePrimaryJournal(group);
       await this.receivedJournals.get(group)?.close();
       this.receivedJournals.delete(group);
       await removeJournalDir(path.join(this.dataDir, 'groups', group));
