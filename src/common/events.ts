@@ -1,17 +1,11 @@
 // The node's event journal: every state change is recorded once here with its reason, logged, kept in
 // a bounded ring for late readers and pushed to live subscribers (the API's event stream).
+import type { NodeEvent } from '../contracts/node';
 import type { Logger } from './log';
 
 export const eventRingCapacity = 1000;
 
-export interface NodeEvent {
-  id: number;
-  time: string;
-  kind: string;
-  subject: string;
-  reason: string;
-  details?: Record<string, unknown>;
-}
+export type { NodeEvent };
 
 export type EventListener = (event: NodeEvent) => void;
 

@@ -7,36 +7,16 @@ import { TricopyError, isErrorCode, httpStatusOf } from '../common/errors';
 import type { NodeEvent } from '../common/events';
 import type { Logger } from '../common/log';
 import { parseSize } from '../common/units';
-import type { PairState } from '../replication/pair-model';
+import type { Problem } from '../contracts/node';
+import type { CreatePairRequest, PairState } from '../contracts/pairs';
 import type { StorageNode } from './node';
 
 export const maxApiBodyBytes = 64 * 1024;
 /** Longest a wait request holds the connection open. */
 export const maxWaitMs = 600_000;
 
-interface CreatePairBody {
-  name: string;
-  volume: string;
-  peerVolume?: string;
-  peer: { node: string; host: string; replPort: number };
-  mode: 'sync' | 'async';
-  fence?: 'data' | 'never';
-  group?: string;
-  noCopy?: boolean;
-  initialCopy?: 'full' | 'none' | 'delta';
-  fenceGroup?: string;
-  returnAddress?: { host: string; replPort: number };
-}
 export const sseHeartbeatIntervalMs = 15_000;
 
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  code: string;
-  hint?: string;
-}
 
 export interface ApiOptions {
   token: string | undefined;
@@ -199,7 +179,7 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
         },
       },
     },
-  }, async (request: FastifyRequest<{ Body: CreatePairBody }>, reply) => {
+  }, async (request: FastifyRequest<{ Body: CreatePairRequest }>, reply) => {
     const b = request.body;
     const status = await node.replication.createPair({
       name: b.name, volume: b.volume, peer: b.peer, peerVolume: b.peerVolume, mode: b.mode,

@@ -2,7 +2,7 @@
 // the per-request cost is a few additions.
 import * as client from 'prom-client';
 import type { NbdClientInfo, NbdCommandName, NbdObserver } from '../nbd/types';
-import type { GroupStatus, PairStatus } from '../replication/service';
+import type { GroupStatus, PairStatus } from '../contracts/pairs';
 
 export interface ReplicationSource {
   pairs(): PairStatus[];

@@ -11,49 +11,14 @@ import { ReplicationService, defaultReplicationOptions } from '../replication/se
 import { defaultLinkTimings } from '../replication/link';
 import { isAdmitted } from '../volume/access';
 import { VolumeStore, type VolumeMeta } from '../volume/store';
+import type { ClientView, NodeInfo, NodePorts, VolumeView } from '../contracts/node';
 import { buildApi, type NodeApi } from './api';
 import type { NodeConfig } from './config';
 import { NodeMetrics } from './metrics';
 import { lockDataDir } from './lock';
 import { version } from './version';
 
-export interface NodePorts {
-  nbdPort: number;
-  apiPort: number;
-  replPort: number;
-}
-
-export interface ClientView {
-  id: number;
-  address: string;
-  port: number;
-  tls: boolean;
-  identity: string | null;
-}
-
-export interface VolumeView extends VolumeMeta {
-  allocatedBytes: number;
-  exportUri: string;
-  clients: ClientView[];
-}
-
-export interface NodeInfo {
-  name: string;
-  site: string;
-  /** Address peers and clients use to reach this node. */
-  advertiseHost: string;
-  /** Whether this node can replicate (a cluster secret is configured). */
-  replication: boolean;
-  /** Where peer nodes reach its replication port. */
-  replAddress: { host: string; port: number };
-  version: string;
-  dataDir: string;
-  ports: NodePorts;
-  tlsMode: string;
-  startedAt: string;
-  volumeCount: number;
-  nbdConnections: number;
-}
+export type { ClientView, NodeInfo, NodePorts, VolumeView };
 
 export class StorageNode {
   readonly events: EventJournal;

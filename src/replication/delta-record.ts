@@ -7,14 +7,11 @@
 // checksums of the whole volume instead.
 import { Deque } from '../common/deque';
 import { invariant } from '../common/errors';
+import type { DeltaRecordSource, DeltaRecordStatus } from '../contracts/pairs';
 import type { DeltaTag } from './messages';
 
 /** How the tags reach the record. */
-export type RecordSource =
-  // The sync site of a multi-target topology: the primary tags each write it forwards.
-  | 'forwarded'
-  // The primary of a cascade: the intermediate answers each forwarded write with its own tag.
-  | 'acknowledged';
+export type RecordSource = DeltaRecordSource;
 
 /** How far an async secondary applied a stream before it was detached from it (kept at that site). */
 export interface AppliedMark {
@@ -23,19 +20,7 @@ export interface AppliedMark {
   appliedSeq: number;
 }
 
-export interface DeltaRecordStatus {
-  origin: string;
-  group: string;
-  source: RecordSource;
-  usable: boolean;
-  /** The record covers every write after this entry (when usable). */
-  baseSeq: number | null;
-  newestSeq: number;
-  entries: number;
-  /** 64 KiB regions held as a bitmap: entries beyond the bound, and writes without a position. */
-  overflowRegions: number;
-  text: string;
-}
+export type { DeltaRecordStatus };
 
 export interface ByteRange {
   offset: number;

@@ -16,18 +16,13 @@ import type { Logger } from '../common/log';
 import { ioBuffers } from '../common/buffer-pool';
 import { type JournalEntry, JournalOp, encodeEntry, encodedEntryBytes } from './journal-entry';
 import { JournalStore, type StoredEntry } from './journal-store';
+import type { JournalFullPolicy, LagReport } from '../contracts/pairs';
 
 /** Data of recent entries kept in memory so shipping rarely reads the journal back. */
 export const maxCachedJournalBytes = 128 * 1024 * 1024;
 export const progressPersistIntervalMs = 250;
 
-export type JournalFullPolicy = 'delay' | 'suspend';
-
-export interface LagReport {
-  entries: number;
-  bytes: number;
-  seconds: number;
-}
+export type { JournalFullPolicy, LagReport };
 
 interface PrimaryProgress {
   ackedSeq: number;

@@ -1,27 +1,9 @@
 // What a pair is: its record (kept by both nodes), the state names of spec 001 §5 and the short
 // codes operators know from Hitachi CCI (SMPL, COPY, PAIR, PSUS, PSUE, SSUS, SSWS).
+import type { CopyMode, FenceLevel, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../contracts/pairs';
 
-export type CopyMode = 'sync' | 'async';
-/** data: refuse host writes while the sync secondary cannot be updated; never: go on and record. */
-export type FenceLevel = 'data' | 'never';
-export type PairRole = 'primary' | 'secondary';
-
-export const pairStates = ['simplex', 'initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended', 'secondary-writable'] as const;
-export type PairState = (typeof pairStates)[number];
-
-/** Why a pair is (or is becoming) suspended. */
-export type SuspendCause =
-  | 'operator' // split by command (PSUS/SSUS)
-  | 'failure' // the copy could not be done: link, peer or volume failure (PSUE)
-  | 'journal-full' // async journal overflowed and the group fell back to bitmaps (PSUE)
-  | 'crash-recovery' // the node restarted; regions that may differ were recorded (PSUE)
-  | 'takeover-by-peer'; // the secondary took over; this side must not be written (PSUE)
-
-export interface PeerAddress {
-  node: string;
-  host: string;
-  replPort: number;
-}
+export { pairStates } from '../contracts/pairs';
+export type { CopyMode, FenceLevel, InitialCopy, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../contracts/pairs';
 
 export interface CopyProgress {
   totalChunks: number;
@@ -64,14 +46,6 @@ export interface PairRecord {
   /** Async secondary: the last journal entry it had received when it took over (null otherwise). */
   receivedSeqAtTakeover: number | null;
 }
-
-/** How a new pair brings the secondary to the primary's contents. */
-export type InitialCopy =
-  | 'full' // every allocated region
-  | 'none' // nothing: the operator states both volumes already hold the same data
-  | 'delta'; // compare checksums of both volumes and copy only the blocks that differ
-
-export type ShortCode = 'SMPL' | 'COPY' | 'PAIR' | 'PSUS' | 'PSUE' | 'SSUS' | 'SSWS';
 
 export function shortCode(p: Pick<PairRecord, 'role' | 'state' | 'suspendCause'>): ShortCode {
   switch (p.state) {

@@ -12,6 +12,7 @@ import { PersistentBitmap } from '../volume/bitmap';
 import { BlockDeviceError, type WriteOptions, type ZeroOptions } from '../volume/block-device';
 import type { VolumeStore } from '../volume/store';
 import { allocationChunkBytes, type Volume } from '../volume/volume';
+import type { GroupStatus, PairStatus } from '../contracts/pairs';
 import { ActivityLog } from './activity-log';
 import {
   type BitmapReply, type GroupPosition, type PairCreateRequest, type PairSummary, type PairUpdate, type PairsSync, type SwapPrepare,
@@ -22,10 +23,10 @@ import { JournalFullError, type JournalFullPolicy, type LagReport, PrimaryJourna
 import { type JournalEntry, JournalOp, decodeEntriesWithBytes, encodeEntries } from './journal-entry';
 import type { StoredEntry } from './journal-store';
 import type { LinkTimings, PeerLink } from './link';
-import { type AppliedMark, type ByteRange, DeltaRecords, type DeltaRecordStatus, mergeRanges } from './delta-record';
+import { type AppliedMark, type ByteRange, DeltaRecords, mergeRanges } from './delta-record';
 import { type DeltaTag, MessageType, dataFlagFua, decodeDataHeader, decodeDeltaTagReply, encodeDataHeader, encodeDeltaTagReply } from './messages';
 import {
-  type CopyMode, type FenceLevel, type InitialCopy, type PairRecord, type PairState, type PeerAddress, type ShortCode, type SuspendCause,
+  type CopyMode, type FenceLevel, type InitialCopy, type PairRecord, type PairState, type PeerAddress,
   groupNamePattern, pairNamePattern, secondaryIsConsistent, shortCode,
 } from './pair-model';
 import { type PairEvent, decide } from './pair-state-machine';
@@ -100,53 +101,7 @@ export interface CreatePairInput {
   returnAddress?: { host: string; replPort: number } | undefined;
 }
 
-export interface PairStatus {
-  name: string;
-  role: 'primary' | 'secondary';
-  code: ShortCode;
-  state: PairState;
-  volume: string;
-  peer: { node: string; volume: string; host: string; replPort: number; connected: boolean };
-  mode: CopyMode;
-  fence: FenceLevel;
-  group: string | null;
-  suspendCause: SuspendCause | null;
-  reason: string;
-  generation: number;
-  /** Copy progress while COPY, else null. */
-  progressPercent: number | null;
-  /** Bytes recorded as changed (to be copied by the next resync). */
-  differentialBytes: number;
-  hostWritesRecorded: boolean;
-  secondaryWritable: boolean;
-  /** Bytes the last delta copy found different and sent (null when no delta copy ran here). */
-  deltaBytes: number | null;
-  /** How the last delta copy chose what to compare: 'sequence' (the peer's applied position) or 'compare' (the whole volume). */
-  deltaMethod: 'sequence' | 'compare' | null;
-  deltaNote: string | null;
-  /** This node's delta record for the pair's volume (kept at a sync secondary or a cascade primary). */
-  deltaRecord: DeltaRecordStatus | null;
-  /** Async entries held until the sync copy has their writes again (3DC protection). */
-  heldEntries: number;
-  fenceGroup: string | null;
-  journal: { usedBytes: number; capacityBytes: number } | null;
-  lag: LagReport | null;
-  createdAt: string;
-  updatedAt: string;
-}
-
-export interface GroupStatus {
-  group: string;
-  role: 'primary' | 'secondary';
-  peer: string;
-  connected: boolean;
-  pairs: string[];
-  lastSeq: number;
-  receivedSeq: number;
-  appliedSeq: number;
-  journal: { usedBytes: number; capacityBytes: number; fullPolicy: JournalFullPolicy } | null;
-  lag: LagReport;
-}
+export type { GroupStatus, PairStatus };
 
 interface PairRuntime {
   record: PairRecord;

@@ -4,8 +4,8 @@
 // so a command interrupted anywhere converges when it is run again.
 import { TricopyError, errorMessage } from '../common/errors';
 import { ApiClient } from '../node/api-client';
-import type { NodeInfo, VolumeView } from '../node/node';
-import type { GroupStatus, PairStatus } from '../replication/service';
+import type { NodeInfo, VolumeView } from '../contracts/node';
+import type { GroupStatus, PairStatus } from '../contracts/pairs';
 import { type SiteSpec, type Topology, type TopologyVolume, asyncVolumes, pairName, parsePairName } from './topology-file';
 
 export interface Printer {

@@ -1,0 +1,156 @@
+// The vocabulary of remote copy (spec 001 §5) and the request/response bodies of the node's pair and
+// group API: one definition shared by the node (which produces them), the typed node client, the
+// CLI, the topology procedures, the metrics and the tests. Pure types; no behaviour.
+
+export type CopyMode = 'sync' | 'async';
+/** data: refuse host writes while the sync secondary cannot be updated; never: go on and record. */
+export type FenceLevel = 'data' | 'never';
+export type PairRole = 'primary' | 'secondary';
+
+export const pairStates = ['simplex', 'initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended', 'secondary-writable'] as const;
+export type PairState = (typeof pairStates)[number];
+
+/** Why a pair is (or is becoming) suspended. */
+export type SuspendCause =
+  | 'operator' // split by command (PSUS/SSUS)
+  | 'failure' // the copy could not be done: link, peer or volume failure (PSUE)
+  | 'journal-full' // async journal overflowed and the group fell back to bitmaps (PSUE)
+  | 'crash-recovery' // the node restarted; regions that may differ were recorded (PSUE)
+  | 'takeover-by-peer'; // the secondary took over; this side must not be written (PSUE)
+
+/** The short codes operators know from Hitachi CCI. */
+export type ShortCode = 'SMPL' | 'COPY' | 'PAIR' | 'PSUS' | 'PSUE' | 'SSUS' | 'SSWS';
+
+/** How a new pair brings the secondary to the primary's contents. */
+export type InitialCopy =
+  | 'full' // every allocated region
+  | 'none' // nothing: the operator states both volumes already hold the same data
+  | 'delta'; // compare checksums of both volumes and copy only the blocks that differ
+
+export type JournalFullPolicy = 'delay' | 'suspend';
+
+export interface LagReport {
+  entries: number;
+  bytes: number;
+  seconds: number;
+}
+
+/** How the tags reach a delta record. */
+export type DeltaRecordSource =
+  // The sync site of a multi-target topology: the primary tags each write it forwards.
+  | 'forwarded'
+  // The primary of a cascade: the intermediate answers each forwarded write with its own tag.
+  | 'acknowledged';
+
+export interface DeltaRecordStatus {
+  origin: string;
+  group: string;
+  source: DeltaRecordSource;
+  usable: boolean;
+  /** The record covers every write after this entry (when usable). */
+  baseSeq: number | null;
+  newestSeq: number;
+  entries: number;
+  /** 64 KiB regions held as a bitmap: entries beyond the bound, and writes without a position. */
+  overflowRegions: number;
+  text: string;
+}
+
+export type DeltaMethod = 'sequence' | 'compare';
+
+export interface PairStatus {
+  name: string;
+  role: PairRole;
+  code: ShortCode;
+  state: PairState;
+  volume: string;
+  peer: { node: string; volume: string; host: string; replPort: number; connected: boolean };
+  mode: CopyMode;
+  fence: FenceLevel;
+  group: string | null;
+  suspendCause: SuspendCause | null;
+  reason: string;
+  generation: number;
+  /** Copy progress while COPY, else null. */
+  progressPercent: number | null;
+  /** Bytes recorded as changed (to be copied by the next resync). */
+  differentialBytes: number;
+  hostWritesRecorded: boolean;
+  secondaryWritable: boolean;
+  /** Bytes the last delta copy found different and sent (null when no delta copy ran here). */
+  deltaBytes: number | null;
+  /** How the last delta copy chose what to compare: 'sequence' (the peer's applied position) or 'compare' (the whole volume). */
+  deltaMethod: DeltaMethod | null;
+  deltaNote: string | null;
+  /** This node's delta record for the pair's volume (kept at a sync secondary or a cascade primary). */
+  deltaRecord: DeltaRecordStatus | null;
+  /** Async entries held until the sync copy has their writes again (3DC protection). */
+  heldEntries: number;
+  fenceGroup: string | null;
+  journal: { usedBytes: number; capacityBytes: number } | null;
+  lag: LagReport | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface GroupStatus {
+  group: string;
+  role: PairRole;
+  peer: string;
+  connected: boolean;
+  pairs: string[];
+  lastSeq: number;
+  receivedSeq: number;
+  appliedSeq: number;
+  journal: { usedBytes: number; capacityBytes: number; fullPolicy: JournalFullPolicy } | null;
+  lag: LagReport;
+}
+
+export interface PeerAddress {
+  node: string;
+  host: string;
+  replPort: number;
+}
+
+/** POST /v1/pairs */
+export interface CreatePairRequest {
+  name: string;
+  volume: string;
+  peerVolume?: string;
+  peer: PeerAddress;
+  mode: CopyMode;
+  fence?: FenceLevel;
+  group?: string;
+  /** Deprecated spelling of initialCopy: 'none'. */
+  noCopy?: boolean;
+  initialCopy?: InitialCopy;
+  fenceGroup?: string;
+  /** How the peer reaches this node, when not at its advertised address (NAT, a relay, a test proxy). */
+  returnAddress?: { host: string; replPort: number };
+}
+
+/** POST /v1/pairs/:name/split */
+export interface SplitRequest {
+  /** The secondary accepts host writes while split (Hitachi pairsplit -rw). */
+  rw?: boolean;
+}
+
+/** POST /v1/pairs/:name/resync and /swap */
+export interface DiscardRequest {
+  /** The node whose changes are discarded when both sides were written (split brain). */
+  discard?: string;
+}
+
+/** POST /v1/pairs/:name/protection */
+export interface ProtectionRequest {
+  fence: FenceLevel;
+  fenceGroup?: string | null;
+}
+
+export interface PairList {
+  pairs: PairStatus[];
+}
+
+export interface GroupList {
+  groups: GroupStatus[];
+}
