@@ -4,7 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import type { GroupStatus, PairStatus } from '../src/replication/service';
+import type { GroupStatus, PairStatus } from '../src/contracts/pairs';
 import { Cluster } from '../test/support/cluster';
 import { tempDir } from '../test/support/tools';
 import { type FioJob, type FioResult, fio, machineSummary, median, prefill, table, toolVersion, writeDocsSection } from './lib';

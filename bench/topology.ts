@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { NbdClient } from '../src/nbd/client';
-import type { GroupStatus, PairStatus } from '../src/replication/service';
+import type { GroupStatus, PairStatus } from '../src/contracts/pairs';
 import type { TopologyStatus } from '../src/topology/orchestrator';
 import { Cluster } from '../test/support/cluster';
 import { cli, cliPath } from '../test/support/node-process';

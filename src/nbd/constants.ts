@@ -1,4 +1,5 @@
 // Values of the NBD protocol (NetworkBlockDevice/nbd doc/proto.md) and this server's limits.
+import { maxIoBytes } from '../volume/block-device';
 
 export const NBDMAGIC = 0x4e42444d41474943n;
 export const IHAVEOPT = 0x49484156454f5054n;
@@ -124,7 +125,7 @@ export const STRUCTURED_REPLY_HEADER_BYTES = 20;
 export const EXPORT_NAME_REPLY_ZEROES = 124;
 
 // Limits of this server.
-export const maxPayloadBytes = 32 * 1024 * 1024;
+export const maxPayloadBytes = maxIoBytes;
 /** Largest option payload read during the handshake; anything bigger is a hostile client. */
 export const maxOptionPayloadBytes = 64 * 1024;
 /** NBD strings (export names, queries) are limited to 4096 bytes by the protocol. */

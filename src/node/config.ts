@@ -8,10 +8,9 @@ import { TricopyError } from '../common/errors';
 import { type LogLevel, logLevels } from '../common/log';
 import { parseDurationMs, parseSize } from '../common/units';
 import type { TlsMode } from '../nbd/types';
+import { minJournalBytes } from '../replication/limits';
 
-
-/** Two of the largest NBD writes (32 MiB): a smaller journal could not even hold one write in flight. */
-export const minJournalBytes = 64 * 1024 * 1024;
+export { minJournalBytes };
 export interface NodeConfig {
   name: string;
   site: string;

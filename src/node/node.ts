@@ -6,9 +6,12 @@ import { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import { NbdServer, parsePskFile } from '../nbd/server';
 import { defaultNbdLimits, type ExportLookup, type ExportProvider, type NbdClientInfo, type NbdTlsConfig } from '../nbd/types';
-import { ReplicatedVolume } from '../replication/replicated-volume';
+import { ReplicatedVolume } from '../replication/datapath/replicated-volume';
 import { ReplicationService, defaultReplicationOptions } from '../replication/service';
-import { defaultLinkTimings } from '../replication/link';
+import { defaultLinkTimings } from '../replication/transport/link';
+import { PeerManager } from '../replication/transport/peers';
+import { systemClock } from '../common/clock';
+import { nodeDisk } from '../common/disk';
 import { isAdmitted } from '../volume/access';
 import { VolumeStore, type VolumeMeta } from '../volume/store';
 import type { ClientView, NodeInfo, NodePorts, VolumeView } from '../contracts/node';
@@ -55,7 +58,7 @@ export class StorageNode {
     const unlock = await lockDataDir(config.dataDir);
     let store: VolumeStore;
     try {
-      store = await VolumeStore.open(config.dataDir, log.child({ component: 'store' }));
+      store = await VolumeStore.open(config.dataDir, { disk: nodeDisk, clock: systemClock }, log.child({ component: 'store' }));
     } catch (err) {
       await unlock();
       throw err;
@@ -74,17 +77,19 @@ export class StorageNode {
         tls,
         log: log.child({ component: 'nbd' }),
       });
+      const replicationLog = log.child({ component: 'replication' });
+      const transport = new PeerManager(config.name, secret,
+        { ...defaultLinkTimings, peerTimeoutMs: config.peerTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.floor(config.peerTimeoutMs / 4)) },
+        replicationLog.child({ component: 'peers' }));
       node.replication = new ReplicationService({
         ...defaultReplicationOptions,
         localNode: config.name,
         advertiseHost: config.advertiseHost,
         advertiseReplPort: config.advertiseReplPort,
-        secret,
-        timings: { ...defaultLinkTimings, peerTimeoutMs: config.peerTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.floor(config.peerTimeoutMs / 4)) },
         journalCapacityBytes: config.journalSizeBytes,
         journalFullPolicy: config.journalFullPolicy,
         autoResync: config.autoResync,
-      }, store, config.dataDir, node.events, log.child({ component: 'replication' }));
+      }, { clock: systemClock, disk: nodeDisk, transport, volumes: store }, config.dataDir, node.events, replicationLog);
       node.replication.clientsOf = (volume) => node.nbd.clientsOf(volume).length;
       const replication = node.replication;
       node.metrics.replication = { pairs: () => replication.list(), groups: () => replication.groups().map((g) => replication.groupStatus(g)) };
@@ -112,7 +117,7 @@ export class StorageNode {
       name: this.config.name,
       site: this.config.site,
       advertiseHost: this.config.advertiseHost,
-      replication: this.replication.peers.hasSecret,
+      replication: this.replication.hasSecret,
       replAddress: { host: this.config.advertiseHost, port: this.config.advertiseReplPort ?? this.portsValue.replPort },
       version,
       dataDir: this.config.dataDir,

@@ -5,7 +5,7 @@
 // data write those bits describe is issued. A bit may therefore be set for data that never arrived
 // (harmless: a region is copied or reported allocated needlessly) but never be missing for data that
 // did (that would lose a region from a resync or an initial copy).
-import { promises as fsp } from 'node:fs';
+import { type Disk, type DiskFile, readFully, writeAll } from '../common/disk';
 import { InvariantError, invariant } from '../common/errors';
 
 const headerMagic = 'TCBITMAP';
@@ -31,7 +31,7 @@ export class PersistentBitmap {
 
   private constructor(
     readonly file: string,
-    private readonly handle: fsp.FileHandle,
+    private readonly handle: DiskFile,
     readonly chunkBytes: number,
     private bitCountValue: number,
     bits: Uint8Array,
@@ -40,14 +40,13 @@ export class PersistentBitmap {
     this.setCount = countBits(bits, bitCountValue);
   }
 
-  static async create(file: string, chunkBytes: number, bitCount: number): Promise<PersistentBitmap> {
+  static async create(disk: Disk, file: string, chunkBytes: number, bitCount: number): Promise<PersistentBitmap> {
     invariant(Number.isInteger(chunkBytes) && chunkBytes > 0, 'bitmap chunk size is a positive integer');
-    const handle = await fsp.open(file, 'wx+', 0o600);
+    const handle = await disk.open(file, 'wx+');
     try {
       const bits = new Uint8Array(byteLength(bitCount));
-      await handle.write(encodeHeader(chunkBytes, bitCount), 0, bitmapHeaderBytes, 0);
-      await handle.write(bits, 0, bits.length, bitmapHeaderBytes);
-      await handle.sync();
+      await writeAll(handle, [encodeHeader(chunkBytes, bitCount), Buffer.from(bits.buffer, bits.byteOffset, bits.byteLength)], 0);
+      await handle.datasync();
       return new PersistentBitmap(file, handle, chunkBytes, bitCount, bits);
     } catch (err) {
       await handle.close();
@@ -55,18 +54,18 @@ export class PersistentBitmap {
     }
   }
 
-  static async open(file: string, expectedChunkBytes: number): Promise<PersistentBitmap> {
-    const handle = await fsp.open(file, 'r+');
+  static async open(disk: Disk, file: string, expectedChunkBytes: number): Promise<PersistentBitmap> {
+    const handle = await disk.open(file, 'r+');
     try {
-      const header = Buffer.alloc(bitmapHeaderBytes);
-      const { bytesRead } = await handle.read(header, 0, bitmapHeaderBytes, 0);
-      const { chunkBytes, bitCount } = decodeHeader(header.subarray(0, bytesRead), file);
+      const fileBytes = await handle.sizeBytes();
+      const header = await readFully(handle, Buffer.alloc(bitmapHeaderBytes), Math.min(bitmapHeaderBytes, fileBytes), 0);
+      const { chunkBytes, bitCount } = decodeHeader(fileBytes < bitmapHeaderBytes ? Buffer.alloc(0) : header, file);
       if (chunkBytes !== expectedChunkBytes) {
         throw new Error(`bitmap ${file} has chunk size ${chunkBytes}, expected ${expectedChunkBytes}`);
       }
       const bits = new Uint8Array(byteLength(bitCount));
-      const read = await handle.read(bits, 0, bits.length, bitmapHeaderBytes);
-      if (read.bytesRead !== bits.length) throw new Error(`bitmap ${file} is truncated`);
+      if (fileBytes < bitmapHeaderBytes + bits.length) throw new Error(`bitmap ${file} is truncated`);
+      await readFully(handle, Buffer.from(bits.buffer, bits.byteOffset, bits.byteLength), bits.length, bitmapHeaderBytes);
       return new PersistentBitmap(file, handle, chunkBytes, bitCount, bits);
     } catch (err) {
       await handle.close();
@@ -220,7 +219,7 @@ export class PersistentBitmap {
     this.noteDirty(0, bits.length);
     this.changeGeneration++;
     await this.persist();
-    await this.handle.write(encodeHeader(this.chunkBytes, newBitCount), 0, bitmapHeaderBytes, 0);
+    await writeAll(this.handle, [encodeHeader(this.chunkBytes, newBitCount)], 0);
     await this.sync();
   }
 
@@ -238,7 +237,7 @@ export class PersistentBitmap {
       if (high > low) {
         // Copy so later in-memory changes cannot tear what is being written.
         const slice = Buffer.from(this.bits.subarray(low, high));
-        await this.handle.write(slice, 0, slice.length, bitmapHeaderBytes + low);
+        await writeAll(this.handle, [slice], bitmapHeaderBytes + low);
       }
       this.persistedGeneration = generation;
     });

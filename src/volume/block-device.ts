@@ -2,6 +2,9 @@
 // replication layer wraps it to copy writes to other nodes. Nothing above this line knows whether a
 // device is a plain volume or a replicated one.
 
+/** Largest single read or write a device accepts (the NBD server's payload limit is this). */
+export const maxIoBytes = 32 * 1024 * 1024;
+
 export interface Extent {
   offset: number;
   length: number;

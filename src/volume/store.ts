@@ -3,12 +3,12 @@
 //
 // Layout of <dataDir>/volumes/:  <name>.img (sparse data)  <name>.alloc (allocation map)
 //                                <name>.json (metadata; its presence is the commit point of a volume)
-import { promises as fsp } from 'node:fs';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { TricopyError, errnoCode, invariant } from '../common/errors';
-import { atomicWriteJson, fsyncDir, isAtomicTemp, removeIfExists } from '../common/fsutil';
+import type { Clock } from '../common/clock';
+import type { Disk, DiskFile } from '../common/disk';
+import { atomicWriteJson, isAtomicTemp } from '../common/fsutil';
 import { formatBytes } from '../common/units';
 import type { Logger } from '../common/log';
 import { PersistentBitmap } from './bitmap';
@@ -51,14 +51,16 @@ export class VolumeStore {
 
   private constructor(
     readonly dir: string,
+    private readonly disk: Disk,
+    private readonly clock: Clock,
     private readonly log: Logger,
   ) {}
 
   /** Opens the store, finishing or undoing whatever a crash interrupted. */
-  static async open(dataDir: string, log: Logger): Promise<VolumeStore> {
+  static async open(dataDir: string, env: { disk: Disk; clock: Clock }, log: Logger): Promise<VolumeStore> {
     const dir = path.join(dataDir, 'volumes');
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    const store = new VolumeStore(dir, log);
+    await env.disk.mkdirp(dir);
+    const store = new VolumeStore(dir, env.disk, env.clock, log);
     await store.recover();
     return store;
   }
@@ -172,31 +174,31 @@ export class VolumeStore {
       name: options.name,
       uuid: randomUUID(),
       sizeBytes: options.sizeBytes,
-      createdAt: new Date().toISOString(),
+      createdAt: new Date(this.clock.now()).toISOString(),
       description: options.description ?? '',
       access: options.access ? normalizeAccessList(options.access) : defaultAccessList(),
     };
     const p = this.paths(options.name);
     // Leftovers of a crashed create have no metadata and were removed at open; be strict here.
-    await removeIfExists(p.img);
-    await removeIfExists(p.alloc);
-    let fd: number | undefined;
+    await this.disk.remove(p.img);
+    await this.disk.remove(p.alloc);
+    let file: DiskFile | undefined;
     let bitmap: PersistentBitmap | undefined;
     try {
-      fd = await openFd(p.img, 'wx+');
-      await ftruncate(fd, options.sizeBytes);
-      await fdatasync(fd);
-      bitmap = await PersistentBitmap.create(p.alloc, allocationChunkBytes, chunkCount(options.sizeBytes));
-      await fsyncDir(this.dir);
-      await atomicWriteJson(p.meta, meta); // commit point
+      file = await this.disk.open(p.img, 'wx+');
+      await file.truncate(options.sizeBytes);
+      await file.datasync();
+      bitmap = await PersistentBitmap.create(this.disk, p.alloc, allocationChunkBytes, chunkCount(options.sizeBytes));
+      await this.disk.syncDir(this.dir);
+      await atomicWriteJson(p.meta, meta, this.disk); // commit point
     } catch (err) {
       if (bitmap) await bitmap.close().catch(() => undefined);
-      if (fd !== undefined) fs.closeSync(fd);
-      await removeIfExists(p.img);
-      await removeIfExists(p.alloc);
+      if (file !== undefined) await file.close().catch(() => undefined);
+      await this.disk.remove(p.img);
+      await this.disk.remove(p.alloc);
       throw storageError(err, `create volume ${options.name}`);
     }
-    this.entries.set(meta.name, { meta, volume: new Volume(meta.name, meta.sizeBytes, fd, bitmap) });
+    this.entries.set(meta.name, { meta, volume: new Volume(meta.name, meta.sizeBytes, file, bitmap) });
     this.log.info({ volume: meta.name, sizeBytes: meta.sizeBytes }, 'volume created');
     return meta;
   }
@@ -204,12 +206,12 @@ export class VolumeStore {
   private async deleteNow(name: string): Promise<void> {
     const entry = this.entry(name);
     const p = this.paths(name);
-    await fsp.rm(p.meta); // commit point: without metadata the volume no longer exists
-    await fsyncDir(this.dir);
+    await this.disk.remove(p.meta); // commit point: without metadata the volume no longer exists
+    await this.disk.syncDir(this.dir);
     this.entries.delete(name);
     await entry.volume.close().catch((err: unknown) => this.log.warn({ err, volume: name }, 'closing deleted volume'));
-    await removeIfExists(p.img);
-    await removeIfExists(p.alloc);
+    await this.disk.remove(p.img);
+    await this.disk.remove(p.alloc);
     this.log.info({ volume: name }, 'volume deleted');
   }
 
@@ -232,14 +234,13 @@ export class VolumeStore {
 
   private async updateMeta(entry: Entry, meta: VolumeMeta): Promise<VolumeMeta> {
     invariant(meta.name === entry.meta.name, 'metadata updates keep the volume name');
-    await atomicWriteJson(this.paths(meta.name).meta, meta);
+    await atomicWriteJson(this.paths(meta.name).meta, meta, this.disk);
     entry.meta = meta;
     return meta;
   }
 
   private async checkFreeSpace(sizeBytes: number, name: string): Promise<void> {
-    const stats = await fsp.statfs(this.dir);
-    const freeBytes = Number(stats.bavail) * Number(stats.bsize);
+    const freeBytes = await this.disk.freeBytes(this.dir);
     const committedBytes = [...this.entries.values()]
       .reduce((sum, e) => sum + (e.meta.sizeBytes - e.volume.allocatedBytes), 0);
     if (sizeBytes + committedBytes > freeBytes) {
@@ -251,18 +252,18 @@ export class VolumeStore {
   }
 
   private async recover(): Promise<void> {
-    const names = await fsp.readdir(this.dir);
+    const names = await this.disk.list(this.dir);
     for (const file of names) {
-      if (isAtomicTemp(file)) await removeIfExists(path.join(this.dir, file));
+      if (isAtomicTemp(file)) await this.disk.remove(path.join(this.dir, file));
     }
     const metas = names.filter((n) => n.endsWith('.json') && !isAtomicTemp(n));
     const committed = new Set<string>();
     for (const metaFile of metas) {
-      const meta = parseMeta(JSON.parse(await fsp.readFile(path.join(this.dir, metaFile), 'utf8')), metaFile);
+      const meta = parseMeta(JSON.parse((await this.disk.readFile(path.join(this.dir, metaFile))).toString('utf8')), metaFile);
       const p = this.paths(meta.name);
-      const fd = await openFd(p.img, 'r+');
-      const bitmap = await PersistentBitmap.open(p.alloc, allocationChunkBytes);
-      const fileSize = fs.fstatSync(fd).size;
+      const file = await this.disk.open(p.img, 'r+');
+      const bitmap = await PersistentBitmap.open(this.disk, p.alloc, allocationChunkBytes);
+      const fileSize = await file.sizeBytes();
       let recovered = meta;
       if (bitmap.bitCount < chunkCount(meta.sizeBytes)) {
         // Metadata is committed last, so a map smaller than the committed size is damage, not a crash.
@@ -272,20 +273,20 @@ export class VolumeStore {
         // A grow finished its data file and map but not its metadata: roll it forward to the file size.
         invariant(bitmap.bitCount === chunkCount(fileSize), `interrupted grow of ${meta.name} left a consistent file`);
         recovered = { ...meta, sizeBytes: fileSize };
-        await atomicWriteJson(p.meta, recovered);
+        await atomicWriteJson(p.meta, recovered, this.disk);
         this.log.warn({ volume: meta.name, sizeBytes: fileSize }, 'completed a grow interrupted by a crash');
       } else if (fileSize !== meta.sizeBytes) {
         // A grow stopped after extending the file only: no write beyond the old size was ever accepted.
-        await ftruncate(fd, meta.sizeBytes);
+        await file.truncate(meta.sizeBytes);
       }
-      this.entries.set(meta.name, { meta: recovered, volume: new Volume(meta.name, recovered.sizeBytes, fd, bitmap) });
+      this.entries.set(meta.name, { meta: recovered, volume: new Volume(meta.name, recovered.sizeBytes, file, bitmap) });
       committed.add(meta.name);
     }
     for (const file of names) {
       const match = /^(.*)\.(img|alloc)$/.exec(file);
       if (match && !committed.has(match[1]!)) {
         this.log.warn({ file }, 'removing leftover of a volume whose creation did not complete');
-        await removeIfExists(path.join(this.dir, file));
+        await this.disk.remove(path.join(this.dir, file));
       }
     }
     this.log.info({ volumes: committed.size }, 'volume store opened');
@@ -334,16 +335,4 @@ function storageError(err: unknown, what: string): Error {
     return new TricopyError('no-space', `${what}: no space left in the data directory`, 'free space on the node and retry');
   }
   return new TricopyError('io-error', `${what} failed: ${err instanceof Error ? err.message : String(err)}`);
-}
-
-function openFd(file: string, flags: string): Promise<number> {
-  return new Promise((resolve, reject) => fs.open(file, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function ftruncate(fd: number, size: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.ftruncate(fd, size, (err) => (err ? reject(err) : resolve())));
-}
-
-function fdatasync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
 }

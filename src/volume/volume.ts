@@ -1,9 +1,9 @@
 // One volume: a sparse data file plus its allocation map. Owns positional I/O, durability (flush,
 // FUA) and allocation status. Writes mark the allocation map durably before the data lands, so the
 // map never claims a hole where data may exist.
-import * as fs from 'node:fs';
 import { BlockDeviceError, type BlockDevice, type Extent, type WriteOptions, type ZeroOptions, totalLength } from './block-device';
 import { PersistentBitmap } from './bitmap';
+import { type DiskFile, readFully, writeAll } from '../common/disk';
 import { errnoCode, invariant } from '../common/errors';
 
 /** Granularity of the allocation map and of every later region-based copy. */
@@ -26,7 +26,7 @@ export class Volume implements BlockDevice {
   constructor(
     readonly name: string,
     private size: number,
-    private readonly fd: number,
+    private readonly file: DiskFile,
     readonly allocation: PersistentBitmap,
   ) {
     invariant(allocation.chunkBytes === allocationChunkBytes, 'allocation map uses the volume chunk size');
@@ -48,22 +48,9 @@ export class Volume implements BlockDevice {
       return Promise.reject(err);
     }
     const buffer = target ? target.subarray(0, length) : Buffer.allocUnsafe(length);
-    return new Promise((resolve, reject) => {
-      const readMore = (done: number): void => {
-        fs.read(this.fd, buffer, done, length - done, offset + done, (err, bytesRead) => {
-          if (err) return reject(ioError(err, 'read', this.name));
-          if (bytesRead === 0) {
-            // Past the end of a sparse file that was never extended: zeroes.
-            buffer.fill(0, done);
-            return resolve(buffer);
-          }
-          if (done + bytesRead < length) return readMore(done + bytesRead);
-          resolve(buffer);
-        });
-      };
-      if (length === 0) resolve(buffer);
-      else readMore(0);
-    });
+    if (length === 0) return Promise.resolve(buffer);
+    // Past the end of a sparse file that was never extended reads as zeroes.
+    return readFully(this.file, buffer, length, offset).catch((err: unknown) => Promise.reject(ioError(err, 'read', this.name)));
   }
 
   async write(offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
@@ -71,7 +58,7 @@ export class Volume implements BlockDevice {
     this.checkRange(offset, length, 'ENOSPC');
     if (length === 0) return;
     await this.markAllocated(offset, length);
-    await writeAll(this.fd, Buffer.isBuffer(data) ? [data] : data, offset, this.name);
+    await this.writeAt(Buffer.isBuffer(data) ? [data] : data, offset);
     this.writesSinceSync++;
     if (options.fua) await this.flush();
   }
@@ -96,7 +83,7 @@ export class Volume implements BlockDevice {
         let at = position;
         while (at < chunkEnd) {
           const n = Math.min(zeroBufferBytes, chunkEnd - at);
-          await writeAll(this.fd, [zeroBuffer.subarray(0, n)], at, this.name);
+          await this.writeAt([zeroBuffer.subarray(0, n)], at);
           at += n;
         }
       }
@@ -161,8 +148,8 @@ export class Volume implements BlockDevice {
   /** Grows the data file and the allocation map; the caller commits the new size to metadata. */
   async grow(newSize: number): Promise<void> {
     invariant(newSize >= this.size, 'volumes only grow');
-    await new Promise<void>((resolve, reject) => fs.ftruncate(this.fd, newSize, (err) => (err ? reject(err) : resolve())));
-    await new Promise<void>((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+    await this.file.truncate(newSize);
+    await this.file.datasync();
     await this.allocation.grow(chunkCount(newSize), false);
     this.size = newSize;
   }
@@ -172,11 +159,19 @@ export class Volume implements BlockDevice {
     this.closed = true;
     await this.flush();
     await this.allocation.close();
-    await new Promise<void>((resolve, reject) => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
+    await this.file.close();
   }
 
   stats(): VolumeStats {
     return { allocatedBytes: this.allocatedBytes };
+  }
+
+  private async writeAt(pieces: Buffer[], offset: number): Promise<void> {
+    try {
+      await writeAll(this.file, pieces, offset);
+    } catch (err) {
+      throw ioError(err, 'write', this.name);
+    }
   }
 
   private async markAllocated(offset: number, length: number): Promise<void> {
@@ -191,8 +186,7 @@ export class Volume implements BlockDevice {
     this.writesSinceSync = 0;
     try {
       await this.allocation.sync();
-      await new Promise<void>((resolve, reject) =>
-        fs.fdatasync(this.fd, (err) => (err ? reject(ioError(err, 'flush', this.name)) : resolve())));
+      await this.file.datasync().catch((err: unknown) => Promise.reject(ioError(err, 'flush', this.name)));
     } catch (err) {
       this.writesSinceSync += writes;
       throw err;
@@ -209,31 +203,6 @@ export class Volume implements BlockDevice {
 
 export function chunkCount(sizeBytes: number): number {
   return Math.ceil(sizeBytes / allocationChunkBytes);
-}
-
-function writeAll(fd: number, pieces: Buffer[], offset: number, name: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const total = totalLength(pieces);
-    const step = (buffers: Buffer[], position: number, remaining: number): void => {
-      fs.writev(fd, buffers, position, (err, written) => {
-        if (err) return reject(ioError(err, 'write', name));
-        if (written === remaining) return resolve();
-        // Short write: continue with what is left.
-        let skip = written;
-        const rest: Buffer[] = [];
-        for (const b of buffers) {
-          if (skip >= b.length) {
-            skip -= b.length;
-            continue;
-          }
-          rest.push(skip > 0 ? b.subarray(skip) : b);
-          skip = 0;
-        }
-        step(rest, position + written, remaining - written);
-      });
-    };
-    step(pieces, offset, total);
-  });
 }
 
 function ioError(err: unknown, op: string, name: string): BlockDeviceError {

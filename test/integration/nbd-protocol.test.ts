@@ -1,5 +1,7 @@
 // The NBD server against hand-made bytes: every option, every command, malformed and hostile input.
 // Each hostile case also checks that a well-behaved client on the same server keeps working.
+import { systemClock } from '../../src/common/clock';
+import { nodeDisk } from '../../src/common/disk';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -66,7 +68,7 @@ let port: number;
 
 before(async () => {
   dir = await tempDir('nbdproto');
-  store = await VolumeStore.open(dir, silentLogger());
+  store = await VolumeStore.open(dir, { disk: nodeDisk, clock: systemClock }, silentLogger());
   await store.create({ name: 'v', sizeBytes: volumeSize });
   port = await startServer();
 });

@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import type { GroupStatus } from '../../src/replication/service';
+import type { GroupStatus } from '../../src/contracts/pairs';
 import { Cluster } from '../support/cluster';
 import { cli, killAllNodes } from '../support/node-process';
 import { OrderedWorkload, readContents } from '../support/ordered-writes';

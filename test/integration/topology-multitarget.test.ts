@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import type { GroupStatus, PairStatus } from '../../src/replication/service';
+import type { GroupStatus, PairStatus } from '../../src/contracts/pairs';
 import { Cluster } from '../support/cluster';
 import { cli, killAllNodes } from '../support/node-process';
 import { OrderedWorkload, readContents } from '../support/ordered-writes';

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { NbdClientError } from '../../src/nbd/client';
 import * as c from '../../src/nbd/constants';
-import type { PairStatus } from '../../src/replication/service';
+import type { PairStatus } from '../../src/contracts/pairs';
 import { Cluster } from '../support/cluster';
 import { FaultProxy } from '../support/fault-proxy';
 import { killAllNodes } from '../support/node-process';

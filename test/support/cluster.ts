@@ -3,7 +3,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { NbdClient } from '../../src/nbd/client';
-import type { PairStatus } from '../../src/replication/service';
+import type { PairStatus } from '../../src/contracts/pairs';
 import { FaultProxy } from './fault-proxy';
 import { NodeProcess } from './node-process';
 import { waitFor } from './wait';

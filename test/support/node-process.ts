@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { ApiClient } from '../../src/node/api-client';
-import type { NodePorts } from '../../src/node/node';
+import type { NodePorts } from '../../src/contracts/node';
 
 export const repoRoot = path.resolve(__dirname, '..', '..', '..');
 export const cliPath = path.join(repoRoot, 'bin', 'tricopy');

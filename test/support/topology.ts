@@ -2,7 +2,7 @@
 // sites, and the failback every failover test ends with.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import type { GroupStatus } from '../../src/replication/service';
+import type { GroupStatus } from '../../src/contracts/pairs';
 import type { TopologyStatus } from '../../src/topology/orchestrator';
 import type { Cluster } from './cluster';
 import { cli, cliPath } from './node-process';

@@ -2,7 +2,7 @@
 // when the record can tell (and when it must say it cannot), trimming and its bound.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DeltaRecords } from '../../src/replication/delta-record';
+import { DeltaRecords } from '../../src/replication/delta/delta-record';
 
 const KiB = 1024;
 const chunk = 64 * KiB;

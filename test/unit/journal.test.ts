@@ -6,9 +6,14 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { silentLogger } from '../../src/common/log';
-import { PrimaryJournal, ReceivedJournal } from '../../src/replication/group-journal';
-import { type JournalEntry, JournalOp } from '../../src/replication/journal-entry';
-import { JournalStore } from '../../src/replication/journal-store';
+import { PrimaryJournal } from '../../src/replication/async/primary-journal';
+import { ReceivedJournal } from '../../src/replication/async/received-journal';
+import { systemClock } from '../../src/common/clock';
+import { nodeDisk } from '../../src/common/disk';
+
+const env = { disk: nodeDisk, clock: systemClock };
+import { type JournalEntry, JournalOp } from '../../src/replication/async/journal-entry';
+import { JournalStore } from '../../src/replication/async/journal-store';
 import { tempDir } from '../support/tools';
 
 const log = silentLogger();
@@ -20,7 +25,7 @@ function write(pair: string, offset: number, text: string): Omit<JournalEntry, '
 test('store: appends land in order across segments; reopen finds exactly them', async () => {
   const dir = await tempDir('jstore');
   try {
-    let { store } = await JournalStore.open(dir, log, 300);
+    let { store } = await JournalStore.open(dir, env, log, 300);
     const writes = [];
     for (let seq = 1; seq <= 20; seq++) {
       writes.push(store.append({ seq, timeMs: seq, op: JournalOp.Write, pair: 'p', offset: seq * 10, length: 10, data: Buffer.alloc(10, seq) }).written);
@@ -28,13 +33,13 @@ test('store: appends land in order across segments; reopen finds exactly them', 
     await Promise.all(writes);
     assert.ok((await fsp.readdir(dir)).length > 1, 'small segments roll over');
     await store.close();
-    const reopened = await JournalStore.open(dir, log, 300);
+    const reopened = await JournalStore.open(dir, env, log, 300);
     store = reopened.store;
     assert.deepEqual(reopened.entries.map((e) => e.seq), Array.from({ length: 20 }, (_, i) => i + 1));
     assert.deepEqual(await store.readData(reopened.entries[6]!), Buffer.alloc(10, 7));
     await store.trimThrough(10);
     await store.close();
-    const trimmed = await JournalStore.open(dir, log, 300);
+    const trimmed = await JournalStore.open(dir, env, log, 300);
     assert.ok(trimmed.entries[0]!.seq > 1 && trimmed.entries[0]!.seq <= 11, 'whole segments below the mark are gone');
     assert.equal(trimmed.entries.at(-1)!.seq, 20);
     await trimmed.store.close();
@@ -46,17 +51,17 @@ test('store: appends land in order across segments; reopen finds exactly them', 
 test('store: a torn tail after a crash is cut off, and appends continue after it', async () => {
   const dir = await tempDir('jtorn');
   try {
-    const { store } = await JournalStore.open(dir, log);
+    const { store } = await JournalStore.open(dir, env, log);
     for (let seq = 1; seq <= 5; seq++) await store.append({ seq, timeMs: 0, op: JournalOp.Zero, pair: 'p', offset: 0, length: 512 }).written;
     await store.close();
     const file = path.join(dir, (await fsp.readdir(dir))[0]!);
     const size = (await fsp.stat(file)).size;
     await fsp.truncate(file, size - 7); // the last entry was being written when the node died
-    const again = await JournalStore.open(dir, log);
+    const again = await JournalStore.open(dir, env, log);
     assert.deepEqual(again.entries.map((e) => e.seq), [1, 2, 3, 4]);
     await again.store.append({ seq: 5, timeMs: 0, op: JournalOp.Zero, pair: 'p', offset: 0, length: 512 }).written;
     await again.store.close();
-    const third = await JournalStore.open(dir, log);
+    const third = await JournalStore.open(dir, env, log);
     assert.deepEqual(third.entries.map((e) => e.seq), [1, 2, 3, 4, 5]);
     await third.store.close();
   } finally {
@@ -67,7 +72,7 @@ test('store: a torn tail after a crash is cut off, and appends continue after it
 test('primary journal: numbers increase, lag is counted, acknowledged entries are trimmed, capacity is known', async () => {
   const dir = await tempDir('jprimary');
   try {
-    const j = await PrimaryJournal.open(dir, 'g', 1024 * 1024, log);
+    const j = await PrimaryJournal.open(dir, 'g', 1024 * 1024, env, log);
     const a = j.append(write('p', 0, 'aaaa'));
     const b = j.append(write('q', 100, 'bbbbbb'));
     await Promise.all([a.written, b.written]);
@@ -88,7 +93,7 @@ test('primary journal: numbers increase, lag is counted, acknowledged entries ar
     assert.ok(j.wouldOverflow(2 * 1024 * 1024));
     await assert.rejects(j.acknowledge(99, 0), /beyond the last entry/);
     await j.close();
-    const reopened = await PrimaryJournal.open(dir, 'g', 1024 * 1024, log);
+    const reopened = await PrimaryJournal.open(dir, 'g', 1024 * 1024, env, log);
     assert.equal(reopened.lastSeq, 2);
     assert.equal(reopened.append(write('p', 0, 'c')).seq, 3, 'numbering continues after a restart');
     await reopened.close();
@@ -103,7 +108,7 @@ test('received journal: applies in order, skips duplicates, refuses gaps, resume
     const applied: number[] = [];
     let flushes = 0;
     const entry = (seq: number, offset: number): JournalEntry => ({ seq, timeMs: seq, op: JournalOp.Write, pair: 'p', offset, length: 1, data: Buffer.from([seq]) });
-    let j = await ReceivedJournal.open(dir, 'g', log);
+    let j = await ReceivedJournal.open(dir, 'g', env, log);
     j.start(async (e) => {
       applied.push(e.seq);
     }, async () => {
@@ -121,7 +126,7 @@ test('received journal: applies in order, skips duplicates, refuses gaps, resume
     // Entries 5 and 6 may or may not have been applied before the close; either way they are
     // applied (again) in order after reopening, never skipped.
     const again: number[] = [];
-    j = await ReceivedJournal.open(dir, 'g', log);
+    j = await ReceivedJournal.open(dir, 'g', env, log);
     assert.equal(j.receivedSeq, 6);
     j.start(async (e) => {
       again.push(e.seq);

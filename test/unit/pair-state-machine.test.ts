@@ -2,8 +2,8 @@
 // the transitions of spec 001 §5.2 and the refusals with the words an operator reads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { allDecisions, decide, type Outcome, type PairEvent } from '../../src/replication/pair-state-machine';
-import { type PairRole, type PairState, shortCode } from '../../src/replication/pair-model';
+import { allDecisions, decide, type Outcome, type PairEvent } from '../../src/replication/pairs/state-table';
+import { type PairRole, type PairState, shortCode } from '../../src/replication/pairs/pair-model';
 
 type Expect = string; // "-> state[/cause]" | "noop" | "refuse: <substring>"
 /** A row that depends on why the pair is suspended: the expectation per cause, `other` for the rest. */

@@ -2,10 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32c } from '../../src/common/crc32c';
-import { FrameKind, decodeFrame, decodeFrameHeader, encodeFrame, frameHeaderBytes, maxFramePayloadBytes } from '../../src/replication/frame';
-import { JournalOp, decodeEntries, decodeEntry, encodeEntries, encodeEntryHeader, encodedEntryBytes } from '../../src/replication/journal-entry';
-import { MessageType, decodeDataHeader, decodeDeltaTagReply, encodeDataHeader, encodeDeltaTagReply, helloCodec } from '../../src/replication/messages';
-import { pairCreateCodec } from '../../src/replication/control-messages';
+import { FrameKind, decodeFrame, decodeFrameHeader, encodeFrame, frameHeaderBytes, maxFramePayloadBytes } from '../../src/replication/transport/frame';
+import { JournalOp, decodeEntries, decodeEntry, encodeEntries, encodeEntryHeader, encodedEntryBytes } from '../../src/replication/async/journal-entry';
+import { MessageType, decodeDataHeader, decodeDeltaTagReply, encodeDataHeader, encodeDeltaTagReply, helloCodec } from '../../src/replication/transport/messages';
+import { pairCreateCodec } from '../../src/replication/transport/control-messages';
 
 test('crc32c matches the standard check value', () => {
   assert.equal(crc32c(Buffer.from('123456789')).toString(16), 'e3069283');

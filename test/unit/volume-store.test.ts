@@ -10,13 +10,17 @@ import { BlockDeviceError } from '../../src/volume/block-device';
 import { VolumeStore } from '../../src/volume/store';
 import { allocationChunkBytes } from '../../src/volume/volume';
 import { tempDir } from '../support/tools';
+import { systemClock } from '../../src/common/clock';
+import { nodeDisk } from '../../src/common/disk';
+
+const env = { disk: nodeDisk, clock: systemClock };
 
 const MiB = 1024 * 1024;
 const noFua = { fua: false };
 
 async function withStore(fn: (store: VolumeStore, dir: string) => Promise<void>): Promise<void> {
   const dir = await tempDir('store');
-  const store = await VolumeStore.open(dir, silentLogger());
+  const store = await VolumeStore.open(dir, env, silentLogger());
   try {
     await fn(store, dir);
   } finally {
@@ -106,13 +110,13 @@ test('names, sizes and duplicates are validated with clear errors', () => withSt
 test('growing keeps data, extends the allocation map and survives reopen', async () => {
   const dir = await tempDir('grow');
   try {
-    let store = await VolumeStore.open(dir, silentLogger());
+    let store = await VolumeStore.open(dir, env, silentLogger());
     await store.create({ name: 'v', sizeBytes: MiB });
     await store.volume('v').write(10, Buffer.from('keep'), noFua);
     await store.resize('v', 3 * MiB);
     await store.volume('v').write(2 * MiB + 5, Buffer.from('tail'), noFua);
     await store.close();
-    store = await VolumeStore.open(dir, silentLogger());
+    store = await VolumeStore.open(dir, env, silentLogger());
     const v = store.volume('v');
     assert.equal(v.sizeBytes, 3 * MiB);
     assert.equal((await v.read(10, 4)).toString(), 'keep');
@@ -131,9 +135,9 @@ test('a crash mid-create leaves no half volume; a crash mid-grow is completed on
     await fsp.mkdir(volumes, { recursive: true });
     // Half-created volume: data and map without metadata (metadata is the commit point).
     await fsp.writeFile(path.join(volumes, 'half.img'), '');
-    (await PersistentBitmap.create(path.join(volumes, 'half.alloc'), allocationChunkBytes, 16)).close();
+    (await PersistentBitmap.create(nodeDisk, path.join(volumes, 'half.alloc'), allocationChunkBytes, 16)).close();
     await fsp.writeFile(path.join(volumes, '.half.json.tmp-1-2'), '{');
-    let store = await VolumeStore.open(dir, silentLogger());
+    let store = await VolumeStore.open(dir, env, silentLogger());
     assert.deepEqual(store.list(), []);
     assert.deepEqual((await fsp.readdir(volumes)).sort(), []);
     // Grow interrupted after data file and map were extended but before metadata was committed.
@@ -142,7 +146,7 @@ test('a crash mid-create leaves no half volume; a crash mid-grow is completed on
     await bitmap.grow(Math.ceil((2 * MiB) / allocationChunkBytes), false);
     await fsp.truncate(path.join(volumes, 'g.img'), 2 * MiB);
     await store.close();
-    store = await VolumeStore.open(dir, silentLogger());
+    store = await VolumeStore.open(dir, env, silentLogger());
     assert.equal(store.get('g').sizeBytes, 2 * MiB);
     await store.close();
   } finally {
@@ -169,7 +173,7 @@ test('bitmap: set, clear, runs, merge and persistence across reopen', async () =
   const dir = await tempDir('bitmap');
   try {
     const file = path.join(dir, 'b');
-    const b = await PersistentBitmap.create(file, 4096, 100);
+    const b = await PersistentBitmap.create(nodeDisk, file, 4096, 100);
     b.setRange(3, 5);
     b.setRange(50, 1);
     assert.equal(b.setBitCount, 6);
@@ -182,9 +186,9 @@ test('bitmap: set, clear, runs, merge and persistence across reopen', async () =
     b.mergeFrom(other);
     b.clearRange(4, 1);
     await b.close();
-    const again = await PersistentBitmap.open(file, 4096);
+    const again = await PersistentBitmap.open(nodeDisk, file, 4096);
     assert.deepEqual([...again.setRuns()], [{ first: 3, count: 1 }, { first: 5, count: 3 }, { first: 50, count: 1 }, { first: 96, count: 1 }]);
-    await assert.rejects(PersistentBitmap.open(file, 512), /chunk size/);
+    await assert.rejects(PersistentBitmap.open(nodeDisk, file, 512), /chunk size/);
     assert.throws(() => again.setRange(99, 2), /outside bitmap/);
     await again.close();
   } finally {

@@ -2,12 +2,13 @@
 // durably before a write is issued and cleared lazily after the write completed on both sides. After
 // a crash, every marked extent may differ between primary and secondary, so it joins the pair's
 // differential record and resync covers it.
-import { PersistentBitmap } from '../volume/bitmap';
-import { invariant } from '../common/errors';
+import * as path from 'node:path';
+import { PersistentBitmap } from '../../volume/bitmap';
+import { type Disk, diskErrorCode } from '../../common/disk';
+import { invariant } from '../../common/errors';
+import { activityExtentBytes, maxColdMarkedExtents } from '../limits';
 
-export const activityExtentBytes = 4 * 1024 * 1024;
-/** Extents kept marked after their last write, so hot regions cost no log write each time. */
-export const maxColdMarkedExtents = 64;
+export { activityExtentBytes, maxColdMarkedExtents };
 
 export class ActivityLog {
   private readonly active = new Map<number, number>(); // extent -> writes in flight
@@ -15,15 +16,16 @@ export class ActivityLog {
 
   private constructor(private readonly bitmap: PersistentBitmap) {}
 
-  static async open(file: string, volumeBytes: number): Promise<ActivityLog> {
+  static async open(disk: Disk, file: string, volumeBytes: number): Promise<ActivityLog> {
     const extents = Math.ceil(volumeBytes / activityExtentBytes);
     let bitmap: PersistentBitmap;
     try {
-      bitmap = await PersistentBitmap.open(file, activityExtentBytes);
+      bitmap = await PersistentBitmap.open(disk, file, activityExtentBytes);
       if (bitmap.bitCount < extents) await bitmap.grow(extents, false);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      bitmap = await PersistentBitmap.create(file, activityExtentBytes, extents);
+      if (diskErrorCode(err) !== 'ENOENT') throw err;
+      bitmap = await PersistentBitmap.create(disk, file, activityExtentBytes, extents);
+      await disk.syncDir(path.dirname(file));
     }
     const log = new ActivityLog(bitmap);
     return log;

@@ -3,16 +3,16 @@
 // the previous one landed, so the file never holds an entry after a gap: after a crash the valid
 // prefix is exactly what was appended before it. Segments are deleted whole once no entry in them is
 // needed any more.
-import * as fs from 'node:fs';
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { invariant } from '../common/errors';
-import type { Logger } from '../common/log';
+import type { Clock } from '../../common/clock';
+import { type Disk, type DiskFile, writeAll } from '../../common/disk';
+import { invariant } from '../../common/errors';
+import type { Logger } from '../../common/log';
 import { type JournalEntry, decodeEntry, encodeEntry, encodedEntryBytes } from './journal-entry';
 
-export const defaultSegmentBytes = 64 * 1024 * 1024;
-/** Retired segment files kept for reuse. */
-export const maxFreeSegments = 4;
+import { journalSegmentBytes, maxFreeJournalSegments } from '../limits';
+
+export const defaultSegmentBytes = journalSegmentBytes;
 
 /** An entry's fields as the journal keeps them in memory: its data stays in the segment file. */
 export interface StoredEntry extends Omit<JournalEntry, 'data'> {
@@ -25,9 +25,16 @@ export interface StoredEntry extends Omit<JournalEntry, 'data'> {
 interface Segment {
   firstSeq: number;
   file: string;
-  fd: number;
+  /** Opened (or created from a free file) when the segment starts; appends wait for it. */
+  handle: Promise<DiskFile>;
   size: number;
   lastSeq: number;
+}
+
+/** What the journal store needs from its node: the disk its files live on and the clock. */
+export interface JournalEnv {
+  disk: Disk;
+  clock: Clock;
 }
 
 interface PendingAppend {
@@ -44,18 +51,22 @@ export class JournalStore {
   private batch: PendingAppend[] = [];
   private writing = false;
   private failed: Error | undefined;
+  private readonly idleWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+
+  private freeNameCounter = 0;
 
   private constructor(
     readonly dir: string,
+    private readonly env: JournalEnv,
     private readonly segmentBytes: number,
     private readonly log: Logger,
   ) {}
 
   /** Opens (creating) the directory and returns the store plus every valid entry found, in order. */
-  static async open(dir: string, log: Logger, segmentBytes = defaultSegmentBytes): Promise<{ store: JournalStore; entries: StoredEntry[] }> {
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    const store = new JournalStore(dir, segmentBytes, log);
-    const files = await fsp.readdir(dir);
+  static async open(dir: string, env: JournalEnv, log: Logger, segmentBytes = defaultSegmentBytes): Promise<{ store: JournalStore; entries: StoredEntry[] }> {
+    await env.disk.mkdirp(dir);
+    const store = new JournalStore(dir, env, segmentBytes, log);
+    const files = await env.disk.list(dir);
     store.free.push(...files.filter((n) => /^free-\d+\.jnl$/.test(n)).map((n) => path.join(dir, n)));
     const names = files.filter((n) => /^seg-\d{16}\.jnl$/.test(n)).sort();
     const entries: StoredEntry[] = [];
@@ -69,7 +80,7 @@ export class JournalStore {
         await store.recycle(file);
         continue;
       }
-      const content = await fsp.readFile(file);
+      const content = await env.disk.readFile(file);
       let at = 0;
       let lastSeq = firstSeq - 1;
       while (at < content.length) {
@@ -82,8 +93,8 @@ export class JournalStore {
         at += d.bytes;
       }
       expectSeq = lastSeq + 1;
-      const fd = await openFd(file);
-      store.segments.push({ firstSeq, file, fd, size: at, lastSeq });
+      const handle = await env.disk.open(file, 'r+');
+      store.segments.push({ firstSeq, file, handle: Promise.resolve(handle), size: at, lastSeq });
     }
     return { store, entries };
   }
@@ -116,7 +127,7 @@ export class JournalStore {
       reject = rej;
     });
     this.batch.push({ pieces, stored, resolve, reject });
-    if (!this.writing) setImmediate(() => this.writeBatch());
+    if (!this.writing) this.env.clock.defer(() => this.writeBatch());
     this.writing = true;
     return { stored, written };
   }
@@ -126,11 +137,13 @@ export class JournalStore {
     const segment = this.segments.find((s) => s.firstSeq === stored.segment);
     invariant(segment, `journal segment of entry ${stored.seq} exists`);
     const raw = Buffer.allocUnsafe(stored.bytes);
-    await new Promise<void>((resolve, reject) => fs.read(segment.fd, raw, 0, stored.bytes, stored.position, (err, n) => {
-      if (err) return reject(err);
-      if (n !== stored.bytes) return reject(new Error(`journal entry ${stored.seq} is truncated on disk`));
-      resolve();
-    }));
+    const handle = await segment.handle;
+    let done = 0;
+    while (done < stored.bytes) {
+      const n = await handle.read(raw, done, stored.bytes - done, stored.position + done);
+      if (n === 0) throw new Error(`journal entry ${stored.seq} is truncated on disk`);
+      done += n;
+    }
     const d = decodeEntry(raw);
     if (!d.ok) throw new Error(`journal entry ${stored.seq} on disk: ${d.error}`);
     invariant(d.entry.seq === stored.seq, 'journal entry read back is the one asked for');
@@ -145,14 +158,14 @@ export class JournalStore {
   /** fdatasync of every segment (FLUSH of an async-paired volume). */
   async sync(): Promise<void> {
     await this.drained();
-    for (const s of this.segments) await new Promise<void>((resolve, reject) => fs.fdatasync(s.fd, (e) => (e ? reject(e) : resolve())));
+    for (const s of this.segments) await (await s.handle).datasync();
   }
 
   /** Retires segments whose entries all have seq <= `seq`, except the one being appended to. */
   async trimThrough(seq: number): Promise<void> {
     while (this.segments.length > 1 && this.segments[0]!.lastSeq <= seq) {
       const s = this.segments.shift()!;
-      await new Promise<void>((resolve) => fs.close(s.fd, () => resolve()));
+      await closeQuietly(s.handle);
       await this.recycle(s.file);
     }
   }
@@ -161,10 +174,11 @@ export class JournalStore {
   async reset(nextSeq: number): Promise<void> {
     await this.drained();
     for (const s of this.segments.splice(0)) {
-      await new Promise<void>((resolve) => fs.close(s.fd, () => resolve()));
+      await closeQuietly(s.handle);
       await this.recycle(s.file);
     }
     this.newSegment(nextSeq);
+    await this.segments.at(-1)!.handle;
   }
 
   /**
@@ -173,49 +187,50 @@ export class JournalStore {
    * for entries: they carry older sequence numbers.
    */
   private async recycle(file: string): Promise<void> {
-    if (this.free.length >= maxFreeSegments) {
-      await fsp.rm(file, { force: true });
+    if (this.free.length >= maxFreeJournalSegments) {
+      await this.env.disk.remove(file);
       return;
     }
-    const target = path.join(this.dir, `free-${Date.now()}${Math.floor(Math.random() * 1000)}.jnl`);
-    await fsp.rename(file, target);
+    const target = path.join(this.dir, `free-${this.env.clock.now()}${String(this.freeNameCounter++ % 1000).padStart(3, '0')}.jnl`);
+    await this.env.disk.rename(file, target);
     this.free.push(target);
   }
 
   async close(): Promise<void> {
     await this.drained().catch(() => undefined);
     for (const s of this.segments.splice(0)) {
-      await new Promise<void>((resolve) => fs.fdatasync(s.fd, () => resolve()));
-      await new Promise<void>((resolve) => fs.close(s.fd, () => resolve()));
+      const handle = await s.handle.catch(() => undefined);
+      await handle?.datasync().catch(() => undefined);
+      await handle?.close().catch(() => undefined);
     }
   }
 
+  /** Resolves once every append queued so far is written (rejects if the journal failed). */
   private drained(): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
     if (!this.writing) return Promise.resolve();
-    const last = this.batch.at(-1);
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (this.failed) return reject(this.failed);
-        if (!this.writing) return resolve();
-        setTimeout(check, 1);
-      };
-      if (last) {
-        const r = last.resolve;
-        last.resolve = () => {
-          r();
-          resolve();
-        };
-      } else check();
-    });
+    return new Promise((resolve, reject) => this.idleWaiters.push({ resolve, reject }));
+  }
+
+  private becameIdle(err?: Error): void {
+    this.writing = false;
+    for (const w of this.idleWaiters.splice(0)) (err ? w.reject(err) : w.resolve());
   }
 
   private newSegment(firstSeq: number): Segment {
     const file = path.join(this.dir, `seg-${String(firstSeq).padStart(16, '0')}.jnl`);
     const reused = this.free.shift();
-    if (reused) fs.renameSync(reused, file);
     // Positional writes: never O_APPEND, whose writes ignore the position.
-    const fd = fs.openSync(file, reused ? 'r+' : 'w+', 0o600);
-    const segment: Segment = { firstSeq, file, fd, size: 0, lastSeq: firstSeq - 1 };
+    // The segment's name is made durable before anything is appended to it: a FLUSH that synced
+    // its entries must not find the file gone (or still named free) after a power loss.
+    const handle = (reused
+      ? this.env.disk.rename(reused, file).then(() => this.env.disk.open(file, 'r+'))
+      : this.env.disk.open(file, 'w+')).then(async (h) => {
+      await this.env.disk.syncDir(this.dir);
+      return h;
+    });
+    handle.catch(() => undefined); // failures surface through the appends that wait for it
+    const segment: Segment = { firstSeq, file, handle, size: 0, lastSeq: firstSeq - 1 };
     this.segments.push(segment);
     return segment;
   }
@@ -224,7 +239,7 @@ export class JournalStore {
     const batch = this.batch;
     this.batch = [];
     if (batch.length === 0) {
-      this.writing = false;
+      this.becameIdle();
       return;
     }
     // Group the batch by segment (a batch may cross into a new segment).
@@ -239,7 +254,7 @@ export class JournalStore {
       if (!segment) return Promise.reject(new Error(`journal segment ${segmentSeq} vanished`));
       const pieces: Buffer[] = [];
       for (const p of items) for (const piece of p.pieces) pieces.push(piece);
-      return writevAll(segment.fd, pieces, items[0]!.stored.position);
+      return segment.handle.then((h) => writeAll(h, pieces, items[0]!.stored.position));
     });
     Promise.all(writes).then(() => {
       for (const p of batch) p.resolve();
@@ -249,41 +264,12 @@ export class JournalStore {
       this.log.error({ err: err.message, dir: this.dir }, 'journal write failed');
       for (const p of batch) p.reject(err);
       for (const p of this.batch.splice(0)) p.reject(err);
-      this.writing = false;
+      this.becameIdle(err);
     });
   }
 }
 
-function openFd(file: string): Promise<number> {
-  return new Promise((resolve, reject) => fs.open(file, 'r+', (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function writevAll(fd: number, pieces: Buffer[], position: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const step = (buffers: Buffer[], at: number): void => {
-      // writev accepts at most IOV_MAX (1024) buffers.
-      const chunk = buffers.slice(0, 1000);
-      const total = chunk.reduce((s, b) => s + b.length, 0);
-      fs.writev(fd, chunk, at, (err, written) => {
-        if (err) return reject(err);
-        let rest = buffers.slice(chunk.length);
-        if (written < total) {
-          let skip = written;
-          const remaining: Buffer[] = [];
-          for (const b of chunk) {
-            if (skip >= b.length) {
-              skip -= b.length;
-              continue;
-            }
-            remaining.push(skip > 0 ? b.subarray(skip) : b);
-            skip = 0;
-          }
-          rest = [...remaining, ...rest];
-        }
-        if (rest.length === 0) return resolve();
-        step(rest, at + written);
-      });
-    };
-    step(pieces, position);
-  });
+async function closeQuietly(handle: Promise<DiskFile>): Promise<void> {
+  const h = await handle.catch(() => undefined);
+  await h?.close().catch(() => undefined);
 }

@@ -1,7 +1,7 @@
 // The catalogue of node-to-node messages and the codecs of their payloads. Control messages carry
 // JSON validated against a schema when they arrive; data messages carry binary headers and data.
 import Ajv, { type JSONSchemaType, type ValidateFunction } from 'ajv';
-import { TricopyError, isErrorCode, type ErrorCode } from '../common/errors';
+import { TricopyError, isErrorCode, type ErrorCode } from '../../common/errors';
 
 export enum MessageType {
   // Handshake (before authentication nothing else is accepted).

@@ -6,13 +6,15 @@
 //   5  u8  kind                20  u32 status (responses; 0 = ok)
 //   6  u16 message type        24  u32 crc32c of bytes 0..23 and the payload
 //   8  u32 request id, high    28  u32 reserved, 0
-import { crc32c } from '../common/crc32c';
+import { crc32c } from '../../common/crc32c';
 
 export const frameMagic = 0x54435250;
 export const frameVersion = 1;
 export const frameHeaderBytes = 32;
-/** Largest payload: a 32 MiB NBD write plus its addressing, or a journal batch. */
-export const maxFramePayloadBytes = 34 * 1024 * 1024;
+import { maxFramePayloadBytes } from '../limits';
+
+/** Largest payload: the largest host write plus its addressing, or a journal batch (limits.ts). */
+export { maxFramePayloadBytes };
 
 export enum FrameKind {
   Request = 0,

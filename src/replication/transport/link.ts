@@ -4,9 +4,9 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
-import { ByteQueue } from '../common/byte-queue';
-import { TricopyError, errorMessage, invariant } from '../common/errors';
-import type { Logger } from '../common/log';
+import { ByteQueue } from '../../common/byte-queue';
+import { TricopyError, errorMessage, invariant } from '../../common/errors';
+import type { Logger } from '../../common/log';
 import { FrameKind, type FrameHeader, decodeFrameHeader, encodeFrameHeader, frameChecksumValid, frameHeaderBytes, maxFramePayloadBytes } from './frame';
 import {
   MessageType, authCodec, decodeErrorPayload, encodeErrorPayload, helloCodec, helloReplyCodec, responseError, responseOk,

@@ -1,8 +1,8 @@
 // The block device hosts see for every volume of a node. A volume in no pair behaves exactly like the
 // plain volume; otherwise each operation is routed through the replication service, which knows the
 // volume's pairs and their states at the moment of the request.
-import type { BlockDevice, Extent, WriteOptions, ZeroOptions } from '../volume/block-device';
-import type { Volume } from '../volume/volume';
+import type { BlockDevice, Extent, WriteOptions, ZeroOptions } from '../../volume/block-device';
+import type { Volume } from '../../volume/volume';
 
 export interface ReplicationDataPath {
   /** True when the volume takes part in any pair (as primary or secondary). */

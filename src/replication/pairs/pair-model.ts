@@ -1,42 +1,48 @@
 // What a pair is: its record (kept by both nodes), the state names of spec 001 §5 and the short
 // codes operators know from Hitachi CCI (SMPL, COPY, PAIR, PSUS, PSUE, SSUS, SSWS).
-import type { CopyMode, FenceLevel, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../contracts/pairs';
+import type { CopyMode, FenceLevel, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../../contracts/pairs';
 
-export { pairStates } from '../contracts/pairs';
-export type { CopyMode, FenceLevel, InitialCopy, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../contracts/pairs';
+export { pairStates } from '../../contracts/pairs';
+export type { CopyMode, DeltaMethod, FenceLevel, InitialCopy, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../../contracts/pairs';
 
 export interface CopyProgress {
   totalChunks: number;
   doneChunks: number;
 }
 
+/**
+ * A pair as this node keeps it. The fields that define where the pair stands (state, role,
+ * generation, suspend cause, protection, the transition's reason) are readonly here: only the
+ * transition engine (transitions.ts) writes them, through its own mutable view.
+ */
 export interface PairRecord {
-  name: string;
-  role: PairRole;
+  readonly name: string;
+  readonly role: PairRole;
   /** Local volume. */
-  volume: string;
+  readonly volume: string;
   /** The volume on the peer node. */
-  peerVolume: string;
-  peer: PeerAddress;
-  mode: CopyMode;
-  fence: FenceLevel;
+  readonly peerVolume: string;
+  readonly peer: PeerAddress;
+  readonly mode: CopyMode;
+  readonly fence: FenceLevel;
   /** Consistency group of an async pair (one ordered journal per group). */
-  group: string | null;
+  readonly group: string | null;
   /**
    * Pairs protected together (a 3DC topology): when one sync pair of the fence group with fence
    * data cannot update its secondary, host writes to every volume of the group are refused.
    */
-  fenceGroup: string | null;
-  state: PairState;
-  suspendCause: SuspendCause | null;
+  readonly fenceGroup: string | null;
+  readonly state: PairState;
+  readonly suspendCause: SuspendCause | null;
   /** Human words for the last transition. */
-  reason: string;
+  readonly reason: string;
   /** Secondary accepts host writes while suspended (Hitachi pairsplit -rw). */
-  secondaryWritable: boolean;
+  readonly secondaryWritable: boolean;
   /** Raised at every takeover or swap; a side with a lower generation is stale. */
-  generation: number;
-  createdAt: string;
+  readonly generation: number;
+  readonly createdAt: string;
   updatedAt: string;
+  /** Progress of the running copy (kept by the copy engine). */
   copy: CopyProgress | null;
   /**
    * This side recorded acknowledged host writes the other side does not have (written while apart).
@@ -44,8 +50,11 @@ export interface PairRecord {
    */
   hostWritesRecorded: boolean;
   /** Async secondary: the last journal entry it had received when it took over (null otherwise). */
-  receivedSeqAtTakeover: number | null;
+  readonly receivedSeqAtTakeover: number | null;
 }
+
+/** The engine's view of a record: the only place its readonly fields are written. */
+export type MutablePairRecord = { -readonly [K in keyof PairRecord]: PairRecord[K] };
 
 export function shortCode(p: Pick<PairRecord, 'role' | 'state' | 'suspendCause'>): ShortCode {
   switch (p.state) {

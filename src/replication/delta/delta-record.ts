@@ -5,10 +5,11 @@
 // bounded (beyond the bound the oldest regions fold into a bitmap of 64 KiB regions, which still
 // covers them but is coarser). Held in memory: after a restart of this node a delta resync compares
 // checksums of the whole volume instead.
-import { Deque } from '../common/deque';
-import { invariant } from '../common/errors';
-import type { DeltaRecordSource, DeltaRecordStatus } from '../contracts/pairs';
-import type { DeltaTag } from './messages';
+import { Deque } from '../../common/deque';
+import { invariant } from '../../common/errors';
+import type { DeltaRecordSource, DeltaRecordStatus } from '../../contracts/pairs';
+import type { DeltaTag } from '../transport/messages';
+import { maxDeltaRecordEntries } from '../limits';
 
 /** How the tags reach the record. */
 export type RecordSource = DeltaRecordSource;
@@ -42,8 +43,7 @@ export type Candidates =
   }
   | { usable: false; text: string };
 
-/** Regions per volume kept as individual entries; older ones fold into the overflow bitmap. */
-export const maxDeltaRecordEntries = 131_072;
+export { maxDeltaRecordEntries };
 
 interface Entry {
   seq: number;

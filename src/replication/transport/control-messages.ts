@@ -1,8 +1,8 @@
 // JSON payloads of the pair-control messages between nodes, each with its schema.
 import type { JSONSchemaType } from 'ajv';
 import { jsonCodec } from './messages';
-import type { AppliedMark } from './delta-record';
-import type { CopyMode, FenceLevel, PairRole, PairState, SuspendCause } from './pair-model';
+import type { AppliedMark } from '../delta/delta-record';
+import type { CopyMode, FenceLevel, PairRole, PairState, SuspendCause } from '../pairs/pair-model';
 
 const nameSchema = { type: 'string', minLength: 1, maxLength: 63 } as const;
 const stateSchema = { type: 'string', enum: ['simplex', 'initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended', 'secondary-writable'] } as const;
@@ -19,6 +19,8 @@ export interface PairSummary {
   volume: string;
   peerVolume: string;
   hostWritesRecorded: boolean;
+  fence?: FenceLevel;
+  fenceGroup?: string | null;
 }
 
 const pairSummarySchema: JSONSchemaType<PairSummary> = {
@@ -36,6 +38,8 @@ const pairSummarySchema: JSONSchemaType<PairSummary> = {
     volume: nameSchema,
     peerVolume: nameSchema,
     hostWritesRecorded: { type: 'boolean' },
+    fence: { type: 'string', enum: ['data', 'never'], nullable: true } as never,
+    fenceGroup: { type: 'string', nullable: true, maxLength: 63 } as never,
   },
 };
 
@@ -157,6 +161,9 @@ export interface PairUpdate {
    * of the async stream is on both copies, so the secondary's delta record may start here.
    */
   deltaBase?: { group: string; seq: number } | null;
+  /** How the primary protects the pair: the secondary keeps the same, for status and a later swap. */
+  fence?: FenceLevel;
+  fenceGroup?: string | null;
 }
 
 export const pairUpdateCodec = jsonCodec<PairUpdate>({
@@ -177,6 +184,8 @@ export const pairUpdateCodec = jsonCodec<PairUpdate>({
       type: 'object', nullable: true, additionalProperties: false, required: ['group', 'seq'],
       properties: { group: { type: 'string', minLength: 1, maxLength: 63 }, seq: { type: 'integer', minimum: 0 } },
     },
+    fence: { type: 'string', enum: ['data', 'never'], nullable: true } as never,
+    fenceGroup: { type: 'string', nullable: true, maxLength: 63 } as never,
   },
 });
 

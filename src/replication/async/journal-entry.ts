@@ -3,7 +3,7 @@
 //
 // Layout (big-endian): crc32c of the rest (4) | entry length (4) | seq (8) | time ms (8) | op (1) |
 // pair-name length n (1) | pair name (n) | volume offset (8) | data length (4) | data
-import { crc32c } from '../common/crc32c';
+import { crc32c } from '../../common/crc32c';
 
 export enum JournalOp {
   /** A host write; carries its data. */

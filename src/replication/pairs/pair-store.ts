@@ -1,38 +1,38 @@
 // Durable pair records and differential records (bitmaps), one of each per pair, in
 // <dataDir>/pairs/. A record file written atomically is the commit point of every state change.
 // Also the applied marks of volumes detached from an async stream, in <dataDir>/pairs/marks/.
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { TricopyError } from '../common/errors';
-import { atomicWriteJson, isAtomicTemp } from '../common/fsutil';
-import type { Logger } from '../common/log';
-import { PersistentBitmap } from '../volume/bitmap';
-import { allocationChunkBytes, chunkCount } from '../volume/volume';
-import type { AppliedMark } from './delta-record';
+import { TricopyError } from '../../common/errors';
+import { type Disk, diskErrorCode } from '../../common/disk';
+import { atomicWriteJson, isAtomicTemp } from '../../common/fsutil';
+import type { Logger } from '../../common/log';
+import { PersistentBitmap } from '../../volume/bitmap';
+import { chunkCount } from '../../volume/volume';
+import { diffChunkBytes } from '../limits';
+import type { AppliedMark } from '../delta/delta-record';
 import { type PairRecord, pairNamePattern, pairStates } from './pair-model';
 
-/** The differential record: one bit per 64 KiB region, the same grain as the allocation map. */
-export const diffChunkBytes = allocationChunkBytes;
+export { diffChunkBytes };
 
 export class PairStore {
   private readonly saving = new Map<string, Promise<void>>();
 
-  private constructor(readonly dir: string, private readonly log: Logger) {}
+  private constructor(readonly dir: string, private readonly disk: Disk, private readonly log: Logger) {}
 
-  static async open(dataDir: string, log: Logger): Promise<PairStore> {
+  static async open(dataDir: string, disk: Disk, log: Logger): Promise<PairStore> {
     const dir = path.join(dataDir, 'pairs');
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    for (const name of await fsp.readdir(dir)) if (isAtomicTemp(name)) await fsp.rm(path.join(dir, name), { force: true });
-    await fsp.mkdir(path.join(dir, 'marks'), { recursive: true, mode: 0o700 });
-    return new PairStore(dir, log);
+    await disk.mkdirp(dir);
+    for (const name of await disk.list(dir)) if (isAtomicTemp(name)) await disk.remove(path.join(dir, name));
+    await disk.mkdirp(path.join(dir, 'marks'));
+    return new PairStore(dir, disk, log);
   }
 
   /** Where each volume detached from an async stream had applied it (for a later delta resync). */
   async loadMarks(): Promise<Map<string, AppliedMark>> {
     const out = new Map<string, AppliedMark>();
     const dir = path.join(this.dir, 'marks');
-    for (const file of (await fsp.readdir(dir)).filter((n) => n.endsWith('.json'))) {
-      const m = JSON.parse(await fsp.readFile(path.join(dir, file), 'utf8')) as Partial<AppliedMark>;
+    for (const file of (await this.disk.list(dir)).filter((n) => n.endsWith('.json') && !isAtomicTemp(n))) {
+      const m = JSON.parse((await this.disk.readFile(path.join(dir, file))).toString('utf8')) as Partial<AppliedMark>;
       if (typeof m.origin !== 'string' || typeof m.group !== 'string' || !Number.isSafeInteger(m.appliedSeq) || (m.appliedSeq ?? -1) < 0) {
         throw new TricopyError('internal', `applied mark ${file} is malformed; the data directory is damaged`);
       }
@@ -42,17 +42,18 @@ export class PairStore {
   }
 
   saveMark(volume: string, mark: AppliedMark): Promise<void> {
-    return atomicWriteJson(path.join(this.dir, 'marks', `${volume}.json`), mark);
+    return atomicWriteJson(path.join(this.dir, 'marks', `${volume}.json`), mark, this.disk);
   }
 
   async removeMark(volume: string): Promise<void> {
-    await fsp.rm(path.join(this.dir, 'marks', `${volume}.json`), { force: true });
+    await this.disk.remove(path.join(this.dir, 'marks', `${volume}.json`));
+    await this.disk.syncDir(path.join(this.dir, 'marks'));
   }
 
   async loadAll(): Promise<PairRecord[]> {
     const out: PairRecord[] = [];
-    for (const file of (await fsp.readdir(this.dir)).filter((n) => n.endsWith('.json')).sort()) {
-      const record = parseRecord(JSON.parse(await fsp.readFile(path.join(this.dir, file), 'utf8')) as unknown, file);
+    for (const file of (await this.disk.list(this.dir)).filter((n) => n.endsWith('.json') && !isAtomicTemp(n)).sort()) {
+      const record = parseRecord(JSON.parse((await this.disk.readFile(path.join(this.dir, file))).toString('utf8')) as unknown, file);
       out.push(record);
     }
     return out;
@@ -61,7 +62,7 @@ export class PairStore {
   /** Saves of one record run one after another, each writing the record as it is then. */
   save(record: PairRecord): Promise<void> {
     const previous = this.saving.get(record.name) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(() => atomicWriteJson(path.join(this.dir, `${record.name}.json`), record));
+    const next = previous.catch(() => undefined).then(() => atomicWriteJson(path.join(this.dir, `${record.name}.json`), record, this.disk));
     this.saving.set(record.name, next);
     void next.finally(() => {
       if (this.saving.get(record.name) === next) this.saving.delete(record.name);
@@ -70,21 +71,24 @@ export class PairStore {
   }
 
   async remove(name: string): Promise<void> {
-    await fsp.rm(path.join(this.dir, `${name}.json`), { force: true });
-    await fsp.rm(path.join(this.dir, `${name}.diff`), { force: true });
+    await this.disk.remove(path.join(this.dir, `${name}.json`));
+    await this.disk.remove(path.join(this.dir, `${name}.diff`));
+    await this.disk.syncDir(this.dir);
   }
 
   /** Opens the pair's differential record, creating it (all clear) for a new pair. */
   async bitmap(name: string, volumeBytes: number): Promise<PersistentBitmap> {
     const file = path.join(this.dir, `${name}.diff`);
     try {
-      const b = await PersistentBitmap.open(file, diffChunkBytes);
+      const b = await PersistentBitmap.open(this.disk, file, diffChunkBytes);
       if (b.bitCount < chunkCount(volumeBytes)) await b.grow(chunkCount(volumeBytes), true);
       return b;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if (diskErrorCode(err) !== 'ENOENT') throw err;
       this.log.debug({ pair: name }, 'creating differential record');
-      return PersistentBitmap.create(file, diffChunkBytes, chunkCount(volumeBytes));
+      const created = await PersistentBitmap.create(this.disk, file, diffChunkBytes, chunkCount(volumeBytes));
+      await this.disk.syncDir(this.dir);
+      return created;
     }
   }
 }

@@ -3,11 +3,12 @@
 // ready link per peer. Emits 'peer-up' (node) and 'peer-down' (node, reason).
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import { TricopyError } from '../common/errors';
-import type { Logger } from '../common/log';
+import { TricopyError } from '../../common/errors';
+import type { Logger } from '../../common/log';
 import { PeerLink, type LinkTimings, type RequestHandler } from './link';
 import type { MessageType } from './messages';
-import type { PeerAddress } from './pair-model';
+import type { PeerAddress } from '../../contracts/pairs';
+import type { PeerRequestHandler, PeerTransport } from './peer-transport';
 
 export const reconnectInitialDelayMs = 200;
 export const reconnectMaxDelayMs = 5000;
@@ -20,7 +21,7 @@ interface Wanted {
   dialing: PeerLink | undefined;
 }
 
-export class PeerManager extends EventEmitter {
+export class PeerManager extends EventEmitter implements PeerTransport {
   private readonly server: net.Server;
   private readonly links = new Map<string, PeerLink>();
   private readonly wanted = new Map<string, Wanted>();
@@ -124,6 +125,23 @@ export class PeerManager extends EventEmitter {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  setRequestHandler(handler: PeerRequestHandler): void {
+    this.requestHandler = (type, payload, link) => handler(type, payload, link.peerNode!);
+  }
+
+  onPeerUp(listener: (node: string) => void): void {
+    this.on('peer-up', listener);
+  }
+
+  onPeerDown(listener: (node: string, reason: string) => void): void {
+    this.on('peer-down', listener);
+  }
+
+  send(node: string, type: MessageType, payload: Buffer | Buffer[]): void {
+    const link = this.links.get(node);
+    if (link?.isReady) link.send(type, payload);
   }
 
   /** Drops the link to a peer (tests, and a peer that turned out to be stale). */

@@ -1,0 +1,150 @@
+// Storage as the node's durable structures see it: files with positional reads and vectored writes,
+// fdatasync, and the few directory operations crash-safe updates need. Volumes, bitmaps, journals
+// and pair records all go through this interface, so the node wires the real file system and the
+// simulator wires a disk that loses what was not synced when its node crashes.
+import * as fs from 'node:fs';
+import { promises as fsp } from 'node:fs';
+
+export type OpenFlags =
+  | 'r' // read only; must exist
+  | 'r+' // read and write; must exist
+  | 'w+' // read and write; created or truncated
+  | 'wx+'; // read and write; created, must not exist
+
+export interface DiskFile {
+  /** Reads up to `length` bytes at `position` into `target` from `targetOffset`; 0 at the end. */
+  read(target: Buffer, targetOffset: number, length: number, position: number): Promise<number>;
+  /** Writes the pieces back to back at `position`; resolves with the bytes written (may be short). */
+  writev(pieces: Buffer[], position: number): Promise<number>;
+  /** Every write completed before the call is on stable storage when it resolves. */
+  datasync(): Promise<void>;
+  truncate(sizeBytes: number): Promise<void>;
+  sizeBytes(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface Disk {
+  open(file: string, flags: OpenFlags): Promise<DiskFile>;
+  /** A whole file; rejects with an ENOENT error when it does not exist. */
+  readFile(file: string): Promise<Buffer>;
+  /** Atomic replacement of `to` (rename(2)); durable once the directory is synced. */
+  rename(from: string, to: string): Promise<void>;
+  /** Removes a file or a directory tree; nothing when absent. */
+  remove(file: string): Promise<void>;
+  mkdirp(dir: string): Promise<void>;
+  /** Names in a directory; [] when it does not exist. */
+  list(dir: string): Promise<string[]>;
+  /** Makes the directory's entries (creates, renames, removals) durable. */
+  syncDir(dir: string): Promise<void>;
+  /** Bytes an unprivileged writer may still allocate under `dir`. */
+  freeBytes(dir: string): Promise<number>;
+}
+
+/** The errno an operation failed with, as Node reports it (ENOENT, ENOSPC, …). */
+export function diskErrorCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string'
+    ? (err as { code: string }).code : undefined;
+}
+
+class NodeFile implements DiskFile {
+  constructor(private readonly fd: number) {}
+
+  read(target: Buffer, targetOffset: number, length: number, position: number): Promise<number> {
+    return new Promise((resolve, reject) => fs.read(this.fd, target, targetOffset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+  }
+
+  writev(pieces: Buffer[], position: number): Promise<number> {
+    return new Promise((resolve, reject) => fs.writev(this.fd, pieces, position, (err, n) => (err ? reject(err) : resolve(n))));
+  }
+
+  datasync(): Promise<void> {
+    return new Promise((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+
+  truncate(sizeBytes: number): Promise<void> {
+    return new Promise((resolve, reject) => fs.ftruncate(this.fd, sizeBytes, (err) => (err ? reject(err) : resolve())));
+  }
+
+  sizeBytes(): Promise<number> {
+    return new Promise((resolve, reject) => fs.fstat(this.fd, (err, st) => (err ? reject(err) : resolve(st.size))));
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve, reject) => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+}
+
+/** The real file system. */
+export const nodeDisk: Disk = {
+  open: (file, flags) => new Promise((resolve, reject) => fs.open(file, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(new NodeFile(fd))))),
+  readFile: (file) => fsp.readFile(file),
+  rename: (from, to) => fsp.rename(from, to),
+  remove: (file) => fsp.rm(file, { recursive: true, force: true }),
+  mkdirp: async (dir) => {
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  },
+  list: async (dir) => {
+    try {
+      return await fsp.readdir(dir);
+    } catch (err) {
+      if (diskErrorCode(err) === 'ENOENT') return [];
+      throw err;
+    }
+  },
+  syncDir: async (dir) => {
+    const handle = await fsp.open(dir, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  },
+  freeBytes: async (dir) => {
+    const stats = await fsp.statfs(dir);
+    return Number(stats.bavail) * Number(stats.bsize);
+  },
+};
+
+/** Writes every piece, continuing after short writes. */
+export async function writeAll(file: DiskFile, pieces: Buffer[], position: number): Promise<void> {
+  let rest = pieces;
+  let at = position;
+  for (;;) {
+    // writev accepts at most IOV_MAX (1024) buffers.
+    const chunk = rest.length > 1000 ? rest.slice(0, 1000) : rest;
+    let total = 0;
+    for (const b of chunk) total += b.length;
+    const written = await file.writev(chunk, at);
+    let remaining = rest.slice(chunk.length);
+    if (written < total) {
+      let skip = written;
+      const left: Buffer[] = [];
+      for (const b of chunk) {
+        if (skip >= b.length) {
+          skip -= b.length;
+          continue;
+        }
+        left.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+      remaining = [...left, ...remaining];
+    }
+    if (remaining.length === 0) return;
+    rest = remaining;
+    at += written;
+  }
+}
+
+/** Reads exactly `length` bytes at `position` (zeroes past the end of the file). */
+export async function readFully(file: DiskFile, target: Buffer, length: number, position: number): Promise<Buffer> {
+  let done = 0;
+  while (done < length) {
+    const n = await file.read(target, done, length - done, position + done);
+    if (n === 0) {
+      target.fill(0, done, length);
+      break;
+    }
+    done += n;
+  }
+  return target;
+}

@@ -1,0 +1,54 @@
+// Splitting an async pair (spec 001 §5.2, "suspending"): the secondary first applies every entry
+// written before the split, so it holds the primary's state at the split point. When the journal
+// cannot be drained (the link is down, a timeout, a failure), what the secondary lacks becomes
+// recorded regions and the pair is suspended; a resync copies them.
+import type { ReplicationEnv } from '../env';
+import { drainPollIntervalMs, drainTimeoutMs } from '../limits';
+import type { PairRuntime } from '../pairs/runtime';
+import type { Transition, TransitionEngine } from '../pairs/transitions';
+import type { Journals } from './journals';
+
+export class SplitDrain {
+  constructor(private readonly env: ReplicationEnv, private readonly journals: Journals, private readonly engine: TransitionEngine) {
+    // An async primary cannot drain a stream that failed (no split is draining it): suspend it now.
+    engine.onAfter((t: Transition) => {
+      const p = t.pair;
+      if (t.event === 'failure' && p.record.role === 'primary' && p.record.state === 'suspending' && p.drainTargetSeq === null) {
+        return this.suspendUndelivered(p, p.record.reason);
+      }
+      return undefined;
+    });
+  }
+
+  /** Waits until the secondary applied every entry written before the split, then suspends. */
+  async drain(p: PairRuntime): Promise<void> {
+    const journal = this.journals.primary(p.record.group!)!;
+    const target = journal.lastSeq;
+    p.drainTargetSeq = target;
+    const deadline = this.env.clock.now() + drainTimeoutMs;
+    while (journal.appliedSeq < target && this.env.clock.now() < deadline && this.env.transport.isUp(p.record.peer.node) &&
+        p.record.state === 'suspending') {
+      await this.env.clock.sleep(drainPollIntervalMs);
+    }
+    p.drainTargetSeq = null;
+    if (p.record.state !== 'suspending') return;
+    if (journal.appliedSeq >= target) {
+      await this.engine.apply(p, 'drain-complete', {
+        reason: `split: the secondary applied every entry through ${target}; it holds this volume's state at the split point`,
+      });
+      return;
+    }
+    await this.suspendUndelivered(p,
+      `split: the secondary could not be drained (${this.env.transport.isUp(p.record.peer.node) ? 'timeout' : 'link down'}); undelivered entries were recorded as changed regions`);
+  }
+
+  /** Entries the secondary has not received become recorded regions; the pair is suspended. */
+  private async suspendUndelivered(p: PairRuntime, reason: string): Promise<void> {
+    const journal = this.journals.primary(p.record.group!);
+    if (journal) {
+      for (const e of journal.retainedEntries()) if (e.pair === p.record.name && e.seq > journal.ackedSeq) p.bitmap.markBytes(e.offset, e.length);
+    }
+    await p.bitmap.sync();
+    await this.engine.apply(p, 'drain-failed', { reason });
+  }
+}

@@ -1,0 +1,252 @@
+// Operator commands on a pair, run at the node that holds it (spec 001 §5.2: paircreate,
+// pairsplit, pairresync, protection, pairdelete). Each checks what the command may do now, asks
+// the state table, and applies the outcome through the transition engine. Takeover and swap, the
+// commands that move the primary, have their own modules.
+import { TricopyError, errorMessage } from '../../common/errors';
+import type { EventJournal } from '../../common/events';
+import { formatBytes } from '../../common/units';
+import type { CopyMode, FenceLevel, InitialCopy, PairStatus, PeerAddress } from '../../contracts/pairs';
+import type { Journals } from '../async/journals';
+import type { SplitDrain } from '../async/split-drain';
+import type { Shipping } from '../async/shipper';
+import type { CopyEngine } from '../copy/copy-engine';
+import type { DeltaRecords } from '../delta/delta-record';
+import type { ReplicationEnv } from '../env';
+import { connectTimeoutMs, deleteConnectTimeoutMs, diffChunkBytes } from '../limits';
+import { decodeBitmap } from '../pairs/bitmap-codec';
+import { groupNamePattern, pairNamePattern } from '../pairs/pair-model';
+import type { PairStore } from '../pairs/pair-store';
+import type { PairRegistry } from '../pairs/registry';
+import type { PairRuntime } from '../pairs/runtime';
+import { type TransitionEngine, newRecord } from '../pairs/transitions';
+import type { Outcome } from '../pairs/state-table';
+import { type PairCreateRequest, bitmapReplyCodec, pairCreateCodec, pairNameCodec } from '../transport/control-messages';
+import { MessageType } from '../transport/messages';
+import type { PairResources } from './pair-resources';
+import type { PeerDemand } from './peer-demand';
+import type { PeerUpdates } from './peer-updates';
+
+export interface CreatePairInput {
+  name: string;
+  volume: string;
+  peer: PeerAddress;
+  peerVolume?: string | undefined;
+  mode: CopyMode;
+  fence: FenceLevel;
+  group?: string | undefined;
+  /** full (default): allocated regions; none: declared identical; delta: compare and copy differences. */
+  initialCopy?: InitialCopy | undefined;
+  fenceGroup?: string | undefined;
+  /** How the peer reaches this node, when not at its advertised address (NAT, a relay, a test proxy). */
+  returnAddress?: { host: string; replPort: number } | undefined;
+}
+
+export interface Identity {
+  localNode: string;
+  advertiseHost: string;
+  /** The replication port peers dial (a relay's or NAT's port, or the real one). */
+  advertisedReplPort(): number;
+}
+
+export interface OperatorParts {
+  env: ReplicationEnv;
+  identity: Identity;
+  registry: PairRegistry;
+  store: PairStore;
+  engine: TransitionEngine;
+  resources: PairResources;
+  journals: Journals;
+  shipping: Shipping;
+  copy: CopyEngine;
+  drain: SplitDrain;
+  deltaRecords: DeltaRecords;
+  demand: PeerDemand;
+  updates: PeerUpdates;
+  events: EventJournal;
+  status: (p: PairRuntime) => PairStatus;
+}
+
+/** A refusal or no-op of the table, as the command's answer. */
+export function answer(parts: Pick<OperatorParts, 'status'>, p: PairRuntime, outcome: Outcome): PairStatus {
+  if (outcome.kind === 'refuse') throw new TricopyError('conflict', `pair ${p.record.name}: ${outcome.message}`);
+  return parts.status(p);
+}
+
+export class Operator {
+  constructor(private readonly parts: OperatorParts) {}
+
+  async createPair(input: CreatePairInput): Promise<PairStatus> {
+    const { env, identity } = this.parts;
+    const group = this.checkCreate(input);
+    const initialCopy: InitialCopy = input.initialCopy ?? 'full';
+    await env.transport.connectNow(input.peer, connectTimeoutMs).catch((err: unknown) => {
+      this.parts.demand.releaseIfUnneeded(input.peer.node); // do not keep redialing a peer no pair needs
+      throw err;
+    });
+    const record = newRecord({
+      name: input.name, role: 'primary', volume: input.volume, peerVolume: input.peerVolume ?? input.volume, peer: input.peer,
+      mode: input.mode, fence: input.fence, group, fenceGroup: input.fenceGroup ?? null,
+      state: initialCopy === 'none' ? 'duplex' : 'initial-copying',
+      reason: initialCopy === 'none' ? 'created without initial copy (contents declared identical)'
+        : initialCopy === 'delta' ? 'created; comparing both volumes and copying only the blocks that differ'
+          : 'created; initial copy of allocated regions',
+      generation: 1,
+    }, env.clock);
+    const meta = env.volumes.get(input.volume);
+    const request: PairCreateRequest = {
+      name: record.name, volume: record.peerVolume, peerVolume: record.volume,
+      primary: { node: identity.localNode, host: input.returnAddress?.host ?? identity.advertiseHost,
+        replPort: input.returnAddress?.replPort ?? identity.advertisedReplPort() },
+      mode: record.mode, fence: record.fence, group, sizeBytes: meta.sizeBytes, generation: record.generation,
+      fenceGroup: record.fenceGroup, initialCopy, createVolume: true,
+    };
+    const reply = bitmapReplyCodec.decode(await env.transport.request(input.peer.node, MessageType.PairCreate, pairCreateCodec.encode(request)).catch((err: unknown) => {
+      this.parts.demand.releaseIfUnneeded(input.peer.node);
+      throw err;
+    }));
+    const bitmap = await this.parts.store.bitmap(record.name, meta.sizeBytes);
+    // A delta copy to a peer that applied an async stream this node recorded: only the regions of
+    // the writes it had not applied are compared (and the differing blocks sent).
+    const candidates = initialCopy === 'delta' ? this.parts.deltaRecords.candidates(input.volume, reply.mark ?? null) : undefined;
+    let reason = record.reason;
+    if (candidates?.usable) {
+      bitmap.mergeFrom(candidates.bits);
+      await bitmap.sync();
+      reason = `created; delta resync from sequence numbers: ${candidates.text}`;
+    } else if (initialCopy !== 'none') {
+      // Copy what holds data here, and clear what holds data only there.
+      bitmap.mergeFrom(env.volumes.volume(input.volume).allocation);
+      bitmap.mergeFrom(decodeBitmap(reply.bitmap, bitmap));
+      await bitmap.sync();
+      if (candidates) reason = `created; comparing both volumes whole (no usable delta record: ${candidates.text})`;
+    }
+    const created = { ...record, reason };
+    await this.parts.store.save(created);
+    const p = await this.parts.resources.admit(created, bitmap);
+    p.copy.delta = initialCopy === 'delta';
+    p.copy.deltaRan = p.copy.delta;
+    if (candidates) {
+      p.copy.deltaMethod = candidates.usable ? 'sequence' : 'compare';
+      p.copy.deltaNote = candidates.text;
+      if (candidates.usable) p.copy.deltaPlan = { exact: candidates.exact, coarse: candidates.coarse };
+    }
+    this.parts.events.emit('pair-created', created.name, created.reason,
+      { role: 'primary', volume: created.volume, peer: created.peer.node, mode: created.mode, fence: created.fence, group, fenceGroup: created.fenceGroup, initialCopy });
+    await this.parts.updates.tell(p);
+    // A new group starts shipping at once (the secondary's received journal is empty).
+    if (group && !this.parts.shipping.isRunning(group)) this.parts.shipping.start(group, created.peer.node, 0);
+    if (created.state === 'initial-copying') this.parts.copy.start(p);
+    return this.parts.status(p);
+  }
+
+  /** Validates a create request against this node's pairs; returns the pair's group. */
+  private checkCreate(input: CreatePairInput): string | null {
+    const { env, identity, registry } = this.parts;
+    if (!pairNamePattern.test(input.name)) {
+      throw new TricopyError('invalid-argument', `"${input.name}" is not a valid pair name`, 'use 1–63 letters, digits, ".", "_" or "-"');
+    }
+    if (registry.has(input.name)) throw new TricopyError('already-exists', `pair ${input.name} already exists`);
+    if (!env.transport.hasSecret) {
+      throw new TricopyError('invalid-argument', 'replication needs a cluster secret on every node',
+        'start the nodes with --cluster-secret-file FILE (the same file content on all nodes)');
+    }
+    if (input.peer.node === identity.localNode) throw new TricopyError('invalid-argument', 'a pair needs two different nodes');
+    if (input.mode === 'sync' && input.group !== undefined) {
+      throw new TricopyError('invalid-argument', 'consistency groups are for async pairs', 'sync pairs are consistent by construction; drop --group');
+    }
+    env.volumes.get(input.volume); // not-found first
+    const existing = registry.ofVolume(input.volume);
+    const asSecondary = existing.find((p) => p.record.role === 'secondary' && p.record.state !== 'secondary-writable');
+    // A cascade: the intermediate volume receives synchronously and forwards asynchronously.
+    if (asSecondary && !(asSecondary.record.mode === 'sync' && input.mode === 'async')) {
+      throw new TricopyError('conflict', `volume ${input.volume} is the secondary of pair ${asSecondary.record.name}`,
+        'only a cascade is possible: a volume that receives synchronously may forward asynchronously');
+    }
+    if (existing.some((p) => p.record.peer.node === input.peer.node)) {
+      throw new TricopyError('conflict', `volume ${input.volume} already has a pair to node ${input.peer.node}`);
+    }
+    if (input.mode !== 'async') return null;
+    const group = input.group ?? input.name;
+    if (!groupNamePattern.test(group)) throw new TricopyError('invalid-argument', `"${group}" is not a valid group name`);
+    const other = registry.ofGroup(group)[0];
+    if (other && (other.record.role !== 'primary' || other.record.peer.node !== input.peer.node)) {
+      throw new TricopyError('conflict', `group ${group} already replicates ${other.record.role === 'primary' ? `to node ${other.record.peer.node}` : 'as a secondary'}`,
+        'every pair of a consistency group goes from this node to the same secondary node');
+    }
+    return group;
+  }
+
+  split(name: string, options: { secondaryWritable: boolean }): Promise<PairStatus> {
+    return this.parts.registry.serialize(name, async (p) => {
+      if (p.record.role === 'secondary' && this.parts.env.transport.isUp(p.record.peer.node) && p.record.state !== 'secondary-writable') {
+        throw new TricopyError('invalid-argument', `split pair ${name} at its primary node ${p.record.peer.node}`,
+          'the primary decides what the secondary holds at the split point');
+      }
+      const outcome = await this.parts.engine.apply(p, 'split', { secondaryWritable: options.secondaryWritable });
+      if (outcome.kind !== 'transition') return answer(this.parts, p, outcome);
+      if (p.record.state === 'suspending') await this.parts.drain.drain(p);
+      return this.parts.status(p);
+    });
+  }
+
+  resync(name: string, options: { discard?: string | undefined }): Promise<PairStatus> {
+    const { env, identity, engine } = this.parts;
+    return this.parts.registry.serialize(name, async (p) => {
+      const outcome = engine.decide(p, 'resync');
+      if (outcome.kind !== 'transition') return answer(this.parts, p, outcome);
+      await env.transport.connectNow(p.record.peer, connectTimeoutMs).catch((err: unknown) => {
+        throw new TricopyError('unavailable', `cannot resync pair ${name}: ${errorMessage(err)}`);
+      });
+      const peerBitmap = bitmapReplyCodec.decode(await env.transport.request(p.record.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name })));
+      if (p.record.hostWritesRecorded && peerBitmap.hostWritesRecorded) {
+        if (options.discard === undefined) {
+          throw new TricopyError('conflict',
+            `split brain: both ${identity.localNode} (primary) and ${p.record.peer.node} (secondary) were written while pair ${name} was suspended`,
+            `name the side whose changes are discarded: --discard ${p.record.peer.node} keeps this primary's data; --discard ${identity.localNode} makes ${p.record.peer.node} the primary (swap)`);
+        }
+        if (options.discard === identity.localNode) {
+          throw new TricopyError('invalid-argument', `to keep ${p.record.peer.node}'s data, run at that node: tricopy pair swap ${name} --discard ${identity.localNode}`);
+        }
+        if (options.discard !== p.record.peer.node) {
+          throw new TricopyError('invalid-argument', `--discard names a node of the pair: ${identity.localNode} or ${p.record.peer.node}`);
+        }
+        this.parts.events.emit('split-brain-resolved', name, `operator discarded the changes made on ${options.discard}`);
+      }
+      p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
+      await p.bitmap.sync();
+      await env.transport.request(p.record.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name }));
+      const started = await engine.apply(p, 'resync', { reason: `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy` });
+      return answer(this.parts, p, started);
+    });
+  }
+
+  /** Changes how a pair is protected (fence level, fence group); at the primary. */
+  setProtection(name: string, options: { fence: FenceLevel; fenceGroup: string | null }): Promise<PairStatus> {
+    return this.parts.registry.serialize(name, async (p) => {
+      if (p.record.role !== 'primary') throw new TricopyError('invalid-argument', `protection is set at the primary of pair ${name} (${p.record.peer.node})`);
+      if (p.record.mode !== 'sync' && options.fence === 'data') throw new TricopyError('invalid-argument', 'fence data is for sync pairs');
+      await this.parts.engine.setProtection(p, options.fence, options.fenceGroup,
+        `fence ${options.fence}${options.fenceGroup ? `, fence group ${options.fenceGroup}` : ''}`);
+      return this.parts.status(p);
+    });
+  }
+
+  deletePair(name: string, options: { force: boolean }): Promise<void> {
+    const { env } = this.parts;
+    return this.parts.registry.serialize(name, async (p) => {
+      // Forced: do not wait for a peer that is down (a failover must be fast); it reconciles later.
+      const reachable = env.transport.isUp(p.record.peer.node) ||
+        (!options.force && await env.transport.connectNow(p.record.peer, deleteConnectTimeoutMs).then(() => true, () => false));
+      if (reachable) {
+        await env.transport.request(p.record.peer.node, MessageType.PairDelete, pairNameCodec.encode({ name })).catch((err: unknown) => {
+          if (!options.force) throw err;
+        });
+      } else if (!options.force) {
+        this.parts.demand.releaseIfUnneeded(p.record.peer.node);
+        throw new TricopyError('unavailable', `node ${p.record.peer.node} is not reachable, so pair ${name} cannot be deleted on both sides`,
+          `pass --force to delete it here only; ${p.record.peer.node} drops its side when it reconnects`);
+      }
+      await this.parts.engine.apply(p, 'delete', { reason: reachable ? 'deleted by operator' : 'deleted by operator on this node only (peer unreachable)' });
+    }).then(() => undefined);
+  }
+}

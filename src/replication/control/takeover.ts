@@ -1,0 +1,59 @@
+// Takeover at the secondary (spec 001 §5.2; Hitachi horctakeover): with the primary reachable it
+// is a swap; without it, the secondary applies everything it received and becomes writable (SSWS)
+// with a new generation, so the old primary learns it was taken over when it returns.
+import { TricopyError } from '../../common/errors';
+import type { PairStatus } from '../../contracts/pairs';
+import type { Journals } from '../async/journals';
+import type { AppliedMarks } from '../delta/marks';
+import type { ReplicationEnv } from '../env';
+import type { PairRegistry } from '../pairs/registry';
+import type { PairRuntime } from '../pairs/runtime';
+import type { TransitionEngine } from '../pairs/transitions';
+import type { PeerDemand } from './peer-demand';
+import type { Swap } from './swap';
+
+export interface TakeoverParts {
+  env: ReplicationEnv;
+  registry: PairRegistry;
+  engine: TransitionEngine;
+  journals: Journals;
+  marks: AppliedMarks;
+  demand: PeerDemand;
+  swap: Swap;
+  status: (p: PairRuntime) => PairStatus;
+}
+
+export class Takeover {
+  constructor(private readonly parts: TakeoverParts) {}
+
+  /** At the secondary: takes over this pair, or every pair of its consistency group. */
+  takeover(name: string): Promise<PairStatus[]> {
+    const { registry, engine, env } = this.parts;
+    const first = registry.require(name);
+    const members = first.record.group ? [...registry.ofGroup(first.record.group)] : [first];
+    return registry.serializeAll(members.map((p) => p.record.name), async () => {
+      for (const p of members) {
+        const outcome = engine.decide(p, 'takeover');
+        if (outcome.kind === 'refuse') throw new TricopyError('conflict', `takeover of pair ${p.record.name}: ${outcome.message}`);
+      }
+      if (members.every((p) => p.record.state === 'secondary-writable')) return members.map((p) => this.parts.status(p));
+      if (env.transport.isUp(first.record.peer.node)) {
+        for (const p of members) await this.parts.swap.becomePrimary(p, false);
+        return members.map((p) => this.parts.status(p));
+      }
+      // The primary is gone: apply everything received, then open the volumes for writes.
+      const journal = first.record.group ? this.parts.journals.received(first.record.group) : undefined;
+      if (journal) await journal.drain();
+      for (const p of members) {
+        await engine.apply(p, 'takeover', {
+          receivedSeqAtTakeover: journal ? journal.receivedSeq : null, hostWritesRecorded: false,
+          reason: `takeover: primary ${p.record.peer.node} unreachable${journal ? `; applied all ${journal.appliedSeq} received journal entries` : ''}; volume is writable (SSWS)`,
+        });
+        // Watch for the old primary: when it returns it must learn it was taken over.
+        this.parts.demand.wantIfSender(p);
+        if (journal && p.record.group) await this.parts.marks.save(p.record.volume, { origin: p.record.peer.node, group: p.record.group, appliedSeq: journal.appliedSeq });
+      }
+      return members.map((p) => this.parts.status(p));
+    });
+  }
+}

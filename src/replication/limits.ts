@@ -1,0 +1,102 @@
+// Every limit of remote copy in one place, with its unit in its name, and the invariants that relate
+// them, checked when the module loads: a frame must carry the largest host write, a journal batch
+// must fit a frame, a journal must hold two of the largest entries, copies move whole regions.
+import { invariant } from '../common/errors';
+import { maxIoBytes } from '../volume/block-device';
+import { allocationChunkBytes } from '../volume/volume';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+// --- the node-to-node frame ---------------------------------------------------------------------
+/** Largest frame payload: the largest host write plus its addressing, or a journal batch. */
+export const maxFramePayloadBytes = 34 * MiB;
+/** Addressing ahead of the data of a Write/Copy frame (name, offset, length, flags, tag). */
+export const maxDataHeaderBytes = 1 * KiB;
+
+// --- regions ------------------------------------------------------------------------------------
+/** Differential records (bitmaps of changed regions): one bit per region, the allocation grain. */
+export const diffChunkBytes = allocationChunkBytes;
+/** A sync primary marks these extents durably before a write (DRBD's activity log). */
+export const activityExtentBytes = 4 * MiB;
+/** Extents kept marked after their last write, so hot regions cost no log write each time. */
+export const maxColdMarkedExtents = 64;
+
+// --- copies (initial copy, resync, delta resync, verify) ----------------------------------------
+/** One copy request carries up to this much of a run of changed regions. */
+export const maxCopyRequestBytes = 1 * MiB;
+/** A delta copy compares this much per checksum request. */
+export const maxDeltaRunBytes = 16 * MiB;
+/** A delta copy compares regions of this size first, then blocks inside the regions that differ. */
+export const deltaRegionBytes = 64 * KiB;
+export const deltaBlockBytes = 4 * KiB;
+/** Bytes of each region checksum on the wire (a SHA-256 prefix). */
+export const regionHashBytes = 16;
+/** Copy requests in flight per pair. */
+export const defaultCopyConcurrency = 8;
+
+// --- async journals -----------------------------------------------------------------------------
+/** Bytes of a journal entry ahead of its data (fixed header and the pair name, at most). */
+export const maxJournalEntryHeaderBytes = 256;
+/** One shipped batch of journal entries. */
+export const maxBatchBytes = 4 * MiB;
+export const maxBatchEntries = 4096;
+export const maxBatchesInFlight = 2;
+/** Journal segment files; the journal recycles whole segments. */
+export const journalSegmentBytes = 64 * MiB;
+/** Retired segment files kept for reuse. */
+export const maxFreeJournalSegments = 4;
+/** The journal must hold two of the largest host writes, or it could not keep one in flight. */
+export const minJournalBytes = 2 * maxIoBytes;
+export const defaultJournalBytes = 1024 * MiB;
+/** Data of recent entries kept in memory at the primary so shipping rarely reads the journal back. */
+export const maxCachedJournalBytes = 128 * MiB;
+/** Data of received entries kept in memory at the secondary until applied. */
+export const maxReceivedCacheBytes = 256 * MiB;
+/** Received entries applied concurrently when they do not overlap. */
+export const maxParallelApplies = 16;
+/** How often journal positions are written to their files when they moved. */
+export const progressPersistIntervalMs = 250;
+/** A secondary reports its apply position this soon after applying something. */
+export const progressReportDelayMs = 100;
+/** With the delay policy: writes may wait this long for journal space before the group suspends. */
+export const defaultJournalStallTimeoutMs = 30_000;
+/** Waiting for journal space wakes at least this often to re-check the policy. */
+export const journalSpaceWaitMs = 1000;
+/** A batch that failed on a live link is shipped again after this pause. */
+export const shipRetryDelayMs = 1000;
+
+// --- delta resync -------------------------------------------------------------------------------
+/** Regions per volume kept as individual entries; older ones fold into the overflow bitmap. */
+export const maxDeltaRecordEntries = 131_072;
+
+// --- commands and failures ----------------------------------------------------------------------
+/** A split or a planned swap waits this long for the journal to drain. */
+export const drainTimeoutMs = 120_000;
+/** Draining is checked this often. */
+export const drainPollIntervalMs = 20;
+/** Commands that need the peer wait this long for the link. */
+export const connectTimeoutMs = 10_000;
+/** Deleting a pair waits this long for an absent peer before it needs --force. */
+export const deleteConnectTimeoutMs = 3000;
+/** A sync write the secondary has not confirmed within this time fails the pair. */
+export const defaultSyncWriteTimeoutMs = 15_000;
+/** Delay before a pair suspended by a failure tries to resync while its peer is reachable. */
+export const autoResyncDelayMs = 2000;
+/** The old primary answers a swap after draining; the new primary waits this much longer. */
+export const swapPrepareTimeoutMs = drainTimeoutMs + 10_000;
+
+// --- invariants ---------------------------------------------------------------------------------
+invariant(maxFramePayloadBytes >= maxIoBytes + maxDataHeaderBytes, 'a frame carries the largest host write with its header');
+invariant(maxFramePayloadBytes >= Math.max(maxBatchBytes, maxIoBytes + maxJournalEntryHeaderBytes) + maxDataHeaderBytes,
+  'a journal batch (entries up to the batch size, or one largest entry alone) fits a frame');
+invariant(journalSegmentBytes >= maxIoBytes + maxJournalEntryHeaderBytes, 'a journal segment holds the largest entry');
+invariant(defaultJournalBytes >= minJournalBytes, 'the default journal is at least the minimum');
+invariant(maxCopyRequestBytes % diffChunkBytes === 0 && maxDeltaRunBytes % maxCopyRequestBytes === 0,
+  'copies move whole regions, and a delta run is whole copy requests');
+invariant(maxCopyRequestBytes + maxDataHeaderBytes <= maxFramePayloadBytes, 'a copy request fits a frame');
+invariant(deltaRegionBytes === diffChunkBytes && deltaRegionBytes % deltaBlockBytes === 0,
+  'delta regions are the differential record\'s regions, made of whole blocks');
+invariant(activityExtentBytes % diffChunkBytes === 0, 'activity extents are whole regions');
+invariant(maxCachedJournalBytes >= maxIoBytes && maxReceivedCacheBytes >= maxIoBytes, 'journal caches hold the largest write');
+invariant(drainPollIntervalMs < drainTimeoutMs && autoResyncDelayMs < defaultSyncWriteTimeoutMs, 'pauses are shorter than the timeouts they serve');
