@@ -128,3 +128,60 @@ test('short codes follow Hitachi CCI', () => {
   assert.equal(shortCode({ role: 'secondary', state: 'suspended', suspendCause: 'failure' }), 'PSUE');
   assert.equal(shortCode({ role: 'secondary', state: 'secondary-writable', suspendCause: null }), 'SSWS');
 });
+
+// The internal events the first table left to hand-written code, now in the table too.
+const newEvents: Record<PairRole, Partial<Record<PairState, Partial<Record<PairEvent, Expect | ByCause>>>>> = {
+  primary: {
+    'initial-copying': { 'journal-full': '-> suspended/journal-full', 'crash-recovery': '-> suspended/crash-recovery', 'peer-dissolved': '-> suspended/takeover-by-peer',
+      'drain-failed': 'refuse: no drain runs', 'peer-state': 'refuse: does not follow', 'peer-resumed': 'refuse: does not follow' },
+    duplex: { 'journal-full': '-> suspended/journal-full', 'crash-recovery': '-> suspended/crash-recovery', 'peer-dissolved': '-> suspended/takeover-by-peer',
+      'drain-failed': 'refuse: no drain runs', 'peer-state': 'refuse: does not follow', 'peer-resumed': 'refuse: does not follow' },
+    'duplex-pending': { 'journal-full': '-> suspended/journal-full', 'crash-recovery': '-> suspended/crash-recovery', 'peer-dissolved': '-> suspended/takeover-by-peer',
+      'drain-failed': 'refuse: no drain runs' },
+    suspending: { 'journal-full': '-> suspended/journal-full', 'crash-recovery': 'noop', 'peer-dissolved': '-> suspended/takeover-by-peer',
+      'drain-failed': '-> suspended/failure' },
+    suspended: {
+      'journal-full': 'noop', 'crash-recovery': 'noop', 'drain-failed': 'refuse: no drain runs',
+      'peer-dissolved': { byCause: { 'takeover-by-peer': 'noop', other: '-> suspended/takeover-by-peer' } },
+    },
+  },
+  secondary: {
+    'initial-copying': { 'peer-dissolved': '-> simplex', 'journal-full': 'refuse: not possible', 'crash-recovery': 'refuse: not possible' },
+    duplex: { 'peer-dissolved': '-> simplex', 'peer-resumed': 'refuse: does not follow' },
+    suspended: { 'peer-dissolved': '-> simplex', 'peer-resumed': '-> duplex-pending' },
+    'secondary-writable': { 'peer-dissolved': 'noop', 'peer-resumed': 'refuse: does not follow' },
+  },
+};
+
+test('internal events once built by hand (crash recovery, journal full, failed drains, a dissolved peer) follow the table', () => {
+  let checked = 0;
+  for (const d of allDecisions(['journal-full', 'crash-recovery', 'peer-dissolved', 'drain-failed', 'peer-state', 'peer-resumed'])) {
+    const want = newEvents[d.role][d.state]?.[d.event];
+    if (want === undefined) continue;
+    const w = typeof want === 'object' ? (want.byCause[d.cause ?? 'other'] ?? want.byCause.other) : want;
+    const got = render(d.outcome);
+    if (w.startsWith('refuse: ')) assert.ok(got.startsWith('refuse: ') && got.includes(w.slice(8)), `${d.role}/${d.state}/${d.event}: ${got}`);
+    else assert.equal(got, w, `${d.role}/${d.state}/${d.event}/${d.mode}/${d.cause ?? '-'}`);
+    checked++;
+  }
+  assert.ok(checked >= 60, `${checked} combinations checked`);
+});
+
+test('a secondary follows the state its primary reports, and nothing a secondary cannot be', () => {
+  for (const state of ['initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended'] as const) {
+    const o = decide('secondary', 'duplex', 'peer-state', 'sync', null, { peerState: state, peerCause: state.startsWith('suspend') ? 'operator' : null });
+    assert.equal(render(o), `-> ${state}${state.startsWith('suspend') ? '/operator' : ''}`);
+  }
+  assert.equal(decide('secondary', 'duplex', 'peer-state', 'sync', null, { peerState: 'secondary-writable' }).kind, 'refuse');
+});
+
+test('a swap reverses roles: the new primary bumps the generation, the old primary adopts it; dirty swaps copy', () => {
+  const here = decide('secondary', 'duplex', 'swap', 'sync', null, { clean: true });
+  assert.deepEqual(here.kind === 'transition' && [here.to, here.role, here.generation], ['duplex', 'primary', 'bump']);
+  const dirty = decide('secondary', 'secondary-writable', 'swap', 'async', null, { clean: true });
+  assert.deepEqual(dirty.kind === 'transition' && [dirty.to, dirty.role], ['duplex-pending', 'primary'], 'after a takeover a swap always copies');
+  const away = decide('primary', 'duplex', 'swap', 'sync', null, { clean: false });
+  assert.deepEqual(away.kind === 'transition' && [away.to, away.role, away.generation], ['duplex-pending', 'secondary', 'adopt']);
+  const takeover = decide('secondary', 'suspended', 'takeover', 'async', 'failure');
+  assert.equal(takeover.kind === 'transition' && takeover.generation, 'bump');
+});
