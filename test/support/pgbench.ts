@@ -24,16 +24,16 @@ INSERT INTO tricopy_commits (client, n) VALUES (:client_id, :n);
 END;
 `;
 
-/** `pgbench -i` at `scale` (100,000 accounts each), plus the table of recorded transactions. */
-export async function pgbenchInit(server: PostgresServer, scale: number): Promise<void> {
-  await runOk(path.join(pgBin, 'pgbench'), [...server.connectArgs(), '-i', '-q', '-s', String(scale), 'postgres'], { timeoutMs: 300_000 });
-  await server.query('CREATE TABLE tricopy_commits (client int, n int, PRIMARY KEY (client, n))');
+/** `pgbench -i` at `scale` (100,000 accounts each); with `record`, also the table of recorded transactions. */
+export async function pgbenchInit(server: PostgresServer, scale: number, opts: { record?: boolean } = {}): Promise<void> {
+  await runOk(path.join(pgBin, 'pgbench'), [...server.connectArgs(), '-i', '-q', '-s', String(scale), 'postgres'], { timeoutMs: 600_000 });
+  if (opts.record) await server.query('CREATE TABLE tricopy_commits (client int, n int, PRIMARY KEY (client, n))');
 }
 
 export interface PgbenchOptions {
   clients: number;
   seconds: number;
-  /** Directory for the script and the per-transaction log; with it, transactions are recorded (see above). */
+  /** Directory for the script and the per-transaction log; with it, transactions are recorded (see above; needs pgbenchInit's `record`). */
   recordDir?: string;
 }
 
