@@ -65,20 +65,23 @@ test('PostgreSQL on a sync pair: site lost under pgbench, takeover, recovery wit
   phase(`ext4 on ${deviceA.loopDevice}, initdb and pgbench -i done`);
   const recordDir = path.join(dir, 'client');
   await fsp.mkdir(recordDir);
+  const flushes = async (): Promise<number> =>
+    metricValue(await fetchMetrics(tokyo.apiUrl), 'tricopy_nbd_requests_total', { volume: 'pg', op: 'flush', result: 'ok' });
+  const flushesBefore = await flushes();
   bench = await PgbenchRun.start(pgA, { clients, seconds: 600, recordDir });
   await waitFor('pgbench committing for 3 s', () => {
     const p = bench!.progress();
     return p !== undefined && p.seconds >= 3 && p.tps > 0;
   }, { timeoutMs: 60_000, intervalMs: 20 });
   // The commits went through the whole chain: fsync → ext4 → loop → FUSE → NBD FLUSH at tokyo.
-  const flushes = metricValue(await fetchMetrics(tokyo.apiUrl), 'tricopy_nbd_requests_total', { volume: 'pg', op: 'flush', result: 'ok' });
-  assert.ok(flushes > 0, 'PostgreSQL commits reach tricopy as NBD flushes');
+  const commitFlushes = (await flushes()) - flushesBefore;
+  assert.ok(commitFlushes > 0, 'PostgreSQL commits reach tricopy as NBD flushes');
   assert.equal((await cluster.pairStatus('tokyo', 'pg')).code, 'PAIR', 'the pair is duplex while pgbench runs');
 
   // The site is lost: the database server and the storage node die together, mid-transaction.
   const pgPids = pgA.kill();
   tokyo.child.kill('SIGKILL');
-  phase(`SIGKILL of postgres (${pgPids.length} processes) and of node tokyo at ${bench.progress()!.seconds} s of pgbench`);
+  phase(`SIGKILL of postgres (${pgPids.length} processes) and of node tokyo at ${bench.progress()!.seconds} s of pgbench (${commitFlushes} NBD flushes so far)`);
   await within('node tokyo to die', tokyo.exit, 30_000);
   await PostgresServer.waitGone(pgPids);
   const outcome = await within('pgbench to end', bench.done, 60_000);
