@@ -36,6 +36,8 @@ export async function waitForPort(port: number, timeoutMs = 20_000): Promise<voi
 export interface Server {
   name: string;
   uri: string;
+  /** The serving process, for CPU accounting. */
+  pid?: number;
   stop(): Promise<void>;
 }
 
@@ -45,6 +47,7 @@ export async function spawnServer(name: string, command: string, args: string[],
   return {
     name,
     uri,
+    pid: child.pid,
     stop: async () => {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
@@ -107,6 +110,17 @@ export async function fio(uri: string, job: FioJob, cwd: string): Promise<FioRes
 export async function prefill(uri: string, size: string, cwd: string): Promise<void> {
   await runOk('fio', ['--name=prefill', '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=1m', '--iodepth=8', `--size=${size}`,
     '--output-format=json'], { cwd, timeoutMs: 600_000 });
+}
+
+let clockTicks: number | undefined;
+
+/** CPU seconds (user + system, all threads) a process has used so far, from /proc/PID/stat. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  clockTicks ??= Number((await runOk('getconf', ['CLK_TCK'])).stdout.trim());
+  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8');
+  // After the command name (which may hold spaces): field 3 (state) first; utime and stime are fields 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
 }
 
 export function median(values: number[]): number {

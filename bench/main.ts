@@ -1,10 +1,16 @@
 // Benchmark entry point: `npm run bench -- <name> [--write-docs]`.
 import { benchNbd } from './nbd';
+import { benchPgbench } from './pgbench';
 import { benchReplication } from './replication';
 import { benchTopology } from './topology';
 
 const benches: Record<string, (args: string[]) => Promise<void>> = {
-  nbd: benchNbd,
+  // The NBD comparison is fio's, then pgbench's (an application on a filesystem on the export).
+  nbd: async (args) => {
+    await benchNbd(args);
+    await benchPgbench(args, 'nbd');
+  },
+  pgbench: (args) => benchPgbench(args),
   replication: benchReplication,
   topology: benchTopology,
 };

@@ -14,14 +14,23 @@ have nbdkit    || need+=(nbdkit)
 have psktool   || need+=(gnutls-bin)
 have openssl   || need+=(openssl)
 have ip        || need+=(iproute2)
+# The PostgreSQL test and benchmark: ext4 on a loop device over an nbdfuse file, PostgreSQL 15 and pgbench.
+have mkfs.ext4 || need+=(e2fsprogs)
+have losetup   || need+=(mount)
+[ -x /usr/lib/postgresql/15/bin/pgbench ] || need+=(postgresql-15)
+[ -x /usr/lib/postgresql/15/bin/psql ]    || need+=(postgresql-client-15)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root, or install them: apt-get install ${need[*]})" >&2
     exit 1
   fi
-  echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # nbdfuse is a package of its own from Debian 13 on; Debian 12 ships it in libnbd-bin.
+  if [[ " ${need[*]} " == *" nbdfuse "* ]] && [ -z "$(apt-cache madison nbdfuse 2>/dev/null)" ]; then
+    need=("${need[@]/#nbdfuse/libnbd-bin}")
+  fi
+  echo "installing Debian packages: ${need[*]}"
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
