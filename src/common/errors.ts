@@ -53,11 +53,19 @@ export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && value in httpStatusByCode;
 }
 
+/**
+ * Told of every violated invariant as it is detected, wherever the error is caught later (a request
+ * answered with an error, a background task that logs it): the node logs it as fatal, the
+ * simulator fails the run.
+ */
+export const invariantObservers = new Set<(err: InvariantError) => void>();
+
 /** A violated invariant: a bug, never an expected condition. It is thrown, never swallowed. */
 export class InvariantError extends Error {
   constructor(message: string) {
     super(`invariant violated: ${message}`);
     this.name = 'InvariantError';
+    for (const observe of invariantObservers) observe(this);
   }
 }
 

@@ -1,7 +1,7 @@
 // A storage node: composes the volume store, the NBD server, the control API, metrics and the
 // event journal, and owns the node-level operations the API exposes.
 import { promises as fsp } from 'node:fs';
-import { TricopyError } from '../common/errors';
+import { TricopyError, invariantObservers } from '../common/errors';
 import { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import { NbdServer, parsePskFile } from '../nbd/server';
@@ -65,6 +65,8 @@ export class StorageNode {
     }
     const node = new StorageNode(config, store, log);
     node.unlock = unlock;
+    // A violated invariant is a bug: say so loudly, wherever the error is caught afterwards.
+    invariantObservers.add((err) => log.fatal({ err: err.message, stack: err.stack }, 'invariant violated'));
     try {
       node.nbd = new NbdServer({
         host: config.host,

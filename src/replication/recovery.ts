@@ -1,57 +1,94 @@
-// What a node does with its pairs when it starts after a crash: replay the async journal tail onto
-// the primary volumes (every write was journaled before it was issued locally), record the regions
-// of sync writes that were in flight (the activity log) and suspend those pairs for a resync, and
-// hold back async entries whose sync copy is uncertain (3DC protection).
+// What a node does with its pairs when it starts after a crash, before it talks to any peer:
+//   1. replay the async journal tail onto the primary volumes of pairs still journaling (every write
+//      was journaled before it was issued locally, so the volume then holds at least what the
+//      journal will deliver); pairs no longer journaling have their undelivered entries in their
+//      differential records already, and replaying them would put older data over newer writes;
+//   2. a split that was draining cannot go on: what the secondary lacks is recorded;
+//   3. extents the activity log marked may differ from the copies: sync pairs record them and
+//      suspend for a resync; async pairs send them again as ordered copy markers, so the secondary
+//      stays a consistent image; suspended pairs record them;
+//   4. async entries whose sync copy is uncertain wait for it (3DC protection).
 import type { Logger } from '../common/log';
-import type { Journals } from './async/journals';
 import { JournalOp } from './async/journal-entry';
+import { type Journals, journaling } from './async/journals';
 import type { VolumeRuntimes } from './datapath/volume-runtimes';
+import type { ByteRange } from './delta/delta-record';
 import type { ReplicationEnv } from './env';
+import { maxCopyRequestBytes } from './limits';
 import type { PairRegistry } from './pairs/registry';
+import type { PairRuntime } from './pairs/runtime';
 import type { TransitionEngine } from './pairs/transitions';
 
 export async function recoverAfterRestart(env: ReplicationEnv, registry: PairRegistry, engine: TransitionEngine, journals: Journals,
   volumeRuntimes: VolumeRuntimes, log: Logger): Promise<void> {
   await replayJournals(env, registry, journals, log);
-  await resyncInFlightRegions(env, registry, engine, volumeRuntimes);
+  await abandonDrains(registry, engine, journals);
+  await resendActiveExtents(env, registry, engine, journals, volumeRuntimes, log);
   holdUncertainEntries(registry, journals, volumeRuntimes);
 }
 
-/** Replaying the journal tail in order makes the local volumes hold at least what the journal will deliver. */
 async function replayJournals(env: ReplicationEnv, registry: PairRegistry, journals: Journals, log: Logger): Promise<void> {
   for (const [group, journal] of journals.primaryEntries()) {
-    const retained = journal.retainedEntries();
-    if (retained.length === 0) continue;
     const touched = new Set<string>();
-    for (const e of retained) {
+    let replayed = 0;
+    for (const e of journal.retainedEntries()) {
       const p = registry.get(e.pair);
-      if (!p || p.record.role !== 'primary') continue;
+      if (!p || p.record.role !== 'primary' || !journaling(p)) continue;
       const volume = env.volumes.volume(p.record.volume);
       touched.add(p.record.volume);
       if (e.op === JournalOp.Write) await volume.write(e.offset, await journal.dataOf(e), { fua: false });
       else if (e.op === JournalOp.Zero) await volume.writeZeroes(e.offset, e.length, { fua: false, noHole: false, fastOnly: false });
+      else continue;
+      replayed++;
     }
     await Promise.all([...touched].map((v) => env.volumes.volume(v).flush()));
-    log.info({ group, entries: retained.length }, 'replayed the journal tail onto the primary volumes');
+    if (replayed > 0) log.info({ group, entries: replayed }, 'replayed the journal tail onto the primary volumes');
   }
 }
 
-async function resyncInFlightRegions(env: ReplicationEnv, registry: PairRegistry, engine: TransitionEngine, volumeRuntimes: VolumeRuntimes): Promise<void> {
+async function abandonDrains(registry: PairRegistry, engine: TransitionEngine, journals: Journals): Promise<void> {
+  for (const p of [...registry.all()]) {
+    if (p.record.role !== 'primary' || p.record.state !== 'suspending' || !p.record.group) continue;
+    const journal = journals.primary(p.record.group);
+    for (const e of journal?.retainedEntries() ?? []) if (e.pair === p.record.name && e.seq > journal!.ackedSeq) p.bitmap.markBytes(e.offset, e.length);
+    await p.bitmap.sync();
+    await engine.apply(p, 'drain-failed', { reason: 'the node restarted while the split was draining; undelivered entries were recorded as changed regions' });
+  }
+}
+
+async function resendActiveExtents(env: ReplicationEnv, registry: PairRegistry, engine: TransitionEngine, journals: Journals,
+  volumeRuntimes: VolumeRuntimes, log: Logger): Promise<void> {
   for (const [volumeName, vr] of volumeRuntimes.entries()) {
     if (!vr.activity) continue;
-    const ranges = vr.activity.markedRanges();
-    if (ranges.length === 0) continue;
     const size = env.volumes.volume(volumeName).sizeBytes;
-    for (const p of registry.ofVolume(volumeName).filter((x) => x.record.role === 'primary' && x.record.mode === 'sync')) {
-      for (const r of ranges) p.bitmap.markBytes(r.offset, Math.min(r.length, size - r.offset));
+    const ranges = vr.activity.markedRanges().map((r) => ({ offset: r.offset, length: Math.min(r.length, size - r.offset) })).filter((r) => r.length > 0);
+    if (ranges.length === 0) continue;
+    for (const p of registry.ofVolume(volumeName).filter((x) => x.record.role === 'primary')) {
+      if (p.record.mode === 'async' && journaling(p)) {
+        await resendAsCopies(p, ranges, journals);
+        continue;
+      }
+      for (const r of ranges) p.bitmap.markBytes(r.offset, r.length);
       await p.bitmap.sync();
-      await engine.apply(p, 'crash-recovery', { reason: `node restarted with ${ranges.length} region(s) of writes in flight; they will be resynchronised` });
+      if (p.record.mode === 'sync') {
+        await engine.apply(p, 'crash-recovery', { reason: `node restarted with ${ranges.length} region(s) of writes in flight; they will be resynchronised` });
+      }
     }
+    log.info({ volume: volumeName, extents: ranges.length }, 'extents with writes in flight at the crash are sent again');
     await vr.activity.clearIdle();
   }
 }
 
-/** 3DC protection after a crash: entries whose sync copy is uncertain wait for it. */
+/** Copy markers in the group's journal: the secondary gets the current contents, in order. */
+async function resendAsCopies(p: PairRuntime, ranges: ByteRange[], journals: Journals): Promise<void> {
+  for (const r of ranges) {
+    for (let at = r.offset; at < r.offset + r.length; at += maxCopyRequestBytes) {
+      const appended = await journals.append(p, { op: JournalOp.CopyRegion, pair: p.record.name, offset: at, length: Math.min(maxCopyRequestBytes, r.offset + r.length - at) });
+      if (!appended) return; // the group fell back to bitmaps: the regions are recorded
+    }
+  }
+}
+
 function holdUncertainEntries(registry: PairRegistry, journals: Journals, volumeRuntimes: VolumeRuntimes): void {
   for (const [group, journal] of journals.primaryEntries()) {
     for (const e of journal.retainedEntries()) {

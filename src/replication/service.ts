@@ -43,7 +43,7 @@ import { PairRegistry } from './pairs/registry';
 import type { PairRuntime } from './pairs/runtime';
 import { TransitionEngine } from './pairs/transitions';
 import { recoverAfterRestart } from './recovery';
-import { StatusReader } from './status';
+import { type PairInternals, StatusReader } from './status';
 
 export type { CreatePairInput };
 export type { GroupStatus, PairStatus };
@@ -147,8 +147,8 @@ export class ReplicationService implements ReplicationDataPath {
     this.parts.copy.stop();
     this.parts.shipping.stopAll();
     await this.env.transport.close();
+    await this.volumeRuntimes.close((volume) => this.durable(volume));
     await this.parts.journals.close();
-    await this.volumeRuntimes.close();
     for (const p of this.registry.all()) await p.bitmap.close();
   }
 
@@ -165,7 +165,7 @@ export class ReplicationService implements ReplicationDataPath {
       capacityBytes: options.journalCapacityBytes, fullPolicy: options.journalFullPolicy, stallTimeoutMs: options.journalStallTimeoutMs,
     }, registry, engine, volumeRuntimes, log);
     updates = new PeerUpdates(env.transport, registry, journals, log);
-    const resources = new PairResources(registry, engine, journals, volumeRuntimes, fences, marks, demand);
+    const resources = new PairResources(registry, engine, journals, volumeRuntimes, fences, marks, demand, (volume) => this.durable(volume));
     this.watchDeltaRecords(engine, updates);
     let reconciler: Reconciler | undefined;
     let copy: CopyEngine | undefined;
@@ -196,6 +196,13 @@ export class ReplicationService implements ReplicationDataPath {
     });
     env.transport.setRequestHandler((type, payload, peer) => requests.handle(type, payload, peer));
     return { store, engine, marks, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status };
+  }
+
+  /** Every completed write of the volume is durable: its data, and its entries in the group journals it is written to. */
+  private async durable(volume: string): Promise<void> {
+    const journals = this.registry.ofVolume(volume).filter((p) => p.record.role === 'primary' && p.record.group !== null)
+      .map((p) => this.parts.journals.primary(p.record.group!));
+    await Promise.all([this.env.volumes.volume(volume).flush(), ...journals.map((j) => j?.sync())]);
   }
 
   /** Delta records follow the copies' state: invalidated when the async site may get ahead, restarted in step. */
@@ -257,6 +264,11 @@ export class ReplicationService implements ReplicationDataPath {
 
   groupStatus(group: string): GroupStatus {
     return this.parts.status.group(group);
+  }
+
+  /** Internal state of every pair (the simulator's checker; not part of the API). */
+  internals(): PairInternals[] {
+    return this.parts.status.internals(this.volumeRuntimes);
   }
 
   waitFor(name: string, state: PairState, timeoutMs: number): Promise<PairStatus> {

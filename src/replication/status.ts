@@ -10,6 +10,22 @@ import { diffChunkBytes } from './limits';
 import { shortCode } from './pairs/pair-model';
 import type { PairRegistry } from './pairs/registry';
 import type { PairRuntime } from './pairs/runtime';
+import type { PairRecord } from './pairs/pair-model';
+import type { ByteRange } from './delta/delta-record';
+import type { VolumeRuntimes } from './datapath/volume-runtimes';
+
+/** Internal state of a pair for the simulator's checker: what the resync and the journals cover. */
+export interface PairInternals {
+  record: PairRecord;
+  /** The differential record: one bit per region of `regionBytes`. */
+  bits: Uint8Array;
+  regionBytes: number;
+  /** Byte ranges of journal entries of this pair not yet applied at the secondary (either side's journal). */
+  journalRanges: ByteRange[];
+  /** Byte ranges the activity log of the pair's volume marks (writes that may be in flight). */
+  activityRanges: ByteRange[];
+  copyRunning: boolean;
+}
 
 export class StatusReader {
   constructor(private readonly env: ReplicationEnv, private readonly registry: PairRegistry, private readonly journals: Journals,
@@ -75,6 +91,21 @@ export class StatusReader {
         p.stateWaiters.add(done);
       });
     }
+  }
+
+  internals(volumeRuntimes: VolumeRuntimes): PairInternals[] {
+    return [...this.registry.all()].map((p) => {
+      const r = p.record;
+      const journalRanges: ByteRange[] = [];
+      const primary = r.group && r.role === 'primary' ? this.journals.primary(r.group) : undefined;
+      for (const e of primary?.retainedEntries() ?? []) if (e.pair === r.name) journalRanges.push({ offset: e.offset, length: e.length });
+      const received = r.group && r.role === 'secondary' ? this.journals.received(r.group) : undefined;
+      for (const e of received?.pendingEntries() ?? []) if (e.pair === r.name) journalRanges.push({ offset: e.offset, length: e.length });
+      return {
+        record: { ...r }, bits: p.bitmap.snapshot(), regionBytes: diffChunkBytes, journalRanges,
+        activityRanges: volumeRuntimes.peek(r.volume)?.activity?.markedRanges() ?? [], copyRunning: p.copy.running,
+      };
+    });
   }
 
   pair(p: PairRuntime): PairStatus {

@@ -139,7 +139,7 @@ const newEvents: Record<PairRole, Partial<Record<PairState, Partial<Record<PairE
     'duplex-pending': { 'journal-full': '-> suspended/journal-full', 'crash-recovery': '-> suspended/crash-recovery', 'peer-dissolved': '-> suspended/takeover-by-peer',
       'drain-failed': 'refuse: no drain runs' },
     suspending: { 'journal-full': '-> suspended/journal-full', 'crash-recovery': 'noop', 'peer-dissolved': '-> suspended/takeover-by-peer',
-      'drain-failed': '-> suspended/failure' },
+      'drain-failed': '-> suspended' },
     suspended: {
       'journal-full': 'noop', 'crash-recovery': 'noop', 'drain-failed': 'refuse: no drain runs',
       'peer-dissolved': { byCause: { 'takeover-by-peer': 'noop', other: '-> suspended/takeover-by-peer' } },

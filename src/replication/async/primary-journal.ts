@@ -243,7 +243,10 @@ export class PrimaryJournal {
    * Drops every retained entry (the group falls back to bitmaps, or the secondary became the
    * primary). Returns what was dropped so the caller can record the regions in bitmaps.
    */
-  async dropAll(): Promise<StoredEntry[]> {
+  async dropAll(continueAfter = 0): Promise<StoredEntry[]> {
+    // A secondary that received entries this journal lost (a power loss here) names the highest;
+    // the new stream starts after it.
+    this.lastSeqValue = Math.max(this.lastSeqValue, continueAfter);
     const dropped = this.retained.clear();
     this.retainedBytes = 0;
     this.localPending.clear();

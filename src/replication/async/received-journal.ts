@@ -23,7 +23,12 @@ export class ReceivedJournal {
   private pending = new Deque<StoredEntry>();
   private readonly cache = new Map<number, JournalEntry>();
   private cachedBytes = 0;
+  /** Entries taken in order (the next batch must continue here); not all durable yet. */
+  private acceptedSeq: number;
+  /** Entries durable in the journal: what is acknowledged to the primary and may be applied. */
   private receivedSeqValue: number;
+  /** Accepted entries waiting for their journal write to be synced, oldest first. */
+  private readonly staged = new Deque<StoredEntry>();
   private appliedSeqValue: number;
   private durableAppliedSeq: number;
   private applying = false;
@@ -49,6 +54,7 @@ export class ReceivedJournal {
     this.durableAppliedSeq = appliedSeq;
     for (const e of entries) if (e.seq > appliedSeq) this.pending.push(e);
     this.receivedSeqValue = Math.max(appliedSeq, entries.at(-1)?.seq ?? 0);
+    this.acceptedSeq = this.receivedSeqValue;
   }
 
   static async open(dir: string, group: string, env: JournalEnv, log: Logger): Promise<ReceivedJournal> {
@@ -66,8 +72,13 @@ export class ReceivedJournal {
     return this.appliedSeqValue;
   }
 
+  /** Entries received and not applied yet, oldest first. */
+  pendingEntries(): StoredEntry[] {
+    return this.pending.toArray();
+  }
+
   get backlog(): number {
-    return this.receivedSeqValue - this.appliedSeqValue;
+    return this.acceptedSeq - this.appliedSeqValue;
   }
 
   /** Starts applying (after pairs are loaded so every entry finds its volume). */
@@ -81,40 +92,58 @@ export class ReceivedJournal {
    * Stores a batch from the primary. Entries at or below what was already received are duplicates
    * (a resend after a lost answer) and are skipped; a gap is refused so the primary resends.
    */
+  /**
+   * Stores a batch from the primary. Entries at or below what was already accepted are duplicates
+   * (a resend after a lost answer) and are skipped; a gap is refused so the primary resends. It
+   * resolves once the entries are durable (synced): only then are they applied, and acknowledged
+   * to the primary (which deletes them), so a power loss here can lose neither.
+   */
   async receive(entries: Array<{ entry: JournalEntry; encoded?: Buffer }> | JournalEntry[], streamStart = 0): Promise<void> {
     const items = entries.map((x) => ('entry' in x ? x : { entry: x, encoded: undefined }));
-    if (streamStart > this.receivedSeqValue) {
+    if (streamStart > this.acceptedSeq) {
       // The primary abandoned its entries after what it knew was received here (it fell back to
       // bitmaps and resyncs their regions). What was received here is in no bitmap of the primary
       // any more: apply it before starting over, or those regions would be lost.
-      this.log.warn({ group: this.group, from: this.receivedSeqValue, to: streamStart }, 'primary restarted the journal stream');
-      await this.drain();
+      this.log.warn({ group: this.group, from: this.acceptedSeq, to: streamStart }, 'primary restarted the journal stream');
+      await this.drain(this.acceptedSeq);
       await this.resetTo(streamStart);
     }
-    const fresh = items.filter((x) => x.entry.seq > this.receivedSeqValue);
-    if (fresh.length === 0) return;
-    if (fresh[0]!.entry.seq !== this.receivedSeqValue + 1) {
-      throw new TricopyError('conflict', `journal of group ${this.group}: expected entry ${this.receivedSeqValue + 1}, got ${fresh[0]!.entry.seq}`);
+    const fresh = items.filter((x) => x.entry.seq > this.acceptedSeq);
+    if (fresh.length === 0) return this.durableThrough(this.acceptedSeq);
+    if (fresh[0]!.entry.seq !== this.acceptedSeq + 1) {
+      throw new TricopyError('conflict', `journal of group ${this.group}: expected entry ${this.acceptedSeq + 1}, got ${fresh[0]!.entry.seq}`);
     }
     const writes: Promise<void>[] = [];
     for (const { entry: e, encoded } of fresh) {
-      invariant(e.seq === this.receivedSeqValue + 1, 'received journal entries are consecutive');
+      invariant(e.seq === this.acceptedSeq + 1, 'received journal entries are consecutive');
       if (e.op === JournalOp.CopyRegion) throw new TricopyError('invalid-argument', 'copy markers must be shipped with their data');
       const { stored, written } = encoded ? this.store.append(e, [encoded]) : this.store.append(e);
       writes.push(written);
-      this.pending.push(stored);
+      this.staged.push(stored);
       if (this.cachedBytes < maxReceivedCacheBytes) {
         this.cache.set(e.seq, e);
         this.cachedBytes += e.data?.length ?? 0;
       }
-      this.receivedSeqValue = e.seq;
+      this.acceptedSeq = e.seq;
     }
     await Promise.all(writes);
+    await this.durableThrough(this.acceptedSeq);
+  }
+
+  /** Syncs the journal and moves staged entries through `seq` to the ones to apply (in order). */
+  private async durableThrough(seq: number): Promise<void> {
+    if (this.receivedSeqValue >= seq) return;
+    await this.store.sync();
+    while (this.staged.length > 0 && this.staged.first()!.seq <= seq) {
+      const e = this.staged.shift()!;
+      this.pending.push(e);
+      this.receivedSeqValue = e.seq;
+    }
     this.kick();
   }
 
   /** Resolves when every entry received up to now (or `seq`) is applied and recorded durably. */
-  drain(seq = this.receivedSeqValue): Promise<void> {
+  drain(seq = this.acceptedSeq): Promise<void> {
     if (this.applyError) return Promise.reject(this.applyError);
     if (this.durableAppliedSeq >= seq) return Promise.resolve();
     return new Promise((resolve, reject) => {
@@ -139,6 +168,8 @@ export class ReceivedJournal {
     this.cache.clear();
     this.cachedBytes = 0;
     this.receivedSeqValue = seq;
+    this.acceptedSeq = seq;
+    this.staged.clear();
     this.appliedSeqValue = seq;
     this.durableAppliedSeq = seq;
     await this.store.reset(seq + 1);

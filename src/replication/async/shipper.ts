@@ -114,7 +114,8 @@ export class Shipping {
       p.bitmap.mergeFrom(this.env.volumes.volume(p.record.volume).allocation);
       await p.bitmap.sync();
     }
-    await journal.dropAll();
+    // Numbers the secondary already used must never be used again (it would skip them as duplicates).
+    await journal.dropAll(receivedSeq);
     for (const p of members) await this.engine.apply(p, 'failure', { reason });
   }
 

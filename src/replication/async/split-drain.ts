@@ -20,26 +20,36 @@ export class SplitDrain {
     });
   }
 
-  /** Waits until the secondary applied every entry written before the split, then suspends. */
-  async drain(p: PairRuntime): Promise<void> {
-    const journal = this.journals.primary(p.record.group!)!;
+  /**
+   * Waits until the secondary applied every entry written before the split, then suspends the
+   * pairs: all members of a consistency group split at the same entry, so the secondary holds the
+   * group's state at one instant.
+   */
+  async drain(members: PairRuntime[]): Promise<void> {
+    const first = members[0];
+    if (!first) return;
+    const journal = this.journals.primary(first.record.group!)!;
+    const peer = first.record.peer.node;
     const target = journal.lastSeq;
-    p.drainTargetSeq = target;
+    for (const p of members) p.drainTargetSeq = target;
     const deadline = this.env.clock.now() + drainTimeoutMs;
-    while (journal.appliedSeq < target && this.env.clock.now() < deadline && this.env.transport.isUp(p.record.peer.node) &&
-        p.record.state === 'suspending') {
+    while (journal.appliedSeq < target && this.env.clock.now() < deadline && this.env.transport.isUp(peer) &&
+        members.some((p) => p.record.state === 'suspending')) {
       await this.env.clock.sleep(drainPollIntervalMs);
     }
-    p.drainTargetSeq = null;
-    if (p.record.state !== 'suspending') return;
-    if (journal.appliedSeq >= target) {
-      await this.engine.apply(p, 'drain-complete', {
-        reason: `split: the secondary applied every entry through ${target}; it holds this volume's state at the split point`,
-      });
-      return;
+    for (const p of members) p.drainTargetSeq = null;
+    const drained = journal.appliedSeq >= target;
+    for (const p of members) {
+      if (p.record.state !== 'suspending') continue;
+      if (drained) {
+        await this.engine.apply(p, 'drain-complete', {
+          reason: `split: the secondary applied every entry through ${target}; it holds the ${members.length > 1 ? 'group\'s' : 'volume\'s'} state at the split point`,
+        });
+      } else {
+        await this.suspendUndelivered(p,
+          `split: the secondary could not be drained (${this.env.transport.isUp(peer) ? 'timeout' : 'link down'}); undelivered entries were recorded as changed regions`);
+      }
     }
-    await this.suspendUndelivered(p,
-      `split: the secondary could not be drained (${this.env.transport.isUp(p.record.peer.node) ? 'timeout' : 'link down'}); undelivered entries were recorded as changed regions`);
   }
 
   /** Entries the secondary has not received become recorded regions; the pair is suspended. */

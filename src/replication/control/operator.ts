@@ -176,48 +176,68 @@ export class Operator {
     return group;
   }
 
+  /** Splits the pair; an async pair splits with every pair of its consistency group, at one instant. */
   split(name: string, options: { secondaryWritable: boolean }): Promise<PairStatus> {
-    return this.parts.registry.serialize(name, async (p) => {
+    const { registry, engine } = this.parts;
+    const first = registry.require(name);
+    const members = first.record.mode === 'async' && first.record.group
+      ? registry.ofGroup(first.record.group).filter((x) => x.record.role === first.record.role) : [first];
+    return registry.serializeAll(members.map((x) => x.record.name), async () => {
+      const p = first;
       if (p.record.role === 'secondary' && this.parts.env.transport.isUp(p.record.peer.node) && p.record.state !== 'secondary-writable') {
         throw new TricopyError('invalid-argument', `split pair ${name} at its primary node ${p.record.peer.node}`,
           'the primary decides what the secondary holds at the split point');
       }
-      const outcome = await this.parts.engine.apply(p, 'split', { secondaryWritable: options.secondaryWritable });
+      const outcome = engine.decide(p, 'split');
       if (outcome.kind !== 'transition') return answer(this.parts, p, outcome);
-      if (p.record.state === 'suspending') await this.parts.drain.drain(p);
+      for (const x of members) await engine.apply(x, 'split', { secondaryWritable: options.secondaryWritable });
+      const draining = members.filter((x) => x.record.state === 'suspending');
+      if (draining.length > 0) await this.parts.drain.drain(draining);
       return this.parts.status(p);
     });
   }
 
+  /** Resyncs the pair; an async pair resyncs with every suspended pair of its consistency group. */
   resync(name: string, options: { discard?: string | undefined }): Promise<PairStatus> {
-    const { env, identity, engine } = this.parts;
-    return this.parts.registry.serialize(name, async (p) => {
-      const outcome = engine.decide(p, 'resync');
-      if (outcome.kind !== 'transition') return answer(this.parts, p, outcome);
-      await env.transport.connectNow(p.record.peer, connectTimeoutMs).catch((err: unknown) => {
-        throw new TricopyError('unavailable', `cannot resync pair ${name}: ${errorMessage(err)}`);
-      });
-      const peerBitmap = bitmapReplyCodec.decode(await env.transport.request(p.record.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name })));
-      if (p.record.hostWritesRecorded && peerBitmap.hostWritesRecorded) {
-        if (options.discard === undefined) {
-          throw new TricopyError('conflict',
-            `split brain: both ${identity.localNode} (primary) and ${p.record.peer.node} (secondary) were written while pair ${name} was suspended`,
-            `name the side whose changes are discarded: --discard ${p.record.peer.node} keeps this primary's data; --discard ${identity.localNode} makes ${p.record.peer.node} the primary (swap)`);
-        }
-        if (options.discard === identity.localNode) {
-          throw new TricopyError('invalid-argument', `to keep ${p.record.peer.node}'s data, run at that node: tricopy pair swap ${name} --discard ${identity.localNode}`);
-        }
-        if (options.discard !== p.record.peer.node) {
-          throw new TricopyError('invalid-argument', `--discard names a node of the pair: ${identity.localNode} or ${p.record.peer.node}`);
-        }
-        this.parts.events.emit('split-brain-resolved', name, `operator discarded the changes made on ${options.discard}`);
-      }
-      p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
-      await p.bitmap.sync();
-      await env.transport.request(p.record.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name }));
-      const started = await engine.apply(p, 'resync', { reason: `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy` });
-      return answer(this.parts, p, started);
+    const { registry, engine } = this.parts;
+    const first = registry.require(name);
+    const members = first.record.mode === 'async' && first.record.group
+      ? registry.ofGroup(first.record.group).filter((x) => x.record.role === first.record.role) : [first];
+    return registry.serializeAll(members.map((x) => x.record.name), async () => {
+      const outcome = engine.decide(first, 'resync');
+      if (outcome.kind !== 'transition') return answer(this.parts, first, outcome);
+      for (const p of members) if (p === first || engine.decide(p, 'resync').kind === 'transition') await this.resyncOne(p, options);
+      return this.parts.status(first);
     });
+  }
+
+  /** Takes the peer's changed regions too (refusing a split brain nobody resolved), then copies. */
+  private async resyncOne(p: PairRuntime, options: { discard?: string | undefined }): Promise<void> {
+    const { env, identity, engine } = this.parts;
+    const name = p.record.name;
+    await env.transport.connectNow(p.record.peer, connectTimeoutMs).catch((err: unknown) => {
+      throw new TricopyError('unavailable', `cannot resync pair ${name}: ${errorMessage(err)}`);
+    });
+    const peerBitmap = bitmapReplyCodec.decode(await env.transport.request(p.record.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name })));
+    if (p.record.hostWritesRecorded && peerBitmap.hostWritesRecorded) {
+      if (options.discard === undefined) {
+        throw new TricopyError('conflict',
+          `split brain: both ${identity.localNode} (primary) and ${p.record.peer.node} (secondary) were written while pair ${name} was suspended`,
+          `name the side whose changes are discarded: --discard ${p.record.peer.node} keeps this primary's data; --discard ${identity.localNode} makes ${p.record.peer.node} the primary (swap)`);
+      }
+      if (options.discard === identity.localNode) {
+        throw new TricopyError('invalid-argument', `to keep ${p.record.peer.node}'s data, run at that node: tricopy pair swap ${name} --discard ${identity.localNode}`);
+      }
+      if (options.discard !== p.record.peer.node) {
+        throw new TricopyError('invalid-argument', `--discard names a node of the pair: ${identity.localNode} or ${p.record.peer.node}`);
+      }
+      this.parts.events.emit('split-brain-resolved', name, `operator discarded the changes made on ${options.discard}`);
+    }
+    p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
+    await p.bitmap.sync();
+    await env.transport.request(p.record.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name }));
+    const started = await engine.apply(p, 'resync', { reason: `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy` });
+    answer(this.parts, p, started);
   }
 
   /** Changes how a pair is protected (fence level, fence group); at the primary. */

@@ -21,6 +21,8 @@ export class PairResources {
     private readonly fences: Fences,
     private readonly marks: AppliedMarks,
     private readonly demand: PeerDemand,
+    /** Makes every completed write of a volume durable (for the activity log). */
+    private readonly durable: (volume: string) => Promise<void>,
   ) {
     engine.onLocal(async (t) => {
       this.fences.refresh();
@@ -35,7 +37,7 @@ export class PairResources {
     engine.onProtection(() => this.fences.refresh());
     engine.onAfter(async (t) => {
       const r = t.pair.record;
-      if (r.role === 'primary' && r.mode === 'sync') await this.volumeRuntimes.useActivityLog(r.volume);
+      if (r.role === 'primary') await this.volumeRuntimes.useActivityLog(r.volume, this.durable);
     });
     engine.onRemoval((p) => this.beforeRemoval(p), (p) => this.afterRemoval(p));
   }
@@ -50,7 +52,7 @@ export class PairResources {
 
   /** Opens the journals and logs a pair's current role needs (after admission or a role swap). */
   async open(p: PairRuntime): Promise<void> {
-    await this.volumeRuntimes.useActivityLog(p.record.volume);
+    await this.volumeRuntimes.useActivityLog(p.record.volume, this.durable);
     await this.journals.openFor(p.record);
     this.fences.refresh();
   }

@@ -248,8 +248,9 @@ export class PeerRequests {
     const { header, data } = decodeDataHeader(payload);
     const group = header.name;
     const journal = this.parts.journals.received(group);
-    const member = this.parts.registry.ofGroup(group)[0];
-    if (!journal || !member || member.record.role !== 'secondary' || member.record.peer.node !== peer) {
+    // A group swapping roles member by member has both roles for a moment: its secondaries receive.
+    const member = this.parts.registry.ofGroup(group).find((p) => p.record.role === 'secondary');
+    if (!journal || !member || member.record.peer.node !== peer) {
       throw new TricopyError('conflict', `group ${group} on ${this.parts.localNode} does not receive from ${peer}`);
     }
     if (member.record.state === 'secondary-writable') {

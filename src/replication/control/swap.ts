@@ -55,8 +55,9 @@ export class Swap {
         if (r.group && !stillReceives) await this.parts.journals.closeReceived(r.group, true);
       }
       await this.parts.resources.open(t.pair);
-      // The peer starts an empty received journal: ship from the end of this one.
-      if (r.role === 'primary' && r.group) this.parts.shipping.start(r.group, r.peer.node, this.parts.journals.primary(r.group)!.lastSeq);
+      // The first member of a group to swap starts the new stream; the peer's received journal for it
+      // is new, so everything in this (new) journal goes.
+      if (r.role === 'primary' && r.group && !this.parts.shipping.isRunning(r.group)) this.parts.shipping.start(r.group, r.peer.node, 0);
     });
   }
 
@@ -105,6 +106,9 @@ export class Swap {
       swapPrepareTimeoutMs));
     p.bitmap.mergeFrom(decodeBitmap(reply.bitmap, p.bitmap));
     await p.bitmap.sync();
+    // What the old primary drained to this node must be durable here before this node's copy
+    // becomes the one hosts rely on (the received journal goes away with the role).
+    if (r.group && r.role === 'secondary') await this.parts.journals.received(r.group)?.drain();
     const clean = reply.clean && p.bitmap.setBitCount === 0;
     await this.parts.engine.apply(p, 'swap', {
       clean, generation,

@@ -1,7 +1,7 @@
-// The activity log of a primary volume with sync pairs (as DRBD's): coarse extents are marked
-// durably before a write is issued and cleared lazily after the write completed on both sides. After
-// a crash, every marked extent may differ between primary and secondary, so it joins the pair's
-// differential record and resync covers it.
+// The activity log of a primary volume (as DRBD's): coarse extents are marked durably before a write
+// is issued and cleared lazily once the writes in them are durable. After a crash, every marked
+// extent may differ between the primary and its copies (a sync secondary may have a write the
+// primary lost, an async journal may lack a write the volume kept), so recovery sends it again.
 import * as path from 'node:path';
 import { PersistentBitmap } from '../../volume/bitmap';
 import { type Disk, diskErrorCode } from '../../common/disk';
@@ -64,11 +64,33 @@ export class ActivityLog {
         this.cold.push(e);
       }
     }
-    let changed = false;
-    while (this.cold.length > maxColdMarkedExtents) {
-      changed = this.bitmap.clearRange(this.cold.shift()!, 1) || changed;
-    }
-    if (changed) void this.bitmap.persist();
+    if (this.cold.length > maxColdMarkedExtents) this.evictColdExtents();
+  }
+
+  /**
+   * Set by the data path: makes every completed write durable (volume flush, journal sync). An
+   * extent's mark may go only once the writes in it are durable, or a power loss could keep the
+   * cleared mark and lose a write the other side has (or the other side may never get).
+   */
+  beforeClear: () => Promise<void> = () => Promise.resolve();
+  private evicting: Promise<void> | null = null;
+
+  private evictColdExtents(): void {
+    if (this.evicting) return;
+    const victims = this.cold.slice(0, this.cold.length - maxColdMarkedExtents);
+    this.evicting = this.beforeClear().then(async () => {
+      let changed = false;
+      for (const e of victims) {
+        const at = this.cold.indexOf(e);
+        if (at < 0) continue; // written again meanwhile: stays marked
+        this.cold.splice(at, 1);
+        changed = this.bitmap.clearRange(e, 1) || changed;
+      }
+      if (changed) await this.bitmap.persist();
+    }, () => undefined).finally(() => {
+      this.evicting = null;
+      if (this.cold.length > maxColdMarkedExtents) this.evictColdExtents();
+    });
   }
 
   /** Clears every extent with no write in flight (the pair is suspended or deleted: a bitmap covers it). */
@@ -85,7 +107,8 @@ export class ActivityLog {
     if (extents > this.bitmap.bitCount) await this.bitmap.grow(extents, false);
   }
 
-  close(): Promise<void> {
-    return this.bitmap.close();
+  async close(): Promise<void> {
+    await this.evicting;
+    await this.bitmap.close();
   }
 }

@@ -45,16 +45,26 @@ export class VolumeRuntimes {
     return this.runtimes.entries();
   }
 
-  /** Opens the activity log of a volume once it is the primary of a sync pair. */
-  async useActivityLog(volume: string): Promise<void> {
+  /**
+   * Opens the activity log of a volume once it is the primary of a pair. `durable` makes every
+   * completed write of the volume durable (the log clears an extent only after it).
+   */
+  async useActivityLog(volume: string, durable: (volume: string) => Promise<void>): Promise<void> {
     const vr = this.get(volume);
-    const needs = this.registry.ofVolume(volume).some((p) => p.record.role === 'primary' && p.record.mode === 'sync');
+    const needs = this.registry.ofVolume(volume).some((p) => p.record.role === 'primary');
     if (needs && !vr.activity) {
       vr.activity = await ActivityLog.open(this.disk, path.join(this.pairsDir, `${volume}.activity`), this.volumes.get(volume).sizeBytes);
+      vr.activity.beforeClear = () => durable(volume);
     }
   }
 
-  async close(): Promise<void> {
-    for (const vr of this.runtimes.values()) await vr.activity?.close();
+  /** A clean stop: every write is durable, so no extent needs sending again at the next start. */
+  async close(durable: (volume: string) => Promise<void>): Promise<void> {
+    for (const [volume, vr] of this.runtimes) {
+      if (!vr.activity) continue;
+      const clean = await durable(volume).then(() => true, () => false);
+      if (clean && vr.lock.activeCount === 0) await vr.activity.clearIdle();
+      await vr.activity.close();
+    }
   }
 }

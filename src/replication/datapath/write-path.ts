@@ -142,7 +142,7 @@ export class WritePath implements ReplicationDataPath {
       const journaled = pairs.filter((p) => p.record.role === 'primary' && p.record.mode === 'async' && journaling(p));
       // A cascade intermediate forwards what its primary sends; that is no change of its own.
       const recorded = pairs.filter((p) => !forwarded.includes(p) && !journaled.includes(p) && !(origin === 'replication' && p.record.role === 'secondary'));
-      if (forwarded.length > 0 && vr.activity) {
+      if ((forwarded.length > 0 || journaled.length > 0) && vr.activity) {
         await vr.activity.begin(offset, length);
         activityMarked = true;
       }

@@ -127,7 +127,8 @@ const primary: Record<PairState, Row> = {
     delete: t('simplex', 'pair deleted'),
     'drain-complete': t('suspended', 'journal drained; the secondary is consistent at the split point'),
     // The secondary could not take everything: what it lacks was recorded, and a resync copies it.
-    'drain-failed': t('suspended', 'the journal could not be drained; undelivered entries became recorded regions', 'failure'),
+    // The cause is kept: an operator's split stays a split (no automatic resync undoes it).
+    'drain-failed': t('suspended', 'the journal could not be drained; undelivered entries became recorded regions'),
     failure: t('suspending', 'the journal cannot be shipped; pending entries become recorded regions', 'failure'),
     'peer-took-over': tookOver,
     'journal-full': journalFull,
