@@ -66,6 +66,7 @@ export class Cluster {
     this.rng = new Random(seed);
     this.trace = new Trace(this.scheduler, options.verbose);
     this.network = new SimNetwork(this.scheduler, this.rng.fork());
+    if (process.env.SIM_TRACE_NET === '1') this.network.onMessage = (line) => this.trace.add(`net ${line}`);
     for (const name of nodeNames) {
       const node = new SimNode(name, this.scheduler, this.network, this.rng, { journalBytes: options.journalBytes, autoResync: options.autoResync });
       node.onEvent = (n, e) => this.onNodeEvent(n, e);

@@ -7,7 +7,7 @@
 // payload changed by its sender before it left is reported as a bug.
 import { TricopyError, errorMessage } from '../src/common/errors';
 import type { PeerAddress } from '../src/contracts/pairs';
-import { type MessageType, decodeErrorPayload, encodeErrorPayload } from '../src/replication/transport/messages';
+import { MessageType, decodeErrorPayload, encodeErrorPayload } from '../src/replication/transport/messages';
 import type { PeerRequestHandler, PeerTransport } from '../src/replication/transport/peer-transport';
 import type { Random } from './random';
 import type { Lifetime, Scheduler } from './scheduler';
@@ -51,6 +51,8 @@ export class SimNetwork {
   private readonly connections = new Map<string, Connection>();
   private nextConnection = 1;
   sabotage: NetworkSabotage = {};
+  /** Told of every message delivered (the trace, with SIM_TRACE_NET=1). */
+  onMessage: ((line: string) => void) | undefined;
   /** Problems found in how the product used the transport (reported by the checker). */
   readonly misuse: string[] = [];
 
@@ -287,12 +289,19 @@ export class SimTransport implements PeerTransport {
       this.net.deliver(c, this.node, node, () => {
         const receiver = this.net.endpoint(node);
         if (!receiver) return;
+        this.net.onMessage?.(`${this.node} → ${node}: ${MessageType[type]} request`);
         receiver.receive(type, bytes, this.node).then((answer) => {
           const reply = Buffer.concat(answer === undefined ? [] : Array.isArray(answer) ? answer : [answer]);
-          this.net.deliver(c, node, this.node, () => finish(() => resolve(reply)));
+          this.net.deliver(c, node, this.node, () => {
+            this.net.onMessage?.(`${node} → ${this.node}: ${MessageType[type]} answer`);
+            finish(() => resolve(reply));
+          });
         }, (err: unknown) => {
           const encoded = encodeErrorPayload(err);
-          this.net.deliver(c, node, this.node, () => finish(() => reject(decodeErrorPayload(encoded, node))));
+          this.net.deliver(c, node, this.node, () => {
+            this.net.onMessage?.(`${node} → ${this.node}: ${MessageType[type]} error ${errorMessage(err)}`);
+            finish(() => reject(decodeErrorPayload(encoded, node)));
+          });
         });
       });
     });
@@ -309,7 +318,12 @@ export class SimTransport implements PeerTransport {
 
   receive(type: MessageType, payload: Buffer, from: string): Promise<Buffer | Buffer[] | void> {
     if (!this.handler) return Promise.reject(new TricopyError('unavailable', 'replication is not ready'));
-    return this.handler(type, payload, from);
+    try {
+      return this.handler(type, payload, from);
+    } catch (err) {
+      this.net.misuse.push(`${this.node}: the request handler threw instead of rejecting (${errorMessage(err)}); the real link would close`);
+      return Promise.reject(err);
+    }
   }
 
   peerUp(node: string): void {

@@ -52,7 +52,8 @@ export interface PeerRequestParts {
 export class PeerRequests {
   constructor(private readonly parts: PeerRequestParts) {}
 
-  handle(type: MessageType, payload: Buffer, peer: string): Promise<Buffer | Buffer[] | void> {
+  /** Async, so a refusal thrown while routing is an error answer, never a broken link. */
+  async handle(type: MessageType, payload: Buffer, peer: string): Promise<Buffer | Buffer[] | void> {
     switch (type) {
       case MessageType.Write:
       case MessageType.Copy:

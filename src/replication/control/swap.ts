@@ -21,7 +21,7 @@ import { decodeBitmap, encodeBitmap } from '../pairs/bitmap-codec';
 import type { PairRegistry } from '../pairs/registry';
 import type { PairRuntime } from '../pairs/runtime';
 import type { TransitionEngine } from '../pairs/transitions';
-import { type SwapPrepare, swapPrepareCodec, swapPreparedCodec } from '../transport/control-messages';
+import { type SwapMember, type SwapPrepare, swapPrepareCodec, swapPreparedCodec } from '../transport/control-messages';
 import { MessageType } from '../transport/messages';
 import type { PairResources } from './pair-resources';
 import type { PeerDemand } from './peer-demand';
@@ -88,82 +88,116 @@ export class Swap {
         throw new TricopyError('unavailable', `cannot swap pair ${name}: ${errorMessage(err)}`,
           'the old primary must be reachable to swap; if it is lost for good, keep running here (takeover) and delete the pair later');
       });
-      for (const p of pending) await this.becomePrimary(p, options.discard !== undefined);
+      await this.becomePrimary(pending, options.discard !== undefined);
       return members.map((p) => this.parts.status(p));
     });
   }
 
-  /** Steps 1 and 3, at the node that becomes the primary. */
-  async becomePrimary(p: PairRuntime, discardPeerChanges: boolean): Promise<void> {
-    const r = p.record;
-    const generation = r.generation + 1;
-    const request: SwapPrepare = {
-      name: r.name, newPrimary: this.parts.localNode, generation, senderHasChanges: r.hostWritesRecorded,
-      receivedSeqAtTakeover: r.state === 'secondary-writable' ? r.receivedSeqAtTakeover : null,
-      discardReceiverChanges: discardPeerChanges,
-    };
-    const reply = swapPreparedCodec.decode(await this.parts.env.transport.request(r.peer.node, MessageType.SwapPrepare, swapPrepareCodec.encode(request),
+  /** Steps 1 and 3, at the node that becomes the primary: the pairs (one, or a group's) swap together. */
+  async becomePrimary(pairs: PairRuntime[], discardPeerChanges: boolean): Promise<void> {
+    const first = pairs[0];
+    if (!first) return;
+    const members: SwapMember[] = pairs.map((p) => ({
+      name: p.record.name, generation: p.record.generation + 1, senderHasChanges: p.record.hostWritesRecorded,
+      receivedSeqAtTakeover: p.record.state === 'secondary-writable' ? p.record.receivedSeqAtTakeover : null,
+    }));
+    const request: SwapPrepare = { ...members[0]!, newPrimary: this.parts.localNode, discardReceiverChanges: discardPeerChanges, ...(pairs.length > 1 ? { members } : {}) };
+    const reply = swapPreparedCodec.decode(await this.parts.env.transport.request(first.record.peer.node, MessageType.SwapPrepare, swapPrepareCodec.encode(request),
       swapPrepareTimeoutMs));
-    p.bitmap.mergeFrom(decodeBitmap(reply.bitmap, p.bitmap));
-    await p.bitmap.sync();
+    const answers = reply.members ?? [{ name: first.record.name, bitmap: reply.bitmap, clean: reply.clean }];
+    for (const p of pairs) {
+      const answer = answers.find((a) => a.name === p.record.name);
+      invariant(answer, `the old primary answered for pair ${p.record.name}`);
+      p.bitmap.mergeFrom(decodeBitmap(answer.bitmap, p.bitmap));
+      await p.bitmap.sync();
+    }
     // What the old primary drained to this node must be durable here before this node's copy
     // becomes the one hosts rely on (the received journal goes away with the role).
-    if (r.group && r.role === 'secondary') await this.parts.journals.received(r.group)?.drain();
-    const clean = reply.clean && p.bitmap.setBitCount === 0;
-    await this.parts.engine.apply(p, 'swap', {
-      clean, generation,
-      reason: clean
-        ? `roles swapped: ${this.parts.localNode} is now the primary; no data needed copying`
-        : `roles swapped: ${this.parts.localNode} is now the primary; copying ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of regions that differ`,
-    });
+    if (first.record.group && first.record.role === 'secondary') await this.parts.journals.received(first.record.group)?.drain();
+    for (const p of pairs) {
+      const clean = answers.find((a) => a.name === p.record.name)!.clean && p.bitmap.setBitCount === 0;
+      await this.parts.engine.apply(p, 'swap', {
+        clean, generation: p.record.generation + 1,
+        reason: clean
+          ? `roles swapped: ${this.parts.localNode} is now the primary; no data needed copying`
+          : `roles swapped: ${this.parts.localNode} is now the primary; copying ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of regions that differ`,
+      });
+    }
   }
 
-  /** Step 2, at the old primary. */
+  /**
+   * Step 2, at the old primary, for one pair or a whole group at once. It does not wait for a
+   * command running here: that command may be waiting for the new primary, which waits for this.
+   */
   prepare(req: SwapPrepare, peer: string): Promise<Buffer> {
-    return this.parts.registry.serialize(req.name, async (p) => {
-      if (p.record.role === 'secondary') {
-        if (p.record.generation === req.generation && p.record.peer.node === req.newPrimary) {
-          // A repeated request after a lost answer: the swap already happened here, and the
-          // regions recorded then are still recorded (they are cleared only once duplex).
-          return swapPreparedCodec.encode({ bitmap: encodeBitmap(p.bitmap), clean: p.bitmap.setBitCount === 0 });
-        }
-        throw new TricopyError('conflict', `pair ${req.name} is a secondary on ${this.parts.localNode} too; the roles are confused`,
-          'check pair status on both nodes');
+    const members: SwapMember[] = req.members ?? [req];
+    const { registry, engine } = this.parts;
+    return registry.trySerializeAll(members.map((m) => m.name), async () => {
+      const pairs = members.map((m) => registry.requireOfPeer(m.name, peer));
+      const already = pairs.filter((p, i) => p.record.role === 'secondary' && p.record.generation === members[i]!.generation);
+      if (already.length === pairs.length) {
+        // A repeated request after a lost answer: the swap already happened here, and the regions
+        // recorded then are still recorded (they are cleared only once duplex).
+        return this.answer(pairs.map((p) => ({ name: p.record.name, bitmap: encodeBitmap(p.bitmap), clean: p.bitmap.setBitCount === 0 })));
       }
-      invariant(peer === p.record.peer.node, 'swap requests come from the pair\'s peer');
-      const vr = this.parts.volumeRuntimes.get(p.record.volume);
-      vr.swapping = true;
+      for (const p of pairs) {
+        if (p.record.role === 'secondary') {
+          throw new TricopyError('conflict', `pair ${p.record.name} is a secondary on ${this.parts.localNode} too; the roles are confused`, 'check pair status on both nodes');
+        }
+        const allowed = engine.decide(p, 'swap');
+        if (allowed.kind === 'refuse') throw new TricopyError('conflict', `swap of pair ${p.record.name} at ${this.parts.localNode}: ${allowed.message}`);
+      }
+      const runtimes = pairs.map((p) => this.parts.volumeRuntimes.get(p.record.volume));
+      for (const vr of runtimes) vr.swapping = true;
       try {
-        await vr.lock.idle();
-        const planned = p.record.state === 'duplex';
-        await this.drainPlanned(p);
-        const changed = this.recordUndelivered(p, req.receivedSeqAtTakeover) || p.record.hostWritesRecorded;
-        if (!planned && changed && req.senderHasChanges && !req.discardReceiverChanges) {
-          throw new TricopyError('conflict',
-            `split brain: both ${this.parts.localNode} and ${req.newPrimary} were written while pair ${req.name} was apart`,
-            `to make ${req.newPrimary} the primary and discard ${this.parts.localNode}'s changes, run at ${req.newPrimary}: tricopy pair swap ${req.name} --discard ${this.parts.localNode}`);
+        for (const vr of runtimes) await vr.lock.idle();
+        const planned = pairs.map((p) => p.record.state === 'duplex');
+        await this.drainPlanned(pairs.filter((p) => p.record.state === 'duplex'));
+        pairs.forEach((p, i) => this.checkChanges(p, members[i]!, req));
+        const answers = [];
+        for (let i = 0; i < pairs.length; i++) {
+          const p = pairs[i]!;
+          await p.bitmap.sync();
+          const bitmap = encodeBitmap(p.bitmap);
+          const clean = planned[i]! && p.bitmap.setBitCount === 0;
+          const swapped = await engine.apply(p, 'swap', {
+            clean, generation: members[i]!.generation, hostWritesRecorded: false,
+            reason: `roles swapped: ${req.newPrimary} is now the primary${clean ? '' : '; receiving the regions that differ'}`,
+          });
+          if (swapped.kind !== 'transition') throw new TricopyError('conflict', `swap of pair ${p.record.name} at ${this.parts.localNode}: ${swapped.kind === 'refuse' ? swapped.message : swapped.note}`);
+          answers.push({ name: p.record.name, bitmap, clean });
         }
-        if (!planned && changed && req.discardReceiverChanges) {
-          this.parts.events.emit('split-brain-resolved', p.record.name, `operator discarded the changes made on ${this.parts.localNode}`);
-        }
-        await p.bitmap.sync();
-        const bitmap = encodeBitmap(p.bitmap);
-        const clean = planned && p.bitmap.setBitCount === 0;
-        await this.parts.engine.apply(p, 'swap', {
-          clean, generation: req.generation, hostWritesRecorded: false,
-          reason: `roles swapped: ${req.newPrimary} is now the primary${clean ? '' : '; receiving the regions that differ'}`,
-        });
-        return swapPreparedCodec.encode({ bitmap, clean });
+        return this.answer(answers);
       } finally {
-        vr.swapping = false;
+        for (const vr of runtimes) vr.swapping = false;
       }
     });
   }
 
-  /** Planned swap: everything acknowledged must reach the new primary first. */
-  private async drainPlanned(p: PairRuntime): Promise<void> {
-    const journal = p.record.group ? this.parts.journals.primary(p.record.group) : undefined;
-    if (p.record.state !== 'duplex' || !journal) return;
+  private answer(members: Array<{ name: string; bitmap: string; clean: boolean }>): Buffer {
+    const first = members[0]!;
+    return swapPreparedCodec.encode({ bitmap: first.bitmap, clean: first.clean, ...(members.length > 1 ? { members } : {}) });
+  }
+
+  /** Records what the new primary lacks, and refuses a split brain the operator did not resolve. */
+  private checkChanges(p: PairRuntime, member: SwapMember, req: SwapPrepare): void {
+    const planned = p.record.state === 'duplex';
+    const changed = this.recordUndelivered(p, member.receivedSeqAtTakeover) || p.record.hostWritesRecorded;
+    if (!planned && changed && member.senderHasChanges && !req.discardReceiverChanges) {
+      throw new TricopyError('conflict',
+        `split brain: both ${this.parts.localNode} and ${req.newPrimary} were written while pair ${p.record.name} was apart`,
+        `to make ${req.newPrimary} the primary and discard ${this.parts.localNode}'s changes, run at ${req.newPrimary}: tricopy pair swap ${p.record.name} --discard ${this.parts.localNode}`);
+    }
+    if (!planned && changed && req.discardReceiverChanges) {
+      this.parts.events.emit('split-brain-resolved', p.record.name, `operator discarded the changes made on ${this.parts.localNode}`);
+    }
+  }
+
+  /** Planned swap: everything acknowledged must reach the new primary first (one drain per group). */
+  private async drainPlanned(pairs: PairRuntime[]): Promise<void> {
+    const p = pairs.find((x) => x.record.group !== null);
+    const journal = p ? this.parts.journals.primary(p.record.group!) : undefined;
+    if (!p || !journal) return;
     const target = journal.lastSeq;
     const deadline = this.parts.env.clock.now() + drainTimeoutMs;
     while (journal.appliedSeq < target) {

@@ -38,7 +38,7 @@ export class Takeover {
       }
       if (members.every((p) => p.record.state === 'secondary-writable')) return members.map((p) => this.parts.status(p));
       if (env.transport.isUp(first.record.peer.node)) {
-        for (const p of members) await this.parts.swap.becomePrimary(p, false);
+        await this.parts.swap.becomePrimary(members.filter((p) => p.record.role === 'secondary'), false);
         return members.map((p) => this.parts.status(p));
       }
       // The primary is gone: apply everything received, then open the volumes for writes.

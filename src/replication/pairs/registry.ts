@@ -84,9 +84,33 @@ export class PairRegistry {
     } catch (err) {
       return Promise.reject(err);
     }
-    const result = p.commandChain.then(() => op(p), () => op(p));
+    p.commandsPending++;
+    const result = p.commandChain.then(() => op(p), () => op(p)).finally(() => {
+      p.commandsPending--;
+    });
     p.commandChain = result.catch(() => undefined);
     return result;
+  }
+
+  /**
+   * Runs `op` now if no command runs on the pair, else refuses. For requests from the peer that a
+   * command here may be waiting on (through the peer): waiting would deadlock both nodes.
+   */
+  trySerialize<T>(name: string, op: (p: PairRuntime) => Promise<T>): Promise<T> {
+    const p = this.byName.get(name);
+    if (p && p.commandsPending > 0) {
+      return Promise.reject(new TricopyError('busy', `pair ${name} on ${this.localNode} is running another command`, 'run the command again in a moment'));
+    }
+    return this.serialize(name, op);
+  }
+
+  /** trySerialize for several pairs at once (all idle, or refused). */
+  trySerializeAll<T>(names: string[], op: () => Promise<T>): Promise<T> {
+    const busy = names.find((n) => (this.byName.get(n)?.commandsPending ?? 0) > 0);
+    if (busy !== undefined) {
+      return Promise.reject(new TricopyError('busy', `pair ${busy} on ${this.localNode} is running another command`, 'run the command again in a moment'));
+    }
+    return this.serializeAll(names, op);
   }
 
   /** Runs `op` holding the command queues of all the named pairs (a group command). */

@@ -211,7 +211,31 @@ export interface SwapPrepare {
   receivedSeqAtTakeover: number | null;
   /** Operator accepted discarding the receiver's changes. */
   discardReceiverChanges: boolean;
+  /**
+   * A consistency group swaps as one: every member here (the first is `name` above), prepared and
+   * switched together, so the group's journal never runs in both directions.
+   */
+  members?: SwapMember[];
 }
+
+export interface SwapMember {
+  name: string;
+  generation: number;
+  senderHasChanges: boolean;
+  receivedSeqAtTakeover: number | null;
+}
+
+const swapMemberSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'generation', 'senderHasChanges', 'receivedSeqAtTakeover'],
+  properties: {
+    name: nameSchema,
+    generation: { type: 'integer', minimum: 0 },
+    senderHasChanges: { type: 'boolean' },
+    receivedSeqAtTakeover: { type: 'integer', nullable: true, minimum: 0 },
+  },
+} as const;
 
 export const swapPrepareCodec = jsonCodec<SwapPrepare>({
   type: 'object',
@@ -224,6 +248,7 @@ export const swapPrepareCodec = jsonCodec<SwapPrepare>({
     senderHasChanges: { type: 'boolean' },
     receivedSeqAtTakeover: { type: 'integer', nullable: true, minimum: 0 } as never,
     discardReceiverChanges: { type: 'boolean' },
+    members: { type: 'array', nullable: true, maxItems: 4096, items: swapMemberSchema } as never,
   },
 });
 
@@ -232,13 +257,22 @@ export interface SwapPrepared {
   bitmap: string;
   /** True when the old primary was duplex and quiesced with nothing to copy. */
   clean: boolean;
+  /** For a group swap: each member's bitmap and cleanliness (the first repeats the fields above). */
+  members?: Array<{ name: string; bitmap: string; clean: boolean }>;
 }
 
 export const swapPreparedCodec = jsonCodec<SwapPrepared>({
   type: 'object',
   additionalProperties: false,
   required: ['bitmap', 'clean'],
-  properties: { bitmap: { type: 'string' }, clean: { type: 'boolean' } },
+  properties: {
+    bitmap: { type: 'string' },
+    clean: { type: 'boolean' },
+    members: {
+      type: 'array', nullable: true, maxItems: 4096,
+      items: { type: 'object', additionalProperties: false, required: ['name', 'bitmap', 'clean'], properties: { name: nameSchema, bitmap: { type: 'string' }, clean: { type: 'boolean' } } },
+    } as never,
+  },
 });
 
 export interface JournalAck {
