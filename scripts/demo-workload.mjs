@@ -6,6 +6,7 @@
 // status line if this process is gone), and its pid is in a file so a later demo can end it.
 //
 // Usage: node scripts/demo-workload.mjs --dir DIR --topology FILE --volume NAME --nbd site=port,... [--iops N]
+//          [--tricopy CLI]   (the tricopy CLI to ask for the status; default bin/tricopy of this checkout)
 //
 // Why fio runs with --iodepth=1: with several writes in flight, fio's nbd engine spins forever once
 // the server goes away. libnbd fails the in-flight commands when the connection dies, but fio's
@@ -20,7 +21,6 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const tricopy = path.join(repo, 'bin', 'tricopy');
 
 /** fio.log is rotated to fio.log.1 at this size, so the log never takes more than twice this. */
 const maxLogBytes = 1024 * 1024;
@@ -50,8 +50,10 @@ const { values: options } = parseArgs({
     volume: { type: 'string' },
     nbd: { type: 'string' },
     iops: { type: 'string', default: '200' },
+    tricopy: { type: 'string', default: path.join(repo, 'bin', 'tricopy') },
   },
 });
+const tricopy = options.tricopy;
 for (const required of ['dir', 'topology', 'volume', 'nbd']) {
   if (!options[required]) {
     console.error(`demo-workload: --${required} is required`);

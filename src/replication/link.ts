@@ -83,7 +83,7 @@ interface PendingRequest {
 /** Emits 'ready' (after authentication) and 'closed' (reason: string), once each. */
 export class PeerLink extends EventEmitter {
   peerNode: string | undefined;
-  readonly remote: string;
+  private remoteText: string | undefined;
   private readonly queue = new ByteQueue();
   private header: FrameHeader | undefined;
   private headerBytes: Buffer | undefined;
@@ -113,7 +113,8 @@ export class PeerLink extends EventEmitter {
     private readonly expectedPeer?: string,
   ) {
     super();
-    this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.rememberRemote();
+    if (side === 'dialer') socket.once('connect', () => this.rememberRemote());
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 10_000);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -129,6 +130,16 @@ export class PeerLink extends EventEmitter {
       this.sendFrame({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0 },
         helloCodec.encode({ protocol: linkProtocolVersion, node: localNode, nonce: this.localNonce }));
     }
+  }
+
+  /** address:port of the other end ('?' until a dialer's socket has connected). */
+  get remote(): string {
+    return this.remoteText ?? '?';
+  }
+
+  /** Kept once known: a destroyed socket no longer says where it went. */
+  private rememberRemote(): void {
+    if (this.socket.remoteAddress !== undefined) this.remoteText = `${this.socket.remoteAddress}:${this.socket.remotePort ?? 0}`;
   }
 
   get isReady(): boolean {

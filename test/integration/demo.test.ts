@@ -184,3 +184,35 @@ test('the demo: its drill with writes following the application, a small log, le
   assert.ok((log.match(/in state DEAD/g) ?? []).length <= 2, 'fio reported the lost connection and ended, no loop');
   assert.doesNotMatch(log, /loops/);
 });
+
+test('the workload kills a fio that loops on a dead connection, backs off, keeps its log bounded, and leaves nothing behind', { timeout: 60_000 }, async () => {
+  const work = path.join(dir, 'loop');
+  const bin = path.join(work, 'bin');
+  await fsp.mkdir(bin, { recursive: true });
+  // fio as its nbd engine behaves with several writes in flight once the server is gone: the same
+  // error line as fast as it can, deaf to SIGTERM.
+  await fsp.writeFile(path.join(bin, 'fio'), `#!/usr/bin/env bash
+trap '' TERM INT
+echo "fio: connected to NBD server"
+while :; do echo "fio: nbd_poll: nbd_poll: nothing to poll for in state DEAD: Invalid argument" >&2; done
+`, { mode: 0o755 });
+  const status = path.join(work, 'status.js');
+  await fsp.writeFile(status, 'console.log(JSON.stringify({ activeSite: "tokyo" }));\n');
+  const workload = spawn(process.execPath, [path.join(repoRoot, 'scripts', 'demo-workload.mjs'), '--dir', work, '--topology', 'unused.yaml',
+    '--volume', 'db1', '--nbd', 'tokyo=1', '--tricopy', status], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}` }, stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  workload.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise((resolve) => workload.on('exit', resolve));
+  await waitFor('fio killed twice, with a back-off between', () => (output.match(/fio lost its connection to tokyo and loops/g) ?? []).length >= 2,
+    { timeoutMs: 30_000 });
+  const fioPids = [...output.matchAll(/fio pid (\d+)/g)].map((m) => Number(m[1]));
+  workload.kill('SIGTERM');
+  await exited;
+  for (const pid of fioPids) assert.ok(!isRunning(pid), `fio ${pid} does not outlive the workload`);
+  const starts = [...output.matchAll(/^workload: writing/gm)].length;
+  assert.ok(starts <= 3, `restarted with back-off, not in a loop (${starts} starts):\n${output}`);
+  let logBytes = 0;
+  for (const name of await fsp.readdir(work)) if (name.startsWith('fio.log')) logBytes += (await fsp.stat(path.join(work, name))).size;
+  assert.ok(logBytes < 64 * 1024, `fio logs are ${logBytes} bytes`);
+  await assert.rejects(fsp.access(path.join(work, 'workload.pid')));
+});
