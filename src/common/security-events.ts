@@ -97,7 +97,7 @@ export class SecurityEventLimiter {
       source.recorded++;
       window.recorded++;
       this.sink(refusal.kind, clip(refusal.subject ?? address), clip(refusal.message),
-        { ...refusal.details, remote: address, refusal: refusal.reason });
+        { ...clipStrings(refusal.details ?? {}), remote: address, refusal: refusal.reason });
       return;
     }
     source.suppressed++;
@@ -168,6 +168,10 @@ function sourceKey(kind: string, address: string): string {
 
 function clip(text: string): string {
   return text.length <= maxSecurityEventTextChars ? text : `${text.slice(0, maxSecurityEventTextChars - 1)}…`;
+}
+
+function clipStrings(details: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(details).map(([k, v]) => [k, typeof v === 'string' ? clip(v) : v]));
 }
 
 function formatCount(n: number): string {

@@ -83,12 +83,15 @@ test('addresses and kinds are limited separately; many addresses share a bounded
 
 test('flush reports what was suppressed so far; attacker text is clipped; IPv4-mapped addresses are shown as IPv4', () => {
   const { l, events, clock } = limiter({ eventsPerAddressPerWindow: 1, eventsPerWindow: 1 });
-  l.record({ kind: 'nbd-refused', address: '::ffff:203.0.113.9', reason: 'unknown-export', message: `no export ${'x'.repeat(5000)}`, subject: 'y'.repeat(5000) });
+  l.record({ kind: 'nbd-refused', address: '::ffff:203.0.113.9', reason: 'unknown-export', message: `no export ${'x'.repeat(5000)}`, subject: 'y'.repeat(5000),
+    details: { export: 'z'.repeat(5000), port: 4 } });
   refuse(l, '::ffff:203.0.113.9', 'bad-handshake', 'nbd-refused');
   assert.equal(events.length, 1);
   assert.equal(events[0]!.details.remote, '203.0.113.9');
   assert.equal(events[0]!.reason.length, maxSecurityEventTextChars);
   assert.equal(events[0]!.subject.length, maxSecurityEventTextChars);
+  assert.equal((events[0]!.details.export as string).length, maxSecurityEventTextChars);
+  assert.equal(events[0]!.details.port, 4);
   clock.t += 3000;
   l.stop();
   assert.equal(events.length, 2);
