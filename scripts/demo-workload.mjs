@@ -92,7 +92,7 @@ function say(message) {
 // ------------------------------------------------------------------------------------------------
 // fio
 
-/** The running fio: { child, site, startedAt, exited: Promise }. */
+/** The running fio: { child, site, startedAt, exited: Promise<{ code, signal }>, killedFor }. */
 let fio;
 
 function startFio(site) {
@@ -107,8 +107,13 @@ function startFio(site) {
     `--status-interval=${fioStatusIntervalSeconds}`];
   const child = spawn('fio', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const run = { child, site, startedAt: Date.now(), killedFor: undefined };
-  run.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
-  child.on('error', (err) => say(`cannot run fio: ${err.message}`));
+  run.exited = new Promise((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal }));
+    child.on('error', (err) => {
+      say(`cannot run fio: ${err.message}`);
+      resolve({ code: null, signal: null });
+    });
+  });
   if (child.pid) writeFileSync(fioPidFile, `${child.pid}\n`);
   let linesThisSecond = 0;
   let second = Math.floor(Date.now() / 1000);
