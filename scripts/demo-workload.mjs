@@ -92,7 +92,7 @@ function say(message) {
 // ------------------------------------------------------------------------------------------------
 // fio
 
-/** The running fio: { child, site, startedAt, exited: Promise<{ code, signal }>, killedFor }. */
+/** The running fio: { child, site, startedAt, exited: Promise<{ code, signal }>, done, killedFor }. */
 let fio;
 
 function startFio(site) {
@@ -106,7 +106,7 @@ function startFio(site) {
     '--size=25%', `--rate_iops=${options.iops}`, '--time_based', '--runtime=86400', '--randrepeat=0',
     `--status-interval=${fioStatusIntervalSeconds}`];
   const child = spawn('fio', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const run = { child, site, startedAt: Date.now(), killedFor: undefined };
+  const run = { child, site, startedAt: Date.now(), killedFor: undefined, done: false };
   run.exited = new Promise((resolve) => {
     child.on('close', (code, signal) => resolve({ code, signal }));
     child.on('error', (err) => {
@@ -141,7 +141,10 @@ function startFio(site) {
     });
   }
   fio = run;
-  void run.exited.then(() => wake?.()); // a failed run is noticed at once, not at the next status
+  void run.exited.then(() => {
+    run.done = true;
+    wake?.(); // a failed run is noticed at once, not at the next status
+  });
   say(`writing ${options.iops} IOPS of 4 KiB to ${options.volume} at ${site} (${uri}), fio pid ${child.pid}`);
 }
 
@@ -199,7 +202,7 @@ const nap = (ms) => new Promise((resolve) => {
 });
 
 function isRunning(run) {
-  return run.child.exitCode === null && run.child.signalCode === null;
+  return !run.done;
 }
 
 /** Reports how a run ended and forgets it. */
