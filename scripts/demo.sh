@@ -1,37 +1,115 @@
 #!/usr/bin/env bash
 # `make demo`: three storage nodes as three sites (tokyo primary, osaka sync, sapporo async) with the
-# multi-target topology of var/demo/erp.yaml applied, a small steady write workload on tokyo, and
-# `topology status` printed every few seconds until Ctrl-C.
+# multi-target topology of erp.yaml applied, a small steady write workload that follows the
+# application from site to site (scripts/demo-workload.mjs), and `topology status` printed every few
+# seconds until Ctrl-C. Everything the demo starts is stopped when it ends, with deadlines; what an
+# earlier demo left running (it was killed) is found from its pid files and ended first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 tricopy="$root/bin/tricopy"
-var="$root/var/demo"
+var=${DEMO_DIR:-$root/var/demo}
 mkdir -p "$var"
+var=$(cd "$var" && pwd)
 
 base_nbd=${DEMO_NBD_PORT:-10809}
 base_api=${DEMO_API_PORT:-7801}
 base_repl=${DEMO_REPL_PORT:-7800}
 interval=${DEMO_STATUS_SECONDS:-5}
+db1_size=${DEMO_DB1_SIZE:-1GiB}
+log1_size=${DEMO_LOG1_SIZE:-256MiB}
+write_iops=${DEMO_WRITE_IOPS:-200}
+# Seconds a process gets after SIGTERM before SIGKILL: the workload (it stops fio itself), fio, a node.
+workload_stop_seconds=10
+fio_stop_seconds=5
+node_stop_seconds=30
 sites=(tokyo osaka sapporo)
 declare -A nbd api
 
-[ -s "$var/cluster.secret" ] || { umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$var/cluster.secret"; echo >>"$var/cluster.secret"; }
+# ------------------------------------------------------------------------------------------------
+# Processes by pid file. A pid is only trusted while its command line still says what it was
+# (pids are reused), and a zombie counts as ended.
 
-fio_pid=
-stop() {
-  echo
-  [ -n "$fio_pid" ] && kill "$fio_pid" 2>/dev/null || true
-  echo "stopping the nodes (SIGTERM: in-flight requests finish, volumes are flushed)…"
-  for s in "${sites[@]}"; do p=$(cat "$var/$s.pid" 2>/dev/null || true); [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
-  for s in "${sites[@]}"; do
-    p=$(cat "$var/$s.pid" 2>/dev/null || true)
-    while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+running() {
+  local state
+  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# Prints the pid in file $1 if that process runs and its command line contains $2.
+pid_of() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && running "$pid" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2" || return 1
+  echo "$pid"
+}
+
+# SIGTERM, then up to $3 seconds to end, then SIGKILL.
+end_process() {
+  local pid=$1 what=$2 seconds=$3 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < seconds * 10; i++)); do
+    running "$pid" || return 0
+    sleep 0.1
   done
+  echo "$what (pid $pid) did not stop within $seconds s: killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do running "$pid" || return 0; sleep 0.1; done
+}
+
+workload_marker="demo-workload.mjs --dir $var "
+fio_marker="--name=tricopy-demo"
+node_marker() { echo "--data-dir $var/$1 "; }
+
+# The workload stops its own fio; fio's pid is read first in case the workload has to be killed.
+end_workload() {
+  local workload fio
+  workload=$(pid_of "$var/workload.pid" "$workload_marker") || workload=
+  fio=$(pid_of "$var/fio.pid" "$fio_marker") || fio=
+  [ -z "$workload" ] || end_process "$workload" "the workload" "$workload_stop_seconds"
+  [ -z "$fio" ] || end_process "$fio" "fio" "$fio_stop_seconds"
+  rm -f "$var/workload.pid" "$var/fio.pid"
+}
+
+end_leftovers() {
+  local p s found=
+  if p=$(pid_of "$var/workload.pid" "$workload_marker"); then echo "ending the workload of an earlier demo (pid $p)"; found=1; fi
+  if p=$(pid_of "$var/fio.pid" "$fio_marker"); then echo "ending the fio of an earlier demo (pid $p)"; found=1; fi
+  end_workload
+  for s in "${sites[@]}"; do
+    if p=$(pid_of "$var/$s.pid" "$(node_marker "$s")"); then
+      echo "stopping node $s of an earlier demo (pid $p)"; found=1
+      end_process "$p" "node $s" "$node_stop_seconds"
+    fi
+  done
+  [ -z "$found" ] || echo
+}
+
+sleep_pid=
+workload_pid=
+stop() {
+  trap 'echo "(stopping: every step has a deadline)"' INT TERM HUP
+  echo
+  [ -n "$sleep_pid" ] && kill "$sleep_pid" 2>/dev/null || true
+  echo "stopping the workload…"
+  end_workload
+  [ -n "$workload_pid" ] && wait "$workload_pid" 2>/dev/null || true
+  echo "stopping the nodes (SIGTERM: in-flight requests finish, volumes are flushed)…"
+  local s p
+  declare -A pids
+  for s in "${sites[@]}"; do
+    if p=$(pid_of "$var/$s.pid" "$(node_marker "$s")"); then pids[$s]=$p; kill -TERM "$p" 2>/dev/null || true; fi
+  done
+  for s in "${!pids[@]}"; do end_process "${pids[$s]}" "node $s" "$node_stop_seconds"; done
   echo "stopped. Data stays in $var; run 'make demo' again to continue with it."
 }
+
+end_leftovers
 trap stop EXIT
-trap 'exit 0' INT TERM
+trap 'exit 0' INT TERM HUP
+
+[ -s "$var/cluster.secret" ] || { (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$var/cluster.secret"; echo >>"$var/cluster.secret"); }
 
 i=0
 for s in "${sites[@]}"; do
@@ -43,7 +121,7 @@ for s in "${sites[@]}"; do
 # Starts site $s of the demo (written by scripts/demo.sh).
 setsid "$tricopy" node run --name $s --site $s --data-dir "$var/$s" --host 127.0.0.1 \\
   --nbd-port ${nbd[$s]} --api-port ${api[$s]} --repl-port $((base_repl + 10 * i)) \\
-  --cluster-secret-file "$var/cluster.secret" --peer-timeout 2s >"$var/$s.ports" 2>>"$var/$s.log" &
+  --cluster-secret-file "$var/cluster.secret" --peer-timeout 2s >"$var/$s.ports" 2>>"$var/$s.log" </dev/null &
 echo \$! >"$var/$s.pid"
 EOT
   chmod +x "$var/start-$s.sh"
@@ -54,7 +132,7 @@ done
 for s in "${sites[@]}"; do
   for _ in $(seq 100); do
     [ -s "$var/$s.ports" ] && break
-    if ! kill -0 "$(cat "$var/$s.pid")" 2>/dev/null; then
+    if ! running "$(cat "$var/$s.pid")"; then
       echo "node $s did not start; its log:" >&2
       tail -n 20 "$var/$s.log" >&2
       exit 1
@@ -67,7 +145,7 @@ cat >"$var/erp.yaml" <<EOT
 # One protected set of volumes across three sites (docs/topology.md).
 name: erp
 layout: multi-target
-volumes: { db1: 1GiB, log1: 256MiB }
+volumes: { db1: $db1_size, log1: $log1_size }
 primary: { site: tokyo,   node: http://127.0.0.1:${api[tokyo]} }
 sync:    { site: osaka,   node: http://127.0.0.1:${api[osaka]}, fence: data }
 async:   { site: sapporo, node: http://127.0.0.1:${api[sapporo]} }
@@ -79,14 +157,11 @@ if ! "$tricopy" topology apply "$var/erp.yaml" --wait; then
     "bring it back with: bin/tricopy topology failback $var/erp.yaml --to tokyo --wait)"
 fi
 
-active=$("$tricopy" topology status "$var/erp.yaml" --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).activeSite??""))')
-if [ -n "$active" ]; then
-  uri="nbd://127.0.0.1:${nbd[$active]}/db1"
-  echo "writing 200 IOPS of 4 KiB to db1 at $active with fio (log: $var/fio.log) …"
-  fio --name=demo --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k --iodepth=4 --size=256m --rate_iops=200 \
-    --time_based --runtime=86400 --randrepeat=0 >"$var/fio.log" 2>&1 &
-  fio_pid=$!
-fi
+# The application: fio at whichever site is active, following failovers and failbacks.
+echo "writing $write_iops IOPS of 4 KiB to db1 at the active site with fio (log: $var/fio.log) …"
+node "$root/scripts/demo-workload.mjs" --dir "$var" --topology "$var/erp.yaml" --volume db1 --iops "$write_iops" \
+  --nbd "tokyo=${nbd[tokyo]},osaka=${nbd[osaka]},sapporo=${nbd[sapporo]}" </dev/null &
+workload_pid=$!
 
 cat <<EOT
 
@@ -97,12 +172,16 @@ Three nodes run (logs: $var/<site>.log; pids: $var/<site>.pid). Try a disaster i
 Then the site returns, and everything goes back:
   $var/start-tokyo.sh
   bin/tricopy topology failback $var/erp.yaml --to tokyo --wait
-docs/runbook.md has a section per disaster. Press Ctrl-C to stop.
+The workload follows the application: it writes at the new active site after a failover, and at
+tokyo again after the failback. docs/runbook.md has a section per disaster. Press Ctrl-C to stop.
 EOT
 
 while true; do
   echo
   echo "--- $(date +%T) tricopy topology status $var/erp.yaml"
   "$tricopy" topology status "$var/erp.yaml" || true
-  sleep "$interval"
+  sleep "$interval" &
+  sleep_pid=$!
+  wait "$sleep_pid" || true
+  sleep_pid=
 done

@@ -1,6 +1,7 @@
 // One NBD client connection: fixed-newstyle handshake (with STARTTLS), then the transmission phase
 // with pipelined, out-of-order request handling. A misbehaving client only ever harms itself: bad
 // options get error replies, bad requests get error replies or a hard disconnect of this socket.
+// Every refusal is reported to the observer with one of a fixed set of reasons.
 import * as net from 'node:net';
 import { ByteQueue } from '../common/byte-queue';
 import { ioBuffers } from '../common/buffer-pool';
@@ -11,7 +12,9 @@ import { BlockDeviceError, type BlockDevice } from '../volume/block-device';
 import * as codec from './codec';
 import * as c from './constants';
 import type { TlsUpgrader, UpgradedConnection } from './tls-upgrade';
-import type { ExportProvider, NbdClientInfo, NbdCommandName, NbdExport, NbdObserver, NbdServerLimits, TlsMode } from './types';
+import type {
+  ExportLookup, ExportProvider, NbdClientInfo, NbdCommandName, NbdExport, NbdObserver, NbdRefusalReason, NbdServerLimits, TlsMode,
+} from './types';
 
 export interface ConnectionContext {
   provider: ExportProvider;
@@ -31,6 +34,8 @@ class ConnectionClosed extends Error {
 
 /** Reply bytes queued for a slow reader before the server stops taking its requests. */
 const maxBufferedReplyBytes = 64 * 1024 * 1024;
+/** Distinct refusals (reason and export) one connection reports; a client looping over options adds no more. */
+const maxRefusalsReportedPerConnection = 16;
 const serverHandshakeFlags = c.FLAG_FIXED_NEWSTYLE | c.FLAG_NO_ZEROES;
 const commandNames: Record<number, NbdCommandName> = {
   [c.CMD_READ]: 'read',
@@ -66,6 +71,7 @@ export class NbdConnection {
   private closed = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private negotiation: NegotiationState = { structuredReplies: false, metaContextExport: undefined };
+  private readonly refusalsReported = new Set<string>();
 
   // Transmission phase.
   private attached: NbdExport | undefined;
@@ -107,7 +113,7 @@ export class NbdConnection {
     this.attachStream(this.socket);
     if (!adopted) socket.resume();
     this.handshakeTimer = setTimeout(() => {
-      this.protocolError(`handshake not finished within ${ctx.limits.handshakeTimeoutMs} ms`);
+      this.drop('handshake-timeout', `handshake not finished within ${ctx.limits.handshakeTimeoutMs} ms`);
     }, ctx.limits.handshakeTimeoutMs);
     this.handshakeTimer.unref();
   }
@@ -118,7 +124,7 @@ export class NbdConnection {
 
   start(): void {
     this.handshake().catch((err: unknown) => {
-      if (!(err instanceof ConnectionClosed)) this.protocolError(errorMessage(err));
+      if (!(err instanceof ConnectionClosed)) this.drop('bad-handshake', errorMessage(err));
     });
   }
 
@@ -198,11 +204,21 @@ export class NbdConnection {
     this.onClosed(this);
   }
 
-  private protocolError(reason: string): void {
+  /** Closes the connection for a protocol violation or policy, and reports why. */
+  private drop(reason: NbdRefusalReason, detail: string, exportName?: string): void {
     if (this.closed) return;
-    this.ctx.log.warn({ client: this.client, reason }, 'nbd client dropped: protocol violation');
-    this.ctx.observer.protocolError(this.client, reason);
+    // Per connection at debug only: the observer turns refusals into metrics and rate-limited events.
+    this.ctx.log.debug({ client: this.client, reason, detail }, 'nbd client dropped');
+    this.ctx.observer.refused({ reason, client: this.client, exportName, dropped: true, detail });
     this.destroy();
+  }
+
+  /** Reports an option refused by policy (the client got an error reply and may go on). */
+  private refuse(reason: NbdRefusalReason, detail: string, exportName?: string): void {
+    const key = `${reason}\0${exportName ?? ''}`;
+    if (this.refusalsReported.has(key) || this.refusalsReported.size >= maxRefusalsReportedPerConnection) return;
+    this.refusalsReported.add(key);
+    this.ctx.observer.refused({ reason, client: this.client, exportName, dropped: false, detail });
   }
 
   private write(data: Buffer, onWritten?: () => void): void {
@@ -244,14 +260,14 @@ export class NbdConnection {
   private async handshake(): Promise<void> {
     this.write(codec.encodeGreeting(serverHandshakeFlags));
     const flags = codec.decodeClientFlags(await this.readBytes(4), serverHandshakeFlags);
-    if (!flags.ok) return this.protocolError(flags.error);
+    if (!flags.ok) return this.drop('bad-handshake', flags.error);
     const noZeroes = flags.value.noZeroes;
     for (;;) {
       const header = codec.decodeOptionHeader(await this.readBytes(c.OPTION_HEADER_BYTES));
-      if (!header.ok) return this.protocolError(header.error);
+      if (!header.ok) return this.drop('bad-handshake', header.error);
       const { option, length } = header.value;
       if (length > c.maxOptionPayloadBytes) {
-        return this.protocolError(`option ${option} carries ${length} bytes, more than ${c.maxOptionPayloadBytes}`);
+        return this.drop('oversized-option', `option ${option} carries ${length} bytes, more than ${c.maxOptionPayloadBytes}`);
       }
       const payload = Buffer.from(await this.readBytes(length));
       const done = await this.handleOption(option, payload, noZeroes);
@@ -287,16 +303,16 @@ export class NbdConnection {
     if (option === c.OPT_EXPORT_NAME) {
       const name = codec.decodeExportName(payload);
       if (!name.ok) {
-        this.protocolError(name.error);
+        this.drop('bad-handshake', name.error);
         return true;
       }
       if (tlsRequiredButMissing) {
-        this.protocolError('EXPORT_NAME without TLS on a node that requires TLS');
+        this.drop('tls-required', 'EXPORT_NAME without TLS on a node that requires TLS', name.value);
         return true;
       }
       const found = this.ctx.provider.lookup(name.value, this.client);
       if (found.status !== 'ok') {
-        this.protocolError(`EXPORT_NAME ${JSON.stringify(name.value)}: ${found.message}`);
+        this.drop(found.status === 'denied' ? 'access-denied' : 'unknown-export', `EXPORT_NAME ${JSON.stringify(name.value)}: ${found.message}`, name.value);
         return true;
       }
       const flags = this.transmissionFlags(found.export.device);
@@ -305,6 +321,7 @@ export class NbdConnection {
       return true;
     }
     if (tlsRequiredButMissing) {
+      this.refuse('tls-required', `option ${option} without TLS on a node that requires TLS`);
       error(c.REP_ERR_TLS_REQD, 'this node requires TLS: use STARTTLS first');
       return false;
     }
@@ -347,7 +364,7 @@ export class NbdConnection {
       error(c.REP_ERR_INVALID, request.error);
       return false;
     }
-    const found = this.ctx.provider.lookup(request.value.name, this.client);
+    const found = this.lookup(request.value.name);
     if (found.status === 'unknown') {
       error(c.REP_ERR_UNKNOWN, found.message);
       return false;
@@ -372,6 +389,13 @@ export class NbdConnection {
     return false;
   }
 
+  /** An export lookup during option haggling; refusals are reported (the client may go on). */
+  private lookup(name: string): ExportLookup {
+    const found = this.ctx.provider.lookup(name, this.client);
+    if (found.status !== 'ok') this.refuse(found.status === 'denied' ? 'access-denied' : 'unknown-export', found.message, name);
+    return found;
+  }
+
   private handleMetaContext(option: number, payload: Buffer, reply: (type: number, data?: Buffer) => void,
     error: (type: number, message: string) => void): void {
     const isSet = option === c.OPT_SET_META_CONTEXT;
@@ -385,7 +409,7 @@ export class NbdConnection {
       error(c.REP_ERR_INVALID, request.error);
       return;
     }
-    const found = this.ctx.provider.lookup(request.value.name, this.client);
+    const found = this.lookup(request.value.name);
     if (found.status === 'unknown') {
       error(c.REP_ERR_UNKNOWN, found.message);
       return;
@@ -413,7 +437,7 @@ export class NbdConnection {
 
   private async upgradeToTls(option: number): Promise<void> {
     if (this.queue.length > 0) {
-      this.protocolError('client sent data after STARTTLS before the TLS handshake');
+      this.drop('bad-handshake', 'client sent data after STARTTLS before the TLS handshake');
       return;
     }
     const raw = this.socket;
@@ -425,9 +449,7 @@ export class NbdConnection {
     try {
       upgraded = await this.ctx.tls!.upgrade(raw);
     } catch (err) {
-      this.ctx.log.warn({ client: this.client, err: errorMessage(err) }, 'nbd TLS handshake failed');
-      this.ctx.observer.protocolError(this.client, `TLS handshake failed: ${errorMessage(err)}`);
-      this.destroy();
+      this.drop('tls-failed', `TLS handshake failed: ${errorMessage(err)}`);
       return;
     }
     this.stream = upgraded.socket;
@@ -520,7 +542,7 @@ export class NbdConnection {
       }
       const decoded = codec.decodeRequestHeader(headerBytes);
       if (!decoded.ok) {
-        this.protocolError(decoded.error);
+        this.drop('bad-request', decoded.error);
         return buf.length;
       }
       const header = decoded.value;
@@ -529,7 +551,7 @@ export class NbdConnection {
         continue;
       }
       if (header.length > c.maxPayloadBytes) {
-        this.protocolError(`write of ${header.length} bytes exceeds the ${c.maxPayloadBytes}-byte payload limit`);
+        this.drop('oversized-request', `write of ${header.length} bytes exceeds the ${c.maxPayloadBytes}-byte payload limit`);
         return buf.length;
       }
       if (!reusable && buf.length - at >= header.length) {

@@ -89,9 +89,12 @@ export class NbdServer {
       return;
     }
     if (this.connections.size >= this.options.limits.maxConnections) {
-      this.options.log.warn({ remote: socket.remoteAddress, limit: this.options.limits.maxConnections },
-        'nbd connection refused: connection limit reached');
+      const client = { address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
       socket.destroy();
+      // Per connection at debug only: the observer turns refusals into metrics and rate-limited events.
+      this.options.log.debug({ remote: client.address, limit: this.options.limits.maxConnections }, 'nbd connection refused: connection limit reached');
+      this.options.observer.refused({ reason: 'too-many-connections', client, dropped: true,
+        detail: `${this.connections.size} NBD connections are open (the limit)` });
       return;
     }
     const conn = new NbdConnection(socket, this.nextConnectionId++, this.ctx, (c) => this.connections.delete(c));

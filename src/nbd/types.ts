@@ -1,5 +1,5 @@
 // The NBD server's view of the world: exports come from a provider, events go to an observer.
-// Neither side knows about volumes stores, access lists or replication.
+// Neither side knows about volumes stores, access lists, replication or the node's event journal.
 import type { BlockDevice } from '../volume/block-device';
 
 export interface NbdClientInfo {
@@ -30,11 +30,33 @@ export interface ExportProvider {
 
 export type NbdCommandName = 'read' | 'write' | 'flush' | 'trim' | 'write_zeroes' | 'cache' | 'block_status';
 
+/** Why the server refused a connection, an option or a request. A fixed set: it is a metric label. */
+export const nbdRefusalReasons = [
+  'too-many-connections', 'handshake-timeout', 'bad-handshake', 'oversized-option', 'tls-failed', 'tls-required',
+  'access-denied', 'unknown-export', 'bad-request', 'oversized-request',
+] as const;
+export type NbdRefusalReason = (typeof nbdRefusalReasons)[number];
+
+export interface NbdRefusal {
+  reason: NbdRefusalReason;
+  /** The client as far as it is known (a connection over the limit has no id yet). */
+  client: { address: string; port: number; tlsIdentity?: string | undefined };
+  /** The export the client asked for, when the refusal concerns one. */
+  exportName?: string | undefined;
+  /** True when the connection was closed; false when the client got an error reply and may go on. */
+  dropped: boolean;
+  detail: string;
+}
+
 export interface NbdObserver {
   requestCompleted(exportName: string, command: NbdCommandName, bytes: number, seconds: number, errno: number): void;
   clientAttached(exportName: string, client: NbdClientInfo): void;
   clientDetached(exportName: string, client: NbdClientInfo): void;
-  protocolError(client: NbdClientInfo, reason: string): void;
+  /**
+   * A refusal: a dropped connection (protocol violation, missed handshake deadline, failed TLS, one
+   * connection too many) or an option refused by policy. Reported once per connection, reason and export.
+   */
+  refused(refusal: NbdRefusal): void;
 }
 
 export type TlsMode = 'off' | 'optional' | 'required';

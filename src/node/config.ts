@@ -44,6 +44,8 @@ export interface NodeConfig {
   journalSizeBytes: number;
   journalFullPolicy: 'delay' | 'suspend';
   autoResync: boolean;
+  /** Window in which refusals from one address are aggregated into one summary event. */
+  securityEventWindowMs: number;
 }
 
 export const defaultNodeConfig = {
@@ -60,13 +62,14 @@ export const defaultNodeConfig = {
   journalSizeBytes: 1024 ** 3,
   journalFullPolicy: 'delay' as const,
   autoResync: true,
+  securityEventWindowMs: 60_000,
 };
 
 const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const knownKeys = new Set([
   'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'advertiseReplPort', 'logLevel', 'tlsMode',
   'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'maxConnections', 'handshakeTimeout', 'minBlockBytes',
-  'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync',
+  'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync', 'securityEventWindow',
 ]);
 
 export type RawNodeConfig = Record<string, unknown>;
@@ -148,7 +151,12 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
     journalSizeBytes: raw.journalSize === undefined ? defaultNodeConfig.journalSizeBytes : parseSize(raw.journalSize as string, 'journal size'),
     journalFullPolicy: (optionalString(raw, 'journalFull') ?? defaultNodeConfig.journalFullPolicy) as 'delay' | 'suspend',
     autoResync: raw.autoResync === undefined ? defaultNodeConfig.autoResync : raw.autoResync === true || raw.autoResync === 'true',
+    securityEventWindowMs: raw.securityEventWindow === undefined ? defaultNodeConfig.securityEventWindowMs
+      : parseDurationMs(raw.securityEventWindow as string, 'security event window'),
   };
+  if (config.securityEventWindowMs < 1000 || config.securityEventWindowMs > 3_600_000) {
+    throw new TricopyError('invalid-argument', 'the security event window must be between 1s and 1h');
+  }
   if (config.journalFullPolicy !== 'delay' && config.journalFullPolicy !== 'suspend') {
     throw new TricopyError('invalid-argument', `journal-full policy "${config.journalFullPolicy}" is not delay or suspend`);
   }

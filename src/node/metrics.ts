@@ -1,7 +1,9 @@
-// Prometheus metrics of a storage node. Implements the NBD observer, caching labelled children so
-// the per-request cost is a few additions.
+// Prometheus metrics of a storage node. Takes the NBD observer's traffic calls, caching labelled
+// children so the per-request cost is a few additions, and counts refusals on the node's listeners
+// under a fixed set of reasons (label values are never taken from the network).
 import * as client from 'prom-client';
-import type { NbdClientInfo, NbdCommandName, NbdObserver } from '../nbd/types';
+import { nbdRefusalReasons, type NbdClientInfo, type NbdCommandName, type NbdRefusalReason } from '../nbd/types';
+import { linkRefusalReasons, type LinkRefusalReason } from '../replication/transport/link';
 import type { GroupStatus, PairStatus } from '../contracts/pairs';
 
 export interface ReplicationSource {
@@ -16,13 +18,15 @@ interface OpChildren {
   latency: client.Histogram.Internal<string>;
 }
 
-export class NodeMetrics implements NbdObserver {
+export class NodeMetrics {
   readonly registry = new client.Registry();
   private readonly requests: client.Counter;
   private readonly bytes: client.Counter;
   private readonly latency: client.Histogram;
   private readonly clients: client.Gauge;
   private readonly protocolErrors: client.Counter;
+  private readonly nbdRefusals: client.Counter<'reason'>;
+  private readonly replicationRefusals: client.Counter<'reason'>;
   /** Per volume, per operation: resolved once so a request costs no label hashing. */
   private readonly children = new Map<string, Map<NbdCommandName, OpChildren>>();
   /** Set once the replication service exists. */
@@ -50,6 +54,17 @@ export class NodeMetrics implements NbdObserver {
     this.protocolErrors = new client.Counter({
       name: 'tricopy_nbd_protocol_errors_total', help: 'NBD connections dropped for protocol violations', registers: [this.registry],
     });
+    this.nbdRefusals = new client.Counter({
+      name: 'tricopy_nbd_refused_total', help: 'NBD connections, options and requests refused, by reason',
+      labelNames: ['reason'], registers: [this.registry],
+    });
+    this.replicationRefusals = new client.Counter({
+      name: 'tricopy_replication_refused_total', help: 'Replication connections refused or dropped for protocol violations, by reason',
+      labelNames: ['reason'], registers: [this.registry],
+    });
+    // Every reason from the start, so rates and alerts see a zero rather than no series.
+    for (const reason of nbdRefusalReasons) this.nbdRefusals.inc({ reason }, 0);
+    for (const reason of linkRefusalReasons) this.replicationRefusals.inc({ reason }, 0);
     new client.Gauge({
       name: 'tricopy_volume_size_bytes', help: 'Logical size of each volume', labelNames: ['volume'], registers: [this.registry],
       collect() {
@@ -141,8 +156,13 @@ export class NodeMetrics implements NbdObserver {
     this.clients.dec({ volume });
   }
 
-  protocolError(_client: NbdClientInfo, _reason: string): void {
-    this.protocolErrors.inc();
+  nbdRefused(reason: NbdRefusalReason, dropped: boolean): void {
+    this.nbdRefusals.inc({ reason });
+    if (dropped && reason !== 'too-many-connections') this.protocolErrors.inc();
+  }
+
+  replicationRefused(reason: LinkRefusalReason): void {
+    this.replicationRefusals.inc({ reason });
   }
 
   /** Drops a deleted volume's series so they do not linger forever. */

@@ -5,7 +5,7 @@ import { TricopyError, invariantObservers } from '../common/errors';
 import { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import { NbdServer, parsePskFile } from '../nbd/server';
-import { defaultNbdLimits, type ExportLookup, type ExportProvider, type NbdClientInfo, type NbdTlsConfig } from '../nbd/types';
+import { defaultNbdLimits, type ExportLookup, type ExportProvider, type NbdClientInfo, type NbdObserver, type NbdTlsConfig } from '../nbd/types';
 import { ReplicatedVolume } from '../replication/datapath/replicated-volume';
 import { ReplicationService, defaultReplicationOptions } from '../replication/service';
 import { defaultLinkTimings } from '../replication/transport/link';
@@ -19,6 +19,7 @@ import { buildApi, type NodeApi } from './api';
 import type { NodeConfig } from './config';
 import { NodeMetrics } from './metrics';
 import { lockDataDir } from './lock';
+import { ListenerRefusals } from './refusals';
 import { version } from './version';
 
 export type { ClientView, NodeInfo, NodePorts, VolumeView };
@@ -26,11 +27,11 @@ export type { ClientView, NodeInfo, NodePorts, VolumeView };
 export class StorageNode {
   readonly events: EventJournal;
   readonly metrics: NodeMetrics;
+  private readonly refusals: ListenerRefusals;
   private nbd!: NbdServer;
   private api!: NodeApi;
   replication!: ReplicationService;
   private readonly fronts = new Map<string, ReplicatedVolume>();
-  private readonly deniedReported = new Set<string>();
   private portsValue: NodePorts = { nbdPort: 0, apiPort: 0, replPort: 0 };
   private readonly startedAt = new Date().toISOString();
   private stopping: Promise<void> | null = null;
@@ -45,6 +46,7 @@ export class StorageNode {
     this.metrics = new NodeMetrics(config.name, () => store.list().map((m) => ({
       name: m.name, sizeBytes: m.sizeBytes, allocatedBytes: store.volume(m.name).allocatedBytes,
     })));
+    this.refusals = new ListenerRefusals(this.events, this.metrics, config.securityEventWindowMs);
   }
 
   static async start(config: NodeConfig, log: Logger): Promise<StorageNode> {
@@ -72,7 +74,7 @@ export class StorageNode {
         host: config.host,
         port: config.nbdPort,
         provider: node.exportProvider(),
-        observer: node.metrics,
+        observer: node.nbdObserver(),
         limits: { ...defaultNbdLimits, maxConnections: config.maxConnections, handshakeTimeoutMs: config.handshakeTimeoutMs,
           minBlockBytes: config.minBlockBytes },
         tlsMode: config.tlsMode,
@@ -93,6 +95,7 @@ export class StorageNode {
         autoResync: config.autoResync,
       }, { clock: systemClock, disk: nodeDisk, transport, volumes: store }, config.dataDir, node.events, replicationLog);
       node.replication.clientsOf = (volume) => node.nbd.clientsOf(volume).length;
+      transport.refusalObserver = node.refusals.replication;
       const replication = node.replication;
       node.metrics.replication = { pairs: () => replication.list(), groups: () => replication.groups().map((g) => replication.groupStatus(g)) };
       node.portsValue.replPort = await node.replication.start(config.host, config.replPort);
@@ -106,6 +109,7 @@ export class StorageNode {
       await unlock();
       throw listenError(err);
     }
+    node.refusals.start();
     node.events.emit('node-started', config.name, 'node process started', { ...node.portsValue, version });
     return node;
   }
@@ -197,6 +201,7 @@ export class StorageNode {
   stop(): Promise<void> {
     if (!this.stopping) {
       this.stopping = (async () => {
+        this.refusals.stop();
         this.events.emit('node-stopping', this.config.name, 'shutdown requested');
         await this.nbd.close();
         await this.replication.stop();
@@ -247,19 +252,24 @@ export class StorageNode {
     };
   }
 
+  /** Traffic goes to the metrics directly (the hot path); refusals to metrics and events. */
+  private nbdObserver(): NbdObserver {
+    const m = this.metrics;
+    return {
+      requestCompleted: m.requestCompleted.bind(m),
+      clientAttached: m.clientAttached.bind(m),
+      clientDetached: m.clientDetached.bind(m),
+      refused: this.refusals.nbd,
+    };
+  }
+
   private exportProvider(): ExportProvider {
     return {
       lookup: (name: string, client: NbdClientInfo): ExportLookup => {
         if (!this.store.has(name)) return { status: 'unknown', message: `no volume named ${JSON.stringify(name)} on node ${this.config.name}` };
         const meta = this.store.get(name);
         if (!isAdmitted(meta.access, { address: client.address, tlsIdentity: client.tlsIdentity })) {
-          // One event per connection and volume: a client asks several times during one handshake.
-          const key = `${client.id}\0${name}`;
-          if (!this.deniedReported.has(key)) {
-            this.deniedReported.add(key);
-            if (this.deniedReported.size > 10_000) this.deniedReported.clear();
-            this.events.emit('access-denied', name, `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list`);
-          }
+          // The NBD server reports the refusal (once per connection); ListenerRefusals records it.
           return { status: 'denied', message: `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list of volume ${name}` };
         }
         return {

@@ -11,6 +11,13 @@ const MiB = 1024 * KiB;
 // --- the node-to-node frame ---------------------------------------------------------------------
 /** Largest frame payload: the largest host write plus its addressing, or a journal batch. */
 export const maxFramePayloadBytes = 34 * MiB;
+/**
+ * Largest payload before the peer has authenticated: a handshake message is a small JSON object
+ * (a node name of up to 63 characters, a nonce and a proof of up to 128), under 2 KiB even with
+ * every character escaped. Checked on the header, so an unauthenticated peer never makes the node
+ * buffer more than this.
+ */
+export const maxHandshakePayloadBytes = 4 * KiB;
 /** Addressing ahead of the data of a Write/Copy frame (name, offset, length, flags, tag). */
 export const maxDataHeaderBytes = 1 * KiB;
 
@@ -87,6 +94,7 @@ export const autoResyncDelayMs = 2000;
 export const swapPrepareTimeoutMs = drainTimeoutMs + 10_000;
 
 // --- invariants ---------------------------------------------------------------------------------
+invariant(maxHandshakePayloadBytes < maxFramePayloadBytes, 'a handshake frame is smaller than a data frame');
 invariant(maxFramePayloadBytes >= maxIoBytes + maxDataHeaderBytes, 'a frame carries the largest host write with its header');
 invariant(maxFramePayloadBytes >= Math.max(maxBatchBytes, maxIoBytes + maxJournalEntryHeaderBytes) + maxDataHeaderBytes,
   'a journal batch (entries up to the batch size, or one largest entry alone) fits a frame');

@@ -11,7 +11,7 @@ import { NbdClient, NbdClientError } from '../../src/nbd/client';
 import * as codec from '../../src/nbd/codec';
 import * as c from '../../src/nbd/constants';
 import { NbdServer } from '../../src/nbd/server';
-import { defaultNbdLimits, type ExportProvider, type NbdObserver, type NbdServerLimits } from '../../src/nbd/types';
+import { defaultNbdLimits, type ExportProvider, type NbdObserver, type NbdRefusal, type NbdServerLimits } from '../../src/nbd/types';
 import type { BlockDevice } from '../../src/volume/block-device';
 import { BlockDeviceError } from '../../src/volume/block-device';
 import { VolumeStore } from '../../src/volume/store';
@@ -24,14 +24,25 @@ const volumeSize = 64 * MiB;
 let dir: string;
 let store: VolumeStore;
 const servers: NbdServer[] = [];
-const protocolErrors: string[] = [];
+const refusals: NbdRefusal[] = [];
 
 const observer: NbdObserver = {
   requestCompleted: () => undefined,
   clientAttached: () => undefined,
   clientDetached: () => undefined,
-  protocolError: (_client, reason) => protocolErrors.push(reason),
+  refused: (r) => refusals.push(r),
 };
+
+/** Waits for the next refusal after `count` and checks its reason (and that it is the only one). */
+async function refusedWith(count: number, reason: NbdRefusal['reason'], dropped = true): Promise<NbdRefusal> {
+  await waitFor(`refusal ${reason}`, () => refusals.length > count);
+  assert.equal(refusals.length, count + 1, `one refusal, not ${JSON.stringify(refusals.slice(count))}`);
+  const r = refusals[count]!;
+  assert.equal(r.reason, reason, r.detail);
+  assert.equal(r.dropped, dropped, `dropped: ${r.detail}`);
+  assert.equal(r.client.address, '127.0.0.1');
+  return r;
+}
 
 /** Exports: "v" (writable), "ro" (read-only view of v), "secret" (nobody admitted). */
 function provider(): ExportProvider {
@@ -136,10 +147,15 @@ test('STARTTLS on a node without TLS is refused by policy; with data it is inval
 
 test('INFO: unknown export, denied export, and full information for a good one', async () => {
   const s = await negotiate();
+  const before = refusals.length;
   const unknown = await option(s, c.OPT_INFO, codec.encodeInfoRequest('nope', []));
   assert.equal(last(unknown), c.REP_ERR_UNKNOWN);
   assert.match(unknown.at(-1)!.data.toString(), /no export nope/);
+  assert.equal((await refusedWith(before, 'unknown-export', false)).exportName, 'nope');
   assert.equal(last(await option(s, c.OPT_INFO, codec.encodeInfoRequest('secret', []))), c.REP_ERR_POLICY);
+  assert.equal((await refusedWith(before + 1, 'access-denied', false)).exportName, 'secret');
+  assert.equal(last(await option(s, c.OPT_GO, codec.encodeInfoRequest('secret', []))), c.REP_ERR_POLICY);
+  assert.equal(refusals.length, before + 2, 'a client asking again on one connection is reported once');
   assert.equal(last(await option(s, c.OPT_INFO, Buffer.from([0, 0, 0, 9, 1]))), c.REP_ERR_INVALID);
   const info = await option(s, c.OPT_INFO, codec.encodeInfoRequest('v', [c.INFO_NAME, c.INFO_DESCRIPTION, c.INFO_BLOCK_SIZE]));
   assert.equal(last(info), c.REP_ACK);
@@ -204,38 +220,47 @@ test('EXPORT_NAME: with and without the 124 zero bytes; unknown export ends the 
   }
   const s = await negotiate();
   s.send(codec.encodeOptionHeader(c.OPT_EXPORT_NAME, 4), Buffer.from('nope'));
+  const before = refusals.length;
   assert.ok(await s.closesWithin(5000));
+  assert.equal((await refusedWith(before, 'unknown-export')).exportName, 'nope');
   const denied = await negotiate();
   denied.send(codec.encodeOptionHeader(c.OPT_EXPORT_NAME, 6), Buffer.from('secret'));
   assert.ok(await denied.closesWithin(5000));
+  assert.equal((await refusedWith(before + 1, 'access-denied')).exportName, 'secret');
 });
 
-test('hostile handshakes are dropped without harming other clients', async () => {
+test('hostile handshakes are dropped without harming other clients, each refusal with its reason', async () => {
   // Random bytes instead of client flags.
+  let count = refusals.length;
   const a = await RawSocket.connect(port);
   await a.read(18);
-  a.send(randomBytes(64));
+  a.send(Buffer.concat([Buffer.from([0xff, 0xff, 0xff, 0xff]), randomBytes(60)]));
   assert.ok(await a.closesWithin(5000), 'random bytes close the connection');
+  await refusedWith(count++, 'bad-handshake');
   // Unknown client flag bits.
   const b = await negotiate(0xff);
   assert.ok(await b.closesWithin(5000));
+  await refusedWith(count++, 'bad-handshake');
   // Bad option magic.
   const d = await negotiate();
-  d.send(randomBytes(16));
+  d.send(Buffer.concat([Buffer.from('XXXXXXXX'), randomBytes(8)]));
   assert.ok(await d.closesWithin(5000));
+  await refusedWith(count++, 'bad-handshake');
   // Oversized option payload announced: dropped before the server reads 100 MB.
   const e = await negotiate();
   e.send(codec.encodeOptionHeader(c.OPT_GO, 100 * MiB));
   assert.ok(await e.closesWithin(5000));
-  // Truncated option: header promises 50 bytes, sends 10, then goes away.
+  await refusedWith(count++, 'oversized-option');
+  // Truncated option: header promises 50 bytes, sends 10, then goes away (nothing to refuse).
   const f = await negotiate();
   f.send(codec.encodeOptionHeader(c.OPT_GO, 50), Buffer.alloc(10));
   f.destroy();
   // Silence: the handshake deadline closes it.
   const g = await RawSocket.connect(port);
   assert.ok(await g.closesWithin(6000), 'silent client is closed by the handshake timeout');
+  assert.match((await refusedWith(count++, 'handshake-timeout')).detail, /handshake not finished within 2000 ms/);
   await healthy();
-  assert.ok(protocolErrors.some((r) => /handshake not finished/.test(r)));
+  assert.equal(refusals.length, count, 'a healthy client is not refused');
 });
 
 test('transmission: every command, flags, errors for bad requests, and the session goes on', async () => {
@@ -308,12 +333,15 @@ test('hostile transmission frames: bad magic, oversized write, truncated payload
     assert.equal(last(await option(s, c.OPT_GO, codec.encodeInfoRequest('v', []))), c.REP_ACK);
     return s;
   };
+  const count = refusals.length;
   const a = await go();
-  a.send(randomBytes(28));
+  a.send(Buffer.concat([Buffer.from('XXXX'), randomBytes(24)]));
   assert.ok(await a.closesWithin(5000), 'garbage request header closes');
+  await refusedWith(count, 'bad-request');
   const b = await go();
   b.send(codec.encodeRequestHeader({ flags: 0, type: c.CMD_WRITE, cookie: 1n, offset: 0, length: 64 * MiB }));
   assert.ok(await b.closesWithin(5000), 'write over 32 MiB closes');
+  await refusedWith(count + 1, 'oversized-request');
   const d = await go();
   d.send(codec.encodeRequestHeader({ flags: 0, type: c.CMD_WRITE, cookie: 1n, offset: 0, length: 4096 }), Buffer.alloc(100));
   d.destroy();
@@ -344,8 +372,10 @@ test('connection limit and minimum block size are enforced', async () => {
   const one = await NbdClient.connect({ host: '127.0.0.1', port: limitedPort, exportName: 'v' });
   const two = await RawSocket.connect(limitedPort);
   await two.read(18);
+  const count = refusals.length;
   const three = await RawSocket.connect(limitedPort);
   assert.ok(await three.closesWithin(5000), 'connection over the limit is closed');
+  await refusedWith(count, 'too-many-connections');
   await assert.rejects(one.read(1, 512), (e: NbdClientError) => e.errno === c.NBD_EINVAL, 'misaligned offset');
   await assert.rejects(one.read(0, 100), (e: NbdClientError) => e.errno === c.NBD_EINVAL, 'misaligned length');
   await one.read(512, 1024);

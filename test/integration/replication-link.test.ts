@@ -5,10 +5,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { silentLogger } from '../../src/common/log';
 import { TricopyError } from '../../src/common/errors';
-import { FrameKind, encodeFrame, frameHeaderBytes } from '../../src/replication/transport/frame';
-import type { LinkTimings } from '../../src/replication/transport/link';
+import {
+  FrameKind, encodeFrame, encodeFrameHeader, frameHeaderBytes, maxFramePayloadBytes, maxHandshakePayloadBytes,
+} from '../../src/replication/transport/frame';
+import type { LinkRefusal, LinkTimings } from '../../src/replication/transport/link';
 import { MessageType, helloCodec } from '../../src/replication/transport/messages';
-import { PeerManager } from '../../src/replication/transport/peers';
+import { PeerManager, maxUnauthenticatedLinks } from '../../src/replication/transport/peers';
 import { FaultProxy } from '../support/fault-proxy';
 import { RawSocket } from '../support/raw-socket';
 import { waitFor } from '../support/wait';
@@ -23,20 +25,34 @@ after(async () => {
   for (const m of managers) await m.close();
 });
 
-async function manager(node: string, key: Buffer | undefined = secret): Promise<{ m: PeerManager; port: number; ups: string[]; downs: string[] }> {
-  const m = new PeerManager(node, key, timings, silentLogger());
+interface Managed {
+  m: PeerManager;
+  port: number;
+  ups: string[];
+  downs: string[];
+  refusals: LinkRefusal[];
+}
+
+/** `key` null: a node without a cluster secret. */
+async function manager(node: string, key: Buffer | null = secret): Promise<Managed> {
+  const m = new PeerManager(node, key ?? undefined, timings, silentLogger());
   managers.push(m);
   const ups: string[] = [];
   const downs: string[] = [];
+  const refusals: LinkRefusal[] = [];
   m.on('peer-up', (n: string) => ups.push(n));
   m.on('peer-down', (n: string) => downs.push(n));
+  m.refusalObserver = (r) => refusals.push(r);
   m.requestHandler = async (type, payload) => {
     if (type === MessageType.Flush) throw new TricopyError('conflict', 'refused on purpose', 'a hint');
     return Buffer.concat([Buffer.from(`${node}:`), payload]);
   };
   const port = await m.listen('127.0.0.1', 0);
-  return { m, port, ups, downs };
+  return { m, port, ups, downs, refusals };
 }
+
+const hello = (node = 'intruder'): Buffer =>
+  encodeFrame({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0 }, helloCodec.encode({ protocol: 1, node, nonce: 'n' }));
 
 test('peers authenticate each other, exchange requests and errors', async () => {
   const a = await manager('alpha');
@@ -61,6 +77,10 @@ test('a peer with the wrong cluster secret is refused, in both directions', asyn
   assert.ok(!good.m.isUp('evil') && !evil.m.isUp('good'));
   assert.deepEqual(good.ups, []);
   assert.deepEqual(evil.ups, []);
+  // Each side refuses the other's proof when it dials, and names the node it reached.
+  assert.ok(good.refusals.some((r) => r.reason === 'wrong-secret' && r.side === 'dialer' && r.claimedNode === 'evil' && r.remoteAddress === '127.0.0.1'),
+    JSON.stringify(good.refusals));
+  assert.ok(evil.refusals.some((r) => r.reason === 'wrong-secret' && r.side === 'dialer'));
   good.m.release('evil');
   evil.m.release('good');
 });
@@ -83,40 +103,77 @@ test('a black-holed link is declared dead by heartbeats and comes back by itself
   assert.equal((await a.m.request('hb-b', MessageType.Write, Buffer.from('x'))).toString(), 'hb-b:x');
 });
 
-test('garbage, truncated and unauthenticated frames on the replication port are refused without harm', async () => {
+test('garbage, truncated and unauthenticated frames on the replication port are refused without harm, each with its reason', async () => {
   const a = await manager('rx-a');
   const b = await manager('rx-b');
   a.m.want({ node: 'rx-b', host: '127.0.0.1', replPort: b.port });
   await waitFor('link up', () => a.m.isUp('rx-b'));
-  const attempts: Array<(s: RawSocket) => void> = [
-    (s) => s.send(randomBytes(200)),
-    (s) => s.send(encodeFrame({ kind: FrameKind.Request, type: MessageType.Write, requestId: 1, status: 0 }, Buffer.from('data'))),
-    (s) => s.send(encodeFrame({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0 }, Buffer.from('{"bad":'))),
-    (s) => {
-      const f = encodeFrame({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0 },
-        helloCodec.encode({ protocol: 1, node: 'intruder', nonce: 'n' }));
+  const attempts: Array<[string, (s: RawSocket) => void]> = [
+    ['bad-frame', (s) => s.send(Buffer.concat([Buffer.from('XXXX'), randomBytes(200)]))],
+    ['unauthenticated-message', (s) => s.send(encodeFrame({ kind: FrameKind.Request, type: MessageType.Write, requestId: 1, status: 0 }, Buffer.from('data')))],
+    ['unauthenticated-message', (s) => s.send(encodeFrame({ kind: FrameKind.Message, type: MessageType.Auth, requestId: 0, status: 0 }, Buffer.from('{"proof":"00"}')))],
+    ['malformed-handshake', (s) => s.send(encodeFrame({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0 }, Buffer.from('{"bad":')))],
+    ['bad-checksum', (s) => {
+      const f = hello();
       f[f.length - 1] ^= 0xff;
       s.send(f);
-    },
-    (s) => {
-      // A well-formed hello, then an authentication proof computed with the wrong secret.
-      s.send(encodeFrame({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0 },
-        helloCodec.encode({ protocol: 1, node: 'intruder', nonce: 'n' })));
-      s.send(encodeFrame({ kind: FrameKind.Message, type: MessageType.Auth, requestId: 0, status: 0 }, Buffer.from('{"proof":"00"}')));
-    },
-    (s) => s.send(Buffer.alloc(frameHeaderBytes - 3)), // truncated header, then silence: handshake timeout
+    }],
+    // A well-formed hello, then an authentication proof computed with the wrong secret.
+    ['wrong-secret', (s) => s.send(hello(), encodeFrame({ kind: FrameKind.Message, type: MessageType.Auth, requestId: 0, status: 0 }, Buffer.from('{"proof":"00"}')))],
+    // Before authentication, a frame is refused on its header: the node does not wait for 34 MiB.
+    ['oversized-frame', (s) => s.send(encodeFrameHeader({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0,
+      payloadLength: maxFramePayloadBytes }, Buffer.alloc(0)), Buffer.alloc(1000))],
+    ['oversized-frame', (s) => s.send(encodeFrameHeader({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0,
+      payloadLength: maxHandshakePayloadBytes + 1 }, Buffer.alloc(0)))],
+    ['handshake-timeout', (s) => s.send(Buffer.alloc(frameHeaderBytes - 3))], // truncated header, then silence
+    ['closed-before-auth', (s) => s.socket.end()],
   ];
-  for (const attempt of attempts) {
+  for (const [reason, attempt] of attempts) {
     const s = await RawSocket.connect(b.port);
+    const localPort = s.socket.localPort;
+    const before = b.refusals.length;
     attempt(s);
-    assert.ok(await s.closesWithin(3000), 'the connection is closed');
+    // Refusals on the header need no deadline: only the handshake timeout waits.
+    assert.ok(await s.closesWithin(reason === 'handshake-timeout' ? 3000 : 500), `the connection is closed (${reason})`);
+    await waitFor(`refusal ${reason} reported`, () => b.refusals.length > before);
+    assert.equal(b.refusals.length, before + 1, 'one refusal per connection');
+    const refusal = b.refusals.at(-1)!;
+    assert.equal(refusal.reason, reason, refusal.detail);
+    assert.equal(refusal.side, 'acceptor');
+    assert.equal(refusal.remoteAddress, '127.0.0.1');
+    assert.equal(refusal.remotePort, localPort);
   }
+  assert.equal(b.refusals.find((r) => r.reason === 'wrong-secret')!.claimedNode, 'intruder', 'the refusal names the node the peer claimed to be');
   assert.ok(!b.ups.includes('intruder'));
   assert.equal((await a.m.request('rx-b', MessageType.Write, Buffer.from('still'))).toString(), 'rx-b:still', 'the real peer is unaffected');
+  assert.deepEqual(a.refusals, [], 'the real peer saw nothing to refuse');
+});
+
+test('connections in their handshake are limited apart from authenticated links', async () => {
+  const a = await manager('lim-a');
+  const b = await manager('lim-b');
+  a.m.want({ node: 'lim-b', host: '127.0.0.1', replPort: b.port });
+  await waitFor('link up', () => a.m.isUp('lim-b'));
+  const silent = await Promise.all(Array.from({ length: maxUnauthenticatedLinks }, () => RawSocket.connect(b.port)));
+  await waitFor('every silent connection accepted', () => b.m.connectedPeers().length === 1 && silent.every((s) => !s.socket.destroyed));
+  const extra = await RawSocket.connect(b.port);
+  assert.ok(await extra.closesWithin(timings.handshakeTimeoutMs / 3), 'a connection over the handshake limit is closed at once, not at its deadline');
+  await waitFor('refused as one too many', () => b.refusals.some((r) => r.reason === 'too-many-connections'));
+  assert.ok(!silent.some((s) => s.socket.destroyed), 'the connections within the limit stay (until their handshake deadline)');
+  assert.equal((await a.m.request('lim-b', MessageType.Write, Buffer.from('up'))).toString(), 'lim-b:up', 'the authenticated link is not affected');
+  // The handshake deadline frees the places: a new peer gets in.
+  for (const s of silent) assert.ok(await s.closesWithin(3000));
+  const c = await manager('lim-c');
+  c.m.want({ node: 'lim-b', host: '127.0.0.1', replPort: b.port });
+  await waitFor('a new peer authenticates once the places are free', () => c.m.isUp('lim-b'), { timeoutMs: 5000 });
+  assert.equal(b.refusals.filter((r) => r.reason === 'handshake-timeout').length, maxUnauthenticatedLinks);
+  c.m.release('lim-b');
 });
 
 test('a node without a cluster secret refuses replication connections', async () => {
-  const lone = await manager('lone', undefined);
+  const lone = await manager('lone', null);
   const s = await RawSocket.connect(lone.port);
   assert.ok(await s.closesWithin(3000));
+  await waitFor('refusal reported', () => lone.refusals.length === 1);
+  assert.equal(lone.refusals[0]!.reason, 'no-secret');
 });

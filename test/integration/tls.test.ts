@@ -6,7 +6,9 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { makePki, type TestPki } from '../support/certs';
 import { NodeProcess, killAllNodes } from '../support/node-process';
-import { run, runOk, tempDir } from '../support/tools';
+import type { NodeEvent } from '../../src/contracts/node';
+import { fetchMetrics, metricValue, run, runOk, tempDir } from '../support/tools';
+import { waitFor } from '../support/wait';
 
 let dir: string;
 let pki: TestPki;
@@ -50,6 +52,21 @@ test('TLS PSK required: nbdinfo and qemu-img connect with a key; plain clients a
   const alice = await run('nbdinfo', [`nbds://alice@127.0.0.1:${port}/v?tls-psk-file=${pskFile()}`]);
   assert.notEqual(alice.code, 0, 'alice is not on the access list');
   await runOk('nbdinfo', [`nbds://bob@127.0.0.1:${port}/v?tls-psk-file=${pskFile()}`]);
+  // Every refusal is an event naming the client and the reason, and counted in /metrics.
+  const events = await waitFor('refusal events', async () => {
+    const list = (await node.api.get<{ events: NodeEvent[] }>('/v1/events')).events;
+    return list.some((e) => e.kind === 'access-denied') ? list : undefined;
+  });
+  const refusal = (reason: string): NodeEvent | undefined => events.find((e) => e.kind === 'nbd-refused' && e.details?.refusal === reason);
+  assert.equal(refusal('tls-required')?.subject, '127.0.0.1', 'the plain client is an event');
+  assert.match(refusal('tls-failed')?.reason ?? '', /^tls-failed: TLS handshake failed/, 'the wrong key is an event');
+  assert.ok(events.some((e) => e.kind === 'access-denied' && e.subject === 'v' && e.reason === 'client 127.0.0.1 (alice) is not on the access list'));
+  const metrics = await fetchMetrics(node.apiUrl);
+  for (const reason of ['tls-required', 'tls-failed', 'access-denied']) {
+    assert.ok(metricValue(metrics, 'tricopy_nbd_refused_total', { reason }) >= 1, `${reason} counted`);
+  }
+  assert.equal(metricValue(metrics, 'tricopy_nbd_refused_total', { reason: 'bad-request' }), 0, 'every reason has a series from the start');
+  assert.match(metrics, /tricopy_nbd_refused_total\{reason="bad-request",node="psk"\} 0/);
   assert.equal((await node.stop()).code, 0);
 });
 

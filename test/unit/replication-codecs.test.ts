@@ -2,7 +2,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32c } from '../../src/common/crc32c';
-import { FrameKind, decodeFrame, decodeFrameHeader, encodeFrame, frameHeaderBytes, maxFramePayloadBytes } from '../../src/replication/transport/frame';
+import {
+  FrameKind, decodeFrame, decodeFrameHeader, encodeFrame, frameHeaderBytes, maxFramePayloadBytes, maxHandshakePayloadBytes,
+} from '../../src/replication/transport/frame';
+import { defaultLinkTimings, largestHandshakePayloadBytes } from '../../src/replication/transport/link';
+import { assertLinkLimits } from '../../src/replication/transport/peers';
 import { JournalOp, decodeEntries, decodeEntry, encodeEntries, encodeEntryHeader, encodedEntryBytes } from '../../src/replication/async/journal-entry';
 import { MessageType, decodeDataHeader, decodeDeltaTagReply, encodeDataHeader, encodeDeltaTagReply, helloCodec } from '../../src/replication/transport/messages';
 import { pairCreateCodec } from '../../src/replication/transport/control-messages';
@@ -29,7 +33,7 @@ test('frames round trip with their checksum; every field is checked', () => {
     b[at] = value;
     return b;
   };
-  assert.match(String((decodeFrame(corrupt(0, 0)) as { error: string }).error), /magic/);
+  assert.deepEqual(decodeFrame(corrupt(0, 0)), { ok: false, fault: 'malformed', error: 'bad frame magic 0x435250' });
   assert.match(String((decodeFrame(corrupt(4, 9)) as { error: string }).error), /version/);
   assert.match(String((decodeFrame(corrupt(5, 7)) as { error: string }).error), /kind/);
   assert.match(String((decodeFrame(corrupt(28, 1)) as { error: string }).error), /reserved/);
@@ -37,7 +41,16 @@ test('frames round trip with their checksum; every field is checked', () => {
   assert.match(String((decodeFrame(corrupt(7, 0x29)) as { error: string }).error), /checksum/, 'a changed type breaks the crc');
   const huge = Buffer.from(frame);
   huge.writeUInt32BE(maxFramePayloadBytes + 1, 16);
-  assert.match(String((decodeFrameHeader(huge) as { error: string }).error), /exceeds/);
+  assert.deepEqual(decodeFrameHeader(huge), { ok: false, fault: 'oversized', error: `frame payload of ${maxFramePayloadBytes + 1} bytes exceeds ${maxFramePayloadBytes}` });
+  assert.equal((decodeFrame(corrupt(frame.length - 1, 0x41)) as { fault: string }).fault, 'checksum');
+});
+
+test('link limits: every handshake message fits the pre-authentication limit, far below the data frame limit', () => {
+  const largest = largestHandshakePayloadBytes();
+  assert.ok(largest > 1000 && largest <= maxHandshakePayloadBytes, `largest handshake payload ${largest} bytes`);
+  assert.ok(maxHandshakePayloadBytes * 1024 < maxFramePayloadBytes);
+  assertLinkLimits(defaultLinkTimings);
+  assert.throws(() => assertLinkLimits({ ...defaultLinkTimings, handshakeTimeoutMs: 0 }), /handshake timeout/);
 });
 
 test('data headers carry name, offset beyond 4 GiB, length and flags', () => {

@@ -47,6 +47,9 @@ test('node config: defaults, flags over file, and refusal of inconsistent settin
   assert.throws(() => resolveNodeConfig({}, { ...base, tlsMode: 'optional', tlsCert: '/a', tlsKey: '/b', tlsPskFile: '/c' }), /not both/);
   assert.throws(() => resolveNodeConfig({}, { ...base, tlsPskFile: '/c' }), /--tls is off/);
   assert.throws(() => resolveNodeConfig({}, { ...base, minBlockBytes: '1024' }), /not 1, 512 or 4096/);
+  assert.equal(c.securityEventWindowMs, 60_000);
+  assert.equal(resolveNodeConfig({ securityEventWindow: '10s' }, base).securityEventWindowMs, 10_000);
+  assert.throws(() => resolveNodeConfig({ securityEventWindow: '500ms' }, base), /security event window must be between 1s and 1h/);
   const dir = await tempDir('config');
   try {
     const file = path.join(dir, 'node.yaml');

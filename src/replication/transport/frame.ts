@@ -11,10 +11,10 @@ import { crc32c } from '../../common/crc32c';
 export const frameMagic = 0x54435250;
 export const frameVersion = 1;
 export const frameHeaderBytes = 32;
-import { maxFramePayloadBytes } from '../limits';
+import { maxFramePayloadBytes, maxHandshakePayloadBytes } from '../limits';
 
 /** Largest payload: the largest host write plus its addressing, or a journal batch (limits.ts). */
-export { maxFramePayloadBytes };
+export { maxFramePayloadBytes, maxHandshakePayloadBytes };
 
 export enum FrameKind {
   Request = 0,
@@ -30,10 +30,15 @@ export interface FrameHeader {
   status: number;
 }
 
+/** Why a frame was refused: `oversized` for a payload over the limit, `malformed` for the rest. */
+export type FrameFault = 'malformed' | 'oversized' | 'checksum';
+
 export type FrameDecode =
   | { ok: true; header: FrameHeader; payload: Buffer; bytes: number }
   | { ok: true; header: null; bytes: 0 } // need more bytes
-  | { ok: false; error: string };
+  | { ok: false; fault: FrameFault; error: string };
+
+export type FrameHeaderDecode = { ok: true; header: FrameHeader } | { ok: false; fault: FrameFault; error: string };
 
 /** Header bytes for a frame; the payload follows separately (never copied). */
 export function encodeFrameHeader(h: FrameHeader, payload: Buffer | Buffer[]): Buffer {
@@ -57,20 +62,21 @@ export function encodeFrame(h: Omit<FrameHeader, 'payloadLength'>, payload: Buff
 }
 
 /** Validates a header on its own (before its payload has arrived). */
-export function decodeFrameHeader(b: Buffer): { ok: true; header: FrameHeader } | { ok: false; error: string } {
-  if (b.length < frameHeaderBytes) return { ok: false, error: 'frame header is 32 bytes' };
-  if (b.readUInt32BE(0) !== frameMagic) return { ok: false, error: `bad frame magic 0x${b.readUInt32BE(0).toString(16)}` };
+export function decodeFrameHeader(b: Buffer): FrameHeaderDecode {
+  const malformed = (error: string): FrameHeaderDecode => ({ ok: false, fault: 'malformed', error });
+  if (b.length < frameHeaderBytes) return malformed('frame header is 32 bytes');
+  if (b.readUInt32BE(0) !== frameMagic) return malformed(`bad frame magic 0x${b.readUInt32BE(0).toString(16)}`);
   const version = b.readUInt8(4);
-  if (version !== frameVersion) return { ok: false, error: `unsupported frame version ${version}` };
+  if (version !== frameVersion) return malformed(`unsupported frame version ${version}`);
   const kind = b.readUInt8(5);
-  if (kind > FrameKind.Message) return { ok: false, error: `unknown frame kind ${kind}` };
+  if (kind > FrameKind.Message) return malformed(`unknown frame kind ${kind}`);
   const high = b.readUInt32BE(8);
-  if (high >= 0x200000) return { ok: false, error: 'request id out of range' };
+  if (high >= 0x200000) return malformed('request id out of range');
+  if (b.readUInt32BE(28) !== 0) return malformed('reserved frame field is not zero');
   const payloadLength = b.readUInt32BE(16);
   if (payloadLength > maxFramePayloadBytes) {
-    return { ok: false, error: `frame payload of ${payloadLength} bytes exceeds ${maxFramePayloadBytes}` };
+    return { ok: false, fault: 'oversized', error: `frame payload of ${payloadLength} bytes exceeds ${maxFramePayloadBytes}` };
   }
-  if (b.readUInt32BE(28) !== 0) return { ok: false, error: 'reserved frame field is not zero' };
   return {
     ok: true,
     header: { kind, type: b.readUInt16BE(6), requestId: high * 0x100000000 + b.readUInt32BE(12), payloadLength, status: b.readUInt32BE(20) },
@@ -91,6 +97,6 @@ export function decodeFrame(b: Buffer): FrameDecode {
   const total = frameHeaderBytes + h.header.payloadLength;
   if (b.length < total) return { ok: true, header: null, bytes: 0 };
   const payload = b.subarray(frameHeaderBytes, total);
-  if (!frameChecksumValid(b, payload)) return { ok: false, error: 'frame checksum mismatch' };
+  if (!frameChecksumValid(b, payload)) return { ok: false, fault: 'checksum', error: 'frame checksum mismatch' };
   return { ok: true, header: h.header, payload, bytes: total };
 }

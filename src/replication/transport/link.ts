@@ -1,13 +1,19 @@
 // One authenticated connection to a peer node: framing with checksums, a mutual challenge-response
 // handshake on the cluster secret, heartbeats, and multiplexed requests. Any protocol violation
-// closes this connection only; the peer manager dials again.
+// closes this connection only; the peer manager dials again. Until the peer has authenticated, only
+// the next handshake message is accepted, and its size is checked on the frame header, so an
+// unauthenticated peer cannot make the node buffer more than a handshake needs. Refusals are
+// reported to an observer (classified by a small fixed set of reasons) before the connection closes.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
 import { ByteQueue } from '../../common/byte-queue';
 import { TricopyError, errorMessage, invariant } from '../../common/errors';
 import type { Logger } from '../../common/log';
-import { FrameKind, type FrameHeader, decodeFrameHeader, encodeFrameHeader, frameChecksumValid, frameHeaderBytes, maxFramePayloadBytes } from './frame';
+import {
+  FrameKind, type FrameHeader, decodeFrameHeader, encodeFrameHeader, frameChecksumValid, frameHeaderBytes, maxFramePayloadBytes,
+  maxHandshakePayloadBytes,
+} from './frame';
 import {
   MessageType, authCodec, decodeErrorPayload, encodeErrorPayload, helloCodec, helloReplyCodec, responseError, responseOk,
 } from './messages';
@@ -31,6 +37,43 @@ export const defaultLinkTimings: LinkTimings = {
 
 export type RequestHandler = (type: MessageType, payload: Buffer, link: PeerLink) => Promise<Buffer | Buffer[] | void>;
 
+/** Why the replication port refused a peer or dropped a connection. A fixed set: it is a metric label. */
+export const linkRefusalReasons = [
+  'no-secret', 'too-many-connections', 'handshake-timeout', 'closed-before-auth', 'bad-frame', 'oversized-frame', 'bad-checksum',
+  'unauthenticated-message', 'malformed-handshake', 'wrong-secret', 'wrong-node', 'protocol-violation',
+] as const;
+export type LinkRefusalReason = (typeof linkRefusalReasons)[number];
+
+export interface LinkRefusal {
+  reason: LinkRefusalReason;
+  remoteAddress: string;
+  remotePort: number;
+  /** Which end of the connection this node is. */
+  side: 'dialer' | 'acceptor';
+  /** The node name the peer gave in its handshake, if it got that far (not proven when refused). */
+  claimedNode: string | undefined;
+  detail: string;
+}
+
+export type LinkRefusalObserver = (refusal: LinkRefusal) => void;
+
+/** A handshake or frame the link refuses, with the reason it is counted under. */
+class LinkRefused extends Error {
+  constructor(readonly reason: LinkRefusalReason, message: string) {
+    super(message);
+  }
+}
+
+/** The largest handshake payload this node's own messages can produce (schema maxima, every character escaped). */
+export function largestHandshakePayloadBytes(): number {
+  const worst = (n: number): string => '\u0000'.repeat(n); // JSON escapes it to six bytes
+  return Math.max(
+    helloCodec.encode({ protocol: linkProtocolVersion, node: worst(63), nonce: worst(128) }).length,
+    helloReplyCodec.encode({ node: worst(63), nonce: worst(128), proof: worst(128) }).length,
+    authCodec.encode({ proof: worst(128) }).length,
+  );
+}
+
 interface PendingRequest {
   resolve: (payload: Buffer) => void;
   reject: (err: Error) => void;
@@ -40,7 +83,7 @@ interface PendingRequest {
 /** Emits 'ready' (after authentication) and 'closed' (reason: string), once each. */
 export class PeerLink extends EventEmitter {
   peerNode: string | undefined;
-  readonly remote: string;
+  private remoteText: string | undefined;
   private readonly queue = new ByteQueue();
   private header: FrameHeader | undefined;
   private headerBytes: Buffer | undefined;
@@ -53,7 +96,11 @@ export class PeerLink extends EventEmitter {
   private handshakeTimer: NodeJS.Timeout | undefined;
   private readonly localNonce = randomBytes(32).toString('hex');
   private peerNonce = '';
+  /** A name the peer gave but has not proven (kept only to name it in a refusal). */
+  private claimedNode: string | undefined;
   requestHandler: RequestHandler | undefined;
+  /** Told about every refusal of this connection (set right after construction). */
+  refusalObserver: LinkRefusalObserver | undefined;
 
   constructor(
     private readonly socket: net.Socket,
@@ -66,18 +113,33 @@ export class PeerLink extends EventEmitter {
     private readonly expectedPeer?: string,
   ) {
     super();
-    this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.rememberRemote();
+    if (side === 'dialer') socket.once('connect', () => this.rememberRemote());
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 10_000);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err) => this.close(`socket error: ${err.message}`));
-    socket.on('close', () => this.close('connection closed by peer'));
-    this.handshakeTimer = setTimeout(() => this.close('handshake timed out'), timings.handshakeTimeoutMs);
+    socket.on('error', (err) => this.lost(`socket error: ${err.message}`));
+    socket.on('close', () => this.lost('connection closed by peer'));
+    this.handshakeTimer = setTimeout(() => {
+      // Only an accepting node counts a peer that never authenticates; a dialer just dials again.
+      if (side === 'acceptor') this.refuse('handshake-timeout', `handshake not finished within ${timings.handshakeTimeoutMs} ms`);
+      else this.close('handshake timed out');
+    }, timings.handshakeTimeoutMs);
     this.handshakeTimer.unref();
     if (side === 'dialer') {
       this.sendFrame({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0 },
         helloCodec.encode({ protocol: linkProtocolVersion, node: localNode, nonce: this.localNonce }));
     }
+  }
+
+  /** address:port of the other end ('?' until a dialer's socket has connected). */
+  get remote(): string {
+    return this.remoteText ?? '?';
+  }
+
+  /** Kept once known: a destroyed socket no longer says where it went. */
+  private rememberRemote(): void {
+    if (this.socket.remoteAddress !== undefined) this.remoteText = `${this.socket.remoteAddress}:${this.socket.remotePort ?? 0}`;
   }
 
   get isReady(): boolean {
@@ -155,7 +217,12 @@ export class PeerLink extends EventEmitter {
         if (this.queue.length < frameHeaderBytes) return;
         const bytes = Buffer.from(this.queue.take(frameHeaderBytes));
         const decoded = decodeFrameHeader(bytes);
-        if (!decoded.ok) return this.violation(decoded.error);
+        if (!decoded.ok) return this.refuse(decoded.fault === 'oversized' ? 'oversized-frame' : 'bad-frame', decoded.error);
+        // Before authentication, refused on the header: the payload is never waited for.
+        if (!this.authenticated) {
+          const refused = this.refusedBeforeAuthentication(decoded.header);
+          if (refused) return this.refuse(refused.reason, refused.message);
+        }
         this.header = decoded.header;
         this.headerBytes = bytes;
       }
@@ -165,18 +232,58 @@ export class PeerLink extends EventEmitter {
       const headerBytes = this.headerBytes!;
       this.header = undefined;
       this.headerBytes = undefined;
-      if (!frameChecksumValid(headerBytes, payload)) return this.violation('frame checksum mismatch');
+      if (!frameChecksumValid(headerBytes, payload)) return this.refuse('bad-checksum', 'frame checksum mismatch');
       try {
         this.dispatch(header, payload);
       } catch (err) {
-        return this.violation(errorMessage(err));
+        const reason = err instanceof LinkRefused ? err.reason : this.authenticated ? 'protocol-violation' : 'malformed-handshake';
+        return this.refuse(reason, errorMessage(err));
       }
     }
   }
 
-  private violation(reason: string): void {
-    this.log.warn({ peer: this.peerNode ?? null, remote: this.remote, reason }, 'replication link dropped: protocol violation');
-    this.close(`protocol violation: ${reason}`);
+  /** The one handshake message this end waits for next. */
+  private expectedHandshakeMessage(): MessageType {
+    if (this.side === 'acceptor') return this.peerNode === undefined ? MessageType.Hello : MessageType.Auth;
+    return this.peerNode === undefined ? MessageType.HelloReply : MessageType.AuthOk;
+  }
+
+  private refusedBeforeAuthentication(h: FrameHeader): LinkRefused | undefined {
+    const expected = this.expectedHandshakeMessage();
+    if (h.kind !== FrameKind.Message || h.type !== expected) {
+      return new LinkRefused('unauthenticated-message', `unauthenticated peer sent a ${FrameKind[h.kind]} frame of type ` +
+        `${MessageType[h.type] ?? h.type} where the handshake expects ${MessageType[expected]}`);
+    }
+    if (h.payloadLength > maxHandshakePayloadBytes) {
+      return new LinkRefused('oversized-frame', `unauthenticated peer announced a ${h.payloadLength}-byte ${MessageType[h.type]}; ` +
+        `before authentication frames carry at most ${maxHandshakePayloadBytes} bytes`);
+    }
+    return undefined;
+  }
+
+  /** The connection ended from the other side or the network. */
+  private lost(reason: string): void {
+    if (this.closedReason === undefined && !this.authenticated && this.side === 'acceptor') {
+      this.report('closed-before-auth', reason);
+    }
+    this.close(reason);
+  }
+
+  /** Reports a refusal to the observer and closes this connection. */
+  private refuse(reason: LinkRefusalReason, detail: string): void {
+    if (this.closedReason !== undefined) return;
+    this.report(reason, detail);
+    this.close(reason === 'handshake-timeout' ? 'handshake timed out' : `protocol violation: ${detail}`);
+  }
+
+  private report(reason: LinkRefusalReason, detail: string): void {
+    // Per connection at debug only: an attack must not fill the disk with log lines. The observer
+    // turns refusals into metrics and rate-limited events.
+    this.log.debug({ peer: this.peerNode ?? null, remote: this.remote, side: this.side, reason, detail }, 'replication connection refused');
+    this.refusalObserver?.({
+      reason, remoteAddress: this.socket.remoteAddress ?? '?', remotePort: this.socket.remotePort ?? 0, side: this.side,
+      claimedNode: this.peerNode ?? this.claimedNode, detail,
+    });
   }
 
   private dispatch(h: FrameHeader, payload: Buffer): void {
@@ -222,12 +329,14 @@ export class PeerLink extends EventEmitter {
     return createHmac('sha256', this.secret).update(`tricopy-link-v1\n${role}\n${dialerNonce}\n${acceptorNonce}\n${dialerNode}\n${acceptorNode}`).digest('hex');
   }
 
+  /** One handshake message, already checked to be the one expected next (see refusedBeforeAuthentication). */
   private handshakeStep(h: FrameHeader, payload: Buffer): void {
-    if (h.kind !== FrameKind.Message) throw new Error(`unauthenticated peer sent a ${FrameKind[h.kind]} frame`);
     if (this.side === 'acceptor') {
       if (h.type === MessageType.Hello && this.peerNode === undefined) {
         const hello = helloCodec.decode(payload);
-        if (hello.protocol !== linkProtocolVersion) throw new Error(`peer speaks link protocol ${hello.protocol}, this node ${linkProtocolVersion}`);
+        if (hello.protocol !== linkProtocolVersion) {
+          throw new LinkRefused('malformed-handshake', `peer speaks link protocol ${hello.protocol}, this node ${linkProtocolVersion}`);
+        }
         this.peerNode = hello.node;
         this.peerNonce = hello.nonce;
         const proof = this.proof('acceptor', hello.nonce, this.localNonce, hello.node, this.localNode);
@@ -238,26 +347,23 @@ export class PeerLink extends EventEmitter {
       if (h.type === MessageType.Auth && this.peerNode !== undefined) {
         const auth = authCodec.decode(payload);
         const expected = this.proof('dialer', this.peerNonce, this.localNonce, this.peerNode, this.localNode);
-        if (!proofsEqual(auth.proof, expected)) {
-          this.log.warn({ peer: this.peerNode, remote: this.remote }, 'refused unauthenticated peer: wrong cluster secret');
-          throw new Error('peer failed authentication (wrong cluster secret)');
-        }
+        if (!proofsEqual(auth.proof, expected)) throw new LinkRefused('wrong-secret', 'peer failed authentication (wrong cluster secret)');
         this.sendFrame({ kind: FrameKind.Message, type: MessageType.AuthOk, requestId: 0, status: 0 }, Buffer.alloc(0));
         this.becomeReady();
         return;
       }
-      throw new Error(`unauthenticated peer sent message type ${h.type}`);
+      throw new LinkRefused('unauthenticated-message', `unauthenticated peer sent message type ${h.type}`);
     }
     // Dialer.
     if (h.type === MessageType.HelloReply && this.peerNode === undefined) {
       const reply = helloReplyCodec.decode(payload);
       if (this.expectedPeer !== undefined && reply.node !== this.expectedPeer) {
-        throw new Error(`expected node ${this.expectedPeer} at ${this.remote} but reached ${reply.node}`);
+        throw new LinkRefused('wrong-node', `expected node ${this.expectedPeer} at ${this.remote} but reached ${reply.node}`);
       }
       const expected = this.proof('acceptor', this.localNonce, reply.nonce, this.localNode, reply.node);
       if (!proofsEqual(reply.proof, expected)) {
-        this.log.warn({ peer: reply.node, remote: this.remote }, 'refused peer: it does not know the cluster secret');
-        throw new Error('peer failed authentication (wrong cluster secret)');
+        this.claimedNode = reply.node;
+        throw new LinkRefused('wrong-secret', `peer ${reply.node} does not know the cluster secret`);
       }
       this.peerNode = reply.node;
       this.peerNonce = reply.nonce;
@@ -269,7 +375,7 @@ export class PeerLink extends EventEmitter {
       this.becomeReady();
       return;
     }
-    throw new Error(`peer sent message type ${h.type} during the handshake`);
+    throw new LinkRefused('unauthenticated-message', `peer sent message type ${h.type} during the handshake`);
   }
 
   private becomeReady(): void {

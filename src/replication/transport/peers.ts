@@ -1,18 +1,42 @@
 // The replication port and the set of authenticated links to peer nodes. Dials every peer some
 // pair needs (with capped exponential back-off), accepts peers that dial in, and keeps exactly one
-// ready link per peer. Emits 'peer-up' (node) and 'peer-down' (node, reason).
+// ready link per peer. Connections still in their handshake are limited apart from authenticated
+// links, so unauthenticated clients cannot crowd out peers. Emits 'peer-up' (node) and 'peer-down'
+// (node, reason); refusals go to `refusalObserver`.
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import { TricopyError } from '../../common/errors';
+import { TricopyError, invariant } from '../../common/errors';
 import type { Logger } from '../../common/log';
-import { PeerLink, type LinkTimings, type RequestHandler } from './link';
+import { frameHeaderBytes, maxFramePayloadBytes, maxHandshakePayloadBytes } from './frame';
+import {
+  PeerLink, largestHandshakePayloadBytes, type LinkRefusal, type LinkRefusalObserver, type LinkRefusalReason, type LinkTimings, type RequestHandler,
+} from './link';
 import type { MessageType } from './messages';
 import type { PeerAddress } from '../../contracts/pairs';
 import type { PeerRequestHandler, PeerTransport } from './peer-transport';
 
 export const reconnectInitialDelayMs = 200;
 export const reconnectMaxDelayMs = 5000;
-export const maxInboundLinks = 256;
+/** Authenticated links (one per peer node); an inbound connection beyond it is refused. */
+export const maxAuthenticatedLinks = 256;
+/** Inbound connections still in their handshake; each may hold one handshake frame at most. */
+export const maxUnauthenticatedLinks = 64;
+/** What all unauthenticated connections together may make the node hold in frames. */
+export const maxUnauthenticatedBufferedBytes = 1024 * 1024;
+/** Longest handshake deadline a node accepts; a peer that has not authenticated by then is dropped. */
+export const maxHandshakeTimeoutMs = 60_000;
+
+/** The relations between the link limits; checked when a replication port is set up. */
+export function assertLinkLimits(timings: LinkTimings): void {
+  invariant(maxHandshakePayloadBytes < maxFramePayloadBytes,
+    `the handshake payload limit (${maxHandshakePayloadBytes} bytes) must be below the data frame limit (${maxFramePayloadBytes} bytes)`);
+  invariant(largestHandshakePayloadBytes() <= maxHandshakePayloadBytes,
+    `a handshake message can be ${largestHandshakePayloadBytes()} bytes, over the ${maxHandshakePayloadBytes}-byte handshake limit`);
+  invariant(maxUnauthenticatedLinks * (frameHeaderBytes + maxHandshakePayloadBytes) <= maxUnauthenticatedBufferedBytes,
+    `${maxUnauthenticatedLinks} unauthenticated connections could hold more than ${maxUnauthenticatedBufferedBytes} bytes`);
+  invariant(timings.handshakeTimeoutMs > 0 && timings.handshakeTimeoutMs <= maxHandshakeTimeoutMs,
+    `the handshake timeout must be between 1 and ${maxHandshakeTimeoutMs} ms, not ${timings.handshakeTimeoutMs}`);
+}
 
 interface Wanted {
   address: PeerAddress;
@@ -26,8 +50,12 @@ export class PeerManager extends EventEmitter implements PeerTransport {
   private readonly links = new Map<string, PeerLink>();
   private readonly wanted = new Map<string, Wanted>();
   private readonly handshaking = new Set<PeerLink>();
+  /** The inbound part of `handshaking`: connections that have not authenticated yet. */
+  private readonly unauthenticated = new Set<PeerLink>();
   private closed = false;
   requestHandler: RequestHandler | undefined;
+  /** Told about every refused connection and protocol violation on this node's links. */
+  refusalObserver: LinkRefusalObserver | undefined;
 
   constructor(
     readonly localNode: string,
@@ -36,6 +64,7 @@ export class PeerManager extends EventEmitter implements PeerTransport {
     private readonly log: Logger,
   ) {
     super();
+    assertLinkLimits(timings);
     this.server = net.createServer((socket) => this.accept(socket));
     this.server.on('error', (err) => log.error({ err }, 'replication listener error'));
   }
@@ -158,16 +187,35 @@ export class PeerManager extends EventEmitter implements PeerTransport {
   }
 
   private accept(socket: net.Socket): void {
-    if (this.closed || !this.secret) {
-      if (!this.secret) this.log.warn({ remote: socket.remoteAddress }, 'replication connection refused: no cluster secret configured');
+    if (this.closed) {
       socket.destroy();
       return;
     }
-    if (this.handshaking.size + this.links.size >= maxInboundLinks) {
-      socket.destroy();
-      return;
+    if (!this.secret) return this.refuseConnection(socket, 'no-secret', 'no cluster secret is configured on this node');
+    if (this.unauthenticated.size >= maxUnauthenticatedLinks) {
+      return this.refuseConnection(socket, 'too-many-connections',
+        `${this.unauthenticated.size} connections are already in their handshake (the limit)`);
     }
-    this.adopt(new PeerLink(socket, 'acceptor', this.localNode, this.secret, this.timings, this.log));
+    if (this.links.size >= maxAuthenticatedLinks) {
+      return this.refuseConnection(socket, 'too-many-connections', `${this.links.size} peer links are up (the limit)`);
+    }
+    const link = new PeerLink(socket, 'acceptor', this.localNode, this.secret, this.timings, this.log);
+    this.unauthenticated.add(link);
+    const settled = (): void => {
+      this.unauthenticated.delete(link);
+    };
+    link.once('ready', settled);
+    link.once('closed', settled);
+    this.adopt(link);
+  }
+
+  private refuseConnection(socket: net.Socket, reason: LinkRefusalReason, detail: string): void {
+    const refusal: LinkRefusal = {
+      reason, remoteAddress: socket.remoteAddress ?? '?', remotePort: socket.remotePort ?? 0, side: 'acceptor', claimedNode: undefined, detail,
+    };
+    socket.destroy();
+    this.log.debug({ remote: `${refusal.remoteAddress}:${refusal.remotePort}`, reason, detail }, 'replication connection refused');
+    this.refusalObserver?.(refusal);
   }
 
   private dial(w: Wanted): void {
@@ -198,6 +246,7 @@ export class PeerManager extends EventEmitter implements PeerTransport {
 
   private adopt(link: PeerLink): void {
     this.handshaking.add(link);
+    link.refusalObserver = (refusal) => this.refusalObserver?.(refusal);
     link.requestHandler = (type, payload, l) => {
       const handler = this.requestHandler;
       if (!handler) return Promise.reject(new TricopyError('unavailable', 'replication is not ready'));
