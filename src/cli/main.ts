@@ -5,10 +5,11 @@ process.env.UV_THREADPOOL_SIZE ??= '4'; // before any fs call (bin/tricopy sizes
 import { Command, CommanderError, Option } from 'commander';
 import { TricopyError, errorMessage } from '../common/errors';
 import { formatBytes, parseSize } from '../common/units';
-import { ApiClient } from '../node/api-client';
+import { HttpNodeClient } from '../node/api-client';
+import type { NodeClient } from '../contracts/node-client';
 import type { NodeEvent } from '../common/events';
-import type { NodeInfo, VolumeView } from '../contracts/node';
-import type { GroupStatus, PairStatus } from '../contracts/pairs';
+import type { VolumeView } from '../contracts/node';
+import type { PairState, PairStatus } from '../contracts/pairs';
 import type { Orchestrator } from '../topology/orchestrator';
 import { version } from '../node/version';
 import { keyValues, printJson, table } from './format';
@@ -19,18 +20,17 @@ interface GlobalOptions {
   json?: boolean;
 }
 
+/** Commands that may drain a journal first (split, takeover, swap) are given this long to answer. */
+const commandTimeoutMs = 600_000;
+
 function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals<GlobalOptions>();
 }
 
-function client(cmd: Command): ApiClient {
+function client(cmd: Command): NodeClient {
   const g = globals(cmd);
   const url = g.node ?? process.env.TRICOPY_NODE ?? 'http://127.0.0.1:7801';
-  return new ApiClient(url, g.token ?? process.env.TRICOPY_TOKEN);
-}
-
-function volumePath(name: string): string {
-  return `/v1/volumes/${encodeURIComponent(name)}`;
+  return new HttpNodeClient(url, g.token ?? process.env.TRICOPY_TOKEN);
 }
 
 export function buildProgram(): Command {
@@ -118,7 +118,7 @@ export function buildProgram(): Command {
   node.command('info')
     .description('show the node: name, site, version, ports, volumes')
     .action(async (_opts, cmd: Command) => {
-      const info = await client(cmd).get<NodeInfo>('/v1/node');
+      const info = await client(cmd).nodeInfo();
       if (globals(cmd).json) return printJson(info);
       console.log(keyValues([
         ['name', info.name], ['site', info.site], ['version', info.version], ['data dir', info.dataDir],
@@ -138,7 +138,7 @@ export function buildProgram(): Command {
     .option('--thin', 'allow the size to exceed the free space of the node (overcommit)')
     .action(async (name: string, opts: { size: string; description?: string; thin?: boolean }, cmd: Command) => {
       const sizeBytes = parseSize(opts.size, 'volume size');
-      const view = await client(cmd).post<VolumeView>('/v1/volumes', {
+      const view = await client(cmd).createVolume({
         name, size: sizeBytes, ...(opts.description ? { description: opts.description } : {}), thin: opts.thin === true,
       });
       if (globals(cmd).json) return printJson(view);
@@ -148,7 +148,7 @@ export function buildProgram(): Command {
   volume.command('list')
     .description('list the volumes of the node')
     .action(async (_opts, cmd: Command) => {
-      const { volumes } = await client(cmd).get<{ volumes: VolumeView[] }>('/v1/volumes');
+      const volumes = await client(cmd).listVolumes();
       if (globals(cmd).json) return printJson(volumes);
       if (volumes.length === 0) return console.log('no volumes; create one with: tricopy volume create NAME --size 10GiB');
       console.log(table(['NAME', 'SIZE', 'ALLOCATED', 'CLIENTS', 'ACCESS', 'EXPORT'], volumes.map((v) => [
@@ -159,7 +159,7 @@ export function buildProgram(): Command {
   volume.command('show <name>')
     .description('show one volume: size, allocation, access list, attached clients')
     .action(async (name: string, _opts, cmd: Command) => {
-      const v = await client(cmd).get<VolumeView>(volumePath(name));
+      const v = await client(cmd).getVolume(name);
       if (globals(cmd).json) return printJson(v);
       console.log(keyValues([
         ['name', v.name], ['uuid', v.uuid], ['size', `${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`],
@@ -174,7 +174,7 @@ export function buildProgram(): Command {
     .description('grow a volume (shrinking is refused); attached clients see the new size when they reconnect')
     .requiredOption('--size <size>', 'new logical size, e.g. 20GiB')
     .action(async (name: string, opts: { size: string }, cmd: Command) => {
-      const v = await client(cmd).post<VolumeView>(`${volumePath(name)}/resize`, { size: parseSize(opts.size, 'volume size') });
+      const v = await client(cmd).resizeVolume(name, { size: parseSize(opts.size, 'volume size') });
       if (globals(cmd).json) return printJson(v);
       console.log(`volume ${v.name} is now ${formatBytes(v.sizeBytes)}`);
     });
@@ -190,7 +190,7 @@ export function buildProgram(): Command {
         if (opts.client === undefined && opts.identity === undefined) {
           throw new TricopyError('invalid-argument', `volume ${verb} needs --client and/or --identity`);
         }
-        const v = await client(cmd).post<VolumeView>(`${volumePath(name)}/${verb}`, opts);
+        const v = await client(cmd)[verb](name, opts);
         if (globals(cmd).json) return printJson(v);
         console.log(`volume ${v.name} access: clients ${v.access.clients.join(', ') || '(none)'}; identities ${v.access.identities.join(', ') || '(none)'}`);
       });
@@ -200,7 +200,7 @@ export function buildProgram(): Command {
     .description('delete a volume and its data; refused while clients are attached unless --force')
     .option('--force', 'disconnect attached clients and delete anyway')
     .action(async (name: string, opts: { force?: boolean }, cmd: Command) => {
-      await client(cmd).delete(`${volumePath(name)}${opts.force ? '?force=true' : ''}`);
+      await client(cmd).deleteVolume(name, { force: opts.force === true });
       if (globals(cmd).json) return printJson({ deleted: name });
       console.log(`deleted volume ${name}`);
     });
@@ -222,12 +222,11 @@ export function buildProgram(): Command {
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
     .action(async (name: string, opts: { volume: string; to: string; peerVolume?: string; mode: 'sync' | 'async'; fence?: 'data' | 'never'; group?: string; copy: boolean; wait?: boolean; timeout: string }, cmd: Command) => {
       const api = client(cmd);
-      const peerApi = new ApiClient(opts.to, globals(cmd).token ?? process.env.TRICOPY_TOKEN);
-      const peerInfo = await peerApi.get<NodeInfo>('/v1/node');
+      const peerInfo = await new HttpNodeClient(opts.to, globals(cmd).token ?? process.env.TRICOPY_TOKEN).nodeInfo();
       if (!peerInfo.replication) {
         throw new TricopyError('invalid-argument', `node ${peerInfo.name} at ${opts.to} has no cluster secret`, 'start every node with the same --cluster-secret-file');
       }
-      const status = await api.post<PairStatus>('/v1/pairs', {
+      const status = await api.createPair({
         name, volume: opts.volume, peer: { node: peerInfo.name, host: peerInfo.replAddress.host, replPort: peerInfo.replAddress.port },
         ...(opts.peerVolume ? { peerVolume: opts.peerVolume } : {}), mode: opts.mode, ...(opts.fence ? { fence: opts.fence } : {}),
         ...(opts.group ? { group: opts.group } : {}), noCopy: opts.copy === false,
@@ -245,7 +244,7 @@ export function buildProgram(): Command {
     .description('pairs of this node: role (P/S), peer, mode, fence, state and code, copy progress, journal and lag')
     .action(async (name: string | undefined, _opts, cmd: Command) => {
       const api = client(cmd);
-      const pairs = name ? [await api.get<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}`)] : (await api.get<{ pairs: PairStatus[] }>('/v1/pairs')).pairs;
+      const pairs = name ? [await api.getPair(name)] : await api.listPairs();
       if (globals(cmd).json) return printJson(name ? pairs[0] : pairs);
       if (pairs.length === 0) return console.log('no pairs; create one with: tricopy pair create NAME --volume V --to URL --mode sync');
       console.log(table(['NAME', 'ROLE', 'VOLUME', 'PEER', 'MODE', 'FENCE', 'STATE', 'CODE', 'COPY', 'GROUP', 'JOURNAL', 'LAG'], pairs.map((p) => [
@@ -261,7 +260,7 @@ export function buildProgram(): Command {
     .description('suspend a pair (PSUS): both nodes record changed regions; async pairs first drain their journal')
     .option('--rw', 'let hosts write the secondary while split (its changes are recorded too)')
     .action(async (name: string, opts: { rw?: boolean }, cmd: Command) => {
-      const status = await client(cmd).post<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}/split`, { rw: opts.rw === true }, 600_000);
+      const status = await client(cmd).split(name, { rw: opts.rw === true }, { timeoutMs: commandTimeoutMs });
       if (globals(cmd).json) return printJson(status);
       console.log(`pair ${name} is ${status.state} (${status.code}): ${status.reason}`);
     });
@@ -273,7 +272,7 @@ export function buildProgram(): Command {
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
     .action(async (name: string, opts: { discard?: string; wait?: boolean; timeout: string }, cmd: Command) => {
       const api = client(cmd);
-      const status = await api.post<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}/resync`, opts.discard ? { discard: opts.discard } : {});
+      const status = await api.resync(name, opts.discard ? { discard: opts.discard } : {});
       if (!opts.wait) {
         if (globals(cmd).json) return printJson(status);
         return console.log(`pair ${name} is ${status.state} (${status.code}): ${status.reason}`);
@@ -287,7 +286,7 @@ export function buildProgram(): Command {
     .description('run at the secondary node: with the primary reachable, swap roles; without it, make this volume writable (SSWS)\n' +
       'after applying everything received. Every pair of the same consistency group is taken over together.')
     .action(async (name: string, _opts, cmd: Command) => {
-      const { pairs } = await client(cmd).post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
+      const pairs = await client(cmd).takeover(name, { timeoutMs: commandTimeoutMs });
       if (globals(cmd).json) return printJson(pairs);
       for (const p of pairs) console.log(`pair ${p.name}: ${p.role} ${p.state} (${p.code}): ${p.reason}`);
     });
@@ -299,9 +298,9 @@ export function buildProgram(): Command {
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
     .action(async (name: string, opts: { discard?: string; wait?: boolean; timeout: string }, cmd: Command) => {
       const api = client(cmd);
-      const { pairs } = await api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/swap`, opts.discard ? { discard: opts.discard } : {}, 600_000);
+      const pairs = await api.swap(name, opts.discard ? { discard: opts.discard } : {}, { timeoutMs: commandTimeoutMs });
       if (opts.wait) for (const p of pairs) await waitWithProgress(api, p.name, 'duplex', Number(opts.timeout), globals(cmd).json === true);
-      const final = opts.wait ? await Promise.all(pairs.map((p) => api.get<PairStatus>(`/v1/pairs/${encodeURIComponent(p.name)}`))) : pairs;
+      const final = opts.wait ? await Promise.all(pairs.map((p) => api.getPair(p.name))) : pairs;
       if (globals(cmd).json) return printJson(final);
       for (const p of final) console.log(`pair ${p.name}: ${p.role} ${p.state} (${p.code}): ${p.reason}`);
     });
@@ -310,7 +309,7 @@ export function buildProgram(): Command {
     .description('end a pair on both nodes; both volumes stay, independent and writable')
     .option('--force', 'delete here even if the peer is unreachable (it drops its side when it reconnects)')
     .action(async (name: string, opts: { force?: boolean }, cmd: Command) => {
-      await client(cmd).delete(`/v1/pairs/${encodeURIComponent(name)}${opts.force ? '?force=true' : ''}`);
+      await client(cmd).deletePair(name, { force: opts.force === true });
       if (globals(cmd).json) return printJson({ deleted: name });
       console.log(`deleted pair ${name}`);
     });
@@ -319,10 +318,10 @@ export function buildProgram(): Command {
     .description('wait until a pair reaches a state (exit 1 on timeout)')
     .addOption(new Option('--state <state>', 'state to wait for').choices(['simplex', 'initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended', 'secondary-writable']).makeOptionMandatory())
     .option('--timeout <seconds>', 'give up after this many seconds', '120')
-    .action(async (name: string, opts: { state: string; timeout: string }, cmd: Command) => {
+    .action(async (name: string, opts: { state: PairState; timeout: string }, cmd: Command) => {
       const timeoutMs = Math.round(Number(opts.timeout) * 1000);
       if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new TricopyError('invalid-argument', '--timeout takes a positive number of seconds');
-      const status = await client(cmd).get<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}/wait?state=${opts.state}&timeoutMs=${timeoutMs}`, timeoutMs + 10_000);
+      const status = await client(cmd).waitPair(name, opts.state, timeoutMs);
       if (globals(cmd).json) return printJson(status);
       console.log(`pair ${name} is ${status.state} (${status.code})`);
     });
@@ -334,7 +333,7 @@ export function buildProgram(): Command {
     .description('a group: its pairs, sequence numbers, journal use and lag in seconds, bytes and entries')
     .action(async (name: string | undefined, _opts, cmd: Command) => {
       const api = client(cmd);
-      const groups = name ? [await api.get<GroupStatus>(`/v1/groups/${encodeURIComponent(name)}`)] : (await api.get<{ groups: GroupStatus[] }>('/v1/groups')).groups;
+      const groups = name ? [await api.getGroup(name)] : await api.listGroups();
       if (globals(cmd).json) return printJson(name ? groups[0] : groups);
       if (groups.length === 0) return console.log('no consistency groups on this node');
       console.log(table(['GROUP', 'ROLE', 'PEER', 'PAIRS', 'LAST', 'RECEIVED', 'APPLIED', 'JOURNAL', 'LAG'], groups.map((g) => [
@@ -426,24 +425,23 @@ export function buildProgram(): Command {
       const after = Number(opts.after);
       if (!Number.isInteger(after) || after < 0) throw new TricopyError('invalid-argument', '--after takes an event id (a whole number)');
       if (!opts.follow) {
-        const { events } = await api.get<{ events: NodeEvent[] }>(`/v1/events?after=${after}`);
-        events.forEach(print);
+        (await api.listEvents(after)).forEach(print);
         return;
       }
       // The node pushes events (server-sent events); nothing is polled.
-      for await (const event of api.events<NodeEvent>(`/v1/events?after=${after}&stream=true`)) print(event);
+      for await (const event of api.followEvents(after)) print(event);
     });
 
   return program;
 }
 
 /** Polls a pair until it reaches `state`, drawing copy progress; fails on a failure suspend. */
-async function waitWithProgress(api: ApiClient, name: string, state: string, timeoutSeconds: number, quiet: boolean): Promise<PairStatus> {
+async function waitWithProgress(api: NodeClient, name: string, state: PairState, timeoutSeconds: number, quiet: boolean): Promise<PairStatus> {
   const deadline = Date.now() + timeoutSeconds * 1000;
   const tty = process.stderr.isTTY === true && !quiet;
   let lastLine = '';
   for (;;) {
-    const p = await api.get<PairStatus>(`/v1/pairs/${encodeURIComponent(name)}`);
+    const p = await api.getPair(name);
     if (p.state === state) {
       if (tty) process.stderr.write(`\r${' '.repeat(lastLine.length)}\r`);
       return p;

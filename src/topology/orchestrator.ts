@@ -3,7 +3,8 @@
 // back (Figs. 11, 12, 15, 16). Every step checks whether the current state already satisfies it,
 // so a command interrupted anywhere converges when it is run again.
 import { TricopyError, errorMessage } from '../common/errors';
-import { ApiClient } from '../node/api-client';
+import { HttpNodeClient } from '../node/api-client';
+import type { NodeClient } from '../contracts/node-client';
 import type { NodeInfo, VolumeView } from '../contracts/node';
 import type { GroupStatus, PairStatus } from '../contracts/pairs';
 import { type SiteSpec, type Topology, type TopologyVolume, asyncVolumes, pairName, parsePairName } from './topology-file';
@@ -15,7 +16,7 @@ export interface Printer {
 interface Site {
   role: 'primary' | 'sync' | 'async';
   spec: SiteSpec;
-  api: ApiClient;
+  api: NodeClient;
   info: NodeInfo | undefined;
   error: string | undefined;
 }
@@ -67,13 +68,16 @@ export interface RunOptions {
 }
 
 const stepTimeoutMs = 30_000;
+const probeTimeoutMs = 5000;
+/** Takeover and swap apply or drain a journal first. */
+const commandTimeoutMs = 600_000;
 
 export class Orchestrator {
   private readonly sites: Site[];
   private stepNo = 0;
 
   constructor(private readonly t: Topology, private readonly options: RunOptions) {
-    const make = (role: Site['role'], spec: SiteSpec): Site => ({ role, spec, api: new ApiClient(spec.node, options.token, stepTimeoutMs), info: undefined, error: undefined });
+    const make = (role: Site['role'], spec: SiteSpec): Site => ({ role, spec, api: new HttpNodeClient(spec.node, options.token, stepTimeoutMs), info: undefined, error: undefined });
     this.sites = [make('primary', t.primary), make('sync', t.sync), make('async', t.async)];
   }
 
@@ -88,8 +92,8 @@ export class Orchestrator {
     for (const s of this.sites) {
       if (!s.info) continue;
       views.set(s.spec.site, await this.pairsAt(s).catch(() => []));
-      groups.set(s.spec.site, (await s.api.get<{ groups: GroupStatus[] }>('/v1/groups').catch(() => ({ groups: [] }))).groups);
-      const volumes = (await s.api.get<{ volumes: VolumeView[] }>('/v1/volumes').catch(() => ({ volumes: [] }))).volumes;
+      groups.set(s.spec.site, await s.api.listGroups().catch((): GroupStatus[] => []));
+      const volumes = await s.api.listVolumes().catch((): VolumeView[] => []);
       const mine = views.get(s.spec.site)!;
       writableVolumes.set(s.spec.site, this.t.volumes.filter((v) => volumes.some((x) => x.name === v.name) && this.volumeWritable(v.name, mine)).map((v) => v.name));
     }
@@ -352,7 +356,7 @@ export class Orchestrator {
       const sending = await this.pairAt(from, name);
       if (sending && sending.role === 'primary' && sending.code === 'PAIR' && sending.peer.connected) {
         await this.waitLagZero(from, name);
-        await from.api.delete(`/v1/pairs/${encodeURIComponent(name)}`);
+        await from.api.deletePair(name);
         this.print(`    ${name}: drained and dissolved`);
       } else {
         await this.takeoverAndDissolve(far, name);
@@ -430,7 +434,7 @@ export class Orchestrator {
       const targetPairs = new Set((await this.pairsAt(target)).map((p) => p.name));
       for (const p of activePairs) {
         if (p.code === 'SSWS' && parsePairName(this.t, p.name)?.sites.includes(to) && !targetPairs.has(p.name)) {
-          await active.api.delete(`/v1/pairs/${encodeURIComponent(p.name)}?force=true`);
+          await active.api.deletePair(p.name, { force: true });
           this.print(`    ${p.name}: ${to} has no such pair (it lost its data): dissolved at ${active.spec.site}; a full copy follows`);
         }
       }
@@ -463,7 +467,7 @@ export class Orchestrator {
           // The regions changed on either side since the takeover travel; the returning site's own
           // changes after it lost contact are discarded (the application has run at the active site since).
           await this.swapTo(active, name, target.info!.name);
-          await active.api.post(`/v1/pairs/${encodeURIComponent(name)}/protection`, { fence: 'never', fenceGroup: null });
+          await active.api.setProtection(name, { fence: 'never', fenceGroup: null });
           continue;
         }
         if (viaAsync) await this.ensurePair(active, target, v, 'async', 'delta');
@@ -514,11 +518,11 @@ export class Orchestrator {
         const p = await this.pairAt(primary, name);
         if (p && p.role === 'primary' && p.mode === 'sync' && (p.fence !== this.t.sync.fence || p.fenceGroup !== this.t.name)) {
           // A copy made for the failback (fence never): give it the topology's protection.
-          await primary.api.post(`/v1/pairs/${encodeURIComponent(name)}/protection`, { fence: this.t.sync.fence, fenceGroup: this.t.name });
+          await primary.api.setProtection(name, { fence: this.t.sync.fence, fenceGroup: this.t.name });
           this.print(`    ${name}: fence ${this.t.sync.fence}, protected with group ${this.t.name}`);
         }
         if (p && p.role === 'primary' && (p.code === 'PSUS' || p.code === 'PSUE')) {
-          await primary.api.post(`/v1/pairs/${encodeURIComponent(name)}/resync`, {});
+          await primary.api.resync(name);
           this.print(`    ${name}: resync (changed regions only)`);
           continue;
         }
@@ -541,7 +545,7 @@ export class Orchestrator {
   private async probe(): Promise<void> {
     await Promise.all(this.sites.map(async (s) => {
       try {
-        s.info = await s.api.get<NodeInfo>('/v1/node', 5000);
+        s.info = await s.api.nodeInfo({ timeoutMs: probeTimeoutMs });
         s.error = undefined;
       } catch (err) {
         s.info = undefined;
@@ -561,7 +565,7 @@ export class Orchestrator {
   }
 
   private async pairsAt(s: Site): Promise<PairStatus[]> {
-    const { pairs } = await s.api.get<{ pairs: PairStatus[] }>('/v1/pairs');
+    const pairs = await s.api.listPairs();
     return pairs.filter((p) => parsePairName(this.t, p.name) !== undefined);
   }
 
@@ -577,14 +581,14 @@ export class Orchestrator {
 
   private async ensureVolume(s: Site, v: TopologyVolume): Promise<void> {
     try {
-      const existing = await s.api.get<VolumeView>(`/v1/volumes/${encodeURIComponent(v.name)}`);
+      const existing = await s.api.getVolume(v.name);
       if (existing.sizeBytes < v.sizeBytes) {
         throw new TricopyError('conflict', `volume ${v.name} at ${s.spec.site} is smaller than the topology says`, 'grow it with tricopy volume resize');
       }
       this.print(`    volume ${v.name} at ${s.spec.site}: exists`);
     } catch (err) {
       if (!(err instanceof TricopyError) || err.code !== 'not-found') throw err;
-      await s.api.post('/v1/volumes', { name: v.name, size: v.sizeBytes, thin: true, description: `topology ${this.t.name}` });
+      await s.api.createVolume({ name: v.name, size: v.sizeBytes, thin: true, description: `topology ${this.t.name}` });
       this.print(`    volume ${v.name} at ${s.spec.site}: created`);
     }
   }
@@ -599,10 +603,10 @@ export class Orchestrator {
     }
     if (existing) throw new TricopyError('conflict', `pair ${name} points from ${to.spec.site} to ${from.spec.site}; it must be dissolved first`);
     const stale = await this.pairAt(to, name);
-    if (stale) await to.api.delete(`/v1/pairs/${encodeURIComponent(name)}?force=true`);
+    if (stale) await to.api.deletePair(name, { force: true });
     const info = to.info!;
     const fence = options.fence ?? (mode === 'sync' ? this.t.sync.fence : 'never');
-    await from.api.post('/v1/pairs', {
+    await from.api.createPair({
       name, volume: v.name, peer: { node: info.name, host: info.replAddress.host, replPort: info.replAddress.port }, mode, fence,
       ...(mode === 'async' ? { group: this.t.name } : {}), initialCopy,
       ...(options.fenceGroup === false ? {} : { fenceGroup: this.t.name }),
@@ -618,10 +622,10 @@ export class Orchestrator {
       return;
     }
     if (p.role === 'secondary' && p.code !== 'SSWS') {
-      const { pairs } = await site.api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
+      const pairs = await site.api.takeover(name, { timeoutMs: commandTimeoutMs });
       this.print(`    ${name}: takeover at ${site.spec.site} → ${pairs[0]?.code ?? '?'} (${pairs[0]?.reason ?? ''})`);
     }
-    await site.api.delete(`/v1/pairs/${encodeURIComponent(name)}?force=true`);
+    await site.api.deletePair(name, { force: true });
     this.print(`    ${name}: dissolved at ${site.spec.site}`);
   }
 
@@ -636,7 +640,7 @@ export class Orchestrator {
       this.print(`    ${name}: ${site.spec.site} already accepts writes (${p.code})`);
       return;
     }
-    const { pairs } = await site.api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
+    const pairs = await site.api.takeover(name, { timeoutMs: commandTimeoutMs });
     this.print(`    ${name}: takeover at ${site.spec.site} → ${pairs[0]?.code ?? '?'}; kept, so the failback copies only what changed`);
   }
 
@@ -648,9 +652,9 @@ export class Orchestrator {
       this.print(`    ${name}: ${site.spec.site} is already the primary`);
       return;
     }
-    const { pairs } = discardPeer
-      ? await site.api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/swap`, { discard: discardPeer }, 600_000)
-      : await site.api.post<{ pairs: PairStatus[] }>(`/v1/pairs/${encodeURIComponent(name)}/takeover`, {}, 600_000);
+    const pairs = discardPeer
+      ? await site.api.swap(name, { discard: discardPeer }, { timeoutMs: commandTimeoutMs })
+      : await site.api.takeover(name, { timeoutMs: commandTimeoutMs });
     const mine = pairs.find((x) => x.name === name);
     this.print(`    ${name}: swapped, ${site.spec.site} is the primary${mine ? ` (${mine.reason})` : ''}`);
   }
@@ -662,7 +666,7 @@ export class Orchestrator {
       this.print(`    ${name}: already split`);
       return;
     }
-    await site.api.post(`/v1/pairs/${encodeURIComponent(name)}/split`, {});
+    await site.api.split(name);
     this.print(`    ${name}: split (operator) at ${site.spec.site}`);
   }
 
@@ -674,7 +678,7 @@ export class Orchestrator {
       if (!p) continue;
       // The async secondary then holds everything, and a delta resync from its position sends the least.
       if (p.role === 'primary' && p.mode === 'async' && p.code === 'PAIR' && p.peer.connected) await this.waitLagZero(s, name);
-      await s.api.delete(`/v1/pairs/${encodeURIComponent(name)}?force=true`).catch((err: unknown) => {
+      await s.api.deletePair(name, { force: true }).catch((err: unknown) => {
         if (!(err instanceof TricopyError && err.code === 'not-found')) throw err;
       });
       this.print(`    ${name}: dissolved (was ${p.role} at ${s.spec.site})`);
