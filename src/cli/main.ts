@@ -351,7 +351,8 @@ export function buildProgram(): Command {
     const t = await loadTopology(file);
     const waitSeconds = opts.wait ? Number(opts.timeout ?? '3600') : 0;
     if (!Number.isFinite(waitSeconds) || waitSeconds < 0) throw new TricopyError('invalid-argument', '--timeout takes a number of seconds');
-    return new O(t, { token: globals(cmd).token ?? process.env.TRICOPY_TOKEN, print: (line) => console.log(line), waitSeconds });
+    const token = globals(cmd).token ?? process.env.TRICOPY_TOKEN;
+    return new O(t, { clientFor: (url) => new HttpNodeClient(url, token), print: (line) => console.log(line), waitSeconds });
   };
 
   topology.command('apply <file>')
