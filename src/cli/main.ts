@@ -4,7 +4,7 @@
 // tables for humans or JSON for machines.
 process.env.UV_THREADPOOL_SIZE ??= '4'; // before any fs call (bin/tricopy sizes it by core count)
 
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Help, type Option } from 'commander';
 import { TricopyError, errorMessage } from '../common/errors';
 import { version } from '../node/version';
 import { registerEventsCommand } from './commands/events';
@@ -22,7 +22,7 @@ export function buildProgram(): Command {
     .option('--token <token>', 'API bearer token, if the node demands one (env TRICOPY_TOKEN)')
     .option('--json', 'print machine-readable JSON instead of tables')
     .showHelpAfterError('(run with --help for usage)')
-    .configureHelp({ sortSubcommands: false })
+    .configureHelp({ sortSubcommands: false, optionDescription: describeOption })
     // Set before subcommands exist so they inherit it: usage errors come back to main() as exit 2.
     .exitOverride();
   registerNodeCommands(program);
@@ -32,6 +32,12 @@ export function buildProgram(): Command {
   registerTopologyCommands(program);
   registerEventsCommand(program);
   return program;
+}
+
+/** Commander's option help, plus the options that must be given (it shows choices and defaults only). */
+function describeOption(this: Help, option: Option): string {
+  const text = Help.prototype.optionDescription.call(this, option);
+  return option.mandatory ? `${text} (required)` : text;
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -48,6 +48,23 @@ test('help explains commands and units', async () => {
   assert.match(await ok(['--version']), /^\d+\.\d+\.\d+/);
 });
 
+/** The help of one option: from its flag to the next option. */
+function optionHelp(help: string, flag: string): string {
+  const start = help.indexOf(`  ${flag} `);
+  assert.ok(start >= 0, `${flag} is in the help`);
+  const next = help.indexOf('\n  -', start + 1);
+  return help.slice(start, next < 0 ? undefined : next);
+}
+
+test('help marks the options that must be given', async () => {
+  assert.match(optionHelp(await ok(['volume', 'create', '--help']), '--size'), /\(required\)/);
+  const pairCreate = await ok(['pair', 'create', '--help']);
+  for (const flag of ['--volume', '--to', '--mode']) assert.match(optionHelp(pairCreate, flag), /\(required\)/, flag);
+  for (const flag of ['--peer-volume', '--fence', '--wait']) assert.doesNotMatch(optionHelp(pairCreate, flag), /\(required\)/, flag);
+  assert.match(optionHelp(await ok(['pair', 'wait', '--help']), '--state'), /\(required\)/);
+  assert.match(optionHelp(await ok(['topology', 'failover', '--help']), '--to'), /\(required\)/);
+});
+
 test('node info as table and JSON', async () => {
   assert.match(await ok(['node', 'info']), /site:\s+tokyo/);
   const info = JSON.parse(await ok(['node', 'info', '--json'])) as { name: string; ports: { nbdPort: number } };
