@@ -219,6 +219,15 @@ test('node run: missing settings, ports in use and a locked data directory are r
   assert.match(r4.stderr, /needs --tls-cert\/--tls-key or --tls-psk-file/);
 });
 
+test('node run with an address this machine does not have prints only its error', async () => {
+  // 192.0.2.1 (TEST-NET-1) is assigned to no machine: binding to it fails here, nothing is sent.
+  for (const flag of ['--host', '--api-host']) {
+    const r = await cli(['node', 'run', '--name', 'nohost', '--data-dir', path.join(dir, 'nohost'), flag, '192.0.2.1', '--nbd-port', '0', '--api-port', '0', '--repl-port', '0']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, `error: the ${flag} address is not an address of this machine\n`);
+  }
+});
+
 test('API token: requests without it are refused, with it accepted', async () => {
   const tokenFile = path.join(dir, 'token');
   await fsp.writeFile(tokenFile, 'a-very-secret-token-1234\n');
