@@ -155,7 +155,6 @@ function addWait(pair: Command): void {
     });
 }
 
-
 /** Polls a pair until it reaches `state`, drawing copy progress; fails on a failure suspend. */
 async function waitWithProgress(api: NodeClient, name: string, state: PairState, timeoutSeconds: number, quiet: boolean): Promise<PairStatus> {
   const deadline = Date.now() + timeoutSeconds * 1000;
