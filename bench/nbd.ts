@@ -21,7 +21,7 @@ export async function benchNbd(args: string[]): Promise<void> {
   const servers: Server[] = [];
   const tricopyNode = await NodeProcess.start({ name: 'bench', dataDir: path.join(dir, 'tricopy'), args: ['--log-level', 'warn'] });
   try {
-    await tricopyNode.api.post('/v1/volumes', { name: 'bench', size: volumeBytes, thin: true });
+    await tricopyNode.api.createVolume({ name: 'bench', size: volumeBytes, thin: true });
     servers.push({ name: 'tricopy', uri: tricopyNode.nbdUri('bench'), stop: async () => void (await tricopyNode.stop()) });
     const nbdkitFile = path.join(dir, 'nbdkit.img');
     await sparseFile(nbdkitFile, volumeBytes);

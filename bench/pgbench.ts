@@ -57,7 +57,7 @@ export async function benchPgbench(args: string[], command = 'pgbench'): Promise
 
     const single = await NodeProcess.start({ name: 'single', dataDir: path.join(dir, 'single'), args: ['--log-level', 'warn'] });
     teardown.push(() => single.stop());
-    await single.api.post('/v1/volumes', { name: 'bench', size: volumeBytes, thin: true });
+    await single.api.createVolume({ name: 'bench', size: volumeBytes, thin: true });
     targets.push({ name: 'tricopy, unpaired volume', uri: single.nbdUri('bench'), processes: [{ label: 'node', pid: single.child.pid! }] });
 
     const cluster = await Cluster.create(path.join(dir, 'cluster'), ['primary', 'secondary'], ['--log-level', 'warn']);

@@ -4,7 +4,6 @@
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import type { GroupStatus, PairStatus } from '../src/contracts/pairs';
 import { Cluster } from '../test/support/cluster';
 import { tempDir } from '../test/support/tools';
 import { type FioJob, type FioResult, fio, machineSummary, median, prefill, table, toolVersion, writeDocsSection } from './lib';
@@ -41,7 +40,7 @@ export async function benchReplication(args: string[]): Promise<void> {
           let sampling = t === 'async';
           const sampler = (async () => {
             while (sampling) {
-              const g = await cluster.node('primary').api.get<GroupStatus>('/v1/groups/bench');
+              const g = await cluster.node('primary').api.getGroup('bench');
               lagSamples.push({ seconds: g.lag.seconds, bytes: g.lag.bytes });
               await new Promise((r) => setTimeout(r, 200));
             }
@@ -52,7 +51,7 @@ export async function benchReplication(args: string[]): Promise<void> {
           if (t === 'async') {
             const started = Date.now();
             for (;;) {
-              const g = await cluster.node('primary').api.get<GroupStatus>('/v1/groups/bench');
+              const g = await cluster.node('primary').api.getGroup('bench');
               if (g.lag.entries === 0) break;
               await new Promise((res) => setTimeout(res, 50));
             }
@@ -73,14 +72,14 @@ export async function benchReplication(args: string[]): Promise<void> {
     await cluster.pair({ name: 'big', primary: 'primary', secondary: 'secondary', volume: 'big', mode: 'sync', fence: 'never' });
     await cluster.waitState('primary', 'big', 'duplex', 600_000);
     const copySeconds = (Date.now() - copyStarted) / 1000;
-    await cluster.node('primary').api.post('/v1/pairs/big/split', {});
+    await cluster.node('primary').api.split('big');
     const chunk = 64 * 1024;
     const chunks = copyBytes / chunk;
     const changed = Math.round(chunks / 100);
     for (let i = 0; i < changed; i++) await writer.write(((i * 7919) % chunks) * chunk, randomBytes(chunk));
-    const before = await cluster.node('primary').api.get<PairStatus>('/v1/pairs/big');
+    const before = await cluster.node('primary').api.getPair('big');
     const resyncStarted = Date.now();
-    await cluster.node('primary').api.post('/v1/pairs/big/resync', {});
+    await cluster.node('primary').api.resync('big');
     await cluster.waitState('primary', 'big', 'duplex', 600_000);
     const resyncSeconds = (Date.now() - resyncStarted) / 1000;
     await writer.disconnect();

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { NbdClient } from '../src/nbd/client';
-import type { GroupStatus, PairStatus } from '../src/contracts/pairs';
+import type { GroupStatus } from '../src/contracts/pairs';
 import type { TopologyStatus } from '../src/topology/orchestrator';
 import { Cluster } from '../test/support/cluster';
 import { cli, cliPath } from '../test/support/node-process';
@@ -37,7 +37,7 @@ async function topo(args: string[]): Promise<string> {
 }
 
 async function groupLag(cluster: Cluster, site: string): Promise<GroupStatus['lag']> {
-  return (await cluster.node(site).api.get<GroupStatus>('/v1/groups/erp')).lag;
+  return (await cluster.node(site).api.getGroup('erp')).lag;
 }
 
 /** Starts fio writing at a steady rate until it is killed (or the node dies under it). */
@@ -107,7 +107,7 @@ async function failoverRun(dir: string, name: string, volumes: Record<string, st
     let deltaBytes = 0;
     const deltaMethods: string[] = [];
     for (const v of Object.keys(volumes)) {
-      const leg = await cluster.node('osaka').api.get<PairStatus>(`/v1/pairs/erp.${v}.osaka.sapporo`);
+      const leg = await cluster.node('osaka').api.getPair(`erp.${v}.osaka.sapporo`);
       deltaBytes += leg.deltaBytes ?? 0;
       deltaMethods.push(`${v}: ${leg.deltaMethod ?? 'none'}`);
     }

@@ -56,7 +56,7 @@ export interface VolumeList {
   volumes: VolumeView[];
 }
 
-/** POST /v1/volumes */
+/** NodeClient.createVolume */
 export interface CreateVolumeRequest {
   name: string;
   /** Bytes, or a size with a unit ("10GiB"). */
@@ -65,12 +65,12 @@ export interface CreateVolumeRequest {
   thin?: boolean;
 }
 
-/** POST /v1/volumes/:name/resize */
+/** NodeClient.resizeVolume */
 export interface ResizeVolumeRequest {
   size: string | number;
 }
 
-/** POST /v1/volumes/:name/allow and /disallow: one rule. */
+/** NodeClient.allow and disallow: one rule. */
 export interface AccessRuleRequest {
   client?: string;
   identity?: string;

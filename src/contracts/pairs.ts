@@ -112,7 +112,7 @@ export interface PeerAddress {
   replPort: number;
 }
 
-/** POST /v1/pairs */
+/** NodeClient.createPair */
 export interface CreatePairRequest {
   name: string;
   volume: string;
@@ -129,19 +129,19 @@ export interface CreatePairRequest {
   returnAddress?: { host: string; replPort: number };
 }
 
-/** POST /v1/pairs/:name/split */
+/** NodeClient.split */
 export interface SplitRequest {
   /** The secondary accepts host writes while split (Hitachi pairsplit -rw). */
   rw?: boolean;
 }
 
-/** POST /v1/pairs/:name/resync and /swap */
+/** NodeClient.resync and swap */
 export interface DiscardRequest {
   /** The node whose changes are discarded when both sides were written (split brain). */
   discard?: string;
 }
 
-/** POST /v1/pairs/:name/protection */
+/** NodeClient.setProtection */
 export interface ProtectionRequest {
   fence: FenceLevel;
   fenceGroup?: string | null;

@@ -1,11 +1,21 @@
-// HTTP client of the node control API, used by the CLI and by nodes talking to their peers. Turns
-// problem documents back into TricopyErrors and network failures into errors that say what to check.
+// The node client over the node's HTTP control API: the one place that knows the API's paths.
+// Turns problem documents back into TricopyErrors and network failures into errors that say what
+// to check, so callers see the same failures an in-process node would give them.
 import { TricopyError, isErrorCode } from '../common/errors';
+import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
+import type { CallOptions, DeleteOptions, NodeClient } from '../contracts/node-client';
+import type { CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest } from '../contracts/pairs';
 
 export const defaultApiTimeoutMs = 30_000;
+/** A wait request is answered by the node at its deadline; the connection may take a little longer. */
+const waitSlackMs = 10_000;
 
-export class ApiClient {
-  readonly baseUrl: string;
+const volumePath = (name: string): string => `/v1/volumes/${encodeURIComponent(name)}`;
+const pairPath = (name: string): string => `/v1/pairs/${encodeURIComponent(name)}`;
+const forceQuery = (options?: DeleteOptions): string => (options?.force ? '?force=true' : '');
+
+export class HttpNodeClient implements NodeClient {
+  readonly address: string;
 
   constructor(baseUrl: string, private readonly token?: string | undefined, private readonly timeoutMs = defaultApiTimeoutMs) {
     let url: URL;
@@ -17,33 +27,109 @@ export class ApiClient {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new TricopyError('invalid-argument', `node URL ${baseUrl} must start with http:// or https://`);
     }
-    this.baseUrl = url.toString().replace(/\/$/, '');
+    this.address = url.toString().replace(/\/$/, '');
   }
 
-  get<T>(path: string, timeoutMs?: number): Promise<T> {
-    return this.request<T>('GET', path, undefined, timeoutMs);
+  nodeInfo(options?: CallOptions): Promise<NodeInfo> {
+    return this.request('GET', '/v1/node', undefined, options?.timeoutMs);
   }
 
-  post<T>(path: string, body?: unknown, timeoutMs?: number): Promise<T> {
-    return this.request<T>('POST', path, body ?? {}, timeoutMs);
+  async listVolumes(): Promise<VolumeView[]> {
+    return (await this.request<VolumeList>('GET', '/v1/volumes')).volumes;
   }
 
-  delete<T>(path: string): Promise<T> {
-    return this.request<T>('DELETE', path);
+  getVolume(name: string): Promise<VolumeView> {
+    return this.request('GET', volumePath(name));
+  }
+
+  createVolume(request: CreateVolumeRequest): Promise<VolumeView> {
+    return this.request('POST', '/v1/volumes', request);
+  }
+
+  resizeVolume(name: string, request: ResizeVolumeRequest): Promise<VolumeView> {
+    return this.request('POST', `${volumePath(name)}/resize`, request);
+  }
+
+  allow(name: string, rule: AccessRuleRequest): Promise<VolumeView> {
+    return this.request('POST', `${volumePath(name)}/allow`, rule);
+  }
+
+  disallow(name: string, rule: AccessRuleRequest): Promise<VolumeView> {
+    return this.request('POST', `${volumePath(name)}/disallow`, rule);
+  }
+
+  deleteVolume(name: string, options?: DeleteOptions): Promise<void> {
+    return this.request('DELETE', `${volumePath(name)}${forceQuery(options)}`);
+  }
+
+  async listPairs(): Promise<PairStatus[]> {
+    return (await this.request<PairList>('GET', '/v1/pairs')).pairs;
+  }
+
+  getPair(name: string): Promise<PairStatus> {
+    return this.request('GET', pairPath(name));
+  }
+
+  createPair(request: CreatePairRequest): Promise<PairStatus> {
+    return this.request('POST', '/v1/pairs', request);
+  }
+
+  waitPair(name: string, state: PairState, timeoutMs: number): Promise<PairStatus> {
+    return this.request('GET', `${pairPath(name)}/wait?state=${state}&timeoutMs=${timeoutMs}`, undefined, timeoutMs + waitSlackMs);
+  }
+
+  split(name: string, request: SplitRequest = {}, options?: CallOptions): Promise<PairStatus> {
+    return this.request('POST', `${pairPath(name)}/split`, request, options?.timeoutMs);
+  }
+
+  resync(name: string, request: DiscardRequest = {}): Promise<PairStatus> {
+    return this.request('POST', `${pairPath(name)}/resync`, request);
+  }
+
+  setProtection(name: string, request: ProtectionRequest): Promise<PairStatus> {
+    return this.request('POST', `${pairPath(name)}/protection`, request);
+  }
+
+  async takeover(name: string, options?: CallOptions): Promise<PairStatus[]> {
+    return (await this.request<PairList>('POST', `${pairPath(name)}/takeover`, {}, options?.timeoutMs)).pairs;
+  }
+
+  async swap(name: string, request: DiscardRequest = {}, options?: CallOptions): Promise<PairStatus[]> {
+    return (await this.request<PairList>('POST', `${pairPath(name)}/swap`, request, options?.timeoutMs)).pairs;
+  }
+
+  deletePair(name: string, options?: DeleteOptions): Promise<void> {
+    return this.request('DELETE', `${pairPath(name)}${forceQuery(options)}`);
+  }
+
+  async listGroups(): Promise<GroupStatus[]> {
+    return (await this.request<GroupList>('GET', '/v1/groups')).groups;
+  }
+
+  getGroup(name: string): Promise<GroupStatus> {
+    return this.request('GET', `/v1/groups/${encodeURIComponent(name)}`);
+  }
+
+  async listEvents(after: number): Promise<NodeEvent[]> {
+    return (await this.request<EventList>('GET', `/v1/events?after=${after}`)).events;
+  }
+
+  followEvents(after: number): AsyncIterable<NodeEvent> {
+    return this.serverSentEvents<NodeEvent>(`/v1/events?after=${after}&stream=true`);
   }
 
   /** Server-sent events from `path`: yields each event's JSON data until the stream ends. */
-  async *events<T>(path: string): AsyncGenerator<T> {
+  private async *serverSentEvents<T>(path: string): AsyncGenerator<T> {
     const headers: Record<string, string> = { accept: 'text/event-stream' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     let response: Response;
     try {
-      response = await fetch(`${this.baseUrl}${path}`, { headers });
+      response = await fetch(`${this.address}${path}`, { headers });
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-      throw new TricopyError('unavailable', `cannot reach node at ${this.baseUrl} (${cause})`);
+      throw new TricopyError('unavailable', `cannot reach node at ${this.address} (${cause})`);
     }
-    if (!response.ok || !response.body) throw new TricopyError('unavailable', `node at ${this.baseUrl} refused the event stream (${response.status})`);
+    if (!response.ok || !response.body) throw new TricopyError('unavailable', `node at ${this.address} refused the event stream (${response.status})`);
     const decoder = new TextDecoder();
     let buffered = '';
     for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
@@ -58,13 +144,13 @@ export class ApiClient {
     }
   }
 
-  async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+  private async request<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     let response: Response;
     try {
-      response = await fetch(`${this.baseUrl}${path}`, {
+      response = await fetch(`${this.address}${path}`, {
         method,
         headers,
         body: body === undefined ? null : JSON.stringify(body),
@@ -72,10 +158,10 @@ export class ApiClient {
       });
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
-        throw new TricopyError('unavailable', `node at ${this.baseUrl} did not answer ${method} ${path} within ${timeoutMs} ms`);
+        throw new TricopyError('unavailable', `node at ${this.address} did not answer ${method} ${path} within ${timeoutMs} ms`);
       }
       const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-      throw new TricopyError('unavailable', `cannot reach node at ${this.baseUrl} (${cause})`,
+      throw new TricopyError('unavailable', `cannot reach node at ${this.address} (${cause})`,
         'is `tricopy node run` running there? Set the URL with --node or TRICOPY_NODE');
     }
     if (response.status === 204) return undefined as T;
@@ -84,7 +170,7 @@ export class ApiClient {
     try {
       parsed = text === '' ? undefined : JSON.parse(text);
     } catch {
-      throw new TricopyError('internal', `node at ${this.baseUrl} answered ${response.status} with a body that is not JSON`);
+      throw new TricopyError('internal', `node at ${this.address} answered ${response.status} with a body that is not JSON`);
     }
     if (!response.ok) {
       const p = (parsed ?? {}) as { code?: unknown; detail?: unknown; hint?: unknown };

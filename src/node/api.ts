@@ -282,7 +282,11 @@ function streamEvents(node: StorageNode, after: number, request: FastifyRequest,
     raw.write(`id: ${event.id}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
   };
   for (const event of node.events.since(after)) send(event);
-  const unsubscribe = node.events.subscribe(send);
+  // Ids start at 1 when the node starts, so a live event can have an id at or below `after`
+  // (a reader that saw a node before it restarted): the stream holds to `after` as the list does.
+  const unsubscribe = node.events.subscribe((event) => {
+    if (event.id > after) send(event);
+  });
   const heartbeat = setInterval(() => raw.write(': heartbeat\n\n'), sseHeartbeatIntervalMs);
   heartbeat.unref();
   request.raw.on('close', () => {

@@ -1,7 +1,8 @@
 // A storage node: composes the volume store, the NBD server, the control API, metrics and the
 // event journal, and owns the node-level operations the API exposes.
 import { promises as fsp } from 'node:fs';
-import { TricopyError, invariantObservers } from '../common/errors';
+import * as net from 'node:net';
+import { TricopyError, errnoCode, invariantObservers } from '../common/errors';
 import { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import { NbdServer, parsePskFile } from '../nbd/server';
@@ -50,6 +51,8 @@ export class StorageNode {
   }
 
   static async start(config: NodeConfig, log: Logger): Promise<StorageNode> {
+    await checkLocalAddress(config.host, '--host');
+    if (config.apiHost !== config.host) await checkLocalAddress(config.apiHost, '--api-host');
     await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     const tls = await loadTls(config);
     const apiToken = config.apiTokenFile ? (await fsp.readFile(config.apiTokenFile, 'utf8')).trim() : undefined;
@@ -326,6 +329,25 @@ async function readSecret(file: string): Promise<Buffer> {
       'create one with: openssl rand -hex 32 > FILE (the same file on every node)');
   }
   return Buffer.from(text, 'utf8');
+}
+
+/**
+ * Refuses an address this machine does not have before anything starts: a listener that fails on
+ * it later would log its own error (with a stack) before the node reports it. Any other failure
+ * is left to the real listeners, which report it as before.
+ */
+async function checkLocalAddress(host: string, flag: string): Promise<void> {
+  const probe = net.createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.listen({ host, port: 0 }, resolve);
+    });
+  } catch (err) {
+    if (errnoCode(err) === 'EADDRNOTAVAIL') throw new TricopyError('invalid-argument', `the ${flag} address is not an address of this machine`);
+  } finally {
+    probe.close();
+  }
 }
 
 function listenError(err: unknown): Error {

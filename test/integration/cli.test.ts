@@ -48,6 +48,23 @@ test('help explains commands and units', async () => {
   assert.match(await ok(['--version']), /^\d+\.\d+\.\d+/);
 });
 
+/** The help of one option: from its flag to the next option. */
+function optionHelp(help: string, flag: string): string {
+  const start = help.indexOf(`  ${flag} `);
+  assert.ok(start >= 0, `${flag} is in the help`);
+  const next = help.indexOf('\n  -', start + 1);
+  return help.slice(start, next < 0 ? undefined : next);
+}
+
+test('help marks the options that must be given', async () => {
+  assert.match(optionHelp(await ok(['volume', 'create', '--help']), '--size'), /\(required\)/);
+  const pairCreate = await ok(['pair', 'create', '--help']);
+  for (const flag of ['--volume', '--to', '--mode']) assert.match(optionHelp(pairCreate, flag), /\(required\)/, flag);
+  for (const flag of ['--peer-volume', '--fence', '--wait']) assert.doesNotMatch(optionHelp(pairCreate, flag), /\(required\)/, flag);
+  assert.match(optionHelp(await ok(['pair', 'wait', '--help']), '--state'), /\(required\)/);
+  assert.match(optionHelp(await ok(['topology', 'failover', '--help']), '--to'), /\(required\)/);
+});
+
 test('node info as table and JSON', async () => {
   assert.match(await ok(['node', 'info']), /site:\s+tokyo/);
   const info = JSON.parse(await ok(['node', 'info', '--json'])) as { name: string; ports: { nbdPort: number } };
@@ -136,22 +153,50 @@ test('events show state changes with reasons, as text and JSON lines', async () 
   assert.ok(lines.some((e) => e.kind === 'volume-deleted'));
 });
 
-test('events --follow streams new events as they happen (server-sent events)', async () => {
+/** The id of the node's newest event. */
+async function lastEventId(): Promise<number> {
+  const lines = (await ok(['events', '--json'])).trim().split('\n');
+  return (JSON.parse(lines[lines.length - 1]!) as { id: number }).id;
+}
+
+/** `tricopy events --follow --json` in the background; `lines()` are the complete lines it printed so far. */
+async function follow(after: number): Promise<{ lines: () => string[]; stop: () => void }> {
   const { spawn } = await import('node:child_process');
   const { cliPath } = await import('../support/node-process');
-  const follower = spawn(process.execPath, [cliPath, 'events', '--follow', '--json', '--after', '999999'], { env: { ...process.env, ...env } });
+  const follower = spawn(process.execPath, [cliPath, 'events', '--follow', '--json', '--after', String(after)], { env: { ...process.env, ...env } });
   let out = '';
   follower.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  return { lines: () => out.split('\n').slice(0, -1), stop: () => follower.kill('SIGINT') };
+}
+
+test('events --follow streams new events as they happen (server-sent events)', async () => {
+  const follower = await follow(await lastEventId());
   try {
     await waitFor('the stream to be open', async () => {
       await ok(['volume', 'create', `followed-${Date.now()}`, '--size', '4MiB']);
-      return out.includes('volume-created');
+      return follower.lines().some((l) => l.includes('volume-created'));
     }, { timeoutMs: 20_000, intervalMs: 500 });
-    const event = JSON.parse(out.trim().split('\n').find((l) => l.includes('volume-created'))!) as { kind: string; subject: string };
+    const event = JSON.parse(follower.lines().find((l) => l.includes('volume-created'))!) as { kind: string; subject: string };
     assert.equal(event.kind, 'volume-created');
     assert.match(event.subject, /^followed-/);
   } finally {
-    follower.kill('SIGINT');
+    follower.stop();
+  }
+});
+
+test('events --after N --follow prints no event with an id up to N, also among those that happen later', async () => {
+  // The node's ids are below `after` for the first events created while the stream is open.
+  const after = (await lastEventId()) + 5;
+  const follower = await follow(after);
+  try {
+    await waitFor('an event with a larger id', async () => {
+      await ok(['volume', 'create', `after-${Date.now()}`, '--size', '4MiB']);
+      return follower.lines().some((l) => (JSON.parse(l) as { id: number }).id > after);
+    }, { timeoutMs: 20_000, intervalMs: 500 });
+    const ids = follower.lines().map((l) => (JSON.parse(l) as { id: number }).id);
+    assert.ok(ids.every((id) => id > after), `printed ids ${ids.join(', ')} with --after ${after}`);
+  } finally {
+    follower.stop();
   }
 });
 
@@ -172,6 +217,15 @@ test('node run: missing settings, ports in use and a locked data directory are r
   const r4 = await cli(['node', 'run', '--name', 'q', '--data-dir', path.join(dir, 'q'), '--tls', 'required']);
   assert.equal(r4.code, 2);
   assert.match(r4.stderr, /needs --tls-cert\/--tls-key or --tls-psk-file/);
+});
+
+test('node run with an address this machine does not have prints only its error', async () => {
+  // 192.0.2.1 (TEST-NET-1) is assigned to no machine: binding to it fails here, nothing is sent.
+  for (const flag of ['--host', '--api-host']) {
+    const r = await cli(['node', 'run', '--name', 'nohost', '--data-dir', path.join(dir, 'nohost'), flag, '192.0.2.1', '--nbd-port', '0', '--api-port', '0', '--repl-port', '0']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, `error: the ${flag} address is not an address of this machine\n`);
+  }
 });
 
 test('API token: requests without it are refused, with it accepted', async () => {

@@ -30,7 +30,7 @@ function block(i: number, size: number): Buffer {
 
 test('multi-conn: write on one connection, FLUSH on another, SIGKILL, restart: data present', async () => {
   let node = await NodeProcess.start({ name: 'mc', dataDir: path.join(dir, 'mc') });
-  await node.api.post('/v1/volumes', { name: 'v', size: 32 * MiB });
+  await node.api.createVolume({ name: 'v', size: 32 * MiB });
   const writer = await NbdClient.connect({ host: '127.0.0.1', port: node.ports.nbdPort, exportName: 'v' });
   const flusher = await NbdClient.connect({ host: '127.0.0.1', port: node.ports.nbdPort, exportName: 'v' });
   const blockSize = 64 * 1024;
@@ -47,7 +47,7 @@ test('multi-conn: write on one connection, FLUSH on another, SIGKILL, restart: d
 
 test('SIGKILL during a fio write workload with periodic flushes: every completed write reads back after restart', async () => {
   let node = await NodeProcess.start({ name: 'fio-crash', dataDir: path.join(dir, 'fc') });
-  await node.api.post('/v1/volumes', { name: 'v', size: 1024 * MiB });
+  await node.api.createVolume({ name: 'v', size: 1024 * MiB });
   const uri = node.nbdUri('v');
   // Sequential writes, a FLUSH every 16: fio records which writes completed when the node dies.
   const common = [`--name=crash`, '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=64k', '--iodepth=16',
@@ -86,7 +86,7 @@ test('SIGKILL during random writes with flushes: every acknowledged write is on 
   let node = await NodeProcess.start({ name: 'ordered-crash', dataDir: path.join(dir, 'oc') });
   const blockSize = 4096;
   const blockCount = 2048;
-  await node.api.post('/v1/volumes', { name: 'v', size: blockSize * blockCount });
+  await node.api.createVolume({ name: 'v', size: blockSize * blockCount });
   const client = await NbdClient.connect({ host: '127.0.0.1', port: node.ports.nbdPort, exportName: 'v' });
   const workload = new OrderedWorkload([client], { blockSize, blockCount, queueDepth: 16, flushEvery: 64 });
   const running = workload.run();

@@ -28,10 +28,10 @@ test('a full disk gives ENOSPC to the writer, loses nothing written before, and 
   await runOk('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', mount]);
   try {
     const node = await NodeProcess.start({ name: 'full', dataDir: path.join(mount, 'data') });
-    const refused = await node.api.post('/v1/volumes', { name: 'big', size: 64 * MiB }).catch((e: Error) => e);
+    const refused = await node.api.createVolume({ name: 'big', size: 64 * MiB }).catch((e: Error) => e);
     assert.match(String(refused), /does not fit/);
-    await node.api.post('/v1/volumes', { name: 'other', size: 2 * MiB });
-    await node.api.post('/v1/volumes', { name: 'big', size: 64 * MiB, thin: true });
+    await node.api.createVolume({ name: 'other', size: 2 * MiB });
+    await node.api.createVolume({ name: 'big', size: 64 * MiB, thin: true });
     const client = await NbdClient.connect({ host: '127.0.0.1', port: node.ports.nbdPort, exportName: 'big' });
     const written: Array<{ offset: number; data: Buffer }> = [];
     let enospc: NbdClientError | undefined;
@@ -54,7 +54,7 @@ test('a full disk gives ENOSPC to the writer, loses nothing written before, and 
     assert.deepEqual(await other.read(0, 4096), Buffer.alloc(4096));
     await other.disconnect();
     await client.disconnect();
-    const info = await node.api.get<{ volumeCount: number }>('/v1/node');
+    const info = await node.api.nodeInfo();
     assert.equal(info.volumeCount, 2);
     assert.equal((await node.stop()).code, 0);
   } finally {
@@ -64,7 +64,7 @@ test('a full disk gives ENOSPC to the writer, loses nothing written before, and 
 
 test('SIGTERM with requests in flight: they complete, data is flushed, exit code 0, data there after restart', async () => {
   let node = await NodeProcess.start({ name: 'term', dataDir: path.join(dir, 'term') });
-  await node.api.post('/v1/volumes', { name: 'v', size: 64 * MiB });
+  await node.api.createVolume({ name: 'v', size: 64 * MiB });
   const client = await NbdClient.connect({ host: '127.0.0.1', port: node.ports.nbdPort, exportName: 'v' });
   const blocks = Array.from({ length: 64 }, () => randomBytes(MiB));
   let firstAck: () => void = () => undefined;
@@ -89,7 +89,7 @@ test('SIGTERM with requests in flight: they complete, data is flushed, exit code
 
 test('metrics: per-volume operations, bytes, latency histograms and connected clients', async () => {
   const node = await NodeProcess.start({ name: 'metrics', dataDir: path.join(dir, 'metrics') });
-  await node.api.post('/v1/volumes', { name: 'm', size: 16 * MiB });
+  await node.api.createVolume({ name: 'm', size: 16 * MiB });
   const client = await NbdClient.connect({ host: '127.0.0.1', port: node.ports.nbdPort, exportName: 'm' });
   for (let i = 0; i < 10; i++) await client.write(i * 4096, Buffer.alloc(4096, i));
   for (let i = 0; i < 5; i++) await client.read(i * 4096, 4096);

@@ -27,7 +27,7 @@ after(async () => {
 });
 
 async function groupOf(cluster: Cluster, node: string, group: string): Promise<GroupStatus> {
-  return cluster.node(node).api.get<GroupStatus>(`/v1/groups/${group}`);
+  return cluster.node(node).api.getGroup(group);
 }
 
 test('async write order: primary killed mid-stream, takeover; the secondary holds an exact prefix across both volumes of the group', async () => {

@@ -7,7 +7,6 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import type { NodeEvent } from '../../src/contracts/node';
 import { defaultSecurityEventLimits } from '../../src/common/security-events';
 import { FrameKind, encodeFrameHeader, maxFramePayloadBytes } from '../../src/replication/transport/frame';
 import { MessageType } from '../../src/replication/transport/messages';
@@ -112,7 +111,7 @@ test('200 unauthenticated connections announcing 34 MiB frames: memory stays fla
     // A few events of their own, then one summary for the rest when the window ends.
     const perAddress = defaultSecurityEventLimits.eventsPerAddressPerWindow;
     const events = await waitFor('the summary of the window', async () => {
-      const list = (await target.api.get<{ events: NodeEvent[] }>('/v1/events')).events.filter((e) => e.kind === 'replication-refused');
+      const list = (await target.api.listEvents(0)).filter((e) => e.kind === 'replication-refused');
       return list.some((e) => e.details?.suppressed !== undefined) ? list : undefined;
     }, { timeoutMs: (windowSeconds + 10) * 1000 });
     const single = events.filter((e) => e.details?.suppressed === undefined);

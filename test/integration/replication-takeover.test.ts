@@ -61,7 +61,7 @@ test('planned takeover with the primary reachable swaps roles without copying da
       await assert.rejects(old.write(0, Buffer.alloc(512)), (e: NbdClientError) => e.errno === c.NBD_EPERM);
       await old.disconnect();
     }
-    await waitFor('async group drained', async () => (await cluster.node('osaka').api.get<{ lag: { entries: number } }>('/v1/groups/g')).lag.entries === 0);
+    await waitFor('async group drained', async () => (await cluster.node('osaka').api.getGroup('g')).lag.entries === 0);
     for (const v of ['s', 'a']) {
       assert.equal(await sha256Export(cluster.node('tokyo').nbdUri(v), dir), await sha256Export(cluster.node('osaka').nbdUri(v), dir), `${v} equal`);
     }
@@ -117,7 +117,7 @@ test('unplanned takeover: the returning old primary is fenced; swap back copies 
     assert.deepEqual([tokyoStatus.role, tokyoStatus.code], ['secondary', 'PAIR']);
     await app.flush();
     await waitFor('sapporo applied everything at tokyo', async () =>
-      (await cluster.node('sapporo').api.get<{ lag: { entries: number } }>('/v1/groups/erp')).lag.entries === 0);
+      (await cluster.node('sapporo').api.getGroup('erp')).lag.entries === 0);
     assert.equal(await sha256Export(cluster.node('tokyo').nbdUri('db'), dir), await sha256Export(cluster.node('sapporo').nbdUri('db'), dir));
     const contents = await readContents([app], blockSize, workloadBytes / blockSize);
     workload.checkCrashConsistent(contents);

@@ -33,7 +33,7 @@ const pskFile = (): string => path.join(pskDir, 'keys.psk');
 
 test('TLS PSK required: nbdinfo and qemu-img connect with a key; plain clients are refused', async () => {
   const node = await NodeProcess.start({ name: 'psk', dataDir: path.join(dir, 'psk-data'), args: ['--tls', 'required', '--tls-psk-file', pskFile()] });
-  await node.api.post('/v1/volumes', { name: 'v', size: 16 * 1024 * 1024 });
+  await node.api.createVolume({ name: 'v', size: 16 * 1024 * 1024 });
   const port = node.ports.nbdPort;
   const info = await runOk('nbdinfo', ['--json', `nbds://alice@127.0.0.1:${port}/v?tls-psk-file=${pskFile()}`]);
   assert.match(info.stdout, /"TLS": true/);
@@ -46,15 +46,15 @@ test('TLS PSK required: nbdinfo and qemu-img connect with a key; plain clients a
   const bad = await run('nbdinfo', [`nbds://alice@127.0.0.1:${port}/v?tls-psk-file=${wrongKey}`]);
   assert.notEqual(bad.code, 0, 'a wrong key fails the TLS handshake');
   // Identity-based access: only bob's identity, and no loopback addresses.
-  await node.api.post('/v1/volumes/v/disallow', { client: '127.0.0.0/8' });
-  await node.api.post('/v1/volumes/v/disallow', { client: '::1/128' });
-  await node.api.post('/v1/volumes/v/allow', { identity: 'bob' });
+  await node.api.disallow('v', { client: '127.0.0.0/8' });
+  await node.api.disallow('v', { client: '::1/128' });
+  await node.api.allow('v', { identity: 'bob' });
   const alice = await run('nbdinfo', [`nbds://alice@127.0.0.1:${port}/v?tls-psk-file=${pskFile()}`]);
   assert.notEqual(alice.code, 0, 'alice is not on the access list');
   await runOk('nbdinfo', [`nbds://bob@127.0.0.1:${port}/v?tls-psk-file=${pskFile()}`]);
   // Every refusal is an event naming the client and the reason, and counted in /metrics.
   const events = await waitFor('refusal events', async () => {
-    const list = (await node.api.get<{ events: NodeEvent[] }>('/v1/events')).events;
+    const list = (await node.api.listEvents(0));
     return list.some((e) => e.kind === 'access-denied') ? list : undefined;
   });
   const refusal = (reason: string): NodeEvent | undefined => events.find((e) => e.kind === 'nbd-refused' && e.details?.refusal === reason);
@@ -73,7 +73,7 @@ test('TLS PSK required: nbdinfo and qemu-img connect with a key; plain clients a
 test('TLS X.509 with client certificates: verified clients connect, identities from the certificate CN', async () => {
   const node = await NodeProcess.start({ name: 'x509', dataDir: path.join(dir, 'x509-data'),
     args: ['--tls', 'required', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--tls-ca', pki.caCert] });
-  await node.api.post('/v1/volumes', { name: 'v', size: 16 * 1024 * 1024 });
+  await node.api.createVolume({ name: 'v', size: 16 * 1024 * 1024 });
   const port = node.ports.nbdPort;
   const uri = (client: string): string => `nbds://127.0.0.1:${port}/v?tls-certificates=${pki.clientDir(client)}`;
   const info = await runOk('nbdinfo', ['--json', uri('client1')]);
@@ -91,9 +91,9 @@ test('TLS X.509 with client certificates: verified clients connect, identities f
   await fsp.copyFile(pki.caCert, path.join(noCert, 'ca-cert.pem'));
   assert.notEqual((await run('nbdinfo', [`nbds://127.0.0.1:${port}/v?tls-certificates=${noCert}`])).code, 0, 'no client certificate is refused');
   // Access by certificate identity.
-  await node.api.post('/v1/volumes/v/disallow', { client: '127.0.0.0/8' });
-  await node.api.post('/v1/volumes/v/disallow', { client: '::1/128' });
-  await node.api.post('/v1/volumes/v/allow', { identity: 'client2' });
+  await node.api.disallow('v', { client: '127.0.0.0/8' });
+  await node.api.disallow('v', { client: '::1/128' });
+  await node.api.allow('v', { identity: 'client2' });
   assert.notEqual((await run('nbdinfo', [uri('client1')])).code, 0, 'client1 is not allowed');
   await runOk('nbdinfo', [uri('client2')]);
   assert.equal((await node.stop()).code, 0);
@@ -102,7 +102,7 @@ test('TLS X.509 with client certificates: verified clients connect, identities f
 test('TLS optional: plain and TLS clients both work', async () => {
   const node = await NodeProcess.start({ name: 'opt', dataDir: path.join(dir, 'opt-data'),
     args: ['--tls', 'optional', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey] });
-  await node.api.post('/v1/volumes', { name: 'v', size: 16 * 1024 * 1024 });
+  await node.api.createVolume({ name: 'v', size: 16 * 1024 * 1024 });
   const port = node.ports.nbdPort;
   const plain = await runOk('nbdinfo', ['--json', `nbd://127.0.0.1:${port}/v`]);
   assert.match(plain.stdout, /"TLS": false/);

@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import type { GroupStatus, PairStatus } from '../../src/contracts/pairs';
 import { Cluster } from '../support/cluster';
 import { cli, killAllNodes } from '../support/node-process';
 import { OrderedWorkload, readContents } from '../support/ordered-writes';
@@ -58,7 +57,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     const written = await run('fio', [...job, `--uri=${cluster.node('tokyo').nbdUri('db1')}`, '--do_verify=0', '--output-format=json'], { cwd: dir });
     assert.equal(written.code, 0, written.stderr);
     assert.equal(parseFioJson<{ jobs: Array<{ write: { io_bytes: number } }> }>(written.stdout).jobs[0]!.write.io_bytes, 8 * MiB);
-    const backlog = (await cluster.node('tokyo').api.get<GroupStatus>('/v1/groups/erp')).lag.bytes;
+    const backlog = (await cluster.node('tokyo').api.getGroup('erp')).lag.bytes;
     assert.ok(backlog >= 8 * MiB, `backlog of ${backlog} bytes at the async site`);
     await cluster.kill('tokyo');
     cluster.thaw('sapporo');
@@ -76,7 +75,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     const verify = await run('fio', [...job, `--uri=${cluster.node('osaka').nbdUri('db1')}`, '--verify_only=1', '--verify_fatal=1', '--output-format=json'], { cwd: dir });
     assert.equal(verify.code, 0, `verify at osaka: ${verify.stdout.slice(-1500)} ${verify.stderr}`);
     // The async leg sent about the backlog, not the volume.
-    const leg = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/erp.db1.osaka.sapporo');
+    const leg = await cluster.node('osaka').api.getPair('erp.db1.osaka.sapporo');
     assert.ok(leg.deltaBytes !== null && leg.deltaBytes >= backlog * 0.5 && leg.deltaBytes <= backlog * 1.2 + 256 * 1024,
       `delta resync sent ${leg.deltaBytes} bytes for a backlog of ${backlog} (volume: 128 MiB, 40 MiB written)`);
     assert.equal(leg.deltaMethod, 'sequence', `sapporo's applied position told osaka what to send: ${leg.deltaNote}`);
@@ -89,9 +88,9 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     // Tokyo returns with its data; failback copies what changed on either side and restores the layout.
     await cluster.restart('tokyo');
     await waitFor('tokyo learned it was taken over', async () =>
-      (await cluster.node('tokyo').api.get<PairStatus>('/v1/pairs/erp.db1.osaka.tokyo')).suspendCause === 'takeover-by-peer');
-    const changedAtOsaka = (await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/erp.db1.osaka.tokyo')).differentialBytes;
-    const unsentAtTokyo = (await cluster.node('tokyo').api.get<PairStatus>('/v1/pairs/erp.db1.osaka.tokyo')).differentialBytes;
+      (await cluster.node('tokyo').api.getPair('erp.db1.osaka.tokyo')).suspendCause === 'takeover-by-peer');
+    const changedAtOsaka = (await cluster.node('osaka').api.getPair('erp.db1.osaka.tokyo')).differentialBytes;
+    const unsentAtTokyo = (await cluster.node('tokyo').api.getPair('erp.db1.osaka.tokyo')).differentialBytes;
     // Tokyo's part is what its activity log held as in flight when it was killed: the extents
     // written recently (40 MiB here), coarse but bounded, like DRBD's activity log.
     assert.ok(changedAtOsaka >= 4 * MiB && changedAtOsaka + unsentAtTokyo <= 48 * MiB,
@@ -104,7 +103,7 @@ test('failover to the sync site after SIGKILL of the primary loses nothing; the 
     assert.ok(final.healthy, `all legs duplex: ${JSON.stringify(final.legs.map((l) => `${l.pair} ${l.code}`))}`);
     assert.deepEqual(final.legs.map((l) => `${l.from}→${l.to} ${l.mode}`).sort(),
       ['tokyo→osaka sync', 'tokyo→osaka sync', 'tokyo→sapporo async', 'tokyo→sapporo async']);
-    const rebuilt = await cluster.node('tokyo').api.get<PairStatus>('/v1/pairs/erp.db1.sapporo.tokyo');
+    const rebuilt = await cluster.node('tokyo').api.getPair('erp.db1.sapporo.tokyo');
     assert.equal(rebuilt.deltaMethod, 'sequence', `tokyo learned osaka's stream while it caught up, so sapporo's position told what to send: ${rebuilt.deltaNote}`);
     await waitFor('sapporo applied everything', async () => (await groupLagEntries(cluster, 'tokyo', 'erp')) === 0);
     await sameEverywhere(cluster, 'db1', ['tokyo', 'osaka', 'sapporo'], dir);
@@ -200,13 +199,13 @@ test('log/data layout: logs go to both sites, data to the sync site only; failov
     await interruptedTopo(['failover', file, '--to', 'osaka', '--wait'], 'step 1003');
     assert.match(await topo(['failover', file, '--to', 'osaka', '--wait']), /already runs at osaka: checking/);
     await sameEverywhere(cluster, 'wal', ['osaka', 'sapporo'], dir);
-    const leg = await cluster.node('osaka').api.get<PairStatus>('/v1/pairs/db.wal.osaka.sapporo');
+    const leg = await cluster.node('osaka').api.getPair('db.wal.osaka.sapporo');
     assert.ok(leg.deltaBytes !== null && leg.deltaBytes >= MiB && leg.deltaBytes <= 1.2 * MiB, `only the log tail was shipped (${leg.deltaBytes} bytes)`);
     assert.equal(leg.deltaMethod, 'sequence', `the log tail was found from sapporo's applied position: ${leg.deltaNote}`);
     const osakaWal = await cluster.client('osaka', 'wal');
     assert.deepEqual(await osakaWal.read(2 * MiB, MiB), tail, 'the committed log tail is at the sync site');
     await osakaWal.disconnect();
-    const volumesAtSapporo = (await cluster.node('sapporo').api.get<{ volumes: Array<{ name: string }> }>('/v1/volumes')).volumes.map((v) => v.name);
+    const volumesAtSapporo = (await cluster.node('sapporo').api.listVolumes()).map((v) => v.name);
     assert.deepEqual(volumesAtSapporo, ['wal'], 'data volumes never went to the async site');
   } finally {
     await cluster.stopAll();

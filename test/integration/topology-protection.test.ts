@@ -7,7 +7,6 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { NbdClientError } from '../../src/nbd/client';
 import * as c from '../../src/nbd/constants';
-import type { PairStatus } from '../../src/contracts/pairs';
 import { Cluster } from '../support/cluster';
 import { FaultProxy } from '../support/fault-proxy';
 import { killAllNodes } from '../support/node-process';
@@ -88,7 +87,7 @@ test('protection: a cut primary–sync link stops writes to every volume of the 
     // Sapporo held only entries osaka confirmed, so making it equal to osaka sends next to nothing
     // beyond what was still in flight to it.
     for (const v of ['a', 'b']) {
-      const leg = await cluster.node('osaka').api.get<PairStatus>(`/v1/pairs/erp.${v}.osaka.sapporo`);
+      const leg = await cluster.node('osaka').api.getPair(`erp.${v}.osaka.sapporo`);
       assert.ok(leg.deltaBytes !== null, `${v}: the async leg was rebuilt by a delta copy`);
       assert.equal(leg.deltaMethod, 'sequence', `${v}: osaka knew from sapporo's applied position what to send: ${leg.deltaNote}`);
       await sameEverywhere(cluster, v, ['osaka', 'sapporo'], dir);

@@ -23,7 +23,7 @@ after(async () => {
 });
 
 async function volume(name: string, sizeBytes: number): Promise<string> {
-  await node.api.post('/v1/volumes', { name, size: sizeBytes });
+  await node.api.createVolume({ name, size: sizeBytes });
   return node.nbdUri(name);
 }
 

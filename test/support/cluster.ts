@@ -3,7 +3,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { NbdClient } from '../../src/nbd/client';
-import type { PairStatus } from '../../src/contracts/pairs';
+import type { PairState, PairStatus } from '../../src/contracts/pairs';
 import { FaultProxy } from './fault-proxy';
 import { NodeProcess } from './node-process';
 import { waitFor } from './wait';
@@ -74,7 +74,7 @@ export class Cluster {
   }
 
   async volume(nodeName: string, volume: string, sizeBytes: number): Promise<void> {
-    await this.node(nodeName).api.post('/v1/volumes', { name: volume, size: sizeBytes, thin: true });
+    await this.node(nodeName).api.createVolume({ name: volume, size: sizeBytes, thin: true });
   }
 
   /**
@@ -96,7 +96,7 @@ export class Cluster {
       peer = { ...peer, replPort: toSecondary.port };
       returnAddress = { host: '127.0.0.1', replPort: toPrimary.port };
     }
-    const status = await p.api.post<PairStatus>('/v1/pairs', {
+    const status = await p.api.createPair({
       name: opts.name, volume: opts.volume, peer, mode: opts.mode, ...(opts.fence ? { fence: opts.fence } : {}),
       ...(opts.group ? { group: opts.group } : {}), ...(returnAddress ? { returnAddress } : {}), ...(opts.noCopy ? { noCopy: true } : {}),
     });
@@ -104,11 +104,11 @@ export class Cluster {
   }
 
   async pairStatus(nodeName: string, pair: string): Promise<PairStatus> {
-    return this.node(nodeName).api.get<PairStatus>(`/v1/pairs/${pair}`);
+    return this.node(nodeName).api.getPair(`${pair}`);
   }
 
-  async waitState(nodeName: string, pair: string, state: string, timeoutMs = 60_000): Promise<PairStatus> {
-    return this.node(nodeName).api.get<PairStatus>(`/v1/pairs/${pair}/wait?state=${state}&timeoutMs=${timeoutMs}`, timeoutMs + 5000);
+  async waitState(nodeName: string, pair: string, state: PairState, timeoutMs = 60_000): Promise<PairStatus> {
+    return this.node(nodeName).api.waitPair(pair, state, timeoutMs);
   }
 
   async waitCode(nodeName: string, pair: string, code: string, timeoutMs = 60_000): Promise<PairStatus> {

@@ -2,7 +2,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ApiClient } from '../../src/node/api-client';
+import { HttpNodeClient } from '../../src/node/api-client';
+import type { NodeClient } from '../../src/contracts/node-client';
 import type { NodePorts } from '../../src/contracts/node';
 
 export const repoRoot = path.resolve(__dirname, '..', '..', '..');
@@ -24,12 +25,12 @@ process.on('exit', () => {
 
 export class NodeProcess {
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  readonly api: ApiClient;
+  readonly api: NodeClient;
 
   private constructor(readonly spec: NodeSpec, readonly child: ChildProcess, readonly ports: NodePorts, readonly logFile: string,
     exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>) {
     this.exit = exit;
-    this.api = new ApiClient(this.apiUrl);
+    this.api = new HttpNodeClient(this.apiUrl);
   }
 
   static async start(spec: NodeSpec): Promise<NodeProcess> {

@@ -2,7 +2,6 @@
 // sites, and the failback every failover test ends with.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import type { GroupStatus } from '../../src/contracts/pairs';
 import type { TopologyStatus } from '../../src/topology/orchestrator';
 import type { Cluster } from './cluster';
 import { cli, cliPath } from './node-process';
@@ -37,7 +36,7 @@ export async function topologyStatus(file: string): Promise<TopologyStatus> {
 }
 
 export async function groupLagEntries(cluster: Cluster, site: string, group: string): Promise<number> {
-  return (await cluster.node(site).api.get<GroupStatus>(`/v1/groups/${group}`)).lag.entries;
+  return (await cluster.node(site).api.getGroup(group)).lag.entries;
 }
 
 /** The volume reads the same (sha256 through NBD) at every site named. */

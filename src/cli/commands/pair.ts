@@ -1,0 +1,178 @@
+// `tricopy pair`: remote copy pairs between two nodes: create, status, split, resync, takeover,
+// swap, delete and wait; --wait draws copy progress on stderr.
+import { type Command, Option } from 'commander';
+import { TricopyError } from '../../common/errors';
+import { formatBytes } from '../../common/units';
+import type { NodeClient } from '../../contracts/node-client';
+import type { PairState, PairStatus } from '../../contracts/pairs';
+import { HttpNodeClient } from '../../node/api-client';
+import { printJson, table } from '../format';
+import { client, commandTimeoutMs, globals, tokenOf } from '../globals';
+
+export function registerPairCommands(program: Command): void {
+  const pair = program.command('pair').description('remote copy pairs: create, watch, split, resync, take over, swap, delete');
+  addCreate(pair);
+  addStatus(pair);
+  addSplit(pair);
+  addResync(pair);
+  addTakeover(pair);
+  addSwap(pair);
+  addDelete(pair);
+  addWait(pair);
+}
+
+function addCreate(pair: Command): void {
+  pair.command('create <name>')
+    .description('pair a volume of this node (the primary) with a volume on another node (the secondary).\n' +
+      'The secondary volume is created if missing; allocated regions are copied, then the pair is duplex.')
+    .requiredOption('--volume <volume>', 'the primary volume on this node')
+    .requiredOption('--to <url>', 'control API URL of the secondary node, e.g. http://dc2:7801')
+    .option('--peer-volume <volume>', 'name of the secondary volume (default: the same name)')
+    .addOption(new Option('--mode <mode>', 'sync: acknowledged after both nodes wrote; async: ordered journal').choices(['sync', 'async']).makeOptionMandatory())
+    .addOption(new Option('--fence <level>', 'sync pairs: data = refuse host writes while the secondary cannot be updated; never = go on and record (default: data for sync, never for async)').choices(['data', 'never']))
+    .option('--group <group>', 'async consistency group (volumes of one group stay write-order consistent together; default: the pair name)')
+    .option('--no-copy', 'skip the initial copy: only when both volumes are known to hold the same data')
+    .option('--wait', 'wait until the pair is duplex, showing copy progress')
+    .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
+    .action(async (name: string, opts: { volume: string; to: string; peerVolume?: string; mode: 'sync' | 'async'; fence?: 'data' | 'never'; group?: string; copy: boolean; wait?: boolean; timeout: string }, cmd: Command) => {
+      const api = client(cmd);
+      const peerInfo = await new HttpNodeClient(opts.to, tokenOf(cmd)).nodeInfo();
+      if (!peerInfo.replication) {
+        throw new TricopyError('invalid-argument', `node ${peerInfo.name} at ${opts.to} has no cluster secret`, 'start every node with the same --cluster-secret-file');
+      }
+      const status = await api.createPair({
+        name, volume: opts.volume, peer: { node: peerInfo.name, host: peerInfo.replAddress.host, replPort: peerInfo.replAddress.port },
+        ...(opts.peerVolume ? { peerVolume: opts.peerVolume } : {}), mode: opts.mode, ...(opts.fence ? { fence: opts.fence } : {}),
+        ...(opts.group ? { group: opts.group } : {}), noCopy: opts.copy === false,
+      });
+      if (!opts.wait) {
+        if (globals(cmd).json) return printJson(status);
+        return console.log(`created pair ${name}: ${status.volume} on this node → ${status.peer.volume} on ${status.peer.node} (${status.mode}), ${status.state} (${status.code})`);
+      }
+      const final = await waitWithProgress(api, name, 'duplex', Number(opts.timeout), globals(cmd).json === true);
+      if (globals(cmd).json) return printJson(final);
+      console.log(`pair ${name} is duplex (PAIR)`);
+    });
+}
+
+function addStatus(pair: Command): void {
+  pair.command('status [name]')
+    .description('pairs of this node: role (P/S), peer, mode, fence, state and code, copy progress, journal and lag')
+    .action(async (name: string | undefined, _opts, cmd: Command) => {
+      const api = client(cmd);
+      const pairs = name ? [await api.getPair(name)] : await api.listPairs();
+      if (globals(cmd).json) return printJson(name ? pairs[0] : pairs);
+      if (pairs.length === 0) return console.log('no pairs; create one with: tricopy pair create NAME --volume V --to URL --mode sync');
+      console.log(table(['NAME', 'ROLE', 'VOLUME', 'PEER', 'MODE', 'FENCE', 'STATE', 'CODE', 'COPY', 'GROUP', 'JOURNAL', 'LAG'], pairs.map((p) => [
+        p.name, p.role === 'primary' ? 'P' : 'S', p.volume, `${p.peer.node}:${p.peer.volume}${p.peer.connected ? '' : ' (down)'}`, p.mode,
+        p.fence, p.state, p.code, p.progressPercent === null ? '-' : `${p.progressPercent}%`, p.group ?? '-',
+        p.journal ? `${formatBytes(p.journal.usedBytes)}/${formatBytes(p.journal.capacityBytes)}` : '-',
+        p.lag ? `${p.lag.seconds.toFixed(1)}s ${formatBytes(p.lag.bytes)} ${p.lag.entries}e` : '-',
+      ])));
+      for (const p of pairs) if (p.code === 'PSUE' || p.code === 'PSUS' || p.code === 'SSWS' || p.code === 'SSUS') console.log(`${p.name}: ${p.reason}`);
+    });
+}
+
+function addSplit(pair: Command): void {
+  pair.command('split <name>')
+    .description('suspend a pair (PSUS): both nodes record changed regions; async pairs first drain their journal')
+    .option('--rw', 'let hosts write the secondary while split (its changes are recorded too)')
+    .action(async (name: string, opts: { rw?: boolean }, cmd: Command) => {
+      const status = await client(cmd).split(name, { rw: opts.rw === true }, { timeoutMs: commandTimeoutMs });
+      if (globals(cmd).json) return printJson(status);
+      console.log(`pair ${name} is ${status.state} (${status.code}): ${status.reason}`);
+    });
+}
+
+function addResync(pair: Command): void {
+  pair.command('resync <name>')
+    .description('copy the regions changed on either side since the split (union of both records) and return to duplex')
+    .option('--discard <node>', 'split brain only: the node whose changes are thrown away')
+    .option('--wait', 'wait until the pair is duplex, showing progress')
+    .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
+    .action(async (name: string, opts: { discard?: string; wait?: boolean; timeout: string }, cmd: Command) => {
+      const api = client(cmd);
+      const status = await api.resync(name, opts.discard ? { discard: opts.discard } : {});
+      if (!opts.wait) {
+        if (globals(cmd).json) return printJson(status);
+        return console.log(`pair ${name} is ${status.state} (${status.code}): ${status.reason}`);
+      }
+      const final = await waitWithProgress(api, name, 'duplex', Number(opts.timeout), globals(cmd).json === true);
+      if (globals(cmd).json) return printJson(final);
+      console.log(`pair ${name} is duplex (PAIR)`);
+    });
+}
+
+function addTakeover(pair: Command): void {
+  pair.command('takeover <name>')
+    .description('run at the secondary node: with the primary reachable, swap roles; without it, make this volume writable (SSWS)\n' +
+      'after applying everything received. Every pair of the same consistency group is taken over together.')
+    .action(async (name: string, _opts, cmd: Command) => {
+      const pairs = await client(cmd).takeover(name, { timeoutMs: commandTimeoutMs });
+      if (globals(cmd).json) return printJson(pairs);
+      for (const p of pairs) console.log(`pair ${p.name}: ${p.role} ${p.state} (${p.code}): ${p.reason}`);
+    });
+}
+
+function addSwap(pair: Command): void {
+  pair.command('swap <name>')
+    .description('run at the node that becomes the primary: reverse the pair, copying only the regions that differ')
+    .option('--discard <node>', 'split brain only: the other node, whose changes are thrown away')
+    .option('--wait', 'wait until the pair is duplex again')
+    .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
+    .action(async (name: string, opts: { discard?: string; wait?: boolean; timeout: string }, cmd: Command) => {
+      const api = client(cmd);
+      const pairs = await api.swap(name, opts.discard ? { discard: opts.discard } : {}, { timeoutMs: commandTimeoutMs });
+      if (opts.wait) for (const p of pairs) await waitWithProgress(api, p.name, 'duplex', Number(opts.timeout), globals(cmd).json === true);
+      const final = opts.wait ? await Promise.all(pairs.map((p) => api.getPair(p.name))) : pairs;
+      if (globals(cmd).json) return printJson(final);
+      for (const p of final) console.log(`pair ${p.name}: ${p.role} ${p.state} (${p.code}): ${p.reason}`);
+    });
+}
+
+function addDelete(pair: Command): void {
+  pair.command('delete <name>')
+    .description('end a pair on both nodes; both volumes stay, independent and writable')
+    .option('--force', 'delete here even if the peer is unreachable (it drops its side when it reconnects)')
+    .action(async (name: string, opts: { force?: boolean }, cmd: Command) => {
+      await client(cmd).deletePair(name, { force: opts.force === true });
+      if (globals(cmd).json) return printJson({ deleted: name });
+      console.log(`deleted pair ${name}`);
+    });
+}
+
+function addWait(pair: Command): void {
+  pair.command('wait <name>')
+    .description('wait until a pair reaches a state (exit 1 on timeout)')
+    .addOption(new Option('--state <state>', 'state to wait for').choices(['simplex', 'initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended', 'secondary-writable']).makeOptionMandatory())
+    .option('--timeout <seconds>', 'give up after this many seconds', '120')
+    .action(async (name: string, opts: { state: PairState; timeout: string }, cmd: Command) => {
+      const timeoutMs = Math.round(Number(opts.timeout) * 1000);
+      if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new TricopyError('invalid-argument', '--timeout takes a positive number of seconds');
+      const status = await client(cmd).waitPair(name, opts.state, timeoutMs);
+      if (globals(cmd).json) return printJson(status);
+      console.log(`pair ${name} is ${status.state} (${status.code})`);
+    });
+}
+
+/** Polls a pair until it reaches `state`, drawing copy progress; fails on a failure suspend. */
+async function waitWithProgress(api: NodeClient, name: string, state: PairState, timeoutSeconds: number, quiet: boolean): Promise<PairStatus> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  const tty = process.stderr.isTTY === true && !quiet;
+  let lastLine = '';
+  for (;;) {
+    const p = await api.getPair(name);
+    if (p.state === state) {
+      if (tty) process.stderr.write(`\r${' '.repeat(lastLine.length)}\r`);
+      return p;
+    }
+    if (p.code === 'PSUE') throw new TricopyError('io-error', `pair ${name} was suspended by a failure: ${p.reason}`);
+    if (Date.now() > deadline) throw new TricopyError('unavailable', `pair ${name} is still ${p.state} after ${timeoutSeconds} s`);
+    const percent = p.progressPercent ?? 0;
+    const bar = `[${'#'.repeat(Math.floor(percent / 5)).padEnd(20, ' ')}] ${String(percent).padStart(3)}% ${p.state} (${p.code})`;
+    if (tty) process.stderr.write(`\r${bar}`);
+    else if (!quiet && bar !== lastLine) process.stderr.write(`${bar}\n`);
+    lastLine = bar;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}

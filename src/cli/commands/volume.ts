@@ -1,0 +1,107 @@
+// `tricopy volume`: create, list, show, grow, share and delete the volumes of one node.
+import type { Command } from 'commander';
+import { TricopyError } from '../../common/errors';
+import { formatBytes, parseSize } from '../../common/units';
+import type { VolumeView } from '../../contracts/node';
+import { keyValues, printJson, table } from '../format';
+import { client, globals } from '../globals';
+
+export function registerVolumeCommands(program: Command): void {
+  const volume = program.command('volume').description('create, inspect, grow, share and delete volumes');
+  addCreate(volume);
+  addList(volume);
+  addShow(volume);
+  addResize(volume);
+  for (const verb of ['allow', 'disallow'] as const) addAccessRule(volume, verb);
+  addDelete(volume);
+}
+
+function addCreate(volume: Command): void {
+  volume.command('create <name>')
+    .description('create a volume (a sparse file on the node, exported over NBD under its name)')
+    .requiredOption('--size <size>', 'logical size, e.g. 10GiB (units: B, K/KiB, M/MiB, G/GiB, T/TiB, P/PiB; kB/MB/GB/TB/PB are powers of 1000)')
+    .option('--description <text>', 'free text shown to NBD clients')
+    .option('--thin', 'allow the size to exceed the free space of the node (overcommit)')
+    .action(async (name: string, opts: { size: string; description?: string; thin?: boolean }, cmd: Command) => {
+      const sizeBytes = parseSize(opts.size, 'volume size');
+      const view = await client(cmd).createVolume({
+        name, size: sizeBytes, ...(opts.description ? { description: opts.description } : {}), thin: opts.thin === true,
+      });
+      if (globals(cmd).json) return printJson(view);
+      console.log(`created volume ${view.name} (${formatBytes(view.sizeBytes)}), export ${view.exportUri}`);
+    });
+}
+
+function addList(volume: Command): void {
+  volume.command('list')
+    .description('list the volumes of the node')
+    .action(async (_opts, cmd: Command) => {
+      const volumes = await client(cmd).listVolumes();
+      if (globals(cmd).json) return printJson(volumes);
+      if (volumes.length === 0) return console.log('no volumes; create one with: tricopy volume create NAME --size 10GiB');
+      console.log(table(['NAME', 'SIZE', 'ALLOCATED', 'CLIENTS', 'ACCESS', 'EXPORT'], volumes.map((v) => [
+        v.name, formatBytes(v.sizeBytes), formatBytes(v.allocatedBytes), String(v.clients.length), accessSummary(v), v.exportUri,
+      ])));
+    });
+}
+
+function addShow(volume: Command): void {
+  volume.command('show <name>')
+    .description('show one volume: size, allocation, access list, attached clients')
+    .action(async (name: string, _opts, cmd: Command) => {
+      const v = await client(cmd).getVolume(name);
+      if (globals(cmd).json) return printJson(v);
+      console.log(keyValues([
+        ['name', v.name], ['uuid', v.uuid], ['size', `${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`],
+        ['allocated', formatBytes(v.allocatedBytes)], ['created', v.createdAt], ['description', v.description || '-'],
+        ['export', v.exportUri], ['allowed clients', v.access.clients.join(', ') || '(none)'],
+        ['allowed identities', v.access.identities.join(', ') || '(none)'],
+        ['attached', v.clients.map((c) => `${c.address}:${c.port}${c.tls ? ' tls' : ''}${c.identity ? ` (${c.identity})` : ''}`).join(', ') || '(none)'],
+      ]));
+    });
+}
+
+function addResize(volume: Command): void {
+  volume.command('resize <name>')
+    .description('grow a volume (shrinking is refused); attached clients see the new size when they reconnect')
+    .requiredOption('--size <size>', 'new logical size, e.g. 20GiB')
+    .action(async (name: string, opts: { size: string }, cmd: Command) => {
+      const v = await client(cmd).resizeVolume(name, { size: parseSize(opts.size, 'volume size') });
+      if (globals(cmd).json) return printJson(v);
+      console.log(`volume ${v.name} is now ${formatBytes(v.sizeBytes)}`);
+    });
+}
+
+function addAccessRule(volume: Command, verb: 'allow' | 'disallow'): void {
+  volume.command(`${verb} <name>`)
+    .description(verb === 'allow'
+      ? 'let more NBD clients attach: an address or CIDR range, or a TLS identity (PSK user or certificate CN)'
+      : 'remove an access rule; clients already attached keep their session until they disconnect')
+    .option('--client <cidr>', 'client address or range, e.g. 10.0.0.0/8')
+    .option('--identity <name>', 'TLS identity: PSK username or client certificate common name')
+    .action(async (name: string, opts: { client?: string; identity?: string }, cmd: Command) => {
+      if (opts.client === undefined && opts.identity === undefined) {
+        throw new TricopyError('invalid-argument', `volume ${verb} needs --client and/or --identity`);
+      }
+      const v = await client(cmd)[verb](name, opts);
+      if (globals(cmd).json) return printJson(v);
+      console.log(`volume ${v.name} access: clients ${v.access.clients.join(', ') || '(none)'}; identities ${v.access.identities.join(', ') || '(none)'}`);
+    });
+}
+
+function addDelete(volume: Command): void {
+  volume.command('delete <name>')
+    .description('delete a volume and its data; refused while clients are attached unless --force')
+    .option('--force', 'disconnect attached clients and delete anyway')
+    .action(async (name: string, opts: { force?: boolean }, cmd: Command) => {
+      await client(cmd).deleteVolume(name, { force: opts.force === true });
+      if (globals(cmd).json) return printJson({ deleted: name });
+      console.log(`deleted volume ${name}`);
+    });
+}
+
+function accessSummary(v: VolumeView): string {
+  const rules = [...v.access.clients, ...v.access.identities.map((i) => `id:${i}`)];
+  if (rules.length === 0) return '(nobody)';
+  return rules.length > 2 ? `${rules.slice(0, 2).join(',')},+${rules.length - 2}` : rules.join(',');
+}

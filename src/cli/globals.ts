@@ -1,0 +1,30 @@
+// What every command of the CLI shares: the global options (--node, --token, --json) and the node
+// client they select.
+import type { Command } from 'commander';
+import type { NodeClient } from '../contracts/node-client';
+import { HttpNodeClient } from '../node/api-client';
+
+export interface GlobalOptions {
+  node?: string;
+  token?: string;
+  json?: boolean;
+}
+
+export const defaultNodeUrl = 'http://127.0.0.1:7801';
+
+/** Commands that may drain a journal first (split, takeover, swap) are given this long to answer. */
+export const commandTimeoutMs = 600_000;
+
+export function globals(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals<GlobalOptions>();
+}
+
+export function tokenOf(cmd: Command): string | undefined {
+  return globals(cmd).token ?? process.env.TRICOPY_TOKEN;
+}
+
+/** The node the command talks to: --node, else TRICOPY_NODE, else the local default. */
+export function client(cmd: Command): NodeClient {
+  const url = globals(cmd).node ?? process.env.TRICOPY_NODE ?? defaultNodeUrl;
+  return new HttpNodeClient(url, tokenOf(cmd));
+}

@@ -1,0 +1,63 @@
+// What a storage node answers, as typed calls: one method per operation of the node's control API.
+// The CLI, the topology procedures, the benchmarks and the tests talk to nodes only through this
+// interface, so a node in another process (HTTP) and one in this process (a simulator) are the same
+// to them. Nothing here says how a call travels: no paths, verbs or responses.
+//
+// Every method either resolves with the node's answer or rejects with a TricopyError whose code
+// says what kind of failure it was ('not-found', 'conflict', 'unavailable' when the node cannot be
+// reached …), with the node's own message and hint.
+import type { AccessRuleRequest, CreateVolumeRequest, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeView } from './node';
+import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest } from './pairs';
+
+/** How long the caller waits for an answer before it gives up ('unavailable'). */
+export interface CallOptions {
+  timeoutMs?: number;
+}
+
+export interface DeleteOptions {
+  /** Volumes: disconnect attached clients. Pairs: delete here even if the peer is unreachable. */
+  force?: boolean;
+}
+
+export interface NodeClient {
+  /** Where the node is, for messages (a URL for a node reached over the network). */
+  readonly address: string;
+
+  nodeInfo(options?: CallOptions): Promise<NodeInfo>;
+
+  listVolumes(): Promise<VolumeView[]>;
+  getVolume(name: string): Promise<VolumeView>;
+  createVolume(request: CreateVolumeRequest): Promise<VolumeView>;
+  /** Grows a volume; shrinking is refused. */
+  resizeVolume(name: string, request: ResizeVolumeRequest): Promise<VolumeView>;
+  allow(name: string, rule: AccessRuleRequest): Promise<VolumeView>;
+  disallow(name: string, rule: AccessRuleRequest): Promise<VolumeView>;
+  deleteVolume(name: string, options?: DeleteOptions): Promise<void>;
+
+  listPairs(): Promise<PairStatus[]>;
+  getPair(name: string): Promise<PairStatus>;
+  /** At the primary; the peer creates its side (and the secondary volume when missing). */
+  createPair(request: CreatePairRequest): Promise<PairStatus>;
+  /** Resolves when the pair is in `state`; rejects after `timeoutMs` (the node caps it at 600 s). */
+  waitPair(name: string, state: PairState, timeoutMs: number): Promise<PairStatus>;
+  /** Async pairs drain their journal first, which can take long: pass a generous deadline. */
+  split(name: string, request?: SplitRequest, options?: CallOptions): Promise<PairStatus>;
+  resync(name: string, request?: DiscardRequest): Promise<PairStatus>;
+  setProtection(name: string, request: ProtectionRequest): Promise<PairStatus>;
+  /** At the secondary; every pair of the same consistency group is taken over together. */
+  takeover(name: string, options?: CallOptions): Promise<PairStatus[]>;
+  /** At the node that becomes the primary; answers every pair of the group. */
+  swap(name: string, request?: DiscardRequest, options?: CallOptions): Promise<PairStatus[]>;
+  deletePair(name: string, options?: DeleteOptions): Promise<void>;
+
+  listGroups(): Promise<GroupStatus[]>;
+  getGroup(name: string): Promise<GroupStatus>;
+
+  /** The kept events with an id greater than `after`, oldest first. */
+  listEvents(after: number): Promise<NodeEvent[]>;
+  /** The kept events after `after`, then each new one as it happens, until the caller stops. */
+  followEvents(after: number): AsyncIterable<NodeEvent>;
+}
+
+/** Makes the client of the node at `address` (in a topology file: the site's node URL). */
+export type NodeClientFactory = (address: string) => NodeClient;

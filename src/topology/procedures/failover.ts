@@ -1,0 +1,208 @@
+// Failover: move the application to another site after a loss (spec 001 §6.5, §6.7, §6.8).
+//
+// To the sync site, Fig. 10:
+//   1001–1002  make the sync copies writable (take over; swap when the old primary answers)
+//   1003       the application may start at the sync site
+//   1004       the async site stops receiving from the old primary (drained, or taken over)
+//   1005–1007  async copy sync site → async site, only what the async site lacks; wait for duplex
+// To the async site with its own consistent copy, Fig. 13:
+//   1301–1302  the async site applies what it received and becomes writable (pair dissolved)
+//   1303       the application may start there and runs its recovery (the async lag is lost)
+// To the async site with the sync site's newest data, Fig. 14:
+//   1401       the sync and async sites can communicate
+//   1402–1403  the sync copies become writable; the async site stops receiving from the old primary
+//   1404       make the async site identical to the sync site (only differing blocks travel)
+//   1405       reverse it: async copy async site → sync site, no copy (they are identical)
+//   1406       the application may start at the async site
+// Cascade (spec 000 Fig. 1): to the intermediate, it keeps forwarding to the far site; to the far
+// site, it takes over from the intermediate after receiving everything (or opens its own copy).
+// Every step skips what is done, so a failover interrupted anywhere is finished by running it again.
+import { TricopyError } from '../../common/errors';
+import type { Site, TopologyContext } from '../context';
+import { type TopologyStatus, topologyStatus } from '../status';
+import { ensurePair, swapTo, takeoverAndDissolve, takeoverKeeping, waitAll, waitLagZero } from '../steps';
+import { asyncVolumes, pairName } from '../topology-file';
+
+/** Which site takes over from which, and whether the old one still answers (a planned switchover). */
+interface Move {
+  target: Site;
+  from: Site;
+  planned: boolean;
+}
+
+export async function failover(ctx: TopologyContext, to: string, newestFrom: string | undefined): Promise<void> {
+  const move = await planFailover(ctx, to, newestFrom);
+  if (ctx.t.layout === 'cascade') return failoverCascade(ctx, move);
+  if (move.target === ctx.site('sync')) return failoverToSync(ctx, move);
+  if (newestFrom === undefined) return failoverToAsync(ctx, move);
+  return failoverWithNewest(ctx, move, newestFrom);
+}
+
+async function planFailover(ctx: TopologyContext, to: string, newestFrom: string | undefined): Promise<Move> {
+  await ctx.probe();
+  const target = ctx.siteByName(to);
+  if (!target.info) throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`);
+  const primary = ctx.site('primary');
+  const status = await topologyStatus(ctx);
+  // A rerun (the target is already writable, perhaps because an earlier run was interrupted)
+  // goes through every step again: each one skips what is done, so the copies the first run did
+  // not create yet are created now. The site the application came from is then the primary's.
+  const rerun = status.activeSite === to;
+  const from = status.activeSite && !rerun ? ctx.siteByName(status.activeSite) : primary;
+  const planned = !rerun && from.info !== undefined && status.activeSite !== null;
+  if (target === primary) {
+    throw new TricopyError('invalid-argument', `${to} is the primary site: to bring the application back there use failback; to route around a lost site use repair`);
+  }
+  if (rerun) ctx.print(`the application already runs at ${to}: checking that every step of the failover is done`);
+  if (newestFrom !== undefined) await checkNewestFrom(ctx, status, target, newestFrom, rerun);
+  return { target, from, planned };
+}
+
+/** Fig. 14 needs the sync site answering, and must not overwrite an async site that already runs on its own copy. */
+async function checkNewestFrom(ctx: TopologyContext, status: TopologyStatus, target: Site, newestFrom: string, rerun: boolean): Promise<void> {
+  const to = target.spec.site;
+  const sync = ctx.site('sync');
+  const far = ctx.site('async');
+  const source = ctx.siteByName(newestFrom);
+  if (target.role !== 'async' || source.role !== 'sync') {
+    throw new TricopyError('invalid-argument', '--newest-from takes the sync site and is used with a failover to the async site (Fig. 14)');
+  }
+  if (!source.info) {
+    throw new TricopyError('unavailable', `cannot take the newest data from ${newestFrom}: it is not reachable (${source.error})`,
+      `fail over with the async site's own consistent copy instead: tricopy topology failover <file> --to ${to}`);
+  }
+  const reversed = await Promise.all(asyncVolumes(ctx.t).map(async (v) => (await ctx.pairAt(far, pairName(ctx.t, v.name, sync.spec.site, far.spec.site)))?.role === 'primary'));
+  const sourceWritable = status.sites.find((x) => x.site === newestFrom)!.writable.length === ctx.t.volumes.length;
+  if (rerun && !reversed.every(Boolean) && !sourceWritable) {
+    // Fig. 14 makes the sync site writable before it detaches the async site; without that,
+    // the async site runs on its own copy (Fig. 13) and its writes would be overwritten.
+    throw new TricopyError('conflict', `${to} already runs on its own copy (Fig. 13) while ${newestFrom} still holds the old primary's copy: ` +
+      `making ${to} identical to ${newestFrom} now would discard the writes made at ${to}`,
+      `keep running at ${to}; bring the other sites back with: tricopy topology failback <file> --to ${ctx.t.primary.site}`);
+  }
+}
+
+/** Fig. 10. */
+async function failoverToSync(ctx: TopologyContext, { from, planned }: Move): Promise<void> {
+  const sync = ctx.site('sync');
+  const far = ctx.site('async');
+  const to = sync.spec.site;
+  ctx.header(`failover of ${ctx.t.name} to the sync site ${to} (spec 001 Fig. 10)${planned ? `; ${from.spec.site} is reachable: planned switchover` : ''}`);
+  await makePrimaryAt(ctx, sync, from, planned, 'steps 1001–1002', true);
+  ctx.step(`step 1003: the application may start at ${to} (its volumes accept writes)`);
+  await detachAsyncSite(ctx, far, from, 'step 1004');
+  if (far.info) {
+    ctx.step(`steps 1005–1007: async copy ${to} → ${far.spec.site}, sending only what ${far.spec.site} is missing (delta resync)`);
+    for (const v of asyncVolumes(ctx.t)) await ensurePair(ctx, sync, far, v, 'async', 'delta');
+    await waitAll(ctx, 'wait until the async copy is duplex');
+  } else {
+    ctx.print(`  ${far.spec.site} is not reachable: steps 1005–1007 skipped; run topology repair when it returns`);
+  }
+}
+
+/** Fig. 13. */
+async function failoverToAsync(ctx: TopologyContext, { from }: Move): Promise<void> {
+  const far = ctx.site('async');
+  const to = far.spec.site;
+  ctx.header(`failover of ${ctx.t.name} to the async site ${to} with its own consistent copy (spec 001 Fig. 13)`);
+  await detachAsyncSite(ctx, far, from, 'steps 1301–1302');
+  ctx.step(`step 1303: the application may start at ${to}; run its recovery (writes not yet applied there are lost)`);
+}
+
+/** Fig. 14. */
+async function failoverWithNewest(ctx: TopologyContext, { from, planned }: Move, newestFrom: string): Promise<void> {
+  const t = ctx.t;
+  const primary = ctx.site('primary');
+  const sync = ctx.site('sync');
+  const far = ctx.site('async');
+  const to = far.spec.site;
+  ctx.header(`failover of ${t.name} to the async site ${to} with the newest data from ${newestFrom} (spec 001 Fig. 14)`);
+  ctx.step(`step 1401: ${newestFrom} and ${to} can communicate`);
+  // A rerun after an interruption may find the sync site already writable: the old primary is
+  // then still the site the async copies came from.
+  if (from === sync) ctx.print(`  steps 1402–1403: ${sync.spec.site}'s copies are already writable`);
+  else await makePrimaryAt(ctx, sync, from, planned, 'steps 1402–1403');
+  const origin = from === sync ? primary : from;
+  await detachAsyncSite(ctx, far, origin, 'steps 1402–1403');
+  ctx.step(`step 1404: make ${to} identical to ${newestFrom} (only the blocks that differ travel)`);
+  for (const v of asyncVolumes(t)) {
+    const name = pairName(t, v.name, sync.spec.site, far.spec.site);
+    const reversed = await ctx.pairAt(far, name);
+    if (reversed?.role === 'primary') ctx.print(`    ${name}: ${to} is already the primary (step 1405 done)`);
+    else await ensurePair(ctx, sync, far, v, 'async', 'delta');
+  }
+  await waitAll(ctx, `wait until ${to} holds everything ${newestFrom} has`, true);
+  ctx.step(`step 1405: reverse it: async ${to} → ${newestFrom}, no copy (they are identical)`);
+  for (const v of asyncVolumes(t)) await swapTo(ctx, far, pairName(t, v.name, sync.spec.site, far.spec.site));
+  for (const v of t.volumes.filter((x) => !asyncVolumes(t).includes(x))) {
+    ctx.print(`  note: ${v.name} is a data volume and does not exist at ${to}; the application rebuilds it from the logs`);
+  }
+  ctx.step(`step 1406: the application may start at ${to}`);
+}
+
+async function failoverCascade(ctx: TopologyContext, { target, from, planned }: Move): Promise<void> {
+  const t = ctx.t;
+  const primary = ctx.site('primary');
+  const mid = ctx.site('sync');
+  const far = ctx.site('async');
+  if (target === mid) {
+    ctx.header(`failover of ${t.name} to the intermediate site ${mid.spec.site} (cascade)`);
+    await makePrimaryAt(ctx, mid, from, planned, 'make its copies writable', true);
+    ctx.step(`${mid.spec.site} keeps forwarding to ${far.spec.site} asynchronously; the application may start at ${mid.spec.site}`);
+    return;
+  }
+  if (target === far) {
+    ctx.header(`failover of ${t.name} to the far site ${far.spec.site} (cascade)`);
+    if (mid.info) {
+      await makePrimaryAt(ctx, mid, from, planned, `stop ${mid.spec.site} from taking writes from ${primary.spec.site}`);
+      ctx.step(`${far.spec.site} takes over from ${mid.spec.site} after receiving everything it has (no acknowledged write lost)`);
+      for (const v of asyncVolumes(t)) await swapTo(ctx, far, pairName(t, v.name, mid.spec.site, far.spec.site));
+    } else {
+      ctx.step(`${mid.spec.site} is lost: ${far.spec.site} opens its own consistent copy (the async lag is lost)`);
+      for (const v of asyncVolumes(t)) await takeoverAndDissolve(ctx, far, pairName(t, v.name, mid.spec.site, far.spec.site));
+    }
+    ctx.step(`the application may start at ${far.spec.site}`);
+    return;
+  }
+  throw new TricopyError('invalid-argument', `${target.spec.site} is the primary site: use failback or repair`);
+}
+
+/**
+ * Makes the sync copy at `site` the writable primary: a swap when the old primary answers, else a
+ * takeover. With `keep`, a taken-over pair stays (SSWS): it records what changes here, so the
+ * failback copies only that (plus what the old primary had not sent) instead of comparing volumes.
+ */
+async function makePrimaryAt(ctx: TopologyContext, site: Site, from: Site, planned: boolean, steps: string, keep = false): Promise<void> {
+  const how = planned ? ` (swap with ${from.spec.site}, which keeps a sync copy)` : from.info ? '' : ` (${from.spec.site} is unreachable)`;
+  ctx.step(`${steps}: make ${site.spec.site}'s copies writable${how}`);
+  for (const v of ctx.t.volumes) {
+    const name = pairName(ctx.t, v.name, from.spec.site, site.spec.site);
+    if (planned) await swapTo(ctx, site, name);
+    else if (keep) await takeoverKeeping(ctx, site, name);
+    else await takeoverAndDissolve(ctx, site, name);
+  }
+}
+
+/**
+ * The async site stops receiving from the old primary, after everything it can get: when the old
+ * primary still sends to it, its journal drains first (nothing is lost); otherwise the async site
+ * applies everything it received and takes over.
+ */
+async function detachAsyncSite(ctx: TopologyContext, far: Site, from: Site, steps: string): Promise<void> {
+  if (!far.info) {
+    ctx.print(`  ${far.spec.site} is not reachable: ${steps} skipped`);
+    return;
+  }
+  ctx.step(`${steps}: ${far.spec.site} stops receiving from ${from.spec.site}`);
+  for (const v of asyncVolumes(ctx.t)) {
+    const name = pairName(ctx.t, v.name, from.spec.site, far.spec.site);
+    const sending = await ctx.pairAt(from, name);
+    if (sending && sending.role === 'primary' && sending.code === 'PAIR' && sending.peer.connected) {
+      await waitLagZero(ctx, from, name);
+      await from.api.deletePair(name);
+      ctx.print(`    ${name}: drained and dissolved`);
+    } else {
+      await takeoverAndDissolve(ctx, far, name);
+    }
+  }
+}

@@ -1,0 +1,161 @@
+// The building blocks of the topology procedures, each idempotent: it first checks whether the
+// nodes already are as the step wants them (and says so), so a procedure interrupted anywhere
+// converges when it is run again.
+import { TricopyError } from '../common/errors';
+import type { Site, TopologyContext } from './context';
+import { topologyStatus } from './status';
+import { type TopologyVolume, pairName } from './topology-file';
+
+/** Takeover and swap apply or drain a journal before they answer. */
+const commandTimeoutMs = 600_000;
+/** Longest an async pair may take to send what its journal holds. */
+const drainTimeoutMs = 600_000;
+
+export async function ensureVolume(ctx: TopologyContext, s: Site, v: TopologyVolume): Promise<void> {
+  try {
+    const existing = await s.api.getVolume(v.name);
+    if (existing.sizeBytes < v.sizeBytes) {
+      throw new TricopyError('conflict', `volume ${v.name} at ${s.spec.site} is smaller than the topology says`, 'grow it with tricopy volume resize');
+    }
+    ctx.print(`    volume ${v.name} at ${s.spec.site}: exists`);
+  } catch (err) {
+    if (!(err instanceof TricopyError) || err.code !== 'not-found') throw err;
+    await s.api.createVolume({ name: v.name, size: v.sizeBytes, thin: true, description: `topology ${ctx.t.name}` });
+    ctx.print(`    volume ${v.name} at ${s.spec.site}: created`);
+  }
+}
+
+export async function ensurePair(ctx: TopologyContext, from: Site, to: Site, v: TopologyVolume, mode: 'sync' | 'async', initialCopy: 'full' | 'delta',
+  options: { fenceGroup?: boolean; fence?: 'data' | 'never' } = {}): Promise<void> {
+  const name = pairName(ctx.t, v.name, from.spec.site, to.spec.site);
+  const existing = await ctx.pairAt(from, name);
+  if (existing && existing.role === 'primary') {
+    ctx.print(`    ${name}: ${from.spec.site} → ${to.spec.site} ${existing.mode} exists (${existing.code})`);
+    return;
+  }
+  if (existing) throw new TricopyError('conflict', `pair ${name} points from ${to.spec.site} to ${from.spec.site}; it must be dissolved first`);
+  const stale = await ctx.pairAt(to, name);
+  if (stale) await to.api.deletePair(name, { force: true });
+  const info = to.info!;
+  const fence = options.fence ?? (mode === 'sync' ? ctx.t.sync.fence : 'never');
+  await from.api.createPair({
+    name, volume: v.name, peer: { node: info.name, host: info.replAddress.host, replPort: info.replAddress.port }, mode, fence,
+    ...(mode === 'async' ? { group: ctx.t.name } : {}), initialCopy,
+    ...(options.fenceGroup === false ? {} : { fenceGroup: ctx.t.name }),
+  });
+  ctx.print(`    ${name}: ${from.spec.site} → ${to.spec.site} ${mode} created (${initialCopy === 'delta' ? 'copying only differing blocks' : 'full initial copy'})`);
+}
+
+/** At `site`, take over a pair whose primary is gone, then dissolve it: the volume becomes independent. */
+export async function takeoverAndDissolve(ctx: TopologyContext, site: Site, name: string): Promise<void> {
+  const p = await ctx.pairAt(site, name);
+  if (!p) {
+    ctx.print(`    ${name}: already dissolved at ${site.spec.site}`);
+    return;
+  }
+  if (p.role === 'secondary' && p.code !== 'SSWS') {
+    const pairs = await site.api.takeover(name, { timeoutMs: commandTimeoutMs });
+    ctx.print(`    ${name}: takeover at ${site.spec.site} → ${pairs[0]?.code ?? '?'} (${pairs[0]?.reason ?? ''})`);
+  }
+  await site.api.deletePair(name, { force: true });
+  ctx.print(`    ${name}: dissolved at ${site.spec.site}`);
+}
+
+/** At `site`, take over a pair whose primary is gone and keep it (SSWS): it records the changes made here. */
+export async function takeoverKeeping(ctx: TopologyContext, site: Site, name: string): Promise<void> {
+  const p = await ctx.pairAt(site, name);
+  if (!p) {
+    ctx.print(`    ${name}: already dissolved at ${site.spec.site}`);
+    return;
+  }
+  if (p.role === 'primary' || p.code === 'SSWS') {
+    ctx.print(`    ${name}: ${site.spec.site} already accepts writes (${p.code})`);
+    return;
+  }
+  const pairs = await site.api.takeover(name, { timeoutMs: commandTimeoutMs });
+  ctx.print(`    ${name}: takeover at ${site.spec.site} → ${pairs[0]?.code ?? '?'}; kept, so the failback copies only what changed`);
+}
+
+/** Planned role reversal: `site` becomes the primary of `name` (its peer answers). */
+export async function swapTo(ctx: TopologyContext, site: Site, name: string, discardPeer?: string): Promise<void> {
+  const p = await ctx.pairAt(site, name);
+  if (!p) throw new TricopyError('conflict', `pair ${name} does not exist at ${site.spec.site}`);
+  if (p.role === 'primary') {
+    ctx.print(`    ${name}: ${site.spec.site} is already the primary`);
+    return;
+  }
+  const pairs = discardPeer
+    ? await site.api.swap(name, { discard: discardPeer }, { timeoutMs: commandTimeoutMs })
+    : await site.api.takeover(name, { timeoutMs: commandTimeoutMs });
+  const mine = pairs.find((x) => x.name === name);
+  ctx.print(`    ${name}: swapped, ${site.spec.site} is the primary${mine ? ` (${mine.reason})` : ''}`);
+}
+
+export async function splitAt(ctx: TopologyContext, site: Site, name: string): Promise<void> {
+  const p = await ctx.pairAt(site, name);
+  if (!p || p.role !== 'primary') return;
+  if (p.code === 'PSUS') {
+    ctx.print(`    ${name}: already split`);
+    return;
+  }
+  await site.api.split(name);
+  ctx.print(`    ${name}: split (operator) at ${site.spec.site}`);
+}
+
+/** Deletes a pair on both sides (forced where a side is unreachable); an async pair in step drains first. */
+export async function dissolveEverywhere(ctx: TopologyContext, name: string): Promise<void> {
+  for (const s of ctx.sites) {
+    if (!s.info) continue;
+    const p = await ctx.pairAt(s, name);
+    if (!p) continue;
+    // The async secondary then holds everything, and a delta resync from its position sends the least.
+    if (p.role === 'primary' && p.mode === 'async' && p.code === 'PAIR' && p.peer.connected) await waitLagZero(ctx, s, name);
+    await s.api.deletePair(name, { force: true }).catch((err: unknown) => {
+      if (!(err instanceof TricopyError && err.code === 'not-found')) throw err;
+    });
+    ctx.print(`    ${name}: dissolved (was ${p.role} at ${s.spec.site})`);
+  }
+}
+
+export async function waitLagZero(ctx: TopologyContext, s: Site, name: string): Promise<void> {
+  const deadline = Date.now() + drainTimeoutMs;
+  for (;;) {
+    const p = await ctx.pairAt(s, name);
+    if (!p || (p.lag?.entries ?? 0) === 0) return;
+    if (Date.now() > deadline) throw new TricopyError('unavailable', `pair ${name} did not drain`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Waits for every copy to be duplex; `required` when the next step depends on it (else only with --wait). */
+export async function waitAll(ctx: TopologyContext, title: string, required = false): Promise<void> {
+  const waitSeconds = ctx.options.waitSeconds;
+  if (waitSeconds <= 0 && !required) {
+    ctx.print(`  (not waiting for copies; follow them with: tricopy topology status <file>)`);
+    return;
+  }
+  ctx.step(title);
+  const deadline = Date.now() + (waitSeconds > 0 ? waitSeconds : 3600) * 1000;
+  let last = '';
+  for (;;) {
+    const status = await topologyStatus(ctx);
+    // Copies to or from a site that does not answer wait for it; repair restores them later.
+    const down = new Set(status.sites.filter((x) => !x.reachable).map((x) => x.site));
+    const waiting = status.legs.filter((l) => l.code !== 'PAIR' && (down.has(l.from) || down.has(l.to)));
+    const pending = status.legs.filter((l) => l.code !== 'PAIR' && !waiting.includes(l));
+    const failed = pending.filter((l) => l.code === 'PSUE');
+    if (failed.length > 0) {
+      throw new TricopyError('io-error', `copies failed: ${failed.map((l) => `${l.pair} (${l.reason})`).join('; ')}`);
+    }
+    const line = pending.map((l) => `${l.pair} ${l.code}${l.progressPercent !== null ? ` ${l.progressPercent}%` : ''}`).join(', ');
+    if (pending.length === 0) {
+      if (waiting.length === 0) ctx.print('    every copy is duplex');
+      else ctx.print(`    every copy is duplex except those of unreachable sites: ${waiting.map((l) => `${l.pair} ${l.code}`).join(', ')}`);
+      return;
+    }
+    if (line !== last) ctx.print(`    waiting: ${line}`);
+    last = line;
+    if (Date.now() > deadline) throw new TricopyError('unavailable', `copies still running after ${waitSeconds} s: ${line}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
