@@ -94,7 +94,7 @@ test('pair commands refuse bad input with clear errors', async () => {
 // The exit codes come from the replication layer (src/replication), which is being rebuilt: split
 // and swap refuse the wrong node as invalid-argument (2), resync and takeover as a refusal of the
 // pair state table (conflict, 1). A todo until the table tells a wrong node from a wrong state.
-test('the same "wrong node" mistake exits 2 for split, swap, resync and takeover', { todo: 'resync and takeover exit 1 (src/replication)' }, async () => {
+test('the same "wrong node" mistake exits 2 for split, swap, resync and takeover', async () => {
   const codes: Record<string, number | null> = {};
   const attempt = async (what: string, args: string[], pattern: RegExp): Promise<void> => {
     const r = await cli(args);

@@ -68,8 +68,17 @@ export interface OperatorParts {
 
 /** A refusal or no-op of the table, as the command's answer. */
 export function answer(parts: Pick<OperatorParts, 'status'>, p: PairRuntime, outcome: Outcome): PairStatus {
-  if (outcome.kind === 'refuse') throw new TricopyError('conflict', `pair ${p.record.name}: ${outcome.message}`);
+  if (outcome.kind === 'refuse') throw refusal(p, outcome);
   return parts.status(p);
+}
+
+/** A refusal of the table as an error: a command run at the wrong node of the pair is a usage mistake. */
+export function refusal(p: PairRuntime, outcome: Extract<Outcome, { kind: 'refuse' }>, what = `pair ${p.record.name}`): TricopyError {
+  if (outcome.wrongSide) {
+    return new TricopyError('invalid-argument', `${what}: ${outcome.message} (${p.record.peer.node})`,
+      `run the command at ${p.record.peer.node}`);
+  }
+  return new TricopyError('conflict', `${what}: ${outcome.message}`);
 }
 
 export class Operator {

@@ -1,7 +1,6 @@
 // Takeover at the secondary (spec 001 §5.2; Hitachi horctakeover): with the primary reachable it
 // is a swap; without it, the secondary applies everything it received and becomes writable (SSWS)
 // with a new generation, so the old primary learns it was taken over when it returns.
-import { TricopyError } from '../../common/errors';
 import type { PairStatus } from '../../contracts/pairs';
 import type { Journals } from '../async/journals';
 import type { AppliedMarks } from '../delta/marks';
@@ -11,6 +10,7 @@ import type { PairRuntime } from '../pairs/runtime';
 import type { TransitionEngine } from '../pairs/transitions';
 import type { PeerDemand } from './peer-demand';
 import type { Swap } from './swap';
+import { refusal } from './operator';
 
 export interface TakeoverParts {
   env: ReplicationEnv;
@@ -34,7 +34,7 @@ export class Takeover {
     return registry.serializeAll(members.map((p) => p.record.name), async () => {
       for (const p of members) {
         const outcome = engine.decide(p, 'takeover');
-        if (outcome.kind === 'refuse') throw new TricopyError('conflict', `takeover of pair ${p.record.name}: ${outcome.message}`);
+        if (outcome.kind === 'refuse') throw refusal(p, outcome, `takeover of pair ${p.record.name}`);
       }
       if (members.every((p) => p.record.state === 'secondary-writable')) return members.map((p) => this.parts.status(p));
       if (env.transport.isUp(first.record.peer.node)) {

@@ -56,7 +56,7 @@ export type Outcome =
     note: string;
   }
   | { kind: 'noop'; note: string }
-  | { kind: 'refuse'; message: string };
+  | { kind: 'refuse'; message: string; /** the command belongs at the other node of the pair */ wrongSide?: true };
 
 type Entry = Outcome | ((ctx: DecisionContext) => Outcome);
 type Row = Partial<Record<PairEvent, Entry>>;
@@ -65,6 +65,7 @@ const t = (to: PairState, note: string, cause?: SuspendCause | null, extra: { ro
   ({ kind: 'transition', to, note, ...(cause !== undefined ? { cause } : {}), ...extra });
 const noop = (note: string): Outcome => ({ kind: 'noop', note });
 const refuse = (message: string): Outcome => ({ kind: 'refuse', message });
+const wrongSide = (message: string): Outcome => ({ kind: 'refuse', message, wrongSide: true });
 
 const tookOver = t('suspended', 'the secondary took over', 'takeover-by-peer');
 const dissolved = t('suspended', 'the peer no longer has the pair: it took over and dissolved it, or lost its data', 'takeover-by-peer');
@@ -80,7 +81,7 @@ const primary: Record<PairState, Row> = {
   'initial-copying': {
     split: t('suspended', 'split during the initial copy; the uncopied range stays recorded', 'operator'),
     resync: noop('the initial copy is already running'),
-    takeover: refuse('takeover is run at the secondary node'),
+    takeover: wrongSide('takeover is run at the secondary node'),
     swap: refuse('the initial copy has not finished: the secondary is not a complete image yet'),
     delete: t('simplex', 'pair deleted'),
     'copy-complete': t('duplex', 'initial copy finished'),
@@ -95,7 +96,7 @@ const primary: Record<PairState, Row> = {
       ? t('suspending', 'split: draining the journal to the secondary', 'operator')
       : t('suspended', 'split by operator; both sides record changed regions', 'operator'),
     resync: noop('the pair is already duplex'),
-    takeover: refuse('takeover is run at the secondary node'),
+    takeover: wrongSide('takeover is run at the secondary node'),
     swap: swappedAway,
     delete: t('simplex', 'pair deleted'),
     failure: (ctx) => ctx.mode === 'async'
@@ -109,7 +110,7 @@ const primary: Record<PairState, Row> = {
   'duplex-pending': {
     split: t('suspended', 'split during resync; the uncopied range stays recorded', 'operator'),
     resync: noop('the resync is already running'),
-    takeover: refuse('takeover is run at the secondary node'),
+    takeover: wrongSide('takeover is run at the secondary node'),
     swap: refuse('the resync has not finished: the secondary is not a complete image yet'),
     delete: t('simplex', 'pair deleted'),
     'copy-complete': t('duplex', 'resync finished; the volumes are identical'),
@@ -122,7 +123,7 @@ const primary: Record<PairState, Row> = {
   suspending: {
     split: noop('the pair is already being split'),
     resync: refuse('the pair is still suspending; wait until it is suspended, then resync'),
-    takeover: refuse('takeover is run at the secondary node'),
+    takeover: wrongSide('takeover is run at the secondary node'),
     swap: refuse('the pair is suspending; wait until it is suspended'),
     delete: t('simplex', 'pair deleted'),
     'drain-complete': t('suspended', 'journal drained; the secondary is consistent at the split point'),
@@ -142,7 +143,7 @@ const primary: Record<PairState, Row> = {
       ? t('suspended', 'split by operator after the failure: writes continue without the secondary; changed regions are recorded', 'operator')
       : noop('the pair is already suspended'),
     resync: t('duplex-pending', 'resync: copying the regions changed on either side'),
-    takeover: refuse('takeover is run at the secondary node'),
+    takeover: wrongSide('takeover is run at the secondary node'),
     swap: (ctx) => swappedAway({ ...ctx, clean: false }),
     delete: t('simplex', 'pair deleted'),
     failure: noop('the pair is already suspended'),
@@ -173,7 +174,7 @@ const secondary: Record<PairState, Row> = {
   simplex: {},
   'initial-copying': {
     split: t('suspended', 'split during the initial copy', 'operator'),
-    resync: refuse('resync is run at the primary node'),
+    resync: wrongSide('resync is run at the primary node'),
     takeover: refuse('the initial copy has not finished: this volume is not a usable image yet'),
     swap: refuse('the initial copy has not finished: this volume is not a usable image yet'),
     delete: t('simplex', 'pair deleted'),
@@ -194,7 +195,7 @@ const secondary: Record<PairState, Row> = {
   },
   'duplex-pending': {
     split: t('suspended', 'split during resync', 'operator'),
-    resync: refuse('resync is run at the primary node'),
+    resync: wrongSide('resync is run at the primary node'),
     takeover: refuse('a resync is copying into this volume: it is not a consistent image'),
     swap: refuse('a resync is copying into this volume: it is not a consistent image'),
     delete: t('simplex', 'pair deleted'),
@@ -205,7 +206,7 @@ const secondary: Record<PairState, Row> = {
   },
   suspending: {
     split: noop('the pair is already being split'),
-    resync: refuse('resync is run at the primary node'),
+    resync: wrongSide('resync is run at the primary node'),
     takeover: t('secondary-writable', 'takeover: applied what was received, volume made writable', undefined, { generation: 'bump' }),
     swap: refuse('the pair is suspending; wait until it is suspended'),
     delete: t('simplex', 'pair deleted'),
@@ -216,7 +217,7 @@ const secondary: Record<PairState, Row> = {
   },
   suspended: {
     split: noop('the pair is already suspended'),
-    resync: refuse('resync is run at the primary node'),
+    resync: wrongSide('resync is run at the primary node'),
     takeover: t('secondary-writable', 'takeover: volume made writable', undefined, { generation: 'bump' }),
     swap: (ctx) => swapHere({ ...ctx, clean: false }),
     delete: t('simplex', 'pair deleted'),
@@ -244,7 +245,7 @@ export function decide(role: PairRole, state: PairState, event: PairEvent, mode:
   const entry = row[event];
   if (entry === undefined) {
     if (state === 'simplex') return refuse('the volume is not in a pair');
-    if (event === 'takeover' && role === 'primary') return refuse('takeover is run at the secondary node');
+    if (event === 'takeover' && role === 'primary') return wrongSide('takeover is run at the secondary node');
     if (event === 'copy-complete') return refuse(`no copy runs in state ${state}`);
     if (event === 'drain-complete' || event === 'drain-failed') return refuse(`no drain runs in state ${state}`);
     if (event === 'peer-took-over') return refuse(`a ${role} in state ${state} has no peer that could take over`);
