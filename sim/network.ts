@@ -36,6 +36,8 @@ interface Connection {
   /** Latest delivery time per direction, so messages stay in order. */
   lastDelivery: Map<string, number>;
   open: boolean;
+  /** The incarnations at both ends when it was made. */
+  ends: Map<string, SimTransport>;
 }
 
 /** Broken-on-purpose behaviour for the simulator's self-test. */
@@ -132,19 +134,36 @@ export class SimNetwork {
     return c?.open ? c : undefined;
   }
 
+  /** The open connection between the current incarnations of both nodes, if any. */
+  private current(a: string, b: string): Connection | undefined {
+    const c = this.connection(a, b);
+    return c && c.ends.get(a) === this.endpoints.get(a) && c.ends.get(b) === this.endpoints.get(b) ? c : undefined;
+  }
+
   /** A dial from `from` to `to`: succeeds after a round trip when both listen and nothing is cut. */
   dial(from: string, to: string): void {
-    const existing = this.connection(from, to);
-    if (existing) return;
+    if (this.current(from, to)) return;
     const rtt = this.delay(from, to) + this.delay(to, from);
     this.scheduler.schedule(rtt, () => {
       const a = this.endpoints.get(from);
       const b = this.endpoints.get(to);
-      if (!a?.listening || !b?.listening || this.isCut(from, to) || this.isCut(to, from) || this.connection(from, to)) {
+      if (!a?.listening || !b?.listening || this.isCut(from, to) || this.isCut(to, from)) {
         a?.dialFailed(to);
         return;
       }
-      const c: Connection = { id: this.nextConnection++, a: from, b: to, upAt: new Set([from, to]), lastDelivery: new Map(), open: true };
+      if (this.current(from, to)) return;
+      // A connection of an earlier incarnation that one side has not noticed is dead yet: the new
+      // one replaces it (the real link manager keeps the newer of two links from one peer).
+      const stale = this.connection(from, to);
+      if (stale) {
+        for (const side of [...stale.upAt]) {
+          stale.upAt.delete(side);
+          this.endpoints.get(side)?.peerDown(side === from ? to : from, 'replaced by a new connection');
+        }
+        stale.open = false;
+      }
+      const c: Connection = { id: this.nextConnection++, a: from, b: to, upAt: new Set([from, to]), lastDelivery: new Map(), open: true,
+        ends: new Map([[from, a], [to, b]]) };
       this.connections.set(key(from, to), c);
       // The acceptor is ready first (it checks the dialer's proof), the dialer a moment later.
       b.peerUp(from);

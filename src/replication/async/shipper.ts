@@ -93,7 +93,10 @@ export class Shipping {
     }
     const first = journal.firstRetainedSeq();
     if (receivedSeq > journal.lastSeq || (first !== undefined && receivedSeq >= journal.resetSeq && receivedSeq < first - 1)) {
-      void this.mismatch(group, receivedSeq, journal);
+      // The stream starts again after what the secondary holds; shipping resumes from there.
+      void this.mismatch(group, receivedSeq, journal).then(() => {
+        if (this.journals.primary(group) === journal && this.env.transport.isUp(peer)) this.start(group, peer, receivedSeq);
+      }, (err: unknown) => this.log.error({ group, err: errorMessage(err) }, 'could not restart the journal stream'));
       return;
     }
     if (receivedSeq >= journal.resetSeq) void journal.acknowledge(Math.max(receivedSeq, journal.ackedSeq), journal.appliedSeq);
