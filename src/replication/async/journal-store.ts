@@ -45,6 +45,14 @@ interface PendingAppend {
   reject: (err: Error) => void;
 }
 
+/** An entry asked for was trimmed or dropped meanwhile; the reader starts over from the journal as it is now. */
+export class JournalEntryGone extends Error {
+  constructor(readonly seq: number) {
+    super(`journal entry ${seq} is no longer stored`);
+    this.name = 'JournalEntryGone';
+  }
+}
+
 export class JournalStore {
   private readonly segments: Segment[] = [];
   private readonly free: string[] = [];
@@ -135,7 +143,8 @@ export class JournalStore {
   /** Reads an entry's encoded bytes back (checked) for an entry no longer in memory. */
   async readEncoded(stored: StoredEntry): Promise<{ encoded: Buffer; entry: JournalEntry }> {
     const segment = this.segments.find((s) => s.firstSeq === stored.segment);
-    invariant(segment, `journal segment of entry ${stored.seq} exists`);
+    // Trimmed (acknowledged) or dropped (a fall-back to bitmaps) while the reader waited.
+    if (!segment) throw new JournalEntryGone(stored.seq);
     const raw = Buffer.allocUnsafe(stored.bytes);
     const handle = await segment.handle;
     let done = 0;

@@ -12,7 +12,7 @@ import type { TransitionEngine } from '../pairs/transitions';
 import { journalAckCodec } from '../transport/control-messages';
 import { MessageType, encodeDataHeader } from '../transport/messages';
 import { JournalOp, encodeEntries } from './journal-entry';
-import type { StoredEntry } from './journal-store';
+import { JournalEntryGone, type StoredEntry } from './journal-store';
 import type { Journals } from './journals';
 import type { PrimaryJournal } from './primary-journal';
 
@@ -134,7 +134,14 @@ export class Shipping {
         await new Promise<void>((resolve) => (s.wake = resolve));
         continue;
       }
-      const pieces = await this.loadBatch(entries, journal);
+      let pieces: Buffer[];
+      try {
+        pieces = await this.loadBatch(entries, journal);
+      } catch (err) {
+        if (err instanceof JournalEntryGone) continue; // the journal moved on meanwhile: look again
+        throw err;
+      }
+      if (!s.running) return;
       s.sentSeq = entries.at(-1)!.seq;
       s.inFlight++;
       this.send(s, journal, entries.length, pieces);
