@@ -132,7 +132,10 @@ export class Checker {
   /** The volume's application moved to `to`. `carry`: the new copy holds all the old one had (a planned swap). */
   activeChanged(volume: string, from: string | undefined, to: string, carry: boolean): void {
     this.epochStart.set(volume, this.history.now);
-    if (!carry || from === undefined || from === to) return;
+    if (from === undefined || from === to) return;
+    // Moved without a planned swap: what only the old copy had is discarded when it is made the
+    // new primary's secondary (a swap copies the new primary's data over it, as documented).
+    if (!carry) return this.discarded(from, volume);
     for (const id of this.set(this.mustHave, from, volume)) this.set(this.mustHave, to, volume).add(id);
     for (const id of this.set(this.durable, from, volume)) this.set(this.durable, to, volume).add(id);
   }
@@ -163,8 +166,8 @@ export class Checker {
       for (const w of this.history.touching(volume, s)) {
         if (!must.has(w.id) || seen === w) continue;
         if (seen && !History.before(seen, w)) continue;
-        this.fail(`${nodeName}/${volume} sector ${s} holds ${seen ? `write ${seen.id}` : 'zeroes'}, older than write ${w.id} ` +
-          `(acknowledged by ${w.node}${this.durable.get(nodeName)!.get(volume)?.has(w.id) ? ', flushed' : ''}), which it must hold`);
+        this.fail(`${nodeName}/${volume} sector ${s} holds ${seen ? describe(seen) : 'zeroes'}, older than ${describe(w)} ` +
+          `(${this.durable.get(nodeName)!.get(volume)?.has(w.id) ? 'flushed' : 'not flushed'}), which it must hold`);
         return;
       }
     }
@@ -301,6 +304,10 @@ export class Checker {
   private volumeIndex(volume: string): number {
     return this.cluster.volumes.find((v) => v.name === volume)!.index;
   }
+}
+
+function describe(w: HostWrite): string {
+  return `write ${w.id} (${w.node}, ${(w.atMs / 1000).toFixed(3)} s, ${w.ok === true ? 'acknowledged' : w.ok === false ? 'refused' : 'outcome unknown'})`;
 }
 
 interface Side {
