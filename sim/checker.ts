@@ -115,6 +115,9 @@ export class Checker {
   /** Called just before the node crashes (its pairs are still readable). */
   crashing(node: string, kind: 'kill' | 'power'): void {
     if (kind === 'kill') return;
+    // The primary's history jumps at a power loss (unflushed writes may be lost in any order): its
+    // async secondaries follow what it kept, so their prefix is counted from here.
+    for (const [volume, active] of this.cluster.active) if (active === node) this.epochStart.set(volume, this.history.now);
     // The primary comes back with what its disk kept and resyncs its secondaries from that: they
     // may lose what was not durable here (a power loss loses unflushed writes, as a local disk does).
     for (const p of this.cluster.node(node).service?.internals() ?? []) {
@@ -254,10 +257,14 @@ export class Checker {
     }
     const inEpoch = (w: HostWrite): boolean => w.node === primaryNode && w.issued > epoch && members.some((m) => m.volume === w.volume);
     let latestIssued = 0;
+    let latest: HostWrite | undefined;
     for (const ids of observed.values()) {
       for (const id of ids) {
         const w = id ? this.history.write(id) : undefined;
-        if (w && inEpoch(w)) latestIssued = Math.max(latestIssued, w.issued);
+        if (w && inEpoch(w) && w.issued > latestIssued) {
+          latestIssued = w.issued;
+          latest = w;
+        }
       }
     }
     for (const w of this.history.writes) {
@@ -267,7 +274,7 @@ export class Checker {
         const seen = ids[s]! ? this.history.write(ids[s]!) : undefined;
         if (seen === w || (seen && inEpoch(seen) && !History.before(seen, w))) continue;
         this.fail(`group ${group} at ${secondaryNode} is not a prefix of ${primaryNode}'s writes: ${w.volume} sector ${s} holds ` +
-          `${seen ? `write ${seen.id}` : 'zeroes'} though write ${w.id} came before a write it already holds`);
+          `${seen ? describe(seen) : 'zeroes'} though ${describe(w)} came before ${latest ? `${latest.volume} ${describe(latest)}` : '?'}, which it holds`);
         return;
       }
     }

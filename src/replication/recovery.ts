@@ -54,6 +54,7 @@ async function abandonDrains(registry: PairRegistry, engine: TransitionEngine, j
     await p.bitmap.sync();
     await engine.apply(p, 'drain-failed', { reason: 'the node restarted while the split was draining; undelivered entries were recorded as changed regions' });
   }
+  for (const [group] of [...journals.primaryEntries()]) await journals.retireIfSuspended(group);
 }
 
 async function resendActiveExtents(env: ReplicationEnv, registry: PairRegistry, engine: TransitionEngine, journals: Journals,

@@ -167,6 +167,7 @@ export class ReplicationService implements ReplicationDataPath {
     updates = new PeerUpdates(env.transport, registry, journals, log);
     const resources = new PairResources(registry, engine, journals, volumeRuntimes, fences, marks, demand, (volume) => this.durable(volume));
     this.watchDeltaRecords(engine, updates);
+    this.watchSyncFailures(engine);
     let reconciler: Reconciler | undefined;
     let copy: CopyEngine | undefined;
     const shipping = new Shipping(env, journals, registry, engine, volumeRuntimes, {
@@ -183,7 +184,7 @@ export class ReplicationService implements ReplicationDataPath {
     const swap = new Swap({ env, localNode: options.localNode, registry, engine, resources, journals, shipping, volumeRuntimes, demand, events, status: statusOf });
     const takeover = new Takeover({ env, registry, engine, journals, marks, demand, swap, status: statusOf });
     const operator = new Operator({
-      env, registry, store, engine, resources, journals, shipping, copy, drain, deltaRecords, demand, updates, events, status: statusOf,
+      env, registry, store, engine, resources, journals, volumeRuntimes, shipping, copy, drain, deltaRecords, demand, updates, events, status: statusOf,
       identity: {
         localNode: options.localNode, advertiseHost: options.advertiseHost,
         advertisedReplPort: () => options.advertiseReplPort ?? this.replPortValue,
@@ -198,11 +199,31 @@ export class ReplicationService implements ReplicationDataPath {
     return { store, engine, marks, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status };
   }
 
-  /** Every completed write of the volume is durable: its data, and its entries in the group journals it is written to. */
+  /**
+   * Every completed write of the volume is durable wherever the pairs promise it: its data here and
+   * at sync secondaries (a FLUSH forwarded), its entries in the group journals.
+   */
   private async durable(volume: string): Promise<void> {
-    const journals = this.registry.ofVolume(volume).filter((p) => p.record.role === 'primary' && p.record.group !== null)
-      .map((p) => this.parts.journals.primary(p.record.group!));
-    await Promise.all([this.env.volumes.volume(volume).flush(), ...journals.map((j) => j?.sync())]);
+    await this.parts.writePath.flush(this.env.volumes.volume(volume));
+  }
+
+  /**
+   * A sync secondary that fails may have lost writes it had acknowledged but not made durable (a
+   * power loss there). The extents of recent writes (the activity log: every write not yet durable
+   * on both sides is in one) join the differential record, so the resync sends them again.
+   */
+  private watchSyncFailures(engine: TransitionEngine): void {
+    engine.onLocal(async (t) => {
+      const p = t.pair;
+      const r = p.record;
+      const wasForwarding = t.from === 'duplex' || t.from === 'initial-copying' || t.from === 'duplex-pending';
+      if (r.role !== 'primary' || r.mode !== 'sync' || !wasForwarding || r.state !== 'suspended' || r.suspendCause === 'operator' || t.fromRole !== 'primary') return;
+      const activity = this.volumeRuntimes.peek(r.volume)?.activity;
+      if (!activity) return;
+      const size = this.env.volumes.get(r.volume).sizeBytes;
+      for (const range of activity.markedRanges()) p.bitmap.markBytes(range.offset, Math.min(range.length, size - range.offset));
+      await p.bitmap.sync();
+    });
   }
 
   /** Delta records follow the copies' state: invalidated when the async site may get ahead, restarted in step. */

@@ -148,6 +148,12 @@ export class Journals {
    */
   async append(p: PairRuntime, entry: Omit<JournalEntry, 'seq' | 'timeMs'>, held = false): Promise<Appended | undefined> {
     const group = p.record.group!;
+    // Every member stops journaling at the instant the group falls back: a write that comes while
+    // the members change state is recorded, as it would be after.
+    if (this.fallbacks.has(group)) {
+      await this.record(p, entry);
+      return undefined;
+    }
     let journal = this.primaries.get(group);
     invariant(journal, `async pair ${p.record.name} has the journal of group ${group}`);
     const bytes = entry.op === JournalOp.Write ? entry.length + 64 : 64;
@@ -184,26 +190,47 @@ export class Journals {
     if (running) return running;
     const task = (async () => {
       const journal = this.primaries.get(group)!;
-      const dropped = await journal.dropAll();
       const members = this.registry.ofGroup(group).filter((p) => p.record.role === 'primary');
-      for (const e of dropped) {
-        const p = this.registry.get(e.pair);
-        if (p && members.includes(p)) p.bitmap.markBytes(e.offset, e.length);
-      }
-      for (const p of members) {
-        const wrote = dropped.some((e) => e.pair === p.record.name && e.op !== JournalOp.CopyRegion);
-        await p.bitmap.sync();
-        if (journaling(p) || p.record.state === 'suspending') {
-          await this.engine.apply(p, 'journal-full', { reason: `${reason}; ${dropped.length} undelivered entries became recorded regions`,
-            hostWritesRecorded: p.record.hostWritesRecorded || wrote });
-        } else if (wrote) {
-          await this.engine.noteHostWrites(p, true);
-        }
-      }
-      this.signals.restarted(group, journal.lastSeq);
+      await this.fallBack(group, journal, members, reason);
     })().finally(() => this.fallbacks.delete(group));
     this.fallbacks.set(group, task);
     return task;
+  }
+
+  private async fallBack(group: string, journal: PrimaryJournal, members: PairRuntime[], reason: string): Promise<void> {
+    const dropped = await journal.dropAll();
+    for (const e of dropped) {
+      const p = this.registry.get(e.pair);
+      if (p && members.includes(p)) p.bitmap.markBytes(e.offset, e.length);
+    }
+    for (const p of members) {
+      const wrote = dropped.some((e) => e.pair === p.record.name && e.op !== JournalOp.CopyRegion);
+      await p.bitmap.sync();
+      if (journaling(p) || p.record.state === 'suspending') {
+        await this.engine.apply(p, 'journal-full', { reason: `${reason}; ${dropped.length} undelivered entries became recorded regions`,
+          hostWritesRecorded: p.record.hostWritesRecorded || wrote });
+      } else if (wrote) {
+        await this.engine.noteHostWrites(p, true);
+      }
+    }
+    this.signals.restarted(group, journal.lastSeq);
+  }
+
+  /**
+   * Once every pair of the group is suspended with what the secondary lacks recorded in its
+   * bitmap, the journal's undelivered entries must never be shipped: the secondary stays at its
+   * split point until a resync (a copy marker read now would carry data written after the split).
+   * The stream starts over after them. Entries of a pair fenced by a takeover stay: the swap back
+   * reads them.
+   */
+  async retireIfSuspended(group: string): Promise<void> {
+    const journal = this.primaries.get(group);
+    const members = this.registry.ofGroup(group).filter((p) => p.record.role === 'primary');
+    if (!journal || members.length === 0 || journal.retainedEntries().length === 0) return;
+    if (!members.every((p) => p.record.state === 'suspended' && p.record.suspendCause !== 'takeover-by-peer')) return;
+    await journal.dropAll();
+    this.signals.restarted(group, journal.lastSeq);
+    this.log.info({ group }, 'the suspended group\'s undelivered entries are recorded as changed regions; its stream starts over');
   }
 
   /** Lets a held entry (and the ones queued behind it) be shipped. */

@@ -118,8 +118,14 @@ export class Shipping {
       await p.bitmap.sync();
     }
     // Numbers the secondary already used must never be used again (it would skip them as duplicates).
-    await journal.dropAll(receivedSeq);
-    for (const p of members) await this.engine.apply(p, 'failure', { reason });
+    // The whole group leaves the stream at one instant (writes wait meanwhile).
+    const release = await this.volumeRuntimes.hold(members.map((p) => p.record.volume));
+    try {
+      await journal.dropAll(receivedSeq);
+      for (const p of members) await this.engine.apply(p, 'failure', { reason });
+    } finally {
+      release();
+    }
   }
 
   private async loop(s: Shipper, journal: PrimaryJournal): Promise<void> {

@@ -60,5 +60,6 @@ export class SplitDrain {
     }
     await p.bitmap.sync();
     await this.engine.apply(p, 'drain-failed', { reason });
+    await this.journals.retireIfSuspended(p.record.group!);
   }
 }

@@ -25,6 +25,7 @@ import { MessageType } from '../transport/messages';
 import type { PairResources } from './pair-resources';
 import type { PeerDemand } from './peer-demand';
 import type { PeerUpdates } from './peer-updates';
+import type { VolumeRuntimes } from '../datapath/volume-runtimes';
 
 export interface CreatePairInput {
   name: string;
@@ -56,6 +57,7 @@ export interface OperatorParts {
   engine: TransitionEngine;
   resources: PairResources;
   journals: Journals;
+  volumeRuntimes: VolumeRuntimes;
   shipping: Shipping;
   copy: CopyEngine;
   drain: SplitDrain;
@@ -199,7 +201,13 @@ export class Operator {
       }
       const outcome = engine.decide(p, 'split');
       if (outcome.kind !== 'transition') return answer(this.parts, p, outcome);
-      for (const x of members) await engine.apply(x, 'split', { secondaryWritable: options.secondaryWritable });
+      // The group stops journaling at one instant: no write lands between two members' splits.
+      const release = await this.parts.volumeRuntimes.hold(members.map((x) => x.record.volume));
+      try {
+        for (const x of members) await engine.apply(x, 'split', { secondaryWritable: options.secondaryWritable });
+      } finally {
+        release();
+      }
       const draining = members.filter((x) => x.record.state === 'suspending');
       if (draining.length > 0) await this.parts.drain.drain(draining);
       return this.parts.status(p);

@@ -58,6 +58,19 @@ export class VolumeRuntimes {
     }
   }
 
+  /**
+   * Holds every write to the volumes (after the ones in flight finish) until the returned release:
+   * changes of a consistency group's pairs happen at one instant of its write history. Writes wait;
+   * none is refused.
+   */
+  async hold(volumes: string[]): Promise<() => void> {
+    const releases: Array<() => void> = [];
+    for (const v of [...new Set(volumes)].sort()) releases.push(await this.get(v).lock.acquire(0, Number.MAX_SAFE_INTEGER));
+    return () => {
+      for (const r of releases) r();
+    };
+  }
+
   /** A clean stop: every write is durable, so no extent needs sending again at the next start. */
   async close(durable: (volume: string) => Promise<void>): Promise<void> {
     for (const [volume, vr] of this.runtimes) {
