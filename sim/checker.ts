@@ -302,7 +302,10 @@ export class Checker {
       if (!a.equals(b)) {
         let x = 0;
         while (a.subarray(x * sectorBytes, (x + 1) * sectorBytes).equals(b.subarray(x * sectorBytes, (x + 1) * sectorBytes))) x++;
-        this.fail(`pair ${spec.name}: the copies differ after convergence (first at sector ${x})`);
+        const spec2 = this.cluster.volumes.find((v) => v.name === p.volume)!;
+        const ids = [a, b].map((buf) => decodeVolume(buf.subarray(x * sectorBytes, (x + 1) * sectorBytes), spec2.index, () => undefined, x)[0]!);
+        const what = (id: number): string => (id ? describe(this.history.write(id)!) : 'zeroes');
+        this.fail(`pair ${spec.name}: the copies differ after convergence (first at sector ${x}: ${sides.primary.node} has ${what(ids[0]!)}, ${sides.secondary.node} has ${what(ids[1]!)})`);
       }
     }
     for (const [volume, node] of this.cluster.active) this.checkMustHave(node, volume);

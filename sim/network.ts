@@ -148,6 +148,7 @@ export class SimNetwork {
       const a = this.endpoints.get(from);
       const b = this.endpoints.get(to);
       if (!a?.listening || !b?.listening || this.isCut(from, to) || this.isCut(to, from)) {
+        this.onMessage?.(`${from} → ${to}: dial failed (${!a?.listening ? 'not listening' : !b?.listening ? 'peer not listening' : 'link cut'})`);
         a?.dialFailed(to);
         return;
       }
@@ -164,6 +165,7 @@ export class SimNetwork {
       }
       const c: Connection = { id: this.nextConnection++, a: from, b: to, upAt: new Set([from, to]), lastDelivery: new Map(), open: true,
         ends: new Map([[from, a], [to, b]]) };
+      this.onMessage?.(`${from} → ${to}: connected (#${c.id})`);
       this.connections.set(key(from, to), c);
       // The acceptor is ready first (it checks the dialer's proof), the dialer a moment later.
       b.peerUp(from);
@@ -187,6 +189,7 @@ export class SimNetwork {
         this.closeSide(c, other, this.delay(side, other), 'connection closed by peer');
       }
       if (c.upAt.size === 0) c.open = false;
+      this.onMessage?.(`${side}: link #${c.id} to ${other} down (${reason})`);
       this.endpoints.get(side)?.peerDown(other, reason);
     });
   }

@@ -82,8 +82,9 @@ export class JournalStore {
     for (let i = 0; i < names.length; i++) {
       const file = path.join(dir, names[i]!);
       const firstSeq = Number(names[i]!.slice(4, 20));
-      if (expectSeq !== undefined && firstSeq !== expectSeq) {
-        // Segments are written in order: one that does not continue the sequence is stale.
+      if (expectSeq !== undefined && firstSeq < expectSeq) {
+        // Segments are written in order: one that goes back in the sequence is stale (a later one
+        // may start further on: the stream broke there after a crash).
         log.warn({ file, firstSeq, expected: expectSeq }, 'journal: segment does not continue the sequence; recycling it');
         await store.recycle(file);
         continue;
@@ -120,7 +121,9 @@ export class JournalStore {
     if (this.failed) return { stored: undefined as never, written: Promise.reject(this.failed) };
     const bytes = encodedEntryBytes(entry);
     let segment = this.segments.at(-1);
-    if (!segment || (segment.size > 0 && segment.size + bytes > this.segmentBytes)) segment = this.newSegment(entry.seq);
+    // A stream break (the numbers jump after a crash) starts a segment of its own: within a segment
+    // entries are consecutive, which is how a torn or stale tail is told from valid entries.
+    if (!segment || (segment.size > 0 && (segment.size + bytes > this.segmentBytes || entry.seq !== segment.lastSeq + 1))) segment = this.newSegment(entry.seq);
     invariant(entry.seq > segment.lastSeq, `journal sequence numbers strictly increase (${entry.seq} after ${segment.lastSeq})`);
     const stored: StoredEntry = {
       seq: entry.seq, timeMs: entry.timeMs, op: entry.op, pair: entry.pair, offset: entry.offset, length: entry.length,

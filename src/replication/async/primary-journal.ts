@@ -20,6 +20,25 @@ interface PrimaryProgress {
   appliedSeq: number;
   /** Entries up to here were abandoned (the group fell back to bitmaps); the stream restarts after it. */
   resetSeq: number;
+  /**
+   * Sequence numbers are handed out only up to here; the bound is durable before a number past it
+   * is used. After a crash that lost the journal's tail, numbers continue after the bound, so no
+   * number the secondary may already hold is ever used for another entry.
+   */
+  reservedSeq: number;
+  /** The journal was closed cleanly: its files hold every entry numbered. */
+  clean: boolean;
+  /** Stream restarts after crashes that lost the journal's tail, oldest first. */
+  breaks: StreamBreak[];
+}
+
+/** Sequence numbers reserved at a time (one durable progress write per this many entries). */
+export const seqReservation = 1 << 20;
+
+/** Where the stream restarts after a crash lost the journal's tail: entries up to `after` belong to the old stream. */
+interface StreamBreak {
+  after: number;
+  resetSeq: number;
 }
 
 /** Raised to the caller of append when the journal is full and the policy says suspend. */
@@ -51,6 +70,8 @@ export class PrimaryJournal {
   private readonly held = new Set<number>();
   private persistTimer: TimerHandle | undefined;
   private progressDirty = false;
+  /** The durable write of a raised reservation; appends past the old bound wait for it. */
+  private reserving: Promise<void> | null = null;
 
   private constructor(
     readonly group: string,
@@ -69,14 +90,31 @@ export class PrimaryJournal {
     }
     this.lastSeqValue = Math.max(progress.ackedSeq, entries.at(-1)?.seq ?? 0, progress.appliedSeq);
     for (const e of entries.filter((x) => x.seq > progress.appliedSeq)) this.noteUnapplied(e);
+    this.lastSeqValue = Math.max(this.lastSeqValue, ...progress.breaks.map((b) => b.resetSeq));
+    if (!progress.clean && progress.reservedSeq > this.lastSeqValue) {
+      // The tail after the last entry found may have been numbered and lost (maybe shipped): the
+      // stream restarts after the reservation. Entries found still go out first, in their stream.
+      progress.breaks.push({ after: this.lastSeqValue, resetSeq: progress.reservedSeq });
+      log.warn({ group, after: this.lastSeqValue, restartAt: progress.reservedSeq }, 'journal: unclean stop; the stream restarts after the reserved sequence numbers');
+      this.lastSeqValue = progress.reservedSeq;
+    }
   }
 
   static async open(dir: string, group: string, capacityBytes: number, env: JournalEnv, log: Logger): Promise<PrimaryJournal> {
     const { store, entries } = await JournalStore.open(dir, env, log);
     const saved = (await readJsonIfExists(path.join(dir, 'progress.json'), env.disk)) as Partial<PrimaryProgress> | undefined;
-    const progress = { ackedSeq: Number(saved?.ackedSeq ?? 0), appliedSeq: Number(saved?.appliedSeq ?? 0), resetSeq: Number(saved?.resetSeq ?? 0) };
+    const progress: PrimaryProgress = {
+      ackedSeq: Number(saved?.ackedSeq ?? 0), appliedSeq: Number(saved?.appliedSeq ?? 0), resetSeq: Number(saved?.resetSeq ?? 0),
+      reservedSeq: Number(saved?.reservedSeq ?? 0), clean: saved?.clean === true || saved === undefined,
+      breaks: Array.isArray(saved?.breaks) ? saved.breaks.map((b) => ({ after: Number(b.after), resetSeq: Number(b.resetSeq) })) : [],
+    };
     // Entries the secondary acknowledged may still sit in an undeleted segment: they are done.
-    return new PrimaryJournal(group, dir, store, env, entries, progress, capacityBytes, log);
+    const journal = new PrimaryJournal(group, dir, store, env, entries, progress, capacityBytes, log);
+    // From here on the files may lag the numbers handed out, until a clean close says otherwise.
+    journal.progress.clean = false;
+    journal.progress.reservedSeq = Math.max(journal.progress.reservedSeq, journal.lastSeqValue);
+    await journal.persistNow();
+    return journal;
   }
 
   get lastSeq(): number {
@@ -94,6 +132,13 @@ export class PrimaryJournal {
   /** The stream of entries the secondary must follow starts after this number. */
   get resetSeq(): number {
     return this.progress.resetSeq;
+  }
+
+  /** The stream an entry belongs to starts after this number (entries before a crash's break: an older one). */
+  streamStartOf(seq: number): number {
+    let start = this.progress.resetSeq;
+    for (const b of this.progress.breaks) if (seq > b.after) start = b.resetSeq;
+    return start;
   }
 
   get usedBytes(): number {
@@ -134,6 +179,7 @@ export class PrimaryJournal {
    */
   append(entry: Omit<JournalEntry, 'seq' | 'timeMs'>, options: { held?: boolean } = {}): { seq: number; written: Promise<void> } {
     const seq = ++this.lastSeqValue;
+    const reserved = this.reserve(seq);
     if (options.held) this.held.add(seq);
     const full: JournalEntry = { ...entry, seq, timeMs: this.env.clock.now() };
     const pieces = encodeEntry(full);
@@ -150,7 +196,19 @@ export class PrimaryJournal {
       this.cachedBytes += data.length;
     }
     this.noteUnapplied(stored);
-    return { seq, written };
+    return { seq, written: reserved ? Promise.all([reserved, written]).then(() => undefined) : written };
+  }
+
+  /** Raises the durable bound before `seq` passes it; the returned write is what the entry waits for. */
+  private reserve(seq: number): Promise<void> | null {
+    if (seq <= this.progress.reservedSeq) return this.reserving;
+    this.progress.reservedSeq = seq + seqReservation;
+    const write = this.persistNow();
+    this.reserving = write;
+    void write.finally(() => {
+      if (this.reserving === write) this.reserving = null;
+    }).catch(() => undefined);
+    return write;
   }
 
   hold(seq: number): void {
@@ -171,9 +229,11 @@ export class PrimaryJournal {
     const out: StoredEntry[] = [];
     let bytes = 0;
     let i = this.retained.lowerBound((e) => e.seq < afterSeq + 1);
+    // A batch never crosses a stream break: its entries share one stream start.
+    const stopAfter = this.progress.breaks.find((b) => afterSeq < b.after)?.after ?? Number.POSITIVE_INFINITY;
     for (; i < this.retained.length && out.length < maxEntries; i++) {
       const e = this.retained.at(i)!;
-      if (this.held.has(e.seq)) break;
+      if (this.held.has(e.seq) || e.seq > stopAfter) break;
       // Copy markers are small here but carry their region's data on the wire.
       const wireBytes = e.bytes + (e.op === JournalOp.CopyRegion ? e.length : 0);
       if (out.length > 0 && bytes + wireBytes > maxBytes) break;
@@ -211,6 +271,14 @@ export class PrimaryJournal {
       this.progress.ackedSeq = receivedSeq;
       this.progressDirty = true;
       await this.trim();
+    }
+    // The secondary holds an old stream through its break: the next stream is the stream now.
+    while (this.progress.breaks.length > 0 && this.progress.ackedSeq >= this.progress.breaks[0]!.after) {
+      const b = this.progress.breaks.shift()!;
+      this.progress.resetSeq = b.resetSeq;
+      this.progress.ackedSeq = Math.max(this.progress.ackedSeq, b.resetSeq);
+      this.progress.appliedSeq = Math.max(this.progress.appliedSeq, Math.min(this.progress.ackedSeq, b.resetSeq));
+      this.progressDirty = true;
     }
     if (appliedSeq > this.progress.appliedSeq) {
       invariant(appliedSeq <= this.lastSeqValue, `secondary applied ${appliedSeq} beyond the last entry ${this.lastSeqValue}`);
@@ -254,7 +322,8 @@ export class PrimaryJournal {
     for (const seq of [...this.cache.keys()]) this.uncache(seq);
     this.unapplied.clear();
     this.unappliedBytes = 0;
-    this.progress = { ackedSeq: this.lastSeqValue, appliedSeq: this.lastSeqValue, resetSeq: this.lastSeqValue };
+    this.progress = { ...this.progress, ackedSeq: this.lastSeqValue, appliedSeq: this.lastSeqValue, resetSeq: this.lastSeqValue,
+      reservedSeq: Math.max(this.progress.reservedSeq, this.lastSeqValue), breaks: [] };
     await this.store.reset(this.lastSeqValue + 1);
     await this.persistNow();
     for (const w of this.spaceWaiters.splice(0)) w();
@@ -268,6 +337,9 @@ export class PrimaryJournal {
   async close(): Promise<void> {
     this.env.clock.clearTimer(this.persistTimer);
     await this.store.close();
+    await this.reserving?.catch(() => undefined);
+    // Every entry numbered is in the (synced) files: the next start needs no new stream break.
+    this.progress.clean = true;
     await this.persistNow();
   }
 

@@ -98,7 +98,16 @@ export class ReceivedJournal {
    * resolves once the entries are durable (synced): only then are they applied, and acknowledged
    * to the primary (which deletes them), so a power loss here can lose neither.
    */
-  async receive(entries: Array<{ entry: JournalEntry; encoded?: Buffer }> | JournalEntry[], streamStart = 0): Promise<void> {
+  receive(entries: Array<{ entry: JournalEntry; encoded?: Buffer }> | JournalEntry[], streamStart = 0): Promise<void> {
+    // Batches are taken one at a time: a stream restart (drain, reset) must not interleave with another batch.
+    const run = this.receiving.then(() => this.receiveNow(entries, streamStart));
+    this.receiving = run.catch(() => undefined);
+    return run;
+  }
+
+  private receiving: Promise<void> = Promise.resolve();
+
+  private async receiveNow(entries: Array<{ entry: JournalEntry; encoded?: Buffer }> | JournalEntry[], streamStart: number): Promise<void> {
     const items = entries.map((x) => ('entry' in x ? x : { entry: x, encoded: undefined }));
     if (streamStart > this.acceptedSeq) {
       // The primary abandoned its entries after what it knew was received here (it fell back to
@@ -175,6 +184,7 @@ export class ReceivedJournal {
     await this.store.reset(seq + 1);
     await this.persistPosition();
     this.paused = false;
+    this.kick();
   }
 
   async close(): Promise<void> {

@@ -150,13 +150,13 @@ export class Shipping {
       if (!s.running) return;
       s.sentSeq = entries.at(-1)!.seq;
       s.inFlight++;
-      this.send(s, journal, entries.length, pieces);
+      this.send(s, journal, entries.length, pieces, journal.streamStartOf(entries[0]!.seq));
     }
   }
 
-  private send(s: Shipper, journal: PrimaryJournal, count: number, pieces: Buffer[]): void {
+  private send(s: Shipper, journal: PrimaryJournal, count: number, pieces: Buffer[], streamStart: number): void {
     // The offset field carries where the stream starts, so the secondary can drop abandoned entries.
-    const payload = [encodeDataHeader({ name: s.group, offset: journal.resetSeq, length: count, flags: 0 }), ...pieces];
+    const payload = [encodeDataHeader({ name: s.group, offset: streamStart, length: count, flags: 0 }), ...pieces];
     this.env.transport.request(s.peer, MessageType.JournalBatch, payload).then(async (reply) => {
       const ack = journalAckCodec.decode(reply);
       await journal.acknowledge(ack.receivedSeq, ack.appliedSeq);
