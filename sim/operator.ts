@@ -124,10 +124,11 @@ export class Operator {
   private async convergeStep(spec: PairSpec): Promise<boolean> {
     const { primary, secondary, all } = this.sides(spec);
     if (all.length === 2 && !primary) {
-      // Both ends are secondaries: a swap did not finish. Run it again where the application is.
-      const active = this.cluster.active.get(spec.volume)!;
-      const peer = all.find((x) => x.node !== active)?.node;
-      await this.swap(active, spec, peer);
+      // Both ends are secondaries: a swap did not finish. Run it again where it was started (the
+      // end with the lower generation; the other stepped down with the new one).
+      const [a, b] = all as [Sides['all'][number], Sides['all'][number]];
+      const starter = a.p.record.generation < b.p.record.generation ? a : b;
+      await this.swap(starter.node, spec, (starter === a ? b : a).node);
       return false;
     }
     if (!primary || !secondary) return false;

@@ -145,7 +145,11 @@ export class Swap {
       }
       for (const p of pairs) {
         if (p.record.role === 'secondary') {
-          throw new TricopyError('conflict', `pair ${p.record.name} is a secondary on ${this.parts.localNode} too; the roles are confused`, 'check pair status on both nodes');
+          // Both ends secondaries: a swap was interrupted after the old primary stepped down. The
+          // end with the lower generation started it, and finishes it by running it again.
+          const here = p.record.generation < members[pairs.indexOf(p)]!.generation - 1 ? this.parts.localNode : peer;
+          throw new TricopyError('conflict', `pair ${p.record.name} is a secondary on ${this.parts.localNode} too: a swap did not finish`,
+            `run it again where it was started: tricopy pair swap ${p.record.name} at ${here}`);
         }
         const allowed = engine.decide(p, 'swap');
         if (allowed.kind === 'refuse') throw new TricopyError('conflict', `swap of pair ${p.record.name} at ${this.parts.localNode}: ${allowed.message}`);

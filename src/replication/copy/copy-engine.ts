@@ -58,6 +58,8 @@ export class CopyEngine {
   start(p: PairRuntime): void {
     if (p.copy.running || this.stopped) return;
     p.copy.running = true;
+    // Positions of an earlier copy (perhaps in a journal this node no longer has) mean nothing now.
+    p.copy.consistentSeq = 0;
     const run = p.record.mode === 'sync' ? this.copySync(p) : this.copyAsync(p);
     void run.catch(async (err: unknown) => {
       this.log.warn({ pair: p.record.name, err: errorMessage(err) }, 'copy stopped');
