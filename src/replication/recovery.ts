@@ -5,8 +5,9 @@
 //      differential records already, and replaying them would put older data over newer writes;
 //   2. a split that was draining cannot go on: what the secondary lacks is recorded;
 //   3. extents the activity log marked may differ from the copies: sync pairs record them and
-//      suspend for a resync; async pairs send them again as ordered copy markers, so the secondary
-//      stays a consistent image; suspended pairs record them;
+//      suspend for a resync; async pairs journal their current contents again (as writes, with the
+//      data read now: a copy marker would read it when shipped and could carry later writes), so
+//      the secondary stays a consistent image; suspended pairs record them;
 //   4. async entries whose sync copy is uncertain wait for it (3DC protection).
 import type { Logger } from '../common/log';
 import { JournalOp } from './async/journal-entry';
@@ -18,6 +19,7 @@ import { maxCopyRequestBytes } from './limits';
 import type { PairRegistry } from './pairs/registry';
 import type { PairRuntime } from './pairs/runtime';
 import type { TransitionEngine } from './pairs/transitions';
+import type { Volume } from '../volume/volume';
 
 export async function recoverAfterRestart(env: ReplicationEnv, registry: PairRegistry, engine: TransitionEngine, journals: Journals,
   volumeRuntimes: VolumeRuntimes, log: Logger): Promise<void> {
@@ -66,7 +68,7 @@ async function resendActiveExtents(env: ReplicationEnv, registry: PairRegistry, 
     if (ranges.length === 0) continue;
     for (const p of registry.ofVolume(volumeName).filter((x) => x.record.role === 'primary')) {
       if (p.record.mode === 'async' && journaling(p)) {
-        await resendAsCopies(p, ranges, journals);
+        await journalAgain(p, env.volumes.volume(volumeName), ranges, journals);
         continue;
       }
       for (const r of ranges) p.bitmap.markBytes(r.offset, r.length);
@@ -80,11 +82,14 @@ async function resendActiveExtents(env: ReplicationEnv, registry: PairRegistry, 
   }
 }
 
-/** Copy markers in the group's journal: the secondary gets the current contents, in order. */
-async function resendAsCopies(p: PairRuntime, ranges: ByteRange[], journals: Journals): Promise<void> {
+/** The regions' current contents as writes in the group's journal: the secondary gets them in order. */
+async function journalAgain(p: PairRuntime, volume: Volume, ranges: ByteRange[], journals: Journals): Promise<void> {
   for (const r of ranges) {
     for (let at = r.offset; at < r.offset + r.length; at += maxCopyRequestBytes) {
-      const appended = await journals.append(p, { op: JournalOp.CopyRegion, pair: p.record.name, offset: at, length: Math.min(maxCopyRequestBytes, r.offset + r.length - at) });
+      const length = Math.min(maxCopyRequestBytes, r.offset + r.length - at);
+      const data = await volume.read(at, length);
+      // Nothing ships before the node listens: no waiting for space; a full journal falls back to bitmaps.
+      const appended = await journals.append(p, { op: JournalOp.Write, pair: p.record.name, offset: at, length, data }, false, false);
       if (!appended) return; // the group fell back to bitmaps: the regions are recorded
     }
   }

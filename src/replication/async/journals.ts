@@ -146,7 +146,7 @@ export class Journals {
    * Appends to the pair's group journal, honouring the journal-full policy. Returns undefined when
    * the group fell back to bitmaps meanwhile (the write's regions were recorded instead).
    */
-  async append(p: PairRuntime, entry: Omit<JournalEntry, 'seq' | 'timeMs'>, held = false): Promise<Appended | undefined> {
+  async append(p: PairRuntime, entry: Omit<JournalEntry, 'seq' | 'timeMs'>, held = false, mayWait = true): Promise<Appended | undefined> {
     const group = p.record.group!;
     // Every member stops journaling at the instant the group falls back: a write that comes while
     // the members change state is recorded, as it would be after.
@@ -159,7 +159,7 @@ export class Journals {
     const bytes = entry.op === JournalOp.Write ? entry.length + 64 : 64;
     let waitedSince: number | undefined;
     while (journal.wouldOverflow(bytes)) {
-      if (this.policy.fullPolicy === 'suspend' ||
+      if (this.policy.fullPolicy === 'suspend' || !mayWait ||
           (waitedSince !== undefined && this.env.clock.now() - waitedSince > this.policy.stallTimeoutMs)) {
         await this.fallBackToBitmaps(group, new JournalFullError(group, journal.capacityBytes).message);
         await this.record(p, entry);
