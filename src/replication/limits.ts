@@ -21,6 +21,26 @@ export const maxHandshakePayloadBytes = 4 * KiB;
 /** Addressing ahead of the data of a Write/Copy frame (name, offset, length, flags, tag). */
 export const maxDataHeaderBytes = 1 * KiB;
 
+// --- the node-to-node link -----------------------------------------------------------------------
+export const defaultHeartbeatIntervalMs = 1000;
+/** Silence after which a peer is declared dead. */
+export const defaultPeerTimeoutMs = 4000;
+/** A connection that has not authenticated within this time is dropped. */
+export const defaultHandshakeTimeoutMs = 5000;
+/** Longest handshake deadline a node accepts. */
+export const maxHandshakeTimeoutMs = 60_000;
+/** A request without an answer fails after this (sync writes have their own, shorter timeout). */
+export const defaultRequestTimeoutMs = 30_000;
+/** Redialing a wanted peer backs off from this to the maximum. */
+export const reconnectInitialDelayMs = 200;
+export const reconnectMaxDelayMs = 5000;
+/** Authenticated links (one per peer node); an inbound connection beyond it is refused. */
+export const maxAuthenticatedLinks = 256;
+/** Inbound connections still in their handshake; each may hold one handshake frame at most. */
+export const maxUnauthenticatedLinks = 64;
+/** What all unauthenticated connections together may make the node hold in frames. */
+export const maxUnauthenticatedBufferedBytes = 1024 * 1024;
+
 // --- regions ------------------------------------------------------------------------------------
 /** Differential records (bitmaps of changed regions): one bit per region, the allocation grain. */
 export const diffChunkBytes = allocationChunkBytes;
@@ -95,6 +115,11 @@ export const swapPrepareTimeoutMs = drainTimeoutMs + 10_000;
 
 // --- invariants ---------------------------------------------------------------------------------
 invariant(maxHandshakePayloadBytes < maxFramePayloadBytes, 'a handshake frame is smaller than a data frame');
+invariant(maxUnauthenticatedLinks * (/* frame header, transport/frame.ts */ 32 + maxHandshakePayloadBytes) <= maxUnauthenticatedBufferedBytes,
+  'every unauthenticated connection may hold one handshake frame within the bound');
+invariant(defaultHeartbeatIntervalMs * 2 <= defaultPeerTimeoutMs, 'a peer misses at least two heartbeats before it is declared dead');
+invariant(defaultHandshakeTimeoutMs <= maxHandshakeTimeoutMs && reconnectInitialDelayMs < reconnectMaxDelayMs, 'link timings are ordered');
+invariant(defaultSyncWriteTimeoutMs < defaultRequestTimeoutMs, 'a sync write fails its pair before a request times out');
 invariant(maxFramePayloadBytes >= maxIoBytes + maxDataHeaderBytes, 'a frame carries the largest host write with its header');
 invariant(maxFramePayloadBytes >= Math.max(maxBatchBytes, maxIoBytes + maxJournalEntryHeaderBytes) + maxDataHeaderBytes,
   'a journal batch (entries up to the batch size, or one largest entry alone) fits a frame');

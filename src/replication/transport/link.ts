@@ -14,6 +14,7 @@ import {
   FrameKind, type FrameHeader, decodeFrameHeader, encodeFrameHeader, frameChecksumValid, frameHeaderBytes, maxFramePayloadBytes,
   maxHandshakePayloadBytes,
 } from './frame';
+import { defaultHandshakeTimeoutMs, defaultHeartbeatIntervalMs, defaultPeerTimeoutMs, defaultRequestTimeoutMs } from '../limits';
 import {
   MessageType, authCodec, decodeErrorPayload, encodeErrorPayload, helloCodec, helloReplyCodec, responseError, responseOk,
 } from './messages';
@@ -29,10 +30,10 @@ export interface LinkTimings {
 }
 
 export const defaultLinkTimings: LinkTimings = {
-  heartbeatIntervalMs: 1000,
-  peerTimeoutMs: 4000,
-  handshakeTimeoutMs: 5000,
-  requestTimeoutMs: 30_000,
+  heartbeatIntervalMs: defaultHeartbeatIntervalMs,
+  peerTimeoutMs: defaultPeerTimeoutMs,
+  handshakeTimeoutMs: defaultHandshakeTimeoutMs,
+  requestTimeoutMs: defaultRequestTimeoutMs,
 };
 
 export type RequestHandler = (type: MessageType, payload: Buffer, link: PeerLink) => Promise<Buffer | Buffer[] | void>;

@@ -15,16 +15,12 @@ import type { MessageType } from './messages';
 import type { PeerAddress } from '../../contracts/pairs';
 import type { PeerRequestHandler, PeerTransport } from './peer-transport';
 
-export const reconnectInitialDelayMs = 200;
-export const reconnectMaxDelayMs = 5000;
-/** Authenticated links (one per peer node); an inbound connection beyond it is refused. */
-export const maxAuthenticatedLinks = 256;
-/** Inbound connections still in their handshake; each may hold one handshake frame at most. */
-export const maxUnauthenticatedLinks = 64;
-/** What all unauthenticated connections together may make the node hold in frames. */
-export const maxUnauthenticatedBufferedBytes = 1024 * 1024;
-/** Longest handshake deadline a node accepts; a peer that has not authenticated by then is dropped. */
-export const maxHandshakeTimeoutMs = 60_000;
+import {
+  maxAuthenticatedLinks, maxHandshakeTimeoutMs, maxUnauthenticatedBufferedBytes, maxUnauthenticatedLinks, reconnectInitialDelayMs,
+  reconnectMaxDelayMs,
+} from '../limits';
+
+export { maxAuthenticatedLinks, maxHandshakeTimeoutMs, maxUnauthenticatedBufferedBytes, maxUnauthenticatedLinks, reconnectInitialDelayMs, reconnectMaxDelayMs };
 
 /** The relations between the link limits; checked when a replication port is set up. */
 export function assertLinkLimits(timings: LinkTimings): void {
