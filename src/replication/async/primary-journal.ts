@@ -274,10 +274,8 @@ export class PrimaryJournal {
     }
     // The secondary holds an old stream through its break: the next stream is the stream now.
     while (this.progress.breaks.length > 0 && this.progress.ackedSeq >= this.progress.breaks[0]!.after) {
-      const b = this.progress.breaks.shift()!;
-      this.progress.resetSeq = b.resetSeq;
-      this.progress.ackedSeq = Math.max(this.progress.ackedSeq, b.resetSeq);
-      this.progress.appliedSeq = Math.max(this.progress.appliedSeq, Math.min(this.progress.ackedSeq, b.resetSeq));
+      // (The shipper tells the secondary, which then jumps to the new stream's start.)
+      this.progress.resetSeq = this.progress.breaks.shift()!.resetSeq;
       this.progressDirty = true;
     }
     if (appliedSeq > this.progress.appliedSeq) {

@@ -136,6 +136,14 @@ export class Shipping {
         continue;
       }
       const entries = journal.entriesAfter(s.sentSeq, maxBatchBytes, maxBatchEntries);
+      if (entries.length === 0 && s.sentSeq < journal.resetSeq && journal.ackedSeq >= s.sentSeq) {
+        // The stream restarted (after a crash's break) with nothing in it yet: an empty batch
+        // moves the secondary to its start, so positions compare again.
+        s.sentSeq = journal.resetSeq;
+        s.inFlight++;
+        this.send(s, journal, 0, [], journal.resetSeq);
+        continue;
+      }
       if (entries.length === 0) {
         await new Promise<void>((resolve) => (s.wake = resolve));
         continue;
