@@ -124,11 +124,10 @@ export class Operator {
   private async convergeStep(spec: PairSpec): Promise<boolean> {
     const { primary, secondary, all } = this.sides(spec);
     if (all.length === 2 && !primary) {
-      // Both ends are secondaries: a swap did not finish. Run it again where it was started (the
-      // end with the lower generation; the other stepped down with the new one).
+      // Both ends are secondaries: a swap did not finish. The end with the newer generation swaps.
       const [a, b] = all as [Sides['all'][number], Sides['all'][number]];
-      const starter = a.p.record.generation < b.p.record.generation ? a : b;
-      await this.swap(starter.node, spec, (starter === a ? b : a).node);
+      const newer = a.p.record.generation >= b.p.record.generation ? a : b;
+      await this.swap(newer.node, spec, (newer === a ? b : a).node);
       return false;
     }
     if (!primary || !secondary) return false;

@@ -148,9 +148,9 @@ export class Reconciler {
       return;
     }
     if (r.role === 'secondary' && q.role === 'secondary') {
-      // The old primary of an interrupted swap took the new generation; the end that started the swap did not.
-      const starter = r.generation < q.generation ? this.parts.localNode : r.peer.node;
-      this.parts.events.emit('pair-conflict', r.name, `both ${this.parts.localNode} and ${r.peer.node} are secondaries: a swap did not finish; run pair swap ${r.name} again at ${starter}, where it was started`);
+      // The end with the newer generation decides (swap accepts it; the other end stays the secondary).
+      const newer = r.generation >= q.generation ? this.parts.localNode : r.peer.node;
+      this.parts.events.emit('pair-conflict', r.name, `both ${this.parts.localNode} and ${r.peer.node} are secondaries: a swap did not finish; run pair swap ${r.name} at ${newer} (the newer generation) to make it the primary`);
     }
     // I am the secondary and the peer the primary: the primary pushes its state to me.
   }

@@ -143,17 +143,7 @@ export class Swap {
         // recorded then are still recorded (they are cleared only once duplex).
         return this.answer(pairs.map((p) => ({ name: p.record.name, bitmap: encodeBitmap(p.bitmap), clean: p.bitmap.setBitCount === 0 })));
       }
-      for (const p of pairs) {
-        if (p.record.role === 'secondary') {
-          // Both ends secondaries: a swap was interrupted after the old primary stepped down. The
-          // end with the lower generation started it, and finishes it by running it again.
-          const here = p.record.generation < members[pairs.indexOf(p)]!.generation - 1 ? this.parts.localNode : peer;
-          throw new TricopyError('conflict', `pair ${p.record.name} is a secondary on ${this.parts.localNode} too: a swap did not finish`,
-            `run it again where it was started: tricopy pair swap ${p.record.name} at ${here}`);
-        }
-        const allowed = engine.decide(p, 'swap');
-        if (allowed.kind === 'refuse') throw new TricopyError('conflict', `swap of pair ${p.record.name} at ${this.parts.localNode}: ${allowed.message}`);
-      }
+      pairs.forEach((p, i) => this.checkSwappable(p, members[i]!));
       const runtimes = pairs.map((p) => this.parts.volumeRuntimes.get(p.record.volume));
       for (const vr of runtimes) vr.swapping = true;
       try {
@@ -167,7 +157,8 @@ export class Swap {
           await p.bitmap.sync();
           const bitmap = encodeBitmap(p.bitmap);
           const clean = planned[i]! && p.bitmap.setBitCount === 0;
-          const swapped = await engine.apply(p, 'swap', {
+          // A secondary here (both ends secondaries after an interrupted swap) stays one.
+          const swapped = await engine.apply(p, p.record.role === 'secondary' ? 'peer-swap' : 'swap', {
             clean, generation: members[i]!.generation, hostWritesRecorded: false,
             reason: `roles swapped: ${req.newPrimary} is now the primary${clean ? '' : '; receiving the regions that differ'}`,
           });
@@ -179,6 +170,21 @@ export class Swap {
         for (const vr of runtimes) vr.swapping = false;
       }
     });
+  }
+
+  /**
+   * This side may step down for the requester. Both ends secondaries (a swap was interrupted after
+   * the old primary stepped down, perhaps followed by a takeover): the end with the newer
+   * generation decides, and the other stays the secondary.
+   */
+  private checkSwappable(p: PairRuntime, member: SwapMember): void {
+    if (p.record.role === 'secondary') {
+      if (p.record.generation < member.generation) return;
+      throw new TricopyError('conflict', `pair ${p.record.name} is a secondary on ${this.parts.localNode} too, with the newer generation (${p.record.generation}): a swap did not finish`,
+        `run it at ${this.parts.localNode}: tricopy pair swap ${p.record.name}`);
+    }
+    const allowed = this.parts.engine.decide(p, 'swap');
+    if (allowed.kind === 'refuse') throw new TricopyError('conflict', `swap of pair ${p.record.name} at ${this.parts.localNode}: ${allowed.message}`);
   }
 
   private answer(members: Array<{ name: string; bitmap: string; clean: boolean }>): Buffer {

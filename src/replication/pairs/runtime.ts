@@ -39,13 +39,15 @@ export interface PairRuntime {
   commandChain: Promise<unknown>;
   /** Commands queued or running on this pair. */
   commandsPending: number;
+  /** Transition steps (decide, persist, record) run one at a time (transitions.ts). */
+  transitionChain: Promise<unknown>;
   /** Woken at every transition (wait-for-state requests). */
   readonly stateWaiters: Set<() => void>;
 }
 
 export function newRuntime(record: PairRecord, bitmap: PersistentBitmap): PairRuntime {
   return {
-    record, bitmap, drainTargetSeq: null, peerLostData: false, commandChain: Promise.resolve(), commandsPending: 0, stateWaiters: new Set(),
+    record, bitmap, drainTargetSeq: null, peerLostData: false, commandChain: Promise.resolve(), commandsPending: 0, transitionChain: Promise.resolve(), stateWaiters: new Set(),
     copy: { running: false, delta: false, deltaBytesFound: 0, deltaRan: false, deltaMethod: null, deltaNote: null, deltaPlan: null, consistentSeq: 0 },
   };
 }

@@ -22,12 +22,13 @@ export type PairEvent =
   | 'crash-recovery' // the node restarted with sync writes in flight
   | 'peer-dissolved' // the peer answers but no longer has the pair (it took over and dissolved it)
   | 'peer-state' // secondary: the primary reports its state (the secondary follows it)
-  | 'peer-resumed'; // secondary: the primary forwards writes again (a resync it has not announced yet)
+  | 'peer-resumed' // secondary: the primary forwards writes again (a resync it has not announced yet)
+  | 'peer-swap'; // secondary: both ends were secondaries (an interrupted swap); the peer becomes the primary
 
 export const operatorCommands: PairEvent[] = ['split', 'resync', 'takeover', 'swap', 'delete'];
 export const internalEvents: PairEvent[] = [
   'copy-complete', 'drain-complete', 'failure', 'peer-took-over',
-  'drain-failed', 'journal-full', 'crash-recovery', 'peer-dissolved', 'peer-state', 'peer-resumed',
+  'drain-failed', 'journal-full', 'crash-recovery', 'peer-dissolved', 'peer-state', 'peer-resumed', 'peer-swap',
 ];
 export const allEvents: PairEvent[] = [...operatorCommands, ...internalEvents];
 
@@ -169,10 +170,13 @@ const swapHere = (ctx: DecisionContext): Outcome => ctx.clean === true
   ? t('duplex', 'roles swapped: this node becomes the primary', undefined, { role: 'primary', generation: 'bump' })
   : t('duplex-pending', 'roles swapped: this node becomes the primary and sends the changed regions', undefined, { role: 'primary', generation: 'bump' });
 const removedByPrimary = t('simplex', 'the primary no longer has the pair; this volume is independent again');
+/** Both ends were secondaries: the peer finished becoming the primary; this side receives what differs. */
+const peerTookPrimary = t('duplex-pending', 'the peer became the primary; this side stays the secondary and receives the regions that differ', undefined, { generation: 'adopt' });
 
 const secondary: Record<PairState, Row> = {
   simplex: {},
   'initial-copying': {
+    'peer-swap': peerTookPrimary,
     split: t('suspended', 'split during the initial copy', 'operator'),
     resync: wrongSide('resync is run at the primary node'),
     takeover: refuse('the initial copy has not finished: this volume is not a usable image yet'),
@@ -184,6 +188,7 @@ const secondary: Record<PairState, Row> = {
     'peer-state': followPrimary,
   },
   duplex: {
+    'peer-swap': peerTookPrimary,
     split: t('suspended', 'split by operator', 'operator'),
     resync: noop('the pair is already duplex'),
     takeover: t('secondary-writable', 'takeover: this volume was made writable', undefined, { generation: 'bump' }),
@@ -194,6 +199,7 @@ const secondary: Record<PairState, Row> = {
     'peer-state': followPrimary,
   },
   'duplex-pending': {
+    'peer-swap': peerTookPrimary,
     split: t('suspended', 'split during resync', 'operator'),
     resync: wrongSide('resync is run at the primary node'),
     takeover: refuse('a resync is copying into this volume: it is not a consistent image'),
@@ -205,6 +211,7 @@ const secondary: Record<PairState, Row> = {
     'peer-state': followPrimary,
   },
   suspending: {
+    'peer-swap': peerTookPrimary,
     split: noop('the pair is already being split'),
     resync: wrongSide('resync is run at the primary node'),
     takeover: t('secondary-writable', 'takeover: applied what was received, volume made writable', undefined, { generation: 'bump' }),
@@ -216,6 +223,7 @@ const secondary: Record<PairState, Row> = {
     'peer-state': followPrimary,
   },
   suspended: {
+    'peer-swap': peerTookPrimary,
     split: noop('the pair is already suspended'),
     resync: wrongSide('resync is run at the primary node'),
     takeover: t('secondary-writable', 'takeover: volume made writable', undefined, { generation: 'bump' }),
@@ -227,6 +235,7 @@ const secondary: Record<PairState, Row> = {
     'peer-resumed': t('duplex-pending', 'the primary resumed forwarding'),
   },
   'secondary-writable': {
+    'peer-swap': peerTookPrimary,
     split: noop('the volume is already writable'),
     resync: refuse('this side took over: run swap here to make it the primary and resync the other side'),
     takeover: noop('takeover already done'),

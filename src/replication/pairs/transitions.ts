@@ -89,14 +89,27 @@ export class TransitionEngine {
    * no-ops are returned unapplied for the caller to report.
    */
   async apply(p: PairRuntime, event: PairEvent, args: TransitionArgs = {}): Promise<Outcome> {
+    // Deciding and committing a transition is one step per pair: two events raised at once (a
+    // failed flush during a swap) are decided one after the other, each on the state the other left.
+    const committed = await this.exclusively(p, () => this.commit(p, event, args));
+    if (committed.kind !== 'transition' || committed.removed) return committed.outcome;
+    const r = p.record;
+    // The secondary must know before the primary acts on the new state (e.g. copies into it).
+    if (r.role === 'primary') await this.deps.tellPeer(p);
+    for (const l of this.after) await l(committed.transition);
+    return committed.outcome;
+  }
+
+  private async commit(p: PairRuntime, event: PairEvent, args: TransitionArgs): Promise<
+    { kind: 'transition'; outcome: Outcome; transition: Transition; removed: boolean } | { kind: 'none'; outcome: Outcome }> {
     const outcome = this.decide(p, event, { clean: args.clean, peerState: args.peerState, peerCause: args.peerCause });
-    if (outcome.kind !== 'transition') return outcome;
-    if (outcome.to === 'simplex') {
-      await this.remove(p, args.reason ?? outcome.note, event);
-      return outcome;
-    }
+    if (outcome.kind !== 'transition') return { kind: 'none', outcome };
     const r = p.record as MutablePairRecord;
     const t: Transition = { pair: p, event, from: r.state, fromRole: r.role, fromCode: shortCode(r), outcome };
+    if (outcome.to === 'simplex') {
+      await this.remove(p, args.reason ?? outcome.note, event);
+      return { kind: 'transition', outcome, transition: t, removed: true };
+    }
     this.write(r, outcome, args);
     await this.deps.store.save(r);
     for (const l of this.local) await l(t);
@@ -105,10 +118,14 @@ export class TransitionEngine {
       ...(t.fromRole !== r.role ? { fromRole: t.fromRole } : {}),
     });
     this.wake(p);
-    // The secondary must know before the primary acts on the new state (e.g. copies into it).
-    if (r.role === 'primary') await this.deps.tellPeer(p);
-    for (const l of this.after) await l(t);
-    return outcome;
+    return { kind: 'transition', outcome, transition: t, removed: false };
+  }
+
+  /** Runs `op` after every transition step of the pair begun before it. */
+  private exclusively<T>(p: PairRuntime, op: () => Promise<T>): Promise<T> {
+    const run = p.transitionChain.then(op, op);
+    p.transitionChain = run.catch(() => undefined);
+    return run;
   }
 
   /** Changes how the pair is protected (fence level, fence group) and tells the secondary. */
