@@ -114,6 +114,9 @@ export class Swap {
     // What the old primary drained to this node must be durable here before this node's copy
     // becomes the one hosts rely on (the received journal goes away with the role).
     if (first.record.group && first.record.role === 'secondary') await this.parts.journals.received(first.record.group)?.drain();
+    // Hosts may have flushed at the old primary after it stepped down: this copy, which they rely
+    // on from now, is made durable first.
+    await Promise.all(pairs.map((p) => this.parts.env.volumes.volume(p.record.volume).flush()));
     // The group's journal is open before any member is seen as a primary: a host write to it is
     // journaled from the moment the role changes.
     if (first.record.group) await this.parts.journals.openFor({ ...first.record, role: 'primary' });
