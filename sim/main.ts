@@ -43,7 +43,7 @@ function parseArgs(argv: string[]): Args {
 function report(r: RunResult): void {
   const s = r.stats;
   const line = `seed ${r.seed} (${r.scenario}): ${r.ok ? 'ok' : 'FAILED'} — ${(s.virtualMs / 1000).toFixed(0)} s simulated, ${s.steps} events, ` +
-    `${s.writesAcked} writes acknowledged, ${s.writesRefused} refused, ${s.crashes} crashes, ${s.commands} commands, ${s.checks} checkpoints`;
+    `${s.writesAcknowledged} writes acknowledged, ${s.writesRefused} refused, ${s.crashes} crashes, ${s.commands} commands, ${s.checks} checkpoints`;
   console.log(line);
   if (!r.ok) {
     for (const f of r.failures.slice(0, 5)) console.log(`  ✖ ${f}`);

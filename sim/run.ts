@@ -28,7 +28,7 @@ export interface RunResult {
   ok: boolean;
   failures: string[];
   trace: string[];
-  stats: { virtualMs: number; steps: number; writesAcked: number; writesRefused: number; checks: number; crashes: number; commands: number };
+  stats: { virtualMs: number; steps: number; writesAcknowledged: number; writesRefused: number; checks: number; crashes: number; commands: number };
 }
 
 interface Scenario {
@@ -148,7 +148,7 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
   }
   return {
     seed: options.seed, scenario: scenario.name, ok: cluster.failures.length === 0, failures: [...cluster.failures], trace: cluster.trace.tail(60),
-    stats: { virtualMs: cluster.scheduler.elapsed, steps: cluster.scheduler.steps, writesAcked: workload.writesAcked, writesRefused: workload.writesRefused,
+    stats: { virtualMs: cluster.scheduler.elapsed, steps: cluster.scheduler.steps, writesAcknowledged: workload.writesAcked, writesRefused: workload.writesRefused,
       checks: checker.checks, crashes, commands },
   };
 }

@@ -9,6 +9,7 @@ import type { Logger } from '../common/log';
 import { parseSize } from '../common/units';
 import type { Problem } from '../contracts/node';
 import type { CreatePairRequest, PairState } from '../contracts/pairs';
+import { createPairInput } from '../replication/control/operator';
 import type { StorageNode } from './node';
 
 export const maxApiBodyBytes = 64 * 1024;
@@ -181,11 +182,7 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     },
   }, async (request: FastifyRequest<{ Body: CreatePairRequest }>, reply) => {
     const b = request.body;
-    const status = await node.replication.createPair({
-      name: b.name, volume: b.volume, peer: b.peer, peerVolume: b.peerVolume, mode: b.mode,
-      fence: b.fence ?? (b.mode === 'sync' ? 'data' : 'never'), group: b.group, returnAddress: b.returnAddress,
-      initialCopy: b.initialCopy ?? (b.noCopy ? 'none' : 'full'), fenceGroup: b.fenceGroup,
-    });
+    const status = await node.replication.createPair(createPairInput(b));
     reply.code(201);
     return status;
   });

@@ -5,7 +5,7 @@
 import { TricopyError, errorMessage } from '../../common/errors';
 import type { EventJournal } from '../../common/events';
 import { formatBytes } from '../../common/units';
-import type { CopyMode, FenceLevel, InitialCopy, PairStatus, PeerAddress } from '../../contracts/pairs';
+import type { CopyMode, CreatePairRequest, FenceLevel, InitialCopy, PairStatus, PeerAddress } from '../../contracts/pairs';
 import type { Journals } from '../async/journals';
 import type { SplitDrain } from '../async/split-drain';
 import type { Shipping } from '../async/shipper';
@@ -40,6 +40,15 @@ export interface CreatePairInput {
   fenceGroup?: string | undefined;
   /** How the peer reaches this node, when not at its advertised address (NAT, a relay, a test proxy). */
   returnAddress?: { host: string; replPort: number } | undefined;
+}
+
+/** The pair an API request asks for, with the API's defaults (fence data for sync pairs, a full copy). */
+export function createPairInput(b: CreatePairRequest): CreatePairInput {
+  return {
+    name: b.name, volume: b.volume, peer: b.peer, peerVolume: b.peerVolume, mode: b.mode,
+    fence: b.fence ?? (b.mode === 'sync' ? 'data' : 'never'), group: b.group, returnAddress: b.returnAddress,
+    initialCopy: b.initialCopy ?? (b.noCopy ? 'none' : 'full'), fenceGroup: b.fenceGroup,
+  };
 }
 
 export interface Identity {

@@ -1,0 +1,55 @@
+// The deterministic simulator in `make test`: a fixed list of seeds, among them every seed that once
+// found a bug in the replication core (each named with what it found), and the self-test's broken
+// variants, each on a seed known to catch it. A failure prints the seed's trace; reproduce it with
+// `npm run sim -- --seed N --verbose`.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runSeed } from '../../sim/run';
+import { variants } from '../../sim/variants';
+
+/** Seeds that found bugs (fixed since), with what they found. */
+export const regressionSeeds: Record<number, string> = {
+  1: 'a journal mismatch restarted the stream but never the shipper',
+  2: 'a planned swap left both ends primary after the old primary refused to prepare',
+  3: 'a new incarnation could not connect while the peer still held the old connection',
+  7: 'a refusal thrown while routing a peer request broke the link',
+  9: 'undelivered entries of a split group were shipped after the split (copy markers carried later data)',
+  10: 'a swap from a suspended secondary discards the old primary\'s data (checker: as documented)',
+  12: 'a group fell back to bitmaps while another member kept journaling',
+  15: 'a journal entry trimmed while the shipper read it failed an invariant',
+  16: 'a failed sync secondary lost writes it had acknowledged (power loss): recent extents not resynced',
+  17: 'two nodes deadlocked: a swap waited for a prepare that waited behind a resync waiting for the swap',
+  28: 'a host write reached the journal before a swap opened it',
+  51: 'crash recovery re-sent extents as copy markers read at ship time (not a prefix)',
+  75: 'an async copy waited for a position of a journal that no longer existed',
+  87: 'both ends secondaries after an interrupted swap: neither could finish it',
+  95: 'an async copy waited for a position of an earlier copy',
+  139: 'a planned swap handed over a copy that was not durable',
+  205: 'a stream restarted after a crash left the primary\'s applied position behind',
+  225: 'concurrent transitions of one pair interleaved (a failed flush during a swap)',
+};
+
+for (const [seed, found] of Object.entries(regressionSeeds)) {
+  test(`simulator seed ${seed}: ${found}`, async () => {
+    const r = await runSeed({ seed: Number(seed), durationMs: 45_000, verbose: false });
+    assert.ok(r.ok, `seed ${seed} failed:\n${r.failures.slice(0, 5).join('\n')}\n--- last steps:\n${r.trace.slice(-30).join('\n')}`);
+    assert.ok(r.stats.writesAcknowledged > 100 && r.stats.checks > 0, 'the run wrote and checked something');
+  });
+}
+
+/** For each broken variant, a seed on which the checker catches it. */
+const selfTestSeeds: Record<string, number> = {
+  'ack-before-remote-write': 1,
+  'apply-out-of-order': 1,
+  'bitmap-misses-writes': 1,
+  'lost-flush': 1,
+};
+
+for (const variant of variants) {
+  test(`simulator self-test: "${variant.name}" (${variant.what}) is caught`, async () => {
+    const seed = selfTestSeeds[variant.name];
+    assert.ok(seed !== undefined, `a seed is chosen for ${variant.name}`);
+    const r = await runSeed({ seed, durationMs: 45_000, verbose: false, variant });
+    assert.equal(r.ok, false, `the broken variant ${variant.name} passed seed ${seed}: the checker missed it`);
+  });
+}
