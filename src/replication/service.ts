@@ -312,7 +312,9 @@ export class ReplicationService implements ReplicationDataPath {
 
   resync(name: string, options: { discard?: string | undefined }): Promise<PairStatus> {
     // A duplex pair with recorded regions (found by verify): copy those, staying in step.
-    if (this.parts.verifier.hasRecordedRegions(name)) return this.parts.verifier.resyncRecorded(name);
+    if (this.parts.verifier.hasRecordedRegions(name)) {
+      return this.parts.verifier.resyncRecorded(name).then((status) => status ?? this.parts.operator.resync(name, options));
+    }
     return this.parts.operator.resync(name, options);
   }
 

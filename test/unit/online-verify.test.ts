@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { InvariantError, invariantObservers } from '../../src/common/errors';
 import type { PairStatus } from '../../src/contracts/pairs';
 import { RatePacer } from '../../src/replication/copy/verify';
+import { decide } from '../../src/replication/pairs/state-table';
 import { deltaBlockBytes, diffChunkBytes } from '../../src/replication/limits';
 import type { ReplicationService } from '../../src/replication/service';
 import { Cluster } from '../../sim/cluster';
@@ -229,4 +230,14 @@ test('the rate pacer holds a verify to its rate', async () => {
   // 10 MiB at 10 MiB/s: the tenth MiB may start at 900 ms.
   assert.equal(now, 900);
   assert.equal(slept.length, 9);
+});
+
+test('the table: resync of a duplex primary copies the regions verify recorded, and is a no-op without them', () => {
+  for (const mode of ['sync', 'async'] as const) {
+    const copy = decide('primary', 'duplex', 'resync', mode, null, { clean: false });
+    assert.equal(copy.kind, 'transition');
+    assert.equal(copy.kind === 'transition' && copy.to, 'duplex-pending');
+    assert.equal(decide('primary', 'duplex', 'resync', mode).kind, 'noop');
+    assert.equal(decide('secondary', 'duplex', 'resync', mode, null, { clean: false }).kind, 'noop');
+  }
 });

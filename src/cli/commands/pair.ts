@@ -141,7 +141,7 @@ function addVerify(pair: Command): void {
 /** One line about a verify, for status and the verify command. */
 function verifyLine(v: VerifyStatus): string {
   if (v.state !== 'running') return v.reason;
-  const found = v.differingRegions === 0 ? 'no differences so far' : `${v.differingRegions} region${v.differingRegions === 1 ? '' : 's'} differ so far`;
+  const found = v.differingRegions === 0 ? 'no differences so far' : `${v.differingRegions} region${v.differingRegions === 1 ? ' differs' : 's differ'} so far`;
   return `verify running, ${v.progressPercent}% of ${formatBytes(v.totalBytes)} at up to ${v.rateMiBPerSecond} MiB/s, ${found}`;
 }
 

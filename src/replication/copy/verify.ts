@@ -189,7 +189,7 @@ export class VerifyRun {
     const { env, events } = this.parts;
     const r = this.p.record;
     const found = this.differingRegions === 0 ? 'no differences'
-      : `${this.differingRegions} region${this.differingRegions === 1 ? '' : 's'} of ${formatBytes(diffChunkBytes)} differ ` +
+      : `${this.differingRegions} region${this.differingRegions === 1 ? '' : 's'} of ${formatBytes(diffChunkBytes)} ${this.differingRegions === 1 ? 'differs' : 'differ'} ` +
         `(${formatBytes(this.differingBytes)} in ${this.rangesTotal} range${this.rangesTotal === 1 ? '' : 's'}: ${this.ranges.map(describe).join(', ')}` +
         `${this.rangesTotal > this.ranges.length ? ', …' : ''})`;
     const skipped = this.skippedBytes > 0 ? `; ${formatBytes(this.skippedBytes)} skipped: the secondary did not apply the journal in time` : '';
@@ -210,7 +210,7 @@ export class VerifyRun {
 }
 
 function describe(r: ByteRange): string {
-  return `${formatBytes(r.length)} at ${r.offset}`;
+  return `${formatBytes(r.length)} at byte ${r.offset}`;
 }
 
 /** The verifies of this node's pairs: one at a time per pair; the last one's status is kept. */
@@ -279,11 +279,14 @@ export class Verifier {
     return p !== undefined && p.record.role === 'primary' && p.record.state === 'duplex' && p.bitmap.setBitCount > 0;
   }
 
-  /** `pair resync` of a duplex pair with recorded regions: copies exactly those, and returns to duplex. */
-  resyncRecorded(name: string): Promise<PairStatus> {
+  /**
+   * `pair resync` of a duplex pair with recorded regions: copies exactly those and returns to
+   * duplex. Undefined when the pair no longer is such a pair (the caller resyncs it as usual).
+   */
+  resyncRecorded(name: string): Promise<PairStatus | undefined> {
     const { registry, engine, env } = this.parts;
     return registry.serialize(name, async (p) => {
-      if (!this.hasRecordedRegions(name)) return this.withVerify(p); // copied meanwhile
+      if (!this.hasRecordedRegions(name)) return undefined;
       if (!env.transport.isUp(p.record.peer.node)) {
         throw new TricopyError('unavailable', `cannot resync pair ${name}: the link to ${p.record.peer.node} is down`, `check it with: tricopy pair status ${name}`);
       }
@@ -313,7 +316,7 @@ export class Verifier {
     const what = `pair ${r.name} is ${r.state} (${shortCode(r)}) on ${localNode}`;
     if (r.role !== 'primary') {
       throw new TricopyError('invalid-argument', `pair ${r.name}: verify is run at the primary node (${r.peer.node})`,
-        `run it there: tricopy --node URL-of-${r.peer.node} pair verify ${r.name}`);
+        `run the command at ${r.peer.node}`);
     }
     switch (r.state) {
       case 'duplex':
