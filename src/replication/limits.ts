@@ -61,6 +61,8 @@ export const verifyApplyWaitMs = 60_000;
  * secondary applied every entry written before: at most this long, else the region is skipped.
  */
 export const verifyLockedApplyWaitMs = 5_000;
+/** A stopping node waits this long for running verifies to end their step (and release their range locks). */
+export const verifyStopWaitMs = 2_000;
 /** Byte ranges of differences named in the pair-verify event and the status (the rest are counted). */
 export const maxVerifyReportedRanges = 8;
 

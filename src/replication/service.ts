@@ -145,7 +145,7 @@ export class ReplicationService implements ReplicationDataPath {
   async stop(): Promise<void> {
     if (!this.parts) return;
     this.parts.reconciler.stop();
-    this.parts.verifier.stop();
+    await this.parts.verifier.stop();
     this.parts.applier.stop();
     this.parts.copy.stop();
     this.parts.shipping.stopAll();

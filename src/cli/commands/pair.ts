@@ -108,8 +108,8 @@ function addResync(pair: Command): void {
 
 function addVerify(pair: Command): void {
   pair.command('verify <name>')
-    .description('run at the primary of a duplex pair: compare both copies region by region by checksum while hosts keep\n' +
-      'writing (DRBD verify). Regions that differ are recorded and reported; `pair resync` then copies exactly those.')
+    .description('run at the primary of a duplex pair: compare both copies by checksum while hosts keep writing (DRBD verify).\n' +
+      'Regions that differ are recorded and reported; `pair resync` then copies exactly those.')
     .option('--rate <MiB/s>', `read each side at most this fast (${minVerifyRateMiBPerSecond}–${maxVerifyRateMiBPerSecond})`, String(defaultVerifyRateMiBPerSecond))
     .option('--wait', 'wait until the verify ends, showing progress (exit 1 unless it went through the whole volume)')
     .option('--cancel', 'stop the running verify; what it found so far stays recorded')

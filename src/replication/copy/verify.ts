@@ -12,7 +12,7 @@
 //   Verifier    starts, cancels and reports verifies; resyncs what they found
 //   VerifyRun   one verify of one pair: the pass over the volume, progress, the record, the event
 //   RatePacer   keeps a verify under its rate
-import { type Clock, isoTime } from '../../common/clock';
+import { type Clock, type TimerHandle, isoTime } from '../../common/clock';
 import { TricopyError, errorMessage, invariant } from '../../common/errors';
 import type { EventJournal } from '../../common/events';
 import type { Logger } from '../../common/log';
@@ -22,7 +22,9 @@ import type { Journals } from '../async/journals';
 import type { VolumeRuntimes } from '../datapath/volume-runtimes';
 import type { ByteRange } from '../delta/delta-record';
 import type { ReplicationEnv } from '../env';
-import { defaultVerifyRateMiBPerSecond, diffChunkBytes, maxVerifyRateMiBPerSecond, maxVerifyReportedRanges, minVerifyRateMiBPerSecond } from '../limits';
+import {
+  defaultVerifyRateMiBPerSecond, diffChunkBytes, maxVerifyRateMiBPerSecond, maxVerifyReportedRanges, minVerifyRateMiBPerSecond, verifyStopWaitMs,
+} from '../limits';
 import { shortCode } from '../pairs/pair-model';
 import type { PairRegistry } from '../pairs/registry';
 import type { PairRuntime } from '../pairs/runtime';
@@ -80,6 +82,7 @@ export class VerifyRun {
   private skippedBytes = 0;
   private readonly ranges: ByteRange[] = [];
   private rangesTotal = 0;
+  private lastRangeEnd = -1;
   private cancelReason: string | undefined;
   private stop: { state: 'cancelled' | 'aborted'; why: string } | undefined;
   private readonly startedAt: string;
@@ -106,7 +109,7 @@ export class VerifyRun {
     return this.stateValue === 'running';
   }
 
-  /** Asks the run to stop after the step in progress; resolves when it has. */
+  /** Asks the run to stop after the step in progress; resolves when it has. `reason` follows "cancelled" ("by operator"). */
   cancel(reason: string): Promise<void> {
     if (this.running && this.cancelReason === undefined) this.cancelReason = reason;
     return this.done;
@@ -174,12 +177,13 @@ export class VerifyRun {
       const last = Math.floor((d.offset + d.length - 1) / diffChunkBytes);
       if (last >= first) this.differingRegions += last - first + 1;
       this.lastCountedRegion = Math.max(this.lastCountedRegion, last);
-      const prev = this.ranges.at(-1);
-      if (prev && prev.offset + prev.length === d.offset) prev.length += d.length;
-      else {
+      if (d.offset !== this.lastRangeEnd) {
         this.rangesTotal++;
         if (this.ranges.length < maxVerifyReportedRanges) this.ranges.push({ ...d });
+      } else if (this.ranges.length === this.rangesTotal) {
+        this.ranges.at(-1)!.length += d.length; // continues the last range reported
       }
+      this.lastRangeEnd = d.offset + d.length;
       if (ours) this.p.bitmap.markBytes(d.offset, d.length);
     }
     if (ours) await this.p.bitmap.sync();
@@ -265,9 +269,21 @@ export class Verifier {
     return this.runs.get(name)?.status();
   }
 
-  /** The node stops: running verifies end at their next step. */
-  stop(): void {
-    for (const run of this.runs.values()) void run.cancel('the node is stopping');
+  /**
+   * The node stops: running verifies end after their step in progress. Waits (a bounded while) for
+   * them, so no range lock is held when the node decides whether its stop was clean.
+   */
+  async stop(): Promise<void> {
+    const ending = [...this.runs.values()].filter((r) => r.running).map((r) => r.cancel('as the node stops'));
+    if (ending.length === 0) return;
+    const clock = this.parts.env.clock;
+    let timer: TimerHandle | undefined;
+    const waited = new Promise<void>((resolve) => {
+      timer = clock.setTimer(verifyStopWaitMs, resolve);
+      timer.unref();
+    });
+    await Promise.race([Promise.all(ending), waited]);
+    clock.clearTimer(timer);
   }
 
   /**
@@ -290,7 +306,7 @@ export class Verifier {
       if (!env.transport.isUp(p.record.peer.node)) {
         throw new TricopyError('unavailable', `cannot resync pair ${name}: the link to ${p.record.peer.node} is down`, `check it with: tricopy pair status ${name}`);
       }
-      await this.runs.get(name)?.cancel('a resync started; verify again once the pair is duplex');
+      await this.runs.get(name)?.cancel('by a resync (verify again once the pair is duplex)');
       const outcome = await engine.apply(p, 'resync', {
         clean: false, reason: `resync: copying ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of regions online verify found different`,
       });
