@@ -160,7 +160,7 @@ for (const mode of ['sync', 'async'] as const) {
           await new Promise<void>((r) => f.cluster.scheduler.schedule(rng.int(4), r));
         }
       };
-      for (let i = 0; i < (mode === 'sync' ? 16 : 6); i++) void client();
+      for (let i = 0; i < (mode === 'sync' ? 16 : 3); i++) void client();
       const s = await runVerify(f);
       stopped = true;
       assert.equal(s.verify!.state, 'finished', s.verify!.reason);
