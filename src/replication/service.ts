@@ -311,7 +311,7 @@ export class ReplicationService implements ReplicationDataPath {
   }
 
   resync(name: string, options: { discard?: string | undefined }): Promise<PairStatus> {
-    // A duplex pair with recorded regions (found by verify): copy those, staying in step.
+    // A duplex pair with regions recorded by verify: copy exactly those (COPY, then PAIR again).
     if (this.parts.verifier.hasRecordedRegions(name)) {
       return this.parts.verifier.resyncRecorded(name).then((status) => status ?? this.parts.operator.resync(name, options));
     }
