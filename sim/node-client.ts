@@ -5,7 +5,7 @@
 import { TricopyError } from '../src/common/errors';
 import type { AccessRuleRequest, CreateVolumeRequest, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeView } from '../src/contracts/node';
 import type { CallOptions, DeleteOptions, NodeClient } from '../src/contracts/node-client';
-import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest } from '../src/contracts/pairs';
+import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest } from '../src/contracts/pairs';
 import { parseSize } from '../src/common/units';
 import { createPairInput } from '../src/replication/control/operator';
 import type { ReplicationService } from '../src/replication/service';
@@ -134,6 +134,14 @@ export class SimNodeClient implements NodeClient {
 
   setProtection(name: string, request: ProtectionRequest): Promise<PairStatus> {
     return this.call(`pair protection ${name}`, (service) => service.setProtection(name, { fence: request.fence, fenceGroup: request.fenceGroup ?? null }));
+  }
+
+  verify(name: string, request?: VerifyRequest): Promise<PairStatus> {
+    return this.call(`pair verify ${name}`, (service) => service.verify(name, { rateMiBPerSecond: request?.rateMiBPerSecond }));
+  }
+
+  cancelVerify(name: string): Promise<PairStatus> {
+    return this.call(`pair verify ${name} --cancel`, (service) => service.cancelVerify(name));
   }
 
   takeover(name: string, options?: CallOptions): Promise<PairStatus[]> {

@@ -7,7 +7,7 @@
 // says what kind of failure it was ('not-found', 'conflict', 'unavailable' when the node cannot be
 // reached …), with the node's own message and hint.
 import type { AccessRuleRequest, CreateVolumeRequest, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeView } from './node';
-import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest } from './pairs';
+import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest } from './pairs';
 
 /** How long the caller waits for an answer before it gives up ('unavailable'). */
 export interface CallOptions {
@@ -44,6 +44,13 @@ export interface NodeClient {
   split(name: string, request?: SplitRequest, options?: CallOptions): Promise<PairStatus>;
   resync(name: string, request?: DiscardRequest): Promise<PairStatus>;
   setProtection(name: string, request: ProtectionRequest): Promise<PairStatus>;
+  /**
+   * At the primary of a duplex pair: starts an online verify and answers at once with the status,
+   * whose `verify` shows its progress; regions found different are recorded (resync copies them).
+   */
+  verify(name: string, request?: VerifyRequest): Promise<PairStatus>;
+  /** Stops the running verify; answers once it stopped (what it found stays recorded). */
+  cancelVerify(name: string): Promise<PairStatus>;
   /** At the secondary; every pair of the same consistency group is taken over together. */
   takeover(name: string, options?: CallOptions): Promise<PairStatus[]>;
   /** At the node that becomes the primary; answers every pair of the group. */

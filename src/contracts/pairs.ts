@@ -58,6 +58,38 @@ export interface DeltaRecordStatus {
 
 export type DeltaMethod = 'sequence' | 'compare';
 
+/** An online verify runs, or how the last one ended. */
+export type VerifyState = 'running' | 'finished' | 'cancelled' | 'aborted';
+
+export interface ByteRangeView {
+  offset: number;
+  length: number;
+}
+
+/** The last online verify of a pair at its primary (since the node started). */
+export interface VerifyStatus {
+  state: VerifyState;
+  startedAt: string;
+  endedAt: string | null;
+  /** Each side is read at most this fast. */
+  rateMiBPerSecond: number;
+  /** The volume's size: what a finished verify went through. */
+  totalBytes: number;
+  /** Bytes gone through so far (compared or skipped). */
+  doneBytes: number;
+  progressPercent: number;
+  /** Bytes found different, in 4 KiB blocks. */
+  differingBytes: number;
+  /** 64 KiB regions found different and recorded in the differential record (resync copies them). */
+  differingRegions: number;
+  /** The first byte ranges found different (up to 8; the rest are counted). */
+  ranges: ByteRangeView[];
+  /** Async pairs: bytes not compared because the secondary did not apply the journal in time. */
+  skippedBytes: number;
+  /** What the verify does now, or why it ended. */
+  reason: string;
+}
+
 export interface PairStatus {
   name: string;
   role: PairRole;
@@ -91,6 +123,8 @@ export interface PairStatus {
   lag: LagReport | null;
   createdAt: string;
   updatedAt: string;
+  /** The last online verify at this node (primary only); absent when none ran since the node started. */
+  verify?: VerifyStatus;
 }
 
 export interface GroupStatus {
@@ -139,6 +173,12 @@ export interface SplitRequest {
 export interface DiscardRequest {
   /** The node whose changes are discarded when both sides were written (split brain). */
   discard?: string;
+}
+
+/** NodeClient.verify */
+export interface VerifyRequest {
+  /** Read each side at most this fast (default 100 MiB/s). */
+  rateMiBPerSecond?: number;
 }
 
 /** NodeClient.setProtection */

@@ -4,7 +4,9 @@
 import { TricopyError, isErrorCode } from '../common/errors';
 import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
 import type { CallOptions, DeleteOptions, NodeClient } from '../contracts/node-client';
-import type { CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest } from '../contracts/pairs';
+import type {
+  CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest,
+} from '../contracts/pairs';
 
 export const defaultApiTimeoutMs = 30_000;
 /** A wait request is answered by the node at its deadline; the connection may take a little longer. */
@@ -88,6 +90,14 @@ export class HttpNodeClient implements NodeClient {
 
   setProtection(name: string, request: ProtectionRequest): Promise<PairStatus> {
     return this.request('POST', `${pairPath(name)}/protection`, request);
+  }
+
+  verify(name: string, request: VerifyRequest = {}): Promise<PairStatus> {
+    return this.request('POST', `${pairPath(name)}/verify`, request);
+  }
+
+  cancelVerify(name: string): Promise<PairStatus> {
+    return this.request('DELETE', `${pairPath(name)}/verify`);
   }
 
   async takeover(name: string, options?: CallOptions): Promise<PairStatus[]> {

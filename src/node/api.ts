@@ -8,8 +8,9 @@ import type { NodeEvent } from '../common/events';
 import type { Logger } from '../common/log';
 import { parseSize } from '../common/units';
 import type { Problem } from '../contracts/node';
-import type { CreatePairRequest, PairState } from '../contracts/pairs';
+import type { CreatePairRequest, PairState, VerifyRequest } from '../contracts/pairs';
 import { createPairInput } from '../replication/control/operator';
+import { maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../replication/limits';
 import type { StorageNode } from './node';
 
 export const maxApiBodyBytes = 64 * 1024;
@@ -212,6 +213,23 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
   app.post('/v1/pairs/:name/resync', { schema: { params: nameParam, body: discardBody } },
     async (request: FastifyRequest<{ Params: { name: string }; Body: { discard?: string } }>) =>
       node.replication.resync(request.params.name, { discard: request.body?.discard }));
+
+  app.post('/v1/pairs/:name/verify', {
+    schema: {
+      params: nameParam,
+      body: {
+        type: 'object', additionalProperties: false,
+        properties: { rateMiBPerSecond: { type: 'integer', minimum: minVerifyRateMiBPerSecond, maximum: maxVerifyRateMiBPerSecond } },
+      },
+    },
+  }, async (request: FastifyRequest<{ Params: { name: string }; Body: VerifyRequest | undefined }>, reply) => {
+    const status = await node.replication.verify(request.params.name, { rateMiBPerSecond: request.body?.rateMiBPerSecond });
+    reply.code(202);
+    return status;
+  });
+
+  app.delete('/v1/pairs/:name/verify', { schema: { params: nameParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => node.replication.cancelVerify(request.params.name));
 
   app.post('/v1/pairs/:name/protection', {
     schema: {

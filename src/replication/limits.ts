@@ -62,6 +62,30 @@ export const regionHashBytes = 16;
 /** Copy requests in flight per pair. */
 export const defaultCopyConcurrency = 8;
 
+// --- online verify ------------------------------------------------------------------------------
+/** Verify compares this much per step: one checksum request to the peer, under one range lock. */
+export const verifyStepBytes = 1 * MiB;
+/** Verify reads each side at most this fast unless the command says otherwise (DRBD's c-max-rate default). */
+export const defaultVerifyRateMiBPerSecond = 100;
+export const minVerifyRateMiBPerSecond = 1;
+export const maxVerifyRateMiBPerSecond = 10_240;
+/**
+ * Async verify hashes this much of the primary, then waits once for the secondary to apply the
+ * journal up to that point and compares; one wait serves many steps.
+ */
+export const verifyAsyncWindowBytes = 64 * MiB;
+/** Async verify waits this long (holding no lock) for the secondary to apply up to a window's point. */
+export const verifyApplyWaitMs = 60_000;
+/**
+ * Async verify compares a region that looked different again with host writes to it held until the
+ * secondary applied every entry written before: at most this long, else the region is skipped.
+ */
+export const verifyLockedApplyWaitMs = 5_000;
+/** A stopping node waits this long for running verifies to end their step (and release their range locks). */
+export const verifyStopWaitMs = 2_000;
+/** Byte ranges of differences named in the pair-verify event and the status (the rest are counted). */
+export const maxVerifyReportedRanges = 8;
+
 // --- async journals -----------------------------------------------------------------------------
 /** Bytes of a journal entry ahead of its data (fixed header and the pair name, at most). */
 export const maxJournalEntryHeaderBytes = 256;
@@ -130,6 +154,11 @@ invariant(maxCopyRequestBytes % diffChunkBytes === 0 && maxDeltaRunBytes % maxCo
 invariant(maxCopyRequestBytes + maxDataHeaderBytes <= maxFramePayloadBytes, 'a copy request fits a frame');
 invariant(deltaRegionBytes === diffChunkBytes && deltaRegionBytes % deltaBlockBytes === 0,
   'delta regions are the differential record\'s regions, made of whole blocks');
+invariant(verifyStepBytes % diffChunkBytes === 0 && verifyAsyncWindowBytes % verifyStepBytes === 0,
+  'verify steps are whole regions, and an async window is whole steps');
+invariant((verifyStepBytes / deltaBlockBytes) * regionHashBytes + maxDataHeaderBytes <= maxFramePayloadBytes, 'the checksums of a verify step fit a frame');
+invariant(minVerifyRateMiBPerSecond <= defaultVerifyRateMiBPerSecond && defaultVerifyRateMiBPerSecond <= maxVerifyRateMiBPerSecond, 'the default verify rate is allowed');
+invariant(drainPollIntervalMs < verifyLockedApplyWaitMs && verifyLockedApplyWaitMs < verifyApplyWaitMs, 'verify polls more often than it waits, and waits less with writes held');
 invariant(activityExtentBytes % diffChunkBytes === 0, 'activity extents are whole regions');
 invariant(maxCachedJournalBytes >= maxIoBytes && maxReceivedCacheBytes >= maxIoBytes, 'journal caches hold the largest write');
 invariant(drainPollIntervalMs < drainTimeoutMs && autoResyncDelayMs < defaultSyncWriteTimeoutMs, 'pauses are shorter than the timeouts they serve');

@@ -4,7 +4,7 @@
 //   pairs/      records, state table, transition engine, registry       (who a pair is, where it stands)
 //   datapath/   write path, fences, range locks, activity logs          (host writes of paired volumes)
 //   async/      journals, shipper, applier, split drain                 (consistency groups)
-//   copy/       copy engine, block comparison                           (initial copy, resync, delta)
+//   copy/       copy engine, block comparison, online verify            (initial copy, resync, delta, verify)
 //   delta/      delta records, applied marks                            (3DC delta resync)
 //   control/    operator commands, takeover, swap, peer requests, reconcile
 //   transport/  frames, messages, links, peers                          (the node-to-node protocol)
@@ -30,6 +30,7 @@ import { Reconciler } from './control/reconcile';
 import { Swap } from './control/swap';
 import { Takeover } from './control/takeover';
 import { CopyEngine } from './copy/copy-engine';
+import { type VerifyOptions, Verifier } from './copy/verify';
 import { Fences } from './datapath/fences';
 import type { ReplicationDataPath } from './datapath/replicated-volume';
 import { VolumeRuntimes } from './datapath/volume-runtimes';
@@ -89,6 +90,7 @@ interface Parts {
   takeover: Takeover;
   reconciler: Reconciler;
   status: StatusReader;
+  verifier: Verifier;
 }
 
 export class ReplicationService implements ReplicationDataPath {
@@ -143,6 +145,7 @@ export class ReplicationService implements ReplicationDataPath {
   async stop(): Promise<void> {
     if (!this.parts) return;
     this.parts.reconciler.stop();
+    await this.parts.verifier.stop();
     this.parts.applier.stop();
     this.parts.copy.stop();
     this.parts.shipping.stopAll();
@@ -196,7 +199,8 @@ export class ReplicationService implements ReplicationDataPath {
       clientsOf: (volume) => this.clientsOf?.(volume) ?? 0,
     });
     env.transport.setRequestHandler((type, payload, peer) => requests.handle(type, payload, peer));
-    return { store, engine, marks, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status };
+    const verifier = new Verifier({ env, localNode: options.localNode, registry, engine, journals, volumeRuntimes, copy, events, log, status: statusOf });
+    return { store, engine, marks, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status, verifier };
   }
 
   /**
@@ -272,11 +276,11 @@ export class ReplicationService implements ReplicationDataPath {
   // --- queries ---------------------------------------------------------------------------------
 
   list(): PairStatus[] {
-    return this.parts.status.list();
+    return this.parts.status.list().map((s) => this.parts.verifier.decorate(s));
   }
 
   get(name: string): PairStatus {
-    return this.parts.status.get(name);
+    return this.parts.verifier.decorate(this.parts.status.get(name));
   }
 
   groups(): string[] {
@@ -307,7 +311,20 @@ export class ReplicationService implements ReplicationDataPath {
   }
 
   resync(name: string, options: { discard?: string | undefined }): Promise<PairStatus> {
+    // A duplex pair with regions recorded by verify: copy exactly those (COPY, then PAIR again).
+    if (this.parts.verifier.hasRecordedRegions(name)) {
+      return this.parts.verifier.resyncRecorded(name).then((status) => status ?? this.parts.operator.resync(name, options));
+    }
     return this.parts.operator.resync(name, options);
+  }
+
+  /** Online verify at the primary of a duplex pair: compare both copies, record what differs. */
+  verify(name: string, options: VerifyOptions): Promise<PairStatus> {
+    return this.parts.verifier.start(name, options);
+  }
+
+  cancelVerify(name: string): Promise<PairStatus> {
+    return this.parts.verifier.cancel(name);
   }
 
   takeover(name: string): Promise<PairStatus[]> {

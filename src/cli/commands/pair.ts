@@ -1,20 +1,22 @@
-// `tricopy pair`: remote copy pairs between two nodes: create, status, split, resync, takeover,
-// swap, delete and wait; --wait draws copy progress on stderr.
+// `tricopy pair`: remote copy pairs between two nodes: create, status, split, resync, verify,
+// takeover, swap, delete and wait; --wait draws copy (or verify) progress on stderr.
 import { type Command, Option } from 'commander';
 import { TricopyError } from '../../common/errors';
 import { formatBytes } from '../../common/units';
 import type { NodeClient } from '../../contracts/node-client';
-import type { PairState, PairStatus } from '../../contracts/pairs';
+import type { PairState, PairStatus, VerifyStatus } from '../../contracts/pairs';
+import { defaultVerifyRateMiBPerSecond, maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../../replication/limits';
 import { HttpNodeClient } from '../../node/api-client';
 import { printJson, table } from '../format';
 import { client, commandTimeoutMs, globals, tokenOf } from '../globals';
 
 export function registerPairCommands(program: Command): void {
-  const pair = program.command('pair').description('remote copy pairs: create, watch, split, resync, take over, swap, delete');
+  const pair = program.command('pair').description('remote copy pairs: create, watch, split, resync, verify, take over, swap, delete');
   addCreate(pair);
   addStatus(pair);
   addSplit(pair);
   addResync(pair);
+  addVerify(pair);
   addTakeover(pair);
   addSwap(pair);
   addDelete(pair);
@@ -70,6 +72,7 @@ function addStatus(pair: Command): void {
         p.lag ? `${p.lag.seconds.toFixed(1)}s ${formatBytes(p.lag.bytes)} ${p.lag.entries}e` : '-',
       ])));
       for (const p of pairs) if (p.code === 'PSUE' || p.code === 'PSUS' || p.code === 'SSWS' || p.code === 'SSUS') console.log(`${p.name}: ${p.reason}`);
+      for (const p of pairs) if (p.verify) console.log(`${p.name}: ${verifyLine(p.verify)}`);
     });
 }
 
@@ -101,6 +104,67 @@ function addResync(pair: Command): void {
       if (globals(cmd).json) return printJson(final);
       console.log(`pair ${name} is duplex (PAIR)`);
     });
+}
+
+function addVerify(pair: Command): void {
+  pair.command('verify <name>')
+    .description('run at the primary of a duplex pair: compare both copies by checksum while hosts keep writing (DRBD verify).\n' +
+      'Regions that differ are recorded and reported; `pair resync` then copies exactly those.')
+    .option('--rate <MiB/s>', `read each side at most this fast (${minVerifyRateMiBPerSecond}–${maxVerifyRateMiBPerSecond})`, String(defaultVerifyRateMiBPerSecond))
+    .option('--wait', 'wait until the verify ends, showing progress (exit 1 unless it went through the whole volume)')
+    .option('--cancel', 'stop the running verify; what it found so far stays recorded')
+    .option('--timeout <seconds>', 'with --wait: give up waiting after this many seconds (the verify goes on)', '86400')
+    .action(async (name: string, opts: { rate: string; wait?: boolean; cancel?: boolean; timeout: string }, cmd: Command) => {
+      const api = client(cmd);
+      const json = globals(cmd).json === true;
+      if (opts.cancel) {
+        const status = await api.cancelVerify(name);
+        if (json) return printJson(status);
+        return console.log(`pair ${name}: ${status.verify ? verifyLine(status.verify) : 'no verify'}`);
+      }
+      const rate = Number(opts.rate);
+      if (!Number.isInteger(rate) || rate < minVerifyRateMiBPerSecond || rate > maxVerifyRateMiBPerSecond) {
+        throw new TricopyError('invalid-argument', `--rate takes a whole number of MiB/s from ${minVerifyRateMiBPerSecond} to ${maxVerifyRateMiBPerSecond}`);
+      }
+      const started = await api.verify(name, { rateMiBPerSecond: rate });
+      if (!opts.wait) {
+        if (json) return printJson(started);
+        return console.log(`pair ${name}: verify started at up to ${rate} MiB/s; follow it with: tricopy pair status ${name}`);
+      }
+      const final = await waitForVerify(api, name, Number(opts.timeout), json);
+      if (json) printJson(final);
+      else console.log(`pair ${name}: ${verifyLine(final.verify!)}`);
+      if (final.verify!.state !== 'finished') throw new TricopyError('conflict', `the verify of pair ${name} did not finish: ${final.verify!.reason}`);
+    });
+}
+
+/** One line about a verify, for status and the verify command. */
+function verifyLine(v: VerifyStatus): string {
+  if (v.state !== 'running') return v.reason;
+  const found = v.differingRegions === 0 ? 'no differences so far' : `${v.differingRegions} region${v.differingRegions === 1 ? ' differs' : 's differ'} so far`;
+  return `verify running, ${v.progressPercent}% of ${formatBytes(v.totalBytes)} at up to ${v.rateMiBPerSecond} MiB/s, ${found}`;
+}
+
+/** Polls a pair until its verify ends, drawing progress. */
+async function waitForVerify(api: NodeClient, name: string, timeoutSeconds: number, quiet: boolean): Promise<PairStatus> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  const tty = process.stderr.isTTY === true && !quiet;
+  let lastLine = '';
+  for (;;) {
+    const p = await api.getPair(name);
+    const v = p.verify;
+    if (!v) throw new TricopyError('conflict', `pair ${name} has no verify on this node any more (was it deleted, or the node restarted?)`);
+    if (v.state !== 'running') {
+      if (tty) process.stderr.write(`\r${' '.repeat(lastLine.length)}\r`);
+      return p;
+    }
+    if (Date.now() > deadline) throw new TricopyError('unavailable', `the verify of pair ${name} is still running after ${timeoutSeconds} s`, `stop it with: tricopy pair verify ${name} --cancel`);
+    const bar = `[${'#'.repeat(Math.floor(v.progressPercent / 5)).padEnd(20, ' ')}] ${String(v.progressPercent).padStart(3)}% verify, ${v.differingRegions} differing`;
+    if (tty) process.stderr.write(`\r${bar}`);
+    else if (!quiet && bar !== lastLine) process.stderr.write(`${bar}\n`);
+    lastLine = bar;
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 function addTakeover(pair: Command): void {

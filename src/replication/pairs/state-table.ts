@@ -37,7 +37,7 @@ export interface DecisionContext {
   mode: CopyMode;
   /** Why the pair is suspended now (suspended or suspending), else null. */
   cause: SuspendCause | null;
-  /** swap: nothing differs between the two sides, so no copy follows. */
+  /** swap: nothing differs between the two sides, so no copy follows; resync of a duplex pair: false when regions are recorded. */
   clean?: boolean | undefined;
   /** peer-state: what the primary reports. */
   peerState?: PairState | undefined;
@@ -96,7 +96,10 @@ const primary: Record<PairState, Row> = {
     split: (ctx) => ctx.mode === 'async'
       ? t('suspending', 'split: draining the journal to the secondary', 'operator')
       : t('suspended', 'split by operator; both sides record changed regions', 'operator'),
-    resync: noop('the pair is already duplex'),
+    // Online verify runs in duplex and records the regions that differ; a resync copies them.
+    resync: (ctx) => ctx.clean === false
+      ? t('duplex-pending', 'resync: copying the regions online verify found different')
+      : noop('the pair is already duplex'),
     takeover: wrongSide('takeover is run at the secondary node'),
     swap: swappedAway,
     delete: t('simplex', 'pair deleted'),
