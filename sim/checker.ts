@@ -10,7 +10,7 @@
 //      every attribute, and every copy is byte-equal.
 import type { PairInternals } from '../src/replication/status';
 import { decodeVolume, sectorBytes } from './blocks';
-import type { Cluster, PairSpec } from './cluster';
+import type { Cluster } from './cluster';
 import { type HostFlush, type HostWrite, History } from './history';
 
 type WriteSet = Set<number>;
@@ -154,7 +154,21 @@ export class Checker {
   checkpoint(): void {
     this.checks++;
     for (const [volume, node] of this.cluster.active) this.checkMustHave(node, volume);
-    for (const spec of this.cluster.pairs) this.checkPair(spec);
+    for (const name of this.pairNames()) this.checkPair(name);
+  }
+
+  /** Every pair some running node holds (a topology's pairs come and go with its procedures). */
+  pairNames(): string[] {
+    const names = new Set<string>(this.cluster.pairs.map((p) => p.name));
+    for (const node of this.cluster.nodes.values()) {
+      if (node.up) for (const p of node.service!.internals()) names.add(p.record.name);
+    }
+    return [...names].sort();
+  }
+
+  /** The content of a volume's other copy `from` now holds too (a failover took the newest data from it). */
+  carryFrom(from: string, to: string, volume: string): void {
+    for (const id of this.set(this.mustHave, from, volume)) this.set(this.mustHave, to, volume).add(id);
   }
 
   /** Promise 2: no write the copy must hold is missing or overwritten by an older one. */
@@ -176,13 +190,14 @@ export class Checker {
     }
   }
 
-  private checkPair(spec: PairSpec): void {
-    const found = this.pairSides(spec.name);
+  private checkPair(name: string): void {
+    const found = this.pairSides(name);
     if (!found) return;
     const { primary, secondary } = found;
     this.checkCoverage(primary, secondary);
     const group = primary.internals.record.group;
-    const membersConsistent = this.cluster.pairs.filter((x) => x.group === group).every((x) => this.consistent.get(`${secondary.node}/${x.name}`) !== false);
+    const members = this.groupMembers(secondary.node, group);
+    const membersConsistent = members.every((x) => this.consistent.get(`${secondary.node}/${x.name}`) !== false);
     if (primary.internals.record.mode === 'async' && membersConsistent &&
         secondary.internals.record.state !== 'secondary-writable' && !secondary.internals.record.secondaryWritable &&
         this.backlog(secondary.node, primary.internals.record.group!) === 0) {
@@ -245,9 +260,16 @@ export class Checker {
     }
   }
 
+  /** The pairs of a consistency group as a node holds them. */
+  private groupMembers(node: string, group: string | null): Array<{ name: string; volume: string }> {
+    if (group === null) return [];
+    const service = this.cluster.node(node).service;
+    return (service?.internals() ?? []).filter((p) => p.record.group === group).map((p) => ({ name: p.record.name, volume: p.record.volume }));
+  }
+
   /** Promise 3: the secondary's copies of the group's volumes are a prefix of the primary's history since the epoch. */
   private checkPrefix(primaryNode: string, secondaryNode: string, group: string): void {
-    const members = this.cluster.pairs.filter((p) => p.group === group);
+    const members = this.groupMembers(secondaryNode, group);
     const observed = new Map<string, Uint32Array>();
     const epoch = Math.max(...members.map((m) => this.epochStart.get(m.volume) ?? 0));
     for (const m of members) {
@@ -284,8 +306,9 @@ export class Checker {
 
   /** Promise 5: every pair duplex, both ends agreeing, both copies equal. */
   final(): void {
-    for (const spec of this.cluster.pairs) {
-      const sides = this.pairSides(spec.name);
+    for (const name of this.pairNames()) {
+      const sides = this.pairSides(name);
+      const spec = { name };
       if (!sides) {
         this.fail(`pair ${spec.name} does not have a primary and a secondary on two running nodes at the end`);
         continue;

@@ -9,6 +9,7 @@ import { Cluster, type PairSpec, type VolumeSpec } from './cluster';
 import { History } from './history';
 import type { CrashKind } from './node';
 import { Operator } from './operator';
+import { TopologyOperator } from './topology-operator';
 import type { Random } from './random';
 import { settle } from './scheduler';
 import { type Variant, applyVariant } from './variants';
@@ -76,14 +77,33 @@ function threeSites(): Scenario {
   };
 }
 
+/** A three-site topology (spec 001, multi-target) run by the real procedures: failovers, failbacks, repairs. */
+function topology(): Scenario {
+  return {
+    name: 'topology',
+    nodes: ['tokyo', 'osaka', 'sapporo'],
+    volumes: [{ name: 'db1', index: 1, sizeBytes: MiB }, { name: 'log1', index: 3, sizeBytes: MiB }],
+    pairs: [],
+  };
+}
+
+/** Which scenario a seed runs (seeds ending in 4 run a topology). */
+export function scenarioOf(seed: number): Scenario {
+  if (seed % 10 === 4) return topology();
+  return seed % 3 === 2 ? threeSites() : twoSites();
+}
+
 export async function runSeed(options: RunOptions): Promise<RunResult> {
-  const scenario = options.seed % 3 === 2 ? threeSites() : twoSites();
+  const scenario = scenarioOf(options.seed);
   const cluster = new Cluster(options.seed, scenario.nodes, scenario.volumes, scenario.pairs,
     { verbose: options.verbose, journalBytes: 64 * MiB, autoResync: true });
   const history = new History(MiB / sectorBytes);
   const checker = new Checker(cluster, history);
   const rng = cluster.rng.fork();
-  const operator = new Operator(cluster, checker, rng.fork());
+  const operator = scenario.name === 'topology'
+    ? new TopologyOperator(cluster, checker, rng.fork(), { primary: 'tokyo', sync: 'osaka', async: 'sapporo' },
+      Object.fromEntries(scenario.volumes.map((v) => [v.name, v.sizeBytes])))
+    : new Operator(cluster, checker, rng.fork());
   const workload = new Workload(cluster, history, checker, rng.fork());
   let crashes = 0;
   let commands = 0;
@@ -159,8 +179,8 @@ async function checkpoint(cluster: Cluster, workload: Workload, checker: Checker
     return;
   }
   // Secondaries apply what they received (after a restart they replay it) before their images are read.
-  const groups = [...new Set(cluster.pairs.map((p) => p.group).filter((g): g is string => g !== undefined))];
-  await cluster.scheduler.runUntilTrue(() => [...cluster.nodes.keys()].every((n) => groups.every((g) => checker.backlog(n, g) === 0)),
+  const groups = (): string[] => [...new Set([...cluster.nodes.values()].flatMap((n) => (n.up ? n.service!.groups() : [])))];
+  await cluster.scheduler.runUntilTrue(() => [...cluster.nodes.keys()].every((n) => groups().every((g) => checker.backlog(n, g) === 0)),
     cluster.scheduler.now + 5000);
   checker.checkpoint();
   workload.resume();

@@ -1,6 +1,7 @@
 // What every topology procedure shares: the three sites of the topology file with the client of
 // each site's node and what the last probe learned of it, the topology's pairs as a site sees them,
 // and the numbered step lines the procedures print. The procedures themselves live in procedures/.
+import { type Clock, systemClock } from '../common/clock';
 import { TricopyError, errorMessage } from '../common/errors';
 import type { NodeInfo } from '../contracts/node';
 import type { NodeClient, NodeClientFactory } from '../contracts/node-client';
@@ -28,6 +29,8 @@ export interface RunOptions {
   print: Printer;
   /** Seconds to wait for copies to finish (0 = do not wait). */
   waitSeconds: number;
+  /** Time for waits between polls (the system clock; a simulator's virtual one). */
+  clock?: Clock;
 }
 
 /** A site that does not answer this fast counts as unreachable for this run. */
@@ -35,9 +38,11 @@ const probeTimeoutMs = 5000;
 
 export class TopologyContext {
   readonly sites: Site[];
+  readonly clock: Clock;
   private stepNo = 0;
 
   constructor(readonly t: Topology, readonly options: RunOptions) {
+    this.clock = options.clock ?? systemClock;
     const make = (role: SiteRole, spec: SiteSpec): Site => ({ role, spec, api: options.clientFor(spec.node), info: undefined, error: undefined });
     this.sites = [make('primary', t.primary), make('sync', t.sync), make('async', t.async)];
   }

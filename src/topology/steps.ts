@@ -118,12 +118,13 @@ export async function dissolveEverywhere(ctx: TopologyContext, name: string): Pr
 }
 
 export async function waitLagZero(ctx: TopologyContext, s: Site, name: string): Promise<void> {
-  const deadline = Date.now() + drainTimeoutMs;
+  const clock = ctx.clock;
+  const deadline = clock.now() + drainTimeoutMs;
   for (;;) {
     const p = await ctx.pairAt(s, name);
     if (!p || (p.lag?.entries ?? 0) === 0) return;
-    if (Date.now() > deadline) throw new TricopyError('unavailable', `pair ${name} did not drain`);
-    await new Promise((r) => setTimeout(r, 100));
+    if (clock.now() > deadline) throw new TricopyError('unavailable', `pair ${name} did not drain`);
+    await clock.sleep(100);
   }
 }
 
@@ -135,7 +136,8 @@ export async function waitAll(ctx: TopologyContext, title: string, required = fa
     return;
   }
   ctx.step(title);
-  const deadline = Date.now() + (waitSeconds > 0 ? waitSeconds : 3600) * 1000;
+  const clock = ctx.clock;
+  const deadline = clock.now() + (waitSeconds > 0 ? waitSeconds : 3600) * 1000;
   let last = '';
   for (;;) {
     const status = await topologyStatus(ctx);
@@ -155,7 +157,7 @@ export async function waitAll(ctx: TopologyContext, title: string, required = fa
     }
     if (line !== last) ctx.print(`    waiting: ${line}`);
     last = line;
-    if (Date.now() > deadline) throw new TricopyError('unavailable', `copies still running after ${waitSeconds} s: ${line}`);
-    await new Promise((r) => setTimeout(r, 500));
+    if (clock.now() > deadline) throw new TricopyError('unavailable', `copies still running after ${waitSeconds} s: ${line}`);
+    await clock.sleep(500);
   }
 }
