@@ -87,9 +87,15 @@ test('unplanned takeover: the returning old primary is fenced; swap back copies 
     const workload = new OrderedWorkload([client], { blockSize, blockCount: workloadBytes / blockSize, queueDepth: 8, flushEvery: 0 });
     const running = workload.run();
     await waitFor('writes flowing', () => workload.ackedCount >= 1000, { timeoutMs: 60_000, intervalMs: 10 });
+    // A backlog made deterministically: writes acknowledged at tokyo after the link drops every byte
+    // never reach sapporo (a delay alone let sapporo receive every acknowledged write in some runs,
+    // and then there was no split brain to name).
+    for (const p of proxies) p.blackhole();
+    const ackedBeforeCut = workload.ackedCount;
+    await waitFor('writes acknowledged that sapporo cannot receive', () => workload.ackedCount >= ackedBeforeCut + 200, { timeoutMs: 60_000, intervalMs: 10 });
     await cluster.kill('tokyo');
     await running;
-    for (const p of proxies) p.setDelay(0);
+    for (const p of proxies) { p.setDelay(0); p.restore(); }
     const takeover = await cli(['--node', cluster.node('sapporo').apiUrl, 'pair', 'takeover', 'db']);
     assert.equal(takeover.code, 0, takeover.stderr);
     assert.match(takeover.stdout, /SSWS/);
