@@ -73,6 +73,12 @@ export interface PairStatus {
   generation: number;
   /** Copy progress while COPY, else null. */
   progressPercent: number | null;
+  /**
+   * An initial copy or resync that stopped before it finished (the pair was suspended during it):
+   * how far it got. The secondary then holds an incomplete image that no failover may use. Null
+   * when no copy is unfinished.
+   */
+  interruptedCopyPercent: number | null;
   /** Bytes recorded as changed (to be copied by the next resync). */
   differentialBytes: number;
   hostWritesRecorded: boolean;
