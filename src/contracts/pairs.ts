@@ -97,6 +97,12 @@ export interface PairStatus {
   lag: LagReport | null;
   createdAt: string;
   updatedAt: string;
+  /**
+   * The identity (NodeInfo.dataDirId) of the peer's data directory when the pair was created here,
+   * if the creator passed it; null when not recorded (the peer created this side, or an older
+   * caller). Filled by the node, not by the replication core.
+   */
+  peerDataDirId?: string | null;
 }
 
 export interface GroupStatus {
@@ -133,6 +139,8 @@ export interface CreatePairRequest {
   fenceGroup?: string;
   /** How the peer reaches this node, when not at its advertised address (NAT, a relay, a test proxy). */
   returnAddress?: { host: string; replPort: number };
+  /** The peer's data directory identity as the caller saw it (NodeInfo.dataDirId); the node keeps it with the pair. */
+  peerDataDirId?: string;
 }
 
 /** NodeClient.split */

@@ -42,6 +42,8 @@ export async function ensurePair(ctx: TopologyContext, from: Site, to: Site, v: 
     name, volume: v.name, peer: { node: info.name, host: info.replAddress.host, replPort: info.replAddress.port }, mode, fence,
     ...(mode === 'async' ? { group: ctx.t.name } : {}), initialCopy,
     ...(options.fenceGroup === false ? {} : { fenceGroup: ctx.t.name }),
+    // The node keeps it: status can then tell when the secondary comes back on another data directory.
+    peerDataDirId: info.dataDirId,
   });
   ctx.print(`    ${name}: ${from.spec.site} → ${to.spec.site} ${mode} created (${initialCopy === 'delta' ? 'copying only differing blocks' : 'full initial copy'})`);
 }
