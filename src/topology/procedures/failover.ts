@@ -41,7 +41,10 @@ export async function failover(ctx: TopologyContext, to: string, newestFrom: str
 async function planFailover(ctx: TopologyContext, to: string, newestFrom: string | undefined): Promise<Move> {
   await ctx.probe();
   const target = ctx.siteByName(to);
-  if (!target.info) throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`);
+  if (!target.info) {
+    throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`,
+      `the failover target must answer: start its node (${target.spec.node}), or choose another site after reading: tricopy topology status <file>`);
+  }
   const primary = ctx.site('primary');
   const status = await topologyStatus(ctx);
   // A rerun (the target is already writable, perhaps because an earlier run was interrupted)
@@ -51,11 +54,32 @@ async function planFailover(ctx: TopologyContext, to: string, newestFrom: string
   const from = status.activeSite && !rerun ? ctx.siteByName(status.activeSite) : primary;
   const planned = !rerun && from.info !== undefined && status.activeSite !== null;
   if (target === primary) {
-    throw new TricopyError('invalid-argument', `${to} is the primary site: to bring the application back there use failback; to route around a lost site use repair`);
+    throw new TricopyError('invalid-argument', `${to} is the primary site of the topology file: a failover moves the application away from it`,
+      `to bring the application back there: tricopy topology failback <file> --to ${to} --wait; to route around a lost site: tricopy topology repair <file> --wait`);
   }
   if (rerun) ctx.print(`the application already runs at ${to}: checking that every step of the failover is done`);
+  else {
+    refuseWithoutCopy(status, to, newestFrom);
+    if (newestFrom === undefined) ctx.print(`loss if failed over to ${to} now: ${status.sites.find((x) => x.site === to)!.atRisk.text}`);
+  }
   if (newestFrom !== undefined) await checkNewestFrom(ctx, status, target, newestFrom, rerun);
   return { target, from, planned };
+}
+
+/**
+ * A failover is refused when the target holds no usable copy of the newest writes: none reaches it
+ * from the site holding them, or it lost its data, or its copy is incomplete. Where the loss is
+ * bounded or unknown (the writer is lost), the operator decides: the claim is printed first.
+ */
+function refuseWithoutCopy(status: TopologyStatus, to: string, newestFrom: string | undefined): void {
+  const claim = status.sites.find((x) => x.site === to)!.atRisk;
+  const writer = status.writer.site;
+  if (claim.kind !== 'unbounded' || newestFrom !== undefined) return;
+  const primary = status.sites.find((x) => x.role === 'primary')!.site;
+  throw new TricopyError('conflict', `a failover to ${to} would lose ${claim.text}`,
+    writer && writer !== primary && status.activeSite === writer
+      ? `the application runs at ${writer}; bring the original layout back first (tricopy topology failback <file> --to ${primary} --wait), then fail over from there`
+      : `restore ${to}'s copies first: tricopy topology repair <file> --wait (or failback --to ${primary} when the application runs elsewhere); read tricopy topology status <file>`);
 }
 
 /** Fig. 14 needs the sync site answering, and must not overwrite an async site that already runs on its own copy. */
@@ -65,7 +89,8 @@ async function checkNewestFrom(ctx: TopologyContext, status: TopologyStatus, tar
   const far = ctx.site('async');
   const source = ctx.siteByName(newestFrom);
   if (target.role !== 'async' || source.role !== 'sync') {
-    throw new TricopyError('invalid-argument', '--newest-from takes the sync site and is used with a failover to the async site (Fig. 14)');
+    throw new TricopyError('invalid-argument', '--newest-from takes the sync site and is used with a failover to the async site (Fig. 14)',
+      `tricopy topology failover <file> --to ${far.spec.site} --newest-from ${sync.spec.site}`);
   }
   if (!source.info) {
     throw new TricopyError('unavailable', `cannot take the newest data from ${newestFrom}: it is not reachable (${source.error})`,
@@ -164,7 +189,8 @@ async function failoverCascade(ctx: TopologyContext, { target, from, planned }: 
     ctx.step(`the application may start at ${far.spec.site}`);
     return;
   }
-  throw new TricopyError('invalid-argument', `${target.spec.site} is the primary site: use failback or repair`);
+  throw new TricopyError('invalid-argument', `${target.spec.site} is the primary site: a failover moves the application away from it`,
+    `tricopy topology failback <file> --to ${target.spec.site} --wait, or tricopy topology repair <file> --wait`);
 }
 
 /**
