@@ -171,7 +171,8 @@ function chain(first: VolumeClaim, second: VolumeClaim, mid: string): VolumeClai
 
 function noCopy(f: Facts, v: string, w: string, site: string): VolumeClaim {
   const follows = f.pairs.filter((e) => e.volume === v && e.at.get(site)?.role === 'secondary').map((e) => e.sites.find((x) => x !== site)!);
-  const why = follows.length > 0 ? `its copy of ${v} follows ${follows.join(', ')}, not ${w}` : `no copy of ${v} reaches it from ${w}`;
+  // Without the volume's name: the same words for every volume are said once.
+  const why = follows.length > 0 ? `its copies follow ${follows.join(', ')}, not ${w}` : `no copy reaches it from ${w}`;
   return { ...claim('unbounded', `everything written at ${w} since ${site} last received from it: ${why}`), noCopy: true };
 }
 

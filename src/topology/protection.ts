@@ -96,7 +96,9 @@ function copyGaps(f: Facts, a: SiteFacts, legs: LegView[], now: number): Missing
     }
     if (!linkUp(f, sender, leg.to)) {
       const far = siteFacts(f, leg.to);
-      out.push({ what: `async site ${leg.to} unreachable${downFor(f, far, now, sender)}`, unreachable: far.info ? undefined : leg.to, detail: `${leg.from} cannot reach ${leg.to}: its journal keeps the writes meanwhile`,
+      // The CLI may reach a site its peer cannot: then it is the link that is down.
+      const what = far.info ? `async copy: link ${leg.from}–${leg.to} down` : `async site ${leg.to} unreachable`;
+      out.push({ what: `${what}${downFor(f, far, now, sender)}`, unreachable: far.info ? undefined : leg.to, detail: `${leg.from} cannot reach ${leg.to}: its journal keeps the writes meanwhile`,
         hint: `when ${leg.to} is back it catches up by itself; if its copies stay suspended: tricopy topology repair <file> --wait` });
       break;
     }
@@ -112,7 +114,8 @@ function syncGap(f: Facts, a: SiteFacts, fromActive: LegView[], volumes: string[
   const to = legs[0]!.to;
   const target = siteFacts(f, to);
   if (!target.info || !linkUp(f, a, to)) {
-    return { what: `no sync copy: ${to} unreachable${downFor(f, target, now, a)}`, unreachable: target.info ? undefined : to, detail: legs.map((l) => `${l.pair} ${l.code}: ${l.reason}`).join('; '),
+    const what = target.info ? `no sync copy: link ${a.site}–${to} down` : `no sync copy: ${to} unreachable`;
+    return { what: `${what}${downFor(f, target, now, a)}`, unreachable: target.info ? undefined : to, detail: legs.map((l) => `${l.pair} ${l.code}: ${l.reason}`).join('; '),
       hint: `wait for ${to} (the copies resynchronise by themselves), or go on without it: tricopy topology repair <file>` };
   }
   const state = legs.some((l) => l.code === 'PSUS') ? 'split' : legs.some((l) => l.code === 'COPY') ? 'copying' : 'suspended';
