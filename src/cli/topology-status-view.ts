@@ -21,10 +21,15 @@ export function renderTopologyStatus(status: TopologyStatus, file: string): stri
   ])));
   for (const m of status.missing) lines.push(`missing: ${m.what}: ${m.detail}`, `  hint: ${m.hint}`);
   for (const s of status.sites) {
-    if (!s.reachable) lines.push(`${s.site}: does not answer: ${s.error ?? ''}`);
-    if (s.fenced) lines.push(`${s.site}: fenced, host writes fail with EIO (reads work; writes resume when the fence lifts): ${s.fenced}`);
+    const said = status.missing.some((m) => m.unreachable === s.site && m.detail === s.error);
+    if (!s.reachable && !said) lines.push(`${s.site}: does not answer: ${s.error ?? ''}`);
   }
-  for (const p of status.pairs) if (p.state === 'unchecked') lines.push(`${p.pair}: ends not compared: ${p.problems.join('; ')}`);
+  const unchecked = new Map<string, string[]>();
+  for (const p of status.pairs.filter((x) => x.state === 'unchecked')) {
+    const why = p.problems.join('; ');
+    unchecked.set(why, [...(unchecked.get(why) ?? []), p.pair]);
+  }
+  for (const [why, pairs] of unchecked) lines.push(`ends not compared (${why}): ${pairs.join(', ')}`);
   for (const l of status.legs) {
     if (l.code === 'PSUE' || l.code === 'PSUS' || l.code === 'SSWS') lines.push(`${l.pair}: ${l.reason}`);
     if (l.deltaMethod && l.deltaNote) lines.push(`${l.pair}: delta copy by ${l.deltaMethod}: ${l.deltaNote}`);

@@ -33,6 +33,9 @@ export interface LossClaim {
 interface VolumeClaim extends LossClaim {
   share?: string;
   noCopy?: boolean;
+  /** The text names no amount: the site's claim adds the changed regions of all volumes once, then `note`. */
+  regions?: boolean;
+  note?: string;
 }
 
 const kindOrder: LossKind[] = ['none', 'bounded', 'unknown', 'unbounded'];
@@ -104,8 +107,8 @@ function legLoss(f: Facts, v: string, from: string, to: string): VolumeClaim | u
 /** `from` took the pair over from `to`; its record (SSWS) holds the regions written since. */
 function tookOverLoss(from: string, to: string, atFrom: PairStatus | undefined): VolumeClaim {
   if (!atFrom) return claim('unbounded', `everything written at ${from} since it took over from ${to}`);
-  return claim('bounded', `writes made at ${from} since it took over (at most ${formatBytes(atFrom.differentialBytes)} of changed regions; ${to}'s own unsent writes would be discarded)`,
-    { bytes: atFrom.differentialBytes });
+  return { ...claim('bounded', `writes made at ${from} since it took over`, { bytes: atFrom.differentialBytes }), regions: true,
+    note: `${to}'s own unsent writes would be discarded` };
 }
 
 function syncLoss(from: string, to: string, rec: PairStatus, atFrom: PairStatus | undefined): VolumeClaim {
@@ -117,16 +120,14 @@ function syncLoss(from: string, to: string, rec: PairStatus, atFrom: PairStatus 
   }
   const how = rec.suspendCause === 'operator' ? 'split' : `suspended (${rec.suspendCause ?? 'unknown cause'}, fence ${rec.fence})`;
   if (!atFrom) return claim('unbounded', `every write ${from} accepted since the sync copy was ${how}`);
-  return claim('bounded', `writes since the sync copy was ${how}: at most ${formatBytes(atFrom.differentialBytes)} of changed regions`,
-    { bytes: atFrom.differentialBytes });
+  return { ...claim('bounded', `writes since the sync copy was ${how}`, { bytes: atFrom.differentialBytes }), regions: true };
 }
 
 function asyncLoss(f: Facts, from: string, to: string, rec: PairStatus, atFrom: PairStatus | undefined, atTo: PairStatus | undefined): VolumeClaim {
   const group = rec.group ?? f.t.name;
   if (rec.state !== 'duplex') {
     if (!atFrom) return claim('unbounded', `every write ${from} accepted since the async copy was suspended`);
-    return claim('bounded', `writes since the async copy was suspended: at most ${formatBytes(atFrom.differentialBytes)} of changed regions`,
-      { bytes: atFrom.differentialBytes });
+    return { ...claim('bounded', `writes since the async copy was suspended`, { bytes: atFrom.differentialBytes }), regions: true };
   }
   const sender = reachable(f, from) ? siteFacts(f, from).groups.find((g) => g.group === group && g.role === 'primary') : undefined;
   if (sender) {
@@ -141,6 +142,9 @@ function asyncLoss(f: Facts, from: string, to: string, rec: PairStatus, atFrom: 
     return claim('unknown', `unknown: ${from} does not answer; ${to} received its writes through entry ${received}, and what ${from} acknowledged after that is lost (no survivor records its stream)`);
   }
   const writes = Math.max(0, newest.seq - received);
+  if (writes === 0) {
+    return claim('none', `nothing acknowledged: ${to} received ${from}'s writes through entry ${received}, the newest ${newest.site} records (every acknowledged write reached ${newest.site})`);
+  }
   return { ...claim('bounded', `at most ${writes} writes: ${to} received ${from}'s writes through entry ${received}, ${newest.site} holds them through entry ${newest.seq} (fail over with --newest-from ${newest.site} to lose none)`,
     { writes }), share: `tail ${group}` };
 }
@@ -201,5 +205,8 @@ function combine(claims: VolumeClaim[], volumes: string[]): LossClaim {
     return n;
   };
   const seconds = Math.max(0, ...[...counted.values()].map((c) => c.seconds ?? 0));
-  return { kind, writes: add((c) => c.writes), bytes: add((c) => c.bytes), seconds: counted.size > 0 ? seconds : null, text };
+  const bytes = add((c) => c.bytes);
+  const regions = claims.some((c) => c.regions) && bytes !== null ? `: at most ${formatBytes(bytes)} of changed regions` : '';
+  const note = claims.find((c) => c.note)?.note;
+  return { kind, writes: add((c) => c.writes), bytes, seconds: counted.size > 0 ? seconds : null, text: `${text}${regions}${note ? `; ${note}` : ''}` };
 }

@@ -43,7 +43,8 @@ export function missingProtection(f: Facts, active: string | null, writer: Write
     const a = siteFacts(f, active);
     const fenced = a.volumes.find((v) => v.hostWrites.state === 'refused');
     if (fenced) {
-      out.push({ what: `writes refused: ${active} is fenced`, detail: fenced.hostWrites.reason ?? 'fence data',
+      out.push({ what: `writes refused: ${active} is fenced`,
+        detail: `${fenced.hostWrites.reason ?? 'fence data'}; every write and flush fails with EIO, for clients attached before and after alike (the export stays writable, reads work)`,
         hint: `writes resume by themselves once the sync copy can be updated again; to go on without it (an operator decision): tricopy topology repair <file>` });
     }
     out.push(...copyGaps(f, a, legs, now));
@@ -67,9 +68,11 @@ export function missingProtection(f: Facts, active: string | null, writer: Write
 
 function noActiveSite(f: Facts, writer: Writer): MissingProtection {
   if (writer.site !== null && !writer.reachable) {
-    const sync = f.t.sync.site;
-    return { what: 'no site accepts writes', detail: `${writer.site} held the newest writes and does not answer (${writer.basis})`,
-      hint: `read LOSS IF FAILED OVER HERE, then fail over: tricopy topology failover <file> --to ${writer.site === sync ? f.t.async.site : sync} (docs/runbook.md)` };
+    const survivors = f.sites.filter((s) => s.info && s.site !== writer.site).map((s) => s.site);
+    const to = survivors.includes(f.t.sync.site) ? f.t.sync.site : survivors[0];
+    return { what: 'no site accepts writes', detail: `${writer.site} held the newest writes and does not answer (${writer.basis})`, unreachable: writer.site,
+      hint: to ? `read LOSS IF FAILED OVER HERE, then fail over (docs/runbook.md): tricopy topology failover <file> --to ${to}`
+        : 'no site answers: start the nodes (docs/runbook.md)' };
   }
   return { what: 'no site accepts writes', detail: writer.basis, hint: 'tricopy topology apply <file> --wait creates the copies; after a disaster see docs/runbook.md' };
 }
@@ -83,12 +86,13 @@ function copyGaps(f: Facts, a: SiteFacts, legs: LegView[], now: number): Missing
   // Cascade: the async copy leaves from the site the active one copies to synchronously.
   const senders = f.t.layout === 'cascade' ? new Set([a.site, ...fromActive.filter((l) => l.mode === 'sync').map((l) => l.to)]) : new Set([a.site]);
   const asyncLegs = legs.filter((l) => senders.has(l.from) && l.mode === 'async');
+  const uncopied = asyncVolumes(f.t).filter((v) => !asyncLegs.some((l) => l.volume === v.name)).map((v) => v.name);
+  if (uncopied.length > 0) {
+    out.push({ what: 'no async copy', detail: `no async copy of ${uncopied.join(', ')} leaves ${[...senders].join(' or ')}`, hint: repairHint(f, a) });
+    return out;
+  }
   for (const v of asyncVolumes(f.t)) {
-    const leg = asyncLegs.find((l) => l.volume === v.name);
-    if (!leg) {
-      out.push({ what: 'no async copy', detail: `no async copy of ${v.name} leaves ${[...senders].join(' or ')}`, hint: repairHint(f, a) });
-      break;
-    }
+    const leg = asyncLegs.find((l) => l.volume === v.name)!;
     const sender = siteFacts(f, leg.from);
     if (leg.code !== 'PAIR') {
       out.push({ what: `async copy to ${leg.to} ${leg.code === 'COPY' ? 'still copying' : 'suspended'}`, detail: `${leg.pair} ${leg.code}: ${leg.reason}`, hint: repairHint(f, a) });

@@ -52,7 +52,7 @@ export function lastWriter(f: Facts, active: string | null): Writer {
     }
   }
   if (!best) return { site: null, reachable: false, basis: 'no site accepts writes and no copy names the site it follows' };
-  return { site: best.site, reachable: reachable(f, best.site), basis: `${best.by}'s copies follow it (pair generation ${best.generation})` };
+  return { site: best.site, reachable: reachable(f, best.site), basis: `${best.by}'s copies follow it, pair generation ${best.generation}` };
 }
 
 function upstreamOf(sites: [string, string], at: string, p: PairStatus): { site: string; generation: number } | undefined {
