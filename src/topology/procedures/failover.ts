@@ -28,6 +28,8 @@ interface Move {
   target: Site;
   from: Site;
   planned: boolean;
+  /** What a failover to the target loses now, as status counts it (printed under the header). */
+  loss: string | undefined;
 }
 
 export async function failover(ctx: TopologyContext, to: string, newestFrom: string | undefined): Promise<void> {
@@ -58,12 +60,10 @@ async function planFailover(ctx: TopologyContext, to: string, newestFrom: string
       `to bring the application back there: tricopy topology failback <file> --to ${to} --wait; to route around a lost site: tricopy topology repair <file> --wait`);
   }
   if (rerun) ctx.print(`the application already runs at ${to}: checking that every step of the failover is done`);
-  else {
-    refuseWithoutCopy(status, to, newestFrom);
-    if (newestFrom === undefined) ctx.print(`loss if failed over to ${to} now: ${status.sites.find((x) => x.site === to)!.atRisk.text}`);
-  }
+  else refuseWithoutCopy(status, to, newestFrom);
   if (newestFrom !== undefined) await checkNewestFrom(ctx, status, target, newestFrom, rerun);
-  return { target, from, planned };
+  const loss = rerun || newestFrom !== undefined ? undefined : status.sites.find((x) => x.site === to)!.atRisk.text;
+  return { target, from, planned, loss };
 }
 
 /**
@@ -108,11 +108,17 @@ async function checkNewestFrom(ctx: TopologyContext, status: TopologyStatus, tar
 }
 
 /** Fig. 10. */
-async function failoverToSync(ctx: TopologyContext, { from, planned }: Move): Promise<void> {
+function printLoss(ctx: TopologyContext, move: Move): void {
+  if (move.loss !== undefined) ctx.print(`  loss if failed over to ${move.target.spec.site} now: ${move.loss}`);
+}
+
+async function failoverToSync(ctx: TopologyContext, move: Move): Promise<void> {
+  const { from, planned } = move;
   const sync = ctx.site('sync');
   const far = ctx.site('async');
   const to = sync.spec.site;
   ctx.header(`failover of ${ctx.t.name} to the sync site ${to} (spec 001 Fig. 10)${planned ? `; ${from.spec.site} is reachable: planned switchover` : ''}`);
+  printLoss(ctx, move);
   await makePrimaryAt(ctx, sync, from, planned, 'steps 1001–1002', true);
   ctx.step(`step 1003: the application may start at ${to} (its volumes accept writes)`);
   await detachAsyncSite(ctx, far, from, 'step 1004');
@@ -126,10 +132,12 @@ async function failoverToSync(ctx: TopologyContext, { from, planned }: Move): Pr
 }
 
 /** Fig. 13. */
-async function failoverToAsync(ctx: TopologyContext, { from }: Move): Promise<void> {
+async function failoverToAsync(ctx: TopologyContext, move: Move): Promise<void> {
   const far = ctx.site('async');
   const to = far.spec.site;
   ctx.header(`failover of ${ctx.t.name} to the async site ${to} with its own consistent copy (spec 001 Fig. 13)`);
+  printLoss(ctx, move);
+  const { from } = move;
   await detachAsyncSite(ctx, far, from, 'steps 1301–1302');
   ctx.step(`step 1303: the application may start at ${to}; run its recovery (writes not yet applied there are lost)`);
 }
@@ -165,19 +173,22 @@ async function failoverWithNewest(ctx: TopologyContext, { from, planned }: Move,
   ctx.step(`step 1406: the application may start at ${to}`);
 }
 
-async function failoverCascade(ctx: TopologyContext, { target, from, planned }: Move): Promise<void> {
+async function failoverCascade(ctx: TopologyContext, move: Move): Promise<void> {
+  const { target, from, planned } = move;
   const t = ctx.t;
   const primary = ctx.site('primary');
   const mid = ctx.site('sync');
   const far = ctx.site('async');
   if (target === mid) {
     ctx.header(`failover of ${t.name} to the intermediate site ${mid.spec.site} (cascade)`);
+    printLoss(ctx, move);
     await makePrimaryAt(ctx, mid, from, planned, 'make its copies writable', true);
     ctx.step(`${mid.spec.site} keeps forwarding to ${far.spec.site} asynchronously; the application may start at ${mid.spec.site}`);
     return;
   }
   if (target === far) {
     ctx.header(`failover of ${t.name} to the far site ${far.spec.site} (cascade)`);
+    printLoss(ctx, move);
     if (mid.info) {
       await makePrimaryAt(ctx, mid, from, planned, `stop ${mid.spec.site} from taking writes from ${primary.spec.site}`);
       ctx.step(`${far.spec.site} takes over from ${mid.spec.site} after receiving everything it has (no acknowledged write lost)`);
