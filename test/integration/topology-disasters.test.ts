@@ -215,9 +215,13 @@ async function primaryAndSyncLost(h: DisasterHarness): Promise<void> {
   await failBack(h, 'primary and sync lost');
 }
 
+let lastWithoutData: SiteName | undefined;
+
 /** Runbook "A site back without its data": the site restarts on an empty data directory; repair copies it in full. */
 async function siteBackWithoutData(h: DisasterHarness, pick: () => number): Promise<void> {
-  const site: SiteName = pick() % 2 === 0 ? 'osaka' : 'sapporo';
+  // The sync or the async site, seeded; when it strikes again, the other one.
+  const site: SiteName = lastWithoutData === 'osaka' ? 'sapporo' : lastWithoutData === 'sapporo' ? 'osaka' : pick() % 2 === 0 ? 'osaka' : 'sapporo';
+  lastWithoutData = site;
   await h.cluster.node(site).stop();
   await h.loseData(site);
   await h.cluster.restart(site);
