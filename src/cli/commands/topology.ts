@@ -51,7 +51,7 @@ function addApply(topology: Command): void {
 
 function addStatus(topology: Command): void {
   topology.command('status <file>')
-    .description('where the application runs, which protection is missing, every copy\'s state, delta method and whether its\n' +
+    .description('where the application runs, which protection is missing, every copy\'s state, delta method and whether its ' +
       'two ends agree, and what a failover to each site would lose now ("unknown, because …" where that cannot be known)')
     .action(async (file: string, _opts, cmd: Command) => {
       const status = await (await runner(file, cmd, {})).status();
@@ -63,7 +63,7 @@ function addStatus(topology: Command): void {
 
 function addFailover(topology: Command): void {
   topology.command('failover <file>')
-    .description('move the application to another site after a loss: --to the sync site (Fig. 10), the async site (Fig. 13),\n' +
+    .description('move the application to another site after a loss: --to the sync site (Fig. 10), the async site (Fig. 13), ' +
       'or the async site with the sync site\'s newest data (--newest-from, Fig. 14). Safe to run again after an interruption.')
     .requiredOption('--to <site>', 'site that takes over')
     .option('--newest-from <site>', 'with --to the async site: first bring it the sync site\'s newest data (nothing acknowledged is lost)')
@@ -76,7 +76,7 @@ function addFailover(topology: Command): void {
 
 function addFailback(topology: Command): void {
   topology.command('failback <file>')
-    .description('bring the application back to the primary site of the file and restore the original copies, copying only\n' +
+    .description('bring the application back to the primary site of the file and restore the original copies, copying only ' +
       'what differs (a full copy where a site lost its data). Stop the application at its current site first.')
     .requiredOption('--to <site>', 'the primary site of the topology file')
     .option('--wait', 'wait until every copy is duplex')
@@ -88,7 +88,7 @@ function addFailback(topology: Command): void {
 
 function addRepair(topology: Command): void {
   topology.command('repair <file>')
-    .description('keep the application at the primary site and restore protection with the sites that answer: route around a lost\n' +
+    .description('keep the application at the primary site and restore protection with the sites that answer: route around a lost ' +
       'site (cascade: primary → far site directly), and re-attach a site that came back')
     .option('--wait', 'wait until every copy is duplex')
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
