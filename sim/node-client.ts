@@ -8,6 +8,7 @@ import type { CallOptions, DeleteOptions, NodeClient } from '../src/contracts/no
 import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest } from '../src/contracts/pairs';
 import { parseSize } from '../src/common/units';
 import { createPairInput } from '../src/replication/control/operator';
+import { hostWritesOf } from '../src/node/host-writes';
 import type { ReplicationService } from '../src/replication/service';
 import type { VolumeStore } from '../src/volume/store';
 import type { SimNode } from './node';
@@ -61,7 +62,8 @@ export class SimNodeClient implements NodeClient {
       name: this.node.name, site: this.node.name, advertiseHost: this.node.name, replication: service.hasSecret,
       replAddress: { host: this.node.name, port: service.replPort }, version: 'sim', dataDir: this.node.dataDir,
       ports: { nbdPort: 10809, apiPort: 7801, replPort: service.replPort }, tlsMode: 'off', startedAt: new Date(this.scheduler.now).toISOString(),
-      volumeCount: store.list().length, nbdConnections: 0,
+      volumeCount: store.list().length, nbdConnections: 0, dataDirId: `${this.node.name}-data`,
+      peerLinks: this.node.peerLinks?.view(service.list().map((p) => p.peer.node)) ?? [],
     }), options?.timeoutMs);
   }
 
@@ -174,6 +176,7 @@ export class SimNodeClient implements NodeClient {
 
   private view(store: VolumeStore, name: string): VolumeView {
     const meta = store.get(name);
-    return { ...meta, allocatedBytes: store.volume(name).allocatedBytes, exportUri: `nbd://${this.node.name}/${name}`, clients: [] };
+    return { ...meta, allocatedBytes: store.volume(name).allocatedBytes, exportUri: `nbd://${this.node.name}/${name}`, clients: [],
+      hostWrites: hostWritesOf(this.node.service?.writeRefusal(name)) };
   }
 }

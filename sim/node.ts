@@ -8,6 +8,7 @@ import { silentLogger } from '../src/common/log';
 import type { NodeEvent } from '../src/contracts/node';
 import { ReplicatedVolume } from '../src/replication/datapath/replicated-volume';
 import { ReplicationService, defaultReplicationOptions } from '../src/replication/service';
+import { PeerLinks } from '../src/node/peer-links';
 import { VolumeStore } from '../src/volume/store';
 import type { Volume } from '../src/volume/volume';
 import type { VolumeAccess } from '../src/replication/env';
@@ -32,6 +33,8 @@ export class SimNode {
   store: VolumeStore | undefined;
   service: ReplicationService | undefined;
   events: EventJournal | undefined;
+  /** Since when each replication link is up or down (node info). */
+  peerLinks: PeerLinks | undefined;
   private readonly fronts = new Map<string, ReplicatedVolume>();
   /** The self-test's broken wiring: wraps the volumes the replication service writes. */
   volumeWrap: ((volume: Volume, isAsyncSecondary: () => boolean) => Volume) | undefined;
@@ -60,6 +63,7 @@ export class SimNode {
     const events = new EventJournal(log, clock);
     events.subscribe((e) => this.onEvent?.(this.name, e));
     this.events = events;
+    this.peerLinks = new PeerLinks(transport, events, clock.now(), clock);
     const store = await VolumeStore.open(this.dataDir, { disk, clock }, log);
     if (!inc.alive) return;
     this.store = store;

@@ -18,11 +18,27 @@ export interface NodeInfo {
   replAddress: { host: string; port: number };
   version: string;
   dataDir: string;
+  /**
+   * The identity of the data directory: a UUID created once per data directory. Another value
+   * after a restart means the node came back on another (or an empty) data directory.
+   */
+  dataDirId: string;
   ports: NodePorts;
   tlsMode: string;
   startedAt: string;
   volumeCount: number;
   nbdConnections: number;
+  /** The replication link to every peer a pair names (and every peer seen): up or down, since when. */
+  peerLinks: PeerLinkView[];
+}
+
+export interface PeerLinkView {
+  node: string;
+  up: boolean;
+  /** When the link last came up or went down (the node's start, if it never connected). */
+  since: string;
+  /** Why it is down (or 'link up'). */
+  reason: string;
 }
 
 export interface AccessRules {
@@ -50,6 +66,20 @@ export interface VolumeView {
   allocatedBytes: number;
   exportUri: string;
   clients: ClientView[];
+  /** Whether hosts may write the volume now, and why not (see HostWrites). */
+  hostWrites: HostWrites;
+}
+
+/**
+ * Whether hosts may write a volume now. 'read-only': for as long as its role lasts (the secondary
+ * of an active pair, a primary taken over by its peer); new clients see a read-only export and
+ * writes fail with EPERM. 'refused': a fence (fence data and the sync copy cannot be updated):
+ * temporary, so the export stays writable to new clients, every write and flush of every client
+ * fails with EIO, reads work, and writes are accepted again as soon as the fence lifts.
+ */
+export interface HostWrites {
+  state: 'accepted' | 'read-only' | 'refused';
+  reason: string | null;
 }
 
 export interface VolumeList {

@@ -105,6 +105,12 @@ export interface PairStatus {
   generation: number;
   /** Copy progress while COPY, else null. */
   progressPercent: number | null;
+  /**
+   * An initial copy or resync that stopped before it finished (the pair was suspended during it):
+   * how far it got. The secondary then holds an incomplete image that no failover may use. Null
+   * when no copy is unfinished.
+   */
+  interruptedCopyPercent: number | null;
   /** Bytes recorded as changed (to be copied by the next resync). */
   differentialBytes: number;
   hostWritesRecorded: boolean;
@@ -125,6 +131,12 @@ export interface PairStatus {
   updatedAt: string;
   /** The last online verify at this node (primary only); absent when none ran since the node started. */
   verify?: VerifyStatus;
+  /**
+   * The identity (NodeInfo.dataDirId) of the peer's data directory when the pair was created here,
+   * if the creator passed it; null when not recorded (the peer created this side, or an older
+   * caller). Filled by the node, not by the replication core.
+   */
+  peerDataDirId?: string | null;
 }
 
 export interface GroupStatus {
@@ -161,6 +173,8 @@ export interface CreatePairRequest {
   fenceGroup?: string;
   /** How the peer reaches this node, when not at its advertised address (NAT, a relay, a test proxy). */
   returnAddress?: { host: string; replPort: number };
+  /** The peer's data directory identity as the caller saw it (NodeInfo.dataDirId); the node keeps it with the pair. */
+  peerDataDirId?: string;
 }
 
 /** NodeClient.split */

@@ -148,7 +148,7 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     properties: { discard: { type: 'string', minLength: 1, maxLength: 63 } },
   } as const;
 
-  app.get('/v1/pairs', async () => ({ pairs: node.replication.list() }));
+  app.get('/v1/pairs', async () => ({ pairs: node.pairs() }));
 
   app.post('/v1/pairs', {
     schema: {
@@ -178,18 +178,19 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
             type: 'object', required: ['host', 'replPort'], additionalProperties: false,
             properties: { host: { type: 'string', minLength: 1, maxLength: 255 }, replPort: { type: 'integer', minimum: 1, maximum: 65535 } },
           },
+          peerDataDirId: { type: 'string', minLength: 1, maxLength: 64 },
         },
       },
     },
   }, async (request: FastifyRequest<{ Body: CreatePairRequest }>, reply) => {
     const b = request.body;
-    const status = await node.replication.createPair(createPairInput(b));
+    const status = await node.createPair(createPairInput(b), b.peerDataDirId);
     reply.code(201);
     return status;
   });
 
   app.get('/v1/pairs/:name', { schema: { params: nameParam } },
-    async (request: FastifyRequest<{ Params: { name: string } }>) => node.replication.get(request.params.name));
+    async (request: FastifyRequest<{ Params: { name: string } }>) => node.pairView(node.replication.get(request.params.name)));
 
   app.get('/v1/pairs/:name/wait', {
     schema: {

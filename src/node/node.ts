@@ -15,11 +15,17 @@ import { systemClock } from '../common/clock';
 import { nodeDisk } from '../common/disk';
 import { isAdmitted } from '../volume/access';
 import { VolumeStore, type VolumeMeta } from '../volume/store';
-import type { ClientView, NodeInfo, NodePorts, VolumeView } from '../contracts/node';
+import type { ClientView, HostWrites, NodeInfo, NodePorts, VolumeView } from '../contracts/node';
+import type { PairStatus } from '../contracts/pairs';
+import type { CreatePairInput } from '../replication/control/operator';
 import { buildApi, type NodeApi } from './api';
 import type { NodeConfig } from './config';
 import { NodeMetrics } from './metrics';
+import { type DataDirIdentity, dataDirIdentity } from './identity';
 import { lockDataDir } from './lock';
+import { PairPeerBook } from './pair-peers';
+import { hostWritesOf } from './host-writes';
+import { PeerLinks } from './peer-links';
 import { ListenerRefusals } from './refusals';
 import { version } from './version';
 
@@ -34,7 +40,11 @@ export class StorageNode {
   replication!: ReplicationService;
   private readonly fronts = new Map<string, ReplicatedVolume>();
   private portsValue: NodePorts = { nbdPort: 0, apiPort: 0, replPort: 0 };
-  private readonly startedAt = new Date().toISOString();
+  private readonly startedAtMs = Date.now();
+  private readonly startedAt = new Date(this.startedAtMs).toISOString();
+  private identity!: DataDirIdentity;
+  private pairPeers!: PairPeerBook;
+  private peerLinks!: PeerLinks;
   private stopping: Promise<void> | null = null;
   private unlock: () => Promise<void> = async () => undefined;
 
@@ -70,6 +80,14 @@ export class StorageNode {
     }
     const node = new StorageNode(config, store, log);
     node.unlock = unlock;
+    try {
+      node.identity = await dataDirIdentity(config.dataDir, nodeDisk);
+      node.pairPeers = await PairPeerBook.open(config.dataDir, nodeDisk);
+    } catch (err) {
+      await store.close();
+      await unlock();
+      throw err;
+    }
     // A violated invariant is a bug: say so loudly, wherever the error is caught afterwards.
     invariantObservers.add((err) => log.fatal({ err: err.message, stack: err.stack }, 'invariant violated'));
     try {
@@ -88,6 +106,7 @@ export class StorageNode {
       const transport = new PeerManager(config.name, secret,
         { ...defaultLinkTimings, peerTimeoutMs: config.peerTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.floor(config.peerTimeoutMs / 4)) },
         replicationLog.child({ component: 'peers' }));
+      node.peerLinks = new PeerLinks(transport, node.events, node.startedAtMs, systemClock);
       node.replication = new ReplicationService({
         ...defaultReplicationOptions,
         localNode: config.name,
@@ -130,12 +149,31 @@ export class StorageNode {
       replAddress: { host: this.config.advertiseHost, port: this.config.advertiseReplPort ?? this.portsValue.replPort },
       version,
       dataDir: this.config.dataDir,
+      dataDirId: this.identity.id,
       ports: this.ports,
       tlsMode: this.config.tlsMode,
       startedAt: this.startedAt,
       volumeCount: this.store.list().length,
       nbdConnections: this.nbd.connectionCount,
+      peerLinks: this.peerLinks.view(this.replication.list().map((p) => p.peer.node)),
     };
+  }
+
+  /** Every pair here, with the peer identity it was built with when recorded. */
+  pairs(): PairStatus[] {
+    return this.replication.list().map((p) => this.pairPeers.decorate(p));
+  }
+
+  pairView(p: PairStatus): PairStatus {
+    return this.pairPeers.decorate(p);
+  }
+
+  /** Creates a pair at this node (the primary) and keeps the identity of the peer's data directory when given. */
+  async createPair(input: CreatePairInput, peerDataDirId: string | undefined): Promise<PairStatus> {
+    const status = await this.replication.createPair(input);
+    if (peerDataDirId === undefined) return status;
+    await this.pairPeers.record(status, peerDataDirId, this.replication.list());
+    return this.pairPeers.decorate(status);
   }
 
   listVolumes(): VolumeView[] {
@@ -252,7 +290,12 @@ export class StorageNode {
       allocatedBytes: this.store.volume(meta.name).allocatedBytes,
       exportUri: `${scheme}://${host}:${this.portsValue.nbdPort}/${meta.name}`,
       clients: this.nbd ? this.nbd.clientsOf(meta.name).map(clientView) : [],
+      hostWrites: this.hostWrites(meta.name),
     };
+  }
+
+  private hostWrites(volume: string): HostWrites {
+    return hostWritesOf(this.replication?.writeRefusal(volume));
   }
 
   /** Traffic goes to the metrics directly (the hot path); refusals to metrics and events. */

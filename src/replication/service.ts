@@ -257,8 +257,19 @@ export class ReplicationService implements ReplicationDataPath {
     return this.parts.writePath.isPaired(volume);
   }
 
+  /**
+   * Hosts may not write the volume for as long as its role lasts (EPERM: an active secondary, a
+   * primary taken over): the export is read-only. A fence (EIO) is temporary and is not: its
+   * writes fail until it lifts, for clients attached before and after alike.
+   */
   refusesWrites(volume: string): boolean {
-    return this.fences.writeRefusal(volume) !== undefined;
+    return this.fences.writeRefusal(volume)?.errno === 'EPERM';
+  }
+
+  /** Why hosts may not write the volume now (EPERM lasting, EIO a fence), if they may not. */
+  writeRefusal(volume: string): { errno: string; reason: string } | undefined {
+    const refusal = this.fences.writeRefusal(volume);
+    return refusal ? { errno: refusal.errno, reason: refusal.message } : undefined;
   }
 
   write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {

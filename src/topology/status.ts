@@ -1,10 +1,20 @@
-// The read model of a topology: where the application runs, every copy (leg) as the nodes report
-// it, and what a failover to each site would lose now. Computed from what the reachable nodes say;
-// nothing here changes a node.
-import type { VolumeView } from '../contracts/node';
-import type { GroupStatus, PairStatus } from '../contracts/pairs';
-import type { Site, TopologyContext } from './context';
-import { parsePairName } from './topology-file';
+// The read model of a topology: where the application runs, every copy (leg) as both its ends
+// report it, whether they agree, what a failover to each site would lose now, and which
+// protection is missing. Computed from what the reachable nodes say (facts.ts); nothing here
+// changes a node.
+import type { DeltaMethod, PairStatus } from '../contracts/pairs';
+import { type EndsState, type PairAgreement, checkAgreement } from './agreement';
+import type { TopologyContext } from './context';
+import { type Facts, type PairEnds, readFacts, siteFacts } from './facts';
+import { type LossClaim, lossAt } from './loss';
+import { type MissingProtection, missingProtection } from './protection';
+import { asyncVolumes } from './topology-file';
+import { type Writer, activeSite, lastWriter, writableVolumes } from './writer';
+
+export type { LossClaim, LossKind } from './loss';
+export type { MissingProtection } from './protection';
+export type { PairAgreement } from './agreement';
+export type { Writer } from './writer';
 
 export interface LegStatus {
   pair: string;
@@ -19,6 +29,12 @@ export interface LegStatus {
   lagSeconds: number | null;
   lagBytes: number | null;
   reason: string;
+  /** Whether both ends agree on the pair (see agreement.ts). */
+  ends: EndsState;
+  /** The last delta copy into `to`: how it chose what to send, how much it sent, why. */
+  deltaMethod: DeltaMethod | null;
+  deltaBytes: number | null;
+  deltaNote: string | null;
 }
 
 export interface SiteStatus {
@@ -27,12 +43,18 @@ export interface SiteStatus {
   node: string;
   reachable: boolean;
   error: string | null;
-  /** Volumes of the topology hosts may write here now. */
+  /** Volumes of the topology whose role lets hosts write them here (a fence is shown apart). */
   writable: string[];
-  /** What a failover to this site would lose right now, as far as the reachable nodes tell. */
-  atRisk: { bytes: number | null; seconds: number | null; text: string };
+  /** Why hosts' writes are refused here now although the roles allow them (fence data), or null. */
+  fenced: string | null;
+  /** What a failover to this site would lose right now (see loss.ts). */
+  atRisk: LossClaim;
   /** Per volume: the delta record this site keeps for a delta resync of the async site, if any. */
   deltaRecords: Array<{ volume: string; usable: boolean; text: string }>;
+  /** How a failover here would rebuild the async copy: from sequence numbers, or by comparing whole volumes. */
+  deltaResync: { method: DeltaMethod; why: string } | null;
+  /** The identity of the site's data directory (NodeInfo.dataDirId), when it answers. */
+  dataDirId: string | null;
 }
 
 export interface TopologyStatus {
@@ -40,134 +62,91 @@ export interface TopologyStatus {
   layout: string;
   /** The site where the application can run (its volumes are writable), or null. */
   activeSite: string | null;
+  /** The site holding the newest writes: the active site, or the one the survivors' copies follow. */
+  writer: Writer;
   sites: SiteStatus[];
   legs: LegStatus[];
+  /** Pairs whose ends were compared and disagree, or could not be compared. */
+  pairs: PairAgreement[];
+  /** Every protection missing now; empty exactly when healthy. */
+  missing: MissingProtection[];
   healthy: boolean;
 }
 
-/** What each reachable site holds: its topology pairs, its groups and its writable volumes. */
-interface SiteViews {
-  pairs: Map<string, PairStatus[]>;
-  groups: Map<string, GroupStatus[]>;
-  writable: Map<string, string[]>;
-}
-
 export async function topologyStatus(ctx: TopologyContext): Promise<TopologyStatus> {
-  await ctx.probe();
-  const { pairs: views, groups, writable: writableVolumes } = await readSites(ctx);
-  const legList = legsOf(ctx, views);
-  const active = activeSite(ctx, views, writableVolumes);
-  // Delta records follow the stream of the site where the application runs; others are history.
-  const activeNode = ctx.sites.find((s) => s.spec.site === active)?.info?.name;
-  const siteStatuses: SiteStatus[] = ctx.sites.map((s) => ({
-    site: s.spec.site,
-    role: s.role,
-    node: s.spec.node,
-    reachable: s.info !== undefined,
-    error: s.error ?? null,
-    writable: writableVolumes.get(s.spec.site) ?? [],
-    atRisk: atRisk(ctx, s.spec.site, active, legList, groups),
-    deltaRecords: deltaRecordsAt((views.get(s.spec.site) ?? []), activeNode),
+  return statusFromFacts(await readFacts(ctx), ctx.clock.now());
+}
+
+export function statusFromFacts(f: Facts, now: number): TopologyStatus {
+  const active = activeSite(f);
+  const writer = lastWriter(f, active);
+  const agreements = f.pairs.map((e) => checkAgreement(f, e, active));
+  const legs = f.pairs.map((e) => legOf(e, agreements.find((a) => a.pair === e.name)!.state)).filter((l): l is LegStatus => l !== undefined);
+  const writerNode = writer.site ? siteFacts(f, writer.site).info?.name ?? nodeNamedBy(f, writer.site) : undefined;
+  const sites: SiteStatus[] = f.sites.map((s) => ({
+    site: s.site, role: s.role, node: s.node, reachable: s.info !== undefined, error: s.error,
+    writable: s.info ? writableVolumes(f, s) : [],
+    fenced: s.volumes.find((v) => v.hostWrites.state === 'refused')?.hostWrites.reason ?? null,
+    atRisk: lossAt(f, s.site, writer),
+    deltaRecords: deltaRecordsAt(s.pairs, writerNode),
+    deltaResync: s.site === writer.site || !s.info ? null : deltaResyncAt(f, s.pairs, s.role, writerNode),
+    dataDirId: s.info?.dataDirId ?? null,
   }));
-  const healthy = legList.length > 0 && legList.every((l) => l.code === 'PAIR') && active !== null;
-  return { name: ctx.t.name, layout: ctx.t.layout, activeSite: active, sites: siteStatuses, legs: legList, healthy };
+  const missing = missingProtection(f, active, writer, legs, agreements, now);
+  return {
+    name: f.t.name, layout: f.t.layout, activeSite: active, writer, sites, legs,
+    pairs: agreements.filter((a) => a.state !== 'agree'), missing, healthy: missing.length === 0,
+  };
 }
 
-async function readSites(ctx: TopologyContext): Promise<SiteViews> {
-  const views = new Map<string, PairStatus[]>();
-  const groups = new Map<string, GroupStatus[]>();
-  const writableVolumes = new Map<string, string[]>();
-  for (const s of ctx.sites) {
-    if (!s.info) continue;
-    views.set(s.spec.site, await ctx.pairsAt(s).catch(() => []));
-    groups.set(s.spec.site, await s.api.listGroups().catch((): GroupStatus[] => []));
-    const volumes = await s.api.listVolumes().catch((): VolumeView[] => []);
-    const mine = views.get(s.spec.site)!;
-    writableVolumes.set(s.spec.site, ctx.t.volumes.filter((v) => volumes.some((x) => x.name === v.name) && volumeWritable(ctx, v.name, mine)).map((v) => v.name));
+/** A leg as its primary end reports it (the secondary's view when the primary does not answer). */
+function legOf(e: PairEnds, ends: EndsState): LegStatus | undefined {
+  const records = [...e.at.entries()];
+  const [site, p] = records.find(([, x]) => x.role === 'primary') ?? records[0] ?? [];
+  if (!site || !p) return undefined;
+  const other = e.sites[0] === site ? e.sites[1] : e.sites[0];
+  const from = p.role === 'primary' ? site : other;
+  return {
+    pair: e.name, volume: e.volume, from, to: from === site ? other : site, mode: p.mode, fence: p.fence, state: p.state, code: p.code,
+    progressPercent: p.progressPercent, lagSeconds: p.lag?.seconds ?? null, lagBytes: p.lag && p.role === 'primary' ? p.lag.bytes : null,
+    reason: p.reason, ends, deltaMethod: p.role === 'primary' ? p.deltaMethod : null, deltaBytes: p.role === 'primary' ? p.deltaBytes : null,
+    deltaNote: p.role === 'primary' ? p.deltaNote : null,
+  };
+}
+
+function nodeNamedBy(f: Facts, site: string): string | undefined {
+  for (const e of f.pairs) {
+    if (!e.sites.includes(site)) continue;
+    for (const [at, p] of e.at) if (at !== site) return p.peer.node;
   }
-  return { pairs: views, groups, writable: writableVolumes };
+  return undefined;
 }
 
-/** Legs, as seen from the primary side when it answers. */
-function legsOf(ctx: TopologyContext, views: Map<string, PairStatus[]>): LegStatus[] {
-  const legs = new Map<string, LegStatus>();
-  for (const [site, pairs] of views) {
-    for (const p of pairs) {
-      const parsed = parsePairName(ctx.t, p.name);
-      if (!parsed) continue;
-      const other = parsed.sites[0] === site ? parsed.sites[1] : parsed.sites[0];
-      const from = p.role === 'primary' ? site : other;
-      const to = p.role === 'primary' ? other : site;
-      if (legs.has(p.name) && p.role !== 'primary') continue;
-      legs.set(p.name, {
-        pair: p.name, volume: parsed.volume, from, to, mode: p.mode, fence: p.fence, state: p.state, code: p.code, progressPercent: p.progressPercent,
-        lagSeconds: p.lag?.seconds ?? null, lagBytes: p.lag && p.role === 'primary' ? p.lag.bytes : null, reason: p.reason,
-      });
-    }
-  }
-  return [...legs.values()].sort((a, b) => a.pair.localeCompare(b.pair));
-}
-
-/**
- * Where the application can run. Right after a failed primary returns, it may look writable for
- * a moment (until it learns it was taken over): the site with the newer pair generations wins.
- * Ties are between sites whose volumes have no pairs left: only the async site gets there by
- * taking over (Fig. 13); the sync site keeps its taken-over pairs (Fig. 10), so it is without
- * pairs only because a command dissolved them (step 1101, 1402) and the async site wins.
- */
-function activeSite(ctx: TopologyContext, views: Map<string, PairStatus[]>, writableVolumes: Map<string, string[]>): string | null {
-  const allVolumes = ctx.t.volumes.map((v) => v.name);
-  const candidates = ctx.sites.filter((s) => s.info && allVolumes.every((v) => writableVolumes.get(s.spec.site)?.includes(v)));
-  const roleRank = { primary: 0, sync: 0.25, async: 0.5 } as const;
-  const rank = (s: Site): number => (views.get(s.spec.site) ?? []).reduce((n, p) => n + p.generation, 0) + roleRank[s.role];
-  return candidates.sort((a, b) => rank(b) - rank(a))[0]?.spec.site ?? null;
-}
-
-function volumeWritable(ctx: TopologyContext, volume: string, pairs: PairStatus[]): boolean {
-  const mine = pairs.filter((p) => parsePairName(ctx.t, p.name)?.volume === volume);
-  return mine.every((p) => (p.role === 'primary' && !(p.code === 'PSUE' && p.suspendCause === 'takeover-by-peer')) || p.code === 'SSWS');
-}
-
-function deltaRecordsAt(pairs: PairStatus[], activeNode: string | undefined): SiteStatus['deltaRecords'] {
+/** Delta records follow the stream of the site holding the newest writes; others are history. */
+function deltaRecordsAt(pairs: PairStatus[], writerNode: string | undefined): SiteStatus['deltaRecords'] {
   const out = new Map<string, SiteStatus['deltaRecords'][number]>();
   for (const p of pairs) {
     if (!p.deltaRecord || out.has(p.volume)) continue;
-    if (activeNode !== undefined && p.deltaRecord.origin !== activeNode) continue;
+    if (writerNode !== undefined && p.deltaRecord.origin !== writerNode) continue;
     out.set(p.volume, { volume: p.volume, usable: p.deltaRecord.usable, text: p.deltaRecord.text });
   }
   return [...out.values()].sort((a, b) => a.volume.localeCompare(b.volume));
 }
 
-/** What a failover to `site` would lose now: nothing when it is in step, else the leg's backlog. */
-function atRisk(ctx: TopologyContext, site: string, active: string | null, legs: LegStatus[], groups: Map<string, GroupStatus[]>): SiteStatus['atRisk'] {
-  if (site === active) return { bytes: 0, seconds: 0, text: 'none (the application runs here)' };
-  const incoming = legs.filter((l) => l.to === site);
-  if (incoming.length === 0) return { bytes: null, seconds: null, text: active ? 'everything: no copy reaches this site' : 'unknown: no site is active' };
-  const syncLegs = incoming.filter((l) => l.mode === 'sync');
-  const asyncLegs = incoming.filter((l) => l.mode === 'async');
-  if (syncLegs.length > 0 && asyncLegs.length === 0) {
-    if (syncLegs.every((l) => l.code === 'PAIR')) return { bytes: 0, seconds: 0, text: 'nothing (sync copy in step)' };
-    // Fence data: the primary refused every write it could not copy here (a failure suspends as
-    // PSUE; an operator's split, PSUS, lets writes go on without this site).
-    if (syncLegs.every((l) => l.code === 'PAIR' || (l.code === 'PSUE' && l.fence === 'data'))) {
-      return { bytes: 0, seconds: 0, text: 'nothing acknowledged (fence data: writes this site did not get were refused)' };
-    }
-    return { bytes: null, seconds: null, text: `writes since the sync copy was suspended (${syncLegs.filter((l) => l.code !== 'PAIR').map((l) => `${l.volume} ${l.code}`).join(', ')})` };
-  }
-  // The legs of one consistency group report the group's lag: take it once, not per leg.
-  const lagBytes = asyncLegs.reduce((m, l) => Math.max(m, l.lagBytes ?? 0), 0);
-  const lagSeconds = asyncLegs.reduce((m, l) => Math.max(m, l.lagSeconds ?? 0), 0);
-  const known = asyncLegs.every((l) => l.lagBytes !== null);
-  if (!asyncLegs.every((l) => l.code === 'PAIR')) {
-    return { bytes: null, seconds: null, text: `the async copy is not in step (${asyncLegs.map((l) => `${l.volume} ${l.code}`).join(', ')})` };
-  }
-  const receivedBacklog = [...groups.values()].flat().filter((g) => g.group === ctx.t.name && g.role === 'secondary')
-    .reduce((n, g) => n + g.lag.entries, 0);
-  return known
-    ? { bytes: lagBytes, seconds: lagSeconds, text: `${formatMiB(lagBytes)} / ${lagSeconds.toFixed(1)} s of writes not yet applied there` }
-    : { bytes: null, seconds: null, text: `unknown (primary unreachable); ${receivedBacklog} received entries still to apply` };
-}
-
-function formatMiB(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+/**
+ * How a failover to a site that keeps delta records (the sync site of a multi-target topology, the
+ * primary of a cascade) would bring the async site up to date: 'sequence' when every async volume
+ * has a usable record of the writer's stream, else 'compare' (checksums of the whole volumes).
+ */
+function deltaResyncAt(f: Facts, pairs: PairStatus[], role: string, writerNode: string | undefined): SiteStatus['deltaResync'] {
+  if (role === 'async' || writerNode === undefined) return null;
+  const volumes = asyncVolumes(f.t).map((v) => v.name);
+  const records = volumes.map((v) => pairs.find((p) => p.volume === v && p.deltaRecord?.origin === writerNode)?.deltaRecord ?? null);
+  if (records.every((r) => r === null) && role !== 'sync') return null;
+  const unusable = volumes.map((v, i) => ({ v, r: records[i] })).filter(({ r }) => !r || !r.usable);
+  if (unusable.length === 0) return { method: 'sequence', why: `its delta records cover ${writerNode}'s stream for ${volumes.join(', ')}` };
+  return {
+    method: 'compare',
+    why: unusable.map(({ v, r }) => `${v}: ${r ? r.text : `no delta record of ${writerNode}'s stream here`}`).join('; '),
+  };
 }

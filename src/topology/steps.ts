@@ -15,7 +15,8 @@ export async function ensureVolume(ctx: TopologyContext, s: Site, v: TopologyVol
   try {
     const existing = await s.api.getVolume(v.name);
     if (existing.sizeBytes < v.sizeBytes) {
-      throw new TricopyError('conflict', `volume ${v.name} at ${s.spec.site} is smaller than the topology says`, 'grow it with tricopy volume resize');
+      throw new TricopyError('conflict', `volume ${v.name} at ${s.spec.site} is smaller than the topology says`,
+        `grow it (while it is in no pair): tricopy --node ${s.spec.node} volume resize ${v.name} --size ${v.sizeBytes}`);
     }
     ctx.print(`    volume ${v.name} at ${s.spec.site}: exists`);
   } catch (err) {
@@ -33,7 +34,10 @@ export async function ensurePair(ctx: TopologyContext, from: Site, to: Site, v: 
     ctx.print(`    ${name}: ${from.spec.site} → ${to.spec.site} ${existing.mode} exists (${existing.code})`);
     return;
   }
-  if (existing) throw new TricopyError('conflict', `pair ${name} points from ${to.spec.site} to ${from.spec.site}; it must be dissolved first`);
+  if (existing) {
+    throw new TricopyError('conflict', `pair ${name} points from ${to.spec.site} to ${from.spec.site}; it must be dissolved first`,
+      `read tricopy topology status <file>; where the application runs decides: failback <file> --to ${ctx.t.primary.site} restores the layout, repair keeps it`);
+  }
   const stale = await ctx.pairAt(to, name);
   if (stale) await to.api.deletePair(name, { force: true });
   const info = to.info!;
@@ -42,6 +46,8 @@ export async function ensurePair(ctx: TopologyContext, from: Site, to: Site, v: 
     name, volume: v.name, peer: { node: info.name, host: info.replAddress.host, replPort: info.replAddress.port }, mode, fence,
     ...(mode === 'async' ? { group: ctx.t.name } : {}), initialCopy,
     ...(options.fenceGroup === false ? {} : { fenceGroup: ctx.t.name }),
+    // The node keeps it: status can then tell when the secondary comes back on another data directory.
+    peerDataDirId: info.dataDirId,
   });
   ctx.print(`    ${name}: ${from.spec.site} → ${to.spec.site} ${mode} created (${initialCopy === 'delta' ? 'copying only differing blocks' : 'full initial copy'})`);
 }
@@ -79,7 +85,10 @@ export async function takeoverKeeping(ctx: TopologyContext, site: Site, name: st
 /** Planned role reversal: `site` becomes the primary of `name` (its peer answers). */
 export async function swapTo(ctx: TopologyContext, site: Site, name: string, discardPeer?: string): Promise<void> {
   const p = await ctx.pairAt(site, name);
-  if (!p) throw new TricopyError('conflict', `pair ${name} does not exist at ${site.spec.site}`);
+  if (!p) {
+    throw new TricopyError('conflict', `pair ${name} does not exist at ${site.spec.site}: ${site.spec.site} holds no copy to take over`,
+      `read what each site holds with tricopy topology status <file>; a site without a copy gets one from tricopy topology repair <file> --wait (or failback --to ${ctx.t.primary.site})`);
+  }
   if (p.role === 'primary') {
     ctx.print(`    ${name}: ${site.spec.site} is already the primary`);
     return;
@@ -123,7 +132,10 @@ export async function waitLagZero(ctx: TopologyContext, s: Site, name: string): 
   for (;;) {
     const p = await ctx.pairAt(s, name);
     if (!p || (p.lag?.entries ?? 0) === 0) return;
-    if (clock.now() > deadline) throw new TricopyError('unavailable', `pair ${name} did not drain`);
+    if (clock.now() > deadline) {
+      throw new TricopyError('unavailable', `pair ${name} did not drain within ${drainTimeoutMs / 1000} s`,
+        `follow its lag with tricopy --node ${s.spec.node} group status, then run the same command again (it continues where it stopped)`);
+    }
     await clock.sleep(100);
   }
 }
@@ -147,7 +159,8 @@ export async function waitAll(ctx: TopologyContext, title: string, required = fa
     const pending = status.legs.filter((l) => l.code !== 'PAIR' && !waiting.includes(l));
     const failed = pending.filter((l) => l.code === 'PSUE');
     if (failed.length > 0) {
-      throw new TricopyError('io-error', `copies failed: ${failed.map((l) => `${l.pair} (${l.reason})`).join('; ')}`);
+      throw new TricopyError('io-error', `copies failed: ${failed.map((l) => `${l.pair} (${l.reason})`).join('; ')}`,
+        'fix the cause (see tricopy topology status <file>), then run the same command again: it continues where it stopped');
     }
     const line = pending.map((l) => `${l.pair} ${l.code}${l.progressPercent !== null ? ` ${l.progressPercent}%` : ''}`).join(', ');
     if (pending.length === 0) {
@@ -157,7 +170,10 @@ export async function waitAll(ctx: TopologyContext, title: string, required = fa
     }
     if (line !== last) ctx.print(`    waiting: ${line}`);
     last = line;
-    if (clock.now() > deadline) throw new TricopyError('unavailable', `copies still running after ${waitSeconds} s: ${line}`);
+    if (clock.now() > deadline) {
+      throw new TricopyError('unavailable', `copies still running after ${waitSeconds} s: ${line}`,
+        'they go on without the command: follow them with tricopy topology status <file>, or run the command again with a longer --timeout');
+    }
     await clock.sleep(500);
   }
 }

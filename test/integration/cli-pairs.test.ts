@@ -79,8 +79,10 @@ test('pair commands refuse bad input with clear errors', async () => {
   await fails(['--node', dc1, 'pair', 'create', 'x', '--volume', 'nope', '--to', dc2, '--mode', 'sync'], 1, /volume nope does not exist/);
   await fails(['--node', dc1, 'pair', 'create', 'x', '--volume', 'db1', '--to', dc2, '--mode', 'sync', '--group', 'g'], 2, /consistency groups are for async pairs/);
   await fails(['--node', dc1, 'pair', 'create', 'x', '--volume', 'db1', '--to', 'http://127.0.0.1:1', '--mode', 'sync'], 1, /cannot reach node/);
-  await fails(['--node', dc1, 'pair', 'takeover', 'db1-dc2'], 2, /takeover is run at the secondary node/);
-  assert.match(await ok(['--node', dc2, 'pair', 'resync', 'db1-dc2']), /duplex \(PAIR\)/, 'resync of a duplex pair changes nothing');
+  await fails(['--node', dc1, 'pair', 'takeover', 'db1-dc2'], 2, /takeover is run at the secondary node[\s\S]*hint: run the command at dc2/);
+  // At the secondary, resync is the wrong node whatever the state (docs/cli.md): even of a duplex pair.
+  await fails(['--node', dc2, 'pair', 'resync', 'db1-dc2'], 2, /resync is run at the primary node \(dc1\)[\s\S]*hint: run the command at dc1/);
+  assert.match(await ok(['--node', dc1, 'pair', 'resync', 'db1-dc2']), /duplex \(PAIR\)/, 'at the primary, resync of a duplex pair changes nothing');
   await fails(['--node', dc1, 'pair', 'wait', 'db1-dc2', '--state', 'suspended', '--timeout', '1'], 1, /did not reach suspended within 1000 ms; it is duplex \(PAIR\)/);
   await fails(['--node', dc1, 'volume', 'delete', 'db1'], 1, /volume db1 is in pair db1-dc2[\s\S]*tricopy pair delete db1-dc2/);
   await fails(['--node', dc1, 'volume', 'resize', 'db1', '--size', '64MiB'], 1, /cannot be resized while paired/);
@@ -91,9 +93,6 @@ test('pair commands refuse bad input with clear errors', async () => {
   await lone.stop();
 });
 
-// The exit codes come from the replication layer (src/replication), which is being rebuilt: split
-// and swap refuse the wrong node as invalid-argument (2), resync and takeover as a refusal of the
-// pair state table (conflict, 1). A todo until the table tells a wrong node from a wrong state.
 test('the same "wrong node" mistake exits 2 for split, swap, resync and takeover', async () => {
   const codes: Record<string, number | null> = {};
   const attempt = async (what: string, args: string[], pattern: RegExp): Promise<void> => {
@@ -111,6 +110,20 @@ test('the same "wrong node" mistake exits 2 for split, swap, resync and takeover
     await ok(['--node', dc1, 'pair', 'resync', 'db1-dc2', '--wait']);
   }
   assert.deepEqual(codes, { 'split at the secondary': 2, 'swap at the primary': 2, 'takeover at the primary': 2, 'resync at the secondary': 2 });
+});
+
+test('pair create towards a node with another cluster secret fails at once and says the secrets differ', async () => {
+  const otherSecret = path.join(dir, 'other.secret');
+  await fsp.writeFile(otherSecret, 'another-cluster-secret-0123456789\n');
+  const stranger = await NodeProcess.start({ name: 'stranger', dataDir: path.join(dir, 'stranger'), args: ['--cluster-secret-file', otherSecret] });
+  try {
+    const started = Date.now();
+    await fails(['--node', dc1, 'pair', 'create', 'x', '--volume', 'db1', '--to', stranger.apiUrl, '--mode', 'sync'], 1,
+      /node stranger answered at [\d.:]+, but the link was refused: peer stranger does not know the cluster secret[\s\S]*hint: the two nodes use different cluster secrets/);
+    assert.ok(Date.now() - started < 8000, `refused without waiting for the 10 s connect timeout (${Date.now() - started} ms)`);
+  } finally {
+    await stranger.stop();
+  }
 });
 
 test('pair delete ends the pair on both nodes and frees the volumes', async () => {

@@ -53,7 +53,7 @@ const expected: Record<PairRole, Partial<Record<PairState, Partial<Record<PairEv
       failure: '-> suspended/failure', 'peer-took-over': 'refuse: no peer that could take over',
     },
     duplex: {
-      split: '-> suspended/operator', resync: 'noop', takeover: '-> secondary-writable', swap: '-> duplex', delete: '-> simplex',
+      split: '-> suspended/operator', resync: 'refuse: run at the primary', takeover: '-> secondary-writable', swap: '-> duplex', delete: '-> simplex',
       'copy-complete': 'refuse: no copy runs', 'drain-complete': 'refuse: no drain runs', failure: '-> suspended/failure',
       'peer-took-over': 'refuse: no peer that could take over',
     },

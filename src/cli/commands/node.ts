@@ -88,10 +88,11 @@ function addInfo(node: Command): void {
       const info = await client(cmd).nodeInfo();
       if (globals(cmd).json) return printJson(info);
       console.log(keyValues([
-        ['name', info.name], ['site', info.site], ['version', info.version], ['data dir', info.dataDir],
+        ['name', info.name], ['site', info.site], ['version', info.version], ['data dir', info.dataDir], ['data dir id', info.dataDirId],
         ['nbd port', String(info.ports.nbdPort)], ['api port', String(info.ports.apiPort)],
         ['replication port', String(info.ports.replPort)], ['tls', info.tlsMode], ['volumes', String(info.volumeCount)],
         ['nbd connections', String(info.nbdConnections)], ['started', info.startedAt],
+        ...info.peerLinks.map((l): [string, string] => [`link to ${l.node}`, l.up ? `up since ${l.since}` : `down since ${l.since}: ${l.reason}`]),
       ]));
     });
 }

@@ -45,7 +45,7 @@ function addCreate(pair: Command): void {
       const status = await api.createPair({
         name, volume: opts.volume, peer: { node: peerInfo.name, host: peerInfo.replAddress.host, replPort: peerInfo.replAddress.port },
         ...(opts.peerVolume ? { peerVolume: opts.peerVolume } : {}), mode: opts.mode, ...(opts.fence ? { fence: opts.fence } : {}),
-        ...(opts.group ? { group: opts.group } : {}), noCopy: opts.copy === false,
+        ...(opts.group ? { group: opts.group } : {}), noCopy: opts.copy === false, peerDataDirId: peerInfo.dataDirId,
       });
       if (!opts.wait) {
         if (globals(cmd).json) return printJson(status);

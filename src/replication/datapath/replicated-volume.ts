@@ -7,7 +7,11 @@ import type { Volume } from '../../volume/volume';
 export interface ReplicationDataPath {
   /** True when the volume takes part in any pair (as primary or secondary). */
   isPaired(volume: string): boolean;
-  /** True when hosts may not write the volume now (an active secondary, or a fenced primary). */
+  /**
+   * True when hosts may not write the volume for as long as its role lasts (an active secondary, a
+   * primary taken over): the export is read-only. A fenced primary is not: the fence is temporary,
+   * so its writes fail with EIO until it lifts, for every client alike.
+   */
   refusesWrites(volume: string): boolean;
   write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void>;
   writeZeroes(volume: Volume, offset: number, length: number, options: ZeroOptions): Promise<void>;

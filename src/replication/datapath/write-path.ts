@@ -53,7 +53,7 @@ export class WritePath implements ReplicationDataPath {
   }
 
   refusesWrites(volume: string): boolean {
-    return this.fences.writeRefusal(volume) !== undefined;
+    return this.fences.writeRefusal(volume)?.errno === 'EPERM';
   }
 
   async write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {

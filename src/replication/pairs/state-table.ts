@@ -193,7 +193,8 @@ const secondary: Record<PairState, Row> = {
   duplex: {
     'peer-swap': peerTookPrimary,
     split: t('suspended', 'split by operator', 'operator'),
-    resync: noop('the pair is already duplex'),
+    // In every state: a secondary has nothing to copy, and "nothing to do" would hide the mistake.
+    resync: wrongSide('resync is run at the primary node'),
     takeover: t('secondary-writable', 'takeover: this volume was made writable', undefined, { generation: 'bump' }),
     swap: (ctx) => swapHere({ ...ctx, clean: ctx.clean ?? true }),
     delete: t('simplex', 'pair deleted'),

@@ -123,18 +123,33 @@ export class PeerManager extends EventEmitter implements PeerTransport {
     const link = this.links.get(node);
     if (link?.isReady) return Promise.resolve(link);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const done = (): void => {
+        clearTimeout(timer);
         this.removeListener('peer-up', onUp);
+        this.removeListener('dial-refused', onRefused);
+      };
+      const timer = setTimeout(() => {
+        done();
         reject(new TricopyError('unavailable', `node ${node} is not reachable`,
           'check that it runs, that its replication port is reachable, and that both nodes use the same cluster secret'));
       }, timeoutMs);
       const onUp = (up: string): void => {
         if (up !== node) return;
-        clearTimeout(timer);
-        this.removeListener('peer-up', onUp);
+        done();
         resolve(this.links.get(node)!);
       };
+      // The peer answered but the handshake failed (another cluster secret, another node there):
+      // waiting longer cannot help, so say what happened now.
+      const onRefused = (refused: string, refusal: LinkRefusal): void => {
+        if (refused !== node) return;
+        done();
+        reject(new TricopyError('unavailable', `node ${node} answered at ${refusal.remoteAddress}:${refusal.remotePort}, but the link was refused: ${refusal.detail}`,
+          refusal.reason === 'wrong-secret' ? 'the two nodes use different cluster secrets: start both with the same --cluster-secret-file'
+            : refusal.reason === 'wrong-node' ? `another node listens at that address: check the peer's address (its replication port and --advertise-host)`
+              : 'check that both nodes run the same tricopy version'));
+      };
       this.on('peer-up', onUp);
+      this.on('dial-refused', onRefused);
     });
   }
 
@@ -223,11 +238,18 @@ export class PeerManager extends EventEmitter implements PeerTransport {
     const socket = net.connect({ host: w.address.host, port: w.address.replPort });
     const link = new PeerLink(socket, 'dialer', this.localNode, this.secret, this.timings, this.log, w.address.node);
     w.dialing = link;
+    let refusal: LinkRefusal | undefined;
     link.once('closed', (reason: string) => {
       if (w.dialing === link) w.dialing = undefined;
+      if (refusal && !link.isReady) this.emit('dial-refused', w.address.node, refusal);
       if (this.wanted.get(w.address.node) === w && !this.isUp(w.address.node)) this.scheduleDial(w, reason);
     });
     this.adopt(link);
+    const forward = link.refusalObserver;
+    link.refusalObserver = (r) => {
+      refusal = r;
+      forward?.(r);
+    };
   }
 
   private scheduleDial(w: Wanted, reason: string): void {

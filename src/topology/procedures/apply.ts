@@ -16,7 +16,12 @@ export async function apply(ctx: TopologyContext): Promise<void> {
   const t = ctx.t;
   ctx.header(`apply topology ${t.name} (${t.layout}; spec 001 Fig. 3)`);
   await ctx.probe();
-  for (const s of ctx.sites) if (!s.info) throw new TricopyError('unavailable', `site ${s.spec.site} (${s.spec.node}) is not reachable: ${s.error}`);
+  for (const s of ctx.sites) {
+    if (!s.info) {
+      throw new TricopyError('unavailable', `site ${s.spec.site} (${s.spec.node}) is not reachable: ${s.error}`,
+        `apply needs every site: start its node; when a site is lost for good, see docs/runbook.md (tricopy topology repair <file> keeps the others protected)`);
+    }
+  }
   const status = await topologyStatus(ctx);
   if (status.activeSite !== null && status.activeSite !== t.primary.site) {
     throw new TricopyError('conflict', `topology ${t.name} runs at ${status.activeSite} after a failover`,

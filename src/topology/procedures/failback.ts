@@ -36,14 +36,20 @@ export async function failback(ctx: TopologyContext, to: string): Promise<void> 
   const target = ctx.siteByName(to);
   if (target.role !== 'primary') {
     throw new TricopyError('invalid-argument', `failback returns to the primary site of the topology file (${ctx.t.primary.site})`,
-      'to run elsewhere, use failover');
+      `tricopy topology failback <file> --to ${ctx.t.primary.site} --wait; to run at ${to} instead: tricopy topology failover <file> --to ${to}`);
   }
-  if (!target.info) throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`);
+  if (!target.info) {
+    throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`,
+      `start its node (${target.spec.node}), with its data directory or an empty one (then it is copied in full), and run the failback again`);
+  }
   const status = await topologyStatus(ctx);
   const active = status.activeSite ? ctx.siteByName(status.activeSite) : undefined;
   ctx.header(`failback of ${ctx.t.name} to ${to} (spec 001 Figs. 11, 12, 15, 16)`);
   if (active && active !== target) {
-    if (!active.info) throw new TricopyError('unavailable', `the active site ${active.spec.site} is not reachable`);
+    if (!active.info) {
+      throw new TricopyError('unavailable', `the active site ${active.spec.site} is not reachable: failback copies from it`,
+        `start its node (${active.spec.node}); if it is lost, read tricopy topology status <file> and fail over to a site that holds the newest copy`);
+    }
     await moveBack(ctx, active, target);
   } else {
     ctx.print(`  the application already runs at ${to}`);

@@ -28,6 +28,8 @@ interface Move {
   target: Site;
   from: Site;
   planned: boolean;
+  /** What a failover to the target loses now, as status counts it (printed under the header). */
+  loss: string | undefined;
 }
 
 export async function failover(ctx: TopologyContext, to: string, newestFrom: string | undefined): Promise<void> {
@@ -41,7 +43,10 @@ export async function failover(ctx: TopologyContext, to: string, newestFrom: str
 async function planFailover(ctx: TopologyContext, to: string, newestFrom: string | undefined): Promise<Move> {
   await ctx.probe();
   const target = ctx.siteByName(to);
-  if (!target.info) throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`);
+  if (!target.info) {
+    throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`,
+      `the failover target must answer: start its node (${target.spec.node}), or choose another site after reading: tricopy topology status <file>`);
+  }
   const primary = ctx.site('primary');
   const status = await topologyStatus(ctx);
   // A rerun (the target is already writable, perhaps because an earlier run was interrupted)
@@ -51,11 +56,30 @@ async function planFailover(ctx: TopologyContext, to: string, newestFrom: string
   const from = status.activeSite && !rerun ? ctx.siteByName(status.activeSite) : primary;
   const planned = !rerun && from.info !== undefined && status.activeSite !== null;
   if (target === primary) {
-    throw new TricopyError('invalid-argument', `${to} is the primary site: to bring the application back there use failback; to route around a lost site use repair`);
+    throw new TricopyError('invalid-argument', `${to} is the primary site of the topology file: a failover moves the application away from it`,
+      `to bring the application back there: tricopy topology failback <file> --to ${to} --wait; to route around a lost site: tricopy topology repair <file> --wait`);
   }
   if (rerun) ctx.print(`the application already runs at ${to}: checking that every step of the failover is done`);
+  else refuseWithoutCopy(status, to, newestFrom);
   if (newestFrom !== undefined) await checkNewestFrom(ctx, status, target, newestFrom, rerun);
-  return { target, from, planned };
+  const loss = rerun || newestFrom !== undefined ? undefined : status.sites.find((x) => x.site === to)!.atRisk.text;
+  return { target, from, planned, loss };
+}
+
+/**
+ * A failover is refused when the target holds no usable copy of the newest writes: none reaches it
+ * from the site holding them, or it lost its data, or its copy is incomplete. Where the loss is
+ * bounded or unknown (the writer is lost), the operator decides: the claim is printed first.
+ */
+function refuseWithoutCopy(status: TopologyStatus, to: string, newestFrom: string | undefined): void {
+  const claim = status.sites.find((x) => x.site === to)!.atRisk;
+  const writer = status.writer.site;
+  if (claim.kind !== 'unbounded' || newestFrom !== undefined) return;
+  const primary = status.sites.find((x) => x.role === 'primary')!.site;
+  throw new TricopyError('conflict', `a failover to ${to} would lose ${claim.text}`,
+    writer && writer !== primary && status.activeSite === writer
+      ? `the application runs at ${writer}; bring the original layout back first (tricopy topology failback <file> --to ${primary} --wait), then fail over from there`
+      : `restore ${to}'s copies first: tricopy topology repair <file> --wait (or failback --to ${primary} when the application runs elsewhere); read tricopy topology status <file>`);
 }
 
 /** Fig. 14 needs the sync site answering, and must not overwrite an async site that already runs on its own copy. */
@@ -65,7 +89,8 @@ async function checkNewestFrom(ctx: TopologyContext, status: TopologyStatus, tar
   const far = ctx.site('async');
   const source = ctx.siteByName(newestFrom);
   if (target.role !== 'async' || source.role !== 'sync') {
-    throw new TricopyError('invalid-argument', '--newest-from takes the sync site and is used with a failover to the async site (Fig. 14)');
+    throw new TricopyError('invalid-argument', '--newest-from takes the sync site and is used with a failover to the async site (Fig. 14)',
+      `tricopy topology failover <file> --to ${far.spec.site} --newest-from ${sync.spec.site}`);
   }
   if (!source.info) {
     throw new TricopyError('unavailable', `cannot take the newest data from ${newestFrom}: it is not reachable (${source.error})`,
@@ -83,11 +108,17 @@ async function checkNewestFrom(ctx: TopologyContext, status: TopologyStatus, tar
 }
 
 /** Fig. 10. */
-async function failoverToSync(ctx: TopologyContext, { from, planned }: Move): Promise<void> {
+function printLoss(ctx: TopologyContext, move: Move): void {
+  if (move.loss !== undefined) ctx.print(`  loss if failed over to ${move.target.spec.site} now: ${move.loss}`);
+}
+
+async function failoverToSync(ctx: TopologyContext, move: Move): Promise<void> {
+  const { from, planned } = move;
   const sync = ctx.site('sync');
   const far = ctx.site('async');
   const to = sync.spec.site;
   ctx.header(`failover of ${ctx.t.name} to the sync site ${to} (spec 001 Fig. 10)${planned ? `; ${from.spec.site} is reachable: planned switchover` : ''}`);
+  printLoss(ctx, move);
   await makePrimaryAt(ctx, sync, from, planned, 'steps 1001–1002', true);
   ctx.step(`step 1003: the application may start at ${to} (its volumes accept writes)`);
   await detachAsyncSite(ctx, far, from, 'step 1004');
@@ -101,10 +132,12 @@ async function failoverToSync(ctx: TopologyContext, { from, planned }: Move): Pr
 }
 
 /** Fig. 13. */
-async function failoverToAsync(ctx: TopologyContext, { from }: Move): Promise<void> {
+async function failoverToAsync(ctx: TopologyContext, move: Move): Promise<void> {
   const far = ctx.site('async');
   const to = far.spec.site;
   ctx.header(`failover of ${ctx.t.name} to the async site ${to} with its own consistent copy (spec 001 Fig. 13)`);
+  printLoss(ctx, move);
+  const { from } = move;
   await detachAsyncSite(ctx, far, from, 'steps 1301–1302');
   ctx.step(`step 1303: the application may start at ${to}; run its recovery (writes not yet applied there are lost)`);
 }
@@ -140,19 +173,22 @@ async function failoverWithNewest(ctx: TopologyContext, { from, planned }: Move,
   ctx.step(`step 1406: the application may start at ${to}`);
 }
 
-async function failoverCascade(ctx: TopologyContext, { target, from, planned }: Move): Promise<void> {
+async function failoverCascade(ctx: TopologyContext, move: Move): Promise<void> {
+  const { target, from, planned } = move;
   const t = ctx.t;
   const primary = ctx.site('primary');
   const mid = ctx.site('sync');
   const far = ctx.site('async');
   if (target === mid) {
     ctx.header(`failover of ${t.name} to the intermediate site ${mid.spec.site} (cascade)`);
+    printLoss(ctx, move);
     await makePrimaryAt(ctx, mid, from, planned, 'make its copies writable', true);
     ctx.step(`${mid.spec.site} keeps forwarding to ${far.spec.site} asynchronously; the application may start at ${mid.spec.site}`);
     return;
   }
   if (target === far) {
     ctx.header(`failover of ${t.name} to the far site ${far.spec.site} (cascade)`);
+    printLoss(ctx, move);
     if (mid.info) {
       await makePrimaryAt(ctx, mid, from, planned, `stop ${mid.spec.site} from taking writes from ${primary.spec.site}`);
       ctx.step(`${far.spec.site} takes over from ${mid.spec.site} after receiving everything it has (no acknowledged write lost)`);
@@ -164,7 +200,8 @@ async function failoverCascade(ctx: TopologyContext, { target, from, planned }: 
     ctx.step(`the application may start at ${far.spec.site}`);
     return;
   }
-  throw new TricopyError('invalid-argument', `${target.spec.site} is the primary site: use failback or repair`);
+  throw new TricopyError('invalid-argument', `${target.spec.site} is the primary site: a failover moves the application away from it`,
+    `tricopy topology failback <file> --to ${target.spec.site} --wait, or tricopy topology repair <file> --wait`);
 }
 
 /**

@@ -19,7 +19,11 @@ export async function repair(ctx: TopologyContext): Promise<void> {
   const t = ctx.t;
   await ctx.probe();
   const status = await topologyStatus(ctx);
-  if (!status.activeSite) throw new TricopyError('conflict', `no site of ${t.name} is active`, 'fail over first');
+  if (!status.activeSite) {
+    const m = status.missing[0];
+    throw new TricopyError('conflict', `no site of ${t.name} accepts writes${m ? `: ${m.detail}` : ''}`,
+      m?.hint ?? 'read tricopy topology status <file>, then fail over: tricopy topology failover <file> --to <site>');
+  }
   const active = ctx.siteByName(status.activeSite);
   if (active !== ctx.site('primary')) {
     throw new TricopyError('conflict', `${t.name} runs at ${active.spec.site}; repair works on the original layout`,

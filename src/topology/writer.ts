@@ -1,0 +1,64 @@
+// Which site accepts the application's writes now (the active site), and which site accepted them
+// last when no reachable site does: every loss a status reports is counted against that site.
+import type { PairStatus } from '../contracts/pairs';
+import { type Facts, type SiteFacts, otherEnd, reachable } from './facts';
+import { parsePairName } from './topology-file';
+
+export interface Writer {
+  /** The site that holds the newest writes, or null when no fact names one. */
+  site: string | null;
+  reachable: boolean;
+  /** Why this site (for status and messages). */
+  basis: string;
+}
+
+/**
+ * Where the application can run: a reachable site whose copies of all the topology's volumes accept
+ * writes by their role. Right after a failed primary returns it may look writable for a moment
+ * (until it learns it was taken over): the site with the newer pair generations wins. Ties are
+ * between sites whose volumes have no pairs left: only the async site gets there by taking over
+ * (Fig. 13); the sync site keeps its taken-over pairs (Fig. 10), so it is without pairs only
+ * because a command dissolved them (step 1101, 1402) and the async site wins.
+ */
+export function activeSite(f: Facts): string | null {
+  const candidates = f.sites.filter((s) => s.info && f.t.volumes.every((v) => writableByRole(f, s, v.name)));
+  const roleRank = { primary: 0, sync: 0.25, async: 0.5 } as const;
+  const rank = (s: SiteFacts): number => s.pairs.reduce((n, p) => n + p.generation, 0) + roleRank[s.role];
+  return candidates.sort((a, b) => rank(b) - rank(a))[0]?.site ?? null;
+}
+
+/** Volumes of the topology that hosts may write at `s` by the roles of its pairs (a fence is not counted). */
+export function writableVolumes(f: Facts, s: SiteFacts): string[] {
+  return f.t.volumes.filter((v) => writableByRole(f, s, v.name)).map((v) => v.name);
+}
+
+function writableByRole(f: Facts, s: SiteFacts, volume: string): boolean {
+  if (!s.volumes.some((v) => v.name === volume)) return false;
+  const mine = s.pairs.filter((p) => parsePairName(f.t, p.name)?.volume === volume);
+  return mine.every((p) => (p.role === 'primary' && !(p.code === 'PSUE' && p.suspendCause === 'takeover-by-peer')) || p.code === 'SSWS');
+}
+
+/**
+ * The active site; else the site the survivors' copies follow: the primary their pairs name (or
+ * the peer that took a pair over from them), the newest generation winning.
+ */
+export function lastWriter(f: Facts, active: string | null): Writer {
+  if (active !== null) return { site: active, reachable: true, basis: `its volumes accept writes` };
+  let best: { site: string; generation: number; by: string } | undefined;
+  for (const e of f.pairs) {
+    for (const [at, p] of e.at) {
+      const claim = upstreamOf(e.sites, at, p);
+      if (claim && (!best || claim.generation > best.generation)) best = { ...claim, by: at };
+    }
+  }
+  if (!best) return { site: null, reachable: false, basis: 'no site accepts writes and no copy names the site it follows' };
+  return { site: best.site, reachable: reachable(f, best.site), basis: `${best.by}'s copies follow it, pair generation ${best.generation}` };
+}
+
+function upstreamOf(sites: [string, string], at: string, p: PairStatus): { site: string; generation: number } | undefined {
+  const other = otherEnd({ name: p.name, volume: p.volume, sites, at: new Map() }, at);
+  if (p.role === 'secondary' && p.code !== 'SSWS') return { site: other, generation: p.generation };
+  // The peer took this pair over: it wrote after this side did.
+  if (p.role === 'primary' && p.suspendCause === 'takeover-by-peer') return { site: other, generation: p.generation + 1 };
+  return undefined;
+}
