@@ -1,7 +1,7 @@
 // Which site accepts the application's writes now (the active site), and which site accepted them
 // last when no reachable site does: every loss a status reports is counted against that site.
 import type { PairStatus } from '../contracts/pairs';
-import { type Facts, type SiteFacts, otherEnd, reachable } from './facts';
+import { type Facts, type SiteFacts, otherEnd, reachable, siteFacts } from './facts';
 import { parsePairName } from './topology-file';
 
 export interface Writer {
@@ -21,10 +21,27 @@ export interface Writer {
  * because a command dissolved them (step 1101, 1402) and the async site wins.
  */
 export function activeSite(f: Facts): string | null {
-  const candidates = f.sites.filter((s) => s.info && f.t.volumes.every((v) => writableByRole(f, s, v.name)));
+  const candidates = f.sites.filter((s) => s.info && f.t.volumes.every((v) => writableByRole(f, s, v.name)) && !dissolvedByPeers(f, s));
   const roleRank = { primary: 0, sync: 0.25, async: 0.5 } as const;
   const rank = (s: SiteFacts): number => s.pairs.reduce((n, p) => n + p.generation, 0) + roleRank[s.role];
   return candidates.sort((a, b) => rank(b) - rank(a))[0]?.site ?? null;
+}
+
+/**
+ * A primary whose pair a reachable peer no longer holds, on the data directory the pair was built
+ * with and with the volume still there, was taken over while it was away: the peer dissolved the
+ * pair after its takeover (steps 1101, 1402) and the application moved on. Such a site has not
+ * learnt it yet (its side looks like a suspended primary) and is not where the application runs.
+ */
+function dissolvedByPeers(f: Facts, s: SiteFacts): boolean {
+  return f.pairs.some((e) => {
+    const mine = e.at.get(s.site);
+    if (!mine || mine.role !== 'primary') return false;
+    const peer = siteFacts(f, otherEnd(e, s.site));
+    if (!peer.info || e.at.has(peer.site)) return false;
+    if (mine.peerDataDirId && peer.info.dataDirId !== mine.peerDataDirId) return false;
+    return peer.volumes.some((v) => v.name === mine.peer.volume);
+  });
 }
 
 /** Volumes of the topology that hosts may write at `s` by the roles of its pairs (a fence is not counted). */

@@ -178,3 +178,17 @@ test('after a --newest-from failover to the async site with the primary down, th
   assert.equal(s.healthy, false);
   assert.ok(s.missing.some((m) => m.what === 'no sync copy'), JSON.stringify(s.missing.map((m) => m.what)));
 });
+
+test('the old primary back while the async site that took over is down is not the active site: the newest writes are at the async site (sim seed 4)', () => {
+  const reversed = 'erp.db1.osaka.sapporo';
+  // After `failover --to sapporo --newest-from osaka`, osaka dissolved its sync pair with tokyo and
+  // follows sapporo; tokyo returns still holding its side as a suspended primary, and sapporo is down.
+  const s = statusFromFacts(facts({
+    tokyo: { pairs: [pair(syncName, 'primary', 'osaka', { code: 'PSUE', state: 'suspended', suspendCause: 'crash-recovery', peerDataDirId: ids.osaka })], links: [['osaka', true]] },
+    osaka: { pairs: [pair(reversed, 'secondary', 'sapporo', { mode: 'async', group: 'erp', fence: 'never', generation: 2 })], links: [['tokyo', true], ['sapporo', false]] },
+    sapporo: { up: false },
+  }), now);
+  assert.equal(s.activeSite, null);
+  assert.equal(s.writer.site, 'sapporo');
+  assert.equal(s.writer.reachable, false);
+});

@@ -43,11 +43,17 @@ export async function failback(ctx: TopologyContext, to: string): Promise<void> 
       `start its node (${target.spec.node}), with its data directory or an empty one (then it is copied in full), and run the failback again`);
   }
   const status = await topologyStatus(ctx);
-  const active = status.activeSite ? ctx.siteByName(status.activeSite) : undefined;
+  // With no site accepting writes, the newest writes are where the survivors' copies point.
+  const newest = status.activeSite ?? status.writer.site;
+  if (newest === null) {
+    throw new TricopyError('unavailable', `no site of ${ctx.t.name} accepts writes, and no copy names the site that holds the newest writes: failback would not know what to copy from`,
+      'read tricopy topology status <file>; fail over to the site that holds the newest copy, then fail back');
+  }
+  const active = ctx.siteByName(newest);
   ctx.header(`failback of ${ctx.t.name} to ${to} (spec 001 Figs. 11, 12, 15, 16)`);
-  if (active && active !== target) {
+  if (active !== target) {
     if (!active.info) {
-      throw new TricopyError('unavailable', `the active site ${active.spec.site} is not reachable: failback copies from it`,
+      throw new TricopyError('unavailable', `the site holding the newest writes, ${active.spec.site}, is not reachable (${status.writer.basis}): failback copies from it`,
         `start its node (${active.spec.node}); if it is lost, read tricopy topology status <file> and fail over to a site that holds the newest copy`);
     }
     await moveBack(ctx, active, target);
