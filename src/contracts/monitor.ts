@@ -180,6 +180,8 @@ export interface PushedEvent {
   volume?: VolumeView | null;
   /** For pair events of a consistency group: the group now. */
   group?: GroupStatus | null;
+  /** For management table changes: the table now. */
+  table?: ManagementTableEntry[];
 }
 
 /** POST /v1/ingest at the manager: a node's snapshot (when reconnecting) and its events in order. */

@@ -221,7 +221,7 @@ export class NodeMonitor {
       return;
     }
     this.counts.reportsSent++;
-    this.deps.events.emit('copy-report', copyId, `${step.report.change} ${step.report.condition}: ${report.status.reason}`,
+    this.deps.events.emit('copy-report-sent', copyId, `${step.report.change} ${step.report.condition}: ${report.status.reason}`,
       { reportId: report.reportId, to: decision.destinations.map((d) => d.neighbour), change: step.report.change, condition: step.report.condition });
     await this.sendTo(decision.destinations, decision.report);
   }

@@ -254,6 +254,8 @@ export class StorageNode {
       const pair = this.pairOrUndefined(event.subject) ?? null;
       out.pair = pair;
       if (pair?.group) out.group = this.groupOrUndefined(pair.group) ?? null;
+    } else if (event.kind.startsWith('monitor-row-')) {
+      out.table = this.monitor.status().table;
     } else if (event.kind.startsWith('volume-') || event.kind.startsWith('access-')) {
       out.volume = this.store.has(event.subject) ? this.view(this.store.get(event.subject)) : null;
     }
