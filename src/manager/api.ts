@@ -184,7 +184,7 @@ async function streamEvents(m: ManagerService, query: { sinceMs?: number; afterS
   const send = (e: ManagerEvent): void => {
     if (e.seq <= last) return;
     last = e.seq;
-    raw.write(`id: ${e.seq}\nevent: ${e.kind}\ndata: ${JSON.stringify(e)}\n\n`);
+    raw.write(`id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`); // one event type: browsers get every kind through onmessage
   };
   // Events stored while the backlog is read wait, so none is lost or sent twice.
   let replaying = true;
