@@ -39,9 +39,16 @@ export interface MonitoredSet {
   lagSeconds: number | null;
   /** Async copies: report when the journal is fuller than this percentage (null: not watched). */
   journalPercent: number | null;
+  /**
+   * Report a copy in step whose replication link to the target has been down this long (null: not
+   * watched). Sync copies with fence data suspend at once (PSUE); an idle async copy would stay
+   * PAIR with nothing to tell.
+   */
+  linkDownSeconds: number | null;
 }
 
 export const defaultMonitoredCodes: ShortCode[] = ['PSUE'];
+export const defaultLinkDownSeconds = 2;
 
 /** Spec 000 §4.7: construct or release, relayed hop by hop along `path` to its last node (the executor). */
 export interface MonitorCommand {
@@ -80,7 +87,7 @@ export interface CommandResult {
 }
 
 /** The condition a report carries: a pair code, or a crossed threshold. */
-export type ReportCondition = ShortCode | 'lag-high' | 'journal-high';
+export type ReportCondition = ShortCode | 'lag-high' | 'journal-high' | 'link-down';
 
 /** Spec 000 §4.4: a monitoring result travelling back along the command path. */
 export interface CopyReport {

@@ -6,7 +6,7 @@ import YAML from 'yaml';
 import { TricopyError } from '../common/errors';
 import { type LogLevel, logLevels } from '../common/log';
 import { parseDurationMs } from '../common/units';
-import { type MonitoredSet, defaultMonitoredCodes } from '../contracts/monitor';
+import { type MonitoredSet, defaultLinkDownSeconds, defaultMonitoredCodes } from '../contracts/monitor';
 import { type ShortCode } from '../contracts/pairs';
 
 export interface ManagerConfig {
@@ -104,11 +104,11 @@ export function resolveManagerConfig(fromFile: RawManagerConfig, fromFlags: RawM
     webhooks,
     apiTokenFile: str('apiTokenFile') === undefined ? undefined : path.resolve(str('apiTokenFile')!),
     logLevel,
-    monitored: monitoredSet(str('monitorCodes'), str('alertLag'), str('alertJournal')),
+    monitored: monitoredSet(str('monitorCodes'), str('alertLag'), str('alertJournal'), str('alertLinkDown')),
   };
 }
 
-function monitoredSet(codes: string | undefined, lag: string | undefined, journal: string | undefined): MonitoredSet {
+function monitoredSet(codes: string | undefined, lag: string | undefined, journal: string | undefined, linkDown: string | undefined): MonitoredSet {
   const list = codes === undefined ? [...defaultMonitoredCodes] : codes.split(',').map((c) => c.trim().toUpperCase());
   for (const c of list) {
     if (!shortCodes.includes(c as ShortCode)) throw new TricopyError('invalid-argument', `--monitor-codes: ${c} is not one of ${shortCodes.join(', ')}`);
@@ -118,5 +118,6 @@ function monitoredSet(codes: string | undefined, lag: string | undefined, journa
   if (journalPercent !== null && (!Number.isFinite(journalPercent) || journalPercent < 0 || journalPercent > 100)) {
     throw new TricopyError('invalid-argument', '--alert-journal takes a percentage from 0 to 100 (0 = off)');
   }
-  return { codes: list as ShortCode[], lagSeconds, journalPercent: journalPercent === 0 ? null : journalPercent };
+  const linkDownSeconds = linkDown === undefined ? defaultLinkDownSeconds : linkDown === '0' ? null : parseDurationMs(linkDown, 'alert link down') / 1000;
+  return { codes: list as ShortCode[], lagSeconds, journalPercent: journalPercent === 0 ? null : journalPercent, linkDownSeconds };
 }

@@ -85,7 +85,8 @@ export class Ingest {
 function alertFor(r: CopyReport): AlertInput {
   const kinds: Record<string, AlertKind> = { 'lag-high': 'copy-lag', 'journal-high': 'journal-full' };
   const kind = kinds[r.status.condition] ?? 'copy-failed';
-  const what = kind === 'copy-failed' ? `is ${r.status.code ?? r.status.condition}` : kind === 'copy-lag'
+  const what = r.status.condition === 'link-down' ? `has lost its link to ${r.copy.target} (${r.status.code ?? '?'})`
+    : kind === 'copy-failed' ? `is ${r.status.code ?? r.status.condition}` : kind === 'copy-lag'
     ? `lags ${r.status.lagSeconds?.toFixed(1) ?? '?'} s behind` : 'has a nearly full journal';
   return {
     key: `${kind === 'copy-failed' ? 'copy' : kind}:${r.copy.copyId}`, kind, severity: kind === 'copy-failed' ? 'critical' : 'warning',

@@ -5,10 +5,15 @@
 import type { MonitoredSet, ReportCondition } from '../contracts/monitor';
 import type { GroupStatus, PairStatus } from '../contracts/pairs';
 
-/** The condition of a copy now: the first monitored one it is in, or null when it is healthy. */
-export function conditionOf(pair: PairStatus | undefined, group: GroupStatus | undefined, monitored: MonitoredSet): ReportCondition | null {
+/**
+ * The condition of a copy now: the first monitored one it is in, or null when it is healthy.
+ * `linkDownMs`: how long the copy's link to its target has been down (0 while up).
+ */
+export function conditionOf(pair: PairStatus | undefined, group: GroupStatus | undefined, monitored: MonitoredSet, linkDownMs = 0): ReportCondition | null {
   if (pair === undefined) return null;
   if (monitored.codes.includes(pair.code)) return pair.code;
+  const inStep = pair.code === 'PAIR' || pair.code === 'COPY';
+  if (inStep && monitored.linkDownSeconds !== null && linkDownMs > monitored.linkDownSeconds * 1000) return 'link-down';
   if (pair.role === 'primary' && pair.mode === 'async' && pair.code === 'PAIR') {
     const lag = group?.lag.seconds ?? pair.lag?.seconds ?? null;
     if (monitored.lagSeconds !== null && lag !== null && lag > monitored.lagSeconds) return 'lag-high';

@@ -15,7 +15,7 @@ import type { Logger } from '../common/log';
 import {
   type CommandResult, type CopyReport, type LocalAlert, type ManagerBinding, type ManagementTableEntry, type MonitorCommand, type MonitorStatus,
   type MonitoredSet, type NeighbourId, type NodeSnapshot, type PushedEvent, type RegisterManagerRequest, type ReportAck, type ReportBatch,
-  defaultMonitoredCodes, managerNeighbourPrefix,
+  defaultLinkDownSeconds, defaultMonitoredCodes, managerNeighbourPrefix,
 } from '../contracts/monitor';
 import type { NodeEvent } from '../contracts/node';
 import type { GroupStatus, PairStatus } from '../contracts/pairs';
@@ -29,8 +29,11 @@ import { ManagerUplink } from './uplink';
 /** Reports queued per destination while it is down; beyond it the oldest recovery reports go first. */
 export const reportQueueCapacity = 1000;
 export const localAlertCapacity = 100;
-/** How often copies with lag or journal thresholds are checked (locally: no message is sent). */
-export const thresholdCheckIntervalMs = 1000;
+/**
+ * How often the copies this node executed are judged from local status (link, lag, journal): no
+ * message is sent unless a condition is entered or left.
+ */
+export const localCheckIntervalMs = 1000;
 
 export interface MonitorDeps {
   self: string;
@@ -59,6 +62,8 @@ export class NodeMonitor {
   private readonly evaluating = new Map<string, Promise<void>>();
   private unsubscribe: () => void = () => undefined;
   private thresholdTimer: TimerHandle | undefined;
+  /** Since when each copy's link to its target has been seen down (this process's memory only). */
+  private readonly linkDownSince = new Map<string, number>();
   private closed = false;
 
   private constructor(private readonly deps: MonitorDeps) {}
@@ -201,7 +206,13 @@ export class NodeMonitor {
     if (!executed) return;
     const pair = this.deps.pair(copyId);
     const group = pair?.group ? this.deps.group(pair.group) : undefined;
-    const condition = conditionOf(pair, group, executed.monitored);
+    const now = this.deps.clock.now();
+    if (pair && !pair.peer.connected) {
+      if (!this.linkDownSince.has(copyId)) this.linkDownSince.set(copyId, now);
+    } else {
+      this.linkDownSince.delete(copyId);
+    }
+    const condition = conditionOf(pair, group, executed.monitored, now - (this.linkDownSince.get(copyId) ?? now));
     const previous = this.table.watchState(copyId)?.condition ?? null;
     const step = watchStep(previous, condition);
     if (step.report === null) return;
@@ -277,12 +288,12 @@ export class NodeMonitor {
     this.deps.events.emit('monitor-report-dropped', report.copy.copyId, `report ${report.reportId} from ${report.origin} dropped: ${why}`);
   }
 
-  /** Copies with lag or journal thresholds are judged every second from local status alone. */
+  /** The copies this node executed are judged every second from local status alone (link, lag, journal). */
   private scheduleThresholdCheck(): void {
-    this.thresholdTimer = this.deps.clock.setTimer(thresholdCheckIntervalMs, () => {
+    this.thresholdTimer = this.deps.clock.setTimer(localCheckIntervalMs, () => {
       if (this.closed) return;
       for (const [copyId, { monitored }] of this.table.executed(this.deps.self)) {
-        if (monitored.lagSeconds !== null || monitored.journalPercent !== null) this.evaluate(copyId);
+        if (monitored.lagSeconds !== null || monitored.journalPercent !== null || monitored.linkDownSeconds !== null) this.evaluate(copyId);
       }
       this.scheduleThresholdCheck();
     });
@@ -291,5 +302,5 @@ export class NodeMonitor {
 }
 
 export function defaultMonitoredSet(): MonitoredSet {
-  return { codes: [...defaultMonitoredCodes], lagSeconds: null, journalPercent: null };
+  return { codes: [...defaultMonitoredCodes], lagSeconds: null, journalPercent: null, linkDownSeconds: defaultLinkDownSeconds };
 }

@@ -37,11 +37,12 @@ export const monitorCommandBody = {
       items: { type: 'object', required: ['node', 'url'], additionalProperties: false, properties: { node: name, url } },
     },
     monitored: {
-      type: 'object', required: ['codes', 'lagSeconds', 'journalPercent'], additionalProperties: false,
+      type: 'object', required: ['codes', 'lagSeconds', 'journalPercent', 'linkDownSeconds'], additionalProperties: false,
       properties: {
         codes: { type: 'array', maxItems: 7, items: shortCode },
         lagSeconds: { anyOf: [{ type: 'number', minimum: 0, maximum: 86_400 }, { type: 'null' }] },
         journalPercent: { anyOf: [{ type: 'number', minimum: 0, maximum: 100 }, { type: 'null' }] },
+        linkDownSeconds: { anyOf: [{ type: 'number', minimum: 0, maximum: 86_400 }, { type: 'null' }] },
       },
     },
   },
@@ -57,7 +58,7 @@ export const copyReportSchema = {
       type: 'object', required: ['change', 'condition', 'code', 'state', 'reason', 'lagSeconds'], additionalProperties: false,
       properties: {
         change: { type: 'string', enum: ['entered', 'recovered'] },
-        condition: { type: 'string', enum: ['SMPL', 'COPY', 'PAIR', 'PSUS', 'PSUE', 'SSUS', 'SSWS', 'lag-high', 'journal-high'] },
+        condition: { type: 'string', enum: ['SMPL', 'COPY', 'PAIR', 'PSUS', 'PSUE', 'SSUS', 'SSWS', 'lag-high', 'journal-high', 'link-down'] },
         code: { anyOf: [shortCode, { type: 'null' }] },
         state: { anyOf: [{ type: 'string', maxLength: 40 }, { type: 'null' }] },
         reason: { type: 'string', maxLength: 2000 },

@@ -56,7 +56,7 @@ interface TestNode {
 
 function pairStatus(name: string, code: ShortCode): PairStatus {
   const state = { PAIR: 'duplex', PSUE: 'suspended', PSUS: 'suspended', COPY: 'initial-copying', SMPL: 'simplex', SSUS: 'suspended', SSWS: 'secondary-writable' }[code];
-  return { name, role: 'primary', code, state, mode: 'sync', group: null, reason: `now ${code}`, lag: null, journal: null } as unknown as PairStatus;
+  return { name, role: 'primary', code, state, mode: 'sync', group: null, reason: `now ${code}`, lag: null, journal: null, peer: { connected: true } } as unknown as PairStatus;
 }
 
 const C1: CopyDescriptor = { copyId: 'C1', source: 'ST1', target: 'ST2', volume: 'V', mode: 'sync', topology: 't' };

@@ -39,6 +39,7 @@ function addRun(manager: Command): void {
     .option('--monitor-codes <codes>', 'pair codes nodes report on, comma-separated (default PSUE)')
     .option('--alert-lag <duration>', 'nodes report async copies lagging more than this (default 60s; 0 = off)')
     .option('--alert-journal <percent>', 'nodes report async journals fuller than this (default 80; 0 = off)')
+    .option('--alert-link-down <duration>', 'nodes report copies whose link to the target is down this long while in step (default 2s; 0 = off)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .action(runManager);
 }
@@ -51,7 +52,7 @@ async function runManager(opts: Record<string, string | string[] | undefined>): 
   const config = resolveManagerConfig(fromFile, {
     dataDir: opts.dataDir, store: opts.store, etcd: opts.etcd, etcdPrefix: opts.etcdPrefix, leaderTtl: opts.leaderTtl, host: opts.host,
     apiPort: opts.apiPort, advertiseUrl: opts.advertiseUrl, apiTokenFile: opts.apiTokenFile, sampleInterval: opts.sampleInterval,
-    pollInterval: opts.pollInterval, webhooks: opts.webhook, monitorCodes: opts.monitorCodes, alertLag: opts.alertLag, alertJournal: opts.alertJournal,
+    pollInterval: opts.pollInterval, webhooks: opts.webhook, monitorCodes: opts.monitorCodes, alertLag: opts.alertLag, alertJournal: opts.alertJournal, alertLinkDown: opts.alertLinkDown,
     logLevel: opts.logLevel,
   });
   const log = createLogger(config.logLevel, { component: 'manager' });
