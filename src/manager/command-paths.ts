@@ -66,15 +66,18 @@ export async function reconcilePaths(deps: PathDeps, scope: Scope, nodes: Stored
   const inScope = (c: CopyDescriptor): boolean => ('topology' in scope ? c.topology === scope.topology.name : c.topology === null);
   const copies = copiesOf(views, scope).filter(inScope);
   const desired = new Map(copies.map((c) => [c.copyId, { copy: c, hops: pathOf(c, copies) }]));
-  const existing = existingPaths(deps.managerId, views).filter((p) => inScope(p.copy));
+  // Rows of this scope, and rows registered before the copy was known to be in this scope (a
+  // node added before its topology): both are replaced by the paths wanted now.
+  const existing = existingPaths(deps.managerId, views).filter((p) => inScope(p.copy) || desired.has(p.copy.copyId));
   const byName = new Map(nodes.map((n) => [n.name, n]));
   for (const old of existing) {
     const want = desired.get(old.copy.copyId);
-    if (want && sameHops(want.hops, old.hops) && JSON.stringify(old.monitored) === JSON.stringify(deps.monitored)) {
+    const sameRow = want !== undefined && JSON.stringify(old.copy) === JSON.stringify(want.copy) && JSON.stringify(old.monitored) === JSON.stringify(deps.monitored);
+    if (want && sameHops(want.hops, old.hops) && sameRow) {
       desired.delete(old.copy.copyId);
       continue;
     }
-    if (want && sameHops(want.hops, old.hops)) continue; // a new construct replaces the row (new monitored set)
+    if (want && sameHops(want.hops, old.hops)) continue; // a new construct replaces the row (new descriptor or monitored set)
     if (await send(deps, 'release', old.copy, old.hops, byName)) result.released.push(old.copy.copyId);
   }
   for (const { copy, hops } of desired.values()) {
