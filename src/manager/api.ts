@@ -71,6 +71,9 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
     });
   }
 
+  // Browsers ask for it; the console has none.
+  app.get('/favicon.ico', async (_request, reply) => reply.code(204).send());
+
   app.get('/v1/manager', async () => m.info());
   app.get('/v1/status', async () => m.status());
 
