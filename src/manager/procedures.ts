@@ -101,17 +101,17 @@ export class Procedures {
   }
 
   private async execute(run: ProcedureRun, o: Orchestrator, t: Awaited<ReturnType<Registry['topology']>>): Promise<void> {
+    // A run's record is changed in place (the live followers read it), through Object.assign.
     try {
       if (run.procedure === 'apply') await o.apply();
       else if (run.procedure === 'failover') await o.failover(run.args.to!, run.args.newestFrom ?? undefined);
       else if (run.procedure === 'failback') await o.failback(run.args.to!);
       else await o.repair();
-      run.state = 'succeeded';
+      Object.assign(run, { state: 'succeeded' });
     } catch (err) {
-      run.state = 'failed';
-      run.error = errorMessage(err);
       const hint = err instanceof TricopyError ? err.hint : undefined;
-      run.output.push(`error: ${run.error}${hint ? `\nhint: ${hint}` : ''}`);
+      Object.assign(run, { state: 'failed', error: errorMessage(err) });
+      run.output.push(`error: ${errorMessage(err)}${hint ? `\nhint: ${hint}` : ''}`);
     }
     run.endedAt = new Date(this.ctx.clock.now()).toISOString();
     try {
