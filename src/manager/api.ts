@@ -30,6 +30,9 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
   const app = Fastify({ logger: false, bodyLimit: maxManagerBodyBytes, ajv: { customOptions: { allErrors: false, coerceTypes: false } } });
 
   app.addHook('onRequest', async (request, reply) => {
+    if (!m.ready && request.url.startsWith('/v1/')) {
+      return problem(reply, new TricopyError('unavailable', 'the manager is starting', 'retry in a moment'));
+    }
     if (token === undefined || !request.url.startsWith('/v1/')) return;
     const header = request.headers.authorization ?? '';
     if (!same(header.startsWith('Bearer ') ? header.slice(7) : '', token)) {
@@ -55,7 +58,21 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
     return problem(reply, new TricopyError('internal', `internal error: ${error.message}`, 'see the manager log'));
   });
   app.setNotFoundHandler(async (request, reply) => problem(reply, new TricopyError('not-found', `no API route ${request.method} ${request.url}`)));
+  addBasics(app, m);
+  addRegistry(app, m);
+  addHistory(app, m);
+  addProcedures(app, m);
+  addFromNodes(app, m);
 
+  const listenOn = async (host: string, port: number): Promise<number> => {
+    await app.listen({ host, port });
+    return (app.server.address() as AddressInfo).port;
+  };
+  return Object.assign(app as FastifyInstance, { listenOn });
+}
+
+/** Health, metrics, the console's files, the manager itself and the status document. */
+function addBasics(app: FastifyInstance, m: ManagerService): void {
   app.get('/healthz', async () => ({ ok: true, leader: m.isLeader() }));
   app.get('/metrics', async (_request, reply) => {
     reply.header('content-type', m.metrics.registry.contentType);
@@ -77,6 +94,10 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
   app.get('/v1/manager', async () => m.info());
   app.get('/v1/status', async () => m.status());
 
+}
+
+/** Nodes and topologies the manager looks after. */
+function addRegistry(app: FastifyInstance, m: ManagerService): void {
   app.get('/v1/nodes', async () => ({ nodes: await m.nodes() }));
   app.post('/v1/nodes', {
     schema: { body: { type: 'object', required: ['url'], additionalProperties: false, properties: {
@@ -94,6 +115,10 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
     return m.registry.addTopology(request.body.text);
   });
 
+}
+
+/** Events, alerts and samples from the store. */
+function addHistory(app: FastifyInstance, m: ManagerService): void {
   app.get('/v1/events', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: {
       since: { type: 'string', pattern: '^[0-9]{1,15}$' }, afterSeq: { type: 'string', pattern: '^[0-9]{1,15}$' },
@@ -117,6 +142,15 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
     schema: { params: idParam, body: { anyOf: [{ type: 'null' }, { type: 'object', additionalProperties: false, properties: { by: { type: 'string', minLength: 1, maxLength: 100 } } }] } },
   }, async (request: FastifyRequest<{ Params: { id: string }; Body: AckRequest | null }>) => m.ack(request.params.id, request.body?.by ?? 'operator'));
 
+  app.get('/v1/samples', {
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: {
+      subject: { type: 'string', maxLength: 200 }, since: { type: 'string', pattern: '^[0-9]{1,15}$' } } } },
+  }, async (request: FastifyRequest<{ Querystring: { subject?: string; since?: string } }>) =>
+    ({ samples: await m.samples(request.query.subject, Number(request.query.since ?? '0')) }));
+}
+
+/** Procedure runs: start one, read them, follow one's output. */
+function addProcedures(app: FastifyInstance, m: ManagerService): void {
   app.get('/v1/procedures', async () => ({ runs: await m.procedures.list() }));
   app.post('/v1/procedures', {
     schema: { body: { type: 'object', required: ['topology', 'procedure'], additionalProperties: false, properties: {
@@ -151,23 +185,14 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
     return reply;
   });
 
-  app.get('/v1/samples', {
-    schema: { querystring: { type: 'object', additionalProperties: false, properties: {
-      subject: { type: 'string', maxLength: 200 }, since: { type: 'string', pattern: '^[0-9]{1,15}$' } } } },
-  }, async (request: FastifyRequest<{ Querystring: { subject?: string; since?: string } }>) =>
-    ({ samples: await m.samples(request.query.subject, Number(request.query.since ?? '0')) }));
+}
 
-  // --- from nodes -------------------------------------------------------------------------------
+/** What nodes send: copy reports (spec 000 §6.3 step 6) and their pushed state and events. */
+function addFromNodes(app: FastifyInstance, m: ManagerService): void {
   app.post('/v1/reports', { bodyLimit: maxIngestBodyBytes, schema: { body: reportBatchBody } },
     async (request: FastifyRequest<{ Body: ReportBatch }>) => m.ingest.reports(request.body));
   app.post('/v1/ingest', { bodyLimit: maxIngestBodyBytes, schema: { body: ingestBatchBody } },
     async (request: FastifyRequest<{ Body: IngestBatch }>) => m.ingest.ingest(request.body));
-
-  const listenOn = async (host: string, port: number): Promise<number> => {
-    await app.listen({ host, port });
-    return (app.server.address() as AddressInfo).port;
-  };
-  return Object.assign(app as FastifyInstance, { listenOn });
 }
 
 function openStream(request: FastifyRequest, reply: FastifyReply): FastifyReply['raw'] {

@@ -45,6 +45,8 @@ export class ManagerService {
   private port = 0;
   private readonly startedAt = new Date().toISOString();
   private stopping: Promise<void> | null = null;
+  /** Set once the services exist: the API listens before (its port makes this manager's address). */
+  ready = false;
 
   private constructor(readonly config: ManagerConfig, readonly log: Logger, private readonly kv: KvStore) {}
 
@@ -66,6 +68,7 @@ export class ManagerService {
       m.id = await managerIdOf(kv);
       const leadership: Leadership = kv instanceof EtcdKv ? new EtcdLeadership(kv, url, config.leaderTtlSeconds, log.child({ component: 'leadership' })) : new SoleLeadership(url);
       m.build(url, leadership, token);
+      m.ready = true;
       leadership.onChange((leading) => {
         if (leading) void m.lead().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'taking the lead failed'));
       });

@@ -187,6 +187,17 @@ describe('node monitor (spec 000 §9)', () => {
     assert.equal(st1.status().reportsDropped, 1);
   });
 
+  it('reports a copy in step whose link is down (an idle async copy never suspends), from local status alone', async () => {
+    const st1 = nodes.get('ST1')!;
+    await st1.monitor.handleCommand({ ...command('construct', C1, ['ST1']), monitored: { codes: ['PSUE'], lagSeconds: null, journalPercent: null, linkDownSeconds: 0 } });
+    const down = pairStatus('C1', 'PAIR');
+    (down.peer as { connected: boolean }).connected = false;
+    st1.pairs.set('C1', down); // no event: the once-a-second local check sees it
+    await waitFor('the link-down report', () => net.atManager.length === 1, { timeoutMs: 5000 });
+    assert.equal(net.atManager[0]!.status.condition, 'link-down');
+    assert.equal(net.atManager[0]!.status.code, 'PAIR');
+  });
+
   it('keeps a report that matches no row as a local alert (E1)', async () => {
     const report: CopyReport = {
       copy: { ...C2, copyId: 'C9' }, status: { change: 'entered', condition: 'PSUE', code: 'PSUE', state: 'suspended', reason: 'x', lagSeconds: null },
