@@ -2,7 +2,8 @@
 # `make demo`: three storage nodes as three sites (tokyo primary, osaka sync, sapporo async) with the
 # multi-target topology of erp.yaml applied, a small steady write workload that follows the
 # application from site to site (scripts/demo-workload.mjs), and `topology status` printed every few
-# seconds until Ctrl-C. Everything the demo starts is stopped when it ends, with deadlines; what an
+# seconds until Ctrl-C. A manager runs beside the sites (embedded store in $DEMO_DIR/manager): it knows
+# the three nodes and the topology, takes their failure reports and serves the web console. Everything the demo starts is stopped when it ends, with deadlines; what an
 # earlier demo left running (it was killed) is found from its pid files and ended first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,9 @@ var=$(cd "$var" && pwd)
 base_nbd=${DEMO_NBD_PORT:-10809}
 base_api=${DEMO_API_PORT:-7801}
 base_repl=${DEMO_REPL_PORT:-7800}
+# The manager's API and console: 7900 with the default ports (99 above the first site's API port).
+manager_port=${DEMO_MANAGER_PORT:-$((base_api + 99))}
+manager_url=http://127.0.0.1:$manager_port
 interval=${DEMO_STATUS_SECONDS:-5}
 db1_size=${DEMO_DB1_SIZE:-1GiB}
 log1_size=${DEMO_LOG1_SIZE:-256MiB}
@@ -61,6 +65,7 @@ end_process() {
 workload_marker="demo-workload.mjs --dir $var "
 fio_marker="--name=tricopy-demo"
 node_marker() { echo "--data-dir $var/$1 "; }
+manager_marker="--data-dir $var/manager "
 
 # The workload stops its own fio; fio's pid is read first in case the workload has to be killed.
 end_workload() {
@@ -83,6 +88,10 @@ end_leftovers() {
       end_process "$p" "node $s" "$node_stop_seconds"
     fi
   done
+  if p=$(pid_of "$var/manager.pid" "$manager_marker"); then
+    echo "stopping the manager of an earlier demo (pid $p)"; found=1
+    end_process "$p" "the manager" "$node_stop_seconds"
+  fi
   [ -z "$found" ] || echo
 }
 
@@ -102,6 +111,10 @@ stop() {
     if p=$(pid_of "$var/$s.pid" "$(node_marker "$s")"); then pids[$s]=$p; kill -TERM "$p" 2>/dev/null || true; fi
   done
   for s in "${!pids[@]}"; do end_process "${pids[$s]}" "node $s" "$node_stop_seconds"; done
+  if p=$(pid_of "$var/manager.pid" "$manager_marker"); then
+    echo "stopping the manager…"
+    end_process "$p" "the manager" "$node_stop_seconds"
+  fi
   echo "stopped. Data stays in $var; run 'make demo' again to continue with it."
 }
 
@@ -141,6 +154,23 @@ for s in "${sites[@]}"; do
   done
 done
 
+# The manager: started beside the sites; it learns of failures from the nodes (no polling).
+cat >"$var/start-manager.sh" <<EOT
+#!/usr/bin/env bash
+# Starts the demo's manager (written by scripts/demo.sh).
+setsid "$tricopy" manager run --data-dir "$var/manager" --api-port $manager_port >"$var/manager.ports" 2>>"$var/manager.log" </dev/null &
+echo \$! >"$var/manager.pid"
+EOT
+chmod +x "$var/start-manager.sh"
+rm -f "$var/manager.ports"
+"$var/start-manager.sh"
+for _ in $(seq 100); do
+  [ -s "$var/manager.ports" ] && break
+  running "$(cat "$var/manager.pid")" || break
+  sleep 0.1
+done
+[ -s "$var/manager.ports" ] || { echo "the manager did not start (port $manager_port; DEMO_MANAGER_PORT chooses another); its log:"; tail -n 5 "$var/manager.log"; }
+
 cat >"$var/erp.yaml" <<EOT
 # One protected set of volumes across three sites (docs/topology.md).
 name: erp
@@ -155,6 +185,12 @@ echo "\$ tricopy topology apply $var/erp.yaml --wait"
 if ! "$tricopy" topology apply "$var/erp.yaml" --wait; then
   echo "(apply refused: the demo data in $var was left after a failover; see the status below," \
     "bring it back with: bin/tricopy topology failback $var/erp.yaml --to tokyo --wait)"
+fi
+
+# The manager learns the nodes (they report to it from now on) and keeps the topology.
+if [ -s "$var/manager.ports" ]; then
+  for s in "${sites[@]}"; do "$tricopy" --manager "$manager_url" manager node add "http://127.0.0.1:${api[$s]}" || true; done
+  "$tricopy" --manager "$manager_url" manager topology add "$var/erp.yaml" || true
 fi
 
 # The application: fio at whichever site is active, following failovers and failbacks.
@@ -173,7 +209,11 @@ Then the site returns, and everything goes back:
   $var/start-tokyo.sh
   bin/tricopy topology failback $var/erp.yaml --to tokyo --wait
 The workload follows the application: it writes at the new active site after a failover, and at
-tokyo again after the failback. docs/runbook.md has a section per disaster. Press Ctrl-C to stop.
+tokyo again after the failback. docs/runbook.md has a section per disaster.
+The manager's web console: $manager_url/  (alerts, events, failover buttons; docs/manager.md)
+  TRICOPY_MANAGER=$manager_url bin/tricopy manager alerts          # what failed, reported by the nodes
+  TRICOPY_MANAGER=$manager_url bin/tricopy manager events --follow # the history as it happens
+Press Ctrl-C to stop.
 EOT
 
 while true; do

@@ -19,6 +19,10 @@ have mkfs.ext4 || need+=(e2fsprogs)
 have losetup   || need+=(mount)
 [ -x /usr/lib/postgresql/15/bin/pgbench ] || need+=(postgresql-15)
 [ -x /usr/lib/postgresql/15/bin/psql ]    || need+=(postgresql-client-15)
+# The manager: etcd for the shared store and leader election, Chromium for the web console tests
+# (driven by playwright-core from npm, which downloads no browser of its own).
+have etcd      || need+=(etcd-server)
+have chromium  || need+=(chromium)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root, or install them: apt-get install ${need[*]})" >&2

@@ -3,9 +3,12 @@
 import type { Command } from 'commander';
 import type { NodeClient } from '../contracts/node-client';
 import { HttpNodeClient } from '../node/api-client';
+import { HttpManagerClient, defaultManagerUrl } from '../manager/client';
 
 export interface GlobalOptions {
   node?: string;
+  /** A URL, or true when given without one (then TRICOPY_MANAGER or the default). */
+  manager?: string | true;
   token?: string;
   json?: boolean;
 }
@@ -27,4 +30,16 @@ export function tokenOf(cmd: Command): string | undefined {
 export function client(cmd: Command): NodeClient {
   const url = globals(cmd).node ?? process.env.TRICOPY_NODE ?? defaultNodeUrl;
   return new HttpNodeClient(url, tokenOf(cmd));
+}
+
+/** Whether the command was told to go through the manager (--manager, with or without a URL). */
+export function viaManager(cmd: Command): boolean {
+  return globals(cmd).manager !== undefined;
+}
+
+/** The manager the command talks to: --manager URL, else TRICOPY_MANAGER, else the local default. */
+export function managerClient(cmd: Command): HttpManagerClient {
+  const flag = globals(cmd).manager;
+  const url = typeof flag === 'string' ? flag : process.env.TRICOPY_MANAGER ?? defaultManagerUrl;
+  return new HttpManagerClient(url, globals(cmd).token ?? process.env.TRICOPY_MANAGER_TOKEN ?? process.env.TRICOPY_TOKEN);
 }

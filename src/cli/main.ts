@@ -9,6 +9,7 @@ import { TricopyError, errorMessage } from '../common/errors';
 import { version } from '../node/version';
 import { registerEventsCommand } from './commands/events';
 import { registerGroupCommands } from './commands/group';
+import { registerManagerCommands } from './commands/manager';
 import { registerNodeCommands } from './commands/node';
 import { registerPairCommands } from './commands/pair';
 import { registerTopologyCommands } from './commands/topology';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     .description('Multi-site remote copy for block storage: NBD volumes on storage nodes, replicated to other sites.')
     .version(version, '-V, --version')
     .option('--node <url>', 'control API of the node to talk to (env TRICOPY_NODE, default http://127.0.0.1:7801)')
+    .option('--manager [url]', 'the manager to talk to (env TRICOPY_MANAGER, default http://127.0.0.1:7900); with topology commands: run them through the manager')
     .option('--token <token>', 'API bearer token, if the node demands one (env TRICOPY_TOKEN)')
     .option('--json', 'print machine-readable JSON instead of tables')
     .showHelpAfterError('(run with --help for usage)')
@@ -31,6 +33,7 @@ export function buildProgram(): Command {
   registerGroupCommands(program);
   registerTopologyCommands(program);
   registerEventsCommand(program);
+  registerManagerCommands(program);
   return program;
 }
 

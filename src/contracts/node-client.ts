@@ -8,6 +8,7 @@
 // reached …), with the node's own message and hint.
 import type { AccessRuleRequest, CreateVolumeRequest, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeView } from './node';
 import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest } from './pairs';
+import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from './monitor';
 
 /** How long the caller waits for an answer before it gives up ('unavailable'). */
 export interface CallOptions {
@@ -68,3 +69,21 @@ export interface NodeClient {
 
 /** Makes the client of the node at `address` (in a topology file: the site's node URL). */
 export type NodeClientFactory = (address: string) => NodeClient;
+
+/**
+ * The node's monitor API (spec 000): what a manager and neighbouring nodes ask of a node's monitor.
+ * Separate from NodeClient because only the manager and the monitor relay use it; the topology
+ * procedures never do.
+ */
+export interface NodeMonitorClient {
+  readonly address: string;
+  /** Tells the node its manager: it persists it and pushes its state, events and reports there. */
+  registerManager(request: RegisterManagerRequest): Promise<ManagerBinding>;
+  /** A construct or release command; the node records it, then executes or relays it. */
+  sendCommand(command: MonitorCommand, options?: CallOptions): Promise<CommandResult>;
+  /** Reports from a neighbour, relayed towards the manager (spec 000 §6.3). */
+  sendReports(batch: ReportBatch, options?: CallOptions): Promise<ReportAck>;
+  monitorStatus(): Promise<MonitorStatus>;
+  /** The node's Prometheus metrics, as text. */
+  metricsText(options?: CallOptions): Promise<string>;
+}

@@ -3,7 +3,8 @@
 // to check, so callers see the same failures an in-process node would give them.
 import { TricopyError, isErrorCode } from '../common/errors';
 import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
-import type { CallOptions, DeleteOptions, NodeClient } from '../contracts/node-client';
+import type { CallOptions, DeleteOptions, NodeClient, NodeMonitorClient } from '../contracts/node-client';
+import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from '../contracts/monitor';
 import type {
   CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest,
 } from '../contracts/pairs';
@@ -16,7 +17,7 @@ const volumePath = (name: string): string => `/v1/volumes/${encodeURIComponent(n
 const pairPath = (name: string): string => `/v1/pairs/${encodeURIComponent(name)}`;
 const forceQuery = (options?: DeleteOptions): string => (options?.force ? '?force=true' : '');
 
-export class HttpNodeClient implements NodeClient {
+export class HttpNodeClient implements NodeClient, NodeMonitorClient {
   readonly address: string;
 
   constructor(baseUrl: string, private readonly token?: string | undefined, private readonly timeoutMs = defaultApiTimeoutMs) {
@@ -126,6 +127,36 @@ export class HttpNodeClient implements NodeClient {
 
   followEvents(after: number): AsyncIterable<NodeEvent> {
     return this.serverSentEvents<NodeEvent>(`/v1/events?after=${after}&stream=true`);
+  }
+
+  registerManager(request: RegisterManagerRequest): Promise<ManagerBinding> {
+    return this.request('POST', '/v1/monitor/manager', request);
+  }
+
+  sendCommand(command: MonitorCommand, options?: CallOptions): Promise<CommandResult> {
+    return this.request('POST', '/v1/monitor/commands', command, options?.timeoutMs);
+  }
+
+  sendReports(batch: ReportBatch, options?: CallOptions): Promise<ReportAck> {
+    return this.request('POST', '/v1/monitor/reports', batch, options?.timeoutMs);
+  }
+
+  monitorStatus(): Promise<MonitorStatus> {
+    return this.request('GET', '/v1/monitor');
+  }
+
+  async metricsText(options?: CallOptions): Promise<string> {
+    const headers: Record<string, string> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    try {
+      const response = await fetch(`${this.address}/metrics`, { headers, signal: AbortSignal.timeout(options?.timeoutMs ?? this.timeoutMs) });
+      if (!response.ok) throw new TricopyError('unavailable', `node at ${this.address} answered /metrics with HTTP ${response.status}`);
+      return await response.text();
+    } catch (err) {
+      if (err instanceof TricopyError) throw err;
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+      throw new TricopyError('unavailable', `cannot reach node at ${this.address} (${cause})`);
+    }
   }
 
   /** Server-sent events from `path`: yields each event's JSON data until the stream ends. */

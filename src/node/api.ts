@@ -11,6 +11,8 @@ import type { Problem } from '../contracts/node';
 import type { CreatePairRequest, PairState, VerifyRequest } from '../contracts/pairs';
 import { createPairInput } from '../replication/control/operator';
 import { maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../replication/limits';
+import type { MonitorCommand, RegisterManagerRequest, ReportBatch } from '../contracts/monitor';
+import { monitorCommandBody, registerManagerBody, reportBatchBody } from './monitor-schemas';
 import type { StorageNode } from './node';
 
 export const maxApiBodyBytes = 64 * 1024;
@@ -18,6 +20,8 @@ export const maxApiBodyBytes = 64 * 1024;
 export const maxWaitMs = 600_000;
 
 export const sseHeartbeatIntervalMs = 15_000;
+/** Report batches from neighbours are larger than operator requests. */
+export const maxReportBodyBytes = 1024 * 1024;
 
 
 export interface ApiOptions {
@@ -60,6 +64,12 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
       await sendProblem(reply, new TricopyError('unauthorized', 'missing or wrong API token',
         'pass --token or set TRICOPY_TOKEN to the token in the node\'s --api-token-file'));
     }
+  });
+
+  // Counted by route pattern (bounded label values), so anyone can see who asks this node what:
+  // with autonomous monitoring, a healthy cluster's counters stand still (spec 000 §9.6).
+  app.addHook('onResponse', async (request) => {
+    node.metrics.apiRequest(request.routeOptions.url ?? 'unmatched', request.method);
   });
 
   app.setErrorHandler(async (error: FastifyError | TricopyError | Error, request, reply) => {
@@ -282,6 +292,18 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     streamEvents(node, after, request, reply);
     return reply;
   });
+
+  // --- autonomous monitoring (spec 000) ---------------------------------------------------------
+  app.get('/v1/monitor', async () => node.monitor.status());
+
+  app.post('/v1/monitor/manager', { schema: { body: registerManagerBody } },
+    async (request: FastifyRequest<{ Body: RegisterManagerRequest }>) => node.monitor.registerManager(request.body));
+
+  app.post('/v1/monitor/commands', { schema: { body: monitorCommandBody } },
+    async (request: FastifyRequest<{ Body: MonitorCommand }>) => node.monitor.handleCommand(request.body));
+
+  app.post('/v1/monitor/reports', { bodyLimit: maxReportBodyBytes, schema: { body: reportBatchBody } },
+    async (request: FastifyRequest<{ Body: ReportBatch }>) => node.monitor.handleReports(request.body));
 
   const listenOn = async (host: string, port: number): Promise<number> => {
     await app.listen({ host, port });

@@ -27,6 +27,7 @@ export class NodeMetrics {
   private readonly protocolErrors: client.Counter;
   private readonly nbdRefusals: client.Counter<'reason'>;
   private readonly replicationRefusals: client.Counter<'reason'>;
+  private readonly apiRequests: client.Counter<'route' | 'method'>;
   /** Per volume, per operation: resolved once so a request costs no label hashing. */
   private readonly children = new Map<string, Map<NbdCommandName, OpChildren>>();
   /** Set once the replication service exists. */
@@ -61,6 +62,10 @@ export class NodeMetrics {
     this.replicationRefusals = new client.Counter({
       name: 'tricopy_replication_refused_total', help: 'Replication connections refused or dropped for protocol violations, by reason',
       labelNames: ['reason'], registers: [this.registry],
+    });
+    this.apiRequests = new client.Counter({
+      name: 'tricopy_api_requests_total', help: 'Control API requests answered, by route pattern and method',
+      labelNames: ['route', 'method'], registers: [this.registry],
     });
     // Every reason from the start, so rates and alerts see a zero rather than no series.
     for (const reason of nbdRefusalReasons) this.nbdRefusals.inc({ reason }, 0);
@@ -159,6 +164,10 @@ export class NodeMetrics {
   nbdRefused(reason: NbdRefusalReason, dropped: boolean): void {
     this.nbdRefusals.inc({ reason });
     if (dropped && reason !== 'too-many-connections') this.protocolErrors.inc();
+  }
+
+  apiRequest(route: string, method: string): void {
+    this.apiRequests.inc({ route, method });
   }
 
   replicationRefused(reason: LinkRefusalReason): void {

@@ -15,9 +15,12 @@ import { systemClock } from '../common/clock';
 import { nodeDisk } from '../common/disk';
 import { isAdmitted } from '../volume/access';
 import { VolumeStore, type VolumeMeta } from '../volume/store';
-import type { ClientView, HostWrites, NodeInfo, NodePorts, VolumeView } from '../contracts/node';
-import type { PairStatus } from '../contracts/pairs';
+import type { ClientView, HostWrites, NodeEvent, NodeInfo, NodePorts, VolumeView } from '../contracts/node';
+import type { PushedEvent } from '../contracts/monitor';
+import type { GroupStatus, PairStatus } from '../contracts/pairs';
 import type { CreatePairInput } from '../replication/control/operator';
+import { NodeMonitor } from '../monitor/monitor';
+import { HttpMonitorTransport } from '../monitor/transport';
 import { buildApi, type NodeApi } from './api';
 import type { NodeConfig } from './config';
 import { NodeMetrics } from './metrics';
@@ -38,6 +41,7 @@ export class StorageNode {
   private nbd!: NbdServer;
   private api!: NodeApi;
   replication!: ReplicationService;
+  monitor!: NodeMonitor;
   private readonly fronts = new Map<string, ReplicatedVolume>();
   private portsValue: NodePorts = { nbdPort: 0, apiPort: 0, replPort: 0 };
   private readonly startedAtMs = Date.now();
@@ -122,10 +126,18 @@ export class StorageNode {
       node.metrics.replication = { pairs: () => replication.list(), groups: () => replication.groups().map((g) => replication.groupStatus(g)) };
       node.portsValue.replPort = await node.replication.start(config.host, config.replPort);
       node.portsValue.nbdPort = await node.nbd.listen();
+      node.monitor = await NodeMonitor.open({
+        self: config.name, dataDir: config.dataDir, disk: nodeDisk, clock: systemClock, log: log.child({ component: 'monitor' }),
+        events: node.events, transport: new HttpMonitorTransport(apiToken),
+        pair: (name) => node.pairOrUndefined(name), group: (name) => node.groupOrUndefined(name),
+        snapshot: () => ({ info: node.info(), volumes: node.listVolumes(), pairs: replication.list(), groups: node.allGroups() }),
+        enrich: (event) => node.enrich(event),
+      });
       node.api = await buildApi(node, { token: apiToken, log: log.child({ component: 'api' }) });
       node.portsValue.apiPort = await node.api.listenOn(config.apiHost, config.apiPort);
     } catch (err) {
       await node.nbd?.close().catch(() => undefined);
+      await node.monitor?.close().catch(() => undefined);
       await node.replication?.stop().catch(() => undefined);
       await store.close();
       await unlock();
@@ -245,6 +257,7 @@ export class StorageNode {
         this.refusals.stop();
         this.events.emit('node-stopping', this.config.name, 'shutdown requested');
         await this.nbd.close();
+        await this.monitor.close();
         await this.replication.stop();
         await this.api.close();
         await this.store.close();
@@ -253,6 +266,37 @@ export class StorageNode {
       })();
     }
     return this.stopping;
+  }
+
+  pairOrUndefined(name: string): PairStatus | undefined {
+    try {
+      return this.replication.get(name);
+    } catch {
+      return undefined;
+    }
+  }
+
+  groupOrUndefined(name: string): GroupStatus | undefined {
+    return this.replication.groups().includes(name) ? this.replication.groupStatus(name) : undefined;
+  }
+
+  allGroups(): GroupStatus[] {
+    return this.replication.groups().map((g) => this.replication.groupStatus(g));
+  }
+
+  /** An event as the node pushes it to its manager: with the current view of its pair or volume. */
+  enrich(event: NodeEvent): PushedEvent {
+    const out: PushedEvent = { event };
+    if (event.kind.startsWith('pair-') || event.kind.startsWith('split-brain') || event.kind.startsWith('copy-report')) {
+      const pair = this.pairOrUndefined(event.subject) ?? null;
+      out.pair = pair;
+      if (pair?.group) out.group = this.groupOrUndefined(pair.group) ?? null;
+    } else if (event.kind.startsWith('monitor-row-')) {
+      out.table = this.monitor.status().table;
+    } else if (event.kind.startsWith('volume-') || event.kind.startsWith('access-')) {
+      out.volume = this.store.has(event.subject) ? this.view(this.store.get(event.subject)) : null;
+    }
+    return out;
   }
 
   /** PSK users, or client certificates checked against a CA, give clients identities. */

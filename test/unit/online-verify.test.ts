@@ -238,6 +238,6 @@ test('the table: resync of a duplex primary copies the regions verify recorded, 
     assert.equal(copy.kind, 'transition');
     assert.equal(copy.kind === 'transition' && copy.to, 'duplex-pending');
     assert.equal(decide('primary', 'duplex', 'resync', mode).kind, 'noop');
-    assert.equal(decide('secondary', 'duplex', 'resync', mode, null, { clean: false }).kind, 'noop');
+    assert.equal(decide('secondary', 'duplex', 'resync', mode, null, { clean: false }).kind, 'refuse', 'at the secondary resync is the wrong node');
   }
 });

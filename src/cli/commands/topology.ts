@@ -4,16 +4,53 @@ import type { Command } from 'commander';
 import { TricopyError } from '../../common/errors';
 import { HttpNodeClient } from '../../node/api-client';
 import type { Orchestrator } from '../../topology/orchestrator';
+import type { ProcedureName, StartProcedureRequest } from '../../contracts/manager';
 import { printJson } from '../format';
-import { globals, tokenOf } from '../globals';
+import { globals, managerClient, tokenOf, viaManager } from '../globals';
 
 export function registerTopologyCommands(program: Command): void {
-  const topology = program.command('topology').description('three-site topologies (3DC): apply, status, failover, failback, repair');
+  const topology = program.command('topology').description('three-site topologies (3DC): apply, status, failover, failback, repair.\n' +
+    'With --manager, <file> may also be the name of a topology the manager keeps, and procedures run at the manager (history kept)');
   addApply(topology);
   addStatus(topology);
   addFailover(topology);
   addFailback(topology);
   addRepair(topology);
+}
+
+/**
+ * With --manager: the procedure runs at the manager (its history keeps every step). `target` is a
+ * topology name the manager keeps, or a topology file (kept by the manager first if it is new).
+ * Prints the run's lines as they come; a failed run exits 1 with its error.
+ */
+async function throughManager(target: string, cmd: Command, procedure: ProcedureName,
+  opts: { to?: string; newestFrom?: string; wait?: boolean; timeout?: string }): Promise<void> {
+  const api = managerClient(cmd);
+  const name = await topologyName(target, cmd);
+  const request: StartProcedureRequest = {
+    topology: name, procedure, ...(opts.to ? { to: opts.to } : {}), ...(opts.newestFrom ? { newestFrom: opts.newestFrom } : {}),
+    wait: opts.wait === true, ...(opts.wait ? { timeoutSeconds: Number(opts.timeout ?? '3600') } : {}),
+  };
+  const run = await api.startProcedure(request, `cli (${process.env.USER ?? 'unknown'})`);
+  if (!globals(cmd).json) console.log(`manager run ${run.id}: ${procedure} ${name}`);
+  for await (const line of api.followProcedure(run.id, 0)) if (!globals(cmd).json) console.log(line);
+  const final = await api.getProcedure(run.id);
+  if (globals(cmd).json) printJson(final);
+  if (final.state !== 'succeeded') {
+    throw new TricopyError('io-error', `${procedure} of ${name} ${final.state}: ${final.error ?? ''}`, `its record: tricopy manager procedure ${run.id}`);
+  }
+}
+
+/** A file's topology name (the manager is given the file when it does not keep it yet), or the name itself. */
+async function topologyName(target: string, cmd: Command): Promise<string> {
+  const { promises: fsp } = await import('node:fs');
+  const text = await fsp.readFile(target, 'utf8').catch(() => undefined);
+  if (text === undefined) return target;
+  const { loadTopology } = await import('../../topology/topology-file');
+  const t = await loadTopology(target);
+  const api = managerClient(cmd);
+  if (!(await api.listTopologies()).some((x) => x.name === t.name)) await api.addTopology(text);
+  return t.name;
 }
 
 /** The topology modules are loaded when a topology command runs, so that other commands start fast. */
@@ -39,12 +76,21 @@ async function naming(file: string, run: () => Promise<void>): Promise<void> {
   }
 }
 
+/** The topology's status as the manager knows it (from what the nodes pushed; no node is asked). */
+async function statusFromManager(target: string, cmd: Command): Promise<import('../../topology/orchestrator').TopologyStatus> {
+  const name = await topologyName(target, cmd);
+  const status = (await managerClient(cmd).status()).topologies.find((t) => t.name === name);
+  if (!status) throw new TricopyError('not-found', `the manager keeps no topology ${name}`, 'add it: tricopy manager topology add <file>');
+  return status;
+}
+
 function addApply(topology: Command): void {
   topology.command('apply <file>')
     .description('create what the topology file describes (volumes, sync and async pairs, consistency group); idempotent')
     .option('--wait', 'wait until every copy is duplex')
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
     .action(async (file: string, opts: { wait?: boolean; timeout: string }, cmd: Command) => {
+      if (viaManager(cmd)) return throughManager(file, cmd, 'apply', opts);
       await naming(file, async () => (await runner(file, cmd, opts)).apply());
     });
 }
@@ -54,7 +100,7 @@ function addStatus(topology: Command): void {
     .description('where the application runs, which protection is missing, every copy\'s state, delta method and whether its ' +
       'two ends agree, and what a failover to each site would lose now ("unknown, because …" where that cannot be known)')
     .action(async (file: string, _opts, cmd: Command) => {
-      const status = await (await runner(file, cmd, {})).status();
+      const status = viaManager(cmd) ? await statusFromManager(file, cmd) : await (await runner(file, cmd, {})).status();
       if (globals(cmd).json) return printJson(status);
       const { renderTopologyStatus } = await import('../topology-status-view');
       console.log(renderTopologyStatus(status, file));
@@ -70,6 +116,7 @@ function addFailover(topology: Command): void {
     .option('--wait', 'wait until the new copies are duplex')
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
     .action(async (file: string, opts: { to: string; newestFrom?: string; wait?: boolean; timeout: string }, cmd: Command) => {
+      if (viaManager(cmd)) return throughManager(file, cmd, 'failover', opts);
       await naming(file, async () => (await runner(file, cmd, opts)).failover(opts.to, opts.newestFrom));
     });
 }
@@ -82,6 +129,7 @@ function addFailback(topology: Command): void {
     .option('--wait', 'wait until every copy is duplex')
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
     .action(async (file: string, opts: { to: string; wait?: boolean; timeout: string }, cmd: Command) => {
+      if (viaManager(cmd)) return throughManager(file, cmd, 'failback', opts);
       await naming(file, async () => (await runner(file, cmd, opts)).failback(opts.to));
     });
 }
@@ -93,6 +141,7 @@ function addRepair(topology: Command): void {
     .option('--wait', 'wait until every copy is duplex')
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
     .action(async (file: string, opts: { wait?: boolean; timeout: string }, cmd: Command) => {
+      if (viaManager(cmd)) return throughManager(file, cmd, 'repair', opts);
       await naming(file, async () => (await runner(file, cmd, opts)).repair());
     });
 }

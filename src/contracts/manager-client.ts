@@ -1,0 +1,46 @@
+// What the manager answers, as typed calls: one method per operation of the manager's API. The CLI,
+// the tests and (through the same paths) the web console use it; nothing here says how a call
+// travels. Every method resolves with the manager's answer or rejects with a TricopyError whose
+// code says what kind of failure it was ('unavailable' when no manager answers, 'not-found' …).
+import type {
+  AddNodeRequest, Alert, ManagerEvent, ManagerInfo, NodeRecord, PerfSample, ProcedureRun, StartProcedureRequest, StatusDocument,
+  TopologyRecord,
+} from './manager';
+
+export interface EventQuery {
+  /** Only events at or after this time (ISO 8601 or epoch milliseconds). */
+  since?: number;
+  /** Only events with a sequence number greater than this. */
+  afterSeq?: number;
+  limit?: number;
+}
+
+export interface ManagerClient {
+  readonly address: string;
+
+  info(): Promise<ManagerInfo>;
+  status(): Promise<StatusDocument>;
+
+  /** Registers the node at `url`: the node learns its manager and reports to it from then on. */
+  addNode(request: AddNodeRequest): Promise<NodeRecord>;
+  listNodes(): Promise<NodeRecord[]>;
+
+  /** Keeps a topology definition (the topology file's text) and registers its copies' command paths. */
+  addTopology(text: string): Promise<TopologyRecord>;
+  listTopologies(): Promise<TopologyRecord[]>;
+
+  listEvents(query: EventQuery): Promise<ManagerEvent[]>;
+  /** The stored events matching `query`, then each new one as it is stored, until the caller stops. */
+  followEvents(query: EventQuery): AsyncIterable<ManagerEvent>;
+
+  listAlerts(options?: { all?: boolean }): Promise<Alert[]>;
+  ackAlert(id: string, by?: string): Promise<Alert>;
+
+  startProcedure(request: StartProcedureRequest, startedBy?: string): Promise<ProcedureRun>;
+  getProcedure(id: string): Promise<ProcedureRun>;
+  listProcedures(): Promise<ProcedureRun[]>;
+  /** The run's output lines from `fromLine` on as they are printed; ends when the run ends. */
+  followProcedure(id: string, fromLine: number): AsyncIterable<string>;
+
+  samples(subject: string | undefined, sinceMs: number): Promise<PerfSample[]>;
+}

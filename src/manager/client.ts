@@ -1,0 +1,161 @@
+// The manager client over the manager's HTTP API: the one place on the client side that knows its
+// paths. Problem documents become TricopyErrors again; a manager that cannot be reached is an
+// 'unavailable' error that says where the CLI looked.
+import { TricopyError, isErrorCode } from '../common/errors';
+import type {
+  AddNodeRequest, Alert, AlertList, ManagerEvent, ManagerEventList, ManagerInfo, NodeList, NodeRecord, PerfSample, ProcedureList, ProcedureRun,
+  SampleList, StartProcedureRequest, StatusDocument, TopologyList, TopologyRecord,
+} from '../contracts/manager';
+import type { EventQuery, ManagerClient } from '../contracts/manager-client';
+
+export const defaultManagerUrl = 'http://127.0.0.1:7900';
+const defaultTimeoutMs = 60_000;
+
+export class HttpManagerClient implements ManagerClient {
+  readonly address: string;
+
+  constructor(baseUrl: string, private readonly token?: string | undefined) {
+    let url: URL;
+    try {
+      url = new URL(baseUrl);
+    } catch {
+      throw new TricopyError('invalid-argument', `"${baseUrl}" is not a manager URL`, 'write it like http://127.0.0.1:7900');
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TricopyError('invalid-argument', `manager URL ${baseUrl} must start with http:// or https://`);
+    this.address = url.toString().replace(/\/$/, '');
+  }
+
+  info(): Promise<ManagerInfo> {
+    return this.request('GET', '/v1/manager');
+  }
+
+  status(): Promise<StatusDocument> {
+    return this.request('GET', '/v1/status');
+  }
+
+  addNode(request: AddNodeRequest): Promise<NodeRecord> {
+    return this.request('POST', '/v1/nodes', request);
+  }
+
+  async listNodes(): Promise<NodeRecord[]> {
+    return (await this.request<NodeList>('GET', '/v1/nodes')).nodes;
+  }
+
+  addTopology(text: string): Promise<TopologyRecord> {
+    return this.request('POST', '/v1/topologies', { text });
+  }
+
+  async listTopologies(): Promise<TopologyRecord[]> {
+    return (await this.request<TopologyList>('GET', '/v1/topologies')).topologies;
+  }
+
+  async listEvents(query: EventQuery): Promise<ManagerEvent[]> {
+    return (await this.request<ManagerEventList>('GET', `/v1/events?${eventQuery(query)}`)).events;
+  }
+
+  followEvents(query: EventQuery): AsyncIterable<ManagerEvent> {
+    return this.stream<ManagerEvent>(`/v1/events?${eventQuery(query)}&stream=true`, () => false);
+  }
+
+  async listAlerts(options: { all?: boolean } = {}): Promise<Alert[]> {
+    return (await this.request<AlertList>('GET', `/v1/alerts${options.all ? '?all=true' : ''}`)).alerts;
+  }
+
+  ackAlert(id: string, by?: string): Promise<Alert> {
+    return this.request('POST', `/v1/alerts/${encodeURIComponent(id)}/ack`, by ? { by } : {});
+  }
+
+  startProcedure(request: StartProcedureRequest, startedBy = 'cli'): Promise<ProcedureRun> {
+    return this.request('POST', '/v1/procedures', { ...request, startedBy });
+  }
+
+  getProcedure(id: string): Promise<ProcedureRun> {
+    return this.request('GET', `/v1/procedures/${encodeURIComponent(id)}`);
+  }
+
+  async listProcedures(): Promise<ProcedureRun[]> {
+    return (await this.request<ProcedureList>('GET', '/v1/procedures')).runs;
+  }
+
+  async *followProcedure(id: string, fromLine: number): AsyncIterable<string> {
+    for await (const item of this.stream<string | { state: string }>(`/v1/procedures/${encodeURIComponent(id)}/output?from=${fromLine}`, (kind) => kind === 'end')) {
+      if (typeof item === 'string') yield item;
+    }
+  }
+
+  async samples(subject: string | undefined, sinceMs: number): Promise<PerfSample[]> {
+    const q = `since=${Math.max(0, Math.floor(sinceMs))}${subject ? `&subject=${encodeURIComponent(subject)}` : ''}`;
+    return (await this.request<SampleList>('GET', `/v1/samples?${q}`)).samples;
+  }
+
+  private headers(json: boolean): Record<string, string> {
+    const h: Record<string, string> = { accept: json ? 'application/json' : 'text/event-stream' };
+    if (json) h['content-type'] = 'application/json';
+    if (this.token) h.authorization = `Bearer ${this.token}`;
+    return h;
+  }
+
+  /** Server-sent events: yields each event's data until the stream ends or `last(kind)` says so. */
+  private async *stream<T>(path: string, last: (kind: string) => boolean): AsyncGenerator<T> {
+    let response: Response;
+    try {
+      response = await fetch(`${this.address}${path}`, { headers: this.headers(false) });
+    } catch (err) {
+      throw this.unreachable(err);
+    }
+    if (!response.ok || !response.body) throw await this.failure(response);
+    const decoder = new TextDecoder();
+    let buffered = '';
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      buffered += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffered.indexOf('\n\n')) >= 0) {
+        const block = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        const kind = block.split('\n').find((l) => l.startsWith('event: '))?.slice(7) ?? 'message';
+        const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+        if (data) yield JSON.parse(data) as T;
+        if (last(kind)) return;
+      }
+    }
+  }
+
+  private async request<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+    let response: Response;
+    try {
+      response = await fetch(`${this.address}${path}`, {
+        method, headers: this.headers(true), body: body === undefined ? null : JSON.stringify(body), signal: AbortSignal.timeout(defaultTimeoutMs),
+      });
+    } catch (err) {
+      throw this.unreachable(err);
+    }
+    if (!response.ok) throw await this.failure(response);
+    const text = await response.text();
+    return (text === '' ? undefined : JSON.parse(text)) as T;
+  }
+
+  private unreachable(err: unknown): TricopyError {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+    return new TricopyError('unavailable', `cannot reach the manager at ${this.address} (${cause})`,
+      'is `tricopy manager run` running there? Set its URL with --manager URL or TRICOPY_MANAGER');
+  }
+
+  private async failure(response: Response): Promise<TricopyError> {
+    let p: { code?: unknown; detail?: unknown; hint?: unknown } = {};
+    try {
+      p = JSON.parse(await response.text()) as typeof p;
+    } catch {
+      // not a problem document
+    }
+    return new TricopyError(isErrorCode(p.code) ? p.code : 'internal', typeof p.detail === 'string' ? p.detail : `manager answered HTTP ${response.status}`,
+      typeof p.hint === 'string' ? p.hint : undefined);
+  }
+}
+
+function eventQuery(q: EventQuery): string {
+  const parts: string[] = [];
+  if (q.since !== undefined) parts.push(`since=${Math.max(0, Math.floor(q.since))}`);
+  if (q.afterSeq !== undefined) parts.push(`afterSeq=${q.afterSeq}`);
+  if (q.limit !== undefined) parts.push(`limit=${q.limit}`);
+  return parts.join('&');
+}
