@@ -88,8 +88,12 @@ export interface StatusDocument {
   pairs: PairView[];
   groups: GroupView[];
   topologies: TopologyStatus[];
-  /** Per topology and site: what a failover there would lose now. */
-  dataAtRisk: Array<{ topology: string; site: string; bytes: number | null; seconds: number | null; text: string }>;
+  /**
+   * Per topology and site: what a failover there would lose now. `kind` as topology status says it
+   * (none, bounded, unknown, unbounded); `bytes` and `seconds` are 0 for none, the bound when
+   * bounded, and null when not known.
+   */
+  dataAtRisk: Array<{ topology: string; site: string; kind: string; bytes: number | null; seconds: number | null; text: string }>;
   alertsOpen: number;
   /** The management table of every node, as last pushed (who relays reports for which copy). */
   tables: Array<{ node: string; rows: ManagementTableEntry[] }>;

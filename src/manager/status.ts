@@ -47,7 +47,10 @@ export async function buildStatus(i: StatusInputs): Promise<StatusDocument> {
     pairs: flat((s) => s.pairs),
     groups: flat((s) => s.groups),
     topologies,
-    dataAtRisk: topologies.flatMap((t) => t.sites.map((s) => ({ topology: t.name, site: s.site, bytes: s.atRisk.bytes, seconds: s.atRisk.seconds, text: s.atRisk.text }))),
+    dataAtRisk: topologies.flatMap((t) => t.sites.map((s) => ({
+      topology: t.name, site: s.site, kind: s.atRisk.kind, text: s.atRisk.text,
+      bytes: s.atRisk.kind === 'none' ? 0 : s.atRisk.bytes, seconds: s.atRisk.kind === 'none' ? 0 : s.atRisk.seconds,
+    }))),
     alertsOpen: i.alertsOpen,
     tables: i.states.map((s) => ({ node: s.name, rows: s.table })),
   };
