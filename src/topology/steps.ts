@@ -3,7 +3,7 @@
 // converges when it is run again.
 import { TricopyError } from '../common/errors';
 import type { Site, TopologyContext } from './context';
-import { topologyStatus } from './status';
+import { type TopologyStatus, topologyStatus } from './status';
 import { type TopologyVolume, pairName } from './topology-file';
 
 /** Takeover and swap apply or drain a journal before they answer. */
@@ -162,8 +162,10 @@ export async function waitAll(ctx: TopologyContext, title: string, required = fa
       throw new TricopyError('io-error', `copies failed: ${failed.map((l) => `${l.pair} (${l.reason})`).join('; ')}`,
         'fix the cause (see tricopy topology status <file>), then run the same command again: it continues where it stopped');
     }
-    const line = pending.map((l) => `${l.pair} ${l.code}${l.progressPercent !== null ? ` ${l.progressPercent}%` : ''}`).join(', ');
-    if (pending.length === 0) {
+    // The primary end reports duplex first; the next step (a swap, say) needs the secondary there too.
+    const behind = pending.length === 0 ? await secondariesBehind(ctx, status.legs.filter((l) => !waiting.includes(l))) : [];
+    const line = [...pending.map((l) => `${l.pair} ${l.code}${l.progressPercent !== null ? ` ${l.progressPercent}%` : ''}`), ...behind].join(', ');
+    if (pending.length === 0 && behind.length === 0) {
       if (waiting.length === 0) ctx.print('    every copy is duplex');
       else ctx.print(`    every copy is duplex except those of unreachable sites: ${waiting.map((l) => `${l.pair} ${l.code}`).join(', ')}`);
       return;
@@ -176,4 +178,14 @@ export async function waitAll(ctx: TopologyContext, title: string, required = fa
     }
     await clock.sleep(500);
   }
+}
+
+/** Legs in step at their primary whose secondary end does not say so yet (it learns it from the primary). */
+async function secondariesBehind(ctx: TopologyContext, legs: TopologyStatus['legs']): Promise<string[]> {
+  const behind: string[] = [];
+  for (const l of legs) {
+    const p = await ctx.pairAt(ctx.siteByName(l.to), l.pair);
+    if (p && p.role === 'secondary' && p.code !== 'PAIR') behind.push(`${l.pair} at ${l.to} ${p.code}`);
+  }
+  return behind;
 }

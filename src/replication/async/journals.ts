@@ -48,6 +48,7 @@ export function journaling(p: PairRuntime): boolean {
 
 export class Journals {
   private readonly primaries = new Map<string, PrimaryJournal>();
+  private readonly opening = new Map<string, Promise<void>>();
   private readonly receivers = new Map<string, ReceivedJournal>();
   private readonly fallbacks = new Map<string, Promise<void>>();
   signals: JournalSignals = { wake: () => undefined, closing: () => undefined, restarted: () => undefined };
@@ -105,11 +106,21 @@ export class Journals {
   async openFor(record: PairRecord): Promise<void> {
     const group = record.group;
     if (!group) return;
-    if (record.role === 'primary' && !this.primaries.has(group)) {
+    // One open per journal even when two members join at once (two opens would share its files).
+    const key = `${record.role}:${group}`;
+    const pending = this.opening.get(key);
+    if (pending) return pending;
+    const opening = this.openNow(record.role, group).finally(() => this.opening.delete(key));
+    this.opening.set(key, opening);
+    return opening;
+  }
+
+  private async openNow(role: PairRecord['role'], group: string): Promise<void> {
+    if (role === 'primary' && !this.primaries.has(group)) {
       this.primaries.set(group, await PrimaryJournal.open(this.dir(group, 'primary'), group, this.policy.capacityBytes, this.journalEnv,
         this.log.child({ group })));
     }
-    if (record.role === 'secondary' && !this.receivers.has(group)) {
+    if (role === 'secondary' && !this.receivers.has(group)) {
       const journal = await ReceivedJournal.open(this.dir(group, 'secondary'), group, this.journalEnv, this.log.child({ group }));
       this.receivers.set(group, journal);
       this.startApplying?.(journal);

@@ -45,8 +45,12 @@ export class PairResources {
   /** Registers a pair (new, loaded at start, or created by a peer) and opens what it needs. */
   async admit(record: PairRecord, bitmap: PersistentBitmap): Promise<PairRuntime> {
     const p = newRuntime(record, bitmap);
+    // Opened before writes can find the pair in the registry: a host write that sees an async
+    // primary must find its group's journal, and one that sees a primary its activity log.
+    if (record.role === 'primary') await this.volumeRuntimes.openActivityLog(record.volume, this.durable);
+    await this.journals.openFor(record);
     this.registry.add(p);
-    await this.open(p);
+    this.fences.refresh();
     return p;
   }
 

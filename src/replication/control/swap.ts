@@ -188,6 +188,22 @@ export class Swap {
     }
     const allowed = this.parts.engine.decide(p, 'swap');
     if (allowed.kind === 'refuse') throw new TricopyError('conflict', `swap of pair ${p.record.name} at ${this.parts.localNode}: ${allowed.message}`);
+    this.checkForwarding(p);
+  }
+
+  /**
+   * Stepping down makes this volume a secondary; if it also sends to a third node, only the cascade
+   * (receive synchronously, forward asynchronously) keeps that copy in step: what an async
+   * secondary applies, and a second sync hop, would never reach it.
+   */
+  private checkForwarding(p: PairRuntime): void {
+    const other = this.parts.registry.ofVolume(p.record.volume).find((x) => x !== p && x.record.role === 'primary' &&
+      !(p.record.mode === 'sync' && x.record.mode === 'async'));
+    if (!other) return;
+    throw new TricopyError('conflict',
+      `swap of pair ${p.record.name}: volume ${p.record.volume} on ${this.parts.localNode} is also the primary of pair ${other.record.name} (${other.record.mode} to ${other.record.peer.node}), ` +
+      `and as the ${p.record.mode} secondary it could not forward to it (only a cascade is possible: sync in, async out)`,
+      `delete pair ${other.record.name} at ${this.parts.localNode} first (tricopy pair delete ${other.record.name}), then swap again`);
   }
 
   private answer(members: Array<{ name: string; bitmap: string; clean: boolean }>): Buffer {

@@ -24,6 +24,7 @@ export interface VolumeRuntime {
 
 export class VolumeRuntimes {
   private readonly runtimes = new Map<string, VolumeRuntime>();
+  private readonly openingLogs = new Map<string, Promise<void>>();
 
   constructor(private readonly disk: Disk, private readonly pairsDir: string, private readonly volumes: VolumeAccess,
     private readonly registry: PairRegistry) {}
@@ -50,12 +51,23 @@ export class VolumeRuntimes {
    * completed write of the volume durable (the log clears an extent only after it).
    */
   async useActivityLog(volume: string, durable: (volume: string) => Promise<void>): Promise<void> {
+    if (this.registry.ofVolume(volume).some((p) => p.record.role === 'primary')) await this.openActivityLog(volume, durable);
+  }
+
+  /** Opens the volume's activity log if it is not open (a primary pair is about to join). */
+  async openActivityLog(volume: string, durable: (volume: string) => Promise<void>): Promise<void> {
     const vr = this.get(volume);
-    const needs = this.registry.ofVolume(volume).some((p) => p.record.role === 'primary');
-    if (needs && !vr.activity) {
-      vr.activity = await ActivityLog.open(this.disk, path.join(this.pairsDir, `${volume}.activity`), this.volumes.get(volume).sizeBytes);
-      vr.activity.beforeClear = () => durable(volume);
+    if (vr.activity) return;
+    // One open per volume even when two pairs of it join at once (a second log would lose marks).
+    let opening = this.openingLogs.get(volume);
+    if (!opening) {
+      opening = ActivityLog.open(this.disk, path.join(this.pairsDir, `${volume}.activity`), this.volumes.get(volume).sizeBytes).then((log) => {
+        log.beforeClear = () => durable(volume);
+        vr.activity = log;
+      }).finally(() => this.openingLogs.delete(volume));
+      this.openingLogs.set(volume, opening);
     }
+    await opening;
   }
 
   /**

@@ -12,7 +12,8 @@
 //   1401       the sync and async sites can communicate
 //   1402–1403  the sync copies become writable; the async site stops receiving from the old primary
 //   1404       make the async site identical to the sync site (only differing blocks travel)
-//   1405       reverse it: async copy async site → sync site, no copy (they are identical)
+//   1405       reverse it: async copy async site → sync site, no copy (they are identical); copies the
+//              sync site still sends to the primary site are dissolved first (it cannot forward them)
 //   1406       the application may start at the async site
 // Cascade (spec 000 Fig. 1): to the intermediate, it keeps forwarding to the far site; to the far
 // site, it takes over from the intermediate after receiving everything (or opens its own copy).
@@ -20,7 +21,7 @@
 import { TricopyError } from '../../common/errors';
 import type { Site, TopologyContext } from '../context';
 import { type TopologyStatus, topologyStatus } from '../status';
-import { ensurePair, swapTo, takeoverAndDissolve, takeoverKeeping, waitAll, waitLagZero } from '../steps';
+import { dissolveEverywhere, ensurePair, swapTo, takeoverAndDissolve, takeoverKeeping, waitAll, waitLagZero } from '../steps';
 import { asyncVolumes, pairName } from '../topology-file';
 
 /** Which site takes over from which, and whether the old one still answers (a planned switchover). */
@@ -165,12 +166,28 @@ async function failoverWithNewest(ctx: TopologyContext, { from, planned }: Move,
     else await ensurePair(ctx, sync, far, v, 'async', 'delta');
   }
   await waitAll(ctx, `wait until ${to} holds everything ${newestFrom} has`, true);
+  await stopForwardingToPrimary(ctx, sync, primary);
   ctx.step(`step 1405: reverse it: async ${to} → ${newestFrom}, no copy (they are identical)`);
   for (const v of asyncVolumes(t)) await swapTo(ctx, far, pairName(t, v.name, sync.spec.site, far.spec.site));
   for (const v of t.volumes.filter((x) => !asyncVolumes(t).includes(x))) {
     ctx.print(`  note: ${v.name} is a data volume and does not exist at ${to}; the application rebuilds it from the logs`);
   }
   ctx.step(`step 1406: the application may start at ${to}`);
+}
+
+/**
+ * Before the sync site receives asynchronously (step 1405) it must stop being the primary of its
+ * copies at the primary site (after a failover to it, or a planned swap in step 1402): a volume that
+ * receives asynchronously forwards nothing, so those copies would silently fall behind. They are
+ * dissolved; the primary site keeps its image, and the failback copies what differs.
+ */
+async function stopForwardingToPrimary(ctx: TopologyContext, sync: Site, primary: Site): Promise<void> {
+  const names = asyncVolumes(ctx.t).map((v) => pairName(ctx.t, v.name, primary.spec.site, sync.spec.site));
+  const forwarding: string[] = [];
+  for (const name of names) if ((await ctx.pairAt(sync, name))?.role === 'primary') forwarding.push(name);
+  if (forwarding.length === 0) return;
+  ctx.step(`${primary.spec.site} stops following ${sync.spec.site}, which will receive asynchronously and cannot forward (${primary.spec.site} keeps its image)`);
+  for (const name of forwarding) await dissolveEverywhere(ctx, name);
 }
 
 async function failoverCascade(ctx: TopologyContext, move: Move): Promise<void> {
