@@ -126,14 +126,30 @@ export async function dissolveEverywhere(ctx: TopologyContext, name: string): Pr
   }
 }
 
+/**
+ * Waits until the async secondary of `name` applied every entry its group's journal held when the
+ * wait began (writes forwarded meanwhile, say through a cascade, do not keep it waiting forever).
+ */
 export async function waitLagZero(ctx: TopologyContext, s: Site, name: string): Promise<void> {
   const clock = ctx.clock;
   const deadline = clock.now() + drainTimeoutMs;
+  let target: number | undefined;
   for (;;) {
-    const p = await ctx.pairAt(s, name);
-    if (!p || (p.lag?.entries ?? 0) === 0) return;
+    const pairs = s.info ? await ctx.pairsAt(s) : [];
+    const p = pairs.find((x) => x.name === name);
+    if (!p || (p.lag?.entries ?? 0) === 0 || !p.group) return;
+    const group = await s.api.getGroup(p.group);
+    target ??= group.lastSeq;
+    if (group.appliedSeq >= target) return;
+    // Entries held back for a sync copy that cannot be updated are writes refused to hosts (fence
+    // data): the sync site never had them, so the async site must not get them either. They stay.
+    const held = pairs.filter((x) => x.role === 'primary' && x.group === p.group).reduce((n, x) => n + x.heldEntries, 0);
+    if (held > 0 && p.lag!.entries <= held) {
+      ctx.print(`    ${name}: everything shippable arrived; ${held} entries held for the sync copy stay behind (writes refused to hosts)`);
+      return;
+    }
     if (clock.now() > deadline) {
-      throw new TricopyError('unavailable', `pair ${name} did not drain within ${drainTimeoutMs / 1000} s`,
+      throw new TricopyError('unavailable', `pair ${name} did not drain within ${drainTimeoutMs / 1000} s (${p.peer.node} applied through entry ${group.appliedSeq} of ${target}${held > 0 ? `; ${held} entries held for the sync copy` : ''}; ${p.state})`,
         `follow its lag with tricopy --node ${s.spec.node} group status, then run the same command again (it continues where it stopped)`);
     }
     await clock.sleep(100);

@@ -103,7 +103,7 @@ export class Journals {
   }
 
   /** Opens the journal a pair's group needs on this side (if it is not open yet). */
-  async openFor(record: PairRecord): Promise<void> {
+  async openFor(record: Pick<PairRecord, 'role' | 'group'>): Promise<void> {
     const group = record.group;
     if (!group) return;
     // One open per journal even when two members join at once (two opens would share its files).

@@ -142,6 +142,7 @@ export class Operator {
     }
     const created = { ...record, reason };
     await this.parts.store.save(created);
+    const receivedSeq = group ? await this.continueStreamAfter(group, reply.receivedSeq ?? 0) : 0;
     const p = await this.parts.resources.admit(created, bitmap);
     p.copy.delta = initialCopy === 'delta';
     p.copy.deltaRan = p.copy.delta;
@@ -154,9 +155,24 @@ export class Operator {
       { role: 'primary', volume: created.volume, peer: created.peer.node, mode: created.mode, fence: created.fence, group, fenceGroup: created.fenceGroup, initialCopy });
     await this.parts.updates.tell(p);
     // A new group starts shipping at once (the secondary's received journal is empty).
-    if (group && !this.parts.shipping.isRunning(group)) this.parts.shipping.start(group, created.peer.node, 0);
+    if (group && !this.parts.shipping.isRunning(group)) this.parts.shipping.start(group, created.peer.node, receivedSeq);
     if (created.state === 'initial-copying') this.parts.copy.start(p);
     return this.parts.status(p);
+  }
+
+  /**
+   * A group new at this node starts its stream after the highest entry the secondary's group holds
+   * (from an earlier stream whose members are still leaving it there): numbers it holds would be
+   * skipped as duplicates. Before the pair is admitted, so no write is journaled yet. Returns the
+   * secondary's position to ship from.
+   */
+  private async continueStreamAfter(group: string, secondaryReceivedSeq: number): Promise<number> {
+    const members = this.parts.registry.ofGroup(group).filter((x) => x.record.role === 'primary');
+    if (members.length > 0) return 0; // the stream exists; the shipper already knows where the secondary is
+    await this.parts.journals.openFor({ role: 'primary', group });
+    const journal = this.parts.journals.primary(group)!;
+    if (secondaryReceivedSeq > journal.lastSeq) await journal.dropAll(secondaryReceivedSeq);
+    return secondaryReceivedSeq;
   }
 
   /** Validates a create request against this node's pairs; returns the pair's group. */

@@ -219,7 +219,8 @@ export class PeerRequests {
     if (mark) await this.parts.marks.drop(req.volume, `now the secondary of pair ${req.name}`);
     this.parts.deltaRecords.delete(req.volume);
     // The primary copies what holds data on either side: report what holds data here.
-    return bitmapReplyCodec.encode({ bitmap: encodeBitmap(env.volumes.volume(req.volume).allocation.snapshot()), hostWritesRecorded: false, mark });
+    const receivedSeq = req.group ? this.parts.journals.received(req.group)?.receivedSeq ?? 0 : 0;
+    return bitmapReplyCodec.encode({ bitmap: encodeBitmap(env.volumes.volume(req.volume).allocation.snapshot()), hostWritesRecorded: false, mark, receivedSeq });
   }
 
   private onPairUpdate(u: PairUpdate, peer: string): Promise<void> {

@@ -130,6 +130,12 @@ export interface BitmapReply {
   hostWritesRecorded: boolean;
   /** A new secondary: how far its volume had applied the async stream it was detached from. */
   mark?: AppliedMark | null;
+  /**
+   * A new async secondary: the highest entry its group's received journal holds (0 when new). A
+   * group that is new at the primary numbers its stream after it, since the secondary would skip
+   * numbers it holds as duplicates (an earlier stream's members may still be leaving the group).
+   */
+  receivedSeq?: number;
 }
 
 export const bitmapReplyCodec = jsonCodec<BitmapReply>({
@@ -143,6 +149,7 @@ export const bitmapReplyCodec = jsonCodec<BitmapReply>({
       type: 'object', nullable: true, additionalProperties: false, required: ['origin', 'group', 'appliedSeq'],
       properties: { origin: nameSchema, group: { type: 'string', maxLength: 63 }, appliedSeq: { type: 'integer', minimum: 0 } },
     },
+    receivedSeq: { type: 'integer', minimum: 0, nullable: true },
   },
 });
 
