@@ -39,8 +39,10 @@ export const defaultDiskFaults: DiskFaults = { keepUnsyncedWrite: 0.5, tearWrite
 export interface DiskSabotage {
   /** datasync of files matching this returns without making anything durable. */
   skipSyncOf?: RegExp;
-  /** writes to files matching this are kept in memory only (never reach the durable view). */
+  /** writes to files matching this are kept in memory only (never reach the durable view)… */
   volatileFiles?: RegExp;
+  /** …those at or past this byte (a header written before stays durable). */
+  volatileFromByte?: number;
 }
 
 function errno(code: string, message: string): Error {
@@ -153,7 +155,7 @@ export class SimDisk {
     inode.data = resized(inode.data, position + bytes.length);
     bytes.copy(inode.data, position);
     inode.size = Math.max(inode.size, position + bytes.length);
-    if (this.sabotage.volatileFiles?.test(file)) return;
+    if (this.sabotage.volatileFiles?.test(file) && position >= (this.sabotage.volatileFromByte ?? 0)) return;
     inode.pending.push({ kind: 'write', position, bytes: Buffer.from(bytes) });
   }
 

@@ -1,6 +1,7 @@
 // Versions of the product broken on purpose through the simulator's wiring, never in the product's
 // code: the self-test (`npm run sim -- --self-test`) shows the checker catches each within a bounded
 // number of seeds, so a passing run means something.
+import { bitmapHeaderBytes } from '../src/volume/bitmap';
 import type { Volume } from '../src/volume/volume';
 import type { Cluster } from './cluster';
 import { MessageType } from '../src/replication/transport/messages';
@@ -28,7 +29,8 @@ export function applyVariant(variant: Variant, cluster: Cluster): void {
       for (const node of cluster.nodes.values()) node.volumeWrap = (volume, isAsyncSecondary) => reorderWrites(volume, isAsyncSecondary);
       return;
     case 'bitmap-misses-writes':
-      for (const node of cluster.nodes.values()) node.disk.sabotage.volatileFiles = /\.diff$/;
+      // The file's header reaches the disk (the node still starts); the bits it records never do.
+      for (const node of cluster.nodes.values()) Object.assign(node.disk.sabotage, { volatileFiles: /\.diff$/, volatileFromByte: bitmapHeaderBytes });
       return;
     case 'lost-flush':
       for (const node of cluster.nodes.values()) node.disk.sabotage.skipSyncOf = /\/volumes\/[^/]+\.img$/;

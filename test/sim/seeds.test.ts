@@ -27,6 +27,12 @@ export const regressionSeeds: Record<number, string> = {
   139: 'a planned swap handed over a copy that was not durable',
   205: 'a stream restarted after a crash left the primary\'s applied position behind',
   225: 'concurrent transitions of one pair interleaved (a failed flush during a swap)',
+  // Topology seeds (ending in 4): the real procedures against simulated sites.
+  4: 'the old primary back while the async site that took over was down counted as the active site; failback overwrote newer data',
+  14: 'a host write found a new async pair before its group journal was open',
+  84: 'Fig. 14 from the sync site left it the primary of copies it could no longer forward to, and swapped before the secondary was duplex',
+  124: 'a new stream started below the entries the secondary still held from an earlier one',
+  134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
 };
 
 for (const [seed, found] of Object.entries(regressionSeeds)) {
