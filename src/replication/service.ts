@@ -150,6 +150,7 @@ export class ReplicationService implements ReplicationDataPath {
     this.parts.copy.stop();
     this.parts.shipping.stopAll();
     await this.env.transport.close();
+    await this.parts.copy.settled();
     await this.volumeRuntimes.close((volume) => this.durable(volume));
     await this.parts.journals.close();
     for (const p of this.registry.all()) await p.bitmap.close();

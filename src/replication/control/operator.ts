@@ -14,13 +14,13 @@ import type { DeltaRecords } from '../delta/delta-record';
 import type { ReplicationEnv } from '../env';
 import { connectTimeoutMs, deleteConnectTimeoutMs, diffChunkBytes } from '../limits';
 import { decodeBitmap } from '../pairs/bitmap-codec';
-import { groupNamePattern, pairNamePattern } from '../pairs/pair-model';
+import { type PairRecord, groupNamePattern, pairNamePattern } from '../pairs/pair-model';
 import type { PairStore } from '../pairs/pair-store';
 import type { PairRegistry } from '../pairs/registry';
 import type { PairRuntime } from '../pairs/runtime';
 import { type TransitionEngine, newRecord } from '../pairs/transitions';
 import type { Outcome } from '../pairs/state-table';
-import { type PairCreateRequest, bitmapReplyCodec, pairCreateCodec, pairNameCodec } from '../transport/control-messages';
+import { type BitmapReply, type PairCreateRequest, bitmapReplyCodec, pairCreateCodec, pairNameCodec } from '../transport/control-messages';
 import { MessageType } from '../transport/messages';
 import type { PairResources } from './pair-resources';
 import type { PeerDemand } from './peer-demand';
@@ -120,14 +120,42 @@ export class Operator {
       mode: record.mode, fence: record.fence, group, sizeBytes: meta.sizeBytes, generation: record.generation,
       fenceGroup: record.fenceGroup, initialCopy, createVolume: true,
     };
-    const reply = bitmapReplyCodec.decode(await env.transport.request(input.peer.node, MessageType.PairCreate, pairCreateCodec.encode(request)).catch((err: unknown) => {
-      this.parts.demand.releaseIfUnneeded(input.peer.node);
-      throw err;
-    }));
+    // From here until the pair is admitted every write of the volume goes through the write path,
+    // so the hold below can stop them while this fixes what to copy (sim seed 124: a write between
+    // the delta plan and admission was in neither the plan nor the journal, and never reached the peer).
+    const vr = this.parts.volumeRuntimes.get(input.volume);
+    vr.joining++;
+    try {
+      const reply = bitmapReplyCodec.decode(await env.transport.request(input.peer.node, MessageType.PairCreate, pairCreateCodec.encode(request)).catch((err: unknown) => {
+        this.parts.demand.releaseIfUnneeded(input.peer.node);
+        throw err;
+      }));
+      const release = await this.parts.volumeRuntimes.hold([input.volume]);
+      let admitted: { p: PairRuntime; receivedSeq: number };
+      try {
+        admitted = await this.admitCreated(record, reply, initialCopy, group);
+      } finally {
+        release();
+      }
+      const { p, receivedSeq } = admitted;
+      await this.parts.updates.tell(p);
+      // A new group starts shipping at once (the secondary's received journal is empty).
+      if (group && !this.parts.shipping.isRunning(group)) this.parts.shipping.start(group, p.record.peer.node, receivedSeq);
+      if (p.record.state === 'initial-copying') this.parts.copy.start(p);
+      return this.parts.status(p);
+    } finally {
+      vr.joining--;
+    }
+  }
+
+  /** Fixes the regions to copy, persists and admits the pair. Writes of the volume are held meanwhile. */
+  private async admitCreated(record: PairRecord, reply: BitmapReply, initialCopy: InitialCopy, group: string | null): Promise<{ p: PairRuntime; receivedSeq: number }> {
+    const { env } = this.parts;
+    const meta = env.volumes.get(record.volume);
     const bitmap = await this.parts.store.bitmap(record.name, meta.sizeBytes);
     // A delta copy to a peer that applied an async stream this node recorded: only the regions of
     // the writes it had not applied are compared (and the differing blocks sent).
-    const candidates = initialCopy === 'delta' ? this.parts.deltaRecords.candidates(input.volume, reply.mark ?? null) : undefined;
+    const candidates = initialCopy === 'delta' ? this.parts.deltaRecords.candidates(record.volume, reply.mark ?? null) : undefined;
     let reason = record.reason;
     if (candidates?.usable) {
       bitmap.mergeFrom(candidates.bits);
@@ -135,7 +163,7 @@ export class Operator {
       reason = `created; delta resync from sequence numbers: ${candidates.text}`;
     } else if (initialCopy !== 'none') {
       // Copy what holds data here, and clear what holds data only there.
-      bitmap.mergeFrom(env.volumes.volume(input.volume).allocation);
+      bitmap.mergeFrom(env.volumes.volume(record.volume).allocation);
       bitmap.mergeFrom(decodeBitmap(reply.bitmap, bitmap));
       await bitmap.sync();
       if (candidates) reason = `created; comparing both volumes whole (no usable delta record: ${candidates.text})`;
@@ -153,11 +181,7 @@ export class Operator {
     }
     this.parts.events.emit('pair-created', created.name, created.reason,
       { role: 'primary', volume: created.volume, peer: created.peer.node, mode: created.mode, fence: created.fence, group, fenceGroup: created.fenceGroup, initialCopy });
-    await this.parts.updates.tell(p);
-    // A new group starts shipping at once (the secondary's received journal is empty).
-    if (group && !this.parts.shipping.isRunning(group)) this.parts.shipping.start(group, created.peer.node, receivedSeq);
-    if (created.state === 'initial-copying') this.parts.copy.start(p);
-    return this.parts.status(p);
+    return { p, receivedSeq };
   }
 
   /**

@@ -29,6 +29,8 @@ export function copying(p: PairRuntime): boolean {
 
 export class CopyEngine {
   private stopped = false;
+  /** Copies running now: a stopping node waits for them before it closes their bitmaps. */
+  private readonly runs = new Set<Promise<void>>();
 
   constructor(
     private readonly env: ReplicationEnv,
@@ -49,6 +51,11 @@ export class CopyEngine {
     this.stopped = true;
   }
 
+  /** Resolves once every copy has ended (after stop(), and after the transport closed under them). */
+  async settled(): Promise<void> {
+    while (this.runs.size > 0) await Promise.all(this.runs);
+  }
+
   /** The checksums of the peer's copy of a range. */
   peerHashes(p: PairRuntime): PeerHashes {
     return (offset, length, grainBytes) => this.env.transport.request(p.record.peer.node, MessageType.RegionHashes,
@@ -60,13 +67,18 @@ export class CopyEngine {
     p.copy.running = true;
     // Positions of an earlier copy (perhaps in a journal this node no longer has) mean nothing now.
     p.copy.consistentSeq = 0;
-    const run = p.record.mode === 'sync' ? this.copySync(p) : this.copyAsync(p);
-    void run.catch(async (err: unknown) => {
+    const run = (p.record.mode === 'sync' ? this.copySync(p) : this.copyAsync(p)).catch(async (err: unknown) => {
       this.log.warn({ pair: p.record.name, err: errorMessage(err) }, 'copy stopped');
+      // A copy cut short by the node stopping or the pair's removal is no failure of the pair.
+      if (this.stopped || this.registry.get(p.record.name) !== p) return;
       await this.engine.apply(p, 'failure', { reason: `copy stopped: ${errorMessage(err)}` });
+    }).catch((err: unknown) => {
+      this.log.error({ pair: p.record.name, err: errorMessage(err) }, 'the pair could not be failed after its copy stopped');
     }).finally(() => {
       p.copy.running = false;
+      this.runs.delete(run);
     });
+    this.runs.add(run);
   }
 
   private async copySync(p: PairRuntime): Promise<void> {

@@ -20,6 +20,11 @@ export interface VolumeRuntime {
   held: HeldEntry[];
   /** A role swap is quiescing this volume: new host writes are refused. */
   swapping: boolean;
+  /**
+   * Pairs being created for this volume: until they are admitted, every write goes through the
+   * write path (and its range lock), so the creation can hold them while it fixes what to copy.
+   */
+  joining: number;
 }
 
 export class VolumeRuntimes {
@@ -32,7 +37,7 @@ export class VolumeRuntimes {
   get(volume: string): VolumeRuntime {
     let vr = this.runtimes.get(volume);
     if (!vr) {
-      vr = { lock: new RangeLock(), activity: undefined, swapping: false, held: [] };
+      vr = { lock: new RangeLock(), activity: undefined, swapping: false, held: [], joining: 0 };
       this.runtimes.set(volume, vr);
     }
     return vr;

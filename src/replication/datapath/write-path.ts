@@ -49,7 +49,8 @@ export class WritePath implements ReplicationDataPath {
 
   /** True when writes to the volume go through replication: it is paired or keeps delta state. */
   isPaired(volume: string): boolean {
-    return this.registry.ofVolume(volume).length > 0 || this.deltaRecords.has(volume) || this.marks.has(volume);
+    return this.registry.ofVolume(volume).length > 0 || this.deltaRecords.has(volume) || this.marks.has(volume)
+      || (this.volumeRuntimes.peek(volume)?.joining ?? 0) > 0;
   }
 
   refusesWrites(volume: string): boolean {
