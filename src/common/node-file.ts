@@ -1,0 +1,107 @@
+// A real file for the node's durable structures (volumes, journals, bitmaps), doing each operation
+// where it costs least. A libuv thread-pool hop costs a futex wake and two context switches per
+// request, and writers of one file serialise on its inode lock anyway; profiles of 4 KiB writes
+// showed those hops as most of the node's CPU per write. A write the page cache absorbs, or a read
+// it can serve, is a copy of a few microseconds. So:
+// - writes up to `inlineWriteMaxBytes` run synchronously on the calling (event-loop) thread. One
+//   that takes longer than `slowInlineMs` (the page cache pushed back: dirty-page throttling, a
+//   metadata read) sends this file's writes to the thread pool for a back-off period that doubles
+//   while it keeps happening, so a slow disk stalls the event loop at most once per period;
+// - reads run inline only through the native addon's RWF_NOWAIT read, which never waits for the
+//   disk; whatever the page cache lacks is read on the thread pool (so is every read without it);
+// - fdatasync, truncate, fstat and close always run on the thread pool.
+import * as fs from 'node:fs';
+import type { DiskFile } from './disk';
+import { EAGAIN, EINVAL, EOPNOTSUPP, type NativeIo, errnoError, maxNativePieces } from './native-io';
+
+/** Larger writes are copied on the thread pool, in parallel with the event loop. */
+export const inlineWriteMaxBytes = 256 * 1024;
+/** Larger reads are copied on the thread pool. */
+export const inlineReadMaxBytes = 256 * 1024;
+/** An inline write slower than this means the page cache is not absorbing writes now. */
+export const slowInlineMs = 10;
+const firstBackoffMs = 500;
+const maxBackoffMs = 30_000;
+
+export interface NodeFileOptions {
+  /** The native addon, or undefined for Node's fs module alone. */
+  native: NativeIo | undefined;
+  /** False: every read and write goes through the thread pool (the behaviour before inline I/O). */
+  inline: boolean;
+}
+
+export class NodeFile implements DiskFile {
+  /** Until this time (performance.now()) writes go to the thread pool. */
+  private poolUntil = 0;
+  private backoffMs = firstBackoffMs;
+  private lastSlowAt = Number.NEGATIVE_INFINITY;
+  private nowaitReads: boolean;
+
+  constructor(readonly fd: number, private readonly options: NodeFileOptions) {
+    this.nowaitReads = options.inline && options.native !== undefined;
+  }
+
+  read(target: Buffer, targetOffset: number, length: number, position: number): Promise<number> {
+    if (this.nowaitReads && length <= inlineReadMaxBytes) {
+      const n = this.options.native!.preadNowait(this.fd, target, targetOffset, length, position);
+      if (n >= 0) return Promise.resolve(n); // may be short: the caller reads the rest (on the pool)
+      if (-n !== EAGAIN) {
+        // EOPNOTSUPP and the like: this file cannot do it; anything else is the read's own error.
+        if (-n === EOPNOTSUPP || -n === EINVAL) this.nowaitReads = false;
+        else return Promise.reject(errnoError(-n, 'read'));
+      }
+    }
+    return new Promise((resolve, reject) => fs.read(this.fd, target, targetOffset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+  }
+
+  writev(pieces: Buffer[], position: number): Promise<number> {
+    if (this.options.inline && pieces.length <= maxNativePieces && performance.now() >= this.poolUntil) {
+      let total = 0;
+      for (const p of pieces) total += p.length;
+      if (total <= inlineWriteMaxBytes) return this.writeInline(pieces, position);
+    }
+    return new Promise((resolve, reject) => fs.writev(this.fd, pieces, position, (err, n) => (err ? reject(err) : resolve(n))));
+  }
+
+  datasync(): Promise<void> {
+    return new Promise((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+
+  truncate(sizeBytes: number): Promise<void> {
+    return new Promise((resolve, reject) => fs.ftruncate(this.fd, sizeBytes, (err) => (err ? reject(err) : resolve())));
+  }
+
+  sizeBytes(): Promise<number> {
+    return new Promise((resolve, reject) => fs.fstat(this.fd, (err, st) => (err ? reject(err) : resolve(st.size))));
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve, reject) => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+
+  private writeInline(pieces: Buffer[], position: number): Promise<number> {
+    const started = performance.now();
+    let written: number;
+    const native = this.options.native;
+    if (native) {
+      written = native.pwritev(this.fd, pieces, position);
+      if (written < 0) return Promise.reject(errnoError(-written, 'write'));
+    } else {
+      try {
+        written = fs.writevSync(this.fd, pieces, position);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    const now = performance.now();
+    if (now - started > slowInlineMs) this.backOff(now);
+    return Promise.resolve(written);
+  }
+
+  private backOff(now: number): void {
+    // Slow again soon after the last back-off ended: wait longer; after a quiet spell start over.
+    this.backoffMs = now - this.lastSlowAt < this.backoffMs * 4 ? Math.min(maxBackoffMs, this.backoffMs * 2) : firstBackoffMs;
+    this.lastSlowAt = now;
+    this.poolUntil = now + this.backoffMs;
+  }
+}
