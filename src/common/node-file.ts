@@ -3,10 +3,12 @@
 // request, and writers of one file serialise on its inode lock anyway; profiles of 4 KiB writes
 // showed those hops as most of the node's CPU per write. A write the page cache absorbs, or a read
 // it can serve, is a copy of a few microseconds. So:
-// - writes up to `inlineWriteMaxBytes` run synchronously on the calling (event-loop) thread. One
-//   that takes longer than `slowInlineMs` (the page cache pushed back: dirty-page throttling, a
-//   metadata read) sends this file's writes to the thread pool for a back-off period that doubles
-//   while it keeps happening, so a slow disk stalls the event loop at most once per period;
+// - writes up to `inlineWriteMaxBytes` run synchronously on the calling (event-loop) thread.
+//   `slowInlineWritesInARow` writes in a row each slower than `slowInlineMs` (the page cache pushes
+//   back: dirty-page throttling, metadata reads) send this file's writes to the thread pool for a
+//   back-off period that doubles while it keeps happening, so a slow disk stalls the event loop only
+//   briefly per period. One slow write alone is not enough: on a busy machine the event loop is
+//   preempted in the middle of a write now and then, and that says nothing about the disk;
 // - reads run inline only through the native addon's RWF_NOWAIT read, which never waits for the
 //   disk; whatever the page cache lacks is read on the thread pool (so is every read without it);
 // - fdatasync, truncate, fstat and close always run on the thread pool.
@@ -18,8 +20,9 @@ import { EAGAIN, EINVAL, EOPNOTSUPP, type NativeIo, errnoError, maxNativePieces 
 export const inlineWriteMaxBytes = 256 * 1024;
 /** Larger reads are copied on the thread pool. */
 export const inlineReadMaxBytes = 256 * 1024;
-/** An inline write slower than this means the page cache is not absorbing writes now. */
-export const slowInlineMs = 10;
+/** Inline writes slower than this, several in a row, mean the page cache is not absorbing writes now. */
+export const slowInlineMs = 5;
+export const slowInlineWritesInARow = 3;
 const firstBackoffMs = 500;
 const maxBackoffMs = 30_000;
 
@@ -28,6 +31,8 @@ export interface NodeFileOptions {
   native: NativeIo | undefined;
   /** False: every read and write goes through the thread pool (the behaviour before inline I/O). */
   inline: boolean;
+  /** Milliseconds for timing inline writes; performance.now() unless a test drives it. */
+  now?: () => number;
 }
 
 export class NodeFile implements DiskFile {
@@ -35,10 +40,13 @@ export class NodeFile implements DiskFile {
   private poolUntil = 0;
   private backoffMs = firstBackoffMs;
   private lastSlowAt = Number.NEGATIVE_INFINITY;
+  private slowInARow = 0;
   private nowaitReads: boolean;
+  private readonly now: () => number;
 
   constructor(readonly fd: number, private readonly options: NodeFileOptions) {
     this.nowaitReads = options.inline && options.native !== undefined;
+    this.now = options.now ?? (() => performance.now());
   }
 
   read(target: Buffer, targetOffset: number, length: number, position: number): Promise<number> {
@@ -55,7 +63,7 @@ export class NodeFile implements DiskFile {
   }
 
   writev(pieces: Buffer[], position: number): Promise<number> {
-    if (this.options.inline && pieces.length <= maxNativePieces && performance.now() >= this.poolUntil) {
+    if (this.options.inline && pieces.length <= maxNativePieces && this.now() >= this.poolUntil) {
       let total = 0;
       for (const p of pieces) total += p.length;
       if (total <= inlineWriteMaxBytes) return this.writeInline(pieces, position);
@@ -80,7 +88,7 @@ export class NodeFile implements DiskFile {
   }
 
   private writeInline(pieces: Buffer[], position: number): Promise<number> {
-    const started = performance.now();
+    const started = this.now();
     let written: number;
     const native = this.options.native;
     if (native) {
@@ -93,8 +101,9 @@ export class NodeFile implements DiskFile {
         return Promise.reject(err);
       }
     }
-    const now = performance.now();
-    if (now - started > slowInlineMs) this.backOff(now);
+    const now = this.now();
+    if (now - started <= slowInlineMs) this.slowInARow = 0;
+    else if (++this.slowInARow >= slowInlineWritesInARow) this.backOff(now);
     return Promise.resolve(written);
   }
 
@@ -103,5 +112,6 @@ export class NodeFile implements DiskFile {
     this.backoffMs = now - this.lastSlowAt < this.backoffMs * 4 ? Math.min(maxBackoffMs, this.backoffMs * 2) : firstBackoffMs;
     this.lastSlowAt = now;
     this.poolUntil = now + this.backoffMs;
+    this.slowInARow = 0;
   }
 }

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { type DiskFile, createNodeDisk, diskErrorCode, readFully, writeAll } from '../../src/common/disk';
 import { EAGAIN, type NativeIo, nativeIo } from '../../src/common/native-io';
-import { inlineWriteMaxBytes, slowInlineMs, NodeFile } from '../../src/common/node-file';
+import { inlineWriteMaxBytes, slowInlineMs, slowInlineWritesInARow, NodeFile } from '../../src/common/node-file';
 import { tempDir } from '../support/tools';
 
 const paths: Array<{ name: string; native: NativeIo | undefined; inline: boolean }> = [
@@ -74,22 +74,29 @@ test('a read the page cache cannot serve (EAGAIN) and a short inline read are co
   assert.equal(calls, 2, 'one short inline read, one EAGAIN, then the pool');
 }, { native: undefined, inline: true }));
 
-test('a slow inline write sends the file\'s writes to the thread pool for a while', () => withFile(async (file) => {
+test('slow inline writes in a row send the file\'s writes to the thread pool for a while; one alone does not', () => withFile(async (file) => {
   const fd = (file as NodeFile).fd;
   let inlineWrites = 0;
+  let slowWrites = true;
+  let clock = 0;
   const fake: NativeIo = {
     preadNowait: () => -EAGAIN,
     pwritev: (f, pieces, position) => {
       inlineWrites++;
-      const until = performance.now() + slowInlineMs + 5;
-      while (performance.now() < until) { /* a write the page cache pushed back on */ }
+      if (slowWrites) clock += slowInlineMs + 1; // a write the page cache pushed back on
       return fs.writevSync(f, pieces as Uint8Array[], position);
     },
   };
-  const slow = new NodeFile(fd, { native: fake, inline: true });
-  await writeAll(slow, [Buffer.from('first')], 0);
+  const slow = new NodeFile(fd, { native: fake, inline: true, now: () => clock });
+  // A slow write between fast ones (the event loop was preempted) changes nothing.
+  await writeAll(slow, [Buffer.from('a')], 0);
+  slowWrites = false;
+  await writeAll(slow, [Buffer.from('b')], 1);
+  slowWrites = true;
+  for (let i = 0; i < slowInlineWritesInARow; i++) await writeAll(slow, [Buffer.from('first')], 0);
+  assert.equal(inlineWrites, 2 + slowInlineWritesInARow);
   await writeAll(slow, [Buffer.from('second')], 100);
-  assert.equal(inlineWrites, 1, 'the second write went to the thread pool');
+  assert.equal(inlineWrites, 2 + slowInlineWritesInARow, 'the next write went to the thread pool');
   const back = Buffer.alloc(6);
   assert.deepEqual(await readFully(slow, back, 6, 100), Buffer.from('second'));
 }, { native: undefined, inline: true }));
