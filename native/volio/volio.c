@@ -6,6 +6,10 @@
 //   pwritev(fd, buffers, position) -> bytes written, or -errno
 //     one synchronous pwritev of up to 64 buffers, without the exception and context objects
 //     fs.writevSync creates per call.
+//   crc32c(pieces, previous) -> crc32c (Castagnoli) of the pieces back to back, continuing from
+//     `previous`; only where the CPU has the SSE4.2 crc32 instruction (exported only then).
+//     Every replication frame and journal entry is checksummed, and a table-driven crc costs
+//     several microseconds per 4 KiB.
 //
 // Errors are returned as negative errno values, never thrown: the caller turns them into the same
 // errors the fs module reports. Nothing here keeps state or references to the buffers.
@@ -14,6 +18,9 @@
 #include <stdint.h>
 #include <sys/uio.h>
 #include <node_api.h>
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
 
 #define MAX_PIECES 64
 
@@ -77,12 +84,55 @@ static napi_value pwritev_sync(napi_env env, napi_callback_info info) {
   return number(env, n < 0 ? -errno : n);
 }
 
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const unsigned char *p, size_t n) {
+  uint64_t c = crc;
+  while (n > 0 && ((uintptr_t)p & 7) != 0) { c = _mm_crc32_u8((uint32_t)c, *p++); n--; }
+  for (; n >= 8; n -= 8, p += 8) c = _mm_crc32_u64(c, *(const uint64_t *)p);
+  while (n-- > 0) c = _mm_crc32_u8((uint32_t)c, *p++);
+  return (uint32_t)c;
+}
+
+static napi_value crc32c(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  uint32_t previous, count;
+  bool is_array;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
+      napi_get_value_uint32(env, argv[1], &previous) != napi_ok || napi_is_array(env, argv[0], &is_array) != napi_ok) return NULL;
+  uint32_t crc = ~previous;
+  char *data;
+  size_t size;
+  if (!is_array) {
+    if (!bytes_of(env, argv[0], &data, &size)) return NULL;
+    crc = crc32c_hw(crc, (const unsigned char *)data, size);
+  } else {
+    if (napi_get_array_length(env, argv[0], &count) != napi_ok) return NULL;
+    for (uint32_t i = 0; i < count; i++) {
+      napi_value piece;
+      if (napi_get_element(env, argv[0], i, &piece) != napi_ok || !bytes_of(env, piece, &data, &size)) return NULL;
+      crc = crc32c_hw(crc, (const unsigned char *)data, size);
+    }
+  }
+  napi_value out;
+  napi_create_uint32(env, ~crc, &out);
+  return out;
+}
+#endif
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "preadNowait", NULL, pread_nowait, NULL, NULL, NULL, napi_default, NULL },
     { "pwritev", NULL, pwritev_sync, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("sse4.2")) {
+    napi_property_descriptor crc = { "crc32c", NULL, crc32c, NULL, NULL, NULL, napi_default, NULL };
+    napi_define_properties(env, exports, 1, &crc);
+  }
+#endif
   return exports;
 }
 

@@ -1,6 +1,6 @@
 // The optional native addon (native/volio, built by scripts/build-native.mjs at install): reads that
 // take what the page cache holds without ever waiting for the disk (preadv2 RWF_NOWAIT), which Node's
-// fs module cannot do, and synchronous vectored writes. Absent (not built, another platform, or
+// fs module cannot do, synchronous vectored writes, and a hardware crc32c. Absent (not built, another platform, or
 // TRICOPY_NATIVE=0), the node runs on Node's fs module alone.
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,6 +10,8 @@ export interface NativeIo {
   preadNowait(fd: number, target: Uint8Array, offset: number, length: number, position: number): number;
   /** Bytes written (may be short), or -errno. At most `maxNativePieces` pieces. */
   pwritev(fd: number, pieces: readonly Uint8Array[], position: number): number;
+  /** crc32c of the data (or pieces back to back) continuing from `previous`; absent without SSE4.2. */
+  crc32c?: (data: Uint8Array | readonly Uint8Array[], previous: number) => number;
 }
 
 export const maxNativePieces = 64;

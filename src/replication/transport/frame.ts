@@ -6,7 +6,7 @@
 //   5  u8  kind                20  u32 status (responses; 0 = ok)
 //   6  u16 message type        24  u32 crc32c of bytes 0..23 and the payload
 //   8  u32 request id, high    28  u32 reserved, 0
-import { crc32c } from '../../common/crc32c';
+import { crc32cOf } from '../../common/crc32c';
 
 export const frameMagic = 0x54435250;
 export const frameVersion = 1;
@@ -51,8 +51,7 @@ export function encodeFrameHeader(h: FrameHeader, payload: Buffer | Buffer[]): B
   b.writeUInt32BE(h.requestId >>> 0, 12);
   b.writeUInt32BE(h.payloadLength, 16);
   b.writeUInt32BE(h.status >>> 0, 20);
-  let crc = crc32c(b.subarray(0, 24));
-  for (const piece of Array.isArray(payload) ? payload : [payload]) crc = crc32c(piece, crc);
+  const crc = crc32cOf(Array.isArray(payload) ? [b.subarray(0, 24), ...payload] : [b.subarray(0, 24), payload]);
   b.writeUInt32BE(crc, 24);
   return b;
 }
@@ -86,7 +85,7 @@ export function decodeFrameHeader(b: Buffer): FrameHeaderDecode {
 /** Checks the crc of a complete frame (header bytes and payload). */
 export function frameChecksumValid(header: Buffer, payload: Buffer): boolean {
   const expected = header.readUInt32BE(24);
-  return crc32c(payload, crc32c(header.subarray(0, 24))) === expected;
+  return crc32cOf([header.subarray(0, 24), payload]) === expected;
 }
 
 /** Decodes one whole frame at the start of `b` (used by tests and simple readers). */
