@@ -43,17 +43,24 @@ export type FrameHeaderDecode = { ok: true; header: FrameHeader } | { ok: false;
 /** Header bytes for a frame; the payload follows separately (never copied). */
 export function encodeFrameHeader(h: FrameHeader, payload: Buffer | Buffer[]): Buffer {
   const b = Buffer.alloc(frameHeaderBytes);
-  b.writeUInt32BE(frameMagic, 0);
-  b.writeUInt8(frameVersion, 4);
-  b.writeUInt8(h.kind, 5);
-  b.writeUInt16BE(h.type, 6);
-  b.writeUInt32BE(Math.floor(h.requestId / 0x100000000), 8);
-  b.writeUInt32BE(h.requestId >>> 0, 12);
-  b.writeUInt32BE(h.payloadLength, 16);
-  b.writeUInt32BE(h.status >>> 0, 20);
-  const crc = crc32cOf(Array.isArray(payload) ? [b.subarray(0, 24), ...payload] : [b.subarray(0, 24), payload]);
-  b.writeUInt32BE(crc, 24);
+  writeFrameHeader(b, 0, h, Array.isArray(payload) ? payload : [payload]);
   return b;
+}
+
+/** Writes a frame's header at `target[at..at+32)`, its checksum covering `payload` (sent after it). */
+export function writeFrameHeader(target: Buffer, at: number, h: FrameHeader, payload: readonly Buffer[]): void {
+  target.writeUInt32BE(frameMagic, at);
+  target[at + 4] = frameVersion;
+  target[at + 5] = h.kind;
+  target.writeUInt16BE(h.type, at + 6);
+  target.writeUInt32BE(Math.floor(h.requestId / 0x100000000), at + 8);
+  target.writeUInt32BE(h.requestId >>> 0, at + 12);
+  target.writeUInt32BE(h.payloadLength, at + 16);
+  target.writeUInt32BE(h.status >>> 0, at + 20);
+  target.writeUInt32BE(0, at + 28);
+  const head = target.subarray(at, at + 24);
+  const crc = payload.length === 0 ? crc32cOf([head]) : payload.length === 1 ? crc32cOf([head, payload[0]!]) : crc32cOf([head, ...payload]);
+  target.writeUInt32BE(crc, at + 24);
 }
 
 export function encodeFrame(h: Omit<FrameHeader, 'payloadLength'>, payload: Buffer = Buffer.alloc(0)): Buffer {
