@@ -10,6 +10,8 @@ export interface NativeIo {
   preadNowait(fd: number, target: Uint8Array, offset: number, length: number, position: number): number;
   /** Bytes written (may be short), or -errno. At most `maxNativePieces` pieces. */
   pwritev(fd: number, pieces: readonly Uint8Array[], position: number): number;
+  /** Keeps large allocations on glibc's heap for reuse (mallopt); false where that is not possible. */
+  tuneMalloc(mmapThresholdBytes: number, trimThresholdBytes: number): boolean;
   /** crc32c of the data (or pieces back to back) continuing from `previous`; absent without SSE4.2. */
   crc32c?: (data: Uint8Array | readonly Uint8Array[], previous: number) => number;
 }
@@ -19,13 +21,25 @@ export const maxNativePieces = 64;
 /** The file the build writes, from dist/src/common. */
 export const nativeAddonFile = path.join(__dirname, '..', '..', '..', 'native', 'volio', 'build', 'Release', 'volio.node');
 
+/**
+ * Allocations below this come from glibc's heap, not mmap (every payload buffer: at most 32 MiB),
+ * and up to the trim threshold of freed memory stays in the process: fresh pages cost a page fault
+ * each on first touch, which on this class of virtual machine made a new 1 MiB buffer cost 40 times
+ * the copy into it (see native/volio/volio.c).
+ */
+const mallocMmapThresholdBytes = 32 * 1024 * 1024;
+const mallocTrimThresholdBytes = 256 * 1024 * 1024;
+
 function load(): NativeIo | undefined {
   if (process.env.TRICOPY_NATIVE === '0') return undefined;
+  let addon: NativeIo;
   try {
-    return require(nativeAddonFile) as NativeIo;
+    addon = require(nativeAddonFile) as NativeIo;
   } catch {
     return undefined;
   }
+  addon.tuneMalloc(mallocMmapThresholdBytes, mallocTrimThresholdBytes);
+  return addon;
 }
 
 export const nativeIo: NativeIo | undefined = load();

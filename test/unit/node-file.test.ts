@@ -68,6 +68,7 @@ test('a read the page cache cannot serve (EAGAIN) and a short inline read are co
     // First call: only 1000 bytes "cached"; afterwards nothing is.
     preadNowait: (f, target, offset, length, position) => (calls++ === 0 ? fs.readSync(f, target, offset, Math.min(length, 1000), position) : -EAGAIN),
     pwritev: () => assert.fail('not used'),
+    tuneMalloc: () => false,
   };
   const viaFake = new NodeFile(fd, { native: fake, inline: true });
   assert.deepEqual(await readFully(viaFake, Buffer.alloc(data.length), data.length, 0), data);
@@ -86,6 +87,7 @@ test('slow inline writes in a row send the file\'s writes to the thread pool for
       if (slowWrites) clock += slowInlineMs + 1; // a write the page cache pushed back on
       return fs.writevSync(f, pieces as Uint8Array[], position);
     },
+    tuneMalloc: () => false,
   };
   const slow = new NodeFile(fd, { native: fake, inline: true, now: () => clock });
   // A slow write between fast ones (the event loop was preempted) changes nothing.
