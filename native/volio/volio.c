@@ -10,11 +10,6 @@
 //     `previous`; only where the CPU has the SSE4.2 crc32 instruction (exported only then).
 //     Every replication frame and journal entry is checksummed, and a table-driven crc costs
 //     several microseconds per 4 KiB.
-//   pwriteBatch(fd, pieceLists, positions, callback) -> undefined
-//     the writes (pieceLists[i] at positions[i], each one pwritev) done one after another on one
-//     libuv thread-pool thread; callback(results) on the event loop with bytes written or -errno per
-//     write. One thread-pool hop for a whole batch, so a busy event loop can hand its writes to
-//     another core without paying a wake-up per write.
 //   tuneMalloc(mmapThreshold, trimThreshold) -> true where glibc's mallopt exists
 //     Buffers of 128 KiB and more are mmap'ed and unmapped by default, and freed heap tops are
 //     returned to the kernel: every large payload buffer then costs page faults on first touch
@@ -26,7 +21,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <sys/uio.h>
 #include <node_api.h>
 #ifdef __GLIBC__
@@ -134,109 +128,6 @@ static napi_value crc32c(napi_env env, napi_callback_info info) {
 }
 #endif
 
-typedef struct {
-  napi_async_work work;
-  napi_ref keep;       // the JS arguments: their buffers stay alive until the batch is done
-  napi_ref callback;
-  int fd;
-  uint32_t count;
-  struct iovec *iov;   // all pieces of all writes, in order
-  uint32_t *pieces;    // pieces per write
-  int64_t *positions;
-  int64_t *results;
-} batch_t;
-
-static void batch_free(napi_env env, batch_t *b) {
-  if (b->keep) napi_delete_reference(env, b->keep);
-  if (b->callback) napi_delete_reference(env, b->callback);
-  if (b->work) napi_delete_async_work(env, b->work);
-  free(b->iov);
-  free(b->pieces);
-  free(b->positions);
-  free(b->results);
-  free(b);
-}
-
-static void batch_execute(napi_env env, void *data) {
-  batch_t *b = data;
-  struct iovec *iov = b->iov;
-  for (uint32_t i = 0; i < b->count; i++) {
-    uint32_t n = b->pieces[i];
-    ssize_t r = 0;
-    if (n > 0) {
-      do r = pwritev(b->fd, iov, (int)n, b->positions[i]); while (r < 0 && errno == EINTR);
-    }
-    b->results[i] = r < 0 ? -errno : r;
-    iov += n;
-  }
-}
-
-static void batch_complete(napi_env env, napi_status status, void *data) {
-  batch_t *b = data;
-  napi_value results, callback, global, item;
-  napi_create_array_with_length(env, b->count, &results);
-  for (uint32_t i = 0; i < b->count; i++) {
-    napi_create_int64(env, status == napi_ok ? b->results[i] : -ECANCELED, &item);
-    napi_set_element(env, results, i, item);
-  }
-  napi_get_reference_value(env, b->callback, &callback);
-  napi_get_global(env, &global);
-  batch_free(env, b);
-  napi_call_function(env, global, callback, 1, &results, NULL);
-}
-
-// Returns NULL after throwing on bad arguments (a bug in the caller, not an I/O error).
-static napi_value pwrite_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4], keep, resource_name;
-  int32_t fd;
-  uint32_t count, total = 0;
-  bool is_array;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
-      napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[1], &count) != napi_ok || count == 0) {
-    napi_throw_type_error(env, NULL, "pwriteBatch(fd, pieceLists, positions, callback)");
-    return NULL;
-  }
-  batch_t *b = calloc(1, sizeof *b);
-  b->fd = fd;
-  b->count = count;
-  b->pieces = calloc(count, sizeof *b->pieces);
-  b->positions = calloc(count, sizeof *b->positions);
-  b->results = calloc(count, sizeof *b->results);
-  for (uint32_t i = 0; i < count; i++) {
-    napi_value list, position;
-    uint32_t n;
-    if (napi_get_element(env, argv[1], i, &list) != napi_ok || napi_get_array_length(env, list, &n) != napi_ok ||
-        napi_get_element(env, argv[2], i, &position) != napi_ok || napi_get_value_int64(env, position, &b->positions[i]) != napi_ok) goto bad;
-    b->pieces[i] = n;
-    total += n;
-  }
-  b->iov = calloc(total ? total : 1, sizeof *b->iov);
-  for (uint32_t i = 0, k = 0; i < count; i++) {
-    napi_value list, piece;
-    napi_get_element(env, argv[1], i, &list);
-    for (uint32_t j = 0; j < b->pieces[i]; j++, k++) {
-      char *data;
-      size_t size;
-      if (napi_get_element(env, list, j, &piece) != napi_ok || !bytes_of(env, piece, &data, &size)) goto bad;
-      b->iov[k].iov_base = data;
-      b->iov[k].iov_len = size;
-    }
-  }
-  napi_create_array_with_length(env, 3, &keep);
-  napi_set_element(env, keep, 0, argv[1]);
-  napi_set_element(env, keep, 1, argv[2]);
-  if (napi_create_reference(env, keep, 1, &b->keep) != napi_ok || napi_create_reference(env, argv[3], 1, &b->callback) != napi_ok) goto bad;
-  napi_create_string_utf8(env, "volio.pwriteBatch", NAPI_AUTO_LENGTH, &resource_name);
-  if (napi_create_async_work(env, NULL, resource_name, batch_execute, batch_complete, b, &b->work) != napi_ok ||
-      napi_queue_async_work(env, b->work) != napi_ok) goto bad;
-  return NULL;
-bad:
-  batch_free(env, b);
-  napi_throw_type_error(env, NULL, "pwriteBatch: bad arguments");
-  return NULL;
-}
-
 static napi_value tune_malloc(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -258,7 +149,6 @@ static napi_value init(napi_env env, napi_value exports) {
     { "preadNowait", NULL, pread_nowait, NULL, NULL, NULL, napi_default, NULL },
     { "pwritev", NULL, pwritev_sync, NULL, NULL, NULL, napi_default, NULL },
     { "tuneMalloc", NULL, tune_malloc, NULL, NULL, NULL, napi_default, NULL },
-    { "pwriteBatch", NULL, pwrite_batch, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 #if defined(__x86_64__)

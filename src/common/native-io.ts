@@ -10,8 +10,6 @@ export interface NativeIo {
   preadNowait(fd: number, target: Uint8Array, offset: number, length: number, position: number): number;
   /** Bytes written (may be short), or -errno. At most `maxNativePieces` pieces. */
   pwritev(fd: number, pieces: readonly Uint8Array[], position: number): number;
-  /** The writes done one after another on one thread-pool thread; `done` gets bytes or -errno per write. */
-  pwriteBatch?: (fd: number, pieceLists: readonly (readonly Uint8Array[])[], positions: readonly number[], done: (results: number[]) => void) => void;
   /** Keeps large allocations on glibc's heap for reuse (mallopt); false where that is not possible. */
   tuneMalloc(mmapThresholdBytes: number, trimThresholdBytes: number): boolean;
   /** crc32c of the data (or pieces back to back) continuing from `previous`; absent without SSE4.2. */

@@ -14,9 +14,7 @@
 // - fdatasync, truncate, fstat and close always run on the thread pool.
 import * as fs from 'node:fs';
 import type { DiskFile } from './disk';
-import { eventLoopBusy } from './loop-load';
 import { EAGAIN, EINVAL, EOPNOTSUPP, type NativeIo, errnoError, maxNativePieces } from './native-io';
-import { WriteBatcher } from './write-batcher';
 
 /** Larger writes are copied on the thread pool, in parallel with the event loop. */
 export const inlineWriteMaxBytes = 256 * 1024;
@@ -27,11 +25,6 @@ export const slowInlineMs = 5;
 export const slowInlineWritesInARow = 3;
 const firstBackoffMs = 500;
 const maxBackoffMs = 30_000;
-
-const offloadMode = process.env.TRICOPY_OFFLOAD ?? 'auto';
-function offloadWhenBusy(): boolean {
-  return offloadMode !== '0';
-}
 
 export interface NodeFileOptions {
   /** The native addon, or undefined for Node's fs module alone. */
@@ -50,7 +43,6 @@ export class NodeFile implements DiskFile {
   private slowInARow = 0;
   private nowaitReads: boolean;
   private readonly now: () => number;
-  private batcher: WriteBatcher | undefined;
 
   constructor(readonly fd: number, private readonly options: NodeFileOptions) {
     this.nowaitReads = options.inline && options.native !== undefined;
@@ -74,11 +66,7 @@ export class NodeFile implements DiskFile {
     if (this.options.inline && pieces.length <= maxNativePieces && this.now() >= this.poolUntil) {
       let total = 0;
       for (const p of pieces) total += p.length;
-      if (total <= inlineWriteMaxBytes) {
-        const batch = this.options.native?.pwriteBatch;
-        if (batch && offloadWhenBusy() && eventLoopBusy()) return (this.batcher ??= new WriteBatcher(this.fd, batch)).write(pieces, position);
-        return this.writeInline(pieces, position);
-      }
+      if (total <= inlineWriteMaxBytes) return this.writeInline(pieces, position);
     }
     return new Promise((resolve, reject) => fs.writev(this.fd, pieces, position, (err, n) => (err ? reject(err) : resolve(n))));
   }
@@ -95,9 +83,7 @@ export class NodeFile implements DiskFile {
     return new Promise((resolve, reject) => fs.fstat(this.fd, (err, st) => (err ? reject(err) : resolve(st.size))));
   }
 
-  async close(): Promise<void> {
-    // A batch still running on the thread pool must not find its descriptor closed (or reused).
-    await this.batcher?.idle();
+  close(): Promise<void> {
     return new Promise((resolve, reject) => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
   }
 
