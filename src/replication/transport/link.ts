@@ -14,7 +14,7 @@ import {
   FrameKind, type FrameHeader, decodeFrameHeader, frameChecksumValid, frameHeaderBytes, maxFramePayloadBytes,
   maxHandshakePayloadBytes, writeFrameHeader,
 } from './frame';
-import { SendBuffer } from './send-buffer';
+import { SendBuffer } from '../../common/send-buffer';
 import {
   MessageType, authCodec, decodeErrorPayload, encodeErrorPayload, helloCodec, helloReplyCodec, responseError, responseOk,
 } from './messages';

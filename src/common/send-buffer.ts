@@ -1,8 +1,8 @@
-// The outgoing bytes of one link, gathered per event-loop turn. Frame headers and small payloads
-// are copied into one buffer that leaves in a single socket write when the turn ends: Node's stream
-// machinery costs about a microsecond per write call, more than copying a few KiB, and a 4 KiB
-// replicated write used to cost three calls (header, data header, data). Large payloads are written
-// as they are, in order, without a copy.
+// The outgoing bytes of one connection (a replication link, an NBD client), gathered per event-loop
+// turn. Headers and small payloads are copied into one buffer that leaves in a single socket write
+// when the turn ends: Node's stream machinery costs about a microsecond per write call, more than
+// copying a few KiB, and a 4 KiB replicated write used to cost three calls (header, data header,
+// data). Large payloads are written as they are, in order, without a copy.
 import type * as net from 'node:net';
 
 const slabBytes = 256 * 1024;
@@ -27,7 +27,10 @@ export class SendBuffer {
     return this.slabValue;
   }
 
-  /** Makes room for `n` contiguous bytes and returns their offset in `slab`; the caller fills them. */
+  /**
+   * Makes room for `n` contiguous bytes and returns their offset in `slab`; the caller fills them.
+   * Read `slab` after this call: it may have started a new buffer.
+   */
   reserve(n: number): number {
     if (this.at + n > this.slabValue.length) {
       this.flush();
@@ -41,16 +44,22 @@ export class SendBuffer {
     return offset;
   }
 
-  /** Queues `piece` after everything queued before it. */
-  append(piece: Buffer): void {
-    if (piece.length === 0) return;
+  /**
+   * Queues `piece` after everything queued before it. `onTaken` runs once nothing refers to `piece`
+   * any more: at once when it was copied, else when the socket has written it.
+   */
+  append(piece: Buffer, onTaken?: () => void): void {
     if (piece.length <= copyMaxBytes) {
-      const offset = this.reserve(piece.length);
-      piece.copy(this.slabValue, offset);
+      if (piece.length > 0) {
+        const offset = this.reserve(piece.length); // first: it may start a new buffer
+        piece.copy(this.slabValue, offset);
+      }
+      onTaken?.();
       return;
     }
     this.flush();
-    this.socket.write(piece);
+    if (onTaken) this.socket.write(piece, onTaken);
+    else this.socket.write(piece);
   }
 
   /** Hands what was gathered to the socket now (the slab's later bytes stay free for more). */
