@@ -43,6 +43,8 @@ export class NodeFile implements DiskFile {
   private slowInARow = 0;
   private nowaitReads: boolean;
   private readonly now: () => number;
+  /** The last write queued on the thread pool, while one is (see writeOnPool). */
+  private poolWrites: Promise<void> | undefined;
 
   constructor(readonly fd: number, private readonly options: NodeFileOptions) {
     this.nowaitReads = options.inline && options.native !== undefined;
@@ -68,7 +70,24 @@ export class NodeFile implements DiskFile {
       for (const p of pieces) total += p.length;
       if (total <= inlineWriteMaxBytes) return this.writeInline(pieces, position);
     }
-    return new Promise((resolve, reject) => fs.writev(this.fd, pieces, position, (err, n) => (err ? reject(err) : resolve(n))));
+    return this.writeOnPool(pieces, position);
+  }
+
+  /**
+   * One write on the thread pool, after the file's earlier pool writes: writers of one file take its
+   * inode lock in turn anyway, and several at once spin on it (a profile of 1 MiB writes at queue
+   * depth 8 showed 8 % of the node's CPU in rwsem_spin_on_owner, plus the futex wake-ups).
+   */
+  private writeOnPool(pieces: Buffer[], position: number): Promise<number> {
+    const write = (): Promise<number> => new Promise((resolve, reject) =>
+      fs.writev(this.fd, pieces, position, (err, n) => (err ? reject(err) : resolve(n))));
+    const result = this.poolWrites ? this.poolWrites.then(write, write) : write();
+    const tail = result.then(() => undefined, () => undefined);
+    this.poolWrites = tail;
+    void tail.then(() => {
+      if (this.poolWrites === tail) this.poolWrites = undefined;
+    });
+    return result;
   }
 
   datasync(): Promise<void> {

@@ -33,6 +33,8 @@ class ConnectionClosed extends Error {
   }
 }
 
+/** Payload remainders at least this large are read straight into the payload buffer. */
+const directReadMinBytes = 64 * 1024;
 /** Reply bytes queued for a slow reader before the server stops taking its requests. */
 const maxBufferedReplyBytes = 64 * 1024 * 1024;
 /** Distinct refusals (reason and export) one connection reports; a client looping over options adds no more. */
@@ -107,7 +109,9 @@ export class NbdConnection {
   ) {
     this.client = { id, address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0, tls: false };
     // Plain TCP reads into a fixed buffer; TLS needs the ordinary socket it can wrap after STARTTLS.
-    const adopted = ctx.tlsMode === 'off' ? adoptWithReceiveBuffer(socket, (view) => this.onReceive(view)) : undefined;
+    const adopted = ctx.tlsMode === 'off'
+      ? adoptWithReceiveBuffer(socket, (view) => this.onReceive(view), undefined, { next: () => this.directTarget(), filled: (n) => this.directFilled(n) })
+      : undefined;
     this.socket = adopted ?? socket;
     this.stream = this.socket;
     this.socket.setNoDelay(true);
@@ -166,6 +170,28 @@ export class NbdConnection {
         this.resumeIfAllowed();
       }
     });
+  }
+
+  /**
+   * Where the next socket read should land: the rest of a large write payload being received, so
+   * it is not copied from the receive buffer (undefined: the receive buffer).
+   */
+  private directTarget(): Buffer | undefined {
+    const payload = this.payload;
+    if (!payload || this.queue.length > 0 || this.discardInput || payload.length - this.payloadFill < directReadMinBytes) return undefined;
+    return payload.subarray(this.payloadFill);
+  }
+
+  /** `n` bytes of the payload arrived where directTarget() said. */
+  private directFilled(n: number): void {
+    if (this.closed || this.discardInput || !this.payload) return;
+    this.payloadFill += n;
+    if (this.payloadFill < this.payload.length) return;
+    const payload = this.payload;
+    const pooled = this.payloadBuffer;
+    this.payload = undefined;
+    this.payloadBuffer = undefined;
+    this.dispatch(this.pendingHeader!, payload, pooled);
   }
 
   /** Data from the fixed receive buffer: valid only during this call. */
