@@ -7,6 +7,7 @@ deps:
 	@scripts/install-deps.sh
 
 build: deps
+	@node scripts/build-native.mjs
 	@npx tsc -p tsconfig.json
 
 test: build

@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseFioJson, run, runOk } from '../test/support/tools';
+import { fetchMetrics, metricValue, parseFioJson, run, runOk } from '../test/support/tools';
 
 export const repoRoot = path.resolve(__dirname, '..', '..');
 
@@ -67,6 +67,8 @@ export interface FioJob {
   iodepth: number;
   size: string;
   runtimeSeconds: number;
+  /** More fio options (e.g. --numjobs=4 for four connections). */
+  extraArgs?: string[];
 }
 
 export interface FioResult {
@@ -75,6 +77,16 @@ export interface FioResult {
   latP50Us: number;
   latP99Us: number;
   latMeanUs: number;
+  /** I/Os fio completed in its measured window (after the ramp). */
+  ios: number;
+  /** Per watched process (by label): CPU microseconds (user + system) per I/O over the measured window. */
+  cpuUsPerIo: Map<string, number>;
+}
+
+/** A process whose CPU a benchmark charges to the I/Os it serves (an NBD server, a storage node). */
+export interface Watched {
+  label: string;
+  pid: number;
 }
 
 interface FioJson {
@@ -87,22 +99,43 @@ interface FioJson {
 interface FioSide {
   iops: number;
   bw_bytes: number;
+  total_ios: number;
   clat_ns: { mean: number; percentile?: Record<string, number> };
 }
 
-export async function fio(uri: string, job: FioJob, cwd: string): Promise<FioResult> {
-  const result = await run('fio', [`--name=${job.name}`, '--ioengine=nbd', `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.bs}`,
-    `--iodepth=${job.iodepth}`, `--size=${job.size}`, `--runtime=${job.runtimeSeconds}`, '--time_based', '--ramp_time=1',
-    '--randrepeat=0', '--norandommap', '--output-format=json'], { cwd, timeoutMs: (job.runtimeSeconds + 60) * 1000 });
+const rampSeconds = 1;
+
+/**
+ * Runs one fio job against `uri`. The CPU of each watched process is read from /proc when fio's
+ * ramp ends and when fio exits, so it covers the window whose I/Os fio counts (fio's own start-up,
+ * a few ms, shifts the window slightly; the error is well under 5 %).
+ */
+export async function fio(uri: string, job: FioJob, cwd: string, watch: Watched[] = []): Promise<FioResult> {
+  const args = [`--name=${job.name}`, '--ioengine=nbd', `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.bs}`,
+    `--iodepth=${job.iodepth}`, `--size=${job.size}`, `--runtime=${job.runtimeSeconds}`, '--time_based', `--ramp_time=${rampSeconds}`,
+    '--randrepeat=0', '--norandommap', '--output-format=json', ...(job.extraArgs ?? [])];
+  let before: Promise<number[]> | undefined;
+  const rampTimer = setTimeout(() => {
+    before = Promise.all(watch.map((w) => cpuSeconds(w.pid)));
+  }, rampSeconds * 1000);
+  const result = await run('fio', args, { cwd, timeoutMs: (job.runtimeSeconds + 60) * 1000 });
+  clearTimeout(rampTimer);
+  const after = await Promise.all(watch.map((w) => cpuSeconds(w.pid)));
   if (result.code !== 0) throw new Error(`fio ${job.name} against ${uri} failed: ${result.stderr}${result.stdout.slice(-2000)}`);
-  const j = parseFioJson<FioJson>(result.stdout).jobs[0]!;
-  const side = job.rw.includes('read') ? j.read : j.write;
+  const jobs = parseFioJson<FioJson>(result.stdout).jobs;
+  const sides = jobs.map((j) => (job.rw.includes('read') ? j.read : j.write));
+  // Several jobs (numjobs) are summed; latency figures are the first job's (they share one target).
+  const first = sides[0]!;
+  const ios = sides.reduce((n, s) => n + s.total_ios, 0);
+  const startCpu = before ? await before : watch.map(() => Number.NaN);
   return {
-    iops: side.iops,
-    mibPerSecond: side.bw_bytes / 1024 / 1024,
-    latP50Us: (side.clat_ns.percentile?.['50.000000'] ?? 0) / 1000,
-    latP99Us: (side.clat_ns.percentile?.['99.000000'] ?? 0) / 1000,
-    latMeanUs: side.clat_ns.mean / 1000,
+    iops: sides.reduce((n, s) => n + s.iops, 0),
+    mibPerSecond: sides.reduce((n, s) => n + s.bw_bytes, 0) / 1024 / 1024,
+    latP50Us: (first.clat_ns.percentile?.['50.000000'] ?? 0) / 1000,
+    latP99Us: (first.clat_ns.percentile?.['99.000000'] ?? 0) / 1000,
+    latMeanUs: first.clat_ns.mean / 1000,
+    ios,
+    cpuUsPerIo: new Map(watch.map((w, i) => [w.label, ios > 0 ? ((after[i]! - startCpu[i]!) / ios) * 1e6 : Number.NaN])),
   };
 }
 
@@ -123,10 +156,30 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / clockTicks;
 }
 
+/** CPU seconds of each watched process now. */
+export function cpuSnapshot(watch: Watched[]): Promise<number[]> {
+  return Promise.all(watch.map((w) => cpuSeconds(w.pid)));
+}
+
+/** Host writes a tricopy node has completed on a volume (its NBD request counter). */
+export async function nodeWrites(apiUrl: string, volume: string): Promise<number> {
+  return metricValue(await fetchMetrics(apiUrl), 'tricopy_nbd_requests_total', { volume, op: 'write' });
+}
+
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** The load average when a figure was taken (this machine is shared; noisy figures say so). */
+export function loadSummary(): string {
+  return os.loadavg().map((l) => l.toFixed(2)).join(' ');
+}
+
+/** "12.3" or "–" for a value that could not be measured. */
+export function fmtCpu(us: number | undefined): string {
+  return us === undefined || !Number.isFinite(us) ? '–' : us.toFixed(1);
 }
 
 export function machineSummary(): string {

@@ -2,6 +2,7 @@
 import { benchNbd } from './nbd';
 import { benchPgbench } from './pgbench';
 import { benchReplication } from './replication';
+import { benchScaling } from './scaling';
 import { benchTopology } from './topology';
 
 const benches: Record<string, (args: string[]) => Promise<void>> = {
@@ -12,6 +13,7 @@ const benches: Record<string, (args: string[]) => Promise<void>> = {
   },
   pgbench: (args) => benchPgbench(args),
   replication: benchReplication,
+  scaling: benchScaling,
   topology: benchTopology,
 };
 

@@ -4,7 +4,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { NodeProcess } from '../test/support/node-process';
 import { tempDir } from '../test/support/tools';
-import { type FioJob, type FioResult, type Server, fio, freePort, machineSummary, median, prefill, sparseFile, spawnServer, table, toolVersion, writeDocsSection } from './lib';
+import { type FioJob, type FioResult, type Server, fio, fmtCpu, freePort, loadSummary, machineSummary, median, prefill, sparseFile, spawnServer, table, toolVersion, writeDocsSection } from './lib';
 
 const volumeBytes = 2 * 1024 ** 3;
 
@@ -22,7 +22,7 @@ export async function benchNbd(args: string[]): Promise<void> {
   const tricopyNode = await NodeProcess.start({ name: 'bench', dataDir: path.join(dir, 'tricopy'), args: ['--log-level', 'warn'] });
   try {
     await tricopyNode.api.createVolume({ name: 'bench', size: volumeBytes, thin: true });
-    servers.push({ name: 'tricopy', uri: tricopyNode.nbdUri('bench'), stop: async () => void (await tricopyNode.stop()) });
+    servers.push({ name: 'tricopy', uri: tricopyNode.nbdUri('bench'), pid: tricopyNode.child.pid, stop: async () => void (await tricopyNode.stop()) });
     const nbdkitFile = path.join(dir, 'nbdkit.img');
     await sparseFile(nbdkitFile, volumeBytes);
     const nbdkitPort = await freePort();
@@ -36,14 +36,15 @@ export async function benchNbd(args: string[]): Promise<void> {
       `nbd://127.0.0.1:${qemuPort}/bench`));
 
     for (const s of servers) await prefill(s.uri, '512m', dir);
+    const loadBefore = loadSummary();
     const results = new Map<string, FioResult[]>();
     for (let round = 1; round <= rounds; round++) {
       for (const job of jobs) {
         for (const s of servers) {
-          const r = await fio(s.uri, job, dir);
+          const r = await fio(s.uri, job, dir, s.pid ? [{ label: s.name, pid: s.pid }] : []);
           const key = `${job.name}|${s.name}`;
           results.set(key, [...(results.get(key) ?? []), r]);
-          process.stderr.write(`round ${round} ${job.name} ${s.name}: ${r.iops.toFixed(0)} IOPS, ${r.mibPerSecond.toFixed(1)} MiB/s, p99 ${r.latP99Us.toFixed(0)} µs\n`);
+          process.stderr.write(`round ${round} ${job.name} ${s.name}: ${r.iops.toFixed(0)} IOPS, ${r.mibPerSecond.toFixed(1)} MiB/s, p99 ${r.latP99Us.toFixed(0)} µs, CPU ${fmtCpu(r.cpuUsPerIo.get(s.name))} µs/IO, load ${loadSummary()}\n`);
         }
       }
     }
@@ -56,16 +57,22 @@ export async function benchNbd(args: string[]): Promise<void> {
       const q = med(job.name, 'qemu-nbd', main);
       // For latency, lower is better: the ratio is inverted so that > 1 always means "tricopy faster".
       const ratio = (a: number, b: number): string => (job.iodepth === 1 ? b / a : a / b).toFixed(2);
+      const cpu = (server: string): number => med(job.name, server, (r) => r.cpuUsPerIo.get(server) ?? Number.NaN);
       return [job.name, unit, t.toFixed(job.bs === '1m' ? 1 : 0), k.toFixed(job.bs === '1m' ? 1 : 0), q.toFixed(job.bs === '1m' ? 1 : 0),
-        ratio(t, k), ratio(t, q), `${med(job.name, 'tricopy', (r) => r.latP99Us).toFixed(0)} / ${med(job.name, 'nbdkit', (r) => r.latP99Us).toFixed(0)} / ${med(job.name, 'qemu-nbd', (r) => r.latP99Us).toFixed(0)}`];
+        ratio(t, k), ratio(t, q), `${med(job.name, 'tricopy', (r) => r.latP99Us).toFixed(0)} / ${med(job.name, 'nbdkit', (r) => r.latP99Us).toFixed(0)} / ${med(job.name, 'qemu-nbd', (r) => r.latP99Us).toFixed(0)}`,
+        `${fmtCpu(cpu('tricopy'))} / ${fmtCpu(cpu('nbdkit'))} / ${fmtCpu(cpu('qemu-nbd'))}`,
+        (cpu('tricopy') / cpu('nbdkit')).toFixed(2), (cpu('tricopy') / cpu('qemu-nbd')).toFixed(2)];
     });
     const markdown = [
       `Command: \`npm run bench -- nbd\` (BENCH_ROUNDS=${rounds}, BENCH_SECONDS=${runtimeSeconds}), run ${new Date().toISOString().slice(0, 10)}.`,
       `Machine: ${machineSummary()}. ${await toolVersion('fio', ['--version'])}, ${await toolVersion('nbdkit', ['--version'])}, ${await toolVersion('qemu-nbd', ['--version'])}.`,
       'Each server exports a sparse 2 GiB file on the same disk (page cache, no O_DIRECT); fio uses its nbd engine (libnbd, one connection);',
       `rounds interleave the servers; values are medians of ${rounds} runs of ${runtimeSeconds} s. Ratio > 1 means tricopy is faster (for QD1 latency: lower).`,
+      'CPU µs per I/O: user + system time of the server process (all threads, /proc/PID/stat) over fio\'s measured window, divided by the I/Os fio completed; CPU ratios > 1 mean tricopy spends more.',
+      `Load average (1/5/15 min) before the rounds: ${loadBefore}; after: ${loadSummary()}.`,
       '',
-      table(['workload', 'metric', 'tricopy', 'nbdkit file', 'qemu-nbd', 'ratio tricopy/nbdkit', 'ratio tricopy/qemu-nbd', 'p99 µs (t/k/q)'], rows),
+      table(['workload', 'metric', 'tricopy', 'nbdkit file', 'qemu-nbd', 'ratio tricopy/nbdkit', 'ratio tricopy/qemu-nbd', 'p99 µs (t/k/q)',
+        'CPU µs/IO (t/k/q)', 'CPU ratio t/k', 'CPU ratio t/q'], rows),
     ].join('\n');
     console.log(markdown);
     if (args.includes('--write-docs')) await writeDocsSection('nbd', markdown);

@@ -12,7 +12,7 @@ import { NodeProcess } from '../test/support/node-process';
 import { PgbenchRun, pgbenchInit } from '../test/support/pgbench';
 import { PostgresServer, initdb, pgBin } from '../test/support/postgres';
 import { tempDir } from '../test/support/tools';
-import { cpuSeconds, freePort, machineSummary, sparseFile, spawnServer, table, toolVersion, writeDocsSection } from './lib';
+import { cpuSeconds, freePort, loadSummary, machineSummary, sparseFile, spawnServer, table, toolVersion, writeDocsSection } from './lib';
 
 const volumeBytes = 1024 ** 3;
 
@@ -87,21 +87,25 @@ export async function benchPgbench(args: string[], command = 'pgbench'): Promise
     }
 
     const results = new Map<string, RunResult[]>();
+    const loadBefore = loadSummary();
     for (let round = 1; round <= runs; round++) {
       for (const db of databases) {
         const r = await measure(db, clients, seconds);
         results.set(db.target.name, [...(results.get(db.target.name) ?? []), r]);
         process.stderr.write(`round ${round} ${db.target.name}: ${r.tps.toFixed(0)} TPS, ${r.transactions} transactions, CPU ${
-          [...r.cpu].map(([label, s]) => `${label} ${s.toFixed(2)} s`).join(', ')}\n`);
+          [...r.cpu].map(([label, s]) => `${label} ${s.toFixed(2)} s`).join(', ')}, load ${loadSummary()}\n`);
       }
     }
 
     const best = (name: string): RunResult => results.get(name)!.reduce((a, b) => (b.tps > a.tps ? b : a));
-    const baseline = best(targets[0]!.name).tps;
+    const baseline = best(targets[0]!.name);
+    const baselineCpu = [...baseline.cpu.values()].reduce((a, b) => a + b, 0) / baseline.transactions;
     const rows = targets.map((t) => {
       const b = best(t.name);
       const cpuPerTx = [...b.cpu].map(([label, s]) => `${label} ${((s / b.transactions) * 1e6).toFixed(0)}`).join(', ');
-      return [t.name, b.tps.toFixed(0), results.get(t.name)!.map((r) => r.tps.toFixed(0)).join(' / '), (b.tps / baseline).toFixed(2), cpuPerTx];
+      const total = [...b.cpu.values()].reduce((x, y) => x + y, 0) / b.transactions;
+      return [t.name, b.tps.toFixed(0), results.get(t.name)!.map((r) => r.tps.toFixed(0)).join(' / '), (b.tps / baseline.tps).toFixed(2), cpuPerTx,
+        (total / baselineCpu).toFixed(2)];
     });
     const markdown = [
       `Command: \`npm run bench -- ${command}\` (BENCH_SECONDS=${seconds}, BENCH_PGBENCH_RUNS=${runs}, BENCH_PGBENCH_CLIENTS=${clients}, BENCH_PGBENCH_SCALE=${scale}), run ${new Date().toISOString().slice(0, 10)}.`,
@@ -109,8 +113,9 @@ export async function benchPgbench(args: string[], command = 'pgbench'): Promise
       `Each server exports a 1 GiB sparse volume; the host side is nbdfuse (libnbd, multi-conn) → loop device → ext4 → PostgreSQL 15 with fsync, synchronous_commit and full_page_writes on, shared_buffers 128 MB;`,
       `pgbench's built-in TPC-B-like transaction, scale ${scale}, ${clients} clients, ${seconds} s per run. Runs interleave the servers; TPS is the best of ${runs} (all runs listed).`,
       'CPU per transaction: user + system time of each NBD server process over the run (/proc/PID/stat), divided by the transactions of that run; for the sync pair both nodes.',
+      `Load average (1/5/15 min) before the runs: ${loadBefore}; after: ${loadSummary()}.`,
       '',
-      table(['configuration', 'TPS (best)', 'TPS of each run', 'TPS ratio vs nbdkit', 'server CPU µs per transaction'], rows),
+      table(['configuration', 'TPS (best)', 'TPS of each run', 'TPS ratio vs nbdkit', 'server CPU µs per transaction', 'server CPU ratio vs nbdkit'], rows),
     ].join('\n');
     console.log(markdown);
     if (args.includes('--write-docs')) await writeDocsSection('pgbench', markdown);

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { Cluster } from '../test/support/cluster';
 import { tempDir } from '../test/support/tools';
-import { type FioJob, type FioResult, fio, machineSummary, median, prefill, table, toolVersion, writeDocsSection } from './lib';
+import { type FioJob, type FioResult, type Watched, cpuSnapshot, fio, fmtCpu, loadSummary, machineSummary, median, nodeWrites, prefill, table, toolVersion, writeDocsSection } from './lib';
 
 const MiB = 1024 * 1024;
 
@@ -32,6 +32,10 @@ export async function benchReplication(args: string[]): Promise<void> {
     await cluster.waitState('primary', 'async', 'duplex', 300_000);
 
     const results = new Map<string, FioResult[]>();
+    /** job|target → CPU µs per host write of each node, one entry per round. */
+    const cpuPerWrite = new Map<string, Array<Map<string, number>>>();
+    const watch: Watched[] = ['primary', 'secondary'].map((label) => ({ label, pid: cluster.node(label).child.pid! }));
+    const loadBefore = loadSummary();
     const lagSamples: Array<{ seconds: number; bytes: number }> = [];
     const drainTimes: number[] = [];
     for (let round = 1; round <= rounds; round++) {
@@ -45,6 +49,10 @@ export async function benchReplication(args: string[]): Promise<void> {
               await new Promise((r) => setTimeout(r, 200));
             }
           })();
+          // CPU from before fio starts until the async backlog has drained (the secondary's share of
+          // the work comes late), over every host write the primary served meanwhile (its counter).
+          const writesBefore = await nodeWrites(cluster.node('primary').apiUrl, t);
+          const cpuBefore = await cpuSnapshot(watch);
           const r = await fio(cluster.node('primary').nbdUri(t), job, dir);
           sampling = false;
           await sampler;
@@ -57,9 +65,14 @@ export async function benchReplication(args: string[]): Promise<void> {
             }
             drainTimes.push((Date.now() - started) / 1000);
           }
+          const cpuAfter = await cpuSnapshot(watch);
+          const writes = (await nodeWrites(cluster.node('primary').apiUrl, t)) - writesBefore;
+          const cpu = new Map(watch.map((w, i) => [w.label, ((cpuAfter[i]! - cpuBefore[i]!) / writes) * 1e6]));
           const key = `${job.name}|${t}`;
           results.set(key, [...(results.get(key) ?? []), r]);
-          process.stderr.write(`round ${round} ${job.name} ${t}: ${r.iops.toFixed(0)} IOPS, ${r.mibPerSecond.toFixed(1)} MiB/s, p50 ${r.latP50Us.toFixed(0)} µs, p99 ${r.latP99Us.toFixed(0)} µs\n`);
+          cpuPerWrite.set(key, [...(cpuPerWrite.get(key) ?? []), cpu]);
+          process.stderr.write(`round ${round} ${job.name} ${t}: ${r.iops.toFixed(0)} IOPS, ${r.mibPerSecond.toFixed(1)} MiB/s, p50 ${r.latP50Us.toFixed(0)} µs, p99 ${r.latP99Us.toFixed(0)} µs, ` +
+            `CPU µs/write primary ${fmtCpu(cpu.get('primary'))} secondary ${fmtCpu(cpu.get('secondary'))}, load ${loadSummary()}\n`);
         }
       }
     }
@@ -85,14 +98,21 @@ export async function benchReplication(args: string[]): Promise<void> {
     await writer.disconnect();
 
     const med = (job: string, t: string, pick: (r: FioResult) => number): number => median(results.get(`${job}|${t}`)!.map(pick));
+    const cpuMed = (job: string, t: string, label: string): number => median(cpuPerWrite.get(`${job}|${t}`)!.map((m) => m.get(label)!));
     const rows: string[][] = [];
+    const cpuRows: string[][] = [];
     for (const job of jobs) {
       const base = med(job.name, 'unpaired', (r) => r.iops);
       const baseP99 = med(job.name, 'unpaired', (r) => r.latP99Us);
+      const baseCpu = cpuMed(job.name, 'unpaired', 'primary');
       for (const t of targets) {
         const iops = med(job.name, t, (r) => r.iops);
         rows.push([job.name, t, iops.toFixed(0), med(job.name, t, (r) => r.mibPerSecond).toFixed(1), med(job.name, t, (r) => r.latP50Us).toFixed(0),
           med(job.name, t, (r) => r.latP99Us).toFixed(0), (iops / base).toFixed(2), (med(job.name, t, (r) => r.latP99Us) / baseP99).toFixed(2)]);
+        const p = cpuMed(job.name, t, 'primary');
+        const sec = cpuMed(job.name, t, 'secondary');
+        cpuRows.push([job.name, t, fmtCpu(p), fmtCpu(sec), (p / baseCpu).toFixed(2), t === 'unpaired' ? '(idle)' : (sec / baseCpu).toFixed(2),
+          ((p + sec) / baseCpu).toFixed(2)]);
       }
     }
     const maxLag = lagSamples.reduce((m, s) => ({ seconds: Math.max(m.seconds, s.seconds), bytes: Math.max(m.bytes, s.bytes) }), { seconds: 0, bytes: 0 });
@@ -103,6 +123,12 @@ export async function benchReplication(args: string[]): Promise<void> {
       `Values are medians of ${rounds} interleaved runs of ${runtimeSeconds} s; ratios are to the unpaired volume on the same node in the same run.`,
       '',
       table(['workload', 'volume', 'IOPS', 'MiB/s', 'p50 µs', 'p99 µs', 'IOPS ratio', 'p99 ratio'], rows),
+      '',
+      'CPU µs per host write of each node process (user + system, /proc/PID/stat), from before fio started until the async backlog had drained, ' +
+        'over the host writes the primary served meanwhile; ratios are to the unpaired volume\'s node in the same run (goals: primary ≤ 1.3, secondary ≤ 1.0). ' +
+        `Load average (1/5/15 min) before the rounds: ${loadBefore}; after: ${loadSummary()}.`,
+      '',
+      table(['workload', 'volume', 'primary µs/write', 'secondary µs/write', 'primary ÷ unpaired', 'secondary ÷ unpaired', 'both ÷ unpaired'], cpuRows),
       '',
       `Async lag while fio ran against the async volume (sampled every 200 ms, ${lagSamples.length} samples): max ${maxLag.seconds.toFixed(2)} s / ${(maxLag.bytes / MiB).toFixed(1)} MiB, p99 ${p99Lag.toFixed(2)} s; after each run the backlog drained in ${Math.max(...drainTimes).toFixed(2)} s at most.`,
       '',

@@ -13,7 +13,7 @@ import type { TopologyStatus } from '../src/topology/orchestrator';
 import { Cluster } from '../test/support/cluster';
 import { cli, cliPath } from '../test/support/node-process';
 import { tempDir } from '../test/support/tools';
-import { type FioJob, type FioResult, fio, machineSummary, median, prefill, table, toolVersion, writeDocsSection } from './lib';
+import { type FioJob, type FioResult, type Watched, cpuSnapshot, fio, fmtCpu, loadSummary, machineSummary, median, nodeWrites, prefill, table, toolVersion, writeDocsSection } from './lib';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -126,13 +126,18 @@ export async function benchTopology(args: string[]): Promise<void> {
     const job: FioJob = { name: 'rand-write-4k-qd32', rw: 'randwrite', bs: '4k', iodepth: 32, size: '256m', runtimeSeconds };
     const cluster = await Cluster.create(path.join(dir, 'iops'), sites, ['--log-level', 'warn', '--journal-size', '4GiB']);
     const results = new Map<string, FioResult[]>();
+    /** volume → CPU µs per host write of each node, one entry per round. */
+    const cpuPerWrite = new Map<string, Array<Map<string, number>>>();
     const lagSeconds: number[] = [];
+    let loadBefore = '';
     try {
+      const watch: Watched[] = sites.map((label) => ({ label, pid: cluster.node(label).child.pid! }));
       const file = await cluster.topologyFile({ name: 'erp', volumes: { db1: '3GiB', log1: '1GiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
       await cluster.volume('tokyo', 'unpaired', 3 * GiB);
       await topo(['apply', file, '--wait']);
       for (const v of ['unpaired', 'db1']) await prefill(cluster.node('tokyo').nbdUri(v), '256m', dir);
       await topo(['apply', file, '--wait']);
+      loadBefore = loadSummary();
       for (let round = 1; round <= rounds; round++) {
         for (const v of ['unpaired', 'db1']) {
           let sampling = v === 'db1';
@@ -142,15 +147,23 @@ export async function benchTopology(args: string[]): Promise<void> {
               await new Promise((r) => setTimeout(r, 200));
             }
           })();
+          // CPU from before fio starts until sapporo has applied everything, over the host writes tokyo served.
+          const writesBefore = await nodeWrites(cluster.node('tokyo').apiUrl, v);
+          const cpuBefore = await cpuSnapshot(watch);
           const r = await fio(cluster.node('tokyo').nbdUri(v), job, dir);
           sampling = false;
           await sampler;
-          results.set(v, [...(results.get(v) ?? []), r]);
-          process.stderr.write(`round ${round} ${v}: ${r.iops.toFixed(0)} IOPS, p50 ${r.latP50Us.toFixed(0)} µs, p99 ${r.latP99Us.toFixed(0)} µs\n`);
           for (;;) {
             if ((await groupLag(cluster, 'tokyo')).entries === 0) break;
             await new Promise((res) => setTimeout(res, 50));
           }
+          const cpuAfter = await cpuSnapshot(watch);
+          const writes = (await nodeWrites(cluster.node('tokyo').apiUrl, v)) - writesBefore;
+          const cpu = new Map(watch.map((w, i) => [w.label, ((cpuAfter[i]! - cpuBefore[i]!) / writes) * 1e6]));
+          results.set(v, [...(results.get(v) ?? []), r]);
+          cpuPerWrite.set(v, [...(cpuPerWrite.get(v) ?? []), cpu]);
+          process.stderr.write(`round ${round} ${v}: ${r.iops.toFixed(0)} IOPS, p50 ${r.latP50Us.toFixed(0)} µs, p99 ${r.latP99Us.toFixed(0)} µs, CPU µs/write ` +
+            `${sites.map((site) => `${site} ${fmtCpu(cpu.get(site))}`).join(', ')}, load ${loadSummary()}\n`);
         }
       }
     } finally {
@@ -160,6 +173,11 @@ export async function benchTopology(args: string[]): Promise<void> {
     const baseIops = med('unpaired', (r) => r.iops);
     const rows = ['unpaired', 'db1'].map((v) => [v === 'db1' ? 'topology volume (sync osaka + async sapporo)' : 'unpaired volume', med(v, (r) => r.iops).toFixed(0),
       med(v, (r) => r.latP50Us).toFixed(0), med(v, (r) => r.latP99Us).toFixed(0), (med(v, (r) => r.iops) / baseIops).toFixed(2)]);
+    const cpuMed = (v: string, site: string): number => median(cpuPerWrite.get(v)!.map((m) => m.get(site)!));
+    const baseCpu = cpuMed('unpaired', 'tokyo');
+    const cpuRows = ['unpaired', 'db1'].map((v) => [v === 'db1' ? 'topology volume' : 'unpaired volume',
+      ...sites.map((site) => `${fmtCpu(cpuMed(v, site))} (${(cpuMed(v, site) / baseCpu).toFixed(2)})`),
+      (sites.reduce((n, site) => n + cpuMed(v, site), 0) / baseCpu).toFixed(2)]);
     const sortedLag = [...lagSeconds].sort((a, b) => a - b);
     const p99Lag = sortedLag.length > 0 ? sortedLag[Math.min(sortedLag.length - 1, Math.floor(sortedLag.length * 0.99))]! : 0;
 
@@ -179,6 +197,11 @@ export async function benchTopology(args: string[]): Promise<void> {
       `Host writes to a volume of a multi-target topology (sync to osaka with fence data, async to sapporo in one consistency group), against an unpaired volume on the same node; medians of ${rounds} interleaved runs of ${runtimeSeconds} s:`,
       '',
       table(['volume', 'IOPS', 'p50 µs', 'p99 µs', 'IOPS ratio'], rows),
+      '',
+      'CPU µs per host write of each node (user + system, /proc/PID/stat) from before fio started until sapporo had applied everything, over the host writes tokyo served; ' +
+        `in brackets the ratio to tokyo's CPU per write for the unpaired volume. Load average (1/5/15 min) before the rounds: ${loadBefore}; after: ${loadSummary()}.`,
+      '',
+      table(['volume', 'tokyo (primary)', 'osaka (sync secondary)', 'sapporo (async secondary)', 'all three ÷ unpaired'], cpuRows),
       '',
       `Async lag at sapporo while fio ran (sampled every 200 ms, ${lagSeconds.length} samples): p99 ${p99Lag.toFixed(2)} s, max ${(sortedLag.at(-1) ?? 0).toFixed(2)} s.`,
       '',

@@ -14,6 +14,10 @@ have nbdkit    || need+=(nbdkit)
 have psktool   || need+=(gnutls-bin)
 have openssl   || need+=(openssl)
 have ip        || need+=(iproute2)
+# The native I/O addon (native/volio) is compiled by node-gyp at `npm ci`: python3, make and g++.
+have python3   || need+=(python3)
+have make      || need+=(make)
+have g++       || need+=(g++)
 # The PostgreSQL test and benchmark: ext4 on a loop device over an nbdfuse file, PostgreSQL 15 and pgbench.
 have mkfs.ext4 || need+=(e2fsprogs)
 have losetup   || need+=(mount)
@@ -38,7 +42,8 @@ if ((${#need[@]})); then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# npm packages: reinstall when the lock file is newer than the installed tree.
+# npm packages: reinstall when the lock file is newer than the installed tree (npm ci also builds
+# the native addon; `make build` rebuilds it when its sources changed).
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi

@@ -1,9 +1,12 @@
 // Storage as the node's durable structures see it: files with positional reads and vectored writes,
 // fdatasync, and the few directory operations crash-safe updates need. Volumes, bitmaps, journals
 // and pair records all go through this interface, so the node wires the real file system and the
-// simulator wires a disk that loses what was not synced when its node crashes.
+// simulator wires a disk that loses what was not synced when its node crashes. The real files are
+// node-file.ts.
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
+import { nativeIo } from './native-io';
+import { NodeFile, type NodeFileOptions } from './node-file';
 
 export type OpenFlags =
   | 'r' // read only; must exist
@@ -46,64 +49,52 @@ export function diskErrorCode(err: unknown): string | undefined {
     ? (err as { code: string }).code : undefined;
 }
 
-class NodeFile implements DiskFile {
-  constructor(private readonly fd: number) {}
+/** How the real file system does its I/O (see node-file.ts); the node takes the default. */
+export type NodeDiskOptions = NodeFileOptions;
 
-  read(target: Buffer, targetOffset: number, length: number, position: number): Promise<number> {
-    return new Promise((resolve, reject) => fs.read(this.fd, target, targetOffset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
-  }
+/** The default: the native addon when it is built, inline I/O unless TRICOPY_INLINE_IO=0. */
+export const defaultNodeDiskOptions: NodeDiskOptions = { native: nativeIo, inline: process.env.TRICOPY_INLINE_IO !== '0' };
 
-  writev(pieces: Buffer[], position: number): Promise<number> {
-    return new Promise((resolve, reject) => fs.writev(this.fd, pieces, position, (err, n) => (err ? reject(err) : resolve(n))));
-  }
-
-  datasync(): Promise<void> {
-    return new Promise((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
-  }
-
-  truncate(sizeBytes: number): Promise<void> {
-    return new Promise((resolve, reject) => fs.ftruncate(this.fd, sizeBytes, (err) => (err ? reject(err) : resolve())));
-  }
-
-  sizeBytes(): Promise<number> {
-    return new Promise((resolve, reject) => fs.fstat(this.fd, (err, st) => (err ? reject(err) : resolve(st.size))));
-  }
-
-  close(): Promise<void> {
-    return new Promise((resolve, reject) => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
-  }
+/** Which I/O path real files take: the native addon inline, Node's fs inline, or the thread pool only. */
+export function nodeDiskIoPath(options: NodeDiskOptions = defaultNodeDiskOptions): 'native' | 'js' | 'thread-pool' {
+  return !options.inline ? 'thread-pool' : options.native ? 'native' : 'js';
 }
 
 /** The real file system. */
-export const nodeDisk: Disk = {
-  open: (file, flags) => new Promise((resolve, reject) => fs.open(file, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(new NodeFile(fd))))),
-  readFile: (file) => fsp.readFile(file),
-  rename: (from, to) => fsp.rename(from, to),
-  remove: (file) => fsp.rm(file, { recursive: true, force: true }),
-  mkdirp: async (dir) => {
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-  },
-  list: async (dir) => {
-    try {
-      return await fsp.readdir(dir);
-    } catch (err) {
-      if (diskErrorCode(err) === 'ENOENT') return [];
-      throw err;
-    }
-  },
-  syncDir: async (dir) => {
-    const handle = await fsp.open(dir, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  },
-  freeBytes: async (dir) => {
-    const stats = await fsp.statfs(dir);
-    return Number(stats.bavail) * Number(stats.bsize);
-  },
-};
+export function createNodeDisk(options: NodeDiskOptions = defaultNodeDiskOptions): Disk {
+  return {
+    open: (file, flags) => new Promise((resolve, reject) =>
+      fs.open(file, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(new NodeFile(fd, options))))),
+    readFile: (file) => fsp.readFile(file),
+    rename: (from, to) => fsp.rename(from, to),
+    remove: (file) => fsp.rm(file, { recursive: true, force: true }),
+    mkdirp: async (dir) => {
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    },
+    list: async (dir) => {
+      try {
+        return await fsp.readdir(dir);
+      } catch (err) {
+        if (diskErrorCode(err) === 'ENOENT') return [];
+        throw err;
+      }
+    },
+    syncDir: async (dir) => {
+      const handle = await fsp.open(dir, 'r');
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    },
+    freeBytes: async (dir) => {
+      const stats = await fsp.statfs(dir);
+      return Number(stats.bavail) * Number(stats.bsize);
+    },
+  };
+}
+
+export const nodeDisk: Disk = createNodeDisk();
 
 /** Writes every piece, continuing after short writes. */
 export async function writeAll(file: DiskFile, pieces: Buffer[], position: number): Promise<void> {

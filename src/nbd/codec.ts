@@ -239,17 +239,63 @@ export interface RequestHeader {
 
 export function decodeRequestHeader(b: Buffer, at = 0): Decoded<RequestHeader> {
   if (b.length - at < c.REQUEST_HEADER_BYTES) return bad('request header is 28 bytes');
-  if (b.readUInt32BE(at) !== c.REQUEST_MAGIC) return bad(`request has bad magic 0x${b.readUInt32BE(at).toString(16)}`);
+  const r = decodeRequest(b, at);
+  if (!r) return bad(`request has bad magic 0x${b.readUInt32BE(at).toString(16)}`);
+  return ok({ flags: r.flags, type: r.type, cookie: cookieOf(r), offset: r.offset, length: r.length });
+}
+
+/**
+ * A request as the server handles it: the cookie as two 32-bit halves, copied back into the reply
+ * as they came (no BigInt per request, which cost several allocations to read and to write).
+ */
+export interface Request {
+  flags: number;
+  type: number;
+  cookieHi: number;
+  cookieLo: number;
+  /** Offsets beyond 2^53 cannot address any export; they decode as Infinity. */
+  offset: number;
+  length: number;
+}
+
+/** The request header at `b[at..at+28)`; undefined when its magic is wrong. */
+export function decodeRequest(b: Buffer, at: number): Request | undefined {
+  if (b.readUInt32BE(at) !== c.REQUEST_MAGIC) return undefined;
   const high = b.readUInt32BE(at + 16);
   const low = b.readUInt32BE(at + 20);
-  const offset = high >= 0x200000 ? Number.POSITIVE_INFINITY : high * 0x100000000 + low;
-  return ok({
+  return {
     flags: b.readUInt16BE(at + 4),
     type: b.readUInt16BE(at + 6),
-    cookie: b.readBigUInt64BE(at + 8),
-    offset,
+    cookieHi: b.readUInt32BE(at + 8),
+    cookieLo: b.readUInt32BE(at + 12),
+    offset: high >= 0x200000 ? Number.POSITIVE_INFINITY : high * 0x100000000 + low,
     length: b.readUInt32BE(at + 24),
-  });
+  };
+}
+
+export function cookieOf(r: Pick<Request, 'cookieHi' | 'cookieLo'>): bigint {
+  return (BigInt(r.cookieHi) << 32n) | BigInt(r.cookieLo);
+}
+
+/** A simple reply written at `target[at..at+16)`. */
+export function writeSimpleReply(target: Buffer, at: number, error: number, r: Pick<Request, 'cookieHi' | 'cookieLo'>): void {
+  target.writeUInt32BE(c.SIMPLE_REPLY_MAGIC, at);
+  target.writeUInt32BE(error, at + 4);
+  target.writeUInt32BE(r.cookieHi, at + 8);
+  target.writeUInt32BE(r.cookieLo, at + 12);
+}
+
+/** The header of an OFFSET_DATA chunk written at `target[at..at+28)`; the data follows. */
+export function writeOffsetDataHeader(target: Buffer, at: number, r: Pick<Request, 'cookieHi' | 'cookieLo'>, offset: number, dataLength: number,
+  done: boolean): void {
+  target.writeUInt32BE(c.STRUCTURED_REPLY_MAGIC, at);
+  target.writeUInt16BE(done ? c.REPLY_FLAG_DONE : 0, at + 4);
+  target.writeUInt16BE(c.REPLY_TYPE_OFFSET_DATA, at + 6);
+  target.writeUInt32BE(r.cookieHi, at + 8);
+  target.writeUInt32BE(r.cookieLo, at + 12);
+  target.writeUInt32BE(8 + dataLength, at + 16);
+  target.writeUInt32BE(Math.floor(offset / 0x100000000), at + 20);
+  target.writeUInt32BE(offset >>> 0, at + 24);
 }
 
 export function encodeRequestHeader(h: { flags: number; type: number; cookie: bigint; offset: number | bigint; length: number }): Buffer {
@@ -265,9 +311,7 @@ export function encodeRequestHeader(h: { flags: number; type: number; cookie: bi
 
 export function encodeSimpleReply(error: number, cookie: bigint): Buffer {
   const b = Buffer.allocUnsafe(c.SIMPLE_REPLY_BYTES);
-  b.writeUInt32BE(c.SIMPLE_REPLY_MAGIC, 0);
-  b.writeUInt32BE(error, 4);
-  b.writeBigUInt64BE(cookie, 8);
+  writeSimpleReply(b, 0, error, { cookieHi: Number(cookie >> 32n), cookieLo: Number(cookie & 0xffffffffn) });
   return b;
 }
 
@@ -283,8 +327,8 @@ export function encodeStructuredHeader(flags: number, type: number, cookie: bigi
 
 /** Header of an OFFSET_DATA chunk; the data follows separately so it is never copied. */
 export function encodeOffsetDataHeader(cookie: bigint, offset: number, dataLength: number, done: boolean): Buffer {
-  const b = encodeStructuredHeader(done ? c.REPLY_FLAG_DONE : 0, c.REPLY_TYPE_OFFSET_DATA, cookie, 8 + dataLength, 8);
-  b.writeBigUInt64BE(BigInt(offset), 20);
+  const b = Buffer.allocUnsafe(c.STRUCTURED_REPLY_HEADER_BYTES + 8);
+  writeOffsetDataHeader(b, 0, { cookieHi: Number(cookie >> 32n), cookieLo: Number(cookie & 0xffffffffn) }, offset, dataLength, done);
   return b;
 }
 

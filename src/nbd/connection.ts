@@ -6,6 +6,7 @@ import * as net from 'node:net';
 import { ByteQueue } from '../common/byte-queue';
 import { ioBuffers } from '../common/buffer-pool';
 import { adoptWithReceiveBuffer } from '../common/fast-socket';
+import { SendBuffer } from '../common/send-buffer';
 import { errorMessage } from '../common/errors';
 import type { Logger } from '../common/log';
 import { BlockDeviceError, type BlockDevice } from '../volume/block-device';
@@ -32,6 +33,8 @@ class ConnectionClosed extends Error {
   }
 }
 
+/** Payload remainders at least this large are read straight into the payload buffer. */
+const directReadMinBytes = 64 * 1024;
 /** Reply bytes queued for a slow reader before the server stops taking its requests. */
 const maxBufferedReplyBytes = 64 * 1024 * 1024;
 /** Distinct refusals (reason and export) one connection reports; a client looping over options adds no more. */
@@ -57,6 +60,10 @@ const allowedFlags: Record<number, number> = {
   [c.CMD_BLOCK_STATUS]: c.CMD_FLAG_REQ_ONE,
 };
 
+// Shared option objects: devices only read them.
+const withFua = Object.freeze({ fua: true });
+const withoutFua = Object.freeze({ fua: false });
+
 interface NegotiationState {
   structuredReplies: boolean;
   /** Export name the last SET_META_CONTEXT referred to, if it selected base:allocation. */
@@ -76,7 +83,7 @@ export class NbdConnection {
   // Transmission phase.
   private attached: NbdExport | undefined;
   private attachedReadOnly = false;
-  private pendingHeader: codec.RequestHeader | undefined;
+  private pendingHeader: codec.Request | undefined;
   private readonly headerScratch = Buffer.alloc(c.REQUEST_HEADER_BYTES);
   private headerFill = 0;
   private payload: Buffer | undefined;
@@ -88,12 +95,9 @@ export class NbdConnection {
   private pausedForBackpressure = false;
   private idleWaiters: Array<() => void> = [];
   private readonly onDataBound = (chunk: Buffer): void => this.onData(chunk);
-  private repliesCorked = false;
   private discardInput = false;
-  private readonly uncorkBound = (): void => {
-    this.repliesCorked = false;
-    this.stream.uncork();
-  };
+  /** Replies of the transmission phase, gathered per event-loop turn (one socket write per turn). */
+  private out: SendBuffer | undefined;
 
   readonly socket: net.Socket;
 
@@ -105,7 +109,9 @@ export class NbdConnection {
   ) {
     this.client = { id, address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0, tls: false };
     // Plain TCP reads into a fixed buffer; TLS needs the ordinary socket it can wrap after STARTTLS.
-    const adopted = ctx.tlsMode === 'off' ? adoptWithReceiveBuffer(socket, (view) => this.onReceive(view)) : undefined;
+    const adopted = ctx.tlsMode === 'off'
+      ? adoptWithReceiveBuffer(socket, (view) => this.onReceive(view), undefined, { next: () => this.directTarget(), filled: (n) => this.directFilled(n) })
+      : undefined;
     this.socket = adopted ?? socket;
     this.stream = this.socket;
     this.socket.setNoDelay(true);
@@ -166,6 +172,28 @@ export class NbdConnection {
     });
   }
 
+  /**
+   * Where the next socket read should land: the rest of a large write payload being received, so
+   * it is not copied from the receive buffer (undefined: the receive buffer).
+   */
+  private directTarget(): Buffer | undefined {
+    const payload = this.payload;
+    if (!payload || this.queue.length > 0 || this.discardInput || payload.length - this.payloadFill < directReadMinBytes) return undefined;
+    return payload.subarray(this.payloadFill);
+  }
+
+  /** `n` bytes of the payload arrived where directTarget() said. */
+  private directFilled(n: number): void {
+    if (this.closed || this.discardInput || !this.payload) return;
+    this.payloadFill += n;
+    if (this.payloadFill < this.payload.length) return;
+    const payload = this.payload;
+    const pooled = this.payloadBuffer;
+    this.payload = undefined;
+    this.payloadBuffer = undefined;
+    this.dispatch(this.pendingHeader!, payload, pooled);
+  }
+
   /** Data from the fixed receive buffer: valid only during this call. */
   private onReceive(view: Buffer): void {
     if (this.discardInput) return;
@@ -223,22 +251,38 @@ export class NbdConnection {
 
   private write(data: Buffer, onWritten?: () => void): void {
     if (this.closed) return;
-    if (this.attached && !this.repliesCorked) {
-      // Replies completed in one event-loop turn leave in one writev instead of one syscall each.
-      this.repliesCorked = true;
-      this.stream.cork();
-      setImmediate(this.uncorkBound);
+    if (!this.out) {
+      if (onWritten) this.stream.write(data, onWritten);
+      else this.stream.write(data);
+      return;
     }
-    if (onWritten) this.stream.write(data, onWritten);
-    else this.stream.write(data);
-    if (this.stream.writableLength > maxBufferedReplyBytes && this.attached && !this.pausedForBackpressure) {
+    // Replies completed in one event-loop turn leave in one socket write (send-buffer.ts).
+    this.out.append(data, onWritten);
+    this.checkBackpressure();
+  }
+
+  /** Room for a reply the caller writes in place: `n` bytes at `at` of `buffer`. */
+  private reserveReply(n: number): { buffer: Buffer; at: number } {
+    // Reserve first: it may start a new buffer.
+    const at = this.out!.reserve(n);
+    this.checkBackpressure();
+    return { buffer: this.out!.slab, at };
+  }
+
+  private writeSimpleReply(error: number, h: codec.Request): void {
+    const r = this.reserveReply(c.SIMPLE_REPLY_BYTES);
+    codec.writeSimpleReply(r.buffer, r.at, error, h);
+  }
+
+  private checkBackpressure(): void {
+    if (this.stream.writableLength > maxBufferedReplyBytes && !this.pausedForBackpressure) {
       // The client is not reading its replies: stop taking its requests until it catches up.
       this.pausedForBackpressure = true;
       this.stream.pause();
     }
   }
 
-  /** Sends pooled read data; the buffer returns to the pool once the socket has taken it. */
+  /** Sends pooled read data; the buffer returns to the pool once nothing refers to it. */
   private writeAndRelease(data: Buffer, pooled: Buffer): void {
     if (this.closed) return ioBuffers.release(pooled);
     this.write(data, () => ioBuffers.release(pooled));
@@ -476,6 +520,7 @@ export class NbdConnection {
     this.handshakeTimer = undefined;
     this.attached = exp;
     this.attachedReadOnly = exp.device.readOnly;
+    this.out = new SendBuffer(this.stream);
     if (this.negotiation.metaContextExport !== exp.name) this.negotiation.metaContextExport = undefined;
     this.ctx.observer.clientAttached(exp.name, this.client);
     this.ctx.log.debug({ client: this.client, export: exp.name }, 'nbd client attached');
@@ -527,7 +572,9 @@ export class NbdConnection {
         this.dispatch(this.pendingHeader!, payload, pooled);
         continue;
       }
-      let headerBytes: Buffer;
+      // The header is read where it lies, or from the scratch buffer when it arrived in parts.
+      let headerSource: Buffer;
+      let headerAt: number;
       if (this.headerFill > 0 || buf.length - at < c.REQUEST_HEADER_BYTES) {
         const n = Math.min(buf.length - at, c.REQUEST_HEADER_BYTES - this.headerFill);
         buf.copy(this.headerScratch, this.headerFill, at, at + n);
@@ -535,17 +582,18 @@ export class NbdConnection {
         at += n;
         if (this.headerFill < c.REQUEST_HEADER_BYTES) return at;
         this.headerFill = 0;
-        headerBytes = this.headerScratch;
+        headerSource = this.headerScratch;
+        headerAt = 0;
       } else {
-        headerBytes = buf.subarray(at, at + c.REQUEST_HEADER_BYTES);
+        headerSource = buf;
+        headerAt = at;
         at += c.REQUEST_HEADER_BYTES;
       }
-      const decoded = codec.decodeRequestHeader(headerBytes);
-      if (!decoded.ok) {
-        this.drop('bad-request', decoded.error);
+      const header = codec.decodeRequest(headerSource, headerAt);
+      if (!header) {
+        this.drop('bad-request', `request has bad magic 0x${headerSource.readUInt32BE(headerAt).toString(16)}`);
         return buf.length;
       }
-      const header = decoded.value;
       if (header.type !== c.CMD_WRITE || header.length === 0) {
         this.dispatch(header, header.type === c.CMD_WRITE ? Buffer.alloc(0) : undefined);
         continue;
@@ -569,7 +617,7 @@ export class NbdConnection {
     return at;
   }
 
-  private dispatch(header: codec.RequestHeader, payload: Buffer | undefined, pooled?: Buffer): void {
+  private dispatch(header: codec.Request, payload: Buffer | undefined, pooled?: Buffer): void {
     this.pendingHeader = undefined;
     if (header.type === c.CMD_DISC) {
       this.stopReading();
@@ -581,10 +629,7 @@ export class NbdConnection {
       this.pausedForInFlight = true;
       this.stream.pause();
     }
-    void this.execute(header, payload).finally(() => {
-      // The device is done with the payload once its write settled (BlockDevice contract).
-      if (pooled) ioBuffers.release(pooled);
-    });
+    void this.execute(header, payload, pooled);
   }
 
   private stopReading(): void {
@@ -610,12 +655,14 @@ export class NbdConnection {
     this.discardInput = true;
     this.queue.skip(this.queue.length);
     this.stream.resume();
+    this.out?.flush(); // replies gathered this turn go before the FIN
     this.stream.end();
     // A client that never closes its side must not pin the connection.
     setTimeout(() => this.destroy(), 5_000).unref();
   }
 
-  private async execute(h: codec.RequestHeader, payload: Buffer | undefined): Promise<void> {
+  /** `pooled` (the payload's buffer) goes back to the pool once the device is done with it. */
+  private async execute(h: codec.Request, payload: Buffer | undefined, pooled: Buffer | undefined): Promise<void> {
     const exp = this.attached!;
     const device = exp.device;
     const started = performance.now();
@@ -627,7 +674,7 @@ export class NbdConnection {
       if (errno !== 0) {
         this.replyError(h, errno, this.validationMessage(h, errno, device));
       } else {
-        const fua = { fua: (h.flags & c.CMD_FLAG_FUA) !== 0 };
+        const fua = (h.flags & c.CMD_FLAG_FUA) !== 0 ? withFua : withoutFua;
         switch (h.type) {
           case c.CMD_READ:
             bytes = h.length;
@@ -675,6 +722,12 @@ export class NbdConnection {
         this.replyError(h, errno, 'internal error');
       }
     } finally {
+      // The last request in flight: the replies gathered leave now, not at the end of the turn
+      // (nothing more to gather them with, and the client waits). Measured at QD1: 206 -> 88 µs
+      // mean latency, 139 -> 75 µs of CPU per write; at QD32 no worse.
+      if (this.inFlight === 1) this.out?.flush();
+      // The device is done with the payload once its write settled (BlockDevice contract).
+      if (pooled) ioBuffers.release(pooled);
       if (command) this.ctx.observer.requestCompleted(exp.name, command, bytes, (performance.now() - started) / 1000, errno);
       this.inFlight--;
       if (this.pausedForInFlight && this.inFlight < this.ctx.limits.maxInFlightPerConnection / 2) {
@@ -686,7 +739,7 @@ export class NbdConnection {
   }
 
   /** Returns 0 or the NBD errno the request deserves before touching the device. */
-  private validate(h: codec.RequestHeader, device: BlockDevice): number {
+  private validate(h: codec.Request, device: BlockDevice): number {
     const command = commandNames[h.type];
     if (command === undefined) return c.NBD_EINVAL;
     if ((h.flags & ~(c.CMD_FLAG_FUA | allowedFlags[h.type]!)) !== 0) return c.NBD_EINVAL;
@@ -707,7 +760,7 @@ export class NbdConnection {
     return 0;
   }
 
-  private validationMessage(h: codec.RequestHeader, errno: number, device: BlockDevice): string {
+  private validationMessage(h: codec.Request, errno: number, device: BlockDevice): string {
     if (commandNames[h.type] === undefined) return `unknown command ${h.type}`;
     if (errno === c.NBD_EPERM) return `export ${device.name} is read-only`;
     if (h.offset + h.length > device.sizeBytes) return `request ${h.offset}+${h.length} is past the end of the export (${device.sizeBytes} bytes)`;
@@ -719,7 +772,7 @@ export class NbdConnection {
     return 'request is misaligned or malformed';
   }
 
-  private async executeRead(h: codec.RequestHeader, device: BlockDevice): Promise<void> {
+  private async executeRead(h: codec.Request, device: BlockDevice): Promise<void> {
     if (!this.negotiation.structuredReplies) {
       const pooled = ioBuffers.acquire(h.length);
       let data: Buffer;
@@ -730,7 +783,7 @@ export class NbdConnection {
         throw err;
       }
       if (this.closed) return ioBuffers.release(pooled);
-      this.write(codec.encodeSimpleReply(0, h.cookie));
+      this.writeSimpleReply(0, h);
       this.writeAndRelease(data, pooled);
       return;
     }
@@ -739,12 +792,12 @@ export class NbdConnection {
       const extents = device.extents(h.offset, h.length, 2);
       const first = extents[0];
       if (first && first.zero && first.offset === h.offset && first.length >= h.length) {
-        this.write(codec.encodeOffsetHole(h.cookie, h.offset, h.length, true));
+        this.write(codec.encodeOffsetHole(codec.cookieOf(h), h.offset, h.length, true));
         return;
       }
     }
     if (h.length === 0) {
-      this.write(codec.encodeStructuredNone(h.cookie));
+      this.write(codec.encodeStructuredNone(codec.cookieOf(h)));
       return;
     }
     const pooled = ioBuffers.acquire(h.length);
@@ -756,11 +809,12 @@ export class NbdConnection {
       throw err;
     }
     if (this.closed) return ioBuffers.release(pooled);
-    this.write(codec.encodeOffsetDataHeader(h.cookie, h.offset, data.length, true));
+    const r = this.reserveReply(c.STRUCTURED_REPLY_HEADER_BYTES + 8);
+    codec.writeOffsetDataHeader(r.buffer, r.at, h, h.offset, data.length, true);
     this.writeAndRelease(data, pooled);
   }
 
-  private executeBlockStatus(h: codec.RequestHeader, device: BlockDevice): void {
+  private executeBlockStatus(h: codec.Request, device: BlockDevice): void {
     const reqOne = (h.flags & c.CMD_FLAG_REQ_ONE) !== 0;
     const length = Math.max(1, h.length);
     const extents = device.extents(h.offset, Math.min(length, device.sizeBytes - h.offset), reqOne ? 1 : c.maxBlockStatusExtents);
@@ -777,15 +831,17 @@ export class NbdConnection {
       this.replyError(h, c.NBD_EINVAL, 'block status of an empty range');
       return;
     }
-    this.write(codec.encodeBlockStatus(h.cookie, c.BASE_ALLOCATION_CONTEXT_ID, descriptors, true));
+    this.write(codec.encodeBlockStatus(codec.cookieOf(h), c.BASE_ALLOCATION_CONTEXT_ID, descriptors, true));
   }
 
-  private replyOk(h: codec.RequestHeader): void {
-    this.write(codec.encodeSimpleReply(0, h.cookie));
+  private replyOk(h: codec.Request): void {
+    if (this.closed) return;
+    this.writeSimpleReply(0, h);
   }
 
-  private replyError(h: codec.RequestHeader, errno: number, message: string): void {
-    if (this.negotiation.structuredReplies) this.write(codec.encodeStructuredError(h.cookie, errno, message));
-    else this.write(codec.encodeSimpleReply(errno, h.cookie));
+  private replyError(h: codec.Request, errno: number, message: string): void {
+    if (this.closed) return;
+    if (this.negotiation.structuredReplies) this.write(codec.encodeStructuredError(codec.cookieOf(h), errno, message));
+    else this.writeSimpleReply(errno, h);
   }
 }

@@ -1,54 +1,54 @@
-// Prometheus metrics of a storage node. Takes the NBD observer's traffic calls, caching labelled
-// children so the per-request cost is a few additions, and counts refusals on the node's listeners
-// under a fixed set of reasons (label values are never taken from the network).
+// Prometheus metrics of a storage node. Takes the NBD observer's traffic calls as plain additions
+// (request-stats.ts), and counts refusals on the node's listeners under a fixed set of reasons
+// (label values are never taken from the network).
 import * as client from 'prom-client';
 import { nbdRefusalReasons, type NbdClientInfo, type NbdCommandName, type NbdRefusalReason } from '../nbd/types';
 import { linkRefusalReasons, type LinkRefusalReason } from '../replication/transport/link';
 import type { GroupStatus, PairStatus } from '../contracts/pairs';
+import { RequestStats } from './request-stats';
 
 export interface ReplicationSource {
   pairs(): PairStatus[];
   groups(): GroupStatus[];
 }
 
-interface OpChildren {
-  ok: client.Counter.Internal;
-  failed: client.Counter.Internal;
-  bytes: client.Counter.Internal;
-  latency: client.Histogram.Internal<string>;
-}
 
 export class NodeMetrics {
   readonly registry = new client.Registry();
-  private readonly requests: client.Counter;
-  private readonly bytes: client.Counter;
-  private readonly latency: client.Histogram;
+  /** NBD requests per volume and operation, as plain numbers (request-stats.ts). */
+  private readonly requestStats = new RequestStats();
   private readonly clients: client.Gauge;
   private readonly protocolErrors: client.Counter;
   private readonly nbdRefusals: client.Counter<'reason'>;
   private readonly replicationRefusals: client.Counter<'reason'>;
   private readonly apiRequests: client.Counter<'route' | 'method'>;
-  /** Per volume, per operation: resolved once so a request costs no label hashing. */
-  private readonly children = new Map<string, Map<NbdCommandName, OpChildren>>();
   /** Set once the replication service exists. */
   replication: ReplicationSource | undefined;
 
   constructor(nodeName: string, volumeSizes: () => Array<{ name: string; sizeBytes: number; allocatedBytes: number }>) {
     this.registry.setDefaultLabels({ node: nodeName });
     client.collectDefaultMetrics({ register: this.registry, prefix: 'tricopy_' });
-    this.requests = new client.Counter({
+    const requestStats = this.requestStats;
+    new client.Counter({
       name: 'tricopy_nbd_requests_total', help: 'NBD requests completed, by volume, operation and result',
       labelNames: ['volume', 'op', 'result'], registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const { volume, op, stats } of requestStats.entries()) {
+          this.inc({ volume, op, result: 'ok' }, stats.ok);
+          this.inc({ volume, op, result: 'error' }, stats.failed);
+        }
+      },
     });
-    this.bytes = new client.Counter({
+    new client.Counter({
       name: 'tricopy_nbd_bytes_total', help: 'Bytes read, written or zeroed through NBD',
       labelNames: ['volume', 'op'], registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const { volume, op, stats } of requestStats.entries()) this.inc({ volume, op }, stats.bytes);
+      },
     });
-    this.latency = new client.Histogram({
-      name: 'tricopy_nbd_request_duration_seconds', help: 'NBD request latency from receipt to reply',
-      labelNames: ['volume', 'op'], registers: [this.registry],
-      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-    });
+    this.registry.registerMetric(requestStats.latencyHistogram('tricopy_nbd_request_duration_seconds', 'NBD request latency from receipt to reply'));
     this.clients = new client.Gauge({
       name: 'tricopy_nbd_clients', help: 'NBD clients attached, by volume', labelNames: ['volume'], registers: [this.registry],
     });
@@ -133,24 +133,7 @@ export class NodeMetrics {
   }
 
   requestCompleted(volume: string, op: NbdCommandName, bytes: number, seconds: number, errno: number): void {
-    let byOp = this.children.get(volume);
-    if (!byOp) {
-      byOp = new Map();
-      this.children.set(volume, byOp);
-    }
-    let c = byOp.get(op);
-    if (!c) {
-      c = {
-        ok: this.requests.labels(volume, op, 'ok'),
-        failed: this.requests.labels(volume, op, 'error'),
-        bytes: this.bytes.labels(volume, op),
-        latency: this.latency.labels(volume, op),
-      };
-      byOp.set(op, c);
-    }
-    (errno === 0 ? c.ok : c.failed).inc();
-    if (errno === 0 && bytes > 0) c.bytes.inc(bytes);
-    c.latency.observe(seconds);
+    this.requestStats.of(volume, op).record(bytes, seconds, errno);
   }
 
   clientAttached(volume: string, _client: NbdClientInfo): void {
@@ -176,13 +159,7 @@ export class NodeMetrics {
 
   /** Drops a deleted volume's series so they do not linger forever. */
   forgetVolume(volume: string): void {
-    this.children.delete(volume);
-    for (const op of ['read', 'write', 'flush', 'trim', 'write_zeroes', 'cache', 'block_status']) {
-      this.requests.remove(volume, op, 'ok');
-      this.requests.remove(volume, op, 'error');
-      this.bytes.remove(volume, op);
-      this.latency.remove(volume, op);
-    }
+    this.requestStats.forget(volume);
     this.clients.remove(volume);
   }
 }

@@ -12,7 +12,7 @@ import { ReplicationService, defaultReplicationOptions } from '../replication/se
 import { defaultLinkTimings } from '../replication/transport/link';
 import { PeerManager } from '../replication/transport/peers';
 import { systemClock } from '../common/clock';
-import { nodeDisk } from '../common/disk';
+import { nodeDisk, nodeDiskIoPath } from '../common/disk';
 import { isAdmitted } from '../volume/access';
 import { VolumeStore, type VolumeMeta } from '../volume/store';
 import type { ClientView, HostWrites, NodeEvent, NodeInfo, NodePorts, VolumeView } from '../contracts/node';
@@ -144,7 +144,7 @@ export class StorageNode {
       throw listenError(err);
     }
     node.refusals.start();
-    node.events.emit('node-started', config.name, 'node process started', { ...node.portsValue, version });
+    node.events.emit('node-started', config.name, 'node process started', { ...node.portsValue, version, io: nodeDiskIoPath() });
     return node;
   }
 

@@ -53,10 +53,31 @@ export class Volume implements BlockDevice {
     return readFully(this.file, buffer, length, offset).catch((err: unknown) => Promise.reject(ioError(err, 'read', this.name)));
   }
 
-  async write(offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
+  write(offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
     const length = totalLength(data);
-    this.checkRange(offset, length, 'ENOSPC');
-    if (length === 0) return;
+    try {
+      this.checkRange(offset, length, 'ENOSPC');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (length === 0) return Promise.resolve();
+    const first = Math.floor(offset / allocationChunkBytes);
+    const count = Math.floor((offset + length - 1) / allocationChunkBytes) - first + 1;
+    if (!options.fua && !this.allocation.hasUnpersistedChanges && this.allocation.allSet(first, count)) {
+      // The common case, without the awaits of the general path: the region is allocated and the
+      // map says so durably, so only the data is written.
+      const pieces = Buffer.isBuffer(data) ? [data] : data;
+      return this.file.writev(pieces, offset).then((written) => {
+        // Short: all of it again through writeAll, which continues after short writes.
+        if (written < length) return this.writeAt(pieces, offset).then(() => void this.writesSinceSync++);
+        this.writesSinceSync++;
+        return undefined;
+      }, (err: unknown) => Promise.reject(ioError(err, 'write', this.name)));
+    }
+    return this.writeAllocating(offset, data, length, options);
+  }
+
+  private async writeAllocating(offset: number, data: Buffer | Buffer[], length: number, options: WriteOptions): Promise<void> {
     await this.markAllocated(offset, length);
     await this.writeAt(Buffer.isBuffer(data) ? [data] : data, offset);
     this.writesSinceSync++;

@@ -6,7 +6,7 @@
 //   5  u8  kind                20  u32 status (responses; 0 = ok)
 //   6  u16 message type        24  u32 crc32c of bytes 0..23 and the payload
 //   8  u32 request id, high    28  u32 reserved, 0
-import { crc32c } from '../../common/crc32c';
+import { crc32cOf } from '../../common/crc32c';
 
 export const frameMagic = 0x54435250;
 export const frameVersion = 1;
@@ -43,18 +43,24 @@ export type FrameHeaderDecode = { ok: true; header: FrameHeader } | { ok: false;
 /** Header bytes for a frame; the payload follows separately (never copied). */
 export function encodeFrameHeader(h: FrameHeader, payload: Buffer | Buffer[]): Buffer {
   const b = Buffer.alloc(frameHeaderBytes);
-  b.writeUInt32BE(frameMagic, 0);
-  b.writeUInt8(frameVersion, 4);
-  b.writeUInt8(h.kind, 5);
-  b.writeUInt16BE(h.type, 6);
-  b.writeUInt32BE(Math.floor(h.requestId / 0x100000000), 8);
-  b.writeUInt32BE(h.requestId >>> 0, 12);
-  b.writeUInt32BE(h.payloadLength, 16);
-  b.writeUInt32BE(h.status >>> 0, 20);
-  let crc = crc32c(b.subarray(0, 24));
-  for (const piece of Array.isArray(payload) ? payload : [payload]) crc = crc32c(piece, crc);
-  b.writeUInt32BE(crc, 24);
+  writeFrameHeader(b, 0, h, Array.isArray(payload) ? payload : [payload]);
   return b;
+}
+
+/** Writes a frame's header at `target[at..at+32)`, its checksum covering `payload` (sent after it). */
+export function writeFrameHeader(target: Buffer, at: number, h: FrameHeader, payload: readonly Buffer[]): void {
+  target.writeUInt32BE(frameMagic, at);
+  target[at + 4] = frameVersion;
+  target[at + 5] = h.kind;
+  target.writeUInt16BE(h.type, at + 6);
+  target.writeUInt32BE(Math.floor(h.requestId / 0x100000000), at + 8);
+  target.writeUInt32BE(h.requestId >>> 0, at + 12);
+  target.writeUInt32BE(h.payloadLength, at + 16);
+  target.writeUInt32BE(h.status >>> 0, at + 20);
+  target.writeUInt32BE(0, at + 28);
+  const head = target.subarray(at, at + 24);
+  const crc = payload.length === 0 ? crc32cOf([head]) : payload.length === 1 ? crc32cOf([head, payload[0]!]) : crc32cOf([head, ...payload]);
+  target.writeUInt32BE(crc, at + 24);
 }
 
 export function encodeFrame(h: Omit<FrameHeader, 'payloadLength'>, payload: Buffer = Buffer.alloc(0)): Buffer {
@@ -86,7 +92,7 @@ export function decodeFrameHeader(b: Buffer): FrameHeaderDecode {
 /** Checks the crc of a complete frame (header bytes and payload). */
 export function frameChecksumValid(header: Buffer, payload: Buffer): boolean {
   const expected = header.readUInt32BE(24);
-  return crc32c(payload, crc32c(header.subarray(0, 24))) === expected;
+  return crc32cOf([header.subarray(0, 24), payload]) === expected;
 }
 
 /** Decodes one whole frame at the start of `b` (used by tests and simple readers). */

@@ -11,10 +11,11 @@ import { ByteQueue } from '../../common/byte-queue';
 import { TricopyError, errorMessage, invariant } from '../../common/errors';
 import type { Logger } from '../../common/log';
 import {
-  FrameKind, type FrameHeader, decodeFrameHeader, encodeFrameHeader, frameChecksumValid, frameHeaderBytes, maxFramePayloadBytes,
-  maxHandshakePayloadBytes,
+  FrameKind, type FrameHeader, decodeFrameHeader, frameChecksumValid, frameHeaderBytes, maxFramePayloadBytes,
+  maxHandshakePayloadBytes, writeFrameHeader,
 } from './frame';
 import { defaultHandshakeTimeoutMs, defaultHeartbeatIntervalMs, defaultPeerTimeoutMs, defaultRequestTimeoutMs } from '../limits';
+import { SendBuffer } from '../../common/send-buffer';
 import {
   MessageType, authCodec, decodeErrorPayload, encodeErrorPayload, helloCodec, helloReplyCodec, responseError, responseOk,
 } from './messages';
@@ -102,6 +103,7 @@ export class PeerLink extends EventEmitter {
   requestHandler: RequestHandler | undefined;
   /** Told about every refusal of this connection (set right after construction). */
   refusalObserver: LinkRefusalObserver | undefined;
+  private readonly out: SendBuffer;
 
   constructor(
     private readonly socket: net.Socket,
@@ -114,6 +116,7 @@ export class PeerLink extends EventEmitter {
     private readonly expectedPeer?: string,
   ) {
     super();
+    this.out = new SendBuffer(socket);
     this.rememberRemote();
     if (side === 'dialer') socket.once('connect', () => this.rememberRemote());
     socket.setNoDelay(true);
@@ -194,21 +197,11 @@ export class PeerLink extends EventEmitter {
     const pieces = Array.isArray(payload) ? payload : [payload];
     let length = 0;
     for (const p of pieces) length += p.length;
-    if (!this.corked) {
-      // Frames sent in one event-loop turn leave in one writev.
-      this.corked = true;
-      this.socket.cork();
-      setImmediate(this.uncork);
-    }
-    this.socket.write(encodeFrameHeader({ ...h, payloadLength: length }, pieces));
-    for (const p of pieces) if (p.length > 0) this.socket.write(p);
+    // Frames sent in one event-loop turn leave in one socket write (send-buffer.ts).
+    const at = this.out.reserve(frameHeaderBytes);
+    writeFrameHeader(this.out.slab, at, { ...h, payloadLength: length }, pieces);
+    for (const p of pieces) this.out.append(p);
   }
-
-  private corked = false;
-  private readonly uncork = (): void => {
-    this.corked = false;
-    this.socket.uncork();
-  };
 
   private onData(chunk: Buffer): void {
     this.queue.push(chunk);
@@ -216,7 +209,8 @@ export class PeerLink extends EventEmitter {
     while (this.closedReason === undefined) {
       if (!this.header) {
         if (this.queue.length < frameHeaderBytes) return;
-        const bytes = Buffer.from(this.queue.take(frameHeaderBytes));
+        // A slice of a received chunk (never reused) or a fresh copy when it spans chunks: safe to keep.
+        const bytes = this.queue.take(frameHeaderBytes);
         const decoded = decodeFrameHeader(bytes);
         if (!decoded.ok) return this.refuse(decoded.fault === 'oversized' ? 'oversized-frame' : 'bad-frame', decoded.error);
         // Before authentication, refused on the header: the payload is never waited for.
