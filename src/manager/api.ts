@@ -44,6 +44,9 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
   app.addHook('preHandler', async (request, reply) => {
     if (request.method !== 'POST' || m.isLeader()) return;
     const leader = m.leaderUrl();
+    if (m.takingLead()) {
+      return problem(reply, new TricopyError('unavailable', 'this manager is taking the lead (loading its state)', 'retry in a few seconds'));
+    }
     if (leader === null) {
       return problem(reply, new TricopyError('unavailable', 'no manager leads right now (an election is under way)', 'retry in a few seconds'));
     }

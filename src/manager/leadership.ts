@@ -157,3 +157,57 @@ function urlOf(claim: string): string | null {
     return null;
   }
 }
+
+/**
+ * The leadership as the rest of the manager sees it: a manager that has won the claim leads only once
+ * it has taken the lead (working state loaded, its leading recorded), so nothing acts on state it
+ * has not read, and `leader: true` in its info means it answers as the leader.
+ */
+export class ReadyLeadership implements Leadership {
+  private ready = false;
+  private readonly listeners: LeadershipListener[] = [];
+
+  constructor(private readonly claim: Leadership, private readonly takeLead: () => Promise<void>, private readonly log: Logger) {}
+
+  isLeader(): boolean {
+    return this.ready && this.claim.isLeader();
+  }
+
+  /** True while this manager holds the claim but is still taking the lead. */
+  takingLead(): boolean {
+    return !this.ready && this.claim.isLeader();
+  }
+
+  leaderUrl(): string | null {
+    return this.claim.leaderUrl();
+  }
+
+  managers(): Promise<string[]> {
+    return this.claim.managers();
+  }
+
+  onChange(listener: LeadershipListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** Listens to the claim from here on (the embedded store's claim is won at once). */
+  start(): Promise<void> {
+    this.claim.onChange((leading) => {
+      this.ready = false;
+      if (!leading) return this.tell(false);
+      void this.takeLead().then(() => {
+        this.ready = this.claim.isLeader();
+        if (this.ready) this.tell(true);
+      }, (err: unknown) => this.log.error({ err: errorMessage(err) }, 'taking the lead failed'));
+    });
+    return this.claim.start();
+  }
+
+  stop(): Promise<void> {
+    return this.claim.stop();
+  }
+
+  private tell(leading: boolean): void {
+    for (const l of this.listeners) l(leading);
+  }
+}

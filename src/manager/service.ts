@@ -18,7 +18,7 @@ import type { ManagerConfig } from './config';
 import type { ManagerContext } from './context';
 import { EventHistory } from './history';
 import { Ingest } from './ingest';
-import { EtcdLeadership, type Leadership, SoleLeadership } from './leadership';
+import { EtcdLeadership, type Leadership, ReadyLeadership, SoleLeadership } from './leadership';
 import { ManagerMetrics } from './metrics';
 import { ClusterModel } from './model';
 import { Procedures } from './procedures';
@@ -66,12 +66,10 @@ export class ManagerService {
       m.port = await m.api.listenOn(config.host, config.apiPort);
       const url = config.advertiseUrl ?? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${m.port}`;
       m.id = await managerIdOf(kv);
-      const leadership: Leadership = kv instanceof EtcdKv ? new EtcdLeadership(kv, url, config.leaderTtlSeconds, log.child({ component: 'leadership' })) : new SoleLeadership(url);
+      const claim: Leadership = kv instanceof EtcdKv ? new EtcdLeadership(kv, url, config.leaderTtlSeconds, log.child({ component: 'leadership' })) : new SoleLeadership(url);
+      const leadership = new ReadyLeadership(claim, () => m.lead(), log);
       m.build(url, leadership, token);
       m.ready = true;
-      leadership.onChange((leading) => {
-        if (leading) void m.lead().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'taking the lead failed'));
-      });
       await leadership.start();
       m.scraper.start();
     } catch (err) {
@@ -107,6 +105,11 @@ export class ManagerService {
 
   isLeader(): boolean {
     return this.ctx.leadership.isLeader();
+  }
+
+  /** Holds the leader claim but is still loading the working state. */
+  takingLead(): boolean {
+    return this.ctx.leadership instanceof ReadyLeadership && this.ctx.leadership.takingLead();
   }
 
   leaderUrl(): string | null {
