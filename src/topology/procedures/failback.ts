@@ -116,7 +116,12 @@ async function stopSendingToSync(ctx: TopologyContext, active: Site, copied: Top
     const name = pairName(ctx.t, v.name, sync.spec.site, active.spec.site);
     const p = await ctx.pairAt(active, name);
     if (p && p.role === 'primary') await dissolveEverywhere(ctx, name);
-    else ctx.print(`    ${name}: no copy from ${active.spec.site} to ${sync.spec.site}`);
+    else if (await ctx.pairAt(sync, name)) {
+      // The active site dissolved its side (it took over): the half left at the sync site would
+      // only ever report a failed copy (sim seed 384: failback waited on it forever).
+      ctx.print(`    ${name}: ${active.spec.site} no longer sends to ${sync.spec.site}; the half left at ${sync.spec.site} goes too`);
+      await dissolveEverywhere(ctx, name);
+    } else ctx.print(`    ${name}: no copy from ${active.spec.site} to ${sync.spec.site}`);
   }
 }
 
