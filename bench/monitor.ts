@@ -54,6 +54,8 @@ interface Trial {
   copies: number;
   /** Per affected copy: ms from the fault to its alert opening at the manager; missing copies are absent. */
   latenciesMs: number[];
+  /** Per affected copy: ms from the fault to the node's monitor detecting it (the report's detectedAt). */
+  detectedMs: number[];
   recoveryMs: number;
 }
 
@@ -186,11 +188,15 @@ async function runTrial(cluster: Cluster, manager: ManagerProcess, proxies: Map<
   // The alert's openedAt is the manager's clock when it took the report (same machine, same clock
   // as faultAt), so the latency does not depend on how often this loop asks.
   const seen = new Map<string, number>();
+  const detected = new Map<string, number>();
   await waitFor(`alerts for the ${affected.length} copies to ${target}`, async () => {
     const open = await openCopyAlerts(manager);
     for (const copy of affected) {
       const a = open.get(copy);
-      if (a && !seen.has(copy) && Date.parse(a.openedAt) >= faultAt) seen.set(copy, Date.parse(a.openedAt) - faultAt);
+      if (a && !seen.has(copy) && Date.parse(a.openedAt) >= faultAt) {
+        seen.set(copy, Date.parse(a.openedAt) - faultAt);
+        if (a.lastReport) detected.set(copy, Date.parse(a.lastReport.detectedAt) - faultAt);
+      }
     }
     return seen.size === affected.length;
   }, { timeoutMs: 30_000, intervalMs: 100 }).catch((err: unknown) => {
@@ -203,9 +209,10 @@ async function runTrial(cluster: Cluster, manager: ManagerProcess, proxies: Map<
   // recovery report.
   await allDuplex(cluster, plan, 300_000);
   await waitFor('copy alerts to close', async () => (await openCopyAlerts(manager)).size === 0, { timeoutMs: 120_000, intervalMs: 250 });
-  const trial: Trial = { kind, target, copies: affected.length, latenciesMs: [...seen.values()], recoveryMs: performance.now() - recoverAt };
+  const trial: Trial = { kind, target, copies: affected.length, latenciesMs: [...seen.values()], detectedMs: [...detected.values()], recoveryMs: performance.now() - recoverAt };
   const l = trial.latenciesMs;
-  process.stderr.write(`trial ${kind} ${target}: ${l.length}/${trial.copies} alerted, first ${fmtS(Math.min(...l))}, last ${fmtS(Math.max(...l))}; ` +
+  process.stderr.write(`trial ${kind} ${target}: ${l.length}/${trial.copies} alerted, first ${fmtS(Math.min(...l))}, last ${fmtS(Math.max(...l))} ` +
+    `(detected by tokyo: first ${fmtS(Math.min(...trial.detectedMs))}, last ${fmtS(Math.max(...trial.detectedMs))}); ` +
     `recovered in ${fmtS(trial.recoveryMs)}\n`);
   return trial;
 }
@@ -334,9 +341,10 @@ function report(r: Results): string {
     const worst = ts.map((t) => (t.latenciesMs.length === t.copies ? Math.max(...t.latenciesMs) : Number.POSITIVE_INFINITY));
     const first = ts.map((t) => Math.min(...t.latenciesMs));
     const all = ts.flatMap((t) => t.latenciesMs);
+    const detected = ts.flatMap((t) => t.detectedMs);
     const missing = ts.reduce((n, t) => n + t.copies - t.latenciesMs.length, 0);
     return [label, String(ts.length), fmtS(percentile(first, 50)), fmtS(percentile(worst, 50)), fmtS(percentile(worst, 99)), fmtS(Math.max(...worst)),
-      `${fmtS(percentile(all, 50))} / ${fmtS(percentile(all, 99))}`, String(missing), fmtS(percentile(ts.map((t) => t.recoveryMs), 50))];
+      `${fmtS(percentile(all, 50))} / ${fmtS(percentile(all, 99))}`, `${fmtS(percentile(detected, 50))} / ${fmtS(percentile(detected, 99))}`, String(missing), fmtS(percentile(ts.map((t) => t.recoveryMs), 50))];
   };
 
   return [
@@ -363,8 +371,9 @@ function report(r: Results): string {
     '',
     `Detection: ${r.trials.length} trials, alternately a SIGKILL of a secondary node (then restarted) and a cut of its replication link (the fault proxy in front of it resets ` +
       'every connection and refuses new ones; then restored), osaka and sapporo in turn, each affecting every pair to that node. Latency is from the fault to the alert being ' +
-      'opened at the manager (its `openedAt`); "all copies" is when the last affected copy\'s alert was open. After each trial the bench waits until every pair is duplex and every alert closed.',
+      'opened at the manager (its `openedAt`); "all copies" is when the last affected copy\'s alert was open; "detected by tokyo" is the report\'s `detectedAt` ' +
+      '(tokyo\'s monitor judged the copy failed and queued the report). After each trial the bench waits until every pair is duplex and every alert closed.',
     '',
-    table(['faults', 'trials', 'first alert p50', 'all copies p50', 'all copies p99', 'all copies max', 'per copy p50 / p99', 'alerts missing', 'recovery p50'], groups.map(latencyRow)),
+    table(['faults', 'trials', 'first alert p50', 'all copies p50', 'all copies p99', 'all copies max', 'per copy p50 / p99', 'detected by tokyo p50 / p99', 'alerts missing', 'recovery p50'], groups.map(latencyRow)),
   ].join('\n');
 }
