@@ -207,13 +207,15 @@ async function runTrial(cluster: Cluster, manager: ManagerProcess, proxies: Map<
   else proxies.get(target)!.restore();
   // The next trial starts from a healthy cluster: every copy duplex and its alert closed by the
   // recovery report.
+  const restartedMs = performance.now() - recoverAt;
   await allDuplex(cluster, plan, 300_000);
+  const duplexMs = performance.now() - recoverAt;
   await waitFor('copy alerts to close', async () => (await openCopyAlerts(manager)).size === 0, { timeoutMs: 120_000, intervalMs: 250 });
   const trial: Trial = { kind, target, copies: affected.length, latenciesMs: [...seen.values()], detectedMs: [...detected.values()], recoveryMs: performance.now() - recoverAt };
   const l = trial.latenciesMs;
   process.stderr.write(`trial ${kind} ${target}: ${l.length}/${trial.copies} alerted, first ${fmtS(Math.min(...l))}, last ${fmtS(Math.max(...l))} ` +
     `(detected by tokyo: first ${fmtS(Math.min(...trial.detectedMs))}, last ${fmtS(Math.max(...trial.detectedMs))}); ` +
-    `recovered in ${fmtS(trial.recoveryMs)}\n`);
+    `recovered in ${fmtS(trial.recoveryMs)} (${kind === 'SIGKILL' ? `restarted ${fmtS(restartedMs)}, ` : ''}duplex ${fmtS(duplexMs)})\n`);
   return trial;
 }
 
