@@ -156,6 +156,14 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / clockTicks;
 }
 
+/** Resident memory of a process now, in bytes (VmRSS from /proc/PID/status). */
+export async function rssBytes(pid: number): Promise<number> {
+  const status = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
+  const kib = /^VmRSS:\s+(\d+) kB/m.exec(status)?.[1];
+  if (kib === undefined) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(kib) * 1024;
+}
+
 /** CPU seconds of each watched process now. */
 export function cpuSnapshot(watch: Watched[]): Promise<number[]> {
   return Promise.all(watch.map((w) => cpuSeconds(w.pid)));
@@ -170,6 +178,13 @@ export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Nearest-rank percentile (p in 0..100) of the values; NaN when there are none. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 /** The load average when a figure was taken (this machine is shared; noisy figures say so). */

@@ -1,4 +1,5 @@
 // Benchmark entry point: `npm run bench -- <name> [--write-docs]`.
+import { benchMonitor } from './monitor';
 import { benchNbd } from './nbd';
 import { benchPgbench } from './pgbench';
 import { benchReplication } from './replication';
@@ -11,6 +12,7 @@ const benches: Record<string, (args: string[]) => Promise<void>> = {
     await benchNbd(args);
     await benchPgbench(args, 'nbd');
   },
+  monitor: benchMonitor,
   pgbench: (args) => benchPgbench(args),
   replication: benchReplication,
   scaling: benchScaling,

@@ -43,3 +43,32 @@ export async function removeIfExists(file: string, disk: Disk): Promise<void> {
 export function isAtomicTemp(name: string): boolean {
   return name.startsWith('.') && name.includes('.tmp-');
 }
+
+/**
+ * Saves a whole file one write at a time, each the state at its turn (a slow older write never
+ * lands after a newer one). A save asked for while another waits to start joins it: that write
+ * takes the state when it starts, so it holds both changes. A burst of N changes (a site lost: one
+ * per copy) costs two writes, not N one after another.
+ */
+export class CoalescingSaver {
+  private chain: Promise<void> = Promise.resolve();
+  private waiting: Promise<void> | undefined;
+
+  constructor(private readonly write: () => Promise<void>) {}
+
+  save(): Promise<void> {
+    if (this.waiting) return this.waiting;
+    const next = this.chain.then(() => {
+      this.waiting = undefined; // changes from now on need the next write
+      return this.write();
+    });
+    this.waiting = next;
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Resolves once every save asked for so far has been written (or failed). */
+  settled(): Promise<void> {
+    return this.chain;
+  }
+}

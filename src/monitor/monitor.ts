@@ -62,6 +62,8 @@ export class NodeMonitor {
   private readonly evaluating = new Map<string, Promise<void>>();
   private unsubscribe: () => void = () => undefined;
   private thresholdTimer: TimerHandle | undefined;
+  /** One-shot checks at the moment a lost link passes the link-down threshold. */
+  private readonly linkTimers = new Set<TimerHandle>();
   /** Since when each copy's link to its target has been seen down (this process's memory only). */
   private readonly linkDownSince = new Map<string, number>();
   private closed = false;
@@ -83,6 +85,7 @@ export class NodeMonitor {
     }
     m.unsubscribe = deps.events.subscribe((event) => {
       if (event.kind.startsWith('pair-') || event.kind === 'split-brain') m.evaluate(event.subject);
+      else if (event.kind === 'peer-link-down') m.linkLost(event.subject);
     });
     // After a restart: copies whose condition changed while the node was down report now.
     for (const copyId of m.table.executed(deps.self).keys()) m.evaluate(copyId);
@@ -183,6 +186,7 @@ export class NodeMonitor {
     this.closed = true;
     this.unsubscribe();
     this.deps.clock.clearTimer(this.thresholdTimer);
+    for (const t of this.linkTimers) this.deps.clock.clearTimer(t);
     await Promise.all([...this.evaluating.values()]);
     await this.uplink.close();
     for (const o of this.outboxes.values()) await o.close();
@@ -286,6 +290,31 @@ export class NodeMonitor {
   private dropped(report: CopyReport, why: string): void {
     this.counts.reportsDropped++;
     this.deps.events.emit('monitor-report-dropped', report.copy.copyId, `report ${report.reportId} from ${report.origin} dropped: ${why}`);
+  }
+
+  /**
+   * The replication link to `peer` was lost. Waiting for the once-a-second check would add up to a
+   * second before the loss is first seen and up to another before the threshold is found passed
+   * (an idle async copy's only report, spec 000 E5): the copies to that peer are timed from now and
+   * judged again just after their link-down threshold.
+   */
+  private linkLost(peer: string): void {
+    const now = this.deps.clock.now();
+    const byThreshold = new Map<number, string[]>();
+    for (const [copyId, { row, monitored }] of this.table.executed(this.deps.self)) {
+      if (row.copy.target !== peer || monitored.linkDownSeconds === null) continue;
+      if (!this.linkDownSince.has(copyId)) this.linkDownSince.set(copyId, now);
+      byThreshold.set(monitored.linkDownSeconds, [...(byThreshold.get(monitored.linkDownSeconds) ?? []), copyId]);
+    }
+    for (const [seconds, copies] of byThreshold) {
+      // Just past the threshold: the condition is "down longer than", and timers may fire a hair early.
+      const timer = this.deps.clock.setTimer(seconds * 1000 + 20, () => {
+        this.linkTimers.delete(timer);
+        if (!this.closed) for (const copyId of copies) this.evaluate(copyId);
+      });
+      timer.unref();
+      this.linkTimers.add(timer);
+    }
   }
 
   /** The copies this node executed are judged every second from local status alone (link, lag, journal). */

@@ -6,7 +6,7 @@
 import type { Clock, TimerHandle } from '../common/clock';
 import type { Disk } from '../common/disk';
 import { errorMessage } from '../common/errors';
-import { atomicWriteJson, readJsonIfExists } from '../common/fsutil';
+import { CoalescingSaver, atomicWriteJson, readJsonIfExists } from '../common/fsutil';
 import type { OutboxStatus } from '../contracts/monitor';
 
 export interface RetryPolicy {
@@ -40,7 +40,10 @@ export class Outbox<T> {
   private timer: TimerHandle | undefined;
   private delayMs: number;
   private closed = false;
-  private saving: Promise<void> = Promise.resolve();
+  /** The queue as it is when each write starts; pushes made together share one write. */
+  private readonly saver = new CoalescingSaver(async () => {
+    if (this.o.file !== null) await atomicWriteJson(this.o.file, { items: this.queue }, this.o.disk);
+  });
   private counts = { dropped: 0, delivered: 0, failures: 0 };
   private lastError: string | null = null;
   private nextAttemptAt: number | null = null;
@@ -92,7 +95,7 @@ export class Outbox<T> {
   async close(): Promise<void> {
     this.closed = true;
     this.o.clock.clearTimer(this.timer);
-    await this.saving;
+    await this.saver.settled();
   }
 
   private dropOne(): void {
@@ -137,10 +140,6 @@ export class Outbox<T> {
   }
 
   private save(): Promise<void> {
-    if (this.o.file === null) return Promise.resolve();
-    const file = this.o.file;
-    const next = this.saving.then(() => atomicWriteJson(file, { items: this.queue }, this.o.disk));
-    this.saving = next.catch(() => undefined);
-    return next;
+    return this.o.file === null ? Promise.resolve() : this.saver.save();
   }
 }

@@ -5,7 +5,7 @@
 // reports as before and does not repeat a report it already sent.
 import * as path from 'node:path';
 import type { Disk } from '../common/disk';
-import { atomicWriteJson, readJsonIfExists } from '../common/fsutil';
+import { CoalescingSaver, atomicWriteJson, readJsonIfExists } from '../common/fsutil';
 import type { ManagementTableEntry, MonitoredSet, NeighbourId, ReportCondition } from '../contracts/monitor';
 
 /** The monitor's memory of one copy it executed: the condition last reported (null: healthy). */
@@ -25,7 +25,10 @@ export type RegisterOutcome = 'registered' | 'already-registered';
 export class ManagementTable {
   private rows: ManagementTableEntry[] = [];
   private watch = new Map<string, WatchState>();
-  private saving: Promise<void> = Promise.resolve();
+  private readonly saver = new CoalescingSaver(async () => {
+    const file: TableFile = { version: 1, rows: this.rows, watch: Object.fromEntries(this.watch) };
+    await atomicWriteJson(this.file, file, this.disk);
+  });
 
   private constructor(private readonly file: string, private readonly disk: Disk) {}
 
@@ -88,13 +91,8 @@ export class ManagementTable {
     await this.save();
   }
 
-  /** Saves one at a time, each the state at its turn: a slow older save never lands after a newer one. */
+  /** The whole table, written after every change (changes made together share one write). */
   private save(): Promise<void> {
-    const next = this.saving.then(async () => {
-      const file: TableFile = { version: 1, rows: this.rows, watch: Object.fromEntries(this.watch) };
-      await atomicWriteJson(this.file, file, this.disk);
-    });
-    this.saving = next.catch(() => undefined);
-    return next;
+    return this.saver.save();
   }
 }

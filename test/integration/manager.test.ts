@@ -15,23 +15,12 @@ import { HttpNodeClient } from '../../src/node/api-client';
 import { Cluster } from '../support/cluster';
 import { FaultProxy } from '../support/fault-proxy';
 import { ManagerProcess, freePort, killAllManagers } from '../support/manager-process';
-import { cli, cliPath, killAllNodes } from '../support/node-process';
+import { apiRequests, cli, cliPath, killAllNodes } from '../support/node-process';
 import { topo } from '../support/topology';
 import { waitFor } from '../support/wait';
 
 /** How long the healthy cluster is watched for traffic (the issue's drill uses 60 s: TRICOPY_IDLE_SECONDS=60). */
 const idleSeconds = Number(process.env.TRICOPY_IDLE_SECONDS ?? '8');
-
-/** Control-API requests a node answered, by route, except /metrics (which anyone may scrape). */
-async function apiRequests(url: string): Promise<Record<string, number>> {
-  const text = await new HttpNodeClient(url).metricsText();
-  const out: Record<string, number> = {};
-  for (const m of text.matchAll(/^tricopy_api_requests_total\{([^}]*)\} (\d+)/gm)) {
-    if (m[1]!.includes('route="/metrics"')) continue;
-    out[m[1]!.replace(/,?node="[^"]*"/, '')] = Number(m[2]);
-  }
-  return out;
-}
 
 async function monitorOf(url: string): Promise<MonitorStatus> {
   return new HttpNodeClient(url).monitorStatus();

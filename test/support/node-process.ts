@@ -100,6 +100,17 @@ export function killAllNodes(): void {
   for (const child of running) child.kill('SIGKILL');
 }
 
+/** Control-API requests a node answered, by route, except /metrics (which anyone may scrape). */
+export async function apiRequests(url: string): Promise<Record<string, number>> {
+  const text = await new HttpNodeClient(url).metricsText();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^tricopy_api_requests_total\{([^}]*)\} (\d+)/gm)) {
+    if (m[1]!.includes('route="/metrics"')) continue;
+    out[m[1]!.replace(/,?node="[^"]*"/, '')] = Number(m[2]);
+  }
+  return out;
+}
+
 /** Runs the CLI against a node and returns exit code and output. */
 export async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const { run } = await import('./tools');

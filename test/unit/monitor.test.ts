@@ -198,6 +198,22 @@ describe('node monitor (spec 000 §9)', () => {
     assert.equal(net.atManager[0]!.status.code, 'PAIR');
   });
 
+  it('reports a lost link as soon as it has been down for the threshold, not at the next once-a-second check', async () => {
+    const st1 = nodes.get('ST1')!;
+    await st1.monitor.handleCommand({ ...command('construct', C1, ['ST1']), monitored: { codes: ['PSUE'], lagSeconds: null, journalPercent: null, linkDownSeconds: 0.3 } });
+    const down = pairStatus('C1', 'PAIR');
+    (down.peer as { connected: boolean }).connected = false;
+    st1.pairs.set('C1', down);
+    const lostAt = Date.now();
+    st1.events.emit('peer-link-down', 'ST2', 'replication link to ST2 lost: test');
+    await waitFor('the link-down report', () => net.atManager.length === 1, { timeoutMs: 5000, intervalMs: 5 });
+    const after = Date.now() - lostAt;
+    assert.equal(net.atManager[0]!.status.condition, 'link-down');
+    assert.ok(after >= 300, `reported after ${after} ms, before the threshold`);
+    // The once-a-second check alone first sees the link down at a tick and the threshold passed at the next: ≥ 1 s.
+    assert.ok(after < 900, `reported after ${after} ms`);
+  });
+
   it('keeps a report that matches no row as a local alert (E1)', async () => {
     const report: CopyReport = {
       copy: { ...C2, copyId: 'C9' }, status: { change: 'entered', condition: 'PSUE', code: 'PSUE', state: 'suspended', reason: 'x', lagSeconds: null },
