@@ -5,17 +5,11 @@ import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fetchMetrics, metricValue, parseFioJson, run, runOk } from '../test/support/tools';
+import { fetchMetrics, freePort, metricValue, parseFioJson, run, runOk } from '../test/support/tools';
+
+export { freePort };
 
 export const repoRoot = path.resolve(__dirname, '..', '..');
-
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 export async function waitForPort(port: number, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

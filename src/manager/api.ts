@@ -5,11 +5,10 @@
 // Event and procedure streams are server-sent events.
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AddressInfo } from 'node:net';
-import { timingSafeEqual } from 'node:crypto';
-import { TricopyError, errorMessage, httpStatusOf, isErrorCode } from '../common/errors';
+import { TricopyError, errorMessage } from '../common/errors';
+import { answerErrorsAsProblems, bearerTokenValid, sendProblem } from '../common/http-problems';
 import type { AckRequest, AddNodeRequest, AddTopologyRequest, ManagerEvent, StartProcedureRequest } from '../contracts/manager';
 import type { IngestBatch, ReportBatch } from '../contracts/monitor';
-import type { Problem } from '../contracts/node';
 import { reportBatchBody } from '../node/monitor-schemas';
 import { consoleAsset } from './console-assets';
 import type { ManagerService } from './service';
@@ -31,12 +30,11 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
 
   app.addHook('onRequest', async (request, reply) => {
     if (!m.ready && request.url.startsWith('/v1/')) {
-      return problem(reply, new TricopyError('unavailable', 'the manager is starting', 'retry in a moment'));
+      return sendProblem(reply, new TricopyError('unavailable', 'the manager is starting', 'retry in a moment'));
     }
     if (token === undefined || !request.url.startsWith('/v1/')) return;
-    const header = request.headers.authorization ?? '';
-    if (!same(header.startsWith('Bearer ') ? header.slice(7) : '', token)) {
-      await problem(reply, new TricopyError('unauthorized', 'missing or wrong API token', 'pass --token or set TRICOPY_TOKEN to the manager\'s token'));
+    if (!bearerTokenValid(request.headers.authorization, token)) {
+      await sendProblem(reply, new TricopyError('unauthorized', 'missing or wrong API token', 'pass --token or set TRICOPY_TOKEN to the manager\'s token'));
     }
   });
 
@@ -45,22 +43,15 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
     if (request.method !== 'POST' || m.isLeader()) return;
     const leader = m.leaderUrl();
     if (m.takingLead()) {
-      return problem(reply, new TricopyError('unavailable', 'this manager is taking the lead (loading its state)', 'retry in a few seconds'));
+      return sendProblem(reply, new TricopyError('unavailable', 'this manager is taking the lead (loading its state)', 'retry in a few seconds'));
     }
     if (leader === null) {
-      return problem(reply, new TricopyError('unavailable', 'no manager leads right now (an election is under way)', 'retry in a few seconds'));
+      return sendProblem(reply, new TricopyError('unavailable', 'no manager leads right now (an election is under way)', 'retry in a few seconds'));
     }
     return forward(leader, request, reply);
   });
 
-  app.setErrorHandler(async (error: Error & { validation?: unknown; statusCode?: number }, request, reply) => {
-    if (error instanceof TricopyError) return problem(reply, error);
-    if (error.validation) return problem(reply, new TricopyError('invalid-argument', `invalid request: ${error.message}`));
-    if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) return problem(reply, new TricopyError('invalid-argument', error.message));
-    m.log.error({ err: errorMessage(error), url: request.url }, 'manager API request failed');
-    return problem(reply, new TricopyError('internal', `internal error: ${error.message}`, 'see the manager log'));
-  });
-  app.setNotFoundHandler(async (request, reply) => problem(reply, new TricopyError('not-found', `no API route ${request.method} ${request.url}`)));
+  answerErrorsAsProblems(app, (error, url) => m.log.error({ err: errorMessage(error), url }, 'manager API request failed'), 'see the manager log');
   addBasics(app, m);
   addRegistry(app, m);
   addHistory(app, m);
@@ -239,7 +230,7 @@ async function forward(leader: string, request: FastifyRequest, reply: FastifyRe
   const headers: Record<string, string> = { 'content-type': 'application/json', 'x-tricopy-forwarded': '1' };
   if (request.headers.authorization) headers.authorization = request.headers.authorization;
   if (request.headers['x-tricopy-forwarded']) {
-    return problem(reply, new TricopyError('unavailable', 'the leadership is changing hands', 'retry in a few seconds'));
+    return sendProblem(reply, new TricopyError('unavailable', 'the leadership is changing hands', 'retry in a few seconds'));
   }
   try {
     const response = await fetch(`${leader}${request.url}`, {
@@ -248,19 +239,7 @@ async function forward(leader: string, request: FastifyRequest, reply: FastifyRe
     const text = await response.text();
     return reply.code(response.status).header('content-type', response.headers.get('content-type') ?? 'application/json').send(text);
   } catch (err) {
-    return problem(reply, new TricopyError('unavailable', `the leading manager ${leader} does not answer (${errorMessage(err)})`, 'retry in a few seconds'));
+    return sendProblem(reply, new TricopyError('unavailable', `the leading manager ${leader} does not answer (${errorMessage(err)})`, 'retry in a few seconds'));
   }
 }
 
-async function problem(reply: FastifyReply, error: TricopyError): Promise<FastifyReply> {
-  const status = isErrorCode(error.code) ? httpStatusOf(error.code) : 500;
-  const p: Problem = { type: `https://tricopy.dev/problems/${error.code}`, title: error.code, status, detail: error.message, code: error.code };
-  if (error.hint !== undefined) p.hint = error.hint;
-  return reply.code(status).header('content-type', 'application/problem+json').send(p);
-}
-
-function same(a: string, b: string): boolean {
-  const ab = Buffer.from(a);
-  const bb = Buffer.from(b);
-  return ab.length === bb.length && timingSafeEqual(ab, bb);
-}

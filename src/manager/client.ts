@@ -2,6 +2,7 @@
 // paths. Problem documents become TricopyErrors again; a manager that cannot be reached is an
 // 'unavailable' error that says where the CLI looked.
 import { TricopyError, isErrorCode } from '../common/errors';
+import { readServerSentEvents } from '../common/sse';
 import type {
   AddNodeRequest, Alert, AlertList, ManagerEvent, ManagerEventList, ManagerInfo, NodeList, NodeRecord, PerfSample, ProcedureList, ProcedureRun,
   SampleList, StartProcedureRequest, StatusDocument, TopologyList, TopologyRecord,
@@ -104,19 +105,9 @@ export class HttpManagerClient implements ManagerClient {
       throw this.unreachable(err);
     }
     if (!response.ok || !response.body) throw await this.failure(response);
-    const decoder = new TextDecoder();
-    let buffered = '';
-    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-      buffered += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buffered.indexOf('\n\n')) >= 0) {
-        const block = buffered.slice(0, end);
-        buffered = buffered.slice(end + 2);
-        const kind = block.split('\n').find((l) => l.startsWith('event: '))?.slice(7) ?? 'message';
-        const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-        if (data) yield JSON.parse(data) as T;
-        if (last(kind)) return;
-      }
+    for await (const { kind, data } of readServerSentEvents(response.body)) {
+      if (data) yield JSON.parse(data) as T;
+      if (last(kind)) return;
     }
   }
 

@@ -2,6 +2,7 @@
 // Turns problem documents back into TricopyErrors and network failures into errors that say what
 // to check, so callers see the same failures an in-process node would give them.
 import { TricopyError, isErrorCode } from '../common/errors';
+import { readServerSentEvents } from '../common/sse';
 import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
 import type { CallOptions, DeleteOptions, NodeClient, NodeMonitorClient } from '../contracts/node-client';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from '../contracts/monitor';
@@ -171,17 +172,8 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient {
       throw new TricopyError('unavailable', `cannot reach node at ${this.address} (${cause})`);
     }
     if (!response.ok || !response.body) throw new TricopyError('unavailable', `node at ${this.address} refused the event stream (${response.status})`);
-    const decoder = new TextDecoder();
-    let buffered = '';
-    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-      buffered += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buffered.indexOf('\n\n')) >= 0) {
-        const block = buffered.slice(0, end);
-        buffered = buffered.slice(end + 2);
-        const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-        if (data) yield JSON.parse(data) as T;
-      }
+    for await (const { data } of readServerSentEvents(response.body)) {
+      if (data) yield JSON.parse(data) as T;
     }
   }
 

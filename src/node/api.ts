@@ -1,13 +1,12 @@
 // The node's HTTP control API (fastify). Every body and parameter is validated by a JSON schema at
 // the edge; every failure is answered as a problem document (RFC 9457) with a hint for the operator.
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AddressInfo } from 'node:net';
-import { timingSafeEqual } from 'node:crypto';
-import { TricopyError, isErrorCode, httpStatusOf } from '../common/errors';
+import { TricopyError } from '../common/errors';
+import { answerErrorsAsProblems, bearerTokenValid, sendProblem } from '../common/http-problems';
 import type { NodeEvent } from '../common/events';
 import type { Logger } from '../common/log';
 import { parseSize } from '../common/units';
-import type { Problem } from '../contracts/node';
 import type { CreatePairRequest, PairState, VerifyRequest } from '../contracts/pairs';
 import { createPairInput } from '../replication/control/operator';
 import { maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../replication/limits';
@@ -58,9 +57,7 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
 
   app.addHook('onRequest', async (request, reply) => {
     if (options.token === undefined || request.url === '/healthz') return;
-    const header = request.headers.authorization ?? '';
-    const presented = header.startsWith('Bearer ') ? header.slice(7) : '';
-    if (!tokensEqual(presented, options.token)) {
+    if (!bearerTokenValid(request.headers.authorization, options.token)) {
       await sendProblem(reply, new TricopyError('unauthorized', 'missing or wrong API token',
         'pass --token or set TRICOPY_TOKEN to the token in the node\'s --api-token-file'));
     }
@@ -72,21 +69,7 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     node.metrics.apiRequest(request.routeOptions.url ?? 'unmatched', request.method);
   });
 
-  app.setErrorHandler(async (error: FastifyError | TricopyError | Error, request, reply) => {
-    if (error instanceof TricopyError) return sendProblem(reply, error);
-    const fe = error as FastifyError;
-    if (fe.validation) {
-      return sendProblem(reply, new TricopyError('invalid-argument', `invalid request: ${fe.message}`));
-    }
-    if (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500) {
-      return sendProblem(reply, new TricopyError('invalid-argument', fe.message));
-    }
-    options.log.error({ err: error, url: request.url }, 'API request failed');
-    return sendProblem(reply, new TricopyError('internal', `internal error: ${error.message}`, 'see the node log for details'));
-  });
-
-  app.setNotFoundHandler(async (request, reply) =>
-    sendProblem(reply, new TricopyError('not-found', `no API route ${request.method} ${request.url}`)));
+  answerErrorsAsProblems(app, (error, url) => options.log.error({ err: error, url }, 'API request failed'), 'see the node log for details');
 
   app.get('/healthz', async () => ({ ok: true }));
 
@@ -333,21 +316,3 @@ function streamEvents(node: StorageNode, after: number, request: FastifyRequest,
   });
 }
 
-async function sendProblem(reply: FastifyReply, error: TricopyError): Promise<FastifyReply> {
-  const status = isErrorCode(error.code) ? httpStatusOf(error.code) : 500;
-  const problem: Problem = {
-    type: `https://tricopy.dev/problems/${error.code}`,
-    title: error.code,
-    status,
-    detail: error.message,
-    code: error.code,
-  };
-  if (error.hint !== undefined) problem.hint = error.hint;
-  return reply.code(status).header('content-type', 'application/problem+json').send(problem);
-}
-
-function tokensEqual(a: string, b: string): boolean {
-  const ab = Buffer.from(a);
-  const bb = Buffer.from(b);
-  return ab.length === bb.length && timingSafeEqual(ab, bb);
-}

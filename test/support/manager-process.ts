@@ -2,11 +2,11 @@
 // and Debian's etcd for the shared store, for integration tests.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, promises as fsp } from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { HttpManagerClient } from '../../src/manager/client';
 import type { Alert, ManagerEvent } from '../../src/contracts/manager';
 import { cliPath } from './node-process';
+import { freePort } from './tools';
 import { waitFor } from './wait';
 
 const running = new Set<ChildProcess>();
@@ -95,15 +95,6 @@ export class ManagerProcess {
 
 export function killAllManagers(): void {
   for (const child of running) child.kill('SIGKILL');
-}
-
-/** A free loopback port (for programs that cannot be given port 0, like etcd). */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** A single-member etcd (Debian's etcd-server) on loopback, in its own data directory. */

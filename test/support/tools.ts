@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -109,4 +110,13 @@ export async function acknowledgedPrefixBlocks(logPrefix: string, blockBytes: nu
   let blocks = 0;
   while (offsets.has(blocks * blockBytes)) blocks++;
   return blocks;
+}
+
+/** A free loopback port (for programs that cannot be given port 0, like etcd or nbdkit). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }
