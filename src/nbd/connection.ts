@@ -1,7 +1,8 @@
-// One NBD client connection: fixed-newstyle handshake (with STARTTLS), then the transmission phase
-// with pipelined, out-of-order request handling. A misbehaving client only ever harms itself: bad
-// options get error replies, bad requests get error replies or a hard disconnect of this socket.
-// Every refusal is reported to the observer with one of a fixed set of reasons.
+// One NBD client connection: fixed-newstyle handshake (with STARTTLS; the options themselves are
+// negotiation.ts's), then the transmission phase with pipelined, out-of-order request handling. A
+// misbehaving client only ever harms itself: bad options get error replies, bad requests get error
+// replies or a hard disconnect of this socket. Every refusal is reported to the observer with one
+// of a fixed set of reasons.
 import * as net from 'node:net';
 import { ByteQueue } from '../common/byte-queue';
 import { ioBuffers } from '../common/buffer-pool';
@@ -12,9 +13,10 @@ import type { Logger } from '../common/log';
 import { BlockDeviceError, type BlockDevice } from '../volume/block-device';
 import * as codec from './codec';
 import * as c from './constants';
+import { Negotiation } from './negotiation';
 import type { TlsUpgrader, UpgradedConnection } from './tls-upgrade';
 import type {
-  ExportLookup, ExportProvider, NbdClientInfo, NbdCommandName, NbdExport, NbdObserver, NbdRefusalReason, NbdServerLimits, TlsMode,
+  ExportProvider, NbdClientInfo, NbdCommandName, NbdExport, NbdObserver, NbdRefusalReason, NbdServerLimits, TlsMode,
 } from './types';
 
 export interface ConnectionContext {
@@ -64,12 +66,6 @@ const allowedFlags: Record<number, number> = {
 const withFua = Object.freeze({ fua: true });
 const withoutFua = Object.freeze({ fua: false });
 
-interface NegotiationState {
-  structuredReplies: boolean;
-  /** Export name the last SET_META_CONTEXT referred to, if it selected base:allocation. */
-  metaContextExport: string | undefined;
-}
-
 export class NbdConnection {
   readonly client: NbdClientInfo;
   private stream: net.Socket;
@@ -77,7 +73,7 @@ export class NbdConnection {
   private wake: (() => void) | null = null;
   private closed = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
-  private negotiation: NegotiationState = { structuredReplies: false, metaContextExport: undefined };
+  private readonly negotiation: Negotiation;
   private readonly refusalsReported = new Set<string>();
 
   // Transmission phase.
@@ -108,6 +104,16 @@ export class NbdConnection {
     private readonly onClosed: (conn: NbdConnection) => void,
   ) {
     this.client = { id, address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0, tls: false };
+    this.negotiation = new Negotiation({
+      client: this.client, ctx,
+      isClosed: () => this.closed,
+      write: (data) => this.write(data),
+      drop: (reason, detail, exportName) => this.drop(reason, detail, exportName),
+      refuse: (reason, detail, exportName) => this.refuse(reason, detail, exportName),
+      upgradeToTls: (option) => this.upgradeToTls(option),
+      enterTransmission: (exp) => this.enterTransmission(exp),
+      endGracefully: () => this.endGracefully(),
+    });
     // Plain TCP reads into a fixed buffer; TLS needs the ordinary socket it can wrap after STARTTLS.
     const adopted = ctx.tlsMode === 'off'
       ? adoptWithReceiveBuffer(socket, (view) => this.onReceive(view), undefined, { next: () => this.directTarget(), filled: (n) => this.directFilled(n) })
@@ -314,169 +320,9 @@ export class NbdConnection {
         return this.drop('oversized-option', `option ${option} carries ${length} bytes, more than ${c.maxOptionPayloadBytes}`);
       }
       const payload = Buffer.from(await this.readBytes(length));
-      const done = await this.handleOption(option, payload, noZeroes);
+      const done = await this.negotiation.handleOption(option, payload, noZeroes);
       if (done) return;
     }
-  }
-
-  /** Returns true when option haggling is over (transmission entered or session ended). */
-  private async handleOption(option: number, payload: Buffer, noZeroes: boolean): Promise<boolean> {
-    const reply = (type: number, data?: Buffer): void => this.write(codec.encodeOptionReply(option, type, data));
-    const error = (type: number, message: string): void => this.write(codec.encodeOptionError(option, type, message));
-    const tlsRequiredButMissing = this.ctx.tlsMode === 'required' && !this.client.tls;
-
-    if (option === c.OPT_ABORT) {
-      reply(c.REP_ACK);
-      this.endGracefully();
-      return true;
-    }
-    if (option === c.OPT_STARTTLS) {
-      if (payload.length !== 0) error(c.REP_ERR_INVALID, 'STARTTLS carries no data');
-      else if (this.ctx.tlsMode === 'off' || !this.ctx.tls) error(c.REP_ERR_POLICY, 'TLS is not enabled on this node');
-      else if (this.client.tls) error(c.REP_ERR_INVALID, 'TLS is already running');
-      else {
-        await this.upgradeToTls(option);
-        return this.closed;
-      }
-      return false;
-    }
-    if (this.ctx.isShuttingDown()) {
-      error(c.REP_ERR_SHUTDOWN, 'the node is shutting down');
-      return false;
-    }
-    if (option === c.OPT_EXPORT_NAME) {
-      const name = codec.decodeExportName(payload);
-      if (!name.ok) {
-        this.drop('bad-handshake', name.error);
-        return true;
-      }
-      if (tlsRequiredButMissing) {
-        this.drop('tls-required', 'EXPORT_NAME without TLS on a node that requires TLS', name.value);
-        return true;
-      }
-      const found = this.ctx.provider.lookup(name.value, this.client);
-      if (found.status !== 'ok') {
-        this.drop(found.status === 'denied' ? 'access-denied' : 'unknown-export', `EXPORT_NAME ${JSON.stringify(name.value)}: ${found.message}`, name.value);
-        return true;
-      }
-      const flags = this.transmissionFlags(found.export.device);
-      this.write(codec.encodeExportNameReply(found.export.device.sizeBytes, flags, noZeroes));
-      this.enterTransmission(found.export);
-      return true;
-    }
-    if (tlsRequiredButMissing) {
-      this.refuse('tls-required', `option ${option} without TLS on a node that requires TLS`);
-      error(c.REP_ERR_TLS_REQD, 'this node requires TLS: use STARTTLS first');
-      return false;
-    }
-    switch (option) {
-      case c.OPT_LIST: {
-        if (payload.length !== 0) {
-          error(c.REP_ERR_INVALID, 'LIST carries no data');
-          return false;
-        }
-        for (const e of this.ctx.provider.list(this.client)) reply(c.REP_SERVER, codec.encodeRepServer(e.name, e.description));
-        reply(c.REP_ACK);
-        return false;
-      }
-      case c.OPT_STRUCTURED_REPLY: {
-        if (payload.length !== 0) {
-          error(c.REP_ERR_INVALID, 'STRUCTURED_REPLY carries no data');
-          return false;
-        }
-        this.negotiation.structuredReplies = true;
-        reply(c.REP_ACK);
-        return false;
-      }
-      case c.OPT_LIST_META_CONTEXT:
-      case c.OPT_SET_META_CONTEXT:
-        this.handleMetaContext(option, payload, reply, error);
-        return false;
-      case c.OPT_INFO:
-      case c.OPT_GO:
-        return this.handleInfoOrGo(option, payload, reply, error);
-      default:
-        error(c.REP_ERR_UNSUP, `option ${option} is not supported`);
-        return false;
-    }
-  }
-
-  private handleInfoOrGo(option: number, payload: Buffer, reply: (type: number, data?: Buffer) => void,
-    error: (type: number, message: string) => void): boolean {
-    const request = codec.decodeInfoRequest(payload);
-    if (!request.ok) {
-      error(c.REP_ERR_INVALID, request.error);
-      return false;
-    }
-    const found = this.lookup(request.value.name);
-    if (found.status === 'unknown') {
-      error(c.REP_ERR_UNKNOWN, found.message);
-      return false;
-    }
-    if (found.status === 'denied') {
-      error(c.REP_ERR_POLICY, found.message);
-      return false;
-    }
-    const exp = found.export;
-    reply(c.REP_INFO, codec.encodeInfoExport(exp.device.sizeBytes, this.transmissionFlags(exp.device)));
-    const wanted = new Set(request.value.infoTypes);
-    if (wanted.has(c.INFO_NAME)) reply(c.REP_INFO, codec.encodeInfoString(c.INFO_NAME, exp.name));
-    if (wanted.has(c.INFO_DESCRIPTION)) reply(c.REP_INFO, codec.encodeInfoString(c.INFO_DESCRIPTION, exp.description));
-    // Always advertised: it costs nothing and tells every client the limits it must respect.
-    reply(c.REP_INFO, codec.encodeInfoBlockSize(this.ctx.limits.minBlockBytes,
-      Math.max(c.preferredBlockBytes, this.ctx.limits.minBlockBytes), c.maxPayloadBytes));
-    reply(c.REP_ACK);
-    if (option === c.OPT_GO) {
-      this.enterTransmission(exp);
-      return true;
-    }
-    return false;
-  }
-
-  /** An export lookup during option haggling; refusals are reported (the client may go on). */
-  private lookup(name: string): ExportLookup {
-    const found = this.ctx.provider.lookup(name, this.client);
-    if (found.status !== 'ok') this.refuse(found.status === 'denied' ? 'access-denied' : 'unknown-export', found.message, name);
-    return found;
-  }
-
-  private handleMetaContext(option: number, payload: Buffer, reply: (type: number, data?: Buffer) => void,
-    error: (type: number, message: string) => void): void {
-    const isSet = option === c.OPT_SET_META_CONTEXT;
-    if (isSet) this.negotiation.metaContextExport = undefined; // replaced even when the request fails
-    if (!this.negotiation.structuredReplies) {
-      error(c.REP_ERR_INVALID, 'negotiate structured replies before meta contexts');
-      return;
-    }
-    const request = codec.decodeMetaContextRequest(payload);
-    if (!request.ok) {
-      error(c.REP_ERR_INVALID, request.error);
-      return;
-    }
-    const found = this.lookup(request.value.name);
-    if (found.status === 'unknown') {
-      error(c.REP_ERR_UNKNOWN, found.message);
-      return;
-    }
-    if (found.status === 'denied') {
-      error(c.REP_ERR_POLICY, found.message);
-      return;
-    }
-    let matched = false;
-    const queries = request.value.queries;
-    if (!isSet && queries.length === 0) matched = true;
-    for (const query of queries) {
-      if (!query.includes(':')) {
-        error(c.REP_ERR_INVALID, `meta context query "${query}" has no namespace`);
-        return;
-      }
-      if (query === c.BASE_ALLOCATION || (!isSet && query === 'base:')) matched = true;
-    }
-    if (matched) {
-      reply(c.REP_META_CONTEXT, codec.encodeRepMetaContext(isSet ? c.BASE_ALLOCATION_CONTEXT_ID : 0, c.BASE_ALLOCATION));
-      if (isSet) this.negotiation.metaContextExport = request.value.name;
-    }
-    reply(c.REP_ACK);
   }
 
   private async upgradeToTls(option: number): Promise<void> {
@@ -499,17 +345,8 @@ export class NbdConnection {
     this.stream = upgraded.socket;
     this.client.tls = true;
     this.client.tlsIdentity = upgraded.identity;
-    // STARTTLS resets everything negotiated before it.
-    this.negotiation = { structuredReplies: false, metaContextExport: undefined };
+    this.negotiation.reset();
     this.attachStream(upgraded.socket);
-  }
-
-  private transmissionFlags(device: BlockDevice): number {
-    let flags = c.TFLAG_HAS_FLAGS | c.TFLAG_SEND_FLUSH | c.TFLAG_SEND_FUA | c.TFLAG_SEND_TRIM |
-      c.TFLAG_SEND_WRITE_ZEROES | c.TFLAG_SEND_FAST_ZERO | c.TFLAG_CAN_MULTI_CONN | c.TFLAG_SEND_CACHE;
-    if (device.readOnly) flags |= c.TFLAG_READ_ONLY;
-    if (this.negotiation.structuredReplies) flags |= c.TFLAG_SEND_DF;
-    return flags;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -521,7 +358,7 @@ export class NbdConnection {
     this.attached = exp;
     this.attachedReadOnly = exp.device.readOnly;
     this.out = new SendBuffer(this.stream);
-    if (this.negotiation.metaContextExport !== exp.name) this.negotiation.metaContextExport = undefined;
+    this.negotiation.attachedTo(exp.name);
     this.ctx.observer.clientAttached(exp.name, this.client);
     this.ctx.log.debug({ client: this.client, export: exp.name }, 'nbd client attached');
     this.pump();
