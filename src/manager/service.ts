@@ -35,6 +35,7 @@ import { Writer } from './writer';
 export class ManagerService {
   readonly metrics = new ManagerMetrics();
   ctx!: ManagerContext;
+  private leadership!: ReadyLeadership;
   registry!: Registry;
   procedures!: Procedures;
   ingest!: Ingest;
@@ -80,7 +81,8 @@ export class ManagerService {
     return m;
   }
 
-  private build(url: string, leadership: Leadership, token: string | undefined): void {
+  private build(url: string, leadership: ReadyLeadership, token: string | undefined): void {
+    this.leadership = leadership;
     const store = new ManagerStore(this.kv);
     const history = new EventHistory(store, systemClock);
     const alerts = new AlertBook(store, systemClock);
@@ -109,7 +111,7 @@ export class ManagerService {
 
   /** Holds the leader claim but is still loading the working state. */
   takingLead(): boolean {
-    return this.ctx.leadership instanceof ReadyLeadership && this.ctx.leadership.takingLead();
+    return this.leadership.takingLead();
   }
 
   leaderUrl(): string | null {
