@@ -24,6 +24,7 @@ export const regressionSeeds: Record<number, string> = {
   75: 'an async copy waited for a position of a journal that no longer existed',
   87: 'both ends secondaries after an interrupted swap: neither could finish it',
   95: 'an async copy waited for a position of an earlier copy',
+  48: 'a write recorded while the new primary was writable alone was acknowledged after it began forwarding (swap)',
   139: 'a planned swap handed over a copy that was not durable',
   205: 'a stream restarted after a crash left the primary\'s applied position behind',
   225: 'concurrent transitions of one pair interleaved (a failed flush during a swap)',

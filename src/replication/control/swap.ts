@@ -120,14 +120,21 @@ export class Swap {
     // The group's journal is open before any member is seen as a primary: a host write to it is
     // journaled from the moment the role changes.
     if (first.record.group) await this.parts.journals.openFor({ ...first.record, role: 'primary' });
-    for (const p of pairs) {
-      const clean = answers.find((a) => a.name === p.record.name)!.clean && p.bitmap.setBitCount === 0;
-      await this.parts.engine.apply(p, 'swap', {
-        clean, generation: p.record.generation + 1,
-        reason: clean
-          ? `roles swapped: ${this.parts.localNode} is now the primary; no data needed copying`
-          : `roles swapped: ${this.parts.localNode} is now the primary; copying ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of regions that differ`,
-      });
+    // Host writes wait while the roles change: one that began while this copy was writable alone
+    // was only recorded, and must not be acknowledged as if it had been forwarded (sim seed 48).
+    const release = await this.parts.volumeRuntimes.hold(pairs.map((p) => p.record.volume));
+    try {
+      for (const p of pairs) {
+        const clean = answers.find((a) => a.name === p.record.name)!.clean && p.bitmap.setBitCount === 0;
+        await this.parts.engine.apply(p, 'swap', {
+          clean, generation: p.record.generation + 1,
+          reason: clean
+            ? `roles swapped: ${this.parts.localNode} is now the primary; no data needed copying`
+            : `roles swapped: ${this.parts.localNode} is now the primary; copying ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of regions that differ`,
+        });
+      }
+    } finally {
+      release();
     }
   }
 
