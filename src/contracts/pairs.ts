@@ -148,8 +148,6 @@ export interface GroupStatus {
   lastSeq: number;
   receivedSeq: number;
   appliedSeq: number;
-  /** At a primary: the first entry held back for a sync copy (fence data); shipping stops before it. */
-  firstHeldSeq: number | null;
   journal: { usedBytes: number; capacityBytes: number; fullPolicy: JournalFullPolicy } | null;
   lag: LagReport;
 }

@@ -62,7 +62,6 @@ export class StatusReader {
       lastSeq: primaryJournal?.lastSeq ?? received?.receivedSeq ?? 0,
       receivedSeq: primaryJournal?.ackedSeq ?? received?.receivedSeq ?? 0,
       appliedSeq: primaryJournal?.appliedSeq ?? received?.appliedSeq ?? 0,
-      firstHeldSeq: primaryJournal?.firstHeldSeq ?? null,
       journal: primaryJournal ? { usedBytes: primaryJournal.usedBytes, capacityBytes: primaryJournal.capacityBytes, fullPolicy: this.journals.fullPolicy } : null,
       lag,
     };

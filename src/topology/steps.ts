@@ -142,11 +142,10 @@ export async function waitLagZero(ctx: TopologyContext, s: Site, name: string): 
     target ??= group.lastSeq;
     if (group.appliedSeq >= target) return;
     // Entries held back for a sync copy that cannot be updated are writes refused to hosts (fence
-    // data): the sync site never had them, so the async site must not get them either. They stay,
-    // and so do the entries journaled after the first of them (the stream keeps its order; sim seed 344).
+    // data): the sync site never had them, so the async site must not get them either. They stay.
     const held = pairs.filter((x) => x.role === 'primary' && x.group === p.group).reduce((n, x) => n + x.heldEntries, 0);
-    if (group.firstHeldSeq !== null && group.appliedSeq >= group.firstHeldSeq - 1) {
-      ctx.print(`    ${name}: everything shippable arrived; ${held} entries held for the sync copy and the ${group.lastSeq - group.appliedSeq - held} after them stay behind (writes refused to hosts)`);
+    if (held > 0 && p.lag!.entries <= held) {
+      ctx.print(`    ${name}: everything shippable arrived; ${held} entries held for the sync copy stay behind (writes refused to hosts)`);
       return;
     }
     if (clock.now() > deadline) {

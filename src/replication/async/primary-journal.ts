@@ -224,13 +224,6 @@ export class PrimaryJournal {
     return this.held.size;
   }
 
-  /** The first held entry: shipping stops before it (null when none is held). */
-  get firstHeldSeq(): number | null {
-    let first: number | null = null;
-    for (const seq of this.held) if (first === null || seq < first) first = seq;
-    return first;
-  }
-
   /** Up to `maxBytes` of entries after `afterSeq`, in order (at least one if any); never past a held one. */
   entriesAfter(afterSeq: number, maxBytes: number, maxEntries: number): StoredEntry[] {
     const out: StoredEntry[] = [];
