@@ -27,6 +27,7 @@ export const regressionSeeds: Record<number, string> = {
   48: 'a write recorded while the new primary was writable alone was acknowledged after it began forwarding (swap)',
   139: 'a planned swap handed over a copy that was not durable',
   205: 'a stream restarted after a crash left the primary\'s applied position behind',
+  186: 'a journal segment named before a power loss took the next start\'s entries at other numbers; they were lost at the next open',
   225: 'concurrent transitions of one pair interleaved (a failed flush during a swap)',
   // Topology seeds (ending in 4): the real procedures against simulated sites.
   4: 'the old primary back while the async site that took over was down counted as the active site; failback overwrote newer data',

@@ -69,6 +69,29 @@ test('store: a torn tail after a crash is cut off, and appends continue after it
   }
 });
 
+test('store: a segment named before the node died holds nothing; entries after the next break are found again (sim seed 186)', async () => {
+  const dir = await tempDir('jempty');
+  try {
+    const { store } = await JournalStore.open(dir, env, log);
+    for (let seq = 1; seq <= 3; seq++) await store.append({ seq, timeMs: 0, op: JournalOp.Zero, pair: 'p', offset: 0, length: 512 }).written;
+    await store.close();
+    // The node restarted, numbered on from 100, named the segment and died before writing to it.
+    await fsp.writeFile(path.join(dir, `seg-${String(100).padStart(16, '0')}.jnl`), Buffer.alloc(4096, 0xa5));
+    const second = await JournalStore.open(dir, env, log);
+    assert.deepEqual(second.entries.map((e) => e.seq), [1, 2, 3]);
+    // The next start numbers on from 200: its entries must be readable after another restart.
+    await second.store.append({ seq: 200, timeMs: 0, op: JournalOp.Write, pair: 'p', offset: 0, length: 3, data: Buffer.from('new') }).written;
+    await second.store.sync();
+    await second.store.close();
+    const third = await JournalStore.open(dir, env, log);
+    assert.deepEqual(third.entries.map((e) => e.seq), [1, 2, 3, 200]);
+    assert.deepEqual(await third.store.readData(third.entries[3]!), Buffer.from('new'));
+    await third.store.close();
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('primary journal: numbers increase, lag is counted, acknowledged entries are trimmed, capacity is known', async () => {
   const dir = await tempDir('jprimary');
   try {

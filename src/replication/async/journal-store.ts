@@ -101,6 +101,12 @@ export class JournalStore {
         lastSeq = d.entry.seq;
         at += d.bytes;
       }
+      if (lastSeq < firstSeq) {
+        // Named before anything reached it (the node died first): it holds no entry. Kept, it would
+        // take the next append at a number other than its name, which the next open would not read.
+        await store.recycle(file);
+        continue;
+      }
       expectSeq = lastSeq + 1;
       const handle = await env.disk.open(file, 'r+');
       store.segments.push({ firstSeq, file, handle: Promise.resolve(handle), size: at, lastSeq });
@@ -123,8 +129,12 @@ export class JournalStore {
     let segment = this.segments.at(-1);
     // A stream break (the numbers jump after a crash) starts a segment of its own: within a segment
     // entries are consecutive, which is how a torn or stale tail is told from valid entries.
-    if (!segment || (segment.size > 0 && (segment.size + bytes > this.segmentBytes || entry.seq !== segment.lastSeq + 1))) segment = this.newSegment(entry.seq);
+    if (!segment || (segment.size > 0 ? segment.size + bytes > this.segmentBytes || entry.seq !== segment.lastSeq + 1 : entry.seq !== segment.firstSeq)) {
+      segment = this.newSegment(entry.seq);
+    }
     invariant(entry.seq > segment.lastSeq, `journal sequence numbers strictly increase (${entry.seq} after ${segment.lastSeq})`);
+    // An open reads a segment from the number in its name on: its first entry must carry that number.
+    invariant(segment.size > 0 || entry.seq === segment.firstSeq, `a journal segment's first entry is the one it is named after (${entry.seq} in ${segment.firstSeq})`);
     const stored: StoredEntry = {
       seq: entry.seq, timeMs: entry.timeMs, op: entry.op, pair: entry.pair, offset: entry.offset, length: entry.length,
       bytes, segment: segment.firstSeq, position: segment.size,
