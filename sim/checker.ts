@@ -136,9 +136,13 @@ export class Checker {
   activeChanged(volume: string, from: string | undefined, to: string, carry: boolean): void {
     this.epochStart.set(volume, this.history.now);
     if (from === undefined || from === to) return;
-    // Moved without a planned swap: what only the old copy had is discarded when it is made the
-    // new primary's secondary (a swap copies the new primary's data over it, as documented).
-    if (!carry) return this.discarded(from, volume);
+    // Moved without a planned swap: what only the other copies had is discarded when they are made
+    // the new primary's secondaries (a swap or a failback copies its data over them, as documented),
+    // the old primary's and a third site's alike (its sync copy of writes the new site never got).
+    if (!carry) {
+      for (const node of this.mustHave.keys()) if (node !== to) this.discarded(node, volume);
+      return;
+    }
     for (const id of this.set(this.mustHave, from, volume)) this.set(this.mustHave, to, volume).add(id);
     for (const id of this.set(this.durable, from, volume)) this.set(this.durable, to, volume).add(id);
   }

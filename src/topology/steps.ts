@@ -83,7 +83,12 @@ export async function takeoverKeeping(ctx: TopologyContext, site: Site, name: st
 }
 
 /** Planned role reversal: `site` becomes the primary of `name` (its peer answers). */
-export async function swapTo(ctx: TopologyContext, site: Site, name: string, discardPeer?: string): Promise<void> {
+/**
+ * Makes `site` the primary of `name`: a swap (with the old primary discarding its changes when
+ * `how.discardPeer` names it), or a takeover, which without the old primary makes the copy writable on
+ * its own; `plannedOnly` refuses that (the old primary holds data the copy must not go without).
+ */
+export async function swapTo(ctx: TopologyContext, site: Site, name: string, how: { discardPeer?: string; plannedOnly?: boolean } = {}): Promise<void> {
   const p = await ctx.pairAt(site, name);
   if (!p) {
     throw new TricopyError('conflict', `pair ${name} does not exist at ${site.spec.site}: ${site.spec.site} holds no copy to take over`,
@@ -93,9 +98,11 @@ export async function swapTo(ctx: TopologyContext, site: Site, name: string, dis
     ctx.print(`    ${name}: ${site.spec.site} is already the primary`);
     return;
   }
-  const pairs = discardPeer
-    ? await site.api.swap(name, { discard: discardPeer }, { timeoutMs: commandTimeoutMs })
-    : await site.api.takeover(name, { timeoutMs: commandTimeoutMs });
+  const pairs = how.discardPeer !== undefined
+    ? await site.api.swap(name, { discard: how.discardPeer }, { timeoutMs: commandTimeoutMs })
+    : how.plannedOnly
+      ? await site.api.swap(name, undefined, { timeoutMs: commandTimeoutMs })
+      : await site.api.takeover(name, { timeoutMs: commandTimeoutMs });
   const mine = pairs.find((x) => x.name === name);
   ctx.print(`    ${name}: swapped, ${site.spec.site} is the primary${mine ? ` (${mine.reason})` : ''}`);
 }

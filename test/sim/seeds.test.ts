@@ -34,6 +34,7 @@ export const regressionSeeds: Record<number, string> = {
   14: 'a host write found a new async pair before its group journal was open',
   84: 'Fig. 14 from the sync site left it the primary of copies it could no longer forward to, and swapped before the secondary was duplex',
   124: 'a new stream started below the entries the secondary still held from an earlier one',
+  324: 'a Fig. 14 failover swapped by takeover while the sync site was cut off from the async site (its newest writes lost); a Fig. 13 failover left the async site receiving from another site',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
 };
 

@@ -140,7 +140,7 @@ async function copyBack(ctx: TopologyContext, active: Site, target: Site, copied
     if (existing && kept(existing)) {
       // The regions changed on either side since the takeover travel; the returning site's own
       // changes after it lost contact are discarded (the application has run at the active site since).
-      await swapTo(ctx, active, name, target.info!.name);
+      await swapTo(ctx, active, name, { discardPeer: target.info!.name });
       await active.api.setProtection(name, { fence: 'never', fenceGroup: null });
       continue;
     }

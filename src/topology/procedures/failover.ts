@@ -140,6 +140,14 @@ async function failoverToAsync(ctx: TopologyContext, move: Move): Promise<void> 
   printLoss(ctx, move);
   const { from } = move;
   await detachAsyncSite(ctx, far, from, 'steps 1301–1302');
+  // After a failover that did not reach its async leg, the async site may still receive from the
+  // site the application left: that copy is its own consistent image too, and it must stop as well.
+  for (const other of ctx.sites.filter((s) => s !== far && s !== from)) {
+    for (const v of asyncVolumes(ctx.t)) {
+      const name = pairName(ctx.t, v.name, other.spec.site, far.spec.site);
+      if ((await ctx.pairAt(far, name))?.role === 'secondary') await takeoverAndDissolve(ctx, far, name);
+    }
+  }
   ctx.step(`step 1303: the application may start at ${to}; run its recovery (writes not yet applied there are lost)`);
 }
 
@@ -152,6 +160,7 @@ async function failoverWithNewest(ctx: TopologyContext, { from, planned }: Move,
   const to = far.spec.site;
   ctx.header(`failover of ${t.name} to the async site ${to} with the newest data from ${newestFrom} (spec 001 Fig. 14)`);
   ctx.step(`step 1401: ${newestFrom} and ${to} can communicate`);
+  requireLink(sync, far);
   // A rerun after an interruption may find the sync site already writable: the old primary is
   // then still the site the async copies came from.
   if (from === sync) ctx.print(`  steps 1402–1403: ${sync.spec.site}'s copies are already writable`);
@@ -166,13 +175,26 @@ async function failoverWithNewest(ctx: TopologyContext, { from, planned }: Move,
     else await ensurePair(ctx, sync, far, v, 'async', 'delta');
   }
   await waitAll(ctx, `wait until ${to} holds everything ${newestFrom} has`, true);
+  // Duplex says nothing of what the secondary received: the sync site's journal must be applied there.
+  for (const v of asyncVolumes(t)) await waitLagZero(ctx, sync, pairName(t, v.name, sync.spec.site, far.spec.site));
   await stopForwardingToPrimary(ctx, sync, primary);
   ctx.step(`step 1405: reverse it: async ${to} → ${newestFrom}, no copy (they are identical)`);
-  for (const v of asyncVolumes(t)) await swapTo(ctx, far, pairName(t, v.name, sync.spec.site, far.spec.site));
+  // A planned swap only: a takeover without the sync site would leave its newest writes behind.
+  for (const v of asyncVolumes(t)) await swapTo(ctx, far, pairName(t, v.name, sync.spec.site, far.spec.site), { plannedOnly: true });
   for (const v of t.volumes.filter((x) => !asyncVolumes(t).includes(x))) {
     ctx.print(`  note: ${v.name} is a data volume and does not exist at ${to}; the application rebuilds it from the logs`);
   }
   ctx.step(`step 1406: the application may start at ${to}`);
+}
+
+/** Step 1401: Fig. 14 needs the sync site's newest data to reach the async site, over their own link. */
+function requireLink(sync: Site, far: Site): void {
+  const up = (a: Site, b: Site): boolean => a.info !== undefined && b.info !== undefined &&
+    a.info.peerLinks.some((l) => l.node === b.info!.name && l.up);
+  if (up(sync, far) && up(far, sync)) return;
+  throw new TricopyError('unavailable', `${sync.spec.site} and ${far.spec.site} cannot communicate now: the newest data cannot reach ${far.spec.site}`,
+    `wait for the link between them and run the same command again, or fail over with ${far.spec.site}'s own consistent copy: ` +
+    `tricopy topology failover <file> --to ${far.spec.site}`);
 }
 
 /**
