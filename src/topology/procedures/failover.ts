@@ -24,6 +24,9 @@ import { type TopologyStatus, topologyStatus } from '../status';
 import { dissolveEverywhere, ensurePair, swapTo, takeoverAndDissolve, takeoverKeeping, waitAll, waitLagZero } from '../steps';
 import { asyncVolumes, pairName } from '../topology-file';
 
+/** How long a planned switchover waits for a suspended copy to be in step again before it gives up. */
+const switchoverResyncTimeoutMs = 600_000;
+
 /** Which site takes over from which, and whether the old one still answers (a planned switchover). */
 interface Move {
   target: Site;
@@ -253,10 +256,25 @@ async function makePrimaryAt(ctx: TopologyContext, site: Site, from: Site, plann
   ctx.step(`${steps}: make ${site.spec.site}'s copies writable${how}`);
   for (const v of ctx.t.volumes) {
     const name = pairName(ctx.t, v.name, from.spec.site, site.spec.site);
-    if (planned) await swapTo(ctx, site, name);
+    if (planned) await switchOver(ctx, site, from, name);
     else if (keep) await takeoverKeeping(ctx, site, name);
     else await takeoverAndDissolve(ctx, site, name);
   }
+}
+
+/**
+ * A planned switchover loses nothing: a suspended copy is resynchronised from the old primary first
+ * (a swap from a suspended secondary would copy the new primary's older data over the writes made
+ * meanwhile), and the roles change only by a swap both ends take part in, never by a takeover.
+ */
+async function switchOver(ctx: TopologyContext, site: Site, from: Site, name: string): Promise<void> {
+  const sending = await ctx.pairAt(from, name);
+  if (sending?.role === 'primary' && sending.code !== 'PAIR') {
+    ctx.print(`    ${name}: ${sending.code} at ${from.spec.site}: resynchronising ${site.spec.site} first`);
+    if (sending.state === 'suspended') await from.api.resync(name);
+    await from.api.waitPair(name, 'duplex', switchoverResyncTimeoutMs);
+  }
+  await swapTo(ctx, site, name, { plannedOnly: true });
 }
 
 /**
