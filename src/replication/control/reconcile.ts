@@ -189,7 +189,8 @@ export class Reconciler {
     if (!this.autoResyncWanted(p) || this.autoResyncTimers.has(name) || this.stopped) return;
     const timer = this.parts.env.clock.setTimer(autoResyncDelayMs, () => {
       this.autoResyncTimers.delete(name);
-      if (!this.parts.registry.has(name) || !this.parts.env.transport.isUp(p.record.peer.node)) return; // peer-up retries
+      // A pair deleted and created again under the same name is another pair: this timer was for the old one.
+      if (this.parts.registry.get(name) !== p || !this.parts.env.transport.isUp(p.record.peer.node)) return; // peer-up retries
       void this.parts.registry.serialize(name, () => this.tryAutoResync(p)).catch((err: unknown) => {
         this.parts.log.warn({ pair: name, err: errorMessage(err) }, 'automatic resync failed; will retry');
         this.scheduleAutoResync(p);
@@ -201,7 +202,7 @@ export class Reconciler {
 
   private async tryAutoResync(p: PairRuntime, peerHasChanges?: boolean): Promise<void> {
     const { env, engine } = this.parts;
-    if (!this.autoResyncWanted(p) || !env.transport.isUp(p.record.peer.node)) return;
+    if (this.parts.registry.get(p.record.name) !== p || !this.autoResyncWanted(p) || !env.transport.isUp(p.record.peer.node)) return;
     const r = p.record;
     const peerBitmap = bitmapReplyCodec.decode(await env.transport.request(r.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name: r.name })));
     if ((peerHasChanges ?? peerBitmap.hostWritesRecorded) && r.hostWritesRecorded) {

@@ -192,9 +192,10 @@ async function failoverWithNewest(ctx: TopologyContext, { from, planned }: Move,
 
 /** Step 1401: Fig. 14 needs the sync site's newest data to reach the async site, over their own link. */
 function requireLink(sync: Site, far: Site): void {
-  const up = (a: Site, b: Site): boolean => a.info !== undefined && b.info !== undefined &&
-    a.info.peerLinks.some((l) => l.node === b.info!.name && l.up);
-  if (up(sync, far) && up(far, sync)) return;
+  // Sites with no pair between them yet keep no link (step 1404 opens it); a link they keep must be up.
+  const down = (a: Site, b: Site): boolean => a.info === undefined || b.info === undefined ||
+    a.info.peerLinks.some((l) => l.node === b.info!.name && !l.up);
+  if (!down(sync, far) && !down(far, sync)) return;
   throw new TricopyError('unavailable', `${sync.spec.site} and ${far.spec.site} cannot communicate now: the newest data cannot reach ${far.spec.site}`,
     `wait for the link between them and run the same command again, or fail over with ${far.spec.site}'s own consistent copy: ` +
     `tricopy topology failover <file> --to ${far.spec.site}`);
