@@ -69,6 +69,8 @@ async function resendActiveExtents(env: ReplicationEnv, registry: PairRegistry, 
     for (const p of registry.ofVolume(volumeName).filter((x) => x.record.role === 'primary')) {
       if (p.record.mode === 'async' && journaling(p)) {
         await journalAgain(p, env.volumes.volume(volumeName), ranges, journals);
+        // The marks are cleared below: a power loss after that must still find these entries.
+        await journals.primary(p.record.group!)?.sync();
         continue;
       }
       for (const r of ranges) p.bitmap.markBytes(r.offset, r.length);

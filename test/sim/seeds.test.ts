@@ -36,6 +36,7 @@ export const regressionSeeds: Record<number, string> = {
   124: 'a new stream started below the entries the secondary still held from an earlier one',
   324: 'a Fig. 14 failover swapped by takeover while the sync site was cut off from the async site (its newest writes lost); a Fig. 13 failover left the async site receiving from another site',
   214: 'a planned Fig. 10 switchover from a suspended copy took over (the old primary\'s writes made while suspended were lost)',
+  474: 'crash recovery cleared the activity log before the re-journaled extents were durable; a second power loss left the async copy ahead of the primary',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
 };
 
