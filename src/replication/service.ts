@@ -194,7 +194,7 @@ export class ReplicationService implements ReplicationDataPath {
         advertisedReplPort: () => options.advertiseReplPort ?? this.replPortValue,
       },
     });
-    reconciler = new Reconciler({ env, localNode: options.localNode, autoResync: options.autoResync, registry, engine, journals, shipping, copy, updates, events, log });
+    reconciler = new Reconciler({ env, localNode: options.localNode, autoResync: options.autoResync, registry, engine, journals, shipping, copy, updates, volumeRuntimes, events, log });
     const requests = new PeerRequests({
       env, localNode: options.localNode, registry, store, engine, resources, journals, writePath, copy, swap, reconciler, deltaRecords, marks, events, log,
       clientsOf: (volume) => this.clientsOf?.(volume) ?? 0,

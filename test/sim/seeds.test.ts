@@ -25,6 +25,7 @@ export const regressionSeeds: Record<number, string> = {
   87: 'both ends secondaries after an interrupted swap: neither could finish it',
   95: 'an async copy waited for a position of an earlier copy',
   48: 'a write recorded while the new primary was writable alone was acknowledged after it began forwarding (swap)',
+  135: 'a write recorded in the bitmap while suspended was acknowledged after a resync began forwarding, as if the secondary had it',
   139: 'a planned swap handed over a copy that was not durable',
   205: 'a stream restarted after a crash left the primary\'s applied position behind',
   186: 'a journal segment named before a power loss took the next start\'s entries at other numbers; they were lost at the next open',

@@ -302,7 +302,8 @@ export class Operator {
     p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
     await p.bitmap.sync();
     await env.transport.request(p.record.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name }));
-    const started = await engine.apply(p, 'resync', { reason: `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy` });
+    const started = await this.parts.volumeRuntimes.whileHeld([p.record.volume], () =>
+      engine.apply(p, 'resync', { reason: `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy` }));
     answer(this.parts, p, started);
   }
 

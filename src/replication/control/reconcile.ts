@@ -22,6 +22,7 @@ import {
 } from '../transport/control-messages';
 import { MessageType } from '../transport/messages';
 import type { PeerUpdates } from './peer-updates';
+import type { VolumeRuntimes } from '../datapath/volume-runtimes';
 
 export interface ReconcileParts {
   env: ReplicationEnv;
@@ -33,6 +34,7 @@ export interface ReconcileParts {
   shipping: Shipping;
   copy: CopyEngine;
   updates: PeerUpdates;
+  volumeRuntimes: VolumeRuntimes;
   events: EventJournal;
   log: Logger;
 }
@@ -212,6 +214,7 @@ export class Reconciler {
     p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
     await p.bitmap.sync();
     await env.transport.request(r.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name: r.name }));
-    await engine.apply(p, 'resync', { reason: `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy (automatic, after the failure cleared)` });
+    await this.parts.volumeRuntimes.whileHeld([r.volume], () =>
+      engine.apply(p, 'resync', { reason: `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy (automatic, after the failure cleared)` }));
   }
 }

@@ -88,6 +88,20 @@ export class VolumeRuntimes {
     };
   }
 
+  /**
+   * Runs `op` with no write of the volumes in flight and none starting: a transition into forwarding
+   * (a resync) must not let a write recorded only in the bitmap be acknowledged after the pair
+   * forwards, as if the secondary had it.
+   */
+  async whileHeld<T>(volumes: string[], op: () => Promise<T>): Promise<T> {
+    const release = await this.hold(volumes);
+    try {
+      return await op();
+    } finally {
+      release();
+    }
+  }
+
   /** A clean stop: every write is durable, so no extent needs sending again at the next start. */
   async close(durable: (volume: string) => Promise<void>): Promise<void> {
     for (const [volume, vr] of this.runtimes) {
