@@ -130,6 +130,7 @@ export class StorageNode {
       // bitmaps must see every change.
       node.replicas = await ReplicaService.open(config.dataDir, {
         volumes: store, disk: nodeDisk, clock: systemClock, log: log.child({ component: 'replica' }), host: node.replicaHost(),
+        copyRateBytesPerSecond: config.replicaCopyRateBytesPerSecond,
       });
       node.portsValue.replPort = await node.replication.start(config.host, config.replPort);
       await node.replicas.start();

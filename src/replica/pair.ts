@@ -32,6 +32,8 @@ export interface PairCallbacks {
   primaryFront(): BlockDevice;
   /** Awaited before each background copy batch (a test seam). */
   beforeCopyBatch?: () => Promise<void>;
+  /** Bytes per second the background copy may copy; 0: unthrottled. */
+  copyRateBytesPerSecond?: number;
 }
 
 const noZeroOptions: ZeroOptions = { fua: false, noHole: false, fastOnly: false };
@@ -306,6 +308,9 @@ export class ReplicaPair {
   private async runCopy(epoch: number, direction: 'to-replica' | 'to-primary'): Promise<void> {
     const copied = this.bitmaps.copied;
     const regions = this.regionCount;
+    const rate = this.callbacks.copyRateBytesPerSecond ?? 0;
+    const startedAt = Date.now();
+    const startedBytes = this.copiedBytes;
     let next = 0;
     for (;;) {
       if (epoch !== this.copyEpoch) return;
@@ -338,8 +343,10 @@ export class ReplicaPair {
       if (direction === 'to-replica') await this.copyBatchToReplica(epoch, first, count);
       else await this.restoreBatch(epoch, first, count);
       next = (first + count) % regions;
-      // Let host I/O in between batches.
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      // Let host I/O in between batches, and keep to the rate when one is set.
+      const aheadMs = rate > 0 ? ((this.copiedBytes - startedBytes) / rate) * 1000 - (Date.now() - startedAt) : 0;
+      if (aheadMs > 1) await new Promise<void>((resolve) => setTimeout(resolve, aheadMs));
+      else await new Promise<void>((resolve) => setImmediate(resolve));
     }
     if (epoch !== this.copyEpoch) return;
     this.log.info({ replica: this.name, state: this.record.state, copiedBytes: this.copiedBytes }, 'replica copy finished');

@@ -63,6 +63,8 @@ export interface ReplicaEnv {
   host: ReplicaHost;
   /** Awaited before each background copy batch (tests hold copies back with it; the node passes none). */
   beforeCopyBatch?: () => Promise<void>;
+  /** Bytes per second each background copy may copy; 0 or absent: unthrottled (spec 003 §8.2). */
+  copyRateBytesPerSecond?: number;
 }
 
 export type ExportAnswer =
@@ -374,6 +376,7 @@ export class ReplicaService {
       },
       primaryFront: () => this.env.host.front(record.primary),
       ...(this.env.beforeCopyBatch ? { beforeCopyBatch: this.env.beforeCopyBatch } : {}),
+      copyRateBytesPerSecond: this.env.copyRateBytesPerSecond ?? 0,
     }, this.env.log.child({ replica: record.name }));
   }
 
