@@ -43,6 +43,8 @@ export class ReplicaPair {
   copiedBytes = 0;
   private copyEpoch = 0;
   private copyLoop: Promise<void> | null = null;
+  /** Bumped whenever copied bits are cleared behind a running copy: its uncommitted work is void. */
+  private invalidations = 0;
   /** The loop waits in beforeCopyBatch, between batches: stopping it need not wait for it. */
   private parked = false;
   private closed = false;
@@ -119,6 +121,7 @@ export class ReplicaPair {
   }
 
   private async mirrorFailed(offset: number, length: number, err: unknown): Promise<void> {
+    this.invalidations++;
     if (length > 0) await clearDurably(this.bitmaps.copied, offset, length)?.catch(() => undefined);
     this.callbacks.failed(this, `writing the replica failed: ${errorMessage(err)}`);
   }
@@ -305,30 +308,47 @@ export class ReplicaPair {
     await this.stopCopy();
   }
 
+  /**
+   * The background copy: batches of regions not copied yet, in order. Bits are set in commits of
+   * many batches (the copied data synced first, then the bits): a region copied but not yet
+   * committed is simply copied again by whoever needs it first (a copy-on-write copies the same
+   * unchanged data; a dual write lands on both), so the lock need not be held until the commit.
+   */
   private async runCopy(epoch: number, direction: 'to-replica' | 'to-primary'): Promise<void> {
     const copied = this.bitmaps.copied;
     const regions = this.regionCount;
     const rate = this.callbacks.copyRateBytesPerSecond ?? 0;
     const startedAt = Date.now();
     const startedBytes = this.copiedBytes;
+    let pending: Array<{ first: number; count: number }> = [];
+    let pendingRegions = 0;
+    let lastCommit = Date.now();
+    let invalidations = this.invalidations;
+    const commit = async (): Promise<void> => {
+      if (pending.length === 0) return;
+      if (direction === 'to-replica') await this.secondary.flush();
+      else await this.callbacks.primaryFront().flush();
+      // A stopped copy or bits cleared meanwhile (a failed dual write): the regions are copied again.
+      if (epoch === this.copyEpoch && invalidations === this.invalidations) {
+        for (const p of pending) copied.setRange(p.first, p.count);
+        if (copied.hasUnpersistedChanges) await copied.sync();
+      }
+      invalidations = this.invalidations;
+      pending = [];
+      pendingRegions = 0;
+      lastCommit = Date.now();
+    };
     let next = 0;
     for (;;) {
       if (epoch !== this.copyEpoch) return;
-      // The next batch: regions not copied yet, from where the last batch ended (wrapping once, for
-      // regions cleared behind us, e.g. by a failed dual write).
-      let first = -1;
-      for (let scanned = 0; scanned < regions; scanned++) {
-        const r = (next + scanned) % regions;
-        if ((r & 7) === 0 && r + 8 <= regions && copied.allSet(r, 8)) {
-          scanned += 7;
-          continue;
-        }
-        if (!copied.get(r)) {
-          first = r;
-          break;
-        }
+      let first = this.nextUncopied(next);
+      if (first < 0) {
+        // The end: commit, then look again from the start for regions cleared behind us.
+        await commit();
+        if (epoch !== this.copyEpoch) return;
+        first = this.nextUncopied(0);
+        if (first < 0) break;
       }
-      if (first < 0) break;
       if (this.callbacks.beforeCopyBatch) {
         this.parked = true;
         try {
@@ -342,7 +362,10 @@ export class ReplicaPair {
       const count = Math.min(copyBatchRegions, regions - first);
       if (direction === 'to-replica') await this.copyBatchToReplica(epoch, first, count);
       else await this.restoreBatch(epoch, first, count);
-      next = (first + count) % regions;
+      pending.push({ first, count });
+      pendingRegions += count;
+      next = first + count;
+      if (pendingRegions * regionBytes >= commitBytes || Date.now() - lastCommit >= commitIntervalMs) await commit();
       // Let host I/O in between batches, and keep to the rate when one is set.
       const aheadMs = rate > 0 ? ((this.copiedBytes - startedBytes) / rate) * 1000 - (Date.now() - startedAt) : 0;
       if (aheadMs > 1) await new Promise<void>((resolve) => setTimeout(resolve, aheadMs));
@@ -353,6 +376,21 @@ export class ReplicaPair {
     this.callbacks.copyComplete(this);
   }
 
+  /** The first region at or after `from` not copied yet, or -1. */
+  private nextUncopied(from: number): number {
+    const copied = this.bitmaps.copied;
+    const regions = this.regionCount;
+    for (let r = from; r < regions; r++) {
+      if ((r & 7) === 0 && r + 8 <= regions && copied.allSet(r, 8)) {
+        r += 7;
+        continue;
+      }
+      if (!copied.get(r)) return r;
+    }
+    return -1;
+  }
+
+  /** Copies the uncopied regions of a batch under the lock; the commit records them. */
   private async copyBatchToReplica(epoch: number, first: number, count: number): Promise<void> {
     const wait = this.access.enter();
     if (wait) await wait;
@@ -360,7 +398,17 @@ export class ReplicaPair {
       if (epoch !== this.copyEpoch) return;
       const release = await this.access.lockRegions(first * regionBytes, count * regionBytes);
       try {
-        await this.copyToReplica(first, count);
+        const copied = this.bitmaps.copied;
+        for (let r = first; r < first + count;) {
+          if (copied.get(r)) {
+            r++;
+            continue;
+          }
+          let end = r + 1;
+          while (end < first + count && !copied.get(end)) end++;
+          await this.copyRange(this.primary, this.secondary, r, end);
+          r = end;
+        }
       } finally {
         release();
       }
@@ -397,11 +445,12 @@ export class ReplicaPair {
       this.copiedBytes += stop - start;
       r = end;
     }
-    await front.flush();
-    if (epoch !== this.copyEpoch) return;
-    if (copied.setRange(first, count) || copied.hasUnpersistedChanges) await copied.sync();
   }
 }
+
+/** A background copy records what it copied at least this often (bytes, or time). */
+const commitBytes = 64 * 1024 * 1024;
+const commitIntervalMs = 1000;
 
 /** The export of a split replica. */
 class ReplicaDevice implements BlockDevice {

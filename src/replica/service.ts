@@ -173,7 +173,7 @@ export class ReplicaService {
     if (!rel) return;
     if (rel.replicas.length > 0) {
       throw new TricopyError('conflict', `volume ${volume} has replicas (${rel.replicas.map((p) => p.name).join(', ')}); it cannot be ${what === 'delete' ? 'deleted' : 'resized'}`,
-        `delete them first: tricopy replica delete NAME`);
+        `delete them first: tricopy replica delete ${rel.replicas[0]!.name}`);
     }
     if ((rel.snapshots?.count ?? 0) > 0) {
       throw new TricopyError('conflict', `volume ${volume} has ${rel.snapshots!.count} snapshot(s); it cannot be ${what === 'delete' ? 'deleted' : 'resized'}`,
@@ -394,7 +394,7 @@ export class ReplicaService {
     const from = pair.state;
     const outcome = decideReplica(from, event, { inSync: pair.inSync });
     if (outcome.kind === 'refuse') {
-      throw new TricopyError('conflict', `replica ${pair.name} is ${from} (${replicaCode(from)}): ${outcome.code}: ${outcome.message}`);
+      throw new TricopyError('conflict', `replica ${pair.name} is ${from} (${replicaCode(from)}): ${outcome.code}: ${outcome.message.replaceAll('NAME', pair.name)}`);
     }
     if (outcome.kind === 'noop') {
       if (event === 'split' || event === 'quick-split' || event === 'resync' || event === 'restore') this.env.log.info({ replica: pair.name, event }, outcome.note);
