@@ -6,12 +6,10 @@
 //                                   volumes/VOLUME/{bitmaps.json,bitmap-*.bits} (changed-blocks.ts)
 //                                   volumes/VOLUME/{snapshots.json,snap-*}      (snapshots.ts)
 //                                   boot.json (the boot this node last ran in, and whether it stopped cleanly)
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Clock, TimerHandle } from '../common/clock';
 import type { Disk } from '../common/disk';
 import { TricopyError, errorMessage } from '../common/errors';
-import { atomicWriteJson, readJsonIfExists } from '../common/fsutil';
 import type { Logger } from '../common/log';
 import type {
   BitmapView, CreateReplicaRequest, CreateSnapshotRequest, ReadMissPolicy, ReplicaState, ReplicaStatus, ReplicaWaitState, SnapshotView,
@@ -21,6 +19,7 @@ import type { AccessList } from '../volume/access';
 import type { VolumeMeta } from '../volume/store';
 import type { Volume } from '../volume/volume';
 import { ChangedBlockBitmaps, dirtyBitmapContextPrefix, validateObjectName } from './changed-blocks';
+import { checkBoot, saveBoot } from './boot';
 import { holdAll } from './gate';
 import { maxReplicasPerNode, maxReplicasPerVolume, regionBytes } from './limits';
 import { ReplicaPair } from './pair';
@@ -75,11 +74,6 @@ interface Waiter {
   name: string;
   state: ReplicaWaitState;
   resolve: () => void;
-}
-
-interface BootRecord {
-  bootId: string;
-  clean: boolean;
 }
 
 export class ReplicaService {
@@ -206,7 +200,7 @@ export class ReplicaService {
       await rel.bitmaps?.closeAll();
       await rel.snapshots?.closeAll();
     }
-    await this.saveBoot(true).catch((err: unknown) => this.env.log.warn({ err: errorMessage(err) }, 'could not record the clean stop'));
+    await saveBoot(this.root, this.env.disk, true).catch((err: unknown) => this.env.log.warn({ err: errorMessage(err) }, 'could not record the clean stop'));
   }
 
   // --- replica pairs -----------------------------------------------------------------------------
@@ -776,7 +770,7 @@ export class ReplicaService {
     const { disk, volumes, log } = this.env;
     await disk.mkdirp(path.join(this.root, 'volumes'));
     await this.pairStore.init();
-    const powerLost = await this.checkBoot();
+    const powerLost = await checkBoot(this.root, this.env.disk);
     for (const volume of await disk.list(path.join(this.root, 'volumes'))) {
       if (!volumes.has(volume)) {
         log.warn({ volume }, 'removing the replica records of a volume that no longer exists');
@@ -815,28 +809,6 @@ export class ReplicaService {
       if (current.state === 'restoring') rel.exclusive = `replica ${record.name} is being restored onto it`;
     }
     log.info({ replicas: this.pairs.size, volumes: this.relations.size, powerLost }, 'replicas, snapshots and bitmaps opened');
-  }
-
-  /** True when the node did not stop cleanly and the machine booted since: a power loss or an OS crash. */
-  private async checkBoot(): Promise<boolean> {
-    const file = path.join(this.root, 'boot.json');
-    const previous = (await readJsonIfExists(file, this.env.disk)) as BootRecord | undefined;
-    const bootId = await currentBootId();
-    const lost = previous !== undefined && !previous.clean && previous.bootId !== bootId;
-    await this.saveBoot(false, bootId);
-    return lost;
-  }
-
-  private async saveBoot(clean: boolean, bootId?: string): Promise<void> {
-    await atomicWriteJson(path.join(this.root, 'boot.json'), { bootId: bootId ?? await currentBootId(), clean } satisfies BootRecord, this.env.disk);
-  }
-}
-
-async function currentBootId(): Promise<string> {
-  try {
-    return (await fsp.readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
-  } catch {
-    return 'unknown';
   }
 }
 

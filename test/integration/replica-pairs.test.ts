@@ -139,7 +139,7 @@ test('resync and restore end with equal data (sha256 over NBD)', async () => {
     await api.createVolume({ name: 'v', size: 64 * MiB });
     const uri = node.nbdUri('v');
     const src = path.join(dir, 'v.img');
-    await fsp.writeFile(src, Buffer.concat([randomBytes(20 * MiB), Buffer.alloc(24 * MiB), randomBytes(20 * MiB)]));
+    await fsp.writeFile(src, Buffer.concat([randomBytes(8 * MiB), Buffer.alloc(48 * MiB), randomBytes(8 * MiB)]));
     await runOk('nbdcopy', [src, uri]);
     await api.createReplica({ name: 'v-r', volume: 'v' });
     await api.waitReplica('v-r', 'duplex', 60_000);

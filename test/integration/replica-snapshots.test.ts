@@ -40,7 +40,7 @@ function connect(exportName: string): Promise<NbdClient> {
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 test('20 snapshots under writes: each exported snapshot equals its instant (sha256 via nbdcopy)', async () => {
-  const size = 32 * MiB;
+  const size = 8 * MiB;
   await api.createVolume({ name: 'db1', size });
   const client = await connect('db1');
   const model = Buffer.alloc(size);
@@ -51,8 +51,8 @@ test('20 snapshots under writes: each exported snapshot equals its instant (sha2
   // model between two writes (the writer pauses only for the snapshot command to return).
   for (let i = 0; i < 20; i++) {
     for (let w = 0; w < 8; w++) {
-      const offset = Math.floor(random() * (size - 256 * KiB));
-      const data = randomBytes(4 * KiB + Math.floor(random() * 252 * KiB));
+      const offset = Math.floor(random() * (size - 128 * KiB));
+      const data = randomBytes(4 * KiB + Math.floor(random() * 124 * KiB));
       await client.write(offset, data);
       data.copy(model, offset);
     }
