@@ -294,30 +294,7 @@ export class ReplicaService {
     if (primaryRel.exclusive) throw new TricopyError('busy', `volume ${req.volume} is not available: ${primaryRel.exclusive}`);
     const primary = volumes.volume(req.volume);
     const primaryMeta = volumes.get(req.volume);
-    let secondaryMeta: VolumeMeta;
-    if (req.existing) {
-      if (!volumes.has(req.name)) throw new TricopyError('not-found', `volume ${req.name} does not exist`, 'create the pair without --existing to create the replica volume');
-      secondaryMeta = volumes.get(req.name);
-      if (secondaryMeta.sizeBytes < primaryMeta.sizeBytes) {
-        throw new TricopyError('invalid-argument', `volume ${req.name} (${secondaryMeta.sizeBytes} bytes) is smaller than ${req.volume} (${primaryMeta.sizeBytes} bytes)`,
-          'a replica must be at least as large as its primary (spec 003 §5.1)');
-      }
-      if ((this.relations.get(req.name)?.replicas.length ?? 0) > 0) {
-        throw new TricopyError('conflict', `volume ${req.name} is the primary of replicas itself`, 'a volume is never a primary and a replica at the same time');
-      }
-      if (host.clientsOf(req.name) > 0) throw new TricopyError('busy', `volume ${req.name} has attached clients`, 'detach them first: its content will be overwritten');
-      if (host.remotePaired(req.name)) {
-        throw new TricopyError('conflict', `volume ${req.name} is in a remote copy pair`, 'a replica volume is written by its pair only');
-      }
-    } else {
-      if (volumes.has(req.name)) {
-        throw new TricopyError('already-exists', `volume ${req.name} exists already`, 'choose another name, or pass --existing to overwrite it with the replica');
-      }
-      secondaryMeta = await volumes.create({
-        name: req.name, sizeBytes: primaryMeta.sizeBytes, description: `replica of ${req.volume}`, thin: req.thin === true, access: primaryMeta.access,
-      });
-      host.emit('volume-created', req.name, `created as the replica of ${req.volume}`, { sizeBytes: secondaryMeta.sizeBytes });
-    }
+    await this.replicaVolume(req, primaryMeta);
     const secondary = volumes.volume(req.name);
     const regions = regionCountOf(primaryMeta.sizeBytes);
     const bitmaps = await this.pairStore.createBitmaps(req.name, regions);
@@ -353,6 +330,33 @@ export class ReplicaService {
       await pair.restartCopy();
     }
     return this.status(pair);
+  }
+
+  /** The replica volume: an existing one that may be overwritten (checked), or a new one like the primary. */
+  private async replicaVolume(req: CreateReplicaRequest, primaryMeta: VolumeMeta): Promise<VolumeMeta> {
+    const { volumes, host } = this.env;
+    if (!req.existing) {
+      if (volumes.has(req.name)) {
+        throw new TricopyError('already-exists', `volume ${req.name} exists already`, 'choose another name, or pass --existing to overwrite it with the replica');
+      }
+      const meta = await volumes.create({
+        name: req.name, sizeBytes: primaryMeta.sizeBytes, description: `replica of ${req.volume}`, thin: req.thin === true, access: primaryMeta.access,
+      });
+      host.emit('volume-created', req.name, `created as the replica of ${req.volume}`, { sizeBytes: meta.sizeBytes });
+      return meta;
+    }
+    if (!volumes.has(req.name)) throw new TricopyError('not-found', `volume ${req.name} does not exist`, 'create the pair without --existing to create the replica volume');
+    const meta = volumes.get(req.name);
+    if (meta.sizeBytes < primaryMeta.sizeBytes) {
+      throw new TricopyError('invalid-argument', `volume ${req.name} (${meta.sizeBytes} bytes) is smaller than ${req.volume} (${primaryMeta.sizeBytes} bytes)`,
+        'a replica must be at least as large as its primary (spec 003 §5.1)');
+    }
+    if ((this.relations.get(req.name)?.replicas.length ?? 0) > 0) {
+      throw new TricopyError('conflict', `volume ${req.name} is the primary of replicas itself`, 'a volume is never a primary and a replica at the same time');
+    }
+    if (host.clientsOf(req.name) > 0) throw new TricopyError('busy', `volume ${req.name} has attached clients`, 'detach them first: its content will be overwritten');
+    if (host.remotePaired(req.name)) throw new TricopyError('conflict', `volume ${req.name} is in a remote copy pair`, 'a replica volume is written by its pair only');
+    return meta;
   }
 
   private newPair(record: ReplicaRecord, bitmaps: ReplicaPair['bitmaps'], primary: Volume, secondary: Volume, rel: VolumeRelations): ReplicaPair {
@@ -398,23 +402,7 @@ export class ReplicaService {
     const rel = this.relationsOf(pair.record.primary);
     const to = outcome.to;
     const note = reason ? `${outcome.note} (${reason})` : outcome.note;
-    const now = (): string => new Date(this.env.clock.now()).toISOString();
-
-    if (event === 'resync' || event === 'restore') {
-      const attached = host.clientsOf(pair.name) + (event === 'restore' ? host.clientsOf(pair.record.primary) : 0);
-      if (attached > 0 && !force) {
-        throw new TricopyError('busy', `${event === 'restore' ? `volume ${pair.record.primary} or its replica ${pair.name}` : `replica ${pair.name}`} has ${attached} attached client(s): the data would change under them`,
-          'detach them first, or pass --force to disconnect them');
-      }
-      if (event === 'restore') {
-        const refusal = host.writeRefusal(pair.record.primary);
-        if (refusal) throw new TricopyError('conflict', `volume ${pair.record.primary} cannot be written here now: ${refusal}`, 'restore at the node where the volume is the primary');
-        if (rel.exclusive) throw new TricopyError('busy', `volume ${pair.record.primary} is not available: ${rel.exclusive}`);
-        rel.exclusive = `replica ${pair.name} is being restored onto it`;
-        host.disconnect(pair.record.primary);
-      }
-      host.disconnect(pair.name);
-    }
+    if (event === 'resync' || event === 'restore') this.takeFromHosts(pair, event, force, rel);
     if (event === 'split' || event === 'quick-split') {
       // Most of what was dual-written reaches the disk before the gate closes, so the flush
       // inside (which makes the image durable) has little left to do.
@@ -422,49 +410,7 @@ export class ReplicaService {
     }
     await pair.stopCopy();
     try {
-      await rel.whileHeld(async () => {
-        const r = pair.record;
-        const next: ReplicaRecord = { ...r, state: to === 'simplex' ? r.state : to, reason: note };
-        if (to === 'split' || to === 'split-pending') {
-          if (event === 'split' || event === 'quick-split') {
-            await pair.secondary.flush();
-            next.splitAt = now();
-            pair.bitmaps.dirtyPrimary.clearAll();
-            pair.bitmaps.dirtySecondary.clearAll();
-            await pair.bitmaps.dirtyPrimary.sync();
-            await pair.bitmaps.dirtySecondary.sync();
-          }
-        }
-        if (to === 'resync' || to === 'restoring') {
-          // What to copy: whatever changed on either side since the split, and what was never copied.
-          const { copied, dirtyPrimary, dirtySecondary } = pair.bitmaps;
-          const p = dirtyPrimary.snapshot();
-          const s = dirtySecondary.snapshot();
-          for (let i = 0; i < p.length; i++) {
-            const changed = p[i]! | s[i]!;
-            if (changed === 0) continue;
-            for (let bit = 0; bit < 8; bit++) if (changed & (1 << bit)) copied.clearRange(i * 8 + bit, 1);
-          }
-          await copied.sync();
-          next.splitAt = null;
-        }
-        if (to === 'duplex') next.splitAt = null;
-        if (to === 'simplex') {
-          rel.replicas = rel.replicas.filter((p) => p !== pair);
-          this.pairs.delete(r.name);
-          rel.refresh();
-          await this.pairStore.remove(r.name, pair.bitmaps);
-        } else {
-          await this.pairStore.save(next);
-          pair.record = next;
-        }
-        if ((to === 'resync' || to === 'restoring' || to === 'duplex') && (pair.bitmaps.dirtyPrimary.setBitCount > 0 || pair.bitmaps.dirtySecondary.setBitCount > 0)) {
-          pair.bitmaps.dirtyPrimary.clearAll();
-          pair.bitmaps.dirtySecondary.clearAll();
-          await pair.bitmaps.dirtyPrimary.sync();
-          await pair.bitmaps.dirtySecondary.sync();
-        }
-      });
+      await rel.whileHeld(() => this.applyHeld(pair, rel, event, to, note));
     } catch (err) {
       if (event === 'restore') rel.exclusive = null;
       await pair.restartCopy();
@@ -480,6 +426,60 @@ export class ReplicaService {
     if (!exported(pair.record.state) && to !== 'simplex') host.disconnect(pair.name);
     host.emit(`replica-${to}`, pair.name, note, { volume: pair.record.primary, from, event, ...(pair.record.splitAt ? { splitAt: pair.record.splitAt } : {}) });
     this.notify(pair, to === 'simplex');
+  }
+
+  /** Resync and restore change data hosts may be reading: refuse while attached (unless forced), then disconnect them. */
+  private takeFromHosts(pair: ReplicaPair, event: 'resync' | 'restore', force: boolean, rel: VolumeRelations): void {
+    const host = this.env.host;
+    const attached = host.clientsOf(pair.name) + (event === 'restore' ? host.clientsOf(pair.record.primary) : 0);
+    if (attached > 0 && !force) {
+      throw new TricopyError('busy', `${event === 'restore' ? `volume ${pair.record.primary} or its replica ${pair.name}` : `replica ${pair.name}`} has ${attached} attached client(s): the data would change under them`,
+        'detach them first, or pass --force to disconnect them');
+    }
+    if (event === 'restore') {
+      const refusal = host.writeRefusal(pair.record.primary);
+      if (refusal) throw new TricopyError('conflict', `volume ${pair.record.primary} cannot be written here now: ${refusal}`, 'restore at the node where the volume is the primary');
+      if (rel.exclusive) throw new TricopyError('busy', `volume ${pair.record.primary} is not available: ${rel.exclusive}`);
+      rel.exclusive = `replica ${pair.name} is being restored onto it`;
+      host.disconnect(pair.record.primary);
+    }
+    host.disconnect(pair.name);
+  }
+
+  /** What a transition does with the primary held still: the bitmaps, then the record (the commit point). */
+  private async applyHeld(pair: ReplicaPair, rel: VolumeRelations, event: ReplicaEvent, to: ReplicaState | 'simplex', note: string): Promise<void> {
+    const r = pair.record;
+    const next: ReplicaRecord = { ...r, state: to === 'simplex' ? r.state : to, reason: note };
+    if ((to === 'split' || to === 'split-pending') && (event === 'split' || event === 'quick-split')) {
+      await pair.secondary.flush();
+      next.splitAt = new Date(this.env.clock.now()).toISOString();
+      await clearChanged(pair);
+    }
+    if (to === 'resync' || to === 'restoring') {
+      // What to copy: whatever changed on either side since the split, and what was never copied.
+      const { copied, dirtyPrimary, dirtySecondary } = pair.bitmaps;
+      const p = dirtyPrimary.snapshot();
+      const s = dirtySecondary.snapshot();
+      for (let i = 0; i < p.length; i++) {
+        const changed = p[i]! | s[i]!;
+        if (changed === 0) continue;
+        for (let bit = 0; bit < 8; bit++) if (changed & (1 << bit)) copied.clearRange(i * 8 + bit, 1);
+      }
+      await copied.sync();
+      next.splitAt = null;
+    }
+    if (to === 'duplex') next.splitAt = null;
+    if (to === 'simplex') {
+      rel.replicas = rel.replicas.filter((p) => p !== pair);
+      this.pairs.delete(r.name);
+      rel.refresh();
+      await this.pairStore.remove(r.name, pair.bitmaps);
+      return;
+    }
+    await this.pairStore.save(next);
+    pair.record = next;
+    // The changes are in the copy to run now (their record is no longer needed).
+    if (to === 'resync' || to === 'restoring' || to === 'duplex') await clearChanged(pair);
   }
 
   private status(pair: ReplicaPair): ReplicaStatus {
@@ -810,6 +810,16 @@ export class ReplicaService {
     }
     log.info({ replicas: this.pairs.size, volumes: this.relations.size, powerLost }, 'replicas, snapshots and bitmaps opened');
   }
+}
+
+/** Clears a pair's records of the regions changed since the split. */
+async function clearChanged(pair: ReplicaPair): Promise<void> {
+  const { dirtyPrimary, dirtySecondary } = pair.bitmaps;
+  if (dirtyPrimary.setBitCount === 0 && dirtySecondary.setBitCount === 0 && !dirtyPrimary.hasUnpersistedChanges && !dirtySecondary.hasUnpersistedChanges) return;
+  dirtyPrimary.clearAll();
+  dirtySecondary.clearAll();
+  await dirtyPrimary.sync();
+  await dirtySecondary.sync();
 }
 
 export type { ReadMissPolicy, ReplicaState };
