@@ -1,7 +1,7 @@
 // What every command of the CLI shares: the global options (--node, --token, --json) and the node
 // client they select.
 import type { Command } from 'commander';
-import type { NodeClient } from '../contracts/node-client';
+import type { NodeClient, ReplicaNodeClient } from '../contracts/node-client';
 import { HttpNodeClient } from '../node/api-client';
 import { HttpManagerClient, defaultManagerUrl } from '../manager/client';
 
@@ -28,6 +28,12 @@ export function tokenOf(cmd: Command): string | undefined {
 
 /** The node the command talks to: --node, else TRICOPY_NODE, else the local default. */
 export function client(cmd: Command): NodeClient {
+  const url = globals(cmd).node ?? process.env.TRICOPY_NODE ?? defaultNodeUrl;
+  return new HttpNodeClient(url, tokenOf(cmd));
+}
+
+/** The node's replica, snapshot and bitmap API (the same node as client()). */
+export function replicaClient(cmd: Command): ReplicaNodeClient {
   const url = globals(cmd).node ?? process.env.TRICOPY_NODE ?? defaultNodeUrl;
   return new HttpNodeClient(url, tokenOf(cmd));
 }

@@ -12,6 +12,8 @@ import { registerGroupCommands } from './commands/group';
 import { registerManagerCommands } from './commands/manager';
 import { registerNodeCommands } from './commands/node';
 import { registerPairCommands } from './commands/pair';
+import { registerReplicaCommands } from './commands/replica';
+import { registerSnapshotCommands } from './commands/snapshot';
 import { registerTopologyCommands } from './commands/topology';
 import { registerVolumeCommands } from './commands/volume';
 
@@ -30,6 +32,8 @@ export function buildProgram(): Command {
   registerNodeCommands(program);
   registerVolumeCommands(program);
   registerPairCommands(program);
+  registerReplicaCommands(program);
+  registerSnapshotCommands(program);
   registerGroupCommands(program);
   registerTopologyCommands(program);
   registerEventsCommand(program);

@@ -8,6 +8,10 @@
 // reached …), with the node's own message and hint.
 import type { AccessRuleRequest, CreateVolumeRequest, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeView } from './node';
 import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest } from './pairs';
+import type {
+  BitmapView, CreateReplicaRequest, CreateSnapshotRequest, DeleteReplicaOptions, ForceRequest, ReplicaStatus, ReplicaWaitState, RollbackRequest,
+  SnapshotView, SplitReplicaRequest,
+} from './replicas';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from './monitor';
 
 /** How long the caller waits for an answer before it gives up ('unavailable'). */
@@ -65,6 +69,35 @@ export interface NodeClient {
   listEvents(after: number): Promise<NodeEvent[]>;
   /** The kept events after `after`, then each new one as it happens, until the caller stops. */
   followEvents(after: number): AsyncIterable<NodeEvent>;
+}
+
+/**
+ * In-node replicas, snapshots and changed-block bitmaps of a node (spec 003 §5.1). Separate from
+ * NodeClient: the topology procedures (and the simulator's in-process nodes) do not use them.
+ */
+export interface ReplicaNodeClient {
+  readonly address: string;
+
+  listReplicas(): Promise<ReplicaStatus[]>;
+  getReplica(name: string): Promise<ReplicaStatus>;
+  /** Creates the replica volume (unless `existing`) and starts the initial copy (COPY, then PAIR). */
+  createReplica(request: CreateReplicaRequest): Promise<ReplicaStatus>;
+  splitReplica(name: string, request?: SplitReplicaRequest): Promise<ReplicaStatus>;
+  resyncReplica(name: string, request?: ForceRequest): Promise<ReplicaStatus>;
+  restoreReplica(name: string, request?: ForceRequest): Promise<ReplicaStatus>;
+  deleteReplica(name: string, options?: DeleteReplicaOptions): Promise<void>;
+  /** Resolves when the pair is in `state` (simplex: deleted); rejects after `timeoutMs` (the node caps it at 600 s). */
+  waitReplica(name: string, state: ReplicaWaitState, timeoutMs: number): Promise<ReplicaStatus>;
+
+  listSnapshots(volume?: string): Promise<SnapshotView[]>;
+  createSnapshot(request: CreateSnapshotRequest): Promise<SnapshotView[]>;
+  deleteSnapshot(volume: string, name: string): Promise<void>;
+  rollback(volume: string, request: RollbackRequest): Promise<SnapshotView>;
+
+  listBitmaps(volume: string): Promise<BitmapView[]>;
+  addBitmap(volume: string, name: string): Promise<BitmapView>;
+  clearBitmap(volume: string, name: string): Promise<BitmapView>;
+  deleteBitmap(volume: string, name: string): Promise<void>;
 }
 
 /** Makes the client of the node at `address` (in a topology file: the site's node URL). */

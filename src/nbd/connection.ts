@@ -10,10 +10,11 @@ import { adoptWithReceiveBuffer } from '../common/fast-socket';
 import { SendBuffer } from '../common/send-buffer';
 import { errorMessage } from '../common/errors';
 import type { Logger } from '../common/log';
-import { BlockDeviceError, type BlockDevice } from '../volume/block-device';
+import { BlockDeviceError, type BlockDevice, type ContextRun } from '../volume/block-device';
 import * as codec from './codec';
 import * as c from './constants';
 import { Negotiation } from './negotiation';
+import { descriptorsFromRuns } from './meta-contexts';
 import type { TlsUpgrader, UpgradedConnection } from './tls-upgrade';
 import type {
   ExportProvider, NbdClientInfo, NbdCommandName, NbdExport, NbdObserver, NbdRefusalReason, NbdServerLimits, TlsMode,
@@ -653,22 +654,35 @@ export class NbdConnection {
 
   private executeBlockStatus(h: codec.Request, device: BlockDevice): void {
     const reqOne = (h.flags & c.CMD_FLAG_REQ_ONE) !== 0;
-    const length = Math.max(1, h.length);
-    const extents = device.extents(h.offset, Math.min(length, device.sizeBytes - h.offset), reqOne ? 1 : c.maxBlockStatusExtents);
-    const end = h.offset + length;
-    const descriptors: codec.StatusDescriptor[] = [];
-    for (const e of extents) {
-      const extentEnd = Math.min(e.offset + e.length, end);
-      if (extentEnd <= e.offset) break;
-      descriptors.push({ length: extentEnd - e.offset, flags: (e.allocated ? 0 : c.STATE_HOLE) | (e.zero ? c.STATE_ZERO : 0) });
-      if (reqOne) break;
-    }
-    if (descriptors.length === 0) {
+    const length = Math.min(Math.max(1, h.length), device.sizeBytes - h.offset);
+    if (length <= 0) {
       // Zero-length query at the very end of the export: nothing to describe. Report the error politely.
       this.replyError(h, c.NBD_EINVAL, 'block status of an empty range');
       return;
     }
-    this.write(codec.encodeBlockStatus(codec.cookieOf(h), c.BASE_ALLOCATION_CONTEXT_ID, descriptors, true));
+    const max = reqOne ? 1 : c.maxBlockStatusExtents;
+    // One chunk per selected context (proto.md); all are computed before any is sent, so a context
+    // the device no longer offers fails the whole request cleanly.
+    const chunks: Array<{ id: number; descriptors: codec.StatusDescriptor[] }> = [];
+    for (const context of this.negotiation.metaContexts) {
+      let runs: ContextRun[] | undefined;
+      if (context.name === c.BASE_ALLOCATION) {
+        runs = device.extents(h.offset, length, max).map((e) => ({ length: e.length, flags: (e.allocated ? 0 : c.STATE_HOLE) | (e.zero ? c.STATE_ZERO : 0) }));
+      } else {
+        runs = device.contextRuns?.(context.name, h.offset, length, max);
+      }
+      if (runs === undefined) {
+        this.replyError(h, c.NBD_EINVAL, `export ${device.name} no longer offers the metadata context ${context.name}`);
+        return;
+      }
+      const descriptors = descriptorsFromRuns(runs, Math.max(1, h.length), reqOne, max);
+      if (descriptors.length === 0) {
+        this.replyError(h, c.NBD_EINVAL, `no status for ${context.name} at ${h.offset}`);
+        return;
+      }
+      chunks.push({ id: context.id, descriptors });
+    }
+    chunks.forEach((chunk, i) => this.write(codec.encodeBlockStatus(codec.cookieOf(h), chunk.id, chunk.descriptors, i === chunks.length - 1)));
   }
 
   private replyOk(h: codec.Request): void {

@@ -5,6 +5,7 @@ import type { BlockDevice } from '../volume/block-device';
 import * as codec from './codec';
 import * as c from './constants';
 import type { ConnectionContext } from './connection';
+import { type SelectedContext, availableContexts, matchContexts } from './meta-contexts';
 import type { ExportLookup, NbdClientInfo, NbdExport, NbdRefusalReason } from './types';
 
 /** What option haggling needs of its connection. */
@@ -32,8 +33,10 @@ export function transmissionFlags(device: BlockDevice, structuredReplies: boolea
 
 export class Negotiation {
   structuredReplies = false;
-  /** Export name the last SET_META_CONTEXT referred to, if it selected base:allocation. */
+  /** Export name the last SET_META_CONTEXT referred to, if it selected at least one context. */
   metaContextExport: string | undefined;
+  /** The contexts it selected, with their ids. */
+  metaContexts: SelectedContext[] = [];
 
   constructor(private readonly host: NegotiationHost) {}
 
@@ -41,11 +44,15 @@ export class Negotiation {
   reset(): void {
     this.structuredReplies = false;
     this.metaContextExport = undefined;
+    this.metaContexts = [];
   }
 
   /** The meta context selected for another export than the one attached means nothing. */
   attachedTo(exportName: string): void {
-    if (this.metaContextExport !== exportName) this.metaContextExport = undefined;
+    if (this.metaContextExport !== exportName) {
+      this.metaContextExport = undefined;
+      this.metaContexts = [];
+    }
   }
 
   /** Returns true when option haggling is over (transmission entered or session ended). */
@@ -172,7 +179,11 @@ export class Negotiation {
   private handleMetaContext(option: number, payload: Buffer, reply: (type: number, data?: Buffer) => void,
     error: (type: number, message: string) => void): void {
     const isSet = option === c.OPT_SET_META_CONTEXT;
-    if (isSet) this.metaContextExport = undefined; // replaced even when the request fails
+    if (isSet) {
+      // Replaced even when the request fails.
+      this.metaContextExport = undefined;
+      this.metaContexts = [];
+    }
     if (!this.structuredReplies) {
       error(c.REP_ERR_INVALID, 'negotiate structured replies before meta contexts');
       return;
@@ -191,19 +202,15 @@ export class Negotiation {
       error(c.REP_ERR_POLICY, found.message);
       return;
     }
-    let matched = false;
-    const queries = request.value.queries;
-    if (!isSet && queries.length === 0) matched = true;
-    for (const query of queries) {
-      if (!query.includes(':')) {
-        error(c.REP_ERR_INVALID, `meta context query "${query}" has no namespace`);
-        return;
-      }
-      if (query === c.BASE_ALLOCATION || (!isSet && query === 'base:')) matched = true;
+    const matched = matchContexts(availableContexts(found.export.device.metaContexts?.()), request.value.queries, isSet);
+    if (!matched.ok) {
+      error(c.REP_ERR_INVALID, matched.message);
+      return;
     }
-    if (matched) {
-      reply(c.REP_META_CONTEXT, codec.encodeRepMetaContext(isSet ? c.BASE_ALLOCATION_CONTEXT_ID : 0, c.BASE_ALLOCATION));
-      if (isSet) this.metaContextExport = request.value.name;
+    for (const context of matched.contexts) reply(c.REP_META_CONTEXT, codec.encodeRepMetaContext(context.id, context.name));
+    if (isSet && matched.contexts.length > 0) {
+      this.metaContextExport = request.value.name;
+      this.metaContexts = matched.contexts;
     }
     reply(c.REP_ACK);
   }

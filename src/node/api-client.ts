@@ -4,7 +4,11 @@
 import { TricopyError, isErrorCode } from '../common/errors';
 import { readServerSentEvents } from '../common/sse';
 import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
-import type { CallOptions, DeleteOptions, NodeClient, NodeMonitorClient } from '../contracts/node-client';
+import type { CallOptions, DeleteOptions, NodeClient, NodeMonitorClient, ReplicaNodeClient } from '../contracts/node-client';
+import type {
+  BitmapList, BitmapView, CreateReplicaRequest, CreateSnapshotRequest, DeleteReplicaOptions, ForceRequest, ReplicaList, ReplicaStatus,
+  ReplicaWaitState, RollbackRequest, SnapshotList, SnapshotView, SplitReplicaRequest,
+} from '../contracts/replicas';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from '../contracts/monitor';
 import type {
   CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest,
@@ -16,9 +20,10 @@ const waitSlackMs = 10_000;
 
 const volumePath = (name: string): string => `/v1/volumes/${encodeURIComponent(name)}`;
 const pairPath = (name: string): string => `/v1/pairs/${encodeURIComponent(name)}`;
+const replicaPath = (name: string): string => `/v1/replicas/${encodeURIComponent(name)}`;
 const forceQuery = (options?: DeleteOptions): string => (options?.force ? '?force=true' : '');
 
-export class HttpNodeClient implements NodeClient, NodeMonitorClient {
+export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNodeClient {
   readonly address: string;
 
   constructor(baseUrl: string, private readonly token?: string | undefined, private readonly timeoutMs = defaultApiTimeoutMs) {
@@ -128,6 +133,71 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient {
 
   followEvents(after: number): AsyncIterable<NodeEvent> {
     return this.serverSentEvents<NodeEvent>(`/v1/events?after=${after}&stream=true`);
+  }
+
+  async listReplicas(): Promise<ReplicaStatus[]> {
+    return (await this.request<ReplicaList>('GET', '/v1/replicas')).replicas;
+  }
+
+  getReplica(name: string): Promise<ReplicaStatus> {
+    return this.request('GET', replicaPath(name));
+  }
+
+  createReplica(request: CreateReplicaRequest): Promise<ReplicaStatus> {
+    return this.request('POST', '/v1/replicas', request);
+  }
+
+  splitReplica(name: string, request: SplitReplicaRequest = {}): Promise<ReplicaStatus> {
+    return this.request('POST', `${replicaPath(name)}/split`, request);
+  }
+
+  resyncReplica(name: string, request: ForceRequest = {}): Promise<ReplicaStatus> {
+    return this.request('POST', `${replicaPath(name)}/resync`, request);
+  }
+
+  restoreReplica(name: string, request: ForceRequest = {}): Promise<ReplicaStatus> {
+    return this.request('POST', `${replicaPath(name)}/restore`, request);
+  }
+
+  deleteReplica(name: string, options: DeleteReplicaOptions = {}): Promise<void> {
+    const query = [options.deleteVolume ? 'deleteVolume=true' : '', options.force ? 'force=true' : ''].filter(Boolean).join('&');
+    return this.request('DELETE', `${replicaPath(name)}${query ? `?${query}` : ''}`);
+  }
+
+  waitReplica(name: string, state: ReplicaWaitState, timeoutMs: number): Promise<ReplicaStatus> {
+    return this.request('GET', `${replicaPath(name)}/wait?state=${state}&timeoutMs=${timeoutMs}`, undefined, timeoutMs + waitSlackMs);
+  }
+
+  async listSnapshots(volume?: string): Promise<SnapshotView[]> {
+    return (await this.request<SnapshotList>('GET', volume === undefined ? '/v1/snapshots' : `${volumePath(volume)}/snapshots`)).snapshots;
+  }
+
+  async createSnapshot(request: CreateSnapshotRequest): Promise<SnapshotView[]> {
+    return (await this.request<SnapshotList>('POST', '/v1/snapshots', request)).snapshots;
+  }
+
+  deleteSnapshot(volume: string, name: string): Promise<void> {
+    return this.request('DELETE', `${volumePath(volume)}/snapshots/${encodeURIComponent(name)}`);
+  }
+
+  rollback(volume: string, request: RollbackRequest): Promise<SnapshotView> {
+    return this.request('POST', `${volumePath(volume)}/rollback`, request);
+  }
+
+  async listBitmaps(volume: string): Promise<BitmapView[]> {
+    return (await this.request<BitmapList>('GET', `${volumePath(volume)}/bitmaps`)).bitmaps;
+  }
+
+  addBitmap(volume: string, name: string): Promise<BitmapView> {
+    return this.request('POST', `${volumePath(volume)}/bitmaps`, { name });
+  }
+
+  clearBitmap(volume: string, name: string): Promise<BitmapView> {
+    return this.request('POST', `${volumePath(volume)}/bitmaps/${encodeURIComponent(name)}/clear`, {});
+  }
+
+  deleteBitmap(volume: string, name: string): Promise<void> {
+    return this.request('DELETE', `${volumePath(volume)}/bitmaps/${encodeURIComponent(name)}`);
   }
 
   registerManager(request: RegisterManagerRequest): Promise<ManagerBinding> {

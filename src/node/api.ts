@@ -13,6 +13,7 @@ import { maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../replica
 import type { MonitorCommand, RegisterManagerRequest, ReportBatch } from '../contracts/monitor';
 import { monitorCommandBody, registerManagerBody, reportBatchBody } from './monitor-schemas';
 import type { StorageNode } from './node';
+import { registerReplicaRoutes } from './replica-api';
 
 export const maxApiBodyBytes = 64 * 1024;
 /** Longest a wait request holds the connection open. */
@@ -275,6 +276,8 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     streamEvents(node, after, request, reply);
     return reply;
   });
+
+  registerReplicaRoutes(app, node);
 
   // --- autonomous monitoring (spec 000) ---------------------------------------------------------
   app.get('/v1/monitor', async () => node.monitor.status());

@@ -46,6 +46,8 @@ export interface NodeConfig {
   autoResync: boolean;
   /** Window in which refusals from one address are aggregated into one summary event. */
   securityEventWindowMs: number;
+  /** Bytes per second each background copy of an in-node replica may copy; 0 = unthrottled. */
+  replicaCopyRateBytesPerSecond: number;
 }
 
 export const defaultNodeConfig = {
@@ -63,13 +65,14 @@ export const defaultNodeConfig = {
   journalFullPolicy: 'delay' as const,
   autoResync: true,
   securityEventWindowMs: 60_000,
+  replicaCopyRateBytesPerSecond: 0,
 };
 
 const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const knownKeys = new Set([
   'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'advertiseReplPort', 'logLevel', 'tlsMode',
   'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'maxConnections', 'handshakeTimeout', 'minBlockBytes',
-  'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync', 'securityEventWindow',
+  'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync', 'securityEventWindow', 'replicaCopyRate',
 ]);
 
 export type RawNodeConfig = Record<string, unknown>;
@@ -153,7 +156,12 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
     autoResync: raw.autoResync === undefined ? defaultNodeConfig.autoResync : raw.autoResync === true || raw.autoResync === 'true',
     securityEventWindowMs: raw.securityEventWindow === undefined ? defaultNodeConfig.securityEventWindowMs
       : parseDurationMs(raw.securityEventWindow as string, 'security event window'),
+    replicaCopyRateBytesPerSecond: raw.replicaCopyRate === undefined ? defaultNodeConfig.replicaCopyRateBytesPerSecond
+      : parseSize(String(raw.replicaCopyRate), 'replica copy rate'),
   };
+  if (config.replicaCopyRateBytesPerSecond !== 0 && config.replicaCopyRateBytesPerSecond < 1024 * 1024) {
+    throw new TricopyError('invalid-argument', 'the replica copy rate is at least 1MiB (per second), or 0 for unthrottled');
+  }
   if (config.securityEventWindowMs < 1000 || config.securityEventWindowMs > 3_600_000) {
     throw new TricopyError('invalid-argument', 'the security event window must be between 1s and 1h');
   }

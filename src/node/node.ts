@@ -20,6 +20,7 @@ import type { PushedEvent } from '../contracts/monitor';
 import type { GroupStatus, PairStatus } from '../contracts/pairs';
 import type { CreatePairInput } from '../replication/control/operator';
 import { NodeMonitor } from '../monitor/monitor';
+import { type ReplicaHost, ReplicaService } from '../replica/service';
 import { HttpMonitorTransport } from '../monitor/transport';
 import { buildApi, type NodeApi } from './api';
 import type { NodeConfig } from './config';
@@ -41,6 +42,7 @@ export class StorageNode {
   private nbd!: NbdServer;
   private api!: NodeApi;
   replication!: ReplicationService;
+  replicas!: ReplicaService;
   monitor!: NodeMonitor;
   private readonly fronts = new Map<string, ReplicatedVolume>();
   private portsValue: NodePorts = { nbdPort: 0, apiPort: 0, replPort: 0 };
@@ -124,7 +126,14 @@ export class StorageNode {
       transport.refusalObserver = node.refusals.replication;
       const replication = node.replication;
       node.metrics.replication = { pairs: () => replication.list(), groups: () => replication.groups().map((g) => replication.groupStatus(g)) };
+      // Before remote copy starts: its recovery may write volumes, and their snapshots, replicas and
+      // bitmaps must see every change.
+      node.replicas = await ReplicaService.open(config.dataDir, {
+        volumes: store, disk: nodeDisk, clock: systemClock, log: log.child({ component: 'replica' }), host: node.replicaHost(),
+        copyRateBytesPerSecond: config.replicaCopyRateBytesPerSecond,
+      });
       node.portsValue.replPort = await node.replication.start(config.host, config.replPort);
+      await node.replicas.start();
       node.portsValue.nbdPort = await node.nbd.listen();
       node.monitor = await NodeMonitor.open({
         self: config.name, dataDir: config.dataDir, disk: nodeDisk, clock: systemClock, log: log.child({ component: 'monitor' }),
@@ -139,6 +148,7 @@ export class StorageNode {
       await node.nbd?.close().catch(() => undefined);
       await node.monitor?.close().catch(() => undefined);
       await node.replication?.stop().catch(() => undefined);
+      await node.replicas?.close().catch(() => undefined);
       await store.close();
       await unlock();
       throw listenError(err);
@@ -182,6 +192,10 @@ export class StorageNode {
 
   /** Creates a pair at this node (the primary) and keeps the identity of the peer's data directory when given. */
   async createPair(input: CreatePairInput, peerDataDirId: string | undefined): Promise<PairStatus> {
+    if (this.replicas.isReplica(input.volume)) {
+      throw new TricopyError('conflict', `volume ${input.volume} is an in-node replica; only its pair writes it`,
+        `copy the primary instead, or delete the replica pair first: tricopy replica delete ${input.volume}`);
+    }
     const status = await this.replication.createPair(input);
     if (peerDataDirId === undefined) return status;
     await this.pairPeers.record(status, peerDataDirId, this.replication.list());
@@ -204,6 +218,7 @@ export class StorageNode {
 
   async resizeVolume(name: string, sizeBytes: number): Promise<VolumeView> {
     this.refuseIfPaired(name, 'resize');
+    this.replicas.refuseVolumeChange(name, 'resize');
     const before = this.store.get(name).sizeBytes;
     const meta = await this.store.resize(name, sizeBytes);
     await this.replication.forgetVolume(name, 'resized');
@@ -236,6 +251,7 @@ export class StorageNode {
   async deleteVolume(name: string, force: boolean): Promise<void> {
     this.store.get(name); // not-found first
     this.refuseIfPaired(name, 'delete');
+    this.replicas.refuseVolumeChange(name, 'delete');
     const clients = this.nbd.clientsOf(name);
     if (clients.length > 0 && !force) {
       throw new TricopyError('busy', `volume ${name} has ${clients.length} attached client(s): ` +
@@ -243,6 +259,7 @@ export class StorageNode {
         'detach the clients first, or pass --force to disconnect them and delete anyway');
     }
     const dropped = this.nbd.disconnectExport(name);
+    await this.replicas.forgetVolume(name);
     await this.store.delete(name);
     await this.replication.forgetVolume(name, 'deleted');
     this.fronts.delete(name);
@@ -260,6 +277,7 @@ export class StorageNode {
         await this.monitor.close();
         await this.replication.stop();
         await this.api.close();
+        await this.replicas.close();
         await this.store.close();
         await this.unlock();
         this.log.info('node stopped');
@@ -326,13 +344,32 @@ export class StorageNode {
     }
   }
 
-  private view(meta: VolumeMeta): VolumeView {
+  /** The NBD URI of an export of this node. */
+  exportUri(exportName: string): string {
     const host = this.config.advertiseHost.includes(':') ? `[${this.config.advertiseHost}]` : this.config.advertiseHost;
     const scheme = this.config.tlsMode === 'required' ? 'nbds' : 'nbd';
+    return `${scheme}://${host}:${this.portsValue.nbdPort}/${exportName}`;
+  }
+
+  /** What in-node replicas, snapshots and bitmaps ask of the node. */
+  private replicaHost(): ReplicaHost {
+    return {
+      front: (volume) => this.front(volume),
+      disconnect: (exportName) => this.nbd.disconnectExport(exportName),
+      clientsOf: (exportName) => this.nbd.clientsOf(exportName).length,
+      exportUri: (exportName) => this.exportUri(exportName),
+      writeRefusal: (volume) => this.replication.writeRefusal(volume)?.reason,
+      remotePaired: (volume) => this.replication.list().some((p) => p.volume === volume),
+      groupVolumes: (group) => [...new Set(this.replication.list().filter((p) => p.group === group).map((p) => p.volume))],
+      emit: (kind, subject, reason, details) => void this.events.emit(kind, subject, reason, details),
+    };
+  }
+
+  private view(meta: VolumeMeta): VolumeView {
     return {
       ...meta,
       allocatedBytes: this.store.volume(meta.name).allocatedBytes,
-      exportUri: `${scheme}://${host}:${this.portsValue.nbdPort}/${meta.name}`,
+      exportUri: this.exportUri(meta.name),
       clients: this.nbd ? this.nbd.clientsOf(meta.name).map(clientView) : [],
       hostWrites: this.hostWrites(meta.name),
     };
@@ -356,6 +393,14 @@ export class StorageNode {
   private exportProvider(): ExportProvider {
     return {
       lookup: (name: string, client: NbdClientInfo): ExportLookup => {
+        const owned = this.replicas.lookup(name);
+        if (owned?.status === 'denied') return { status: 'denied', message: owned.message };
+        if (owned) {
+          if (!isAdmitted(this.store.get(owned.volume).access, { address: client.address, tlsIdentity: client.tlsIdentity })) {
+            return { status: 'denied', message: `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list of volume ${owned.volume}` };
+          }
+          return { status: 'ok', export: { name, description: owned.description, device: owned.device } };
+        }
         if (!this.store.has(name)) return { status: 'unknown', message: `no volume named ${JSON.stringify(name)} on node ${this.config.name}` };
         const meta = this.store.get(name);
         if (!isAdmitted(meta.access, { address: client.address, tlsIdentity: client.tlsIdentity })) {
@@ -364,13 +409,17 @@ export class StorageNode {
         }
         return {
           status: 'ok',
-          export: { name, description: this.describe(meta), device: this.front(name) },
+          export: { name, description: this.describe(meta), device: this.replicas.decorate(name, this.front(name)) },
         };
       },
-      list: (client: NbdClientInfo) =>
-        this.store.list()
-          .filter((m) => isAdmitted(m.access, { address: client.address, tlsIdentity: client.tlsIdentity }))
-          .map((m) => ({ name: m.name, description: this.describe(m) })),
+      list: (client: NbdClientInfo) => {
+        const admitted = (volume: string): boolean =>
+          this.store.has(volume) && isAdmitted(this.store.get(volume).access, { address: client.address, tlsIdentity: client.tlsIdentity });
+        return [
+          ...this.store.list().filter((m) => this.replicas.listed(m.name) && admitted(m.name)).map((m) => ({ name: m.name, description: this.describe(m) })),
+          ...this.replicas.snapshotExports().filter((e) => admitted(e.volume)).map((e) => ({ name: e.name, description: e.description })),
+        ];
+      },
     };
   }
 }

@@ -37,6 +37,12 @@ export class BlockDeviceError extends Error {
   }
 }
 
+/** One run of a metadata context: `flags` mean what the context defines (NBD block status). */
+export interface ContextRun {
+  length: number;
+  flags: number;
+}
+
 export interface BlockDevice {
   readonly name: string;
   readonly sizeBytes: number;
@@ -57,6 +63,16 @@ export interface BlockDevice {
   flush(): Promise<void>;
   /** Allocation status of consecutive extents from `offset`; at least one extent. */
   extents(offset: number, length: number, maxExtents: number): Extent[];
+  /**
+   * Metadata contexts the device offers besides allocation status, by their NBD names (for example
+   * `qemu:dirty-bitmap:nightly`). Absent: none.
+   */
+  metaContexts?(): string[];
+  /**
+   * Consecutive runs of `context` from `offset` (at least one when the range is not empty), or
+   * undefined when the device no longer offers that context.
+   */
+  contextRuns?(context: string, offset: number, length: number, maxRuns: number): ContextRun[] | undefined;
 }
 
 export function totalLength(data: Buffer | Buffer[]): number {

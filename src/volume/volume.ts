@@ -16,12 +16,29 @@ export interface VolumeStats {
   allocatedBytes: number;
 }
 
+/**
+ * What runs around every change of a volume, whoever makes it (a host through NBD, a remote copy
+ * applying what it received, a resync): in-node replicas, snapshots and changed-block bitmaps
+ * (src/replica) install one. `apply` performs the change on the volume itself; a hook calls it
+ * exactly once and may do its own work before (copy-on-write, recording) and beside it (a second
+ * copy). The volume knows nothing of what a hook does.
+ */
+export interface VolumeHooks {
+  write(offset: number, pieces: Buffer[], length: number, options: WriteOptions, apply: () => Promise<void>): Promise<void>;
+  writeZeroes(offset: number, length: number, options: ZeroOptions, apply: () => Promise<void>): Promise<void>;
+  flush(apply: () => Promise<void>): Promise<void>;
+}
+
 export class Volume implements BlockDevice {
   readonly readOnly = false;
   private flushRunning: Promise<void> | null = null;
   private flushQueued: Promise<void> | null = null;
   private closed = false;
   private writesSinceSync = 0;
+  private hooks: VolumeHooks | null = null;
+  /** Changes of the data file in flight, and who waits for none to be. */
+  private changesInFlight = 0;
+  private idleWaiters: Array<() => void> | null = null;
 
   constructor(
     readonly name: string,
@@ -53,6 +70,32 @@ export class Volume implements BlockDevice {
     return readFully(this.file, buffer, length, offset).catch((err: unknown) => Promise.reject(ioError(err, 'read', this.name)));
   }
 
+  /** Installs (or with null removes) what runs around every change of this volume. */
+  setHooks(hooks: VolumeHooks | null): void {
+    this.hooks = hooks;
+  }
+
+  get hooked(): boolean {
+    return this.hooks !== null;
+  }
+
+  /**
+   * Resolves once no change of the data file is in flight. Whoever installs hooks waits for this
+   * (with its own gate closed) so that no change that started before the hooks is still running.
+   */
+  idle(): Promise<void> {
+    if (this.changesInFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.idleWaiters ??= []).push(resolve));
+  }
+
+  private changeDone(): void {
+    if (--this.changesInFlight === 0 && this.idleWaiters) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = null;
+      for (const resolve of waiters) resolve();
+    }
+  }
+
   write(offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
     const length = totalLength(data);
     try {
@@ -61,32 +104,77 @@ export class Volume implements BlockDevice {
       return Promise.reject(err);
     }
     if (length === 0) return Promise.resolve();
+    if (this.hooks) {
+      return this.hooks.write(offset, Buffer.isBuffer(data) ? [data] : data, length, options, () => this.writeUnhooked(offset, data, length, options));
+    }
+    return this.writeUnhooked(offset, data, length, options);
+  }
+
+  private writeUnhooked(offset: number, data: Buffer | Buffer[], length: number, options: WriteOptions): Promise<void> {
     const first = Math.floor(offset / allocationChunkBytes);
     const count = Math.floor((offset + length - 1) / allocationChunkBytes) - first + 1;
     if (!options.fua && !this.allocation.hasUnpersistedChanges && this.allocation.allSet(first, count)) {
       // The common case, without the awaits of the general path: the region is allocated and the
       // map says so durably, so only the data is written.
       const pieces = Buffer.isBuffer(data) ? [data] : data;
+      this.changesInFlight++;
       return this.file.writev(pieces, offset).then((written) => {
         // Short: all of it again through writeAll, which continues after short writes.
-        if (written < length) return this.writeAt(pieces, offset).then(() => void this.writesSinceSync++);
+        if (written < length) {
+          return this.writeAt(pieces, offset).then(() => {
+            this.writesSinceSync++;
+            this.changeDone();
+          }, (err: unknown) => {
+            this.changeDone();
+            throw err;
+          });
+        }
         this.writesSinceSync++;
+        this.changeDone();
         return undefined;
-      }, (err: unknown) => Promise.reject(ioError(err, 'write', this.name)));
+      }, (err: unknown) => {
+        this.changeDone();
+        return Promise.reject(ioError(err, 'write', this.name));
+      });
     }
     return this.writeAllocating(offset, data, length, options);
   }
 
   private async writeAllocating(offset: number, data: Buffer | Buffer[], length: number, options: WriteOptions): Promise<void> {
-    await this.markAllocated(offset, length);
-    await this.writeAt(Buffer.isBuffer(data) ? [data] : data, offset);
-    this.writesSinceSync++;
-    if (options.fua) await this.flush();
+    this.changesInFlight++;
+    try {
+      await this.markAllocated(offset, length);
+      await this.writeAt(Buffer.isBuffer(data) ? [data] : data, offset);
+      this.writesSinceSync++;
+    } finally {
+      this.changeDone();
+    }
+    if (options.fua) await this.flushUnhooked();
   }
 
   async writeZeroes(offset: number, length: number, options: ZeroOptions): Promise<void> {
     this.checkRange(offset, length, 'ENOSPC');
     if (length === 0) return;
+    if (this.hooks) {
+      const touched = this.allocation.chunkRange(offset, length);
+      if (options.fastOnly && this.allocation.anySet(touched.first, touched.count)) {
+        throw new BlockDeviceError('ENOTSUP', 'zeroing allocated regions is no faster than writing them');
+      }
+      return this.hooks.writeZeroes(offset, length, options, () => this.writeZeroesUnhooked(offset, length, options));
+    }
+    return this.writeZeroesUnhooked(offset, length, options);
+  }
+
+  private async writeZeroesUnhooked(offset: number, length: number, options: ZeroOptions): Promise<void> {
+    this.changesInFlight++;
+    try {
+      await this.zeroNow(offset, length, options);
+    } finally {
+      this.changeDone();
+    }
+  }
+
+  private async zeroNow(offset: number, length: number, options: ZeroOptions): Promise<void> {
     const touched = this.allocation.chunkRange(offset, length);
     const anyAllocated = this.allocation.anySet(touched.first, touched.count);
     if (options.fastOnly && anyAllocated) {
@@ -120,7 +208,7 @@ export class Volume implements BlockDevice {
       }
     }
     this.writesSinceSync++;
-    if (options.fua) await this.flush();
+    if (options.fua) await this.flushUnhooked();
   }
 
   async trim(offset: number, length: number, _options: WriteOptions): Promise<void> {
@@ -128,8 +216,13 @@ export class Volume implements BlockDevice {
     this.checkRange(offset, length, 'EINVAL');
   }
 
-  /** Group commit: concurrent flushes share one fdatasync, and a flush never covers less than it must. */
   flush(): Promise<void> {
+    if (this.hooks) return this.hooks.flush(() => this.flushUnhooked());
+    return this.flushUnhooked();
+  }
+
+  /** Group commit: concurrent flushes share one fdatasync, and a flush never covers less than it must. */
+  private flushUnhooked(): Promise<void> {
     if (this.flushQueued) return this.flushQueued;
     if (!this.flushRunning) {
       this.flushRunning = this.syncNow().finally(() => {
@@ -178,7 +271,7 @@ export class Volume implements BlockDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.flush();
+    await this.flushUnhooked();
     await this.allocation.close();
     await this.file.close();
   }

@@ -40,6 +40,7 @@ function addRun(node: Command): void {
     .option('--journal-size <size>', 'capacity of each async consistency group journal (default 1GiB)')
     .addOption(new Option('--journal-full <policy>', 'when a journal is full: delay host writes, or suspend the group onto bitmaps (default delay)').choices(['delay', 'suspend']))
     .option('--no-auto-resync', 'do not resynchronise pairs by themselves when a failed link comes back')
+    .option('--replica-copy-rate <size>', 'bytes per second each in-node replica copy may copy (initial, background, resync), e.g. 200MiB; default unthrottled')
     .action(runNode);
 }
 
@@ -56,7 +57,7 @@ async function runNode(opts: Record<string, string | undefined>): Promise<void> 
     tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, tlsCa: opts.tlsCa, tlsPskFile: opts.tlsPskFile,
     apiTokenFile: opts.apiTokenFile, maxConnections: opts.maxConnections, handshakeTimeout: opts.handshakeTimeout,
     minBlockBytes: opts.minBlockSize, clusterSecretFile: opts.clusterSecretFile, peerTimeout: opts.peerTimeout,
-    journalSize: opts.journalSize, journalFull: opts.journalFull,
+    journalSize: opts.journalSize, journalFull: opts.journalFull, replicaCopyRate: opts.replicaCopyRate,
     autoResync: (opts as Record<string, unknown>).autoResync === false ? false : undefined,
   });
   const log = createLogger(config.logLevel, { node: config.name });

@@ -15,7 +15,7 @@ import { invariant } from '../../common/errors';
 import type { Volume } from '../../volume/volume';
 import type { Journals } from '../async/journals';
 import type { PrimaryJournal } from '../async/primary-journal';
-import type { RangeLock } from '../datapath/range-lock';
+import type { RangeLock } from '../../common/range-lock';
 import type { ByteRange } from '../delta/delta-record';
 import type { ReplicationEnv } from '../env';
 import {

@@ -6,7 +6,7 @@ import type { Disk } from '../../common/disk';
 import type { VolumeAccess } from '../env';
 import type { PairRegistry } from '../pairs/registry';
 import { ActivityLog } from './activity-log';
-import { RangeLock } from './range-lock';
+import { RangeLock } from '../../common/range-lock';
 
 export interface HeldEntry {
   group: string;

@@ -1,0 +1,24 @@
+// Every limit of in-node replicas, snapshots and changed-block bitmaps, with its unit in the name.
+import { invariant } from '../common/errors';
+import { allocationChunkBytes } from '../volume/volume';
+
+/** Copy, copy-on-write and bitmap granularity: the volume's allocation chunk (spec 003 §8.2: 64 KiB). */
+export const regionBytes = allocationChunkBytes;
+/** Replica pairs one volume may be the primary of (ShadowImage allows three). */
+export const maxReplicasPerVolume = 3;
+/** Replica pairs per node. */
+export const maxReplicasPerNode = 1024;
+/** Snapshots per volume. Each is one sparse file and one bitmap; reads look through the newer ones. */
+export const maxSnapshotsPerVolume = 64;
+/** Changed-block bitmaps per volume. */
+export const maxBitmapsPerVolume = 16;
+/** Regions a background copy takes at once (locks, copies, syncs, records): 4 MiB. */
+export const copyBatchRegions = 64;
+/** Snapshot, bitmap and pair names (the export `volume@snapshot` stays short). */
+export const objectNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** Longest a `replica wait` holds on. */
+export const maxReplicaWaitMs = 600_000;
+
+invariant(Number.isInteger(Math.log2(regionBytes)) && regionBytes >= 4096 && regionBytes <= 1024 * 1024,
+  'the region is a power of two from 4 KiB to 1 MiB (spec 003 §8.2)');
+invariant(copyBatchRegions * regionBytes <= 32 * 1024 * 1024, 'a copy batch fits one device read');

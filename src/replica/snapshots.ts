@@ -1,0 +1,322 @@
+// The snapshots of one volume: space-efficient, copy-on-write, oldest first. A snapshot stores only
+// the regions the volume changed after it was taken and before the next snapshot: a write to the
+// volume first copies the old contents of each region the newest snapshot has not preserved yet,
+// durably, and only then changes the volume. Reading snapshot k at region r takes r from the first
+// snapshot at or after k that preserved it, else from the volume itself (unchanged since k).
+//
+// Files in the volume's directory: snapshots.json (the list; the commit point), and per snapshot
+// snap-ID.data (a sparse file the volume's size: preserved regions at their own offsets),
+// snap-ID.map (which regions it preserved) and snap-ID.bitmap-NAME (changed-block bitmaps frozen
+// with it).
+import * as path from 'node:path';
+import { type Disk, type DiskFile, readFully, writeAll } from '../common/disk';
+import { TricopyError, invariant } from '../common/errors';
+import { atomicWriteJson, isAtomicTemp, readJsonIfExists } from '../common/fsutil';
+import type { ContextRun, Extent } from '../volume/block-device';
+import { PersistentBitmap } from '../volume/bitmap';
+import type { Volume } from '../volume/volume';
+import { bitmapRuns } from './changed-blocks';
+import { GroupSync } from './group-sync';
+import { copyBatchRegions, maxSnapshotsPerVolume, regionBytes } from './limits';
+
+export interface SnapshotRecord {
+  id: number;
+  name: string;
+  createdAt: string;
+  group: string | null;
+  /** Changed-block bitmaps frozen with it. */
+  bitmaps: string[];
+}
+
+export interface SnapshotEntry {
+  record: SnapshotRecord;
+  data: DiskFile;
+  map: PersistentBitmap;
+  frozen: Map<string, PersistentBitmap>;
+  dataSync: GroupSync;
+}
+
+interface Index {
+  nextId: number;
+  snapshots: SnapshotRecord[];
+}
+
+export class SnapshotChain {
+  private entries: SnapshotEntry[] = [];
+  private nextId = 1;
+
+  private constructor(private readonly dir: string, private readonly disk: Disk, private readonly sizeBytes: number) {}
+
+  static async open(disk: Disk, dir: string, sizeBytes: number): Promise<SnapshotChain> {
+    const chain = new SnapshotChain(dir, disk, sizeBytes);
+    const index = (await readJsonIfExists(path.join(dir, 'snapshots.json'), disk)) as Index | undefined;
+    if (index) {
+      chain.nextId = index.nextId;
+      for (const record of index.snapshots) chain.entries.push(await chain.openEntry(record));
+    }
+    const live = new Set(chain.entries.map((e) => e.record.id));
+    for (const name of await disk.list(dir)) {
+      const match = /^snap-(\d+)\./.exec(name);
+      if ((match && !live.has(Number(match[1]))) || (name.startsWith('.snapshots.json') && isAtomicTemp(name))) {
+        await disk.remove(path.join(dir, name)); // an uncommitted create or an interrupted delete
+      }
+    }
+    return chain;
+  }
+
+  get count(): number {
+    return this.entries.length;
+  }
+
+  list(): SnapshotRecord[] {
+    return this.entries.map((e) => e.record);
+  }
+
+  has(name: string): boolean {
+    return this.entries.some((e) => e.record.name === name);
+  }
+
+  indexOf(name: string, volume: string): number {
+    const index = this.entries.findIndex((e) => e.record.name === name);
+    if (index < 0) {
+      throw new TricopyError('not-found', `volume ${volume} has no snapshot named ${name}`, `list them with: tricopy snapshot list ${volume}`);
+    }
+    return index;
+  }
+
+  entry(index: number): SnapshotEntry {
+    return this.entries[index]!;
+  }
+
+  /** Bytes held by snapshot `index`: the regions it preserved. */
+  usedBytes(index: number): number {
+    return this.entries[index]!.map.setBitCount * regionBytes;
+  }
+
+  /**
+   * Takes a snapshot. The caller holds the volume's gate: no change is in flight, so the snapshot
+   * is the volume at this instant.
+   */
+  async create(name: string, now: string, group: string | null, frozen: Map<string, Uint8Array>, volume: string): Promise<SnapshotRecord> {
+    if (this.has(name)) {
+      throw new TricopyError('already-exists', `volume ${volume} has a snapshot named ${name} already`, 'choose another name, or delete the old snapshot first');
+    }
+    if (this.entries.length >= maxSnapshotsPerVolume) {
+      throw new TricopyError('no-space', `volume ${volume} has ${maxSnapshotsPerVolume} snapshots, the most it may have`, 'delete old snapshots first');
+    }
+    await this.disk.mkdirp(this.dir);
+    const record: SnapshotRecord = { id: this.nextId++, name, createdAt: now, group, bitmaps: [...frozen.keys()].sort() };
+    let entry: SnapshotEntry | undefined;
+    try {
+      const data = await this.disk.open(this.file(record.id, 'data'), 'wx+');
+      entry = { record, data, map: undefined as unknown as PersistentBitmap, frozen: new Map(), dataSync: new GroupSync(() => data.datasync()) };
+      await data.truncate(this.sizeBytes);
+      await data.datasync();
+      entry.map = await PersistentBitmap.create(this.disk, this.file(record.id, 'map'), regionBytes, regionCountOf(this.sizeBytes));
+      for (const [bitmap, bits] of frozen) {
+        const copy = await PersistentBitmap.create(this.disk, this.file(record.id, `bitmap-${bitmap}`), regionBytes, regionCountOf(this.sizeBytes));
+        copy.mergeFrom(bits);
+        await copy.sync();
+        entry.frozen.set(bitmap, copy);
+      }
+      await this.disk.syncDir(this.dir);
+      this.entries.push(entry);
+      await this.saveIndex(); // commit point
+    } catch (err) {
+      this.entries = this.entries.filter((e) => e !== entry);
+      if (entry) await closeEntry(entry);
+      await this.removeFiles(record.id);
+      throw err;
+    }
+    return record;
+  }
+
+  /**
+   * Preserves, in the newest snapshot, the regions of a change it has not preserved yet. The caller
+   * holds the region lock of the range; the change must wait for the promise (undefined: nothing to do).
+   */
+  preserve(volume: Volume, offset: number, length: number): Promise<void> | undefined {
+    const newest = this.entries[this.entries.length - 1];
+    if (!newest) return undefined;
+    const first = Math.floor(offset / regionBytes);
+    const last = Math.floor((offset + Math.max(1, length) - 1) / regionBytes);
+    if (newest.map.allSet(first, last - first + 1)) return undefined;
+    return this.preserveRegions(newest, volume, first, last - first + 1);
+  }
+
+  private async preserveRegions(entry: SnapshotEntry, volume: Volume, first: number, count: number): Promise<void> {
+    let wrote = false;
+    for (let r = first; r < first + count;) {
+      if (entry.map.get(r) || !volume.allocation.get(r)) {
+        r++; // preserved already, or a hole: the sparse data file reads as zeroes there too
+        continue;
+      }
+      let end = r + 1;
+      while (end < first + count && !entry.map.get(end) && volume.allocation.get(end)) end++;
+      const start = r * regionBytes;
+      const stop = Math.min(this.sizeBytes, end * regionBytes);
+      const data = await volume.read(start, stop - start);
+      await writeAll(entry.data, [data], start);
+      wrote = true;
+      r = end;
+    }
+    if (wrote) await entry.dataSync.sync();
+    if (entry.map.setRange(first, count) || entry.map.hasUnpersistedChanges) await entry.map.sync();
+  }
+
+  /** The snapshot that holds region `r` of snapshot `index`'s image, or undefined: the volume does. */
+  sourceOf(index: number, region: number): SnapshotEntry | undefined {
+    for (let j = index; j < this.entries.length; j++) {
+      const e = this.entries[j]!;
+      if (e.map.get(region)) return e;
+    }
+    return undefined;
+  }
+
+  /** Reads snapshot `index`'s image. The caller holds the volume's gate and the region lock of the range. */
+  async read(index: number, volume: Volume, offset: number, length: number, target: Buffer): Promise<void> {
+    const end = offset + length;
+    let at = offset;
+    while (at < end) {
+      const region = Math.floor(at / regionBytes);
+      const source = this.sourceOf(index, region);
+      let stop = Math.min(end, (region + 1) * regionBytes);
+      while (stop < end && this.sourceOf(index, Math.floor(stop / regionBytes)) === source) stop = Math.min(end, stop + regionBytes);
+      const into = target.subarray(at - offset, stop - offset);
+      if (source) await readFully(source.data, into, stop - at, at);
+      else await volume.read(at, stop - at, into);
+      at = stop;
+    }
+  }
+
+  /** Allocation status of snapshot `index`'s image: preserved regions are data, the rest is the volume's. */
+  extents(index: number, volume: Volume, offset: number, length: number, maxExtents: number): Extent[] {
+    const end = Math.min(this.sizeBytes, offset + Math.max(1, length));
+    const out: Extent[] = [];
+    let at = offset;
+    while (at < end && out.length < maxExtents) {
+      const region = Math.floor(at / regionBytes);
+      const stop = Math.min(end, (region + 1) * regionBytes);
+      const preserved = this.sourceOf(index, region) !== undefined;
+      const allocated = preserved || volume.allocation.get(region);
+      const previous = out[out.length - 1];
+      if (previous && previous.allocated === allocated) previous.length += stop - at;
+      else if (out.length < maxExtents) out.push({ offset: at, length: stop - at, allocated, zero: !allocated });
+      at = stop;
+    }
+    return out;
+  }
+
+  /** Runs of a bitmap frozen with snapshot `index`, or undefined. */
+  frozenRuns(index: number, bitmap: string, offset: number, length: number, maxRuns: number): ContextRun[] | undefined {
+    const bits = this.entries[index]?.frozen.get(bitmap);
+    if (!bits) return undefined;
+    return bitmapRuns(bits, this.sizeBytes, offset, length, maxRuns);
+  }
+
+  /** Regions that differ between snapshot `index` and the volume now (preserved by it or a newer one). */
+  changedSince(index: number): Uint8Array {
+    const union = new Uint8Array(Math.ceil(regionCountOf(this.sizeBytes) / 8));
+    for (let j = index; j < this.entries.length; j++) {
+      const bits = this.entries[j]!.map.snapshot();
+      for (let i = 0; i < union.length; i++) union[i]! |= bits[i]!;
+    }
+    return union;
+  }
+
+  /**
+   * First part of deleting snapshot `index`: the older neighbour reads through it, so every region
+   * it preserved that the neighbour did not moves there. Runs while the volume is in use; when the
+   * snapshot is the newest, writes keep preserving into it, so `finishDelete` moves the rest.
+   */
+  async mergeIntoOlder(index: number): Promise<number> {
+    if (index === 0) return 0;
+    const from = this.entries[index]!;
+    const into = this.entries[index - 1]!;
+    let moved = 0;
+    const bits = from.map.snapshot();
+    const regions = regionCountOf(this.sizeBytes);
+    for (let r = 0; r < regions;) {
+      const byte = bits[r >>> 3]!;
+      if ((r & 7) === 0 && byte === 0) {
+        r += 8;
+        continue;
+      }
+      if (!(byte & (1 << (r & 7))) || into.map.get(r)) {
+        r++;
+        continue;
+      }
+      let end = r + 1;
+      while (end < regions && end - r < copyBatchRegions && (bits[end >>> 3]! & (1 << (end & 7))) && !into.map.get(end)) end++;
+      const start = r * regionBytes;
+      const stop = Math.min(this.sizeBytes, end * regionBytes);
+      const data = await readFully(from.data, Buffer.allocUnsafe(stop - start), stop - start, start);
+      await writeAll(into.data, [data], start);
+      await into.dataSync.sync();
+      into.map.setRange(r, end - r);
+      await into.map.sync();
+      moved += end - r;
+      r = end;
+    }
+    return moved;
+  }
+
+  /** Removes snapshot `index`. The caller holds the volume's gate (no change, no read in flight). */
+  async finishDelete(index: number): Promise<void> {
+    await this.mergeIntoOlder(index);
+    const [entry] = this.entries.splice(index, 1);
+    invariant(entry !== undefined, 'the deleted snapshot exists');
+    try {
+      await this.saveIndex(); // commit point
+    } catch (err) {
+      this.entries.splice(index, 0, entry);
+      throw err;
+    }
+    await closeEntry(entry);
+    await this.removeFiles(entry.record.id);
+  }
+
+  async closeAll(): Promise<void> {
+    for (const entry of this.entries) await closeEntry(entry);
+  }
+
+  async destroy(): Promise<void> {
+    await this.closeAll();
+    for (const entry of this.entries) await this.removeFiles(entry.record.id);
+    this.entries = [];
+    await this.disk.remove(path.join(this.dir, 'snapshots.json'));
+  }
+
+  private async openEntry(record: SnapshotRecord): Promise<SnapshotEntry> {
+    const data = await this.disk.open(this.file(record.id, 'data'), 'r+');
+    const map = await PersistentBitmap.open(this.disk, this.file(record.id, 'map'), regionBytes);
+    const frozen = new Map<string, PersistentBitmap>();
+    for (const bitmap of record.bitmaps) frozen.set(bitmap, await PersistentBitmap.open(this.disk, this.file(record.id, `bitmap-${bitmap}`), regionBytes));
+    return { record, data, map, frozen, dataSync: new GroupSync(() => data.datasync()) };
+  }
+
+  private file(id: number, what: string): string {
+    return path.join(this.dir, `snap-${id}.${what}`);
+  }
+
+  private async removeFiles(id: number): Promise<void> {
+    for (const name of await this.disk.list(this.dir)) {
+      if (name.startsWith(`snap-${id}.`)) await this.disk.remove(path.join(this.dir, name));
+    }
+  }
+
+  private saveIndex(): Promise<void> {
+    const index: Index = { nextId: this.nextId, snapshots: this.entries.map((e) => e.record) };
+    return atomicWriteJson(path.join(this.dir, 'snapshots.json'), index, this.disk);
+  }
+}
+
+export function regionCountOf(sizeBytes: number): number {
+  return Math.ceil(sizeBytes / regionBytes);
+}
+
+async function closeEntry(entry: SnapshotEntry): Promise<void> {
+  await entry.map?.close().catch(() => undefined);
+  for (const bits of entry.frozen.values()) await bits.close().catch(() => undefined);
+  await entry.data.close().catch(() => undefined);
+}
