@@ -74,6 +74,7 @@ async function moveBack(ctx: TopologyContext, active: Site, target: Site): Promi
   const kept: KeptTest = (p) => p.role === 'primary' && p.suspendCause === 'takeover-by-peer' &&
     activePairs.some((a) => a.name === p.name && a.code === 'SSWS');
   await forgetOldPairs(ctx, active, target, activePairs, kept);
+  await forgetOrphans(ctx, active, target);
   // From the async site (Figs. 15, 16) the copy back is async in the topology's group, so the
   // swap of step 1506 leaves exactly the async leg the original layout needs (nothing to copy
   // again); from the sync site it is sync (Figs. 11, 12), with fence never so a hiccup does not
@@ -174,19 +175,41 @@ export async function restoreOriginalLegs(ctx: TopologyContext, primary: Site): 
  * Dissolves every topology pair that is not part of the original layout or points the wrong way,
  * and those whose secondary site came back without them (it lost its data: copy it again).
  */
+/** Every reachable site's pairs, and a test for a primary half whose peer no longer has the pair. */
+async function pairsOfSites(ctx: TopologyContext): Promise<{ pairsBySite: Map<Site, PairStatus[]>; orphaned: (s: Site, p: PairStatus) => boolean }> {
+  const pairsBySite = new Map<Site, PairStatus[]>();
+  for (const s of ctx.sites) if (s.info) pairsBySite.set(s, await ctx.pairsAt(s));
+  const orphaned = (s: Site, p: PairStatus): boolean => {
+    if (p.role !== 'primary') return false;
+    const peer = ctx.sites.find((x) => x !== s && parsePairName(ctx.t, p.name)?.sites.includes(x.spec.site));
+    return peer !== undefined && pairsBySite.has(peer) && !pairsBySite.get(peer)!.some((x) => x.name === p.name);
+  };
+  return { pairsBySite, orphaned };
+}
+
+/**
+ * Halves left at a site the failback does not copy from or to (its peer dissolved the pair, say
+ * after a Fig. 14 reversal): they are no copy of anything, and the waits would count them as failed.
+ */
+async function forgetOrphans(ctx: TopologyContext, active: Site, target: Site): Promise<void> {
+  const { pairsBySite, orphaned } = await pairsOfSites(ctx);
+  for (const [s, pairs] of pairsBySite) {
+    if (s === active || s === target) continue;
+    for (const p of pairs) {
+      if (!orphaned(s, p)) continue;
+      await s.api.deletePair(p.name, { force: true });
+      ctx.print(`    ${p.name}: forgotten at ${s.spec.site} (its peer no longer has the pair)`);
+    }
+  }
+}
+
 async function dissolveMisfits(ctx: TopologyContext, syncLegFrom: Site, asyncLegFrom: Site): Promise<void> {
   const t = ctx.t;
   const mid = ctx.site('sync');
   const far = ctx.site('async');
   const wantedSync = new Set(t.volumes.map((v) => pairName(t, v.name, syncLegFrom.spec.site, mid.spec.site)));
   const wantedAsync = new Set(asyncVolumes(t).map((v) => pairName(t, v.name, asyncLegFrom.spec.site, far.spec.site)));
-  const pairsBySite = new Map<Site, PairStatus[]>();
-  for (const s of ctx.sites) if (s.info) pairsBySite.set(s, await ctx.pairsAt(s));
-  const orphaned = (s: Site, p: PairStatus): boolean => {
-    if (p.role !== 'primary') return false;
-    const peer = ctx.sites.find((x) => x !== s && parsePairName(t, p.name)?.sites.includes(x.spec.site));
-    return peer !== undefined && pairsBySite.has(peer) && !pairsBySite.get(peer)!.some((x) => x.name === p.name);
-  };
+  const { pairsBySite, orphaned } = await pairsOfSites(ctx);
   for (const [s, pairs] of pairsBySite) {
     for (const p of pairs) {
       const stale = p.suspendCause === 'takeover-by-peer' || orphaned(s, p);
