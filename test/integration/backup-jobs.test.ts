@@ -146,3 +146,22 @@ test('two jobs against a repository with one drive run one after the other, in a
   assert.equal(j2.state, 'succeeded');
   assert.ok(j1.finishedAt! <= j2.startedAt!, `the second job started (${j2.startedAt}) after the first ended (${j1.finishedAt})`);
 });
+
+test('a policy runs by name and keeps only its newest chains', async () => {
+  await tricopy(['backup', 'repo', 'add', 'tape4', '--path', path.join(dir, 'tape4')]);
+  await api.createVolume({ name: 'p1', size: 8 * MiB });
+  await tricopy(['backup', 'policy', 'add', 'nightly', '--volume', 'p1', '--repo', 'tape4', '--schedule', '0 2 * * *', '--keep', '2']);
+  const ids: string[] = [];
+  for (const pattern of ['0x61', '0x62', '0x63']) {
+    await runOk('qemu-io', ['-f', 'raw', '-c', `write -P ${pattern} 0 1M`, node.nbdUri('p1')]);
+    const r = JSON.parse(await tricopy(['--json', 'backup', 'run', 'nightly'])) as BackupResult;
+    assert.equal(r.manifest.policy, 'nightly');
+    assert.equal(r.manifest.kind, 'full');
+    ids.push(r.manifest.id);
+    if (ids.length === 3) assert.deepEqual(r.expired, [ids[0]], 'the third run deletes the oldest chain');
+  }
+  const listed = JSON.parse(await tricopy(['--json', 'backup', 'list', '--repo', 'tape4'])) as Array<{ id: string }>;
+  assert.deepEqual(listed.map((m) => m.id), ids.slice(1));
+  const policies = JSON.parse(await tricopy(['--json', 'backup', 'policy', 'list'])) as Array<{ name: string; nextRun: string }>;
+  assert.equal(policies.find((p) => p.name === 'nightly')?.nextRun?.length, 24);
+});
