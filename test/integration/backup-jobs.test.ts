@@ -165,3 +165,33 @@ test('a policy runs by name and keeps only its newest chains', async () => {
   const policies = JSON.parse(await tricopy(['--json', 'backup', 'policy', 'list'])) as Array<{ name: string; nextRun: string }>;
   assert.equal(policies.find((p) => p.name === 'nightly')?.nextRun?.length, 24);
 });
+
+test('after a job killed mid-copy, the rerun cleans up and takes a full backup that restores', async () => {
+  await tricopy(['backup', 'repo', 'add', 'tape5', '--path', path.join(dir, 'tape5')]);
+  await api.createVolume({ name: 'k1', size: 8 * MiB });
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x71 0 2M', node.nbdUri('k1')]);
+  await tricopy(['backup', 'run', '--volume', 'k1', '--repo', 'tape5', '--incremental']);
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x72 1M 2M', node.nbdUri('k1')]);
+  // What a SIGKILL between the snapshot and the end of the copy leaves: a running job of a dead
+  // process, its snapshot (holding the frozen bitmap), a half-written image, no chain state.
+  const gone = await runOk(process.execPath, ['-e', 'console.log(process.pid)']);
+  const deadPid = Number(gone.stdout.trim());
+  const repo = new Repository(path.join(dir, 'tape5'));
+  const killedId = '20261202T000000Z-dead00';
+  await repo.saveJob({ id: killedId, kind: 'backup', volume: 'k1', state: 'running', pid: deadPid, queuedAt: '2026-12-02T00:00:00.000Z',
+    startedAt: '2026-12-02T00:00:00.000Z', finishedAt: null, backupId: null, error: null });
+  await api.createSnapshot({ name: `backup-${killedId}`, volumes: ['k1'], bitmaps: ['backup-tape5'] });
+  await fsp.mkdir(repo.partialDir(killedId), { recursive: true });
+  await fsp.writeFile(path.join(repo.partialDir(killedId), 'data'), 'half');
+  await repo.setChainState('k1', { lastBackupId: null });
+  assert.equal((await repo.jobs()).find((j) => j.id === killedId)?.shownState, 'interrupted');
+
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x73 6M 64k', node.nbdUri('k1')]);
+  const expected = await contentDigest(node.ports.nbdPort, 'k1');
+  const rerun = JSON.parse(await tricopy(['--json', 'backup', 'run', '--volume', 'k1', '--repo', 'tape5', '--incremental'])) as BackupResult;
+  assert.equal(rerun.manifest.kind, 'full', 'the changes frozen into the lost snapshot are in no image: the chain restarts');
+  assert.deepEqual((await api.listSnapshots('k1')).map((s) => s.name), [], 'the killed job\'s snapshot is deleted');
+  await assert.rejects(fsp.stat(repo.partialDir(killedId)), 'the half-written image is removed');
+  await tricopy(['backup', 'restore', 'k1', '--from', rerun.manifest.id, '--to', 'k1-restored']);
+  assert.equal(await contentDigest(node.ports.nbdPort, 'k1-restored'), expected);
+});
