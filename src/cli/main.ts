@@ -7,6 +7,7 @@ process.env.UV_THREADPOOL_SIZE ??= '4'; // before any fs call (bin/tricopy sizes
 import { Command, CommanderError, Help, type Option } from 'commander';
 import { TricopyError, errorMessage } from '../common/errors';
 import { version } from '../node/version';
+import { registerBackupCommands } from './commands/backup';
 import { registerEventsCommand } from './commands/events';
 import { registerGroupCommands } from './commands/group';
 import { registerManagerCommands } from './commands/manager';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerReplicaCommands(program);
   registerSnapshotCommands(program);
   registerGroupCommands(program);
+  registerBackupCommands(program);
   registerTopologyCommands(program);
   registerEventsCommand(program);
   registerManagerCommands(program);

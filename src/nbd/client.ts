@@ -18,6 +18,8 @@ export interface NbdClientOptions {
   exportName: string;
   structuredReplies?: boolean;
   blockStatus?: boolean;
+  /** Metadata contexts to select instead of base:allocation (e.g. qemu:dirty-bitmap:NAME); implies blockStatus. */
+  metaContexts?: string[];
   connectTimeoutMs?: number;
 }
 
@@ -183,8 +185,9 @@ export class NbdClient {
       const r = await this.option(c.OPT_STRUCTURED_REPLY, Buffer.alloc(0));
       this.structured = r.at(-1)!.replyType === c.REP_ACK;
     }
-    if (this.structured && options.blockStatus) {
-      const r = await this.option(c.OPT_SET_META_CONTEXT, codec.encodeMetaContextRequest(options.exportName, [c.BASE_ALLOCATION]));
+    const contexts = options.metaContexts ?? (options.blockStatus ? [c.BASE_ALLOCATION] : []);
+    if (this.structured && contexts.length > 0) {
+      const r = await this.option(c.OPT_SET_META_CONTEXT, codec.encodeMetaContextRequest(options.exportName, contexts));
       if (r.at(-1)!.replyType !== c.REP_ACK) throw optionError('SET_META_CONTEXT', r.at(-1)!);
     }
     const replies = await this.option(c.OPT_GO, codec.encodeInfoRequest(options.exportName, [c.INFO_BLOCK_SIZE]));

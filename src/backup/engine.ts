@@ -1,0 +1,332 @@
+// Backup and restore jobs: what one `tricopy backup run` or `backup restore` does against a node.
+//
+// A backup takes a snapshot of the volume (freezing the repository's changed-block bitmap into it
+// and clearing the live one at that instant), so the volume keeps serving writes; it copies from
+// the snapshot's read-only NBD export either every allocated extent (full) or the extents the
+// frozen bitmap marks (incremental), writes them and their manifest into the repository, and
+// deletes the snapshot. The volume's chain state is cleared before the snapshot and set after the
+// image is complete: a job that fails or is killed in between leaves it cleared, so the next
+// backup is a full one (the changes frozen into the lost snapshot are not in the bitmap any more).
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { TricopyError, errorMessage } from '../common/errors';
+import type { NodeClient, ReplicaNodeClient } from '../contracts/node-client';
+import { NbdClient } from '../nbd/client';
+import * as nbd from '../nbd/constants';
+import { DriveQueue, type DriveQueueDeps, systemDriveDeps } from './drives';
+import { type BackupManifest, type Extent, coalesceExtents, encodeManifest, manifestFormat } from './manifest';
+import { blockStatusSpanBytes, copyChunkBytes } from './limits';
+import { type JobRecord, Repository } from './repository';
+import { backupsToExpire } from './retention';
+
+export type BackupNode = NodeClient & ReplicaNodeClient;
+
+export interface JobContext {
+  node: BackupNode;
+  /** The node's API URL, recorded in manifests. */
+  nodeUrl: string;
+  repo: Repository;
+  repoName: string;
+  drives: number;
+  driveDeps?: DriveQueueDeps;
+  /** Told about waiting for a drive and the copy's progress (bytes done of total). */
+  onProgress?: (event: { phase: 'waiting'; ahead: number } | { phase: 'copying'; doneBytes: number; totalBytes: number }) => void;
+  now?: () => Date;
+}
+
+export interface BackupRequest {
+  volume: string;
+  incremental: boolean;
+  policy?: string;
+  /** Chains to keep after the backup (retention); none: keep all. */
+  keep?: number;
+}
+
+export interface BackupResult {
+  manifest: BackupManifest;
+  /** Set when an incremental was asked for but a full backup was taken, and why. */
+  fellBackToFull: string | null;
+  expired: string[];
+  waitedBehind: number;
+}
+
+/** The bitmap a repository's backups of a volume count changes with (one per repository). */
+export function bitmapNameFor(repoName: string): string {
+  return `backup-${repoName}`;
+}
+
+export function snapshotNameFor(jobId: string): string {
+  return `backup-${jobId}`;
+}
+
+function newJobId(now: Date): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${stamp}-${Math.random().toString(16).slice(2, 8).padEnd(6, '0')}`;
+}
+
+function nbdAddress(exportUri: string): { host: string; port: number; exportName: string } {
+  const u = new URL(exportUri);
+  if (u.protocol !== 'nbd:') throw new TricopyError('internal', `export ${exportUri} is not an nbd:// URI`);
+  return { host: u.hostname, port: Number(u.port || 10809), exportName: decodeURIComponent(u.pathname.slice(1)) };
+}
+
+/** Extents whose block-status flags satisfy `wanted`, over the whole export. */
+async function extentsWhere(client: NbdClient, wanted: (flags: number) => boolean): Promise<Extent[]> {
+  const out: Extent[] = [];
+  const size = client.sizeBytes;
+  for (let offset = 0; offset < size;) {
+    const descriptors = await client.blockStatus(offset, Math.min(size - offset, blockStatusSpanBytes));
+    if (descriptors.length === 0) throw new TricopyError('io-error', `block status at ${offset} returned nothing`);
+    for (const d of descriptors) {
+      const length = Math.min(d.length, size - offset);
+      if (length <= 0) break;
+      if (wanted(d.flags)) out.push({ offset, length });
+      offset += length;
+    }
+  }
+  return coalesceExtents(out);
+}
+
+async function jobRecord(ctx: JobContext, kind: JobRecord['kind'], volume: string): Promise<JobRecord> {
+  const now = (ctx.now ?? (() => new Date()))();
+  const job: JobRecord = {
+    id: newJobId(now), kind, volume, state: 'queued', pid: process.pid, queuedAt: now.toISOString(),
+    startedAt: null, finishedAt: null, backupId: null, error: null,
+  };
+  await ctx.repo.saveJob(job);
+  return job;
+}
+
+/** Runs `work` as a job holding a drive, recording its states. */
+async function asJob<T>(ctx: JobContext, kind: JobRecord['kind'], volume: string,
+  work: (job: JobRecord, waitedBehind: number) => Promise<{ result: T; backupId: string }>): Promise<T> {
+  const now = () => (ctx.now ?? (() => new Date()))().toISOString();
+  let job = await jobRecord(ctx, kind, volume);
+  const queue = new DriveQueue(ctx.repo.dir, ctx.drives, ctx.driveDeps ?? systemDriveDeps);
+  let drive;
+  try {
+    drive = await queue.acquire(job.id, process.pid, (ahead) => ctx.onProgress?.({ phase: 'waiting', ahead }));
+  } catch (err) {
+    await ctx.repo.advanceJob(job, 'error', now(), { error: errorMessage(err) });
+    throw err;
+  }
+  try {
+    job = await ctx.repo.advanceJob(job, 'drive-acquired', now());
+    const { result, backupId } = await work(job, drive.waitedBehind);
+    await ctx.repo.advanceJob(job, 'copy-done', now(), { backupId });
+    return result;
+  } catch (err) {
+    await ctx.repo.advanceJob(job, 'error', now(), { error: errorMessage(err) });
+    throw err;
+  } finally {
+    await drive.release();
+  }
+}
+
+/** Deletes snapshots that jobs of this repository left behind when they were killed. */
+async function removeLeftoverSnapshots(ctx: JobContext, volume: string, currentJobId: string): Promise<void> {
+  const jobs = await ctx.repo.jobs();
+  const live = new Set(jobs.filter((j) => j.shownState === 'queued' || j.shownState === 'running').map((j) => j.id));
+  live.add(currentJobId);
+  await ctx.repo.removePartials(live);
+  const ours = new Set(jobs.map((j) => snapshotNameFor(j.id)));
+  for (const s of await ctx.node.listSnapshots(volume)) {
+    const jobId = s.name.slice('backup-'.length);
+    if (ours.has(s.name) && !live.has(jobId)) await ctx.node.deleteSnapshot(volume, s.name);
+  }
+}
+
+/** Decides full or incremental: an incremental needs the parent image and the bitmap counting from it. */
+async function chooseParent(ctx: JobContext, req: BackupRequest): Promise<{ parent: BackupManifest | null; why: string | null }> {
+  if (!req.incremental) return { parent: null, why: null };
+  const { lastBackupId } = await ctx.repo.chainState(req.volume);
+  if (lastBackupId === null) return { parent: null, why: 'no complete backup of the volume to count changes from in this repository' };
+  const bitmaps = await ctx.node.listBitmaps(req.volume);
+  if (!bitmaps.some((b) => b.name === bitmapNameFor(ctx.repoName))) return { parent: null, why: `the volume has no bitmap ${bitmapNameFor(ctx.repoName)}` };
+  const parent = await ctx.repo.manifest(lastBackupId).catch(() => null);
+  if (!parent) return { parent: null, why: `the last backup ${lastBackupId} is gone from the repository` };
+  return { parent, why: null };
+}
+
+/** Copies `extents` of the export into `dataFile`, returning the data's sha256. */
+async function copyExtents(client: NbdClient, extents: Extent[], dataFile: string, ctx: JobContext): Promise<string> {
+  const hash = createHash('sha256');
+  const out = await fsp.open(dataFile, 'w');
+  const totalBytes = extents.reduce((n, e) => n + e.length, 0);
+  let doneBytes = 0;
+  let position = 0;
+  try {
+    for (const e of extents) {
+      for (let at = e.offset; at < e.offset + e.length; at += copyChunkBytes) {
+        const data = await client.read(at, Math.min(copyChunkBytes, e.offset + e.length - at));
+        hash.update(data);
+        await out.write(data, 0, data.length, position);
+        position += data.length;
+        doneBytes += data.length;
+        ctx.onProgress?.({ phase: 'copying', doneBytes, totalBytes });
+      }
+    }
+    await out.datasync();
+  } finally {
+    await out.close();
+  }
+  return hash.digest('hex');
+}
+
+async function writeImage(ctx: JobContext, manifest: Omit<BackupManifest, 'dataSha256' | 'finishedAt'>, exportUri: string, bitmap: string | null): Promise<BackupManifest> {
+  const addr = nbdAddress(exportUri);
+  const metaContexts = [bitmap === null ? nbd.BASE_ALLOCATION : `qemu:dirty-bitmap:${bitmap}`];
+  const client = await NbdClient.connect({ ...addr, metaContexts });
+  try {
+    if (client.sizeBytes !== manifest.sizeBytes) throw new TricopyError('io-error', `snapshot export ${exportUri} is ${client.sizeBytes} bytes, the volume ${manifest.sizeBytes}`);
+    // Full: every extent that may hold data. Incremental: the regions the frozen bitmap marks dirty.
+    const extents = bitmap === null ? await extentsWhere(client, (f) => (f & nbd.STATE_ZERO) === 0) : await extentsWhere(client, (f) => (f & 1) !== 0);
+    const partial = ctx.repo.partialDir(manifest.id);
+    await fsp.mkdir(partial, { recursive: true });
+    const dataSha256 = await copyExtents(client, extents, path.join(partial, 'data'), ctx);
+    const complete: BackupManifest = {
+      ...manifest, extents, dataBytes: extents.reduce((n, e) => n + e.length, 0), dataSha256, finishedAt: (ctx.now ?? (() => new Date()))().toISOString(),
+    };
+    const mf = await fsp.open(path.join(partial, 'manifest.json'), 'w');
+    await mf.writeFile(encodeManifest(complete));
+    await mf.datasync();
+    await mf.close();
+    await fsp.rename(partial, ctx.repo.imageDir(manifest.id));
+    const dir = await fsp.open(path.dirname(partial), 'r');
+    await dir.sync();
+    await dir.close();
+    return complete;
+  } finally {
+    await client.disconnect().catch(() => undefined);
+  }
+}
+
+export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<BackupResult> {
+  return asJob(ctx, 'backup', req.volume, async (job, waitedBehind) => {
+    await removeLeftoverSnapshots(ctx, req.volume, job.id);
+    const volume = await ctx.node.getVolume(req.volume);
+    const { parent, why } = await chooseParent(ctx, req);
+    const bitmap = bitmapNameFor(ctx.repoName);
+    if (!(await ctx.node.listBitmaps(req.volume)).some((b) => b.name === bitmap)) await ctx.node.addBitmap(req.volume, bitmap);
+    // Commit point: until this job's image is complete, the bitmap does not count from any image.
+    await ctx.repo.setChainState(req.volume, { lastBackupId: null });
+    const snapshotName = snapshotNameFor(job.id);
+    const [snapshot] = await ctx.node.createSnapshot({ name: snapshotName, volumes: [req.volume], bitmaps: [bitmap] });
+    if (!snapshot) throw new TricopyError('internal', `the node took no snapshot of ${req.volume}`);
+    let manifest: BackupManifest;
+    try {
+      manifest = await writeImage(ctx, {
+        format: manifestFormat, id: job.id, kind: parent ? 'incremental' : 'full', volume: req.volume, node: ctx.nodeUrl,
+        sizeBytes: volume.sizeBytes, snapshotAt: snapshot.createdAt, parentId: parent?.id ?? null, chainId: parent?.chainId ?? job.id,
+        policy: req.policy ?? null, extents: [], dataBytes: 0, startedAt: job.startedAt ?? snapshot.createdAt,
+      }, snapshot.exportUri, parent ? bitmap : null);
+    } finally {
+      await ctx.node.deleteSnapshot(req.volume, snapshotName);
+    }
+    await ctx.repo.setChainState(req.volume, { lastBackupId: manifest.id });
+    const expired = req.keep === undefined ? [] : await expire(ctx.repo, req.volume, req.keep);
+    return { result: { manifest, fellBackToFull: why, expired, waitedBehind }, backupId: manifest.id };
+  });
+}
+
+/** Deletes the volume's oldest chains beyond `keep` (whole chains only). */
+export async function expire(repo: Repository, volume: string, keep: number): Promise<string[]> {
+  const ids = backupsToExpire((await repo.list()).filter((m) => m.volume === volume), keep);
+  for (const id of ids) await repo.removeImage(id);
+  return ids;
+}
+
+export interface RestoreRequest {
+  backupId: string;
+  /** The volume to write; created with the backup's size when it does not exist. */
+  target: string;
+  /** Overwrite an existing volume (its hosts must be stopped). */
+  force: boolean;
+}
+
+export interface RestoreResult {
+  target: string;
+  created: boolean;
+  applied: string[];
+  bytes: number;
+}
+
+/** Reads a data file back and checks its sha256 against the manifest before anything is written. */
+async function verifyImage(repo: Repository, m: BackupManifest): Promise<void> {
+  const hash = createHash('sha256');
+  const file = path.join(repo.imageDir(m.id), 'data');
+  const stat = await fsp.stat(file).catch(() => null);
+  if (!stat || stat.size !== m.dataBytes) throw new TricopyError('io-error', `backup ${m.id}: its data file is missing or not ${m.dataBytes} bytes`);
+  for await (const chunk of (await fsp.open(file, 'r')).createReadStream()) hash.update(chunk as Buffer);
+  if (hash.digest('hex') !== m.dataSha256) throw new TricopyError('io-error', `backup ${m.id}: its data does not match its sha256; the image is damaged`);
+}
+
+/** The parts of [0, size) not covered by `extents` (sorted, not overlapping). */
+function gaps(extents: Extent[], size: number): Extent[] {
+  const out: Extent[] = [];
+  let at = 0;
+  for (const e of extents) {
+    if (e.offset > at) out.push({ offset: at, length: e.offset - at });
+    at = e.offset + e.length;
+  }
+  if (at < size) out.push({ offset: at, length: size - at });
+  return out;
+}
+
+async function applyImage(client: NbdClient, repo: Repository, m: BackupManifest, onBytes: (n: number) => void): Promise<void> {
+  const file = await fsp.open(path.join(repo.imageDir(m.id), 'data'), 'r');
+  try {
+    let position = 0;
+    for (const e of m.extents) {
+      for (let at = e.offset; at < e.offset + e.length; at += copyChunkBytes) {
+        const length = Math.min(copyChunkBytes, e.offset + e.length - at);
+        const buf = Buffer.alloc(length);
+        const { bytesRead } = await file.read(buf, 0, length, position);
+        if (bytesRead !== length) throw new TricopyError('io-error', `backup ${m.id}: data file ends early`);
+        await client.write(at, buf);
+        position += length;
+        onBytes(length);
+      }
+    }
+  } finally {
+    await file.close();
+  }
+}
+
+export async function restoreBackup(ctx: JobContext, req: RestoreRequest): Promise<RestoreResult> {
+  const chain = await ctx.repo.chain(req.backupId);
+  const full = chain[0]!;
+  return asJob(ctx, 'restore', req.target, async () => {
+    for (const m of chain) await verifyImage(ctx.repo, m);
+    const existing = (await ctx.node.listVolumes()).find((v) => v.name === req.target);
+    if (existing && !req.force) {
+      throw new TricopyError('conflict', `volume ${req.target} exists`, `restore to a new volume with --to NAME, or overwrite it with --force (stop its hosts first)`);
+    }
+    if (existing && existing.sizeBytes !== full.sizeBytes) throw new TricopyError('conflict', `volume ${req.target} is ${existing.sizeBytes} bytes, the backup ${full.sizeBytes}`);
+    const target = existing ?? await ctx.node.createVolume({ name: req.target, size: full.sizeBytes });
+    const client = await NbdClient.connect(nbdAddress(target.exportUri));
+    const totalBytes = chain.reduce((n, m) => n + m.dataBytes, 0);
+    let doneBytes = 0;
+    try {
+      // An existing volume holds other data where the full backup has none: zero it there.
+      if (existing) {
+        for (const g of gaps(full.extents, full.sizeBytes)) {
+          for (let at = g.offset; at < g.offset + g.length; at += blockStatusSpanBytes) {
+            await client.writeZeroes(at, Math.min(blockStatusSpanBytes, g.offset + g.length - at));
+          }
+        }
+      }
+      for (const m of chain) {
+        await applyImage(client, ctx.repo, m, (n) => {
+          doneBytes += n;
+          ctx.onProgress?.({ phase: 'copying', doneBytes, totalBytes });
+        });
+      }
+      await client.flush();
+    } finally {
+      await client.disconnect().catch(() => undefined);
+    }
+    return { result: { target: req.target, created: !existing, applied: chain.map((m) => m.id), bytes: doneBytes }, backupId: req.backupId };
+  });
+}

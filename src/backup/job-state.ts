@@ -1,0 +1,20 @@
+// The life of a backup or restore job, as a (state, event) → state table: the only way a job
+// record's state changes. A job whose process died while queued or running is shown as
+// `interrupted` (derived when read, see repository.ts); it is rerun as a new job.
+import { TricopyError } from '../common/errors';
+
+export type JobState = 'queued' | 'running' | 'succeeded' | 'failed';
+export type JobEvent = 'drive-acquired' | 'copy-done' | 'error';
+
+const table: Record<JobState, Partial<Record<JobEvent, JobState>>> = {
+  queued: { 'drive-acquired': 'running', error: 'failed' },
+  running: { 'copy-done': 'succeeded', error: 'failed' },
+  succeeded: {},
+  failed: {},
+};
+
+export function nextJobState(state: JobState, event: JobEvent): JobState {
+  const next = table[state][event];
+  if (next === undefined) throw new TricopyError('internal', `backup job: event ${event} is not allowed in state ${state}`);
+  return next;
+}

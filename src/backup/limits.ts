@@ -1,0 +1,14 @@
+// Limits of managed backup, in one place with their units.
+
+/** Most bytes one NBD read of a backup or a restore moves. */
+export const copyChunkBytes = 4 * 1024 * 1024;
+/** Most bytes one NBD block-status request asks about (the protocol's length is 32 bits). */
+export const blockStatusSpanBytes = 1024 * 1024 * 1024;
+/** How often a job waiting for a drive looks at the queue again. */
+export const drivePollMs = 100;
+/** Most drives (concurrent jobs) a repository may have. */
+export const maxDrives = 64;
+/** Most backup chains a policy may keep. */
+export const maxKeepChains = 10_000;
+/** Names of repositories, policies and volumes: what the node accepts for volume names. */
+export const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
