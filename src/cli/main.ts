@@ -12,6 +12,7 @@ import { registerGroupCommands } from './commands/group';
 import { registerManagerCommands } from './commands/manager';
 import { registerNodeCommands } from './commands/node';
 import { registerPairCommands } from './commands/pair';
+import { registerQuorumCommands } from './commands/quorum';
 import { registerTopologyCommands } from './commands/topology';
 import { registerVolumeCommands } from './commands/volume';
 
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerVolumeCommands(program);
   registerPairCommands(program);
   registerGroupCommands(program);
+  registerQuorumCommands(program);
   registerTopologyCommands(program);
   registerEventsCommand(program);
   registerManagerCommands(program);

@@ -25,6 +25,9 @@ import { type CreatePairInput, Operator } from './control/operator';
 import { PairResources } from './control/pair-resources';
 import { PeerDemand } from './control/peer-demand';
 import { PeerRequests } from './control/peer-requests';
+import type { PairExtensionPoint } from './extension';
+import { MessageType } from './transport/messages';
+import { pairUpdateCodec } from './transport/control-messages';
 import { PeerUpdates } from './control/peer-updates';
 import { Reconciler } from './control/reconcile';
 import { Swap } from './control/swap';
@@ -91,6 +94,8 @@ interface Parts {
   reconciler: Reconciler;
   status: StatusReader;
   verifier: Verifier;
+  updates: PeerUpdates;
+  requests: PeerRequests;
 }
 
 export class ReplicationService implements ReplicationDataPath {
@@ -201,7 +206,7 @@ export class ReplicationService implements ReplicationDataPath {
     });
     env.transport.setRequestHandler((type, payload, peer) => requests.handle(type, payload, peer));
     const verifier = new Verifier({ env, localNode: options.localNode, registry, engine, journals, volumeRuntimes, copy, events, log, status: statusOf });
-    return { store, engine, marks, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status, verifier };
+    return { store, engine, marks, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status, verifier, updates, requests };
   }
 
   /**
@@ -250,6 +255,20 @@ export class ReplicationService implements ReplicationDataPath {
         if (s.record.role === 'primary' && s.record.mode === 'sync' && s.record.state === 'duplex') await updates.tell(s);
       }
     });
+  }
+
+  /** For modules above the node that add pair behaviour (quorum pairs); valid once started. */
+  extensionPoint(): PairExtensionPoint {
+    const { env, registry, events, options } = this;
+    const parts = this.parts;
+    return {
+      localNode: options.localNode, clock: env.clock, events, registry, engine: parts.engine, transport: env.transport,
+      status: (p) => parts.status.pair(p),
+      tellConfirmed: async (p, timeoutMs) => {
+        await env.transport.request(p.record.peer.node, MessageType.PairUpdate, pairUpdateCodec.encode(parts.updates.update(p)), timeoutMs);
+      },
+      handlePeerRequests: (type, handler) => parts.requests.addHandler(type, handler),
+    };
   }
 
   // --- data path (the NBD server's writes to paired volumes) -----------------------------------
