@@ -8,6 +8,7 @@
 // reached …), with the node's own message and hint.
 import type { AccessRuleRequest, CreateVolumeRequest, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeView } from './node';
 import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest } from './pairs';
+import type { FailoverConfig, FailoverStatus } from './failover';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from './monitor';
 
 /** How long the caller waits for an answer before it gives up ('unavailable'). */
@@ -63,6 +64,14 @@ export interface NodeClient {
 
   /** The kept events with an id greater than `after`, oldest first. */
   listEvents(after: number): Promise<NodeEvent[]>;
+
+  // Automatic failover (a node that runs the quorum module; absent from clients that cannot change nodes).
+  /** Gives the node its part in a topology's automatic failover (topology apply). */
+  configureFailover?(config: FailoverConfig): Promise<FailoverStatus>;
+  /** The node stops taking part in a topology's automatic failover. */
+  removeFailover?(name: string): Promise<void>;
+  /** Where the node stands with the arbiter of each topology it takes part in. */
+  failoverStatus?(): Promise<FailoverStatus[]>;
   /** The kept events after `after`, then each new one as it happens, until the caller stops. */
   followEvents(after: number): AsyncIterable<NodeEvent>;
 }

@@ -5,6 +5,7 @@ import { TricopyError, isErrorCode } from '../common/errors';
 import { readServerSentEvents } from '../common/sse';
 import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
 import type { CallOptions, DeleteOptions, NodeClient, NodeMonitorClient } from '../contracts/node-client';
+import type { FailoverConfig, FailoverList, FailoverStatus } from '../contracts/failover';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from '../contracts/monitor';
 import type {
   CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest,
@@ -130,6 +131,18 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient {
     return this.serverSentEvents<NodeEvent>(`/v1/events?after=${after}&stream=true`);
   }
 
+  configureFailover(config: FailoverConfig): Promise<FailoverStatus> {
+    return this.request('PUT', `/v1/failover/${encodeURIComponent(config.name)}`, config);
+  }
+
+  removeFailover(name: string): Promise<void> {
+    return this.request('DELETE', `/v1/failover/${encodeURIComponent(name)}`);
+  }
+
+  async failoverStatus(): Promise<FailoverStatus[]> {
+    return (await this.request<FailoverList>('GET', '/v1/failover')).topologies;
+  }
+
   registerManager(request: RegisterManagerRequest): Promise<ManagerBinding> {
     return this.request('POST', '/v1/monitor/manager', request);
   }
@@ -177,7 +190,7 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient {
     }
   }
 
-  protected async request<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+  protected async request<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers.authorization = `Bearer ${this.token}`;

@@ -1,6 +1,9 @@
 // The quorum routes of the node's control API (spec 004): the attribute query, reservations and
 // the pair-volume control commands, per volume. Bodies and parameters are validated at the edge.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { TricopyError } from '../common/errors';
+import type { FailoverConfig } from '../contracts/failover';
+import type { FailoverService } from './failover/service';
 import type { QuorumVolumes } from './storage';
 
 const volumeParam = {
@@ -45,4 +48,43 @@ export function quorumRoutes(app: FastifyInstance, quorum: () => QuorumVolumes):
 
   app.post('/v1/quorum/volumes/:volume/split', { schema: { params: volumeParam } },
     async (request: VolumeRequest) => quorum().split(request.params.volume));
+}
+
+const topologyParam = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { type: 'string', minLength: 1, maxLength: 24 } },
+} as const;
+
+const failoverConfigBody = {
+  type: 'object',
+  required: ['topology', 'name', 'site', 'role'],
+  additionalProperties: false,
+  properties: {
+    topology: { type: 'object' },
+    name: { type: 'string', minLength: 1, maxLength: 24 },
+    site: { type: 'string', minLength: 1, maxLength: 24 },
+    role: { type: 'string', enum: ['primary', 'sync', 'async'] },
+    apiToken: { type: 'string', minLength: 16, maxLength: 1024 },
+  },
+} as const;
+
+/** Automatic failover: what topology apply gives the node, and where the node stands with each arbiter. */
+export function failoverRoutes(app: FastifyInstance, failover: () => FailoverService): void {
+  app.get('/v1/failover', async () => ({ topologies: failover().list() }));
+
+  app.get('/v1/failover/:name', { schema: { params: topologyParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => failover().get(request.params.name));
+
+  app.put('/v1/failover/:name', { schema: { params: topologyParam, body: failoverConfigBody } },
+    async (request: FastifyRequest<{ Params: { name: string }; Body: FailoverConfig }>) => {
+      if (request.body.name !== request.params.name) throw new TricopyError('invalid-argument', 'the body names another topology than the path');
+      return failover().configure(request.body);
+    });
+
+  app.delete('/v1/failover/:name', { schema: { params: topologyParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>, reply) => {
+      await failover().remove(request.params.name);
+      reply.code(204);
+    });
 }

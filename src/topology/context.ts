@@ -31,6 +31,8 @@ export interface RunOptions {
   waitSeconds: number;
   /** Time for waits between polls (the system clock; a simulator's virtual one). */
   clock?: Clock;
+  /** The API token the nodes are reached with, given to them for automatic failover (they reach each other with it). */
+  apiToken?: string | undefined;
 }
 
 /** A site that does not answer this fast counts as unreachable for this run. */
