@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import type { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import type { FenceLevel, GroupStatus, JournalFullPolicy, PairState, PairStatus } from '../contracts/pairs';
-import { BlockDeviceError, type WriteOptions, type ZeroOptions } from '../volume/block-device';
+import type { WriteOptions, ZeroOptions } from '../volume/block-device';
 import type { Volume } from '../volume/volume';
 import { Applier } from './async/applier';
 import { Journals } from './async/journals';
@@ -292,14 +292,12 @@ export class ReplicationService implements ReplicationDataPath {
     return refusal ? { errno: refusal.errno, reason: refusal.message } : undefined;
   }
 
-  async write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
-    await this.parts.writePath.write(volume, offset, data, options);
-    this.recheckGate(volume.name);
+  write(volume: Volume, offset: number, data: Buffer | Buffer[], options: WriteOptions): Promise<void> {
+    return this.parts.writePath.write(volume, offset, data, options);
   }
 
-  async writeZeroes(volume: Volume, offset: number, length: number, options: ZeroOptions): Promise<void> {
-    await this.parts.writePath.writeZeroes(volume, offset, length, options);
-    this.recheckGate(volume.name);
+  writeZeroes(volume: Volume, offset: number, length: number, options: ZeroOptions): Promise<void> {
+    return this.parts.writePath.writeZeroes(volume, offset, length, options);
   }
 
   /**
@@ -310,11 +308,6 @@ export class ReplicationService implements ReplicationDataPath {
    */
   setHostWriteGate(gate: ((volume: string) => string | undefined) | undefined): void {
     this.fences.hostGate = gate;
-  }
-
-  private recheckGate(volume: string): void {
-    const why = this.fences.hostGate?.(volume);
-    if (why !== undefined && this.registry.ofVolume(volume).length > 0) throw new BlockDeviceError('EIO', why);
   }
 
   flush(volume: Volume): Promise<void> {

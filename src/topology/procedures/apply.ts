@@ -44,7 +44,8 @@ export async function apply(ctx: TopologyContext): Promise<void> {
     for (const v of asyncVolumes(t)) await ensurePair(ctx, sync, far, v, 'async', 'full');
   }
   await waitAll(ctx, 'step 306: wait until every copy is duplex');
-  await configureFailover(ctx);
+  // Only nodes that can take part are asked (a simulator's nodes cannot; nothing changes for them).
+  if (t.failover?.mode === 'automatic' || ctx.sites.some((s) => s.api.failoverStatus !== undefined)) await configureFailover(ctx);
 }
 
 /**
@@ -57,7 +58,8 @@ async function configureFailover(ctx: TopologyContext): Promise<void> {
   const f = t.failover;
   if (f?.mode !== 'automatic') {
     for (const s of ctx.sites) {
-      const taking = (await s.api.failoverStatus?.().catch(() => []))?.some((x) => x.topology === t.name);
+      if (!s.api.failoverStatus || !s.info) continue;
+      const taking = (await s.api.failoverStatus().catch(() => [])).some((x) => x.topology === t.name);
       if (!taking) continue;
       await s.api.removeFailover!(t.name);
       ctx.print(`  ${s.spec.site} no longer takes part in automatic failover (failover: manual)`);
