@@ -43,10 +43,9 @@ export class FailoverService {
     this.node.replication.setHostWriteGate((volume) => this.gate(volume));
   }
 
+  /** The gate stays: a stopped agent holds nothing, so writes to its topology's volumes are refused until the node is gone. */
   async stop(): Promise<void> {
-    this.node.replication.setHostWriteGate(undefined);
     for (const e of this.entries.values()) await e.agent.stop(false);
-    this.entries.clear();
   }
 
   /** Takes part in `config`'s topology from now on (replacing what it had for it), and keeps it. */
