@@ -118,7 +118,9 @@ export class FailoverService {
       pairs: () => this.node.replication.list(),
       hasVolume: (name) => this.node.store.has(name),
       failOverHere: async (print) => {
-        const orchestrator = new Orchestrator(t, { clientFor: (url) => new HttpNodeClient(url, config.apiToken), print, waitSeconds: 0 });
+        // The primary stopped renewing a lease ago: a site that does not answer within a second is
+        // taken as lost (a dead host's address would hold the probe for the whole default 5 s).
+        const orchestrator = new Orchestrator(t, { clientFor: (url) => new HttpNodeClient(url, config.apiToken), print, waitSeconds: 0, probeTimeoutMs: 1000 });
         await orchestrator.failover(config.site, undefined);
       },
       events: this.node.events,
