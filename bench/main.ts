@@ -1,4 +1,5 @@
 // Benchmark entry point: `npm run bench -- <name> [--write-docs]`.
+import { benchFailover } from './failover';
 import { benchMonitor } from './monitor';
 import { benchNbd } from './nbd';
 import { benchPgbench } from './pgbench';
@@ -12,6 +13,7 @@ const benches: Record<string, (args: string[]) => Promise<void>> = {
     await benchNbd(args);
     await benchPgbench(args, 'nbd');
   },
+  failover: benchFailover,
   monitor: benchMonitor,
   pgbench: (args) => benchPgbench(args),
   replication: benchReplication,

@@ -26,10 +26,14 @@ export function tokenOf(cmd: Command): string | undefined {
   return globals(cmd).token ?? process.env.TRICOPY_TOKEN;
 }
 
-/** The node the command talks to: --node, else TRICOPY_NODE, else the local default. */
+/** The URL of the node the command talks to: --node, else TRICOPY_NODE, else the local default. */
+export function nodeUrl(cmd: Command): string {
+  return globals(cmd).node ?? process.env.TRICOPY_NODE ?? defaultNodeUrl;
+}
+
+/** The node the command talks to. */
 export function client(cmd: Command): NodeClient {
-  const url = globals(cmd).node ?? process.env.TRICOPY_NODE ?? defaultNodeUrl;
-  return new HttpNodeClient(url, tokenOf(cmd));
+  return new HttpNodeClient(nodeUrl(cmd), tokenOf(cmd));
 }
 
 /** The node's replica, snapshot and bitmap API (the same node as client()). */

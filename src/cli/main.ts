@@ -15,6 +15,7 @@ import { registerNodeCommands } from './commands/node';
 import { registerPairCommands } from './commands/pair';
 import { registerReplicaCommands } from './commands/replica';
 import { registerSnapshotCommands } from './commands/snapshot';
+import { registerQuorumCommands } from './commands/quorum';
 import { registerTopologyCommands } from './commands/topology';
 import { registerVolumeCommands } from './commands/volume';
 
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerSnapshotCommands(program);
   registerGroupCommands(program);
   registerBackupCommands(program);
+  registerQuorumCommands(program);
   registerTopologyCommands(program);
   registerEventsCommand(program);
   registerManagerCommands(program);

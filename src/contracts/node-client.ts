@@ -12,6 +12,7 @@ import type {
   BitmapView, CreateReplicaRequest, CreateSnapshotRequest, DeleteReplicaOptions, ForceRequest, ReplicaStatus, ReplicaWaitState, RollbackRequest,
   SnapshotView, SplitReplicaRequest,
 } from './replicas';
+import type { FailoverConfig, FailoverStatus } from './failover';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from './monitor';
 
 /** How long the caller waits for an answer before it gives up ('unavailable'). */
@@ -67,6 +68,14 @@ export interface NodeClient {
 
   /** The kept events with an id greater than `after`, oldest first. */
   listEvents(after: number): Promise<NodeEvent[]>;
+
+  // Automatic failover (a node that runs the quorum module; absent from clients that cannot change nodes).
+  /** Gives the node its part in a topology's automatic failover (topology apply). */
+  configureFailover?(config: FailoverConfig): Promise<FailoverStatus>;
+  /** The node stops taking part in a topology's automatic failover. */
+  removeFailover?(name: string): Promise<void>;
+  /** Where the node stands with the arbiter of each topology it takes part in. */
+  failoverStatus?(): Promise<FailoverStatus[]>;
   /** The kept events after `after`, then each new one as it happens, until the caller stops. */
   followEvents(after: number): AsyncIterable<NodeEvent>;
 }

@@ -6,6 +6,12 @@ export type CopyMode = 'sync' | 'async';
 /** data: refuse host writes while the sync secondary cannot be updated; never: go on and record. */
 export type FenceLevel = 'data' | 'never';
 export type PairRole = 'primary' | 'secondary';
+/**
+ * What a pair is for (spec 004 §4.1): data (remote copy of a volume hosts use), or quorum (a small
+ * sync pair a cluster uses as its quorum volume: resync and swap-resync answer as spec 004's Fig. 4
+ * says, so racing reservations have one winner). Created with `pair create --mode quorum`.
+ */
+export type PairPurpose = 'data' | 'quorum';
 
 export const pairStates = ['simplex', 'initial-copying', 'duplex', 'duplex-pending', 'suspending', 'suspended', 'secondary-writable'] as const;
 export type PairState = (typeof pairStates)[number];
@@ -98,6 +104,8 @@ export interface PairStatus {
   volume: string;
   peer: { node: string; volume: string; host: string; replPort: number; connected: boolean };
   mode: CopyMode;
+  /** quorum: a spec 004 quorum pair (always sync). */
+  purpose: PairPurpose;
   fence: FenceLevel;
   group: string | null;
   suspendCause: SuspendCause | null;
@@ -165,6 +173,8 @@ export interface CreatePairRequest {
   peerVolume?: string;
   peer: PeerAddress;
   mode: CopyMode;
+  /** quorum: a spec 004 quorum pair (mode sync, a small volume, no consistency group). Default data. */
+  purpose?: PairPurpose;
   fence?: FenceLevel;
   group?: string;
   /** Deprecated spelling of initialCopy: 'none'. */

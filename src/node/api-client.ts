@@ -9,6 +9,7 @@ import type {
   BitmapList, BitmapView, CreateReplicaRequest, CreateSnapshotRequest, DeleteReplicaOptions, ForceRequest, ReplicaList, ReplicaStatus,
   ReplicaWaitState, RollbackRequest, SnapshotList, SnapshotView, SplitReplicaRequest,
 } from '../contracts/replicas';
+import type { FailoverConfig, FailoverList, FailoverStatus } from '../contracts/failover';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from '../contracts/monitor';
 import type {
   CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest,
@@ -200,6 +201,18 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNod
     return this.request('DELETE', `${volumePath(volume)}/bitmaps/${encodeURIComponent(name)}`);
   }
 
+  configureFailover(config: FailoverConfig): Promise<FailoverStatus> {
+    return this.request('PUT', `/v1/failover/${encodeURIComponent(config.name)}`, config);
+  }
+
+  removeFailover(name: string): Promise<void> {
+    return this.request('DELETE', `/v1/failover/${encodeURIComponent(name)}`);
+  }
+
+  async failoverStatus(): Promise<FailoverStatus[]> {
+    return (await this.request<FailoverList>('GET', '/v1/failover')).topologies;
+  }
+
   registerManager(request: RegisterManagerRequest): Promise<ManagerBinding> {
     return this.request('POST', '/v1/monitor/manager', request);
   }
@@ -247,7 +260,7 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNod
     }
   }
 
-  private async request<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+  protected async request<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers.authorization = `Bearer ${this.token}`;

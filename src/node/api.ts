@@ -12,8 +12,8 @@ import { createPairInput } from '../replication/control/operator';
 import { maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../replication/limits';
 import type { MonitorCommand, RegisterManagerRequest, ReportBatch } from '../contracts/monitor';
 import { monitorCommandBody, registerManagerBody, reportBatchBody } from './monitor-schemas';
-import type { StorageNode } from './node';
 import { registerReplicaRoutes } from './replica-api';
+import type { NodeExtension, StorageNode } from './node';
 
 export const maxApiBodyBytes = 64 * 1024;
 /** Longest a wait request holds the connection open. */
@@ -27,6 +27,8 @@ export const maxReportBodyBytes = 1024 * 1024;
 export interface ApiOptions {
   token: string | undefined;
   log: Logger;
+  /** Modules above the node add their routes (after the node's own). */
+  extensions?: NodeExtension[];
 }
 
 const nameParam = {
@@ -163,6 +165,7 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
             },
           },
           mode: { type: 'string', enum: ['sync', 'async'] },
+          purpose: { type: 'string', enum: ['data', 'quorum'] },
           fence: { type: 'string', enum: ['data', 'never'] },
           group: { type: 'string', minLength: 1, maxLength: 63 },
           noCopy: { type: 'boolean' },
@@ -290,6 +293,8 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
 
   app.post('/v1/monitor/reports', { bodyLimit: maxReportBodyBytes, schema: { body: reportBatchBody } },
     async (request: FastifyRequest<{ Body: ReportBatch }>) => node.monitor.handleReports(request.body));
+
+  for (const extension of options.extensions ?? []) extension.routes?.(app);
 
   const listenOn = async (host: string, port: number): Promise<number> => {
     await app.listen({ host, port });

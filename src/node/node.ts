@@ -1,5 +1,6 @@
 // A storage node: composes the volume store, the NBD server, the control API, metrics and the
 // event journal, and owns the node-level operations the API exposes.
+import type { FastifyInstance } from 'fastify';
 import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
 import { TricopyError, errnoCode, invariantObservers } from '../common/errors';
@@ -35,6 +36,18 @@ import { version } from './version';
 
 export type { ClientView, NodeInfo, NodePorts, VolumeView };
 
+/**
+ * A module above the node that joins it (quorum pairs and automatic failover, src/quorum/): it is
+ * attached once replication runs and before the control API listens, may add API routes, and is
+ * stopped before the node's own parts.
+ */
+export interface NodeExtension {
+  readonly name: string;
+  attach(node: StorageNode): Promise<void> | void;
+  routes?(app: FastifyInstance): void;
+  stop?(): Promise<void>;
+}
+
 export class StorageNode {
   readonly events: EventJournal;
   readonly metrics: NodeMetrics;
@@ -52,6 +65,7 @@ export class StorageNode {
   private pairPeers!: PairPeerBook;
   private peerLinks!: PeerLinks;
   private stopping: Promise<void> | null = null;
+  private extensions: NodeExtension[] = [];
   private unlock: () => Promise<void> = async () => undefined;
 
   private constructor(
@@ -66,7 +80,7 @@ export class StorageNode {
     this.refusals = new ListenerRefusals(this.events, this.metrics, config.securityEventWindowMs);
   }
 
-  static async start(config: NodeConfig, log: Logger): Promise<StorageNode> {
+  static async start(config: NodeConfig, log: Logger, extensions: NodeExtension[] = []): Promise<StorageNode> {
     await checkLocalAddress(config.host, '--host');
     if (config.apiHost !== config.host) await checkLocalAddress(config.apiHost, '--api-host');
     await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
@@ -142,9 +156,14 @@ export class StorageNode {
         snapshot: () => ({ info: node.info(), volumes: node.listVolumes(), pairs: replication.list(), groups: node.allGroups() }),
         enrich: (event) => node.enrich(event),
       });
-      node.api = await buildApi(node, { token: apiToken, log: log.child({ component: 'api' }) });
+      for (const extension of extensions) {
+        await extension.attach(node);
+        node.extensions.push(extension);
+      }
+      node.api = await buildApi(node, { token: apiToken, log: log.child({ component: 'api' }), extensions });
       node.portsValue.apiPort = await node.api.listenOn(config.apiHost, config.apiPort);
     } catch (err) {
+      for (const extension of node.extensions.reverse()) await extension.stop?.().catch(() => undefined);
       await node.nbd?.close().catch(() => undefined);
       await node.monitor?.close().catch(() => undefined);
       await node.replication?.stop().catch(() => undefined);
@@ -273,6 +292,9 @@ export class StorageNode {
       this.stopping = (async () => {
         this.refusals.stop();
         this.events.emit('node-stopping', this.config.name, 'shutdown requested');
+        for (const extension of [...this.extensions].reverse()) {
+          await extension.stop?.().catch((err: unknown) => this.log.error({ err, extension: extension.name }, 'stopping an extension failed'));
+        }
         await this.nbd.close();
         await this.monitor.close();
         await this.replication.stop();

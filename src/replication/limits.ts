@@ -49,6 +49,10 @@ export const activityExtentBytes = 4 * MiB;
 /** Extents kept marked after their last write, so hot regions cost no log write each time. */
 export const maxColdMarkedExtents = 64;
 
+// --- quorum pairs (spec 004) ---------------------------------------------------------------------
+/** A quorum pair's volume holds a cluster's configuration: small, so a resync after a win is quick. */
+export const maxQuorumVolumeBytes = 1024 * MiB;
+
 // --- copies (initial copy, resync, delta resync, verify) ----------------------------------------
 /** One copy request carries up to this much of a run of changed regions. */
 export const maxCopyRequestBytes = 1 * MiB;

@@ -25,6 +25,9 @@ import { type CreatePairInput, Operator } from './control/operator';
 import { PairResources } from './control/pair-resources';
 import { PeerDemand } from './control/peer-demand';
 import { PeerRequests } from './control/peer-requests';
+import type { PairExtensionPoint } from './extension';
+import { MessageType } from './transport/messages';
+import { pairUpdateCodec } from './transport/control-messages';
 import { PeerUpdates } from './control/peer-updates';
 import { Reconciler } from './control/reconcile';
 import { Swap } from './control/swap';
@@ -91,6 +94,8 @@ interface Parts {
   reconciler: Reconciler;
   status: StatusReader;
   verifier: Verifier;
+  updates: PeerUpdates;
+  requests: PeerRequests;
 }
 
 export class ReplicationService implements ReplicationDataPath {
@@ -201,7 +206,7 @@ export class ReplicationService implements ReplicationDataPath {
     });
     env.transport.setRequestHandler((type, payload, peer) => requests.handle(type, payload, peer));
     const verifier = new Verifier({ env, localNode: options.localNode, registry, engine, journals, volumeRuntimes, copy, events, log, status: statusOf });
-    return { store, engine, marks, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status, verifier };
+    return { store, engine, marks, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status, verifier, updates, requests };
   }
 
   /**
@@ -252,6 +257,20 @@ export class ReplicationService implements ReplicationDataPath {
     });
   }
 
+  /** For modules above the node that add pair behaviour (quorum pairs); valid once started. */
+  extensionPoint(): PairExtensionPoint {
+    const { env, registry, events, options } = this;
+    const parts = this.parts;
+    return {
+      localNode: options.localNode, clock: env.clock, events, registry, engine: parts.engine, transport: env.transport,
+      status: (p) => parts.status.pair(p),
+      tellConfirmed: async (p, timeoutMs) => {
+        await env.transport.request(p.record.peer.node, MessageType.PairUpdate, pairUpdateCodec.encode(parts.updates.update(p)), timeoutMs);
+      },
+      handlePeerRequests: (type, handler) => parts.requests.addHandler(type, handler),
+    };
+  }
+
   // --- data path (the NBD server's writes to paired volumes) -----------------------------------
 
   isPaired(volume: string): boolean {
@@ -279,6 +298,16 @@ export class ReplicationService implements ReplicationDataPath {
 
   writeZeroes(volume: Volume, offset: number, length: number, options: ZeroOptions): Promise<void> {
     return this.parts.writePath.writeZeroes(volume, offset, length, options);
+  }
+
+  /**
+   * Host writes of paired volumes are refused while `gate` names a reason (automatic failover: this
+   * site does not hold the arbiter now). Checked when a write starts and again before it is
+   * acknowledged: a write that began with the arbiter held and ended after the hold ran out is
+   * answered EIO, never acknowledged.
+   */
+  setHostWriteGate(gate: ((volume: string) => string | undefined) | undefined): void {
+    this.fences.hostGate = gate;
   }
 
   flush(volume: Volume): Promise<void> {

@@ -116,7 +116,7 @@ export class StatusReader {
     return {
       name: r.name, role: r.role, code: shortCode(r), state: r.state, volume: r.volume,
       peer: { node: r.peer.node, volume: r.peerVolume, host: r.peer.host, replPort: r.peer.replPort, connected: this.env.transport.isUp(r.peer.node) },
-      mode: r.mode, fence: r.fence, group: r.group, suspendCause: r.suspendCause, reason: r.reason, generation: r.generation,
+      mode: r.mode, purpose: r.purpose, fence: r.fence, group: r.group, suspendCause: r.suspendCause, reason: r.reason, generation: r.generation,
       progressPercent: (r.state === 'initial-copying' || r.state === 'duplex-pending') && copy
         ? (copy.totalChunks === 0 ? 100 : Math.min(100, Math.floor((copy.doneChunks / copy.totalChunks) * 100))) : null,
       // The record keeps a copy's progress until the pair is duplex: suspended with one, the copy stopped midway.
@@ -141,7 +141,7 @@ export class StatusReader {
 function simplexStatus(name: string): PairStatus {
   return {
     name, role: 'primary', code: 'SMPL', state: 'simplex', volume: '', peer: { node: '', volume: '', host: '', replPort: 0, connected: false },
-    mode: 'sync', fence: 'never', group: null, suspendCause: null, reason: 'no such pair', generation: 0, progressPercent: null, interruptedCopyPercent: null,
+    mode: 'sync', purpose: 'data', fence: 'never', group: null, suspendCause: null, reason: 'no such pair', generation: 0, progressPercent: null, interruptedCopyPercent: null,
     differentialBytes: 0, hostWritesRecorded: false, secondaryWritable: false, deltaBytes: null, deltaMethod: null, deltaNote: null, deltaRecord: null,
     heldEntries: 0, fenceGroup: null, journal: null, lag: null, createdAt: '', updatedAt: '',
   };

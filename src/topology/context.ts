@@ -31,6 +31,10 @@ export interface RunOptions {
   waitSeconds: number;
   /** Time for waits between polls (the system clock; a simulator's virtual one). */
   clock?: Clock;
+  /** The API token the nodes are reached with, given to them for automatic failover (they reach each other with it). */
+  apiToken?: string | undefined;
+  /** A site that does not answer this fast counts as unreachable for this run (default 5 s). */
+  probeTimeoutMs?: number;
 }
 
 /** A site that does not answer this fast counts as unreachable for this run. */
@@ -50,7 +54,7 @@ export class TopologyContext {
   async probe(): Promise<void> {
     await Promise.all(this.sites.map(async (s) => {
       try {
-        s.info = await s.api.nodeInfo({ timeoutMs: probeTimeoutMs });
+        s.info = await s.api.nodeInfo({ timeoutMs: this.options.probeTimeoutMs ?? probeTimeoutMs });
         s.error = undefined;
       } catch (err) {
         s.info = undefined;

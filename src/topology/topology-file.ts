@@ -3,7 +3,7 @@
 import { promises as fsp } from 'node:fs';
 import YAML from 'yaml';
 import { TricopyError } from '../common/errors';
-import { parseSize } from '../common/units';
+import { parseDurationMs, parseSize } from '../common/units';
 
 export type Layout = 'multi-target' | 'cascade';
 export type VolumeRole = 'data' | 'log';
@@ -18,7 +18,32 @@ export interface TopologyVolume {
 export interface SiteSpec {
   site: string;
   node: string;
+  /** How this site's node reaches the etcd arbiter, when not by the arbiter's endpoints (its local members, a relay). */
+  etcd?: string[];
 }
+
+/** Who decides that the sync site may take over by itself (spec 004 quorum pair, or etcd). */
+export type ArbiterSpec = { kind: 'etcd'; endpoints: string[] } | { kind: 'quorum-pair'; volume: string };
+
+/**
+ * Automatic failover (failover: automatic): the site where the application runs holds the arbiter
+ * and renews its hold every `renewMs`; it refuses host writes once `leaseMs - fenceMarginMs` passed
+ * since the last renewal it sent that succeeded, before the lease can pass to another site; the
+ * sync site takes over only after it holds the arbiter. leaseMs > renewMs + fenceMarginMs.
+ */
+export interface FailoverSettings {
+  mode: 'manual' | 'automatic';
+  arbiter: ArbiterSpec | null;
+  leaseMs: number;
+  renewMs: number;
+  fenceMarginMs: number;
+  /** When the holder cannot reach the arbiter: fence (refuse writes) or continue (only with fence data). */
+  onArbiterLost: 'fence' | 'continue';
+}
+
+export const defaultLeaseMs = 10_000;
+export const minRenewMs = 100;
+export const maxLeaseMs = 600_000;
 
 export interface Topology {
   name: string;
@@ -29,10 +54,12 @@ export interface Topology {
   async: SiteSpec;
   /** True when some volume is marked log: then only log volumes go to the async site. */
   logLayout: boolean;
+  /** Absent: manual failover (a person runs topology failover). */
+  failover?: FailoverSettings;
 }
 
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$/;
-const knownKeys = new Set(['name', 'layout', 'volumes', 'primary', 'sync', 'async']);
+const knownKeys = new Set(['name', 'layout', 'volumes', 'primary', 'sync', 'async', 'failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost']);
 
 export async function loadTopology(file: string): Promise<Topology> {
   let text: string;
@@ -69,7 +96,10 @@ export function parseTopology(value: unknown, file = 'topology'): Topology {
     const s = raw[key];
     if (typeof s !== 'object' || s === null) return fail(`"${key}" must be a mapping like { site: tokyo, node: http://127.0.0.1:7801 }`);
     const o = s as Record<string, unknown>;
-    for (const k of Object.keys(o)) if (!['site', 'node', 'fence'].includes(k)) fail(`${key}: unknown key "${k}"`);
+    for (const k of Object.keys(o)) if (!['site', 'node', 'fence', 'etcd'].includes(k)) fail(`${key}: unknown key "${k}"`);
+    if (o.etcd !== undefined && (!Array.isArray(o.etcd) || o.etcd.length === 0 || !o.etcd.every((u) => typeof u === 'string' && /^https?:\/\/[^\s]+$/.test(u)))) {
+      fail(`${key}.etcd must list etcd client URLs (how this site reaches the arbiter)`);
+    }
     if (typeof o.site !== 'string' || !namePattern.test(o.site)) fail(`${key}.site must be a short name (letters, digits, "_", "-")`);
     if (typeof o.node !== 'string') fail(`${key}.node must be the node's control API URL, e.g. http://127.0.0.1:7801`);
     try {
@@ -114,15 +144,84 @@ export function parseTopology(value: unknown, file = 'topology'): Topology {
     volumes.push({ name: volume, sizeBytes, role: role as VolumeRole });
   }
   const logLayout = volumes.some((v) => v.role === 'log');
+  const failover = parseFailover(raw, layout as Layout, fence as 'data' | 'never', fail);
   return {
     name: name as string,
     layout: layout as Layout,
     volumes,
-    primary: { site: primary.site, node: primary.node },
-    sync: { site: sync.site, node: sync.node, fence: fence as 'data' | 'never' },
-    async: { site: asyncSite.site, node: asyncSite.node },
+    primary: { site: primary.site, node: primary.node, ...etcdOf(primary) },
+    sync: { site: sync.site, node: sync.node, fence: fence as 'data' | 'never', ...etcdOf(sync) },
+    async: { site: asyncSite.site, node: asyncSite.node, ...etcdOf(asyncSite) },
     logLayout,
+    ...(failover ? { failover } : {}),
   };
+}
+
+function etcdOf(s: Record<string, unknown>): { etcd?: string[] } {
+  return Array.isArray(s.etcd) ? { etcd: s.etcd as string[] } : {};
+}
+
+/** failover, arbiter, lease, renew, fence-margin, arbiter-lost; undefined when none is given (manual). */
+function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'data' | 'never', fail: (message: string, hint?: string) => never): FailoverSettings | undefined {
+  const keys = ['failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost'];
+  if (keys.every((k) => raw[k] === undefined)) return undefined;
+  const mode = raw.failover ?? 'manual';
+  if (mode !== 'manual' && mode !== 'automatic') fail(`"failover" must be manual or automatic (got ${JSON.stringify(mode)})`);
+  let arbiter: ArbiterSpec | null = null;
+  if (raw.arbiter !== undefined) {
+    const a = raw.arbiter;
+    if (typeof a !== 'object' || a === null || Array.isArray(a) || Object.keys(a).length !== 1) {
+      fail('"arbiter" must be { etcd: [URL, …] } or { quorum-pair: { volume: NAME } }');
+    }
+    const o = a as Record<string, unknown>;
+    if (o.etcd !== undefined) {
+      const list = typeof o.etcd === 'string' ? [o.etcd] : o.etcd;
+      if (!Array.isArray(list) || list.length === 0 || !list.every((u) => typeof u === 'string' && /^https?:\/\/[^\s]+$/.test(u))) {
+        fail('arbiter.etcd must list etcd client URLs, e.g. [http://127.0.0.1:2379]');
+      }
+      arbiter = { kind: 'etcd', endpoints: list as string[] };
+    } else if (o['quorum-pair'] !== undefined) {
+      const q = o['quorum-pair'] as Record<string, unknown> | null;
+      if (typeof q !== 'object' || q === null || typeof q.volume !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(q.volume)) {
+        fail('arbiter.quorum-pair must name the quorum volume: { quorum-pair: { volume: erp-quorum } }');
+      }
+      // A quorum pair decides only while its P-VOL's node answers (spec 004 E7): it cannot let the
+      // sync site take over from a lost primary site, which is what automatic failover is for.
+      fail('the quorum-pair arbiter is not available for automatic failover: a quorum pair cannot decide when the primary site is lost (spec 004 E7)',
+        'use etcd (arbiter: { etcd: [http://HOST:2379] }); quorum pairs serve clusters through tricopy quorum arbitrate (docs/quorum.md)');
+    } else {
+      fail(`arbiter: unknown kind "${Object.keys(o)[0]}"`, 'use { etcd: [URL, …] }');
+    }
+  }
+  const duration = (key: string, fallback: number): number => {
+    const v = raw[key];
+    if (v === undefined) return fallback;
+    try {
+      return parseDurationMs(v as string | number, key);
+    } catch (err) {
+      return fail((err as Error).message, 'write it like 10s or 500ms');
+    }
+  };
+  const leaseMs = duration('lease', defaultLeaseMs);
+  const renewMs = duration('renew', Math.floor(leaseMs / 5));
+  const fenceMarginMs = duration('fence-margin', Math.floor(leaseMs / 5));
+  const onArbiterLost = raw['arbiter-lost'] ?? 'fence';
+  if (onArbiterLost !== 'fence' && onArbiterLost !== 'continue') fail('"arbiter-lost" must be fence or continue');
+  if (mode === 'automatic') {
+    if (!arbiter) fail('failover: automatic needs an arbiter', 'add arbiter: { etcd: [http://HOST:2379] }');
+    if (layout !== 'multi-target') fail('automatic failover is for multi-target topologies', 'use layout: multi-target, or failover: manual');
+  }
+  if (leaseMs < 1000 || leaseMs > maxLeaseMs) fail(`"lease" must be from 1s to ${maxLeaseMs / 1000}s`);
+  if (renewMs < minRenewMs) fail(`"renew" must be at least ${minRenewMs}ms`);
+  if (fenceMarginMs < 0) fail('"fence-margin" must not be negative');
+  if (leaseMs <= renewMs + fenceMarginMs) {
+    fail(`lease (${leaseMs} ms) must be longer than renew (${renewMs} ms) + fence-margin (${fenceMarginMs} ms)`,
+      'a site that renews on time must never reach its fence; e.g. lease: 10s, renew: 2s, fence-margin: 2s');
+  }
+  if (onArbiterLost === 'continue' && fence !== 'data') {
+    fail('arbiter-lost: continue needs sync.fence: data', 'only fence data keeps a primary that lost the arbiter from acknowledging writes the sync site lacks');
+  }
+  return { mode: mode as 'manual' | 'automatic', arbiter, leaseMs, renewMs, fenceMarginMs, onArbiterLost: onArbiterLost as 'fence' | 'continue' };
 }
 
 /** Volumes that go to the async site: all of them, or only the logs in a log/data layout. */
@@ -142,4 +241,19 @@ export function parsePairName(t: Topology, pair: string): { volume: string; site
   const rest = pair.slice(prefix.length).split('.');
   if (rest.length !== 3) return undefined;
   return { volume: rest[0]!, sites: [rest[1]!, rest[2]!] };
+}
+
+/** The topology as a document parseTopology reads back to the same value (what apply gives the nodes). */
+export function topologyDocument(t: Topology): Record<string, unknown> {
+  const f = t.failover;
+  return {
+    name: t.name, layout: t.layout,
+    volumes: Object.fromEntries(t.volumes.map((v) => [v.name, { size: v.sizeBytes, role: v.role }])),
+    primary: { ...t.primary }, sync: { ...t.sync }, async: { ...t.async },
+    ...(f ? {
+      failover: f.mode,
+      ...(f.arbiter ? { arbiter: f.arbiter.kind === 'etcd' ? { etcd: f.arbiter.endpoints } : { 'quorum-pair': { volume: f.arbiter.volume } } } : {}),
+      lease: `${f.leaseMs}ms`, renew: `${f.renewMs}ms`, 'fence-margin': `${f.fenceMarginMs}ms`, 'arbiter-lost': f.onArbiterLost,
+    } : {}),
+  };
 }

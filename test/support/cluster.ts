@@ -82,7 +82,7 @@ export class Cluster {
    * through fault proxies (returned), so a test can cut or delay it.
    */
   async pair(opts: { name: string; primary: string; secondary: string; volume: string; mode: 'sync' | 'async'; fence?: 'data' | 'never';
-    group?: string; viaProxy?: boolean; noCopy?: boolean }): Promise<{ status: PairStatus; proxies: FaultProxy[] }> {
+    group?: string; viaProxy?: boolean; noCopy?: boolean; purpose?: 'data' | 'quorum' }): Promise<{ status: PairStatus; proxies: FaultProxy[] }> {
     const p = this.node(opts.primary);
     const s = this.node(opts.secondary);
     let peer = { node: opts.secondary, host: '127.0.0.1', replPort: s.ports.replPort };
@@ -99,6 +99,7 @@ export class Cluster {
     const status = await p.api.createPair({
       name: opts.name, volume: opts.volume, peer, mode: opts.mode, ...(opts.fence ? { fence: opts.fence } : {}),
       ...(opts.group ? { group: opts.group } : {}), ...(returnAddress ? { returnAddress } : {}), ...(opts.noCopy ? { noCopy: true } : {}),
+      ...(opts.purpose ? { purpose: opts.purpose } : {}),
     });
     return { status, proxies };
   }

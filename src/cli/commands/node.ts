@@ -50,6 +50,7 @@ async function runNode(opts: Record<string, string | undefined>): Promise<void> 
   const { loadConfigFile, resolveNodeConfig } = await import('../../node/config');
   const { createLogger } = await import('../../common/log');
   const { StorageNode } = await import('../../node/node');
+  const { QuorumExtension } = await import('../../quorum/extension');
   const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
   const config = resolveNodeConfig(fromFile, {
     name: opts.name, site: opts.site, dataDir: opts.dataDir, host: opts.host, apiHost: opts.apiHost, advertiseHost: opts.advertiseHost, advertiseReplPort: opts.advertiseReplPort,
@@ -61,7 +62,7 @@ async function runNode(opts: Record<string, string | undefined>): Promise<void> 
     autoResync: (opts as Record<string, unknown>).autoResync === false ? false : undefined,
   });
   const log = createLogger(config.logLevel, { node: config.name });
-  const storageNode = await StorageNode.start(config, log);
+  const storageNode = await StorageNode.start(config, log, [new QuorumExtension()]);
   process.stdout.write(`${JSON.stringify(storageNode.ports)}\n`);
   await new Promise<void>((resolve) => {
     let signals = 0;

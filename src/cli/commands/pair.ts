@@ -30,26 +30,28 @@ function addCreate(pair: Command): void {
     .requiredOption('--volume <volume>', 'the primary volume on this node')
     .requiredOption('--to <url>', 'control API URL of the secondary node, e.g. http://dc2:7801')
     .option('--peer-volume <volume>', 'name of the secondary volume (default: the same name)')
-    .addOption(new Option('--mode <mode>', 'sync: acknowledged after both nodes wrote; async: ordered journal').choices(['sync', 'async']).makeOptionMandatory())
+    .addOption(new Option('--mode <mode>', 'sync: acknowledged after both nodes wrote; async: ordered journal; quorum: a sync pair used as a cluster quorum volume (spec 004, see tricopy quorum)').choices(['sync', 'async', 'quorum']).makeOptionMandatory())
     .addOption(new Option('--fence <level>', 'sync pairs: data = refuse host writes while the secondary cannot be updated; never = go on and record (default: data for sync, never for async)').choices(['data', 'never']))
     .option('--group <group>', 'async consistency group (volumes of one group stay write-order consistent together; default: the pair name)')
     .option('--no-copy', 'skip the initial copy: only when both volumes are known to hold the same data')
     .option('--wait', 'wait until the pair is duplex, showing copy progress')
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
-    .action(async (name: string, opts: { volume: string; to: string; peerVolume?: string; mode: 'sync' | 'async'; fence?: 'data' | 'never'; group?: string; copy: boolean; wait?: boolean; timeout: string }, cmd: Command) => {
+    .action(async (name: string, opts: { volume: string; to: string; peerVolume?: string; mode: 'sync' | 'async' | 'quorum'; fence?: 'data' | 'never'; group?: string; copy: boolean; wait?: boolean; timeout: string }, cmd: Command) => {
       const api = client(cmd);
+      if (opts.mode === 'quorum' && opts.group) throw new TricopyError('invalid-argument', 'a quorum pair has no consistency group; drop --group');
       const peerInfo = await new HttpNodeClient(opts.to, tokenOf(cmd)).nodeInfo();
       if (!peerInfo.replication) {
         throw new TricopyError('invalid-argument', `node ${peerInfo.name} at ${opts.to} has no cluster secret`, 'start every node with the same --cluster-secret-file');
       }
       const status = await api.createPair({
         name, volume: opts.volume, peer: { node: peerInfo.name, host: peerInfo.replAddress.host, replPort: peerInfo.replAddress.port },
-        ...(opts.peerVolume ? { peerVolume: opts.peerVolume } : {}), mode: opts.mode, ...(opts.fence ? { fence: opts.fence } : {}),
+        ...(opts.peerVolume ? { peerVolume: opts.peerVolume } : {}), mode: opts.mode === 'quorum' ? 'sync' : opts.mode,
+        ...(opts.mode === 'quorum' ? { purpose: 'quorum' as const } : {}), ...(opts.fence ? { fence: opts.fence } : {}),
         ...(opts.group ? { group: opts.group } : {}), noCopy: opts.copy === false, peerDataDirId: peerInfo.dataDirId,
       });
       if (!opts.wait) {
         if (globals(cmd).json) return printJson(status);
-        return console.log(`created pair ${name}: ${status.volume} on this node → ${status.peer.volume} on ${status.peer.node} (${status.mode}), ${status.state} (${status.code})`);
+        return console.log(`created pair ${name}: ${status.volume} on this node → ${status.peer.volume} on ${status.peer.node} (${modeOf(status)}), ${status.state} (${status.code})`);
       }
       const final = await waitWithProgress(api, name, 'duplex', Number(opts.timeout), globals(cmd).json === true);
       if (globals(cmd).json) return printJson(final);
@@ -66,7 +68,7 @@ function addStatus(pair: Command): void {
       if (globals(cmd).json) return printJson(name ? pairs[0] : pairs);
       if (pairs.length === 0) return console.log('no pairs; create one with: tricopy pair create NAME --volume V --to URL --mode sync');
       console.log(table(['NAME', 'ROLE', 'VOLUME', 'PEER', 'MODE', 'FENCE', 'STATE', 'CODE', 'COPY', 'GROUP', 'JOURNAL', 'LAG'], pairs.map((p) => [
-        p.name, p.role === 'primary' ? 'P' : 'S', p.volume, `${p.peer.node}:${p.peer.volume}${p.peer.connected ? '' : ' (down)'}`, p.mode,
+        p.name, p.role === 'primary' ? 'P' : 'S', p.volume, `${p.peer.node}:${p.peer.volume}${p.peer.connected ? '' : ' (down)'}`, modeOf(p),
         p.fence, p.state, p.code, p.progressPercent === null ? '-' : `${p.progressPercent}%`, p.group ?? '-',
         p.journal ? `${formatBytes(p.journal.usedBytes)}/${formatBytes(p.journal.capacityBytes)}` : '-',
         p.lag ? `${p.lag.seconds.toFixed(1)}s ${formatBytes(p.lag.bytes)} ${p.lag.entries}e` : '-',
@@ -136,6 +138,11 @@ function addVerify(pair: Command): void {
       else console.log(`pair ${name}: ${verifyLine(final.verify!)}`);
       if (final.verify!.state !== 'finished') throw new TricopyError('conflict', `the verify of pair ${name} did not finish: ${final.verify!.reason}`);
     });
+}
+
+/** sync, async, or quorum (a sync pair used as a quorum volume). */
+function modeOf(p: PairStatus): string {
+  return p.purpose === 'quorum' ? 'quorum' : p.mode;
 }
 
 /** One line about a verify, for status and the verify command. */

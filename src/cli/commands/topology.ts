@@ -16,6 +16,32 @@ export function registerTopologyCommands(program: Command): void {
   addFailover(topology);
   addFailback(topology);
   addRepair(topology);
+  addArbiter(topology);
+}
+
+function addArbiter(topology: Command): void {
+  topology.command('arbiter <file>')
+    .description('automatic failover: where each site\'s node stands with the topology\'s arbiter (who holds it, whether writes are accepted, why)')
+    .action(async (file: string, _opts, cmd: Command) => {
+      const { loadTopology } = await import('../../topology/topology-file');
+      const { table } = await import('../format');
+      const t = await loadTopology(file);
+      const token = tokenOf(cmd);
+      const rows = await Promise.all((['primary', 'sync', 'async'] as const).map(async (role) => {
+        const spec = t[role];
+        try {
+          const mine = (await new HttpNodeClient(spec.node, token, 5000).failoverStatus()).find((x) => x.topology === t.name);
+          return { site: spec.site, role, status: mine ?? null, error: mine ? null : 'takes no part (apply with failover: automatic)' };
+        } catch (err) {
+          return { site: spec.site, role, status: null, error: err instanceof Error ? err.message : String(err) };
+        }
+      }));
+      if (globals(cmd).json) return printJson(rows);
+      console.log(table(['SITE', 'ROLE', 'STATE', 'HOLDER', 'WRITES', 'HOLD VALID UNTIL', 'REASON'], rows.map((r) => [
+        r.site, r.role, r.status?.state ?? '-', r.status?.holder ?? '-', r.status ? (r.status.writesAllowed ? 'accepted' : 'refused') : '-',
+        r.status?.holdValidUntil ?? '-', r.status?.reason ?? r.error ?? '',
+      ])));
+    });
 }
 
 /**
@@ -61,7 +87,7 @@ async function runner(file: string, cmd: Command, opts: { wait?: boolean; timeou
   const waitSeconds = opts.wait ? Number(opts.timeout ?? '3600') : 0;
   if (!Number.isFinite(waitSeconds) || waitSeconds < 0) throw new TricopyError('invalid-argument', '--timeout takes a number of seconds');
   const token = tokenOf(cmd);
-  return new O(t, { clientFor: (url) => new HttpNodeClient(url, token), print: (line) => console.log(line), waitSeconds });
+  return new O(t, { clientFor: (url) => new HttpNodeClient(url, token), print: (line) => console.log(line), waitSeconds, apiToken: token });
 }
 
 /** Refusals name the command to run instead with `<file>`: here it is the file this command was given. */

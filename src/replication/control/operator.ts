@@ -5,14 +5,14 @@
 import { TricopyError, errorMessage } from '../../common/errors';
 import type { EventJournal } from '../../common/events';
 import { formatBytes } from '../../common/units';
-import type { CopyMode, CreatePairRequest, FenceLevel, InitialCopy, PairStatus, PeerAddress } from '../../contracts/pairs';
+import type { CopyMode, CreatePairRequest, FenceLevel, InitialCopy, PairPurpose, PairStatus, PeerAddress } from '../../contracts/pairs';
 import type { Journals } from '../async/journals';
 import type { SplitDrain } from '../async/split-drain';
 import type { Shipping } from '../async/shipper';
 import type { CopyEngine } from '../copy/copy-engine';
 import type { DeltaRecords } from '../delta/delta-record';
 import type { ReplicationEnv } from '../env';
-import { connectTimeoutMs, deleteConnectTimeoutMs, diffChunkBytes } from '../limits';
+import { connectTimeoutMs, deleteConnectTimeoutMs, diffChunkBytes, maxQuorumVolumeBytes } from '../limits';
 import { decodeBitmap } from '../pairs/bitmap-codec';
 import { type PairRecord, groupNamePattern, pairNamePattern } from '../pairs/pair-model';
 import type { PairStore } from '../pairs/pair-store';
@@ -33,6 +33,8 @@ export interface CreatePairInput {
   peer: PeerAddress;
   peerVolume?: string | undefined;
   mode: CopyMode;
+  /** quorum: a spec 004 quorum pair (sync, no group, a small volume). Default data. */
+  purpose?: PairPurpose | undefined;
   fence: FenceLevel;
   group?: string | undefined;
   /** full (default): allocated regions; none: declared identical; delta: compare and copy differences. */
@@ -42,11 +44,16 @@ export interface CreatePairInput {
   returnAddress?: { host: string; replPort: number } | undefined;
 }
 
-/** The pair an API request asks for, with the API's defaults (fence data for sync pairs, a full copy). */
+/**
+ * The pair an API request asks for, with the API's defaults (fence data for sync data pairs, a full
+ * copy). A quorum pair's P-VOL keeps accepting its owner's writes when the copy fails (fence never):
+ * it is not mirrored while suspended anyway (spec 004 E12).
+ */
 export function createPairInput(b: CreatePairRequest): CreatePairInput {
+  const purpose = b.purpose ?? 'data';
   return {
-    name: b.name, volume: b.volume, peer: b.peer, peerVolume: b.peerVolume, mode: b.mode,
-    fence: b.fence ?? (b.mode === 'sync' ? 'data' : 'never'), group: b.group, returnAddress: b.returnAddress,
+    name: b.name, volume: b.volume, peer: b.peer, peerVolume: b.peerVolume, mode: b.mode, purpose,
+    fence: b.fence ?? (b.mode === 'sync' && purpose === 'data' ? 'data' : 'never'), group: b.group, returnAddress: b.returnAddress,
     initialCopy: b.initialCopy ?? (b.noCopy ? 'none' : 'full'), fenceGroup: b.fenceGroup,
   };
 }
@@ -105,7 +112,7 @@ export class Operator {
     });
     const record = newRecord({
       name: input.name, role: 'primary', volume: input.volume, peerVolume: input.peerVolume ?? input.volume, peer: input.peer,
-      mode: input.mode, fence: input.fence, group, fenceGroup: input.fenceGroup ?? null,
+      mode: input.mode, purpose: input.purpose ?? 'data', fence: input.fence, group, fenceGroup: input.fenceGroup ?? null,
       state: initialCopy === 'none' ? 'duplex' : 'initial-copying',
       reason: initialCopy === 'none' ? 'created without initial copy (contents declared identical)'
         : initialCopy === 'delta' ? 'created; comparing both volumes and copying only the blocks that differ'
@@ -118,7 +125,7 @@ export class Operator {
       primary: { node: identity.localNode, host: input.returnAddress?.host ?? identity.advertiseHost,
         replPort: input.returnAddress?.replPort ?? identity.advertisedReplPort() },
       mode: record.mode, fence: record.fence, group, sizeBytes: meta.sizeBytes, generation: record.generation,
-      fenceGroup: record.fenceGroup, initialCopy, createVolume: true,
+      fenceGroup: record.fenceGroup, initialCopy, createVolume: true, ...(record.purpose === 'quorum' ? { purpose: record.purpose } : {}),
     };
     // From here until the pair is admitted every write of the volume goes through the write path,
     // so the hold below can stop them while this fixes what to copy (sim seed 124: a write between
@@ -180,7 +187,7 @@ export class Operator {
       if (candidates.usable) p.copy.deltaPlan = { exact: candidates.exact, coarse: candidates.coarse };
     }
     this.parts.events.emit('pair-created', created.name, created.reason,
-      { role: 'primary', volume: created.volume, peer: created.peer.node, mode: created.mode, fence: created.fence, group, fenceGroup: created.fenceGroup, initialCopy });
+      { role: 'primary', volume: created.volume, peer: created.peer.node, mode: created.mode, purpose: created.purpose, fence: created.fence, group, fenceGroup: created.fenceGroup, initialCopy });
     return { p, receivedSeq };
   }
 
@@ -216,6 +223,9 @@ export class Operator {
     }
     env.volumes.get(input.volume); // not-found first
     const existing = registry.ofVolume(input.volume);
+    if (input.purpose === 'quorum') this.checkQuorum(input, existing);
+    const quorum = existing.find((p) => p.record.purpose === 'quorum');
+    if (quorum) throw new TricopyError('conflict', `volume ${input.volume} is the quorum volume of pair ${quorum.record.name}; a quorum volume is in no other pair`);
     const asSecondary = existing.find((p) => p.record.role === 'secondary' && p.record.state !== 'secondary-writable');
     // A cascade: the intermediate volume receives synchronously and forwards asynchronously.
     if (asSecondary && !(asSecondary.record.mode === 'sync' && input.mode === 'async')) {
@@ -236,6 +246,20 @@ export class Operator {
     return group;
   }
 
+  /** A quorum pair (spec 004): sync, alone on a small volume. */
+  private checkQuorum(input: CreatePairInput, existing: readonly PairRuntime[]): void {
+    if (input.mode !== 'sync' || input.group !== undefined || input.fenceGroup !== undefined) {
+      throw new TricopyError('invalid-argument', 'a quorum pair is a sync pair of its own: no consistency group, no fence group');
+    }
+    const size = this.parts.env.volumes.get(input.volume).sizeBytes;
+    if (size > maxQuorumVolumeBytes) {
+      throw new TricopyError('invalid-argument', `volume ${input.volume} is ${formatBytes(size)}; a quorum volume holds at most ${formatBytes(maxQuorumVolumeBytes)}`,
+        'create a small volume for the quorum, e.g. tricopy volume create qd --size 64MiB');
+    }
+    const other = existing[0];
+    if (other) throw new TricopyError('conflict', `volume ${input.volume} is already in pair ${other.record.name}; a quorum volume is in no other pair`);
+  }
+
   /** Splits the pair; an async pair splits with every pair of its consistency group, at one instant. */
   split(name: string, options: { secondaryWritable: boolean }): Promise<PairStatus> {
     const { registry, engine } = this.parts;
@@ -248,7 +272,7 @@ export class Operator {
         throw new TricopyError('invalid-argument', `split pair ${name} at its primary node ${p.record.peer.node}`,
           'the primary decides what the secondary holds at the split point');
       }
-      const outcome = engine.decide(p, 'split');
+      const outcome = engine.decide(p, 'split', { secondaryWritable: options.secondaryWritable });
       if (outcome.kind !== 'transition') return answer(this.parts, p, outcome);
       // The group stops journaling at one instant: no write lands between two members' splits.
       const release = await this.parts.volumeRuntimes.hold(members.map((x) => x.record.volume));

@@ -49,8 +49,18 @@ export interface PeerRequestParts {
   clientsOf: (volume: string) => number;
 }
 
+/** Answers a request of a message type the replication core does not handle itself (an extension's). */
+export type ExtraPeerHandler = (payload: Buffer, peer: string) => Promise<Buffer | void>;
+
 export class PeerRequests {
+  private readonly extra = new Map<MessageType, ExtraPeerHandler>();
+
   constructor(private readonly parts: PeerRequestParts) {}
+
+  /** Routes requests of `type` to `handler` (a module above the node, e.g. quorum pairs). */
+  addHandler(type: MessageType, handler: ExtraPeerHandler): void {
+    this.extra.set(type, handler);
+  }
 
   /** Async, so a refusal thrown while routing is an error answer, never a broken link. */
   async handle(type: MessageType, payload: Buffer, peer: string): Promise<Buffer | Buffer[] | void> {
@@ -102,8 +112,11 @@ export class PeerRequests {
         return this.onBitmapClear(payload, peer);
       case MessageType.SwapPrepare:
         return this.parts.swap.prepare(swapPrepareCodec.decode(payload), peer);
-      default:
+      default: {
+        const handler = this.extra.get(type);
+        if (handler) return handler(payload, peer);
         return Promise.reject(new TricopyError('invalid-argument', `unknown message type ${type}`));
+      }
     }
   }
 
@@ -196,23 +209,25 @@ export class PeerRequests {
       throw new TricopyError('invalid-argument', `volume ${req.volume} on ${localNode} is ${formatBytes(meta.sizeBytes)}, smaller than the primary's ${formatBytes(req.sizeBytes)}`,
         'grow it first: tricopy volume resize');
     }
-    const clash = registry.ofVolume(req.volume).find((p) => p.record.role === 'secondary' || req.mode === 'sync' || p.record.mode === 'async');
+    const quorum = req.purpose === 'quorum';
+    const clash = registry.ofVolume(req.volume).find((p) => quorum || p.record.purpose === 'quorum' || p.record.role === 'secondary' || req.mode === 'sync' || p.record.mode === 'async');
     if (clash) {
       throw new TricopyError('conflict', `volume ${req.volume} on ${localNode} is already in pair ${clash.record.name}`,
-        clash.record.role === 'secondary' ? 'a volume receives from one primary at a time' : 'only a cascade is possible: sync in, async out');
+        quorum || clash.record.purpose === 'quorum' ? 'a quorum volume is in no other pair'
+          : clash.record.role === 'secondary' ? 'a volume receives from one primary at a time' : 'only a cascade is possible: sync in, async out');
     }
     if (this.parts.clientsOf(req.volume)) {
       throw new TricopyError('busy', `volume ${req.volume} on ${localNode} has attached clients; a secondary must not be in use`, 'detach them first');
     }
     const record = newRecord({
       name: req.name, role: 'secondary', volume: req.volume, peerVolume: req.peerVolume, peer: req.primary, mode: req.mode,
-      fence: req.fence, group: req.group, fenceGroup: req.fenceGroup, state: req.initialCopy === 'none' ? 'duplex' : 'initial-copying',
+      purpose: quorum ? 'quorum' : 'data', fence: req.fence, group: req.group, fenceGroup: req.fenceGroup, state: req.initialCopy === 'none' ? 'duplex' : 'initial-copying',
       reason: `created by ${peer}`, generation: req.generation,
     }, env.clock);
     const bitmap = await this.parts.store.bitmap(record.name, meta.sizeBytes);
     await this.parts.store.save(record);
     await this.parts.resources.admit(record, bitmap);
-    this.parts.events.emit('pair-created', record.name, record.reason, { role: 'secondary', volume: record.volume, peer, mode: record.mode });
+    this.parts.events.emit('pair-created', record.name, record.reason, { role: 'secondary', volume: record.volume, peer, mode: record.mode, purpose: record.purpose });
     // The volume now follows a new primary: its place in an earlier async stream goes to that
     // primary once (for a delta resync) and is dropped here.
     const mark = this.parts.marks.get(req.volume) ?? null;

@@ -179,10 +179,14 @@ export class Reconciler {
     });
   }
 
-  /** A pair suspended by a failure (not by the operator, not by a takeover) resyncs by itself. */
+  /**
+   * A pair suspended by a failure (not by the operator, not by a takeover) resyncs by itself. A
+   * quorum pair never does: its Suspend(error) waits for the operator (spec 004 E3), and a resync
+   * would leave it in Pair, where no arbitration can be won (E1).
+   */
   private autoResyncWanted(p: PairRuntime): boolean {
     const r = p.record;
-    return this.parts.autoResync && !p.peerLostData && r.role === 'primary' && r.state === 'suspended' &&
+    return this.parts.autoResync && !p.peerLostData && r.role === 'primary' && r.purpose === 'data' && r.state === 'suspended' &&
       (r.suspendCause === 'failure' || r.suspendCause === 'journal-full' || r.suspendCause === 'crash-recovery');
   }
 

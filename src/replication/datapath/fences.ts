@@ -12,6 +12,12 @@ export class Fences {
   /** Fence groups in which a sync pair with fence data cannot update its secondary, with why. */
   private readonly fencedGroups = new Map<string, string>();
 
+  /**
+   * Set by a module above the node (automatic failover): why hosts may not write a volume now,
+   * whatever its pairs allow (this site does not hold the arbiter), or undefined.
+   */
+  hostGate: ((volume: string) => string | undefined) | undefined;
+
   constructor(private readonly registry: PairRegistry, private readonly volumeRuntimes: VolumeRuntimes) {}
 
   /** Recomputes which fence groups refuse writes (after any state or protection change). */
@@ -60,6 +66,11 @@ export class Fences {
       } else if (r.mode === 'sync' && r.fence === 'data' && r.state === 'suspended' && r.suspendCause !== 'operator') {
         return new BlockDeviceError('EIO', `pair ${r.name} cannot update its secondary on ${r.peer.node} (fence data): writes are refused`);
       }
+    }
+    // What the pairs allow, the arbiter may still forbid (temporary: EIO, the export stays writable).
+    if (origin === 'host') {
+      const gated = this.hostGate?.(volume);
+      if (gated !== undefined) return new BlockDeviceError('EIO', gated);
     }
     return undefined;
   }

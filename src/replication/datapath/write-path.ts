@@ -175,6 +175,10 @@ export class WritePath implements ReplicationDataPath {
       // other side lacks (what split-brain detection looks at).
       for (const p of recorded) await this.engine.noteHostWrites(p, true);
       if (fua) for (const s of seqs) await s.journal.sync();
+      // A gate (automatic failover: this site's hold of the arbiter) that closed while the write
+      // ran: it is answered EIO, never acknowledged. Checked without a pause, still under the lock.
+      const gated = origin === 'host' ? this.fences.hostGate?.(volume.name) : undefined;
+      if (gated !== undefined) throw new BlockDeviceError('EIO', gated);
       const receiving = origin === 'replication' ? pairs.find((p) => p.record.role === 'secondary') : undefined;
       return tag && { ...tag, inStep: journaled[0]!.record.state === 'duplex' && receiving?.record.state === 'duplex' };
     } finally {

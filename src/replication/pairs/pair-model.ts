@@ -1,9 +1,9 @@
 // What a pair is: its record (kept by both nodes), the state names of spec 001 §5 and the short
 // codes operators know from Hitachi CCI (SMPL, COPY, PAIR, PSUS, PSUE, SSUS, SSWS).
-import type { CopyMode, FenceLevel, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../../contracts/pairs';
+import type { CopyMode, FenceLevel, PairPurpose, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../../contracts/pairs';
 
 export { pairStates } from '../../contracts/pairs';
-export type { CopyMode, DeltaMethod, FenceLevel, InitialCopy, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../../contracts/pairs';
+export type { CopyMode, DeltaMethod, FenceLevel, InitialCopy, PairPurpose, PairRole, PairState, PeerAddress, ShortCode, SuspendCause } from '../../contracts/pairs';
 
 export interface CopyProgress {
   totalChunks: number;
@@ -24,6 +24,8 @@ export interface PairRecord {
   readonly peerVolume: string;
   readonly peer: PeerAddress;
   readonly mode: CopyMode;
+  /** data, or quorum (spec 004: a quorum pair, whose resync and swap answer as Fig. 4 says). */
+  readonly purpose: PairPurpose;
   readonly fence: FenceLevel;
   /** Consistency group of an async pair (one ordered journal per group). */
   readonly group: string | null;

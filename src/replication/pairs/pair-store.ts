@@ -102,7 +102,7 @@ function parseRecord(value: unknown, file: string): PairRecord {
     typeof r.generation === 'number';
   if (!ok) throw new TricopyError('internal', `pair record ${file} is malformed; the data directory is damaged`);
   return {
-    name: r.name!, role: r.role!, volume: r.volume!, peerVolume: r.peerVolume!, peer: r.peer!, mode: r.mode!, fence: r.fence!,
+    name: r.name!, role: r.role!, volume: r.volume!, peerVolume: r.peerVolume!, peer: r.peer!, mode: r.mode!, purpose: r.purpose === 'quorum' ? 'quorum' : 'data', fence: r.fence!,
     group: r.group ?? null, fenceGroup: r.fenceGroup ?? null, state: r.state!, suspendCause: r.suspendCause ?? null, reason: r.reason ?? '',
     secondaryWritable: r.secondaryWritable === true, generation: r.generation!, createdAt: r.createdAt ?? new Date(0).toISOString(),
     updatedAt: r.updatedAt ?? new Date(0).toISOString(), copy: r.copy ?? null, hostWritesRecorded: r.hostWritesRecorded === true,

@@ -2,7 +2,7 @@
 // Every operator command and every internal event that changes a pair goes through `decide`, and
 // the transition engine (transitions.ts) applies only what it returns; whatever the table does not
 // list is refused with a message that says why and what to do instead.
-import type { CopyMode, PairRole, PairState, SuspendCause } from './pair-model';
+import type { CopyMode, PairPurpose, PairRole, PairState, SuspendCause } from './pair-model';
 
 export type PairEvent =
   // operator commands
@@ -42,6 +42,22 @@ export interface DecisionContext {
   /** peer-state: what the primary reports. */
   peerState?: PairState | undefined;
   peerCause?: SuspendCause | null | undefined;
+  /** split: the secondary would accept host writes while split (pairsplit -rw). */
+  secondaryWritable?: boolean | undefined;
+}
+
+/**
+ * Pairs of another purpose than data answer some events differently: a quorum pair's resync and
+ * swap answer as spec 004's Fig. 4 says (src/quorum/ registers that overlay when the node starts).
+ * Given the data table's outcome, an overlay returns the outcome for its purpose.
+ */
+export type DecisionOverlay = (d: { role: PairRole; state: PairState; event: PairEvent; mode: CopyMode; cause: SuspendCause | null;
+  extra: Omit<DecisionContext, 'mode' | 'cause'> }, base: Outcome) => Outcome;
+
+/** What a pair of `purpose` answers to an operator command when no overlay for its purpose is registered. */
+export function noOverlay(purpose: PairPurpose, event: PairEvent, base: Outcome): Outcome {
+  if (!operatorCommands.includes(event) || event === 'delete') return base;
+  return refuse(`this node runs without support for ${purpose} pairs, so it refuses ${event}`);
 }
 
 export type Outcome =

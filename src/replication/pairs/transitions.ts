@@ -11,7 +11,8 @@ import { shortCode } from './pair-model';
 import type { PairStore } from './pair-store';
 import type { PairRegistry } from './registry';
 import type { PairRuntime } from './runtime';
-import { type DecisionContext, type Outcome, type PairEvent, decide, validRoleState } from './state-table';
+import { type DecisionContext, type DecisionOverlay, type Outcome, type PairEvent, decide, noOverlay, validRoleState } from './state-table';
+import type { PairPurpose } from './pair-model';
 
 /** What a transition may set besides what the table decides. */
 export interface TransitionArgs extends Omit<DecisionContext, 'mode' | 'cause'> {
@@ -54,6 +55,7 @@ export class TransitionEngine {
   private readonly beforeRemoval: RemovalListener[] = [];
   private readonly afterRemoval: RemovalListener[] = [];
   private readonly protection: Array<(p: PairRuntime) => void> = [];
+  private readonly overlays = new Map<PairPurpose, DecisionOverlay>();
 
   constructor(private readonly deps: TransitionDeps) {}
 
@@ -78,10 +80,19 @@ export class TransitionEngine {
     this.protection.push(listener);
   }
 
-  /** What the table says `event` would do to the pair now. */
+  /** Pairs of `purpose` answer through `overlay` (quorum pairs: spec 004's Fig. 4, from src/quorum/). */
+  setOverlay(purpose: Exclude<PairPurpose, 'data'>, overlay: DecisionOverlay): void {
+    this.overlays.set(purpose, overlay);
+  }
+
+  /** What the table (and the overlay of the pair's purpose) says `event` would do to the pair now. */
   decide(p: PairRuntime, event: PairEvent, extra: Omit<DecisionContext, 'mode' | 'cause'> = {}): Outcome {
     const r = p.record;
-    return decide(r.role, r.state, event, r.mode, r.suspendCause, extra);
+    const base = decide(r.role, r.state, event, r.mode, r.suspendCause, extra);
+    if (r.purpose === 'data') return base;
+    const overlay = this.overlays.get(r.purpose);
+    if (!overlay) return noOverlay(r.purpose, event, base);
+    return overlay({ role: r.role, state: r.state, event, mode: r.mode, cause: r.suspendCause, extra }, base);
   }
 
   /**
@@ -102,7 +113,7 @@ export class TransitionEngine {
 
   private async commit(p: PairRuntime, event: PairEvent, args: TransitionArgs): Promise<
     { kind: 'transition'; outcome: Outcome; transition: Transition; removed: boolean } | { kind: 'none'; outcome: Outcome }> {
-    const outcome = this.decide(p, event, { clean: args.clean, peerState: args.peerState, peerCause: args.peerCause });
+    const outcome = this.decide(p, event, { clean: args.clean, peerState: args.peerState, peerCause: args.peerCause, secondaryWritable: args.secondaryWritable });
     if (outcome.kind !== 'transition') return { kind: 'none', outcome };
     const r = p.record as MutablePairRecord;
     const t: Transition = { pair: p, event, from: r.state, fromRole: r.role, fromCode: shortCode(r), outcome };
@@ -216,10 +227,10 @@ export class TransitionEngine {
 
 /** A record as it is at creation, before any transition (the one place records are built). */
 export function newRecord(fields: Omit<PairRecord, 'createdAt' | 'updatedAt' | 'copy' | 'hostWritesRecorded' | 'receivedSeqAtTakeover' |
-  'secondaryWritable' | 'suspendCause'>, clock: Clock): PairRecord {
+  'secondaryWritable' | 'suspendCause' | 'purpose'> & { purpose?: PairRecord['purpose'] }, clock: Clock): PairRecord {
   const now = isoTime(clock);
   return {
-    ...fields, suspendCause: null, secondaryWritable: false, createdAt: now, updatedAt: now, copy: null, hostWritesRecorded: false,
+    ...fields, purpose: fields.purpose ?? 'data', suspendCause: null, secondaryWritable: false, createdAt: now, updatedAt: now, copy: null, hostWritesRecorded: false,
     receivedSeqAtTakeover: null,
   };
 }

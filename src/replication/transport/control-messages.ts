@@ -97,6 +97,8 @@ export interface PairCreateRequest {
   fenceGroup: string | null;
   initialCopy: 'full' | 'none' | 'delta';
   createVolume: boolean;
+  /** Absent for data pairs (and from nodes that predate quorum pairs). */
+  purpose?: 'data' | 'quorum' | null;
 }
 
 export const pairCreateCodec = jsonCodec<PairCreateRequest>({
@@ -121,6 +123,7 @@ export const pairCreateCodec = jsonCodec<PairCreateRequest>({
     fenceGroup: { type: 'string', nullable: true, maxLength: 63 } as never,
     initialCopy: { type: 'string', enum: ['full', 'none', 'delta'] },
     createVolume: { type: 'boolean' },
+    purpose: { type: 'string', nullable: true, enum: ['data', 'quorum', null] } as never,
   },
 });
 

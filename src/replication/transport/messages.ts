@@ -20,6 +20,8 @@ export enum MessageType {
   PairBitmapClear = 25,
   SwapPrepare = 26,
   RegionHashes = 27,
+  // Quorum pairs (spec 004; handled by src/quorum/ through the replication service's extension point).
+  QuorumRequest = 30,
   // Data path.
   Write = 40,
   Zero = 41,

@@ -10,7 +10,7 @@ import { TricopyError } from '../../common/errors';
 import type { TopologyContext } from '../context';
 import { topologyStatus } from '../status';
 import { ensurePair, ensureVolume, waitAll } from '../steps';
-import { asyncVolumes } from '../topology-file';
+import { asyncVolumes, topologyDocument } from '../topology-file';
 
 export async function apply(ctx: TopologyContext): Promise<void> {
   const t = ctx.t;
@@ -44,4 +44,50 @@ export async function apply(ctx: TopologyContext): Promise<void> {
     for (const v of asyncVolumes(t)) await ensurePair(ctx, sync, far, v, 'async', 'full');
   }
   await waitAll(ctx, 'step 306: wait until every copy is duplex');
+  // Only nodes that can take part are asked (a simulator's nodes cannot; nothing changes for them).
+  if (t.failover?.mode === 'automatic' || ctx.sites.some((s) => s.api.failoverStatus !== undefined)) await configureFailover(ctx);
+}
+
+/**
+ * failover: automatic — every site's node is given its part (the primary first, so that it claims
+ * the arbiter before the sync site may), then apply waits until the primary holds the arbiter and
+ * so accepts writes. failover: manual — nodes that took part before stop.
+ */
+async function configureFailover(ctx: TopologyContext): Promise<void> {
+  const t = ctx.t;
+  const f = t.failover;
+  if (f?.mode !== 'automatic') {
+    for (const s of ctx.sites) {
+      if (!s.api.failoverStatus || !s.info) continue;
+      const taking = (await s.api.failoverStatus().catch(() => [])).some((x) => x.topology === t.name);
+      if (!taking) continue;
+      await s.api.removeFailover!(t.name);
+      ctx.print(`  ${s.spec.site} no longer takes part in automatic failover (failover: manual)`);
+    }
+    return;
+  }
+  const arbiter = f.arbiter!.kind === 'etcd' ? `etcd ${f.arbiter!.endpoints.join(',')}` : `quorum pair ${f.arbiter!.volume}`;
+  ctx.step(`automatic failover: every site's node takes part (arbiter ${arbiter}; lease ${f.leaseMs} ms, renew ${f.renewMs} ms, fence margin ${f.fenceMarginMs} ms; arbiter lost: ${f.onArbiterLost})`);
+  const document = topologyDocument(t);
+  for (const s of ctx.sites) {
+    if (!s.api.configureFailover) {
+      throw new TricopyError('invalid-argument', `the client of ${s.spec.site} cannot give its node a part in automatic failover`, 'run topology apply from the CLI against the nodes');
+    }
+    const status = await s.api.configureFailover({ topology: document, name: t.name, site: s.spec.site, role: s.role, ...(ctx.options.apiToken ? { apiToken: ctx.options.apiToken } : {}) });
+    ctx.print(`  ${s.spec.site} (${s.role}): ${status.state === 'observer' ? 'observes' : 'contends for the arbiter'}`);
+  }
+  const primary = ctx.site('primary');
+  const deadline = ctx.clock.now() + f.leaseMs + 5 * f.renewMs;
+  for (;;) {
+    const mine = (await primary.api.failoverStatus!()).find((x) => x.topology === t.name);
+    if (mine?.state === 'holding' && mine.writesAllowed) {
+      ctx.print(`  ${primary.spec.site} holds the arbiter: writes are accepted there`);
+      return;
+    }
+    if (ctx.clock.now() > deadline) {
+      throw new TricopyError('unavailable', `${primary.spec.site} did not get the arbiter: ${mine?.reason ?? 'no answer'}`,
+        `writes at ${primary.spec.site} are refused until it holds the arbiter; check that ${arbiter} answers from ${primary.spec.site}'s node`);
+    }
+    await ctx.clock.sleep(Math.min(200, f.renewMs));
+  }
 }
