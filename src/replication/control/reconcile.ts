@@ -142,7 +142,9 @@ export class Reconciler {
       }
       if (r.state === 'suspended' && r.suspendCause === 'takeover-by-peer') return;
       if (this.autoResyncWanted(p)) {
-        await this.tryAutoResync(p, q.hostWritesRecorded);
+        // A group resyncs under all its members' command queues: the timer takes them (this one is held here).
+        if (this.groupOf(p).length > 1) this.scheduleAutoResync(p);
+        else await this.tryAutoResync([p], q.hostWritesRecorded);
         return;
       }
       if (copying(p)) this.parts.copy.start(p);
@@ -197,7 +199,8 @@ export class Reconciler {
       this.autoResyncTimers.delete(name);
       // A pair deleted and created again under the same name is another pair: this timer was for the old one.
       if (this.parts.registry.get(name) !== p || !this.parts.env.transport.isUp(p.record.peer.node)) return; // peer-up retries
-      void this.parts.registry.serialize(name, () => this.tryAutoResync(p)).catch((err: unknown) => {
+      const members = this.groupOf(p);
+      void this.parts.registry.serializeAll(members.map((m) => m.record.name), () => this.tryAutoResync(members)).catch((err: unknown) => {
         this.parts.log.warn({ pair: name, err: errorMessage(err) }, 'automatic resync failed; will retry');
         this.scheduleAutoResync(p);
       });
@@ -206,19 +209,37 @@ export class Reconciler {
     this.autoResyncTimers.set(name, timer);
   }
 
-  private async tryAutoResync(p: PairRuntime, peerHasChanges?: boolean): Promise<void> {
-    const { env, engine } = this.parts;
-    if (this.parts.registry.get(p.record.name) !== p || !this.autoResyncWanted(p) || !env.transport.isUp(p.record.peer.node)) return;
-    const r = p.record;
-    const peerBitmap = bitmapReplyCodec.decode(await env.transport.request(r.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name: r.name })));
-    if ((peerHasChanges ?? peerBitmap.hostWritesRecorded) && r.hostWritesRecorded) {
-      this.parts.events.emit('split-brain', r.name, 'both sides were written while apart; resync needs the operator to name the side to discard');
-      return;
+  /** The primaries of `p`'s consistency group (just `p` without one). */
+  private groupOf(p: PairRuntime): PairRuntime[] {
+    const group = p.record.group;
+    return group ? this.parts.registry.ofGroup(group).filter((x) => x.record.role === 'primary') : [p];
+  }
+
+  /**
+   * Resyncs the suspended members of a consistency group together, or none of them: a member
+   * resynced alone would let its secondary run ahead of a member still suspended, and the group's
+   * image at the secondary would no longer be one instant (sim seed 139).
+   */
+  private async tryAutoResync(members: PairRuntime[], peerHasChanges?: boolean): Promise<void> {
+    const { env, engine, registry } = this.parts;
+    const current = members.filter((m) => registry.get(m.record.name) === m);
+    const suspended = current.filter((m) => m.record.state !== 'duplex' && m.record.state !== 'duplex-pending' && m.record.state !== 'initial-copying');
+    if (suspended.length === 0 || !suspended.every((m) => this.autoResyncWanted(m) && env.transport.isUp(m.record.peer.node))) return;
+    for (const m of suspended) {
+      const r = m.record;
+      const peerBitmap = bitmapReplyCodec.decode(await env.transport.request(r.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name: r.name })));
+      if ((peerHasChanges ?? peerBitmap.hostWritesRecorded) && r.hostWritesRecorded) {
+        this.parts.events.emit('split-brain', r.name, 'both sides were written while apart; resync needs the operator to name the side to discard');
+        return;
+      }
+      m.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, m.bitmap));
+      await m.bitmap.sync();
+      await env.transport.request(r.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name: r.name }));
     }
-    p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
-    await p.bitmap.sync();
-    await env.transport.request(r.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name: r.name }));
-    await this.parts.volumeRuntimes.whileHeld([r.volume], () =>
-      engine.apply(p, 'resync', { reason: `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy (automatic, after the failure cleared)` }));
+    await this.parts.volumeRuntimes.whileHeld(suspended.map((m) => m.record.volume), async () => {
+      for (const m of suspended) {
+        await engine.apply(m, 'resync', { reason: `resync: ${formatBytes(m.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy (automatic, after the failure cleared)` });
+      }
+    });
   }
 }
