@@ -119,13 +119,10 @@ export class Shipping {
     }
     // Numbers the secondary already used must never be used again (it would skip them as duplicates).
     // The whole group leaves the stream at one instant (writes wait meanwhile).
-    const release = await this.volumeRuntimes.hold(members.map((p) => p.record.volume));
-    try {
+    await this.volumeRuntimes.whileHeld(members.map((p) => p.record.volume), async () => {
       await journal.dropAll(receivedSeq);
       for (const p of members) await this.engine.apply(p, 'failure', { reason });
-    } finally {
-      release();
-    }
+    });
   }
 
   private async loop(s: Shipper, journal: PrimaryJournal): Promise<void> {

@@ -23,6 +23,7 @@ import type { Outcome } from '../pairs/state-table';
 import { type BitmapReply, type PairCreateRequest, bitmapReplyCodec, pairCreateCodec, pairNameCodec } from '../transport/control-messages';
 import { MessageType } from '../transport/messages';
 import type { PairResources } from './pair-resources';
+import { fetchPeerBitmap, takePeerBitmap } from './peer-bitmap';
 import type { PeerDemand } from './peer-demand';
 import type { PeerUpdates } from './peer-updates';
 import type { VolumeRuntimes } from '../datapath/volume-runtimes';
@@ -137,14 +138,7 @@ export class Operator {
         this.parts.demand.releaseIfUnneeded(input.peer.node);
         throw err;
       }));
-      const release = await this.parts.volumeRuntimes.hold([input.volume]);
-      let admitted: { p: PairRuntime; receivedSeq: number };
-      try {
-        admitted = await this.admitCreated(record, reply, initialCopy, group);
-      } finally {
-        release();
-      }
-      const { p, receivedSeq } = admitted;
+      const { p, receivedSeq } = await this.parts.volumeRuntimes.whileHeld([input.volume], () => this.admitCreated(record, reply, initialCopy, group));
       await this.parts.updates.tell(p);
       // A new group starts shipping at once (the secondary's received journal is empty).
       if (group && !this.parts.shipping.isRunning(group)) this.parts.shipping.start(group, p.record.peer.node, receivedSeq);
@@ -275,12 +269,9 @@ export class Operator {
       const outcome = engine.decide(p, 'split', { secondaryWritable: options.secondaryWritable });
       if (outcome.kind !== 'transition') return answer(this.parts, p, outcome);
       // The group stops journaling at one instant: no write lands between two members' splits.
-      const release = await this.parts.volumeRuntimes.hold(members.map((x) => x.record.volume));
-      try {
+      await this.parts.volumeRuntimes.whileHeld(members.map((x) => x.record.volume), async () => {
         for (const x of members) await engine.apply(x, 'split', { secondaryWritable: options.secondaryWritable });
-      } finally {
-        release();
-      }
+      });
       const draining = members.filter((x) => x.record.state === 'suspending');
       if (draining.length > 0) await this.parts.drain.drain(draining);
       return this.parts.status(p);
@@ -308,7 +299,7 @@ export class Operator {
     await env.transport.connectNow(p.record.peer, connectTimeoutMs).catch((err: unknown) => {
       throw new TricopyError('unavailable', `cannot resync pair ${name}: ${errorMessage(err)}`);
     });
-    const peerBitmap = bitmapReplyCodec.decode(await env.transport.request(p.record.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name })));
+    const peerBitmap = await fetchPeerBitmap(env.transport, p);
     if (p.record.hostWritesRecorded && peerBitmap.hostWritesRecorded) {
       if (options.discard === undefined) {
         throw new TricopyError('conflict',
@@ -323,9 +314,7 @@ export class Operator {
       }
       this.parts.events.emit('split-brain-resolved', name, `operator discarded the changes made on ${options.discard}`);
     }
-    p.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, p.bitmap));
-    await p.bitmap.sync();
-    await env.transport.request(p.record.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name }));
+    await takePeerBitmap(env.transport, p, peerBitmap);
     const started = await this.parts.volumeRuntimes.whileHeld([p.record.volume], () =>
       engine.apply(p, 'resync', { reason: `resync: ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of changed regions to copy` }));
     answer(this.parts, p, started);

@@ -6,21 +6,21 @@ import type { TimerHandle } from '../../common/clock';
 import { errorMessage } from '../../common/errors';
 import type { EventJournal } from '../../common/events';
 import type { Logger } from '../../common/log';
-import type { Journals } from '../async/journals';
+import { type Journals, journaling } from '../async/journals';
 import type { Shipping } from '../async/shipper';
 import { copying, type CopyEngine } from '../copy/copy-engine';
 import type { ReplicationEnv } from '../env';
 import { formatBytes } from '../../common/units';
 import { autoResyncDelayMs, diffChunkBytes } from '../limits';
-import { decodeBitmap } from '../pairs/bitmap-codec';
 import type { PairRecord } from '../pairs/pair-model';
 import type { PairRegistry } from '../pairs/registry';
 import type { PairRuntime } from '../pairs/runtime';
 import type { TransitionEngine } from '../pairs/transitions';
 import {
-  type GroupPosition, type PairSummary, type PairsSync, bitmapReplyCodec, pairNameCodec, pairsSyncCodec,
+  type GroupPosition, type PairSummary, type PairsSync, pairsSyncCodec,
 } from '../transport/control-messages';
 import { MessageType } from '../transport/messages';
+import { fetchPeerBitmap, takePeerBitmap } from './peer-bitmap';
 import type { PeerUpdates } from './peer-updates';
 import type { VolumeRuntimes } from '../datapath/volume-runtimes';
 
@@ -223,18 +223,16 @@ export class Reconciler {
   private async tryAutoResync(members: PairRuntime[], peerHasChanges?: boolean): Promise<void> {
     const { env, engine, registry } = this.parts;
     const current = members.filter((m) => registry.get(m.record.name) === m);
-    const suspended = current.filter((m) => m.record.state !== 'duplex' && m.record.state !== 'duplex-pending' && m.record.state !== 'initial-copying');
+    const suspended = current.filter((m) => !journaling(m));
     if (suspended.length === 0 || !suspended.every((m) => this.autoResyncWanted(m) && env.transport.isUp(m.record.peer.node))) return;
     for (const m of suspended) {
       const r = m.record;
-      const peerBitmap = bitmapReplyCodec.decode(await env.transport.request(r.peer.node, MessageType.PairBitmap, pairNameCodec.encode({ name: r.name })));
+      const peerBitmap = await fetchPeerBitmap(env.transport, m);
       if ((peerHasChanges ?? peerBitmap.hostWritesRecorded) && r.hostWritesRecorded) {
         this.parts.events.emit('split-brain', r.name, 'both sides were written while apart; resync needs the operator to name the side to discard');
         return;
       }
-      m.bitmap.mergeFrom(decodeBitmap(peerBitmap.bitmap, m.bitmap));
-      await m.bitmap.sync();
-      await env.transport.request(r.peer.node, MessageType.PairBitmapClear, pairNameCodec.encode({ name: r.name }));
+      await takePeerBitmap(env.transport, m, peerBitmap);
     }
     await this.parts.volumeRuntimes.whileHeld(suspended.map((m) => m.record.volume), async () => {
       for (const m of suspended) {

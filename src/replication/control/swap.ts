@@ -122,8 +122,7 @@ export class Swap {
     if (first.record.group) await this.parts.journals.openFor({ ...first.record, role: 'primary' });
     // Host writes wait while the roles change: one that began while this copy was writable alone
     // was only recorded, and must not be acknowledged as if it had been forwarded (sim seed 48).
-    const release = await this.parts.volumeRuntimes.hold(pairs.map((p) => p.record.volume));
-    try {
+    await this.parts.volumeRuntimes.whileHeld(pairs.map((p) => p.record.volume), async () => {
       for (const p of pairs) {
         const clean = answers.find((a) => a.name === p.record.name)!.clean && p.bitmap.setBitCount === 0;
         await this.parts.engine.apply(p, 'swap', {
@@ -133,9 +132,7 @@ export class Swap {
             : `roles swapped: ${this.parts.localNode} is now the primary; copying ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of regions that differ`,
         });
       }
-    } finally {
-      release();
-    }
+    });
   }
 
   /**
