@@ -238,12 +238,8 @@ export class ReplicaPair {
 
   // --- copies --------------------------------------------------------------------------------------
 
-  /**
-   * Copies the regions of [first, first+count) not copied yet from the primary to the replica and
-   * records them as copied, durably: data synced before the bits (a bit never claims data a power
-   * loss could take). The caller holds the region lock of the range.
-   */
-  async copyToReplica(first: number, count: number): Promise<void> {
+  /** Copies the runs of regions in [first, first+count) not marked copied; true when any was. */
+  private async copyUncopiedRuns(first: number, count: number): Promise<boolean> {
     const copied = this.bitmaps.copied;
     let any = false;
     for (let r = first; r < first + count;) {
@@ -257,7 +253,17 @@ export class ReplicaPair {
       any = true;
       r = end;
     }
-    if (!any) return;
+    return any;
+  }
+
+  /**
+   * Copies the regions of [first, first+count) not copied yet from the primary to the replica and
+   * records them as copied, durably: data synced before the bits (a bit never claims data a power
+   * loss could take). The caller holds the region lock of the range.
+   */
+  async copyToReplica(first: number, count: number): Promise<void> {
+    const copied = this.bitmaps.copied;
+    if (!await this.copyUncopiedRuns(first, count)) return;
     await this.secondary.flush();
     if (copied.setRange(first, count) || copied.hasUnpersistedChanges) await copied.sync();
   }
@@ -398,17 +404,7 @@ export class ReplicaPair {
       if (epoch !== this.copyEpoch) return;
       const release = await this.access.lockRegions(first * regionBytes, count * regionBytes);
       try {
-        const copied = this.bitmaps.copied;
-        for (let r = first; r < first + count;) {
-          if (copied.get(r)) {
-            r++;
-            continue;
-          }
-          let end = r + 1;
-          while (end < first + count && !copied.get(end)) end++;
-          await this.copyRange(this.primary, this.secondary, r, end);
-          r = end;
-        }
+        await this.copyUncopiedRuns(first, count);
       } finally {
         release();
       }
