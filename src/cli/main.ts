@@ -7,9 +7,11 @@ process.env.UV_THREADPOOL_SIZE ??= '4'; // before any fs call (bin/tricopy sizes
 import { Command, CommanderError, Help, type Option } from 'commander';
 import { TricopyError, errorMessage } from '../common/errors';
 import { version } from '../node/version';
+import { registerEdgeCommands } from './commands/edge';
 import { registerEventsCommand } from './commands/events';
 import { registerGroupCommands } from './commands/group';
 import { registerManagerCommands } from './commands/manager';
+import { registerNetworkCommands } from './commands/network';
 import { registerNodeCommands } from './commands/node';
 import { registerPairCommands } from './commands/pair';
 import { registerTopologyCommands } from './commands/topology';
@@ -34,6 +36,8 @@ export function buildProgram(): Command {
   registerTopologyCommands(program);
   registerEventsCommand(program);
   registerManagerCommands(program);
+  registerEdgeCommands(program);
+  registerNetworkCommands(program);
   return program;
 }
 

@@ -6,6 +6,7 @@ import { readServerSentEvents } from '../common/sse';
 import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
 import type { CallOptions, DeleteOptions, NodeClient, NodeMonitorClient } from '../contracts/node-client';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from '../contracts/monitor';
+import type { NetworkAttachment } from '../contracts/network';
 import type {
   CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest,
 } from '../contracts/pairs';
@@ -130,6 +131,23 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient {
     return this.serverSentEvents<NodeEvent>(`/v1/events?after=${after}&stream=true`);
   }
 
+  /** The remote copy networks the node is attached to (spec 002). */
+  async listNetworks(): Promise<NetworkAttachment[]> {
+    return (await this.request<{ networks: NetworkAttachment[] }>('GET', '/v1/networks')).networks;
+  }
+
+  getNetwork(name: string): Promise<NetworkAttachment> {
+    return this.request('GET', `/v1/networks/${encodeURIComponent(name)}`);
+  }
+
+  putNetwork(attachment: NetworkAttachment): Promise<NetworkAttachment> {
+    return this.request('PUT', `/v1/networks/${encodeURIComponent(attachment.network)}`, attachment);
+  }
+
+  deleteNetwork(name: string): Promise<void> {
+    return this.request('DELETE', `/v1/networks/${encodeURIComponent(name)}`);
+  }
+
   registerManager(request: RegisterManagerRequest): Promise<ManagerBinding> {
     return this.request('POST', '/v1/monitor/manager', request);
   }
@@ -177,7 +195,7 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient {
     }
   }
 
-  private async request<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+  private async request<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers.authorization = `Bearer ${this.token}`;

@@ -1,0 +1,390 @@
+// One order-guarantee id at its target edge (spec 002 §5.5, §5.6, §6.5, §6.7, §6.9): stores the
+// entries that arrive, reflects only number 733 + 1 to the attached secondary storage, one request
+// at a time, and answers the source edge. Writes are reflected in batches that never hold two
+// writes to the same bytes; a batch ends with a FLUSH at the storage, then 733 is made durable and
+// one response acknowledges the batch. Replaying a batch after a crash is therefore harmless, and
+// the source deletes an entry only once the secondary holds it on stable storage.
+import type { Clock } from '../common/clock';
+import { TricopyError, errorMessage } from '../common/errors';
+import type { EventJournal } from '../common/events';
+import type { Logger } from '../common/log';
+import type { OrderConfig, OrderState, RelayOrderStatus, SuspendResult } from '../contracts/network';
+import { MessageType, encodeDataHeader, encodeErrorPayload, responseError, responseOk } from '../replication/transport/messages';
+import { EntryKind, type RelayEntry, type Rio, entryFlagRealign, responseTo } from './entry';
+import { type DataRange, controlOutcome, dataRange, rangesOverlap } from './rio';
+import type { RelayState } from './state';
+
+/** A batch of reflected writes ends after this many entries, bytes or milliseconds. */
+export const batchMaxEntries = 256;
+export const batchMaxBytes = 8 * 1024 * 1024;
+export const batchMaxMs = 20;
+/** Entries buffered beyond 733 + 1 are dropped past these bounds (the source sends them again). */
+export const maxBufferedEntries = 16_384;
+export const maxBufferedBytes = 256 * 1024 * 1024;
+/** How long a request to the attached storage may take. */
+export const reflectTimeoutMs = 60_000;
+/** A storage that refuses writes this many times in a row: the order enters Failure Suspend. */
+export const maxRefusals = 5;
+const retryDelayMs = 500;
+/** The RIO type of a response that only acknowledges (a batch of writes): no storage message has it. */
+export const ackType = 0;
+const keptAnswers = 64;
+
+export interface TargetEnv {
+  edge: string;
+  clock: Clock;
+  state: RelayState;
+  log: Logger;
+  events: EventJournal;
+  send(entry: RelayEntry): boolean;
+  /** Sends a request to the attached storage `node` on the link that answers as `as`. */
+  deliver(node: string, as: string, type: number, payload: Buffer, timeoutMs: number): Promise<Buffer>;
+}
+
+/** The storage refused the request (as opposed to: it could not be reached). */
+class Refused extends Error {
+  constructor(readonly error: unknown) {
+    super(errorMessage(error));
+  }
+}
+
+export class OrderTarget {
+  private readonly buffer = new Map<number, RelayEntry>();
+  private bufferedBytes = 0;
+  /** 733 in memory (reflected); the counters hold the durable value (reflected and flushed). */
+  private reflected: number;
+  private batch: { entries: RelayEntry[]; ranges: DataRange[]; pairs: Set<string>; bytes: number; startedAt: number } | undefined;
+  private running = false;
+  private runAgain = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private refusals = 0;
+  private readonly answers = new Map<number, RelayEntry>();
+  private suspend: { hwm: number | null; waiters: Array<() => void> } | undefined;
+  private closed = false;
+  /** Changes when the order starts over (resynchronisation point, Failure Suspend): work of an older epoch stops. */
+  private epoch = 0;
+  reflectionDelayMs: number | null = null;
+
+  constructor(readonly id: string, public cfg: OrderConfig, private readonly env: TargetEnv) {
+    this.reflected = this.counters.reflected;
+  }
+
+  private get counters(): ReturnType<RelayState['target']> {
+    return this.env.state.target(this.id);
+  }
+
+  get state(): OrderState {
+    return this.counters.state;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    for (const w of this.suspend?.waiters.splice(0) ?? []) w();
+  }
+
+  /** A numbered request entry arrived (2001–2002). */
+  onRequest(e: RelayEntry): void {
+    const c = this.counters;
+    if (e.flags & entryFlagRealign && e.seq > c.reflected) this.realign(e.seq);
+    if (c.state === 'failure-suspend') {
+      // The source has not heard yet: tell it again (it stops and records, §6.10 (b)).
+      this.notifyFailure(e, c.reason);
+      return;
+    }
+    this.noteRow(e);
+    if (e.seq <= c.reflected) {
+      // Reflected before and made durable: its answer was lost. Answer again, never reflect twice (§5.5(7)).
+      const kept = this.answers.get(e.seq);
+      if (kept) this.env.send(kept);
+      if (!kept || e.seq < c.reflected) this.env.send(this.ackOf(e, c.reflected));
+      return;
+    }
+    if (e.seq <= this.reflected || this.buffer.has(e.seq)) return; // in the open batch, or a copy of one buffered
+    if (e.seq - this.reflected > maxBufferedEntries || this.bufferedBytes + e.rio.payload.length > maxBufferedBytes) return;
+    this.buffer.set(e.seq, e);
+    this.bufferedBytes += e.rio.payload.length;
+    this.run();
+  }
+
+  /** The source edge declared Failure Suspend (§6.10): unreflected entries of the id are discarded. */
+  onFailNotice(e: RelayEntry): void {
+    const c = this.counters;
+    this.epoch++;
+    this.batch = undefined;
+    this.reflected = c.reflected;
+    this.clearBuffer();
+    if (c.state === 'failure-suspend') return;
+    c.state = 'failure-suspend';
+    c.reason = `the source edge ${this.cfg.from} declared Failure Suspend: ${e.rio.payload.toString('utf8')}`;
+    this.markPairs('failure-suspend');
+    void this.env.state.save();
+    this.env.events.emit('order-failure-suspend', this.id, c.reason);
+  }
+
+  /** SOK from the source edge (§6.9 1307–1308): its last assigned number. */
+  onSuspendOk(e: RelayEntry): void {
+    if (!this.suspend) return;
+    this.suspend.hwm = e.seq;
+    this.env.log.info({ order: this.id, highWaterMark: e.seq, reflected: this.reflected }, 'failover: the source edge answered');
+    this.wakeSuspend();
+  }
+
+  /**
+   * Failover after a source-site failure (§6.9 1303–1310, TE5–TE7): asks the source edge to flush
+   * and stop, keeps reflecting in order until every number up to its high-water mark is reflected
+   * or the timeout passes, then stops the order. Resolves with what the target holds.
+   */
+  async failover(timeoutMs: number): Promise<SuspendResult> {
+    const c = this.counters;
+    const row = Object.values(this.env.state.data.pairs).find((p) => p.order === this.id && p.side === 'target');
+    if (!row) throw new TricopyError('not-found', `no pair of order-guarantee id ${this.id} goes through edge ${this.env.edge}`);
+    if (c.state !== 'failure-suspend') {
+      c.state = 'suspend-waiting';
+      c.reason = 'failover: waiting for the source edge to flush';
+      this.suspend = { hwm: null, waiters: [] };
+      this.env.send({
+        kind: EntryKind.Suspend, flags: 0, target: { node: row.source, pair: '' }, source: { node: row.target, pair: '' }, order: this.id,
+        ioTimeMs: this.env.clock.now(), seq: 0, corr: 0, rio: { type: 0, status: 0, payload: Buffer.alloc(0) },
+      });
+      this.env.events.emit('order-suspend-instruction', this.id, `failover: asked the source edge ${this.cfg.from} to flush and stop`);
+      const deadline = this.env.clock.now() + timeoutMs;
+      while (!this.closed && !this.drainedToHighWaterMark() && this.env.clock.now() < deadline) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, Math.max(1, Math.min(200, deadline - this.env.clock.now())));
+          this.suspend!.waiters.push(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+      }
+      if (!this.running) await this.finishBatch().catch((err: unknown) => this.env.log.warn({ order: this.id, err: errorMessage(err) }, 'failover: the last batch could not be flushed'));
+      this.epoch++;
+      const hwm = this.suspend.hwm;
+      this.suspend = undefined;
+      c.state = 'failure-suspend';
+      c.reason = hwm === null ? `failover: the source edge did not answer within ${timeoutMs} ms; reflected through ${c.reflected}`
+        : `failover: high-water mark ${hwm}, reflected through ${c.reflected}`;
+      this.clearBuffer();
+      this.markPairs('failure-suspend');
+      await this.env.state.save();
+      this.env.events.emit('order-failover', this.id, c.reason);
+      this.lastFailover = { order: this.id, highWaterMark: hwm, reflected: c.reflected, missing: hwm === null ? 0 : Math.max(0, hwm - c.reflected), reason: c.reason };
+    }
+    return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
+  }
+
+  private lastFailover: SuspendResult | undefined;
+
+  private drainedToHighWaterMark(): boolean {
+    const hwm = this.suspend?.hwm;
+    return hwm !== null && hwm !== undefined && this.reflected >= hwm && !this.running;
+  }
+
+  private wakeSuspend(): void {
+    for (const w of this.suspend?.waiters.splice(0) ?? []) w();
+  }
+
+  status(): RelayOrderStatus {
+    const c = this.counters;
+    return {
+      id: this.id, side: 'target', from: this.cfg.from, to: this.cfg.to, state: c.state, generated: 0, reflected: this.reflected, deleted: 0,
+      inFlight: this.buffer.size, log: { entries: this.buffer.size, bytes: this.bufferedBytes, capacityBytes: maxBufferedBytes },
+      ackDelayMs: null, reflectionDelayMs: this.reflectionDelayMs, retransmissions: 0, delayedAcks: 0, reason: c.reason,
+    };
+  }
+
+  /** The attached storage is back: go on reflecting. */
+  resume(): void {
+    this.run();
+  }
+
+  private realign(seq: number): void {
+    const c = this.counters;
+    this.epoch++;
+    this.batch = undefined;
+    this.clearBuffer();
+    this.reflected = seq - 1;
+    c.reflected = seq - 1;
+    c.state = 'active';
+    c.reason = `resynchronisation point at ${seq}`;
+    this.answers.clear();
+    this.refusals = 0;
+    void this.env.state.save();
+    this.env.events.emit('order-resumed', this.id, c.reason);
+  }
+
+  private clearBuffer(): void {
+    this.buffer.clear();
+    this.bufferedBytes = 0;
+  }
+
+  private markPairs(state: string): void {
+    for (const row of Object.values(this.env.state.data.pairs)) if (row.order === this.id && row.side === 'target') row.state = state;
+  }
+
+  private noteRow(e: RelayEntry): void {
+    const name = e.target.pair;
+    if (!name) return;
+    const pairs = this.env.state.data.pairs;
+    const row = pairs[name];
+    if (row && row.order === this.id && row.side === 'target') return;
+    pairs[name] = { order: this.id, side: 'target', source: e.source.node, target: e.target.node, state: 'simplex', diff: [] };
+    void this.env.state.save();
+  }
+
+  private notifyFailure(e: RelayEntry, reason: string): void {
+    this.env.send({ ...responseTo(e, EntryKind.FailNotice, { type: 0, status: 0, payload: Buffer.from(reason) }), seq: this.counters.reflected });
+  }
+
+  private ackOf(e: RelayEntry, seq: number): RelayEntry {
+    return { ...responseTo(e, EntryKind.Response, { type: ackType, status: responseOk, payload: Buffer.alloc(0) }), seq };
+  }
+
+  private run(): void {
+    if (this.closed) return;
+    if (this.running) {
+      this.runAgain = true;
+      return;
+    }
+    this.running = true;
+    void this.reflectLoop().catch((err: unknown) => this.failed(err)).finally(() => {
+      this.running = false;
+      if (this.runAgain) {
+        this.runAgain = false;
+        this.run();
+      } else this.wakeSuspend();
+    });
+  }
+
+  /** 2003–2011: the next number only, one request at a time. */
+  private async reflectLoop(): Promise<void> {
+    const epoch = this.epoch;
+    while (!this.closed && this.counters.state !== 'failure-suspend' && epoch === this.epoch) {
+      const next = this.buffer.get(this.reflected + 1);
+      if (!next) {
+        await this.finishBatch();
+        return;
+      }
+      const range = dataRange(next.rio.type, next.rio.payload);
+      if (!range) {
+        await this.finishBatch();
+        await this.reflectControl(next);
+        continue;
+      }
+      if (this.batch?.ranges.some((r) => rangesOverlap(r, range))) await this.finishBatch();
+      await this.deliver(next);
+      if (epoch !== this.epoch) return;
+      this.refusals = 0;
+      this.reflected = next.seq;
+      this.reflectionDelayMs = Math.max(0, this.env.clock.now() - next.ioTimeMs);
+      const b = (this.batch ??= { entries: [], ranges: [], pairs: new Set(), bytes: 0, startedAt: this.env.clock.now() });
+      b.entries.push(next);
+      b.ranges.push(range);
+      b.pairs.add(range.pair);
+      b.bytes += range.length;
+      if (b.entries.length >= batchMaxEntries || b.bytes >= batchMaxBytes || this.env.clock.now() - b.startedAt >= batchMaxMs) await this.finishBatch();
+    }
+  }
+
+  /** A control request is reflected alone, made durable at once, and answered with the storage's answer. */
+  private async reflectControl(e: RelayEntry): Promise<void> {
+    const epoch = this.epoch;
+    let rio: Rio;
+    try {
+      const payload = await this.deliver(e);
+      rio = { type: e.rio.type, status: responseOk, payload };
+    } catch (err) {
+      if (!(err instanceof Refused)) throw err;
+      rio = { type: e.rio.type, status: responseError, payload: encodeErrorPayload(unprefixed(err.error, e.target.node)) };
+    }
+    if (epoch !== this.epoch) return;
+    const c = this.counters;
+    this.reflected = e.seq;
+    c.reflected = e.seq;
+    this.reflectionDelayMs = Math.max(0, this.env.clock.now() - e.ioTimeMs);
+    if (rio.status === responseOk) controlOutcome(this.env.state.data.pairs[e.target.pair], e.rio.type, e.rio.payload, 'target');
+    if (e.rio.type === MessageType.PairDelete && rio.status === responseOk) delete this.env.state.data.pairs[e.target.pair];
+    await this.env.state.save();
+    const answer = responseTo(e, EntryKind.Response, rio);
+    this.answers.set(e.seq, answer);
+    if (this.answers.size > keptAnswers) this.answers.delete(this.answers.keys().next().value!);
+    this.drop(e.seq);
+    this.env.send(answer);
+  }
+
+  /** FLUSH at the storage for every pair written, 733 made durable, one response for the batch. */
+  private async finishBatch(): Promise<void> {
+    const b = this.batch;
+    if (!b) return;
+    const epoch = this.epoch;
+    for (const pair of b.pairs) {
+      const last = b.entries.at(-1)!;
+      await this.deliver({ ...last, rio: { type: MessageType.Flush, status: 0, payload: encodeDataHeader({ name: pair, offset: 0, length: 0, flags: 0 }) } });
+    }
+    if (epoch !== this.epoch || this.batch !== b) return;
+    const c = this.counters;
+    c.reflected = this.reflected;
+    await this.env.state.save();
+    this.batch = undefined;
+    for (const e of b.entries) this.drop(e.seq);
+    this.env.send(this.ackOf(b.entries.at(-1)!, c.reflected));
+  }
+
+  private drop(seq: number): void {
+    const e = this.buffer.get(seq);
+    if (!e) return;
+    this.buffer.delete(seq);
+    this.bufferedBytes -= e.rio.payload.length;
+  }
+
+  private async deliver(e: RelayEntry): Promise<Buffer> {
+    try {
+      return await this.env.deliver(e.target.node, e.source.node, e.rio.type, e.rio.payload, reflectTimeoutMs);
+    } catch (err) {
+      // Unreachable or not ready: try again later. Anything else is the storage's refusal.
+      if (err instanceof TricopyError && err.code === 'unavailable') throw err;
+      throw new Refused(err);
+    }
+  }
+
+  /** Reflection stopped: the open batch is reflected again later (it holds no overlapping writes). */
+  private failed(err: unknown): void {
+    if (this.counters.state === 'failure-suspend') return;
+    this.reflected = this.counters.reflected;
+    this.batch = undefined;
+    if (err instanceof Refused) {
+      this.refusals++;
+      this.env.log.warn({ order: this.id, err: errorMessage(err.error), refusals: this.refusals }, 'the target storage refused a write');
+      if (this.refusals >= maxRefusals) {
+        void this.declareFailure(`the target storage refused writes ${this.refusals} times: ${errorMessage(err.error)}`);
+        return;
+      }
+    } else {
+      this.env.log.debug({ order: this.id, err: errorMessage(err) }, 'reflection paused: the target storage is not reachable');
+    }
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.run(), retryDelayMs);
+    this.retryTimer.unref();
+  }
+
+  /** This edge declares Failure Suspend of the id (§6.10 (b)) and tells the source edge. */
+  private async declareFailure(reason: string): Promise<void> {
+    const c = this.counters;
+    const first = this.buffer.get(this.reflected + 1);
+    this.epoch++;
+    c.state = 'failure-suspend';
+    c.reason = reason;
+    this.clearBuffer();
+    this.markPairs('failure-suspend');
+    await this.env.state.save();
+    this.env.events.emit('order-failure-suspend', this.id, reason);
+    if (first) this.notifyFailure(first, reason);
+  }
+}
+
+/** The storage's error as it said it (the link prefixed the node's name; the requester's link will again). */
+function unprefixed(err: unknown, node: string): unknown {
+  if (err instanceof TricopyError && err.message.startsWith(`node ${node}: `)) return new TricopyError(err.code, err.message.slice(`node ${node}: `.length), err.hint);
+  return err;
+}
