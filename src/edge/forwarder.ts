@@ -100,6 +100,25 @@ export class Forwarder {
     return this.toRelay(hop.relay, e, encoded ?? encodeEntry(e));
   }
 
+  /** Sends an encoded entry from edge `from` toward edge `to` (the route is known: no decoding). */
+  sendBetween(from: string, to: string, bytes: Buffer): boolean {
+    const hop = this.hopBetween(from, to);
+    if (hop.local) {
+      this.local(decodeBatch(bytes)[0]!);
+      return true;
+    }
+    if (!hop.relay) {
+      this.counters.entriesDropped++;
+      return false;
+    }
+    const link = this.links.get('relay', hop.relay, this.name);
+    if (!link) {
+      this.counters.entriesDropped++;
+      return false;
+    }
+    return this.toLink(hop.relay, link, [bytes], bytes.length);
+  }
+
   /** A frame from another relay. */
   onFrame(link: PeerLink, type: number, payload: Buffer): void {
     if (type === RelayMessage.Fragment) {
@@ -131,7 +150,10 @@ export class Forwarder {
     const link = this.links.get('relay', relay, this.name);
     if (!link) return this.drop(e, `the link to ${relay} is down`);
     const pieces = Array.isArray(encoded) ? encoded : [encoded];
-    const bytes = pieces.reduce((n, p) => n + p.length, 0);
+    return this.toLink(relay, link, pieces, pieces.reduce((n, p) => n + p.length, 0));
+  }
+
+  private toLink(relay: string, link: PeerLink, pieces: Buffer[], bytes: number): boolean {
     this.counters.entriesForwarded++;
     this.counters.bytesForwarded += bytes;
     if (bytes > this.fragmentBytes) {

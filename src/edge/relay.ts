@@ -16,13 +16,14 @@ import { defaultLinkTimings, type LinkTimings, type PeerLink } from '../replicat
 import { MessageType, encodeErrorPayload, responseError, responseOk } from '../replication/transport/messages';
 import { diffChunkBytes } from '../replication/limits';
 import { version } from '../node/version';
-import { EntryKind, type RelayEntry, type Rio, decodeEntry, responseTo } from './entry';
+import { EntryKind, type RelayEntry, type Rio, responseTo } from './entry';
 import { Forwarder } from './forwarder';
 import { type Admission, type LinkKind, RelayLinks } from './links';
 import { classify, isFua, pairOf } from './rio';
 import { OrderSource } from './source';
 import { RelayState, regionCount } from './state';
 import { OrderTarget } from './target';
+import { PositionFile } from './position';
 
 export interface RelayOptions {
   name: string;
@@ -76,7 +77,10 @@ export class Relay {
     await fsp.mkdir(options.dataDir, { recursive: true });
     const state = await RelayState.load(options.dataDir, options.disk ?? nodeDisk);
     const relay = new Relay(options, state);
-    if (state.data.config) await relay.install(state.data.config, false);
+    if (state.data.config) {
+      relay.applying = relay.install(state.data.config, false);
+      await relay.applying;
+    }
     relay.listenPort = await relay.links.listen(options.listenHost, options.listenPort);
     relay.ticker = setInterval(() => relay.tick(), tickMs);
     relay.ticker.unref();
@@ -136,18 +140,6 @@ export class Relay {
     }
     this.state.data.config = cfg;
     if (persist) await this.state.save();
-    // Relay links: one end dials (the one given an address for the other, else the name that sorts
-    // first), the other accepts, so a link takes the path the file says.
-    const dialed = new Map<string, { host: string; port: number }>();
-    for (const l of cfg.links.filter((x) => x.includes(this.name))) {
-      const n = l[0] === this.name ? l[1] : l[0];
-      const mine = cfg.linkAddresses.find((a) => a.from === this.name && a.to === n);
-      const theirs = cfg.linkAddresses.find((a) => a.from === n && a.to === this.name);
-      if (mine) dialed.set(n, mine);
-      else if (!theirs && this.name < n) dialed.set(n, { host: cfg.relays[n]!.host, port: cfg.relays[n]!.port });
-    }
-    for (const t of this.links.wantedTargets()) if (t.kind === 'relay' && !dialed.has(t.peer)) this.links.release('relay', t.peer, t.local);
-    for (const [n, a] of dialed) this.links.want({ kind: 'relay', peer: n, local: this.name, host: a.host, port: a.port });
     // Orders: a source for those leaving this edge, a target for those arriving here.
     for (const [id, o] of Object.entries(cfg.orders)) {
       if (o.from === this.name) {
@@ -156,7 +148,8 @@ export class Relay {
         else {
           const source = new OrderSource(id, o, {
             edge: this.name, dataDir: this.options.dataDir, disk: this.disk, clock: this.clock, state: this.state, log: this.options.log, events: this.events,
-            send: (entry) => (Buffer.isBuffer(entry) ? this.sendEncoded(entry) : this.forwarder.send(entry)),
+            send: (entry) => this.forwarder.send(entry),
+            sendLogged: (to, bytes) => this.forwarder.sendBetween(this.name, to, bytes),
             canSend: (to) => this.forwarder.canSend(this.name, to),
             dropStorageLinks: (node, as, reason) => this.links.disconnect('storage', node, as, reason),
           });
@@ -173,10 +166,36 @@ export class Relay {
             edge: this.name, clock: this.clock, state: this.state, log: this.options.log, events: this.events,
             send: (entry) => this.forwarder.send(entry),
             deliver: (node, as, type, payload, timeoutMs) => this.deliver(node, as, type, payload, timeoutMs),
-          }));
+          }, await PositionFile.open(this.options.dataDir, id, this.disk)));
         }
       }
     }
+    // Relay links: one end dials (the one given an address for the other, else the name that sorts
+    // first), the other accepts, so a link takes the path the file says.
+    const dialed = new Map<string, { host: string; port: number }>();
+    for (const l of cfg.links.filter((x) => x.includes(this.name))) {
+      const n = l[0] === this.name ? l[1] : l[0];
+      const mine = cfg.linkAddresses.find((a) => a.from === this.name && a.to === n);
+      const theirs = cfg.linkAddresses.find((a) => a.from === n && a.to === this.name);
+      if (mine) dialed.set(n, mine);
+      else if (!theirs && this.name < n) dialed.set(n, { host: cfg.relays[n]!.host, port: cfg.relays[n]!.port });
+    }
+    for (const t of this.links.wantedTargets()) if (t.kind === 'relay' && !dialed.has(t.peer)) this.links.release('relay', t.peer, t.local);
+    for (const [n, a] of dialed) this.links.want({ kind: 'relay', peer: n, local: this.name, host: a.host, port: a.port });
+    // Storage links: every attached node is kept linked, as each storage it may pair with, from the
+    // start (as two nodes paired directly stay linked). Both ends exchange their pairs when a link
+    // comes up; doing that now, not when a pair's first message arrives, keeps that exchange from
+    // crossing the creation of the pair.
+    const virtual = new Set<string>();
+    for (const [node, s] of Object.entries(cfg.storages)) {
+      if (s.edge !== this.name) continue;
+      for (const [other, o] of Object.entries(cfg.storages)) {
+        if (other === node || o.customer !== s.customer) continue;
+        virtual.add(`${node}\u0000${other}`);
+        this.links.want({ kind: 'storage', peer: node, local: other, host: s.host, port: s.replPort });
+      }
+    }
+    for (const t of this.links.wantedTargets()) if (t.kind === 'storage' && !virtual.has(`${t.peer}\u0000${t.local}`)) this.links.release('storage', t.peer, t.local);
     for (const [pair, order] of Object.entries(cfg.orders).flatMap(([id, o]) => o.pairs.map((p) => [p, id] as const))) this.state.data.bindings[pair] ??= order;
     if (persist) {
       this.events.emit('network-applied', cfg.network, `version ${cfg.version}: ${Object.keys(cfg.relays).length} relays, ${Object.keys(cfg.orders).length} order-guarantee ids`);
@@ -229,6 +248,7 @@ export class Relay {
       this.forwarder.onFrame(link, type, payload);
       return undefined;
     }
+    await this.applying; // a network being installed: its orders are ready once it is
     const node = link.peerNode!;
     const as = link.localName;
     try {
@@ -253,8 +273,9 @@ export class Relay {
     }
     if (c === 'pair-control' && source) {
       if (type === MessageType.PairCreate || !this.state.data.pairs[pair] || this.state.data.pairs[pair]!.state === 'deleted') {
+        // Numbered without waiting (the storage's messages keep their order); saved with the entry.
         this.state.data.pairs[pair] = { order: source.id, side: 'source', source: node, target: as, state: 'simplex', diff: this.state.data.pairs[pair]?.diff ?? [] };
-        await this.state.save();
+        void this.state.save();
       }
       const rio = await source.request({ kind: 'control', source: { node, pair }, target: { node: as, pair }, type, payload, fua: false });
       if (type === MessageType.PairDelete && rio?.status === responseOk) {
@@ -298,18 +319,22 @@ export class Relay {
   // ----------------------------------------------------------------------------------------------
   // Direct (unnumbered) requests: node-level control in both directions
 
-  private directRequest(node: string, as: string, pair: string, type: number, payload: Buffer): Promise<Rio> {
+  private async directRequest(node: string, as: string, pair: string, type: number, payload: Buffer): Promise<Rio> {
     const corr = this.nextCorr++;
     if (this.nextCorr > 0xffffffff) this.nextCorr = 1;
     const entry: RelayEntry = {
       kind: EntryKind.Direct, flags: 0, target: { node: as, pair }, source: { node, pair }, order: '', ioTimeMs: this.clock.now(), seq: 0, corr,
       rio: { type, status: 0, payload },
     };
+    const deadline = this.clock.now() + directTimeoutMs;
+    // A link of this edge may come up before the relay links do (a restart): wait for the route.
+    const toEdge = this.config?.storages[as]?.edge;
+    while (toEdge && !this.forwarder.canSend(this.name, toEdge) && this.clock.now() < deadline) await this.clock.sleep(100);
     return new Promise<Rio>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.direct.delete(corr);
         reject(new TricopyError('unavailable', `node ${as} did not answer through the network within ${directTimeoutMs} ms`));
-      }, directTimeoutMs);
+      }, Math.max(1, deadline - this.clock.now()));
       this.direct.set(corr, { resolve, timer });
       if (!this.forwarder.send(entry)) {
         clearTimeout(timer);
@@ -383,12 +408,6 @@ export class Relay {
       rio = { type: e.rio.type, status: responseError, payload: encodeErrorPayload(plain) };
     }
     this.forwarder.send(responseTo(e, EntryKind.DirectResponse, rio));
-  }
-
-  private sendEncoded(bytes: Buffer): boolean {
-    // An entry from the log area: its addressing decides the route; its bytes go as they are.
-    const { entry } = decodeEntry(bytes);
-    return this.forwarder.send(entry, bytes);
   }
 
   private onLinkUp(kind: LinkKind, peer: string, local: string): void {

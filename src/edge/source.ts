@@ -18,6 +18,14 @@ import { type RegionRun, type RelayState, addRegions } from './state';
 
 /** Bytes sent and not yet acknowledged, per order: beyond this the source waits for acknowledgements. */
 export const sendWindowBytes = 32 * 1024 * 1024;
+/**
+ * After a timeout the source sends only this much again and waits for an answer before it sends
+ * more (the path may still be broken beyond the next hop: resending the whole window into it every
+ * time would only load the network). A next hop that comes back gets the whole window at once.
+ */
+export const probeWindowBytes = 256 * 1024;
+/** The sender gives the event loop back after this many entries (heartbeats and answers go on). */
+const entriesPerTurn = 64;
 
 export interface SourceEnv {
   edge: string;
@@ -28,7 +36,9 @@ export interface SourceEnv {
   log: Logger;
   events: EventJournal;
   /** Sends an entry toward its target edge; false when the next hop cannot take it now. */
-  send(entry: RelayEntry | Buffer): boolean;
+  send(entry: RelayEntry): boolean;
+  /** Sends a logged entry's bytes toward the edge `to`. */
+  sendLogged(to: string, bytes: Buffer): boolean;
   /** Whether the next hop toward `edge` is up and not backed up. */
   canSend(edge: string): boolean;
   /** Closes the attached storage's links that answer as `as` (its sync pairs fail, §6.10 (2)). */
@@ -69,6 +79,9 @@ export class OrderSource {
   private retransmitDelayMs: number;
   private resetting: Promise<void> = Promise.resolve();
   private closed = false;
+  /** After a timeout: send a little and wait for an answer (see probeWindowBytes). */
+  private probing = false;
+  private saveTimer: NodeJS.Timeout | undefined;
   retransmissions = 0;
   delayedAcks = 0;
   ackDelayMs: number | null = null;
@@ -113,6 +126,7 @@ export class OrderSource {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.saveTimer);
     for (const w of this.spaceWaiters.splice(0)) w.reject(new TricopyError('unavailable', 'relay shutting down'));
     for (const r of this.retained.values()) r.reply?.reject(new TricopyError('unavailable', 'relay shutting down'));
     await this.resetting.catch(() => undefined);
@@ -197,14 +211,28 @@ export class OrderSource {
       r.reply?.reject(new TricopyError('unavailable', `the answer of the target storage to request ${s} of order ${this.id} was lost in the network`, 'retry the command'));
     }
     c.acked = seq; // 734
+    this.probing = false;
     this.sendCursor = Math.max(this.sendCursor, seq + 1);
     this.ackDelayMs = Math.max(0, this.env.clock.now() - ioTimeMs);
-    void this.env.state.save().catch((err: unknown) => this.env.log.error({ err: errorMessage(err) }, 'saving relay state failed'));
+    this.saveSoon();
     void this.area.trimThrough(seq).catch((err: unknown) => this.env.log.warn({ order: this.id, err: errorMessage(err) }, 'trimming the log area failed'));
     this.stalled();
     this.retransmitDelayMs = this.cfg.retransmitMs;
     this.wakeSpaceWaiters();
     this.pump();
+  }
+
+  /**
+   * 734 reaches the state file within a second: a restarted edge that finds an older value sends
+   * those entries again, and the target answers them as duplicates.
+   */
+  private saveSoon(): void {
+    if (this.saveTimer) return;
+    this.saveTimer = setTimeout(() => {
+      this.saveTimer = undefined;
+      void this.env.state.save().catch((err: unknown) => this.env.log.error({ err: errorMessage(err) }, 'saving relay state failed'));
+    }, 1000);
+    this.saveTimer.unref();
   }
 
   /** The clock of retransmission starts again (something moved, or the first entry is waiting). */
@@ -214,9 +242,13 @@ export class OrderSource {
     this.retransmitAtMs = now + this.retransmitDelayMs;
   }
 
-  /** Resends everything unacknowledged from the oldest (a next hop came back, or a timeout). */
-  retransmitNow(reason: string): void {
+  /**
+   * Resends what is unacknowledged from the oldest: all of it when a next hop came back, a probe's
+   * worth after a timeout (the rest follows once an answer shows the path works).
+   */
+  retransmitNow(reason: string, probe = false): void {
     if (this.retained.size === 0 || this.closed) return;
+    this.probing = probe;
     if (this.sendCursor > this.counters.acked + 1) {
       this.retransmissions++;
       this.env.log.debug({ order: this.id, from: this.counters.acked + 1, to: this.sendCursor - 1, reason }, 'resending unacknowledged entries');
@@ -241,7 +273,7 @@ export class OrderSource {
       return;
     }
     if (now >= this.retransmitAtMs) {
-      this.retransmitNow('no acknowledgement in time');
+      this.retransmitNow('no acknowledgement in time', true);
       this.retransmitDelayMs = Math.min(this.cfg.retransmitMaxMs, this.retransmitDelayMs * 2);
       this.retransmitAtMs = now + this.retransmitDelayMs;
     }
@@ -265,9 +297,11 @@ export class OrderSource {
   }
 
   private async pumpLoop(): Promise<void> {
+    let sent = 0;
     while (!this.closed && this.sendCursor <= this.lastSeq) {
-      if (this.retainedBytes - this.unsentBytes >= sendWindowBytes) return;
+      if (this.retainedBytes - this.unsentBytes >= (this.probing ? probeWindowBytes : sendWindowBytes)) return;
       if (!this.env.canSend(this.cfg.to)) return;
+      if (++sent % entriesPerTurn === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       const seq = this.sendCursor;
       const r = this.retained.get(seq);
       if (!r) {
@@ -276,7 +310,7 @@ export class OrderSource {
       }
       const bytes = r.logged.cached ?? await this.area.read(r.logged);
       if (this.sendCursor !== seq || !this.retained.has(seq)) continue; // acknowledged or restarted meanwhile
-      this.env.send(bytes);
+      this.env.sendLogged(this.cfg.to, bytes);
       this.sendCursor = seq + 1;
       this.unsentBytes -= r.logged.bytes;
     }
@@ -377,7 +411,7 @@ export class OrderSource {
     this.unsentBytes = this.retainedBytes;
     for (let s = this.sendCursor; s <= this.lastSeq; s++) {
       const r = this.retained.get(s);
-      if (r) this.env.send(r.logged.cached ?? await this.area.read(r.logged));
+      if (r) this.env.sendLogged(this.cfg.to, r.logged.cached ?? await this.area.read(r.logged));
     }
     this.sendCursor = this.lastSeq + 1;
     this.unsentBytes = 0;

@@ -1,9 +1,13 @@
 // One order-guarantee id at its target edge (spec 002 §5.5, §5.6, §6.5, §6.7, §6.9): stores the
 // entries that arrive, reflects only number 733 + 1 to the attached secondary storage, one request
-// at a time, and answers the source edge. Writes are reflected in batches that never hold two
-// writes to the same bytes; a batch ends with a FLUSH at the storage, then 733 is made durable and
-// one response acknowledges the batch. Replaying a batch after a crash is therefore harmless, and
-// the source deletes an entry only once the secondary holds it on stable storage.
+// at a time, and answers the source edge.
+//
+// 733 is made durable before a write is reflected that overlaps one reflected since it was last
+// made durable (a checkpoint), so what a restarted edge reflects again never holds two writes to
+// the same bytes: reflecting them again changes nothing and the secondary never goes back. Writes
+// are acknowledged in batches: a batch ends with a FLUSH at the storage and a checkpoint, then one
+// response acknowledges it, so the source deletes an entry only once the secondary holds it on
+// stable storage.
 import type { Clock } from '../common/clock';
 import { TricopyError, errorMessage } from '../common/errors';
 import type { EventJournal } from '../common/events';
@@ -12,12 +16,13 @@ import type { OrderConfig, OrderState, RelayOrderStatus, SuspendResult } from '.
 import { MessageType, encodeDataHeader, encodeErrorPayload, responseError, responseOk } from '../replication/transport/messages';
 import { EntryKind, type RelayEntry, type Rio, entryFlagRealign, responseTo } from './entry';
 import { type DataRange, controlOutcome, dataRange, rangesOverlap } from './rio';
+import type { PositionFile } from './position';
 import type { RelayState } from './state';
 
 /** A batch of reflected writes ends after this many entries, bytes or milliseconds. */
-export const batchMaxEntries = 256;
-export const batchMaxBytes = 8 * 1024 * 1024;
-export const batchMaxMs = 20;
+export const batchMaxEntries = 1024;
+export const batchMaxBytes = 16 * 1024 * 1024;
+export const batchMaxMs = 50;
 /** Entries buffered beyond 733 + 1 are dropped past these bounds (the source sends them again). */
 export const maxBufferedEntries = 16_384;
 export const maxBufferedBytes = 256 * 1024 * 1024;
@@ -51,9 +56,13 @@ class Refused extends Error {
 export class OrderTarget {
   private readonly buffer = new Map<number, RelayEntry>();
   private bufferedBytes = 0;
-  /** 733 in memory (reflected); the counters hold the durable value (reflected and flushed). */
+  /** 733 in memory (reflected); the counters hold the durable value (the last checkpoint). */
   private reflected: number;
-  private batch: { entries: RelayEntry[]; ranges: DataRange[]; pairs: Set<string>; bytes: number; startedAt: number } | undefined;
+  /** Reflected and flushed at the storage: what may be acknowledged. */
+  private flushed = 0;
+  private batch: { entries: RelayEntry[]; pairs: Set<string>; bytes: number; startedAt: number } | undefined;
+  /** Writes reflected since the last checkpoint. */
+  private sinceCheckpoint: DataRange[] = [];
   private running = false;
   private runAgain = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -61,12 +70,16 @@ export class OrderTarget {
   private readonly answers = new Map<number, RelayEntry>();
   private suspend: { hwm: number | null; waiters: Array<() => void> } | undefined;
   private closed = false;
+  /** Reflected entries were not flushed at the storage since this edge started: flush, then acknowledge. */
+  private flushPending = false;
   /** Changes when the order starts over (resynchronisation point, Failure Suspend): work of an older epoch stops. */
   private epoch = 0;
   reflectionDelayMs: number | null = null;
 
-  constructor(readonly id: string, public cfg: OrderConfig, private readonly env: TargetEnv) {
-    this.reflected = this.counters.reflected;
+  constructor(readonly id: string, public cfg: OrderConfig, private readonly env: TargetEnv, private readonly position: PositionFile) {
+    const c = this.counters;
+    c.reflected = Math.max(c.reflected, position.stored);
+    this.reflected = c.reflected;
   }
 
   private get counters(): ReturnType<RelayState['target']> {
@@ -79,6 +92,7 @@ export class OrderTarget {
 
   close(): void {
     this.closed = true;
+    void this.position.close().catch(() => undefined);
     clearTimeout(this.retryTimer);
     for (const w of this.suspend?.waiters.splice(0) ?? []) w();
   }
@@ -97,7 +111,12 @@ export class OrderTarget {
       // Reflected before and made durable: its answer was lost. Answer again, never reflect twice (§5.5(7)).
       const kept = this.answers.get(e.seq);
       if (kept) this.env.send(kept);
-      if (!kept || e.seq < c.reflected) this.env.send(this.ackOf(e, c.reflected));
+      if (e.seq <= this.flushed) this.env.send(this.ackOf(e, this.flushed));
+      else {
+        // Reflected before this edge restarted: the storage flushes before it is acknowledged.
+        this.flushPending = true;
+        this.run();
+      }
       return;
     }
     if (e.seq <= this.reflected || this.buffer.has(e.seq)) return; // in the open batch, or a copy of one buffered
@@ -204,8 +223,11 @@ export class OrderTarget {
     this.epoch++;
     this.batch = undefined;
     this.clearBuffer();
+    this.sinceCheckpoint = [];
     this.reflected = seq - 1;
+    this.flushed = seq - 1;
     c.reflected = seq - 1;
+    void this.position.reset(seq - 1);
     c.state = 'active';
     c.reason = `resynchronisation point at ${seq}`;
     this.answers.clear();
@@ -264,6 +286,7 @@ export class OrderTarget {
       const next = this.buffer.get(this.reflected + 1);
       if (!next) {
         await this.finishBatch();
+        if (this.flushPending && !this.batch) await this.flushReflected();
         return;
       }
       const range = dataRange(next.rio.type, next.rio.payload);
@@ -272,15 +295,16 @@ export class OrderTarget {
         await this.reflectControl(next);
         continue;
       }
-      if (this.batch?.ranges.some((r) => rangesOverlap(r, range))) await this.finishBatch();
+      if (this.sinceCheckpoint.some((r) => rangesOverlap(r, range))) await this.checkpoint();
+      if (epoch !== this.epoch) return;
       await this.deliver(next);
       if (epoch !== this.epoch) return;
       this.refusals = 0;
       this.reflected = next.seq;
       this.reflectionDelayMs = Math.max(0, this.env.clock.now() - next.ioTimeMs);
-      const b = (this.batch ??= { entries: [], ranges: [], pairs: new Set(), bytes: 0, startedAt: this.env.clock.now() });
+      this.sinceCheckpoint.push(range);
+      const b = (this.batch ??= { entries: [], pairs: new Set(), bytes: 0, startedAt: this.env.clock.now() });
       b.entries.push(next);
-      b.ranges.push(range);
       b.pairs.add(range.pair);
       b.bytes += range.length;
       if (b.entries.length >= batchMaxEntries || b.bytes >= batchMaxBytes || this.env.clock.now() - b.startedAt >= batchMaxMs) await this.finishBatch();
@@ -301,7 +325,10 @@ export class OrderTarget {
     if (epoch !== this.epoch) return;
     const c = this.counters;
     this.reflected = e.seq;
+    await this.position.store(e.seq);
     c.reflected = e.seq;
+    this.flushed = e.seq;
+    this.sinceCheckpoint = [];
     this.reflectionDelayMs = Math.max(0, this.env.clock.now() - e.ioTimeMs);
     if (rio.status === responseOk) controlOutcome(this.env.state.data.pairs[e.target.pair], e.rio.type, e.rio.payload, 'target');
     if (e.rio.type === MessageType.PairDelete && rio.status === responseOk) delete this.env.state.data.pairs[e.target.pair];
@@ -323,12 +350,40 @@ export class OrderTarget {
       await this.deliver({ ...last, rio: { type: MessageType.Flush, status: 0, payload: encodeDataHeader({ name: pair, offset: 0, length: 0, flags: 0 }) } });
     }
     if (epoch !== this.epoch || this.batch !== b) return;
-    const c = this.counters;
-    c.reflected = this.reflected;
-    await this.env.state.save();
+    await this.checkpoint();
+    if (epoch !== this.epoch || this.batch !== b) return;
     this.batch = undefined;
+    this.flushed = this.reflected;
     for (const e of b.entries) this.drop(e.seq);
-    this.env.send(this.ackOf(b.entries.at(-1)!, c.reflected));
+    this.env.send(this.ackOf(b.entries.at(-1)!, this.flushed));
+  }
+
+  /** 733 made durable: what was reflected since is never reflected again. */
+  private async checkpoint(): Promise<void> {
+    const seq = this.reflected;
+    await this.position.store(seq);
+    this.counters.reflected = Math.max(this.counters.reflected, seq);
+    this.sinceCheckpoint = [];
+  }
+
+  /** After a restart: everything reflected before is flushed at the storage, then acknowledged. */
+  private async flushReflected(): Promise<void> {
+    const epoch = this.epoch;
+    const pairs = Object.entries(this.env.state.data.pairs).filter(([, r]) => r.order === this.id && r.side === 'target');
+    const last = this.counters.reflected;
+    for (const [name, row] of pairs) {
+      await this.env.deliver(row.target, row.source, MessageType.Flush, encodeDataHeader({ name, offset: 0, length: 0, flags: 0 }), reflectTimeoutMs);
+    }
+    if (epoch !== this.epoch) return;
+    this.flushPending = false;
+    this.flushed = Math.max(this.flushed, last);
+    const row = pairs[0]?.[1];
+    if (row) {
+      this.env.send({
+        kind: EntryKind.Response, flags: 0, target: { node: row.source, pair: '' }, source: { node: row.target, pair: '' }, order: this.id,
+        ioTimeMs: this.env.clock.now(), seq: this.flushed, corr: 0, rio: { type: ackType, status: responseOk, payload: Buffer.alloc(0) },
+      });
+    }
   }
 
   private drop(seq: number): void {
@@ -351,7 +406,9 @@ export class OrderTarget {
   /** Reflection stopped: the open batch is reflected again later (it holds no overlapping writes). */
   private failed(err: unknown): void {
     if (this.counters.state === 'failure-suspend') return;
+    // Back to the last checkpoint: what follows it holds no overlapping writes, so it is reflected again.
     this.reflected = this.counters.reflected;
+    this.sinceCheckpoint = [];
     this.batch = undefined;
     if (err instanceof Refused) {
       this.refusals++;

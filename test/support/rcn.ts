@@ -34,7 +34,7 @@ export class Rcn {
   private constructor(readonly dir: string, readonly cluster: Cluster, readonly options: RcnOptions) {}
 
   static async create(dir: string, options: RcnOptions): Promise<Rcn> {
-    const cluster = await Cluster.create(dir, Object.keys(options.nodes));
+    const cluster = await Cluster.create(dir, Object.keys(options.nodes), ['--peer-timeout', '3s']);
     const rcn = new Rcn(dir, cluster, options);
     const edges = [...new Set(Object.values(options.nodes))];
     for (const e of edges) await rcn.startRelay(e, 'edge');

@@ -35,8 +35,9 @@ export class RelayProcess {
     const log = createWriteStream(logFile, { flags: 'a' });
     const args = ['edge', 'run', '--name', spec.name, '--role', spec.role, '--data-dir', spec.dataDir,
       '--listen', `127.0.0.1:${spec.ports?.listenPort ?? 0}`, '--api-port', String(spec.ports?.apiPort ?? 0),
-      '--cluster-secret-file', spec.secretFile, '--log-level', 'debug', '--peer-timeout', '1s', ...(spec.args ?? [])];
-    const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--cluster-secret-file', spec.secretFile, '--log-level', 'debug', '--peer-timeout', '3s', ...(spec.args ?? [])];
+    const prof = process.env.RELAY_CPU_PROF === spec.name ? ['--cpu-prof', `--cpu-prof-dir=${path.dirname(spec.dataDir)}`] : [];
+    const child = spawn(process.execPath, [...prof, cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(child);
     child.on('exit', () => running.delete(child));
     child.stderr!.pipe(log);
