@@ -187,6 +187,8 @@ export interface RelayStatus {
     /** Requests of attached storages refused (no order id, access control, Failure Suspend). */
     refusedRequests: number;
   };
+  /** The last connection refused, and why (a node of another customer, a wrong secret …). */
+  lastRefusal: { peer: string | null; reason: string; detail: string; at: string } | null;
 }
 
 /** Failover at the target edge (§6.9): what the target holds when the order stopped. */

@@ -51,7 +51,7 @@ export class RelayLinks extends EventEmitter {
   private closed = false;
   requestHandler: LinkRequestHandler | undefined;
   refusedConnections = 0;
-  lastRefusal: LinkRefusal | undefined;
+  lastRefusal: (LinkRefusal & { at: string }) | undefined;
 
   constructor(
     readonly name: string,
@@ -164,6 +164,10 @@ export class RelayLinks extends EventEmitter {
     if (this.closed) return void socket.destroy();
     const refuse = (detail: string): void => {
       this.refusedConnections++;
+      this.lastRefusal = {
+        reason: 'too-many-connections', remoteAddress: socket.remoteAddress ?? '?', remotePort: socket.remotePort ?? 0, side: 'acceptor', claimedNode: undefined, detail,
+        at: new Date().toISOString(),
+      };
       this.log.debug({ remote: `${socket.remoteAddress}:${socket.remotePort}`, detail }, 'relay connection refused');
       socket.destroy();
     };
@@ -215,7 +219,7 @@ export class RelayLinks extends EventEmitter {
     this.handshaking.add(link);
     link.refusalObserver = (refusal) => {
       if (refusal.side === 'acceptor') this.refusedConnections++;
-      this.lastRefusal = refusal;
+      this.lastRefusal = { ...refusal, at: new Date().toISOString() };
     };
     link.requestHandler = (type, payload, l) => {
       const handler = this.requestHandler;

@@ -444,9 +444,11 @@ export class Relay {
       name, order: r.order, side: r.side, source: r.source, target: r.target, state: r.state, differentialBytes: regionCount(r.diff) * diffChunkBytes,
     })).sort((a, b) => a.name.localeCompare(b.name));
     const links: RelayLinkStatus[] = this.links.list().map((l) => ({ peer: l.peer, kind: l.kind, as: l.local, up: l.up }));
+    const r = this.links.lastRefusal;
     return {
       name: this.name, role: this.options.role, network: this.config?.network ?? null, configVersion: this.config?.version ?? null, links, orders, pairs,
       counters: { ...this.forwarder.counters, refusedConnections: this.links.refusedConnections, refusedRequests: this.refusedRequests },
+      lastRefusal: r ? { peer: r.claimedNode ?? null, reason: r.reason, detail: r.detail, at: r.at } : null,
     };
   }
 }

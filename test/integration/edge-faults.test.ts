@@ -195,10 +195,14 @@ test('hostile bytes on an edge\'s port harm nothing; another customer\'s storage
     // The other customer's node cannot pair through the network with the CLI either.
     await rcn.cluster.volume('kushiro', 'k1', 4 * MiB);
     await assert.rejects(rcn.pairVia({ name: 'k1-far', primary: 'kushiro', secondary: 'sapporo', volume: 'k1', order: 'erp' }), /not attached to network rcn for kushiro/);
-    // Nor by addressing the edge directly: the edge refuses to answer as a storage of another customer.
+    // Nor by addressing the edge directly: the edge refuses to answer as a storage of another customer
+    // (it tells the unauthenticated dialer nothing; its status says why).
     await assert.rejects(rcn.cluster.node('kushiro').api.createPair({
       name: 'k1-far', volume: 'k1', mode: 'sync', peer: { node: 'sapporo', host: '127.0.0.1', replPort: port },
-    }), /customer c2/);
+    }), /not reachable/);
+    const refusal = (await rcn.status('e-tokyo')).lastRefusal;
+    assert.equal(refusal?.peer, 'kushiro');
+    assert.match(refusal?.detail ?? '', /customer c2.*may not reach sapporo \(customer c1\)/);
     // The pair through the network still works.
     const client = await rcn.cluster.client('tokyo', 'db1');
     await client.write(0, randomBytes(65536));

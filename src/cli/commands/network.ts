@@ -75,6 +75,7 @@ export function relayStatusText(s: RelayStatus): string {
   lines.push(`  links: ${s.links.map((l) => `${l.kind === 'storage' ? `${l.peer} as ${l.as}` : l.peer} ${l.up ? 'up' : 'down'}`).join(', ') || '-'}`);
   lines.push(`  forwarded ${s.counters.entriesForwarded} entries (${formatBytes(s.counters.bytesForwarded)}), dropped ${s.counters.entriesDropped}, ` +
     `refused ${s.counters.refusedConnections} connections and ${s.counters.refusedRequests} requests`);
+  if (s.lastRefusal) lines.push(`  last refused: ${s.lastRefusal.peer ?? 'unknown peer'} at ${s.lastRefusal.at}: ${s.lastRefusal.detail}`);
   if (s.orders.length > 0) {
     lines.push(table(['  ORDER', 'SIDE', 'FROM→TO', 'STATE', '732', '733', '734', 'IN FLIGHT', 'LOG', 'ACK DELAY', 'REFLECT DELAY', 'RESENT'], s.orders.map((o) => [
       `  ${o.id}`, o.side, `${o.from}→${o.to}`, o.state, o.side === 'source' ? String(o.generated) : '-', o.side === 'target' ? String(o.reflected) : '-',
