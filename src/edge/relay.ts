@@ -279,7 +279,7 @@ export class Relay {
       }
       const rio = await source.request({ kind: 'control', source: { node, pair }, target: { node: as, pair }, type, payload, fua: false });
       if (type === MessageType.PairDelete && rio?.status === responseOk) {
-        delete this.state.data.pairs[pair];
+        delete this.state.data.pairs[pair]; // its row goes (the deletion was an event of 725)
         delete this.state.data.bindings[pair];
         await this.state.save();
       }

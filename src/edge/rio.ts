@@ -6,7 +6,8 @@ import { TricopyError } from '../common/errors';
 import { bitmapReplyCodec, pairCreateCodec, pairUpdateCodec } from '../replication/transport/control-messages';
 import { MessageType, dataFlagFua, decodeDataHeader } from '../replication/transport/messages';
 import { diffChunkBytes } from '../replication/limits';
-import type { PairRow, RegionRun } from './state';
+import type { RegionRun } from './state';
+import type { EdgePairEvent } from './states';
 
 export type RioClass = 'data' | 'flush' | 'pair-control' | 'node-control';
 
@@ -89,14 +90,14 @@ export function withRegions(payload: Buffer, regions: RegionRun[]): Buffer {
   return bitmapReplyCodec.encode({ ...reply, bitmap: bits.toString('base64') });
 }
 
-/** The pair state (725) a control exchange that succeeded announces; a deleted pair's row goes. */
-export function controlOutcome(row: PairRow | undefined, type: number, request: Buffer | undefined, _side: 'source' | 'target'): void {
-  if (!row || !request) return;
+/** The event for 725 a control exchange that succeeded announces (undefined: none). */
+export function controlOutcome(type: number, request: Buffer): EdgePairEvent | undefined {
   try {
-    if (type === MessageType.PairCreate) row.state = pairCreateCodec.decode(request).initialCopy === 'none' ? 'duplex' : 'initial-copying';
-    else if (type === MessageType.PairUpdate) row.state = pairUpdateCodec.decode(request).state;
-    else if (type === MessageType.PairDelete) row.state = 'deleted';
+    if (type === MessageType.PairCreate) return { kind: 'created', copy: pairCreateCodec.decode(request).initialCopy !== 'none' };
+    if (type === MessageType.PairUpdate) return { kind: 'announced', state: pairUpdateCodec.decode(request).state };
+    if (type === MessageType.PairDelete) return { kind: 'deleted' };
   } catch {
     // Not ours to judge: the storage answered it.
   }
+  return undefined;
 }

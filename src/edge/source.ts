@@ -15,6 +15,7 @@ import { EntryKind, type Endpoint, type RelayEntry, type Rio, decodeEntry, entry
 import { LogArea, type LoggedEntry } from './log-area';
 import { type DataRange, controlOutcome, dataRange, regionsOf, withRegions } from './rio';
 import { type RegionRun, type RelayState, addRegions } from './state';
+import { applyOrderEvent, applyPairEvent } from './states';
 
 /** Bytes sent and not yet acknowledged, per order: beyond this the source waits for acknowledgements. */
 export const sendWindowBytes = 32 * 1024 * 1024;
@@ -156,9 +157,7 @@ export class OrderSource {
       }
       flags |= entryFlagRealign;
       c.realignNext = false;
-      c.state = 'active';
-      c.reason = `resumed by a ${MessageType[r.type] ?? r.type} of pair ${r.source.pair}`;
-      this.env.events.emit('order-resumed', this.id, c.reason);
+      applyOrderEvent(this.env.events, this.id, 'source', c, 'resume', `resumed by a ${MessageType[r.type] ?? r.type} of pair ${r.source.pair} (a resynchronisation point)`);
     }
     const seq = ++this.lastSeq; // 732 first, then the stamp (§10 I-1): numbers start at 1
     const ioTimeMs = this.env.clock.now();
@@ -341,10 +340,8 @@ export class OrderSource {
   /** The answer the primary gets: a differential record from the target also carries 727 (§6.8 1209). */
   private adjustAnswer(r: Retained, rio: Rio, request: Buffer): Rio {
     const row = this.env.state.data.pairs[r.pair];
-    if (rio.status === responseOk) {
-      controlOutcome(row, r.type, request, 'source');
-      void this.env.state.save();
-    }
+    const outcome = rio.status === responseOk ? controlOutcome(r.type, request) : undefined;
+    if (row && outcome && applyPairEvent(this.env.events, r.pair, row, outcome, `${MessageType[r.type]} answered by ${row.target}`)) void this.env.state.save();
     if (!row || rio.status !== responseOk) return rio;
     if (r.type === MessageType.PairBitmap && row.diff.length > 0) {
       const payload = withRegions(rio.payload, row.diff);
@@ -365,9 +362,7 @@ export class OrderSource {
    */
   async failureSuspend(reason: string, notify: boolean): Promise<void> {
     const c = this.counters;
-    if (c.state === 'failure-suspend' || this.closed) return;
-    c.state = 'failure-suspend';
-    c.reason = reason;
+    if (this.closed || !applyOrderEvent(this.env.events, this.id, 'source', c, 'failure', reason)) return;
     const regions = new Map<string, RegionRun[]>();
     for (const r of this.retained.values()) {
       if (r.range) regions.set(r.pair, [...(regions.get(r.pair) ?? []), ...regionsOf(r.range)]);
@@ -376,7 +371,7 @@ export class OrderSource {
     const pairs = Object.entries(this.env.state.data.pairs).filter(([, row]) => row.order === this.id && row.side === 'source');
     for (const [name, row] of pairs) {
       row.diff = addRegions(row.diff, regions.get(name) ?? []);
-      row.state = 'failure-suspend';
+      applyPairEvent(this.env.events, name, row, { kind: 'failure' }, `order-guarantee id ${this.id} entered Failure Suspend: ${reason}`);
     }
     const held = this.retained.size;
     this.retained.clear();
@@ -390,7 +385,7 @@ export class OrderSource {
     this.resetting = this.area.reset(this.lastSeq + 1);
     await this.resetting;
     for (const w of this.spaceWaiters.splice(0)) w.reject(new TricopyError('unavailable', `order-guarantee id ${this.id} entered Failure Suspend: ${reason}`));
-    this.env.events.emit('order-failure-suspend', this.id, reason, { heldEntries: held, pairs: pairs.map(([n]) => n) });
+    this.env.log.warn({ order: this.id, heldEntries: held, pairs: pairs.map(([n]) => n), reason }, 'Failure Suspend: the held writes are in the pairs\' differential bitmaps');
     const someone = pairs[0]?.[1];
     if (notify && someone) {
       this.env.send({

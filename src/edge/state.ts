@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import type { Disk } from '../common/disk';
 import { CoalescingSaver, atomicWriteJson, readJsonIfExists } from '../common/fsutil';
 import type { OrderState, RelayNetworkConfig } from '../contracts/network';
+import type { EdgePairState } from './states';
 
 export interface PairRow {
   order: string;
@@ -13,8 +14,8 @@ export interface PairRow {
   /** The storage node holding the primary volume, and the one holding the secondary. */
   source: string;
   target: string;
-  /** 725 as the edge sees it: the node's state as relayed, or failure-suspend. */
-  state: string;
+  /** 725 as the edge sees it (states.ts): the node's state as relayed, or the edge's own. */
+  state: EdgePairState;
   /** 727: 64 KiB regions the copy lost inside the network (source edge), as sorted disjoint runs. */
   diff: RegionRun[];
 }

@@ -18,6 +18,7 @@ import { EntryKind, type RelayEntry, type Rio, entryFlagRealign, responseTo } fr
 import { type DataRange, controlOutcome, dataRange, rangesOverlap } from './rio';
 import type { PositionFile } from './position';
 import type { RelayState } from './state';
+import { type EdgePairEvent, applyOrderEvent, applyPairEvent } from './states';
 
 /** A batch of reflected writes ends after this many entries, bytes or milliseconds. */
 export const batchMaxEntries = 1024;
@@ -133,12 +134,10 @@ export class OrderTarget {
     this.batch = undefined;
     this.reflected = c.reflected;
     this.clearBuffer();
-    if (c.state === 'failure-suspend') return;
-    c.state = 'failure-suspend';
-    c.reason = `the source edge ${this.cfg.from} declared Failure Suspend: ${e.rio.payload.toString('utf8')}`;
-    this.markPairs('failure-suspend');
+    const reason = `the source edge ${this.cfg.from} declared Failure Suspend: ${e.rio.payload.toString('utf8')}`;
+    if (!applyOrderEvent(this.env.events, this.id, 'target', c, 'failure', reason)) return;
+    this.pairsEvent({ kind: 'failure' }, reason);
     void this.env.state.save();
-    this.env.events.emit('order-failure-suspend', this.id, c.reason);
   }
 
   /** SOK from the source edge (§6.9 1307–1308): its last assigned number. */
@@ -158,15 +157,13 @@ export class OrderTarget {
     const c = this.counters;
     const row = Object.values(this.env.state.data.pairs).find((p) => p.order === this.id && p.side === 'target');
     if (!row) throw new TricopyError('not-found', `no pair of order-guarantee id ${this.id} goes through edge ${this.env.edge}`);
-    if (c.state !== 'failure-suspend') {
-      c.state = 'suspend-waiting';
-      c.reason = 'failover: waiting for the source edge to flush';
+    if (applyOrderEvent(this.env.events, this.id, 'target', c, 'suspend-instruction', `failover: asked the source edge ${this.cfg.from} to flush and stop`)) {
+      this.pairsEvent({ kind: 'suspend-instruction' }, 'failover: the Suspend instruction went to the source edge');
       this.suspend = { hwm: null, waiters: [] };
       this.env.send({
         kind: EntryKind.Suspend, flags: 0, target: { node: row.source, pair: '' }, source: { node: row.target, pair: '' }, order: this.id,
         ioTimeMs: this.env.clock.now(), seq: 0, corr: 0, rio: { type: 0, status: 0, payload: Buffer.alloc(0) },
       });
-      this.env.events.emit('order-suspend-instruction', this.id, `failover: asked the source edge ${this.cfg.from} to flush and stop`);
       const deadline = this.env.clock.now() + timeoutMs;
       while (!this.closed && !this.drainedToHighWaterMark() && this.env.clock.now() < deadline) {
         await new Promise<void>((resolve) => {
@@ -181,13 +178,12 @@ export class OrderTarget {
       this.epoch++;
       const hwm = this.suspend.hwm;
       this.suspend = undefined;
-      c.state = 'failure-suspend';
-      c.reason = hwm === null ? `failover: the source edge did not answer within ${timeoutMs} ms; reflected through ${c.reflected}`
+      const reason = hwm === null ? `failover: the source edge did not answer within ${timeoutMs} ms; reflected through ${c.reflected}`
         : `failover: high-water mark ${hwm}, reflected through ${c.reflected}`;
+      applyOrderEvent(this.env.events, this.id, 'target', c, 'failover-done', reason);
       this.clearBuffer();
-      this.markPairs('failure-suspend');
+      this.pairsEvent({ kind: 'failure' }, reason);
       await this.env.state.save();
-      this.env.events.emit('order-failover', this.id, c.reason);
       this.lastFailover = { order: this.id, highWaterMark: hwm, reflected: c.reflected, missing: hwm === null ? 0 : Math.max(0, hwm - c.reflected), reason: c.reason };
     }
     return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
@@ -228,12 +224,10 @@ export class OrderTarget {
     this.flushed = seq - 1;
     c.reflected = seq - 1;
     void this.position.reset(seq - 1);
-    c.state = 'active';
-    c.reason = `resynchronisation point at ${seq}`;
+    applyOrderEvent(this.env.events, this.id, 'target', c, 'resume', `resynchronisation point at ${seq}`);
     this.answers.clear();
     this.refusals = 0;
     void this.env.state.save();
-    this.env.events.emit('order-resumed', this.id, c.reason);
   }
 
   private clearBuffer(): void {
@@ -241,8 +235,8 @@ export class OrderTarget {
     this.bufferedBytes = 0;
   }
 
-  private markPairs(state: string): void {
-    for (const row of Object.values(this.env.state.data.pairs)) if (row.order === this.id && row.side === 'target') row.state = state;
+  private pairsEvent(e: EdgePairEvent, reason: string): void {
+    for (const [name, row] of Object.entries(this.env.state.data.pairs)) if (row.order === this.id && row.side === 'target') applyPairEvent(this.env.events, name, row, e, reason);
   }
 
   private noteRow(e: RelayEntry): void {
@@ -330,7 +324,9 @@ export class OrderTarget {
     this.flushed = e.seq;
     this.sinceCheckpoint = [];
     this.reflectionDelayMs = Math.max(0, this.env.clock.now() - e.ioTimeMs);
-    if (rio.status === responseOk) controlOutcome(this.env.state.data.pairs[e.target.pair], e.rio.type, e.rio.payload, 'target');
+    const row = this.env.state.data.pairs[e.target.pair];
+    const outcome = rio.status === responseOk ? controlOutcome(e.rio.type, e.rio.payload) : undefined;
+    if (row && outcome) applyPairEvent(this.env.events, e.target.pair, row, outcome, `${MessageType[e.rio.type]} answered by ${e.target.node}`);
     if (e.rio.type === MessageType.PairDelete && rio.status === responseOk) delete this.env.state.data.pairs[e.target.pair];
     await this.env.state.save();
     const answer = responseTo(e, EntryKind.Response, rio);
@@ -430,12 +426,10 @@ export class OrderTarget {
     const c = this.counters;
     const first = this.buffer.get(this.reflected + 1);
     this.epoch++;
-    c.state = 'failure-suspend';
-    c.reason = reason;
+    if (!applyOrderEvent(this.env.events, this.id, 'target', c, 'failure', reason)) return;
     this.clearBuffer();
-    this.markPairs('failure-suspend');
+    this.pairsEvent({ kind: 'failure' }, reason);
     await this.env.state.save();
-    this.env.events.emit('order-failure-suspend', this.id, reason);
     if (first) this.notifyFailure(first, reason);
   }
 }
