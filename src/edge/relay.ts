@@ -53,6 +53,8 @@ export class Relay {
   private readonly sources = new Map<string, OrderSource>();
   private readonly targets = new Map<string, OrderTarget>();
   private readonly direct = new Map<number, { resolve: (rio: Rio) => void; timer: NodeJS.Timeout }>();
+  /** Storage links held down after a failover (`node>as`): the storage must see its peer gone. */
+  private readonly held = new Set<string>();
   private nextCorr = 1;
   private ticker: NodeJS.Timeout | undefined;
   private listenPort = 0;
@@ -140,6 +142,12 @@ export class Relay {
     }
     this.state.data.config = cfg;
     if (persist) await this.state.save();
+    // Links held down by a failover stay down across restarts and applies.
+    this.held.clear();
+    for (const [id, t] of Object.entries(this.state.data.targets)) {
+      if (!t.failedOver) continue;
+      for (const row of Object.values(this.state.data.pairs)) if (row.order === id && row.side === 'target') this.held.add(`${row.target}>${row.source}`);
+    }
     // Orders: a source for those leaving this edge, a target for those arriving here.
     for (const [id, o] of Object.entries(cfg.orders)) {
       if (o.from === this.name) {
@@ -166,6 +174,7 @@ export class Relay {
             edge: this.name, clock: this.clock, state: this.state, log: this.options.log, events: this.events,
             send: (entry) => this.forwarder.send(entry),
             deliver: (node, as, type, payload, timeoutMs) => this.deliver(node, as, type, payload, timeoutMs),
+            dropStorageLinks: (node, as, reason, hold) => this.dropStorageLinks(node, as, reason, hold),
           }, await PositionFile.open(this.options.dataDir, id, this.disk)));
         }
       }
@@ -190,7 +199,7 @@ export class Relay {
     for (const [node, s] of Object.entries(cfg.storages)) {
       if (s.edge !== this.name) continue;
       for (const [other, o] of Object.entries(cfg.storages)) {
-        if (other === node || o.customer !== s.customer) continue;
+        if (other === node || o.customer !== s.customer || this.held.has(`${node}>${other}`)) continue;
         virtual.add(`${node}\u0000${other}`);
         this.links.want({ kind: 'storage', peer: node, local: other, host: s.host, port: s.replPort });
       }
@@ -237,6 +246,7 @@ export class Relay {
     if (partner.customer !== mine.customer) {
       return { refuse: `storage node ${dialer} (customer ${mine.customer}) may not reach ${expect} (customer ${partner.customer})` };
     }
+    if (this.held.has(`${dialer}>${expect}`)) return { refuse: `${expect} failed over: ${dialer} sees it gone until the order resumes` };
     return { kind: 'storage', local: expect };
   }
 
@@ -344,8 +354,25 @@ export class Relay {
     });
   }
 
+  /**
+   * Closes an attached storage's links that answer as `as`: it sees `as` gone and its pairs with it
+   * enter Failure Suspend (§6.10 (2)). `hold`: they stay down until released (a failover, §6.9).
+   */
+  private dropStorageLinks(node: string, as: string, reason: string, hold: boolean): void {
+    const s = this.config?.storages[node];
+    if (hold) {
+      this.held.add(`${node}>${as}`);
+      this.links.release('storage', node, as);
+    } else if (this.held.delete(`${node}>${as}`) && s) {
+      this.links.want({ kind: 'storage', peer: node, local: as, host: s.host, port: s.replPort });
+      return;
+    }
+    this.links.disconnect('storage', node, as, reason);
+  }
+
   /** Sends a request to an attached storage on the link that answers as `as` (dialing it if needed). */
   private async deliver(node: string, as: string, type: number, payload: Buffer, timeoutMs: number): Promise<Buffer> {
+    if (this.held.has(`${node}>${as}`)) throw new TricopyError('unavailable', `${as} failed over: nothing goes to ${node} as ${as} until the order resumes`);
     const cfg = this.config;
     const s = cfg?.storages[node];
     if (!s || s.edge !== this.name) throw new TricopyError('conflict', `storage node ${node} is not attached to ${this.name}`);

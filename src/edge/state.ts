@@ -36,6 +36,11 @@ export interface TargetCounters {
   reflected: number;
   state: OrderState;
   reason: string;
+  /**
+   * A failover stopped the order (§6.9): the target storage's links that answer as the source
+   * storage stay down, so it sees its primary gone, until a resynchronisation point resumes the order.
+   */
+  failedOver?: boolean;
 }
 
 export interface RelayStateData {

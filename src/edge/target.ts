@@ -45,6 +45,8 @@ export interface TargetEnv {
   send(entry: RelayEntry): boolean;
   /** Sends a request to the attached storage `node` on the link that answers as `as`. */
   deliver(node: string, as: string, type: number, payload: Buffer, timeoutMs: number): Promise<Buffer>;
+  /** The storage's links that answer as its pairs' sources go down (it enters Failure Suspend); `hold`: and stay down. */
+  dropStorageLinks(node: string, as: string, reason: string, hold: boolean): void;
 }
 
 /** The storage refused the request (as opposed to: it could not be reached). */
@@ -138,6 +140,7 @@ export class OrderTarget {
     if (!applyOrderEvent(this.env.events, this.id, 'target', c, 'failure', reason)) return;
     this.pairsEvent({ kind: 'failure' }, reason);
     void this.env.state.save();
+    this.dropLinks(reason, false);
   }
 
   /** SOK from the source edge (§6.9 1307–1308): its last assigned number. */
@@ -181,9 +184,12 @@ export class OrderTarget {
       const reason = hwm === null ? `failover: the source edge did not answer within ${timeoutMs} ms; reflected through ${c.reflected}`
         : `failover: high-water mark ${hwm}, reflected through ${c.reflected}`;
       applyOrderEvent(this.env.events, this.id, 'target', c, 'failover-done', reason);
+      c.failedOver = true;
       this.clearBuffer();
       this.pairsEvent({ kind: 'failure' }, reason);
       await this.env.state.save();
+      // RIO(SOK) (1310): the target storage sees its primary gone, so it takes over on its own.
+      this.dropLinks(reason, true);
       this.lastFailover = { order: this.id, highWaterMark: hwm, reflected: c.reflected, missing: hwm === null ? 0 : Math.max(0, hwm - c.reflected), reason: c.reason };
     }
     return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
@@ -225,6 +231,10 @@ export class OrderTarget {
     c.reflected = seq - 1;
     void this.position.reset(seq - 1);
     applyOrderEvent(this.env.events, this.id, 'target', c, 'resume', `resynchronisation point at ${seq}`);
+    if (c.failedOver) {
+      c.failedOver = false;
+      this.dropLinks('the order resumed', false);
+    }
     this.answers.clear();
     this.refusals = 0;
     void this.env.state.save();
@@ -233,6 +243,16 @@ export class OrderTarget {
   private clearBuffer(): void {
     this.buffer.clear();
     this.bufferedBytes = 0;
+  }
+
+  /** The links of the order's target storages that answer as its source storages (see TargetEnv). */
+  private dropLinks(reason: string, hold: boolean): void {
+    const seen = new Set<string>();
+    for (const row of Object.values(this.env.state.data.pairs)) {
+      if (row.order !== this.id || row.side !== 'target' || seen.has(`${row.target}>${row.source}`)) continue;
+      seen.add(`${row.target}>${row.source}`);
+      this.env.dropStorageLinks(row.target, row.source, reason, hold);
+    }
   }
 
   private pairsEvent(e: EdgePairEvent, reason: string): void {
@@ -430,6 +450,7 @@ export class OrderTarget {
     this.clearBuffer();
     this.pairsEvent({ kind: 'failure' }, reason);
     await this.env.state.save();
+    this.dropLinks(reason, false);
     if (first) this.notifyFailure(first, reason);
   }
 }

@@ -229,11 +229,12 @@ interface Delivered {
   payload: Buffer;
 }
 
-async function targetRig(opts: { refuse?: boolean } = {}): Promise<{ target: OrderTarget; delivered: Delivered[]; sent: RelayEntry[]; state: RelayState; maxOutstanding: () => number; position: () => Promise<number>; dataDir: string }> {
+async function targetRig(opts: { refuse?: boolean } = {}): Promise<{ target: OrderTarget; delivered: Delivered[]; sent: RelayEntry[]; state: RelayState; dropped: string[]; maxOutstanding: () => number; position: () => Promise<number>; dataDir: string }> {
   const dataDir = await scratch();
   const state = await RelayState.load(dataDir, nodeDisk);
   const delivered: Delivered[] = [];
   const sent: RelayEntry[] = [];
+  const dropped: string[] = [];
   let outstanding = 0;
   let max = 0;
   const target = new OrderTarget('erp', cfg, {
@@ -248,9 +249,10 @@ async function targetRig(opts: { refuse?: boolean } = {}): Promise<{ target: Ord
       if (type !== MessageType.Flush) delivered.push({ type, payload });
       return Buffer.from(type === MessageType.PairUpdate ? 'updated' : '');
     },
+    dropStorageLinks: (node, as, _reason, hold) => dropped.push(`${node}>${as}${hold ? ' held' : ''}`),
   }, await PositionFile.open(dataDir, 'erp', nodeDisk));
   return {
-    target, delivered, sent, state, dataDir, maxOutstanding: () => max,
+    target, delivered, sent, state, dropped, dataDir, maxOutstanding: () => max,
     position: async () => {
       const p = await PositionFile.open(dataDir, 'erp', nodeDisk);
       const v = p.stored;
@@ -339,6 +341,7 @@ test('§9.39: a resynchronisation point realigns the gate past entries lost to a
   await until('1', () => t.delivered.length === 1);
   t.target.onFailNotice({ ...wr(0), kind: EntryKind.FailNotice, rio: { type: 0, status: 0, payload: Buffer.from('retransmission exhausted') } });
   assert.equal(t.target.state, 'failure-suspend');
+  assert.deepEqual(t.dropped, ['sapporo>tokyo'], '§9.18: the target storage is told too (its link to the source goes down once)');
   t.target.onRequest(wr(9));
   await tick(20);
   assert.equal(t.delivered.length, 1, 'nothing is reflected in Failure Suspend');
@@ -368,6 +371,7 @@ test('an error answer to a control request goes back as the answer (it is not a 
     deliver: async () => {
       throw new TricopyError('already-exists', 'node sapporo: pair db1-far already exists on sapporo');
     },
+    dropStorageLinks: () => undefined,
   }, await PositionFile.open(dataDir, 'erp', nodeDisk));
   target.onRequest({ ...wr(1), rio: { type: MessageType.PairCreate, status: 0, payload: Buffer.from('{}') } });
   await until('answered', () => sent.length === 1);
