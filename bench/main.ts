@@ -1,4 +1,5 @@
 // Benchmark entry point: `npm run bench -- <name> [--write-docs]`.
+import { benchEdge } from './edge';
 import { benchMonitor } from './monitor';
 import { benchNbd } from './nbd';
 import { benchPgbench } from './pgbench';
@@ -12,6 +13,7 @@ const benches: Record<string, (args: string[]) => Promise<void>> = {
     await benchNbd(args);
     await benchPgbench(args, 'nbd');
   },
+  edge: benchEdge,
   monitor: benchMonitor,
   pgbench: (args) => benchPgbench(args),
   replication: benchReplication,
