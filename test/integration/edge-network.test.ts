@@ -219,3 +219,24 @@ test('failover when the source edge is unreachable: the target stops at the time
     await rcn.stopAll();
   }
 });
+
+test('an async pair through the network: its journal batches are carried unnumbered (the primary orders them), the secondary catches up', async () => {
+  const rcn = await Rcn.create(path.join(dir, 'async'), {
+    nodes: { tokyo: 'e-tokyo', sapporo: 'e-sapporo' }, cores: ['c-1'], links: [['e-tokyo', 'c-1'], ['c-1', 'e-sapporo']],
+    orders: { erp: { from: 'e-tokyo', to: 'e-sapporo' } },
+  });
+  try {
+    await rcn.apply();
+    await rcn.cluster.volume('tokyo', 'log1', 16 * MiB);
+    await rcn.pairVia({ name: 'log1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'log1', order: 'erp', mode: 'async' });
+    await rcn.cluster.waitState('tokyo', 'log1-far', 'duplex');
+    const client = await rcn.cluster.client('tokyo', 'log1');
+    for (let i = 0; i < 100; i++) await client.write(i * 65536, randomBytes(8192));
+    await client.disconnect();
+    await waitFor('the async lag to drain', async () => (await rcn.cluster.node('tokyo').api.getGroup('log1-far')).lag.entries === 0 ? true : undefined, { timeoutMs: 60_000 });
+    await rcn.drained('erp');
+    assert.equal(await sha256Export(rcn.cluster.node('sapporo').nbdUri('log1'), dir), await sha256Export(rcn.cluster.node('tokyo').nbdUri('log1'), dir));
+  } finally {
+    await rcn.stopAll();
+  }
+});
