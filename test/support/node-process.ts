@@ -40,8 +40,7 @@ export class NodeProcess {
     const args = ['node', 'run', '--name', spec.name, '--data-dir', spec.dataDir, '--host', '127.0.0.1',
       '--nbd-port', String(spec.ports?.nbdPort ?? 0), '--api-port', String(spec.ports?.apiPort ?? 0),
       '--repl-port', String(spec.ports?.replPort ?? 0), '--log-level', 'debug', ...(spec.args ?? [])];
-    const prof = process.env.NODE_CPU_PROF === spec.name ? ['--cpu-prof', `--cpu-prof-dir=${path.dirname(spec.dataDir)}`] : [];
-    const child = spawn(process.execPath, [...prof, cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(child);
     child.on('exit', () => running.delete(child));
     child.stderr!.pipe(log);
