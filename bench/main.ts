@@ -1,5 +1,6 @@
 // Benchmark entry point: `npm run bench -- <name> [--write-docs]`.
 import { benchFailover } from './failover';
+import { benchEdge } from './edge';
 import { benchMonitor } from './monitor';
 import { benchNbd } from './nbd';
 import { benchPgbench } from './pgbench';
@@ -14,6 +15,7 @@ const benches: Record<string, (args: string[]) => Promise<void>> = {
     await benchPgbench(args, 'nbd');
   },
   failover: benchFailover,
+  edge: benchEdge,
   monitor: benchMonitor,
   pgbench: (args) => benchPgbench(args),
   replication: benchReplication,

@@ -8,9 +8,11 @@ import { Command, CommanderError, Help, type Option } from 'commander';
 import { TricopyError, errorMessage } from '../common/errors';
 import { version } from '../node/version';
 import { registerBackupCommands } from './commands/backup';
+import { registerEdgeCommands } from './commands/edge';
 import { registerEventsCommand } from './commands/events';
 import { registerGroupCommands } from './commands/group';
 import { registerManagerCommands } from './commands/manager';
+import { registerNetworkCommands } from './commands/network';
 import { registerNodeCommands } from './commands/node';
 import { registerPairCommands } from './commands/pair';
 import { registerReplicaCommands } from './commands/replica';
@@ -42,6 +44,8 @@ export function buildProgram(): Command {
   registerTopologyCommands(program);
   registerEventsCommand(program);
   registerManagerCommands(program);
+  registerEdgeCommands(program);
+  registerNetworkCommands(program);
   return program;
 }
 

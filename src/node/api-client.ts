@@ -11,6 +11,7 @@ import type {
 } from '../contracts/replicas';
 import type { FailoverConfig, FailoverList, FailoverStatus } from '../contracts/failover';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from '../contracts/monitor';
+import type { NetworkAttachment } from '../contracts/network';
 import type {
   CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest,
 } from '../contracts/pairs';
@@ -211,6 +212,23 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNod
 
   async failoverStatus(): Promise<FailoverStatus[]> {
     return (await this.request<FailoverList>('GET', '/v1/failover')).topologies;
+  }
+
+  /** The remote copy networks the node is attached to (spec 002). */
+  async listNetworks(): Promise<NetworkAttachment[]> {
+    return (await this.request<{ networks: NetworkAttachment[] }>('GET', '/v1/networks')).networks;
+  }
+
+  getNetwork(name: string): Promise<NetworkAttachment> {
+    return this.request('GET', `/v1/networks/${encodeURIComponent(name)}`);
+  }
+
+  putNetwork(attachment: NetworkAttachment): Promise<NetworkAttachment> {
+    return this.request('PUT', `/v1/networks/${encodeURIComponent(attachment.network)}`, attachment);
+  }
+
+  deleteNetwork(name: string): Promise<void> {
+    return this.request('DELETE', `/v1/networks/${encodeURIComponent(name)}`);
   }
 
   registerManager(request: RegisterManagerRequest): Promise<ManagerBinding> {

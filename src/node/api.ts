@@ -14,6 +14,8 @@ import type { MonitorCommand, RegisterManagerRequest, ReportBatch } from '../con
 import { monitorCommandBody, registerManagerBody, reportBatchBody } from './monitor-schemas';
 import { registerReplicaRoutes } from './replica-api';
 import type { NodeExtension, StorageNode } from './node';
+import type { NetworkAttachment } from '../contracts/network';
+import { networkAttachmentSchema } from './networks';
 
 export const maxApiBodyBytes = 64 * 1024;
 /** Longest a wait request holds the connection open. */
@@ -82,6 +84,20 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
   });
 
   app.get('/v1/node', async () => node.info());
+
+  // Remote copy networks (spec 002): network apply tells the node its edge and its peers' edges.
+  app.get('/v1/networks', async () => ({ networks: node.networks.list() }));
+  app.get('/v1/networks/:name', { schema: { params: nameParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => node.networks.get(request.params.name));
+  app.put('/v1/networks/:name', { schema: { params: nameParam, body: networkAttachmentSchema } },
+    async (request: FastifyRequest<{ Params: { name: string }; Body: NetworkAttachment }>) => {
+      if (request.body.network !== request.params.name) throw new TricopyError('invalid-argument', `the attachment is for network ${request.body.network}, not ${request.params.name}`);
+      return node.networks.put(request.body, node.config.name);
+    });
+  app.delete('/v1/networks/:name', { schema: { params: nameParam } }, async (request: FastifyRequest<{ Params: { name: string } }>, reply) => {
+    await node.networks.delete(request.params.name);
+    reply.code(204);
+  });
 
   app.get('/v1/volumes', async () => ({ volumes: node.listVolumes() }));
 

@@ -29,6 +29,7 @@ import { NodeMetrics } from './metrics';
 import { type DataDirIdentity, dataDirIdentity } from './identity';
 import { lockDataDir } from './lock';
 import { PairPeerBook } from './pair-peers';
+import { NetworkBook } from './networks';
 import { hostWritesOf } from './host-writes';
 import { PeerLinks } from './peer-links';
 import { ListenerRefusals } from './refusals';
@@ -63,6 +64,8 @@ export class StorageNode {
   private readonly startedAt = new Date(this.startedAtMs).toISOString();
   private identity!: DataDirIdentity;
   private pairPeers!: PairPeerBook;
+  /** Remote copy networks this node is attached to (spec 002). */
+  networks!: NetworkBook;
   private peerLinks!: PeerLinks;
   private stopping: Promise<void> | null = null;
   private extensions: NodeExtension[] = [];
@@ -103,6 +106,7 @@ export class StorageNode {
     try {
       node.identity = await dataDirIdentity(config.dataDir, nodeDisk);
       node.pairPeers = await PairPeerBook.open(config.dataDir, nodeDisk);
+      node.networks = await NetworkBook.open(config.dataDir, nodeDisk);
     } catch (err) {
       await store.close();
       await unlock();

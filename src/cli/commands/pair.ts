@@ -34,17 +34,22 @@ function addCreate(pair: Command): void {
     .addOption(new Option('--fence <level>', 'sync pairs: data = refuse host writes while the secondary cannot be updated; never = go on and record (default: data for sync, never for async)').choices(['data', 'never']))
     .option('--group <group>', 'async consistency group (volumes of one group stay write-order consistent together; default: the pair name)')
     .option('--no-copy', 'skip the initial copy: only when both volumes are known to hold the same data')
+    .option('--via <network:order>', 'copy through a remote copy network (spec 002): this node\'s edge acknowledges each copy write once it\n' +
+      'holds it and delivers it in order to the peer\'s edge, under the order-guarantee id; see tricopy network apply')
     .option('--wait', 'wait until the pair is duplex, showing copy progress')
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
-    .action(async (name: string, opts: { volume: string; to: string; peerVolume?: string; mode: 'sync' | 'async' | 'quorum'; fence?: 'data' | 'never'; group?: string; copy: boolean; wait?: boolean; timeout: string }, cmd: Command) => {
+    .action(async (name: string, opts: { volume: string; to: string; peerVolume?: string; mode: 'sync' | 'async' | 'quorum'; fence?: 'data' | 'never'; group?: string; copy: boolean; via?: string; wait?: boolean; timeout: string }, cmd: Command) => {
       const api = client(cmd);
       if (opts.mode === 'quorum' && opts.group) throw new TricopyError('invalid-argument', 'a quorum pair has no consistency group; drop --group');
       const peerInfo = await new HttpNodeClient(opts.to, tokenOf(cmd)).nodeInfo();
       if (!peerInfo.replication) {
         throw new TricopyError('invalid-argument', `node ${peerInfo.name} at ${opts.to} has no cluster secret`, 'start every node with the same --cluster-secret-file');
       }
+      let peer = { node: peerInfo.name, host: peerInfo.replAddress.host, replPort: peerInfo.replAddress.port };
+      let returnAddress: { host: string; replPort: number } | undefined;
+      if (opts.via) ({ peer, returnAddress } = await throughNetwork(api as HttpNodeClient, name, peerInfo.name, opts.via));
       const status = await api.createPair({
-        name, volume: opts.volume, peer: { node: peerInfo.name, host: peerInfo.replAddress.host, replPort: peerInfo.replAddress.port },
+        name, volume: opts.volume, peer, ...(returnAddress ? { returnAddress } : {}),
         ...(opts.peerVolume ? { peerVolume: opts.peerVolume } : {}), mode: opts.mode === 'quorum' ? 'sync' : opts.mode,
         ...(opts.mode === 'quorum' ? { purpose: 'quorum' as const } : {}), ...(opts.fence ? { fence: opts.fence } : {}),
         ...(opts.group ? { group: opts.group } : {}), noCopy: opts.copy === false, peerDataDirId: peerInfo.dataDirId,
@@ -57,6 +62,32 @@ function addCreate(pair: Command): void {
       if (globals(cmd).json) return printJson(final);
       console.log(`pair ${name} is duplex (PAIR)`);
     });
+}
+
+/**
+ * A pair through a remote copy network: it is addressed to this node's edge (which answers as the
+ * peer), the peer reaches back through its own edge, and the source edge is told the pair's
+ * order-guarantee id before the pair exists (method B of spec 002 §4.6).
+ */
+async function throughNetwork(api: HttpNodeClient, pair: string, peerNode: string, via: string): Promise<{ peer: { node: string; host: string; replPort: number }; returnAddress: { host: string; replPort: number } }> {
+  const m = /^([^:]+):([^:]+)$/.exec(via);
+  if (!m) throw new TricopyError('invalid-argument', `--via "${via}" is not NETWORK:ORDER`, 'e.g. --via rcn:erp (the network file\'s name and one of its orders)');
+  const [, network, order] = m as unknown as [string, string, string];
+  const a = await api.getNetwork(network);
+  const peerEdge = a.peers[peerNode];
+  if (!peerEdge) {
+    throw new TricopyError('invalid-argument', `node ${peerNode} is not attached to network ${network} for ${a.node} (not attached, or another customer's)`,
+      'attach it to an edge in the network file and run tricopy network apply');
+  }
+  const o = a.orders[order];
+  if (!o) throw new TricopyError('invalid-argument', `network ${network} has no order-guarantee id ${order}`, `its orders: ${Object.keys(a.orders).join(', ') || 'none'}`);
+  if (o.from !== a.edge.name || o.to !== peerEdge.edge) {
+    throw new TricopyError('invalid-argument', `order-guarantee id ${order} leads from ${o.from} to ${o.to}, but this pair goes from ${a.edge.name} to ${peerEdge.edge}`,
+      'name an order from this node\'s edge to the peer\'s edge');
+  }
+  const { HttpRelayClient } = await import('../../edge/client');
+  await new HttpRelayClient(a.edge.api).bind(pair, order);
+  return { peer: { node: peerNode, host: a.edge.host, replPort: a.edge.port }, returnAddress: { host: peerEdge.host, replPort: peerEdge.port } };
 }
 
 function addStatus(pair: Command): void {

@@ -39,6 +39,13 @@ export const defaultLinkTimings: LinkTimings = {
 
 export type RequestHandler = (type: MessageType, payload: Buffer, link: PeerLink) => Promise<Buffer | Buffer[] | void>;
 
+/**
+ * Who an accepting end answers as, given the dialer's name and the name it expects: a name, or why
+ * the connection is refused. A storage node always answers as itself; a relay of a remote copy
+ * network answers as the virtual storage the dialer asks for (spec 002 §5.3).
+ */
+export type AcceptorIdentity = (dialer: string, expect: string | undefined) => string | { refuse: string };
+
 /** Why the replication port refused a peer or dropped a connection. A fixed set: it is a metric label. */
 export const linkRefusalReasons = [
   'no-secret', 'too-many-connections', 'handshake-timeout', 'closed-before-auth', 'bad-frame', 'oversized-frame', 'bad-checksum',
@@ -70,7 +77,7 @@ class LinkRefused extends Error {
 export function largestHandshakePayloadBytes(): number {
   const worst = (n: number): string => '\u0000'.repeat(n); // JSON escapes it to six bytes
   return Math.max(
-    helloCodec.encode({ protocol: linkProtocolVersion, node: worst(63), nonce: worst(128) }).length,
+    helloCodec.encode({ protocol: linkProtocolVersion, node: worst(63), nonce: worst(128), expect: worst(63) }).length,
     helloReplyCodec.encode({ node: worst(63), nonce: worst(128), proof: worst(128) }).length,
     authCodec.encode({ proof: worst(128) }).length,
   );
@@ -105,10 +112,13 @@ export class PeerLink extends EventEmitter {
   refusalObserver: LinkRefusalObserver | undefined;
   private readonly out: SendBuffer;
 
+  /** Decides the accepting end's name from the Hello (set right after construction); none: `localNode`. */
+  acceptorIdentity: AcceptorIdentity | undefined;
+
   constructor(
     private readonly socket: net.Socket,
     readonly side: 'dialer' | 'acceptor',
-    private readonly localNode: string,
+    private localNode: string,
     private readonly secret: Buffer,
     private readonly timings: LinkTimings,
     private readonly log: Logger,
@@ -132,8 +142,18 @@ export class PeerLink extends EventEmitter {
     this.handshakeTimer.unref();
     if (side === 'dialer') {
       this.sendFrame({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0 },
-        helloCodec.encode({ protocol: linkProtocolVersion, node: localNode, nonce: this.localNonce }));
+        helloCodec.encode({ protocol: linkProtocolVersion, node: localNode, nonce: this.localNonce, ...(expectedPeer !== undefined ? { expect: expectedPeer } : {}) }));
     }
+  }
+
+  /** The name this end has on the link (an acceptor's may be chosen by `acceptorIdentity`). */
+  get localName(): string {
+    return this.localNode;
+  }
+
+  /** Bytes handed to the socket and not yet sent (a slow link backs up here). */
+  get bufferedBytes(): number {
+    return this.socket.writableLength;
   }
 
   /** address:port of the other end ('?' until a dialer's socket has connected). */
@@ -331,6 +351,14 @@ export class PeerLink extends EventEmitter {
         const hello = helloCodec.decode(payload);
         if (hello.protocol !== linkProtocolVersion) {
           throw new LinkRefused('malformed-handshake', `peer speaks link protocol ${hello.protocol}, this node ${linkProtocolVersion}`);
+        }
+        if (this.acceptorIdentity) {
+          const identity = this.acceptorIdentity(hello.node, hello.expect);
+          if (typeof identity !== 'string') {
+            this.claimedNode = hello.node;
+            throw new LinkRefused('wrong-node', identity.refuse);
+          }
+          this.localNode = identity;
         }
         this.peerNode = hello.node;
         this.peerNonce = hello.nonce;

@@ -62,12 +62,20 @@ export interface HelloMessage {
   protocol: number;
   node: string;
   nonce: string;
+  /**
+   * The node the dialer expects to reach. A storage node ignores it (the proof names who answered);
+   * a relay of a remote copy network answers as that node (a virtual storage, spec 002 §5.3).
+   */
+  expect?: string;
 }
 export const helloCodec = jsonCodec<HelloMessage>({
   type: 'object',
   additionalProperties: false,
   required: ['protocol', 'node', 'nonce'],
-  properties: { protocol: { type: 'integer' }, node: { type: 'string', maxLength: 63 }, nonce: { type: 'string', maxLength: 128 } },
+  properties: {
+    protocol: { type: 'integer' }, node: { type: 'string', maxLength: 63 }, nonce: { type: 'string', maxLength: 128 },
+    expect: { type: 'string', maxLength: 63, nullable: true },
+  },
 });
 
 export interface HelloReplyMessage {

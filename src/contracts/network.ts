@@ -1,0 +1,204 @@
+// The remote copy network (spec 002): what `network apply` distributes to the relays and to the
+// storage nodes, and what relays answer about themselves. Shared by the relays, their typed client,
+// the nodes, the CLI and the tests. Pure types; no behaviour.
+
+export type RelayRole = 'edge' | 'core';
+
+/** Core batch transfer (program 420): entries wait this long after the first of them, then leave together. */
+export interface BatchConfig {
+  waitMs: number;
+  maxBytes: number;
+}
+
+export interface RelayAddress {
+  role: RelayRole;
+  /** The relay's --listen address: where other relays and attached storage nodes dial it. */
+  host: string;
+  port: number;
+  /** Its control API URL. */
+  api: string;
+  /** Cores only: batch transfer, when on. */
+  batch?: BatchConfig | null;
+}
+
+/** A storage node attached to an edge (503), with the address it is dialed at. */
+export interface AttachedStorage {
+  edge: string;
+  customer: string;
+  /** The node's control API URL, as the network file names it. */
+  api: string;
+  host: string;
+  replPort: number;
+}
+
+/** An order-guarantee id (412) and how its entries are retransmitted (§5.8, E-2) and buffered (E-6). */
+export interface OrderConfig {
+  /** The source edge (it numbers the entries) and the target edge (it applies them in order). */
+  from: string;
+  to: string;
+  /** Pairs assigned to the id in the file (method B); others are assigned when created with --via. */
+  pairs: string[];
+  /** No answer within this long: resend what is unacknowledged (doubling up to retransmitMaxMs). */
+  retransmitMs: number;
+  retransmitMaxMs: number;
+  /** Without progress for this long the order enters Failure Suspend (retransmission exhausted). */
+  giveUpMs: number;
+  /** Capacity of the source edge's log area for the order. */
+  logBytes: number;
+  /** A full log area delays acknowledgements; full for this long, the order enters Failure Suspend. */
+  fullTimeoutMs: number;
+  /** Failover (§6.9): how long the target edge waits for the source edge's SOK and missing entries. */
+  failoverTimeoutMs: number;
+}
+
+/** A customer (902) and its contract limits (E-29); storages of different customers never meet. */
+export interface CustomerConfig {
+  /** Edges the customer may attach storages to (empty: any). */
+  edges: string[];
+  maxStorages: number | null;
+  maxOrders: number | null;
+}
+
+export interface LinkAddress {
+  /** The relay that dials … */
+  from: string;
+  /** … its neighbour `to`, at host:port. */
+  to: string;
+  host: string;
+  port: number;
+}
+
+/** A path between two edges, the edges first and last (714). Both directions are installed. */
+export interface RouteConfig {
+  from: string;
+  to: string;
+  hops: string[];
+}
+
+/** The network as every relay runs it: the master tables of the management server (§4.13). */
+export interface RelayNetworkConfig {
+  network: string;
+  /** Changes whenever the content does (a digest). */
+  version: string;
+  relays: Record<string, RelayAddress>;
+  links: Array<[string, string]>;
+  /** Where one relay dials its neighbour when not at its listen address (a NAT, a WAN proxy). */
+  linkAddresses: LinkAddress[];
+  routes: RouteConfig[];
+  storages: Record<string, AttachedStorage>;
+  orders: Record<string, OrderConfig>;
+  customers: Record<string, CustomerConfig>;
+}
+
+/** What a storage node keeps about a network it is attached to (`network apply` tells it). */
+export interface NetworkAttachment {
+  network: string;
+  version: string;
+  /** This node's name, and the edge it is attached to (its virtual storages answer there). */
+  node: string;
+  edge: { name: string; host: string; port: number; api: string };
+  /** Storage nodes this one may pair with through the network, and the edge each is attached to. */
+  peers: Record<string, { edge: string; host: string; port: number; api: string }>;
+  orders: Record<string, { from: string; to: string }>;
+}
+
+export interface RelayInfo {
+  name: string;
+  role: RelayRole;
+  version: string;
+  listen: { host: string; port: number };
+  apiPort: number;
+  dataDir: string;
+  startedAt: string;
+  /** The network it runs, once applied. */
+  network: string | null;
+  configVersion: string | null;
+}
+
+export interface RelayPorts {
+  apiPort: number;
+  listenPort: number;
+}
+
+/** A pair whose copy goes through this edge (411). */
+export interface RelayPairStatus {
+  name: string;
+  order: string;
+  /** source: this edge is attached to the primary (it numbers); target: to the secondary (it applies). */
+  side: 'source' | 'target';
+  source: string;
+  target: string;
+  /** The edge's view of the pair state (725): the node's state as relayed, or failure-suspend. */
+  state: string;
+  /** Bytes of 64 KiB regions recorded in the edge's differential bitmap (727). */
+  differentialBytes: number;
+}
+
+export type OrderState = 'active' | 'failure-suspend' | 'suspend-waiting';
+
+/** An order-guarantee id at one edge (412), with its log area (413). */
+export interface RelayOrderStatus {
+  id: string;
+  side: 'source' | 'target';
+  from: string;
+  to: string;
+  state: OrderState;
+  /** 732: last number assigned (source). */
+  generated: number;
+  /** 733: last number reflected (target). */
+  reflected: number;
+  /** 734: numbers acknowledged and deleted (source). */
+  deleted: number;
+  /** 732 − 734 at the source; entries buffered and not yet reflected at the target. */
+  inFlight: number;
+  log: { entries: number; bytes: number; capacityBytes: number };
+  /** Source: the last acknowledgement delay (claims 8, 13); target: the last reflection delay (735). */
+  ackDelayMs: number | null;
+  reflectionDelayMs: number | null;
+  retransmissions: number;
+  /** Local acknowledgements held back because the log area was full. */
+  delayedAcks: number;
+  reason: string;
+}
+
+export interface RelayLinkStatus {
+  peer: string;
+  /** relay: another edge or core; storage: an attached node, under the name this edge answers as. */
+  kind: 'relay' | 'storage';
+  as: string;
+  up: boolean;
+}
+
+export interface RelayStatus {
+  name: string;
+  role: RelayRole;
+  network: string | null;
+  configVersion: string | null;
+  links: RelayLinkStatus[];
+  orders: RelayOrderStatus[];
+  pairs: RelayPairStatus[];
+  counters: {
+    entriesForwarded: number;
+    bytesForwarded: number;
+    /** Entries dropped at this relay (no route, next hop down): the source edge resends them. */
+    entriesDropped: number;
+    /** Connections refused (wrong secret, not permitted, malformed frames). */
+    refusedConnections: number;
+    /** Requests of attached storages refused (no order id, access control, Failure Suspend). */
+    refusedRequests: number;
+  };
+  /** The last connection refused, and why (a node of another customer, a wrong secret …). */
+  lastRefusal: { peer: string | null; reason: string; detail: string; at: string } | null;
+}
+
+/** Failover at the target edge (§6.9): what the target holds when the order stopped. */
+export interface SuspendResult {
+  order: string;
+  /** The source edge's last assigned number, when it answered (null: it did not within the timeout). */
+  highWaterMark: number | null;
+  /** The last number reflected to the target storage: the failover's recovery point. */
+  reflected: number;
+  /** Numbers the source assigned that the target never got (0 when everything arrived). */
+  missing: number;
+  reason: string;
+}
