@@ -155,7 +155,7 @@ export class SimNodeClient implements NodeClient {
   }
 
   deletePair(name: string, options?: DeleteOptions): Promise<void> {
-    return this.call(`pair delete ${name}`, (service) => service.deletePair(name, { force: options?.force === true }));
+    return this.call(`pair delete ${name}`, (service) => service.deletePair(name, { force: options?.force === true, keepReadOnly: options?.keepReadOnly === true }));
   }
 
   listGroups(): Promise<GroupStatus[]> {
@@ -177,6 +177,6 @@ export class SimNodeClient implements NodeClient {
   private view(store: VolumeStore, name: string): VolumeView {
     const meta = store.get(name);
     return { ...meta, allocatedBytes: store.volume(name).allocatedBytes, exportUri: `nbd://${this.node.name}/${name}`, clients: [],
-      hostWrites: hostWritesOf(this.node.service?.writeRefusal(name)) };
+      hostWrites: hostWritesOf(this.node.service?.writeRefusal(name)), detachedSecondary: this.node.service?.detachedSecondary(name) ?? null };
   }
 }

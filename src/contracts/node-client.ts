@@ -23,6 +23,11 @@ export interface CallOptions {
 export interface DeleteOptions {
   /** Volumes: disconnect attached clients. Pairs: delete here even if the peer is unreachable. */
   force?: boolean;
+  /**
+   * Pairs, at the secondary: the volume stays read-only to hosts after the pair ends (it holds its
+   * primary's image; see DetachedSecondary.readOnly).
+   */
+  keepReadOnly?: boolean;
 }
 
 export interface NodeClient {

@@ -68,6 +68,27 @@ export interface VolumeView {
   clients: ClientView[];
   /** Whether hosts may write the volume now, and why not (see HostWrites). */
   hostWrites: HostWrites;
+  /** Set while the volume holds only its former primary's image (see DetachedSecondary). */
+  detachedSecondary: DetachedSecondary | null;
+}
+
+/**
+ * The volume was the secondary of `pair`, whose primary was node `primary`, until the pair was
+ * dissolved (`at`), and no host has written it since: it holds an image of that primary, never the
+ * application's newest writes (spec 001 Fig. 14 step 1405 leaves the sync site so). Topology status
+ * does not take such a site for the one where the application runs.
+ */
+export interface DetachedSecondary {
+  pair: string;
+  primary: string;
+  generation: number;
+  at: string;
+  /**
+   * Hosts may not write it (EPERM, a read-only export): the pair was dissolved by a topology
+   * procedure that left this site behind (`keepReadOnly`), until the volume is paired again or
+   * `tricopy volume make-writable` lets hosts write it (the mark then goes).
+   */
+  readOnly: boolean;
 }
 
 /**

@@ -118,7 +118,13 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNod
   }
 
   deletePair(name: string, options?: DeleteOptions): Promise<void> {
-    return this.request('DELETE', `${pairPath(name)}${forceQuery(options)}`);
+    const query = [options?.force ? 'force=true' : '', options?.keepReadOnly ? 'keepReadOnly=true' : ''].filter(Boolean).join('&');
+    return this.request('DELETE', `${pairPath(name)}${query ? `?${query}` : ''}`);
+  }
+
+  /** Lets hosts write a volume a topology procedure left read-only (a former secondary). */
+  makeWritable(volume: string): Promise<VolumeView> {
+    return this.request('POST', `${volumePath(volume)}/make-writable`, {});
   }
 
   async listGroups(): Promise<GroupStatus[]> {

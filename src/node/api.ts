@@ -144,6 +144,13 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     async (request: FastifyRequest<{ Params: { name: string }; Body: { client?: string; identity?: string } }>) =>
       node.disallow(request.params.name, request.body));
 
+  app.post('/v1/volumes/:name/make-writable', { schema: { params: nameParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => {
+      node.getVolume(request.params.name);
+      await node.replication.makeWritable(request.params.name);
+      return node.getVolume(request.params.name);
+    });
+
   app.delete('/v1/volumes/:name', {
     schema: {
       params: nameParam,
@@ -266,10 +273,13 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
   app.delete('/v1/pairs/:name', {
     schema: {
       params: nameParam,
-      querystring: { type: 'object', additionalProperties: false, properties: { force: { type: 'string', enum: ['true', 'false'] } } },
+      querystring: {
+        type: 'object', additionalProperties: false,
+        properties: { force: { type: 'string', enum: ['true', 'false'] }, keepReadOnly: { type: 'string', enum: ['true', 'false'] } },
+      },
     },
-  }, async (request: FastifyRequest<{ Params: { name: string }; Querystring: { force?: string } }>, reply) => {
-    await node.replication.deletePair(request.params.name, { force: request.query.force === 'true' });
+  }, async (request: FastifyRequest<{ Params: { name: string }; Querystring: { force?: string; keepReadOnly?: string } }>, reply) => {
+    await node.replication.deletePair(request.params.name, { force: request.query.force === 'true', keepReadOnly: request.query.keepReadOnly === 'true' });
     reply.code(204);
   });
 

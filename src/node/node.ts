@@ -398,6 +398,7 @@ export class StorageNode {
       exportUri: this.exportUri(meta.name),
       clients: this.nbd ? this.nbd.clientsOf(meta.name).map(clientView) : [],
       hostWrites: this.hostWrites(meta.name),
+      detachedSecondary: this.replication?.detachedSecondary(meta.name) ?? null,
     };
   }
 

@@ -15,6 +15,8 @@ import * as path from 'node:path';
 import type { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import type { FenceLevel, GroupStatus, JournalFullPolicy, PairState, PairStatus } from '../contracts/pairs';
+import type { DetachedSecondary } from '../contracts/node';
+import { TricopyError } from '../common/errors';
 import type { WriteOptions, ZeroOptions } from '../volume/block-device';
 import type { Volume } from '../volume/volume';
 import { Applier } from './async/applier';
@@ -40,6 +42,7 @@ import { VolumeRuntimes } from './datapath/volume-runtimes';
 import { WritePath } from './datapath/write-path';
 import { DeltaRecords } from './delta/delta-record';
 import { AppliedMarks } from './delta/marks';
+import { DetachedSecondaries } from './pairs/detached';
 import type { ReplicationEnv } from './env';
 import { defaultCopyConcurrency, defaultJournalBytes, defaultJournalStallTimeoutMs, defaultSyncWriteTimeoutMs, diffChunkBytes } from './limits';
 import { PairStore } from './pairs/pair-store';
@@ -82,6 +85,7 @@ interface Parts {
   store: PairStore;
   engine: TransitionEngine;
   marks: AppliedMarks;
+  detached: DetachedSecondaries;
   journals: Journals;
   shipping: Shipping;
   applier: Applier;
@@ -132,6 +136,7 @@ export class ReplicationService implements ReplicationDataPath {
     const store = await PairStore.open(this.dataDir, this.env.disk, this.log);
     this.parts = this.build(store);
     await this.parts.marks.load();
+    await this.parts.detached.load();
     for (const record of await store.loadAll()) {
       if (!this.env.volumes.has(record.volume)) {
         this.log.error({ pair: record.name, volume: record.volume }, 'pair refers to a missing volume; ignoring it');
@@ -169,12 +174,14 @@ export class ReplicationService implements ReplicationDataPath {
       tellPeer: (p) => updates!.tell(p),
     });
     const marks = new AppliedMarks(store, log);
+    const detached = new DetachedSecondaries(store, log);
+    fences.leftReadOnly = (volume) => detached.refusal(volume);
     const demand = new PeerDemand(env.transport, registry);
     const journals = new Journals(env, this.dataDir, {
       capacityBytes: options.journalCapacityBytes, fullPolicy: options.journalFullPolicy, stallTimeoutMs: options.journalStallTimeoutMs,
     }, registry, engine, volumeRuntimes, log);
     updates = new PeerUpdates(env.transport, registry, journals, log);
-    const resources = new PairResources(registry, engine, journals, volumeRuntimes, fences, marks, demand, (volume) => this.durable(volume));
+    const resources = new PairResources(registry, engine, journals, volumeRuntimes, fences, marks, detached, demand, env.clock, (volume) => this.durable(volume));
     this.watchDeltaRecords(engine, updates);
     this.watchSyncFailures(engine);
     let reconciler: Reconciler | undefined;
@@ -187,13 +194,13 @@ export class ReplicationService implements ReplicationDataPath {
     const drain = new SplitDrain(env, journals, engine);
     copy = new CopyEngine(env, { copyConcurrency: options.copyConcurrency, syncWriteTimeoutMs: options.syncWriteTimeoutMs },
       registry, engine, journals, volumeRuntimes, log);
-    const writePath = new WritePath(env, options.syncWriteTimeoutMs, registry, engine, fences, volumeRuntimes, journals, deltaRecords, marks);
+    const writePath = new WritePath(env, options.syncWriteTimeoutMs, registry, engine, fences, volumeRuntimes, journals, deltaRecords, [marks, detached]);
     const status = new StatusReader(env, registry, journals, deltaRecords);
     const statusOf = (p: PairRuntime): PairStatus => status.pair(p);
     const swap = new Swap({ env, localNode: options.localNode, registry, engine, resources, journals, shipping, volumeRuntimes, demand, events, status: statusOf });
     const takeover = new Takeover({ env, registry, engine, journals, marks, demand, swap, status: statusOf });
     const operator = new Operator({
-      env, registry, store, engine, resources, journals, volumeRuntimes, shipping, copy, drain, deltaRecords, demand, updates, events, status: statusOf,
+      env, registry, store, detached, engine, resources, journals, volumeRuntimes, shipping, copy, drain, deltaRecords, demand, updates, events, status: statusOf,
       identity: {
         localNode: options.localNode, advertiseHost: options.advertiseHost,
         advertisedReplPort: () => options.advertiseReplPort ?? this.replPortValue,
@@ -206,7 +213,7 @@ export class ReplicationService implements ReplicationDataPath {
     });
     env.transport.setRequestHandler((type, payload, peer) => requests.handle(type, payload, peer));
     const verifier = new Verifier({ env, localNode: options.localNode, registry, engine, journals, volumeRuntimes, copy, events, log, status: statusOf });
-    return { store, engine, marks, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status, verifier, updates, requests };
+    return { store, engine, marks, detached, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status, verifier, updates, requests };
   }
 
   /**
@@ -380,13 +387,32 @@ export class ReplicationService implements ReplicationDataPath {
     return this.parts.operator.setProtection(name, options);
   }
 
-  deletePair(name: string, options: { force: boolean }): Promise<void> {
+  deletePair(name: string, options: { force: boolean; keepReadOnly?: boolean }): Promise<void> {
     return this.parts.operator.deletePair(name, options);
+  }
+
+  /** Set while the volume holds only the image of the primary of a dissolved pair (see DetachedSecondary). */
+  detachedSecondary(volume: string): DetachedSecondary | null {
+    return this.parts.detached.get(volume) ?? null;
+  }
+
+  /** Lets hosts write a volume a topology procedure left read-only (its detached-secondary mark goes). */
+  async makeWritable(volume: string): Promise<void> {
+    if (this.registry.ofVolume(volume).length > 0) {
+      throw new TricopyError('conflict', `volume ${volume} is paired: its pairs decide who writes it`, 'tricopy pair status');
+    }
+    if (!this.parts.detached.get(volume)?.readOnly) {
+      throw new TricopyError('invalid-argument', `volume ${volume} was not left read-only by a dissolved pair; hosts may write it`);
+    }
+    await this.parts.detached.drop(volume, 'the operator let hosts write it');
   }
 
   /** A volume was deleted or resized: its delta record no longer fits (and a deleted one has no mark). */
   async forgetVolume(volume: string, why: 'deleted' | 'resized'): Promise<void> {
     this.deltaRecords.delete(volume);
-    if (why === 'deleted') await this.parts.marks.drop(volume, 'volume deleted');
+    if (why === 'deleted') {
+      await this.parts.marks.drop(volume, 'volume deleted');
+      await this.parts.detached.drop(volume, 'volume deleted');
+    }
   }
 }

@@ -2,8 +2,11 @@
 // nodes already are as the step wants them (and says so), so a procedure interrupted anywhere
 // converges when it is run again.
 import { TricopyError } from '../common/errors';
+import type { PairStatus } from '../contracts/pairs';
 import type { Site, TopologyContext } from './context';
+import { readFacts } from './facts';
 import { type TopologyStatus, topologyStatus } from './status';
+import { interruptedSwap } from './writer';
 import { type TopologyVolume, pairName } from './topology-file';
 
 /** Takeover and swap apply or drain a journal before they answer. */
@@ -107,6 +110,21 @@ export async function swapTo(ctx: TopologyContext, site: Site, name: string, how
   ctx.print(`    ${name}: swapped, ${site.spec.site} is the primary${mine ? ` (${mine.reason})` : ''}`);
 }
 
+/**
+ * Pairs whose ends are both secondaries (a planned swap stopped half-way, say by a cut link): the
+ * swap is finished at the end with the newer generation, which wrote last, so the procedure that
+ * follows sees one primary per pair and status names the right site.
+ */
+export async function finishInterruptedSwaps(ctx: TopologyContext): Promise<void> {
+  const halted = (await readFacts(ctx)).pairs.flatMap((e) => {
+    const newer = interruptedSwap(e);
+    return newer ? [{ name: e.name, site: ctx.siteByName(newer.site) }] : [];
+  });
+  if (halted.length === 0) return;
+  ctx.step('finish the swaps that stopped half-way (both ends secondaries): the end with the newer generation becomes the primary');
+  for (const h of halted) await swapTo(ctx, h.site, h.name, { plannedOnly: true });
+}
+
 export async function splitAt(ctx: TopologyContext, site: Site, name: string): Promise<void> {
   const p = await ctx.pairAt(site, name);
   if (!p || p.role !== 'primary') return;
@@ -118,18 +136,27 @@ export async function splitAt(ctx: TopologyContext, site: Site, name: string): P
   ctx.print(`    ${name}: split (operator) at ${site.spec.site}`);
 }
 
-/** Deletes a pair on both sides (forced where a side is unreachable); an async pair in step drains first. */
+/**
+ * Deletes a pair on both sides (forced where a side is unreachable); an async pair in step drains
+ * first. The secondary goes first and keeps its volume read-only: the site is left behind with the
+ * primary's image, and a host that writes it there would write what the application never sees.
+ */
 export async function dissolveEverywhere(ctx: TopologyContext, name: string): Promise<void> {
+  const ends: Array<{ s: Site; p: PairStatus }> = [];
   for (const s of ctx.sites) {
-    if (!s.info) continue;
-    const p = await ctx.pairAt(s, name);
-    if (!p) continue;
-    // The async secondary then holds everything, and a delta resync from its position sends the least.
+    const p = s.info ? await ctx.pairAt(s, name) : undefined;
+    if (p) ends.push({ s, p });
+  }
+  // The async secondary then holds everything, and a delta resync from its position sends the least.
+  for (const { s, p } of ends) {
     if (p.role === 'primary' && p.mode === 'async' && p.code === 'PAIR' && p.peer.connected) await waitLagZero(ctx, s, name);
-    await s.api.deletePair(name, { force: true }).catch((err: unknown) => {
+  }
+  const leftBehind = (p: PairStatus): boolean => p.role === 'secondary' && p.code !== 'SSWS';
+  for (const { s, p } of [...ends].sort((a, b) => Number(leftBehind(b.p)) - Number(leftBehind(a.p)))) {
+    await s.api.deletePair(name, { force: true, ...(leftBehind(p) ? { keepReadOnly: true } : {}) }).catch((err: unknown) => {
       if (!(err instanceof TricopyError && err.code === 'not-found')) throw err;
     });
-    ctx.print(`    ${name}: dissolved (was ${p.role} at ${s.spec.site})`);
+    ctx.print(`    ${name}: dissolved (was ${p.role} at ${s.spec.site}${leftBehind(p) ? ', its volume left read-only' : ''})`);
   }
 }
 

@@ -1,7 +1,7 @@
 // Which site accepts the application's writes now (the active site), and which site accepted them
 // last when no reachable site does: every loss a status reports is counted against that site.
 import type { PairStatus } from '../contracts/pairs';
-import { type Facts, type SiteFacts, otherEnd, reachable, siteFacts } from './facts';
+import { type Facts, type PairEnds, type SiteFacts, otherEnd, reachable, siteFacts } from './facts';
 import { parsePairName } from './topology-file';
 
 export interface Writer {
@@ -50,8 +50,12 @@ export function writableVolumes(f: Facts, s: SiteFacts): string[] {
 }
 
 function writableByRole(f: Facts, s: SiteFacts, volume: string): boolean {
-  if (!s.volumes.some((v) => v.name === volume)) return false;
+  const view = s.volumes.find((v) => v.name === volume);
+  if (!view) return false;
   const mine = s.pairs.filter((p) => parsePairName(f.t, p.name)?.volume === volume);
+  // A former secondary no host has written since its pair was dissolved (Fig. 14 step 1405 leaves
+  // the sync site so) holds its old primary's image, not the application's writes.
+  if (mine.length === 0 && view.detachedSecondary) return false;
   return mine.every((p) => (p.role === 'primary' && !(p.code === 'PSUE' && p.suspendCause === 'takeover-by-peer')) || p.code === 'SSWS');
 }
 
@@ -63,13 +67,41 @@ export function lastWriter(f: Facts, active: string | null): Writer {
   if (active !== null) return { site: active, reachable: true, basis: `its volumes accept writes` };
   let best: { site: string; generation: number; by: string } | undefined;
   for (const e of f.pairs) {
+    const halted = interruptedSwap(e);
+    if (halted) {
+      if (!best || halted.generation > best.generation) best = { ...halted, by: halted.site };
+      continue;
+    }
     for (const [at, p] of e.at) {
       const claim = upstreamOf(e.sites, at, p);
       if (claim && (!best || claim.generation > best.generation)) best = { ...claim, by: at };
     }
   }
+  for (const s of f.sites) {
+    for (const v of s.volumes) {
+      // A former secondary left read-only, or not written since, follows the primary it had.
+      const d = v.detachedSecondary;
+      const from = d ? parsePairName(f.t, d.pair)?.sites.find((x) => x !== s.site) : undefined;
+      if (d && from && s.pairs.every((p) => parsePairName(f.t, p.name)?.volume !== v.name) && (!best || d.generation > best.generation)) {
+        best = { site: from, generation: d.generation, by: s.site };
+      }
+    }
+  }
   if (!best) return { site: null, reachable: false, basis: 'no site accepts writes and no copy names the site it follows' };
   return { site: best.site, reachable: reachable(f, best.site), basis: `${best.by}'s copies follow it, pair generation ${best.generation}` };
+}
+
+/**
+ * Both ends secondaries: a planned swap stopped after the old primary stepped down (its generation
+ * went up) and before the new one took over. The end with the newer generation wrote last (a swap
+ * there finishes it); equal generations name no one.
+ */
+export function interruptedSwap(e: PairEnds): { site: string; generation: number } | undefined {
+  const ends = [...e.at.entries()];
+  if (ends.length !== 2 || !ends.every(([, p]) => p.role === 'secondary' && p.code !== 'SSWS')) return undefined;
+  const [[a, pa], [b, pb]] = ends as [[string, PairStatus], [string, PairStatus]];
+  if (pa.generation === pb.generation) return undefined;
+  return pa.generation > pb.generation ? { site: a, generation: pa.generation } : { site: b, generation: pb.generation };
 }
 
 function upstreamOf(sites: [string, string], at: string, p: PairStatus): { site: string; generation: number } | undefined {

@@ -3,6 +3,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { NbdClientError } from '../../src/nbd/client';
+import * as c from '../../src/nbd/constants';
 import { Cluster } from '../support/cluster';
 import { NodeProcess, cli, killAllNodes } from '../support/node-process';
 import { tempDir } from '../support/tools';
@@ -134,4 +136,41 @@ test('pair delete ends the pair on both nodes and frees the volumes', async () =
   const client = await cluster.client('dc2', 'log1');
   await client.write(0, Buffer.alloc(512, 1));
   await client.disconnect();
+});
+
+test('pair delete --keep-read-only: the former secondary keeps the primary\'s image, read-only across a SIGKILL, until volume make-writable', async () => {
+  const data = Buffer.alloc(64 * 1024, 0x5a);
+  const p = await cluster.client('dc1', 'db1');
+  await p.write(4096, data);
+  await p.flush();
+  await p.disconnect();
+  await fails(['--node', dc1, 'pair', 'delete', 'db1-dc2', '--keep-read-only'], 1, /--keep-read-only is for the secondary of a pair: this node is the primary of pair db1-dc2/);
+  assert.match(await ok(['--node', dc2, 'pair', 'delete', 'db1-dc2', '--keep-read-only']), /deleted pair db1-dc2/);
+  assert.deepEqual(JSON.parse(await ok(['--node', dc1, 'pair', 'status', '--json'])), []);
+
+  const readOnly = async (): Promise<void> => {
+    const v = JSON.parse(await ok(['--node', dc2, 'volume', 'show', 'db1', '--json'])) as
+      { hostWrites: { state: string; reason: string }; detachedSecondary: { pair: string; primary: string; readOnly: boolean } };
+    assert.equal(v.hostWrites.state, 'read-only', v.hostWrites.reason);
+    assert.match(v.hostWrites.reason, /left read-only with the image of dc1 when pair db1-dc2 was dissolved[\s\S]*tricopy volume make-writable db1/);
+    assert.deepEqual([v.detachedSecondary.pair, v.detachedSecondary.primary, v.detachedSecondary.readOnly], ['db1-dc2', 'dc1', true]);
+    const s = await cluster.client('dc2', 'db1');
+    assert.ok(s.transmissionFlags & c.TFLAG_READ_ONLY, 'the export says read-only');
+    await assert.rejects(s.write(0, Buffer.alloc(512, 1)), (e: NbdClientError) => e.errno === c.NBD_EPERM);
+    assert.deepEqual(await s.read(4096, data.length), data, 'the image of the primary is there to read');
+    await s.disconnect();
+  };
+  await readOnly();
+  assert.match(await ok(['--node', dc2, 'volume', 'show', 'db1']), /former secondary:\s+holds dc1's image since pair db1-dc2 was dissolved .*; left read-only/);
+  await cluster.kill('dc2');
+  await cluster.restart('dc2');
+  await readOnly();
+
+  assert.match(await ok(['--node', dc2, 'volume', 'make-writable', 'db1']), /volume db1: host writes accepted/);
+  const s = await cluster.client('dc2', 'db1');
+  await s.write(0, Buffer.alloc(512, 1));
+  await s.disconnect();
+  const after = JSON.parse(await ok(['--node', dc2, 'volume', 'show', 'db1', '--json'])) as { detachedSecondary: unknown };
+  assert.equal(after.detachedSecondary, null, 'make-writable drops the mark: the volume no longer counts as dc1\'s image');
+  await fails(['--node', dc2, 'volume', 'make-writable', 'db1'], 2, /was not left read-only by a dissolved pair/);
 });

@@ -38,6 +38,9 @@ export const regressionSeeds: Record<number, string> = {
   324: 'a Fig. 14 failover swapped by takeover while the sync site was cut off from the async site (its newest writes lost); a Fig. 13 failover left the async site receiving from another site',
   214: 'a planned Fig. 10 switchover from a suspended copy took over (the old primary\'s writes made while suspended were lost)',
   474: 'crash recovery cleared the activity log before the re-journaled extents were durable; a second power loss left the async copy ahead of the primary',
+  384: 'Fig. 14 left the sync site without pairs and writable: a stale host wrote there, status took it for the active site, and failback copied its old image over the newest writes',
+  374: 'a planned swap stopped half-way left both ends secondaries; status named the end that never took over, and failback copied its image over the newest writes',
+  294: 'a write refused by the fence while its sync pair was being deleted left its async entry held for good (the group never drained; a planned swap waited in vain); a failback swap became a takeover while the active site was still reconnecting',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
 };
 

@@ -23,8 +23,8 @@ function info(site: string, links: Array<[string, boolean]> = []): NodeInfo {
   };
 }
 
-function volume(name: string, hostWrites: VolumeView['hostWrites'] = { state: 'accepted', reason: null }): VolumeView {
-  return { name, uuid: 'u', sizeBytes: 16 << 20, createdAt: '', description: '', access: { clients: [], identities: [] }, allocatedBytes: 0, exportUri: '', clients: [], hostWrites };
+function volume(name: string, hostWrites: VolumeView['hostWrites'] = { state: 'accepted', reason: null }, detachedSecondary: VolumeView['detachedSecondary'] = null): VolumeView {
+  return { name, uuid: 'u', sizeBytes: 16 << 20, createdAt: '', description: '', access: { clients: [], identities: [] }, allocatedBytes: 0, exportUri: '', clients: [], hostWrites, detachedSecondary };
 }
 
 function pair(name: string, role: 'primary' | 'secondary', peer: string, over: Partial<PairStatus> = {}): PairStatus {
@@ -191,4 +191,45 @@ test('the old primary back while the async site that took over is down is not th
   assert.equal(s.activeSite, null);
   assert.equal(s.writer.site, 'sapporo');
   assert.equal(s.writer.reachable, false);
+});
+
+test('a former secondary left without pairs is not the active site: it holds its old primary\'s image (sim seed 384)', () => {
+  // Fig. 14 dissolved tokyo's sync pair with osaka (tokyo keeps osaka's image, read-only); osaka then
+  // became the primary and crashed; sapporo follows it. No reachable site holds the newest writes.
+  const reversed = 'erp.db1.osaka.sapporo';
+  const detached = { pair: syncName, primary: 'osaka', generation: 2, at: '2026-12-01T12:00:11Z', readOnly: true };
+  const input = {
+    tokyo: { volumes: [volume('db1', { state: 'read-only', reason: 'left read-only' }, detached)], links: [['sapporo', true]] as Array<[string, boolean]> },
+    osaka: { up: false },
+    sapporo: { pairs: [pair(reversed, 'secondary', 'osaka', { mode: 'async', group: 'erp', fence: 'never', generation: 3 })], links: [['tokyo', true]] as Array<[string, boolean]> },
+  };
+  const s = statusFromFacts(facts(input), now);
+  assert.equal(s.activeSite, null);
+  assert.equal(s.writer.site, 'osaka');
+  assert.equal(s.writer.reachable, false);
+  // Without the mark (a pairless volume hosts have written) tokyo would be the one writable site.
+  const written = statusFromFacts(facts({ ...input, tokyo: { volumes: [volume('db1')], links: input.tokyo.links } }), now);
+  assert.equal(written.activeSite, 'tokyo');
+});
+
+test('with every site detached, the writer is the primary their marks name', () => {
+  const detached = { pair: syncName, primary: 'tokyo', generation: 1, at: '2026-12-01T12:00:11Z', readOnly: false };
+  const s = statusFromFacts(facts({
+    tokyo: { up: false },
+    osaka: { volumes: [volume('db1', undefined, detached)] },
+    sapporo: { volumes: [volume('db1', undefined, { ...detached, pair: asyncName })] },
+  }), now);
+  assert.equal(s.activeSite, null);
+  assert.equal(s.writer.site, 'tokyo');
+});
+
+test('both ends secondaries after a swap stopped half-way: the end with the newer generation wrote last (sim seed 374)', () => {
+  // tokyo (primary, generation 1) stepped down for osaka (generation 2 at tokyo); osaka never took over.
+  const s = statusFromFacts(facts({
+    tokyo: { pairs: [pair(syncName, 'secondary', 'osaka', { code: 'PSUE', state: 'suspended', suspendCause: 'failure', generation: 2 })], links: [['osaka', true]] },
+    osaka: { pairs: [pair(syncName, 'secondary', 'tokyo', { code: 'PSUE', state: 'suspended', suspendCause: 'failure', generation: 1 })], links: [['tokyo', true]] },
+    sapporo: { up: false },
+  }), now);
+  assert.equal(s.activeSite, null);
+  assert.equal(s.writer.site, 'tokyo');
 });

@@ -236,8 +236,10 @@ function addDelete(pair: Command): void {
   pair.command('delete <name>')
     .description('end a pair on both nodes; both volumes stay, independent and writable')
     .option('--force', 'delete here even if the peer is unreachable (it drops its side when it reconnects)')
-    .action(async (name: string, opts: { force?: boolean }, cmd: Command) => {
-      await client(cmd).deletePair(name, { force: opts.force === true });
+    .option('--keep-read-only', 'at the secondary: its volume stays read-only to hosts, holding the primary\'s image\n' +
+      '(until it is paired again, or tricopy volume make-writable); topology procedures leave sites behind so')
+    .action(async (name: string, opts: { force?: boolean; keepReadOnly?: boolean }, cmd: Command) => {
+      await client(cmd).deletePair(name, { force: opts.force === true, keepReadOnly: opts.keepReadOnly === true });
       if (globals(cmd).json) return printJson({ deleted: name });
       console.log(`deleted pair ${name}`);
     });

@@ -4,7 +4,8 @@ import { TricopyError } from '../../common/errors';
 import { formatBytes, parseSize } from '../../common/units';
 import type { VolumeView } from '../../contracts/node';
 import { keyValues, printJson, table } from '../format';
-import { client, globals, replicaClient } from '../globals';
+import { HttpNodeClient } from '../../node/api-client';
+import { client, globals, nodeUrl, replicaClient, tokenOf } from '../globals';
 
 export function registerVolumeCommands(program: Command): void {
   const volume = program.command('volume').description('create, inspect, grow, share and delete volumes');
@@ -13,6 +14,7 @@ export function registerVolumeCommands(program: Command): void {
   addShow(volume);
   addResize(volume);
   for (const verb of ['allow', 'disallow'] as const) addAccessRule(volume, verb);
+  addMakeWritable(volume);
   addDelete(volume);
   addBitmap(volume);
 }
@@ -58,7 +60,24 @@ function addShow(volume: Command): void {
         ['export', v.exportUri], ['allowed clients', v.access.clients.join(', ') || '(none)'],
         ['allowed identities', v.access.identities.join(', ') || '(none)'],
         ['attached', v.clients.map((c) => `${c.address}:${c.port}${c.tls ? ' tls' : ''}${c.identity ? ` (${c.identity})` : ''}`).join(', ') || '(none)'],
+        ['host writes', `${v.hostWrites.state}${v.hostWrites.reason ? ` (${v.hostWrites.reason})` : ''}`],
+        ...(v.detachedSecondary ? [['former secondary', detachedText(v.detachedSecondary)] as [string, string]] : []),
       ]));
+    });
+}
+
+function detachedText(d: NonNullable<VolumeView['detachedSecondary']>): string {
+  return `holds ${d.primary}'s image since pair ${d.pair} was dissolved (${d.at}); ${d.readOnly ? 'left read-only' : 'no host has written it since'}`;
+}
+
+function addMakeWritable(volume: Command): void {
+  volume.command('make-writable <name>')
+    .description('let hosts write a volume a topology procedure left read-only: a former secondary holding its old primary\'s image\n' +
+      '(topology status then no longer counts it as that image; pairing the volume again also lifts it)')
+    .action(async (name: string, _opts, cmd: Command) => {
+      const v = await new HttpNodeClient(nodeUrl(cmd), tokenOf(cmd)).makeWritable(name);
+      if (globals(cmd).json) return printJson(v);
+      console.log(`volume ${v.name}: host writes ${v.hostWrites.state}`);
     });
 }
 

@@ -16,6 +16,7 @@ import { connectTimeoutMs, deleteConnectTimeoutMs, diffChunkBytes, maxQuorumVolu
 import { decodeBitmap } from '../pairs/bitmap-codec';
 import { type PairRecord, groupNamePattern, pairNamePattern } from '../pairs/pair-model';
 import type { PairStore } from '../pairs/pair-store';
+import type { DetachedSecondaries } from '../pairs/detached';
 import type { PairRegistry } from '../pairs/registry';
 import type { PairRuntime } from '../pairs/runtime';
 import { type TransitionEngine, newRecord } from '../pairs/transitions';
@@ -71,6 +72,7 @@ export interface OperatorParts {
   identity: Identity;
   registry: PairRegistry;
   store: PairStore;
+  detached: DetachedSecondaries;
   engine: TransitionEngine;
   resources: PairResources;
   journals: Journals;
@@ -331,22 +333,41 @@ export class Operator {
     });
   }
 
-  deletePair(name: string, options: { force: boolean }): Promise<void> {
-    const { env } = this.parts;
+  /**
+   * Ends the pair on both sides (here only, forced, when the peer is down). `keepReadOnly`, at a
+   * secondary not taken over: its volume stays read-only to hosts afterwards (a topology procedure
+   * leaving this site behind with its primary's image), with no host write between.
+   */
+  deletePair(name: string, options: { force: boolean; keepReadOnly?: boolean }): Promise<void> {
     return this.parts.registry.serialize(name, async (p) => {
-      // Forced: do not wait for a peer that is down (a failover must be fast); it reconciles later.
-      const reachable = env.transport.isUp(p.record.peer.node) ||
-        (!options.force && await env.transport.connectNow(p.record.peer, deleteConnectTimeoutMs).then(() => true, () => false));
-      if (reachable) {
-        await env.transport.request(p.record.peer.node, MessageType.PairDelete, pairNameCodec.encode({ name })).catch((err: unknown) => {
-          if (!options.force) throw err;
-        });
-      } else if (!options.force) {
-        this.parts.demand.releaseIfUnneeded(p.record.peer.node);
-        throw new TricopyError('unavailable', `node ${p.record.peer.node} is not reachable, so pair ${name} cannot be deleted on both sides`,
-          `pass --force to delete it here only; ${p.record.peer.node} drops its side when it reconnects`);
+      if (!options.keepReadOnly) return this.dissolve(p, options.force);
+      const r = p.record;
+      if (r.role !== 'secondary' || r.state === 'secondary-writable') {
+        throw new TricopyError('conflict', `--keep-read-only is for the secondary of a pair: this node is the ${r.role === 'primary' ? 'primary' : 'secondary, taken over (SSWS),'} of pair ${name}`,
+          'run it at the node that holds the secondary copy, or delete without --keep-read-only');
       }
-      await this.parts.engine.apply(p, 'delete', { reason: reachable ? 'deleted by operator' : 'deleted by operator on this node only (peer unreachable)' });
+      await this.parts.volumeRuntimes.whileHeld([r.volume], async () => {
+        await this.dissolve(p, options.force);
+        await this.parts.detached.makeReadOnly(r.volume);
+      });
     }).then(() => undefined);
+  }
+
+  private async dissolve(p: PairRuntime, force: boolean): Promise<void> {
+    const { env } = this.parts;
+    const { name, peer } = p.record;
+    // Forced: do not wait for a peer that is down (a failover must be fast); it reconciles later.
+    const reachable = env.transport.isUp(peer.node) ||
+      (!force && await env.transport.connectNow(peer, deleteConnectTimeoutMs).then(() => true, () => false));
+    if (reachable) {
+      await env.transport.request(peer.node, MessageType.PairDelete, pairNameCodec.encode({ name })).catch((err: unknown) => {
+        if (!force) throw err;
+      });
+    } else if (!force) {
+      this.parts.demand.releaseIfUnneeded(peer.node);
+      throw new TricopyError('unavailable', `node ${peer.node} is not reachable, so pair ${name} cannot be deleted on both sides`,
+        `pass --force to delete it here only; ${peer.node} drops its side when it reconnects`);
+    }
+    await this.parts.engine.apply(p, 'delete', { reason: reachable ? 'deleted by operator' : 'deleted by operator on this node only (peer unreachable)' });
   }
 }

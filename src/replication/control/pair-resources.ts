@@ -1,10 +1,13 @@
 // What a pair holds on this node besides its record: its place in the registry, its group's
 // journal, its volume's activity log; and what is given back when it goes (the group's journals
-// when it was the last member, the applied mark of a detached async secondary, the peer link).
+// when it was the last member, the applied mark of a detached async secondary, the peer link), and
+// the detached-secondary mark a secondary leaves behind.
+import { type Clock, isoTime } from '../../common/clock';
 import type { Journals } from '../async/journals';
 import type { Fences } from '../datapath/fences';
 import type { VolumeRuntimes } from '../datapath/volume-runtimes';
 import type { AppliedMarks } from '../delta/marks';
+import type { DetachedSecondaries } from '../pairs/detached';
 import type { PersistentBitmap } from '../../volume/bitmap';
 import type { PairRecord } from '../pairs/pair-model';
 import type { PairRegistry } from '../pairs/registry';
@@ -20,7 +23,9 @@ export class PairResources {
     private readonly volumeRuntimes: VolumeRuntimes,
     private readonly fences: Fences,
     private readonly marks: AppliedMarks,
+    private readonly detached: DetachedSecondaries,
     private readonly demand: PeerDemand,
+    private readonly clock: Clock,
     /** Makes every completed write of a volume durable (for the activity log). */
     private readonly durable: (volume: string) => Promise<void>,
   ) {
@@ -45,6 +50,7 @@ export class PairResources {
   /** Registers a pair (new, loaded at start, or created by a peer) and opens what it needs. */
   async admit(record: PairRecord, bitmap: PersistentBitmap): Promise<PairRuntime> {
     const p = newRuntime(record, bitmap);
+    await this.detached.drop(record.volume, `now the ${record.role} of pair ${record.name}`);
     // Opened before writes can find the pair in the registry: a host write that sees an async
     // primary must find its group's journal, and one that sees a primary its activity log.
     if (record.role === 'primary') await this.volumeRuntimes.openActivityLog(record.volume, this.durable);
@@ -61,9 +67,15 @@ export class PairResources {
     this.fences.refresh();
   }
 
-  /** A secondary leaving an async stream remembers how far it applied it (delta resync later). */
+  /**
+   * A secondary leaving an async stream remembers how far it applied it (delta resync later); any
+   * secondary not taken over remembers that it holds its former primary's image.
+   */
   private async beforeRemoval(p: PairRuntime): Promise<void> {
     const r = p.record;
+    if (r.role === 'secondary' && r.state !== 'secondary-writable') {
+      await this.detached.save(r.volume, { pair: r.name, primary: r.peer.node, generation: r.generation, at: isoTime(this.clock), readOnly: false });
+    }
     const received = r.group ? this.journals.received(r.group) : undefined;
     if (r.role === 'secondary' && r.mode === 'async' && r.group && received && r.state !== 'secondary-writable' && r.state !== 'initial-copying') {
       await this.marks.save(r.volume, { origin: r.peer.node, group: r.group, appliedSeq: received.appliedSeq });

@@ -18,6 +18,9 @@ export class Fences {
    */
   hostGate: ((volume: string) => string | undefined) | undefined;
 
+  /** Why hosts may not write a volume without pairs (a topology procedure left it read-only), or undefined. */
+  leftReadOnly: ((volume: string) => string | undefined) | undefined;
+
   constructor(private readonly registry: PairRegistry, private readonly volumeRuntimes: VolumeRuntimes) {}
 
   /** Recomputes which fence groups refuse writes (after any state or protection change). */
@@ -43,7 +46,10 @@ export class Fences {
    */
   writeRefusal(volume: string, origin: WriteOrigin = 'host'): BlockDeviceError | undefined {
     const pairs = this.registry.ofVolume(volume);
-    if (pairs.length === 0) return undefined;
+    if (pairs.length === 0) {
+      const why = this.leftReadOnly?.(volume);
+      return why === undefined ? undefined : new BlockDeviceError('EPERM', why);
+    }
     if (this.volumeRuntimes.peek(volume)?.swapping) {
       return new BlockDeviceError('EPERM', `volume ${volume} is changing roles; it is no longer the primary`);
     }

@@ -10,7 +10,7 @@ import { journaling } from '../async/journals';
 import type { JournalEntry } from '../async/journal-entry';
 import { JournalOp } from '../async/journal-entry';
 import type { DeltaRecords } from '../delta/delta-record';
-import type { AppliedMarks } from '../delta/marks';
+import type { VolumeMarks } from '../delta/marks';
 import type { ReplicationEnv } from '../env';
 import type { PairRegistry } from '../pairs/registry';
 import type { PairRuntime } from '../pairs/runtime';
@@ -18,7 +18,7 @@ import type { TransitionEngine } from '../pairs/transitions';
 import { type DeltaTag, MessageType, dataFlagFua, decodeDeltaTagReply, encodeDataHeader } from '../transport/messages';
 import type { Fences, WriteOrigin } from './fences';
 import type { ReplicationDataPath } from './replicated-volume';
-import type { VolumeRuntimes } from './volume-runtimes';
+import type { VolumeRuntime, VolumeRuntimes } from './volume-runtimes';
 
 /** A sync pair whose writes go to the secondary now. */
 export function forwarding(p: PairRuntime): boolean {
@@ -44,12 +44,13 @@ export class WritePath implements ReplicationDataPath {
     private readonly volumeRuntimes: VolumeRuntimes,
     private readonly journals: Journals,
     private readonly deltaRecords: DeltaRecords,
-    private readonly marks: AppliedMarks,
+    /** Marks that say a volume holds an image no host has changed since (applied, detached secondary). */
+    private readonly marks: VolumeMarks<object>[],
   ) {}
 
   /** True when writes to the volume go through replication: it is paired or keeps delta state. */
   isPaired(volume: string): boolean {
-    return this.registry.ofVolume(volume).length > 0 || this.deltaRecords.has(volume) || this.marks.has(volume)
+    return this.registry.ofVolume(volume).length > 0 || this.deltaRecords.has(volume) || this.marks.some((m) => m.has(volume))
       || (this.volumeRuntimes.peek(volume)?.joining ?? 0) > 0;
   }
 
@@ -126,8 +127,6 @@ export class WritePath implements ReplicationDataPath {
       await op.local();
       return undefined;
     }
-    // A host write makes the volume differ from the stream it was detached from.
-    if (origin === 'host' && this.marks.has(volume.name)) await this.marks.drop(volume.name, 'written by a host');
     const vr = this.volumeRuntimes.get(volume.name);
     const release = await vr.lock.acquire(offset, length);
     const recheck = this.fences.writeRefusal(volume.name, origin);
@@ -138,6 +137,9 @@ export class WritePath implements ReplicationDataPath {
     let activityMarked = false;
     const seqs: Appended[] = [];
     try {
+      // A host write makes the volume differ from the image it was detached with. Dropped under the
+      // range lock, after the recheck: a volume left read-only while the write waited is refused.
+      if (origin === 'host') for (const m of this.marks) if (m.has(volume.name)) await m.drop(volume.name, 'written by a host');
       const pairs = this.registry.ofVolume(volume.name);
       const forwarded = pairs.filter(forwarding);
       const journaled = pairs.filter((p) => p.record.role === 'primary' && p.record.mode === 'async' && journaling(p));
@@ -164,10 +166,15 @@ export class WritePath implements ReplicationDataPath {
       const localResult = await op.local().then(() => undefined, (err: unknown) => err);
       const remoteResults = await Promise.all(remote);
       this.recordDelta(volume, offset, length, forwarded, remoteResults);
-      const fenced = await this.settleRemote(forwarded, remoteResults, recorded, offset, length);
-      if (holdForSync) {
-        if (fenced) for (const x of seqs) vr.held.push({ group: x.journal.group, seq: x.seq });
-        else for (const x of seqs) this.journals.releaseHeld(x.journal, x.seq);
+      let fenced: BlockDeviceError | undefined;
+      let settled = false;
+      try {
+        fenced = await this.settleRemote(forwarded, remoteResults, recorded, offset, length);
+        settled = true;
+      } finally {
+        // Entries appended held wait for the sync copy (released when it is duplex again, split or
+        // deleted) or go now; never neither, or the group's stream stops behind them (sim seed 294).
+        if (holdForSync) this.settleHeld(vr, seqs, forwarded, fenced !== undefined || !settled);
       }
       if (localResult) throw localResult;
       if (fenced) throw fenced;
@@ -200,6 +207,17 @@ export class WritePath implements ReplicationDataPath {
   }
 
   /** Sync copies that failed: record the region, fail the pair; fence data refuses the write. */
+  /**
+   * A write that could not reach a fence-data sync copy keeps its async entries held until that
+   * copy has it again. A sync pair removed while the write was in flight released the volume's
+   * held entries already: with none left registered, they go now.
+   */
+  private settleHeld(vr: VolumeRuntime, seqs: Appended[], forwarded: PairRuntime[], notForwarded: boolean): void {
+    const stillFenced = notForwarded && forwarded.some((p) => p.record.fence === 'data' && this.registry.get(p.record.name) === p);
+    if (stillFenced) for (const x of seqs) vr.held.push({ group: x.journal.group, seq: x.seq });
+    else for (const x of seqs) this.journals.releaseHeld(x.journal, x.seq);
+  }
+
   private async settleRemote(forwarded: PairRuntime[], results: RemoteResult[], recorded: PairRuntime[], offset: number, length: number): Promise<BlockDeviceError | undefined> {
     let fenced: BlockDeviceError | undefined;
     for (let i = 0; i < forwarded.length; i++) {

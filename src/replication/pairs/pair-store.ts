@@ -1,6 +1,7 @@
 // Durable pair records and differential records (bitmaps), one of each per pair, in
 // <dataDir>/pairs/. A record file written atomically is the commit point of every state change.
-// Also the applied marks of volumes detached from an async stream, in <dataDir>/pairs/marks/.
+// Also per-volume marks: applied marks of volumes detached from an async stream (<dataDir>/pairs/marks/)
+// and detached secondaries (<dataDir>/pairs/detached/).
 import * as path from 'node:path';
 import { TricopyError } from '../../common/errors';
 import { type Disk, diskErrorCode } from '../../common/disk';
@@ -9,10 +10,13 @@ import type { Logger } from '../../common/log';
 import { PersistentBitmap } from '../../volume/bitmap';
 import { chunkCount } from '../../volume/volume';
 import { diffChunkBytes } from '../limits';
-import type { AppliedMark } from '../delta/delta-record';
 import { type PairRecord, pairNamePattern, pairStates } from './pair-model';
 
 export { diffChunkBytes };
+
+/** The folders of per-volume marks: applied marks (delta/marks.ts), detached secondaries (pairs/detached.ts). */
+export const markFolders = ['marks', 'detached'] as const;
+export type MarkFolder = typeof markFolders[number];
 
 export class PairStore {
   private readonly saving = new Map<string, Promise<void>>();
@@ -23,31 +27,30 @@ export class PairStore {
     const dir = path.join(dataDir, 'pairs');
     await disk.mkdirp(dir);
     for (const name of await disk.list(dir)) if (isAtomicTemp(name)) await disk.remove(path.join(dir, name));
-    await disk.mkdirp(path.join(dir, 'marks'));
+    for (const folder of markFolders) await disk.mkdirp(path.join(dir, folder));
     return new PairStore(dir, disk, log);
   }
 
-  /** Where each volume detached from an async stream had applied it (for a later delta resync). */
-  async loadMarks(): Promise<Map<string, AppliedMark>> {
-    const out = new Map<string, AppliedMark>();
-    const dir = path.join(this.dir, 'marks');
+  /**
+   * Per-volume marks of one kind, in <dataDir>/pairs/<folder>/<volume>.json, each checked by
+   * `parse` (which throws on a malformed file: the data directory is damaged).
+   */
+  async loadMarks<T>(folder: MarkFolder, parse: (value: unknown, file: string) => T): Promise<Map<string, T>> {
+    const out = new Map<string, T>();
+    const dir = path.join(this.dir, folder);
     for (const file of (await this.disk.list(dir)).filter((n) => n.endsWith('.json') && !isAtomicTemp(n))) {
-      const m = JSON.parse((await this.disk.readFile(path.join(dir, file))).toString('utf8')) as Partial<AppliedMark>;
-      if (typeof m.origin !== 'string' || typeof m.group !== 'string' || !Number.isSafeInteger(m.appliedSeq) || (m.appliedSeq ?? -1) < 0) {
-        throw new TricopyError('internal', `applied mark ${file} is malformed; the data directory is damaged`);
-      }
-      out.set(file.slice(0, -'.json'.length), { origin: m.origin, group: m.group, appliedSeq: m.appliedSeq! });
+      out.set(file.slice(0, -'.json'.length), parse(JSON.parse((await this.disk.readFile(path.join(dir, file))).toString('utf8')) as unknown, file));
     }
     return out;
   }
 
-  saveMark(volume: string, mark: AppliedMark): Promise<void> {
-    return atomicWriteJson(path.join(this.dir, 'marks', `${volume}.json`), mark, this.disk);
+  saveMark(folder: MarkFolder, volume: string, mark: object): Promise<void> {
+    return atomicWriteJson(path.join(this.dir, folder, `${volume}.json`), mark, this.disk);
   }
 
-  async removeMark(volume: string): Promise<void> {
-    await this.disk.remove(path.join(this.dir, 'marks', `${volume}.json`));
-    await this.disk.syncDir(path.join(this.dir, 'marks'));
+  async removeMark(folder: MarkFolder, volume: string): Promise<void> {
+    await this.disk.remove(path.join(this.dir, folder, `${volume}.json`));
+    await this.disk.syncDir(path.join(this.dir, folder));
   }
 
   async loadAll(): Promise<PairRecord[]> {

@@ -113,6 +113,9 @@ export class TransitionEngine {
 
   private async commit(p: PairRuntime, event: PairEvent, args: TransitionArgs): Promise<
     { kind: 'transition'; outcome: Outcome; transition: Transition; removed: boolean } | { kind: 'none'; outcome: Outcome }> {
+    // A runtime whose pair was deleted meanwhile (an event raised by work that began before): its
+    // record must not be written again, or the pair would come back at the next start.
+    if (this.deps.registry.get(p.record.name) !== p) return { kind: 'none', outcome: { kind: 'noop', note: `pair ${p.record.name} was deleted meanwhile` } };
     const outcome = this.decide(p, event, { clean: args.clean, peerState: args.peerState, peerCause: args.peerCause, secondaryWritable: args.secondaryWritable });
     if (outcome.kind !== 'transition') return { kind: 'none', outcome };
     const r = p.record as MutablePairRecord;

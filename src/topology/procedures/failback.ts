@@ -19,13 +19,14 @@
 //   1506       swap: the primary site becomes the primary (the journal drains first), no copy
 //   1507–1510  restore the original legs; 1508 the application may start at the primary site
 //   1511–1512  wait until every copy is duplex
-// A site that lost its data gets a full copy. Every step skips what is done, so a failback
+// Before all: a swap stopped half-way (both ends secondaries) is finished where the generation is
+// newer, so the active site is known. A site that lost its data gets a full copy. Every step skips what is done, so a failback
 // interrupted anywhere is finished by running it again. Repair reuses the restoring of the legs.
 import { TricopyError } from '../../common/errors';
 import type { PairStatus } from '../../contracts/pairs';
 import type { Site, TopologyContext } from '../context';
 import { topologyStatus } from '../status';
-import { dissolveEverywhere, ensurePair, ensureVolume, swapTo, waitAll } from '../steps';
+import { dissolveEverywhere, ensurePair, ensureVolume, finishInterruptedSwaps, swapTo, waitAll } from '../steps';
 import { type TopologyVolume, asyncVolumes, pairName, parsePairName } from '../topology-file';
 
 /** Whether the active site took over pair `p` and kept it (SSWS there): it records what changed. */
@@ -42,6 +43,7 @@ export async function failback(ctx: TopologyContext, to: string): Promise<void> 
     throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`,
       `start its node (${target.spec.node}), with its data directory or an empty one (then it is copied in full), and run the failback again`);
   }
+  await finishInterruptedSwaps(ctx);
   const status = await topologyStatus(ctx);
   // With no site accepting writes, the newest writes are where the survivors' copies point.
   const newest = status.activeSite ?? status.writer.site;
@@ -73,20 +75,33 @@ async function moveBack(ctx: TopologyContext, active: Site, target: Site): Promi
   const activePairs = await ctx.pairsAt(active);
   const kept: KeptTest = (p) => p.role === 'primary' && p.suspendCause === 'takeover-by-peer' &&
     activePairs.some((a) => a.name === p.name && a.code === 'SSWS');
-  await forgetOldPairs(ctx, active, target, activePairs, kept);
+  // A volume whose pair with the active site still has the returning site as its writable primary
+  // (a failover that stopped before it moved this volume, sim seed 134): the active site holds only
+  // a copy of it, so nothing travels back and the pair stays.
+  const targetPairs = await ctx.pairsAt(target);
+  const stillHere = new Set(t.volumes.map((v) => pairName(t, v.name, active.spec.site, to)).filter((name) => {
+    const mine = targetPairs.find((p) => p.name === name);
+    const theirs = activePairs.find((p) => p.name === name);
+    return mine?.role === 'primary' && mine.suspendCause !== 'takeover-by-peer' && theirs?.role === 'secondary' && theirs.code !== 'SSWS';
+  }));
+  await forgetOldPairs(ctx, active, target, activePairs, (p) => kept(p) || stillHere.has(p.name));
   await forgetOrphans(ctx, active, target);
   // From the async site (Figs. 15, 16) the copy back is async in the topology's group, so the
   // swap of step 1506 leaves exactly the async leg the original layout needs (nothing to copy
   // again); from the sync site it is sync (Figs. 11, 12), with fence never so a hiccup does not
   // stop the application while it still runs there.
   const viaAsync = active.role === 'async';
-  const copied = viaAsync ? asyncVolumes(t) : t.volumes;
+  const copied = (viaAsync ? asyncVolumes(t) : t.volumes).filter((v) => {
+    const name = pairName(t, v.name, active.spec.site, to);
+    if (stillHere.has(name)) ctx.print(`    ${name}: ${to} is still its primary and ${active.spec.site} its secondary: nothing to copy back`);
+    return !stillHere.has(name);
+  });
   if (viaAsync) await stopSendingToSync(ctx, active, copied);
   await copyBack(ctx, active, target, copied, viaAsync, kept);
   await waitAll(ctx, `wait until ${to} holds everything ${active.spec.site} has`, true);
   ctx.step(`step 1105/1505: the application must stop at ${active.spec.site} now; its volumes stop accepting writes`);
   ctx.step(`step 1106/1506: swap: ${to} becomes the primary (${viaAsync ? 'the journal drains first; ' : ''}no copy: the volumes are identical)`);
-  for (const v of copied) await swapTo(ctx, target, pairName(t, v.name, active.spec.site, to));
+  for (const v of copied) await swapTo(ctx, target, pairName(t, v.name, active.spec.site, to), { plannedOnly: true });
 }
 
 /** Step 1101/1501. */
@@ -171,10 +186,6 @@ export async function restoreOriginalLegs(ctx: TopologyContext, primary: Site): 
   await waitAll(ctx, 'steps 1111–1112/1511–1512: wait until every copy is duplex');
 }
 
-/**
- * Dissolves every topology pair that is not part of the original layout or points the wrong way,
- * and those whose secondary site came back without them (it lost its data: copy it again).
- */
 /** Every reachable site's pairs, and a test for a primary half whose peer no longer has the pair. */
 async function pairsOfSites(ctx: TopologyContext): Promise<{ pairsBySite: Map<Site, PairStatus[]>; orphaned: (s: Site, p: PairStatus) => boolean }> {
   const pairsBySite = new Map<Site, PairStatus[]>();
@@ -203,6 +214,10 @@ async function forgetOrphans(ctx: TopologyContext, active: Site, target: Site): 
   }
 }
 
+/**
+ * Dissolves every topology pair that is not part of the original layout or points the wrong way,
+ * and those whose secondary site came back without them (it lost its data: copy it again).
+ */
 async function dissolveMisfits(ctx: TopologyContext, syncLegFrom: Site, asyncLegFrom: Site): Promise<void> {
   const t = ctx.t;
   const mid = ctx.site('sync');

@@ -235,7 +235,7 @@ async function failoverCascade(ctx: TopologyContext, move: Move): Promise<void> 
     if (mid.info) {
       await makePrimaryAt(ctx, mid, from, planned, `stop ${mid.spec.site} from taking writes from ${primary.spec.site}`);
       ctx.step(`${far.spec.site} takes over from ${mid.spec.site} after receiving everything it has (no acknowledged write lost)`);
-      for (const v of asyncVolumes(t)) await swapTo(ctx, far, pairName(t, v.name, mid.spec.site, far.spec.site));
+      for (const v of asyncVolumes(t)) await swapTo(ctx, far, pairName(t, v.name, mid.spec.site, far.spec.site), { plannedOnly: true });
     } else {
       ctx.step(`${mid.spec.site} is lost: ${far.spec.site} opens its own consistent copy (the async lag is lost)`);
       for (const v of asyncVolumes(t)) await takeoverAndDissolve(ctx, far, pairName(t, v.name, mid.spec.site, far.spec.site));

@@ -1,6 +1,7 @@
 // Repair: keep the application at the primary site and restore protection with the sites that
 // answer. Spec 001 has no figure for it; it is §9's case 6 (the sync site or its link lost with
 // protection on: "availability is lost until the pair is repaired") and the return of a lost site.
+//   0  a swap stopped half-way (both ends secondaries) is finished where the generation is newer
 //   1  refused unless the application runs at the primary site (then it is failback's work)
 //   2  sync site lost: split its sync copies by operator decision, so writes continue and the
 //      changed regions are recorded for the resync
@@ -11,13 +12,14 @@
 import { TricopyError } from '../../common/errors';
 import type { TopologyContext } from '../context';
 import { topologyStatus } from '../status';
-import { ensurePair, splitAt, takeoverAndDissolve, waitAll } from '../steps';
+import { ensurePair, finishInterruptedSwaps, splitAt, takeoverAndDissolve, waitAll } from '../steps';
 import { asyncVolumes, pairName } from '../topology-file';
 import { restoreOriginalLegs } from './failback';
 
 export async function repair(ctx: TopologyContext): Promise<void> {
   const t = ctx.t;
   await ctx.probe();
+  await finishInterruptedSwaps(ctx);
   const status = await topologyStatus(ctx);
   if (!status.activeSite) {
     const m = status.missing[0];
