@@ -68,27 +68,23 @@ export interface VolumeView {
   clients: ClientView[];
   /** Whether hosts may write the volume now, and why not (see HostWrites). */
   hostWrites: HostWrites;
-  /** Set while the volume holds only its former primary's image (see DetachedSecondary). */
+  /** Set while the volume is held read-only with its former primary's image (see DetachedSecondary). */
   detachedSecondary: DetachedSecondary | null;
 }
 
 /**
  * The volume was the secondary of `pair`, whose primary was node `primary`, until the pair was
- * dissolved (`at`), and no host has written it since: it holds an image of that primary, never the
- * application's newest writes (spec 001 Fig. 14 step 1405 leaves the sync site so). Topology status
- * does not take such a site for the one where the application runs.
+ * dissolved at `at` by a topology procedure that left this site behind (or `pair delete
+ * --keep-read-only`). It holds an image of that primary, never the application's newest writes,
+ * and hosts may not write it (EPERM, a read-only export) until the volume is paired again or
+ * `tricopy volume make-writable` lets them (the mark then goes). Topology status does not take such
+ * a site for the one where the application runs (spec 001 Fig. 14 step 1405 leaves the sync site so).
  */
 export interface DetachedSecondary {
   pair: string;
   primary: string;
   generation: number;
   at: string;
-  /**
-   * Hosts may not write it (EPERM, a read-only export): the pair was dissolved by a topology
-   * procedure that left this site behind (`keepReadOnly`), until the volume is paired again or
-   * `tricopy volume make-writable` lets hosts write it (the mark then goes).
-   */
-  readOnly: boolean;
 }
 
 /**

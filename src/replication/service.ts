@@ -181,7 +181,7 @@ export class ReplicationService implements ReplicationDataPath {
       capacityBytes: options.journalCapacityBytes, fullPolicy: options.journalFullPolicy, stallTimeoutMs: options.journalStallTimeoutMs,
     }, registry, engine, volumeRuntimes, log);
     updates = new PeerUpdates(env.transport, registry, journals, log);
-    const resources = new PairResources(registry, engine, journals, volumeRuntimes, fences, marks, detached, demand, env.clock, (volume) => this.durable(volume));
+    const resources = new PairResources(registry, engine, journals, volumeRuntimes, fences, marks, detached, demand, (volume) => this.durable(volume));
     this.watchDeltaRecords(engine, updates);
     this.watchSyncFailures(engine);
     let reconciler: Reconciler | undefined;
@@ -189,6 +189,7 @@ export class ReplicationService implements ReplicationDataPath {
     const shipping = new Shipping(env, journals, registry, engine, volumeRuntimes, {
       progressed: (group) => copy!.groupProgressed(group),
       resume: (peer) => reconciler!.onPeerUp(peer),
+      resumeShipping: (peer) => reconciler!.resumeShipping(peer),
     }, log);
     const applier = new Applier(env, journals, registry, log);
     const drain = new SplitDrain(env, journals, engine);
@@ -401,7 +402,7 @@ export class ReplicationService implements ReplicationDataPath {
     if (this.registry.ofVolume(volume).length > 0) {
       throw new TricopyError('conflict', `volume ${volume} is paired: its pairs decide who writes it`, 'tricopy pair status');
     }
-    if (!this.parts.detached.get(volume)?.readOnly) {
+    if (!this.parts.detached.has(volume)) {
       throw new TricopyError('invalid-argument', `volume ${volume} was not left read-only by a dissolved pair; hosts may write it`);
     }
     await this.parts.detached.drop(volume, 'the operator let hosts write it');

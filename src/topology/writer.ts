@@ -53,8 +53,8 @@ function writableByRole(f: Facts, s: SiteFacts, volume: string): boolean {
   const view = s.volumes.find((v) => v.name === volume);
   if (!view) return false;
   const mine = s.pairs.filter((p) => parsePairName(f.t, p.name)?.volume === volume);
-  // A former secondary no host has written since its pair was dissolved (Fig. 14 step 1405 leaves
-  // the sync site so) holds its old primary's image, not the application's writes.
+  // A former secondary left read-only when its pair was dissolved (Fig. 14 step 1405 leaves the
+  // sync site so) holds its old primary's image, not the application's writes.
   if (mine.length === 0 && view.detachedSecondary) return false;
   return mine.every((p) => (p.role === 'primary' && !(p.code === 'PSUE' && p.suspendCause === 'takeover-by-peer')) || p.code === 'SSWS');
 }
@@ -79,7 +79,7 @@ export function lastWriter(f: Facts, active: string | null): Writer {
   }
   for (const s of f.sites) {
     for (const v of s.volumes) {
-      // A former secondary left read-only, or not written since, follows the primary it had.
+      // A former secondary left read-only follows the primary it had.
       const d = v.detachedSecondary;
       const from = d ? parsePairName(f.t, d.pair)?.sites.find((x) => x !== s.site) : undefined;
       if (d && from && s.pairs.every((p) => parsePairName(f.t, p.name)?.volume !== v.name) && (!best || d.generation > best.generation)) {

@@ -41,6 +41,8 @@ export const regressionSeeds: Record<number, string> = {
   384: 'Fig. 14 left the sync site without pairs and writable: a stale host wrote there, status took it for the active site, and failback copied its old image over the newest writes',
   374: 'a planned swap stopped half-way left both ends secondaries; status named the end that never took over, and failback copied its image over the newest writes',
   294: 'a write refused by the fence while its sync pair was being deleted left its async entry held for good (the group never drained; a planned swap waited in vain); a failback swap became a takeover while the active site was still reconnecting',
+  223: 'a planned swap asked right after the old primary restarted drained a journal nobody shipped: the reconciliation that starts shipping waited behind the swap in the pair\'s queue',
+  264: 'a Fig. 13 failover target whose pair the primary dissolved counted as a former secondary (not the active site)',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
 };
 

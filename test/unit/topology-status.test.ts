@@ -197,7 +197,7 @@ test('a former secondary left without pairs is not the active site: it holds its
   // Fig. 14 dissolved tokyo's sync pair with osaka (tokyo keeps osaka's image, read-only); osaka then
   // became the primary and crashed; sapporo follows it. No reachable site holds the newest writes.
   const reversed = 'erp.db1.osaka.sapporo';
-  const detached = { pair: syncName, primary: 'osaka', generation: 2, at: '2026-12-01T12:00:11Z', readOnly: true };
+  const detached = { pair: syncName, primary: 'osaka', generation: 2, at: '2026-12-01T12:00:11Z' };
   const input = {
     tokyo: { volumes: [volume('db1', { state: 'read-only', reason: 'left read-only' }, detached)], links: [['sapporo', true]] as Array<[string, boolean]> },
     osaka: { up: false },
@@ -207,13 +207,13 @@ test('a former secondary left without pairs is not the active site: it holds its
   assert.equal(s.activeSite, null);
   assert.equal(s.writer.site, 'osaka');
   assert.equal(s.writer.reachable, false);
-  // Without the mark (a pairless volume hosts have written) tokyo would be the one writable site.
+  // Without the mark (a pairless volume hosts may write) tokyo would be the one writable site.
   const written = statusFromFacts(facts({ ...input, tokyo: { volumes: [volume('db1')], links: input.tokyo.links } }), now);
   assert.equal(written.activeSite, 'tokyo');
 });
 
 test('with every site detached, the writer is the primary their marks name', () => {
-  const detached = { pair: syncName, primary: 'tokyo', generation: 1, at: '2026-12-01T12:00:11Z', readOnly: false };
+  const detached = { pair: syncName, primary: 'tokyo', generation: 1, at: '2026-12-01T12:00:11Z' };
   const s = statusFromFacts(facts({
     tokyo: { up: false },
     osaka: { volumes: [volume('db1', undefined, detached)] },

@@ -67,7 +67,7 @@ function addShow(volume: Command): void {
 }
 
 function detachedText(d: NonNullable<VolumeView['detachedSecondary']>): string {
-  return `holds ${d.primary}'s image since pair ${d.pair} was dissolved (${d.at}); ${d.readOnly ? 'left read-only' : 'no host has written it since'}`;
+  return `holds ${d.primary}'s image since pair ${d.pair} was dissolved (${d.at}); left read-only`;
 }
 
 function addMakeWritable(volume: Command): void {

@@ -31,6 +31,8 @@ export interface ShipperHooks {
   progressed(group: string): Promise<void>;
   /** A batch failed while the link stayed up: reconcile with the peer again (it restarts shipping). */
   resume(peer: string): void;
+  /** Ask the peer where it stands in this node's streams and ship from there, reconciling no pair. */
+  resumeShipping(peer: string): void;
 }
 
 export class Shipping {
@@ -58,6 +60,15 @@ export class Shipping {
 
   isRunning(group: string): boolean {
     return this.shippers.get(group)?.running ?? false;
+  }
+
+  /**
+   * A command waits for the group's journal to drain (a planned swap) while no shipper runs, say
+   * right after a restart: the reconciliation that starts it may wait behind that very command in
+   * the pair's queue (sim seed 223). Ask the peer's position and ship.
+   */
+  ensureRunning(group: string, peer: string): void {
+    if (!this.isRunning(group) && this.env.transport.isUp(peer)) this.hooks.resumeShipping(peer);
   }
 
   wake(group: string): void {

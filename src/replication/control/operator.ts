@@ -348,7 +348,7 @@ export class Operator {
       }
       await this.parts.volumeRuntimes.whileHeld([r.volume], async () => {
         await this.dissolve(p, options.force);
-        await this.parts.detached.makeReadOnly(r.volume);
+        await this.parts.detached.leaveReadOnly(r.volume, r, this.parts.env.clock);
       });
     }).then(() => undefined);
   }

@@ -1,8 +1,7 @@
 // What a pair holds on this node besides its record: its place in the registry, its group's
 // journal, its volume's activity log; and what is given back when it goes (the group's journals
-// when it was the last member, the applied mark of a detached async secondary, the peer link), and
-// the detached-secondary mark a secondary leaves behind.
-import { type Clock, isoTime } from '../../common/clock';
+// when it was the last member, the applied mark of a detached async secondary, the peer link); a
+// new pair of a volume ends its detached-secondary mark.
 import type { Journals } from '../async/journals';
 import type { Fences } from '../datapath/fences';
 import type { VolumeRuntimes } from '../datapath/volume-runtimes';
@@ -25,7 +24,6 @@ export class PairResources {
     private readonly marks: AppliedMarks,
     private readonly detached: DetachedSecondaries,
     private readonly demand: PeerDemand,
-    private readonly clock: Clock,
     /** Makes every completed write of a volume durable (for the activity log). */
     private readonly durable: (volume: string) => Promise<void>,
   ) {
@@ -67,15 +65,9 @@ export class PairResources {
     this.fences.refresh();
   }
 
-  /**
-   * A secondary leaving an async stream remembers how far it applied it (delta resync later); any
-   * secondary not taken over remembers that it holds its former primary's image.
-   */
+  /** A secondary leaving an async stream remembers how far it applied it (delta resync later). */
   private async beforeRemoval(p: PairRuntime): Promise<void> {
     const r = p.record;
-    if (r.role === 'secondary' && r.state !== 'secondary-writable') {
-      await this.detached.save(r.volume, { pair: r.name, primary: r.peer.node, generation: r.generation, at: isoTime(this.clock), readOnly: false });
-    }
     const received = r.group ? this.journals.received(r.group) : undefined;
     if (r.role === 'secondary' && r.mode === 'async' && r.group && received && r.state !== 'secondary-writable' && r.state !== 'initial-copying') {
       await this.marks.save(r.volume, { origin: r.peer.node, group: r.group, appliedSeq: received.appliedSeq });

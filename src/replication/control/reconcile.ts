@@ -75,6 +75,14 @@ export class Reconciler {
       .catch((err: unknown) => this.parts.log.warn({ peer: node, err: errorMessage(err) }, 'pair reconciliation failed'));
   }
 
+  /** Where `node` stands in this node's async streams (its answer to a PairsSync), and shipping from there; no pair is reconciled. */
+  resumeShipping(node: string): void {
+    if (this.stopped) return;
+    this.parts.env.transport.request(node, MessageType.PairsSync, pairsSyncCodec.encode(this.view(node)))
+      .then((reply) => this.startShippers(node, pairsSyncCodec.decode(reply).groups))
+      .catch((err: unknown) => this.parts.log.warn({ peer: node, err: errorMessage(err) }, 'asking the peer for its stream positions failed'));
+  }
+
   private groupPositionsFor(node: string): GroupPosition[] {
     const out: GroupPosition[] = [];
     for (const journal of this.parts.journals.receivedJournals()) {
@@ -106,8 +114,12 @@ export class Reconciler {
       await this.parts.registry.serialize(p.record.name, () => this.reconcilePair(p, theirs.get(p.record.name), absent)).catch((err: unknown) =>
         this.parts.log.warn({ pair: p.record.name, err: errorMessage(err) }, 'reconciling pair failed'));
     }
-    // Async groups: resume shipping from what the secondary holds.
-    const positions = new Map(view.groups.map((g) => [g.group, g]));
+    this.startShippers(node, view.groups);
+  }
+
+  /** Async groups: shipping resumes from what the secondary holds. */
+  private startShippers(node: string, groups: GroupPosition[]): void {
+    const positions = new Map(groups.map((g) => [g.group, g]));
     for (const [group] of this.parts.journals.primaryEntries()) {
       const member = this.parts.registry.ofGroup(group).find((p) => p.record.role === 'primary');
       if (!member || member.record.peer.node !== node) continue;

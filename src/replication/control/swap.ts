@@ -236,8 +236,13 @@ export class Swap {
     if (!p || !journal) return;
     const target = journal.lastSeq;
     const deadline = this.parts.env.clock.now() + drainTimeoutMs;
+    let asked = false;
     while (journal.appliedSeq < target) {
       if (this.parts.env.clock.now() > deadline) throw new TricopyError('unavailable', `the journal of group ${p.record.group} did not drain in time; retry the swap`);
+      if (!asked && !this.parts.shipping.isRunning(p.record.group!)) {
+        asked = true;
+        this.parts.shipping.ensureRunning(p.record.group!, p.record.peer.node);
+      }
       await this.parts.env.clock.sleep(drainPollIntervalMs);
     }
   }
