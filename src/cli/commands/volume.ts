@@ -62,7 +62,9 @@ function addShow(volume: Command): void {
         ['allocated', formatBytes(v.allocatedBytes)], ['created', v.createdAt], ['description', v.description || '-'],
         ['export', v.exportUri], ['allowed clients', v.access.clients.join(', ') || '(none)'],
         ['allowed identities', v.access.identities.join(', ') || '(none)'],
-        ['host groups', v.hostGroups.map((m) => `${m.hostGroup} (LUN ${m.lun})`).join(', ') || '(none: the access list decides)'],
+        ['host groups', v.hostGroups.length > 0
+          ? `${v.hostGroups.map((m) => `${m.hostGroup} (LUN ${m.lun})`).join(', ')}: only their hosts see the volume; the access list does not apply`
+          : '(none: the access list decides)'],
         ['attached', v.clients.map((c) => `${c.address}:${c.port}${c.tls ? ' tls' : ''}${c.identity ? ` (${c.identity})` : ''}`).join(', ') || '(none)'],
         ['host writes', `${v.hostWrites.state}${v.hostWrites.reason ? ` (${v.hostWrites.reason})` : ''}`],
         ...(v.detachedSecondary ? [['former secondary', detachedText(v.detachedSecondary)] as [string, string]] : []),
