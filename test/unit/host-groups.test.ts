@@ -9,6 +9,7 @@ import { nodeDisk } from '../../src/common/disk';
 import { defaultAccessList } from '../../src/volume/access';
 import { type HostGroup, maxHostGroupMembers, maxLunNumber, parseHostGroups, volumeAccess } from '../../src/volume/host-groups';
 import { HostGroupBook, hostGroupsFile } from '../../src/node/host-group-book';
+import { HostGroupAccess } from '../../src/node/host-group-access';
 import { tempDir } from '../support/tools';
 
 const app: HostGroup = { name: 'app', identities: ['app1'], clients: ['10.1.0.0/24'], mappings: [{ volume: 'db1', lun: 0 }] };
@@ -102,4 +103,45 @@ test('a change that cannot be written leaves memory as it was; a damaged file fa
   if (process.getuid?.() !== 0) assert.deepEqual(book.mappingsOf('db1'), [], 'not applied in memory');
   await fsp.writeFile(path.join(dir, hostGroupsFile), JSON.stringify({ groups: [{ name: 'x', identities: [], clients: ['nope'], mappings: [] }] }));
   await assert.rejects(HostGroupBook.open(dir, nodeDisk), (err: unknown) => code('invalid-argument')(err) && /host-groups\.json: .*nope/.test((err as Error).message));
+}));
+
+test('a narrowing change closes exactly the sessions whose host lost access, snapshots with their volume, one event per volume', () => withBook(async (book) => {
+  const sessions = [
+    { exportName: 'db1', client: { id: 1, address: '10.1.0.7', port: 1001, tls: false } },
+    { exportName: 'db1@s1', client: { id: 2, address: '10.1.0.8', port: 1002, tls: false } },
+    { exportName: 'db1', client: { id: 3, address: '10.9.0.1', port: 1003, tls: true, tlsIdentity: 'app1' } },
+    { exportName: 'other', client: { id: 4, address: '127.0.0.1', port: 1004, tls: false } },
+  ];
+  const events: Array<{ kind: string; subject: string; details?: Record<string, unknown> }> = [];
+  const access = new HostGroupAccess(book, {
+    accessListOf: (volume) => {
+      if (volume !== 'db1' && volume !== 'other') throw new TricopyError('not-found', `volume ${volume} does not exist`);
+      return loopback;
+    },
+    volumeOfExport: (name) => name.split('@')[0]!,
+    disconnectWhere: (refuse) => {
+      const closed = sessions.filter((s) => refuse(s.exportName, s.client));
+      for (const s of closed) sessions.splice(sessions.indexOf(s), 1);
+      return closed;
+    },
+    identityRefusal: () => undefined,
+    emit: (kind, subject, _reason, details) => void events.push({ kind, subject, ...(details ? { details } : {}) }),
+  });
+  await access.create('app', { identities: ['app1'], clients: ['10.1.0.0/24'] });
+  const mapped = await access.map('db1', 'app', 0);
+  assert.deepEqual(mapped.closedSessions, [], 'every session on db1 is of a member; other is not mapped');
+  await assert.rejects(access.map('nope', 'app', 1), code('not-found'), 'the volume must exist');
+
+  const removed = await access.removeMembers('app', { clients: ['10.1.0.0/24'] });
+  assert.deepEqual(removed.closedSessions.map((s) => s.export), ['db1', 'db1@s1'], 'address members lost db1 and its snapshot');
+  assert.deepEqual(sessions.map((s) => s.client.id), [3, 4], 'the identity member and the unmapped volume keep theirs');
+  const revoked = events.filter((e) => e.kind === 'access-revoked');
+  assert.equal(revoked.length, 1);
+  assert.equal(revoked[0]!.subject, 'db1');
+  assert.equal((revoked[0]!.details?.sessions as unknown[]).length, 2);
+
+  // The last unmap hands db1 back to its loopback-only access list: the identity member at 10.9.0.1 goes too.
+  const unmapped = await access.unmap('db1', 'app');
+  assert.deepEqual(unmapped.closedSessions.map((s) => [s.export, s.address]), [['db1', '10.9.0.1']]);
+  assert.equal(access.decide('db1', { id: 9, address: '127.0.0.1', port: 1, tls: false }), 'open');
 }));
