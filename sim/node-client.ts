@@ -176,7 +176,7 @@ export class SimNodeClient implements NodeClient {
 
   private view(store: VolumeStore, name: string): VolumeView {
     const meta = store.get(name);
-    return { ...meta, allocatedBytes: store.volume(name).allocatedBytes, exportUri: `nbd://${this.node.name}/${name}`, clients: [],
+    return { ...meta, hostGroups: [], allocatedBytes: store.volume(name).allocatedBytes, exportUri: `nbd://${this.node.name}/${name}`, clients: [],
       hostWrites: hostWritesOf(this.node.service?.writeRefusal(name)), detachedSecondary: this.node.service?.detachedSecondary(name) ?? null };
   }
 }

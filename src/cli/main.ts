@@ -11,6 +11,7 @@ import { registerBackupCommands } from './commands/backup';
 import { registerEdgeCommands } from './commands/edge';
 import { registerEventsCommand } from './commands/events';
 import { registerGroupCommands } from './commands/group';
+import { registerHostGroupCommands } from './commands/host-group';
 import { registerManagerCommands } from './commands/manager';
 import { registerNetworkCommands } from './commands/network';
 import { registerNodeCommands } from './commands/node';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerNodeCommands(program);
   registerVolumeCommands(program);
+  registerHostGroupCommands(program);
   registerPairCommands(program);
   registerReplicaCommands(program);
   registerSnapshotCommands(program);

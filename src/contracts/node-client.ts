@@ -13,6 +13,7 @@ import type {
   SnapshotView, SplitReplicaRequest,
 } from './replicas';
 import type { FailoverConfig, FailoverStatus } from './failover';
+import type { CreateHostGroupRequest, HostGroupChange, HostGroupMembersRequest, HostGroupView, MapVolumeRequest } from './host-groups';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from './monitor';
 
 /** How long the caller waits for an answer before it gives up ('unavailable'). */
@@ -112,6 +113,25 @@ export interface ReplicaNodeClient {
   addBitmap(volume: string, name: string): Promise<BitmapView>;
   clearBitmap(volume: string, name: string): Promise<BitmapView>;
   deleteBitmap(volume: string, name: string): Promise<void>;
+}
+
+/**
+ * Host groups and LUN mappings of a node (spec 003 §5.6). Separate from NodeClient: only the
+ * operator's CLI changes who may see a volume. Calls that can narrow access answer which NBD
+ * sessions they closed.
+ */
+export interface HostGroupNodeClient {
+  readonly address: string;
+
+  listHostGroups(): Promise<HostGroupView[]>;
+  getHostGroup(name: string): Promise<HostGroupView>;
+  createHostGroup(request: CreateHostGroupRequest): Promise<HostGroupView>;
+  addHostGroupMembers(name: string, request: HostGroupMembersRequest): Promise<HostGroupView>;
+  removeHostGroupMembers(name: string, request: HostGroupMembersRequest): Promise<HostGroupChange>;
+  /** Refused while volumes are mapped to the group. */
+  deleteHostGroup(name: string): Promise<void>;
+  mapVolume(volume: string, request: MapVolumeRequest): Promise<HostGroupChange>;
+  unmapVolume(volume: string, hostGroup: string): Promise<HostGroupChange>;
 }
 
 /** Makes the client of the node at `address` (in a topology file: the site's node URL). */

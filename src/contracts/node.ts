@@ -63,6 +63,11 @@ export interface VolumeView {
   createdAt: string;
   description: string;
   access: AccessRules;
+  /**
+   * The host groups the volume is mapped to, with its LUN in each (spec 003 §5.6). While there is
+   * one, only hosts of these groups see the volume and `access` does not apply.
+   */
+  hostGroups: Array<{ hostGroup: string; lun: number }>;
   allocatedBytes: number;
   exportUri: string;
   clients: ClientView[];

@@ -21,6 +21,8 @@ export interface NbdClientOptions {
   /** Metadata contexts to select instead of base:allocation (e.g. qemu:dirty-bitmap:NAME); implies blockStatus. */
   metaContexts?: string[];
   connectTimeoutMs?: number;
+  /** Source address to connect from (tests act as several hosts from loopback: 127.0.0.2 …). */
+  localAddress?: string;
 }
 
 interface Pending {
@@ -70,7 +72,7 @@ export class NbdClient {
 
   static async connect(options: NbdClientOptions): Promise<NbdClient> {
     const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect({ host: options.host, port: options.port });
+      const s = net.connect({ host: options.host, port: options.port, ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
       const timer = setTimeout(() => {
         s.destroy();
         reject(new NbdClientError(`connect to ${options.host}:${options.port} timed out`));

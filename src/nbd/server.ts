@@ -75,6 +75,22 @@ export class NbdServer {
     return count;
   }
 
+  /**
+   * Hard-disconnects the clients in transmission that `refuse` names (their host lost access to the
+   * export), and returns them. The caller decides; the server only knows exports and clients.
+   */
+  disconnectWhere(refuse: (exportName: string, client: NbdClientInfo) => boolean): Array<{ exportName: string; client: NbdClientInfo }> {
+    const closed: Array<{ exportName: string; client: NbdClientInfo }> = [];
+    for (const conn of this.connections) {
+      const exportName = conn.exportName;
+      if (exportName !== undefined && refuse(exportName, conn.client)) {
+        conn.destroy();
+        closed.push({ exportName, client: conn.client });
+      }
+    }
+    return closed;
+  }
+
   /** Stops accepting, lets in-flight requests finish, then closes every connection. */
   async close(): Promise<void> {
     this.shuttingDown = true;

@@ -4,7 +4,8 @@
 import { TricopyError, isErrorCode } from '../common/errors';
 import { readServerSentEvents } from '../common/sse';
 import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
-import type { CallOptions, DeleteOptions, NodeClient, NodeMonitorClient, ReplicaNodeClient } from '../contracts/node-client';
+import type { CallOptions, DeleteOptions, HostGroupNodeClient, NodeClient, NodeMonitorClient, ReplicaNodeClient } from '../contracts/node-client';
+import type { CreateHostGroupRequest, HostGroupChange, HostGroupList, HostGroupMembersRequest, HostGroupView, MapVolumeRequest } from '../contracts/host-groups';
 import type {
   BitmapList, BitmapView, CreateReplicaRequest, CreateSnapshotRequest, DeleteReplicaOptions, ForceRequest, ReplicaList, ReplicaStatus,
   ReplicaWaitState, RollbackRequest, SnapshotList, SnapshotView, SplitReplicaRequest,
@@ -23,9 +24,10 @@ const waitSlackMs = 10_000;
 const volumePath = (name: string): string => `/v1/volumes/${encodeURIComponent(name)}`;
 const pairPath = (name: string): string => `/v1/pairs/${encodeURIComponent(name)}`;
 const replicaPath = (name: string): string => `/v1/replicas/${encodeURIComponent(name)}`;
+const hostGroupPath = (name: string): string => `/v1/host-groups/${encodeURIComponent(name)}`;
 const forceQuery = (options?: DeleteOptions): string => (options?.force ? '?force=true' : '');
 
-export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNodeClient {
+export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNodeClient, HostGroupNodeClient {
   readonly address: string;
 
   constructor(baseUrl: string, private readonly token?: string | undefined, private readonly timeoutMs = defaultApiTimeoutMs) {
@@ -206,6 +208,38 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNod
 
   deleteBitmap(volume: string, name: string): Promise<void> {
     return this.request('DELETE', `${volumePath(volume)}/bitmaps/${encodeURIComponent(name)}`);
+  }
+
+  async listHostGroups(): Promise<HostGroupView[]> {
+    return (await this.request<HostGroupList>('GET', '/v1/host-groups')).hostGroups;
+  }
+
+  getHostGroup(name: string): Promise<HostGroupView> {
+    return this.request('GET', hostGroupPath(name));
+  }
+
+  createHostGroup(request: CreateHostGroupRequest): Promise<HostGroupView> {
+    return this.request('POST', '/v1/host-groups', request);
+  }
+
+  addHostGroupMembers(name: string, request: HostGroupMembersRequest): Promise<HostGroupView> {
+    return this.request('POST', `${hostGroupPath(name)}/add`, request);
+  }
+
+  removeHostGroupMembers(name: string, request: HostGroupMembersRequest): Promise<HostGroupChange> {
+    return this.request('POST', `${hostGroupPath(name)}/remove`, request);
+  }
+
+  deleteHostGroup(name: string): Promise<void> {
+    return this.request('DELETE', hostGroupPath(name));
+  }
+
+  mapVolume(volume: string, request: MapVolumeRequest): Promise<HostGroupChange> {
+    return this.request('POST', `${volumePath(volume)}/map`, request);
+  }
+
+  unmapVolume(volume: string, hostGroup: string): Promise<HostGroupChange> {
+    return this.request('POST', `${volumePath(volume)}/unmap`, { hostGroup });
   }
 
   configureFailover(config: FailoverConfig): Promise<FailoverStatus> {

@@ -14,7 +14,6 @@ import { defaultLinkTimings } from '../replication/transport/link';
 import { PeerManager } from '../replication/transport/peers';
 import { systemClock } from '../common/clock';
 import { nodeDisk, nodeDiskIoPath } from '../common/disk';
-import { isAdmitted } from '../volume/access';
 import { VolumeStore, type VolumeMeta } from '../volume/store';
 import type { ClientView, HostWrites, NodeEvent, NodeInfo, NodePorts, VolumeView } from '../contracts/node';
 import type { PushedEvent } from '../contracts/monitor';
@@ -29,6 +28,8 @@ import { NodeMetrics } from './metrics';
 import { type DataDirIdentity, dataDirIdentity } from './identity';
 import { lockDataDir } from './lock';
 import { PairPeerBook } from './pair-peers';
+import { HostGroupBook } from './host-group-book';
+import { HostGroupAccess, type HostGroupNode } from './host-group-access';
 import { NetworkBook } from './networks';
 import { hostWritesOf } from './host-writes';
 import { PeerLinks } from './peer-links';
@@ -66,6 +67,8 @@ export class StorageNode {
   private pairPeers!: PairPeerBook;
   /** Remote copy networks this node is attached to (spec 002). */
   networks!: NetworkBook;
+  /** Host groups and LUN mappings (spec 003 §5.6): who may see and open which volume. */
+  hostGroups!: HostGroupAccess;
   private peerLinks!: PeerLinks;
   private stopping: Promise<void> | null = null;
   private extensions: NodeExtension[] = [];
@@ -107,6 +110,7 @@ export class StorageNode {
       node.identity = await dataDirIdentity(config.dataDir, nodeDisk);
       node.pairPeers = await PairPeerBook.open(config.dataDir, nodeDisk);
       node.networks = await NetworkBook.open(config.dataDir, nodeDisk);
+      node.hostGroups = new HostGroupAccess(await HostGroupBook.open(config.dataDir, nodeDisk), node.hostGroupNode());
     } catch (err) {
       await store.close();
       await unlock();
@@ -253,12 +257,8 @@ export class StorageNode {
   }
 
   async allow(name: string, rule: { client?: string; identity?: string }): Promise<VolumeView> {
-    if (rule.identity !== undefined && !this.verifiesIdentities()) {
-      throw new TricopyError('invalid-argument', `this node cannot verify TLS identities, so identity ${rule.identity} could never match`,
-        this.config.tlsMode === 'off'
-          ? 'start the node with --tls and --tls-psk-file, or with --tls-cert/--tls-key and --tls-ca (client certificates)'
-          : 'X.509 identities need --tls-ca so clients present certificates; PSK identities need --tls-psk-file');
-    }
+    const refusal = rule.identity !== undefined ? this.identityRefusal(rule.identity) : undefined;
+    if (refusal) throw refusal;
     const meta = await this.store.allow(name, rule);
     this.events.emit('access-granted', name, 'access rule added by operator', { rules: meta.access });
     return this.view(meta);
@@ -283,6 +283,7 @@ export class StorageNode {
     }
     const dropped = this.nbd.disconnectExport(name);
     await this.replicas.forgetVolume(name);
+    await this.hostGroups.forgetVolume(name);
     await this.store.delete(name);
     await this.replication.forgetVolume(name, 'deleted');
     this.fronts.delete(name);
@@ -343,9 +344,27 @@ export class StorageNode {
     return out;
   }
 
-  /** PSK users, or client certificates checked against a CA, give clients identities. */
-  private verifiesIdentities(): boolean {
-    return this.config.tlsMode !== 'off' && (this.config.tlsPskFile !== undefined || this.config.tlsCa !== undefined);
+  /**
+   * PSK users, or client certificates checked against a CA, give clients identities; without them
+   * a rule naming an identity could never match, which the operator must hear about.
+   */
+  private identityRefusal(identity: string): TricopyError | undefined {
+    if (this.config.tlsMode !== 'off' && (this.config.tlsPskFile !== undefined || this.config.tlsCa !== undefined)) return undefined;
+    return new TricopyError('invalid-argument', `this node cannot verify TLS identities, so identity ${identity} could never match`,
+      this.config.tlsMode === 'off'
+        ? 'start the node with --tls and --tls-psk-file, or with --tls-cert/--tls-key and --tls-ca (client certificates)'
+        : 'X.509 identities need --tls-ca so clients present certificates; PSK identities need --tls-psk-file');
+  }
+
+  /** What host groups ask of the node. */
+  private hostGroupNode(): HostGroupNode {
+    return {
+      accessListOf: (volume) => this.store.get(volume).access,
+      volumeOfExport: (exportName) => volumeOfExport(exportName),
+      disconnectWhere: (refuse) => this.nbd.disconnectWhere(refuse),
+      identityRefusal: (identity) => this.identityRefusal(identity),
+      emit: (kind, subject, reason, details) => void this.events.emit(kind, subject, reason, details),
+    };
   }
 
   private describe(meta: VolumeMeta): string {
@@ -394,6 +413,7 @@ export class StorageNode {
   private view(meta: VolumeMeta): VolumeView {
     return {
       ...meta,
+      hostGroups: this.hostGroups?.mappingsOf(meta.name) ?? [],
       allocatedBytes: this.store.volume(meta.name).allocatedBytes,
       exportUri: this.exportUri(meta.name),
       clients: this.nbd ? this.nbd.clientsOf(meta.name).map(clientView) : [],
@@ -417,31 +437,45 @@ export class StorageNode {
     };
   }
 
+  /**
+   * Every export is decided by host groups and the volume's access list (HostGroupAccess.decide):
+   * a snapshot or split replica follows its volume; an export the host may not see is answered
+   * as unknown and left out of the list, one it sees but may not open is refused by policy.
+   */
   private exportProvider(): ExportProvider {
+    const refusal = (decision: 'denied' | 'invisible', volume: string, name: string, client: NbdClientInfo): ExportLookup => {
+      const who = `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''}`;
+      // Invisible is answered like a name that does not exist: the host learns nothing of it.
+      return decision === 'invisible'
+        ? { status: 'unknown', message: `no volume named ${JSON.stringify(name)} on node ${this.config.name}` }
+        : { status: 'denied', message: `${who} is not on the access list of volume ${volume}` };
+    };
     return {
       lookup: (name: string, client: NbdClientInfo): ExportLookup => {
         const owned = this.replicas.lookup(name);
-        if (owned?.status === 'denied') return { status: 'denied', message: owned.message };
+        if (owned?.status === 'denied') {
+          // Refused for its state, unless the host may not even see the volume.
+          const volume = volumeOfExport(name);
+          if (this.store.has(volume) && this.hostGroups.decide(volume, client) === 'invisible') return refusal('invisible', volume, name, client);
+          return { status: 'denied', message: owned.message };
+        }
         if (owned) {
-          if (!isAdmitted(this.store.get(owned.volume).access, { address: client.address, tlsIdentity: client.tlsIdentity })) {
-            return { status: 'denied', message: `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list of volume ${owned.volume}` };
-          }
+          const decision = this.hostGroups.decide(owned.volume, client);
+          if (decision !== 'open') return refusal(decision, owned.volume, name, client);
           return { status: 'ok', export: { name, description: owned.description, device: owned.device } };
         }
         if (!this.store.has(name)) return { status: 'unknown', message: `no volume named ${JSON.stringify(name)} on node ${this.config.name}` };
         const meta = this.store.get(name);
-        if (!isAdmitted(meta.access, { address: client.address, tlsIdentity: client.tlsIdentity })) {
-          // The NBD server reports the refusal (once per connection); ListenerRefusals records it.
-          return { status: 'denied', message: `client ${client.address}${client.tlsIdentity ? ` (${client.tlsIdentity})` : ''} is not on the access list of volume ${name}` };
-        }
+        // The NBD server reports a refusal (once per connection); ListenerRefusals records it.
+        const decision = this.hostGroups.decide(name, client);
+        if (decision !== 'open') return refusal(decision, name, name, client);
         return {
           status: 'ok',
           export: { name, description: this.describe(meta), device: this.replicas.decorate(name, this.front(name)) },
         };
       },
       list: (client: NbdClientInfo) => {
-        const admitted = (volume: string): boolean =>
-          this.store.has(volume) && isAdmitted(this.store.get(volume).access, { address: client.address, tlsIdentity: client.tlsIdentity });
+        const admitted = (volume: string): boolean => this.store.has(volume) && this.hostGroups.decide(volume, client) === 'open';
         return [
           ...this.store.list().filter((m) => this.replicas.listed(m.name) && admitted(m.name)).map((m) => ({ name: m.name, description: this.describe(m) })),
           ...this.replicas.snapshotExports().filter((e) => admitted(e.volume)).map((e) => ({ name: e.name, description: e.description })),
@@ -449,6 +483,12 @@ export class StorageNode {
       },
     };
   }
+}
+
+/** Snapshots export as `volume@snapshot`; every other export name is its volume's. */
+function volumeOfExport(exportName: string): string {
+  const at = exportName.indexOf('@');
+  return at > 0 ? exportName.slice(0, at) : exportName;
 }
 
 function clientView(c: NbdClientInfo): ClientView {

@@ -1,11 +1,13 @@
-// `tricopy volume`: create, list, show, grow, share and delete the volumes of one node.
+// `tricopy volume`: create, list, show, grow, share (access lists, host-group mappings) and delete
+// the volumes of one node.
 import type { Command } from 'commander';
 import { TricopyError } from '../../common/errors';
 import { formatBytes, parseSize } from '../../common/units';
 import type { VolumeView } from '../../contracts/node';
 import { keyValues, printJson, table } from '../format';
 import { HttpNodeClient } from '../../node/api-client';
-import { client, globals, nodeUrl, replicaClient, tokenOf } from '../globals';
+import { client, globals, hostGroupClient, nodeUrl, replicaClient, tokenOf } from '../globals';
+import { parseLun, printClosed } from './host-group';
 
 export function registerVolumeCommands(program: Command): void {
   const volume = program.command('volume').description('create, inspect, grow, share and delete volumes');
@@ -14,6 +16,7 @@ export function registerVolumeCommands(program: Command): void {
   addShow(volume);
   addResize(volume);
   for (const verb of ['allow', 'disallow'] as const) addAccessRule(volume, verb);
+  addMapping(volume);
   addMakeWritable(volume);
   addDelete(volume);
   addBitmap(volume);
@@ -59,6 +62,9 @@ function addShow(volume: Command): void {
         ['allocated', formatBytes(v.allocatedBytes)], ['created', v.createdAt], ['description', v.description || '-'],
         ['export', v.exportUri], ['allowed clients', v.access.clients.join(', ') || '(none)'],
         ['allowed identities', v.access.identities.join(', ') || '(none)'],
+        ['host groups', v.hostGroups.length > 0
+          ? `${v.hostGroups.map((m) => `${m.hostGroup} (LUN ${m.lun})`).join(', ')}: only their hosts see the volume; the access list does not apply`
+          : '(none: the access list decides)'],
         ['attached', v.clients.map((c) => `${c.address}:${c.port}${c.tls ? ' tls' : ''}${c.identity ? ` (${c.identity})` : ''}`).join(', ') || '(none)'],
         ['host writes', `${v.hostWrites.state}${v.hostWrites.reason ? ` (${v.hostWrites.reason})` : ''}`],
         ...(v.detachedSecondary ? [['former secondary', detachedText(v.detachedSecondary)] as [string, string]] : []),
@@ -109,6 +115,30 @@ function addAccessRule(volume: Command, verb: 'allow' | 'disallow'): void {
     });
 }
 
+function addMapping(volume: Command): void {
+  volume.command('map <name>')
+    .description('present a volume to a host group under a LUN: from then on only hosts of its mapped groups see it\n' +
+      '(its access list no longer applies); open sessions of other hosts are closed')
+    .requiredOption('--host-group <group>', 'the host group')
+    .requiredOption('--lun <n>', 'LUN number, unique in the group (0-255)')
+    .action(async (name: string, opts: { hostGroup: string; lun: string }, cmd: Command) => {
+      const change = await hostGroupClient(cmd).mapVolume(name, { hostGroup: opts.hostGroup, lun: parseLun(opts.lun) });
+      if (globals(cmd).json) return printJson(change);
+      console.log(`volume ${name} mapped to host group ${opts.hostGroup} as LUN ${opts.lun}`);
+      printClosed(change);
+    });
+  volume.command('unmap <name>')
+    .description('stop presenting a volume to a host group; its hosts\' open sessions are closed unless another mapping\n' +
+      '(or, after the last mapping, the access list) still admits them')
+    .requiredOption('--host-group <group>', 'the host group')
+    .action(async (name: string, opts: { hostGroup: string }, cmd: Command) => {
+      const change = await hostGroupClient(cmd).unmapVolume(name, opts.hostGroup);
+      if (globals(cmd).json) return printJson(change);
+      console.log(`volume ${name} unmapped from host group ${opts.hostGroup}`);
+      printClosed(change);
+    });
+}
+
 function addDelete(volume: Command): void {
   volume.command('delete <name>')
     .description('delete a volume and its data; refused while clients are attached unless --force')
@@ -121,6 +151,7 @@ function addDelete(volume: Command): void {
 }
 
 function accessSummary(v: VolumeView): string {
+  if (v.hostGroups.length > 0) return `hg:${v.hostGroups.map((m) => m.hostGroup).join(',')}`;
   const rules = [...v.access.clients, ...v.access.identities.map((i) => `id:${i}`)];
   if (rules.length === 0) return '(nobody)';
   return rules.length > 2 ? `${rules.slice(0, 2).join(',')},+${rules.length - 2}` : rules.join(',');
