@@ -181,7 +181,7 @@ export class Checker {
     const must = this.mustHave.get(nodeName)!.get(volume);
     if (!node.up || !must || must.size === 0) return;
     const spec = this.cluster.volumes.find((v) => v.name === volume)!;
-    const ids = decodeVolume(node.read(volume, 0, spec.sizeBytes), spec.index, (s, why) => this.fail(`${nodeName}/${volume} sector ${s}: ${why}`));
+    const ids = decodeVolume(node.image(volume, spec.sizeBytes), spec.index, (s, why) => this.fail(`${nodeName}/${volume} sector ${s}: ${why}`));
     for (let s = 0; s < ids.length; s++) {
       const seen = ids[s]! ? this.history.write(ids[s]!) : undefined;
       for (const w of this.history.touching(volume, s)) {
@@ -240,8 +240,8 @@ export class Checker {
     const rp = p.internals.record;
     const spec = this.cluster.volumes.find((v) => v.name === rp.volume);
     if (!spec) return;
-    const a = this.cluster.node(p.node).read(rp.volume, 0, spec.sizeBytes);
-    const b = this.cluster.node(s.node).read(rp.peerVolume, 0, spec.sizeBytes);
+    const a = this.cluster.node(p.node).image(rp.volume, spec.sizeBytes);
+    const b = this.cluster.node(s.node).image(rp.peerVolume, spec.sizeBytes);
     if (a.equals(b)) return;
     const covered = new Uint8Array(Math.ceil(spec.sizeBytes / sectorBytes));
     const mark = (offset: number, length: number): void => {
@@ -278,7 +278,7 @@ export class Checker {
     const epoch = Math.max(...members.map((m) => this.epochStart.get(m.volume) ?? 0));
     for (const m of members) {
       const spec = this.cluster.volumes.find((v) => v.name === m.volume)!;
-      observed.set(m.volume, decodeVolume(this.cluster.node(secondaryNode).read(m.volume, 0, spec.sizeBytes), spec.index,
+      observed.set(m.volume, decodeVolume(this.cluster.node(secondaryNode).image(m.volume, spec.sizeBytes), spec.index,
         (s, why) => this.fail(`${secondaryNode}/${m.volume} sector ${s}: ${why}`)));
     }
     const inEpoch = (w: HostWrite): boolean => w.node === primaryNode && w.issued > epoch && members.some((m) => m.volume === w.volume);
@@ -324,8 +324,8 @@ export class Checker {
         if (p[field] !== s[field]) this.fail(`pair ${spec.name}: the ends disagree on ${field} (${sides.primary.node} ${String(p[field])}, ${sides.secondary.node} ${String(s[field])})`);
       }
       const size = this.cluster.volumes.find((v) => v.name === p.volume)!.sizeBytes;
-      const a = this.cluster.node(sides.primary.node).read(p.volume, 0, size);
-      const b = this.cluster.node(sides.secondary.node).read(p.peerVolume, 0, size);
+      const a = this.cluster.node(sides.primary.node).image(p.volume, size);
+      const b = this.cluster.node(sides.secondary.node).image(p.peerVolume, size);
       if (!a.equals(b)) {
         let x = 0;
         while (a.subarray(x * sectorBytes, (x + 1) * sectorBytes).equals(b.subarray(x * sectorBytes, (x + 1) * sectorBytes))) x++;

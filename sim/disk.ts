@@ -78,6 +78,17 @@ export class SimDisk {
     return out;
   }
 
+  /**
+   * The first `length` bytes reads would return now, like readNow, but without a copy of its own:
+   * the caller must not change it, and it is valid only until the file next changes (the checker
+   * reads a whole volume, decodes or compares it, and drops it).
+   */
+  imageNow(file: string, length: number): Buffer {
+    const inode = this.names.get(path.normalize(file));
+    // Bytes past a file's size are always zero in its pages, so a view of `length` bytes is what readNow returns.
+    return inode ? inode.data.image(length) : Buffer.alloc(length);
+  }
+
   /** Flips bits of bytes in the page-cache view only, as a disk returning bad data would (tests). */
   corruptNow(file: string, offsets: number[], mask: number): void {
     const inode = this.names.get(path.normalize(file));

@@ -13,9 +13,14 @@ export class PagedBytes {
   private owned: boolean[] = [];
   /** Pages this view replaced since it was last copied or published: where it may differ from the view it publishes to. */
   private changed = new Set<number>();
+  /** The bytes made contiguous by the last image() call, while nothing changed since (undefined once something did). */
+  private cachedImage: Buffer | undefined;
+  /** The buffer of the last image, reused for the next one. */
+  private imageBuffer: Buffer | undefined;
 
   /** Writes `bytes` at `position`. `bytes` must not change afterwards (whole pages of it may be kept). */
   write(position: number, bytes: Buffer): void {
+    this.cachedImage = undefined;
     let at = 0;
     while (at < bytes.length) {
       const i = Math.floor((position + at) / pageBytes);
@@ -34,6 +39,7 @@ export class PagedBytes {
 
   /** Sets the bytes in [from, to) to zero. */
   zero(from: number, to: number): void {
+    this.cachedImage = undefined;
     for (let at = from; at < to;) {
       const i = Math.floor(at / pageBytes);
       const offset = at - i * pageBytes;
@@ -63,6 +69,19 @@ export class PagedBytes {
       else target.fill(0, into, into + n);
       at += n;
     }
+  }
+
+  /**
+   * The first `length` bytes as one buffer, which the caller must not change and may use only until
+   * this view next changes: the buffer is reused, so reading a file again that did not change, or
+   * reading it after it did, allocates nothing.
+   */
+  image(length: number): Buffer {
+    if (this.cachedImage?.length === length) return this.cachedImage;
+    if (this.imageBuffer?.length !== length) this.imageBuffer = Buffer.allocUnsafeSlow(length);
+    this.copyOut(this.imageBuffer, 0, 0, length);
+    this.cachedImage = this.imageBuffer;
+    return this.cachedImage;
   }
 
   /** A new view with the same bytes (sharing every page). */
