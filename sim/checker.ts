@@ -8,6 +8,7 @@
 //      copies of a pair differ, so a resync makes them equal;
 //   5. at the end, after faults healed and commands ended: every pair duplex, both ends agree on
 //      every attribute, and every copy is byte-equal.
+import type { PairRecord } from '../src/replication/pairs/pair-model';
 import type { PairInternals } from '../src/replication/status';
 import { decodeVolume, sectorBytes } from './blocks';
 import type { Cluster } from './cluster';
@@ -86,11 +87,11 @@ export class Checker {
   }
 
   /** Sync pairs with fence data that forward the volume's writes from `node` now. */
-  private forwardingSyncPairs(node: string, volume: string): PairInternals[] {
+  private forwardingSyncPairs(node: string, volume: string): Array<{ record: PairRecord }> {
     const service = this.cluster.node(node).service;
     if (!service || !this.cluster.node(node).up) return [];
-    return service.internals().filter((p) => p.record.volume === volume && p.record.role === 'primary' && p.record.mode === 'sync' &&
-      p.record.fence === 'data' && (p.record.state === 'duplex' || p.record.state === 'initial-copying' || p.record.state === 'duplex-pending'));
+    return service.pairRecords().filter((r) => r.volume === volume && r.role === 'primary' && r.mode === 'sync' &&
+      r.fence === 'data' && (r.state === 'duplex' || r.state === 'initial-copying' || r.state === 'duplex-pending')).map((record) => ({ record }));
   }
 
   /** Promise 1, at the moment of the acknowledgement. */
@@ -120,7 +121,8 @@ export class Checker {
     for (const [volume, active] of this.cluster.active) if (active === node) this.epochStart.set(volume, this.history.now);
     // The primary comes back with what its disk kept and resyncs its secondaries from that: they
     // may lose what was not durable here (a power loss loses unflushed writes, as a local disk does).
-    for (const p of this.cluster.node(node).service?.internals() ?? []) {
+    for (const record of this.cluster.node(node).service?.pairRecords() ?? []) {
+      const p = { record };
       if (p.record.role !== 'primary' || p.record.mode !== 'sync') continue;
       const durable = this.set(this.durable, node, p.record.volume);
       const peerMust = this.set(this.mustHave, p.record.peer.node, p.record.peerVolume);
@@ -165,7 +167,7 @@ export class Checker {
   pairNames(): string[] {
     const names = new Set<string>(this.cluster.pairs.map((p) => p.name));
     for (const node of this.cluster.nodes.values()) {
-      if (node.up) for (const p of node.service!.internals()) names.add(p.record.name);
+      if (node.up) for (const r of node.service!.pairRecords()) names.add(r.name);
     }
     return [...names].sort();
   }
@@ -268,7 +270,7 @@ export class Checker {
   private groupMembers(node: string, group: string | null): Array<{ name: string; volume: string }> {
     if (group === null) return [];
     const service = this.cluster.node(node).service;
-    return (service?.internals() ?? []).filter((p) => p.record.group === group).map((p) => ({ name: p.record.name, volume: p.record.volume }));
+    return (service?.pairRecords() ?? []).filter((r) => r.group === group).map((r) => ({ name: r.name, volume: r.volume }));
   }
 
   /** Promise 3: the secondary's copies of the group's volumes are a prefix of the primary's history since the epoch. */
