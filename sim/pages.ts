@@ -3,7 +3,8 @@
 // power loss, moves page references instead of copying the file. A page is written in place only by
 // the view that owns it (made it); a page two views share is copied first. Missing pages read as
 // zeroes. Pages never change once shared, so a view may also take a page-sized piece of a caller's
-// buffer as a page, as long as nobody changes that buffer afterwards.
+// buffer as a page, as long as nobody changes that buffer afterwards. A view also keeps one
+// contiguous image of itself for whole-file reads, updated page by page.
 
 export const pageBytes = 4096;
 
@@ -17,6 +18,8 @@ export class PagedBytes {
   private cachedImage: Buffer | undefined;
   /** The buffer of the last image, reused for the next one. */
   private imageBuffer: Buffer | undefined;
+  /** Pages replaced since the last image (only those are copied into the buffer again). */
+  private sinceImage = new Set<number>();
 
   /** Writes `bytes` at `position`. `bytes` must not change afterwards (whole pages of it may be kept). */
   write(position: number, bytes: Buffer): void {
@@ -29,7 +32,7 @@ export class PagedBytes {
       if (n === pageBytes) {
         this.pages[i] = bytes.subarray(at, at + n);
         this.owned[i] = false;
-        this.changed.add(i);
+        this.replaced(i);
       } else {
         bytes.copy(this.writable(i), offset, at, at + n);
       }
@@ -48,7 +51,7 @@ export class PagedBytes {
         if (n === pageBytes) {
           this.pages[i] = undefined;
           this.owned[i] = false;
-          this.changed.add(i);
+          this.replaced(i);
         } else {
           this.writable(i).fill(0, offset, offset + n);
         }
@@ -73,13 +76,18 @@ export class PagedBytes {
 
   /**
    * The first `length` bytes as one buffer, which the caller must not change and may use only until
-   * this view next changes: the buffer is reused, so reading a file again that did not change, or
-   * reading it after it did, allocates nothing.
+   * this view next changes: the buffer is reused, and only the pages replaced since the last image
+   * are copied into it again (the checker reads whole volumes at every checkpoint).
    */
   image(length: number): Buffer {
     if (this.cachedImage?.length === length) return this.cachedImage;
-    if (this.imageBuffer?.length !== length) this.imageBuffer = Buffer.allocUnsafeSlow(length);
-    this.copyOut(this.imageBuffer, 0, 0, length);
+    if (this.imageBuffer?.length !== length) {
+      this.imageBuffer = Buffer.allocUnsafeSlow(length);
+      this.copyOut(this.imageBuffer, 0, 0, length);
+    } else {
+      for (const i of this.sinceImage) if (i * pageBytes < length) this.copyOut(this.imageBuffer, i * pageBytes, i * pageBytes, Math.min(length, (i + 1) * pageBytes));
+    }
+    this.sinceImage.clear();
     this.cachedImage = this.imageBuffer;
     return this.cachedImage;
   }
@@ -98,9 +106,11 @@ export class PagedBytes {
    * view changed since it was copied from `other` (or `other` from it) or last published to it.
    */
   publishTo(other: PagedBytes): void {
+    if (this.changed.size > 0) other.cachedImage = undefined;
     for (const i of this.changed) {
       other.pages[i] = this.pages[i];
       other.owned[i] = false;
+      if (other.imageBuffer) other.sinceImage.add(i);
       this.owned[i] = false;
     }
     this.changed.clear();
@@ -114,7 +124,12 @@ export class PagedBytes {
       this.pages[i] = page = mine;
       this.owned[i] = true;
     }
-    this.changed.add(i);
+    this.replaced(i);
     return page;
+  }
+
+  private replaced(i: number): void {
+    this.changed.add(i);
+    if (this.imageBuffer) this.sinceImage.add(i);
   }
 }
