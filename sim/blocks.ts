@@ -5,17 +5,23 @@ import { crc32c } from '../src/common/crc32c';
 
 export const sectorBytes = 512;
 const magic = 0x73696d31; // "sim1"
+const zeroSector = Buffer.alloc(sectorBytes);
 
 export function encodeSectors(writeId: number, volume: number, firstSector: number, count: number): Buffer {
-  const out = Buffer.alloc(count * sectorBytes);
+  // Every byte is written below, so the buffer need not start zeroed.
+  const out = Buffer.allocUnsafe(count * sectorBytes);
+  // A DataView writes each word without Buffer's per-call checks; the words are those writeUInt32BE wrote.
+  const view = new DataView(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < count; i++) {
-    const s = out.subarray(i * sectorBytes, (i + 1) * sectorBytes);
-    s.writeUInt32BE(magic, 0);
-    s.writeUInt32BE(writeId, 4);
-    s.writeUInt32BE(volume, 8);
-    s.writeUInt32BE(firstSector + i, 12);
-    for (let at = 16; at + 4 <= sectorBytes - 4; at += 4) s.writeUInt32BE((writeId * 2654435761 + at * 40503 + i) >>> 0, at);
-    s.writeUInt32BE(crc32c(s.subarray(0, sectorBytes - 4)), sectorBytes - 4);
+    const base = i * sectorBytes;
+    view.setUint32(base, magic);
+    view.setUint32(base + 4, writeId);
+    view.setUint32(base + 8, volume);
+    view.setUint32(base + 12, firstSector + i);
+    // Exact integer arithmetic (below 2^53), so grouping the terms differently gives the same words.
+    const seed = writeId * 2654435761 + i;
+    for (let at = 16; at + 4 <= sectorBytes - 4; at += 4) view.setUint32(base + at, (seed + at * 40503) >>> 0);
+    view.setUint32(base + sectorBytes - 4, crc32c(out.subarray(base, base + sectorBytes - 4)));
   }
   return out;
 }
@@ -24,7 +30,7 @@ export type SectorValue = { kind: 'zero' } | { kind: 'write'; id: number } | { k
 
 /** Which write a sector holds (0 bytes: never written, or zeroed). */
 export function decodeSector(s: Buffer, volume: number, sector: number): SectorValue {
-  if (s.every((b) => b === 0)) return { kind: 'zero' };
+  if (s.length === sectorBytes ? s.equals(zeroSector) : s.every((b) => b === 0)) return { kind: 'zero' };
   if (s.readUInt32BE(0) !== magic) return { kind: 'garbage', why: 'not a simulator sector' };
   if (crc32c(s.subarray(0, sectorBytes - 4)) !== s.readUInt32BE(sectorBytes - 4)) return { kind: 'garbage', why: 'checksum mismatch (a torn sector)' };
   if (s.readUInt32BE(8) !== volume || s.readUInt32BE(12) !== sector) {

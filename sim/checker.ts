@@ -8,6 +8,7 @@
 //      copies of a pair differ, so a resync makes them equal;
 //   5. at the end, after faults healed and commands ended: every pair duplex, both ends agree on
 //      every attribute, and every copy is byte-equal.
+import type { PairRecord } from '../src/replication/pairs/pair-model';
 import type { PairInternals } from '../src/replication/status';
 import { decodeVolume, sectorBytes } from './blocks';
 import type { Cluster } from './cluster';
@@ -86,11 +87,11 @@ export class Checker {
   }
 
   /** Sync pairs with fence data that forward the volume's writes from `node` now. */
-  private forwardingSyncPairs(node: string, volume: string): PairInternals[] {
+  private forwardingSyncPairs(node: string, volume: string): Array<{ record: PairRecord }> {
     const service = this.cluster.node(node).service;
     if (!service || !this.cluster.node(node).up) return [];
-    return service.internals().filter((p) => p.record.volume === volume && p.record.role === 'primary' && p.record.mode === 'sync' &&
-      p.record.fence === 'data' && (p.record.state === 'duplex' || p.record.state === 'initial-copying' || p.record.state === 'duplex-pending'));
+    return service.pairRecords().filter((r) => r.volume === volume && r.role === 'primary' && r.mode === 'sync' &&
+      r.fence === 'data' && (r.state === 'duplex' || r.state === 'initial-copying' || r.state === 'duplex-pending')).map((record) => ({ record }));
   }
 
   /** Promise 1, at the moment of the acknowledgement. */
@@ -120,7 +121,8 @@ export class Checker {
     for (const [volume, active] of this.cluster.active) if (active === node) this.epochStart.set(volume, this.history.now);
     // The primary comes back with what its disk kept and resyncs its secondaries from that: they
     // may lose what was not durable here (a power loss loses unflushed writes, as a local disk does).
-    for (const p of this.cluster.node(node).service?.internals() ?? []) {
+    for (const record of this.cluster.node(node).service?.pairRecords() ?? []) {
+      const p = { record };
       if (p.record.role !== 'primary' || p.record.mode !== 'sync') continue;
       const durable = this.set(this.durable, node, p.record.volume);
       const peerMust = this.set(this.mustHave, p.record.peer.node, p.record.peerVolume);
@@ -165,7 +167,7 @@ export class Checker {
   pairNames(): string[] {
     const names = new Set<string>(this.cluster.pairs.map((p) => p.name));
     for (const node of this.cluster.nodes.values()) {
-      if (node.up) for (const p of node.service!.internals()) names.add(p.record.name);
+      if (node.up) for (const r of node.service!.pairRecords()) names.add(r.name);
     }
     return [...names].sort();
   }
@@ -181,7 +183,7 @@ export class Checker {
     const must = this.mustHave.get(nodeName)!.get(volume);
     if (!node.up || !must || must.size === 0) return;
     const spec = this.cluster.volumes.find((v) => v.name === volume)!;
-    const ids = decodeVolume(node.read(volume, 0, spec.sizeBytes), spec.index, (s, why) => this.fail(`${nodeName}/${volume} sector ${s}: ${why}`));
+    const ids = decodeVolume(node.image(volume, spec.sizeBytes), spec.index, (s, why) => this.fail(`${nodeName}/${volume} sector ${s}: ${why}`));
     for (let s = 0; s < ids.length; s++) {
       const seen = ids[s]! ? this.history.write(ids[s]!) : undefined;
       for (const w of this.history.touching(volume, s)) {
@@ -240,8 +242,8 @@ export class Checker {
     const rp = p.internals.record;
     const spec = this.cluster.volumes.find((v) => v.name === rp.volume);
     if (!spec) return;
-    const a = this.cluster.node(p.node).read(rp.volume, 0, spec.sizeBytes);
-    const b = this.cluster.node(s.node).read(rp.peerVolume, 0, spec.sizeBytes);
+    const a = this.cluster.node(p.node).image(rp.volume, spec.sizeBytes);
+    const b = this.cluster.node(s.node).image(rp.peerVolume, spec.sizeBytes);
     if (a.equals(b)) return;
     const covered = new Uint8Array(Math.ceil(spec.sizeBytes / sectorBytes));
     const mark = (offset: number, length: number): void => {
@@ -268,7 +270,7 @@ export class Checker {
   private groupMembers(node: string, group: string | null): Array<{ name: string; volume: string }> {
     if (group === null) return [];
     const service = this.cluster.node(node).service;
-    return (service?.internals() ?? []).filter((p) => p.record.group === group).map((p) => ({ name: p.record.name, volume: p.record.volume }));
+    return (service?.pairRecords() ?? []).filter((r) => r.group === group).map((r) => ({ name: r.name, volume: r.volume }));
   }
 
   /** Promise 3: the secondary's copies of the group's volumes are a prefix of the primary's history since the epoch. */
@@ -278,7 +280,7 @@ export class Checker {
     const epoch = Math.max(...members.map((m) => this.epochStart.get(m.volume) ?? 0));
     for (const m of members) {
       const spec = this.cluster.volumes.find((v) => v.name === m.volume)!;
-      observed.set(m.volume, decodeVolume(this.cluster.node(secondaryNode).read(m.volume, 0, spec.sizeBytes), spec.index,
+      observed.set(m.volume, decodeVolume(this.cluster.node(secondaryNode).image(m.volume, spec.sizeBytes), spec.index,
         (s, why) => this.fail(`${secondaryNode}/${m.volume} sector ${s}: ${why}`)));
     }
     const inEpoch = (w: HostWrite): boolean => w.node === primaryNode && w.issued > epoch && members.some((m) => m.volume === w.volume);
@@ -324,8 +326,8 @@ export class Checker {
         if (p[field] !== s[field]) this.fail(`pair ${spec.name}: the ends disagree on ${field} (${sides.primary.node} ${String(p[field])}, ${sides.secondary.node} ${String(s[field])})`);
       }
       const size = this.cluster.volumes.find((v) => v.name === p.volume)!.sizeBytes;
-      const a = this.cluster.node(sides.primary.node).read(p.volume, 0, size);
-      const b = this.cluster.node(sides.secondary.node).read(p.peerVolume, 0, size);
+      const a = this.cluster.node(sides.primary.node).image(p.volume, size);
+      const b = this.cluster.node(sides.secondary.node).image(p.peerVolume, size);
       if (!a.equals(b)) {
         let x = 0;
         while (a.subarray(x * sectorBytes, (x + 1) * sectorBytes).equals(b.subarray(x * sectorBytes, (x + 1) * sectorBytes))) x++;

@@ -7,6 +7,7 @@
 // operation takes virtual time, and an operation of a crashed incarnation never completes.
 import * as path from 'node:path';
 import type { Disk, DiskFile, OpenFlags } from '../src/common/disk';
+import { PagedBytes } from './pages';
 import type { Random } from './random';
 import type { Lifetime, Scheduler } from './scheduler';
 
@@ -14,12 +15,17 @@ export const sectorBytes = 512;
 
 interface Inode {
   id: number;
-  data: Buffer;
+  data: PagedBytes;
   size: number;
-  durable: Buffer;
+  durable: PagedBytes;
   durableSize: number;
   /** Changes since the last datasync, in order (kept or lost one by one at a power loss). */
   pending: Array<{ kind: 'write'; position: number; bytes: Buffer } | { kind: 'truncate'; size: number }>;
+  /**
+   * The page-cache view is the durable view with `pending` applied (no write was kept from the
+   * durable view on purpose), so a sync can publish its pages instead of applying each change.
+   */
+  inSync: boolean;
 }
 
 type NameOp = { kind: 'link'; name: string; inode: Inode } | { kind: 'unlink'; name: string };
@@ -49,13 +55,6 @@ function errno(code: string, message: string): Error {
   return Object.assign(new Error(`${code}: ${message}`), { code });
 }
 
-function resized(buf: Buffer, size: number): Buffer {
-  if (buf.length >= size) return buf;
-  const bigger = Buffer.alloc(Math.max(size, buf.length * 2));
-  buf.copy(bigger);
-  return bigger;
-}
-
 export class SimDisk {
   private names = new Map<string, Inode>();
   private durableNames = new Map<string, Inode>();
@@ -75,8 +74,32 @@ export class SimDisk {
   readNow(file: string, position: number, length: number): Buffer {
     const inode = this.names.get(path.normalize(file));
     const out = Buffer.alloc(length);
-    if (inode) inode.data.copy(out, 0, position, Math.min(inode.size, position + length));
+    if (inode) inode.data.copyOut(out, 0, position, Math.max(position, Math.min(inode.size, position + length)));
     return out;
+  }
+
+  /**
+   * The first `length` bytes reads would return now, like readNow, but without a copy of its own:
+   * the caller must not change it, and it is valid only until the file next changes (the checker
+   * reads a whole volume, decodes or compares it, and drops it).
+   */
+  imageNow(file: string, length: number): Buffer {
+    const inode = this.names.get(path.normalize(file));
+    // Bytes past a file's size are always zero in its pages, so a view of `length` bytes is what readNow returns.
+    return inode ? inode.data.image(length) : Buffer.alloc(length);
+  }
+
+  /** Flips bits of bytes in the page-cache view only, as a disk returning bad data would (tests). */
+  corruptNow(file: string, offsets: number[], mask: number): void {
+    const inode = this.names.get(path.normalize(file));
+    if (!inode) throw errno('ENOENT', `no such file ${file}`);
+    for (const at of offsets) {
+      const byte = Buffer.alloc(1);
+      inode.data.copyOut(byte, 0, at, at + 1);
+      byte[0] = byte[0]! ^ mask;
+      inode.data.write(at, byte);
+    }
+    inode.inSync = false;
   }
 
   exists(file: string): boolean {
@@ -111,7 +134,7 @@ export class SimDisk {
   }
 
   create(file: string): Inode {
-    const inode: Inode = { id: this.nextInode++, data: Buffer.alloc(0), size: 0, durable: Buffer.alloc(0), durableSize: 0, pending: [] };
+    const inode: Inode = { id: this.nextInode++, data: new PagedBytes(), size: 0, durable: new PagedBytes(), durableSize: 0, pending: [], inSync: true };
     this.link(file, inode);
     return inode;
   }
@@ -151,17 +174,19 @@ export class SimDisk {
     this.pendingNames = [];
   }
 
+  /** `bytes` becomes the disk's: the caller must not change it afterwards. */
   write(inode: Inode, position: number, bytes: Buffer, file: string): void {
-    inode.data = resized(inode.data, position + bytes.length);
-    bytes.copy(inode.data, position);
+    inode.data.write(position, bytes);
     inode.size = Math.max(inode.size, position + bytes.length);
-    if (this.sabotage.volatileFiles?.test(file) && position >= (this.sabotage.volatileFromByte ?? 0)) return;
-    inode.pending.push({ kind: 'write', position, bytes: Buffer.from(bytes) });
+    if (this.sabotage.volatileFiles?.test(file) && position >= (this.sabotage.volatileFromByte ?? 0)) {
+      inode.inSync = false;
+      return;
+    }
+    inode.pending.push({ kind: 'write', position, bytes });
   }
 
   truncate(inode: Inode, size: number): void {
-    if (size < inode.size) inode.data.fill(0, size, inode.size);
-    inode.data = resized(inode.data, size);
+    if (size < inode.size) inode.data.zero(size, inode.size);
     inode.size = size;
     inode.pending.push({ kind: 'truncate', size });
   }
@@ -172,7 +197,12 @@ export class SimDisk {
   }
 
   private makeDurable(inode: Inode): void {
-    for (const change of inode.pending) applyChange(inode, change);
+    if (inode.inSync) {
+      inode.data.publishTo(inode.durable);
+      inode.durableSize = inode.size;
+    } else {
+      for (const change of inode.pending) applyChange(inode, change);
+    }
     inode.pending = [];
   }
 
@@ -192,20 +222,19 @@ export class SimDisk {
       }
     }
     inode.pending = [];
-    inode.data = Buffer.from(inode.durable);
+    inode.data = inode.durable.copy();
     inode.size = inode.durableSize;
+    inode.inSync = true;
   }
 }
 
 function applyChange(inode: Inode, change: Inode['pending'][number]): void {
   if (change.kind === 'truncate') {
-    if (change.size < inode.durableSize) inode.durable.fill(0, change.size, inode.durableSize);
-    inode.durable = resized(inode.durable, change.size);
+    if (change.size < inode.durableSize) inode.durable.zero(change.size, inode.durableSize);
     inode.durableSize = change.size;
     return;
   }
-  inode.durable = resized(inode.durable, change.position + change.bytes.length);
-  change.bytes.copy(inode.durable, change.position);
+  inode.durable.write(change.position, change.bytes);
   inode.durableSize = Math.max(inode.durableSize, change.position + change.bytes.length);
 }
 
@@ -249,7 +278,9 @@ class IncarnationDisk implements Disk {
     return this.later('io', () => {
       const inode = this.disk.lookup(name);
       if (!inode) throw errno('ENOENT', `no such file ${name}`);
-      return Buffer.from(inode.data.subarray(0, inode.size));
+      const out = Buffer.allocUnsafe(inode.size);
+      inode.data.copyOut(out, 0, 0, inode.size);
+      return out;
     });
   }
 
@@ -298,13 +329,13 @@ class SimFile implements DiskFile {
     return this.owner.later('io', () => {
       this.check();
       const n = Math.max(0, Math.min(length, this.inode.size - position));
-      this.inode.data.copy(target, targetOffset, position, position + n);
+      if (n > 0) this.inode.data.copyOut(target, targetOffset, position, position + n);
       return n;
     });
   }
 
   writev(pieces: Buffer[], position: number): Promise<number> {
-    // The bytes are taken when the call is made, as the kernel copies them.
+    // The bytes are taken when the call is made, as the kernel copies them (this copy is the disk's).
     const bytes = Buffer.concat(pieces);
     return this.owner.later('io', () => {
       this.check();

@@ -32,12 +32,15 @@ export class History {
   readonly writes: HostWrite[] = [];
   readonly flushes: HostFlush[] = [];
   private readonly bySector = new Map<string, HostWrite[][]>();
+  /** volume → node → its writes there, in issue order (a flush asks for these only). */
+  private readonly byPlace = new Map<string, Map<string, HostWrite[]>>();
 
   constructor(private readonly sectorsPerVolume: number) {}
 
   issueWrite(volume: string, node: string, firstSector: number, sectors: number, atMs: number): HostWrite {
     const w: HostWrite = { id: this.nextWriteId++, volume, node, firstSector, sectors, issued: ++this.tick, completed: Number.POSITIVE_INFINITY, ok: null, atMs };
     this.writes.push(w);
+    this.at(volume, node).push(w);
     const index = this.index(volume);
     for (let s = firstSector; s < firstSector + sectors; s++) index[s]!.push(w);
     return w;
@@ -80,7 +83,21 @@ export class History {
 
   /** Acknowledged writes of `volume` at `node` completed before logical time `t`. */
   ackedBefore(volume: string, node: string, t: number): HostWrite[] {
-    return this.writes.filter((w) => w.volume === volume && w.node === node && w.ok === true && w.completed < t);
+    return this.at(volume, node).filter((w) => w.ok === true && w.completed < t);
+  }
+
+  private at(volume: string, node: string): HostWrite[] {
+    let byNode = this.byPlace.get(volume);
+    if (!byNode) {
+      byNode = new Map();
+      this.byPlace.set(volume, byNode);
+    }
+    let list = byNode.get(node);
+    if (!list) {
+      list = [];
+      byNode.set(node, list);
+    }
+    return list;
   }
 
   private index(volume: string): HostWrite[][] {

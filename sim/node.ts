@@ -133,4 +133,9 @@ export class SimNode {
   read(volume: string, offset: number, length: number): Buffer {
     return this.disk.readNow(this.volumeFile(volume), offset, length);
   }
+
+  /** The volume's first `length` bytes as reads would return them now, not to be changed and valid only until the next disk operation. */
+  image(volume: string, length: number): Buffer {
+    return this.disk.imageNow(this.volumeFile(volume), length);
+  }
 }

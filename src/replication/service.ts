@@ -51,6 +51,7 @@ import type { PairRuntime } from './pairs/runtime';
 import { TransitionEngine } from './pairs/transitions';
 import { recoverAfterRestart } from './recovery';
 import { type PairInternals, StatusReader } from './status';
+import type { PairRecord } from './pairs/pair-model';
 
 export type { CreatePairInput };
 export type { GroupStatus, PairStatus };
@@ -338,6 +339,11 @@ export class ReplicationService implements ReplicationDataPath {
 
   groupStatus(group: string): GroupStatus {
     return this.parts.status.group(group);
+  }
+
+  /** Every pair's record: internals() without the differential records and ranges (the simulator's checker asks at every write). */
+  pairRecords(): PairRecord[] {
+    return this.parts.status.records();
   }
 
   /** Internal state of every pair (the simulator's checker; not part of the API). */

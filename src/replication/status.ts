@@ -93,6 +93,11 @@ export class StatusReader {
     }
   }
 
+  /** A copy of every pair's record, in the order of internals(). */
+  records(): PairRecord[] {
+    return [...this.registry.all()].map((p) => ({ ...p.record }));
+  }
+
   internals(volumeRuntimes: VolumeRuntimes): PairInternals[] {
     return [...this.registry.all()].map((p) => {
       const r = p.record;

@@ -78,9 +78,8 @@ function hostWrites(f: Fixture): { stop: () => void; writes: () => number; error
 
 function flipOnDisk(f: Fixture, node: string, offsets: number[]): void {
   const n = f.cluster.node(node);
-  const inode = n.disk.lookup(n.volumeFile('db'));
-  assert.ok(inode, 'the volume file exists');
-  for (const at of offsets) inode.data[at] = inode.data[at]! ^ 0x20;
+  assert.ok(n.disk.exists(n.volumeFile('db')), 'the volume file exists');
+  n.disk.corruptNow(n.volumeFile('db'), offsets, 0x20);
 }
 
 async function runVerify(f: Fixture): Promise<PairStatus> {
