@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { TricopyError } from '../common/errors';
 import type { Logger } from '../common/log';
-import { PeerLink, type LinkRefusal, type LinkTimings } from '../replication/transport/link';
+import { PeerLink, keepsNewLink, type LinkRefusal, type LinkTimings } from '../replication/transport/link';
 import type { MessageType } from '../replication/transport/messages';
 import { assertLinkLimits, maxAuthenticatedLinks, maxUnauthenticatedLinks, reconnectInitialDelayMs, reconnectMaxDelayMs } from '../replication/transport/peers';
 
@@ -234,9 +234,7 @@ export class RelayLinks extends EventEmitter {
       const key = linkKey(kind, peer, local);
       const current = this.links.get(key);
       if (current?.isReady) {
-        // Both ends dialed: keep the link dialed by the end whose name sorts first (as nodes do).
-        const keepNew = link.side === current.side || (link.side === 'dialer' ? local : peer) < (current.side === 'dialer' ? local : peer);
-        if (!keepNew) {
+        if (!keepsNewLink(link, current, local, peer)) {
           link.close('duplicate link');
           return;
         }

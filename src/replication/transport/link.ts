@@ -46,6 +46,15 @@ export type RequestHandler = (type: MessageType, payload: Buffer, link: PeerLink
  */
 export type AcceptorIdentity = (dialer: string, expect: string | undefined) => string | { refuse: string };
 
+/**
+ * Two ready links between the same ends (both dialed): keep the one dialed by the end whose name
+ * sorts first. Two links from the same dialer mean the older one is dead but not yet detected: keep
+ * the new one. Both ends decide alike, so they keep the same link.
+ */
+export function keepsNewLink(fresh: PeerLink, current: PeerLink, local: string, peer: string): boolean {
+  return fresh.side === current.side || (fresh.side === 'dialer' ? local : peer) < (current.side === 'dialer' ? local : peer);
+}
+
 /** Why the replication port refused a peer or dropped a connection. A fixed set: it is a metric label. */
 export const linkRefusalReasons = [
   'no-secret', 'too-many-connections', 'handshake-timeout', 'closed-before-auth', 'bad-frame', 'oversized-frame', 'bad-checksum',

@@ -9,7 +9,7 @@ import { TricopyError, invariant } from '../../common/errors';
 import type { Logger } from '../../common/log';
 import { frameHeaderBytes, maxFramePayloadBytes, maxHandshakePayloadBytes } from './frame';
 import {
-  PeerLink, largestHandshakePayloadBytes, type LinkRefusal, type LinkRefusalObserver, type LinkRefusalReason, type LinkTimings, type RequestHandler,
+  PeerLink, keepsNewLink, largestHandshakePayloadBytes, type LinkRefusal, type LinkRefusalObserver, type LinkRefusalReason, type LinkTimings, type RequestHandler,
 } from './link';
 import type { MessageType } from './messages';
 import type { PeerAddress } from '../../contracts/pairs';
@@ -275,17 +275,12 @@ export class PeerManager extends EventEmitter implements PeerTransport {
       const node = link.peerNode!;
       const current = this.links.get(node);
       if (current?.isReady) {
-        // Both sides dialed: keep the link dialed by the node whose name sorts first. Two links from
-        // the same dialer mean the older one is dead but not yet detected: keep the new one.
-        const keepNew = link.side === current.side ||
-          (link.side === 'dialer' ? this.localNode : node) < (current.side === 'dialer' ? this.localNode : node);
-        const loser = keepNew ? current : link;
-        if (!keepNew) {
+        if (!keepsNewLink(link, current, this.localNode, node)) {
           link.close('duplicate link');
           return;
         }
         this.links.set(node, link);
-        loser.close('duplicate link');
+        current.close('duplicate link');
       } else {
         this.links.set(node, link);
       }
