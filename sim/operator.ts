@@ -3,6 +3,7 @@
 // application to where the volumes became writable, and at the end follows the runbook until every
 // pair is duplex again.
 import type { PairStatus } from '../src/contracts/pairs';
+import { swapFinishesAt } from '../src/replication/pairs/interrupted-swap';
 import type { PairInternals } from '../src/replication/status';
 import type { Checker } from './checker';
 import type { Cluster, PairSpec } from './cluster';
@@ -124,10 +125,10 @@ export class Operator {
   private async convergeStep(spec: PairSpec): Promise<boolean> {
     const { primary, secondary, all } = this.sides(spec);
     if (all.length === 2 && !primary) {
-      // Both ends are secondaries: a swap did not finish. The end with the newer generation swaps.
+      // Both ends are secondaries: a swap did not finish. It is finished where the node advises.
       const [a, b] = all as [Sides['all'][number], Sides['all'][number]];
-      const newer = a.p.record.generation >= b.p.record.generation ? a : b;
-      await this.swap(newer.node, spec, (newer === a ? b : a).node);
+      const at = swapFinishesAt({ ...a.p.record, end: a }, { ...b.p.record, end: b }).end;
+      await this.swap(at.node, spec, (at === a ? b : a).node);
       return false;
     }
     if (!primary || !secondary) return false;

@@ -122,6 +122,12 @@ export interface PairStatus {
   /** Bytes recorded as changed (to be copied by the next resync). */
   differentialBytes: number;
   hostWritesRecorded: boolean;
+  /**
+   * This secondary stepped down in a swap and its new primary has not acted yet: it still holds the
+   * image it had as the primary. With both ends secondaries, `pair swap` at the other end finishes the
+   * swap; at this end it takes the primary back.
+   */
+  awaitingNewPrimary: boolean;
   secondaryWritable: boolean;
   /** Bytes the last delta copy found different and sent (null when no delta copy ran here). */
   deltaBytes: number | null;

@@ -129,6 +129,7 @@ export class StatusReader {
         ? Math.floor((copy.doneChunks / copy.totalChunks) * 100) : null,
       differentialBytes: p.bitmap.setBitCount * diffChunkBytes,
       hostWritesRecorded: r.hostWritesRecorded,
+      awaitingNewPrimary: r.awaitingNewPrimary,
       secondaryWritable: r.secondaryWritable,
       deltaBytes: p.copy.deltaRan ? p.copy.deltaBytesFound : null,
       deltaMethod: p.copy.deltaMethod,
@@ -147,7 +148,7 @@ function simplexStatus(name: string): PairStatus {
   return {
     name, role: 'primary', code: 'SMPL', state: 'simplex', volume: '', peer: { node: '', volume: '', host: '', replPort: 0, connected: false },
     mode: 'sync', purpose: 'data', fence: 'never', group: null, suspendCause: null, reason: 'no such pair', generation: 0, progressPercent: null, interruptedCopyPercent: null,
-    differentialBytes: 0, hostWritesRecorded: false, secondaryWritable: false, deltaBytes: null, deltaMethod: null, deltaNote: null, deltaRecord: null,
+    differentialBytes: 0, hostWritesRecorded: false, awaitingNewPrimary: false, secondaryWritable: false, deltaBytes: null, deltaMethod: null, deltaNote: null, deltaRecord: null,
     heldEntries: 0, fenceGroup: null, journal: null, lag: null, createdAt: '', updatedAt: '',
   };
 }

@@ -43,6 +43,8 @@ export const regressionSeeds: Record<number, string> = {
   294: 'a write refused by the fence while its sync pair was being deleted left its async entry held for good (the group never drained; a planned swap waited in vain); a failback swap became a takeover while the active site was still reconnecting',
   223: 'a planned swap asked right after the old primary restarted drained a journal nobody shipped: the reconciliation that starts shipping waited behind the swap in the pair\'s queue',
   264: 'a Fig. 13 failover target whose pair the primary dissolved counted as a former secondary (not the active site)',
+  389: 'a takeover at a split secondary stopped after the old primary stepped down: both ends secondaries, neither dialed the other, and the end that stepped down (nothing copied into it) refused every swap',
+  325: 'a swap stopped after the old primary stepped down for a secondary that had taken over and written: the advice named the end that stepped down (newer generation), whose swap would have discarded the acknowledged writes',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
 };
 

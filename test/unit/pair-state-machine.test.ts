@@ -1,5 +1,6 @@
 // Every (role, state, command/event[, suspend cause]) of the pair state machine, with the expected outcome:
 // the transitions of spec 001 §5.2 and the refusals with the words an operator reads.
+import { swapFinishesAt } from '../../src/replication/pairs/interrupted-swap';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { allDecisions, decide, type Outcome, type PairEvent } from '../../src/replication/pairs/state-table';
@@ -114,6 +115,31 @@ test('refusals read as instructions for the operator', () => {
   assert.match((o as { message: string }).message, /not a consistent image/);
   const r = decide('secondary', 'secondary-writable', 'resync', 'sync');
   assert.match((r as { message: string }).message, /run swap here to make it the primary/);
+});
+
+test('a secondary that stepped down in a swap nobody finished may become the primary again; one being copied into may not', () => {
+  for (const mode of ['sync', 'async'] as const) {
+    const swap = decide('secondary', 'duplex-pending', 'swap', mode, null, { awaitingNewPrimary: true });
+    assert.equal(swap.kind, 'transition');
+    assert.deepEqual([(swap as { to: string }).to, (swap as { role?: string }).role, (swap as { generation?: string }).generation], ['duplex-pending', 'primary', 'bump']);
+    const takeover = decide('secondary', 'duplex-pending', 'takeover', mode, null, { awaitingNewPrimary: true });
+    assert.equal(takeover.kind, 'transition');
+    assert.equal((takeover as { to: string }).to, 'secondary-writable');
+    for (const event of ['swap', 'takeover'] as const) {
+      const o = decide('secondary', 'duplex-pending', event, mode, null, { awaitingNewPrimary: false });
+      assert.equal(o.kind, 'refuse', `${event} of a secondary being copied into is refused`);
+    }
+  }
+});
+
+test('an interrupted swap is finished at its requester; otherwise where the generation is newer', () => {
+  const stepped = { node: 'a', generation: 5, awaitingNewPrimary: true };
+  const requester = { node: 'b', generation: 4, awaitingNewPrimary: false };
+  assert.equal(swapFinishesAt(stepped, requester).node, 'b');
+  assert.equal(swapFinishesAt(requester, stepped).node, 'b');
+  const clean = { node: 'a', generation: 5, awaitingNewPrimary: false };
+  assert.equal(swapFinishesAt(clean, requester).node, 'a');
+  assert.equal(swapFinishesAt(requester, clean).node, 'a');
 });
 
 test('short codes follow Hitachi CCI', () => {

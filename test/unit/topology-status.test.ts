@@ -32,7 +32,7 @@ function pair(name: string, role: 'primary' | 'secondary', peer: string, over: P
   return {
     name, role, code: 'PAIR', state: 'duplex', volume: 'db1', peer: { node: peer, volume: 'db1', host: '', replPort: 1, connected: true },
     mode, purpose: 'data', fence: mode === 'sync' ? 'data' : 'never', group: mode === 'async' ? 'erp' : null, suspendCause: null, reason: 'in step', generation: 1,
-    progressPercent: null, interruptedCopyPercent: null, differentialBytes: 0, hostWritesRecorded: false, secondaryWritable: false,
+    progressPercent: null, interruptedCopyPercent: null, differentialBytes: 0, hostWritesRecorded: false, awaitingNewPrimary: false, secondaryWritable: false,
     deltaBytes: null, deltaMethod: null, deltaNote: null, deltaRecord: null, heldEntries: 0, fenceGroup: 'erp', journal: null, lag: null,
     createdAt: '', updatedAt: '', peerDataDirId: null, ...over,
   };

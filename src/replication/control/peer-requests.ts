@@ -128,6 +128,7 @@ export class PeerRequests {
     const { header, data } = decodeDataHeader(payload);
     const p = this.receivingPair(header.name, peer);
     if (data.length !== header.length) throw new TricopyError('invalid-argument', 'write length disagrees with its data');
+    if (p.record.awaitingNewPrimary) await this.parts.engine.noteNewPrimaryWrote(p);
     const volume = this.volume(p);
     const options = { fua: (header.flags & dataFlagFua) !== 0 };
     this.noteReceived(p, volume, type === MessageType.Write ? header.tag : undefined, header.offset, header.length, peer);
@@ -140,6 +141,7 @@ export class PeerRequests {
   private async onZero(payload: Buffer, peer: string): Promise<Buffer | void> {
     const { header } = decodeDataHeader(payload);
     const p = this.receivingPair(header.name, peer);
+    if (p.record.awaitingNewPrimary) await this.parts.engine.noteNewPrimaryWrote(p);
     const volume = this.volume(p);
     const options = { fua: (header.flags & dataFlagFua) !== 0, noHole: false, fastOnly: false };
     this.noteReceived(p, volume, header.tag, header.offset, header.length, peer);

@@ -6,6 +6,7 @@ import type { TimerHandle } from '../../common/clock';
 import { errorMessage } from '../../common/errors';
 import type { EventJournal } from '../../common/events';
 import type { Logger } from '../../common/log';
+import { swapFinishesAt } from '../pairs/interrupted-swap';
 import { type Journals, journaling } from '../async/journals';
 import type { Shipping } from '../async/shipper';
 import { copying, type CopyEngine } from '../copy/copy-engine';
@@ -43,6 +44,7 @@ export function summary(r: PairRecord): PairSummary {
   return {
     name: r.name, role: r.role, state: r.state, suspendCause: r.suspendCause, generation: r.generation, mode: r.mode,
     group: r.group, volume: r.volume, peerVolume: r.peerVolume, hostWritesRecorded: r.hostWritesRecorded, fence: r.fence, fenceGroup: r.fenceGroup,
+    awaitingNewPrimary: r.awaitingNewPrimary,
   };
 }
 
@@ -164,9 +166,14 @@ export class Reconciler {
       return;
     }
     if (r.role === 'secondary' && q.role === 'secondary') {
-      // The end with the newer generation decides (swap accepts it; the other end stays the secondary).
-      const newer = r.generation >= q.generation ? this.parts.localNode : r.peer.node;
-      this.parts.events.emit('pair-conflict', r.name, `both ${this.parts.localNode} and ${r.peer.node} are secondaries: a swap did not finish; run pair swap ${r.name} at ${newer} (the newer generation) to make it the primary`);
+      const local = { node: this.parts.localNode, generation: r.generation, awaitingNewPrimary: r.awaitingNewPrimary };
+      const peer = { node: r.peer.node, generation: q.generation, awaitingNewPrimary: q.awaitingNewPrimary === true };
+      const at = swapFinishesAt(local, peer);
+      const stepped = [local, peer].find((e) => e.awaitingNewPrimary && e !== at);
+      this.parts.events.emit('pair-conflict', r.name, `both ${this.parts.localNode} and ${r.peer.node} are secondaries: a swap did not finish; ` +
+        (stepped
+          ? `run pair swap ${r.name} at ${at.node} to finish it (${stepped.node} stepped down for it and still holds its own image: a swap there instead keeps that image)`
+          : `run pair swap ${r.name} at ${at.node} (the newer generation) to make it the primary`));
     }
     // I am the secondary and the peer the primary: the primary pushes its state to me.
   }

@@ -98,7 +98,8 @@ export class Swap {
     const first = pairs[0];
     if (!first) return;
     const members: SwapMember[] = pairs.map((p) => ({
-      name: p.record.name, generation: p.record.generation + 1, senderHasChanges: p.record.hostWritesRecorded,
+      // A side that stepped down and takes the primary back imposes its own image: its writes count.
+      name: p.record.name, generation: p.record.generation + 1, senderHasChanges: p.record.hostWritesRecorded || p.record.awaitingNewPrimary,
       receivedSeqAtTakeover: p.record.state === 'secondary-writable' ? p.record.receivedSeqAtTakeover : null,
     }));
     const request: SwapPrepare = { ...members[0]!, newPrimary: this.parts.localNode, discardReceiverChanges: discardPeerChanges, ...(pairs.length > 1 ? { members } : {}) };
@@ -158,6 +159,7 @@ export class Swap {
         const planned = pairs.map((p) => p.record.state === 'duplex');
         await this.drainPlanned(pairs.filter((p) => p.record.state === 'duplex'));
         pairs.forEach((p, i) => this.checkChanges(p, members[i]!, req));
+        await this.restartReceivedStream(pairs);
         const answers = [];
         for (let i = 0; i < pairs.length; i++) {
           const p = pairs[i]!;
@@ -208,6 +210,20 @@ export class Swap {
       `swap of pair ${p.record.name}: volume ${p.record.volume} on ${this.parts.localNode} is also the primary of pair ${other.record.name} (${other.record.mode} to ${other.record.peer.node}), ` +
       `and as the ${p.record.mode} secondary it could not forward to it (only a cascade is possible: sync in, async out)`,
       `delete pair ${other.record.name} at ${this.parts.localNode} first (tricopy pair delete ${other.record.name}), then swap again`);
+  }
+
+  /**
+   * Both ends secondaries: this side stays one, but the requester starts a new stream (its journal
+   * begins again at entry 1), so the stream received from the old primary ends here. What arrived
+   * of it is applied first; the regions that differ are copied by the new primary after.
+   */
+  private async restartReceivedStream(pairs: PairRuntime[]): Promise<void> {
+    const group = pairs[0]?.record.group;
+    if (!group || !pairs.every((p) => p.record.role === 'secondary')) return;
+    const { journals } = this.parts;
+    await journals.received(group)?.drain();
+    await journals.closeReceived(group, true);
+    await journals.openFor(pairs[0]!.record);
   }
 
   private answer(members: Array<{ name: string; bitmap: string; clean: boolean }>): Buffer {

@@ -53,6 +53,13 @@ export interface PairRecord {
   hostWritesRecorded: boolean;
   /** Async secondary: the last journal entry it had received when it took over (null otherwise). */
   readonly receivedSeqAtTakeover: number | null;
+  /**
+   * This side stepped down in a swap and nothing of the new primary has been written here since:
+   * the volume still holds the consistent image it had as the primary. If the swap stopped half-way
+   * (the requester never became the primary), both ends are secondaries and nobody sends; this side
+   * keeps dialing its peer and may be made the primary again.
+   */
+  readonly awaitingNewPrimary: boolean;
 }
 
 /** The engine's view of a record: the only place its readonly fields are written. */

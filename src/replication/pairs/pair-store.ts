@@ -110,5 +110,6 @@ function parseRecord(value: unknown, file: string): PairRecord {
     secondaryWritable: r.secondaryWritable === true, generation: r.generation!, createdAt: r.createdAt ?? new Date(0).toISOString(),
     updatedAt: r.updatedAt ?? new Date(0).toISOString(), copy: r.copy ?? null, hostWritesRecorded: r.hostWritesRecorded === true,
     receivedSeqAtTakeover: typeof r.receivedSeqAtTakeover === 'number' ? r.receivedSeqAtTakeover : null,
+    awaitingNewPrimary: r.awaitingNewPrimary === true,
   };
 }

@@ -44,6 +44,8 @@ export interface DecisionContext {
   peerCause?: SuspendCause | null | undefined;
   /** split: the secondary would accept host writes while split (pairsplit -rw). */
   secondaryWritable?: boolean | undefined;
+  /** The record's awaitingNewPrimary: a secondary that stepped down in a swap nobody finished. */
+  awaitingNewPrimary?: boolean | undefined;
 }
 
 /**
@@ -222,8 +224,14 @@ const secondary: Record<PairState, Row> = {
     'peer-swap': peerTookPrimary,
     split: t('suspended', 'split during resync', 'operator'),
     resync: wrongSide('resync is run at the primary node'),
-    takeover: refuse('a resync is copying into this volume: it is not a consistent image'),
-    swap: refuse('a resync is copying into this volume: it is not a consistent image'),
+    // A swap that stopped after this side stepped down: nothing was copied here, so the volume is
+    // still the consistent image it had as the primary and may become the primary again.
+    takeover: (ctx) => ctx.awaitingNewPrimary === true
+      ? t('secondary-writable', 'takeover: the swap that made this node a secondary never finished; volume made writable', undefined, { generation: 'bump' })
+      : refuse('a resync is copying into this volume: it is not a consistent image'),
+    swap: (ctx) => ctx.awaitingNewPrimary === true
+      ? swapHere({ ...ctx, clean: false })
+      : refuse('a resync is copying into this volume: it is not a consistent image'),
     delete: t('simplex', 'pair deleted'),
     'copy-complete': t('duplex', 'resync finished'),
     failure: t('suspended', 'the primary could not be reached during resync', 'failure'),

@@ -88,7 +88,7 @@ export class TransitionEngine {
   /** What the table (and the overlay of the pair's purpose) says `event` would do to the pair now. */
   decide(p: PairRuntime, event: PairEvent, extra: Omit<DecisionContext, 'mode' | 'cause'> = {}): Outcome {
     const r = p.record;
-    const base = decide(r.role, r.state, event, r.mode, r.suspendCause, extra);
+    const base = decide(r.role, r.state, event, r.mode, r.suspendCause, { ...extra, awaitingNewPrimary: r.awaitingNewPrimary });
     if (r.purpose === 'data') return base;
     const overlay = this.overlays.get(r.purpose);
     if (!overlay) return noOverlay(r.purpose, event, base);
@@ -182,6 +182,13 @@ export class TransitionEngine {
     this.deps.events.emit(eventKind, r.name, reason);
   }
 
+  /** The new primary of a swap wrote here: this volume is no longer the image it had as the primary. */
+  async noteNewPrimaryWrote(p: PairRuntime): Promise<void> {
+    if (!p.record.awaitingNewPrimary) return;
+    (p.record as MutablePairRecord).awaitingNewPrimary = false;
+    await this.deps.store.save(p.record);
+  }
+
   /** Records that this side was written while the other side could not be (split-brain detection). */
   async noteHostWrites(p: PairRuntime, recorded: boolean): Promise<void> {
     if (p.record.hostWritesRecorded === recorded) return;
@@ -190,6 +197,8 @@ export class TransitionEngine {
   }
 
   private write(r: MutablePairRecord, outcome: Extract<Outcome, { kind: 'transition' }>, args: TransitionArgs): void {
+    // Set only by stepping down in a swap into a copy; any later transition means a primary acted.
+    r.awaitingNewPrimary = r.role === 'primary' && outcome.role === 'secondary' && outcome.to === 'duplex-pending';
     r.state = outcome.to;
     if (outcome.role !== undefined) r.role = outcome.role;
     const suspendedLike = outcome.to === 'suspended' || outcome.to === 'suspending';
@@ -230,11 +239,11 @@ export class TransitionEngine {
 
 /** A record as it is at creation, before any transition (the one place records are built). */
 export function newRecord(fields: Omit<PairRecord, 'createdAt' | 'updatedAt' | 'copy' | 'hostWritesRecorded' | 'receivedSeqAtTakeover' |
-  'secondaryWritable' | 'suspendCause' | 'purpose'> & { purpose?: PairRecord['purpose'] }, clock: Clock): PairRecord {
+  'secondaryWritable' | 'suspendCause' | 'purpose' | 'awaitingNewPrimary'> & { purpose?: PairRecord['purpose'] }, clock: Clock): PairRecord {
   const now = isoTime(clock);
   return {
     ...fields, purpose: fields.purpose ?? 'data', suspendCause: null, secondaryWritable: false, createdAt: now, updatedAt: now, copy: null, hostWritesRecorded: false,
-    receivedSeqAtTakeover: null,
+    receivedSeqAtTakeover: null, awaitingNewPrimary: false,
   };
 }
 

@@ -21,6 +21,8 @@ export interface PairSummary {
   hostWritesRecorded: boolean;
   fence?: FenceLevel;
   fenceGroup?: string | null;
+  /** The sender stepped down in a swap whose requester never became the primary (absent from older nodes). */
+  awaitingNewPrimary?: boolean;
 }
 
 const pairSummarySchema: JSONSchemaType<PairSummary> = {
@@ -40,6 +42,7 @@ const pairSummarySchema: JSONSchemaType<PairSummary> = {
     hostWritesRecorded: { type: 'boolean' },
     fence: { type: 'string', enum: ['data', 'never'], nullable: true } as never,
     fenceGroup: { type: 'string', nullable: true, maxLength: 63 } as never,
+    awaitingNewPrimary: { type: 'boolean', nullable: true } as never,
   },
 };
 
