@@ -68,6 +68,18 @@ export interface LinkAddress {
   port: number;
 }
 
+/**
+ * How one relay link carries entries (what WAN relays are bought for): zstd compression at a level
+ * and a bandwidth ceiling, the same in both directions. Links the file leaves plain have no entry.
+ */
+export interface LinkShaping {
+  between: [string, string];
+  /** zstd level (1 fastest … 19 smallest); null: sent as they are. */
+  compressLevel: number | null;
+  /** The most this link may carry, in bits per second (frames after compression); null: no limit. */
+  bandwidthBitsPerSecond: number | null;
+}
+
 /** A path between two edges, the edges first and last (714). Both directions are installed. */
 export interface RouteConfig {
   from: string;
@@ -84,6 +96,8 @@ export interface RelayNetworkConfig {
   links: Array<[string, string]>;
   /** Where one relay dials its neighbour when not at its listen address (a NAT, a WAN proxy). */
   linkAddresses: LinkAddress[];
+  /** Compression and bandwidth limits of links (absent from files applied by older versions). */
+  linkShaping?: LinkShaping[];
   routes: RouteConfig[];
   storages: Record<string, AttachedStorage>;
   orders: Record<string, OrderConfig>;
@@ -180,6 +194,8 @@ export interface RelayStatus {
   counters: {
     entriesForwarded: number;
     bytesForwarded: number;
+    /** Bytes that left for other relays after compression (equal to bytesForwarded on plain links). */
+    bytesSent: number;
     /** Entries dropped at this relay (no route, next hop down): the source edge resends them. */
     entriesDropped: number;
     /** Connections refused (wrong secret, not permitted, malformed frames). */

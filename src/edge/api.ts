@@ -2,6 +2,7 @@
 // its status (counters 732/733/734, log area use, delays, pairs), pair assignments, failover at a
 // target edge, its events and Prometheus metrics. Bodies are validated by JSON schemas; failures
 // are answered as problem documents, as the node's API does.
+import { maxCompressLevel, minCompressLevel, minLinkBandwidthBitsPerSecond } from './link-shaping';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import { TricopyError } from '../common/errors';
@@ -39,6 +40,14 @@ export const networkConfigSchema = {
       type: 'array', maxItems: 65536,
       items: { type: 'object', additionalProperties: false, required: ['from', 'to', 'host', 'port'], properties: {
         from: name, to: name, host: { type: 'string', minLength: 1, maxLength: 255 }, port: { type: 'integer', minimum: 1, maximum: 65535 },
+      } },
+    },
+    linkShaping: {
+      type: 'array', maxItems: 65536,
+      items: { type: 'object', additionalProperties: false, required: ['between', 'compressLevel', 'bandwidthBitsPerSecond'], properties: {
+        between: { type: 'array', minItems: 2, maxItems: 2, items: name },
+        compressLevel: { anyOf: [{ type: 'null' }, { type: 'integer', minimum: minCompressLevel, maximum: maxCompressLevel }] },
+        bandwidthBitsPerSecond: { anyOf: [{ type: 'null' }, { type: 'integer', minimum: minLinkBandwidthBitsPerSecond }] },
       } },
     },
     routes: {
@@ -143,6 +152,7 @@ export function metricsText(relay: Relay): string {
   metric('tricopy_rcn_failure_suspended', '1 while the order is in Failure Suspend', 'gauge', s.orders.map((x) => [{ order: x.id, side: x.side }, x.state === 'failure-suspend' ? 1 : 0]));
   metric('tricopy_rcn_entries_forwarded_total', 'entries sent to another relay', 'counter', [[{}, s.counters.entriesForwarded]]);
   metric('tricopy_rcn_bytes_forwarded_total', 'bytes of entries sent to another relay', 'counter', [[{}, s.counters.bytesForwarded]]);
+  metric('tricopy_rcn_bytes_sent_total', 'bytes sent to other relays after compression', 'counter', [[{}, s.counters.bytesSent]]);
   metric('tricopy_rcn_entries_dropped_total', 'entries dropped here (sent again by the source edge)', 'counter', [[{}, s.counters.entriesDropped]]);
   metric('tricopy_rcn_refused_connections_total', 'connections refused', 'counter', [[{}, s.counters.refusedConnections]]);
   metric('tricopy_rcn_link_up', '1 while a link is up', 'gauge', s.links.map((l) => [{ peer: l.peer, kind: l.kind, as: l.as }, l.up ? 1 : 0]));

@@ -60,7 +60,7 @@ export async function planNetwork(
     return [id, rest];
   }));
   const body = {
-    network: file.name, relays, links: file.links.map(([a, b]) => [a, b] as [string, string]), linkAddresses: file.linkAddresses, routes: computeRoutes(file), storages, orders, customers: file.customers,
+    network: file.name, relays, links: file.links.map(([a, b]) => [a, b] as [string, string]), linkAddresses: file.linkAddresses, linkShaping: file.linkShaping, routes: computeRoutes(file), storages, orders, customers: file.customers,
   };
   const config: RelayNetworkConfig = { ...body, version: configDigest(body) };
   const attachments = Object.entries(storages).map(([node, s]) => {

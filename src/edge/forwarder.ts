@@ -2,20 +2,26 @@
 // after its own in the route between the entry's source and target edges (key (802, 801), mapped
 // to edges through the attached storages), processes it itself when it is the target edge, and
 // never changes it. Large entries cross a link in fragments (§5.7(7)); a core with batch transfer
-// holds entries for a fixed time and sends what gathered for one next hop in one frame.
+// holds entries for a fixed time and sends what gathered for one next hop in one frame. A link the
+// network file shapes compresses its frames and keeps under its bandwidth (link-shaping.ts).
 import { errorMessage } from '../common/errors';
 import type { Logger } from '../common/log';
-import type { RelayNetworkConfig } from '../contracts/network';
+import type { LinkShaping, RelayNetworkConfig } from '../contracts/network';
 import type { PeerLink } from '../replication/transport/link';
 import { maxFramePayloadBytes } from '../replication/transport/frame';
 import { type RelayEntry, Reassembly, decodeBatch, decodeFragment, encodeEntry, fragment } from './entry';
 import type { RelayLinks } from './links';
+import { Pacer, compressFrame, decompressFrame } from './link-shaping';
 
 export enum RelayMessage {
   /** One-way: entries back to back. */
   Entries = 100,
   /** One-way: a piece of one entry. */
   Fragment = 101,
+  /** One-way: Entries, compressed with zstd. */
+  CompressedEntries = 102,
+  /** One-way: a piece of a compressed Entries frame (reassembled, then expanded). */
+  CompressedFragment = 103,
 }
 
 /** Entries larger than this cross a link in fragments (so one big write does not hold up the others long). */
@@ -23,12 +29,15 @@ export const defaultFragmentBytes = 1024 * 1024;
 /** A next hop whose socket holds more than this unsent is backed up: sources wait. */
 export const maxLinkBacklogBytes = 16 * 1024 * 1024;
 const maxBatchFrameBytes = Math.min(8 * 1024 * 1024, maxFramePayloadBytes - 1024);
+/** The most a reassembled or expanded frame may hold. */
+const maxReassembledBytes = 64 * 1024 * 1024;
 
 export type NextHop = { local: true } | { local: false; relay: string; why?: undefined } | { local: false; relay: undefined; why: string };
 
 export interface ForwarderCounters {
   entriesForwarded: number;
   bytesForwarded: number;
+  bytesSent: number;
   entriesDropped: number;
 }
 
@@ -39,8 +48,10 @@ interface Gathering {
 }
 
 export class Forwarder {
-  readonly counters: ForwarderCounters = { entriesForwarded: 0, bytesForwarded: 0, entriesDropped: 0 };
+  readonly counters: ForwarderCounters = { entriesForwarded: 0, bytesForwarded: 0, bytesSent: 0, entriesDropped: 0 };
   private readonly reassembly = new WeakMap<PeerLink, Reassembly>();
+  /** Per next hop with a bandwidth limit: its token bucket, and the limit it was made for. */
+  private readonly pacers = new Map<string, { pacer: Pacer; bitsPerSecond: number }>();
   private readonly gathering = new Map<string, Gathering>();
   private nextFragmentId = 1;
   private lastDropLogAt = 0;
@@ -86,7 +97,18 @@ export class Forwarder {
     if (hop.local) return true;
     if (!hop.relay) return false;
     const link = this.links.get('relay', hop.relay, this.name);
-    return link !== undefined && link.bufferedBytes < maxLinkBacklogBytes;
+    return link !== undefined && link.bufferedBytes + (this.pacers.get(hop.relay)?.pacer.queuedBytes ?? 0) < maxLinkBacklogBytes;
+  }
+
+  /** How the link to a neighbour is shaped, when the network file says. */
+  shaping(relay: string): LinkShaping | undefined {
+    return this.config()?.linkShaping?.find((s) => (s.between[0] === this.name && s.between[1] === relay) || (s.between[1] === this.name && s.between[0] === relay));
+  }
+
+  /** A neighbour's link went down: frames waiting for bandwidth are dropped (their source edge sends them again). */
+  linkDown(relay: string): void {
+    const p = this.pacers.get(relay);
+    if (p) this.counters.entriesDropped += p.pacer.clear();
   }
 
   /** Sends an entry (or its encoded bytes) on its way; false when it was dropped. */
@@ -116,18 +138,19 @@ export class Forwarder {
       this.counters.entriesDropped++;
       return false;
     }
-    return this.toLink(hop.relay, link, [bytes], bytes.length);
+    return this.toLink(hop.relay, [bytes], bytes.length);
   }
 
   /** A frame from another relay. */
   onFrame(link: PeerLink, type: number, payload: Buffer): void {
-    if (type === RelayMessage.Fragment) {
+    if (type === RelayMessage.Fragment || type === RelayMessage.CompressedFragment) {
       let r = this.reassembly.get(link);
-      if (!r) this.reassembly.set(link, (r = new Reassembly(64 * 1024 * 1024)));
+      if (!r) this.reassembly.set(link, (r = new Reassembly(maxReassembledBytes)));
       const whole = r.add(decodeFragment(payload));
-      if (whole) this.onEntries(whole);
+      if (whole) this.onEntries(type === RelayMessage.CompressedFragment ? decompressFrame(whole, maxReassembledBytes) : whole);
       return;
     }
+    if (type === RelayMessage.CompressedEntries) return this.onEntries(decompressFrame(payload, maxReassembledBytes));
     if (type !== RelayMessage.Entries) throw new Error(`relay ${link.peerNode} sent message type ${type}`);
     this.onEntries(payload);
   }
@@ -150,20 +173,15 @@ export class Forwarder {
     const link = this.links.get('relay', relay, this.name);
     if (!link) return this.drop(e, `the link to ${relay} is down`);
     const pieces = Array.isArray(encoded) ? encoded : [encoded];
-    return this.toLink(relay, link, pieces, pieces.reduce((n, p) => n + p.length, 0));
+    return this.toLink(relay, pieces, pieces.reduce((n, p) => n + p.length, 0));
   }
 
-  private toLink(relay: string, link: PeerLink, pieces: Buffer[], bytes: number): boolean {
+  private toLink(relay: string, pieces: Buffer[], bytes: number): boolean {
     this.counters.entriesForwarded++;
     this.counters.bytesForwarded += bytes;
-    if (bytes > this.fragmentBytes) {
-      const whole = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
-      for (const f of fragment(this.nextFragmentId++, whole, this.fragmentBytes)) link.send(RelayMessage.Fragment as never, f);
-      return true;
-    }
     const batch = this.config()?.relays[this.name]?.batch;
-    if (!batch) {
-      link.send(RelayMessage.Entries as never, pieces);
+    if (!batch || bytes > this.fragmentBytes) {
+      this.emit(relay, pieces, bytes);
       return true;
     }
     // Batch transfer (420): gather for the wait time after the first entry, then one frame.
@@ -183,9 +201,43 @@ export class Forwarder {
     if (!g) return;
     clearTimeout(g.timer);
     this.gathering.delete(relay);
-    const link = this.links.get('relay', relay, this.name);
-    if (link) link.send(RelayMessage.Entries as never, g.pieces);
-    else this.counters.entriesDropped++;
+    this.emit(relay, g.pieces, g.bytes);
+  }
+
+  /** Entries leave for a neighbour: compressed when its link says so, in fragments when large, paced when limited. */
+  private emit(relay: string, pieces: Buffer[], bytes: number): void {
+    const shaping = this.shaping(relay);
+    let payload = pieces;
+    let compressed = false;
+    if (shaping?.compressLevel) {
+      const c = compressFrame(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces), shaping.compressLevel);
+      if (c) {
+        payload = [c];
+        bytes = c.length;
+        compressed = true;
+      }
+    }
+    this.counters.bytesSent += bytes;
+    if (bytes <= this.fragmentBytes) return this.sendFrame(relay, shaping, compressed ? RelayMessage.CompressedEntries : RelayMessage.Entries, payload, bytes);
+    const type = compressed ? RelayMessage.CompressedFragment : RelayMessage.Fragment;
+    for (const f of fragment(this.nextFragmentId++, payload.length === 1 ? payload[0]! : Buffer.concat(payload), this.fragmentBytes)) this.sendFrame(relay, shaping, type, f, f.length);
+  }
+
+  private sendFrame(relay: string, shaping: LinkShaping | undefined, type: RelayMessage, payload: Buffer | Buffer[], bytes: number): void {
+    const go = (): void => {
+      const link = this.links.get('relay', relay, this.name);
+      if (link) link.send(type as never, payload);
+      else this.counters.entriesDropped++;
+    };
+    const bitsPerSecond = shaping?.bandwidthBitsPerSecond ?? null;
+    if (bitsPerSecond === null) return go();
+    let p = this.pacers.get(relay);
+    if (!p || p.bitsPerSecond !== bitsPerSecond) {
+      p?.pacer.clear();
+      p = { pacer: new Pacer(bitsPerSecond / 8), bitsPerSecond };
+      this.pacers.set(relay, p);
+    }
+    p.pacer.send(bytes, go);
   }
 
   private drop(e: RelayEntry, why: string): false {
@@ -201,5 +253,6 @@ export class Forwarder {
   close(): void {
     for (const g of this.gathering.values()) clearTimeout(g.timer);
     this.gathering.clear();
+    for (const p of this.pacers.values()) p.pacer.clear();
   }
 }

@@ -7,7 +7,8 @@ import { promises as fsp } from 'node:fs';
 import YAML from 'yaml';
 import { TricopyError } from '../common/errors';
 import { parseDurationMs, parseSize } from '../common/units';
-import type { BatchConfig, CustomerConfig, LinkAddress, OrderConfig, RouteConfig } from '../contracts/network';
+import type { BatchConfig, CustomerConfig, LinkAddress, LinkShaping, OrderConfig, RouteConfig } from '../contracts/network';
+import { maxCompressLevel, minCompressLevel, minLinkBandwidthBitsPerSecond, parseBandwidth } from './link-shaping';
 
 export const relayNamePattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 
@@ -47,6 +48,8 @@ export interface NetworkFile {
   links: Array<[string, string]>;
   /** Link addresses given in the file: `from` reaches `to` at host:port. */
   linkAddresses: LinkAddress[];
+  /** Links given `compress:` or `bandwidth:`. */
+  linkShaping: LinkShaping[];
   /** Routes given in the file (edge to edge); the others are computed. */
   routes: string[][];
   orders: Record<string, OrderConfig & { customer: string }>;
@@ -204,17 +207,20 @@ export function parseNetworkFile(value: unknown, file = 'network'): NetworkFile 
 
   const links: Array<[string, string]> = [];
   const linkAddresses: LinkAddress[] = [];
+  const linkShaping: LinkShaping[] = [];
   const linkSet = new Set<string>();
   if (raw.links !== undefined && raw.links !== null) {
     if (!Array.isArray(raw.links)) fail('"links" must be a list of relay pairs, e.g. [[e-tokyo, c-1], [c-1, e-sapporo]]');
     for (const item of raw.links as unknown[]) {
       let l = item;
       let addresses: Raw | undefined;
+      let shaping: Omit<LinkShaping, 'between'> | undefined;
       if (!Array.isArray(item) && typeof item === 'object' && item !== null) {
         const o = item as Raw;
-        onlyKeys(o, ['between', 'address'], 'a link');
+        onlyKeys(o, ['between', 'address', 'compress', 'bandwidth'], 'a link');
         l = o.between;
         if (o.address !== undefined) addresses = mapping(o.address, `link ${JSON.stringify(o.between)}: address`, '{ e-sapporo: 127.0.0.1:9000 }');
+        if (o.compress !== undefined || o.bandwidth !== undefined) shaping = linkShapingOf(o, JSON.stringify(o.between), fail);
       }
       if (!Array.isArray(l) || l.length !== 2 || l.some((x) => typeof x !== 'string')) fail(`link ${JSON.stringify(l)} must be a pair of relay names, e.g. [e-tokyo, c-1] or { between: [e-tokyo, c-1], address: { c-1: 10.0.0.2:7840 } }`);
       const [a, b] = l as [string, string];
@@ -230,6 +236,7 @@ export function parseNetworkFile(value: unknown, file = 'network'): NetworkFile 
       if (linkSet.has(key)) fail(`link [${a}, ${b}] is given twice`);
       linkSet.add(key);
       links.push([a, b]);
+      if (shaping) linkShaping.push({ between: [a, b], ...shaping });
     }
   }
 
@@ -297,7 +304,7 @@ export function parseNetworkFile(value: unknown, file = 'network'): NetworkFile 
     if (limits.maxOrders !== null && count > limits.maxOrders) fail(`customer ${c} has ${count} order-guarantee ids; its contract allows ${limits.maxOrders}`);
   }
 
-  const parsed: NetworkFile = { name: raw.name as string, edges, cores, links, linkAddresses, routes, orders, customers };
+  const parsed: NetworkFile = { name: raw.name as string, edges, cores, links, linkAddresses, linkShaping, routes, orders, customers };
   computeRoutes(parsed, file); // fails early when an order has no path
   return parsed;
 }
@@ -363,4 +370,24 @@ function shortestPath(from: string, to: string, neighbours: Map<string, string[]
     }
   }
   return undefined;
+}
+
+/** A link's `compress:` (a zstd level, or off) and `bandwidth:` (e.g. 100Mbit). */
+function linkShapingOf(o: Raw, link: string, fail: (message: string, hint?: string) => never): Omit<LinkShaping, 'between'> {
+  let compressLevel: number | null = null;
+  if (o.compress !== undefined && o.compress !== 'off' && o.compress !== false) {
+    const level = o.compress === true ? 3 : o.compress;
+    if (typeof level !== 'number' || !Number.isInteger(level) || level < minCompressLevel || level > maxCompressLevel) {
+      fail(`link ${link}: compress must be a zstd level from ${minCompressLevel} to ${maxCompressLevel}, true (level 3) or off (got ${JSON.stringify(o.compress)})`);
+    }
+    compressLevel = level;
+  }
+  let bandwidthBitsPerSecond: number | null = null;
+  if (o.bandwidth !== undefined && o.bandwidth !== 'unlimited') {
+    const bits = parseBandwidth(o.bandwidth);
+    if (bits === null) fail(`link ${link}: bandwidth must be a rate such as 100Mbit, 1.5Gbit or 800kbit (got ${JSON.stringify(o.bandwidth)})`);
+    if (bits < minLinkBandwidthBitsPerSecond) fail(`link ${link}: bandwidth ${JSON.stringify(o.bandwidth)} is below ${minLinkBandwidthBitsPerSecond / 1000}kbit`);
+    bandwidthBitsPerSecond = bits;
+  }
+  return { compressLevel, bandwidthBitsPerSecond };
 }

@@ -73,6 +73,9 @@ export class Relay {
     this.links.requestHandler = (link, kind, type, payload) => this.onLinkRequest(link, kind, type, payload);
     this.forwarder = new Forwarder(options.name, this.links, () => this.state.data.config, options.log, (e) => this.onLocalEntry(e));
     this.links.on('up', (_key: string, kind: LinkKind, peer: string, local: string) => this.onLinkUp(kind, peer, local));
+    this.links.on('down', (_key: string, kind: LinkKind, peer: string) => {
+      if (kind === 'relay') this.forwarder.linkDown(peer);
+    });
   }
 
   static async start(options: RelayOptions): Promise<Relay> {

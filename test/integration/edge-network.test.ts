@@ -240,3 +240,51 @@ test('an async pair through the network: its journal batches are carried unnumbe
     await rcn.stopAll();
   }
 });
+
+test('a WAN link compressed with zstd and limited in bandwidth: the limit holds, compressible writes cross in a fraction of their bytes, the secondary equals the primary', async () => {
+  const rcn = await Rcn.create(path.join(dir, 'shaped'), {
+    nodes: { tokyo: 'e-tokyo', sapporo: 'e-sapporo' }, cores: ['c-1'], links: [['e-tokyo', 'c-1'], ['c-1', 'e-sapporo']],
+    linkExtra: { 'e-tokyo>c-1': { compress: 3, bandwidth: '16Mbit' } },
+    orders: { erp: { from: 'e-tokyo', to: 'e-sapporo', ...fast } },
+  });
+  try {
+    await rcn.apply();
+    await rcn.cluster.volume('tokyo', 'db1', 64 * MiB);
+    await rcn.pairVia({ name: 'db1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'db1', order: 'erp' });
+    await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex');
+    await rcn.drained('erp');
+    const client = await rcn.cluster.client('tokyo', 'db1');
+    // Incompressible data: the link's 16 Mbit/s (2 MiB/s) is the ceiling, past one 256 KiB burst.
+    const t0 = Date.now();
+    for (let i = 0; i < 128; i++) await client.write(i * 65536, randomBytes(65536));
+    await client.flush();
+    await rcn.drained('erp');
+    const randomMs = Date.now() - t0;
+    assert.ok(randomMs >= 3000, `8 MiB of random data crossed a 16 Mbit/s link in ${randomMs} ms: the limit did not hold`);
+    // Compressible data (rows of a table): zstd sends a fraction of it.
+    const before = (await rcn.status('e-tokyo')).counters;
+    const row = (i: number): string => `INSERT INTO orders (id, customer, state) VALUES (${i}, 'customer-${i % 97}', 'pending');\n`;
+    const t1 = Date.now();
+    for (let i = 0; i < 256; i++) {
+      let text = '';
+      for (let r = 0; text.length < 65536; r++) text += row(i * 1000 + r);
+      await client.write(8 * MiB + i * 65536, Buffer.from(text.slice(0, 65536)));
+    }
+    await client.flush();
+    await client.disconnect();
+    await rcn.drained('erp');
+    const textMs = Date.now() - t1;
+    const after = (await rcn.status('e-tokyo')).counters;
+    const forwarded = after.bytesForwarded - before.bytesForwarded;
+    const sent = after.bytesSent - before.bytesSent;
+    assert.ok(forwarded >= 16 * MiB, `the edge forwarded the 16 MiB written (${forwarded})`);
+    assert.ok(sent < forwarded / 4, `compressed to ${sent} bytes of ${forwarded}`);
+    console.log(`# shaped link: 8 MiB random in ${randomMs} ms; 16 MiB of table rows in ${textMs} ms, sent as ${(sent / MiB).toFixed(2)} MiB`);
+    const status = await cli(['network', 'status', rcn.file]);
+    assert.match(status.stdout, /sent compressed/);
+    await rcn.cluster.waitState('sapporo', 'db1-far', 'duplex');
+    assert.equal(await sha256Export(rcn.cluster.node('sapporo').nbdUri('db1'), dir), await sha256Export(rcn.cluster.node('tokyo').nbdUri('db1'), dir));
+  } finally {
+    await rcn.stopAll();
+  }
+});

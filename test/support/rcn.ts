@@ -17,6 +17,8 @@ export interface RcnOptions {
   links: Array<[string, string]>;
   /** Links whose first relay reaches the second through a fault proxy. */
   proxied?: Array<[string, string]>;
+  /** More keys per link (compress, bandwidth), by `a>b` as the link is listed. */
+  linkExtra?: Record<string, Record<string, unknown>>;
   orders: Record<string, Record<string, unknown>>;
   /** More top-level keys of the network file (customers, routes). */
   extra?: Record<string, unknown>;
@@ -79,7 +81,9 @@ export class Rcn {
     for (const c of o.cores) cores[c] = { api: this.relay(c).apiUrl, ...(o.coreExtra?.[c] ?? {}) };
     const links = o.links.map(([a, b]) => {
       const p = this.proxies.get(`${a}>${b}`);
-      return p ? { between: [a, b], address: { [b]: `127.0.0.1:${p.port}` } } : [a, b];
+      const extra = o.linkExtra?.[`${a}>${b}`];
+      if (!p && !extra) return [a, b];
+      return { between: [a, b], ...(p ? { address: { [b]: `127.0.0.1:${p.port}` } } : {}), ...(extra ?? {}) };
     });
     const doc = { name: 'rcn', edges, cores, links, orders: o.orders, ...(o.extra ?? {}) };
     this.file = path.join(this.dir, 'rcn.yaml');

@@ -90,3 +90,22 @@ test('links may name the address one end dials (a NAT or WAN proxy)', () => {
   assert.deepEqual(n.linkAddresses, [{ from: 'c-1', to: 'e-sapporo', host: '10.0.0.9', port: 7850 }]);
   assert.throws(() => parseNetworkFile({ ...smallest, links: [{ between: ['c-1', 'e-sapporo'], address: { 'e-tokyo': '10.0.0.9:1' } }] }), /not an end of the link/);
 });
+
+test('links may be compressed and limited in bandwidth; mistakes are named', () => {
+  const n = parseNetworkFile({ ...smallest, links: [{ between: ['e-tokyo', 'c-1'], compress: 3, bandwidth: '100Mbit' }, { between: ['c-1', 'e-sapporo'], compress: true }] });
+  assert.deepEqual(n.linkShaping, [
+    { between: ['e-tokyo', 'c-1'], compressLevel: 3, bandwidthBitsPerSecond: 100_000_000 },
+    { between: ['c-1', 'e-sapporo'], compressLevel: 3, bandwidthBitsPerSecond: null },
+  ]);
+  assert.deepEqual(parseNetworkFile({ ...smallest, links: [{ between: ['e-tokyo', 'c-1'], bandwidth: '1.5Gbit/s', compress: 'off' }, ['c-1', 'e-sapporo']] }).linkShaping,
+    [{ between: ['e-tokyo', 'c-1'], compressLevel: null, bandwidthBitsPerSecond: 1_500_000_000 }]);
+  assert.deepEqual(parseNetworkFile(smallest).linkShaping, []);
+  const bad = (link: Record<string, unknown>, message: RegExp): void => {
+    assert.throws(() => parseNetworkFile({ ...smallest, links: [{ between: ['e-tokyo', 'c-1'], ...link }, ['c-1', 'e-sapporo']] }), message);
+  };
+  bad({ compress: 25 }, /compress must be a zstd level from 1 to 19/);
+  bad({ compress: 'fast' }, /compress must be a zstd level/);
+  bad({ bandwidth: 'fast' }, /bandwidth must be a rate such as 100Mbit/);
+  bad({ bandwidth: '100MB' }, /bandwidth must be a rate/);
+  bad({ bandwidth: '10kbit' }, /below 100kbit/);
+});

@@ -73,7 +73,8 @@ export function registerNetworkCommands(program: Command): void {
 export function relayStatusText(s: RelayStatus): string {
   const lines = [`${s.role} ${s.name} (network ${s.network ?? '-'}, version ${s.configVersion ?? '-'})`];
   lines.push(`  links: ${s.links.map((l) => `${l.kind === 'storage' ? `${l.peer} as ${l.as}` : l.peer} ${l.up ? 'up' : 'down'}`).join(', ') || '-'}`);
-  lines.push(`  forwarded ${s.counters.entriesForwarded} entries (${formatBytes(s.counters.bytesForwarded)}), dropped ${s.counters.entriesDropped}, ` +
+  const sent = s.counters.bytesSent !== s.counters.bytesForwarded ? `, ${formatBytes(s.counters.bytesSent)} sent compressed` : '';
+  lines.push(`  forwarded ${s.counters.entriesForwarded} entries (${formatBytes(s.counters.bytesForwarded)}${sent}), dropped ${s.counters.entriesDropped}, ` +
     `refused ${s.counters.refusedConnections} connections and ${s.counters.refusedRequests} requests`);
   if (s.lastRefusal) lines.push(`  last refused: ${s.lastRefusal.peer ?? 'unknown peer'} at ${s.lastRefusal.at}: ${s.lastRefusal.detail}`);
   if (s.orders.length > 0) {
