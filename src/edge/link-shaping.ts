@@ -3,10 +3,36 @@
 // entry frames, and a bandwidth ceiling (a token bucket per link, so a relay never floods a WAN line
 // it shares). The compressed form is only used when it is smaller; a receiver refuses a frame that
 // does not state its size or would grow past the reassembly limit (a hostile peer cannot make it
-// allocate without bound).
-import { compress, decompress } from 'zstd-napi';
-import { getFrameContentSize } from 'zstd-napi/binding';
+// allocate without bound). zstd comes from zstd-napi, an optional dependency built from source at
+// install: a relay where it did not build refuses a network that compresses its links, and says why.
 import { TricopyError } from '../common/errors';
+
+interface Zstd {
+  compress(data: Uint8Array, parameters?: { compressionLevel?: number }): Buffer;
+  decompress(data: Uint8Array): Buffer;
+  getFrameContentSize(frame: Uint8Array): number | null;
+}
+
+let zstdModule: Zstd | Error | undefined;
+
+/** The zstd binding, or why it cannot be used here. */
+export function zstd(): Zstd {
+  if (zstdModule === undefined) {
+    try {
+      /* eslint-disable @typescript-eslint/no-require-imports */
+      const simple = require('zstd-napi') as Pick<Zstd, 'compress' | 'decompress'>;
+      const binding = require('zstd-napi/binding') as Pick<Zstd, 'getFrameContentSize'>;
+      zstdModule = { compress: simple.compress, decompress: simple.decompress, getFrameContentSize: binding.getFrameContentSize };
+    } catch (err) {
+      zstdModule = err instanceof Error ? err : new Error(String(err));
+    }
+  }
+  if (zstdModule instanceof Error) {
+    throw new TricopyError('unavailable', `zstd compression is not available on this relay: ${zstdModule.message.split('\n')[0]}`,
+      'the optional package zstd-napi did not build at install (it needs python3, make, g++ and the Node headers): run npm ci again with them, or set the link to compress: off');
+  }
+  return zstdModule;
+}
 
 export const minCompressLevel = 1;
 export const maxCompressLevel = 19;
@@ -20,7 +46,7 @@ export const bucketBurstBytes = 256 * 1024;
 /** The compressed frame when it is smaller than `payload`, else null. */
 export function compressFrame(payload: Buffer, level: number): Buffer | null {
   if (payload.length < minCompressBytes) return null;
-  const c = compress(payload, { compressionLevel: level });
+  const c = zstd().compress(payload, { compressionLevel: level });
   return c.length < payload.length ? c : null;
 }
 
@@ -28,13 +54,13 @@ export function compressFrame(payload: Buffer, level: number): Buffer | null {
 export function decompressFrame(frame: Buffer, maxBytes: number): Buffer {
   let size: number | null;
   try {
-    size = getFrameContentSize(frame);
+    size = zstd().getFrameContentSize(frame);
   } catch {
     throw new TricopyError('invalid-argument', 'a compressed frame is not a zstd frame');
   }
   if (size === null) throw new TricopyError('invalid-argument', 'a compressed frame does not state its size');
   if (size > maxBytes) throw new TricopyError('invalid-argument', `a compressed frame would expand to ${size} bytes (the limit is ${maxBytes})`);
-  const out = decompress(frame);
+  const out = zstd().decompress(frame);
   if (out.length !== size) throw new TricopyError('invalid-argument', 'a compressed frame expanded to another size than it states');
   return out;
 }

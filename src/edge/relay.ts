@@ -3,6 +3,7 @@
 // with), numbers and stores what they send under order-guarantee ids, answers writes locally, and
 // applies what arrives for them strictly in order; a core only forwards. Both forward entries hop
 // by hop along the routes of the network they were given (network apply).
+import { zstd } from './link-shaping';
 import { promises as fsp } from 'node:fs';
 import { type Clock, systemClock } from '../common/clock';
 import { type Disk, nodeDisk } from '../common/disk';
@@ -133,6 +134,8 @@ export class Relay {
   }
 
   private async install(cfg: RelayNetworkConfig, persist: boolean): Promise<void> {
+    // Both ends of a compressed link need zstd: refuse the network here rather than drop its frames.
+    if (cfg.linkShaping?.some((s) => s.compressLevel !== null && s.between.includes(this.name))) zstd();
     const me = cfg.relays[this.name];
     if (!me) throw new TricopyError('invalid-argument', `network ${cfg.network} has no relay named ${this.name}`, 'check the names in the network file');
     if (me.role !== this.options.role) {
