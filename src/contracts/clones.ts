@@ -64,3 +64,15 @@ export interface DeletedCloneSet {
   writtenBytes: number;
   disconnected: number;
 }
+
+/** `tricopy topology drill --status`: a drill running at one site, and the copies it tests now. */
+export interface DrillView {
+  site: string;
+  name: string;
+  startedAt: string;
+  runningMs: number;
+  clones: CloneView[];
+  /** The copies at the site when the drill started and now: replication goes on during a drill. */
+  pairsAtStart: Array<{ name: string; code: string }>;
+  pairsNow: Array<{ name: string; code: string; appliedSeq: number | null }>;
+}
