@@ -88,7 +88,7 @@ async function runner(file: string, cmd: Command, opts: { wait?: boolean; timeou
   const waitSeconds = opts.wait ? Number(opts.timeout ?? '3600') : 0;
   if (!Number.isFinite(waitSeconds) || waitSeconds < 0) throw new TricopyError('invalid-argument', '--timeout takes a number of seconds');
   const token = tokenOf(cmd);
-  return new O(t, { clientFor: (url) => new HttpNodeClient(url, token), print: (line) => console.log(line), waitSeconds, apiToken: token },
+  return new O(t, { clientFor: (url) => new HttpNodeClient(url, token), print: (line) => console.log(line.replaceAll('<file>', file)), waitSeconds, apiToken: token },
     (url) => new HttpNodeClient(url, token));
 }
 
