@@ -74,7 +74,7 @@ test('a drill at the async site: PostgreSQL on a writable clone passes its check
     phase('postgres at tokyo committed 5000 orders and keeps inserting ticks');
 
     const out = await topo(['drill', file, '--at', 'sapporo', '--name', 'drill1']);
-    assert.match(out, /DR drill drill1 of erp at sapporo/);
+    assert.match(out, /DR drill "drill1" of erp at sapporo/);
     assert.match(out, /copy erp\.pg\.sapporo\.tokyo at sapporo is PAIR/);
     assert.match(out, /clone pg@drill1 \(writable, throwaway\)/);
     const sapporo = cluster.node('sapporo');
@@ -137,7 +137,7 @@ test('a drill at the async site: PostgreSQL on a writable clone passes its check
     phase('sapporo killed (SIGKILL) and restarted; the clone is intact and the copy is duplex again');
 
     const ended = await topo(['drill', file, '--end', '--result', 'passed', '--note', 'orders and indexes checked']);
-    assert.match(ended, /drill drill1 at sapporo ended after [\d.]+ s: clones and snapshots discarded/);
+    assert.match(ended, /sapporo: the drill "drill1" ended after [\d.]+ s: clones and snapshots discarded/);
     const refused = JSON.parse(await topo(['drill', file, '--status', '--json'])) as { drills: DrillView[] };
     assert.deepEqual(refused.drills, []);
     assert.deepEqual((await cluster.node('sapporo').api.listVolumes()).map((v) => v.name), ['pg']);

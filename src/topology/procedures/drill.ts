@@ -28,14 +28,14 @@ export async function startDrill(ctx: TopologyContext, clones: CloneClientOf, at
       'drill at a site that receives a copy (the sync or async site); see tricopy topology status <file>');
   }
   const volumes = [...new Set(copies.map((p) => p.volume))].sort();
-  ctx.header(`DR drill ${name} of ${t.name} at ${at}: writable clones of its copy, replication goes on`);
+  ctx.header(`DR drill "${name}" of ${t.name} at ${at}: writable clones of its copy, replication goes on`);
   for (const p of copies) {
     ctx.step(`copy ${p.name} at ${at} is ${p.code}${p.code === 'PAIR' ? '' : ': the drill tests it as it is now'}`);
   }
   ctx.step(`snapshot ${volumes.join(', ')} at one instant (the apply of async copies held at a batch boundary) and export clones`);
   const set = await clones(site).createCloneSet({ name, volumes, drill: { topology: t.name, site: at, pairs: copies.map((p) => ({ name: p.name, code: p.code })) } });
   for (const c of set.clones) ctx.step(`clone ${c.exportName} (writable, throwaway): ${c.exportUri}`);
-  ctx.print(`drill ${name} started at ${set.createdAt}; end it with: tricopy topology drill <file> --end --at ${at}${name === defaultDrillName ? '' : ` --name ${name}`}`);
+  ctx.print(`the drill "${name}" started at ${set.createdAt}; end it with: tricopy topology drill <file> --end --at ${at}${name === defaultDrillName ? '' : ` --name ${name}`}`);
 }
 
 export async function endDrill(ctx: TopologyContext, clones: CloneClientOf, options: { at?: string; name?: string; force: boolean; result?: DrillResult; note?: string }): Promise<DeletedCloneSet[]> {
@@ -50,7 +50,7 @@ export async function endDrill(ctx: TopologyContext, clones: CloneClientOf, opti
       const done = await clones(site).endCloneSet(set.name, {
         force: options.force, ...(options.result ? { result: options.result } : {}), ...(options.note ? { note: options.note } : {}),
       });
-      ctx.step(`drill ${set.name} at ${site.spec.site} ended after ${(done.durationMs / 1000).toFixed(1)} s: clones and snapshots discarded (${done.writtenBytes} bytes written to the clones)`);
+      ctx.step(`${site.spec.site}: the drill "${set.name}" ended after ${(done.durationMs / 1000).toFixed(1)} s: clones and snapshots discarded (${done.writtenBytes} bytes written to the clones)`);
       ended.push(done);
     }
   }
