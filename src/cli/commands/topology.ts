@@ -199,6 +199,7 @@ function addDrill(topology: Command): void {
     .option('--result <passed|failed>', 'with --end: the outcome of the application\'s checks, recorded in the drill-ended event')
     .option('--note <text>', 'with --end: a note for the drill-ended event')
     .action(async (file: string, opts: DrillOptions, cmd: Command) => {
+      if (viaManager(cmd)) throw new TricopyError('invalid-argument', 'a drill talks to the site\'s node directly; it does not run through the manager', 'drop --manager (the drill\'s events reach the manager\'s history through the node)');
       const nameGiven = cmd.getOptionValueSource('name') === 'cli';
       const action = drillAction({ ...opts, ...(nameGiven ? {} : { name: undefined }) });
       const name = opts.name ?? 'drill';
