@@ -5,7 +5,7 @@
 // the image is already taken.
 import { spawn } from 'node:child_process';
 import { TricopyError } from '../common/errors';
-import { hookOutputBytes, hookTimeoutMs } from './limits';
+import { hookKillGraceMs, hookOutputBytes, hookTimeoutMs } from './limits';
 
 export interface SplitHooks {
   pre: string | null;
@@ -51,16 +51,22 @@ export function runHook(command: string, phase: 'pre-split' | 'post-split', ctx:
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
     let timedOut = false;
+    let killer: NodeJS.Timeout | undefined;
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGTERM');
+      // A hook that ignores SIGTERM must not hold the job forever.
+      killer = setTimeout(() => child.kill('SIGKILL'), hookKillGraceMs);
     }, timeoutMs);
     child.once('error', (err) => {
       clearTimeout(timer);
+      clearTimeout(killer);
       resolve({ ok: false, how: `could not start: ${err.message}`, output });
     });
-    child.once('close', (code, signal) => {
+    // 'exit', not 'close': a process the hook left running in the background may hold its output open.
+    child.once('exit', (code, signal) => {
       clearTimeout(timer);
+      clearTimeout(killer);
       const how = timedOut ? `killed by SIGTERM after ${Math.round(timeoutMs / 1000)} s` : signal ? `killed by ${signal}` : `exit ${code ?? '?'}`;
       resolve({ ok: !timedOut && code === 0, how, output: output.trim() });
     });

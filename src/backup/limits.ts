@@ -22,3 +22,5 @@ export const replicaSyncTimeoutMs = 3_600_000;
 export const maxReplicaWaitPerCallMs = 600_000;
 /** Longest hook command line kept in a policy. */
 export const maxHookCommandBytes = 4096;
+/** After a hook's timeout, how long SIGTERM has before SIGKILL. */
+export const hookKillGraceMs = 5_000;
