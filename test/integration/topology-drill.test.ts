@@ -14,7 +14,7 @@ import type { DrillView } from '../../src/contracts/clones';
 import { NbdClient } from '../../src/nbd/client';
 import { NbdBlockDevice, detachAllDevices } from '../support/blockdev';
 import { Cluster } from '../support/cluster';
-import { killAllNodes } from '../support/node-process';
+import { cli, killAllNodes } from '../support/node-process';
 import { PostgresServer, initdb, killAllPostgres } from '../support/postgres';
 import { sha256Export, tempDir } from '../support/tools';
 import { groupLagEntries, sameEverywhere, topo } from '../support/topology';
@@ -73,6 +73,9 @@ test('a drill at the async site: PostgreSQL on a writable clone passes its check
     await waitFor('the async copy caught up', async () => (await groupLagEntries(cluster!, 'tokyo', 'erp')) === 0, { timeoutMs: 60_000 });
     phase('postgres at tokyo committed 5000 orders and keeps inserting ticks');
 
+    const atPrimary = await cli(['topology', 'drill', file, '--at', 'tokyo']);
+    assert.equal(atPrimary.code, 1);
+    assert.match(atPrimary.stderr, /tokyo holds no copy of erp to drill on: hosts write pg there/, 'no drill where the application writes');
     const out = await topo(['drill', file, '--at', 'sapporo', '--name', 'drill1']);
     assert.match(out, /DR drill "drill1" of erp at sapporo/);
     assert.match(out, /copy erp\.pg\.sapporo\.tokyo at sapporo is PAIR/);
@@ -138,8 +141,11 @@ test('a drill at the async site: PostgreSQL on a writable clone passes its check
 
     const ended = await topo(['drill', file, '--end', '--result', 'passed', '--note', 'orders and indexes checked']);
     assert.match(ended, /sapporo: the drill "drill1" ended after [\d.]+ s: clones and snapshots discarded/);
-    const refused = JSON.parse(await topo(['drill', file, '--status', '--json'])) as { drills: DrillView[] };
-    assert.deepEqual(refused.drills, []);
+    const after = JSON.parse(await topo(['drill', file, '--status', '--json'])) as { drills: DrillView[] };
+    assert.deepEqual(after.drills, []);
+    const again = await cli(['topology', 'drill', file, '--end']);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /no drill of erp runs/);
     assert.deepEqual((await cluster.node('sapporo').api.listVolumes()).map((v) => v.name), ['pg']);
 
     // Tokyo stops writing; after the drain sapporo's copy equals tokyo's volume: the drill's writes never reached it.
