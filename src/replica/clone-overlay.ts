@@ -22,6 +22,11 @@ export class CloneOverlay {
   private readonly sync: GroupSync;
   /** Set once the clone is discarded: requests still in flight fail instead of touching closed files. */
   closed = false;
+  /**
+   * Serialises the first write of a region (copy from the image, then record) across every
+   * connection to the clone: each NBD connection gets its own device, all share the overlay.
+   */
+  readonly lock = new RangeLock();
 
   private constructor(readonly sizeBytes: number, private readonly data: DiskFile, readonly map: PersistentBitmap) {
     this.sync = new GroupSync(() => data.datasync());
@@ -85,7 +90,6 @@ export class CloneOverlay {
 /** The clone's export: the image where the clone did not write, the overlay where it did. */
 export class CloneDevice implements BlockDevice {
   readonly readOnly = false;
-  private readonly lock = new RangeLock();
 
   constructor(readonly name: string, private readonly image: BlockDevice, private readonly overlay: CloneOverlay) {}
 
@@ -118,7 +122,7 @@ export class CloneDevice implements BlockDevice {
     if (length === 0) return;
     const first = Math.floor(offset / regionBytes);
     const last = Math.floor((offset + length - 1) / regionBytes);
-    const release = await this.lock.acquire(first * regionBytes, (last - first + 1) * regionBytes);
+    const release = await this.overlay.lock.acquire(first * regionBytes, (last - first + 1) * regionBytes);
     try {
       const fresh: number[] = [];
       for (let r = first; r <= last; r++) if (!this.overlay.map.get(r)) fresh.push(r);

@@ -11,7 +11,7 @@
 import * as path from 'node:path';
 import type { Clock } from '../common/clock';
 import type { Disk } from '../common/disk';
-import { TricopyError, errorMessage } from '../common/errors';
+import { TricopyError, errorMessage, invariant } from '../common/errors';
 import { atomicWriteJson, readJsonIfExists } from '../common/fsutil';
 import type { Logger } from '../common/log';
 import type {
@@ -196,7 +196,7 @@ export class CloneService {
     set.record = { ...set.record, state: nextCloneSetState(set.record.state, 'end')! };
     await this.save(); // a restart from here on finishes the deletion
     const disconnected = exportsOf.reduce((n, e) => n + host.disconnect(e), 0);
-    await this.discard(set);
+    await this.discard(set, 'removed');
     const durationMs = Math.max(0, this.env.clock.now() - Date.parse(set.record.createdAt));
     for (const e of exportsOf) host.emit('clone-deleted', e, `discarded with its overlay (${writtenBytes} bytes written to the set) and snapshot`, { set: name });
     const d = set.record.drill;
@@ -235,8 +235,12 @@ export class CloneService {
     };
   }
 
-  /** Overlays and snapshots go, then the record (the set is gone for good once that is saved). */
-  private async discard(set: CloneSet): Promise<void> {
+  /**
+   * Overlays and snapshots go, then the record (the set is gone for good once that is saved):
+   * `removed` ends an ending set, `failed` undoes a set that was being created.
+   */
+  private async discard(set: CloneSet, event: 'removed' | 'failed'): Promise<void> {
+    invariant(nextCloneSetState(set.record.state, event) === null, 'a discarded clone set leaves no record');
     for (const o of set.overlays.values()) await o.close();
     set.overlays.clear();
     const base = baseSnapshotOf(set.record.name);
@@ -244,15 +248,13 @@ export class CloneService {
       if (this.env.host.hasVolume(v) && this.env.snapshots.listSnapshots(v).some((s) => s.name === base)) await this.env.snapshots.deleteSnapshot(v, base);
     }
     await this.env.disk.remove(this.setDir(set.record.name));
-    if (set.record.state === 'ending') nextCloneSetState('ending', 'removed');
     this.sets.delete(set.record.name);
     await this.save();
   }
 
   /** A set that failed while being created: whatever it made goes. */
-  private async undo(set: CloneSet): Promise<void> {
-    nextCloneSetState('creating', 'failed');
-    await this.discard(set);
+  private undo(set: CloneSet): Promise<void> {
+    return this.discard(set, 'failed');
   }
 
   private async recover(): Promise<void> {
@@ -270,11 +272,11 @@ export class CloneService {
           continue;
         } catch (err) {
           this.env.log.error({ set: set.record.name, err: errorMessage(err) }, 'a clone set cannot be opened; discarding it');
-          set.record = { ...set.record, state: 'ending' };
+          set.record = { ...set.record, state: nextCloneSetState(set.record.state, 'end')! };
         }
       }
       this.env.log.warn({ set: set.record.name, state: set.record.state }, what === 'undo' ? 'undoing a clone set the node stopped creating' : 'finishing the end of a clone set');
-      await this.discard(set);
+      await this.discard(set, what === 'undo' ? 'failed' : 'removed');
       this.env.host.emit('clone-deleted', set.record.name, what === 'undo' ? 'the node stopped while creating the clone set; undone' : 'discarded when the node opened');
     }
     for (const name of await this.env.disk.list(this.dir)) {

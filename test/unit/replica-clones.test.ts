@@ -62,9 +62,14 @@ test('a clone reads its instant, keeps its writes while the volume changes, surv
     // The volume goes on changing underneath (replication applying): the clone does not see it.
     await volume.write(0, 1 * MiB);
     await volume.write(2 * MiB + 3, 70 * KiB);
+    // Two connections (each its own device) write the two halves of one fresh region at once: both stay.
+    const [a, b] = [randomBytes(32 * KiB), randomBytes(32 * KiB)];
+    await Promise.all([cloneDevice(clones, 'v@d1').write(2 * MiB + 256 * KiB, a, { fua: false }), cloneDevice(clones, 'v@d1').write(2 * MiB + 288 * KiB, b, { fua: false })]);
+    a.copy(clone.data, 2 * MiB + 256 * KiB);
+    b.copy(clone.data, 2 * MiB + 288 * KiB);
     assert.ok((await readAll(clone.device)).equals(clone.image()), 'the clone is its instant plus its own writes');
     assert.ok((await readAll(h.store.volume('v'))).equals(volume.image()), 'the volume is untouched by the clone');
-    assert.equal(clones.get('d1').clones[0]!.writtenBytes, 8 * 64 * KiB, 'the clone holds the regions it wrote');
+    assert.equal(clones.get('d1').clones[0]!.writtenBytes, 9 * 64 * KiB, 'the clone holds the regions it wrote');
     await assert.rejects(h.service.deleteSnapshot('v', 'd1.base'), /in use: clone v@d1 reads it/);
 
     // Restart: the clone is kept with what it wrote.
