@@ -7,7 +7,8 @@ import { Cron } from 'croner';
 import { TricopyError } from '../common/errors';
 import { nodeDisk } from '../common/disk';
 import { atomicWriteJson, readJsonIfExists } from '../common/fsutil';
-import { maxDrives, maxKeepChains, namePattern } from './limits';
+import type { BackupSource } from './engine';
+import { maxDrives, maxHookCommandBytes, maxKeepChains, namePattern } from './limits';
 
 export interface RepoEntry {
   name: string;
@@ -26,6 +27,11 @@ export interface Policy {
   incremental: boolean;
   /** Backup chains to keep (a full and its incrementals count as one). */
   keep: number;
+  /** Where the image comes from: a snapshot, or the split of an in-node replica pair (spec 003 Fig. 4). */
+  source: BackupSource;
+  /** Shell commands run before the split (quiesce the application) and after it (resume it); null: none. */
+  preSplitHook: string | null;
+  postSplitHook: string | null;
 }
 
 export interface Catalog {
@@ -65,6 +71,24 @@ export function checkSchedule(schedule: string): string {
   return schedule;
 }
 
+/** `snapshot` or `replica:NAME`, as --source takes it. */
+export function parseBackupSource(text: string): BackupSource {
+  if (text === 'snapshot') return { kind: 'snapshot' };
+  if (text.startsWith('replica:')) return { kind: 'replica', name: checkName('replica', text.slice('replica:'.length)) };
+  return bad(`--source is snapshot or replica:NAME, not ${JSON.stringify(text)}`, 'replica:NAME backs up from the split of the in-node replica pair NAME (tricopy replica status)');
+}
+
+export function sourceText(source: BackupSource): string {
+  return source.kind === 'snapshot' ? 'snapshot' : `replica:${source.name}`;
+}
+
+export function checkHook(which: string, command: string | null | undefined): string | null {
+  if (command === undefined || command === null) return null;
+  if (command.trim() === '') bad(`${which} is empty`, 'give a shell command, e.g. "psql -c \'CHECKPOINT\'", or leave the option out');
+  if (Buffer.byteLength(command) > maxHookCommandBytes) bad(`${which} is longer than ${maxHookCommandBytes} bytes`, 'put the commands in a script and give its path');
+  return command;
+}
+
 function decodeRepo(raw: unknown): RepoEntry {
   const o = (raw ?? {}) as Record<string, unknown>;
   if (typeof o.name !== 'string' || typeof o.path !== 'string' || typeof o.drives !== 'number') bad('backup catalog: a repository needs name, path and drives');
@@ -80,6 +104,10 @@ function decodePolicy(raw: unknown): Policy {
   return {
     name: checkName('policy', o.name as string), volume: checkName('volume', o.volume as string), repo: checkName('repository', o.repo as string),
     node: o.node as string, schedule: checkSchedule(o.schedule as string), incremental: o.incremental, keep: checkKeep(o.keep),
+    // Absent in catalogs written before hooks and replica sources existed.
+    source: parseBackupSource(typeof o.source === 'string' ? o.source : 'snapshot'),
+    preSplitHook: checkHook('the pre-split hook', typeof o.preSplitHook === 'string' ? o.preSplitHook : null),
+    postSplitHook: checkHook('the post-split hook', typeof o.postSplitHook === 'string' ? o.postSplitHook : null),
   };
 }
 
@@ -96,7 +124,9 @@ export class CatalogStore {
 
   async save(catalog: Catalog): Promise<void> {
     await nodeDisk.mkdirp(path.dirname(this.file));
-    await atomicWriteJson(this.file, catalog, nodeDisk);
+    // The source is stored as it is written on the command line (snapshot, replica:NAME).
+    const policies = catalog.policies.map((p) => ({ ...p, source: sourceText(p.source) }));
+    await atomicWriteJson(this.file, { ...catalog, policies }, nodeDisk);
   }
 
   async repo(name: string): Promise<RepoEntry> {

@@ -7,17 +7,23 @@
 // deletes the snapshot. The volume's chain state is cleared before the snapshot and set after the
 // image is complete: a job that fails or is killed in between leaves it cleared, so the next
 // backup is a full one (the changes frozen into the lost snapshot are not in the bitmap any more).
+//
+// The snapshot (or, with a replica source, the split of an in-node replica pair: replica-source.ts)
+// is taken between the policy's pre-split and post-split hooks (hooks.ts). What happens on the way
+// is recorded as events in the job's record.
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { TricopyError, errorMessage } from '../common/errors';
 import type { NodeClient, ReplicaNodeClient } from '../contracts/node-client';
 import { NbdClient } from '../nbd/client';
-import * as nbd from '../nbd/constants';
 import { DriveQueue, type DriveQueueDeps, systemDriveDeps } from './drives';
-import { type BackupManifest, type Extent, coalesceExtents, encodeManifest, manifestFormat } from './manifest';
+import { type HookContext, type JobEventKind, type RecordEvent, type SplitHooks, aroundSplit } from './hooks';
+import { nbdAddress, writeImage } from './image-writer';
+import { type BackupManifest, type Extent, manifestFormat } from './manifest';
 import { blockStatusSpanBytes, copyChunkBytes } from './limits';
-import { type JobRecord, Repository } from './repository';
+import { backupFromReplica } from './replica-source';
+import { type JobEventRecord, type JobRecord, Repository } from './repository';
 import { backupsToExpire } from './retention';
 
 export type BackupNode = NodeClient & ReplicaNodeClient;
@@ -32,8 +38,13 @@ export interface JobContext {
   driveDeps?: DriveQueueDeps;
   /** Told about waiting for a drive and the copy's progress (bytes done of total). */
   onProgress?: (event: { phase: 'waiting'; ahead: number } | { phase: 'copying'; doneBytes: number; totalBytes: number }) => void;
+  /** Told about each event recorded in the job's record (hooks, the split, a missing replica). */
+  onEvent?: (event: JobEventRecord) => void;
   now?: () => Date;
 }
+
+/** Where the point-in-time image comes from: a snapshot (default) or the split of an in-node replica pair. */
+export type BackupSource = { kind: 'snapshot' } | { kind: 'replica'; name: string };
 
 export interface BackupRequest {
   volume: string;
@@ -41,6 +52,9 @@ export interface BackupRequest {
   policy?: string;
   /** Chains to keep after the backup (retention); none: keep all. */
   keep?: number;
+  source?: BackupSource;
+  /** Commands run before and after the split (spec 003 §5.4). */
+  hooks?: SplitHooks;
 }
 
 export interface BackupResult {
@@ -65,29 +79,6 @@ function newJobId(now: Date): string {
   return `${stamp}-${Math.random().toString(16).slice(2, 8).padEnd(6, '0')}`;
 }
 
-function nbdAddress(exportUri: string): { host: string; port: number; exportName: string } {
-  const u = new URL(exportUri);
-  if (u.protocol !== 'nbd:') throw new TricopyError('internal', `export ${exportUri} is not an nbd:// URI`);
-  return { host: u.hostname, port: Number(u.port || 10809), exportName: decodeURIComponent(u.pathname.slice(1)) };
-}
-
-/** Extents whose block-status flags satisfy `wanted`, over the whole export. */
-async function extentsWhere(client: NbdClient, wanted: (flags: number) => boolean): Promise<Extent[]> {
-  const out: Extent[] = [];
-  const size = client.sizeBytes;
-  for (let offset = 0; offset < size;) {
-    const descriptors = await client.blockStatus(offset, Math.min(size - offset, blockStatusSpanBytes));
-    if (descriptors.length === 0) throw new TricopyError('io-error', `block status at ${offset} returned nothing`);
-    for (const d of descriptors) {
-      const length = Math.min(d.length, size - offset);
-      if (length <= 0) break;
-      if (wanted(d.flags)) out.push({ offset, length });
-      offset += length;
-    }
-  }
-  return coalesceExtents(out);
-}
-
 async function jobRecord(ctx: JobContext, kind: JobRecord['kind'], volume: string): Promise<JobRecord> {
   const now = (ctx.now ?? (() => new Date()))();
   const job: JobRecord = {
@@ -98,11 +89,16 @@ async function jobRecord(ctx: JobContext, kind: JobRecord['kind'], volume: strin
   return job;
 }
 
-/** Runs `work` as a job holding a drive, recording its states. */
+/** Runs `work` as a job holding a drive, recording its states and the events `work` records. */
 async function asJob<T>(ctx: JobContext, kind: JobRecord['kind'], volume: string,
-  work: (job: JobRecord, waitedBehind: number) => Promise<{ result: T; backupId: string }>): Promise<T> {
+  work: (job: JobRecord, waitedBehind: number, record: RecordEvent) => Promise<{ result: T; backupId: string }>): Promise<T> {
   const now = () => (ctx.now ?? (() => new Date()))().toISOString();
   let job = await jobRecord(ctx, kind, volume);
+  const record = async (eventKind: JobEventKind, message: string, hint?: string): Promise<void> => {
+    const event: JobEventRecord = { at: now(), kind: eventKind, message, ...(hint ? { hint } : {}) };
+    job = await ctx.repo.addJobEvent(job, event);
+    ctx.onEvent?.(event);
+  };
   const queue = new DriveQueue(ctx.repo.dir, ctx.drives, ctx.driveDeps ?? systemDriveDeps);
   let drive;
   try {
@@ -113,7 +109,7 @@ async function asJob<T>(ctx: JobContext, kind: JobRecord['kind'], volume: string
   }
   try {
     job = await ctx.repo.advanceJob(job, 'drive-acquired', now());
-    const { result, backupId } = await work(job, drive.waitedBehind);
+    const { result, backupId } = await work(job, drive.waitedBehind, record);
     await ctx.repo.advanceJob(job, 'copy-done', now(), { backupId });
     return result;
   } catch (err) {
@@ -149,71 +145,34 @@ async function chooseParent(ctx: JobContext, req: BackupRequest): Promise<{ pare
   return { parent, why: null };
 }
 
-/** Copies `extents` of the export into `dataFile`, returning the data's sha256. */
-async function copyExtents(client: NbdClient, extents: Extent[], dataFile: string, ctx: JobContext): Promise<string> {
-  const hash = createHash('sha256');
-  const out = await fsp.open(dataFile, 'w');
-  const totalBytes = extents.reduce((n, e) => n + e.length, 0);
-  let doneBytes = 0;
-  let position = 0;
-  try {
-    for (const e of extents) {
-      for (let at = e.offset; at < e.offset + e.length; at += copyChunkBytes) {
-        const data = await client.read(at, Math.min(copyChunkBytes, e.offset + e.length - at));
-        hash.update(data);
-        await out.write(data, 0, data.length, position);
-        position += data.length;
-        doneBytes += data.length;
-        ctx.onProgress?.({ phase: 'copying', doneBytes, totalBytes });
-      }
-    }
-    await out.datasync();
-  } finally {
-    await out.close();
-  }
-  return hash.digest('hex');
-}
-
-async function writeImage(ctx: JobContext, manifest: Omit<BackupManifest, 'dataSha256' | 'finishedAt'>, exportUri: string, bitmap: string | null): Promise<BackupManifest> {
-  const addr = nbdAddress(exportUri);
-  const metaContexts = [bitmap === null ? nbd.BASE_ALLOCATION : `qemu:dirty-bitmap:${bitmap}`];
-  const client = await NbdClient.connect({ ...addr, metaContexts });
-  try {
-    if (client.sizeBytes !== manifest.sizeBytes) throw new TricopyError('io-error', `snapshot export ${exportUri} is ${client.sizeBytes} bytes, the volume ${manifest.sizeBytes}`);
-    // Full: every extent that may hold data. Incremental: the regions the frozen bitmap marks dirty.
-    const extents = bitmap === null ? await extentsWhere(client, (f) => (f & nbd.STATE_ZERO) === 0) : await extentsWhere(client, (f) => (f & 1) !== 0);
-    const partial = ctx.repo.partialDir(manifest.id);
-    await fsp.mkdir(partial, { recursive: true });
-    const dataSha256 = await copyExtents(client, extents, path.join(partial, 'data'), ctx);
-    const complete: BackupManifest = {
-      ...manifest, extents, dataBytes: extents.reduce((n, e) => n + e.length, 0), dataSha256, finishedAt: (ctx.now ?? (() => new Date()))().toISOString(),
-    };
-    const mf = await fsp.open(path.join(partial, 'manifest.json'), 'w');
-    await mf.writeFile(encodeManifest(complete));
-    await mf.datasync();
-    await mf.close();
-    await fsp.rename(partial, ctx.repo.imageDir(manifest.id));
-    const dir = await fsp.open(path.dirname(partial), 'r');
-    await dir.sync();
-    await dir.close();
-    return complete;
-  } finally {
-    await client.disconnect().catch(() => undefined);
-  }
-}
-
 export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<BackupResult> {
-  return asJob(ctx, 'backup', req.volume, async (job, waitedBehind) => {
+  return asJob(ctx, 'backup', req.volume, async (job, waitedBehind, record) => {
+    const source = req.source ?? { kind: 'snapshot' };
+    const hookContext: HookContext = {
+      volume: req.volume, policy: req.policy ?? null, job: job.id, repo: ctx.repoName, node: ctx.nodeUrl,
+      source: source.kind === 'snapshot' ? 'snapshot' : `replica:${source.name}`,
+    };
+    const hooks = req.hooks ?? { pre: null, post: null };
+    if (source.kind === 'replica') {
+      const manifest = await backupFromReplica({ ...ctx, record, hooks, hookContext, job }, req.volume, source.name, req.policy ?? null);
+      const expired = req.keep === undefined ? [] : await expire(ctx.repo, req.volume, req.keep);
+      const why = req.incremental ? 'a backup from a replica copies the whole split image (the replica keeps no changed-block bitmap of its own)' : null;
+      return { result: { manifest, fellBackToFull: why, expired, waitedBehind }, backupId: manifest.id };
+    }
     await removeLeftoverSnapshots(ctx, req.volume, job.id);
     const volume = await ctx.node.getVolume(req.volume);
     const { parent, why } = await chooseParent(ctx, req);
     const bitmap = bitmapNameFor(ctx.repoName);
     if (!(await ctx.node.listBitmaps(req.volume)).some((b) => b.name === bitmap)) await ctx.node.addBitmap(req.volume, bitmap);
-    // Commit point: until this job's image is complete, the bitmap does not count from any image.
-    await ctx.repo.setChainState(req.volume, { lastBackupId: null });
     const snapshotName = snapshotNameFor(job.id);
-    const [snapshot] = await ctx.node.createSnapshot({ name: snapshotName, volumes: [req.volume], bitmaps: [bitmap] });
-    if (!snapshot) throw new TricopyError('internal', `the node took no snapshot of ${req.volume}`);
+    const snapshot = await aroundSplit(hooks, hookContext, record, async () => {
+      // Commit point: until this job's image is complete, the bitmap does not count from any image.
+      // (After the pre-split hook: a failing hook leaves the chain as it was.)
+      await ctx.repo.setChainState(req.volume, { lastBackupId: null });
+      const [taken] = await ctx.node.createSnapshot({ name: snapshotName, volumes: [req.volume], bitmaps: [bitmap] });
+      if (!taken) throw new TricopyError('internal', `the node took no snapshot of ${req.volume}`);
+      return { ...taken, splitAt: taken.createdAt };
+    });
     let manifest: BackupManifest;
     try {
       manifest = await writeImage(ctx, {

@@ -12,3 +12,15 @@ export const maxDrives = 64;
 export const maxKeepChains = 10_000;
 /** Names of repositories, policies and volumes: what the node accepts for volume names. */
 export const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** Longest a pre-split or post-split hook may run before it is killed (and counts as failed). */
+export const hookTimeoutMs = 300_000;
+/** Bytes of a hook's output kept for its event (the end of it). */
+export const hookOutputBytes = 2048;
+/** Longest a backup from a replica waits for the pair to become duplex before it splits it. */
+export const replicaSyncTimeoutMs = 3_600_000;
+/** One wait call for a replica pair's state (the node caps a wait at 600 s). */
+export const maxReplicaWaitPerCallMs = 600_000;
+/** Longest hook command line kept in a policy. */
+export const maxHookCommandBytes = 4096;
+/** After a hook's timeout, how long SIGTERM has before SIGKILL. */
+export const hookKillGraceMs = 5_000;

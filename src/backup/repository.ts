@@ -31,6 +31,17 @@ export interface JobRecord {
   /** The image written (backup) or read (restore). */
   backupId: string | null;
   error: string | null;
+  /** What happened on the way (hooks, the split, a missing replica), oldest first; absent in records of older versions. */
+  events?: JobEventRecord[];
+}
+
+export interface JobEventRecord {
+  at: string;
+  /** NO_REPLICA_VOLUME, PRE_SPLIT_HOOK_FAILED, … (hooks.ts). */
+  kind: string;
+  message: string;
+  /** What to do about it. */
+  hint?: string;
 }
 
 /** A job as shown: `interrupted` when its process died before it ended. */
@@ -128,6 +139,13 @@ export class Repository {
 
   async saveJob(job: JobRecord): Promise<void> {
     await atomicWriteJson(path.join(this.dir, 'jobs', `${job.id}.json`), job, nodeDisk);
+  }
+
+  /** Appends an event to the job's record. */
+  async addJobEvent(job: JobRecord, event: JobEventRecord): Promise<JobRecord> {
+    const next: JobRecord = { ...job, events: [...(job.events ?? []), event] };
+    await this.saveJob(next);
+    return next;
   }
 
   /** Applies an event to a job through the state table and records the result. */

@@ -13,6 +13,7 @@ import type {
   SnapshotView, SplitReplicaRequest,
 } from './replicas';
 import type { FailoverConfig, FailoverStatus } from './failover';
+import type { CloneSetView, CreateCloneSetRequest, DeleteCloneSetRequest, DeletedCloneSet } from './clones';
 import type { CreateHostGroupRequest, HostGroupChange, HostGroupMembersRequest, HostGroupView, MapVolumeRequest } from './host-groups';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from './monitor';
 
@@ -113,6 +114,20 @@ export interface ReplicaNodeClient {
   addBitmap(volume: string, name: string): Promise<BitmapView>;
   clearBitmap(volume: string, name: string): Promise<BitmapView>;
   deleteBitmap(volume: string, name: string): Promise<void>;
+}
+
+/**
+ * Clone sets of a node: writable throwaway clones of volumes at one instant (a DR drill). Separate
+ * from NodeClient: only the drill procedure and the operator's CLI use them.
+ */
+export interface CloneNodeClient {
+  readonly address: string;
+
+  listCloneSets(): Promise<CloneSetView[]>;
+  /** Snapshots the volumes at one instant and exports a writable clone of each as `VOLUME@NAME`. */
+  createCloneSet(request: CreateCloneSetRequest): Promise<CloneSetView>;
+  /** Discards the clones' overlays and snapshots; refused while clients are attached unless `force`. */
+  endCloneSet(name: string, request?: DeleteCloneSetRequest): Promise<DeletedCloneSet>;
 }
 
 /**

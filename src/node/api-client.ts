@@ -4,7 +4,8 @@
 import { TricopyError, isErrorCode } from '../common/errors';
 import { readServerSentEvents } from '../common/sse';
 import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
-import type { CallOptions, DeleteOptions, HostGroupNodeClient, NodeClient, NodeMonitorClient, ReplicaNodeClient } from '../contracts/node-client';
+import type { CallOptions, CloneNodeClient, DeleteOptions, HostGroupNodeClient, NodeClient, NodeMonitorClient, ReplicaNodeClient } from '../contracts/node-client';
+import type { CloneSetList, CloneSetView, CreateCloneSetRequest, DeleteCloneSetRequest, DeletedCloneSet } from '../contracts/clones';
 import type { CreateHostGroupRequest, HostGroupChange, HostGroupList, HostGroupMembersRequest, HostGroupView, MapVolumeRequest } from '../contracts/host-groups';
 import type {
   BitmapList, BitmapView, CreateReplicaRequest, CreateSnapshotRequest, DeleteReplicaOptions, ForceRequest, ReplicaList, ReplicaStatus,
@@ -27,7 +28,7 @@ const replicaPath = (name: string): string => `/v1/replicas/${encodeURIComponent
 const hostGroupPath = (name: string): string => `/v1/host-groups/${encodeURIComponent(name)}`;
 const forceQuery = (options?: DeleteOptions): string => (options?.force ? '?force=true' : '');
 
-export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNodeClient, HostGroupNodeClient {
+export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNodeClient, HostGroupNodeClient, CloneNodeClient {
   readonly address: string;
 
   constructor(baseUrl: string, private readonly token?: string | undefined, private readonly timeoutMs = defaultApiTimeoutMs) {
@@ -188,6 +189,18 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNod
 
   deleteSnapshot(volume: string, name: string): Promise<void> {
     return this.request('DELETE', `${volumePath(volume)}/snapshots/${encodeURIComponent(name)}`);
+  }
+
+  async listCloneSets(): Promise<CloneSetView[]> {
+    return (await this.request<CloneSetList>('GET', '/v1/clones')).cloneSets;
+  }
+
+  createCloneSet(request: CreateCloneSetRequest): Promise<CloneSetView> {
+    return this.request('POST', '/v1/clones', request);
+  }
+
+  endCloneSet(name: string, request: DeleteCloneSetRequest = {}): Promise<DeletedCloneSet> {
+    return this.request('POST', `/v1/clones/${encodeURIComponent(name)}/end`, request);
   }
 
   rollback(volume: string, request: RollbackRequest): Promise<SnapshotView> {

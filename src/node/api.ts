@@ -13,6 +13,7 @@ import { maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../replica
 import type { MonitorCommand, RegisterManagerRequest, ReportBatch } from '../contracts/monitor';
 import { monitorCommandBody, registerManagerBody, reportBatchBody } from './monitor-schemas';
 import { registerReplicaRoutes } from './replica-api';
+import { registerCloneRoutes } from './clone-api';
 import { registerHostGroupRoutes } from './host-group-api';
 import type { NodeExtension, StorageNode } from './node';
 import type { NetworkAttachment } from '../contracts/network';
@@ -308,6 +309,7 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
   });
 
   registerReplicaRoutes(app, node);
+  registerCloneRoutes(app, node);
   registerHostGroupRoutes(app, node);
 
   // --- autonomous monitoring (spec 000) ---------------------------------------------------------

@@ -21,6 +21,7 @@ import type { GroupStatus, PairStatus } from '../contracts/pairs';
 import type { CreatePairInput } from '../replication/control/operator';
 import { NodeMonitor } from '../monitor/monitor';
 import { type ReplicaHost, ReplicaService } from '../replica/service';
+import { CloneService } from '../replica/clones';
 import { HttpMonitorTransport } from '../monitor/transport';
 import { buildApi, type NodeApi } from './api';
 import type { NodeConfig } from './config';
@@ -58,6 +59,8 @@ export class StorageNode {
   private api!: NodeApi;
   replication!: ReplicationService;
   replicas!: ReplicaService;
+  /** Writable throwaway clones of volumes (a DR drill at this site). */
+  clones!: CloneService;
   monitor!: NodeMonitor;
   private readonly fronts = new Map<string, ReplicatedVolume>();
   private portsValue: NodePorts = { nbdPort: 0, apiPort: 0, replPort: 0 };
@@ -156,6 +159,7 @@ export class StorageNode {
       });
       node.portsValue.replPort = await node.replication.start(config.host, config.replPort);
       await node.replicas.start();
+      node.clones = await node.openClones();
       node.portsValue.nbdPort = await node.nbd.listen();
       node.monitor = await NodeMonitor.open({
         self: config.name, dataDir: config.dataDir, disk: nodeDisk, clock: systemClock, log: log.child({ component: 'monitor' }),
@@ -175,6 +179,7 @@ export class StorageNode {
       await node.nbd?.close().catch(() => undefined);
       await node.monitor?.close().catch(() => undefined);
       await node.replication?.stop().catch(() => undefined);
+      await node.clones?.close().catch(() => undefined);
       await node.replicas?.close().catch(() => undefined);
       await store.close();
       await unlock();
@@ -304,6 +309,7 @@ export class StorageNode {
         await this.monitor.close();
         await this.replication.stop();
         await this.api.close();
+        await this.clones.close();
         await this.replicas.close();
         await this.store.close();
         await this.unlock();
@@ -396,6 +402,24 @@ export class StorageNode {
     return `${scheme}://${host}:${this.portsValue.nbdPort}/${exportName}`;
   }
 
+  /** Clone sets, after snapshots and remote copy are open (a set holds the apply of async copies while it is taken). */
+  private async openClones(): Promise<CloneService> {
+    const clones = await CloneService.open(this.config.dataDir, {
+      disk: nodeDisk, clock: systemClock, log: this.log.child({ component: 'clones' }), snapshots: this.replicas,
+      host: {
+        hasVolume: (name) => this.store.has(name),
+        volumeSize: (name) => this.store.get(name).sizeBytes,
+        holdApply: (volumes) => this.replication.holdApplyOf(volumes),
+        disconnect: (exportName) => this.nbd.disconnectExport(exportName),
+        clientsOf: (exportName) => this.nbd.clientsOf(exportName).length,
+        exportUri: (exportName) => this.exportUri(exportName),
+        emit: (kind, subject, reason, details) => void this.events.emit(kind, subject, reason, details),
+      },
+    });
+    this.replicas.snapshotInUse = (volume, snapshot) => clones.snapshotUser(volume, snapshot);
+    return clones;
+  }
+
   /** What in-node replicas, snapshots and bitmaps ask of the node. */
   private replicaHost(): ReplicaHost {
     return {
@@ -452,7 +476,7 @@ export class StorageNode {
     };
     return {
       lookup: (name: string, client: NbdClientInfo): ExportLookup => {
-        const owned = this.replicas.lookup(name);
+        const owned = this.clones.lookup(name) ?? this.replicas.lookup(name);
         if (owned?.status === 'denied') {
           // Refused for its state, unless the host may not even see the volume.
           const volume = volumeOfExport(name);
@@ -479,6 +503,7 @@ export class StorageNode {
         return [
           ...this.store.list().filter((m) => this.replicas.listed(m.name) && admitted(m.name)).map((m) => ({ name: m.name, description: this.describe(m) })),
           ...this.replicas.snapshotExports().filter((e) => admitted(e.volume)).map((e) => ({ name: e.name, description: e.description })),
+          ...this.clones.exports().filter((e) => admitted(e.volume)).map((e) => ({ name: e.name, description: e.description })),
         ];
       },
     };

@@ -22,3 +22,7 @@ export const maxReplicaWaitMs = 600_000;
 invariant(Number.isInteger(Math.log2(regionBytes)) && regionBytes >= 4096 && regionBytes <= 1024 * 1024,
   'the region is a power of two from 4 KiB to 1 MiB (spec 003 §8.2)');
 invariant(copyBatchRegions * regionBytes <= 32 * 1024 * 1024, 'a copy batch fits one device read');
+/** Clone sets (a DR drill's writable clones) per node; each holds a snapshot per volume while it lives. */
+export const maxCloneSetsPerNode = 8;
+/** Clone set names: the snapshot under each clone is NAME.base, which must stay a valid snapshot name. */
+export const cloneSetNamePattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,57}$/;

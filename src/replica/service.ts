@@ -83,6 +83,8 @@ export class ReplicaService {
   private readonly queues = new Map<string, Promise<unknown>>();
   private readonly pairStore: ReplicaPairStore;
   private closed = false;
+  /** Set by the node: why a snapshot may not be deleted now (a clone reads it, clones.ts), else undefined. */
+  snapshotInUse: ((volume: string, snapshot: string) => string | undefined) | undefined;
 
   private constructor(private readonly root: string, private readonly env: ReplicaEnv) {
     this.pairStore = new ReplicaPairStore(path.join(root, 'pairs'), env.disk);
@@ -587,6 +589,8 @@ export class ReplicaService {
       const chain = rel?.snapshots;
       if (!rel || !chain) throw new TricopyError('not-found', `volume ${volume} has no snapshot named ${name}`);
       const index = chain.indexOf(name, volume);
+      const user = this.snapshotInUse?.(volume, name);
+      if (user) throw new TricopyError('conflict', `snapshot ${volume}@${name} is in use: ${user}`);
       this.env.host.disconnect(`${volume}@${name}`);
       // Move what the older neighbour reads through it while the volume is in use, then the rest with the gate held.
       const moved = await chain.mergeIntoOlder(index);

@@ -351,6 +351,26 @@ export class ReplicationService implements ReplicationDataPath {
     return this.parts.status.internals(this.volumeRuntimes);
   }
 
+  /**
+   * Stops the async groups that apply into these volumes at a batch boundary (see
+   * ReceivedJournal.holdApply) until the release: a snapshot taken meanwhile is one instant of the
+   * primary's write history. Volumes that receive no async copy need nothing.
+   */
+  async holdApplyOf(volumes: string[]): Promise<() => void> {
+    const wanted = new Set(volumes);
+    const groups = [...new Set([...this.registry.all()]
+      .filter((p) => p.record.role === 'secondary' && p.record.mode === 'async' && p.record.group !== null && wanted.has(p.record.volume))
+      .map((p) => p.record.group!))].sort();
+    const releases: Array<() => void> = [];
+    for (const group of groups) {
+      const journal = this.parts.journals.received(group);
+      if (journal) releases.push(await journal.holdApply());
+    }
+    return () => {
+      for (const release of releases.reverse()) release();
+    };
+  }
+
   waitFor(name: string, state: PairState, timeoutMs: number): Promise<PairStatus> {
     return this.parts.status.waitFor(name, state, timeoutMs);
   }

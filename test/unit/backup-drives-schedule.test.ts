@@ -122,7 +122,8 @@ class ManualClock implements Clock {
   }
 }
 
-const policy = (name: string, schedule: string): Policy => ({ name, volume: 'db1', repo: 'tape1', node: 'http://x', schedule, incremental: true, keep: 3 });
+const policy = (name: string, schedule: string): Policy => ({ name, volume: 'db1', repo: 'tape1', node: 'http://x', schedule, incremental: true, keep: 3,
+  source: { kind: 'snapshot' }, preSplitHook: null, postSplitHook: null });
 
 test('cron schedules: the next time, and bad expressions refused', () => {
   const after = new Date(2026, 11, 2, 1, 30, 0); // local time, as cron is evaluated

@@ -15,6 +15,7 @@ const env = { disk: nodeDisk, clock: systemClock };
 import { type JournalEntry, JournalOp } from '../../src/replication/async/journal-entry';
 import { JournalStore } from '../../src/replication/async/journal-store';
 import { tempDir } from '../support/tools';
+import { waitFor } from '../support/wait';
 
 const log = silentLogger();
 
@@ -157,6 +158,48 @@ test('received journal: applies in order, skips duplicates, refuses gaps, resume
     await j.drain();
     assert.deepEqual(again.filter((s) => s >= 5), again.length > 0 ? [5, 6].slice(2 - again.length) : []);
     assert.equal(j.appliedSeq, 6);
+    await j.close();
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('received journal: holdApply stops at a batch boundary; nothing is applied until the release, then everything in order', async () => {
+  const dir = await tempDir('jhold');
+  try {
+    const applied: number[] = [];
+    let inFlight = 0;
+    let releaseSlow: (() => void) | undefined;
+    const entry = (seq: number, offset: number): JournalEntry => ({ seq, timeMs: seq, op: JournalOp.Write, pair: 'p', offset, length: 1, data: Buffer.from([seq]) });
+    const j = await ReceivedJournal.open(dir, 'g', env, log);
+    j.start(async (e) => {
+      inFlight++;
+      // Entry 1 is slow: the hold must wait for its batch to finish.
+      if (e.seq === 1) await new Promise<void>((resolve) => (releaseSlow = resolve));
+      applied.push(e.seq);
+      inFlight--;
+    }, async () => undefined);
+    await j.receive([entry(1, 0), entry(2, 10), entry(3, 20)]);
+    let held = false;
+    const holding = j.holdApply().then((release) => {
+      held = true;
+      return release;
+    });
+    // Entries 2 and 3 (the same batch) finish; entry 1 does not, so neither does the batch.
+    await waitFor('entries 2 and 3 applied', () => applied.includes(2) && applied.includes(3), { timeoutMs: 10_000, intervalMs: 2 });
+    assert.equal(held, false, 'the hold waits for the running batch');
+    releaseSlow!();
+    const release = await holding;
+    assert.equal(inFlight, 0, 'no apply runs while held');
+    const before = [...applied];
+    await j.receive([entry(4, 0), entry(5, 30)]); // durable, and the apply was kicked: it must not start
+    assert.equal(inFlight, 0, 'no apply starts while held');
+    assert.deepEqual(applied, before, 'entries received while held wait');
+    assert.equal(j.appliedSeq, 3);
+    release();
+    await j.drain();
+    assert.deepEqual([...applied].sort((a, b) => a - b), [1, 2, 3, 4, 5]);
+    assert.equal(j.appliedSeq, 5);
     await j.close();
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });

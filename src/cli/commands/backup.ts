@@ -9,8 +9,10 @@ import { systemClock } from '../../common/clock';
 import { TricopyError, errorMessage } from '../../common/errors';
 import { formatBytes } from '../../common/units';
 import { HttpNodeClient } from '../../node/api-client';
-import { CatalogStore, type Policy, type RepoEntry, checkDrives, checkKeep, checkName, checkSchedule } from '../../backup/catalog';
-import { type JobContext, expire, restoreBackup, runBackup } from '../../backup/engine';
+import {
+  CatalogStore, type Policy, type RepoEntry, checkDrives, checkHook, checkKeep, checkName, checkSchedule, parseBackupSource, sourceText,
+} from '../../backup/catalog';
+import { type BackupSource, type JobContext, expire, restoreBackup, runBackup } from '../../backup/engine';
 import type { BackupManifest } from '../../backup/manifest';
 import { Repository } from '../../backup/repository';
 import { BackupScheduler, nextRunAfter } from '../../backup/schedule';
@@ -49,6 +51,32 @@ function contextFor(cmd: Command, repo: RepoEntry, nodeUrl: string, label: strin
   return {
     node: new HttpNodeClient(nodeUrl, tokenOf(cmd)), nodeUrl, repo: new Repository(repo.path), repoName: repo.name, drives: repo.drives,
     ...(globals(cmd).json ? {} : { onProgress: progressPrinter(label) }),
+    // Events go to stderr even with --json: a failing hook or a missing replica must be seen.
+    onEvent: (e) => process.stderr.write(`${label}: ${e.kind}: ${e.message}${e.hint ? ` (${e.hint})` : ''}\n`),
+  };
+}
+
+/** --source, --pre-split-hook and --post-split-hook, as `policy add` and `run` take them. */
+interface SplitOptions {
+  source?: string;
+  preSplitHook?: string;
+  postSplitHook?: string;
+}
+
+function addSplitOptions(c: Command): Command {
+  return c
+    .option('--source <source>', 'where the image comes from: snapshot (default), or replica:NAME, the split of the in-node replica pair NAME ' +
+      '(resynced and waited for until duplex, split at the backup time, resynced after the copy; always a full backup)')
+    .option('--pre-split-hook <cmd>', 'shell command run before the split or snapshot (quiesce the application); if it fails the job stops and nothing is split. ' +
+      'It gets TRICOPY_BACKUP_VOLUME, _POLICY, _JOB, _REPO, _SOURCE, _PHASE and TRICOPY_NODE')
+    .option('--post-split-hook <cmd>', 'shell command run after the split (resume the application), also when the split failed (TRICOPY_BACKUP_SPLIT_OK=yes|no, ' +
+      'TRICOPY_BACKUP_SPLIT_AT); a failure is reported, the backup goes on');
+}
+
+function splitSettings(opts: SplitOptions): { source: BackupSource; preSplitHook: string | null; postSplitHook: string | null } {
+  return {
+    source: parseBackupSource(opts.source ?? 'snapshot'),
+    preSplitHook: checkHook('--pre-split-hook', opts.preSplitHook), postSplitHook: checkHook('--post-split-hook', opts.postSplitHook),
   };
 }
 
@@ -98,21 +126,22 @@ function registerRepoCommands(backup: Command): void {
 
 function registerPolicyCommands(backup: Command): void {
   const policy = backup.command('policy').description('backup policies: a volume, a repository, a cron schedule and how many chains to keep');
-  policy.command('add <name>')
+  const add = policy.command('add <name>')
     .description('define a policy; `backup run NAME` runs it now, `backup scheduler` runs it at its times')
     .requiredOption('--volume <volume>', 'the volume to back up (on --node)')
     .requiredOption('--repo <repo>', 'the repository to write to')
     .requiredOption('--schedule <cron>', 'when, as a cron expression, e.g. "0 2 * * *" (02:00 each day, local time)')
     .option('--incremental', 'copy only what changed since the last backup (the first one is full)')
-    .option('--keep <n>', 'backup chains to keep (a full backup and its incrementals are one chain)', wholeNumber('--keep'), 7)
-    .action(async (name: string, opts: { volume: string; repo: string; schedule: string; incremental?: boolean; keep: number }, cmd: Command) => {
+    .option('--keep <n>', 'backup chains to keep (a full backup and its incrementals are one chain)', wholeNumber('--keep'), 7);
+  addSplitOptions(add)
+    .action(async (name: string, opts: { volume: string; repo: string; schedule: string; incremental?: boolean; keep: number } & SplitOptions, cmd: Command) => {
       const store = catalogOf(cmd);
       const catalog = await store.load();
       if (catalog.policies.some((p) => p.name === name)) throw new TricopyError('already-exists', `backup policy ${name} exists`);
       await store.repo(opts.repo);
       const entry: Policy = {
         name: checkName('policy', name), volume: checkName('volume', opts.volume), repo: opts.repo, node: nodeUrlOf(cmd),
-        schedule: checkSchedule(opts.schedule), incremental: opts.incremental === true, keep: checkKeep(opts.keep),
+        schedule: checkSchedule(opts.schedule), incremental: opts.incremental === true, keep: checkKeep(opts.keep), ...splitSettings(opts),
       };
       await store.save({ ...catalog, policies: [...catalog.policies, entry] });
       if (globals(cmd).json) return printJson(entry);
@@ -124,8 +153,9 @@ function registerPolicyCommands(backup: Command): void {
       const policies = (await catalogOf(cmd).load()).policies.map((p) => ({ ...p, nextRun: nextRunAfter(p.schedule, new Date())?.toISOString() ?? null }));
       if (globals(cmd).json) return printJson(policies);
       if (policies.length === 0) return console.log('no backup policies; add one with: tricopy backup policy add NAME --volume V --repo R --schedule CRON');
-      console.log(table(['NAME', 'VOLUME', 'REPO', 'SCHEDULE', 'INCREMENTAL', 'KEEP', 'NEXT'], policies.map((p) => [
-        p.name, p.volume, p.repo, p.schedule, p.incremental ? 'yes' : 'no', String(p.keep), p.nextRun ?? '-'])));
+      console.log(table(['NAME', 'VOLUME', 'REPO', 'SOURCE', 'SCHEDULE', 'INCREMENTAL', 'KEEP', 'HOOKS', 'NEXT'], policies.map((p) => [
+        p.name, p.volume, p.repo, sourceText(p.source), p.schedule, p.incremental ? 'yes' : 'no', String(p.keep),
+        [p.preSplitHook ? 'pre' : '', p.postSplitHook ? 'post' : ''].filter(Boolean).join('+') || '-', p.nextRun ?? '-'])));
     });
   policy.command('remove <name>')
     .description('delete a policy (its backups stay)')
@@ -141,7 +171,9 @@ function registerPolicyCommands(backup: Command): void {
 
 async function runPolicy(cmd: Command, store: CatalogStore, p: Policy): Promise<Awaited<ReturnType<typeof runBackup>>> {
   const repo = await store.repo(p.repo);
-  return runBackup(contextFor(cmd, repo, p.node, `backup ${p.name}`), { volume: p.volume, incremental: p.incremental, policy: p.name, keep: p.keep });
+  return runBackup(contextFor(cmd, repo, p.node, `backup ${p.name}`), {
+    volume: p.volume, incremental: p.incremental, policy: p.name, keep: p.keep, source: p.source, hooks: { pre: p.preSplitHook, post: p.postSplitHook },
+  });
 }
 
 function printBackup(cmd: Command, result: Awaited<ReturnType<typeof runBackup>>): void {
@@ -153,24 +185,28 @@ function printBackup(cmd: Command, result: Awaited<ReturnType<typeof runBackup>>
 }
 
 function registerRunCommands(backup: Command): void {
-  backup.command('run [policy]')
+  const run = backup.command('run [policy]')
     .description('back up a volume now: a snapshot (the volume keeps serving writes), a copy of it into the repository, the snapshot deleted.\n' +
       'Either a policy\'s name, or --volume and --repo. Waits for a free drive of the repository.')
     .option('--volume <volume>', 'the volume (on --node)')
     .option('--repo <repo>', 'the repository')
     .option('--incremental', 'copy only the regions changed since the last backup to this repository (else, or if there is none, a full backup)')
-    .option('--keep <n>', 'then delete all but the newest N chains of the volume in the repository', wholeNumber('--keep'))
-    .action(async (policyName: string | undefined, opts: { volume?: string; repo?: string; incremental?: boolean; keep?: number }, cmd: Command) => {
+    .option('--keep <n>', 'then delete all but the newest N chains of the volume in the repository', wholeNumber('--keep'));
+  addSplitOptions(run)
+    .action(async (policyName: string | undefined, opts: { volume?: string; repo?: string; incremental?: boolean; keep?: number } & SplitOptions, cmd: Command) => {
       const store = catalogOf(cmd);
       if (policyName !== undefined) {
         if (opts.volume || opts.repo) throw new TricopyError('invalid-argument', 'give a policy or --volume and --repo, not both');
+        if (opts.source || opts.preSplitHook || opts.postSplitHook) throw new TricopyError('invalid-argument', 'a policy has its own source and hooks; give them to policy add');
         return printBackup(cmd, await runPolicy(cmd, store, await store.policy(policyName)));
       }
       if (!opts.volume || !opts.repo) throw new TricopyError('invalid-argument', 'name a policy, or give --volume and --repo');
       const repo = await store.repo(opts.repo);
       const ctx = contextFor(cmd, repo, nodeUrlOf(cmd), `backup ${opts.volume}`);
+      const split = splitSettings(opts);
       printBackup(cmd, await runBackup(ctx, {
         volume: checkName('volume', opts.volume), incremental: opts.incremental === true, ...(opts.keep !== undefined ? { keep: checkKeep(opts.keep) } : {}),
+        source: split.source, hooks: { pre: split.preSplitHook, post: split.postSplitHook },
       }));
     });
   backup.command('scheduler')
@@ -233,8 +269,8 @@ function registerListAndRestore(backup: Command): void {
     .action(async (opts: { repo: string }, cmd: Command) => {
       const jobs = await new Repository((await catalogOf(cmd).repo(opts.repo)).path).jobs();
       if (globals(cmd).json) return printJson(jobs);
-      console.log(table(['ID', 'KIND', 'VOLUME', 'STATE', 'QUEUED', 'FINISHED', 'ERROR'], jobs.map((j) => [
-        j.id, j.kind, j.volume, j.shownState, j.queuedAt, j.finishedAt ?? '-', j.error ?? '-'])));
+      console.log(table(['ID', 'KIND', 'VOLUME', 'STATE', 'QUEUED', 'FINISHED', 'EVENTS', 'ERROR'], jobs.map((j) => [
+        j.id, j.kind, j.volume, j.shownState, j.queuedAt, j.finishedAt ?? '-', (j.events ?? []).map((e) => e.kind).join(' ') || '-', j.error ?? '-'])));
     });
   backup.command('restore <volume>')
     .description('restore a backup (its full backup, then each incremental in order; every data file checked against its sha256 first).\n' +

@@ -16,6 +16,7 @@ export function registerTopologyCommands(program: Command): void {
   addFailover(topology);
   addFailback(topology);
   addRepair(topology);
+  addDrill(topology);
   addArbiter(topology);
 }
 
@@ -87,7 +88,8 @@ async function runner(file: string, cmd: Command, opts: { wait?: boolean; timeou
   const waitSeconds = opts.wait ? Number(opts.timeout ?? '3600') : 0;
   if (!Number.isFinite(waitSeconds) || waitSeconds < 0) throw new TricopyError('invalid-argument', '--timeout takes a number of seconds');
   const token = tokenOf(cmd);
-  return new O(t, { clientFor: (url) => new HttpNodeClient(url, token), print: (line) => console.log(line), waitSeconds, apiToken: token });
+  return new O(t, { clientFor: (url) => new HttpNodeClient(url, token), print: (line) => console.log(line.replaceAll('<file>', file)), waitSeconds, apiToken: token },
+    (url) => new HttpNodeClient(url, token));
 }
 
 /** Refusals name the command to run instead with `<file>`: here it is the file this command was given. */
@@ -157,6 +159,73 @@ function addFailback(topology: Command): void {
     .action(async (file: string, opts: { to: string; wait?: boolean; timeout: string }, cmd: Command) => {
       if (viaManager(cmd)) return throughManager(file, cmd, 'failback', opts);
       await naming(file, async () => (await runner(file, cmd, opts)).failback(opts.to));
+    });
+}
+
+interface DrillOptions {
+  at?: string;
+  name?: string;
+  end?: boolean;
+  status?: boolean;
+  force?: boolean;
+  result?: string;
+  note?: string;
+}
+
+/** One of start (--at), --end or --status, with the options that belong to it; checked before any node is asked. */
+function drillAction(opts: DrillOptions): 'start' | 'end' | 'status' {
+  const chosen = [opts.end ? 'end' : null, opts.status ? 'status' : null].filter((x): x is 'end' | 'status' => x !== null);
+  if (chosen.length > 1) throw new TricopyError('invalid-argument', 'give one of --end and --status');
+  const action: 'start' | 'end' | 'status' = chosen.length === 0 ? 'start' : chosen[0]!;
+  if (action === 'start' && !opts.at) throw new TricopyError('invalid-argument', 'name the site to drill at: --at SITE (or --end, --status)');
+  if (action !== 'end' && (opts.force || opts.result || opts.note)) throw new TricopyError('invalid-argument', '--force, --result and --note go with --end');
+  if (action === 'status' && (opts.at || opts.name)) throw new TricopyError('invalid-argument', '--status shows every drill of the topology; it takes no --at or --name');
+  if (opts.result !== undefined && opts.result !== 'passed' && opts.result !== 'failed') throw new TricopyError('invalid-argument', `--result is passed or failed, not ${JSON.stringify(opts.result)}`);
+  if (opts.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_-]{0,57}$/.test(opts.name)) {
+    throw new TricopyError('invalid-argument', `drill name ${JSON.stringify(opts.name)} is not valid`, 'use 1–58 letters, digits, "_" or "-"');
+  }
+  return action;
+}
+
+function addDrill(topology: Command): void {
+  topology.command('drill <file>')
+    .description('DR drill without disruption: --at SITE snapshots that site\'s copy at one instant and exports a writable throwaway clone of each ' +
+      'volume (VOLUME@NAME) while replication goes on; --end discards the clones; --status shows running drills. Start and end are node events.')
+    .option('--at <site>', 'the site whose copy is drilled (start), or whose drills end (with --end)')
+    .option('--name <name>', 'the drill\'s name: the clones export as VOLUME@NAME', 'drill')
+    .option('--end', 'end the drill(s): discard clones and snapshots (every site when --at is not given)')
+    .option('--status', 'running drills of the topology, their clones, and the copies\' state now')
+    .option('--force', 'with --end: disconnect hosts still attached to the clones')
+    .option('--result <passed|failed>', 'with --end: the outcome of the application\'s checks, recorded in the drill-ended event')
+    .option('--note <text>', 'with --end: a note for the drill-ended event')
+    .action(async (file: string, opts: DrillOptions, cmd: Command) => {
+      if (viaManager(cmd)) throw new TricopyError('invalid-argument', 'a drill talks to the site\'s node directly; it does not run through the manager', 'drop --manager (the drill\'s events reach the manager\'s history through the node)');
+      const nameGiven = cmd.getOptionValueSource('name') === 'cli';
+      const action = drillAction({ ...opts, ...(nameGiven ? {} : { name: undefined }) });
+      const name = opts.name ?? 'drill';
+      await naming(file, async () => {
+        const o = await runner(file, cmd, {});
+        if (action === 'start') return o.startDrill(opts.at!, name);
+        if (action === 'end') {
+          const ended = await o.endDrill({
+            ...(opts.at ? { at: opts.at } : {}), ...(nameGiven ? { name } : {}), force: opts.force === true,
+            ...(opts.result ? { result: opts.result as 'passed' | 'failed' } : {}), ...(opts.note ? { note: opts.note } : {}),
+          });
+          if (globals(cmd).json) printJson(ended);
+          return;
+        }
+        const status = await o.drillStatus();
+        if (globals(cmd).json) return printJson(status);
+        const { table } = await import('../format');
+        if (status.drills.length === 0) console.log('no drill runs');
+        else {
+          console.log(table(['SITE', 'DRILL', 'STARTED', 'RUNNING', 'CLONES', 'COPIES NOW'], status.drills.map((d) => [
+            d.site, d.name, d.startedAt, `${Math.round(d.runningMs / 1000)} s`, d.clones.map((c) => c.exportUri).join(' '),
+            d.pairsNow.map((p) => `${p.name} ${p.code}${p.appliedSeq === null ? '' : ` applied ${p.appliedSeq}`}`).join(', '),
+          ])));
+        }
+        for (const u of status.unreachable) console.log(`not asked: ${u}`);
+      });
     });
 }
 

@@ -40,6 +40,8 @@ export class ReceivedJournal {
   private flusher: ApplyFlusher | undefined;
   /** Set while a takeover or shutdown drains: apply without waiting for more. */
   private paused = false;
+  /** Holders that need the volumes still between two apply batches (a snapshot of the group, one instant). */
+  private applyHolds = 0;
 
   private constructor(
     readonly group: string,
@@ -199,24 +201,41 @@ export class ReceivedJournal {
     await this.store.close();
   }
 
+  /**
+   * Stops applying at the next batch boundary and resolves once no batch runs, so the group's
+   * volumes hold a prefix of the primary's writes (a batch writes non-overlapping entries at once,
+   * so in the middle of one they may not). Returns the release; received entries wait meanwhile.
+   */
+  async holdApply(): Promise<() => void> {
+    this.applyHolds++;
+    await this.applyIdle();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.applyHolds--;
+      this.kick();
+    };
+  }
+
   /** Resolves when no apply batch is running (after a pause, none starts). */
   private async applyIdle(): Promise<void> {
     while (this.applyRun) await this.applyRun;
   }
 
   private kick(): void {
-    if (this.applying || this.paused || !this.applier) return;
+    if (this.applying || this.paused || this.applyHolds > 0 || !this.applier) return;
     this.applying = true;
     this.applyRun = this.applyLoop().finally(() => {
       this.applying = false;
       this.applyRun = undefined;
-      if (this.pending.length > 0 && !this.paused && !this.applyError) this.kick();
+      if (this.pending.length > 0 && !this.paused && this.applyHolds === 0 && !this.applyError) this.kick();
     });
   }
 
   private async applyLoop(): Promise<void> {
     try {
-      while (this.pending.length > 0 && !this.paused) {
+      while (this.pending.length > 0 && !this.paused && this.applyHolds === 0) {
         // Consecutive entries that do not overlap may be written together; order is kept because
         // the position only moves past the whole batch once all of it is written.
         const batch: StoredEntry[] = [];
