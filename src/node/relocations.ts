@@ -65,7 +65,7 @@ export class NodeRelocations {
     if (!lost) return null;
     return {
       state: 'interrupted', from: lost.from, to: lost.to, passedBytes: 0, totalBytes: this.store.get(name).sizeBytes, progressPercent: 0,
-      bytesPerSecond: 0, startedAt: null, finishedAt: null, holdMs: null, error: 'the node stopped or crashed during the move; the volume stayed where it was',
+      bytesPerSecond: 0, startedAt: null, finishedAt: null, holdMs: null, error: 'the node stopped or crashed during the move',
     };
   }
 

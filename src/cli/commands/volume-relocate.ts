@@ -43,7 +43,7 @@ export function relocationText(r: RelocationView): string {
     case 'done':
       return `from tier ${r.from} to tier ${r.to}, done ${r.finishedAt}${rate}; writes held ${r.holdMs} ms at the switch`;
     default:
-      return `${r.state}: the move from tier ${r.from} to tier ${r.to} stopped (${r.error ?? 'no reason'}); the volume stayed in tier ${r.from}`;
+      return `${r.state}: the move from tier ${r.from} to tier ${r.to} stopped (${r.error ?? 'no reason'}); the volume stayed in tier ${r.from}; run it again with --tier ${r.to}`;
   }
 }
 
