@@ -22,7 +22,7 @@ export class RelocatingFile implements DiskFile {
   /** The first failure writing the target: the move is abandoned, host I/O goes on. */
   targetError: unknown = null;
 
-  constructor(readonly source: DiskFile, readonly target: DiskFile, readonly sizeBytes_: number, lockUnitBytes: number) {
+  constructor(readonly source: DiskFile, readonly target: DiskFile, readonly volumeBytes: number, lockUnitBytes: number) {
     this.lock = new RangeLock(lockUnitBytes);
   }
 
@@ -31,7 +31,7 @@ export class RelocatingFile implements DiskFile {
   }
 
   get done(): boolean {
-    return this.copied >= this.sizeBytes_;
+    return this.copied >= this.volumeBytes;
   }
 
   read(target: Buffer, targetOffset: number, length: number, position: number): Promise<number> {
@@ -66,7 +66,7 @@ export class RelocatingFile implements DiskFile {
     invariant(!this.done, 'the copy is not finished');
     return this.tracked(async () => {
       const offset = this.copied;
-      const length = Math.min(chunkBytes, this.sizeBytes_ - offset);
+      const length = Math.min(chunkBytes, this.volumeBytes - offset);
       const release = await this.lock.acquire(offset, length);
       try {
         if (this.targetError !== null) throw this.targetError;
