@@ -10,6 +10,7 @@ import { systemClock } from '../../src/common/clock';
 import { type Disk, nodeDisk } from '../../src/common/disk';
 import { TricopyError } from '../../src/common/errors';
 import { silentLogger } from '../../src/common/log';
+import { loadConfigFile, resolveNodeConfig } from '../../src/node/config';
 import { NodeRelocations } from '../../src/node/relocations';
 import { RangeLock } from '../../src/volume/range-lock';
 import { allRelocationEvents, allRelocationStates, nextRelocationState, relocationOver } from '../../src/volume/relocation-states';
@@ -187,5 +188,68 @@ test('a stop during the move leaves the volume in its tier with its data; the ne
   await s.relocations.start('v', 'slow');
   await waitFor('the move', () => s.relocations.view('v')?.state === 'done');
   assert.ok((await s.store.volume('v').read(0, 8 * MiB)).equals(data));
+  await s.store.close();
+}));
+
+test('data areas and the relocation rate are validated once, from flags or the config file', async () => {
+  const base = { name: 'n1', dataDir: '/srv/n1' };
+  const c = resolveNodeConfig({}, { ...base, dataAreas: ['fast=/mnt/nvme/t', 'slow=/srv/hdd/t'], relocationRate: '64MiB' });
+  assert.deepEqual(c.dataAreas, [{ tier: 'fast', dir: '/mnt/nvme/t' }, { tier: 'slow', dir: '/srv/hdd/t' }]);
+  assert.equal(c.relocationRateBytesPerSecond, 64 * MiB);
+  assert.deepEqual(resolveNodeConfig({}, base).dataAreas, []);
+  assert.throws(() => resolveNodeConfig({}, { ...base, dataAreas: ['fast'] }), /is not NAME=DIRECTORY/);
+  assert.throws(() => resolveNodeConfig({}, { ...base, dataAreas: ['default=/x'] }), /is the data directory itself/);
+  assert.throws(() => resolveNodeConfig({}, { ...base, dataAreas: ['Fast=/x'] }), /not a valid tier name/);
+  assert.throws(() => resolveNodeConfig({}, { ...base, dataAreas: ['a=/x', 'b=/x'] }), /which another area uses already/);
+  assert.throws(() => resolveNodeConfig({}, { ...base, dataAreas: ['a=/x', 'a=/y'] }), /named twice/);
+  assert.throws(() => resolveNodeConfig({}, { ...base, relocationRate: '100KiB' }), /relocation rate is at least 1MiB/);
+  await withDir(async (dir) => {
+    const file = path.join(dir, 'node.yaml');
+    await fsp.writeFile(file, 'name: n1\ndataDir: data\ndataAreas:\n  fast: nvme\n  slow: /srv/hdd\nrelocationRate: 200MiB\n');
+    const fromFile = resolveNodeConfig(await loadConfigFile(file), {});
+    assert.deepEqual(fromFile.dataAreas, [{ tier: 'fast', dir: path.join(dir, 'nvme') }, { tier: 'slow', dir: '/srv/hdd' }]);
+    assert.equal(fromFile.relocationRateBytesPerSecond, 200 * MiB);
+    // Flags win over the file, as for every setting.
+    assert.deepEqual(resolveNodeConfig(await loadConfigFile(file), { dataAreas: ['cold=/cold'] }).dataAreas, [{ tier: 'cold', dir: '/cold' }]);
+  });
+});
+
+test('a failing target stops the move: host writes go on, the volume stays in its tier with its data, the target is removed', () => withDir(async (dir) => {
+  // The NVMe area's files fail writes after 2 MiB (a full or failing device).
+  const failing: Disk = {
+    ...nodeDisk,
+    open: async (file, flags) => {
+      const f = await nodeDisk.open(file, flags);
+      if (!file.startsWith(path.join(dir, 'nvme'))) return f;
+      let written = 0;
+      return { ...f, read: f.read.bind(f), datasync: f.datasync.bind(f), truncate: f.truncate.bind(f), sizeBytes: f.sizeBytes.bind(f), close: f.close.bind(f),
+        writev: async (pieces: Buffer[], position: number) => {
+          written += pieces.reduce((n, p) => n + p.length, 0);
+          if (written > 2 * MiB) throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+          return f.writev(pieces, position);
+        } };
+    },
+  };
+  const s = await open(dir, { disk: failing, rate: 4 * MiB });
+  await s.store.create({ name: 'v', sizeBytes: 8 * MiB });
+  const volume = s.store.volume('v');
+  const model = Buffer.alloc(8 * MiB);
+  const data = randomBytes(8 * MiB);
+  await volume.write(0, data, noFua);
+  data.copy(model);
+  const w = writer(volume, model, 1);
+  await s.relocations.start('v', 'fast');
+  const end = await waitFor('the move to end', () => {
+    const v = s.relocations.view('v');
+    return v && v.state !== 'copying' && v.state !== 'switching' ? v : undefined;
+  }, { timeoutMs: 30_000 });
+  await w.stop();
+  assert.equal(end.state, 'failed');
+  assert.match(end.error ?? '', /EIO/);
+  assert.equal(s.store.get('v').tier, 'default');
+  assert.equal(s.store.get('v').relocatingTo, undefined, 'the record of the move is gone');
+  assert.ok((await volume.read(0, 8 * MiB)).equals(model), 'every host write landed');
+  assert.deepEqual(await fsp.readdir(s.areas.fast), []);
+  assert.deepEqual(s.events.map((e) => e.kind), ['volume-relocation-started', 'volume-relocation-failed']);
   await s.store.close();
 }));
