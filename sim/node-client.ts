@@ -175,8 +175,8 @@ export class SimNodeClient implements NodeClient {
   }
 
   private view(store: VolumeStore, name: string): VolumeView {
-    const meta = store.get(name);
-    return { ...meta, hostGroups: [], allocatedBytes: store.volume(name).allocatedBytes, exportUri: `nbd://${this.node.name}/${name}`, clients: [],
+    const { relocatingTo: _moving, ...meta } = store.get(name);
+    return { ...meta, relocation: null, hostGroups: [], allocatedBytes: store.volume(name).allocatedBytes, exportUri: `nbd://${this.node.name}/${name}`, clients: [],
       hostWrites: hostWritesOf(this.node.service?.writeRefusal(name)), detachedSecondary: this.node.service?.detachedSecondary(name) ?? null };
   }
 }

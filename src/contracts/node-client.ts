@@ -6,7 +6,7 @@
 // Every method either resolves with the node's answer or rejects with a TricopyError whose code
 // says what kind of failure it was ('not-found', 'conflict', 'unavailable' when the node cannot be
 // reached …), with the node's own message and hint.
-import type { AccessRuleRequest, CreateVolumeRequest, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeView } from './node';
+import type { AccessRuleRequest, CreateVolumeRequest, NodeEvent, NodeInfo, RelocateVolumeRequest, ResizeVolumeRequest, VolumeView } from './node';
 import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest } from './pairs';
 import type {
   BitmapView, CreateReplicaRequest, CreateSnapshotRequest, DeleteReplicaOptions, ForceRequest, ReplicaStatus, ReplicaWaitState, RollbackRequest,
@@ -85,6 +85,17 @@ export interface NodeClient {
   failoverStatus?(): Promise<FailoverStatus[]>;
   /** The kept events after `after`, then each new one as it happens, until the caller stops. */
   followEvents(after: number): AsyncIterable<NodeEvent>;
+}
+
+/**
+ * Online relocation of volumes between a node's data areas (spec 003 Fig. 15). Separate from
+ * NodeClient: the topology procedures (and the simulator's in-process nodes) do not use it.
+ */
+export interface RelocationNodeClient {
+  readonly address: string;
+  /** Starts the move and answers at once; the volume's `relocation` shows its progress and outcome. */
+  relocateVolume(name: string, request: RelocateVolumeRequest): Promise<VolumeView>;
+  getVolume(name: string): Promise<VolumeView>;
 }
 
 /**

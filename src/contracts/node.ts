@@ -75,6 +75,39 @@ export interface VolumeView {
   hostWrites: HostWrites;
   /** Set while the volume is held read-only with its former primary's image (see DetachedSecondary). */
   detachedSecondary: DetachedSecondary | null;
+  /** The data area the volume's data lives in (spec 003 areaId; `default` is the data directory). */
+  tier: string;
+  /** The volume's current move to another tier, or the last one since the node started; null: none. */
+  relocation: RelocationView | null;
+}
+
+/**
+ * An online move of a volume between data areas (spec 003 Fig. 15). `copying`: the background
+ * copy runs while hosts go on; `switching`: changes are held for a moment while the new file is
+ * committed; `done`; `failed` (the volume stayed where it was; `error` says why); `interrupted`
+ * (the node stopped or crashed during the move; the volume stayed where it was; run it again).
+ */
+export interface RelocationView {
+  state: 'copying' | 'switching' | 'done' | 'failed' | 'interrupted';
+  from: string;
+  to: string;
+  /** Bytes of the volume the copy has passed (holes cost nothing), and the volume's size. */
+  passedBytes: number;
+  totalBytes: number;
+  progressPercent: number;
+  /** Data copied per second of copying (holes excluded); 0 before the first chunk. */
+  bytesPerSecond: number;
+  startedAt: string | null;
+  finishedAt: string | null;
+  /** How long host changes were held at the switch. */
+  holdMs: number | null;
+  error: string | null;
+}
+
+/** NodeClient.relocateVolume */
+export interface RelocateVolumeRequest {
+  /** The data area to move to. */
+  tier: string;
 }
 
 /**
@@ -115,6 +148,8 @@ export interface CreateVolumeRequest {
   size: string | number;
   description?: string;
   thin?: boolean;
+  /** The data area to create the volume in (default: the data directory). */
+  tier?: string;
 }
 
 /** NodeClient.resizeVolume */

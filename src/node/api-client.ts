@@ -3,8 +3,12 @@
 // to check, so callers see the same failures an in-process node would give them.
 import { TricopyError, isErrorCode } from '../common/errors';
 import { readServerSentEvents } from '../common/sse';
-import type { AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, ResizeVolumeRequest, VolumeList, VolumeView } from '../contracts/node';
-import type { CallOptions, CloneNodeClient, DeleteOptions, HostGroupNodeClient, NodeClient, NodeMonitorClient, ReplicaNodeClient } from '../contracts/node-client';
+import type {
+  AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, RelocateVolumeRequest, ResizeVolumeRequest, VolumeList, VolumeView,
+} from '../contracts/node';
+import type {
+  CallOptions, CloneNodeClient, DeleteOptions, HostGroupNodeClient, NodeClient, NodeMonitorClient, RelocationNodeClient, ReplicaNodeClient,
+} from '../contracts/node-client';
 import type { CloneSetList, CloneSetView, CreateCloneSetRequest, DeleteCloneSetRequest, DeletedCloneSet } from '../contracts/clones';
 import type { CreateHostGroupRequest, HostGroupChange, HostGroupList, HostGroupMembersRequest, HostGroupView, MapVolumeRequest } from '../contracts/host-groups';
 import type {
@@ -28,7 +32,7 @@ const replicaPath = (name: string): string => `/v1/replicas/${encodeURIComponent
 const hostGroupPath = (name: string): string => `/v1/host-groups/${encodeURIComponent(name)}`;
 const forceQuery = (options?: DeleteOptions): string => (options?.force ? '?force=true' : '');
 
-export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNodeClient, HostGroupNodeClient, CloneNodeClient {
+export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNodeClient, HostGroupNodeClient, CloneNodeClient, RelocationNodeClient {
   readonly address: string;
 
   constructor(baseUrl: string, private readonly token?: string | undefined, private readonly timeoutMs = defaultApiTimeoutMs) {
@@ -62,6 +66,10 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNod
 
   resizeVolume(name: string, request: ResizeVolumeRequest): Promise<VolumeView> {
     return this.request('POST', `${volumePath(name)}/resize`, request);
+  }
+
+  relocateVolume(name: string, request: RelocateVolumeRequest): Promise<VolumeView> {
+    return this.request('POST', `${volumePath(name)}/relocate`, request);
   }
 
   allow(name: string, rule: AccessRuleRequest): Promise<VolumeView> {

@@ -8,6 +8,7 @@ import type { NodeEvent } from '../common/events';
 import type { Logger } from '../common/log';
 import { parseSize } from '../common/units';
 import type { CreatePairRequest, PairState, VerifyRequest } from '../contracts/pairs';
+import type { RelocateVolumeRequest } from '../contracts/node';
 import { createPairInput } from '../replication/control/operator';
 import { maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../replication/limits';
 import type { MonitorCommand, RegisterManagerRequest, ReportBatch } from '../contracts/monitor';
@@ -34,6 +35,9 @@ export interface ApiOptions {
   /** Modules above the node add their routes (after the node's own). */
   extensions?: NodeExtension[];
 }
+
+/** A tier name; whether the node has it is checked by the volume store (with the list of its tiers). */
+const tierValue = { type: 'string', minLength: 1, maxLength: 32 } as const;
 
 const nameParam = {
   type: 'object',
@@ -114,14 +118,15 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
           size: sizeValue,
           description: { type: 'string', maxLength: 1024 },
           thin: { type: 'boolean' },
+          tier: tierValue,
         },
       },
     },
-  }, async (request: FastifyRequest<{ Body: { name: string; size: string | number; description?: string; thin?: boolean } }>, reply) => {
+  }, async (request: FastifyRequest<{ Body: { name: string; size: string | number; description?: string; thin?: boolean; tier?: string } }>, reply) => {
     const body = request.body;
     const view = await node.createVolume({
       name: body.name, sizeBytes: parseSize(body.size), ...(body.description !== undefined ? { description: body.description } : {}),
-      thin: body.thin === true,
+      thin: body.thin === true, ...(body.tier !== undefined ? { tier: body.tier } : {}),
     });
     reply.code(201);
     return view;
@@ -137,6 +142,15 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     },
   }, async (request: FastifyRequest<{ Params: { name: string }; Body: { size: string | number } }>) =>
     node.resizeVolume(request.params.name, parseSize(request.body.size)));
+
+  // Starts an online move to another data area; answers at once with the volume (its relocation shows progress).
+  app.post('/v1/volumes/:name/relocate', {
+    schema: { params: nameParam, body: { type: 'object', required: ['tier'], additionalProperties: false, properties: { tier: tierValue } } },
+  }, async (request: FastifyRequest<{ Params: { name: string }; Body: RelocateVolumeRequest }>, reply) => {
+    const view = await node.relocateVolume(request.params.name, request.body.tier);
+    reply.code(202);
+    return view;
+  });
 
   app.post('/v1/volumes/:name/allow', { schema: { params: nameParam, body: accessRuleBody } },
     async (request: FastifyRequest<{ Params: { name: string }; Body: { client?: string; identity?: string } }>) =>

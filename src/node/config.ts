@@ -9,6 +9,8 @@ import { type LogLevel, logLevels } from '../common/log';
 import { parseDurationMs, parseSize } from '../common/units';
 import type { TlsMode } from '../nbd/types';
 import { minJournalBytes } from '../replication/limits';
+import { type DataArea, DataAreas, parseDataArea } from '../volume/areas';
+import { minRelocationRateBytesPerSecond } from '../volume/relocation';
 
 export { minJournalBytes };
 export interface NodeConfig {
@@ -48,6 +50,10 @@ export interface NodeConfig {
   securityEventWindowMs: number;
   /** Bytes per second each background copy of an in-node replica may copy; 0 = unthrottled. */
   replicaCopyRateBytesPerSecond: number;
+  /** Data areas besides the data directory (tier `default`), each a directory volumes can live in. */
+  dataAreas: DataArea[];
+  /** Bytes of data per second each volume relocation may copy; 0 = unthrottled. */
+  relocationRateBytesPerSecond: number;
 }
 
 export const defaultNodeConfig = {
@@ -66,6 +72,7 @@ export const defaultNodeConfig = {
   autoResync: true,
   securityEventWindowMs: 60_000,
   replicaCopyRateBytesPerSecond: 0,
+  relocationRateBytesPerSecond: 0,
 };
 
 const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -73,6 +80,7 @@ const knownKeys = new Set([
   'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'advertiseReplPort', 'logLevel', 'tlsMode',
   'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'maxConnections', 'handshakeTimeout', 'minBlockBytes',
   'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync', 'securityEventWindow', 'replicaCopyRate',
+  'dataAreas', 'relocationRate',
 ]);
 
 export type RawNodeConfig = Record<string, unknown>;
@@ -104,6 +112,17 @@ export async function loadConfigFile(file: string): Promise<RawNodeConfig> {
   for (const key of ['dataDir', 'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'clusterSecretFile']) {
     const v = raw[key];
     if (typeof v === 'string') raw[key] = path.resolve(path.dirname(file), v);
+  }
+  // dataAreas: a mapping of tier name to directory, relative to the file like the other paths.
+  const areas = raw.dataAreas;
+  if (areas !== undefined) {
+    if (typeof areas !== 'object' || areas === null || Array.isArray(areas)) {
+      throw new TricopyError('invalid-argument', `config file ${file}: dataAreas must map tier names to directories`, 'e.g. dataAreas: { fast: /mnt/nvme/tricopy }');
+    }
+    raw.dataAreas = Object.entries(areas as Record<string, unknown>).map(([tier, dir]) => {
+      if (typeof dir !== 'string') throw new TricopyError('invalid-argument', `config file ${file}: data area ${tier} must be a directory path`);
+      return `${tier}=${path.resolve(path.dirname(file), dir)}`;
+    });
   }
   return raw;
 }
@@ -158,7 +177,15 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
       : parseDurationMs(raw.securityEventWindow as string, 'security event window'),
     replicaCopyRateBytesPerSecond: raw.replicaCopyRate === undefined ? defaultNodeConfig.replicaCopyRateBytesPerSecond
       : parseSize(String(raw.replicaCopyRate), 'replica copy rate'),
+    dataAreas: dataAreasOf(raw.dataAreas),
+    relocationRateBytesPerSecond: raw.relocationRate === undefined ? defaultNodeConfig.relocationRateBytesPerSecond
+      : parseSize(String(raw.relocationRate), 'relocation rate'),
   };
+  // Checked here (names, duplicates, shared directories) so the node never starts with a bad set.
+  new DataAreas(path.join(dataDir, 'volumes'), config.dataAreas);
+  if (config.relocationRateBytesPerSecond !== 0 && config.relocationRateBytesPerSecond < minRelocationRateBytesPerSecond) {
+    throw new TricopyError('invalid-argument', 'the relocation rate is at least 1MiB (per second), or 0 for unthrottled');
+  }
   if (config.replicaCopyRateBytesPerSecond !== 0 && config.replicaCopyRateBytesPerSecond < 1024 * 1024) {
     throw new TricopyError('invalid-argument', 'the replica copy rate is at least 1MiB (per second), or 0 for unthrottled');
   }
@@ -202,6 +229,16 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
     throw new TricopyError('invalid-argument', 'the NBD, API and replication ports must differ (or be 0 for any free port)');
   }
   return config;
+}
+
+/** Data areas from flags (`NAME=DIR`, repeatable) or the config file (already in that form). */
+function dataAreasOf(value: unknown): DataArea[] {
+  if (value === undefined || value === null) return [];
+  const specs = Array.isArray(value) ? value : [value];
+  return specs.map((s) => {
+    if (typeof s !== 'string') throw new TricopyError('invalid-argument', 'a data area is NAME=DIRECTORY');
+    return parseDataArea(s);
+  });
 }
 
 /** The first non-loopback IPv4 address of this machine (what peers can reach), else loopback. */

@@ -36,6 +36,8 @@ import { hostWritesOf } from './host-writes';
 import { PeerLinks } from './peer-links';
 import { ListenerRefusals } from './refusals';
 import { version } from './version';
+import { NodeRelocations } from './relocations';
+import { relocationChunkBytes } from '../volume/relocation';
 
 export type { ClientView, NodeInfo, NodePorts, VolumeView };
 
@@ -76,6 +78,8 @@ export class StorageNode {
   private stopping: Promise<void> | null = null;
   private extensions: NodeExtension[] = [];
   private unlock: () => Promise<void> = async () => undefined;
+  /** Online moves of volumes between data areas (spec 003 Fig. 15). */
+  relocations!: NodeRelocations;
 
   private constructor(
     readonly config: NodeConfig,
@@ -102,13 +106,15 @@ export class StorageNode {
     const unlock = await lockDataDir(config.dataDir);
     let store: VolumeStore;
     try {
-      store = await VolumeStore.open(config.dataDir, { disk: nodeDisk, clock: systemClock }, log.child({ component: 'store' }));
+      store = await VolumeStore.open(config.dataDir, { disk: nodeDisk, clock: systemClock }, log.child({ component: 'store' }), config.dataAreas);
     } catch (err) {
       await unlock();
       throw err;
     }
     const node = new StorageNode(config, store, log);
     node.unlock = unlock;
+    node.relocations = new NodeRelocations(store, { rateBytesPerSecond: config.relocationRateBytesPerSecond, chunkBytes: relocationChunkBytes },
+      systemClock, log.child({ component: 'relocation' }), (kind, subject, reason, details) => void node.events.emit(kind, subject, reason, details));
     try {
       node.identity = await dataDirIdentity(config.dataDir, nodeDisk);
       node.pairPeers = await PairPeerBook.open(config.dataDir, nodeDisk);
@@ -242,15 +248,22 @@ export class StorageNode {
     return this.view(this.store.get(name));
   }
 
-  async createVolume(options: { name: string; sizeBytes: number; description?: string; thin?: boolean }): Promise<VolumeView> {
+  async createVolume(options: { name: string; sizeBytes: number; description?: string; thin?: boolean; tier?: string }): Promise<VolumeView> {
     const meta = await this.store.create(options);
-    this.events.emit('volume-created', meta.name, 'created by operator', { sizeBytes: meta.sizeBytes });
+    this.events.emit('volume-created', meta.name, 'created by operator', { sizeBytes: meta.sizeBytes, tier: meta.tier });
     return this.view(meta);
+  }
+
+  /** Starts moving a volume's data to another data area; host I/O, sessions and pairs go on (spec 003 Fig. 15). */
+  async relocateVolume(name: string, tier: string): Promise<VolumeView> {
+    await this.relocations.start(name, tier);
+    return this.view(this.store.get(name));
   }
 
   async resizeVolume(name: string, sizeBytes: number): Promise<VolumeView> {
     this.refuseIfPaired(name, 'resize');
     this.replicas.refuseVolumeChange(name, 'resize');
+    this.relocations.refuseWhileMoving(name, 'resized');
     const before = this.store.get(name).sizeBytes;
     const meta = await this.store.resize(name, sizeBytes);
     await this.replication.forgetVolume(name, 'resized');
@@ -280,6 +293,7 @@ export class StorageNode {
     this.store.get(name); // not-found first
     this.refuseIfPaired(name, 'delete');
     this.replicas.refuseVolumeChange(name, 'delete');
+    this.relocations.refuseWhileMoving(name, 'deleted');
     const clients = this.nbd.clientsOf(name);
     if (clients.length > 0 && !force) {
       throw new TricopyError('busy', `volume ${name} has ${clients.length} attached client(s): ` +
@@ -292,6 +306,7 @@ export class StorageNode {
     await this.store.delete(name);
     await this.replication.forgetVolume(name, 'deleted');
     this.fronts.delete(name);
+    this.relocations.forget(name);
     this.metrics.forgetVolume(name);
     this.events.emit('volume-deleted', name, force && dropped > 0 ? `deleted by operator, ${dropped} client(s) disconnected` : 'deleted by operator');
   }
@@ -305,6 +320,8 @@ export class StorageNode {
         for (const extension of [...this.extensions].reverse()) {
           await extension.stop?.().catch((err: unknown) => this.log.error({ err, extension: extension.name }, 'stopping an extension failed'));
         }
+        // Moves stop first: each volume goes back to its own tier's file before anything closes.
+        await this.relocations.stop();
         await this.nbd.close();
         await this.monitor.close();
         await this.replication.stop();
@@ -434,9 +451,11 @@ export class StorageNode {
     };
   }
 
-  private view(meta: VolumeMeta): VolumeView {
+  private view(stored: VolumeMeta): VolumeView {
+    const { relocatingTo: _moving, ...meta } = stored;
     return {
       ...meta,
+      relocation: this.relocations.view(meta.name),
       hostGroups: this.hostGroups?.mappingsOf(meta.name) ?? [],
       allocatedBytes: this.store.volume(meta.name).allocatedBytes,
       exportUri: this.exportUri(meta.name),

@@ -39,11 +39,13 @@ export class Volume implements BlockDevice {
   /** Changes of the data file in flight, and who waits for none to be. */
   private changesInFlight = 0;
   private idleWaiters: Array<() => void> | null = null;
+  /** Set while changes are held (a relocation switches the data file): new changes wait for it. */
+  private changeHold: Promise<void> | null = null;
 
   constructor(
     readonly name: string,
     private size: number,
-    private readonly file: DiskFile,
+    private file: DiskFile,
     readonly allocation: PersistentBitmap,
   ) {
     invariant(allocation.chunkBytes === allocationChunkBytes, 'allocation map uses the volume chunk size');
@@ -111,6 +113,7 @@ export class Volume implements BlockDevice {
   }
 
   private writeUnhooked(offset: number, data: Buffer | Buffer[], length: number, options: WriteOptions): Promise<void> {
+    if (this.changeHold) return this.changeHold.then(() => this.writeUnhooked(offset, data, length, options));
     const first = Math.floor(offset / allocationChunkBytes);
     const count = Math.floor((offset + length - 1) / allocationChunkBytes) - first + 1;
     if (!options.fua && !this.allocation.hasUnpersistedChanges && this.allocation.allSet(first, count)) {
@@ -166,6 +169,7 @@ export class Volume implements BlockDevice {
   }
 
   private async writeZeroesUnhooked(offset: number, length: number, options: ZeroOptions): Promise<void> {
+    while (this.changeHold) await this.changeHold;
     this.changesInFlight++;
     try {
       await this.zeroNow(offset, length, options);
@@ -257,6 +261,29 @@ export class Volume implements BlockDevice {
     }
     invariant(out.length > 0 || length === 0, 'extents cover at least the first byte asked for');
     return out;
+  }
+
+  /**
+   * Holds every new change of the data file and resolves, with the release, once none is in
+   * flight: the data file can then be replaced (relocation). Reads go on. Holds do not nest.
+   */
+  async holdChanges(): Promise<() => void> {
+    while (this.changeHold) await this.changeHold;
+    let release!: () => void;
+    this.changeHold = new Promise<void>((resolve) => (release = resolve));
+    await this.idle();
+    return () => {
+      this.changeHold = null;
+      release();
+    };
+  }
+
+  /** Replaces the data file with what `next` makes of the current one (with changes held; see holdChanges). */
+  replaceFile<T extends DiskFile>(next: (current: DiskFile) => T): T {
+    invariant(this.changeHold !== null && this.changesInFlight === 0, 'the data file is replaced with changes held');
+    const file = next(this.file);
+    this.file = file;
+    return file;
   }
 
   /** Grows the data file and the allocation map; the caller commits the new size to metadata. */

@@ -24,7 +24,7 @@ function info(site: string, links: Array<[string, boolean]> = []): NodeInfo {
 }
 
 function volume(name: string, hostWrites: VolumeView['hostWrites'] = { state: 'accepted', reason: null }, detachedSecondary: VolumeView['detachedSecondary'] = null): VolumeView {
-  return { name, uuid: 'u', sizeBytes: 16 << 20, createdAt: '', description: '', access: { clients: [], identities: [] }, hostGroups: [], allocatedBytes: 0, exportUri: '', clients: [], hostWrites, detachedSecondary };
+  return { name, uuid: 'u', sizeBytes: 16 << 20, createdAt: '', description: '', access: { clients: [], identities: [] }, hostGroups: [], allocatedBytes: 0, exportUri: '', clients: [], hostWrites, detachedSecondary, tier: 'default', relocation: null };
 }
 
 function pair(name: string, role: 'primary' | 'secondary', peer: string, over: Partial<PairStatus> = {}): PairStatus {

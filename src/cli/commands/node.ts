@@ -41,11 +41,14 @@ function addRun(node: Command): void {
     .addOption(new Option('--journal-full <policy>', 'when a journal is full: delay host writes, or suspend the group onto bitmaps (default delay)').choices(['delay', 'suspend']))
     .option('--no-auto-resync', 'do not resynchronise pairs by themselves when a failed link comes back')
     .option('--replica-copy-rate <size>', 'bytes per second each in-node replica copy may copy (initial, background, resync), e.g. 200MiB; default unthrottled')
+    .option('--data-area <tier=dir>', 'a data area (tier) volumes can live in or move to, e.g. fast=/mnt/nvme/tricopy; repeat for more.\n' +
+      'The data directory itself is tier "default"', (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
+    .option('--relocation-rate <size>', 'bytes of data per second each volume relocation may copy, e.g. 200MiB; default unthrottled')
     .action(runNode);
 }
 
 /** Runs a node until SIGTERM/SIGINT stops it cleanly (a second signal exits at once with code 1). */
-async function runNode(opts: Record<string, string | undefined>): Promise<void> {
+async function runNode(opts: Record<string, string | undefined> & { dataArea?: string[] }): Promise<void> {
   // Loaded here so that client commands start fast without the server stack.
   const { loadConfigFile, resolveNodeConfig } = await import('../../node/config');
   const { createLogger } = await import('../../common/log');
@@ -59,6 +62,7 @@ async function runNode(opts: Record<string, string | undefined>): Promise<void> 
     apiTokenFile: opts.apiTokenFile, maxConnections: opts.maxConnections, handshakeTimeout: opts.handshakeTimeout,
     minBlockBytes: opts.minBlockSize, clusterSecretFile: opts.clusterSecretFile, peerTimeout: opts.peerTimeout,
     journalSize: opts.journalSize, journalFull: opts.journalFull, replicaCopyRate: opts.replicaCopyRate,
+    dataAreas: opts.dataArea, relocationRate: opts.relocationRate,
     autoResync: (opts as Record<string, unknown>).autoResync === false ? false : undefined,
   });
   const log = createLogger(config.logLevel, { node: config.name });

@@ -8,6 +8,7 @@ import { keyValues, printJson, table } from '../format';
 import { HttpNodeClient } from '../../node/api-client';
 import { client, globals, hostGroupClient, nodeUrl, replicaClient, tokenOf } from '../globals';
 import { parseLun, printClosed } from './host-group';
+import { addRelocate, relocationText } from './volume-relocate';
 
 export function registerVolumeCommands(program: Command): void {
   const volume = program.command('volume').description('create, inspect, grow, share and delete volumes');
@@ -18,6 +19,7 @@ export function registerVolumeCommands(program: Command): void {
   for (const verb of ['allow', 'disallow'] as const) addAccessRule(volume, verb);
   addMapping(volume);
   addMakeWritable(volume);
+  addRelocate(volume);
   addDelete(volume);
   addBitmap(volume);
 }
@@ -28,10 +30,12 @@ function addCreate(volume: Command): void {
     .requiredOption('--size <size>', 'logical size, e.g. 10GiB (units: B, K/KiB, M/MiB, G/GiB, T/TiB, P/PiB; kB/MB/GB/TB/PB are powers of 1000)')
     .option('--description <text>', 'free text shown to NBD clients')
     .option('--thin', 'allow the size to exceed the free space of the node (overcommit)')
-    .action(async (name: string, opts: { size: string; description?: string; thin?: boolean }, cmd: Command) => {
+    .option('--tier <tier>', 'the data area to create it in (see --data-area of tricopy node run; default: the data directory)')
+    .action(async (name: string, opts: { size: string; description?: string; thin?: boolean; tier?: string }, cmd: Command) => {
       const sizeBytes = parseSize(opts.size, 'volume size');
       const view = await client(cmd).createVolume({
         name, size: sizeBytes, ...(opts.description ? { description: opts.description } : {}), thin: opts.thin === true,
+        ...(opts.tier ? { tier: opts.tier } : {}),
       });
       if (globals(cmd).json) return printJson(view);
       console.log(`created volume ${view.name} (${formatBytes(view.sizeBytes)}), export ${view.exportUri}`);
@@ -59,7 +63,8 @@ function addShow(volume: Command): void {
       if (globals(cmd).json) return printJson(v);
       console.log(keyValues([
         ['name', v.name], ['uuid', v.uuid], ['size', `${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`],
-        ['allocated', formatBytes(v.allocatedBytes)], ['created', v.createdAt], ['description', v.description || '-'],
+        ['allocated', formatBytes(v.allocatedBytes)], ['tier', v.tier], ...(v.relocation ? [['relocation', relocationText(v.relocation)] as [string, string]] : []),
+        ['created', v.createdAt], ['description', v.description || '-'],
         ['export', v.exportUri], ['allowed clients', v.access.clients.join(', ') || '(none)'],
         ['allowed identities', v.access.identities.join(', ') || '(none)'],
         ['host groups', v.hostGroups.length > 0
