@@ -4,6 +4,7 @@ import { benchEdge } from './edge';
 import { benchMonitor } from './monitor';
 import { benchNbd } from './nbd';
 import { benchPgbench } from './pgbench';
+import { benchReplicas } from './replicas';
 import { benchReplication } from './replication';
 import { benchScaling } from './scaling';
 import { benchTopology } from './topology';
@@ -18,6 +19,7 @@ const benches: Record<string, (args: string[]) => Promise<void>> = {
   edge: benchEdge,
   monitor: benchMonitor,
   pgbench: (args) => benchPgbench(args),
+  replicas: benchReplicas,
   replication: benchReplication,
   scaling: benchScaling,
   topology: benchTopology,

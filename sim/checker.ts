@@ -54,6 +54,16 @@ export class Checker {
     if (this.violations <= 20) this.cluster.fail(text);
   }
 
+  /**
+   * A pair created at `node`: a new secondary is consistent only if it starts in duplex (no initial
+   * copy); else once its copy ends. (A pair of the same name that existed before says nothing.)
+   */
+  notePairCreated(node: string, pair: string, role: unknown): void {
+    if (role !== 'secondary') return;
+    const record = this.cluster.node(node).service?.pairRecords().find((r) => r.name === pair);
+    this.consistent.set(`${node}/${pair}`, record?.state === 'duplex');
+  }
+
   /** A pair-state event at `node`: a secondary is consistent again once it reaches duplex. */
   noteTransition(node: string, pair: string, role: unknown, to: unknown): void {
     if (role !== 'secondary') return;

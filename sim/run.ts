@@ -116,6 +116,7 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
     node.onEvent = (n, e) => {
       trace?.(n, e);
       if (e.kind === 'pair-state') checker.noteTransition(n, e.subject, e.details?.role, e.details?.to);
+      if (e.kind === 'pair-created') checker.notePairCreated(n, e.subject, e.details?.role);
     };
   }
   if (options.variant) applyVariant(options.variant, cluster);

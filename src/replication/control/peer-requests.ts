@@ -128,7 +128,7 @@ export class PeerRequests {
     const { header, data } = decodeDataHeader(payload);
     const p = this.receivingPair(header.name, peer);
     if (data.length !== header.length) throw new TricopyError('invalid-argument', 'write length disagrees with its data');
-    if (p.record.awaitingNewPrimary) await this.parts.engine.noteNewPrimaryWrote(p);
+    if (p.record.awaitingNewPrimary) await this.parts.engine.noteNewPrimaryActed(p);
     const volume = this.volume(p);
     const options = { fua: (header.flags & dataFlagFua) !== 0 };
     this.noteReceived(p, volume, type === MessageType.Write ? header.tag : undefined, header.offset, header.length, peer);
@@ -141,7 +141,7 @@ export class PeerRequests {
   private async onZero(payload: Buffer, peer: string): Promise<Buffer | void> {
     const { header } = decodeDataHeader(payload);
     const p = this.receivingPair(header.name, peer);
-    if (p.record.awaitingNewPrimary) await this.parts.engine.noteNewPrimaryWrote(p);
+    if (p.record.awaitingNewPrimary) await this.parts.engine.noteNewPrimaryActed(p);
     const volume = this.volume(p);
     const options = { fua: (header.flags & dataFlagFua) !== 0, noHole: false, fastOnly: false };
     this.noteReceived(p, volume, header.tag, header.offset, header.length, peer);
@@ -247,6 +247,7 @@ export class PeerRequests {
       const { engine } = this.parts;
       if (r.role !== 'secondary' || u.generation < r.generation) return; // stale news
       if (r.state === 'secondary-writable' && u.generation <= r.generation) return; // I took over: the old primary is stale
+      await engine.noteNewPrimaryActed(p);
       if (u.deltaBase && u.state === 'duplex' && r.mode === 'sync') {
         const volume = this.volume(p);
         this.parts.deltaRecords.establish(r.volume, volume.sizeBytes, peer, 'forwarded', u.deltaBase.group, u.deltaBase.seq);
@@ -278,6 +279,7 @@ export class PeerRequests {
     // The frame checksum covered these bytes; they are stored as received.
     const entries = decodeEntriesWithBytes(data, false);
     if (entries.length !== header.length) throw new TricopyError('invalid-argument', 'journal batch count disagrees with its entries');
+    for (const m of this.parts.registry.ofGroup(group)) if (m.record.awaitingNewPrimary) await this.parts.engine.noteNewPrimaryActed(m);
     await journal.receive(entries, header.offset);
     return journalAckCodec.encode({ receivedSeq: journal.receivedSeq, appliedSeq: journal.appliedSeq });
   }

@@ -182,8 +182,11 @@ export class TransitionEngine {
     this.deps.events.emit(eventKind, r.name, reason);
   }
 
-  /** The new primary of a swap wrote here: this volume is no longer the image it had as the primary. */
-  async noteNewPrimaryWrote(p: PairRuntime): Promise<void> {
+  /**
+   * The new primary of a swap acted (told its state, sent a write or journal entries): this volume
+   * no longer holds only the image it had as the primary, and a sender exists.
+   */
+  async noteNewPrimaryActed(p: PairRuntime): Promise<void> {
     if (!p.record.awaitingNewPrimary) return;
     (p.record as MutablePairRecord).awaitingNewPrimary = false;
     await this.deps.store.save(p.record);
