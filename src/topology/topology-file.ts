@@ -39,11 +39,22 @@ export interface FailoverSettings {
   fenceMarginMs: number;
   /** When the holder cannot reach the arbiter: fence (refuse writes) or continue (only with fence data). */
   onArbiterLost: 'fence' | 'continue';
+  /**
+   * After an automatic failover, who brings the application back to the primary site: a person
+   * (manual, the default) or the sync site's node that holds the arbiter, once the primary site has
+   * been back and sees the arbiter for `failbackDelayMs` without a break (automatic).
+   */
+  failback: 'manual' | 'automatic';
+  failbackDelayMs: number;
 }
 
 export const defaultLeaseMs = 10_000;
 export const minRenewMs = 100;
 export const maxLeaseMs = 600_000;
+/** A returning primary must stay back this long at least before an automatic failback moves the application (a flapping site does not get it). */
+export const minFailbackDelayMs = 5_000;
+export const maxFailbackDelayMs = 86_400_000;
+export const defaultFailbackDelayMs = 60_000;
 
 export interface Topology {
   name: string;
@@ -59,7 +70,7 @@ export interface Topology {
 }
 
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$/;
-const knownKeys = new Set(['name', 'layout', 'volumes', 'primary', 'sync', 'async', 'failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost']);
+const knownKeys = new Set(['name', 'layout', 'volumes', 'primary', 'sync', 'async', 'failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost', 'failback', 'failback-delay']);
 
 export async function loadTopology(file: string): Promise<Topology> {
   let text: string;
@@ -161,9 +172,9 @@ function etcdOf(s: Record<string, unknown>): { etcd?: string[] } {
   return Array.isArray(s.etcd) ? { etcd: s.etcd as string[] } : {};
 }
 
-/** failover, arbiter, lease, renew, fence-margin, arbiter-lost; undefined when none is given (manual). */
+/** failover, arbiter, lease, renew, fence-margin, arbiter-lost, failback, failback-delay; undefined when none is given (manual). */
 function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'data' | 'never', fail: (message: string, hint?: string) => never): FailoverSettings | undefined {
-  const keys = ['failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost'];
+  const keys = ['failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost', 'failback', 'failback-delay'];
   if (keys.every((k) => raw[k] === undefined)) return undefined;
   const mode = raw.failover ?? 'manual';
   if (mode !== 'manual' && mode !== 'automatic') fail(`"failover" must be manual or automatic (got ${JSON.stringify(mode)})`);
@@ -221,7 +232,25 @@ function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'dat
   if (onArbiterLost === 'continue' && fence !== 'data') {
     fail('arbiter-lost: continue needs sync.fence: data', 'only fence data keeps a primary that lost the arbiter from acknowledging writes the sync site lacks');
   }
-  return { mode: mode as 'manual' | 'automatic', arbiter, leaseMs, renewMs, fenceMarginMs, onArbiterLost: onArbiterLost as 'fence' | 'continue' };
+  const { failback, failbackDelayMs } = parseFailback(raw, mode as 'manual' | 'automatic', duration, fail);
+  return { mode: mode as 'manual' | 'automatic', arbiter, leaseMs, renewMs, fenceMarginMs, onArbiterLost: onArbiterLost as 'fence' | 'continue', failback, failbackDelayMs };
+}
+
+/** failback (manual | automatic) and failback-delay: automatic failback only follows an automatic failover. */
+function parseFailback(raw: Record<string, unknown>, mode: 'manual' | 'automatic', duration: (key: string, fallback: number) => number,
+  fail: (message: string, hint?: string) => never): { failback: 'manual' | 'automatic'; failbackDelayMs: number } {
+  const failback = raw.failback ?? 'manual';
+  if (failback !== 'manual' && failback !== 'automatic') fail(`"failback" must be manual or automatic (got ${JSON.stringify(failback)})`);
+  if (failback === 'automatic' && mode !== 'automatic') {
+    fail('failback: automatic needs failover: automatic', 'the node that holds the arbiter runs the failback; without automatic failover no node holds one');
+  }
+  if (failback !== 'automatic' && raw['failback-delay'] !== undefined) fail('"failback-delay" is only for failback: automatic');
+  const failbackDelayMs = duration('failback-delay', defaultFailbackDelayMs);
+  if (failbackDelayMs < minFailbackDelayMs || failbackDelayMs > maxFailbackDelayMs) {
+    fail(`"failback-delay" must be from ${minFailbackDelayMs / 1000}s to ${maxFailbackDelayMs / 3_600_000}h (got ${failbackDelayMs} ms)`,
+      'the returning primary site must stay back this long before the application moves to it: a site that comes and goes does not get it');
+  }
+  return { failback: failback as 'manual' | 'automatic', failbackDelayMs };
 }
 
 /** Volumes that go to the async site: all of them, or only the logs in a log/data layout. */
@@ -254,6 +283,7 @@ export function topologyDocument(t: Topology): Record<string, unknown> {
       failover: f.mode,
       ...(f.arbiter ? { arbiter: f.arbiter.kind === 'etcd' ? { etcd: f.arbiter.endpoints } : { 'quorum-pair': { volume: f.arbiter.volume } } } : {}),
       lease: `${f.leaseMs}ms`, renew: `${f.renewMs}ms`, 'fence-margin': `${f.fenceMarginMs}ms`, 'arbiter-lost': f.onArbiterLost,
+      failback: f.failback, ...(f.failback === 'automatic' ? { 'failback-delay': `${f.failbackDelayMs}ms` } : {}),
     } : {}),
   };
 }

@@ -23,6 +23,8 @@ export interface FailoverTimings {
   renew: string;
   fenceMargin: string;
   arbiterLost?: 'fence' | 'continue';
+  /** failback: automatic with this failback-delay (default: failback manual). */
+  failbackDelay?: string;
 }
 
 export class FailoverCluster {
@@ -66,6 +68,7 @@ export class FailoverCluster {
       name: 'erp', volumes: { db1: '32MiB', log1: '16MiB' }, primary: site('tokyo'), sync: { ...site('osaka'), fence: 'data' }, async: site('sapporo'),
       failover: 'automatic', arbiter: { etcd: [this.etcd.url] }, lease: timings.lease, renew: timings.renew, 'fence-margin': timings.fenceMargin,
       'arbiter-lost': timings.arbiterLost ?? 'fence',
+      ...(timings.failbackDelay ? { failback: 'automatic', 'failback-delay': timings.failbackDelay } : {}),
     }, null, 2));
   }
 

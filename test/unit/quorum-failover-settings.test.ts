@@ -16,12 +16,17 @@ test('failover settings: absent means manual; automatic with etcd and the defaul
   const t = parseTopology({ ...base, failover: 'automatic', arbiter: { etcd: ['http://127.0.0.1:2379'] } });
   assert.deepEqual(t.failover, {
     mode: 'automatic', arbiter: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379'] }, leaseMs: 10_000, renewMs: 2000, fenceMarginMs: 2000, onArbiterLost: 'fence',
+    failback: 'manual', failbackDelayMs: 60_000,
   });
   const own = parseTopology({ ...base, primary: { ...base.primary, etcd: ['http://10.0.0.1:2379'] }, failover: 'automatic', arbiter: { etcd: 'http://e:2379' }, lease: '5s', renew: '1s', 'fence-margin': '1500ms', 'arbiter-lost': 'continue' });
   assert.deepEqual(own.primary.etcd, ['http://10.0.0.1:2379']);
   assert.deepEqual([own.failover!.leaseMs, own.failover!.renewMs, own.failover!.fenceMarginMs, own.failover!.onArbiterLost], [5000, 1000, 1500, 'continue']);
   assert.deepEqual(parseTopology(topologyDocument(own)), own, 'what apply gives the nodes reads back the same');
   assert.deepEqual(parseTopology(topologyDocument(t)), t);
+  const back = parseTopology({ ...base, failover: 'automatic', arbiter: { etcd: ['http://127.0.0.1:2379'] }, failback: 'automatic', 'failback-delay': '90s' });
+  assert.deepEqual([back.failover!.failback, back.failover!.failbackDelayMs], ['automatic', 90_000]);
+  assert.equal(parseTopology({ ...base, failover: 'automatic', arbiter: { etcd: ['http://127.0.0.1:2379'] }, failback: 'automatic' }).failover!.failbackDelayMs, 60_000, 'default delay');
+  assert.deepEqual(parseTopology(topologyDocument(back)), back);
 });
 
 test('failover settings: mistakes are refused with what to fix', () => {
@@ -42,4 +47,10 @@ test('failover settings: mistakes are refused with what to fix', () => {
   bad({ failover: 'automatic', ...etcd, 'arbiter-lost': 'panic' }, /"arbiter-lost" must be fence or continue/);
   bad({ failover: 'automatic', ...etcd, 'arbiter-lost': 'continue', sync: { ...base.sync, fence: 'never' } }, /arbiter-lost: continue needs sync.fence: data/);
   bad({ primary: { ...base.primary, etcd: 'nope' } }, /primary.etcd must list etcd client URLs/);
+  bad({ failover: 'automatic', ...etcd, failback: 'later' }, /"failback" must be manual or automatic/);
+  bad({ failback: 'automatic' }, /failback: automatic needs failover: automatic/);
+  bad({ failover: 'manual', failback: 'automatic', 'failback-delay': '60s' }, /failback: automatic needs failover: automatic/);
+  bad({ failover: 'automatic', ...etcd, 'failback-delay': '60s' }, /"failback-delay" is only for failback: automatic/);
+  bad({ failover: 'automatic', ...etcd, failback: 'automatic', 'failback-delay': '1s' }, /"failback-delay" must be from 5s to 24h \(got 1000 ms\)/);
+  bad({ failover: 'automatic', ...etcd, failback: 'automatic', 'failback-delay': 'soon' }, /failback-delay "soon" is not a duration/);
 });

@@ -16,6 +16,11 @@ import { type Topology, parseTopology } from '../../topology/topology-file';
 import { FailoverAgent } from './agent';
 import { EtcdArbiter } from './etcd-arbiter';
 
+/** A returning primary site that does not answer this fast is not back yet. */
+const primaryProbeTimeoutMs = 1000;
+/** How long an automatic failback waits for its copies (then it fails and is tried again after the delay). */
+const failbackWaitSeconds = 3600;
+
 interface Entry {
   config: FailoverConfig;
   agent: FailoverAgent;
@@ -56,7 +61,7 @@ export class FailoverService {
     if (old) await old.agent.stop(false);
     const agent = this.run(config, t);
     this.node.events.emit('failover-configured', config.name, t.failover?.mode === 'automatic'
-      ? `automatic failover of topology ${config.name}: this node is the ${config.role} site ${config.site}; arbiter ${agent.status().arbiter}, lease ${t.failover.leaseMs} ms, renew ${t.failover.renewMs} ms, fence margin ${t.failover.fenceMarginMs} ms`
+      ? `automatic failover of topology ${config.name}: this node is the ${config.role} site ${config.site}; arbiter ${agent.status().arbiter}, lease ${t.failover.leaseMs} ms, renew ${t.failover.renewMs} ms, fence margin ${t.failover.fenceMarginMs} ms; failback ${t.failover.failback === 'automatic' ? `automatic after ${t.failover.failbackDelayMs} ms` : 'manual'}`
       : `failover of topology ${config.name} is manual`, { site: config.site, role: config.role });
     return agent.status();
   }
@@ -122,6 +127,15 @@ export class FailoverService {
         // taken as lost (a dead host's address would hold the probe for the whole default 5 s).
         const orchestrator = new Orchestrator(t, { clientFor: (url) => new HttpNodeClient(url, config.apiToken), print, waitSeconds: 0, probeTimeoutMs: 1000 });
         await orchestrator.failover(config.site, undefined);
+      },
+      primaryView: async () => {
+        const client = new HttpNodeClient(t.primary.node, config.apiToken, primaryProbeTimeoutMs);
+        return (await client.failoverStatus()).find((x) => x.topology === t.name);
+      },
+      failBackToPrimary: async (print) => {
+        // The copy back waits for duplex before the swap, however long the volumes take to copy.
+        const orchestrator = new Orchestrator(t, { clientFor: (url) => new HttpNodeClient(url, config.apiToken), print, waitSeconds: failbackWaitSeconds, probeTimeoutMs: primaryProbeTimeoutMs });
+        await orchestrator.failback(t.primary.site);
       },
       events: this.node.events,
       log: this.log.child({ topology: t.name }),
