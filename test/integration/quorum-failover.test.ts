@@ -94,7 +94,8 @@ test('SIGKILL of the primary under load: the sync site takes over by itself with
     throw err;
   }
   const fioRun = await fio.ended();
-  assert.notEqual(fioRun.code, 0, `fio saw tokyo die before it wrote its whole region: ${fioRun.output}`);
+  assert.ok(fioRun.writtenBytes < 20 * MiB && (fioRun.code !== 0 || fioRun.interrupted), `fio saw tokyo die before it wrote its whole region: ${fioRun.output}`);
+  if (fioRun.interrupted) process.stderr.write(`fio kept retrying after tokyo died and was interrupted: ${fioRun.output.slice(-500)}\n`);
   const acknowledgedBytes = await fio.acknowledgedPrefixBytes();
   assert.ok(acknowledgedBytes >= 2 * MiB && acknowledgedBytes <= fioRun.writtenBytes,
     `fio saw ${acknowledgedBytes} bytes acknowledged in a row of the ${fioRun.writtenBytes} it counted`);

@@ -18,6 +18,13 @@ export interface FioRegion {
   writeBytesPerSecond: number;
 }
 
+/** What is kept of fio's output: its JSON report is small, but a failing nbd engine can print without end. */
+const keptOutputChars = 1 << 20;
+
+function keepTail(text: string): string {
+  return text.length > keptOutputChars ? text.slice(-keptOutputChars) : text;
+}
+
 export class FioVerifyWriter {
   private child: ChildProcess | undefined;
   private exited: Promise<number | null> | undefined;
@@ -41,22 +48,32 @@ export class FioVerifyWriter {
     const r = this.region;
     this.child = spawn('fio', [...this.job(r.sizeBytes), `--uri=${uri}`, '--do_verify=0', `--rate=,${r.writeBytesPerSecond}`,
       `--write_lat_log=${this.logPrefix}`, '--log_offset=1'], { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child.stdout!.on('data', (d: Buffer) => (this.stdout += d.toString()));
-    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.child.stdout!.on('data', (d: Buffer) => (this.stdout = keepTail(this.stdout + d.toString())));
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr = keepTail(this.stderr + d.toString())));
     this.exited = new Promise((resolve) => this.child!.on('exit', (code) => resolve(code)));
   }
 
-  /** Waits for fio to end (it ends by itself when the site it writes to dies); its exit code and what it wrote. */
-  async ended(): Promise<{ code: number | null; writtenBytes: number; output: string }> {
+  /**
+   * Waits for fio to end. It usually ends by itself when the site it writes to dies; when its nbd
+   * engine keeps retrying instead, it is interrupted after `graceMs` (SIGINT: fio still writes its
+   * completion log and its JSON). Its exit code and what it wrote.
+   */
+  async ended(graceMs = 10_000): Promise<{ code: number | null; writtenBytes: number; output: string; interrupted: boolean }> {
     if (!this.exited) throw new Error('fio was not started');
-    const code = await this.exited;
+    let interrupted = false;
+    const timer = setTimeout(() => {
+      interrupted = true;
+      this.child?.kill('SIGINT');
+      setTimeout(() => this.stop(), graceMs).unref();
+    }, graceMs);
+    const code = await this.exited.finally(() => clearTimeout(timer));
     let writtenBytes = 0;
     try {
       writtenBytes = parseFioJson<{ jobs: Array<{ write: { io_bytes: number } }> }>(this.stdout).jobs[0]!.write.io_bytes;
     } catch {
       // fio printed no JSON: nothing counted
     }
-    return { code, writtenBytes, output: `${this.stdout.slice(-2000)}\n${this.stderr.slice(-2000)}` };
+    return { code, writtenBytes, output: `${this.stdout.slice(-2000)}\n${this.stderr.slice(-2000)}`, interrupted };
   }
 
   /** Kills fio if it still runs (a test that failed half-way). */
