@@ -22,8 +22,16 @@ export interface SiteSpec {
   etcd?: string[];
 }
 
-/** Who decides that the sync site may take over by itself (spec 004 quorum pair, or etcd). */
-export type ArbiterSpec = { kind: 'etcd'; endpoints: string[] } | { kind: 'quorum-pair'; volume: string };
+/**
+ * Who decides that the sync site may take over by itself: etcd (a leader key with a TTL), or a
+ * spec 004 quorum pair between the primary and the sync site (apply creates it: `volume` at the
+ * primary, its S-VOL at the sync site).
+ */
+export type ArbiterSpec = { kind: 'etcd'; endpoints: string[] } | { kind: 'quorum-pair'; volume: string; sizeBytes: number };
+
+/** A quorum volume holds nothing but the pair's state; spec 004 calls it small (the node refuses more than 1 GiB). */
+export const defaultQuorumVolumeBytes = 1024 * 1024;
+export const maxQuorumVolumeBytes = 1024 * 1024 * 1024;
 
 /**
  * Automatic failover (failover: automatic): the site where the application runs holds the arbiter
@@ -155,7 +163,7 @@ export function parseTopology(value: unknown, file = 'topology'): Topology {
     volumes.push({ name: volume, sizeBytes, role: role as VolumeRole });
   }
   const logLayout = volumes.some((v) => v.role === 'log');
-  const failover = parseFailover(raw, layout as Layout, fence as 'data' | 'never', fail);
+  const failover = parseFailover(raw, layout as Layout, fence as 'data' | 'never', volumes.map((v) => v.name), fail);
   return {
     name: name as string,
     layout: layout as Layout,
@@ -173,7 +181,8 @@ function etcdOf(s: Record<string, unknown>): { etcd?: string[] } {
 }
 
 /** failover, arbiter, lease, renew, fence-margin, arbiter-lost, failback, failback-delay; undefined when none is given (manual). */
-function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'data' | 'never', fail: (message: string, hint?: string) => never): FailoverSettings | undefined {
+function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'data' | 'never', volumeNames: string[],
+  fail: (message: string, hint?: string) => never): FailoverSettings | undefined {
   const keys = ['failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost', 'failback', 'failback-delay'];
   if (keys.every((k) => raw[k] === undefined)) return undefined;
   const mode = raw.failover ?? 'manual';
@@ -192,16 +201,9 @@ function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'dat
       }
       arbiter = { kind: 'etcd', endpoints: list as string[] };
     } else if (o['quorum-pair'] !== undefined) {
-      const q = o['quorum-pair'] as Record<string, unknown> | null;
-      if (typeof q !== 'object' || q === null || typeof q.volume !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(q.volume)) {
-        fail('arbiter.quorum-pair must name the quorum volume: { quorum-pair: { volume: erp-quorum } }');
-      }
-      // A quorum pair decides only while its P-VOL's node answers (spec 004 E7): it cannot let the
-      // sync site take over from a lost primary site, which is what automatic failover is for.
-      fail('the quorum-pair arbiter is not available for automatic failover: a quorum pair cannot decide when the primary site is lost (spec 004 E7)',
-        'use etcd (arbiter: { etcd: [http://HOST:2379] }); quorum pairs serve clusters through tricopy quorum arbitrate (docs/quorum.md)');
+      arbiter = parseQuorumPairArbiter(o['quorum-pair'], volumeNames, fail);
     } else {
-      fail(`arbiter: unknown kind "${Object.keys(o)[0]}"`, 'use { etcd: [URL, …] }');
+      fail(`arbiter: unknown kind "${Object.keys(o)[0]}"`, 'use { etcd: [URL, …] } or { quorum-pair: { volume: NAME } }');
     }
   }
   const duration = (key: string, fallback: number): number => {
@@ -234,6 +236,31 @@ function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'dat
   }
   const { failback, failbackDelayMs } = parseFailback(raw, mode as 'manual' | 'automatic', duration, fail);
   return { mode: mode as 'manual' | 'automatic', arbiter, leaseMs, renewMs, fenceMarginMs, onArbiterLost: onArbiterLost as 'fence' | 'continue', failback, failbackDelayMs };
+}
+
+/**
+ * arbiter: { quorum-pair: { volume: NAME, size?: SIZE } }: a volume of its own (not one of the
+ * topology's, which are data), small.
+ */
+function parseQuorumPairArbiter(value: unknown, volumeNames: string[], fail: (message: string, hint?: string) => never): ArbiterSpec {
+  const q = value as Record<string, unknown> | null;
+  if (typeof q !== 'object' || q === null || Array.isArray(q) || typeof q.volume !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/.test(q.volume)) {
+    return fail('arbiter.quorum-pair must name the quorum volume: { quorum-pair: { volume: erp-quorum } }', 'letters, digits, "_" and "-"');
+  }
+  for (const k of Object.keys(q)) if (k !== 'volume' && k !== 'size') fail(`arbiter.quorum-pair: unknown key "${k}" (volume, size)`);
+  if (volumeNames.includes(q.volume)) {
+    fail(`arbiter.quorum-pair.volume ${q.volume} is one of the topology's volumes`, 'the quorum volume is a small volume of its own, e.g. erp-quorum');
+  }
+  let sizeBytes = defaultQuorumVolumeBytes;
+  if (q.size !== undefined) {
+    try {
+      sizeBytes = parseSize(q.size as string | number, 'arbiter.quorum-pair.size');
+    } catch (err) {
+      fail((err as Error).message, (err as TricopyError).hint);
+    }
+    if (sizeBytes > maxQuorumVolumeBytes) fail(`arbiter.quorum-pair.size must be at most 1GiB (a quorum volume holds only the pair's state)`);
+  }
+  return { kind: 'quorum-pair', volume: q.volume, sizeBytes };
 }
 
 /** failback (manual | automatic) and failback-delay: automatic failback only follows an automatic failover. */
@@ -281,7 +308,7 @@ export function topologyDocument(t: Topology): Record<string, unknown> {
     primary: { ...t.primary }, sync: { ...t.sync }, async: { ...t.async },
     ...(f ? {
       failover: f.mode,
-      ...(f.arbiter ? { arbiter: f.arbiter.kind === 'etcd' ? { etcd: f.arbiter.endpoints } : { 'quorum-pair': { volume: f.arbiter.volume } } } : {}),
+      ...(f.arbiter ? { arbiter: f.arbiter.kind === 'etcd' ? { etcd: f.arbiter.endpoints } : { 'quorum-pair': { volume: f.arbiter.volume, size: f.arbiter.sizeBytes } } } : {}),
       lease: `${f.leaseMs}ms`, renew: `${f.renewMs}ms`, 'fence-margin': `${f.fenceMarginMs}ms`, 'arbiter-lost': f.onArbiterLost,
       failback: f.failback, ...(f.failback === 'automatic' ? { 'failback-delay': `${f.failbackDelayMs}ms` } : {}),
     } : {}),

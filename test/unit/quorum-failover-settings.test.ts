@@ -27,6 +27,11 @@ test('failover settings: absent means manual; automatic with etcd and the defaul
   assert.deepEqual([back.failover!.failback, back.failover!.failbackDelayMs], ['automatic', 90_000]);
   assert.equal(parseTopology({ ...base, failover: 'automatic', arbiter: { etcd: ['http://127.0.0.1:2379'] }, failback: 'automatic' }).failover!.failbackDelayMs, 60_000, 'default delay');
   assert.deepEqual(parseTopology(topologyDocument(back)), back);
+  const quorum = parseTopology({ ...base, failover: 'automatic', arbiter: { 'quorum-pair': { volume: 'erp-quorum' } } });
+  assert.deepEqual(quorum.failover!.arbiter, { kind: 'quorum-pair', volume: 'erp-quorum', sizeBytes: 1024 * 1024 });
+  assert.deepEqual(parseTopology({ ...base, failover: 'automatic', arbiter: { 'quorum-pair': { volume: 'q', size: '16MiB' } } }).failover!.arbiter,
+    { kind: 'quorum-pair', volume: 'q', sizeBytes: 16 * 1024 * 1024 });
+  assert.deepEqual(parseTopology(topologyDocument(quorum)), quorum);
 });
 
 test('failover settings: mistakes are refused with what to fix', () => {
@@ -38,7 +43,10 @@ test('failover settings: mistakes are refused with what to fix', () => {
   bad({ failover: 'automatic' }, /failover: automatic needs an arbiter/);
   bad({ failover: 'automatic', arbiter: { zookeeper: ['x'] } }, /arbiter: unknown kind "zookeeper"/);
   bad({ failover: 'automatic', arbiter: { etcd: [] } }, /arbiter.etcd must list etcd client URLs/);
-  bad({ failover: 'automatic', arbiter: { 'quorum-pair': { volume: 'erp-quorum' } } }, /quorum-pair arbiter is not available for automatic failover/);
+  bad({ failover: 'automatic', arbiter: { 'quorum-pair': { volume: 'db1' } } }, /arbiter.quorum-pair.volume db1 is one of the topology's volumes/);
+  bad({ failover: 'automatic', arbiter: { 'quorum-pair': { volume: 'q', size: '2GiB' } } }, /arbiter.quorum-pair.size must be at most 1GiB/);
+  bad({ failover: 'automatic', arbiter: { 'quorum-pair': { volume: 'q', mode: 'x' } } }, /arbiter.quorum-pair: unknown key "mode"/);
+  bad({ failover: 'automatic', arbiter: { 'quorum-pair': 'q' } }, /arbiter.quorum-pair must name the quorum volume/);
   bad({ failover: 'automatic', ...etcd, layout: 'cascade' }, /automatic failover is for multi-target topologies/);
   bad({ failover: 'automatic', ...etcd, lease: '4s', renew: '2s', 'fence-margin': '2s' }, /lease \(4000 ms\) must be longer than renew \(2000 ms\) \+ fence-margin \(2000 ms\)/);
   bad({ failover: 'automatic', ...etcd, lease: 'soon' }, /lease "soon" is not a duration/);

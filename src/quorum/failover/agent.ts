@@ -30,7 +30,8 @@ import type { EventJournal } from '../../common/events';
 import type { Logger } from '../../common/log';
 import type { ArbiterState, FailoverStatus } from '../../contracts/failover';
 import type { PairStatus } from '../../contracts/pairs';
-import { type FailoverSettings, type Topology, parsePairName } from '../../topology/topology-file';
+import type { FailoverSettings, Topology } from '../../topology/topology-file';
+import { applicationRunsHere, failbackReasonWithoutWatch } from './application';
 import type { Arbiter } from './etcd-arbiter';
 import { FailbackWatch } from './failback-watch';
 
@@ -139,7 +140,7 @@ export class FailoverAgent {
       failback: {
         mode: this.settings.failback, delayMs: this.settings.failbackDelayMs,
         state: this.failback?.state ?? 'idle',
-        reason: this.failback?.reason ?? (this.settings.failback === 'manual' ? 'failback is manual: tricopy topology failback' : 'only the sync site fails back by itself'),
+        reason: this.failback?.reason ?? failbackReasonWithoutWatch(this.settings.failback),
       },
     };
   }
@@ -320,11 +321,7 @@ export class FailoverAgent {
 
   /** The application runs here: every topology volume is here and its pairs let hosts write it by their roles. */
   applicationRunsHere(): boolean {
-    const t = this.d.topology;
-    const mine = this.d.pairs().filter((p) => parsePairName(t, p.name) !== undefined);
-    if (mine.length === 0) return false;
-    return t.volumes.every((v) => this.d.hasVolume(v.name) && mine.filter((p) => p.volume === v.name)
-      .every((p) => (p.role === 'primary' && p.suspendCause !== 'takeover-by-peer') || p.state === 'secondary-writable'));
+    return applicationRunsHere(this.d.topology, this.d.pairs(), this.d.hasVolume);
   }
 
   private reachable(): void {

@@ -1,7 +1,7 @@
 // Automatic failover at one node: the topologies `topology apply` gave it (kept in
-// <dataDir>/failover/, so a restarted node takes part again at once), one agent per topology, and
-// the gate that refuses host writes of a topology's volumes while this site does not hold its
-// arbiter.
+// <dataDir>/failover/, so a restarted node takes part again at once), one agent per topology (etcd
+// or quorum pair, as the topology's arbiter says), and the gate that refuses host writes of a
+// topology's volumes while this site does not hold its arbiter.
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { nodeDisk } from '../../common/disk';
@@ -13,8 +13,21 @@ import { HttpNodeClient } from '../../node/api-client';
 import type { StorageNode } from '../../node/node';
 import { Orchestrator } from '../../topology/orchestrator';
 import { type Topology, parseTopology } from '../../topology/topology-file';
-import { FailoverAgent } from './agent';
+import { PairVolumeControl } from '../host-control';
+import { LocalQuorumStorage } from '../local-storage';
+import type { QuorumVolumes } from '../storage';
+import { type AgentDeps, FailoverAgent } from './agent';
 import { EtcdArbiter } from './etcd-arbiter';
+import { QuorumPairAgent } from './quorum-pair-agent';
+
+/** What the service asks of either kind of agent. */
+interface TopologyAgent {
+  readonly contender: boolean;
+  start(): void;
+  stop(release: boolean): Promise<void>;
+  gate(volume: string): string | undefined;
+  status(): FailoverStatus;
+}
 
 /** A returning primary site that does not answer this fast is not back yet. */
 const primaryProbeTimeoutMs = 1000;
@@ -23,14 +36,14 @@ const failbackWaitSeconds = 3600;
 
 interface Entry {
   config: FailoverConfig;
-  agent: FailoverAgent;
+  agent: TopologyAgent;
 }
 
 export class FailoverService {
   private readonly entries = new Map<string, Entry>();
   private readonly dir: string;
 
-  constructor(private readonly node: StorageNode, private readonly log: Logger) {
+  constructor(private readonly node: StorageNode, private readonly quorum: QuorumVolumes, private readonly log: Logger) {
     this.dir = path.join(node.config.dataDir, 'failover');
   }
 
@@ -106,24 +119,48 @@ export class FailoverService {
     return t;
   }
 
-  private run(config: FailoverConfig, t: Topology): FailoverAgent {
+  private run(config: FailoverConfig, t: Topology): TopologyAgent {
     const f = t.failover!;
     const arbiter = f.arbiter!;
-    if (arbiter.kind !== 'etcd') throw new TricopyError('invalid-argument', `arbiter ${arbiter.kind} is not available for automatic failover`);
-    const agent = new FailoverAgent({
+    const common = this.commonDeps(config, t);
+    let agent: TopologyAgent;
+    if (arbiter.kind === 'etcd') {
+      agent = new FailoverAgent({
+        ...common, arbiter: new EtcdArbiter({
+          endpoints: t[config.role].etcd ?? arbiter.endpoints, topology: t.name, site: config.site, leaseMs: f.leaseMs,
+          // A call must end before the hold it renews could run out.
+          callTimeoutMs: Math.max(200, Math.min(f.renewMs, f.leaseMs - f.renewMs - f.fenceMarginMs)),
+          now: () => performance.now(),
+        }),
+      });
+    } else {
+      // The other contender's node, as the topology file names it: the heartbeat over the hosts' network.
+      const peer = config.role === 'primary' ? t.sync : t.primary;
+      const heartbeatTimeoutMs = Math.max(200, Math.min(f.renewMs, primaryProbeTimeoutMs));
+      agent = new QuorumPairAgent({
+        ...common, volume: arbiter.volume,
+        local: { attribute: (v) => this.quorum.attribute(v), linkUp: (v) => this.quorum.linkUp(v), split: (v) => this.quorum.split(v) },
+        control: new PairVolumeControl(new LocalQuorumStorage(this.quorum), `failover@${config.site}`, arbiter.volume),
+        heartbeat: async () => {
+          await new HttpNodeClient(peer.node, config.apiToken, heartbeatTimeoutMs).failoverStatus();
+        },
+      });
+    }
+    this.entries.set(config.name, { config, agent });
+    agent.start();
+    return agent;
+  }
+
+  /** What both kinds of agent are given: the node's pairs and events, and the procedures they run. */
+  private commonDeps(config: FailoverConfig, t: Topology): Omit<AgentDeps, 'arbiter'> {
+    return {
       topology: t, site: config.site, role: config.role,
-      arbiter: new EtcdArbiter({
-        endpoints: t[config.role].etcd ?? arbiter.endpoints, topology: t.name, site: config.site, leaseMs: f.leaseMs,
-        // A call must end before the hold it renews could run out.
-        callTimeoutMs: Math.max(200, Math.min(f.renewMs, f.leaseMs - f.renewMs - f.fenceMarginMs)),
-        now: () => performance.now(),
-      }),
       now: () => performance.now(),
       wallNow: () => Date.now(),
       pairs: () => this.node.replication.list(),
       hasVolume: (name) => this.node.store.has(name),
       failOverHere: async (print) => {
-        // The primary stopped renewing a lease ago: a site that does not answer within a second is
+        // The primary stopped answering a lease ago: a site that does not answer within a second is
         // taken as lost (a dead host's address would hold the probe for the whole default 5 s).
         const orchestrator = new Orchestrator(t, { clientFor: (url) => new HttpNodeClient(url, config.apiToken), print, waitSeconds: 0, probeTimeoutMs: 1000 });
         await orchestrator.failover(config.site, undefined);
@@ -139,9 +176,6 @@ export class FailoverService {
       },
       events: this.node.events,
       log: this.log.child({ topology: t.name }),
-    });
-    this.entries.set(config.name, { config, agent });
-    agent.start();
-    return agent;
+    };
   }
 }
