@@ -7,7 +7,8 @@
 //     (swap resync) and takes over; never two writable sites;
 //   - the storage link cut: the quorum pair goes to Suspend(error), nothing fails over, never two
 //     writable sites; the link back, tokyo recovers the quorum pair and writes again;
-//   - both heartbeats lost at once: both sites arbitrate, exactly one wins;
+//   - the hosts' network cut both ways: both sites contend, exactly one wins (twice: at about the
+//     same moment, and with osaka's command first);
 //   - tokyo's node killed: osaka cannot win (spec 004 E7), nothing fails over.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,6 +22,7 @@ import { topo } from '../support/topology';
 import { waitFor } from '../support/wait';
 
 const leaseMs = 3000;
+const renewMs = 500;
 const timings = { lease: '3s', renew: '500ms', fenceMargin: '1s' };
 let dir: string;
 let fc: FC;
@@ -126,27 +128,49 @@ test('the storage link cut, hosts\' network up: the quorum pair goes to Suspend(
   }
 });
 
-test('both heartbeats lost at once (hosts\' network cut, storage link up): both sites arbitrate, exactly one wins, never two writable sites', async () => {
+/** Both sites hear each other again (the last heartbeat event of each, if any, is not a loss): one arbitration per loss. */
+async function hearEachOther(): Promise<void> {
+  for (const s of ['tokyo', 'osaka'] as const) {
+    await waitFor(`${s} to hear the other site`, async () => (await eventsAt(s, 0)).filter((e) => e.kind.startsWith('heartbeat-')).at(-1)?.kind !== 'heartbeat-lost');
+  }
+}
+
+/**
+ * The hosts' network cut both ways, osaka's side `osakaLaterMs` after tokyo's: osaka arbitrates a
+ * lease + two renew intervals after it stops hearing tokyo, tokyo (the holder) a lease after it
+ * stops hearing osaka. The storage decides which command commits first; returns the winner.
+ */
+async function raceRound(osakaLaterMs: number): Promise<'tokyo' | 'osaka'> {
+  await hearEachOther();
   const from = { tokyo: await lastEventId('tokyo'), osaka: await lastEventId('osaka') };
+  const kindsAt = async (s: 'tokyo' | 'osaka'): Promise<string[]> => (await eventsAt(s, from[s])).map((e) => e.kind);
   const checker = new TwoSiteChecker(fc, 'log1', ['tokyo', 'osaka']);
   checker.start();
+  let winner: 'tokyo' | 'osaka';
   try {
     await waitFor('tokyo to take writes', () => checker.ackedAt('tokyo').length > 20);
     fc.tokyoApi.cut();
+    await new Promise((r) => setTimeout(r, osakaLaterMs));
     fc.osakaApi.cut();
-    await waitFor('both sites to arbitrate', async () => {
-      const contended = await Promise.all((['tokyo', 'osaka'] as const).map(async (s) => (await eventsAt(s, from[s])).some((e) => e.kind === 'arbiter-contending')));
-      return contended.every(Boolean);
-    }, { timeoutMs: 30_000 });
-    await waitFor('both arbitrations to end', async () => {
-      const ended = await Promise.all((['tokyo', 'osaka'] as const).map(async (s) => (await eventsAt(s, from[s])).some((e) => e.kind === 'arbiter-acquired' || e.kind === 'arbiter-conflict')));
-      return ended.every(Boolean);
-    }, { timeoutMs: 30_000 });
-    const won = await Promise.all((['tokyo', 'osaka'] as const).map(async (s) => (await eventsAt(s, from[s])).filter((e) => e.kind === 'arbiter-acquired').length));
-    assert.equal(won[0]! + won[1]!, 1, `exactly one site won: tokyo ${won[0]}, osaka ${won[1]}`);
-    const pvols = [await quorumLabel('tokyo'), await quorumLabel('osaka')].filter((l) => l.startsWith('P-VOL'));
-    assert.equal(pvols.length, 1, 'one P-VOL');
-    await new Promise((r) => setTimeout(r, leaseMs));
+    await waitFor('a site to win the quorum pair', async () => (await kindsAt('tokyo')).includes('arbiter-acquired') || (await kindsAt('osaka')).includes('arbiter-acquired'),
+      { timeoutMs: 30_000 });
+    // The loser sent its command too and got CONFLICT, or saw the winner hold the P-VOL before its
+    // own time came (then it has nothing to contend for). Nothing changes afterwards.
+    await new Promise((r) => setTimeout(r, 2 * leaseMs));
+    const kinds = { tokyo: await kindsAt('tokyo'), osaka: await kindsAt('osaka') };
+    const count = (k: string[], kind: string): number => k.filter((x) => x === kind).length;
+    const won = { tokyo: count(kinds.tokyo, 'arbiter-acquired'), osaka: count(kinds.osaka, 'arbiter-acquired') };
+    assert.equal(won.tokyo + won.osaka, 1, `exactly one site won: tokyo ${kinds.tokyo.join(' ')}; osaka ${kinds.osaka.join(' ')}`);
+    for (const site of ['tokyo', 'osaka'] as const) {
+      assert.equal(count(kinds[site], 'arbiter-contending'), count(kinds[site], 'arbiter-acquired') + count(kinds[site], 'arbiter-conflict'), `${site}'s arbitration ended`);
+    }
+    winner = won.tokyo === 1 ? 'tokyo' : 'osaka';
+    const labels = { tokyo: await quorumLabel('tokyo'), osaka: await quorumLabel('osaka') };
+    assert.equal([labels.tokyo, labels.osaka].filter((l) => l.startsWith('P-VOL')).length, 1, 'one P-VOL');
+    assert.match(labels[winner], /^P-VOL/, 'the winner holds the P-VOL');
+    process.stderr.write(`race (osaka cut ${osakaLaterMs} ms later): ${winner} won (tokyo: ${kinds.tokyo.join(' ')}; osaka: ${kinds.osaka.join(' ')})\n`);
+    // A winning osaka takes over while its own address in the file is cut too: it runs the failover through itself.
+    if (winner === 'osaka') await waitFor('osaka to take writes after its takeover', () => checker.ackedAt('osaka').length > 10, { timeoutMs: 30_000 });
     await checker.stop();
     checker.assertNoOverlap();
   } finally {
@@ -154,13 +178,19 @@ test('both heartbeats lost at once (hosts\' network cut, storage link up): both 
     fc.osakaApi.restore();
     await checker.stop();
   }
-  if (!(await quorumLabel('tokyo')).startsWith('P-VOL')) await topo(['failback', fc.file, '--to', 'tokyo', '--wait']);
+  if (winner === 'osaka') await topo(['failback', fc.file, '--to', 'tokyo', '--wait']);
   await settledAtTokyo();
+  return winner;
+}
+
+test('the hosts\' network cut both ways (storage link up): both sites contend, exactly one wins, never two writable sites — at about the same moment, and with osaka ahead', async () => {
+  await raceRound(2 * renewMs);
+  // osaka's side cut three renew intervals later: osaka's command goes first.
+  await raceRound(2 * renewMs + 1500);
 });
 
 test('tokyo\'s node killed: osaka cannot win the quorum pair (spec 004 E7), nothing fails over', async () => {
-  // osaka hears tokyo (its last heartbeat event, if any, is not a loss): one arbitration per loss.
-  await waitFor('osaka to hear tokyo', async () => (await eventsAt('osaka', 0)).filter((e) => e.kind.startsWith('heartbeat-')).at(-1)?.kind !== 'heartbeat-lost');
+  await hearEachOther();
   const from = await lastEventId('osaka');
   await fc.cluster.kill('tokyo');
   await waitFor('osaka to arbitrate and lose', async () => (await eventsAt('osaka', from)).some((e) => e.kind === 'arbiter-conflict'), { timeoutMs: 30_000 })

@@ -151,6 +151,20 @@ export class FailoverService {
     return agent;
   }
 
+  /**
+   * The client of a site's node for the procedures this node runs. This node itself is reached on
+   * its own listening address, not over the network the topology file names (a hosts' network that
+   * is cut, which is exactly when a quorum-pair arbiter makes this node run a failover).
+   */
+  private clientFor(config: FailoverConfig, t: Topology, timeoutMs?: number): (url: string) => HttpNodeClient {
+    return (url) => {
+      const own = t[config.role].node;
+      const host = this.node.config.apiHost === '0.0.0.0' || this.node.config.apiHost === '::' ? '127.0.0.1' : this.node.config.apiHost;
+      const direct = url === own && url.startsWith('http:') ? `http://${host.includes(':') ? `[${host}]` : host}:${this.node.ports.apiPort}` : url;
+      return new HttpNodeClient(direct, config.apiToken, timeoutMs);
+    };
+  }
+
   /** What both kinds of agent are given: the node's pairs and events, and the procedures they run. */
   private commonDeps(config: FailoverConfig, t: Topology): Omit<AgentDeps, 'arbiter'> {
     return {
@@ -162,7 +176,7 @@ export class FailoverService {
       failOverHere: async (print) => {
         // The primary stopped answering a lease ago: a site that does not answer within a second is
         // taken as lost (a dead host's address would hold the probe for the whole default 5 s).
-        const orchestrator = new Orchestrator(t, { clientFor: (url) => new HttpNodeClient(url, config.apiToken), print, waitSeconds: 0, probeTimeoutMs: 1000 });
+        const orchestrator = new Orchestrator(t, { clientFor: this.clientFor(config, t), print, waitSeconds: 0, probeTimeoutMs: 1000 });
         await orchestrator.failover(config.site, undefined);
       },
       primaryView: async () => {
@@ -171,7 +185,7 @@ export class FailoverService {
       },
       failBackToPrimary: async (print) => {
         // The copy back waits for duplex before the swap, however long the volumes take to copy.
-        const orchestrator = new Orchestrator(t, { clientFor: (url) => new HttpNodeClient(url, config.apiToken), print, waitSeconds: failbackWaitSeconds, probeTimeoutMs: primaryProbeTimeoutMs });
+        const orchestrator = new Orchestrator(t, { clientFor: this.clientFor(config, t), print, waitSeconds: failbackWaitSeconds, probeTimeoutMs: primaryProbeTimeoutMs });
         await orchestrator.failback(t.primary.site);
       },
       events: this.node.events,
