@@ -86,6 +86,8 @@ test('tokyo\'s hosts-side loss (control API cut, storage link up): osaka wins th
     await checker.stop();
     fc.tokyoApi.restore();
   }
+  // osaka accepts writes from step 1003 on; the failover ends after the async leg is set up.
+  await waitFor('osaka to finish the failover', async () => (await eventsAt('osaka', from.osaka)).some((e) => e.kind === 'failover-finished' || e.kind === 'failover-failed'));
   const kinds = (await eventsAt('osaka', from.osaka)).map((e) => e.kind);
   for (const k of ['heartbeat-lost', 'arbiter-contending', 'arbiter-acquired', 'failover-started', 'failover-finished']) assert.ok(kinds.includes(k), `osaka reported ${k}: ${kinds.join(' ')}`);
   assert.match(await quorumLabel('osaka'), /^P-VOL/, 'the swap resync made osaka the P-VOL');
@@ -178,7 +180,10 @@ async function raceRound(osakaLaterMs: number): Promise<'tokyo' | 'osaka'> {
     fc.osakaApi.restore();
     await checker.stop();
   }
-  if (winner === 'osaka') await topo(['failback', fc.file, '--to', 'tokyo', '--wait']);
+  if (winner === 'osaka') {
+    await waitFor('osaka to finish the failover', async () => (await kindsAt('osaka')).includes('failover-finished'));
+    await topo(['failback', fc.file, '--to', 'tokyo', '--wait']);
+  }
   await settledAtTokyo();
   return winner;
 }
