@@ -26,6 +26,22 @@ export interface FailoverConfig {
  */
 export type ArbiterState = 'holding' | 'fenced' | 'standby' | 'lost' | 'taking-over' | 'unreachable' | 'observer';
 
+/**
+ * Automatic failback at the site that took over (failback: automatic):
+ *   idle          nothing to undo (no failover to this site, or not this site's to act)
+ *   watching      the primary site is not back (or cannot see the arbiter)
+ *   returned      the primary site is back; the failback starts once it stayed back for the delay
+ *   failing-back  the failback procedure runs
+ */
+export type FailbackState = 'idle' | 'watching' | 'returned' | 'failing-back';
+
+export interface FailbackStatus {
+  mode: 'manual' | 'automatic';
+  delayMs: number;
+  state: FailbackState;
+  reason: string;
+}
+
 export interface FailoverStatus {
   topology: string;
   site: string;
@@ -44,6 +60,7 @@ export interface FailoverStatus {
   onArbiterLost: 'fence' | 'continue';
   reason: string;
   since: string;
+  failback: FailbackStatus;
 }
 
 export interface FailoverList {

@@ -29,7 +29,7 @@ export class QuorumExtension implements NodeExtension {
       if (event.kind === 'volume-deleted') volumes.reservations.forget(event.subject);
     });
     this.volumesValue = volumes;
-    const failover = new FailoverService(node, node.log.child({ component: 'failover' }));
+    const failover = new FailoverService(node, volumes, node.log.child({ component: 'failover' }));
     await failover.start();
     this.failoverValue = failover;
   }

@@ -84,6 +84,12 @@ export class QuorumVolumes {
     };
   }
 
+  /** Whether the storage link to the peer of the volume's quorum pair is up now (false: no pair). */
+  linkUp(volume: string): boolean {
+    const p = this.pairOf(volume);
+    return p !== undefined && this.x.transport.isUp(p.record.peer.node);
+  }
+
   status(volume: string): QuorumVolumeStatus {
     return { ...this.attribute(volume), reservation: this.reservations.holder(volume) };
   }

@@ -22,8 +22,16 @@ export interface SiteSpec {
   etcd?: string[];
 }
 
-/** Who decides that the sync site may take over by itself (spec 004 quorum pair, or etcd). */
-export type ArbiterSpec = { kind: 'etcd'; endpoints: string[] } | { kind: 'quorum-pair'; volume: string };
+/**
+ * Who decides that the sync site may take over by itself: etcd (a leader key with a TTL), or a
+ * spec 004 quorum pair between the primary and the sync site (apply creates it: `volume` at the
+ * primary, its S-VOL at the sync site).
+ */
+export type ArbiterSpec = { kind: 'etcd'; endpoints: string[] } | { kind: 'quorum-pair'; volume: string; sizeBytes: number };
+
+/** A quorum volume holds nothing but the pair's state; spec 004 calls it small (the node refuses more than 1 GiB). */
+export const defaultQuorumVolumeBytes = 1024 * 1024;
+export const maxQuorumVolumeBytes = 1024 * 1024 * 1024;
 
 /**
  * Automatic failover (failover: automatic): the site where the application runs holds the arbiter
@@ -39,11 +47,22 @@ export interface FailoverSettings {
   fenceMarginMs: number;
   /** When the holder cannot reach the arbiter: fence (refuse writes) or continue (only with fence data). */
   onArbiterLost: 'fence' | 'continue';
+  /**
+   * After an automatic failover, who brings the application back to the primary site: a person
+   * (manual, the default) or the sync site's node that holds the arbiter, once the primary site has
+   * been back and sees the arbiter for `failbackDelayMs` without a break (automatic).
+   */
+  failback: 'manual' | 'automatic';
+  failbackDelayMs: number;
 }
 
 export const defaultLeaseMs = 10_000;
 export const minRenewMs = 100;
 export const maxLeaseMs = 600_000;
+/** A returning primary must stay back this long at least before an automatic failback moves the application (a flapping site does not get it). */
+export const minFailbackDelayMs = 5_000;
+export const maxFailbackDelayMs = 86_400_000;
+export const defaultFailbackDelayMs = 60_000;
 
 export interface Topology {
   name: string;
@@ -59,7 +78,7 @@ export interface Topology {
 }
 
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$/;
-const knownKeys = new Set(['name', 'layout', 'volumes', 'primary', 'sync', 'async', 'failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost']);
+const knownKeys = new Set(['name', 'layout', 'volumes', 'primary', 'sync', 'async', 'failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost', 'failback', 'failback-delay']);
 
 export async function loadTopology(file: string): Promise<Topology> {
   let text: string;
@@ -144,7 +163,7 @@ export function parseTopology(value: unknown, file = 'topology'): Topology {
     volumes.push({ name: volume, sizeBytes, role: role as VolumeRole });
   }
   const logLayout = volumes.some((v) => v.role === 'log');
-  const failover = parseFailover(raw, layout as Layout, fence as 'data' | 'never', fail);
+  const failover = parseFailover(raw, layout as Layout, fence as 'data' | 'never', volumes.map((v) => v.name), fail);
   return {
     name: name as string,
     layout: layout as Layout,
@@ -161,9 +180,10 @@ function etcdOf(s: Record<string, unknown>): { etcd?: string[] } {
   return Array.isArray(s.etcd) ? { etcd: s.etcd as string[] } : {};
 }
 
-/** failover, arbiter, lease, renew, fence-margin, arbiter-lost; undefined when none is given (manual). */
-function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'data' | 'never', fail: (message: string, hint?: string) => never): FailoverSettings | undefined {
-  const keys = ['failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost'];
+/** failover, arbiter, lease, renew, fence-margin, arbiter-lost, failback, failback-delay; undefined when none is given (manual). */
+function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'data' | 'never', volumeNames: string[],
+  fail: (message: string, hint?: string) => never): FailoverSettings | undefined {
+  const keys = ['failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost', 'failback', 'failback-delay'];
   if (keys.every((k) => raw[k] === undefined)) return undefined;
   const mode = raw.failover ?? 'manual';
   if (mode !== 'manual' && mode !== 'automatic') fail(`"failover" must be manual or automatic (got ${JSON.stringify(mode)})`);
@@ -181,16 +201,9 @@ function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'dat
       }
       arbiter = { kind: 'etcd', endpoints: list as string[] };
     } else if (o['quorum-pair'] !== undefined) {
-      const q = o['quorum-pair'] as Record<string, unknown> | null;
-      if (typeof q !== 'object' || q === null || typeof q.volume !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(q.volume)) {
-        fail('arbiter.quorum-pair must name the quorum volume: { quorum-pair: { volume: erp-quorum } }');
-      }
-      // A quorum pair decides only while its P-VOL's node answers (spec 004 E7): it cannot let the
-      // sync site take over from a lost primary site, which is what automatic failover is for.
-      fail('the quorum-pair arbiter is not available for automatic failover: a quorum pair cannot decide when the primary site is lost (spec 004 E7)',
-        'use etcd (arbiter: { etcd: [http://HOST:2379] }); quorum pairs serve clusters through tricopy quorum arbitrate (docs/quorum.md)');
+      arbiter = parseQuorumPairArbiter(o['quorum-pair'], volumeNames, fail);
     } else {
-      fail(`arbiter: unknown kind "${Object.keys(o)[0]}"`, 'use { etcd: [URL, …] }');
+      fail(`arbiter: unknown kind "${Object.keys(o)[0]}"`, 'use { etcd: [URL, …] } or { quorum-pair: { volume: NAME } }');
     }
   }
   const duration = (key: string, fallback: number): number => {
@@ -221,7 +234,50 @@ function parseFailover(raw: Record<string, unknown>, layout: Layout, fence: 'dat
   if (onArbiterLost === 'continue' && fence !== 'data') {
     fail('arbiter-lost: continue needs sync.fence: data', 'only fence data keeps a primary that lost the arbiter from acknowledging writes the sync site lacks');
   }
-  return { mode: mode as 'manual' | 'automatic', arbiter, leaseMs, renewMs, fenceMarginMs, onArbiterLost: onArbiterLost as 'fence' | 'continue' };
+  const { failback, failbackDelayMs } = parseFailback(raw, mode as 'manual' | 'automatic', duration, fail);
+  return { mode: mode as 'manual' | 'automatic', arbiter, leaseMs, renewMs, fenceMarginMs, onArbiterLost: onArbiterLost as 'fence' | 'continue', failback, failbackDelayMs };
+}
+
+/**
+ * arbiter: { quorum-pair: { volume: NAME, size?: SIZE } }: a volume of its own (not one of the
+ * topology's, which are data), small.
+ */
+function parseQuorumPairArbiter(value: unknown, volumeNames: string[], fail: (message: string, hint?: string) => never): ArbiterSpec {
+  const q = value as Record<string, unknown> | null;
+  if (typeof q !== 'object' || q === null || Array.isArray(q) || typeof q.volume !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/.test(q.volume)) {
+    return fail('arbiter.quorum-pair must name the quorum volume: { quorum-pair: { volume: erp-quorum } }', 'letters, digits, "_" and "-"');
+  }
+  for (const k of Object.keys(q)) if (k !== 'volume' && k !== 'size') fail(`arbiter.quorum-pair: unknown key "${k}" (volume, size)`);
+  if (volumeNames.includes(q.volume)) {
+    fail(`arbiter.quorum-pair.volume ${q.volume} is one of the topology's volumes`, 'the quorum volume is a small volume of its own, e.g. erp-quorum');
+  }
+  let sizeBytes = defaultQuorumVolumeBytes;
+  if (q.size !== undefined) {
+    try {
+      sizeBytes = parseSize(q.size as string | number, 'arbiter.quorum-pair.size');
+    } catch (err) {
+      fail((err as Error).message, (err as TricopyError).hint);
+    }
+    if (sizeBytes > maxQuorumVolumeBytes) fail(`arbiter.quorum-pair.size must be at most 1GiB (a quorum volume holds only the pair's state)`);
+  }
+  return { kind: 'quorum-pair', volume: q.volume, sizeBytes };
+}
+
+/** failback (manual | automatic) and failback-delay: automatic failback only follows an automatic failover. */
+function parseFailback(raw: Record<string, unknown>, mode: 'manual' | 'automatic', duration: (key: string, fallback: number) => number,
+  fail: (message: string, hint?: string) => never): { failback: 'manual' | 'automatic'; failbackDelayMs: number } {
+  const failback = raw.failback ?? 'manual';
+  if (failback !== 'manual' && failback !== 'automatic') fail(`"failback" must be manual or automatic (got ${JSON.stringify(failback)})`);
+  if (failback === 'automatic' && mode !== 'automatic') {
+    fail('failback: automatic needs failover: automatic', 'the node that holds the arbiter runs the failback; without automatic failover no node holds one');
+  }
+  if (failback !== 'automatic' && raw['failback-delay'] !== undefined) fail('"failback-delay" is only for failback: automatic');
+  const failbackDelayMs = duration('failback-delay', defaultFailbackDelayMs);
+  if (failbackDelayMs < minFailbackDelayMs || failbackDelayMs > maxFailbackDelayMs) {
+    fail(`"failback-delay" must be from ${minFailbackDelayMs / 1000}s to ${maxFailbackDelayMs / 3_600_000}h (got ${failbackDelayMs} ms)`,
+      'the returning primary site must stay back this long before the application moves to it: a site that comes and goes does not get it');
+  }
+  return { failback: failback as 'manual' | 'automatic', failbackDelayMs };
 }
 
 /** Volumes that go to the async site: all of them, or only the logs in a log/data layout. */
@@ -252,8 +308,9 @@ export function topologyDocument(t: Topology): Record<string, unknown> {
     primary: { ...t.primary }, sync: { ...t.sync }, async: { ...t.async },
     ...(f ? {
       failover: f.mode,
-      ...(f.arbiter ? { arbiter: f.arbiter.kind === 'etcd' ? { etcd: f.arbiter.endpoints } : { 'quorum-pair': { volume: f.arbiter.volume } } } : {}),
+      ...(f.arbiter ? { arbiter: f.arbiter.kind === 'etcd' ? { etcd: f.arbiter.endpoints } : { 'quorum-pair': { volume: f.arbiter.volume, size: f.arbiter.sizeBytes } } } : {}),
       lease: `${f.leaseMs}ms`, renew: `${f.renewMs}ms`, 'fence-margin': `${f.fenceMarginMs}ms`, 'arbiter-lost': f.onArbiterLost,
+      failback: f.failback, ...(f.failback === 'automatic' ? { 'failback-delay': `${f.failbackDelayMs}ms` } : {}),
     } : {}),
   };
 }

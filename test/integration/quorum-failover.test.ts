@@ -1,7 +1,7 @@
 // Automatic failover with etcd as the arbiter, on three real nodes and Debian's etcd: the primary
 // holds a leader key on a lease and fences itself when it cannot renew; the sync site takes over
 // only after it holds the key. SIGKILL of the primary under load (every acknowledged write is at the
-// sync site), SIGSTOP past the lease, partitions through fault proxies, and the arbiter lost for
+// sync site: fio verify_only there, and the workload's own check), SIGSTOP past the lease, partitions through fault proxies, and the arbiter lost for
 // everyone; a checker records every acknowledged write with its site and time and proves that the
 // sites' histories never overlap. Each test ends with the application back at tokyo (failback).
 import { test, before, after } from 'node:test';
@@ -11,11 +11,13 @@ import * as path from 'node:path';
 import { NbdClient } from '../../src/nbd/client';
 import { type FailoverCluster as FC, FailoverCluster, TwoSiteChecker, firstAcceptedWrite } from '../support/failover';
 import { cli, killAllNodes } from '../support/node-process';
+import { FioVerifyWriter } from '../support/fio-verify';
 import { SiteWorkload, readSite } from '../support/site-workload';
 import { tempDir } from '../support/tools';
 import { topo } from '../support/topology';
 import { waitFor } from '../support/wait';
 
+const MiB = 1024 * 1024;
 const leaseMs = 3000;
 const timings = { lease: '3s', renew: '500ms', fenceMargin: '1s' };
 let dir: string;
@@ -75,13 +77,33 @@ test('apply gives every node its part: tokyo holds the arbiter, osaka stands by,
   assert.match((await cli(['topology', 'apply', bad])).stderr, /failover: automatic needs an arbiter/);
 });
 
-test('SIGKILL of the primary under load: the sync site takes over by itself within seconds; every acknowledged write is there', async () => {
+test('SIGKILL of the primary under load: the sync site takes over by itself within seconds; every acknowledged write is there (fio verify_only)', async () => {
   const workload = new SiteWorkload({ volumes: ['db1', 'log1'], blockSize: 4096, blockCount: 256, writesPerSecond: 100, seed: 5 });
-  await workload.start(fc.cluster.node('tokyo').ports.nbdPort);
-  await workload.progress(200, 30_000);
-  await fc.cluster.kill('tokyo');
+  // fio writes db1 from 2 MiB on (the workload keeps to the first MiB), paced so it still writes when tokyo dies.
+  const fio = new FioVerifyWriter(dir, 'sigkill', { offsetBytes: 2 * MiB, sizeBytes: 20 * MiB, blockBytes: 64 * 1024, writeBytesPerSecond: 2 * MiB });
+  let acknowledgedBeforeKill = 0;
+  try {
+    await workload.start(fc.cluster.node('tokyo').ports.nbdPort);
+    fio.start(fc.cluster.node('tokyo').nbdUri('db1'));
+    await workload.progress(200, 30_000);
+    await waitFor('fio to see 4 MiB acknowledged at tokyo', () => fio.acknowledgedNowBytes() >= 4 * MiB, { timeoutMs: 30_000, intervalMs: 50 });
+    acknowledgedBeforeKill = fio.acknowledgedNowBytes();
+    await fc.cluster.kill('tokyo');
+  } catch (err) {
+    fio.stop();
+    throw err;
+  }
+  const fioRun = await fio.ended();
+  // The exact run from fio's completion log when it exited by itself; at least what its status said before the kill.
+  const acknowledgedBytes = Math.max(acknowledgedBeforeKill, fioRun.interrupted ? 0 : await fio.acknowledgedPrefixBytes());
+  assert.ok(acknowledgedBytes >= 4 * MiB && acknowledgedBytes < 20 * MiB, `fio saw ${acknowledgedBytes} bytes acknowledged in a row before tokyo died: ${fioRun.output}`);
+  if (fioRun.interrupted) process.stderr.write('fio kept going after tokyo died and was killed: its status before the kill bounds what was acknowledged\n');
   const tookMs = await firstAcceptedWrite(fc, 'osaka', 'db1', 28 * 1024 * 1024, 30_000);
   await workload.stop();
+  // fio itself checks osaka: the same job, verify_only, over every block it saw acknowledged at tokyo.
+  const verify = await fio.verifyOnly(fc.cluster.node('osaka').nbdUri('db1'), acknowledgedBytes);
+  assert.equal(verify.code, 0, `fio verify_only at osaka failed: ${verify.output}`);
+  assert.equal(verify.readBytes, acknowledgedBytes, 'fio read back every acknowledged block at osaka');
   assert.ok(tookMs < leaseMs + 7000, `osaka accepted writes ${tookMs.toFixed(0)} ms after tokyo was killed (lease ${leaseMs} ms)`);
   const osaka = await fc.waitArbiter('osaka', 'holding');
   assert.match(osaka.reason, /failed over to osaka/);

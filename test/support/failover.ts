@@ -1,7 +1,8 @@
-// Three real nodes, Debian's etcd and automatic failover, with fault proxies where partitions are
-// made: every site reaches etcd through a proxy of its own, tokyo's control API (as the topology
-// file names it) goes through a proxy, and tokyo reaches osaka's replication port through a proxy
-// (osaka advertises it; only tokyo dials osaka). Also the checker that records every acknowledged
+// Three real nodes and automatic failover with etcd (Debian's) or a quorum pair as the arbiter, with
+// fault proxies where partitions are made: every site reaches etcd through a proxy of its own (etcd
+// only), tokyo's and osaka's control APIs (as the topology file names them: the hosts' network the
+// quorum pair's heartbeat uses) go through proxies, and tokyo reaches osaka's replication port
+// through a proxy (osaka advertises it; only tokyo dials osaka: the storage link). Also the checker that records every acknowledged
 // write with the site that took it and when, and proves the sites' histories never overlap.
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -23,49 +24,67 @@ export interface FailoverTimings {
   renew: string;
   fenceMargin: string;
   arbiterLost?: 'fence' | 'continue';
+  /** failback: automatic with this failback-delay (default: failback manual). */
+  failbackDelay?: string;
 }
+
+export type ArbiterKind = 'etcd' | 'quorum-pair';
+/** The quorum volume of the quorum-pair arbiter. */
+export const quorumVolume = 'erp-quorum';
 
 export class FailoverCluster {
   private constructor(
     readonly dir: string,
     readonly cluster: Cluster,
-    readonly etcd: EtcdProcess,
-    /** How each site reaches etcd. */
+    readonly arbiterKind: ArbiterKind,
+    /** Only with the etcd arbiter. */
+    readonly etcd: EtcdProcess | undefined,
+    /** How each site reaches etcd (none with the quorum-pair arbiter). */
     readonly etcdProxies: Record<Site, FaultProxy>,
     /** tokyo's control API as the topology file names it. */
     readonly tokyoApi: FaultProxy,
+    /** osaka's control API as the topology file names it (used so with the quorum-pair arbiter). */
+    readonly osakaApi: FaultProxy,
     /** tokyo → osaka replication. */
     readonly tokyoToOsaka: FaultProxy,
     readonly file: string,
   ) {}
 
-  static async start(dir: string, timings: FailoverTimings): Promise<FailoverCluster> {
-    const etcd = await EtcdProcess.start(path.join(dir, 'etcd'));
+  static async start(dir: string, timings: FailoverTimings, arbiterKind: ArbiterKind = 'etcd'): Promise<FailoverCluster> {
+    const etcd = arbiterKind === 'etcd' ? await EtcdProcess.start(path.join(dir, 'etcd')) : undefined;
     const cluster = await Cluster.create(path.join(dir, 'c'), [...sites], ['--peer-timeout', '1s']);
-    const etcdPort = Number(new URL(etcd.url).port);
+    // With the quorum-pair arbiter no site reaches etcd: the record stays empty.
     const etcdProxies = {} as Record<Site, FaultProxy>;
-    for (const s of sites) etcdProxies[s] = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: etcdPort });
+    if (etcd) {
+      const etcdPort = Number(new URL(etcd.url).port);
+      for (const s of sites) etcdProxies[s] = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: etcdPort });
+    }
     const osaka = cluster.node('osaka');
     const tokyoToOsaka = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: osaka.ports.replPort });
     await osaka.stop();
     await cluster.start('osaka', osaka.ports, ['--advertise-repl-port', String(tokyoToOsaka.port)]);
     const tokyoApi = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: cluster.node('tokyo').ports.apiPort });
-    cluster.proxies.push(tokyoToOsaka, tokyoApi, ...Object.values(etcdProxies));
+    const osakaApi = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: cluster.node('osaka').ports.apiPort });
+    cluster.proxies.push(tokyoToOsaka, tokyoApi, osakaApi, ...Object.values(etcdProxies));
     const file = path.join(dir, 'erp.json');
-    const fc = new FailoverCluster(dir, cluster, etcd, etcdProxies, tokyoApi, tokyoToOsaka, file);
+    const fc = new FailoverCluster(dir, cluster, arbiterKind, etcd, etcdProxies, tokyoApi, osakaApi, tokyoToOsaka, file);
     await fc.writeTopology(timings);
     return fc;
   }
 
   async writeTopology(timings: FailoverTimings): Promise<void> {
-    const site = (s: Site): { site: string; node: string; etcd: string[] } => ({
-      site: s, node: s === 'tokyo' ? `http://127.0.0.1:${this.tokyoApi.port}` : this.cluster.node(s).apiUrl,
-      etcd: [`http://127.0.0.1:${this.etcdProxies[s].port}`],
+    const quorum = this.arbiterKind === 'quorum-pair';
+    const node = (s: Site): string => s === 'tokyo' ? `http://127.0.0.1:${this.tokyoApi.port}`
+      : s === 'osaka' && quorum ? `http://127.0.0.1:${this.osakaApi.port}` : this.cluster.node(s).apiUrl;
+    const site = (s: Site): { site: string; node: string; etcd?: string[] } => ({
+      site: s, node: node(s), ...(this.etcdProxies[s] ? { etcd: [`http://127.0.0.1:${this.etcdProxies[s].port}`] } : {}),
     });
     await fsp.writeFile(this.file, JSON.stringify({
       name: 'erp', volumes: { db1: '32MiB', log1: '16MiB' }, primary: site('tokyo'), sync: { ...site('osaka'), fence: 'data' }, async: site('sapporo'),
-      failover: 'automatic', arbiter: { etcd: [this.etcd.url] }, lease: timings.lease, renew: timings.renew, 'fence-margin': timings.fenceMargin,
+      failover: 'automatic', arbiter: this.etcd ? { etcd: [this.etcd.url] } : { 'quorum-pair': { volume: quorumVolume } },
+      lease: timings.lease, renew: timings.renew, 'fence-margin': timings.fenceMargin,
       'arbiter-lost': timings.arbiterLost ?? 'fence',
+      ...(timings.failbackDelay ? { failback: 'automatic', 'failback-delay': timings.failbackDelay } : {}),
     }, null, 2));
   }
 
@@ -87,7 +106,7 @@ export class FailoverCluster {
 
   async stop(): Promise<void> {
     await this.cluster.stopAll();
-    await this.etcd.stop();
+    await this.etcd?.stop();
   }
 }
 

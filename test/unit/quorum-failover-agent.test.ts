@@ -127,6 +127,10 @@ function agent(etcd: FakeEtcd, site: FakeSite, role: 'primary' | 'sync', t = top
       if (site.failoverFails) throw new Error('the sync copy is incomplete');
       site.role = 'writable';
     },
+    primaryView: async () => undefined,
+    failBackToPrimary: async () => {
+      throw new Error('failback is manual in these tests');
+    },
     events, log: silentLogger(),
   });
   return { agent: a, arbiter, events };

@@ -38,9 +38,11 @@ function addArbiter(topology: Command): void {
         }
       }));
       if (globals(cmd).json) return printJson(rows);
-      console.log(table(['SITE', 'ROLE', 'STATE', 'HOLDER', 'WRITES', 'HOLD VALID UNTIL', 'REASON'], rows.map((r) => [
+      // The failback column: manual, or automatic with where the sync site's watch stands (idle, watching, returned, failing-back).
+      const failback = (s: (typeof rows)[number]['status']): string => !s ? '-' : s.failback.mode === 'manual' ? 'manual' : `automatic: ${s.failback.state}`;
+      console.log(table(['SITE', 'ROLE', 'STATE', 'HOLDER', 'WRITES', 'HOLD VALID UNTIL', 'FAILBACK', 'REASON'], rows.map((r) => [
         r.site, r.role, r.status?.state ?? '-', r.status?.holder ?? '-', r.status ? (r.status.writesAllowed ? 'accepted' : 'refused') : '-',
-        r.status?.holdValidUntil ?? '-', r.status?.reason ?? r.error ?? '',
+        r.status?.holdValidUntil ?? '-', failback(r.status), r.status?.reason ?? r.error ?? '',
       ])));
     });
 }

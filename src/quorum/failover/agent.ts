@@ -17,6 +17,10 @@
 //               held by this site from before a restart, and the application runs here: reclaim it;
 //               held by another site: standby (or lost, when this site's volumes would take writes).
 //
+// failback: automatic — the sync site, while it holds the arbiter and the application runs there
+// after a failover, watches the primary site beside the rounds and fails back once that site has
+// been back for the delay (failback-watch.ts).
+//
 // Host writes of the topology's volumes here are accepted only while the hold is valid (the gate is
 // asked when a write starts and before it is acknowledged). With arbiter-lost: continue, a holder
 // that cannot reach the arbiter goes on writing (only with fence data: the sync site refuses the
@@ -26,8 +30,10 @@ import type { EventJournal } from '../../common/events';
 import type { Logger } from '../../common/log';
 import type { ArbiterState, FailoverStatus } from '../../contracts/failover';
 import type { PairStatus } from '../../contracts/pairs';
-import { type FailoverSettings, type Topology, parsePairName } from '../../topology/topology-file';
+import type { FailoverSettings, Topology } from '../../topology/topology-file';
+import { applicationRunsHere, failbackReasonWithoutWatch } from './application';
 import type { Arbiter } from './etcd-arbiter';
+import { FailbackWatch } from './failback-watch';
 
 export interface AgentDeps {
   topology: Topology;
@@ -43,6 +49,10 @@ export interface AgentDeps {
   hasVolume: (name: string) => boolean;
   /** Runs the topology failover to this site (Fig. 10 and the async leg); rejects when it fails. */
   failOverHere: (print: (line: string) => void) => Promise<void>;
+  /** The primary site's node's status for this topology (automatic failback); rejects when it does not answer. */
+  primaryView: () => Promise<FailoverStatus | undefined>;
+  /** Runs the topology failback to the primary site (automatic failback); rejects when it fails. */
+  failBackToPrimary: (print: (line: string) => void) => Promise<void>;
   events: EventJournal;
   log: Logger;
 }
@@ -66,6 +76,9 @@ export class FailoverAgent {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | null = null;
   private stopped = false;
+  /** Only at the sync site with failback: automatic. */
+  private readonly failback: FailbackWatch | undefined;
+  private failbackRun: Promise<void> | null = null;
 
   constructor(private readonly d: AgentDeps) {
     this.settings = d.topology.failover!;
@@ -73,6 +86,12 @@ export class FailoverAgent {
     this.sinceValue = d.wallNow();
     this.stateValue = d.role === 'async' ? 'observer' : 'standby';
     if (d.role === 'async') this.reasonValue = 'the async site takes no part in the arbitration';
+    if (d.role === 'sync' && this.settings.mode === 'automatic' && this.settings.failback === 'automatic') {
+      this.failback = new FailbackWatch({
+        topology: d.topology, site: d.site, delayMs: this.settings.failbackDelayMs, now: d.now, primaryView: d.primaryView,
+        failBack: d.failBackToPrimary, events: d.events, log: d.log,
+      });
+    }
   }
 
   get contender(): boolean {
@@ -89,6 +108,7 @@ export class FailoverAgent {
     clearTimeout(this.timer);
     await this.ticking?.catch(() => undefined);
     await this.failoverRun?.catch(() => undefined);
+    await this.failbackRun?.catch(() => undefined);
     if (release && this.holding) await this.d.arbiter.release().catch(() => undefined);
     this.holding = false;
     await this.d.arbiter.close();
@@ -117,13 +137,18 @@ export class FailoverAgent {
       holdValidUntil: this.holding ? new Date(this.d.wallNow() + (this.validUntil - this.d.now())).toISOString() : null,
       leaseMs: this.settings.leaseMs, renewMs: this.settings.renewMs, fenceMarginMs: this.settings.fenceMarginMs,
       onArbiterLost: this.settings.onArbiterLost, reason: this.reasonValue, since: new Date(this.sinceValue).toISOString(),
+      failback: {
+        mode: this.settings.failback, delayMs: this.settings.failbackDelayMs,
+        state: this.failback?.state ?? 'idle',
+        reason: this.failback?.reason ?? failbackReasonWithoutWatch(this.settings.failback),
+      },
     };
   }
 
   /** One round now (tests, and right after a change the agent should not wait a renew interval for). */
   async tick(): Promise<void> {
     if (this.ticking) return this.ticking;
-    this.ticking = this.round().finally(() => {
+    this.ticking = this.round().then(() => this.watchFailback()).finally(() => {
       this.ticking = null;
     });
     return this.ticking;
@@ -171,6 +196,23 @@ export class FailoverAgent {
     const by = v ? v.site : 'something tricopy did not write';
     if (active) return this.set('lost', `${by} holds the arbiter: this site stays fenced; bring it back with tricopy topology failback --to ${this.d.site}`, 'arbiter-lost');
     return this.set('standby', `${by} holds the arbiter`);
+  }
+
+  /**
+   * Automatic failback: only the holder acts, and only while the application runs here and no
+   * takeover is under way. It runs beside the rounds (a failback takes as long as the copy back;
+   * the hold must go on being renewed meanwhile).
+   */
+  private watchFailback(): void {
+    const w = this.failback;
+    if (!w || this.failbackRun || this.stopped) return;
+    if (!this.holding || this.takingOver || this.d.now() > this.validUntil) return w.standDown(`${this.d.site} does not hold the arbiter now`);
+    if (!this.applicationRunsHere()) return w.standDown(`the application does not run at ${this.d.site}`);
+    this.failbackRun = w.round()
+      .catch((err: unknown) => this.d.log.error({ err: errorMessage(err) }, 'automatic failback round failed'))
+      .finally(() => {
+        this.failbackRun = null;
+      });
   }
 
   private async renew(): Promise<void> {
@@ -279,11 +321,7 @@ export class FailoverAgent {
 
   /** The application runs here: every topology volume is here and its pairs let hosts write it by their roles. */
   applicationRunsHere(): boolean {
-    const t = this.d.topology;
-    const mine = this.d.pairs().filter((p) => parsePairName(t, p.name) !== undefined);
-    if (mine.length === 0) return false;
-    return t.volumes.every((v) => this.d.hasVolume(v.name) && mine.filter((p) => p.volume === v.name)
-      .every((p) => (p.role === 'primary' && p.suspendCause !== 'takeover-by-peer') || p.state === 'secondary-writable'));
+    return applicationRunsHere(this.d.topology, this.d.pairs(), this.d.hasVolume);
   }
 
   private reachable(): void {

@@ -1,7 +1,7 @@
 // Automatic failover at one node: the topologies `topology apply` gave it (kept in
-// <dataDir>/failover/, so a restarted node takes part again at once), one agent per topology, and
-// the gate that refuses host writes of a topology's volumes while this site does not hold its
-// arbiter.
+// <dataDir>/failover/, so a restarted node takes part again at once), one agent per topology (etcd
+// or quorum pair, as the topology's arbiter says), and the gate that refuses host writes of a
+// topology's volumes while this site does not hold its arbiter.
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { nodeDisk } from '../../common/disk';
@@ -13,19 +13,37 @@ import { HttpNodeClient } from '../../node/api-client';
 import type { StorageNode } from '../../node/node';
 import { Orchestrator } from '../../topology/orchestrator';
 import { type Topology, parseTopology } from '../../topology/topology-file';
-import { FailoverAgent } from './agent';
+import { PairVolumeControl } from '../host-control';
+import { LocalQuorumStorage } from '../local-storage';
+import type { QuorumVolumes } from '../storage';
+import { type AgentDeps, FailoverAgent } from './agent';
 import { EtcdArbiter } from './etcd-arbiter';
+import { QuorumPairAgent } from './quorum-pair-agent';
+
+/** What the service asks of either kind of agent. */
+interface TopologyAgent {
+  readonly contender: boolean;
+  start(): void;
+  stop(release: boolean): Promise<void>;
+  gate(volume: string): string | undefined;
+  status(): FailoverStatus;
+}
+
+/** A returning primary site that does not answer this fast is not back yet. */
+const primaryProbeTimeoutMs = 1000;
+/** How long an automatic failback waits for its copies (then it fails and is tried again after the delay). */
+const failbackWaitSeconds = 3600;
 
 interface Entry {
   config: FailoverConfig;
-  agent: FailoverAgent;
+  agent: TopologyAgent;
 }
 
 export class FailoverService {
   private readonly entries = new Map<string, Entry>();
   private readonly dir: string;
 
-  constructor(private readonly node: StorageNode, private readonly log: Logger) {
+  constructor(private readonly node: StorageNode, private readonly quorum: QuorumVolumes, private readonly log: Logger) {
     this.dir = path.join(node.config.dataDir, 'failover');
   }
 
@@ -56,7 +74,7 @@ export class FailoverService {
     if (old) await old.agent.stop(false);
     const agent = this.run(config, t);
     this.node.events.emit('failover-configured', config.name, t.failover?.mode === 'automatic'
-      ? `automatic failover of topology ${config.name}: this node is the ${config.role} site ${config.site}; arbiter ${agent.status().arbiter}, lease ${t.failover.leaseMs} ms, renew ${t.failover.renewMs} ms, fence margin ${t.failover.fenceMarginMs} ms`
+      ? `automatic failover of topology ${config.name}: this node is the ${config.role} site ${config.site}; arbiter ${agent.status().arbiter}, lease ${t.failover.leaseMs} ms, renew ${t.failover.renewMs} ms, fence margin ${t.failover.fenceMarginMs} ms; failback ${t.failover.failback === 'automatic' ? `automatic after ${t.failover.failbackDelayMs} ms` : 'manual'}`
       : `failover of topology ${config.name} is manual`, { site: config.site, role: config.role });
     return agent.status();
   }
@@ -101,33 +119,77 @@ export class FailoverService {
     return t;
   }
 
-  private run(config: FailoverConfig, t: Topology): FailoverAgent {
+  private run(config: FailoverConfig, t: Topology): TopologyAgent {
     const f = t.failover!;
     const arbiter = f.arbiter!;
-    if (arbiter.kind !== 'etcd') throw new TricopyError('invalid-argument', `arbiter ${arbiter.kind} is not available for automatic failover`);
-    const agent = new FailoverAgent({
+    const common = this.commonDeps(config, t);
+    let agent: TopologyAgent;
+    if (arbiter.kind === 'etcd') {
+      agent = new FailoverAgent({
+        ...common, arbiter: new EtcdArbiter({
+          endpoints: t[config.role].etcd ?? arbiter.endpoints, topology: t.name, site: config.site, leaseMs: f.leaseMs,
+          // A call must end before the hold it renews could run out.
+          callTimeoutMs: Math.max(200, Math.min(f.renewMs, f.leaseMs - f.renewMs - f.fenceMarginMs)),
+          now: () => performance.now(),
+        }),
+      });
+    } else {
+      // The other contender's node, as the topology file names it: the heartbeat over the hosts' network.
+      const peer = config.role === 'primary' ? t.sync : t.primary;
+      const heartbeatTimeoutMs = Math.max(200, Math.min(f.renewMs, primaryProbeTimeoutMs));
+      agent = new QuorumPairAgent({
+        ...common, volume: arbiter.volume,
+        local: { attribute: (v) => this.quorum.attribute(v), linkUp: (v) => this.quorum.linkUp(v), split: (v) => this.quorum.split(v) },
+        control: new PairVolumeControl(new LocalQuorumStorage(this.quorum), `failover@${config.site}`, arbiter.volume),
+        heartbeat: async () => {
+          await new HttpNodeClient(peer.node, config.apiToken, heartbeatTimeoutMs).failoverStatus();
+        },
+      });
+    }
+    this.entries.set(config.name, { config, agent });
+    agent.start();
+    return agent;
+  }
+
+  /**
+   * The client of a site's node for the procedures this node runs. This node itself is reached on
+   * its own listening address, not over the network the topology file names (a hosts' network that
+   * is cut, which is exactly when a quorum-pair arbiter makes this node run a failover).
+   */
+  private clientFor(config: FailoverConfig, t: Topology, timeoutMs?: number): (url: string) => HttpNodeClient {
+    return (url) => {
+      const own = t[config.role].node;
+      const host = this.node.config.apiHost === '0.0.0.0' || this.node.config.apiHost === '::' ? '127.0.0.1' : this.node.config.apiHost;
+      const direct = url === own && url.startsWith('http:') ? `http://${host.includes(':') ? `[${host}]` : host}:${this.node.ports.apiPort}` : url;
+      return new HttpNodeClient(direct, config.apiToken, timeoutMs);
+    };
+  }
+
+  /** What both kinds of agent are given: the node's pairs and events, and the procedures they run. */
+  private commonDeps(config: FailoverConfig, t: Topology): Omit<AgentDeps, 'arbiter'> {
+    return {
       topology: t, site: config.site, role: config.role,
-      arbiter: new EtcdArbiter({
-        endpoints: t[config.role].etcd ?? arbiter.endpoints, topology: t.name, site: config.site, leaseMs: f.leaseMs,
-        // A call must end before the hold it renews could run out.
-        callTimeoutMs: Math.max(200, Math.min(f.renewMs, f.leaseMs - f.renewMs - f.fenceMarginMs)),
-        now: () => performance.now(),
-      }),
       now: () => performance.now(),
       wallNow: () => Date.now(),
       pairs: () => this.node.replication.list(),
       hasVolume: (name) => this.node.store.has(name),
       failOverHere: async (print) => {
-        // The primary stopped renewing a lease ago: a site that does not answer within a second is
+        // The primary stopped answering a lease ago: a site that does not answer within a second is
         // taken as lost (a dead host's address would hold the probe for the whole default 5 s).
-        const orchestrator = new Orchestrator(t, { clientFor: (url) => new HttpNodeClient(url, config.apiToken), print, waitSeconds: 0, probeTimeoutMs: 1000 });
+        const orchestrator = new Orchestrator(t, { clientFor: this.clientFor(config, t), print, waitSeconds: 0, probeTimeoutMs: 1000 });
         await orchestrator.failover(config.site, undefined);
+      },
+      primaryView: async () => {
+        const client = new HttpNodeClient(t.primary.node, config.apiToken, primaryProbeTimeoutMs);
+        return (await client.failoverStatus()).find((x) => x.topology === t.name);
+      },
+      failBackToPrimary: async (print) => {
+        // The copy back waits for duplex before the swap, however long the volumes take to copy.
+        const orchestrator = new Orchestrator(t, { clientFor: this.clientFor(config, t), print, waitSeconds: failbackWaitSeconds, probeTimeoutMs: primaryProbeTimeoutMs });
+        await orchestrator.failback(t.primary.site);
       },
       events: this.node.events,
       log: this.log.child({ topology: t.name }),
-    });
-    this.entries.set(config.name, { config, agent });
-    agent.start();
-    return agent;
+    };
   }
 }

@@ -11,6 +11,7 @@ import type { TopologyContext } from '../context';
 import { topologyStatus } from '../status';
 import { ensurePair, ensureVolume, waitAll } from '../steps';
 import { asyncVolumes, topologyDocument } from '../topology-file';
+import { ensureQuorumPair } from './quorum-arbiter';
 
 export async function apply(ctx: TopologyContext): Promise<void> {
   const t = ctx.t;
@@ -66,7 +67,9 @@ async function configureFailover(ctx: TopologyContext): Promise<void> {
     }
     return;
   }
-  const arbiter = f.arbiter!.kind === 'etcd' ? `etcd ${f.arbiter!.endpoints.join(',')}` : `quorum pair ${f.arbiter!.volume}`;
+  const a = f.arbiter!;
+  const arbiter = a.kind === 'etcd' ? `etcd ${a.endpoints.join(',')}` : `quorum pair ${a.volume}`;
+  if (a.kind === 'quorum-pair') await ensureQuorumPair(ctx, a.volume, a.sizeBytes);
   ctx.step(`automatic failover: every site's node takes part (arbiter ${arbiter}; lease ${f.leaseMs} ms, renew ${f.renewMs} ms, fence margin ${f.fenceMarginMs} ms; arbiter lost: ${f.onArbiterLost})`);
   const document = topologyDocument(t);
   for (const s of ctx.sites) {

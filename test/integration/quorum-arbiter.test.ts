@@ -1,0 +1,210 @@
+// Automatic failover with a spec 004 quorum pair as the arbiter, on three real nodes: topology apply
+// creates the quorum pair tokyo (P-VOL) → osaka (S-VOL) and splits it to Suspend(normal); each
+// contender's node hears the other over the hosts' network (its control API, through a fault
+// proxy) and arbitrates through the quorum pair when that heartbeat is lost. The storage link is
+// the proxy tokyo reaches osaka's replication port through.
+//   - tokyo's hosts-side loss (its control API cut, the storage link up): osaka wins the quorum pair
+//     (swap resync) and takes over; never two writable sites;
+//   - the storage link cut: the quorum pair goes to Suspend(error), nothing fails over, never two
+//     writable sites; the link back, tokyo recovers the quorum pair and writes again;
+//   - the hosts' network cut both ways: both sites contend, exactly one wins (twice: at about the
+//     same moment, and with osaka's command first);
+//   - tokyo's node killed: osaka cannot win (spec 004 E7), nothing fails over.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import type { NodeEvent } from '../../src/contracts/node';
+import { HttpQuorumClient } from '../../src/quorum/client';
+import { type FailoverCluster as FC, FailoverCluster, type Site, TwoSiteChecker, quorumVolume } from '../support/failover';
+import { killAllNodes } from '../support/node-process';
+import { tempDir } from '../support/tools';
+import { topo } from '../support/topology';
+import { waitFor } from '../support/wait';
+
+const leaseMs = 3000;
+const renewMs = 500;
+const timings = { lease: '3s', renew: '500ms', fenceMargin: '1s' };
+let dir: string;
+let fc: FC;
+
+before(async () => {
+  dir = await tempDir('quorum-arbiter');
+  fc = await FailoverCluster.start(dir, timings, 'quorum-pair');
+  const out = await topo(['apply', fc.file, '--wait']);
+  assert.match(out, /quorum pair erp-quorum: tokyo \(P-VOL\) → osaka \(S-VOL\), split to Suspend\(normal\)/);
+  assert.match(out, /automatic failover: every site's node takes part \(arbiter quorum pair erp-quorum; lease 3000 ms/);
+  assert.match(out, /tokyo holds the arbiter: writes are accepted there/);
+});
+
+after(async () => {
+  await fc?.stop();
+  killAllNodes();
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+async function quorumLabel(s: Site): Promise<string> {
+  return (await new HttpQuorumClient(fc.cluster.node(s).apiUrl, undefined, 5000).quorumStatus(quorumVolume)).label;
+}
+
+/** Events of the topology at `s` after event id `after`. */
+async function eventsAt(s: Site, after: number): Promise<NodeEvent[]> {
+  return (await fc.api(s).listEvents(after)).filter((e) => e.subject === 'erp');
+}
+
+async function lastEventId(s: Site): Promise<number> {
+  return (await fc.api(s).listEvents(0)).at(-1)?.id ?? 0;
+}
+
+/** The quorum pair back in Suspend(normal) with tokyo as its P-VOL, tokyo holding and writing. */
+async function settledAtTokyo(): Promise<void> {
+  await waitFor('tokyo to hold the quorum pair in Suspend(normal)', async () => (await quorumLabel('tokyo')) === 'P-VOL, Suspend(normal)' &&
+    (await quorumLabel('osaka')) === 'S-VOL, Suspend(normal)', { timeoutMs: 60_000 });
+  const tokyo = await fc.waitArbiter('tokyo', 'holding');
+  assert.equal(tokyo.writesAllowed, true, tokyo.reason);
+  await waitFor('osaka to stand by for tokyo', async () => (await fc.arbiter('osaka'))?.state === 'standby');
+}
+
+test('apply: the quorum pair is split, tokyo (P-VOL) holds the arbiter and writes, osaka (S-VOL) stands by', async () => {
+  await settledAtTokyo();
+  const osaka = await fc.arbiter('osaka');
+  assert.deepEqual([osaka?.holder, osaka?.writesAllowed, osaka?.arbiter], ['tokyo', false, 'quorum pair erp-quorum']);
+  assert.match(osaka!.reason, /tokyo holds the quorum pair erp-quorum \(S-VOL, Suspend\(normal\) here\)/);
+  assert.match(await topo(['arbiter', fc.file]), /tokyo\s+primary\s+holding\s+tokyo\s+accepted/);
+});
+
+test('tokyo\'s hosts-side loss (control API cut, storage link up): osaka wins the quorum pair and takes over; never two writable sites', async () => {
+  const from = { tokyo: await lastEventId('tokyo'), osaka: await lastEventId('osaka') };
+  const checker = new TwoSiteChecker(fc, 'log1', ['tokyo', 'osaka']);
+  checker.start();
+  try {
+    await waitFor('tokyo to take writes', () => checker.ackedAt('tokyo').length > 20);
+    fc.tokyoApi.cut();
+    await waitFor('osaka to take writes', () => checker.ackedAt('osaka').length > 20, { timeoutMs: 60_000 });
+    await checker.stop();
+    checker.assertNoOverlap();
+  } finally {
+    await checker.stop();
+    fc.tokyoApi.restore();
+  }
+  // osaka accepts writes from step 1003 on; the failover ends after the async leg is set up.
+  await waitFor('osaka to finish the failover', async () => (await eventsAt('osaka', from.osaka)).some((e) => e.kind === 'failover-finished' || e.kind === 'failover-failed'));
+  const kinds = (await eventsAt('osaka', from.osaka)).map((e) => e.kind);
+  for (const k of ['heartbeat-lost', 'arbiter-contending', 'arbiter-acquired', 'failover-started', 'failover-finished']) assert.ok(kinds.includes(k), `osaka reported ${k}: ${kinds.join(' ')}`);
+  assert.match(await quorumLabel('osaka'), /^P-VOL/, 'the swap resync made osaka the P-VOL');
+  assert.match((await fc.arbiter('tokyo'))!.reason, /osaka holds the quorum pair/);
+  // The heartbeat back, osaka splits the quorum pair again (B10); a failback brings the application
+  // back, and tokyo takes the quorum pair over (swap resync) because the application runs there.
+  await waitFor('osaka to split the quorum pair back', async () => (await quorumLabel('osaka')) === 'P-VOL, Suspend(normal)', { timeoutMs: 30_000 });
+  await topo(['failback', fc.file, '--to', 'tokyo', '--wait']);
+  await settledAtTokyo();
+  assert.ok((await eventsAt('tokyo', from.tokyo)).some((e) => e.kind === 'arbiter-acquired' && /swap resync ended normally/.test(e.reason)));
+});
+
+test('the storage link cut, hosts\' network up: the quorum pair goes to Suspend(error), nothing fails over, never two writable sites', async () => {
+  const checker = new TwoSiteChecker(fc, 'log1', ['tokyo', 'osaka']);
+  checker.start();
+  try {
+    await waitFor('tokyo to take writes', () => checker.ackedAt('tokyo').length > 20);
+    fc.tokyoToOsaka.cut();
+    await waitFor('the quorum pair to be in Suspend(error) at both nodes', async () =>
+      (await quorumLabel('tokyo')) === 'P-VOL, Suspend(error)' && (await quorumLabel('osaka')) === 'S-VOL, Suspend(error)', { timeoutMs: 30_000 });
+    const tokyo = await fc.waitArbiter('tokyo', 'fenced');
+    assert.match(tokyo.reason, /Suspend\(error\) \(the storage link to osaka is down\): nothing can be arbitrated/);
+    const cutAt = performance.now();
+    await new Promise((r) => setTimeout(r, 3 * leaseMs));
+    assert.equal(checker.ackedAt('osaka').length, 0, 'osaka accepted no write');
+    assert.equal(checker.ackedAt('tokyo').filter((w) => w.issuedAt > cutAt).length, 0, 'tokyo accepted no write without the arbiter (and fence data)');
+    assert.equal((await fc.arbiter('osaka'))?.state, 'unreachable');
+    fc.tokyoToOsaka.restore();
+    await settledAtTokyo();
+    await waitFor('the sync copies resync', async () => (await fc.api('tokyo').listPairs()).filter((p) => p.purpose === 'data').every((p) => p.state === 'duplex'), { timeoutMs: 60_000 });
+    const before = checker.ackedAt('tokyo').length;
+    await waitFor('tokyo takes writes again', () => checker.ackedAt('tokyo').length > before + 10);
+    await checker.stop();
+    checker.assertNoOverlap();
+    assert.equal(checker.ackedAt('osaka').length, 0);
+    assert.ok((await eventsAt('tokyo', 0)).some((e) => e.kind === 'arbiter-recovered'), 'tokyo said it recovered the quorum pair');
+  } finally {
+    fc.tokyoToOsaka.restore();
+    await checker.stop();
+  }
+});
+
+/** Both sites hear each other again (the last heartbeat event of each, if any, is not a loss): one arbitration per loss. */
+async function hearEachOther(): Promise<void> {
+  for (const s of ['tokyo', 'osaka'] as const) {
+    await waitFor(`${s} to hear the other site`, async () => (await eventsAt(s, 0)).filter((e) => e.kind.startsWith('heartbeat-')).at(-1)?.kind !== 'heartbeat-lost');
+  }
+}
+
+/**
+ * The hosts' network cut both ways, osaka's side `osakaLaterMs` after tokyo's: osaka arbitrates a
+ * lease + two renew intervals after it stops hearing tokyo, tokyo (the holder) a lease after it
+ * stops hearing osaka. The storage decides which command commits first; returns the winner.
+ */
+async function raceRound(osakaLaterMs: number): Promise<'tokyo' | 'osaka'> {
+  await hearEachOther();
+  const from = { tokyo: await lastEventId('tokyo'), osaka: await lastEventId('osaka') };
+  const kindsAt = async (s: 'tokyo' | 'osaka'): Promise<string[]> => (await eventsAt(s, from[s])).map((e) => e.kind);
+  const checker = new TwoSiteChecker(fc, 'log1', ['tokyo', 'osaka']);
+  checker.start();
+  let winner: 'tokyo' | 'osaka';
+  try {
+    await waitFor('tokyo to take writes', () => checker.ackedAt('tokyo').length > 20);
+    fc.tokyoApi.cut();
+    await new Promise((r) => setTimeout(r, osakaLaterMs));
+    fc.osakaApi.cut();
+    await waitFor('a site to win the quorum pair', async () => (await kindsAt('tokyo')).includes('arbiter-acquired') || (await kindsAt('osaka')).includes('arbiter-acquired'),
+      { timeoutMs: 30_000 });
+    // The loser sent its command too and got CONFLICT, or saw the winner hold the P-VOL before its
+    // own time came (then it has nothing to contend for). Nothing changes afterwards.
+    await new Promise((r) => setTimeout(r, 2 * leaseMs));
+    const kinds = { tokyo: await kindsAt('tokyo'), osaka: await kindsAt('osaka') };
+    const count = (k: string[], kind: string): number => k.filter((x) => x === kind).length;
+    const won = { tokyo: count(kinds.tokyo, 'arbiter-acquired'), osaka: count(kinds.osaka, 'arbiter-acquired') };
+    assert.equal(won.tokyo + won.osaka, 1, `exactly one site won: tokyo ${kinds.tokyo.join(' ')}; osaka ${kinds.osaka.join(' ')}`);
+    for (const site of ['tokyo', 'osaka'] as const) {
+      assert.equal(count(kinds[site], 'arbiter-contending'), count(kinds[site], 'arbiter-acquired') + count(kinds[site], 'arbiter-conflict'), `${site}'s arbitration ended`);
+    }
+    winner = won.tokyo === 1 ? 'tokyo' : 'osaka';
+    const labels = { tokyo: await quorumLabel('tokyo'), osaka: await quorumLabel('osaka') };
+    assert.equal([labels.tokyo, labels.osaka].filter((l) => l.startsWith('P-VOL')).length, 1, 'one P-VOL');
+    assert.match(labels[winner], /^P-VOL/, 'the winner holds the P-VOL');
+    process.stderr.write(`race (osaka cut ${osakaLaterMs} ms later): ${winner} won (tokyo: ${kinds.tokyo.join(' ')}; osaka: ${kinds.osaka.join(' ')})\n`);
+    // A winning osaka takes over while its own address in the file is cut too: it runs the failover through itself.
+    if (winner === 'osaka') await waitFor('osaka to take writes after its takeover', () => checker.ackedAt('osaka').length > 10, { timeoutMs: 30_000 });
+    await checker.stop();
+    checker.assertNoOverlap();
+  } finally {
+    fc.tokyoApi.restore();
+    fc.osakaApi.restore();
+    await checker.stop();
+  }
+  if (winner === 'osaka') {
+    await waitFor('osaka to finish the failover', async () => (await kindsAt('osaka')).includes('failover-finished'));
+    await topo(['failback', fc.file, '--to', 'tokyo', '--wait']);
+  }
+  await settledAtTokyo();
+  return winner;
+}
+
+test('the hosts\' network cut both ways (storage link up): both sites contend, exactly one wins, never two writable sites — at about the same moment, and with osaka ahead', async () => {
+  await raceRound(2 * renewMs);
+  // osaka's side cut three renew intervals later: osaka's command goes first.
+  await raceRound(2 * renewMs + 1500);
+});
+
+test('tokyo\'s node killed: osaka cannot win the quorum pair (spec 004 E7), nothing fails over', async () => {
+  await hearEachOther();
+  const from = await lastEventId('osaka');
+  await fc.cluster.kill('tokyo');
+  await waitFor('osaka to arbitrate and lose', async () => (await eventsAt('osaka', from)).some((e) => e.kind === 'arbiter-conflict'), { timeoutMs: 30_000 })
+    .catch(async (err: unknown) => {
+      throw new Error(`${String(err)}; osaka: ${JSON.stringify(await fc.arbiter('osaka'))}; events: ${(await eventsAt('osaka', from)).map((e) => `${e.kind}: ${e.reason}`).join(' | ')}`);
+    });
+  const osaka = await fc.arbiter('osaka');
+  assert.notEqual(osaka?.state, 'holding');
+  assert.equal(osaka?.writesAllowed, false);
+  assert.ok(!(await eventsAt('osaka', from)).some((e) => e.kind === 'failover-started'), 'no failover');
+  assert.match(await quorumLabel('osaka'), /^S-VOL/);
+});
