@@ -45,6 +45,9 @@ export const regressionSeeds: Record<number, string> = {
   264: 'a Fig. 13 failover target whose pair the primary dissolved counted as a former secondary (not the active site)',
   389: 'a takeover at a split secondary stopped after the old primary stepped down: both ends secondaries, neither dialed the other, and the end that stepped down (nothing copied into it) refused every swap',
   325: 'a swap stopped after the old primary stepped down for a secondary that had taken over and written: the advice named the end that stepped down (newer generation), whose swap would have discarded the acknowledged writes',
+  270: 'the end that stepped down in a swap still counted as awaiting its new primary after that primary had copied into it through the journal: a takeover there was allowed mid-resync and the pair never converged',
+  416: 'as 270, with three sites: a takeover at the stepped-down end of a group swap while the new primary\'s resync reached it only through the journal',
+  414: 'checker: a pair deleted and created again under the same name counted as consistent during its initial copy (the group image at the secondary is not a prefix until the copy ends)',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
 };
 
