@@ -178,6 +178,8 @@ export class ReplicationService implements ReplicationDataPath {
     const detached = new DetachedSecondaries(store, log);
     fences.leftReadOnly = (volume) => detached.refusal(volume);
     const demand = new PeerDemand(env.transport, registry);
+    // A side that stepped down dials only until its new primary acts (the sender keeps the link then).
+    engine.onNewPrimaryActed((p) => demand.releaseIfUnneeded(p.record.peer.node));
     const journals = new Journals(env, this.dataDir, {
       capacityBytes: options.journalCapacityBytes, fullPolicy: options.journalFullPolicy, stallTimeoutMs: options.journalStallTimeoutMs,
     }, registry, engine, volumeRuntimes, log);

@@ -55,6 +55,7 @@ export class TransitionEngine {
   private readonly beforeRemoval: RemovalListener[] = [];
   private readonly afterRemoval: RemovalListener[] = [];
   private readonly protection: Array<(p: PairRuntime) => void> = [];
+  private readonly newPrimaryActed: Array<(p: PairRuntime) => void> = [];
   private readonly overlays = new Map<PairPurpose, DecisionOverlay>();
 
   constructor(private readonly deps: TransitionDeps) {}
@@ -78,6 +79,11 @@ export class TransitionEngine {
   /** Runs after a pair's protection changed. */
   onProtection(listener: (p: PairRuntime) => void): void {
     this.protection.push(listener);
+  }
+
+  /** Runs when a side that stepped down in a swap stops awaiting its new primary (it acted, or a transition followed). */
+  onNewPrimaryActed(listener: (p: PairRuntime) => void): void {
+    this.newPrimaryActed.push(listener);
   }
 
   /** Pairs of `purpose` answer through `overlay` (quorum pairs: spec 004's Fig. 4, from src/quorum/). */
@@ -124,8 +130,10 @@ export class TransitionEngine {
       await this.remove(p, args.reason ?? outcome.note, event);
       return { kind: 'transition', outcome, transition: t, removed: true };
     }
+    const wasAwaiting = r.awaitingNewPrimary;
     this.write(r, outcome, args);
     await this.deps.store.save(r);
+    if (wasAwaiting && !r.awaitingNewPrimary) for (const l of this.newPrimaryActed) l(p);
     for (const l of this.local) await l(t);
     this.deps.events.emit('pair-state', r.name, r.reason, {
       event, role: r.role, from: t.from, to: r.state, fromCode: t.fromCode, code: shortCode(r), generation: r.generation,
@@ -190,6 +198,7 @@ export class TransitionEngine {
     if (!p.record.awaitingNewPrimary) return;
     (p.record as MutablePairRecord).awaitingNewPrimary = false;
     await this.deps.store.save(p.record);
+    for (const l of this.newPrimaryActed) l(p);
   }
 
   /** Records that this side was written while the other side could not be (split-brain detection). */
