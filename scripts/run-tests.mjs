@@ -21,7 +21,9 @@ if (files.length === 0) {
   console.error(`no test files match ${filters.join(' ')}`);
   process.exit(1);
 }
-const concurrency = process.env.TEST_CONCURRENCY ?? '2';
+// Three files at once on two cores: most integration tests spend their time waiting for leases,
+// timeouts and peers, not computing.
+const concurrency = process.env.TEST_CONCURRENCY ?? '3';
 const child = spawn(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], {
   stdio: 'inherit',
   env: process.env,
