@@ -103,7 +103,9 @@ test('failback: automatic — once tokyo has been back for the delay, osaka fail
   assert.ok(performance.now() - restartedAt >= failbackDelayMs, 'the application did not move before tokyo had been back for the delay');
   assert.equal(tokyo.writesAllowed, true);
   await waitFor('osaka to stand by for tokyo', async () => (await fc.arbiter('osaka'))?.state === 'standby' && (await fc.arbiter('osaka'))?.holder === 'tokyo');
-  // Every decision is an event with its reason, the failback only after the whole delay.
+  // Every decision is an event with its reason, the failback only after the whole delay. The
+  // procedure reports its end after the last step, which may come after tokyo took the arbiter.
+  await waitFor('osaka to report the failback finished', async () => (await eventsAt('osaka')).some((e) => e.kind === 'failback-finished'), { timeoutMs: 60_000 });
   const events = await eventsAt('osaka');
   const at = (kind: string): { time: string; reason: string } => {
     const e = events.find((x) => x.kind === kind);
