@@ -45,7 +45,9 @@ export class FioVerifyWriter {
   /** The job both runs share: same name, region, block size and pattern, so verify_only checks what was written. */
   private job(sizeBytes: number): string[] {
     const r = this.region;
-    return [`--name=${this.name}`, '--ioengine=nbd', '--rw=write', `--bs=${r.blockBytes}`, `--iodepth=${iodepth}`, `--offset=${r.offsetBytes}`,
+    // --thread: the job runs as a thread of the fio process, so killing fio ends it (a forked job
+    // process outlived its parent's SIGKILL and kept writing, spinning, for minutes).
+    return [`--name=${this.name}`, '--ioengine=nbd', '--thread', '--rw=write', `--bs=${r.blockBytes}`, `--iodepth=${iodepth}`, `--offset=${r.offsetBytes}`,
       `--size=${sizeBytes}`, '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json'];
   }
 
