@@ -20,6 +20,9 @@ import type { PositionFile } from './position';
 import type { RelayState } from './state';
 import { type EdgePairEvent, applyOrderEvent, applyPairEvent } from './states';
 
+/** Failover: how often the Suspend instruction is sent again while the source edge has not answered. */
+const suspendResendMs = 2000;
+
 /** A batch of reflected writes ends after this many entries, bytes or milliseconds. */
 export const batchMaxEntries = 1024;
 export const batchMaxBytes = 16 * 1024 * 1024;
@@ -163,12 +166,22 @@ export class OrderTarget {
     if (applyOrderEvent(this.env.events, this.id, 'target', c, 'suspend-instruction', `failover: asked the source edge ${this.cfg.from} to flush and stop`)) {
       this.pairsEvent({ kind: 'suspend-instruction' }, 'failover: the Suspend instruction went to the source edge');
       this.suspend = { hwm: null, waiters: [] };
-      this.env.send({
-        kind: EntryKind.Suspend, flags: 0, target: { node: row.source, pair: '' }, source: { node: row.target, pair: '' }, order: this.id,
-        ioTimeMs: this.env.clock.now(), seq: 0, corr: 0, rio: { type: 0, status: 0, payload: Buffer.alloc(0) },
-      });
+      const askSource = (): void => {
+        this.env.send({
+          kind: EntryKind.Suspend, flags: 0, target: { node: row.source, pair: '' }, source: { node: row.target, pair: '' }, order: this.id,
+          ioTimeMs: this.env.clock.now(), seq: 0, corr: 0, rio: { type: 0, status: 0, payload: Buffer.alloc(0) },
+        });
+      };
+      askSource();
       const deadline = this.env.clock.now() + timeoutMs;
+      let askedAt = this.env.clock.now();
       while (!this.closed && !this.drainedToHighWaterMark() && this.env.clock.now() < deadline) {
+        // The instruction travels like any entry and is lost with a link that is down (the source
+        // site's links come back after a cut): ask again until the source edge answers.
+        if (this.suspend.hwm === null && this.env.clock.now() - askedAt >= suspendResendMs) {
+          askedAt = this.env.clock.now();
+          askSource();
+        }
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, Math.max(1, Math.min(200, deadline - this.env.clock.now())));
           this.suspend!.waiters.push(() => {
