@@ -7,11 +7,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { NbdBlockDevice, detachAllDevices } from '../support/blockdev';
+import { detachAllDevices } from '../support/blockdev';
 import { Cluster } from '../support/cluster';
 import { cli, killAllNodes } from '../support/node-process';
 import { PgbenchRun, bankState, clientRecord, pgbenchInit } from '../support/pgbench';
-import { PostgresServer, initdb, killAllPostgres } from '../support/postgres';
+import { PostgresServer, killAllPostgres } from '../support/postgres';
+import { newPostgresHost, recoveredPostgresHost } from '../support/postgres-host';
 import { fetchMetrics, metricValue, run, tempDir } from '../support/tools';
 import { waitFor, within } from '../support/wait';
 
@@ -54,13 +55,7 @@ test('PostgreSQL on a sync pair: site lost under pgbench, takeover, recovery wit
   phase('sync pair duplex');
 
   // Site tokyo: the volume as a block device, ext4, a database cluster, pgbench.
-  const hostA = path.join(dir, 'tokyo-host');
-  await fsp.mkdir(hostA, { recursive: true });
-  const deviceA = await NbdBlockDevice.attach(tokyo.nbdUri('pg'), hostA);
-  await deviceA.mkfsExt4();
-  await deviceA.mount(path.join(hostA, 'mnt'));
-  await initdb(path.join(hostA, 'mnt', 'pgdata'));
-  const pgA = await PostgresServer.start({ dataDir: path.join(hostA, 'mnt', 'pgdata'), socketDir: path.join(hostA, 'sock'), logFile: path.join(hostA, 'postgres.log') });
+  const { device: deviceA, pg: pgA } = await newPostgresHost(tokyo.nbdUri('pg'), path.join(dir, 'tokyo-host'));
   await pgbenchInit(pgA, 1, { record: true });
   phase(`ext4 on ${deviceA.loopDevice}, initdb and pgbench -i done`);
   const recordDir = path.join(dir, 'client');
@@ -95,14 +90,9 @@ test('PostgreSQL on a sync pair: site lost under pgbench, takeover, recovery wit
   phase(`takeover at osaka: ${takeover.stdout.trim()}`);
 
   // Site osaka: the same volume, checked and mounted; PostgreSQL recovers from its WAL.
-  const hostB = path.join(dir, 'osaka-host');
-  await fsp.mkdir(hostB, { recursive: true });
-  const deviceB = await NbdBlockDevice.attach(osaka.nbdUri('pg'), hostB);
-  const fsck = await deviceB.fsck();
+  const { device: deviceB, pg: pgB, fsck } = await recoveredPostgresHost(osaka.nbdUri('pg'), path.join(dir, 'osaka-host'));
   t.diagnostic(`e2fsck -f -p exited ${fsck.code}: ${fsck.output.replace(/\n/g, ' | ')}`);
   assert.ok(fsck.code === 0 || fsck.code === 1, `e2fsck found nothing it could not fix unattended (exit ${fsck.code}): ${fsck.output}`);
-  await deviceB.mount(path.join(hostB, 'mnt'));
-  const pgB = await PostgresServer.start({ dataDir: path.join(hostB, 'mnt', 'pgdata'), socketDir: path.join(hostB, 'sock'), logFile: path.join(hostB, 'postgres.log') });
   const recoveryLog = await pgB.logText();
   for (const line of recoveryLog.split('\n').filter((l) => /LOG: .*(recovery|redo|interrupted|ready to accept)/.test(l))) {
     t.diagnostic(`postgres: ${line.replace(/^.*LOG: +/, '')}`);

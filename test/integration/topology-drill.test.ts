@@ -12,10 +12,11 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { DrillView } from '../../src/contracts/clones';
 import { NbdClient } from '../../src/nbd/client';
-import { NbdBlockDevice, detachAllDevices } from '../support/blockdev';
+import { detachAllDevices } from '../support/blockdev';
 import { Cluster } from '../support/cluster';
 import { cli, killAllNodes } from '../support/node-process';
-import { PostgresServer, initdb, killAllPostgres } from '../support/postgres';
+import { killAllPostgres } from '../support/postgres';
+import { newPostgresHost, recoveredPostgresHost } from '../support/postgres-host';
 import { sha256Export, tempDir } from '../support/tools';
 import { groupLagEntries, sameEverywhere, topo } from '../support/topology';
 import { waitFor } from '../support/wait';
@@ -43,7 +44,10 @@ test('a drill at the async site: PostgreSQL on a writable clone passes its check
   { timeout: 300_000 }, async (t) => {
     const started = Date.now();
     const phase = (what: string): void => t.diagnostic(`${((Date.now() - started) / 1000).toFixed(1)} s: ${what}`);
-    cluster = await Cluster.create(path.join(dir, 'cluster'), ['tokyo', 'osaka', 'sapporo']);
+    // The nodes' default peer timeout, not the suite's 1 s: a sync copy with fence data refuses host
+    // writes once its link times out, and on a loaded 2-core machine a node can stall for a second
+    // (initdb at tokyo then failed with EIO). The SIGKILL below is seen at once either way.
+    cluster = await Cluster.create(path.join(dir, 'cluster'), ['tokyo', 'osaka', 'sapporo'], []);
     const file = await cluster.topologyFile({ name: 'erp', volumes: { pg: '256MiB' }, primary: 'tokyo', sync: 'osaka', async: 'sapporo' });
     await topo(['apply', file, '--wait']);
     const tokyo = cluster.node('tokyo');
@@ -51,13 +55,7 @@ test('a drill at the async site: PostgreSQL on a writable clone passes its check
     phase('topology applied, every copy duplex');
 
     // The application at tokyo: a committed table to check, and writes that go on during the drill.
-    const hostA = path.join(dir, 'tokyo-host');
-    await fsp.mkdir(hostA, { recursive: true });
-    const deviceA = await NbdBlockDevice.attach(tokyo.nbdUri('pg'), hostA);
-    await deviceA.mkfsExt4();
-    await deviceA.mount(path.join(hostA, 'mnt'));
-    await initdb(path.join(hostA, 'mnt', 'pgdata'));
-    const pgA = await PostgresServer.start({ dataDir: path.join(hostA, 'mnt', 'pgdata'), socketDir: path.join(hostA, 'sock'), logFile: path.join(hostA, 'postgres.log') });
+    const { device: deviceA, pg: pgA } = await newPostgresHost(tokyo.nbdUri('pg'), path.join(dir, 'tokyo-host'));
     await pgA.query('CREATE TABLE orders (id int PRIMARY KEY, note text)');
     await pgA.query("INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 5000) g");
     await pgA.query('CREATE TABLE ticks (id serial PRIMARY KEY, at timestamptz DEFAULT now())');
@@ -85,16 +83,12 @@ test('a drill at the async site: PostgreSQL on a writable clone passes its check
     phase(`drill started: ${out.trim().split('\n').at(-1)}`);
 
     // The operator's host at sapporo: the clone as a block device, PostgreSQL on it.
-    const hostB = path.join(dir, 'sapporo-host');
-    await fsp.mkdir(hostB, { recursive: true });
-    const deviceB = await NbdBlockDevice.attach(sapporo.nbdUri('pg@drill1'), hostB);
-    const fsck = await deviceB.fsck(); // replays ext4's journal: the clone takes writes
-    assert.ok(fsck.code === 0 || fsck.code === 1, `e2fsck on the clone (exit ${fsck.code}): ${fsck.output}`);
-    await deviceB.mount(path.join(hostB, 'mnt'));
     // The copy holds tokyo's postmaster.pid, naming a process that runs on this same test machine;
     // on another host it would name nothing. Removing it is a write to the clone like any other.
-    await fsp.rm(path.join(hostB, 'mnt', 'pgdata', 'postmaster.pid'), { force: true });
-    const pgB = await PostgresServer.start({ dataDir: path.join(hostB, 'mnt', 'pgdata'), socketDir: path.join(hostB, 'sock'), logFile: path.join(hostB, 'postgres.log') });
+    const { device: deviceB, pg: pgB, fsck } = await recoveredPostgresHost(sapporo.nbdUri('pg@drill1'), path.join(dir, 'sapporo-host'),
+      (mnt) => fsp.rm(path.join(mnt, 'pgdata', 'postmaster.pid'), { force: true }));
+    // e2fsck replayed ext4's journal: the clone takes writes.
+    assert.ok(fsck.code === 0 || fsck.code === 1, `e2fsck on the clone (exit ${fsck.code}): ${fsck.output}`);
     assert.match(await pgB.logText(), /database system was not properly shut down; automatic recovery in progress/, 'postgres recovered the crash-consistent copy');
     const [[orders]] = await pgB.query('SELECT count(*) FROM orders') as [[string]];
     assert.equal(orders, '5000', 'the committed orders are on the clone');

@@ -49,6 +49,79 @@ test('store: appends land in order across segments; reopen finds exactly them', 
   }
 });
 
+test('store: a segment gets its first bytes only after the one before it is written and synced (no later segment ahead of an earlier tail)', async () => {
+  const dir = await tempDir('jorder');
+  try {
+    // The real disk, with every write and sync recorded by segment name.
+    const calls: string[] = [];
+    const recording = {
+      ...nodeDisk,
+      open: async (file: string, flags: Parameters<typeof nodeDisk.open>[1]) => {
+        const f = await nodeDisk.open(file, flags);
+        const name = () => path.basename(file);
+        return {
+          ...f,
+          read: f.read.bind(f), truncate: f.truncate.bind(f), sizeBytes: f.sizeBytes.bind(f), close: f.close.bind(f),
+          writev: async (pieces: Buffer[], position: number) => {
+            calls.push(`write ${name()}`);
+            return f.writev(pieces, position);
+          },
+          datasync: async () => {
+            calls.push(`sync ${name()}`);
+            return f.datasync();
+          },
+        };
+      },
+    };
+    const { store } = await JournalStore.open(dir, { disk: recording, clock: systemClock }, log, 300);
+    // One batch (one event-loop turn) that crosses from the first segment into the next two.
+    const writes = [];
+    for (let seq = 1; seq <= 12; seq++) writes.push(store.append({ seq, timeMs: seq, op: JournalOp.Write, pair: 'p', offset: 0, length: 40, data: Buffer.alloc(40, seq) }).written);
+    await Promise.all(writes);
+    const segments = [...new Set(calls.map((c) => c.split(' ')[1]!))];
+    assert.ok(segments.length >= 3, `the batch crossed segments: ${calls.join(', ')}`);
+    for (let i = 1; i < segments.length; i++) {
+      const firstWrite = calls.indexOf(`write ${segments[i]}`);
+      const lastWriteBefore = calls.lastIndexOf(`write ${segments[i - 1]}`);
+      const syncBefore = calls.lastIndexOf(`sync ${segments[i - 1]}`);
+      assert.ok(lastWriteBefore < firstWrite && lastWriteBefore < syncBefore && syncBefore < firstWrite,
+        `${segments[i - 1]} written and synced before ${segments[i]} is written: ${calls.join(', ')}`);
+    }
+    await store.close();
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('received journal: entries after a gap (an earlier segment missing its tail) were never acknowledged; the journal ends at the gap', async () => {
+  const dir = await tempDir('jgap');
+  try {
+    const { store } = await JournalStore.open(dir, env, log, 300);
+    for (let seq = 1; seq <= 12; seq++) await store.append({ seq, timeMs: seq, op: JournalOp.Write, pair: 'p', offset: 0, length: 40, data: Buffer.alloc(40, seq) }).written;
+    await store.close();
+    const names = (await fsp.readdir(dir)).filter((n) => n.startsWith('seg-')).sort();
+    assert.ok(names.length >= 3);
+    // As a crash could leave it before segments were written in order: the first segment misses
+    // its last entry while the later ones hold theirs.
+    const first = path.join(dir, names[0]!);
+    await fsp.truncate(first, (await fsp.stat(first)).size - 5);
+    const asPrimary = await JournalStore.open(dir, env, log, 300);
+    const kept = asPrimary.entries.map((e) => e.seq);
+    await asPrimary.store.close();
+    assert.ok(kept.length < 12 && kept.at(-1) === 12, `a primary journal reads the jump as a stream break: ${kept.join(',')}`);
+    // A received journal has no breaks: it ends at the gap, so the primary sends the rest again.
+    const received = await ReceivedJournal.open(dir, 'g', env, log);
+    const gapAt = kept.findIndex((seq, i) => seq !== i + 1);
+    assert.equal(received.receivedSeq, gapAt, `received through the last entry before the gap (${gapAt})`);
+    assert.deepEqual(received.pendingEntries().map((e) => e.seq), Array.from({ length: gapAt }, (_, i) => i + 1));
+    await received.receive([{ seq: gapAt + 1, timeMs: 0, op: JournalOp.Zero, pair: 'p', offset: 0, length: 512 }]);
+    assert.equal(received.receivedSeq, gapAt + 1, 'the resent entry continues the journal');
+    await received.close();
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('store: a torn tail after a crash is cut off, and appends continue after it', async () => {
   const dir = await tempDir('jtorn');
   try {

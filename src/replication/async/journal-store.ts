@@ -1,8 +1,10 @@
 // Journal entries on disk: a directory of segment files appended in sequence order. Appends made in
 // the same event-loop turn are written together with one writev, and one batch is written only after
 // the previous one landed, so the file never holds an entry after a gap: after a crash the valid
-// prefix is exactly what was appended before it. Segments are deleted whole once no entry in them is
-// needed any more.
+// prefix is exactly what was appended before it. Across segments the same holds: a segment gets its
+// first bytes only after the one before it is written and synced, so after a crash or a power loss a
+// later segment never holds entries while an earlier one misses its tail (which an open would take
+// for a break in the numbering). Segments are deleted whole once no entry in them is needed any more.
 import * as path from 'node:path';
 import type { Clock } from '../../common/clock';
 import { type Disk, type DiskFile, writeAll } from '../../common/disk';
@@ -70,8 +72,14 @@ export class JournalStore {
     private readonly log: Logger,
   ) {}
 
-  /** Opens (creating) the directory and returns the store plus every valid entry found, in order. */
-  static async open(dir: string, env: JournalEnv, log: Logger, segmentBytes = defaultSegmentBytes): Promise<{ store: JournalStore; entries: StoredEntry[] }> {
+  /**
+   * Opens (creating) the directory and returns the store plus every valid entry found, in order.
+   * With `gaplessFrom`, the numbering has no breaks (a received journal): entries must continue
+   * without a gap from that number on, and a segment that does not continue it ends the journal
+   * (it and every later one are recycled; what they held was never acknowledged).
+   */
+  static async open(dir: string, env: JournalEnv, log: Logger, segmentBytes = defaultSegmentBytes,
+    gaplessFrom?: number): Promise<{ store: JournalStore; entries: StoredEntry[] }> {
     await env.disk.mkdirp(dir);
     const store = new JournalStore(dir, env, segmentBytes, log);
     const files = await env.disk.list(dir);
@@ -79,9 +87,17 @@ export class JournalStore {
     const names = files.filter((n) => /^seg-\d{16}\.jnl$/.test(n)).sort();
     const entries: StoredEntry[] = [];
     let expectSeq: number | undefined;
+    let ended = false;
     for (let i = 0; i < names.length; i++) {
       const file = path.join(dir, names[i]!);
       const firstSeq = Number(names[i]!.slice(4, 20));
+      const gap = gaplessFrom !== undefined && firstSeq > (expectSeq ?? gaplessFrom);
+      if (ended || gap) {
+        if (!ended) log.warn({ file, firstSeq, expected: expectSeq ?? gaplessFrom }, 'journal: entries missing before this segment; it and the later ones end the journal');
+        ended = true;
+        await store.recycle(file);
+        continue;
+      }
       if (expectSeq !== undefined && firstSeq < expectSeq) {
         // Segments are written in order: one that goes back in the sequence is stale (a later one
         // may start further on: the stream broke there after a crash).
@@ -257,6 +273,15 @@ export class JournalStore {
     return segment;
   }
 
+  /** Makes a segment durable before the next one gets its first bytes (unless it was trimmed meanwhile: then nothing needs it). */
+  private async syncPredecessor(segment: Segment): Promise<void> {
+    try {
+      await (await segment.handle).datasync();
+    } catch (err) {
+      if (this.segments.includes(segment)) throw err;
+    }
+  }
+
   private writeBatch(): void {
     const batch = this.batch;
     this.batch = [];
@@ -271,14 +296,20 @@ export class JournalStore {
       list.push(p);
       bySegment.set(p.stored.segment, list);
     }
-    const writes = [...bySegment.entries()].map(([segmentSeq, items]) => {
-      const segment = this.segments.find((s) => s.firstSeq === segmentSeq);
-      if (!segment) return Promise.reject(new Error(`journal segment ${segmentSeq} vanished`));
-      const pieces: Buffer[] = [];
-      for (const p of items) for (const piece of p.pieces) pieces.push(piece);
-      return segment.handle.then((h) => writeAll(h, pieces, items[0]!.stored.position));
-    });
-    Promise.all(writes).then(() => {
+    // One segment after the other, never side by side: see the header.
+    const writeInOrder = async (): Promise<void> => {
+      for (const [segmentSeq, items] of bySegment) {
+        const index = this.segments.findIndex((s) => s.firstSeq === segmentSeq);
+        if (index === -1) throw new Error(`journal segment ${segmentSeq} vanished`);
+        const segment = this.segments[index]!;
+        const handle = await segment.handle;
+        if (items[0]!.stored.position === 0 && index > 0) await this.syncPredecessor(this.segments[index - 1]!);
+        const pieces: Buffer[] = [];
+        for (const p of items) for (const piece of p.pieces) pieces.push(piece);
+        await writeAll(handle, pieces, items[0]!.stored.position);
+      }
+    };
+    writeInOrder().then(() => {
       for (const p of batch) p.resolve();
       this.writeBatch();
     }, (err: Error) => {

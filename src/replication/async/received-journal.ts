@@ -54,16 +54,23 @@ export class ReceivedJournal {
   ) {
     this.appliedSeqValue = appliedSeq;
     this.durableAppliedSeq = appliedSeq;
-    for (const e of entries) if (e.seq > appliedSeq) this.pending.push(e);
+    for (const e of entries) {
+      if (e.seq <= appliedSeq) continue;
+      invariant(e.seq === appliedSeq + 1 + this.pending.length, `received journal entries continue the apply position without a gap (${e.seq} after ${appliedSeq + this.pending.length})`);
+      this.pending.push(e);
+    }
     this.receivedSeqValue = Math.max(appliedSeq, entries.at(-1)?.seq ?? 0);
     this.acceptedSeq = this.receivedSeqValue;
   }
 
   static async open(dir: string, group: string, env: JournalEnv, log: Logger): Promise<ReceivedJournal> {
-    const { store, entries } = await JournalStore.open(dir, env, log);
     const saved = (await readJsonIfExists(path.join(dir, 'applied.json'), env.disk)) as { appliedSeq?: number } | undefined;
-    // What was received is exactly what the journal files hold (or, when trimmed, what was applied).
-    return new ReceivedJournal(group, dir, store, env, entries, Number(saved?.appliedSeq ?? 0), log);
+    const appliedSeq = Number(saved?.appliedSeq ?? 0);
+    // What was received is exactly what the journal files hold from the apply position on, without a
+    // gap (or, when trimmed, what was applied): entries after a gap were never acknowledged, and kept
+    // they would make the primary resume after them and skip the missing ones.
+    const { store, entries } = await JournalStore.open(dir, env, log, undefined, appliedSeq + 1);
+    return new ReceivedJournal(group, dir, store, env, entries, appliedSeq, log);
   }
 
   get receivedSeq(): number {
