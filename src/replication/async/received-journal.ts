@@ -200,6 +200,7 @@ export class ReceivedJournal {
     this.paused = true;
     await this.applyIdle();
     this.env.clock.clearTimer(this.persistTimer);
+    await this.recording;
     if (this.flusher && this.appliedSeqValue > this.durableAppliedSeq) {
       await this.flusher().catch(() => undefined);
       this.durableAppliedSeq = this.appliedSeqValue;
@@ -291,8 +292,21 @@ export class ReceivedJournal {
     this.persistTimer.unref();
   }
 
+  /**
+   * Records the apply position, one recording at a time: two at once (the timer's and a drain's)
+   * could write their positions out of order, leaving an older one in the file after the journal
+   * was trimmed through the newer.
+   */
+  private makeAppliedDurable(): Promise<void> {
+    const run = this.recording.then(() => this.recordApplied());
+    this.recording = run.catch(() => undefined);
+    return run;
+  }
+
+  private recording: Promise<void> = Promise.resolve();
+
   /** Flushes the volumes, then records the apply position (never ahead of durable data). */
-  private async makeAppliedDurable(): Promise<void> {
+  private async recordApplied(): Promise<void> {
     const seq = this.appliedSeqValue;
     if (seq <= this.durableAppliedSeq) return this.wakeDrainers();
     await this.flusher!();
