@@ -151,3 +151,24 @@ test('the scheduler fires each policy at its times, driven by a virtual clock', 
   await clock.advanceTo(at(5, 0));
   assert.equal(fired.length, 5, 'a stopped scheduler fires nothing');
 });
+
+test('the scheduler tells each job its cron time, and a poke takes a new policy at once (not after its longest sleep)', async () => {
+  const start = new Date(2026, 11, 2, 10, 0, 0).getTime();
+  const clock = new ManualClock(start);
+  const policies: Policy[] = [];
+  const fired: Array<{ name: string; scheduledAt: number; firedAt: number }> = [];
+  const scheduler = new BackupScheduler<Policy>({
+    clock, loadPolicies: async () => [...policies],
+    run: async (p, scheduledAt) => void fired.push({ name: p.name, scheduledAt: scheduledAt.getTime(), firedAt: clock.now() }),
+    onError: (_p, err) => assert.fail(String(err)),
+  });
+  scheduler.start();
+  await clock.advanceTo(start + 1000); // the first tick: nothing to fire, it sleeps up to a minute
+  policies.push(policy('soon', '5 0 10 * * *')); // 10:00:05, a 6-field (seconds) expression
+  scheduler.poke();
+  await clock.advanceTo(start + 5000);
+  assert.deepEqual(fired, [{ name: 'soon', scheduledAt: start + 5000, firedAt: start + 5000 }]);
+  await clock.advanceTo(start + 120_000);
+  assert.equal(fired.length, 1, 'a time fires once');
+  await scheduler.stop();
+});
