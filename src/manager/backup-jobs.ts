@@ -22,6 +22,7 @@ import {
 } from './backup-rules';
 import type { ManagerContext } from './context';
 import type { StoredNode } from './store/collections';
+import { normalizeUrl } from './stored-node-client';
 import type { Tx } from './writer';
 
 /** Who started a job and why. */
@@ -36,7 +37,6 @@ type JobWork = (ctx: JobContext) => Promise<Partial<BackupJobRecord>>;
 
 export class BackupJobs {
   private readonly running = new Map<string, BackupJobRecord>();
-  private readonly finished = new Set<Promise<void>>();
 
   constructor(private readonly ctx: ManagerContext, private readonly catalog: ManagerBackupCatalog) {}
 
@@ -85,7 +85,7 @@ export class BackupJobs {
     const { repo, manifest } = await this.catalog.findImage(req.backupId, req.repo);
     const nodes = await this.ctx.store.listNodes();
     const node = req.node !== undefined ? registeredNode(nodes, req.node)
-      : nodes.find((n) => n.url === manifest.node) ?? registeredNode(nodes, nodeServingVolume(this.ctx.model.all(), manifest.volume));
+      : nodes.find((n) => normalizeUrl(n.url) === normalizeUrl(manifest.node)) ?? registeredNode(nodes, nodeServingVolume(this.ctx.model.all(), manifest.volume));
     const job = this.newRecord('restore', { policy: manifest.policy, volume: manifest.volume, target: req.target, repo: repo.name, node: node.name, incremental: false },
       { trigger: 'api', startedBy, scheduledAt: null });
     await this.ctx.writer.run(async (tx) => {
@@ -112,9 +112,9 @@ export class BackupJobs {
     });
   }
 
-  /** Resolves when the jobs this manager runs have ended. */
-  async drain(): Promise<void> {
-    await Promise.all([...this.finished]);
+  /** Jobs this manager runs now. */
+  runningCount(): number {
+    return this.running.size;
   }
 
   private newRecord(kind: BackupJobRecord['kind'], what: Pick<BackupJobRecord, 'policy' | 'volume' | 'target' | 'repo' | 'node' | 'incremental'>, origin: JobOrigin): BackupJobRecord {
@@ -153,11 +153,9 @@ export class BackupJobs {
           details: { note: note.kind, ...(note.hint ? { hint: note.hint } : {}) } });
       },
     };
-    const done = work(ctx).then((result) => this.finish(job, 'copy-done', result), (err: unknown) => this.finish(job, 'error', {
+    void work(ctx).then((result) => this.finish(job, 'copy-done', result), (err: unknown) => this.finish(job, 'error', {
       error: errorMessage(err), hint: err instanceof TricopyError && err.hint ? err.hint : 'see the manager log',
     }));
-    this.finished.add(done);
-    void done.finally(() => this.finished.delete(done));
   }
 
   private async finish(job: BackupJobRecord, event: BackupJobEvent, patch: Partial<BackupJobRecord>): Promise<void> {

@@ -3,7 +3,7 @@
 // cron times — only while this manager leads: it starts when the lead is taken and stops when it is
 // lost, so one manager fires; and each fired time is stored with its job (backup-jobs.ts), so a new
 // leader does not fire a time the old one fired.
-import { errorMessage } from '../common/errors';
+import { TricopyError, errorMessage } from '../common/errors';
 import { BackupScheduler } from '../backup/schedule';
 import type { BackupJobRecord, BackupPolicyRecord } from '../contracts/backup';
 import { ManagerBackupCatalog } from './backup-catalog';
@@ -45,11 +45,15 @@ export class ManagerBackups {
     const policy = await this.catalog.policy(policyName);
     const job = await this.jobs.startPolicy(policy, { trigger: 'api', startedBy, scheduledAt: null });
     // Only a scheduled time can have been fired before.
-    return job!;
+    if (job === null) throw new TricopyError('internal', `policy ${policyName}: a job started now was taken for a scheduled time`);
+    return job;
   }
 
+  /** Stops the schedules; jobs still copying are cut short when the process ends (the next leader marks them interrupted). */
   stop(): void {
     this.stopScheduler();
+    const cut = this.jobs.runningCount();
+    if (cut > 0) this.ctx.log.warn({ jobs: cut }, 'stopping with backup jobs running: they end with this process and are shown interrupted; run them again');
   }
 
   private stopScheduler(): void {

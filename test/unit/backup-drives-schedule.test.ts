@@ -47,10 +47,11 @@ test('more jobs than drives: at most N run at once, and they start in arrival or
     while (started.length < n) await new Promise((r) => setImmediate(r));
   };
   await waitStarted(2);
-  assert.deepEqual(started, ['j1', 'j2']);
+  // j1 and j2 get a drive at once: which of the two is first to see its ticket is the file system's race.
+  assert.deepEqual([...started].sort(), ['j1', 'j2']);
   releases.get('j2')!();
   await waitStarted(3);
-  assert.deepEqual(started, ['j1', 'j2', 'j3']);
+  assert.equal(started[2], 'j3');
   releases.get('j1')!();
   await waitStarted(4);
   releases.get('j3')!();
@@ -58,7 +59,7 @@ test('more jobs than drives: at most N run at once, and they start in arrival or
   releases.get('j4')!();
   releases.get('j5')!();
   await Promise.all(all);
-  assert.deepEqual(started, ['j1', 'j2', 'j3', 'j4', 'j5']);
+  assert.deepEqual(started.slice(2), ['j3', 'j4', 'j5'], 'the waiting jobs start in arrival order');
   assert.equal(most, 2);
   assert.equal(await queue.depth(), 0);
   await fsp.rm(dir, { recursive: true, force: true });
