@@ -1,10 +1,29 @@
 // The manager's backup decisions without I/O: which registered node serves a volume (a remote
 // pair's secondary is not it), a node named by name or URL, the job record's state table, a
-// scheduled time fired once, progress stored at most once an interval, job ids in start order and
-// the old records forgotten, and note kinds as history event kinds.
+// scheduled time fired once — also by a second leader over the same store —, progress stored at
+// most once an interval, job ids in start order and the old records forgotten, and note kinds as
+// history event kinds.
 import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { test } from 'node:test';
+import { systemClock } from '../../src/common/clock';
 import { TricopyError } from '../../src/common/errors';
+import { createLogger } from '../../src/common/log';
+import type { BackupPolicyRecord } from '../../src/contracts/backup';
+import { AlertBook } from '../../src/manager/alerts';
+import { ManagerBackupCatalog } from '../../src/manager/backup-catalog';
+import { BackupJobs } from '../../src/manager/backup-jobs';
+import type { ManagerContext } from '../../src/manager/context';
+import { EventHistory } from '../../src/manager/history';
+import { ClusterModel } from '../../src/manager/model';
+import { ManagerStore } from '../../src/manager/store/collections';
+import { LevelKv } from '../../src/manager/store/level-kv';
+import { Webhooks } from '../../src/manager/webhooks';
+import { Writer } from '../../src/manager/writer';
+import { freePort } from '../support/tools';
+import { waitFor } from '../support/wait';
 import type { VolumeView } from '../../src/contracts/node';
 import type { PairStatus } from '../../src/contracts/pairs';
 import {
@@ -73,4 +92,59 @@ test('job ids sort by start time; the oldest records beyond the limit are forgot
   assert.deepEqual(jobIdsToForget(['j5', 'j4', 'j3', 'j2', 'j1'], 3), ['j2', 'j1']);
   assert.deepEqual(jobIdsToForget(['j2', 'j1'], 3), []);
   assert.equal(noteEventKind('NO_REPLICA_VOLUME'), 'backup-no-replica-volume');
+});
+
+/** What one leading manager's backup jobs use: its own history, writer and read model over the shared store. */
+async function leaderOver(store: ManagerStore, url: string): Promise<{ jobs: BackupJobs; history: EventHistory }> {
+  const log = createLogger('silent');
+  const history = new EventHistory(store, systemClock);
+  const alerts = new AlertBook(store, systemClock);
+  const model = new ClusterModel(store, systemClock);
+  await history.load();
+  const writer = new Writer(store, history, alerts, new Webhooks([], log), () => 'm', () => model.load());
+  // The part of the manager's context the backup jobs use.
+  const ctx = { store, writer, history, model, clock: systemClock, log, url } as Partial<ManagerContext> as ManagerContext;
+  return { jobs: new BackupJobs(ctx, new ManagerBackupCatalog(ctx, () => undefined)), history };
+}
+
+test('a scheduled time is fired once: a new leader over the same store does not fire it again, and fires the next one', async () => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tricopy-mbk-'));
+  const kv = await LevelKv.open(path.join(dir, 'store'));
+  const store = new ManagerStore(kv);
+  // A node nobody listens on: each job fails at once, after its record is stored.
+  const deadUrl = `http://127.0.0.1:${await freePort()}`;
+  await store.commit([
+    store.putNode({ ...node('bk', deadUrl) }),
+    store.putBackupRepo({ name: 'tape1', path: path.join(dir, 'tape1'), drives: 1, addedAt: '' }),
+  ]);
+  const policy: BackupPolicyRecord = {
+    name: 'nightly', volume: 'db1', repo: 'tape1', node: 'bk', schedule: '0 2 * * *', incremental: false, keep: 1, source: 'snapshot',
+    preSplitHook: null, postSplitHook: null, addedAt: '',
+  };
+  const at = new Date('2026-12-02T02:00:00Z');
+  const origin = { trigger: 'schedule' as const, startedBy: 'schedule', scheduledAt: at };
+  const first = await leaderOver(store, 'http://m1');
+  const fired = await first.jobs.startPolicy(policy, origin);
+  assert.equal(fired?.scheduledAt, at.toISOString());
+  const allEnded = () => waitFor('the jobs to end', async () => {
+    const jobs = await store.listBackupJobs();
+    return jobs.every((j) => j.state !== 'running') ? jobs : undefined;
+  });
+  // The first leader is done writing before the next takes over (one leader writes at a time).
+  await allEnded();
+  const second = await leaderOver(store, 'http://m2');
+  assert.equal(await second.jobs.startPolicy(policy, origin), null, 'the second leader does not fire the same time');
+  const next = await second.jobs.startPolicy(policy, { ...origin, scheduledAt: new Date('2026-12-03T02:00:00Z') });
+  assert.equal(next?.manager, 'http://m2');
+
+  const ended = await allEnded();
+  assert.deepEqual(ended.map((j) => [j.scheduledAt, j.manager, j.state]), [
+    ['2026-12-03T02:00:00.000Z', 'http://m2', 'failed'], ['2026-12-02T02:00:00.000Z', 'http://m1', 'failed'],
+  ]);
+  assert.match(ended[0]!.error ?? '', /./, 'the failure is recorded');
+  const events = await second.history.query({});
+  assert.equal(events.filter((e) => e.kind === 'backup-job-started').length, 2);
+  assert.equal(events.filter((e) => e.kind === 'backup-job-failed').length, 2);
+  await kv.close();
+  await fsp.rm(dir, { recursive: true, force: true });
 });
