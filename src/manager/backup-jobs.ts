@@ -2,7 +2,7 @@
 // against the registered node that serves the volume: each job's record (policy, volume, what was
 // asked for and what was taken, start, end, bytes copied, result, the error and what to do) is kept
 // in the store, and what happens in it is in the event history and its live stream: started,
-// progress (at most once a second while copying), each note of the engine (hooks, the split,
+// progress (the record at most once a second while copying, an event per tenth of the copy), each note of the engine (hooks, the split,
 // NO_REPLICA_VOLUME …) and the end. A scheduled time is fired once: the job's record and the
 // policy's last fired time are stored in one batch, which only the leader can commit. A job cut short
 // by its manager's death is marked interrupted when a manager next leads; the engine cleans up what
@@ -133,6 +133,7 @@ export class BackupJobs {
   private execute(job: BackupJobRecord, repo: BackupRepoRecord, node: StoredNode, work: JobWork): void {
     this.running.set(job.id, job);
     const gate = new ProgressGate();
+    let lastTenth = -1;
     const ctx: JobContext = {
       node: new HttpNodeClient(node.url, node.token), nodeUrl: node.url, repo: new Repository(repo.path), repoName: repo.name, drives: repo.drives,
       now: () => new Date(this.ctx.clock.now()),
@@ -144,8 +145,12 @@ export class BackupJobs {
         job.bytesCopied = e.doneBytes;
         job.bytesTotal = e.totalBytes;
         if (!gate.due(this.ctx.clock.now())) return;
-        this.save(job, { kind: 'backup-job-progress', reason: `${describe(job)}: ${percentDone(e.doneBytes, e.totalBytes)}% (${e.doneBytes} of ${e.totalBytes} bytes)`,
-          details: { doneBytes: e.doneBytes, totalBytes: e.totalBytes } });
+        // The record (what the console and `backup jobs` show) every interval; an event per tenth of the copy, so an hours-long copy does not flood the history.
+        const tenth = Math.floor((percentDone(e.doneBytes, e.totalBytes) ?? 0) / 10);
+        const event = tenth === lastTenth ? null : { kind: 'backup-job-progress', reason: `${describe(job)}: ${tenth * 10}% (${e.doneBytes} of ${e.totalBytes} bytes)`,
+          details: { doneBytes: e.doneBytes, totalBytes: e.totalBytes } };
+        lastTenth = tenth;
+        this.save(job, event);
       },
       onEvent: (note) => {
         job.notes.push(note);
@@ -175,16 +180,16 @@ export class BackupJobs {
     return { ...job, ...patch, state: nextBackupJobState(job.state, event), endedAt: new Date(this.ctx.clock.now()).toISOString() };
   }
 
-  /** Stores a running job's record now, with an event; a failure is logged (the job goes on). */
-  private save(job: BackupJobRecord, event: Omit<NewEvent, 'node' | 'subject'>): void {
+  /** Stores a running job's record now, with an event if given; a failure is logged (the job goes on). */
+  private save(job: BackupJobRecord, event: Omit<NewEvent, 'node' | 'subject'> | null): void {
     const snapshot = { ...job, notes: [...job.notes] };
     void this.ctx.writer.run(async (tx) => this.store(tx, snapshot, event))
       .catch((err: unknown) => this.ctx.log.warn({ err: errorMessage(err), job: job.id }, 'cannot store a backup job\'s progress'));
   }
 
-  private async store(tx: Tx, job: BackupJobRecord, event: Omit<NewEvent, 'node' | 'subject'>): Promise<void> {
+  private async store(tx: Tx, job: BackupJobRecord, event: Omit<NewEvent, 'node' | 'subject'> | null): Promise<void> {
     tx.ops.push(this.ctx.store.putBackupJob(job));
-    tx.event({ ...event, node: job.node, subject: job.volume, details: { job: job.id, policy: job.policy, repo: job.repo, ...(event.details ?? {}) } });
+    if (event) tx.event({ ...event, node: job.node, subject: job.volume, details: { job: job.id, policy: job.policy, repo: job.repo, ...(event.details ?? {}) } });
   }
 
   private async forgetOld(tx: Tx): Promise<void> {
