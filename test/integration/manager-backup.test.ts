@@ -83,7 +83,7 @@ describe('backups run by the leading manager', { timeout: 240_000 }, () => {
 
     await tricopy(['backup', 'repo', 'add', 'tape1', '--path', path.join(dir, 'tape1'), '--drives', '1']);
     // Far enough ahead that the CLI has added the policy before the time comes, on a loaded machine too.
-    const at = new Date(Math.ceil((Date.now() + 6000) / 1000) * 1000);
+    const at = new Date(Math.ceil((Date.now() + 8000) / 1000) * 1000);
     const policy = JSON.parse(await tricopy(['--json', 'backup', 'policy', 'add', 'nightly', '--volume', 'db1', '--repo', 'tape1',
       '--schedule', cronAt(at), '--incremental', '--keep', '3'])) as BackupPolicyView;
     assert.equal(policy.node, 'bk', 'the node that serves the volume');
