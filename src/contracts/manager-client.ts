@@ -6,6 +6,9 @@ import type {
   AddNodeRequest, Alert, ManagerEvent, ManagerInfo, NodeRecord, PerfSample, ProcedureRun, StartProcedureRequest, StatusDocument,
   TopologyRecord,
 } from './manager';
+import type {
+  AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageView, BackupJobRecord, BackupPolicyView, BackupRepoRecord, StartRestoreRequest,
+} from './backup';
 
 export interface EventQuery {
   /** Only events at or after this time (ISO 8601 or epoch milliseconds). */
@@ -43,4 +46,21 @@ export interface ManagerClient {
   followProcedure(id: string, fromLine: number): AsyncIterable<string>;
 
   samples(subject: string | undefined, sinceMs: number): Promise<PerfSample[]>;
+
+  // Managed backup run by the leading manager (contracts/backup.ts).
+  listBackupRepos(): Promise<BackupRepoRecord[]>;
+  /** Creates the repository's directory on the leading manager's machine. */
+  addBackupRepo(request: AddBackupRepoRequest): Promise<BackupRepoRecord>;
+  /** Forgets a repository no policy uses (its directory stays). */
+  removeBackupRepo(name: string): Promise<void>;
+  listBackupPolicies(): Promise<BackupPolicyView[]>;
+  addBackupPolicy(request: AddBackupPolicyRequest): Promise<BackupPolicyView>;
+  removeBackupPolicy(name: string): Promise<void>;
+  /** Starts the policy's backup now; resolves with the job's record as it starts. */
+  runBackupPolicy(name: string, startedBy?: string): Promise<BackupJobRecord>;
+  startRestore(request: StartRestoreRequest, startedBy?: string): Promise<BackupJobRecord>;
+  /** Newest first. */
+  listBackupJobs(limit?: number): Promise<BackupJobRecord[]>;
+  getBackupJob(id: string): Promise<BackupJobRecord>;
+  listBackupImages(filter?: { repo?: string; volume?: string }): Promise<BackupImageView[]>;
 }

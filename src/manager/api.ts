@@ -1,6 +1,6 @@
 // The manager's HTTP API (fastify) and the web console it serves. Every body and query is checked
 // by a JSON schema at the edge; failures are problem documents (RFC 9457) with a hint, as on the
-// node. Writes need the leading manager: another manager forwards them to the leader it knows
+// node. Writes (POST, DELETE) need the leading manager: another manager forwards them to the leader it knows
 // (nodes and operators may talk to any manager) or answers 'unavailable' while nobody leads.
 // Event and procedure streams are server-sent events.
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -10,6 +10,7 @@ import { answerErrorsAsProblems, bearerTokenValid, sendProblem } from '../common
 import type { AckRequest, AddNodeRequest, AddTopologyRequest, ManagerEvent, StartProcedureRequest } from '../contracts/manager';
 import type { IngestBatch, ReportBatch } from '../contracts/monitor';
 import { reportBatchBody } from '../node/monitor-schemas';
+import { addBackupRoutes } from './backup-api';
 import { consoleAsset } from './console-assets';
 import type { ManagerService } from './service';
 import { ingestBatchBody } from './schemas';
@@ -40,7 +41,7 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
 
   // Writes go to the leader: forwarded when this manager follows.
   app.addHook('preHandler', async (request, reply) => {
-    if (request.method !== 'POST' || m.isLeader()) return;
+    if ((request.method !== 'POST' && request.method !== 'DELETE') || m.isLeader()) return;
     const leader = m.leaderUrl();
     if (m.takingLead()) {
       return sendProblem(reply, new TricopyError('unavailable', 'this manager is taking the lead (loading its state)', 'retry in a few seconds'));
@@ -57,6 +58,7 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
   addHistory(app, m);
   addProcedures(app, m);
   addFromNodes(app, m);
+  addBackupRoutes(app, m);
 
   const listenOn = async (host: string, port: number): Promise<number> => {
     await app.listen({ host, port });
@@ -227,14 +229,15 @@ async function streamEvents(m: ManagerService, query: { sinceMs?: number; afterS
 }
 
 async function forward(leader: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-  const headers: Record<string, string> = { 'content-type': 'application/json', 'x-tricopy-forwarded': '1' };
+  const withBody = request.method === 'POST';
+  const headers: Record<string, string> = { 'x-tricopy-forwarded': '1', ...(withBody ? { 'content-type': 'application/json' } : {}) };
   if (request.headers.authorization) headers.authorization = request.headers.authorization;
   if (request.headers['x-tricopy-forwarded']) {
     return sendProblem(reply, new TricopyError('unavailable', 'the leadership is changing hands', 'retry in a few seconds'));
   }
   try {
     const response = await fetch(`${leader}${request.url}`, {
-      method: 'POST', headers, body: JSON.stringify(request.body ?? {}), signal: AbortSignal.timeout(30_000),
+      method: request.method, headers, body: withBody ? JSON.stringify(request.body ?? {}) : null, signal: AbortSignal.timeout(30_000),
     });
     const text = await response.text();
     return reply.code(response.status).header('content-type', response.headers.get('content-type') ?? 'application/json').send(text);

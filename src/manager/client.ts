@@ -7,6 +7,10 @@ import type {
   AddNodeRequest, Alert, AlertList, ManagerEvent, ManagerEventList, ManagerInfo, NodeList, NodeRecord, PerfSample, ProcedureList, ProcedureRun,
   SampleList, StartProcedureRequest, StatusDocument, TopologyList, TopologyRecord,
 } from '../contracts/manager';
+import type {
+  AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageList, BackupImageView, BackupJobList, BackupJobRecord, BackupPolicyList, BackupPolicyView,
+  BackupRepoList, BackupRepoRecord, StartRestoreRequest,
+} from '../contracts/backup';
 import type { EventQuery, ManagerClient } from '../contracts/manager-client';
 
 export const defaultManagerUrl = 'http://127.0.0.1:7900';
@@ -89,9 +93,56 @@ export class HttpManagerClient implements ManagerClient {
     return (await this.request<SampleList>('GET', `/v1/samples?${q}`)).samples;
   }
 
-  private headers(json: boolean): Record<string, string> {
+  // --- managed backup --------------------------------------------------------------------------
+  async listBackupRepos(): Promise<BackupRepoRecord[]> {
+    return (await this.request<BackupRepoList>('GET', '/v1/backup/repos')).repos;
+  }
+
+  addBackupRepo(request: AddBackupRepoRequest): Promise<BackupRepoRecord> {
+    return this.request('POST', '/v1/backup/repos', request);
+  }
+
+  async removeBackupRepo(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/backup/repos/${encodeURIComponent(name)}`);
+  }
+
+  async listBackupPolicies(): Promise<BackupPolicyView[]> {
+    return (await this.request<BackupPolicyList>('GET', '/v1/backup/policies')).policies;
+  }
+
+  addBackupPolicy(request: AddBackupPolicyRequest): Promise<BackupPolicyView> {
+    return this.request('POST', '/v1/backup/policies', request);
+  }
+
+  async removeBackupPolicy(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/backup/policies/${encodeURIComponent(name)}`);
+  }
+
+  runBackupPolicy(name: string, startedBy = 'cli'): Promise<BackupJobRecord> {
+    return this.request('POST', `/v1/backup/policies/${encodeURIComponent(name)}/run`, { startedBy });
+  }
+
+  startRestore(request: StartRestoreRequest, startedBy = 'cli'): Promise<BackupJobRecord> {
+    return this.request('POST', '/v1/backup/restores', { ...request, startedBy });
+  }
+
+  async listBackupJobs(limit?: number): Promise<BackupJobRecord[]> {
+    return (await this.request<BackupJobList>('GET', `/v1/backup/jobs${limit !== undefined ? `?limit=${limit}` : ''}`)).jobs;
+  }
+
+  getBackupJob(id: string): Promise<BackupJobRecord> {
+    return this.request('GET', `/v1/backup/jobs/${encodeURIComponent(id)}`);
+  }
+
+  async listBackupImages(filter: { repo?: string; volume?: string } = {}): Promise<BackupImageView[]> {
+    const q = new URLSearchParams(Object.entries(filter).filter((e): e is [string, string] => e[1] !== undefined)).toString();
+    return (await this.request<BackupImageList>('GET', `/v1/backup/images${q ? `?${q}` : ''}`)).images;
+  }
+
+  private headers(json: boolean, withBody = false): Record<string, string> {
     const h: Record<string, string> = { accept: json ? 'application/json' : 'text/event-stream' };
-    if (json) h['content-type'] = 'application/json';
+    // A DELETE or GET carries no body, so no content type (fastify refuses an empty JSON body).
+    if (withBody) h['content-type'] = 'application/json';
     if (this.token) h.authorization = `Bearer ${this.token}`;
     return h;
   }
@@ -111,11 +162,11 @@ export class HttpManagerClient implements ManagerClient {
     }
   }
 
-  private async request<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  private async request<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
     let response: Response;
     try {
       response = await fetch(`${this.address}${path}`, {
-        method, headers: this.headers(true), body: body === undefined ? null : JSON.stringify(body), signal: AbortSignal.timeout(defaultTimeoutMs),
+        method, headers: this.headers(true, body !== undefined), body: body === undefined ? null : JSON.stringify(body), signal: AbortSignal.timeout(defaultTimeoutMs),
       });
     } catch (err) {
       throw this.unreachable(err);

@@ -1,8 +1,8 @@
 // The manager process: opens the store (embedded or etcd), serves the API and console, and takes
 // part in the leadership. The leader holds the working state (history sequence, alerts, read
-// model), takes what nodes push, runs procedures and scrapes; on taking the lead it loads that
-// state from the store, marks runs a dead leader left as interrupted, and tells every node the
-// current manager addresses. Other managers answer reads from the store and forward writes.
+// model), takes what nodes push, runs procedures, backup schedules and jobs, and scrapes; on taking
+// the lead it loads that state from the store, marks runs and backup jobs a dead leader left as
+// interrupted, and tells every node the current manager addresses. Other managers answer reads from the store and forward writes.
 import { randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -14,6 +14,7 @@ import { HttpNodeClient } from '../node/api-client';
 import { version } from '../node/version';
 import { AlertBook } from './alerts';
 import { type ManagerApi, buildManagerApi } from './api';
+import { ManagerBackups } from './backup-service';
 import type { ManagerConfig } from './config';
 import type { ManagerContext } from './context';
 import { EventHistory } from './history';
@@ -40,6 +41,7 @@ export class ManagerService {
   procedures!: Procedures;
   ingest!: Ingest;
   history!: EventHistory;
+  backups!: ManagerBackups;
   private scraper!: Scraper;
   private api!: ManagerApi;
   private id = '';
@@ -98,6 +100,8 @@ export class ManagerService {
     this.procedures = new Procedures(this.ctx, this.registry);
     this.ingest = new Ingest(this.ctx, (c) => this.registry.pairChanged(c.node, c.pair));
     this.scraper = new Scraper(this.ctx);
+    this.backups = new ManagerBackups(this.ctx);
+    leadership.onChange((leading) => this.backups.onLeadership(leading));
     this.metrics.status = () => this.status();
   }
 
@@ -128,6 +132,7 @@ export class ManagerService {
       tx.event({ kind: 'manager-leading', node: null, subject: this.ctx.url, reason: `this manager leads (${this.config.store} store)` });
     });
     await this.procedures.markInterrupted();
+    await this.backups.jobs.markInterrupted();
     for (const node of await store.listNodes()) {
       await this.registry.tellManager(node).catch((err: unknown) => this.log.info({ node: node.name, err: errorMessage(err) }, 'cannot tell the node its manager now; it keeps its last addresses'));
     }
@@ -186,6 +191,7 @@ export class ManagerService {
       this.stopping = (async () => {
         this.scraper.stop();
         this.registry.stop();
+        this.backups.stop();
         await this.api.close();
         await this.ctx.leadership.stop();
         await this.kv.close();

@@ -2,7 +2,8 @@
 // downloaded) and procedures run through the manager: the topology is applied with `--manager`
 // (history kept), the page shows sites, nodes, pairs and alerts, a failure appears without a
 // reload, an alert is acknowledged from the page, a failover is run from the page after its
-// confirmation and completes, and the page logs no error. A screenshot is kept with the test
+// confirmation and completes, the Backups panel shows a policy with its next run, a job waiting
+// for a drive and then its result, and the page logs no error. A screenshot is kept with the test
 // output (var/test-output/manager-console.png).
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -10,10 +11,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Browser, type Page, chromium } from 'playwright-core';
+import { DriveQueue } from '../../src/backup/drives';
 import type { ProcedureRun } from '../../src/contracts/manager';
 import { Cluster } from '../support/cluster';
 import { ManagerProcess, killAllManagers } from '../support/manager-process';
 import { cli, killAllNodes, repoRoot } from '../support/node-process';
+import { runOk } from '../support/tools';
 import { waitFor } from '../support/wait';
 
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -108,5 +111,32 @@ describe('web console in headless Chromium, procedures through the manager', { t
     const r = await cli(['topology', 'status', 'erp', '--json', '--manager'], { TRICOPY_MANAGER: manager.url });
     assert.equal(r.code, 0, r.stderr);
     assert.equal((JSON.parse(r.stdout) as { activeSite: string }).activeSite, 'osaka');
+  });
+
+  it('the Backups panel shows a policy with its next run, a job waiting for a drive, then its result', async () => {
+    const osaka = cluster.node('osaka');
+    await cluster.volume('osaka', 'logs', 8 * 1024 * 1024);
+    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 0 1M', osaka.nbdUri('logs')]);
+    await waitFor('the volume at the manager', async () => (await manager.client.status()).volumes.some((v) => v.name === 'logs'));
+    const repoDir = path.join(dir, 'console-repo');
+    await manager.client.addBackupRepo({ name: 'vault', path: repoDir, drives: 1 });
+    const policy = await manager.client.addBackupPolicy({ name: 'logs-nightly', volume: 'logs', repo: 'vault', schedule: '0 2 * * *' });
+    assert.equal(policy.node, 'osaka');
+    const policyRow = page.locator('#backup-policies tbody tr', { hasText: 'logs-nightly' });
+    await policyRow.waitFor();
+    assert.ok((await policyRow.innerText()).includes(policy.nextRunAt!), 'the next run is shown');
+
+    // The test holds the repository's only drive: the job waits, and the panel says so.
+    const held = await new DriveQueue(repoDir, 1).acquire('console-test-holds-the-drive');
+    const job = await manager.client.runBackupPolicy('logs-nightly', 'console-test');
+    await page.locator('#backup-running tbody tr', { hasText: job.id }).filter({ hasText: 'waiting for a drive (1 ahead)' }).waitFor({ timeout: 20_000 });
+    await held.release();
+    const row = page.locator('#backup-jobs tbody tr', { hasText: job.id });
+    await row.locator('td[data-state="succeeded"]').waitFor({ timeout: 30_000 });
+    assert.match(await row.innerText(), /logs-nightly\s+logs\s+full[\s\S]*1\.0 MiB/);
+    assert.equal(await page.locator('#backup-running tbody tr', { hasText: job.id }).count(), 0, 'no longer running');
+    await page.locator('#events li[data-kind="backup-job-succeeded"]').first().waitFor();
+    await page.screenshot({ path: path.join(screenshotDir, 'manager-console-backups.png'), fullPage: true });
+    assert.deepEqual(pageErrors, [], 'no errors in the page log');
   });
 });

@@ -1,8 +1,9 @@
 // `tricopy backup`: managed backup (spec 003 §5.3–5.4). Repositories of backup images with a number
 // of drives (jobs beyond it wait in FIFO order), full and incremental backups from a snapshot and
-// its frozen changed-block bitmap, policies with cron schedules and retention, and restore. Jobs
-// run in this process against the node given by --node; the catalog of repositories and policies is
-// a file on this machine (--catalog, TRICOPY_BACKUP_CATALOG).
+// its frozen changed-block bitmap, policies with cron schedules and retention, and restore. Without
+// a manager, jobs run in this process against the node given by --node and the catalog of
+// repositories and policies is a file on this machine (--catalog, TRICOPY_BACKUP_CATALOG); with
+// --manager the manager keeps them, fires the schedules and runs the jobs (backup-manager.ts).
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { systemClock } from '../../common/clock';
@@ -17,7 +18,11 @@ import type { BackupManifest } from '../../backup/manifest';
 import { Repository } from '../../backup/repository';
 import { BackupScheduler, nextRunAfter } from '../../backup/schedule';
 import { printJson, table } from '../format';
-import { defaultNodeUrl, globals, tokenOf } from '../globals';
+import { defaultNodeUrl, globals, tokenOf, viaManager } from '../globals';
+import {
+  managerImages, managerJobs, managerPolicyAdd, managerPolicyList, managerRemove, managerRepoAdd, managerRepoList, managerRestore, managerRun,
+  notThroughManager,
+} from './backup-manager';
 
 function catalogOf(cmd: Command): CatalogStore {
   const file = cmd.optsWithGlobals<{ catalog?: string }>().catalog;
@@ -87,6 +92,7 @@ function registerRepoCommands(backup: Command): void {
     .requiredOption('--path <dir>', 'the directory that holds the images')
     .option('--drives <n>', 'how many backup or restore jobs may run at once', wholeNumber('--drives'), 1)
     .action(async (name: string, opts: { path: string; drives: number }, cmd: Command) => {
+      if (viaManager(cmd)) return managerRepoAdd(cmd, name, opts);
       const store = catalogOf(cmd);
       const catalog = await store.load();
       const entry: RepoEntry = { name: checkName('repository', name), path: path.resolve(opts.path), drives: checkDrives(opts.drives) };
@@ -99,6 +105,7 @@ function registerRepoCommands(backup: Command): void {
   repo.command('list')
     .description('repositories, with their drives, images and jobs queued or running')
     .action(async (_opts, cmd: Command) => {
+      if (viaManager(cmd)) return managerRepoList(cmd);
       const catalog = await catalogOf(cmd).load();
       const rows = await Promise.all(catalog.repos.map(async (r) => {
         const repository = new Repository(r.path);
@@ -113,6 +120,7 @@ function registerRepoCommands(backup: Command): void {
   repo.command('remove <name>')
     .description('forget a repository (its directory and images stay; refused while a policy uses it)')
     .action(async (name: string, _opts, cmd: Command) => {
+      if (viaManager(cmd)) return managerRemove(cmd, 'repo', name);
       const store = catalogOf(cmd);
       const catalog = await store.load();
       await store.repo(name);
@@ -135,6 +143,7 @@ function registerPolicyCommands(backup: Command): void {
     .option('--keep <n>', 'backup chains to keep (a full backup and its incrementals are one chain)', wholeNumber('--keep'), 7);
   addSplitOptions(add)
     .action(async (name: string, opts: { volume: string; repo: string; schedule: string; incremental?: boolean; keep: number } & SplitOptions, cmd: Command) => {
+      if (viaManager(cmd)) return managerPolicyAdd(cmd, name, opts);
       const store = catalogOf(cmd);
       const catalog = await store.load();
       if (catalog.policies.some((p) => p.name === name)) throw new TricopyError('already-exists', `backup policy ${name} exists`);
@@ -150,6 +159,7 @@ function registerPolicyCommands(backup: Command): void {
   policy.command('list')
     .description('policies and when each runs next')
     .action(async (_opts, cmd: Command) => {
+      if (viaManager(cmd)) return managerPolicyList(cmd);
       const policies = (await catalogOf(cmd).load()).policies.map((p) => ({ ...p, nextRun: nextRunAfter(p.schedule, new Date())?.toISOString() ?? null }));
       if (globals(cmd).json) return printJson(policies);
       if (policies.length === 0) return console.log('no backup policies; add one with: tricopy backup policy add NAME --volume V --repo R --schedule CRON');
@@ -160,6 +170,7 @@ function registerPolicyCommands(backup: Command): void {
   policy.command('remove <name>')
     .description('delete a policy (its backups stay)')
     .action(async (name: string, _opts, cmd: Command) => {
+      if (viaManager(cmd)) return managerRemove(cmd, 'policy', name);
       const store = catalogOf(cmd);
       const catalog = await store.load();
       await store.policy(name);
@@ -194,6 +205,12 @@ function registerRunCommands(backup: Command): void {
     .option('--keep <n>', 'then delete all but the newest N chains of the volume in the repository', wholeNumber('--keep'));
   addSplitOptions(run)
     .action(async (policyName: string | undefined, opts: { volume?: string; repo?: string; incremental?: boolean; keep?: number } & SplitOptions, cmd: Command) => {
+      if (viaManager(cmd)) {
+        if (policyName === undefined || opts.volume || opts.repo) {
+          return notThroughManager('a backup without a policy', 'the manager runs policies: add one (backup policy add … --manager), then: tricopy backup run NAME --manager');
+        }
+        return managerRun(cmd, policyName);
+      }
       const store = catalogOf(cmd);
       if (policyName !== undefined) {
         if (opts.volume || opts.repo) throw new TricopyError('invalid-argument', 'give a policy or --volume and --repo, not both');
@@ -212,8 +229,9 @@ function registerRunCommands(backup: Command): void {
   backup.command('scheduler')
     .description('run every policy at the times of its schedule, until stopped (SIGINT/SIGTERM); policies are re-read each time')
     .action(async (_opts, cmd: Command) => {
+      if (viaManager(cmd)) return notThroughManager('backup scheduler', 'the leading manager fires every policy it keeps at its times; nothing to run here');
       const store = catalogOf(cmd);
-      const scheduler = new BackupScheduler({
+      const scheduler = new BackupScheduler<Policy>({
         clock: systemClock, loadPolicies: async () => (await store.load()).policies,
         run: async (p) => printBackup(cmd, await runPolicy(cmd, store, p)),
         onError: (p, err) => process.stderr.write(`backup ${p.name} failed: ${errorMessage(err)}\n`),
@@ -231,6 +249,7 @@ function registerRunCommands(backup: Command): void {
     .requiredOption('--repo <repo>', 'the repository')
     .requiredOption('--keep <n>', 'chains to keep', wholeNumber('--keep'))
     .action(async (opts: { volume: string; repo: string; keep: number }, cmd: Command) => {
+      if (viaManager(cmd)) return notThroughManager('backup expire', 'a policy\'s --keep applies after each of its backups at the manager');
       const repo = await catalogOf(cmd).repo(opts.repo);
       const expired = await expire(new Repository(repo.path), opts.volume, checkKeep(opts.keep));
       if (globals(cmd).json) return printJson({ expired });
@@ -252,6 +271,7 @@ function registerListAndRestore(backup: Command): void {
     .option('--repo <repo>', 'only this repository')
     .option('--volume <volume>', 'only this volume')
     .action(async (opts: { repo?: string; volume?: string }, cmd: Command) => {
+      if (viaManager(cmd)) return managerImages(cmd, opts);
       const store = catalogOf(cmd);
       const repos = opts.repo ? [await store.repo(opts.repo)] : (await store.load()).repos;
       const rows: Array<BackupManifest & { repo: string }> = [];
@@ -264,9 +284,11 @@ function registerListAndRestore(backup: Command): void {
         m.id, m.repo, m.volume, m.kind, m.snapshotAt, m.parentId ?? '-', formatBytes(m.dataBytes), m.policy ?? '-'])));
     });
   backup.command('jobs')
-    .description('backup and restore jobs of a repository (interrupted: its process died; run it again)')
-    .requiredOption('--repo <repo>', 'the repository')
-    .action(async (opts: { repo: string }, cmd: Command) => {
+    .description('backup and restore jobs of a repository (interrupted: its process died; run it again); with --manager: every job the manager ran, newest first')
+    .option('--repo <repo>', 'the repository (required without --manager)')
+    .action(async (opts: { repo?: string }, cmd: Command) => {
+      if (viaManager(cmd)) return managerJobs(cmd);
+      if (!opts.repo) throw new TricopyError('invalid-argument', 'backup jobs needs --repo (or --manager for the manager\'s jobs)');
       const jobs = await new Repository((await catalogOf(cmd).repo(opts.repo)).path).jobs();
       if (globals(cmd).json) return printJson(jobs);
       console.log(table(['ID', 'KIND', 'VOLUME', 'STATE', 'QUEUED', 'FINISHED', 'EVENTS', 'ERROR'], jobs.map((j) => [
@@ -280,6 +302,7 @@ function registerListAndRestore(backup: Command): void {
     .option('--repo <repo>', 'the repository holding the backup (default: search them all)')
     .option('--force', 'overwrite an existing volume')
     .action(async (volume: string, opts: { from: string; to?: string; repo?: string; force?: boolean }, cmd: Command) => {
+      if (viaManager(cmd)) return managerRestore(cmd, volume, opts);
       const store = catalogOf(cmd);
       const repo = await findBackup(store, opts.from, opts.repo);
       const manifest = await new Repository(repo.path).manifest(opts.from);
@@ -293,7 +316,8 @@ function registerListAndRestore(backup: Command): void {
 
 export function registerBackupCommands(program: Command): void {
   const backup = program.command('backup')
-    .description('managed backup: repositories with drives, full and incremental backups from snapshots, policies, retention, restore')
+    .description('managed backup: repositories with drives, full and incremental backups from snapshots, policies, retention, restore.\n' +
+      'With --manager URL the manager keeps repositories and policies, runs the schedules while it leads and records every job')
     .option('--catalog <file>', 'the catalog of repositories and policies (env TRICOPY_BACKUP_CATALOG, default ~/.config/tricopy/backup.json)');
   registerRepoCommands(backup);
   registerPolicyCommands(backup);

@@ -63,7 +63,8 @@ async function runManager(opts: Record<string, string | string[] | undefined>): 
     const onSignal = (signal: NodeJS.Signals): void => {
       if (++signals > 1) process.exit(1);
       log.info({ signal }, 'stopping');
-      m.stop().then(resolve, () => process.exit(1));
+      // A backup job still copying would hold the process open for as long as its copy takes: it ends here.
+      m.stop().then(() => (m.backups.jobs.runningCount() > 0 ? process.exit(0) : resolve()), () => process.exit(1));
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);

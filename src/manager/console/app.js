@@ -1,4 +1,4 @@
-// The tricopy console's script: reads the manager's status, alerts, procedures and samples, keeps
+// The tricopy console's script: reads the manager's status, alerts, procedures, backups and samples, keeps
 // them current from the manager's event stream (a failure appears without a reload), acknowledges
 // alerts and runs procedures after a confirmation that says what would be lost. Everything from
 // the network is put on the page as text (never as HTML).
@@ -144,6 +144,22 @@ function renderProcedures(runs) {
   fillTable('procedures', runs.slice(0, 20).map((r) => [r.id, r.topology, r.procedure, r.args.to || '-', el('td', { class: r.state === 'failed' ? 'no' : '' }, r.state), r.startedAt, r.startedBy]));
 }
 
+// --- backups: policies with their next run, running jobs with progress, recent jobs with result ---
+function progressCell(job) {
+  if (job.bytesTotal === null) return el('td', {}, job.waitingBehind ? `waiting for a drive (${job.waitingBehind} ahead)` : 'starting');
+  const pct = job.bytesTotal === 0 ? 100 : Math.floor((job.bytesCopied / job.bytesTotal) * 100);
+  return el('td', { class: 'progress' }, el('progress', { max: 100, value: pct }), ` ${pct}% (${bytes(job.bytesCopied)} of ${bytes(job.bytesTotal)})`);
+}
+
+function renderBackups(policies, jobs) {
+  fillTable('backup-policies', policies.map((p) => [p.name, p.volume, p.node, p.repo, p.schedule, p.incremental ? 'incremental' : 'full', p.keep, p.nextRunAt || '-']));
+  const running = jobs.filter((j) => j.state === 'running');
+  fillTable('backup-running', running.map((j) => [j.id, j.kind, j.policy || '-', j.volume, j.startedAt, progressCell(j)]));
+  fillTable('backup-jobs', jobs.filter((j) => j.state !== 'running').slice(0, 20).map((j) => [j.id, j.kind, j.policy || '-', j.kind === 'restore' ? `${j.volume} → ${j.target}` : j.volume,
+    j.image || '-', j.startedAt, j.endedAt || '-', bytes(j.bytesCopied), el('td', { class: j.state === 'succeeded' ? '' : 'no', 'data-state': j.state }, j.state),
+    j.error ? `${j.error}${j.hint ? ` — ${j.hint}` : ''}` : '']));
+}
+
 // --- charts: lag and I/O over time (samples kept by the manager) -------------------------------
 function sparkline(points, title, unit) {
   const w = 300;
@@ -196,10 +212,12 @@ function addEvent(e, fresh) {
 async function refresh() {
   refreshTimer = null;
   try {
-    const [s, a, p] = await Promise.all([api('/v1/status'), api('/v1/alerts?all=true'), api('/v1/procedures')]);
+    const [s, a, p, bp, bj] = await Promise.all([api('/v1/status'), api('/v1/alerts?all=true'), api('/v1/procedures'),
+      api('/v1/backup/policies'), api('/v1/backup/jobs?limit=50')]);
     renderStatus(s);
     renderAlerts(a.alerts.slice(0, 50));
     renderProcedures(p.runs);
+    renderBackups(bp.policies, bj.jobs);
     await renderCharts();
   } catch (err) {
     document.getElementById('health').textContent = `manager unreachable: ${err.message}`;

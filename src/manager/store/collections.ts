@@ -1,7 +1,9 @@
 // The manager's collections over the key-value store: registered nodes and the state they pushed,
 // topologies, the event history, alerts, the ids of reports already taken (duplicates are
-// dropped), procedure runs and performance samples. Writes are built as operations so that one
+// dropped), procedure runs, performance samples, and the backup repositories, policies and jobs
+// the manager runs. Writes are built as operations so that one
 // report's event, alert and dedupe mark land in one atomic batch.
+import type { BackupJobRecord, BackupPolicyRecord, BackupRepoRecord } from '../../contracts/backup';
 import type { Alert, ManagerEvent, NodeRecord, PerfSample, ProcedureRun, TopologyRecord } from '../../contracts/manager';
 import type { ManagementTableEntry } from '../../contracts/monitor';
 import type { NodeInfo, VolumeView } from '../../contracts/node';
@@ -158,5 +160,56 @@ export class ManagerStore {
 
   async listSamples(prefix: string): Promise<Array<{ key: string; sample: PerfSample }>> {
     return (await this.kv.list(`sample/${prefix}`)).map((r) => ({ key: r.key, sample: JSON.parse(r.value) as PerfSample }));
+  }
+
+  // --- backup: repositories, policies, jobs (keys sort by start time), last scheduled time fired ----
+  putBackupRepo(r: BackupRepoRecord): KvOp {
+    return put(`backup/repo/${r.name}`, r);
+  }
+
+  deleteBackupRepo(name: string): KvOp {
+    return { type: 'del', key: `backup/repo/${name}` };
+  }
+
+  listBackupRepos(): Promise<BackupRepoRecord[]> {
+    return this.listJson('backup/repo/');
+  }
+
+  putBackupPolicy(p: BackupPolicyRecord): KvOp {
+    return put(`backup/policy/${p.name}`, p);
+  }
+
+  deleteBackupPolicy(name: string): KvOp {
+    return { type: 'del', key: `backup/policy/${name}` };
+  }
+
+  listBackupPolicies(): Promise<BackupPolicyRecord[]> {
+    return this.listJson('backup/policy/');
+  }
+
+  putBackupJob(j: BackupJobRecord): KvOp {
+    return put(`backup/job/${j.id}`, j);
+  }
+
+  deleteBackupJob(id: string): KvOp {
+    return { type: 'del', key: `backup/job/${id}` };
+  }
+
+  getBackupJob(id: string): Promise<BackupJobRecord | undefined> {
+    return this.getJson(`backup/job/${id}`);
+  }
+
+  /** Newest first. */
+  listBackupJobs(limit?: number): Promise<BackupJobRecord[]> {
+    return this.listJson('backup/job/', { reverse: true, ...(limit !== undefined ? { limit } : {}) });
+  }
+
+  /** The last scheduled time (ISO) a policy's job was started for: a time is fired once, by one leader. */
+  async backupFiredAt(policy: string): Promise<string | undefined> {
+    return this.getJson<string>(`backup/fired/${policy}`);
+  }
+
+  putBackupFiredAt(policy: string, at: string): KvOp {
+    return put(`backup/fired/${policy}`, at);
   }
 }
