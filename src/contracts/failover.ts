@@ -42,6 +42,15 @@ export interface FailbackStatus {
   reason: string;
 }
 
+/** One decision of a node's agent (an event it emitted), as its status keeps the last ones. */
+export interface ArbiterDecision {
+  /** Wall-clock ISO time. */
+  at: string;
+  /** The event's kind: arbiter-acquired, arbiter-fenced, failover-started, failback-pending, … */
+  kind: string;
+  reason: string;
+}
+
 export interface FailoverStatus {
   topology: string;
   site: string;
@@ -61,6 +70,8 @@ export interface FailoverStatus {
   reason: string;
   since: string;
   failback: FailbackStatus;
+  /** The agent's last decisions, oldest first (at most 20). */
+  decisions: ArbiterDecision[];
 }
 
 export interface FailoverList {

@@ -16,18 +16,10 @@ import { type Topology, parseTopology } from '../../topology/topology-file';
 import { PairVolumeControl } from '../host-control';
 import { LocalQuorumStorage } from '../local-storage';
 import type { QuorumVolumes } from '../storage';
-import { type AgentDeps, FailoverAgent } from './agent';
+import { FailoverAgent } from './agent';
+import type { AgentBaseDeps, ArbiterAgent } from './arbiter-agent';
 import { EtcdArbiter } from './etcd-arbiter';
 import { QuorumPairAgent } from './quorum-pair-agent';
-
-/** What the service asks of either kind of agent. */
-interface TopologyAgent {
-  readonly contender: boolean;
-  start(): void;
-  stop(release: boolean): Promise<void>;
-  gate(volume: string): string | undefined;
-  status(): FailoverStatus;
-}
 
 /** A returning primary site that does not answer this fast is not back yet. */
 const primaryProbeTimeoutMs = 1000;
@@ -36,7 +28,7 @@ const failbackWaitSeconds = 3600;
 
 interface Entry {
   config: FailoverConfig;
-  agent: TopologyAgent;
+  agent: ArbiterAgent;
 }
 
 export class FailoverService {
@@ -119,11 +111,11 @@ export class FailoverService {
     return t;
   }
 
-  private run(config: FailoverConfig, t: Topology): TopologyAgent {
+  private run(config: FailoverConfig, t: Topology): ArbiterAgent {
     const f = t.failover!;
     const arbiter = f.arbiter!;
     const common = this.commonDeps(config, t);
-    let agent: TopologyAgent;
+    let agent: ArbiterAgent;
     if (arbiter.kind === 'etcd') {
       agent = new FailoverAgent({
         ...common, arbiter: new EtcdArbiter({
@@ -166,7 +158,7 @@ export class FailoverService {
   }
 
   /** What both kinds of agent are given: the node's pairs and events, and the procedures they run. */
-  private commonDeps(config: FailoverConfig, t: Topology): Omit<AgentDeps, 'arbiter'> {
+  private commonDeps(config: FailoverConfig, t: Topology): AgentBaseDeps {
     return {
       topology: t, site: config.site, role: config.role,
       now: () => performance.now(),
