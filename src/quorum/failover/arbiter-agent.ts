@@ -12,7 +12,7 @@
 import { errorMessage } from '../../common/errors';
 import type { EventJournal } from '../../common/events';
 import type { Logger } from '../../common/log';
-import type { ArbiterDecision, ArbiterState, FailoverStatus } from '../../contracts/failover';
+import type { AgentReport, ArbiterDecision, ArbiterState, FailoverStatus } from '../../contracts/failover';
 import type { PairStatus } from '../../contracts/pairs';
 import type { FailoverSettings, Topology } from '../../topology/topology-file';
 import { applicationRunsHere, failbackReasonWithoutWatch } from './application';
@@ -180,20 +180,28 @@ export class ArbiterAgent implements AgentContext {
   }
 
   set(state: ArbiterState, reason: string, eventKind?: string): void {
-    const changed = state !== this.stateValue || reason !== this.reasonValue;
-    if (state !== this.stateValue) this.sinceValue = this.deps.wallNow();
+    const stateChanged = state !== this.stateValue;
+    const changed = stateChanged || reason !== this.reasonValue;
+    if (stateChanged) this.sinceValue = this.deps.wallNow();
     this.stateValue = state;
     this.reasonValue = reason;
-    if (changed && eventKind) {
-      this.decide(eventKind, reason, { role: this.deps.role, state, holder: this.holder });
+    // A change of state is always reported (the manager shows each site's state from these).
+    const kind = changed && eventKind ? eventKind : stateChanged ? 'agent-state' : undefined;
+    if (kind) {
+      this.decide(kind, reason, { role: this.deps.role, state, holder: this.holder });
     } else if (changed && state !== 'standby') {
       this.deps.log.info({ topology: this.deps.topology.name, state }, reason);
     }
   }
 
+  /** What every decision carries of the agent, so a reader of events alone (the manager) knows where each site stands. */
+  report(): AgentReport {
+    return { site: this.deps.site, role: this.deps.role, arbiter: this.rounds.description, state: this.stateValue, holder: this.holder, failback: this.failback?.state ?? 'idle' };
+  }
+
   decide(kind: string, reason: string, details?: Record<string, unknown>): void {
     const d = this.deps;
-    d.events.emit(kind, d.topology.name, reason, { site: d.site, ...details });
+    d.events.emit(kind, d.topology.name, reason, { site: d.site, ...details, agent: this.report() });
     this.decisions.push({ at: new Date(d.wallNow()).toISOString(), kind, reason });
     if (this.decisions.length > decisionsKept) this.decisions.shift();
   }

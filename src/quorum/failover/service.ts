@@ -67,7 +67,7 @@ export class FailoverService {
     const agent = this.run(config, t);
     this.node.events.emit('failover-configured', config.name, t.failover?.mode === 'automatic'
       ? `automatic failover of topology ${config.name}: this node is the ${config.role} site ${config.site}; arbiter ${agent.status().arbiter}, lease ${t.failover.leaseMs} ms, renew ${t.failover.renewMs} ms, fence margin ${t.failover.fenceMarginMs} ms; failback ${t.failover.failback === 'automatic' ? `automatic after ${t.failover.failbackDelayMs} ms` : 'manual'}`
-      : `failover of topology ${config.name} is manual`, { site: config.site, role: config.role });
+      : `failover of topology ${config.name} is manual`, { site: config.site, role: config.role, agent: agent.report() });
     return agent.status();
   }
 
@@ -76,7 +76,7 @@ export class FailoverService {
     this.entries.delete(name);
     if (e) await e.agent.stop(true);
     await removeIfExists(path.join(this.dir, `${name}.json`), nodeDisk);
-    if (e) this.node.events.emit('failover-removed', name, 'this node no longer takes part in the automatic failover of the topology');
+    if (e) this.node.events.emit('failover-removed', name, 'this node no longer takes part in the automatic failover of the topology', { site: e.config.site, role: e.config.role });
   }
 
   list(): FailoverStatus[] {
