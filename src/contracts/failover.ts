@@ -42,6 +42,29 @@ export interface FailbackStatus {
   reason: string;
 }
 
+/**
+ * Where a node's agent stands, as every event of its decisions carries it (details.agent): the
+ * manager builds its arbiter panel from these events alone.
+ */
+export interface AgentReport {
+  site: string;
+  role: 'primary' | 'sync' | 'async';
+  /** The arbiter as the agent shows it (etcd endpoints, quorum pair …). */
+  arbiter: string;
+  state: ArbiterState;
+  holder: string | null;
+  failback: FailbackState;
+}
+
+/** One decision of a node's agent (an event it emitted), as its status keeps the last ones. */
+export interface ArbiterDecision {
+  /** Wall-clock ISO time. */
+  at: string;
+  /** The event's kind: arbiter-acquired, arbiter-fenced, failover-started, failback-pending, … */
+  kind: string;
+  reason: string;
+}
+
 export interface FailoverStatus {
   topology: string;
   site: string;
@@ -61,6 +84,8 @@ export interface FailoverStatus {
   reason: string;
   since: string;
   failback: FailbackStatus;
+  /** The agent's last decisions, oldest first (at most 20). */
+  decisions: ArbiterDecision[];
 }
 
 export interface FailoverList {

@@ -3,7 +3,7 @@
 // travels. Every method resolves with the manager's answer or rejects with a TricopyError whose
 // code says what kind of failure it was ('unavailable' when no manager answers, 'not-found' …).
 import type {
-  AddNodeRequest, Alert, ManagerEvent, ManagerInfo, NodeRecord, PerfSample, ProcedureRun, StartProcedureRequest, StatusDocument,
+  AddNodeRequest, Alert, ArbiterBoard, ManagerEvent, ManagerInfo, NodeRecord, PerfSample, ProcedureRun, StartProcedureRequest, StatusDocument,
   TopologyRecord,
 } from './manager';
 import type {
@@ -31,6 +31,8 @@ export interface ManagerClient {
   /** Keeps a topology definition (the topology file's text) and registers its copies' command paths. */
   addTopology(text: string): Promise<TopologyRecord>;
   listTopologies(): Promise<TopologyRecord[]>;
+  /** A topology's automatic failover as the nodes' agents reported it: holder, each site's agent, the last decisions. */
+  arbiterBoard(topology: string): Promise<ArbiterBoard>;
 
   listEvents(query: EventQuery): Promise<ManagerEvent[]>;
   /** The stored events matching `query`, then each new one as it is stored, until the caller stops. */

@@ -2,6 +2,7 @@
 // everything in one document, events from the store, alerts, procedure runs and performance
 // samples. Shared by the manager, the typed manager client, the CLI, the web console's tests and
 // the tests. Pure types; no behaviour.
+import type { ArbiterState, FailbackState } from './failover';
 import type { GroupStatus, PairStatus } from './pairs';
 import type { CopyReport, ManagementTableEntry } from './monitor';
 import type { VolumeView } from './node';
@@ -64,6 +65,55 @@ export interface TopologyRecord {
 
 export interface TopologyList {
   topologies: TopologyRecord[];
+}
+
+/** One site's agent in a topology's arbiter panel, as its last reported decision says. */
+export interface ArbiterSiteView {
+  site: string;
+  role: 'primary' | 'sync' | 'async';
+  /** The node that reported it (null: no report in the events read). */
+  node: string | null;
+  /** The agent's state (null: no report, or the node takes no part any more). */
+  state: ArbiterState | null;
+  failback: FailbackState | null;
+  /** The reason of its last decision, and when it was made (node time). */
+  reason: string | null;
+  at: string | null;
+}
+
+/** One decision of a site's agent, from the manager's history. */
+export interface ArbiterDecisionView {
+  seq: number;
+  /** When the node made it (its clock). */
+  at: string;
+  site: string;
+  node: string | null;
+  kind: string;
+  reason: string;
+}
+
+/**
+ * GET /v1/topologies/:name/arbiter — automatic failover of one topology as the manager knows it:
+ * the settings from the topology file, and from the agents' events (what nodes pushed; no node is
+ * asked) who holds the arbiter, each site's agent and the last decisions.
+ */
+export interface ArbiterBoard {
+  topology: string;
+  failover: 'manual' | 'automatic';
+  /** As the agents show it (null: manual, or no agent reported yet). */
+  arbiter: string | null;
+  leaseMs: number | null;
+  renewMs: number | null;
+  fenceMarginMs: number | null;
+  failback: 'manual' | 'automatic';
+  failbackDelayMs: number | null;
+  /** The site holding the arbiter as the latest reports say (null: nobody, or not known). */
+  holder: string | null;
+  sites: ArbiterSiteView[];
+  /** Newest first. */
+  decisions: ArbiterDecisionView[];
+  /** How many of the manager's latest events were read to build this. */
+  eventsRead: number;
 }
 
 export interface PairView extends PairStatus {

@@ -13,7 +13,7 @@ import { reportBatchBody } from '../node/monitor-schemas';
 import { addBackupRoutes } from './backup-api';
 import { consoleAsset } from './console-assets';
 import type { ManagerService } from './service';
-import { ingestBatchBody } from './schemas';
+import { arbiterBoardResponse, ingestBatchBody, topologyNameParams } from './schemas';
 
 export const maxManagerBodyBytes = 64 * 1024;
 /** A snapshot of a node with many pairs is large. */
@@ -110,6 +110,8 @@ function addRegistry(app: FastifyInstance, m: ManagerService): void {
     reply.code(201);
     return m.registry.addTopology(request.body.text);
   });
+  app.get('/v1/topologies/:name/arbiter', { schema: { params: topologyNameParams, response: { 200: arbiterBoardResponse } } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => m.arbiterBoard(request.params.name));
 
 }
 

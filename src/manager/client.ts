@@ -4,7 +4,7 @@
 import { TricopyError, isErrorCode } from '../common/errors';
 import { readServerSentEvents } from '../common/sse';
 import type {
-  AddNodeRequest, Alert, AlertList, ManagerEvent, ManagerEventList, ManagerInfo, NodeList, NodeRecord, PerfSample, ProcedureList, ProcedureRun,
+  AddNodeRequest, Alert, AlertList, ArbiterBoard, ManagerEvent, ManagerEventList, ManagerInfo, NodeList, NodeRecord, PerfSample, ProcedureList, ProcedureRun,
   SampleList, StartProcedureRequest, StatusDocument, TopologyList, TopologyRecord,
 } from '../contracts/manager';
 import type {
@@ -52,6 +52,10 @@ export class HttpManagerClient implements ManagerClient {
 
   async listTopologies(): Promise<TopologyRecord[]> {
     return (await this.request<TopologyList>('GET', '/v1/topologies')).topologies;
+  }
+
+  arbiterBoard(topology: string): Promise<ArbiterBoard> {
+    return this.request('GET', `/v1/topologies/${encodeURIComponent(topology)}/arbiter`);
   }
 
   async listEvents(query: EventQuery): Promise<ManagerEvent[]> {

@@ -39,3 +39,38 @@ export const ingestBatchBody = {
     },
   },
 } as const;
+
+/** GET /v1/topologies/:name/arbiter: the name as topology files allow it. */
+export const topologyNameParams = {
+  type: 'object', required: ['name'], additionalProperties: false,
+  properties: { name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$' } },
+} as const;
+
+const strOrNull = { type: ['string', 'null'] } as const;
+const intOrNull = { type: ['integer', 'null'] } as const;
+
+/** Its answer (ArbiterBoard in contracts/manager.ts). */
+export const arbiterBoardResponse = {
+  type: 'object',
+  required: ['topology', 'failover', 'arbiter', 'leaseMs', 'renewMs', 'fenceMarginMs', 'failback', 'failbackDelayMs', 'holder', 'sites', 'decisions', 'eventsRead'],
+  properties: {
+    topology: { type: 'string' }, failover: { type: 'string', enum: ['manual', 'automatic'] }, arbiter: strOrNull,
+    leaseMs: intOrNull, renewMs: intOrNull, fenceMarginMs: intOrNull,
+    failback: { type: 'string', enum: ['manual', 'automatic'] }, failbackDelayMs: intOrNull, holder: strOrNull,
+    sites: {
+      type: 'array',
+      items: {
+        type: 'object', required: ['site', 'role', 'node', 'state', 'failback', 'reason', 'at'],
+        properties: { site: { type: 'string' }, role: { type: 'string' }, node: strOrNull, state: strOrNull, failback: strOrNull, reason: strOrNull, at: strOrNull },
+      },
+    },
+    decisions: {
+      type: 'array',
+      items: {
+        type: 'object', required: ['seq', 'at', 'site', 'node', 'kind', 'reason'],
+        properties: { seq: { type: 'integer' }, at: { type: 'string' }, site: { type: 'string' }, node: strOrNull, kind: { type: 'string' }, reason: { type: 'string' } },
+      },
+    },
+    eventsRead: { type: 'integer' },
+  },
+} as const;

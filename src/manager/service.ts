@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { systemClock } from '../common/clock';
 import { TricopyError, errorMessage } from '../common/errors';
 import type { Logger } from '../common/log';
-import type { Alert, ManagerInfo, NodeRecord, PerfSample, StatusDocument, TopologyRecord } from '../contracts/manager';
+import type { Alert, ArbiterBoard, ManagerInfo, NodeRecord, PerfSample, StatusDocument, TopologyRecord } from '../contracts/manager';
 import { HttpNodeClient } from '../node/api-client';
 import { version } from '../node/version';
 import { AlertBook } from './alerts';
@@ -17,7 +17,8 @@ import { type ManagerApi, buildManagerApi } from './api';
 import { ManagerBackups } from './backup-service';
 import type { ManagerConfig } from './config';
 import type { ManagerContext } from './context';
-import { EventHistory } from './history';
+import { buildArbiterBoard } from './arbiter-board';
+import { EventHistory, maxEventsPerQuery } from './history';
 import { Ingest } from './ingest';
 import { EtcdLeadership, type Leadership, ReadyLeadership, SoleLeadership } from './leadership';
 import { ManagerMetrics } from './metrics';
@@ -161,6 +162,13 @@ export class ManagerService {
 
   async nodes(): Promise<NodeRecord[]> {
     return (await this.ctx.store.listNodes()).map(publicNode);
+  }
+
+  /** A topology's arbiter panel from the latest events stored (what the nodes' agents reported). */
+  async arbiterBoard(name: string): Promise<ArbiterBoard> {
+    const t = await this.registry.topology(name);
+    const last = await this.ctx.store.lastEventSeq();
+    return buildArbiterBoard(t, await this.history.query({ afterSeq: Math.max(0, last - maxEventsPerQuery), limit: maxEventsPerQuery }));
   }
 
   topologyRecords(): Promise<TopologyRecord[]> {

@@ -3,8 +3,10 @@
 // (history kept), the page shows sites, nodes, pairs and alerts, a failure appears without a
 // reload, an alert is acknowledged from the page, a failover is run from the page after its
 // confirmation and completes, the Backups panel shows a policy with its next run, a job waiting
-// for a drive and then its result, and the page logs no error. A screenshot is kept with the test
-// output (var/test-output/manager-console.png).
+// for a drive and then its result, and the page logs no error. A second topology with failover:
+// automatic (a quorum-pair arbiter) has an Arbiter panel: who holds it, each site's agent, the
+// decisions as the nodes reported them (tokyo's loss makes osaka arbitrate and lose). A screenshot
+// is kept with the test output (var/test-output/manager-console.png).
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -67,6 +69,35 @@ describe('web console in headless Chromium, procedures through the manager', { t
     assert.equal((JSON.parse(shown.stdout) as ProcedureRun).output.some((l) => l.includes('step 310')), true);
   });
 
+  it('a topology with failover: automatic (quorum-pair arbiter) gets an Arbiter panel: the holder, each site\'s agent, the decisions', async () => {
+    const file = path.join(dir, 'hr.json');
+    await fsp.writeFile(file, JSON.stringify({
+      name: 'hr', volumes: { hr1: '8MiB' }, primary: { site: 'tokyo', node: cluster.node('tokyo').apiUrl },
+      sync: { site: 'osaka', node: cluster.node('osaka').apiUrl, fence: 'data' }, async: { site: 'sapporo', node: cluster.node('sapporo').apiUrl },
+      failover: 'automatic', arbiter: { 'quorum-pair': { volume: 'hr-quorum' } }, lease: '3s', renew: '500ms', 'fence-margin': '1s',
+    }));
+    const r = await cli(['topology', 'apply', file, '--wait', '--manager'], { TRICOPY_MANAGER: manager.url });
+    assert.equal(r.code, 0, r.stderr);
+    // The manager's route, from the agents' events alone.
+    const board = await waitFor('the manager to learn tokyo holds hr\'s arbiter', async () => {
+      const b = await manager.client.arbiterBoard('hr');
+      return b.holder === 'tokyo' && b.sites.find((x) => x.site === 'osaka')?.state === 'standby' ? b : undefined;
+    }, { timeoutMs: 30_000 });
+    assert.deepEqual([board.failover, board.arbiter, board.leaseMs, board.renewMs, board.fenceMarginMs], ['automatic', 'quorum pair hr-quorum', 3000, 500, 1000]);
+    assert.deepEqual(board.sites.map((x) => [x.site, x.role, x.state]), [['tokyo', 'primary', 'holding'], ['osaka', 'sync', 'standby'], ['sapporo', 'async', 'observer']]);
+    assert.ok(board.decisions.some((d) => d.site === 'tokyo' && d.kind === 'agent-state' && /holds the quorum pair hr-quorum/.test(d.reason)), JSON.stringify(board.decisions));
+    assert.equal((await manager.client.arbiterBoard('erp')).failover, 'manual');
+    // The console shows it.
+    await page.goto(manager.url);
+    const panel = page.locator('[data-arbiter="hr"]');
+    await panel.locator('.holder[data-holder="tokyo"]').waitFor({ timeout: 20_000 });
+    assert.match(await panel.innerText(), /quorum pair hr-quorum · holder tokyo · lease 3 s \(renew 0\.5 s, fence margin 1 s\) · failback manual/);
+    assert.match(await panel.locator('tr[data-site="tokyo"]').innerText(), /tokyo\s+primary\s+holding/);
+    assert.match(await panel.locator('tr[data-site="osaka"]').innerText(), /osaka\s+sync\s+standby/);
+    await panel.locator('.arbiter-decisions li[data-kind="agent-state"][data-site="tokyo"]', { hasText: 'holds the quorum pair hr-quorum' }).first().waitFor();
+    assert.match(await page.locator('[data-arbiter="erp"]').innerText(), /failover: manual/);
+  });
+
   it('shows the three sites, nodes, pairs; a failure appears live; an alert is acknowledged from the page', async () => {
     await page.goto(manager.url);
     await page.locator('[data-topology="erp"] .site.active[data-site="tokyo"]').waitFor();
@@ -88,7 +119,7 @@ describe('web console in headless Chromium, procedures through the manager', { t
   it('runs a failover from the page after a confirmation that says what would be lost, and shows its steps', async () => {
     await cluster.kill('tokyo');
     await manager.waitAlert('the primary\'s loss', (a) => a.kind === 'node-unreachable' && a.subject === 'tokyo');
-    await page.locator('[data-action="failover-osaka"]').click();
+    await page.locator('[data-topology="erp"] [data-action="failover-osaka"]').click();
     const dialog = page.locator('dialog#confirm');
     await dialog.waitFor();
     assert.match(await page.locator('#confirm-loss').innerText(), /What a move to osaka would lose now: /);
@@ -96,6 +127,9 @@ describe('web console in headless Chromium, procedures through the manager', { t
     await page.locator('#procedure-title[data-state="succeeded"]').waitFor({ timeout: 90_000 });
     assert.match(await page.locator('#procedure-output').innerText(), /\[1\]/);
     await page.locator('[data-topology="erp"] .site.active[data-site="osaka"]').waitFor({ timeout: 30_000 });
+    // hr's agents saw tokyo go too: osaka lost its heartbeat and arbitrated, and could not win
+    // (spec 004 E7: the P-VOL's node is gone). The panel shows it live.
+    await page.locator('[data-arbiter="hr"] .arbiter-decisions li[data-kind="arbiter-conflict"][data-site="osaka"]').first().waitFor({ timeout: 30_000 });
     const runs = await manager.client.listProcedures();
     assert.equal(runs[0]?.procedure, 'failover');
     assert.equal(runs[0]?.startedBy, 'console');

@@ -9,21 +9,26 @@
 //     writable sites; the link back, tokyo recovers the quorum pair and writes again;
 //   - the hosts' network cut both ways: both sites contend, exactly one wins (twice: at about the
 //     same moment, and with osaka's command first);
+//   - failback: automatic (the smallest delay): after tokyo's hosts-side loss and osaka's takeover,
+//     tokyo heard again, osaka's node fails back by itself after the delay; tokyo has osaka's writes;
 //   - tokyo's node killed: osaka cannot win (spec 004 E7), nothing fails over.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import type { NodeEvent } from '../../src/contracts/node';
 import { HttpQuorumClient } from '../../src/quorum/client';
 import { type FailoverCluster as FC, FailoverCluster, type Site, TwoSiteChecker, quorumVolume } from '../support/failover';
 import { killAllNodes } from '../support/node-process';
 import { tempDir } from '../support/tools';
-import { topo } from '../support/topology';
+import { topo, topologyStatus } from '../support/topology';
+import { minFailbackDelayMs } from '../../src/topology/topology-file';
 import { waitFor } from '../support/wait';
 
 const leaseMs = 3000;
 const renewMs = 500;
 const timings = { lease: '3s', renew: '500ms', fenceMargin: '1s' };
+const MiB = 1024 * 1024;
 let dir: string;
 let fc: FC;
 
@@ -192,6 +197,59 @@ test('the hosts\' network cut both ways (storage link up): both sites contend, e
   await raceRound(2 * renewMs);
   // osaka's side cut three renew intervals later: osaka's command goes first.
   await raceRound(2 * renewMs + 1500);
+});
+
+test('failback: automatic with the quorum pair — tokyo\'s hosts-side loss, osaka takes over; tokyo heard again, osaka fails back by itself after the delay; osaka\'s writes are at tokyo; never two writable sites', async () => {
+  await hearEachOther();
+  await settledAtTokyo();
+  await fc.writeTopology({ ...timings, failbackDelay: `${minFailbackDelayMs}ms` });
+  await topo(['apply', fc.file, '--wait']);
+  const settings = (await fc.arbiter('osaka'))!.failback;
+  assert.deepEqual([settings.mode, settings.delayMs], ['automatic', minFailbackDelayMs]);
+  const from = { tokyo: await lastEventId('tokyo'), osaka: await lastEventId('osaka') };
+  const checker = new TwoSiteChecker(fc, 'log1', ['tokyo', 'osaka']);
+  checker.start();
+  let writtenAtOsaka: Buffer;
+  let restoredAt: number;
+  try {
+    await waitFor('tokyo to take writes', () => checker.ackedAt('tokyo').length > 20);
+    fc.tokyoApi.cut();
+    await waitFor('osaka to take writes', () => checker.ackedAt('osaka').length > 20, { timeoutMs: 60_000 });
+    await waitFor('osaka to finish the failover', async () => (await eventsAt('osaka', from.osaka)).some((e) => e.kind === 'failover-finished'), { timeoutMs: 60_000 });
+    writtenAtOsaka = await fc.writeRandom('osaka', 'db1', 4 * MiB, 2 * MiB);
+    await waitFor('osaka to watch for tokyo', async () => (await fc.arbiter('osaka'))?.failback.state === 'watching');
+    assert.equal(checker.ackedAt('tokyo').filter((w) => w.issuedAt > checker.ackedAt('osaka')[0]!.issuedAt).length, 0, 'tokyo stopped when osaka took over');
+    fc.tokyoApi.restore();
+    restoredAt = performance.now();
+    // Nobody runs the failback but osaka's node.
+    await fc.waitArbiter('tokyo', 'holding', 120_000);
+    const tokyoAfter = performance.now();
+    await waitFor('tokyo to take writes again', () => checker.ackedAt('tokyo').some((w) => w.issuedAt > tokyoAfter) && checker.ackedAt('tokyo').length > 40, { timeoutMs: 30_000 });
+    await checker.stop();
+    checker.assertHandovers(['tokyo', 'osaka', 'tokyo']);
+  } finally {
+    fc.tokyoApi.restore();
+    await checker.stop();
+  }
+  assert.ok(performance.now() - restoredAt >= minFailbackDelayMs, 'the application did not move before tokyo had been back for the delay');
+  await waitFor('osaka to report the failback finished', async () => (await eventsAt('osaka', from.osaka)).some((e) => e.kind === 'failback-finished'), { timeoutMs: 60_000 });
+  const events = await eventsAt('osaka', from.osaka);
+  const at = (kind: string): NodeEvent => {
+    const e = events.find((x) => x.kind === kind);
+    assert.ok(e, `osaka reported ${kind}: ${events.map((x) => x.kind).join(' ')}`);
+    return e;
+  };
+  assert.match(at('failback-pending').reason, /tokyo is back and sees osaka hold the arbiter/);
+  assert.ok(Date.parse(at('failback-started').time) - Date.parse(at('failback-pending').time) >= minFailbackDelayMs - 50, 'the failback waited for the delay');
+  assert.match(at('failback-finished').reason, /failed back to tokyo in .* s/);
+  const decisions = (await fc.arbiter('osaka'))!.decisions.map((d) => d.kind);
+  for (const k of ['failover-finished', 'failback-started', 'failback-finished']) assert.ok(decisions.includes(k), `osaka's status keeps ${k}: ${decisions.join(' ')}`);
+  // tokyo holds the quorum pair again (it took it over because the application runs there).
+  await settledAtTokyo();
+  assert.ok((await eventsAt('tokyo', from.tokyo)).some((e) => e.kind === 'arbiter-acquired' && /swap resync ended normally/.test(e.reason)));
+  assert.deepEqual(await fc.readAt('tokyo', 'db1', 4 * MiB, 2 * MiB), writtenAtOsaka, 'tokyo has what the application wrote at osaka');
+  await assert.rejects(fc.writeRandom('osaka', 'db1', 8 * MiB, 4096), 'osaka refuses writes again');
+  assert.equal((await topologyStatus(fc.file)).activeSite, 'tokyo');
 });
 
 test('tokyo\'s node killed: osaka cannot win the quorum pair (spec 004 E7), nothing fails over', async () => {

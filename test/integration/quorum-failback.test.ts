@@ -6,10 +6,8 @@
 // manual the topology stays where the failover put it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { NbdClient } from '../../src/nbd/client';
 import { type FailoverCluster as FC, FailoverCluster, firstAcceptedWrite } from '../support/failover';
 import { killAllNodes } from '../support/node-process';
 import { tempDir } from '../support/tools';
@@ -33,37 +31,16 @@ after(async () => {
   await fsp.rm(dir, { recursive: true, force: true });
 });
 
-async function writeRandom(site: 'tokyo' | 'osaka', volume: string, offset: number, bytes: number): Promise<Buffer> {
-  const data = randomBytes(bytes);
-  const c = await NbdClient.connect({ host: '127.0.0.1', port: fc.cluster.node(site).ports.nbdPort, exportName: volume });
-  try {
-    await c.write(offset, data);
-    await c.flush();
-  } finally {
-    c.destroy();
-  }
-  return data;
-}
-
-async function readAt(site: 'tokyo' | 'osaka', volume: string, offset: number, bytes: number): Promise<Buffer> {
-  const c = await NbdClient.connect({ host: '127.0.0.1', port: fc.cluster.node(site).ports.nbdPort, exportName: volume });
-  try {
-    return await c.read(offset, bytes);
-  } finally {
-    c.destroy();
-  }
-}
-
 /** tokyo's node is killed with writes behind it; osaka takes over by itself; the application writes at osaka. */
 async function loseTokyo(): Promise<Buffer> {
-  await writeRandom('tokyo', 'db1', 0, 2 * MiB);
-  await writeRandom('tokyo', 'log1', 0, MiB);
+  await fc.writeRandom('tokyo', 'db1', 0, 2 * MiB);
+  await fc.writeRandom('tokyo', 'log1', 0, MiB);
   await fc.cluster.kill('tokyo');
   await firstAcceptedWrite(fc, 'osaka', 'db1', 28 * MiB, 30_000);
   const osaka = await fc.waitArbiter('osaka', 'holding');
   assert.match(osaka.reason, /failed over to osaka/);
-  const atOsaka = await writeRandom('osaka', 'db1', 4 * MiB, 2 * MiB);
-  await writeRandom('osaka', 'log1', 2 * MiB, MiB);
+  const atOsaka = await fc.writeRandom('osaka', 'db1', 4 * MiB, 2 * MiB);
+  await fc.writeRandom('osaka', 'log1', 2 * MiB, MiB);
   return atOsaka;
 }
 
@@ -121,10 +98,10 @@ test('failback: automatic — once tokyo has been back for the delay, osaka fail
   const s = await topologyStatus(fc.file);
   assert.equal(s.activeSite, 'tokyo');
   await waitFor('every copy duplex', async () => (await topologyStatus(fc.file)).healthy, { timeoutMs: 60_000 });
-  assert.deepEqual(await readAt('tokyo', 'db1', 4 * MiB, 2 * MiB), writtenAtOsaka, 'tokyo has what the application wrote at osaka');
+  assert.deepEqual(await fc.readAt('tokyo', 'db1', 4 * MiB, 2 * MiB), writtenAtOsaka, 'tokyo has what the application wrote at osaka');
   await waitFor('the async site applied everything', async () => (await groupLagEntries(fc.cluster, 'tokyo', 'erp')) === 0);
   for (const v of ['db1', 'log1']) await sameEverywhere(fc.cluster, v, ['tokyo', 'osaka', 'sapporo'], dir);
   // Writes go to tokyo again; osaka refuses them.
-  await writeRandom('tokyo', 'db1', 8 * MiB, 64 * 1024);
-  await assert.rejects(writeRandom('osaka', 'db1', 8 * MiB, 4096));
+  await fc.writeRandom('tokyo', 'db1', 8 * MiB, 64 * 1024);
+  await assert.rejects(fc.writeRandom('osaka', 'db1', 8 * MiB, 4096));
 });

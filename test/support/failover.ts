@@ -5,6 +5,7 @@
 // through a proxy (osaka advertises it; only tokyo dials osaka: the storage link). Also the checker that records every acknowledged
 // write with the site that took it and when, and proves the sites' histories never overlap.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -93,6 +94,28 @@ export class FailoverCluster {
     return new HttpNodeClient(this.cluster.node(s).apiUrl, undefined, 5000);
   }
 
+  /** Writes `bytes` random bytes to `volume` at `s` (acknowledged and flushed); returns them. */
+  async writeRandom(s: Site, volume: string, offset: number, bytes: number): Promise<Buffer> {
+    const data = randomBytes(bytes);
+    const c = await NbdClient.connect({ host: '127.0.0.1', port: this.cluster.node(s).ports.nbdPort, exportName: volume });
+    try {
+      await c.write(offset, data);
+      await c.flush();
+    } finally {
+      c.destroy();
+    }
+    return data;
+  }
+
+  async readAt(s: Site, volume: string, offset: number, bytes: number): Promise<Buffer> {
+    const c = await NbdClient.connect({ host: '127.0.0.1', port: this.cluster.node(s).ports.nbdPort, exportName: volume });
+    try {
+      return await c.read(offset, bytes);
+    } finally {
+      c.destroy();
+    }
+  }
+
   async arbiter(s: Site): Promise<FailoverStatus | undefined> {
     return (await this.api(s).failoverStatus()).find((x) => x.topology === 'erp');
   }
@@ -155,6 +178,26 @@ export class TwoSiteChecker {
       const firstAfter = Math.min(...after.writes.map((w) => w.issuedAt));
       assert.ok(lastBefore < firstAfter,
         `${before.s} acknowledged a write at ${lastBefore.toFixed(0)} ms, after ${after.s} had issued one it acknowledged at ${firstAfter.toFixed(0)} ms: two sites accepted writes at once`);
+    }
+  }
+
+  /**
+   * The writes went from site to site exactly in `order` (a failover, then a failback: tokyo, osaka,
+   * tokyo), and at each handover the site before had acknowledged its last write before the next
+   * site issued its first: at no time did two sites accept writes.
+   */
+  assertHandovers(order: Site[]): void {
+    const runs: AckedWrite[][] = [];
+    for (const w of [...this.acked].sort((a, b) => a.issuedAt - b.issuedAt)) {
+      const last = runs.at(-1);
+      if (last && last[0]!.site === w.site) last.push(w);
+      else runs.push([w]);
+    }
+    assert.deepEqual(runs.map((r) => r[0]!.site), order, `the sites took writes in this order: ${runs.map((r) => `${r[0]!.site} (${r.length})`).join(', ')}`);
+    for (let i = 1; i < runs.length; i++) {
+      const lastBefore = Math.max(...runs[i - 1]!.map((w) => w.ackedAt));
+      const firstAfter = Math.min(...runs[i]!.map((w) => w.issuedAt));
+      assert.ok(lastBefore < firstAfter, `${runs[i - 1]![0]!.site} acknowledged a write at ${lastBefore.toFixed(0)} ms, after ${runs[i]![0]!.site} had issued one at ${firstAfter.toFixed(0)} ms: two sites accepted writes at once`);
     }
   }
 

@@ -181,6 +181,8 @@ test('tokyo\'s hosts-side loss: osaka arbitrates after a lease + two renew inter
   assert.match(w.events.since(0).find((e) => e.kind === 'failover-finished')!.reason, /failed over to osaka in \d/);
   assert.deepEqual(w.kinds('osaka').filter((k) => k.startsWith('arbiter-') || k.startsWith('failover-') || k.startsWith('heartbeat-')),
     ['heartbeat-lost', 'arbiter-contending', 'arbiter-acquired', 'failover-started', 'failover-finished']);
+  assert.deepEqual(osaka.status().decisions.map((d) => d.kind), w.kinds('osaka'), 'the status keeps each decision it reported, in order');
+  assert.ok(osaka.status().decisions.every((d) => d.reason.length > 0 && !Number.isNaN(Date.parse(d.at))));
   w.state = 'pair'; // the quorum copy finished
   await until(w, cutAt + 20_000, tokyo, osaka);
   assert.equal(w.state, 'pair', 'no split while osaka does not hear tokyo: nobody can win the pair from osaka (E1)');

@@ -1,7 +1,7 @@
-// The tricopy console's script: reads the manager's status, alerts, procedures, backups and samples, keeps
-// them current from the manager's event stream (a failure appears without a reload), acknowledges
-// alerts and runs procedures after a confirmation that says what would be lost. Everything from
-// the network is put on the page as text (never as HTML).
+// The tricopy console's script: reads the manager's status, each topology's arbiter panel, alerts,
+// procedures, backups and samples, keeps them current from the manager's event stream (a failure
+// appears without a reload), acknowledges alerts and runs procedures after a confirmation that says
+// what would be lost. Everything from the network is put on the page as text (never as HTML).
 'use strict';
 
 const token = new URLSearchParams(location.hash.slice(1)).get('token');
@@ -50,8 +50,40 @@ function codeCell(code) {
   return el('td', { class: `code-${code}` }, code);
 }
 
+// --- arbiter: automatic failover as the sites' agents reported it ------------------------------
+function seconds(ms) {
+  return ms === null || ms === undefined ? '-' : `${(ms / 1000).toFixed(ms % 1000 === 0 ? 0 : 1)} s`;
+}
+
+function arbiterPanel(name, board) {
+  const head = el('h4', {}, 'Arbiter');
+  if (!board) return el('div', { class: 'arbiter', 'data-arbiter': name }, head, el('p', { class: 'muted' }, 'not available'));
+  if (board.error) return el('div', { class: 'arbiter', 'data-arbiter': name }, head, el('p', { class: 'no' }, board.error));
+  if (board.failover === 'manual') {
+    return el('div', { class: 'arbiter', 'data-arbiter': name }, head, el('p', { class: 'muted' }, 'failover: manual — no arbiter; a person runs the failover'));
+  }
+  const summary = el('div', { class: 'arbiter-summary' },
+    `${board.arbiter || 'arbiter not reported yet'} · holder `, el('b', { class: 'holder', 'data-holder': board.holder || '' }, board.holder || 'nobody known'),
+    ` · lease ${seconds(board.leaseMs)} (renew ${seconds(board.renewMs)}, fence margin ${seconds(board.fenceMarginMs)})`,
+    ` · failback ${board.failback === 'automatic' ? `automatic after ${seconds(board.failbackDelayMs)}` : 'manual'}`);
+  const sites = el('table', { class: 'arbiter-sites' },
+    el('thead', {}, el('tr', {}, ['Site', 'Role', 'Agent', 'Failback watch', 'Last decision', 'At'].map((h) => el('th', {}, h)))),
+    el('tbody', {}, board.sites.map((x) => el('tr', { 'data-site': x.site },
+      el('td', {}, x.site), el('td', {}, x.role), el('td', { class: `agent-${x.state || 'none'}` }, x.state || 'no report'),
+      el('td', {}, x.failback || '-'), el('td', {}, x.reason || '-'), el('td', {}, x.at ? x.at.slice(11, 19) : '-')))));
+  const decisions = el('ol', { class: 'events arbiter-decisions' }, board.decisions.length === 0
+    ? el('li', { class: 'muted' }, 'no decision reported yet')
+    : board.decisions.map((d) => el('li', { 'data-kind': d.kind, 'data-site': d.site }, `${d.at.slice(11, 19)} `, el('span', { class: 'kind' }, d.kind), ` ${d.site}: ${d.reason}`)));
+  return el('div', { class: 'arbiter', 'data-arbiter': name }, head, summary, sites, el('h5', {}, `Last ${board.decisions.length} decisions`), decisions);
+}
+
+async function arbiterBoards(s) {
+  const boards = await Promise.all(s.topologies.map((t) => api(`/v1/topologies/${encodeURIComponent(t.name)}/arbiter`).catch((err) => ({ error: String(err.message || err) }))));
+  return new Map(s.topologies.map((t, i) => [t.name, boards[i]]));
+}
+
 // --- topologies: the three-site picture --------------------------------------------------------
-function renderTopologies(s) {
+function renderTopologies(s, boards) {
   const box = document.getElementById('topologies');
   if (s.topologies.length === 0) return;
   box.replaceChildren(...s.topologies.map((t) => {
@@ -72,7 +104,7 @@ function renderTopologies(s) {
       el('div', { class: 'topology-head' }, el('h3', {}, `${t.name} (${t.layout})`),
         el('span', { class: t.healthy ? 'code-PAIR' : 'code-PSUE' }, t.healthy ? 'healthy' : 'NOT fully protected'),
         el('span', { class: 'muted' }, t.activeSite ? `application at ${t.activeSite}` : 'no active site')),
-      el('div', { class: 'sites' }, sites), legs, actions);
+      el('div', { class: 'sites' }, sites), legs, actions, arbiterPanel(t.name, boards.get(t.name)));
   }));
 }
 
@@ -116,13 +148,13 @@ function followRun(run) {
 }
 
 // --- tables -----------------------------------------------------------------------------------
-function renderStatus(s) {
+function renderStatus(s, boards) {
   status = s;
   const health = document.getElementById('health');
   health.textContent = s.healthy ? 'healthy' : 'attention';
   health.className = `badge ${s.healthy ? 'ok' : 'bad'}`;
   document.getElementById('manager-info').textContent = `${s.manager.url} · ${s.manager.store} store · ${s.manager.leader ? 'leader' : `follower of ${s.manager.leaderUrl || '?'}`}`;
-  renderTopologies(s);
+  renderTopologies(s, boards);
   fillTable('nodes', s.nodes.map((n) => [n.name, n.site, el('td', { class: n.reachable ? '' : 'no' }, n.reachable ? 'yes' : 'NO'), n.url, n.lastSeenAt || '-']));
   fillTable('pairs', s.pairs.map((p) => [p.node, p.name, p.role, p.volume, `${p.peer.node}:${p.peer.volume}`, p.mode, p.state, codeCell(p.code), lagText(p.lag),
     p.code === 'PAIR' ? '' : p.reason]));
@@ -214,7 +246,7 @@ async function refresh() {
   try {
     const [s, a, p, bp, bj] = await Promise.all([api('/v1/status'), api('/v1/alerts?all=true'), api('/v1/procedures'),
       api('/v1/backup/policies'), api('/v1/backup/jobs?limit=50')]);
-    renderStatus(s);
+    renderStatus(s, await arbiterBoards(s));
     renderAlerts(a.alerts.slice(0, 50));
     renderProcedures(p.runs);
     renderBackups(bp.policies, bj.jobs);

@@ -21,7 +21,6 @@
 // seen back for a whole delay again before the next try. Every change of state is an event with its
 // reason.
 import { errorMessage } from '../../common/errors';
-import type { EventJournal } from '../../common/events';
 import type { Logger } from '../../common/log';
 import type { FailbackState, FailoverStatus } from '../../contracts/failover';
 import type { Topology } from '../../topology/topology-file';
@@ -56,7 +55,8 @@ export interface FailbackDeps {
   primaryView: () => Promise<FailoverStatus | undefined>;
   /** Runs the failback procedure to the primary site; rejects when it fails. */
   failBack: (print: (line: string) => void) => Promise<void>;
-  events: EventJournal;
+  /** Where every change of state is reported (the agent records it as a decision too). */
+  events: { emit(kind: string, subject: string, reason: string, details?: Record<string, unknown>): unknown };
   log: Logger;
 }
 

@@ -16,18 +16,10 @@ import { type Topology, parseTopology } from '../../topology/topology-file';
 import { PairVolumeControl } from '../host-control';
 import { LocalQuorumStorage } from '../local-storage';
 import type { QuorumVolumes } from '../storage';
-import { type AgentDeps, FailoverAgent } from './agent';
+import { FailoverAgent } from './agent';
+import type { AgentBaseDeps, ArbiterAgent } from './arbiter-agent';
 import { EtcdArbiter } from './etcd-arbiter';
 import { QuorumPairAgent } from './quorum-pair-agent';
-
-/** What the service asks of either kind of agent. */
-interface TopologyAgent {
-  readonly contender: boolean;
-  start(): void;
-  stop(release: boolean): Promise<void>;
-  gate(volume: string): string | undefined;
-  status(): FailoverStatus;
-}
 
 /** A returning primary site that does not answer this fast is not back yet. */
 const primaryProbeTimeoutMs = 1000;
@@ -36,7 +28,7 @@ const failbackWaitSeconds = 3600;
 
 interface Entry {
   config: FailoverConfig;
-  agent: TopologyAgent;
+  agent: ArbiterAgent;
 }
 
 export class FailoverService {
@@ -75,7 +67,7 @@ export class FailoverService {
     const agent = this.run(config, t);
     this.node.events.emit('failover-configured', config.name, t.failover?.mode === 'automatic'
       ? `automatic failover of topology ${config.name}: this node is the ${config.role} site ${config.site}; arbiter ${agent.status().arbiter}, lease ${t.failover.leaseMs} ms, renew ${t.failover.renewMs} ms, fence margin ${t.failover.fenceMarginMs} ms; failback ${t.failover.failback === 'automatic' ? `automatic after ${t.failover.failbackDelayMs} ms` : 'manual'}`
-      : `failover of topology ${config.name} is manual`, { site: config.site, role: config.role });
+      : `failover of topology ${config.name} is manual`, { site: config.site, role: config.role, agent: agent.report() });
     return agent.status();
   }
 
@@ -84,7 +76,7 @@ export class FailoverService {
     this.entries.delete(name);
     if (e) await e.agent.stop(true);
     await removeIfExists(path.join(this.dir, `${name}.json`), nodeDisk);
-    if (e) this.node.events.emit('failover-removed', name, 'this node no longer takes part in the automatic failover of the topology');
+    if (e) this.node.events.emit('failover-removed', name, 'this node no longer takes part in the automatic failover of the topology', { site: e.config.site, role: e.config.role });
   }
 
   list(): FailoverStatus[] {
@@ -119,11 +111,11 @@ export class FailoverService {
     return t;
   }
 
-  private run(config: FailoverConfig, t: Topology): TopologyAgent {
+  private run(config: FailoverConfig, t: Topology): ArbiterAgent {
     const f = t.failover!;
     const arbiter = f.arbiter!;
     const common = this.commonDeps(config, t);
-    let agent: TopologyAgent;
+    let agent: ArbiterAgent;
     if (arbiter.kind === 'etcd') {
       agent = new FailoverAgent({
         ...common, arbiter: new EtcdArbiter({
@@ -166,7 +158,7 @@ export class FailoverService {
   }
 
   /** What both kinds of agent are given: the node's pairs and events, and the procedures they run. */
-  private commonDeps(config: FailoverConfig, t: Topology): Omit<AgentDeps, 'arbiter'> {
+  private commonDeps(config: FailoverConfig, t: Topology): AgentBaseDeps {
     return {
       topology: t, site: config.site, role: config.role,
       now: () => performance.now(),
