@@ -47,8 +47,14 @@ export function buildArbiterBoard(t: Topology, events: ManagerEvent[]): ArbiterB
     if (!report || !view) continue;
     Object.assign(view, { node: e.node, state: report.state, failback: report.failback, reason: e.reason, at });
     arbiter = report.arbiter;
-    // The holder the latest contender saw (the async site's agent takes no part).
-    if (report.role !== 'async') holder = report.holder;
+    // The async site's agent takes no part. A contender that holds names itself; one that names
+    // another holder is believed; one that saw no holder (say, just configured, before its first
+    // round) changes nothing, unless it is the holder itself letting go.
+    if (report.role !== 'async') {
+      if (report.state === 'holding') holder = report.site;
+      else if (report.holder !== null) holder = report.holder;
+      else if (holder === report.site) holder = null;
+    }
     decisions.push({ seq: e.seq, at, site: report.site, node: e.node, kind: e.kind, reason: e.reason });
   }
   return {

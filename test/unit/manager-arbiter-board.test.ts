@@ -1,5 +1,5 @@
 // The manager's arbiter panel from the history alone: each site's state from its agent's latest
-// report, the holder the latest contender saw, decisions newest first, reports that are not an
+// report, the holder (a contender holding, or the one a contender names), decisions newest first, reports that are not an
 // agent's (or of another topology, or malformed) ignored, a node that leaves shows no state.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -64,4 +64,18 @@ test('a topology with manual failover has no arbiter', () => {
   const b = buildArbiterBoard(manual, []);
   assert.deepEqual([b.failover, b.arbiter, b.holder, b.leaseMs, b.decisions.length], ['manual', null, null, null, 0]);
   assert.deepEqual(b.sites.map((s) => s.state), [null, null, null]);
+});
+
+test('a contender configured after the holder reported does not hide the holder (it has seen none yet)', () => {
+  const b = buildArbiterBoard(topology, [
+    event('agent-state', 'tokyo', { state: 'holding', holder: null }, 'holds the quorum pair erp-quorum'),
+    event('failover-configured', 'osaka', { state: 'standby', holder: null }),
+    event('failover-configured', 'sapporo', { state: 'observer' }),
+  ]);
+  assert.equal(b.holder, 'tokyo');
+  // The holder letting go without naming another: nobody holds.
+  assert.equal(buildArbiterBoard(topology, [
+    event('agent-state', 'tokyo', { state: 'holding' }),
+    event('agent-state', 'tokyo', { state: 'unreachable', holder: null }),
+  ]).holder, null);
 });
