@@ -85,6 +85,12 @@ export interface RouteConfig {
   from: string;
   to: string;
   hops: string[];
+  /**
+   * Paths that avoid one core of `hops` each, in order of preference: a relay whose next hop on
+   * `hops` is down sends on along the first of these it is on whose next hop is up (§5.7: a core
+   * failure with an alternative route). Absent from configs applied by older versions.
+   */
+  alternates?: string[][];
 }
 
 /** The network as every relay runs it: the master tables of the management server (§4.13). */

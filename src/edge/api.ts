@@ -52,7 +52,10 @@ export const networkConfigSchema = {
     },
     routes: {
       type: 'array', maxItems: 65536,
-      items: { type: 'object', additionalProperties: false, required: ['from', 'to', 'hops'], properties: { from: name, to: name, hops: { type: 'array', minItems: 1, maxItems: 64, items: name } } },
+      items: { type: 'object', additionalProperties: false, required: ['from', 'to', 'hops'], properties: {
+        from: name, to: name, hops: { type: 'array', minItems: 1, maxItems: 64, items: name },
+        alternates: { type: 'array', maxItems: 64, items: { type: 'array', minItems: 1, maxItems: 64, items: name } },
+      } },
     },
     storages: {
       type: 'object', maxProperties: 65536,

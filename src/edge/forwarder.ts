@@ -81,14 +81,28 @@ export class Forwarder {
     return this.hopBetween(from, to);
   }
 
+  /**
+   * The next hop from here toward edge `to`: on the route, or, when that hop's link is down, on the
+   * first alternate route this relay is on whose next hop is up (a core failure reroutes, §5.7).
+   * Nothing is lost or reordered by a detour: what was in flight through the dead core is sent again
+   * by the source edge, and the target edge applies each order's entries strictly by number.
+   */
   hopBetween(from: string, to: string): NextHop {
     const cfg = this.config();
     const route = cfg?.routes.find((r) => r.from === from && r.to === to);
     if (!route) return { local: false, relay: undefined, why: `no route from ${from} to ${to}` };
-    const at = route.hops.indexOf(this.name);
-    if (at < 0) return { local: false, relay: undefined, why: `${this.name} is not on the route ${route.hops.join(' → ')}` };
-    if (at === route.hops.length - 1) return { local: true };
-    return { local: false, relay: route.hops[at + 1]! };
+    let first: string | undefined;
+    for (const hops of [route.hops, ...(route.alternates ?? [])]) {
+      const at = hops.indexOf(this.name);
+      if (at < 0) continue;
+      if (at === hops.length - 1) return { local: true };
+      const relay = hops[at + 1]!;
+      if (this.links.get('relay', relay, this.name)) return { local: false, relay };
+      first ??= relay;
+    }
+    // Every way on is down: the route's own hop (the entry waits for it, or is sent again).
+    if (first) return { local: false, relay: first };
+    return { local: false, relay: undefined, why: `${this.name} is not on the route ${route.hops.join(' → ')}` };
   }
 
   /** Whether an edge's entries toward `to` can leave now (its next hop is up and not backed up). */

@@ -312,7 +312,9 @@ export function parseNetworkFile(value: unknown, file = 'network'): NetworkFile 
 /**
  * The route of every order, both directions (§6.12 step 6, §5.7(3)): a route given in the file,
  * else the path with the fewest cores over the links, skipping cores already carrying as many
- * routes as their capacity allows. Orders are routed in name order, so the result is stable.
+ * routes as their capacity allows. Orders are routed in name order, so the result is stable. Each
+ * route also gets its alternates: for each of its cores, the shortest path without that core (a
+ * detour carries traffic only while the core is down, so capacity does not limit it).
  */
 export function computeRoutes(n: NetworkFile, file = 'network'): RouteConfig[] {
   const out = new Map<string, RouteConfig>();
@@ -348,7 +350,24 @@ export function computeRoutes(n: NetworkFile, file = 'network'): RouteConfig[] {
     }
     install(path);
   }
+  for (const route of out.values()) {
+    const alternates = alternatesOf(route.hops, neighbours, (r) => n.cores[r] !== undefined);
+    if (alternates.length > 0) route.alternates = alternates;
+  }
   return [...out.values()].sort((a, b) => (a.from + a.to).localeCompare(b.from + b.to));
+}
+
+/** For each core of `hops` in turn, the shortest path around it; distinct, and none equal to `hops`. */
+function alternatesOf(hops: string[], neighbours: Map<string, string[]>, isCore: (relay: string) => boolean): string[][] {
+  const seen = new Set([hops.join('\u0000')]);
+  const out: string[][] = [];
+  for (const avoid of hops.slice(1, -1)) {
+    const path = shortestPath(hops[0]!, hops.at(-1)!, neighbours, (r) => r !== avoid && isCore(r));
+    if (!path || seen.has(path.join('\u0000'))) continue;
+    seen.add(path.join('\u0000'));
+    out.push(path);
+  }
+  return out;
 }
 
 /** Breadth-first: the fewest hops; only relays `passable` may be in the middle. */

@@ -167,3 +167,47 @@ test('ordered writes through the network: SIGKILL of the core, the target edge a
     await rcn.stopAll();
   }
 });
+
+test('a core failure with an alternative route (§5.7): SIGKILL of the route\'s core, entries take the other core without loss or reordering; the secondary equals the primary', async () => {
+  const rcn = await Rcn.create(path.join(dir, 'reroute'), {
+    nodes: { tokyo: 'e-tokyo', sapporo: 'e-sapporo' }, cores: ['c-1', 'c-2'],
+    links: [['e-tokyo', 'c-1'], ['c-1', 'e-sapporo'], ['e-tokyo', 'c-2'], ['c-2', 'e-sapporo']],
+    orders: { erp: { from: 'e-tokyo', to: 'e-sapporo', retransmit: { timeout: '1s', max: '2s', giveUp: '120s' } } },
+  });
+  try {
+    await rcn.apply();
+    await rcn.cluster.volume('tokyo', 'db1', 4 * MiB);
+    await rcn.pairVia({ name: 'db1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'db1', order: 'erp' });
+    await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex');
+    const client = await rcn.cluster.client('tokyo', 'db1');
+    const writer = new SequentialWriter(client);
+    writer.start();
+    await waitFor('writes flowing', () => writer.acked >= 150, { timeoutMs: 60_000 });
+    // The route takes c-1 (the fewest cores, then the name); c-2 is its detour.
+    assert.equal((await rcn.status('c-2')).counters.entriesForwarded, 0, 'nothing goes through c-2 while c-1 is up');
+    await rcn.killRelay('c-1');
+    const ackedAtKill = writer.acked;
+    // Not restarted: the target keeps applying through c-2 what the source edge numbers.
+    await waitFor('writes acknowledged after the core died', () => writer.acked >= ackedAtKill + 150, { timeoutMs: 60_000 });
+    const numbered = (await rcn.order('e-tokyo', 'erp', 'source')).generated;
+    await waitFor('the target applying through c-2', async () => (await rcn.order('e-sapporo', 'erp', 'target')).reflected >= numbered,
+      { timeoutMs: 60_000, intervalMs: 200 });
+    assert.ok((await rcn.status('c-2')).counters.entriesForwarded > 0, 'c-2 carried the entries');
+    await writer.stop();
+    await client.flush();
+    await client.disconnect();
+    await rcn.drained('erp');
+    await quiet(rcn);
+    const reader = await rcn.cluster.client('sapporo', 'db1');
+    const contents = await readContents([reader], blockSize, blockCount);
+    await reader.disconnect();
+    writer.checks.checkAllAcknowledgedPresent(contents);
+    assert.equal(writer.checks.checkExactPrefix(contents), writer.history.length, 'the secondary holds every write, in order');
+    assert.equal(writer.failures, 0, 'the host never saw a failure');
+    assert.equal(await sha256Export(rcn.cluster.node('sapporo').nbdUri('db1'), dir), await sha256Export(rcn.cluster.node('tokyo').nbdUri('db1'), dir));
+    const src = await rcn.order('e-tokyo', 'erp', 'source');
+    assert.equal((await rcn.order('e-sapporo', 'erp', 'target')).reflected, src.generated, 'every numbered entry applied exactly once');
+  } finally {
+    await rcn.stopAll();
+  }
+});

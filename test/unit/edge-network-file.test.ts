@@ -85,6 +85,23 @@ test('§9.48: the fewest cores, cores at capacity skipped, routes from the file 
   assert.deepEqual(given.find((r) => r.from === 'a' && r.to === 'b')?.hops, ['a', 'y', 'z', 'b']);
 });
 
+test('§5.7: every route has its detours around each of its cores (both directions); none where there is no other way', () => {
+  const mesh = {
+    name: 'mesh',
+    edges: { a: { api: 'http://h:1' }, b: { api: 'http://h:2' } },
+    cores: { x: { api: 'http://h:4' }, y: { api: 'http://h:5' }, z: { api: 'http://h:6' } },
+    links: [['a', 'x'], ['x', 'b'], ['a', 'y'], ['y', 'z'], ['z', 'b']],
+    orders: { o1: { from: 'a', to: 'b' } },
+  };
+  const routes = computeRoutes(parseNetworkFile(mesh));
+  const ab = routes.find((r) => r.from === 'a' && r.to === 'b')!;
+  assert.deepEqual(ab.hops, ['a', 'x', 'b']);
+  assert.deepEqual(ab.alternates, [['a', 'y', 'z', 'b']], 'around x');
+  assert.deepEqual(routes.find((r) => r.from === 'b' && r.to === 'a')!.alternates, [['b', 'z', 'y', 'a']], 'reversed');
+  const single = computeRoutes(parseNetworkFile(smallest));
+  assert.ok(single.every((r) => r.alternates === undefined), 'one core, no other way: no detour');
+});
+
 test('links may name the address one end dials (a NAT or WAN proxy)', () => {
   const n = parseNetworkFile({ ...smallest, links: [['e-tokyo', 'c-1'], { between: ['c-1', 'e-sapporo'], address: { 'e-sapporo': '10.0.0.9:7850' } }] });
   assert.deepEqual(n.linkAddresses, [{ from: 'c-1', to: 'e-sapporo', host: '10.0.0.9', port: 7850 }]);
