@@ -109,19 +109,25 @@ async function secondaryPrefix(rcn: Rcn, writer: SequentialWriter, what: string)
   }
 }
 
+/** Applies the network, pairs tokyo's db1 with sapporo through order erp, and starts writing to it. */
+async function writingThroughTheNetwork(rcn: Rcn): Promise<{ client: NbdClient; writer: SequentialWriter }> {
+  await rcn.apply();
+  await rcn.cluster.volume('tokyo', 'db1', 4 * MiB);
+  await rcn.pairVia({ name: 'db1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'db1', order: 'erp' });
+  await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex');
+  const client = await rcn.cluster.client('tokyo', 'db1');
+  const writer = new SequentialWriter(client);
+  writer.start();
+  return { client, writer };
+}
+
 test('ordered writes through the network: SIGKILL of the core, the target edge and the source edge in turn; the secondary holds a prefix, then everything', async () => {
   const rcn = await Rcn.create(path.join(dir, 'kills'), {
     nodes: { tokyo: 'e-tokyo', sapporo: 'e-sapporo' }, cores: ['c-1'], links: [['e-tokyo', 'c-1'], ['c-1', 'e-sapporo']],
     orders: { erp: { from: 'e-tokyo', to: 'e-sapporo', retransmit: { timeout: '1s', max: '2s', giveUp: '120s' } } },
   });
   try {
-    await rcn.apply();
-    await rcn.cluster.volume('tokyo', 'db1', 4 * MiB);
-    await rcn.pairVia({ name: 'db1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'db1', order: 'erp' });
-    await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex');
-    const client = await rcn.cluster.client('tokyo', 'db1');
-    const writer = new SequentialWriter(client);
-    writer.start();
+    const { client, writer } = await writingThroughTheNetwork(rcn);
     let previous = 0;
     for (const relay of ['c-1', 'e-sapporo', 'e-tokyo']) {
       await waitFor('writes flowing', () => writer.acked >= previous + 150, { timeoutMs: 60_000 });
@@ -175,13 +181,7 @@ test('a core failure with an alternative route (§5.7): SIGKILL of the route\'s 
     orders: { erp: { from: 'e-tokyo', to: 'e-sapporo', retransmit: { timeout: '1s', max: '2s', giveUp: '120s' } } },
   });
   try {
-    await rcn.apply();
-    await rcn.cluster.volume('tokyo', 'db1', 4 * MiB);
-    await rcn.pairVia({ name: 'db1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'db1', order: 'erp' });
-    await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex');
-    const client = await rcn.cluster.client('tokyo', 'db1');
-    const writer = new SequentialWriter(client);
-    writer.start();
+    const { client, writer } = await writingThroughTheNetwork(rcn);
     await waitFor('writes flowing', () => writer.acked >= 150, { timeoutMs: 60_000 });
     // The route takes c-1 (the fewest cores, then the name); c-2 is its detour.
     assert.equal((await rcn.status('c-2')).counters.entriesForwarded, 0, 'nothing goes through c-2 while c-1 is up');
