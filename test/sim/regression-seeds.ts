@@ -47,6 +47,7 @@ export const regressionSeeds: Record<number, string> = {
   270: 'the end that stepped down in a swap still counted as awaiting its new primary after that primary had copied into it through the journal: a takeover there was allowed mid-resync and the pair never converged',
   416: 'as 270, with three sites: a takeover at the stepped-down end of a group swap while the new primary\'s resync reached it only through the journal',
   414: 'checker: a pair deleted and created again under the same name counted as consistent during its initial copy (the group image at the secondary is not a prefix until the copy ends)',
+  144: 'a pair created while its secondary\'s reconciliation was asking the primary: the answer (from before the primary recorded the pair) dissolved the new secondary',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
 };
 

@@ -72,8 +72,12 @@ export class Reconciler {
 
   onPeerUp(node: string): void {
     if (this.stopped) return;
+    // The answer is the peer's view when it answered: a pair it asked this node to create meanwhile
+    // may be missing from it (the peer records its side after this one). Only the pairs held when
+    // the question left are judged by it (sim seed 144).
+    const asked = new Set(this.parts.registry.ofPeer(node));
     this.parts.env.transport.request(node, MessageType.PairsSync, pairsSyncCodec.encode(this.view(node)))
-      .then((reply) => this.reconcile(node, pairsSyncCodec.decode(reply), true))
+      .then((reply) => this.reconcile(node, pairsSyncCodec.decode(reply), true, asked))
       .catch((err: unknown) => this.parts.log.warn({ peer: node, err: errorMessage(err) }, 'pair reconciliation failed'));
   }
 
@@ -109,10 +113,11 @@ export class Reconciler {
    * peer that lost its data from one that dissolved a pair. A request from the peer cannot tell
    * that; pairs missing there are left to the answer (both sides send a PairsSync on link up).
    */
-  async reconcile(node: string, view: PairsSync, answer: boolean): Promise<void> {
+  async reconcile(node: string, view: PairsSync, answer: boolean, asked?: ReadonlySet<PairRuntime>): Promise<void> {
     const theirs = new Map(view.pairs.map((s) => [s.name, s]));
     const absent = answer ? new Set(view.absentVolumes) : undefined;
     for (const p of this.parts.registry.ofPeer(node)) {
+      if (asked && !asked.has(p)) continue;
       await this.parts.registry.serialize(p.record.name, () => this.reconcilePair(p, theirs.get(p.record.name), absent)).catch((err: unknown) =>
         this.parts.log.warn({ pair: p.record.name, err: errorMessage(err) }, 'reconciling pair failed'));
     }
