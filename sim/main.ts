@@ -82,6 +82,9 @@ async function main(): Promise<void> {
     const r = await runSeed({ seed, durationMs: args.durationMs, verbose: false });
     if (!r.ok || args.verbose) report(r);
     if (!r.ok) failed.push(seed);
+    // A long sweep says how far it got (stopped early, the seeds up to here are the result).
+    const run = seed - args.from + 1;
+    if (run % 25 === 0 && run < args.seeds) console.log(`… ${run - failed.length}/${run} seeds passed so far (through seed ${seed}, ${((Date.now() - started) / 1000).toFixed(0)} s)`);
   }
   console.log(`${args.seeds - failed.length}/${args.seeds} seeds passed in ${((Date.now() - started) / 1000).toFixed(0)} s${failed.length ? `; failing: ${failed.join(' ')}` : ''}`);
   process.exit(failed.length === 0 ? 0 : 1);
