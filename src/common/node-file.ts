@@ -17,13 +17,12 @@ import type { DiskFile } from './disk';
 import { EAGAIN, EINVAL, EOPNOTSUPP, type NativeIo, errnoError, maxNativePieces } from './native-io';
 
 /**
- * Larger writes are copied on the thread pool, in parallel with the event loop. A 1 MiB write the
- * page cache absorbs holds the event loop for a few hundred microseconds (about what a dozen 4 KiB
- * requests cost), and on the pool it cost a third more CPU (futex wake-ups, the completion's
- * callback, and the pool thread idle while the event loop turned round): measured at 1 MiB QD8,
- * 650 -> 430 µs of CPU per write. The largest NBD writes (32 MiB) still go to the pool.
+ * Larger writes are copied on the thread pool, in parallel with the event loop receiving the next
+ * request. Tried: 1 MiB writes inline saved a fifth of their CPU on a loaded machine, but the event
+ * loop then stops receiving while the page cache copies (and while dirty-page throttling pauses it):
+ * 1 MiB QD8 writes stayed near 1000 MiB/s where the thread pool reached 2000 on a quieter machine.
  */
-export const inlineWriteMaxBytes = 1024 * 1024;
+export const inlineWriteMaxBytes = 256 * 1024;
 /** Larger reads are copied on the thread pool. */
 export const inlineReadMaxBytes = 256 * 1024;
 /** Inline writes slower than this, several in a row, mean the page cache is not absorbing writes now. */
