@@ -1,5 +1,8 @@
 // `npm run bench -- nbd`: fio's nbd engine against a tricopy node, nbdkit's file plugin and qemu-nbd,
 // each serving a sparse file on the same disk, interleaved round by round; medians and ratios.
+// BENCH_WORKLOADS and BENCH_SERVERS (comma-separated names) run only some of them; BENCH_BASELINE
+// names another built checkout whose node runs as one more server, "baseline", for before/after
+// comparisons within one run (its figures are printed, never written to the docs).
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { NodeProcess } from '../test/support/node-process';
@@ -11,29 +14,44 @@ const volumeBytes = 2 * 1024 ** 3;
 export async function benchNbd(args: string[]): Promise<void> {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
   const runtimeSeconds = Number(process.env.BENCH_SECONDS ?? 5);
-  const jobs: FioJob[] = [
+  const allJobs: FioJob[] = [
     { name: 'seq-write-1m-qd8', rw: 'write', bs: '1m', iodepth: 8, size: '1g', runtimeSeconds },
     { name: 'rand-write-4k-qd32', rw: 'randwrite', bs: '4k', iodepth: 32, size: '1g', runtimeSeconds },
     { name: 'rand-read-4k-qd32', rw: 'randread', bs: '4k', iodepth: 32, size: '512m', runtimeSeconds },
     { name: 'rand-write-4k-qd1', rw: 'randwrite', bs: '4k', iodepth: 1, size: '1g', runtimeSeconds },
   ];
+  const jobs = pick(allJobs, process.env.BENCH_WORKLOADS, 'BENCH_WORKLOADS');
+  const serverNames = pick(['tricopy', 'nbdkit', 'qemu-nbd'].map((name) => ({ name })), process.env.BENCH_SERVERS, 'BENCH_SERVERS')
+    .map((s) => s.name);
   const dir = await tempDir('bench-nbd');
   const servers: Server[] = [];
   const tricopyNode = await NodeProcess.start({ name: 'bench', dataDir: path.join(dir, 'tricopy'), args: ['--log-level', 'warn'] });
+  const baseline = process.env.BENCH_BASELINE;
+  const baselineNode = baseline
+    ? await NodeProcess.start({ name: 'baseline', dataDir: path.join(dir, 'baseline'), args: ['--log-level', 'warn'], cli: path.join(baseline, 'bin', 'tricopy') })
+    : undefined;
   try {
     await tricopyNode.api.createVolume({ name: 'bench', size: volumeBytes, thin: true });
-    servers.push({ name: 'tricopy', uri: tricopyNode.nbdUri('bench'), pid: tricopyNode.child.pid, stop: async () => void (await tricopyNode.stop()) });
-    const nbdkitFile = path.join(dir, 'nbdkit.img');
-    await sparseFile(nbdkitFile, volumeBytes);
-    const nbdkitPort = await freePort();
-    servers.push(await spawnServer('nbdkit', 'nbdkit', ['--foreground', '--ipaddr', '127.0.0.1', '--port', String(nbdkitPort),
-      '--exportname', 'bench', 'file', `file=${nbdkitFile}`], nbdkitPort, `nbd://127.0.0.1:${nbdkitPort}/bench`));
-    const qemuFile = path.join(dir, 'qemu.img');
-    await sparseFile(qemuFile, volumeBytes);
-    const qemuPort = await freePort();
-    servers.push(await spawnServer('qemu-nbd', 'qemu-nbd', ['--persistent', '--shared=16', '--format=raw', '--bind=127.0.0.1',
-      `--port=${qemuPort}`, '--export-name=bench', '--cache=writeback', '--aio=threads', qemuFile], qemuPort,
-      `nbd://127.0.0.1:${qemuPort}/bench`));
+    if (baselineNode) {
+      await baselineNode.api.createVolume({ name: 'bench', size: volumeBytes, thin: true });
+      servers.push({ name: 'baseline', uri: baselineNode.nbdUri('bench'), pid: baselineNode.child.pid, stop: async () => void (await baselineNode.stop()) });
+    }
+    if (serverNames.includes('tricopy')) servers.push({ name: 'tricopy', uri: tricopyNode.nbdUri('bench'), pid: tricopyNode.child.pid, stop: async () => void (await tricopyNode.stop()) });
+    if (serverNames.includes('nbdkit')) {
+      const nbdkitFile = path.join(dir, 'nbdkit.img');
+      await sparseFile(nbdkitFile, volumeBytes);
+      const nbdkitPort = await freePort();
+      servers.push(await spawnServer('nbdkit', 'nbdkit', ['--foreground', '--ipaddr', '127.0.0.1', '--port', String(nbdkitPort),
+        '--exportname', 'bench', 'file', `file=${nbdkitFile}`], nbdkitPort, `nbd://127.0.0.1:${nbdkitPort}/bench`));
+    }
+    if (serverNames.includes('qemu-nbd')) {
+      const qemuFile = path.join(dir, 'qemu.img');
+      await sparseFile(qemuFile, volumeBytes);
+      const qemuPort = await freePort();
+      servers.push(await spawnServer('qemu-nbd', 'qemu-nbd', ['--persistent', '--shared=16', '--format=raw', '--bind=127.0.0.1',
+        `--port=${qemuPort}`, '--export-name=bench', '--cache=writeback', '--aio=threads', qemuFile], qemuPort,
+        `nbd://127.0.0.1:${qemuPort}/bench`));
+    }
 
     for (const s of servers) await prefill(s.uri, '512m', dir);
     const loadBefore = loadSummary();
@@ -48,7 +66,8 @@ export async function benchNbd(args: string[]): Promise<void> {
         }
       }
     }
-    const med = (job: string, server: string, pick: (r: FioResult) => number): number => median(results.get(`${job}|${server}`)!.map(pick));
+    const med = (job: string, server: string, value: (r: FioResult) => number): number =>
+      median((results.get(`${job}|${server}`) ?? []).map(value));
     const rows = jobs.map((job) => {
       const main = job.iodepth === 1 ? (r: FioResult) => r.latMeanUs : job.bs === '1m' ? (r: FioResult) => r.mibPerSecond : (r: FioResult) => r.iops;
       const unit = job.iodepth === 1 ? 'µs mean latency' : job.bs === '1m' ? 'MiB/s' : 'IOPS';
@@ -75,10 +94,34 @@ export async function benchNbd(args: string[]): Promise<void> {
         'CPU µs/IO (t/k/q)', 'CPU ratio t/k', 'CPU ratio t/q'], rows),
     ].join('\n');
     console.log(markdown);
+    if (baselineNode) console.log(`\nAgainst the baseline (${baseline}):\n\n${baselineTable(jobs, med)}`);
     if (args.includes('--write-docs')) await writeDocsSection('nbd', markdown);
   } finally {
     for (const s of servers) await s.stop().catch(() => undefined);
     await tricopyNode.stop().catch(() => undefined);
+    await baselineNode?.stop().catch(() => undefined);
     await fsp.rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Picks the named entries (a comma-separated list) or, without a list, all of them. */
+function pick<T extends { name: string }>(all: T[], list: string | undefined, variable: string): T[] {
+  if (!list) return all;
+  const names = list.split(',').map((n) => n.trim()).filter((n) => n !== '');
+  const unknown = names.filter((n) => !all.some((entry) => entry.name === n));
+  if (unknown.length > 0) throw new Error(`${variable}: unknown ${unknown.join(', ')}; known: ${all.map((e) => e.name).join(', ')}`);
+  return all.filter((entry) => names.includes(entry.name));
+}
+
+/** tricopy against the baseline build: main figure, p99 and CPU per I/O, medians of the rounds. */
+function baselineTable(jobs: FioJob[], med: (job: string, server: string, value: (r: FioResult) => number) => number): string {
+  const rows = jobs.map((job) => {
+    const main = job.iodepth === 1 ? (r: FioResult) => r.latMeanUs : job.bs === '1m' ? (r: FioResult) => r.mibPerSecond : (r: FioResult) => r.iops;
+    const t = med(job.name, 'tricopy', main);
+    const b = med(job.name, 'baseline', main);
+    const cpu = (server: string): number => med(job.name, server, (r) => r.cpuUsPerIo.get(server) ?? Number.NaN);
+    return [job.name, t.toFixed(1), b.toFixed(1), (job.iodepth === 1 ? b / t : t / b).toFixed(2),
+      `${fmtCpu(cpu('tricopy'))} / ${fmtCpu(cpu('baseline'))}`, (cpu('tricopy') / cpu('baseline')).toFixed(2)];
+  });
+  return table(['workload', 'tricopy', 'baseline', 'ratio (> 1: tricopy faster)', 'CPU µs/IO (t/b)', 'CPU ratio t/b'], rows);
 }

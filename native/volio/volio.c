@@ -1,4 +1,4 @@
-// volio: the two file calls the volume I/O loop needs and Node's fs module does not offer.
+// volio: the calls the node's data path needs and Node's fs and net modules do not offer.
 //
 //   preadNowait(fd, buffer, offset, length, position) -> bytes read, or -errno
 //     preadv2(RWF_NOWAIT): copies what the page cache holds and never waits for the disk; -EAGAIN
@@ -10,6 +10,11 @@
 //     `previous`; only where the CPU has the SSE4.2 crc32 instruction (exported only then).
 //     Every replication frame and journal entry is checksummed, and a table-driven crc costs
 //     several microseconds per 4 KiB.
+//   setReceiveLowWater(fd, bytes) -> 0 or -errno
+//     SO_RCVLOWAT of a TCP socket: epoll reports it readable only once that many bytes are queued
+//     (or the peer closed, or the kernel's receive memory is under pressure). While the rest of a
+//     large write payload is awaited, the event loop then wakes once for it instead of once per
+//     segment burst (measured: 2.7 reads and callbacks per 1 MiB write before).
 //   tuneMalloc(mmapThreshold, trimThreshold) -> true where glibc's mallopt exists
 //     Buffers of 128 KiB and more are mmap'ed and unmapped by default, and freed heap tops are
 //     returned to the kernel: every large payload buffer then costs page faults on first touch
@@ -21,6 +26,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <node_api.h>
 #ifdef __GLIBC__
@@ -128,6 +134,17 @@ static napi_value crc32c(napi_env env, napi_callback_info info) {
 }
 #endif
 
+static napi_value set_receive_low_water(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd, bytes;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int32(env, argv[1], &bytes) != napi_ok || bytes < 1) {
+    return number(env, -EINVAL);
+  }
+  return number(env, setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof bytes) == 0 ? 0 : -errno);
+}
+
 static napi_value tune_malloc(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -149,6 +166,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "preadNowait", NULL, pread_nowait, NULL, NULL, NULL, napi_default, NULL },
     { "pwritev", NULL, pwritev_sync, NULL, NULL, NULL, napi_default, NULL },
     { "tuneMalloc", NULL, tune_malloc, NULL, NULL, NULL, napi_default, NULL },
+    { "setReceiveLowWater", NULL, set_receive_low_water, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 #if defined(__x86_64__)

@@ -10,6 +10,8 @@ export interface NativeIo {
   preadNowait(fd: number, target: Uint8Array, offset: number, length: number, position: number): number;
   /** Bytes written (may be short), or -errno. At most `maxNativePieces` pieces. */
   pwritev(fd: number, pieces: readonly Uint8Array[], position: number): number;
+  /** SO_RCVLOWAT of a TCP socket (epoll wakes once that many bytes are queued): 0 or -errno. */
+  setReceiveLowWater?: (fd: number, bytes: number) => number;
   /** Keeps large allocations on glibc's heap for reuse (mallopt); false where that is not possible. */
   tuneMalloc(mmapThresholdBytes: number, trimThresholdBytes: number): boolean;
   /** crc32c of the data (or pieces back to back) continuing from `previous`; absent without SSE4.2. */

@@ -14,9 +14,9 @@ export class SendBuffer {
   /** Bytes [start, at) are gathered and not yet handed to the socket. */
   private start = 0;
   private at = 0;
-  private scheduled = false;
+  private scheduled: NodeJS.Immediate | undefined;
   private readonly flushBound = (): void => {
-    this.scheduled = false;
+    this.scheduled = undefined;
     this.flush();
   };
 
@@ -64,6 +64,11 @@ export class SendBuffer {
 
   /** Hands what was gathered to the socket now (the slab's later bytes stay free for more). */
   flush(): void {
+    if (this.scheduled) {
+      // Nothing is left for it: a pending immediate would cost the event loop an extra turn.
+      clearImmediate(this.scheduled);
+      this.scheduled = undefined;
+    }
     if (this.at === this.start) return;
     const region = this.slabValue.subarray(this.start, this.at);
     this.start = this.at;
@@ -72,7 +77,6 @@ export class SendBuffer {
 
   private flushSoon(): void {
     if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(this.flushBound);
+    this.scheduled = setImmediate(this.flushBound);
   }
 }

@@ -117,7 +117,11 @@ export class NbdConnection {
     });
     // Plain TCP reads into a fixed buffer; TLS needs the ordinary socket it can wrap after STARTTLS.
     const adopted = ctx.tlsMode === 'off'
-      ? adoptWithReceiveBuffer(socket, (view) => this.onReceive(view), undefined, { next: () => this.directTarget(), filled: (n) => this.directFilled(n) })
+      ? adoptWithReceiveBuffer(socket, (view) => this.onReceive(view), undefined, {
+        next: () => this.directTarget(),
+        filled: (n) => this.directFilled(n),
+        awaiting: () => this.directBytesAwaited(),
+      })
       : undefined;
     this.socket = adopted ?? socket;
     this.stream = this.socket;
@@ -184,9 +188,15 @@ export class NbdConnection {
    * it is not copied from the receive buffer (undefined: the receive buffer).
    */
   private directTarget(): Buffer | undefined {
+    return this.directBytesAwaited() > 0 ? this.payload!.subarray(this.payloadFill) : undefined;
+  }
+
+  /** The rest of the payload being received when the socket reads it straight in; else 0. */
+  private directBytesAwaited(): number {
     const payload = this.payload;
-    if (!payload || this.queue.length > 0 || this.discardInput || payload.length - this.payloadFill < directReadMinBytes) return undefined;
-    return payload.subarray(this.payloadFill);
+    if (!payload || this.queue.length > 0 || this.discardInput || this.closed) return 0;
+    const missing = payload.length - this.payloadFill;
+    return missing >= directReadMinBytes ? missing : 0;
   }
 
   /** `n` bytes of the payload arrived where directTarget() said. */

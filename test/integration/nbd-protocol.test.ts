@@ -367,6 +367,38 @@ test('hostile transmission frames: bad magic, oversized write, truncated payload
   await client.disconnect();
 });
 
+test('large writes whose payload trickles in, or is followed by a small request in the same burst, are all answered', async () => {
+  // The server waits for the rest of a large payload with the socket's low-water mark raised: it
+  // must never ask for more than is still to come, nor keep a small request that follows waiting.
+  const s = await negotiate();
+  assert.equal(last(await option(s, c.OPT_GO, codec.encodeInfoRequest('v', []))), c.REP_ACK);
+  const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+  const big = randomBytes(3 * MiB / 2);
+  s.send(codec.encodeRequestHeader({ flags: 0, type: c.CMD_WRITE, cookie: 1n, offset: 8 * MiB, length: big.length }), big.subarray(0, 1000));
+  for (const [from, to] of [[1000, 200_000], [200_000, 700_000], [700_000, big.length - 10], [big.length - 10, big.length]] as const) {
+    await yieldToLoop();
+    s.send(big.subarray(from, to));
+  }
+  let reply = await s.read(16);
+  assert.deepEqual([reply.readUInt32BE(4), reply.readBigUInt64BE(8)], [0, 1n], 'the trickled write is acknowledged');
+  const small = Buffer.alloc(4096, 7);
+  s.send(codec.encodeRequestHeader({ flags: 0, type: c.CMD_WRITE, cookie: 2n, offset: 12 * MiB, length: MiB }), big.subarray(0, MiB),
+    codec.encodeRequestHeader({ flags: 0, type: c.CMD_WRITE, cookie: 3n, offset: 14 * MiB, length: small.length }), small);
+  const cookies = new Set<bigint>();
+  for (let i = 0; i < 2; i++) {
+    reply = await s.read(16);
+    assert.equal(reply.readUInt32BE(4), 0);
+    cookies.add(reply.readBigUInt64BE(8));
+  }
+  assert.deepEqual([...cookies].sort(), [2n, 3n], 'both writes of the burst are acknowledged');
+  s.destroy();
+  const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: 'v' });
+  assert.deepEqual(await client.read(8 * MiB, big.length), big);
+  assert.deepEqual(await client.read(12 * MiB, MiB), big.subarray(0, MiB));
+  assert.deepEqual(await client.read(14 * MiB, small.length), small);
+  await client.disconnect();
+});
+
 test('connection limit and minimum block size are enforced', async () => {
   const limitedPort = await startServer({ maxConnections: 2, minBlockBytes: 512 });
   const one = await NbdClient.connect({ host: '127.0.0.1', port: limitedPort, exportName: 'v' });
