@@ -99,9 +99,16 @@ export class ReplicaPair {
   private async copyOnWrite(offset: number, length: number): Promise<void> {
     const { first, count } = regionsOf(offset, length);
     // The old contents of every region not copied yet go to the replica, durably, before the
-    // primary changes (§5.1 rule 2); regions copied already are skipped (rule 3).
-    if (!this.bitmaps.copied.allSet(first, count)) await this.copyToReplica(first, count);
-    await markDurably(this.bitmaps.dirtyPrimary, offset, length);
+    // primary changes (§5.1 rule 2); regions copied already are skipped (rule 3). The change is
+    // recorded at the same time, not after: a bit set for a change that then never happens only
+    // makes a resync copy the region again, so its sync need not wait for the copy's.
+    const marked = markDurably(this.bitmaps.dirtyPrimary, offset, length);
+    if (!this.bitmaps.copied.allSet(first, count)) {
+      const copying = this.copyToReplica(first, count);
+      await Promise.all([copying, marked]);
+      return;
+    }
+    if (marked) await marked;
   }
 
   /** The dual write of a mirroring state; failures suspend the pair and do not fail the host write. */

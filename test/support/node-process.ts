@@ -15,6 +15,8 @@ export interface NodeSpec {
   args?: string[];
   /** Reuse these ports (restart after a crash keeps URLs stable); 0 = any free port. */
   ports?: Partial<NodePorts>;
+  /** Node.js flags for the node process (a benchmark's --cpu-prof, say). */
+  execArgv?: string[];
 }
 
 const running = new Set<ChildProcess>();
@@ -40,7 +42,7 @@ export class NodeProcess {
     const args = ['node', 'run', '--name', spec.name, '--data-dir', spec.dataDir, '--host', '127.0.0.1',
       '--nbd-port', String(spec.ports?.nbdPort ?? 0), '--api-port', String(spec.ports?.apiPort ?? 0),
       '--repl-port', String(spec.ports?.replPort ?? 0), '--log-level', 'debug', ...(spec.args ?? [])];
-    const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...(spec.execArgv ?? []), cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(child);
     child.on('exit', () => running.delete(child));
     child.stderr!.pipe(log);
