@@ -266,7 +266,10 @@ export class ReplicaPair {
   /**
    * Copies the regions of [first, first+count) not copied yet from the primary to the replica and
    * records them as copied, durably: data synced before the bits (a bit never claims data a power
-   * loss could take). The caller holds the region lock of the range.
+   * loss could take). The caller holds the region lock of the range. A copy-on-write awaits this
+   * before the primary's change is issued (§5.1 rule 2), since writeback may put that change on the
+   * disk at any moment after. The replica's flush and the bitmap's sync are group commits, so
+   * concurrent first writes to different regions share them.
    */
   async copyToReplica(first: number, count: number): Promise<void> {
     const copied = this.bitmaps.copied;
