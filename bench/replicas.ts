@@ -3,6 +3,10 @@
 // a volume whose quick-split replica is still copying and on one with 10 snapshots, against a plain
 // volume, interleaved round by round (goal ≥ 0.7 ×); an incremental backup of 1 % changed against a
 // full backup (goal ≤ 5 %); relocation throughput between two data areas.
+//
+// BENCH_REPLICAS_PARTS (comma-separated: split, writes, backup, relocation; default all) runs only
+// those parts; --write-docs needs all of them. BENCH_NODE_PROFILE_DIR: the node process writes a CPU
+// profile (--cpu-prof) there when it stops.
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -16,13 +20,27 @@ import { type FioJob, type FioResult, fio, loadSummary, machineSummary, median, 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
+const allParts = ['split', 'writes', 'backup', 'relocation'] as const;
+type Part = (typeof allParts)[number];
+
+function benchParts(value: string | undefined): Set<Part> {
+  if (!value) return new Set(allParts);
+  const parts = value.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  const unknown = parts.filter((p) => !(allParts as readonly string[]).includes(p));
+  if (unknown.length > 0) throw new Error(`BENCH_REPLICAS_PARTS: unknown part ${unknown.join(', ')} (parts: ${allParts.join(', ')})`);
+  return new Set(parts as Part[]);
+}
+
 export async function benchReplicas(args: string[]): Promise<void> {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
   const runtimeSeconds = Number(process.env.BENCH_SECONDS ?? 5);
   const splitTrials = Number(process.env.BENCH_SPLIT_TRIALS ?? 5);
+  const parts = benchParts(process.env.BENCH_REPLICAS_PARTS);
+  if (args.includes('--write-docs') && parts.size < allParts.length) throw new Error('--write-docs needs every part: unset BENCH_REPLICAS_PARTS');
   const dir = await tempDir('bench-replicas');
   // The replica copy is throttled so a quick split is still copying through a whole fio run.
   const node = await NodeProcess.start({ name: 'bench', dataDir: path.join(dir, 'data'),
+    execArgv: process.env.BENCH_NODE_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_NODE_PROFILE_DIR}`] : [],
     args: ['--replica-copy-rate', '32MiB', '--data-area', `fast=${path.join(dir, 'fast')}`, '--relocation-rate', '0', '--log-level', 'warn'] });
   const api = new HttpNodeClient(node.apiUrl);
   const tricopy = async (argv: string[]): Promise<string> => {
@@ -39,7 +57,7 @@ export async function benchReplicas(args: string[]): Promise<void> {
   try {
     // 1. Quick split of 1 GiB and 16 GiB volumes, each holding 256 MiB spread over it.
     const splits: Array<[string, number[]]> = [];
-    for (const sizeGiB of [1, 16]) {
+    for (const sizeGiB of parts.has('split') ? [1, 16] : []) {
       const v = `q${sizeGiB}g`;
       await api.createVolume({ name: v, size: sizeGiB * GiB, thin: true });
       await fill(v, `${sizeGiB}G`, ['--io_size=256M', '--zonemode=strided', '--zonesize=1M', `--zonerange=${sizeGiB * 4}M`]);
@@ -59,15 +77,24 @@ export async function benchReplicas(args: string[]): Promise<void> {
     }
 
     // 2. Host writes: plain, a quick-split replica copying, 10 snapshots.
-    for (const v of ['plain', 'copying', 'snapped']) {
+    const writeVolumes = parts.has('writes') ? ['plain', 'copying', 'snapped'] : [];
+    const backupVolumes = parts.has('backup') || parts.has('relocation') ? ['plain'] : [];
+    for (const v of writeVolumes.length > 0 ? writeVolumes : backupVolumes) {
       await api.createVolume({ name: v, size: GiB });
       await fill(v, '1G');
     }
-    for (let i = 1; i <= 10; i++) await api.createSnapshot({ volumes: ['snapped'], name: `s${i}` });
+    let newestSnapshot = 0;
+    for (; newestSnapshot < (parts.has('writes') ? 10 : 0); newestSnapshot++) await api.createSnapshot({ volumes: ['snapped'], name: `s${newestSnapshot + 1}` });
     const job: FioJob = { name: 'randwrite-4k-qd32', rw: 'randwrite', bs: '4k', iodepth: 32, size: '1g', runtimeSeconds };
     const results = new Map<string, FioResult[]>();
     for (let round = 1; round <= rounds; round++) {
-      for (const v of ['plain', 'copying', 'snapped']) {
+      for (const v of writeVolumes) {
+        if (v === 'snapped' && round > 1) {
+          // The oldest snapshot goes and a new one comes: each run meets a newest snapshot that has
+          // preserved nothing yet, as the replica's run meets a fresh quick split.
+          await api.deleteSnapshot('snapped', `s${newestSnapshot - 9}`);
+          await api.createSnapshot({ volumes: ['snapped'], name: `s${++newestSnapshot}` });
+        }
         if (v === 'copying') {
           // A new replica split at once while its initial copy runs: the copy (1 GiB at 32 MiB/s)
           // outlasts the run, so host writes meet copy-on-write and the background copy throughout.
@@ -83,26 +110,30 @@ export async function benchReplicas(args: string[]): Promise<void> {
     }
 
     // 3. Backup of a 1 GiB volume: full, then incremental after 1 % changed.
-    await tricopy(['backup', 'repo', 'add', 'bench', '--path', path.join(dir, 'repo'), '--drives', '1']);
+    let fullS = Number.NaN;
+    let incS = Number.NaN;
     const timed = async (argv: string[]): Promise<number> => {
       const started = performance.now();
       await tricopy(argv);
       return (performance.now() - started) / 1000;
     };
-    const fullS = await timed(['backup', 'run', '--volume', 'plain', '--repo', 'bench', '--incremental']);
-    const client = await NbdClient.connect({ host: '127.0.0.1', port: node.ports.nbdPort, exportName: 'plain' });
-    for (let i = 0; i < 160; i++) await client.write(((i * 104729) % (GiB / (64 * 1024))) * 64 * 1024, randomBytes(64 * 1024)); // 10 MiB in 64 KiB regions
-    await client.flush();
-    await client.disconnect();
-    const incS = await timed(['backup', 'run', '--volume', 'plain', '--repo', 'bench', '--incremental']);
+    if (parts.has('backup')) {
+      await tricopy(['backup', 'repo', 'add', 'bench', '--path', path.join(dir, 'repo'), '--drives', '1']);
+      fullS = await timed(['backup', 'run', '--volume', 'plain', '--repo', 'bench', '--incremental']);
+      const client = await NbdClient.connect({ host: '127.0.0.1', port: node.ports.nbdPort, exportName: 'plain' });
+      for (let i = 0; i < 160; i++) await client.write(((i * 104729) % (GiB / (64 * 1024))) * 64 * 1024, randomBytes(64 * 1024)); // 10 MiB in 64 KiB regions
+      await client.flush();
+      await client.disconnect();
+      incS = await timed(['backup', 'run', '--volume', 'plain', '--repo', 'bench', '--incremental']);
+    }
 
     // 4. Relocation of the 1 GiB volume to the other data area, unthrottled, no host load.
-    const relocS = await timed(['volume', 'relocate', 'plain', '--tier', 'fast', '--wait']);
+    const relocS = parts.has('relocation') ? await timed(['volume', 'relocate', 'plain', '--tier', 'fast', '--wait']) : Number.NaN;
 
-    const med = (v: string, pick: (r: FioResult) => number): number => median(results.get(v)!.map(pick));
+    const med = (v: string, pick: (r: FioResult) => number): number => median((results.get(v) ?? []).map(pick));
     const plainIops = med('plain', (r) => r.iops);
     const plainP99 = med('plain', (r) => r.latP99Us);
-    const writeRows = [['plain', 'a plain volume'], ['copying', 'a quick-split replica still copying'], ['snapped', '10 snapshots']].map(([v, label]) => [
+    const writeRows = [['plain', 'a plain volume'], ['copying', 'a quick-split replica still copying'], ['snapped', '10 snapshots, the newest taken just before the run']].map(([v, label]) => [
       label!, med(v!, (r) => r.iops).toFixed(0), (med(v!, (r) => r.iops) / plainIops).toFixed(2), med(v!, (r) => r.latP99Us).toFixed(0), (med(v!, (r) => r.latP99Us) / plainP99).toFixed(2),
     ]);
     const markdown = [
@@ -115,7 +146,8 @@ export async function benchReplicas(args: string[]): Promise<void> {
       table(['volume', 'median ms', 'max ms'], splits.map(([label, t]) => [label, median(t).toFixed(1), Math.max(...t).toFixed(1)])),
       '',
       `Host writes: fio 4 KiB random writes, 32 in flight, ${runtimeSeconds} s per run, medians of ${rounds} interleaved rounds on 1 GiB volumes filled with data; ` +
-        'for the replica, each run starts right after a new replica was created and quick-split at once, and its background copy (throttled to 32 MiB/s) runs throughout (goal ≥ 0.7 × the plain volume):',
+        'for the replica, each run starts right after a new replica was created and quick-split at once, and its background copy (throttled to 32 MiB/s) runs throughout; ' +
+        'for the snapshots, before each run the oldest of the 10 is deleted and a new one taken, so both meet first writes to regions throughout (goal ≥ 0.7 × the plain volume):',
       '',
       table(['volume', 'IOPS', 'IOPS ÷ plain', 'p99 µs', 'p99 ÷ plain'], writeRows),
       '',

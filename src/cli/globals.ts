@@ -1,7 +1,7 @@
 // What every command of the CLI shares: the global options (--node, --token, --json) and the node
 // client they select.
 import type { Command } from 'commander';
-import type { HostGroupNodeClient, NodeClient, ReplicaNodeClient } from '../contracts/node-client';
+import type { CloneNodeClient, HostGroupNodeClient, NodeClient, ReplicaNodeClient } from '../contracts/node-client';
 import { HttpNodeClient } from '../node/api-client';
 import { HttpManagerClient, defaultManagerUrl } from '../manager/client';
 
@@ -40,6 +40,11 @@ export function client(cmd: Command): NodeClient {
 export function replicaClient(cmd: Command): ReplicaNodeClient {
   const url = globals(cmd).node ?? process.env.TRICOPY_NODE ?? defaultNodeUrl;
   return new HttpNodeClient(url, tokenOf(cmd));
+}
+
+/** The node's clone-set API (the same node as client()). */
+export function cloneClient(cmd: Command): CloneNodeClient {
+  return new HttpNodeClient(nodeUrl(cmd), tokenOf(cmd));
 }
 
 /** The node's host-group API (the same node as client()). */

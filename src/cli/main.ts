@@ -18,6 +18,7 @@ import { registerNodeCommands } from './commands/node';
 import { registerPairCommands } from './commands/pair';
 import { registerReplicaCommands } from './commands/replica';
 import { registerSnapshotCommands } from './commands/snapshot';
+import { registerCloneCommands } from './commands/clone';
 import { registerQuorumCommands } from './commands/quorum';
 import { registerTopologyCommands } from './commands/topology';
 import { registerVolumeCommands } from './commands/volume';
@@ -40,6 +41,7 @@ export function buildProgram(): Command {
   registerPairCommands(program);
   registerReplicaCommands(program);
   registerSnapshotCommands(program);
+  registerCloneCommands(program);
   registerGroupCommands(program);
   registerBackupCommands(program);
   registerQuorumCommands(program);

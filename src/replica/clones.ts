@@ -113,7 +113,7 @@ export class CloneService {
   snapshotUser(volume: string, snapshot: string): string | undefined {
     for (const set of this.sets.values()) {
       if (set.record.state === 'active' && set.overlays.has(volume) && baseSnapshotOf(set.record.name) === snapshot) {
-        return `clone ${volume}@${set.record.name} reads it; end the drill first (tricopy topology drill FILE --end)`;
+        return `clone ${volume}@${set.record.name} reads it; delete the clone set first (tricopy clone delete ${set.record.name}; a drill: tricopy topology drill FILE --end)`;
       }
     }
     return undefined;
@@ -148,8 +148,8 @@ export class CloneService {
     }
     const volumes = [...new Set(req.volumes)].sort();
     if (volumes.length === 0) throw new TricopyError('invalid-argument', 'name the volumes to clone');
-    if (this.sets.has(req.name)) throw new TricopyError('already-exists', `clone set ${req.name} exists already`, 'end it first (tricopy topology drill FILE --end), or choose another name');
-    if (this.sets.size >= maxCloneSetsPerNode) throw new TricopyError('no-space', `this node has ${maxCloneSetsPerNode} clone sets, the most it may have`, 'end one first');
+    if (this.sets.has(req.name)) throw new TricopyError('already-exists', `clone set ${req.name} exists already`, 'delete it first (tricopy clone delete NAME; a drill: tricopy topology drill FILE --end), or choose another name');
+    if (this.sets.size >= maxCloneSetsPerNode) throw new TricopyError('no-space', `this node has ${maxCloneSetsPerNode} clone sets, the most it may have`, 'delete one first (tricopy clone list, tricopy clone delete NAME)');
     for (const v of volumes) {
       if (!host.hasVolume(v)) throw new TricopyError('not-found', `volume ${v} does not exist on this node`, 'list volumes with: tricopy volume list');
       const taken = snapshots.listSnapshots(v).find((s) => s.name === req.name || s.name === baseSnapshotOf(req.name));
@@ -212,7 +212,7 @@ export class CloneService {
 
   private set(name: string): CloneSet {
     const set = this.sets.get(name);
-    if (!set) throw new TricopyError('not-found', `no clone set named ${name} on this node`, 'list drills with: tricopy topology drill FILE --status');
+    if (!set) throw new TricopyError('not-found', `no clone set named ${name} on this node`, 'list clone sets with: tricopy clone list');
     return set;
   }
 

@@ -99,9 +99,16 @@ export class ReplicaPair {
   private async copyOnWrite(offset: number, length: number): Promise<void> {
     const { first, count } = regionsOf(offset, length);
     // The old contents of every region not copied yet go to the replica, durably, before the
-    // primary changes (§5.1 rule 2); regions copied already are skipped (rule 3).
-    if (!this.bitmaps.copied.allSet(first, count)) await this.copyToReplica(first, count);
-    await markDurably(this.bitmaps.dirtyPrimary, offset, length);
+    // primary changes (§5.1 rule 2); regions copied already are skipped (rule 3). The change is
+    // recorded at the same time, not after: a bit set for a change that then never happens only
+    // makes a resync copy the region again, so its sync need not wait for the copy's.
+    const marked = markDurably(this.bitmaps.dirtyPrimary, offset, length);
+    if (!this.bitmaps.copied.allSet(first, count)) {
+      const copying = this.copyToReplica(first, count);
+      await Promise.all([copying, marked]);
+      return;
+    }
+    if (marked) await marked;
   }
 
   /** The dual write of a mirroring state; failures suspend the pair and do not fail the host write. */
@@ -259,7 +266,10 @@ export class ReplicaPair {
   /**
    * Copies the regions of [first, first+count) not copied yet from the primary to the replica and
    * records them as copied, durably: data synced before the bits (a bit never claims data a power
-   * loss could take). The caller holds the region lock of the range.
+   * loss could take). The caller holds the region lock of the range. A copy-on-write awaits this
+   * before the primary's change is issued (§5.1 rule 2), since writeback may put that change on the
+   * disk at any moment after. The replica's flush and the bitmap's sync are group commits, so
+   * concurrent first writes to different regions share them.
    */
   async copyToReplica(first: number, count: number): Promise<void> {
     const copied = this.bitmaps.copied;

@@ -160,6 +160,11 @@ export class SnapshotChain {
       wrote = true;
       r = end;
     }
+    // Both syncs before the change is issued, not only before it is acknowledged: the volume is
+    // written through the page cache, and writeback may put the new data on the disk at any moment
+    // after that; a power loss must find the old contents and the bit that points at them there
+    // first. Data before the bit: a bit on disk never points at data a power loss took. Both are
+    // group commits (GroupSync, PersistentBitmap.sync), so concurrent first writes share them.
     if (wrote) await entry.dataSync.sync();
     if (entry.map.setRange(first, count) || entry.map.hasUnpersistedChanges) await entry.map.sync();
   }

@@ -26,6 +26,8 @@ export class PersistentBitmap {
   private persistedGeneration = 0;
   private syncedGeneration = 0;
   private persistChain: Promise<void> = Promise.resolve();
+  /** The datasync running now, if one is (see sync()). */
+  private syncing: Promise<void> | null = null;
   private setCount: number;
   private closed = false;
 
@@ -244,13 +246,26 @@ export class PersistentBitmap {
     return this.persistChain;
   }
 
-  /** persist() and then fdatasync: survives power loss. */
+  /**
+   * persist() and then fdatasync: survives power loss. Group commit: callers that arrive while a
+   * datasync runs wait for it and then share one more (the running one may have started before
+   * their bits were written), so N concurrent first writes cost two fdatasyncs, not N.
+   */
   async sync(): Promise<void> {
     const target = this.changeGeneration;
     await this.persist();
-    if (this.syncedGeneration >= target) return;
-    await this.handle.datasync();
-    this.syncedGeneration = Math.max(this.syncedGeneration, target);
+    while (this.syncedGeneration < target) {
+      if (!this.syncing) {
+        // Everything persisted so far is in the page cache: this datasync covers it.
+        const covers = this.persistedGeneration;
+        this.syncing = this.handle.datasync().then(() => {
+          this.syncedGeneration = Math.max(this.syncedGeneration, covers);
+        }).finally(() => {
+          this.syncing = null;
+        });
+      }
+      await this.syncing;
+    }
   }
 
   async close(): Promise<void> {

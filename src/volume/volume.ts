@@ -326,8 +326,13 @@ export class Volume implements BlockDevice {
     const writes = this.writesSinceSync;
     this.writesSinceSync = 0;
     try {
-      await this.allocation.sync();
-      await this.file.datasync().catch((err: unknown) => Promise.reject(ioError(err, 'flush', this.name)));
+      // Both at once: the flush promises only that both are durable when it resolves; between them
+      // there is no order to keep (writeback may send either to the disk first anyway), and a
+      // copy-on-write into this volume waits for this flush before its host write goes on.
+      const data = this.file.datasync().catch((err: unknown) => Promise.reject(ioError(err, 'flush', this.name)));
+      const [map, own] = await Promise.allSettled([this.allocation.sync(), data]);
+      if (map.status === 'rejected') throw map.reason;
+      if (own.status === 'rejected') throw own.reason;
     } catch (err) {
       this.writesSinceSync += writes;
       throw err;

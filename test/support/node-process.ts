@@ -17,6 +17,8 @@ export interface NodeSpec {
   ports?: Partial<NodePorts>;
   /** Another build's `bin/tricopy` (a benchmark's baseline); this checkout's by default. */
   cli?: string;
+  /** Node.js flags for the node process (a benchmark's --cpu-prof, say). */
+  execArgv?: string[];
 }
 
 const running = new Set<ChildProcess>();
@@ -42,7 +44,7 @@ export class NodeProcess {
     const args = ['node', 'run', '--name', spec.name, '--data-dir', spec.dataDir, '--host', '127.0.0.1',
       '--nbd-port', String(spec.ports?.nbdPort ?? 0), '--api-port', String(spec.ports?.apiPort ?? 0),
       '--repl-port', String(spec.ports?.replPort ?? 0), '--log-level', 'debug', ...(spec.args ?? [])];
-    const child = spawn(process.execPath, [spec.cli ?? cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...(spec.execArgv ?? []), spec.cli ?? cliPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(child);
     child.on('exit', () => running.delete(child));
     child.stderr!.pipe(log);

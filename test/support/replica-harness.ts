@@ -4,7 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { systemClock } from '../../src/common/clock';
-import { nodeDisk } from '../../src/common/disk';
+import { type Disk, nodeDisk } from '../../src/common/disk';
 import { silentLogger } from '../../src/common/log';
 import { type ReplicaHost, ReplicaService } from '../../src/replica/service';
 import type { BlockDevice } from '../../src/volume/block-device';
@@ -31,18 +31,19 @@ export class ReplicaHarness {
   store!: VolumeStore;
   service!: ReplicaService;
 
-  private constructor(readonly dir: string) {}
+  private constructor(readonly dir: string, readonly disk: Disk) {}
 
-  static async open(dir?: string): Promise<ReplicaHarness> {
-    const h = new ReplicaHarness(dir ?? await tempDir('replica'));
+  /** `disk`: the node's real disk unless a test wraps it (a RecordingDisk, say). */
+  static async open(dir?: string, disk: Disk = nodeDisk): Promise<ReplicaHarness> {
+    const h = new ReplicaHarness(dir ?? await tempDir('replica'), disk);
     await h.start();
     return h;
   }
 
   async start(): Promise<void> {
-    this.store = await VolumeStore.open(this.dir, { disk: nodeDisk, clock: systemClock }, silentLogger());
+    this.store = await VolumeStore.open(this.dir, { disk: this.disk, clock: systemClock }, silentLogger());
     this.service = await ReplicaService.open(this.dir, {
-      volumes: this.store, disk: nodeDisk, clock: systemClock, log: silentLogger(), host: this.host(),
+      volumes: this.store, disk: this.disk, clock: systemClock, log: silentLogger(), host: this.host(),
       beforeCopyBatch: async () => {
         while (this.copyBudget <= 0) await new Promise((r) => setTimeout(r, 2));
         this.copyBudget--;

@@ -1,0 +1,165 @@
+// Copy-on-write under concurrent first writes: many host writes to different regions right after a
+// snapshot or a quick split share their syncs (group commit), and still none of them is issued to
+// the volume before what a power loss would need is on stable storage: the region's old contents in
+// the snapshot or the replica, and the records that say where they are. The order is checked on a
+// disk that records when each write and each fdatasync started and ended.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { Disk, DiskFile, OpenFlags } from '../../src/common/disk';
+import { nodeDisk } from '../../src/common/disk';
+import { PersistentBitmap, bitmapHeaderBytes } from '../../src/volume/bitmap';
+import { RecordingDisk, type RecordedOp } from '../support/recording-disk';
+import { MiB, KiB, Model, ReplicaHarness, readAll, region } from '../support/replica-harness';
+import { tempDir } from '../support/tools';
+
+const concurrentWrites = 32;
+
+/** 4 KiB writes, one in each of `count` different regions, all issued in the same turn. */
+async function firstWrites(volume: Model, count: number): Promise<void> {
+  await Promise.all(Array.from({ length: count }, (_, i) => volume.write(i * 2 * region + (i % 16) * 4 * KiB, 4 * KiB)));
+}
+
+/** The host writes of the volume file issued after `since`, each with the region it changes. */
+function hostWrites(disk: RecordingDisk, volumeFile: string, since: number): Array<{ op: RecordedOp; region: number }> {
+  return disk.ops.filter((op) => op.kind === 'write' && op.file === volumeFile && op.startedAt > since)
+    .map((op) => ({ op, region: Math.floor(op.position / region) }));
+}
+
+/** The bit of `regionIndex` was written as set in a bitmap file and that write was durable before `at`. */
+function bitDurableBefore(disk: RecordingDisk, file: string, regionIndex: number, at: number): boolean {
+  const byte = bitmapHeaderBytes + (regionIndex >>> 3);
+  return disk.writesCovering((f) => f === file, byte, at)
+    .some((w) => (w.bytes[byte - w.position]! & (1 << (regionIndex & 7))) !== 0 && disk.durableBefore(w, at));
+}
+
+test('a snapshot: concurrent first writes to different regions are each issued only after the old contents and the map are durable', async () => {
+  const disk = new RecordingDisk();
+  const h = await ReplicaHarness.open(undefined, disk);
+  try {
+    await h.volume('v', 8 * MiB);
+    const v = new Model(h.store.volume('v'));
+    await v.write(0, 8 * MiB);
+    await h.service.createSnapshot({ name: 's', volumes: ['v'] });
+    const atSnapshot = v.image();
+    const since = disk.tick();
+    await firstWrites(v, concurrentWrites);
+
+    assert.ok((await readAll(h.device('v@s'))).equals(atSnapshot), 'the snapshot is the volume at its instant');
+    assert.ok((await readAll(h.store.volume('v'))).equals(v.image()), 'the volume has every write');
+    const volumeFile = path.join(h.dir, 'volumes', 'v.img');
+    const dir = path.join(h.dir, 'replica', 'volumes', 'v');
+    const writes = hostWrites(disk, volumeFile, since);
+    assert.equal(writes.length, concurrentWrites);
+    for (const { op, region: r } of writes) {
+      const copies = disk.writesCovering((f) => f.startsWith(dir) && f.endsWith('.data'), r * region, op.startedAt);
+      assert.ok(copies.some((c) => disk.durableBefore(c, op.startedAt)), `region ${r}: old contents durable before the host write`);
+      const map = disk.ops.find((o) => o.file.startsWith(dir) && o.file.endsWith('.map'))!.file;
+      assert.ok(bitDurableBefore(disk, map, r, op.startedAt), `region ${r}: recorded as preserved, durably, before the host write`);
+    }
+  } finally {
+    await h.close();
+  }
+});
+
+test('a quick split: concurrent first writes are each issued only after the copy, its copied bit and the change record are durable', async () => {
+  const disk = new RecordingDisk();
+  const h = await ReplicaHarness.open(undefined, disk);
+  try {
+    await h.volume('p', 8 * MiB);
+    const p = new Model(h.store.volume('p'));
+    await p.write(0, 8 * MiB);
+    h.copyBudget = 0; // no background copy: every region is copied by copy-on-write
+    await h.service.createReplica({ name: 'r', volume: 'p', readMissPolicy: 'pass-through' });
+    await h.service.split('r', true);
+    const atSplit = p.image();
+    const since = disk.tick();
+    await firstWrites(p, concurrentWrites);
+
+    assert.equal(h.service.getReplica('r').regions.pending, 128 - concurrentWrites, 'each first write copied its region once');
+    assert.ok((await readAll(h.device('r'))).equals(atSplit), 'the replica is the primary at the split');
+    const pairs = path.join(h.dir, 'replica', 'pairs');
+    const writes = hostWrites(disk, path.join(h.dir, 'volumes', 'p.img'), since);
+    assert.equal(writes.length, concurrentWrites);
+    for (const { op, region: r } of writes) {
+      const copies = disk.writesCovering((f) => f === path.join(h.dir, 'volumes', 'r.img'), r * region, op.startedAt);
+      assert.ok(copies.some((c) => disk.durableBefore(c, op.startedAt)), `region ${r}: the split image durable in the replica before the host write`);
+      assert.ok(bitDurableBefore(disk, path.join(pairs, 'r.copied'), r, op.startedAt), `region ${r}: copied, durably, before the host write`);
+      assert.ok(bitDurableBefore(disk, path.join(pairs, 'r.dirtyp'), r, op.startedAt), `region ${r}: the change recorded, durably, before the host write`);
+    }
+  } finally {
+    h.copyBudget = Number.POSITIVE_INFINITY;
+    await h.close();
+  }
+});
+
+/** The real disk, with every datasync held until the test lets it go. */
+class HeldSyncDisk {
+  held: Array<() => void> = [];
+  syncsStarted = 0;
+  hold = false;
+
+  disk(): Disk {
+    return { ...nodeDisk, open: async (file: string, flags: OpenFlags): Promise<DiskFile> => this.file(await nodeDisk.open(file, flags)) };
+  }
+
+  private file(inner: DiskFile): DiskFile {
+    return {
+      read: (...a) => inner.read(...a),
+      writev: (...a) => inner.writev(...a),
+      truncate: (n) => inner.truncate(n),
+      sizeBytes: () => inner.sizeBytes(),
+      close: () => inner.close(),
+      datasync: async () => {
+        this.syncsStarted++;
+        if (this.hold) await new Promise<void>((resolve) => this.held.push(resolve));
+        await inner.datasync();
+      },
+    };
+  }
+
+  releaseOne(): void {
+    this.held.shift()!();
+  }
+}
+
+test('bitmap syncs are a group commit: callers that arrive during a datasync share exactly one more', async () => {
+  const dir = await tempDir('bitmap-group');
+  const held = new HeldSyncDisk();
+  const bits = await PersistentBitmap.create(held.disk(), path.join(dir, 'b.bits'), region, 1024);
+  const before = held.syncsStarted;
+  held.hold = true;
+  let done = 0;
+  bits.setRange(0, 1);
+  const first = bits.sync().then(() => done++);
+  await waitFor(() => held.held.length === 1);
+  // Arrive while the first datasync runs: it may have started before their bits were written.
+  const later = Array.from({ length: 10 }, (_, i) => {
+    bits.setRange(1 + i, 1);
+    return bits.sync().then(() => done++);
+  });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(held.syncsStarted - before, 1, 'one datasync at a time');
+  held.releaseOne();
+  await first;
+  await waitFor(() => held.held.length === 1);
+  assert.equal(done, 1, 'the later callers wait for a datasync that covers their bits');
+  held.releaseOne();
+  await Promise.all(later);
+  assert.equal(held.syncsStarted - before, 2, 'eleven callers, two datasyncs');
+  held.hold = false;
+  await bits.close();
+  const reopened = await PersistentBitmap.open(nodeDisk, path.join(dir, 'b.bits'), region);
+  assert.equal(reopened.setBitCount, 11);
+  await reopened.close();
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+async function waitFor(check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
