@@ -14,6 +14,7 @@ import { nodeDisk } from '../../src/common/disk';
 const env = { disk: nodeDisk, clock: systemClock };
 import { type JournalEntry, JournalOp } from '../../src/replication/async/journal-entry';
 import { JournalStore } from '../../src/replication/async/journal-store';
+import { RecordingDisk } from '../support/recording-disk';
 import { tempDir } from '../support/tools';
 import { waitFor } from '../support/wait';
 
@@ -52,40 +53,19 @@ test('store: appends land in order across segments; reopen finds exactly them', 
 test('store: a segment gets its first bytes only after the one before it is written and synced (no later segment ahead of an earlier tail)', async () => {
   const dir = await tempDir('jorder');
   try {
-    // The real disk, with every write and sync recorded by segment name.
-    const calls: string[] = [];
-    const recording = {
-      ...nodeDisk,
-      open: async (file: string, flags: Parameters<typeof nodeDisk.open>[1]) => {
-        const f = await nodeDisk.open(file, flags);
-        const name = () => path.basename(file);
-        return {
-          ...f,
-          read: f.read.bind(f), truncate: f.truncate.bind(f), sizeBytes: f.sizeBytes.bind(f), close: f.close.bind(f),
-          writev: async (pieces: Buffer[], position: number) => {
-            calls.push(`write ${name()}`);
-            return f.writev(pieces, position);
-          },
-          datasync: async () => {
-            calls.push(`sync ${name()}`);
-            return f.datasync();
-          },
-        };
-      },
-    };
-    const { store } = await JournalStore.open(dir, { disk: recording, clock: systemClock }, log, 300);
+    const disk = new RecordingDisk();
+    const { store } = await JournalStore.open(dir, { disk, clock: systemClock }, log, 300);
     // One batch (one event-loop turn) that crosses from the first segment into the next two.
     const writes = [];
     for (let seq = 1; seq <= 12; seq++) writes.push(store.append({ seq, timeMs: seq, op: JournalOp.Write, pair: 'p', offset: 0, length: 40, data: Buffer.alloc(40, seq) }).written);
     await Promise.all(writes);
-    const segments = [...new Set(calls.map((c) => c.split(' ')[1]!))];
-    assert.ok(segments.length >= 3, `the batch crossed segments: ${calls.join(', ')}`);
+    const segmentWrites = disk.ops.filter((op) => op.kind === 'write' && path.basename(op.file).startsWith('seg-'));
+    const segments = [...new Set(segmentWrites.map((op) => op.file))];
+    assert.ok(segments.length >= 3, `the batch crossed segments: ${segments.join(', ')}`);
     for (let i = 1; i < segments.length; i++) {
-      const firstWrite = calls.indexOf(`write ${segments[i]}`);
-      const lastWriteBefore = calls.lastIndexOf(`write ${segments[i - 1]}`);
-      const syncBefore = calls.lastIndexOf(`sync ${segments[i - 1]}`);
-      assert.ok(lastWriteBefore < firstWrite && lastWriteBefore < syncBefore && syncBefore < firstWrite,
-        `${segments[i - 1]} written and synced before ${segments[i]} is written: ${calls.join(', ')}`);
+      const lastBefore = segmentWrites.filter((op) => op.file === segments[i - 1]).at(-1)!;
+      const firstNext = segmentWrites.find((op) => op.file === segments[i])!;
+      assert.ok(disk.durableBefore(lastBefore, firstNext.startedAt), `${path.basename(segments[i - 1]!)} durable before ${path.basename(segments[i]!)} is written`);
     }
     await store.close();
   } finally {
