@@ -299,10 +299,11 @@ export class JournalStore {
     // One segment after the other, never side by side: see the header.
     const writeInOrder = async (): Promise<void> => {
       for (const [segmentSeq, items] of bySegment) {
-        const index = this.segments.findIndex((s) => s.firstSeq === segmentSeq);
-        if (index === -1) throw new Error(`journal segment ${segmentSeq} vanished`);
-        const segment = this.segments[index]!;
+        const segment = this.segments.find((s) => s.firstSeq === segmentSeq);
+        if (!segment) throw new Error(`journal segment ${segmentSeq} vanished`);
         const handle = await segment.handle;
+        // Looked up after the wait: trimming may have shifted the list meanwhile.
+        const index = this.segments.indexOf(segment);
         if (items[0]!.stored.position === 0 && index > 0) await this.syncPredecessor(this.segments[index - 1]!);
         const pieces: Buffer[] = [];
         for (const p of items) for (const piece of p.pieces) pieces.push(piece);
