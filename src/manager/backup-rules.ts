@@ -3,6 +3,7 @@
 // running job's progress is stored again, job ids that sort by start time, and which old job
 // records to forget. Kept apart so they are tested on their own.
 import { TricopyError } from '../common/errors';
+import { type TransitionTable, nextState } from '../common/transition-table';
 import type { BackupJobState } from '../contracts/backup';
 import type { NodeState, StoredNode } from './store/collections';
 import { normalizeUrl } from './stored-node-client';
@@ -38,7 +39,7 @@ export function nodeServingVolume(states: readonly NodeState[], volume: string):
 
 export type BackupJobEvent = 'copy-done' | 'error' | 'manager-gone';
 
-const jobTable: Record<BackupJobState, Partial<Record<BackupJobEvent, BackupJobState>>> = {
+const jobTable: TransitionTable<BackupJobState, BackupJobEvent> = {
   running: { 'copy-done': 'succeeded', error: 'failed', 'manager-gone': 'interrupted' },
   succeeded: {},
   failed: {},
@@ -46,9 +47,7 @@ const jobTable: Record<BackupJobState, Partial<Record<BackupJobEvent, BackupJobS
 };
 
 export function nextBackupJobState(state: BackupJobState, event: BackupJobEvent): BackupJobState {
-  const next = jobTable[state][event];
-  if (next === undefined) throw new TricopyError('internal', `backup job: event ${event} is not allowed in state ${state}`);
-  return next;
+  return nextState('backup job', jobTable, state, event);
 }
 
 /** Whether a policy's scheduled time is new: each time is fired once, even across a change of leader. */
