@@ -40,7 +40,9 @@ if (files.length === 0) {
 // Three files at once on two cores: most integration tests spend their time waiting for leases,
 // timeouts and peers, not computing.
 const concurrency = process.env.TEST_CONCURRENCY ?? '3';
-const child = spawn(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], {
+const timesReporter = join(root, 'scripts', 'test-times-reporter.mjs');
+const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${timesReporter}`, '--test-reporter-destination=stdout'];
+const child = spawn(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...reporters, ...files], {
   stdio: 'inherit',
   env: process.env,
 });
