@@ -143,6 +143,8 @@ export class PeerLink extends EventEmitter {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.lost(`socket error: ${err.message}`));
     socket.on('close', () => this.lost('connection closed by peer'));
+    // An accepted socket arrives paused when its first bytes were looked at (link-tls.ts).
+    socket.resume();
     this.handshakeTimer = setTimeout(() => {
       // Only an accepting node counts a peer that never authenticates; a dialer just dials again.
       if (side === 'acceptor') this.refuse('handshake-timeout', `handshake not finished within ${timings.handshakeTimeoutMs} ms`);
