@@ -226,3 +226,38 @@ export class LinkTlsAcceptor {
 function connectionKey(socket: net.Socket): string {
   return `${socket.remoteAddress ?? '?'}|${socket.remotePort ?? 0}`;
 }
+
+/** Socket errors that say the network failed, not TLS: a dialer retries these quietly. */
+const networkErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND', 'ECONNABORTED']);
+
+/**
+ * Calls `onFailure` when a dialed TLS connection fails its handshake for a TLS reason (the server's
+ * certificate is not trusted, no common protocol): something an operator must fix, unlike a refused
+ * connection. Plain sockets never fail this way.
+ */
+export function onTlsDialFailure(socket: net.Socket, onFailure: (detail: string) => void): void {
+  if (!(socket instanceof tls.TLSSocket)) return;
+  let secure = false;
+  socket.once('secureConnect', () => {
+    secure = true;
+  });
+  socket.once('error', (err: NodeJS.ErrnoException) => {
+    if (secure || (err.code !== undefined && networkErrorCodes.has(err.code))) return;
+    onFailure(`TLS handshake with the peer failed: ${err.message}${/certificate|verify/i.test(err.message) ? ' (its certificate must chain to --tls-ca)' : ''}`);
+  });
+}
+
+/** Logs a line per reason at most once per interval (the rest at debug): refusals must not flood the log. */
+export class RateLimitedWarnings {
+  private readonly lastAt = new Map<string, number>();
+
+  constructor(private readonly intervalMs: number) {}
+
+  /** True when this one should be logged as a warning. */
+  take(reason: string, nowMs = Date.now()): boolean {
+    const last = this.lastAt.get(reason);
+    if (last !== undefined && nowMs - last < this.intervalMs) return false;
+    this.lastAt.set(reason, nowMs);
+    return true;
+  }
+}

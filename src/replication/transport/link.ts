@@ -58,7 +58,7 @@ export function keepsNewLink(fresh: PeerLink, current: PeerLink, local: string, 
 /** Why the replication port refused a peer or dropped a connection. A fixed set: it is a metric label. */
 export const linkRefusalReasons = [
   'no-secret', 'too-many-connections', 'handshake-timeout', 'closed-before-auth', 'bad-frame', 'oversized-frame', 'bad-checksum',
-  'unauthenticated-message', 'malformed-handshake', 'wrong-secret', 'wrong-node', 'protocol-violation',
+  'unauthenticated-message', 'malformed-handshake', 'wrong-secret', 'wrong-node', 'protocol-violation', 'tls-required', 'tls-failed',
 ] as const;
 export type LinkRefusalReason = (typeof linkRefusalReasons)[number];
 
