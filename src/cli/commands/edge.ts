@@ -89,6 +89,7 @@ async function runRelay(opts: RunOptions): Promise<void> {
     await relay.stop();
     throw err;
   }
+  log.info({ ...relay.ports, tls: tls?.mode ?? 'off', mutualTls: tls?.caPem !== undefined }, 'relay listening');
   process.stdout.write(`${JSON.stringify(relay.ports)}\n`);
   await new Promise<void>((resolve) => {
     let signals = 0;

@@ -115,6 +115,11 @@ export class LinkTlsRefused extends Error {
   }
 }
 
+interface PendingTls {
+  resolve: (socket: net.Socket) => void;
+  reject: (err: LinkTlsRefused) => void;
+}
+
 /**
  * Takes accepted connections to the socket a PeerLink should read: the connection itself (plain) or
  * its TLS session. Runs TLS through a non-listening tls.Server so Node's own server handshake is
@@ -122,7 +127,7 @@ export class LinkTlsRefused extends Error {
  */
 export class LinkTlsAcceptor {
   private readonly server: tls.Server | undefined;
-  private readonly pending = new Map<string, { resolve: (s: net.Socket) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<string, PendingTls>();
 
   constructor(private readonly config: LinkTlsConfig | undefined, private readonly timeoutMs: number) {
     if (!config) return;
@@ -167,7 +172,9 @@ export class LinkTlsAcceptor {
       };
       const timer = setTimeout(() => fail(new LinkTlsRefused('handshake-timeout', `nothing received within ${this.timeoutMs} ms`)), this.timeoutMs);
       timer.unref();
-      const onClose = (): void => fail(new LinkTlsRefused('closed-before-auth', 'connection closed before it said anything'));
+      let sniffed = false;
+      const onClose = (): void => fail(new LinkTlsRefused('closed-before-auth',
+        sniffed ? 'connection closed during the TLS handshake' : 'connection closed before it sent anything'));
       const onError = (err: Error): void => fail(new LinkTlsRefused('closed-before-auth', `socket error: ${err.message}`));
       const cleanup = (): void => {
         clearTimeout(timer);
@@ -176,13 +183,14 @@ export class LinkTlsAcceptor {
         raw.removeListener('data', onData);
       };
       const onData = (chunk: Buffer): void => {
+        sniffed = true;
         raw.pause();
         raw.removeListener('data', onData);
         // Back into the socket's buffer: a PeerLink reads it as 'data', a TLSSocket takes it as received.
         raw.unshift(chunk);
         const decision = linkStartDecision(this.mode, sniffLinkStart(chunk[0]!));
         if (decision === 'refuse') {
-          return fail(new LinkTlsRefused('tls-required', 'a plain connection where TLS is required (the peer runs without TLS, or with --tls-mode optional)'));
+          return fail(new LinkTlsRefused('tls-required', 'a plain connection where TLS is required (the peer runs without TLS, or with TLS optional, which dials plain)'));
         }
         if (decision === 'plain') {
           settled = true;
@@ -196,7 +204,7 @@ export class LinkTlsAcceptor {
             cleanup();
             resolve(s);
           },
-          reject: (e) => fail(e as LinkTlsRefused),
+          reject: fail,
         });
         server.emit('connection', raw);
       };
@@ -214,7 +222,7 @@ export class LinkTlsAcceptor {
     return `the peer's certificate${subject} is not trusted: ${String(socket.authorizationError)} (it must chain to --tls-ca)`;
   }
 
-  private take(socket: net.Socket): { resolve: (s: net.Socket) => void; reject: (e: Error) => void } | undefined {
+  private take(socket: net.Socket): PendingTls | undefined {
     const key = connectionKey(socket);
     const waiter = this.pending.get(key);
     this.pending.delete(key);
