@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import { TricopyError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { PeerLink, keepsNewLink, type LinkRefusal, type LinkTimings } from '../replication/transport/link';
+import { LinkTlsAcceptor, LinkTlsRefused, RateLimitedWarnings, dialLinkSocket, onTlsDialFailure, type LinkTlsConfig } from '../replication/transport/link-tls';
 import type { MessageType } from '../replication/transport/messages';
 import { assertLinkLimits, maxAuthenticatedLinks, maxUnauthenticatedLinks, reconnectInitialDelayMs, reconnectMaxDelayMs } from '../replication/transport/peers';
 
@@ -48,6 +49,10 @@ export class RelayLinks extends EventEmitter {
   private readonly wanted = new Map<string, Wanted>();
   private readonly handshaking = new Set<PeerLink>();
   private readonly unauthenticated = new Set<PeerLink>();
+  /** Accepted connections whose first bytes or TLS handshake are awaited (they count as unauthenticated). */
+  private tlsPending = 0;
+  private readonly tlsAcceptor: LinkTlsAcceptor;
+  private readonly tlsWarnings = new RateLimitedWarnings(10_000);
   private closed = false;
   requestHandler: LinkRequestHandler | undefined;
   refusedConnections = 0;
@@ -59,9 +64,12 @@ export class RelayLinks extends EventEmitter {
     private readonly timings: LinkTimings,
     private readonly log: Logger,
     private readonly admit: (dialer: string, expect: string | undefined) => Admission,
+    /** TLS on this relay's links (accepted and dialed); undefined: plain only. */
+    private readonly tls: LinkTlsConfig | undefined = undefined,
   ) {
     super();
     assertLinkLimits(timings);
+    this.tlsAcceptor = new LinkTlsAcceptor(tls, timings.handshakeTimeoutMs);
     this.server = net.createServer((socket) => this.accept(socket));
     this.server.on('error', (err) => log.error({ err }, 'relay listener error'));
   }
@@ -172,9 +180,23 @@ export class RelayLinks extends EventEmitter {
       socket.destroy();
     };
     if (!this.secret) return refuse('no cluster secret is configured on this relay');
-    if (this.unauthenticated.size >= maxUnauthenticatedLinks) return refuse('too many connections in their handshake');
+    if (this.unauthenticated.size + this.tlsPending >= maxUnauthenticatedLinks) return refuse('too many connections in their handshake');
     if (this.links.size >= maxAuthenticatedLinks) return refuse('too many links');
-    const link = new PeerLink(socket, 'acceptor', this.name, this.secret, this.timings, this.log);
+    const secret = this.secret;
+    this.tlsPending++;
+    this.tlsAcceptor.accept(socket).then((linkSocket) => {
+      this.tlsPending--;
+      if (this.closed) return void linkSocket.destroy();
+      this.acceptLink(linkSocket, secret);
+    }, (err: LinkTlsRefused) => {
+      this.tlsPending--;
+      this.tlsRefused(err, socket, 'acceptor');
+    });
+  }
+
+  /** A connection that TLS (or its absence) let through: the link handshake runs on it. */
+  private acceptLink(socket: net.Socket, secret: Buffer): void {
+    const link = new PeerLink(socket, 'acceptor', this.name, secret, this.timings, this.log);
     link.acceptorIdentity = (dialer, expect) => {
       const admission = this.admit(dialer, expect);
       if ('refuse' in admission) return admission;
@@ -195,7 +217,8 @@ export class RelayLinks extends EventEmitter {
     if (this.closed || this.wanted.get(key) !== w) return;
     if (!this.secret) return;
     const t = w.target;
-    const socket = net.connect({ host: t.host, port: t.port });
+    const socket = dialLinkSocket(t.host, t.port, this.tls);
+    onTlsDialFailure(socket, (detail) => this.tlsRefused(new LinkTlsRefused('tls-failed', detail), socket, 'dialer', t.peer));
     const link = new PeerLink(socket, 'dialer', t.local, this.secret, this.timings, this.log, t.peer);
     this.kinds.set(link, t.kind);
     w.dialing = link;
@@ -204,6 +227,21 @@ export class RelayLinks extends EventEmitter {
       if (this.wanted.get(key) === w && !this.links.get(key)?.isReady) this.scheduleDial(w, reason);
     });
     this.adopt(link);
+  }
+
+  /** A connection refused for TLS: counted, shown in status, and logged (warnings rate-limited per reason). */
+  private tlsRefused(err: LinkTlsRefused, socket: net.Socket, side: 'acceptor' | 'dialer', peer?: string): void {
+    // Silence and early closes are counted like a link handshake's; only TLS faults are worth a warning.
+    const reason = err.reason;
+    if (side === 'acceptor') this.refusedConnections++;
+    this.lastRefusal = {
+      reason, remoteAddress: socket.remoteAddress ?? '?', remotePort: socket.remotePort ?? 0, side, claimedNode: peer, detail: err.message,
+      at: new Date().toISOString(),
+    };
+    const fields = { remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, side, peer: peer ?? null, reason, detail: err.message };
+    const tlsFault = reason === 'tls-required' || reason === 'tls-failed';
+    if (tlsFault && this.tlsWarnings.take(reason)) this.log.warn(fields, 'relay connection refused (TLS); more of these within 10 s are logged at debug');
+    else this.log.debug(fields, 'relay connection refused');
   }
 
   private scheduleDial(w: Wanted, reason: string): void {

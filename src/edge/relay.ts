@@ -20,6 +20,7 @@ import { version } from '../node/version';
 import { EntryKind, type RelayEntry, type Rio, responseTo } from './entry';
 import { Forwarder } from './forwarder';
 import { type Admission, type LinkKind, RelayLinks } from './links';
+import type { LinkTlsConfig } from '../replication/transport/link-tls';
 import { classify, isFua, pairOf } from './rio';
 import { OrderSource } from './source';
 import { RelayState, regionCount } from './state';
@@ -35,6 +36,8 @@ export interface RelayOptions {
   apiHost: string;
   apiPort: number;
   secret: Buffer | undefined;
+  /** TLS on every link of the relay (to relays and to attached storage nodes); undefined: plain. */
+  tls?: LinkTlsConfig;
   timings?: LinkTimings;
   log: Logger;
   disk?: Disk;
@@ -70,7 +73,7 @@ export class Relay {
     this.disk = options.disk ?? nodeDisk;
     this.clock = options.clock ?? systemClock;
     this.events = new EventJournal(options.log, this.clock);
-    this.links = new RelayLinks(options.name, options.secret, options.timings ?? defaultLinkTimings, options.log, (d, e) => this.admit(d, e));
+    this.links = new RelayLinks(options.name, options.secret, options.timings ?? defaultLinkTimings, options.log, (d, e) => this.admit(d, e), options.tls);
     this.links.requestHandler = (link, kind, type, payload) => this.onLinkRequest(link, kind, type, payload);
     this.forwarder = new Forwarder(options.name, this.links, () => this.state.data.config, options.log, (e) => this.onLocalEntry(e));
     this.links.on('up', (_key: string, kind: LinkKind, peer: string, local: string) => this.onLinkUp(kind, peer, local));

@@ -8,6 +8,7 @@ import { TricopyError } from '../common/errors';
 import { type LogLevel, logLevels } from '../common/log';
 import { parseDurationMs, parseSize } from '../common/units';
 import type { TlsMode } from '../nbd/types';
+import { type LinkTlsMode, linkTlsModes } from '../replication/transport/link-tls';
 import { minJournalBytes } from '../replication/limits';
 import { type DataArea, DataAreas, parseDataArea } from '../volume/areas';
 import { minRelocationRateBytesPerSecond } from '../volume/relocation';
@@ -33,6 +34,8 @@ export interface NodeConfig {
   tlsKey: string | undefined;
   tlsCa: string | undefined;
   tlsPskFile: string | undefined;
+  /** TLS on replication links (to peer nodes and to an edge), with tlsCert/tlsKey and tlsCa for mutual TLS. */
+  replTlsMode: LinkTlsMode;
   /** File holding the bearer token the control API demands; unset = no token (bind to loopback!). */
   apiTokenFile: string | undefined;
   maxConnections: number;
@@ -63,6 +66,7 @@ export const defaultNodeConfig = {
   replPort: 7800,
   logLevel: 'info' as LogLevel,
   tlsMode: 'off' as TlsMode,
+  replTlsMode: 'off' as LinkTlsMode,
   maxConnections: 256,
   handshakeTimeoutMs: 10_000,
   minBlockBytes: 1,
@@ -77,7 +81,7 @@ export const defaultNodeConfig = {
 
 const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const knownKeys = new Set([
-  'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'advertiseReplPort', 'logLevel', 'tlsMode',
+  'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'advertiseReplPort', 'logLevel', 'tlsMode', 'replTls',
   'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'maxConnections', 'handshakeTimeout', 'minBlockBytes',
   'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync', 'securityEventWindow', 'replicaCopyRate',
   'dataAreas', 'relocationRate',
@@ -142,6 +146,10 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
   if (!['off', 'optional', 'required'].includes(tlsMode)) {
     throw new TricopyError('invalid-argument', `tls mode "${tlsMode}" is not one of off, optional, required`);
   }
+  const replTlsMode = (optionalString(raw, 'replTls') ?? defaultNodeConfig.replTlsMode) as LinkTlsMode;
+  if (!linkTlsModes.includes(replTlsMode)) {
+    throw new TricopyError('invalid-argument', `replication TLS mode "${replTlsMode}" (--repl-tls) is not one of ${linkTlsModes.join(', ')}`);
+  }
   const logLevel = (optionalString(raw, 'logLevel') ?? defaultNodeConfig.logLevel) as LogLevel;
   if (!logLevels.includes(logLevel)) {
     throw new TricopyError('invalid-argument', `log level "${logLevel}" is not one of ${logLevels.join(', ')}`);
@@ -163,6 +171,7 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
     tlsKey: optionalPath(raw, 'tlsKey'),
     tlsCa: optionalPath(raw, 'tlsCa'),
     tlsPskFile: optionalPath(raw, 'tlsPskFile'),
+    replTlsMode,
     apiTokenFile: optionalPath(raw, 'apiTokenFile'),
     maxConnections: integer(raw, 'maxConnections', defaultNodeConfig.maxConnections, 1, 65_535),
     handshakeTimeoutMs: raw.handshakeTimeout === undefined ? defaultNodeConfig.handshakeTimeoutMs
@@ -220,9 +229,13 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
   if (config.tlsMode !== 'off' && !hasX509 && config.tlsPskFile === undefined) {
     throw new TricopyError('invalid-argument', `tls mode ${config.tlsMode} needs --tls-cert/--tls-key or --tls-psk-file`);
   }
-  if (config.tlsMode === 'off' && (hasX509 || config.tlsPskFile !== undefined)) {
+  if (config.replTlsMode !== 'off' && !hasX509) {
+    throw new TricopyError('invalid-argument', `--repl-tls ${config.replTlsMode} needs --tls-cert and --tls-key`,
+      'replication links use X.509 certificates (add --tls-ca for mutual TLS); PSK is for NBD only');
+  }
+  if (config.tlsMode === 'off' && (config.tlsPskFile !== undefined || (hasX509 && config.replTlsMode === 'off'))) {
     throw new TricopyError('invalid-argument', 'TLS credentials were given but --tls is off',
-      'pass --tls optional or --tls required to use them');
+      'pass --tls optional or --tls required (NBD), or --repl-tls optional or required (replication), to use them');
   }
   const distinct = [config.nbdPort, config.apiPort, config.replPort].filter((p) => p !== 0);
   if (new Set(distinct).size !== distinct.length) {

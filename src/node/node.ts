@@ -12,6 +12,7 @@ import { ReplicatedVolume } from '../replication/datapath/replicated-volume';
 import { ReplicationService, defaultReplicationOptions } from '../replication/service';
 import { defaultLinkTimings } from '../replication/transport/link';
 import { PeerManager } from '../replication/transport/peers';
+import { loadLinkTls } from '../replication/transport/link-tls';
 import { systemClock } from '../common/clock';
 import { nodeDisk, nodeDiskIoPath } from '../common/disk';
 import { VolumeStore, type VolumeMeta } from '../volume/store';
@@ -103,6 +104,8 @@ export class StorageNode {
       throw new TricopyError('invalid-argument', `API token in ${config.apiTokenFile} is shorter than 16 characters`);
     }
     const secret = config.clusterSecretFile ? await readSecret(config.clusterSecretFile) : undefined;
+    const replTls = config.replTlsMode === 'off' ? undefined
+      : await loadLinkTls({ mode: config.replTlsMode, cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa }, { mode: '--repl-tls', cert: '--tls-cert', key: '--tls-key', ca: '--tls-ca' });
     const unlock = await lockDataDir(config.dataDir);
     let store: VolumeStore;
     try {
@@ -142,7 +145,7 @@ export class StorageNode {
       const replicationLog = log.child({ component: 'replication' });
       const transport = new PeerManager(config.name, secret,
         { ...defaultLinkTimings, peerTimeoutMs: config.peerTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.floor(config.peerTimeoutMs / 4)) },
-        replicationLog.child({ component: 'peers' }));
+        replicationLog.child({ component: 'peers' }), replTls);
       node.peerLinks = new PeerLinks(transport, node.events, node.startedAtMs, systemClock);
       node.replication = new ReplicationService({
         ...defaultReplicationOptions,

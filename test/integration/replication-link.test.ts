@@ -1,6 +1,8 @@
 // The node-to-node link in process: mutual authentication, requests, heartbeats through a
-// black-holed link, reconnection, and hostile bytes on the replication port.
-import { test, after } from 'node:test';
+// black-holed link, reconnection, hostile bytes on the replication port, and mutual TLS.
+import { test, before, after } from 'node:test';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { silentLogger } from '../../src/common/log';
@@ -11,6 +13,9 @@ import {
 import type { LinkRefusal, LinkTimings } from '../../src/replication/transport/link';
 import { MessageType, helloCodec } from '../../src/replication/transport/messages';
 import { PeerManager, maxUnauthenticatedLinks } from '../../src/replication/transport/peers';
+import { loadLinkTls, type LinkTlsConfig } from '../../src/replication/transport/link-tls';
+import { issueLinkCert, makePki } from '../support/certs';
+import { tempDir } from '../support/tools';
 import { FaultProxy } from '../support/fault-proxy';
 import { RawSocket } from '../support/raw-socket';
 import { waitFor } from '../support/wait';
@@ -34,8 +39,8 @@ interface Managed {
 }
 
 /** `key` null: a node without a cluster secret. */
-async function manager(node: string, key: Buffer | null = secret): Promise<Managed> {
-  const m = new PeerManager(node, key ?? undefined, timings, silentLogger());
+async function manager(node: string, key: Buffer | null = secret, tls?: LinkTlsConfig): Promise<Managed> {
+  const m = new PeerManager(node, key ?? undefined, timings, silentLogger(), tls);
   managers.push(m);
   const ups: string[] = [];
   const downs: string[] = [];
@@ -176,4 +181,47 @@ test('a node without a cluster secret refuses replication connections', async ()
   assert.ok(await s.closesWithin(3000));
   await waitFor('refusal reported', () => lone.refusals.length === 1);
   assert.equal(lone.refusals[0]!.reason, 'no-secret');
+});
+
+/** TLS configurations by name, made before any link is up (openssl runs would slow the heartbeats of live links). */
+const tlsConfs = new Map<string, LinkTlsConfig>();
+let tlsDir = '';
+
+before(async () => {
+  tlsDir = await tempDir('repl-tls');
+  const pki = await makePki(path.join(tlsDir, 'ca'), []);
+  const other = await makePki(path.join(tlsDir, 'other'), []);
+  const conf = async (ca: typeof pki, name: string, trust = pki): Promise<void> => {
+    const { cert, key } = await issueLinkCert(ca, name);
+    tlsConfs.set(name, (await loadLinkTls({ mode: 'required', cert, key, ca: trust.caCert }))!);
+  };
+  await conf(pki, 'tls-a');
+  await conf(pki, 'tls-b');
+  await conf(other, 'stranger', pki); // another CA signed it; it trusts ours
+  await conf(pki, 'wary', other); // ours signed it; it trusts another CA
+});
+
+after(async () => {
+  await fsp.rm(tlsDir, { recursive: true, force: true });
+});
+
+test('mutual TLS between nodes: links come up inside TLS; plain and foreign-CA peers are refused, and a waiting dialer is told why', async () => {
+  const conf = (name: string): LinkTlsConfig => tlsConfs.get(name)!;
+  const a = await manager('tls-a', secret, conf('tls-a'));
+  const b = await manager('tls-b', secret, conf('tls-b'));
+  await a.m.connectNow({ node: 'tls-b', host: '127.0.0.1', replPort: b.port }, 5000);
+  assert.equal((await a.m.request('tls-b', MessageType.Write, Buffer.from('secret data'))).toString(), 'tls-b:secret data');
+  // A plain node is refused before the link handshake.
+  const plain = await manager('plain');
+  await assert.rejects(plain.m.connectNow({ node: 'tls-b', host: '127.0.0.1', replPort: b.port }, 1500), /not reachable/);
+  await waitFor('tls-required refusal', () => b.refusals.some((r) => r.reason === 'tls-required'));
+  // A node whose certificate another CA signed (it trusts ours) is refused by name.
+  const stranger = await manager('stranger', secret, conf('stranger'));
+  await assert.rejects(stranger.m.connectNow({ node: 'tls-b', host: '127.0.0.1', replPort: b.port }, 1500));
+  await waitFor('tls-failed refusal', () => b.refusals.some((r) => r.reason === 'tls-failed' && /CN=stranger\) is not trusted/.test(r.detail)));
+  // A node that trusts another CA refuses our server at once, with a hint, instead of timing out.
+  const wary = await manager('wary', secret, conf('wary'));
+  await assert.rejects(wary.m.connectNow({ node: 'tls-b', host: '127.0.0.1', replPort: b.port }, 10_000),
+    (e: TricopyError) => /the link was refused: TLS handshake with the peer failed/.test(e.message) && /same CA/.test(e.hint ?? ''));
+  assert.ok(a.m.isUp('tls-b'), 'the TLS link is untouched');
 });

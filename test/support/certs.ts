@@ -13,6 +13,25 @@ export interface TestPki {
   clientDir(name: string): string;
 }
 
+/** Issues DIR/NAME-cert.pem and DIR/NAME-key.pem, signed by DIR/ca-cert.pem. */
+async function issueCert(dir: string, name: string, cn: string, ext: string): Promise<void> {
+  const p = (f: string): string => path.join(dir, f);
+  await runOk('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', p(`${name}-key.pem`)]);
+  await runOk('openssl', ['req', '-new', '-key', p(`${name}-key.pem`), '-out', p(`${name}.csr`), '-subj', `/CN=${cn}`]);
+  await fsp.writeFile(p(`${name}.ext`), ext);
+  await runOk('openssl', ['x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca-cert.pem'), '-CAkey', p('ca-key.pem'),
+    '-CAcreateserial', '-out', p(`${name}-cert.pem`), '-days', '2', '-extfile', p(`${name}.ext`)]);
+}
+
+/**
+ * A certificate for both ends of a replication link (it serves and dials: serverAuth and clientAuth),
+ * for 127.0.0.1, signed by the PKI's CA.
+ */
+export async function issueLinkCert(pki: TestPki, name: string): Promise<{ cert: string; key: string }> {
+  await issueCert(pki.dir, `link-${name}`, name, 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\n');
+  return { cert: path.join(pki.dir, `link-${name}-cert.pem`), key: path.join(pki.dir, `link-${name}-key.pem`) };
+}
+
 export async function makePki(dir: string, clients: string[]): Promise<TestPki> {
   await fsp.mkdir(dir, { recursive: true });
   const p = (f: string): string => path.join(dir, f);
@@ -20,13 +39,7 @@ export async function makePki(dir: string, clients: string[]): Promise<TestPki> 
   await key('ca-key.pem');
   await runOk('openssl', ['req', '-x509', '-new', '-key', p('ca-key.pem'), '-out', p('ca-cert.pem'), '-days', '2', '-subj', '/CN=tricopy test CA',
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  const issue = async (name: string, cn: string, ext: string): Promise<void> => {
-    await key(`${name}-key.pem`);
-    await runOk('openssl', ['req', '-new', '-key', p(`${name}-key.pem`), '-out', p(`${name}.csr`), '-subj', `/CN=${cn}`]);
-    await fsp.writeFile(p(`${name}.ext`), ext);
-    await runOk('openssl', ['x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca-cert.pem'), '-CAkey', p('ca-key.pem'),
-      '-CAcreateserial', '-out', p(`${name}-cert.pem`), '-days', '2', '-extfile', p(`${name}.ext`)]);
-  };
+  const issue = (name: string, cn: string, ext: string): Promise<void> => issueCert(dir, name, cn, ext);
   await issue('server', 'localhost', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n');
   for (const client of clients) {
     await issue(`client-${client}`, client, 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n');

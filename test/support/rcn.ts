@@ -26,6 +26,10 @@ export interface RcnOptions {
   coreExtra?: Record<string, Record<string, unknown>>;
   /** Customer per storage node. */
   customers?: Record<string, string>;
+  /** More `edge run` flags per relay (TLS files). */
+  relayArgs?: Record<string, string[]>;
+  /** More `node run` flags for every storage node. */
+  nodeArgs?: string[];
 }
 
 export class Rcn {
@@ -36,7 +40,7 @@ export class Rcn {
   private constructor(readonly dir: string, readonly cluster: Cluster, readonly options: RcnOptions) {}
 
   static async create(dir: string, options: RcnOptions): Promise<Rcn> {
-    const cluster = await Cluster.create(dir, Object.keys(options.nodes), ['--peer-timeout', '3s']);
+    const cluster = await Cluster.create(dir, Object.keys(options.nodes), ['--peer-timeout', '3s', ...(options.nodeArgs ?? [])]);
     const rcn = new Rcn(dir, cluster, options);
     const edges = [...new Set(Object.values(options.nodes))];
     for (const e of edges) await rcn.startRelay(e, 'edge');
@@ -50,7 +54,7 @@ export class Rcn {
   }
 
   async startRelay(name: string, role: 'edge' | 'core'): Promise<RelayProcess> {
-    const r = await RelayProcess.start({ name, role, dataDir: path.join(this.dir, name), secretFile: this.cluster.secretFile });
+    const r = await RelayProcess.start({ name, role, dataDir: path.join(this.dir, name), secretFile: this.cluster.secretFile, args: this.options.relayArgs?.[name] });
     this.relays.set(name, r);
     return r;
   }
@@ -127,8 +131,10 @@ export class Rcn {
     await this.relay(name).kill();
   }
 
-  async restartRelay(name: string): Promise<RelayProcess> {
-    const r = await this.relay(name).restart();
+  /** The relay again on its ports and data directory; with `args`, with those flags instead of its own. */
+  async restartRelay(name: string, args?: string[]): Promise<RelayProcess> {
+    const old = this.relay(name);
+    const r = args ? await RelayProcess.start({ ...old.spec, ports: old.ports, args }) : await old.restart();
     this.relays.set(name, r);
     return r;
   }

@@ -34,12 +34,23 @@ function addRun(edge: Command): void {
     .option('--api-host <address>', 'address of the control API (default: the --listen host)')
     .option('--api-port <port>', 'control API port; 0 picks a free one', '7831')
     .option('--cluster-secret-file <file>', 'the secret the storage nodes share; every link is authenticated with it')
+    .addOption(new Option('--tls-mode <mode>', 'TLS on its links (to relays and storage nodes): off, optional (accepts TLS and plain, dials plain; ' +
+      'for switching a network over one process at a time) or required (TLS only, both ways)').choices(['off', 'optional', 'required']).default('off'))
+    .option('--tls-cert <file>', 'X.509 certificate (PEM) it presents, both when accepting and when dialing (serverAuth and clientAuth)')
+    .option('--tls-key <file>', 'the certificate\'s private key (PEM)')
+    .option('--tls-ca <file>', 'CA (PEM) every peer\'s certificate must chain to; makes peer certificates mandatory (mutual TLS). ' +
+      'Without it links are encrypted but certificates are not checked')
     .option('--peer-timeout <duration>', 'silence after which a link counts as down (default 4s)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(runRelay);
 }
 
-async function runRelay(opts: { name: string; role: 'edge' | 'core'; dataDir: string; listen: string; apiHost?: string; apiPort: string; clusterSecretFile?: string; peerTimeout?: string; logLevel: string }): Promise<void> {
+interface RunOptions {
+  name: string; role: 'edge' | 'core'; dataDir: string; listen: string; apiHost?: string; apiPort: string; clusterSecretFile?: string; peerTimeout?: string; logLevel: string;
+  tlsMode: 'off' | 'optional' | 'required'; tlsCert?: string; tlsKey?: string; tlsCa?: string;
+}
+
+async function runRelay(opts: RunOptions): Promise<void> {
   const { createLogger } = await import('../../common/log');
   const { Relay } = await import('../../edge/relay');
   const { buildRelayApi } = await import('../../edge/api');
@@ -59,11 +70,15 @@ async function runRelay(opts: { name: string; role: 'edge' | 'core'; dataDir: st
     if (text.length < 16) throw new TricopyError('invalid-argument', `the cluster secret in ${opts.clusterSecretFile} is shorter than 16 characters`);
     secret = Buffer.from(text, 'utf8');
   }
+  const { loadLinkTls } = await import('../../replication/transport/link-tls');
+  const tls = await loadLinkTls({ mode: opts.tlsMode, cert: opts.tlsCert, key: opts.tlsKey, ca: opts.tlsCa });
   const peerTimeoutMs = opts.peerTimeout ? parseDurationMs(opts.peerTimeout, '--peer-timeout') : defaultLinkTimings.peerTimeoutMs;
   const log = createLogger(opts.logLevel as 'info', { relay: opts.name });
   if (!secret) log.warn('no --cluster-secret-file: every link will be refused');
+  if (tls && !tls.caPem) log.warn('TLS without --tls-ca: links are encrypted, but certificates are not verified (no protection from a man in the middle)');
   const relay = await Relay.start({
     name: opts.name, role: opts.role, dataDir: opts.dataDir, listenHost: listen.host, listenPort: listen.port, apiHost: opts.apiHost ?? listen.host, apiPort, secret, log,
+    ...(tls ? { tls } : {}),
     timings: { ...defaultLinkTimings, peerTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.floor(peerTimeoutMs / 4)) },
   });
   let api: Awaited<ReturnType<typeof buildRelayApi>>;
@@ -74,6 +89,7 @@ async function runRelay(opts: { name: string; role: 'edge' | 'core'; dataDir: st
     await relay.stop();
     throw err;
   }
+  log.info({ ...relay.ports, tls: tls?.mode ?? 'off', mutualTls: tls?.caPem !== undefined }, 'relay listening');
   process.stdout.write(`${JSON.stringify(relay.ports)}\n`);
   await new Promise<void>((resolve) => {
     let signals = 0;

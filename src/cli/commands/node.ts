@@ -31,6 +31,8 @@ function addRun(node: Command): void {
     .option('--tls-key <file>', 'X.509 server private key (PEM)')
     .option('--tls-ca <file>', 'CA (PEM) that client certificates must chain to; makes client certificates mandatory')
     .option('--tls-psk-file <file>', 'TLS pre-shared keys, "identity:hexkey" per line (psktool format)')
+    .addOption(new Option('--repl-tls <mode>', 'replication TLS (to peer nodes and edges) with --tls-cert/--tls-key, and --tls-ca for mutual TLS: ' +
+      'off, optional (accepts both, dials plain) or required (default off)').choices(['off', 'optional', 'required']))
     .option('--api-token-file <file>', 'file holding a bearer token the control API demands (recommended off loopback)')
     .option('--max-connections <n>', 'maximum NBD connections (default 256)')
     .option('--handshake-timeout <duration>', 'NBD handshake deadline, e.g. 10s (default 10s)')
@@ -57,7 +59,7 @@ async function runNode(opts: Record<string, string | undefined> & { dataArea?: s
   const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
   const config = resolveNodeConfig(fromFile, {
     name: opts.name, site: opts.site, dataDir: opts.dataDir, host: opts.host, apiHost: opts.apiHost, advertiseHost: opts.advertiseHost, advertiseReplPort: opts.advertiseReplPort,
-    nbdPort: opts.nbdPort, apiPort: opts.apiPort, replPort: opts.replPort, logLevel: opts.logLevel, tlsMode: opts.tls,
+    nbdPort: opts.nbdPort, apiPort: opts.apiPort, replPort: opts.replPort, logLevel: opts.logLevel, tlsMode: opts.tls, replTls: opts.replTls,
     tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, tlsCa: opts.tlsCa, tlsPskFile: opts.tlsPskFile,
     apiTokenFile: opts.apiTokenFile, maxConnections: opts.maxConnections, handshakeTimeout: opts.handshakeTimeout,
     minBlockBytes: opts.minBlockSize, clusterSecretFile: opts.clusterSecretFile, peerTimeout: opts.peerTimeout,

@@ -58,7 +58,7 @@ export function keepsNewLink(fresh: PeerLink, current: PeerLink, local: string, 
 /** Why the replication port refused a peer or dropped a connection. A fixed set: it is a metric label. */
 export const linkRefusalReasons = [
   'no-secret', 'too-many-connections', 'handshake-timeout', 'closed-before-auth', 'bad-frame', 'oversized-frame', 'bad-checksum',
-  'unauthenticated-message', 'malformed-handshake', 'wrong-secret', 'wrong-node', 'protocol-violation',
+  'unauthenticated-message', 'malformed-handshake', 'wrong-secret', 'wrong-node', 'protocol-violation', 'tls-required', 'tls-failed',
 ] as const;
 export type LinkRefusalReason = (typeof linkRefusalReasons)[number];
 
@@ -143,6 +143,8 @@ export class PeerLink extends EventEmitter {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.lost(`socket error: ${err.message}`));
     socket.on('close', () => this.lost('connection closed by peer'));
+    // An accepted socket arrives paused when its first bytes were looked at (link-tls.ts).
+    socket.resume();
     this.handshakeTimer = setTimeout(() => {
       // Only an accepting node counts a peer that never authenticates; a dialer just dials again.
       if (side === 'acceptor') this.refuse('handshake-timeout', `handshake not finished within ${timings.handshakeTimeoutMs} ms`);

@@ -11,6 +11,7 @@ import { frameHeaderBytes, maxFramePayloadBytes, maxHandshakePayloadBytes } from
 import {
   PeerLink, keepsNewLink, largestHandshakePayloadBytes, type LinkRefusal, type LinkRefusalObserver, type LinkRefusalReason, type LinkTimings, type RequestHandler,
 } from './link';
+import { LinkTlsAcceptor, type LinkTlsConfig, LinkTlsRefused, RateLimitedWarnings, dialLinkSocket, onTlsDialFailure } from './link-tls';
 import type { MessageType } from './messages';
 import type { PeerAddress } from '../../contracts/pairs';
 import type { PeerRequestHandler, PeerTransport } from './peer-transport';
@@ -48,6 +49,10 @@ export class PeerManager extends EventEmitter implements PeerTransport {
   private readonly handshaking = new Set<PeerLink>();
   /** The inbound part of `handshaking`: connections that have not authenticated yet. */
   private readonly unauthenticated = new Set<PeerLink>();
+  /** Accepted connections whose first bytes or TLS handshake are awaited (they count as unauthenticated). */
+  private tlsPending = 0;
+  private readonly tlsAcceptor: LinkTlsAcceptor;
+  private readonly tlsWarnings = new RateLimitedWarnings(10_000);
   private closed = false;
   requestHandler: RequestHandler | undefined;
   /** Told about every refused connection and protocol violation on this node's links. */
@@ -58,9 +63,12 @@ export class PeerManager extends EventEmitter implements PeerTransport {
     private readonly secret: Buffer | undefined,
     private readonly timings: LinkTimings,
     private readonly log: Logger,
+    /** TLS on replication links (accepted and dialed); undefined: plain only. */
+    private readonly tls: LinkTlsConfig | undefined = undefined,
   ) {
     super();
     assertLinkLimits(timings);
+    this.tlsAcceptor = new LinkTlsAcceptor(tls, timings.handshakeTimeoutMs);
     this.server = net.createServer((socket) => this.accept(socket));
     this.server.on('error', (err) => log.error({ err }, 'replication listener error'));
   }
@@ -146,6 +154,7 @@ export class PeerManager extends EventEmitter implements PeerTransport {
         reject(new TricopyError('unavailable', `node ${node} answered at ${refusal.remoteAddress}:${refusal.remotePort}, but the link was refused: ${refusal.detail}`,
           refusal.reason === 'wrong-secret' ? 'the two nodes use different cluster secrets: start both with the same --cluster-secret-file'
             : refusal.reason === 'wrong-node' ? `another node listens at that address: check the peer's address (its replication port and --advertise-host)`
+              : refusal.reason === 'tls-failed' ? 'give both ends certificates from the same CA (--tls-cert, --tls-key, --tls-ca) and TLS on both (--repl-tls)'
               : 'check that both nodes run the same tricopy version'));
       };
       this.on('peer-up', onUp);
@@ -203,14 +212,29 @@ export class PeerManager extends EventEmitter implements PeerTransport {
       return;
     }
     if (!this.secret) return this.refuseConnection(socket, 'no-secret', 'no cluster secret is configured on this node');
-    if (this.unauthenticated.size >= maxUnauthenticatedLinks) {
+    if (this.unauthenticated.size + this.tlsPending >= maxUnauthenticatedLinks) {
       return this.refuseConnection(socket, 'too-many-connections',
-        `${this.unauthenticated.size} connections are already in their handshake (the limit)`);
+        `${this.unauthenticated.size + this.tlsPending} connections are already in their handshake (the limit)`);
     }
     if (this.links.size >= maxAuthenticatedLinks) {
       return this.refuseConnection(socket, 'too-many-connections', `${this.links.size} peer links are up (the limit)`);
     }
-    const link = new PeerLink(socket, 'acceptor', this.localNode, this.secret, this.timings, this.log);
+    const secret = this.secret;
+    this.tlsPending++;
+    this.tlsAcceptor.accept(socket).then((linkSocket) => {
+      this.tlsPending--;
+      if (this.closed) return void linkSocket.destroy();
+      this.acceptLink(linkSocket, secret);
+    }, (err: LinkTlsRefused) => {
+      this.tlsPending--;
+      this.warnTls(err.reason, err.message, socket, 'acceptor');
+      this.refuseConnection(socket, err.reason, err.message);
+    });
+  }
+
+  /** A connection that TLS (or its absence) let through: the link handshake runs on it. */
+  private acceptLink(socket: net.Socket, secret: Buffer): void {
+    const link = new PeerLink(socket, 'acceptor', this.localNode, secret, this.timings, this.log);
     this.unauthenticated.add(link);
     const settled = (): void => {
       this.unauthenticated.delete(link);
@@ -235,10 +259,16 @@ export class PeerManager extends EventEmitter implements PeerTransport {
       this.log.warn({ peer: w.address.node }, 'cannot dial peer: no cluster secret configured');
       return;
     }
-    const socket = net.connect({ host: w.address.host, port: w.address.replPort });
+    const socket = dialLinkSocket(w.address.host, w.address.replPort, this.tls);
+    let refusal: LinkRefusal | undefined;
+    // Before the PeerLink's own error handler, which closes the link: the refusal is known by then.
+    onTlsDialFailure(socket, (detail) => {
+      refusal = { reason: 'tls-failed', remoteAddress: w.address.host, remotePort: w.address.replPort, side: 'dialer', claimedNode: undefined, detail };
+      this.warnTls('tls-failed', detail, socket, 'dialer', w.address.node);
+      this.refusalObserver?.(refusal);
+    });
     const link = new PeerLink(socket, 'dialer', this.localNode, this.secret, this.timings, this.log, w.address.node);
     w.dialing = link;
-    let refusal: LinkRefusal | undefined;
     link.once('closed', (reason: string) => {
       if (w.dialing === link) w.dialing = undefined;
       if (refusal && !link.isReady) this.emit('dial-refused', w.address.node, refusal);
@@ -250,6 +280,14 @@ export class PeerManager extends EventEmitter implements PeerTransport {
       refusal = r;
       forward?.(r);
     };
+  }
+
+  /** TLS faults are something to fix: a warning per reason at most every 10 s (the rest at debug). */
+  private warnTls(reason: LinkRefusalReason, detail: string, socket: net.Socket, side: 'acceptor' | 'dialer', peer?: string): void {
+    if (reason !== 'tls-required' && reason !== 'tls-failed') return;
+    const fields = { remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, side, peer: peer ?? null, reason, detail };
+    if (this.tlsWarnings.take(reason)) this.log.warn(fields, 'replication connection refused (TLS); more of these within 10 s are logged at debug');
+    else this.log.debug(fields, 'replication connection refused (TLS)');
   }
 
   private scheduleDial(w: Wanted, reason: string): void {
