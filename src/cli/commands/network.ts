@@ -28,10 +28,10 @@ export function registerNetworkCommands(program: Command): void {
       if (globals(cmd).json) return printJson(plan.config);
       console.log(appliedText(plan.config));
     });
-  network.command('status <file>')
+  network.command('status <file|name>')
     .description('every relay of the network: links, order-guarantee ids with counters 732/733/734, log area use,\n' +
-      'acknowledgement and reflection delays, and the pairs going through each edge. With --manager URL the\n' +
-      'argument is the network\'s name (or its file) and the status is what the manager last collected')
+      'acknowledgement and reflection delays, and the pairs going through each edge.\n' +
+      'With --manager URL: what the manager last collected; the argument is the network\'s name (or its file)')
     .action(async (file: string, _opts, cmd: Command) => {
       if (viaManager(cmd)) return statusThroughManager(cmd, file);
       const { loadNetworkFile } = await import('../../edge/network-file');
