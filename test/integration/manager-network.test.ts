@@ -5,6 +5,8 @@
 // manager collects the counters 732/733/734 (`network status --manager` shows them move) and the
 // relays' events: a planned Suspend of the pair is an edge pair-state transition in the manager's
 // history under the edge's name. A relay that lost its tables gets them again from the manager.
+// With two managers on etcd only the leader applies and collects: every relay event is in the
+// history once, also across a change of leader.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -12,7 +14,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { NetworkStatusDocument } from '../../src/contracts/managed-network';
 import type { RelayOrderStatus } from '../../src/contracts/network';
-import { ManagerProcess, killAllManagers } from '../support/manager-process';
+import { EtcdProcess, ManagerProcess, killAllManagers } from '../support/manager-process';
 import { cli, killAllNodes } from '../support/node-process';
 import { killAllRelays } from '../support/relay-process';
 import { Rcn } from '../support/rcn';
@@ -23,6 +25,8 @@ const MiB = 1024 * 1024;
 let dir: string;
 let rcn: Rcn;
 let manager: ManagerProcess;
+let etcd: EtcdProcess | undefined;
+let pairOfManagers: ManagerProcess[] = [];
 
 before(async () => {
   dir = await tempDir('mnet');
@@ -35,6 +39,8 @@ before(async () => {
 
 after(async () => {
   await manager?.stop().catch(() => undefined);
+  for (const m of pairOfManagers) await m.stop().catch(() => undefined);
+  await etcd?.stop().catch(() => undefined);
   await rcn?.stopAll().catch(() => undefined);
   killAllManagers();
   killAllRelays();
@@ -130,4 +136,58 @@ test('a relay that lost its tables gets them from the manager again', { timeout:
     (await manager.client.listEvents({ limit: 10_000 })).filter((e) => e.kind === 'relay-started' && e.node === 'c-1').length === 2, { timeoutMs: 10_000, intervalMs: 200 });
   const listed = await cli(['--manager', manager.url, 'network', 'list']);
   assert.match(listed.stdout, new RegExp(`rcn\\s+${record.config!.version}\\s+3\\s+1`));
+});
+
+/** Relay events in the history, by relay, process and id: each must be there once. */
+function duplicateRelayEvents(events: Array<{ details?: Record<string, unknown> }>): string[] {
+  const seen = new Map<string, number>();
+  for (const e of events) {
+    if (e.details?.relayEventId === undefined) continue;
+    const key = `${String(e.details.relay)}/${String(e.details.relayTime)}/${String(e.details.relayEventId)}`;
+    seen.set(key, (seen.get(key) ?? 0) + 1);
+  }
+  return [...seen].filter(([, n]) => n > 1).map(([k]) => k);
+}
+
+test('two managers on etcd: only the leader applies and collects, and a new leader goes on without taking an event twice', { timeout: 90_000 }, async () => {
+  await manager.stop(); // the embedded manager of the tests above collects no more
+  etcd = await EtcdProcess.start(path.join(dir, 'etcd'));
+  const args = ['--store', 'etcd', '--etcd', etcd.url, '--leader-ttl', '3', '--sample-interval', '500ms'];
+  pairOfManagers = [await ManagerProcess.start({ name: 'm1', dir, args }), await ManagerProcess.start({ name: 'm2', dir, args })];
+  const leaderOf = async (): Promise<ManagerProcess | undefined> => {
+    const infos = await Promise.all(pairOfManagers.map((m) => m.client.info().catch(() => undefined)));
+    const leaders = pairOfManagers.filter((_, i) => infos[i]?.leader === true);
+    return leaders.length === 1 ? leaders[0] : undefined;
+  };
+  const leader = await waitFor('one leader', leaderOf, { timeoutMs: 20_000, intervalMs: 100 });
+  const follower = pairOfManagers.find((m) => m !== leader)!;
+  // Given to the follower: forwarded to the leader, which applies it.
+  const applied = await cli(['--manager', follower.url, 'network', 'apply', rcn.file]);
+  assert.equal(applied.code, 0, applied.stderr);
+  assert.ok((await leader.client.listEvents({ limit: 10_000 })).some((e) => e.kind === 'network-added' && e.subject === 'rcn'));
+  // The follower reads what the leader collected from the store.
+  const collectedOnce = await waitFor('the leader\'s collection, read at the follower', async () => {
+    const doc = await follower.client.networkStatus('rcn');
+    return doc.collectedAt !== null && doc.relays.every((r) => r.reachable) ? doc : undefined;
+  }, { timeoutMs: 15_000, intervalMs: 200 });
+  await waitFor('two more collections', async () => {
+    const doc = await follower.client.networkStatus('rcn');
+    return Date.parse(doc.collectedAt!) > Date.parse(collectedOnce.collectedAt!) + 1000;
+  }, { timeoutMs: 15_000, intervalMs: 200 });
+  const before = await follower.client.listEvents({ limit: 10_000 });
+  assert.ok(before.some((e) => e.kind === 'relay-started' && e.node === 'e-tokyo'), 'the relays\' events were taken');
+  assert.deepEqual(duplicateRelayEvents(before), []);
+  // A follower that tried to collect would fail to write (etcd takes only the leader's writes) and log it.
+  assert.doesNotMatch(await fsp.readFile(follower.logFile, 'utf8'), /collecting the network failed/);
+
+  await leader.kill();
+  await waitFor('the other manager to lead', async () => (await follower.client.info()).leader, { timeoutMs: 15_000, intervalMs: 100 });
+  const resync = await cli(['--node', rcn.cluster.node('tokyo').apiUrl, 'pair', 'resync', 'db1-far']);
+  assert.equal(resync.code, 0, resync.stderr);
+  await follower.waitEvent('the resync\'s transition at the edge, collected by the new leader', (e) =>
+    e.kind === 'edge-pair-state' && e.node === 'e-tokyo' && e.subject === 'db1-far' && e.details?.from === 'suspended');
+  const afterLead = await follower.client.networkStatus('rcn');
+  await waitFor('another collection by the new leader', async () =>
+    Date.parse((await follower.client.networkStatus('rcn')).collectedAt!) > Date.parse(afterLead.collectedAt!), { timeoutMs: 15_000, intervalMs: 200 });
+  assert.deepEqual(duplicateRelayEvents(await follower.client.listEvents({ limit: 10_000 })), [], 'no relay event twice across the change of leader');
 });
