@@ -4,7 +4,8 @@
 // tables, so a pair created --via the network carries its writes to a byte-equal target; the
 // manager collects the counters 732/733/734 (`network status --manager` shows them move) and the
 // relays' events: a planned Suspend of the pair is an edge pair-state transition in the manager's
-// history under the edge's name. A relay that lost its tables gets them again from the manager.
+// history under the edge's name; the console's networks panel shows the same, in Chromium. A
+// relay that lost its tables gets them again from the manager.
 // With two managers on etcd only the leader applies and collects: every relay event is in the
 // history once, also across a change of leader.
 import { test, before, after } from 'node:test';
@@ -12,10 +13,11 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { chromium } from 'playwright-core';
 import type { NetworkStatusDocument } from '../../src/contracts/managed-network';
 import type { RelayOrderStatus } from '../../src/contracts/network';
 import { EtcdProcess, ManagerProcess, killAllManagers } from '../support/manager-process';
-import { cli, killAllNodes } from '../support/node-process';
+import { cli, killAllNodes, repoRoot } from '../support/node-process';
 import { killAllRelays } from '../support/relay-process';
 import { Rcn } from '../support/rcn';
 import { sha256Export, tempDir } from '../support/tools';
@@ -119,6 +121,35 @@ test('network apply --manager: the manager applies the network, a pair through i
   assert.equal(applies.length, 1, 'each relay event is taken once, however often the manager collects');
   const history = await cli(['--manager', manager.url, 'manager', 'events']);
   assert.match(history.stdout, /e-tokyo\s+edge-pair-state\s+db1-far: /);
+});
+
+test('the console shows the network: its relays, the counters of each order and the pairs at the edges', { timeout: 60_000 }, async () => {
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') pageErrors.push(msg.text());
+    });
+    await page.goto(manager.url);
+    const src = (await manager.client.networkStatus('rcn')).relays.find((r) => r.name === 'e-tokyo')!.status!.orders.find((o) => o.id === 'erp')!;
+    const row = page.locator('#network-orders tbody tr', { hasText: 'e-tokyo' }).filter({ hasText: 'source' });
+    await row.waitFor({ timeout: 15_000 });
+    const cells = await row.locator('td').allTextContents();
+    assert.deepEqual(cells.slice(0, 6), ['rcn', 'e-tokyo', 'erp', 'source', 'e-tokyo → e-sapporo', 'active']);
+    assert.equal(cells[6], String(src.generated), '732 as collected');
+    assert.equal(cells[8], String(src.deleted), '734 as collected');
+    await page.locator('#network-pairs tbody tr', { hasText: 'db1-far' }).filter({ hasText: 'e-tokyo' }).filter({ hasText: 'suspended' }).waitFor({ timeout: 15_000 });
+    assert.equal(await page.locator('#network-relays tbody tr').count(), 3);
+    assert.equal(await page.locator('#networks-empty').isHidden(), true);
+    await page.locator('#events li[data-kind="edge-pair-state"]').first().waitFor({ timeout: 15_000 });
+    await fsp.mkdir(path.join(repoRoot, 'var', 'test-output'), { recursive: true });
+    await page.locator('#networks-section').screenshot({ path: path.join(repoRoot, 'var', 'test-output', 'manager-console-networks.png') });
+    assert.deepEqual(pageErrors, []);
+  } finally {
+    await browser.close();
+  }
 });
 
 test('a relay that lost its tables gets them from the manager again', { timeout: 60_000 }, async () => {
