@@ -129,6 +129,7 @@ export class ManagerNetworks {
     const readings = await Promise.all(relaysOf(file).map(([name, api, role]) => this.read(record.name, name, api, role)));
     const now = this.now();
     await writer.run(async (tx) => {
+      if (!(await store.getNetwork(record.name))) return; // removed while it was being read
       const relays = readings.map((r) => this.take(tx, record.name, r, previous?.relays.find((p) => p.name === r.name), now));
       tx.ops.push(store.putNetworkStatus({ network: record.name, version: record.config?.version ?? null, appliedAt: record.appliedAt, applyError: record.applyError, collectedAt: now, relays }));
     });
