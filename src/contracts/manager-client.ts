@@ -9,6 +9,7 @@ import type {
 import type {
   AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageView, BackupJobRecord, BackupPolicyView, BackupRepoRecord, StartRestoreRequest,
 } from './backup';
+import type { NetworkRecord, NetworkStatusDocument } from './managed-network';
 
 export interface EventQuery {
   /** Only events at or after this time (ISO 8601 or epoch milliseconds). */
@@ -65,4 +66,14 @@ export interface ManagerClient {
   listBackupJobs(limit?: number): Promise<BackupJobRecord[]>;
   getBackupJob(id: string): Promise<BackupJobRecord>;
   listBackupImages(filter?: { repo?: string; volume?: string }): Promise<BackupImageView[]>;
+
+  // Remote copy networks kept, applied and collected by the leading manager (contracts/managed-network.ts).
+  /** Stores the network file (its name must be `name`) and applies it to the relays and attached nodes. */
+  putNetwork(name: string, text: string): Promise<NetworkRecord>;
+  listNetworks(): Promise<NetworkRecord[]>;
+  getNetwork(name: string): Promise<NetworkRecord>;
+  /** Forgets the network (its relays keep running it). */
+  removeNetwork(name: string): Promise<void>;
+  /** What the leading manager last collected from the network's relays. */
+  networkStatus(name: string): Promise<NetworkStatusDocument>;
 }

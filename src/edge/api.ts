@@ -117,8 +117,9 @@ export async function buildRelayApi(relay: Relay, log: Logger): Promise<RelayApi
     },
   }, async (request: FastifyRequest<{ Params: { id: string }; Body: { timeoutMs?: number } }>) => relay.failover(request.params.id, request.body?.timeoutMs));
   app.get('/v1/events', {
-    schema: { querystring: { type: 'object', properties: { after: { type: 'integer', minimum: 0 } } } },
-  }, async (request: FastifyRequest<{ Querystring: { after?: number } }>) => ({ events: relay.events.since(Number(request.query.after ?? 0)) }));
+    // Query strings arrive as text (the API does not coerce types): a whole number, as on the node.
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$' } } } },
+  }, async (request: FastifyRequest<{ Querystring: { after?: string } }>) => ({ events: relay.events.since(Number(request.query.after ?? '0')) }));
   app.get('/metrics', async (_request, reply) => {
     reply.header('content-type', 'text/plain; version=0.0.4');
     return metricsText(relay);

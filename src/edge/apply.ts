@@ -1,12 +1,15 @@
-// `network apply` without a manager (spec 002 §6.12 steps 903 and 7): the network file is resolved
-// against what runs — each relay is asked who it is and where it listens, each attached storage node
-// its name and replication address — into the tables every relay runs with, which go to every relay;
-// each attached node is told its edge and its possible peers' edges.
+// `network apply` (spec 002 §6.12 steps 903 and 7), by the CLI without a manager and by the manager
+// for the networks it keeps: the network file is resolved against what runs — each relay is asked
+// who it is and where it listens, each attached storage node its name and replication address —
+// into the tables every relay runs with, which go to every relay; each attached node is told its
+// edge and its possible peers' edges.
 import { TricopyError } from '../common/errors';
 import type { NodeInfo } from '../contracts/node';
 import type { AttachedStorage, NetworkAttachment, RelayAddress, RelayInfo, RelayNetworkConfig } from '../contracts/network';
 import { type NetworkFile, computeRoutes } from './network-file';
 import { createHash } from 'node:crypto';
+import { HttpNodeClient } from '../node/api-client';
+import { HttpRelayClient } from './client';
 
 export interface ApplyPlan {
   config: RelayNetworkConfig;
@@ -83,4 +86,30 @@ export async function planNetwork(
 /** A digest of a network config (its version). */
 export function configDigest(cfg: Omit<RelayNetworkConfig, 'version'>): string {
   return createHash('sha256').update(JSON.stringify(cfg)).digest('hex').slice(0, 16);
+}
+
+/** How `applyNetwork` reaches relays and storage nodes (HTTP in the CLI and the manager, fakes in tests). */
+export interface ApplyClients {
+  relayInfo(api: string): Promise<RelayInfo>;
+  applyRelay(api: string, config: RelayNetworkConfig): Promise<unknown>;
+  nodeInfo(api: string): Promise<NodeInfo>;
+  attachNode(api: string, attachment: NetworkAttachment): Promise<unknown>;
+}
+
+/** The control APIs over HTTP; `nodeToken` gives the bearer token of a node's API (by its URL), if any. */
+export function httpApplyClients(nodeToken: (api: string) => string | undefined): ApplyClients {
+  return {
+    relayInfo: (api) => new HttpRelayClient(api).info(),
+    applyRelay: (api, config) => new HttpRelayClient(api).apply(config),
+    nodeInfo: (api) => new HttpNodeClient(api, nodeToken(api)).nodeInfo(),
+    attachNode: (api, attachment) => new HttpNodeClient(api, nodeToken(api)).putNetwork(attachment),
+  };
+}
+
+/** Plans the network, then gives every relay its tables and every attached node its attachment. */
+export async function applyNetwork(file: NetworkFile, clients: ApplyClients): Promise<ApplyPlan> {
+  const plan = await planNetwork(file, (api) => clients.relayInfo(api), (api) => clients.nodeInfo(api));
+  for (const r of Object.values(plan.config.relays)) await clients.applyRelay(r.api, plan.config);
+  for (const a of plan.attachments) await clients.attachNode(a.api, a.attachment);
+  return plan;
 }

@@ -1,6 +1,6 @@
 // The manager's HTTP API (fastify) and the web console it serves. Every body and query is checked
 // by a JSON schema at the edge; failures are problem documents (RFC 9457) with a hint, as on the
-// node. Writes (POST, DELETE) need the leading manager: another manager forwards them to the leader it knows
+// node. Writes (POST, PUT, DELETE) need the leading manager: another manager forwards them to the leader it knows
 // (nodes and operators may talk to any manager) or answers 'unavailable' while nobody leads.
 // Event and procedure streams are server-sent events.
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -11,6 +11,7 @@ import type { AckRequest, AddNodeRequest, AddTopologyRequest, ManagerEvent, Star
 import type { IngestBatch, ReportBatch } from '../contracts/monitor';
 import { reportBatchBody } from '../node/monitor-schemas';
 import { addBackupRoutes } from './backup-api';
+import { addNetworkRoutes } from './network-api';
 import { consoleAsset } from './console-assets';
 import type { ManagerService } from './service';
 import { arbiterBoardResponse, ingestBatchBody, topologyNameParams } from './schemas';
@@ -41,7 +42,7 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
 
   // Writes go to the leader: forwarded when this manager follows.
   app.addHook('preHandler', async (request, reply) => {
-    if ((request.method !== 'POST' && request.method !== 'DELETE') || m.isLeader()) return;
+    if ((request.method !== 'POST' && request.method !== 'PUT' && request.method !== 'DELETE') || m.isLeader()) return;
     const leader = m.leaderUrl();
     if (m.takingLead()) {
       return sendProblem(reply, new TricopyError('unavailable', 'this manager is taking the lead (loading its state)', 'retry in a few seconds'));
@@ -59,6 +60,7 @@ export async function buildManagerApi(m: ManagerService, token: string | undefin
   addProcedures(app, m);
   addFromNodes(app, m);
   addBackupRoutes(app, m);
+  addNetworkRoutes(app, m);
 
   const listenOn = async (host: string, port: number): Promise<number> => {
     await app.listen({ host, port });
@@ -231,7 +233,7 @@ async function streamEvents(m: ManagerService, query: { sinceMs?: number; afterS
 }
 
 async function forward(leader: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-  const withBody = request.method === 'POST';
+  const withBody = request.method === 'POST' || request.method === 'PUT';
   const headers: Record<string, string> = { 'x-tricopy-forwarded': '1', ...(withBody ? { 'content-type': 'application/json' } : {}) };
   if (request.headers.authorization) headers.authorization = request.headers.authorization;
   if (request.headers['x-tricopy-forwarded']) {

@@ -11,6 +11,7 @@ import type {
   AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageList, BackupImageView, BackupJobList, BackupJobRecord, BackupPolicyList, BackupPolicyView,
   BackupRepoList, BackupRepoRecord, StartRestoreRequest,
 } from '../contracts/backup';
+import type { NetworkList, NetworkRecord, NetworkStatusDocument } from '../contracts/managed-network';
 import type { EventQuery, ManagerClient } from '../contracts/manager-client';
 
 export const defaultManagerUrl = 'http://127.0.0.1:7900';
@@ -143,6 +144,27 @@ export class HttpManagerClient implements ManagerClient {
     return (await this.request<BackupImageList>('GET', `/v1/backup/images${q ? `?${q}` : ''}`)).images;
   }
 
+  // --- remote copy networks ------------------------------------------------------------------
+  putNetwork(name: string, text: string): Promise<NetworkRecord> {
+    return this.request('PUT', `/v1/networks/${encodeURIComponent(name)}`, { text });
+  }
+
+  async listNetworks(): Promise<NetworkRecord[]> {
+    return (await this.request<NetworkList>('GET', '/v1/networks')).networks;
+  }
+
+  getNetwork(name: string): Promise<NetworkRecord> {
+    return this.request('GET', `/v1/networks/${encodeURIComponent(name)}`);
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/networks/${encodeURIComponent(name)}`);
+  }
+
+  networkStatus(name: string): Promise<NetworkStatusDocument> {
+    return this.request('GET', `/v1/networks/${encodeURIComponent(name)}/status`);
+  }
+
   private headers(json: boolean, withBody = false): Record<string, string> {
     const h: Record<string, string> = { accept: json ? 'application/json' : 'text/event-stream' };
     // A DELETE or GET carries no body, so no content type (fastify refuses an empty JSON body).
@@ -166,7 +188,7 @@ export class HttpManagerClient implements ManagerClient {
     }
   }
 
-  private async request<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+  private async request<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<T> {
     let response: Response;
     try {
       response = await fetch(`${this.address}${path}`, {

@@ -1,6 +1,7 @@
 // The manager process: opens the store (embedded or etcd), serves the API and console, and takes
 // part in the leadership. The leader holds the working state (history sequence, alerts, read
-// model), takes what nodes push, runs procedures, backup schedules and jobs, and scrapes; on taking
+// model), takes what nodes push, runs procedures, backup schedules and jobs, scrapes nodes and
+// collects the remote copy networks it keeps; on taking
 // the lead it loads that state from the store, marks runs and backup jobs a dead leader left as
 // interrupted, and tells every node the current manager addresses. Other managers answer reads from the store and forward writes.
 import { randomUUID } from 'node:crypto';
@@ -22,6 +23,7 @@ import { EventHistory, maxEventsPerQuery } from './history';
 import { Ingest } from './ingest';
 import { EtcdLeadership, type Leadership, ReadyLeadership, SoleLeadership } from './leadership';
 import { ManagerMetrics } from './metrics';
+import { ManagerNetworks } from './networks';
 import { ClusterModel } from './model';
 import { Procedures } from './procedures';
 import { Registry, publicNode } from './registry';
@@ -43,6 +45,7 @@ export class ManagerService {
   ingest!: Ingest;
   history!: EventHistory;
   backups!: ManagerBackups;
+  networks!: ManagerNetworks;
   private scraper!: Scraper;
   private api!: ManagerApi;
   private id = '';
@@ -76,6 +79,7 @@ export class ManagerService {
       m.ready = true;
       await leadership.start();
       m.scraper.start();
+      m.networks.start();
     } catch (err) {
       await m.api?.close().catch(() => undefined);
       await kv.close().catch(() => undefined);
@@ -102,6 +106,7 @@ export class ManagerService {
     this.ingest = new Ingest(this.ctx, (c) => this.registry.pairChanged(c.node, c.pair));
     this.scraper = new Scraper(this.ctx);
     this.backups = new ManagerBackups(this.ctx);
+    this.networks = new ManagerNetworks(this.ctx);
     leadership.onChange((leading) => this.backups.onLeadership(leading));
     this.metrics.status = () => this.status();
   }
@@ -198,6 +203,7 @@ export class ManagerService {
     if (!this.stopping) {
       this.stopping = (async () => {
         this.scraper.stop();
+        this.networks.stop();
         this.registry.stop();
         this.backups.stop();
         await this.api.close();

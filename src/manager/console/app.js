@@ -1,5 +1,5 @@
 // The tricopy console's script: reads the manager's status, each topology's arbiter panel, alerts,
-// procedures, backups and samples, keeps them current from the manager's event stream (a failure
+// procedures, backups, the remote copy networks as last collected, and samples, keeps them current from the manager's event stream (a failure
 // appears without a reload), acknowledges alerts and runs procedures after a confirmation that says
 // what would be lost. Everything from the network is put on the page as text (never as HTML).
 'use strict';
@@ -192,6 +192,26 @@ function renderBackups(policies, jobs) {
     j.error ? `${j.error}${j.hint ? ` — ${j.hint}` : ''}` : '']));
 }
 
+// --- remote copy networks: each relay, each order's counters 732/733/734, each pair's 725/727 ----
+async function renderNetworks() {
+  const { networks } = await api('/v1/networks');
+  const docs = await Promise.all(networks.map((n) => api(`/v1/networks/${encodeURIComponent(n.name)}/status`)));
+  document.getElementById('networks-empty').hidden = docs.length > 0;
+  const relays = docs.flatMap((d) => d.relays.map((r) => ({ network: d.network, version: d.version, relay: r })));
+  fillTable('network-relays', relays.map(({ network, version, relay: r }) => [network, r.name, r.role,
+    el('td', { class: r.reachable ? '' : 'no' }, r.reachable ? 'yes' : `no: ${r.error || 'not collected yet'}`),
+    r.status ? (r.status.configVersion === version ? r.status.configVersion : `${r.status.configVersion || '-'} (manager: ${version || '-'})`) : '-',
+    r.status ? r.status.links.map((l) => `${l.kind === 'storage' ? `${l.peer} as ${l.as}` : l.peer} ${l.up ? 'up' : 'down'}`).join(', ') || '-' : '-',
+    r.collectedAt || '-']));
+  const withStatus = relays.filter((x) => x.relay.status);
+  fillTable('network-orders', withStatus.flatMap(({ network, relay }) => relay.status.orders.map((o) => [network, relay.name, o.id, o.side, `${o.from} → ${o.to}`,
+    el('td', { class: o.state === 'active' ? '' : 'no', 'data-state': o.state }, o.state), o.side === 'source' ? o.generated : '-', o.side === 'target' ? o.reflected : '-',
+    o.side === 'source' ? o.deleted : '-', o.inFlight, `${bytes(o.log.bytes)} / ${bytes(o.log.capacityBytes)} (${o.log.entries})`,
+    o.ackDelayMs === null ? '-' : `${o.ackDelayMs} ms`, o.reflectionDelayMs === null ? '-' : `${o.reflectionDelayMs} ms`, o.retransmissions])));
+  fillTable('network-pairs', withStatus.flatMap(({ network, relay }) => relay.status.pairs.map((p) => [network, relay.name, p.name, p.order, p.side,
+    `${p.source} → ${p.target}`, el('td', { class: p.state === 'failure-suspend' ? 'no' : '', 'data-state': p.state }, p.state), bytes(p.differentialBytes)])));
+}
+
 // --- charts: lag and I/O over time (samples kept by the manager) -------------------------------
 function sparkline(points, title, unit) {
   const w = 300;
@@ -250,6 +270,7 @@ async function refresh() {
     renderAlerts(a.alerts.slice(0, 50));
     renderProcedures(p.runs);
     renderBackups(bp.policies, bj.jobs);
+    await renderNetworks();
     await renderCharts();
   } catch (err) {
     document.getElementById('health').textContent = `manager unreachable: ${err.message}`;
@@ -266,6 +287,8 @@ async function start() {
   for (const e of events) addEvent(e, false);
   lastSeq = events.length ? events[events.length - 1].seq : 0;
   await refresh();
+  // Counters move without events: the networks panel follows the manager's collections.
+  setInterval(() => renderNetworks().catch(() => undefined), 3000);
   // EventSource cannot send headers: with a token, the console refreshes on a timer instead.
   if (token) {
     setInterval(refresh, 5000);

@@ -5,6 +5,7 @@
 // report's event, alert and dedupe mark land in one atomic batch.
 import type { BackupJobRecord, BackupPolicyRecord, BackupRepoRecord } from '../../contracts/backup';
 import type { Alert, ManagerEvent, NodeRecord, PerfSample, ProcedureRun, TopologyRecord } from '../../contracts/manager';
+import type { NetworkRecord, NetworkStatusDocument } from '../../contracts/managed-network';
 import type { ManagementTableEntry } from '../../contracts/monitor';
 import type { NodeInfo, VolumeView } from '../../contracts/node';
 import type { GroupStatus, PairStatus } from '../../contracts/pairs';
@@ -27,6 +28,13 @@ export interface NodeState {
   pairs: PairStatus[];
   groups: GroupStatus[];
   table: ManagementTableEntry[];
+}
+
+/** Where the manager's reading of a relay's event ring stands (ids restart with each relay process). */
+export interface RelayEventCursor {
+  /** The relay process (its startedAt) the ids belong to. */
+  incarnation: string;
+  lastEventId: number;
 }
 
 const json = (value: unknown): string => JSON.stringify(value);
@@ -211,5 +219,40 @@ export class ManagerStore {
 
   putBackupFiredAt(policy: string, at: string): KvOp {
     return put(`backup/fired/${policy}`, at);
+  }
+
+  // --- remote copy networks: the master copy, the collected status, the relay event cursors -------
+  putNetwork(n: NetworkRecord): KvOp {
+    return put(`network/${n.name}`, n);
+  }
+
+  getNetwork(name: string): Promise<NetworkRecord | undefined> {
+    return this.getJson(`network/${name}`);
+  }
+
+  listNetworks(): Promise<NetworkRecord[]> {
+    return this.listJson('network/');
+  }
+
+  /** The network, its collected status and its cursors go together. */
+  async deleteNetwork(name: string): Promise<KvOp[]> {
+    const cursors = await this.kv.list(`netcursor/${name}/`);
+    return [{ type: 'del', key: `network/${name}` }, { type: 'del', key: `netstatus/${name}` }, ...cursors.map((c) => ({ type: 'del' as const, key: c.key }))];
+  }
+
+  putNetworkStatus(doc: NetworkStatusDocument): KvOp {
+    return put(`netstatus/${doc.network}`, doc);
+  }
+
+  getNetworkStatus(name: string): Promise<NetworkStatusDocument | undefined> {
+    return this.getJson(`netstatus/${name}`);
+  }
+
+  putRelayCursor(network: string, relay: string, c: RelayEventCursor): KvOp {
+    return put(`netcursor/${network}/${relay}`, c);
+  }
+
+  getRelayCursor(network: string, relay: string): Promise<RelayEventCursor | undefined> {
+    return this.getJson(`netcursor/${network}/${relay}`);
   }
 }

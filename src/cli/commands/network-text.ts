@@ -1,0 +1,40 @@
+// What `tricopy network` and `tricopy edge status` print: an applied network (routes, nodes) and a
+// relay's status (links, counters 732/733/734 per order-guarantee id, log area use, pairs).
+import { formatBytes } from '../../common/units';
+import type { RelayNetworkConfig, RelayStatus } from '../../contracts/network';
+import { table } from '../format';
+
+/** What `network apply` prints: the counts, each order's route, each node's edge. */
+export function appliedText(config: RelayNetworkConfig): string {
+  return [
+    `network ${config.network} applied (version ${config.version}): ${Object.keys(config.relays).length} relays, ` +
+      `${Object.keys(config.storages).length} storage nodes, ${Object.keys(config.orders).length} order-guarantee ids`,
+    table(['ORDER', 'FROM', 'TO', 'ROUTE'], Object.entries(config.orders).map(([id, o]) =>
+      [id, o.from, o.to, config.routes.find((r) => r.from === o.from && r.to === o.to)?.hops.join(' → ') ?? '-'])),
+    table(['NODE', 'EDGE', 'CUSTOMER'], Object.entries(config.storages).map(([name, s]) => [name, s.edge, s.customer])),
+  ].join('\n');
+}
+
+/** A relay's status as text: links, orders with their counters, pairs. */
+export function relayStatusText(s: RelayStatus): string {
+  const lines = [`${s.role} ${s.name} (network ${s.network ?? '-'}, version ${s.configVersion ?? '-'})`];
+  lines.push(`  links: ${s.links.map((l) => `${l.kind === 'storage' ? `${l.peer} as ${l.as}` : l.peer} ${l.up ? 'up' : 'down'}`).join(', ') || '-'}`);
+  const sent = s.counters.bytesSent !== s.counters.bytesForwarded ? `, ${formatBytes(s.counters.bytesSent)} sent compressed` : '';
+  lines.push(`  forwarded ${s.counters.entriesForwarded} entries (${formatBytes(s.counters.bytesForwarded)}${sent}), dropped ${s.counters.entriesDropped}, ` +
+    `refused ${s.counters.refusedConnections} connections and ${s.counters.refusedRequests} requests`);
+  if (s.lastRefusal) lines.push(`  last refused: ${s.lastRefusal.peer ?? 'unknown peer'} at ${s.lastRefusal.at}: ${s.lastRefusal.detail}`);
+  if (s.orders.length > 0) {
+    lines.push(table(['  ORDER', 'SIDE', 'FROM→TO', 'STATE', '732', '733', '734', 'IN FLIGHT', 'LOG', 'ACK DELAY', 'REFLECT DELAY', 'RESENT'], s.orders.map((o) => [
+      `  ${o.id}`, o.side, `${o.from}→${o.to}`, o.state, o.side === 'source' ? String(o.generated) : '-', o.side === 'target' ? String(o.reflected) : '-',
+      o.side === 'source' ? String(o.deleted) : '-', String(o.inFlight), `${formatBytes(o.log.bytes)}/${formatBytes(o.log.capacityBytes)} (${o.log.entries})`,
+      o.ackDelayMs === null ? '-' : `${o.ackDelayMs} ms`, o.reflectionDelayMs === null ? '-' : `${o.reflectionDelayMs} ms`, String(o.retransmissions),
+    ])));
+    for (const o of s.orders) if (o.state !== 'active') lines.push(`  ${o.id}: ${o.state}: ${o.reason}`);
+  }
+  if (s.pairs.length > 0) {
+    lines.push(table(['  PAIR', 'ORDER', 'SIDE', 'SOURCE→TARGET', 'STATE', 'DIFF (727)'], s.pairs.map((p) => [
+      `  ${p.name}`, p.order, p.side, `${p.source}→${p.target}`, p.state, formatBytes(p.differentialBytes),
+    ])));
+  }
+  return lines.join('\n');
+}

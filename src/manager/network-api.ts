@@ -1,0 +1,35 @@
+// The manager's routes for remote copy networks (networks.ts): keep a network file (PUT, validated
+// like `network apply` before anything is stored, then applied), list, read, forget, and the
+// status the leading manager collected from the relays. Writes (PUT, DELETE) reach the leader
+// through the API's forwarding, like every write.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { PutNetworkRequest } from '../contracts/managed-network';
+import { relayNamePattern } from '../edge/network-file';
+import { maxNetworkTextChars } from './networks';
+import type { ManagerService } from './service';
+
+const nameParam = {
+  type: 'object', required: ['name'], additionalProperties: false,
+  properties: { name: { type: 'string', minLength: 1, maxLength: 63, pattern: relayNamePattern.source } },
+} as const;
+
+export const putNetworkBody = {
+  type: 'object', required: ['text'], additionalProperties: false,
+  properties: { text: { type: 'string', minLength: 1, maxLength: maxNetworkTextChars } },
+} as const;
+
+/** JSON escaping can double the text; the body may be that large. */
+const maxNetworkBodyBytes = 2 * maxNetworkTextChars + 1024;
+
+export function addNetworkRoutes(app: FastifyInstance, m: ManagerService): void {
+  app.get('/v1/networks', async () => ({ networks: await m.networks.list() }));
+  app.get('/v1/networks/:name', { schema: { params: nameParam } }, async (request: FastifyRequest<{ Params: { name: string } }>) => m.networks.get(request.params.name));
+  app.put('/v1/networks/:name', { bodyLimit: maxNetworkBodyBytes, schema: { params: nameParam, body: putNetworkBody } },
+    async (request: FastifyRequest<{ Params: { name: string }; Body: PutNetworkRequest }>) => m.networks.put(request.params.name, request.body));
+  app.delete('/v1/networks/:name', { schema: { params: nameParam } }, async (request: FastifyRequest<{ Params: { name: string } }>) => {
+    await m.networks.remove(request.params.name);
+    return { removed: request.params.name };
+  });
+  app.get('/v1/networks/:name/status', { schema: { params: nameParam } },
+    async (request: FastifyRequest<{ Params: { name: string } }>) => m.networks.status(request.params.name));
+}
