@@ -1,0 +1,140 @@
+// A manager SIGKILLed in the middle of a backup job (spec 003 §5.4, issue 12: "a SIGKILL during a
+// backup loses nothing and the job can be rerun"). The manager keeps its embedded store; the node's
+// export URIs name a fault proxy in front of its NBD port (--advertise-nbd-port), so the manager's
+// copy of an incremental stops at a known byte count (after its first chunk, before its last),
+// whatever the machine's speed: the job is observably running with progress. The manager is then
+// SIGKILLed and started again on the same store and port. Taking the lead, it marks the job
+// interrupted with what to do; the catalog lists only the complete backup (the half-written image
+// is not an image); the rerun cleans up what the killed job left (its snapshot, its partial image),
+// takes a full backup (the killed one cleared the chain) and completes; its restore to a new volume
+// is byte-equal (sha256 via nbdcopy) to the volume at the backup instant. (With two managers on
+// etcd the other one takes the lead and does the same: the same code runs when a manager leads.)
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { BackupJobRecord } from '../../src/contracts/backup';
+import { HttpNodeClient } from '../../src/node/api-client';
+import { FaultProxy } from '../support/fault-proxy';
+import { ManagerProcess, killAllManagers } from '../support/manager-process';
+import { NodeProcess, cli, killAllNodes } from '../support/node-process';
+import { freePort, runOk, sha256Export } from '../support/tools';
+import { waitFor } from '../support/wait';
+
+const MiB = 1024 * 1024;
+
+async function leading(manager: ManagerProcess): Promise<ManagerProcess> {
+  await waitFor('the manager to lead', async () => (await manager.client.info().catch(() => undefined))?.leader === true, { timeoutMs: 30_000, intervalMs: 100 });
+  return manager;
+}
+
+describe('a manager killed during a backup job', { timeout: 240_000 }, () => {
+  let dir: string;
+  let repoDir: string;
+  let manager: ManagerProcess;
+  let node: NodeProcess;
+  let api: HttpNodeClient;
+  let proxy: FaultProxy;
+  let fullId: string;
+  let killed: BackupJobRecord;
+  let atRerun: string;
+
+  before(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tricopy-mbackup-kill-'));
+    repoDir = path.join(dir, 'tape1');
+    manager = await leading(await ManagerProcess.start({ name: 'm1', dir, args: ['--sample-interval', '0'] }));
+    // The proxy needs the node's NBD port and the node the proxy's: the NBD port is chosen first.
+    const nbdPort = await freePort();
+    proxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: nbdPort });
+    node = await NodeProcess.start({ name: 'bk', dataDir: path.join(dir, 'node'), ports: { nbdPort }, args: ['--advertise-nbd-port', String(proxy.port)] });
+    api = new HttpNodeClient(node.apiUrl);
+    await manager.client.addNode({ url: node.apiUrl });
+    const volume = await api.createVolume({ name: 'db1', size: 32 * MiB });
+    assert.equal(new URL(volume.exportUri).port, String(proxy.port), 'export URIs name the advertised NBD port');
+    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x11 0 16M', node.nbdUri('db1')]);
+    await waitFor('the node\'s volume at the manager', async () => (await manager.client.status()).volumes.some((v) => v.name === 'db1'));
+    await manager.client.addBackupRepo({ name: 'tape1', path: repoDir, drives: 1 });
+    await manager.client.addBackupPolicy({ name: 'nightly', volume: 'db1', repo: 'tape1', schedule: '0 3 * * *', incremental: true, keep: 3 });
+    const r = await cli(['--manager', manager.url, '--json', 'backup', 'run', 'nightly']);
+    assert.equal(r.code, 0, r.stderr);
+    const full = JSON.parse(r.stdout) as BackupJobRecord;
+    assert.equal(full.image, 'full');
+    fullId = full.backupId!;
+  });
+
+  after(async () => {
+    await proxy?.close();
+    await node?.stop();
+    await manager?.stop().catch(() => undefined);
+    killAllManagers();
+    killAllNodes();
+    if (dir) await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  it('a running incremental is observably copying when its manager is SIGKILLed; started again, the manager marks it interrupted with what to do', async () => {
+    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x22 20M 8M', node.nbdUri('db1')]);
+    atRerun = await sha256Export(node.nbdUri('db1'), dir);
+    // 8 MiB changed = two 4 MiB reads: the first arrives, the second stops 1 MiB in.
+    proxy.stallAfterToClient(proxy.bytesForwarded.toClient + 5 * MiB);
+    const started = await manager.client.runBackupPolicy('nightly', 'test');
+    assert.equal(started.state, 'running');
+    const copying = await waitFor('the job to copy its first chunk', async () => {
+      const job = await manager.client.getBackupJob(started.id);
+      return job.bytesCopied > 0 ? job : undefined;
+    }, { timeoutMs: 60_000, intervalMs: 100 });
+    assert.equal(copying.state, 'running');
+    assert.ok(copying.bytesCopied < (copying.bytesTotal ?? 0), `${copying.bytesCopied} of ${copying.bytesTotal} bytes: not done`);
+    assert.equal(copying.bytesTotal, 8 * MiB, 'an incremental of the changed 8 MiB');
+    const partials = (await fsp.readdir(path.join(repoDir, 'images'))).filter((n) => n.startsWith('.partial-'));
+    assert.equal(partials.length, 1, 'the image being written is a partial directory');
+
+    await manager.kill();
+    manager = await leading(await manager.restart());
+    killed = await waitFor('the killed job to end', async () => {
+      const job = await manager.client.getBackupJob(started.id);
+      return job.state !== 'running' ? job : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 100 });
+    assert.equal(killed.state, 'interrupted');
+    assert.match(killed.error ?? '', /stopped before the job ended/);
+    assert.match(killed.hint ?? '', /tricopy backup run nightly --manager/);
+    assert.equal(killed.backupId, null, 'no backup is recorded for it');
+    assert.ok(killed.endedAt !== null);
+    const event = await manager.waitEvent('the interrupted event', (e) => e.kind === 'backup-job-interrupted' && e.details?.job === started.id);
+    assert.equal(event.subject, 'db1');
+    const listed = await cli(['--manager', manager.url, 'backup', 'jobs']);
+    assert.match(listed.stdout, /interrupted/);
+  });
+
+  it('the catalog holds only the complete backup; restore cannot pick the half one', async () => {
+    const images = await manager.client.listBackupImages({ volume: 'db1' });
+    assert.deepEqual(images.map((i) => i.id), [fullId], 'only the full backup taken before is an image');
+    const partials = (await fsp.readdir(path.join(repoDir, 'images'))).filter((n) => n.startsWith('.partial-'));
+    assert.equal(partials.length, 1, 'the half-written image is left as a partial (not an image)');
+    const halfId = partials[0]!.slice('.partial-'.length);
+    const refused = await cli(['--manager', manager.url, 'backup', 'restore', 'db1', '--from', halfId, '--to', 'db1-half']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /no backup/);
+    assert.ok(!(await api.listVolumes()).some((v) => v.name === 'db1-half'));
+  });
+
+  it('the rerun cleans up what the killed job left, takes a full backup and completes; its restore is byte-equal', async () => {
+    proxy.restore();
+    assert.equal((await api.listSnapshots('db1')).length, 1, 'the killed job\'s snapshot is still there');
+    const r = await cli(['--manager', manager.url, '--json', 'backup', 'run', 'nightly']);
+    assert.equal(r.code, 0, r.stderr);
+    const rerun = JSON.parse(r.stdout) as BackupJobRecord;
+    assert.equal(rerun.state, 'succeeded');
+    assert.equal(rerun.image, 'full', 'the killed job cleared the chain: the changes it froze are not in the bitmap any more');
+    assert.match(rerun.fellBackToFull ?? '', /no complete backup/);
+    assert.deepEqual((await api.listSnapshots('db1')).map((s) => s.name), [], 'the killed job\'s snapshot is deleted');
+    assert.deepEqual((await fsp.readdir(path.join(repoDir, 'images'))).filter((n) => n.startsWith('.')), [], 'its partial image is removed');
+    assert.deepEqual((await manager.client.listBackupImages({ volume: 'db1' })).map((i) => i.id).sort(), [fullId, rerun.backupId!].sort());
+
+    const restore = await cli(['--manager', manager.url, '--json', 'backup', 'restore', 'db1', '--from', rerun.backupId!, '--to', 'db1-restored']);
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.equal(await sha256Export(node.nbdUri('db1-restored'), dir), atRerun);
+
+    assert.equal((await manager.client.getBackupJob(killed.id)).state, 'interrupted', 'the interrupted job stays as it was');
+  });
+});
