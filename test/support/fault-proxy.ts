@@ -1,7 +1,7 @@
 // A fault-injecting TCP proxy for integration tests. It owns one listener in front of one target and
 // every connection made through it, and can cut them (RST), black-hole them, stop deliveries to
-// clients at a byte count, add latency and cap
-// throughput; latency and throughput apply per direction through a FIFO, so bytes never reorder.
+// clients at a byte count, add latency and cap throughput; latency and throughput apply per
+// direction through a FIFO, so bytes never reorder.
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 
