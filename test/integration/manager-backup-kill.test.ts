@@ -1,14 +1,15 @@
 // A manager SIGKILLed in the middle of a backup job (spec 003 §5.4, issue 12: "a SIGKILL during a
-// backup loses nothing and the job can be rerun"). The manager keeps its embedded store; the node's
-// export URIs name a fault proxy in front of its NBD port (--advertise-nbd-port), so the manager's
-// copy of an incremental stops at a known byte count (after its first chunk, before its last),
-// whatever the machine's speed: the job is observably running with progress. The manager is then
-// SIGKILLed and started again on the same store and port. Taking the lead, it marks the job
-// interrupted with what to do; the catalog lists only the complete backup (the half-written image
-// is not an image); the rerun cleans up what the killed job left (its snapshot, its partial image),
-// takes a full backup (the killed one cleared the chain) and completes; its restore to a new volume
-// is byte-equal (sha256 via nbdcopy) to the volume at the backup instant. (With two managers on
-// etcd the other one takes the lead and does the same: the same code runs when a manager leads.)
+// backup loses nothing and the job can be rerun"). The node's export URIs name a fault proxy in
+// front of its NBD port (--advertise-nbd-port), so the leading manager's copy of an incremental
+// stops at a known byte count (after its first chunk, before its last), whatever the machine's
+// speed: the job is observably running with progress. The manager is then SIGKILLed: with the
+// embedded store it is started again on the same store and port; with two managers on Debian's
+// etcd the other one takes the lead (and the killed one, started again, follows). The manager that
+// leads next marks the job interrupted with what to do; the catalog lists only the complete backup
+// (the half-written image is not an image); the rerun cleans up what the killed job left (its
+// snapshot, its partial image), takes a full backup (the killed one cleared the chain) and
+// completes; its restore to a new volume is byte-equal (sha256 via nbdcopy) to the volume at the
+// backup instant.
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -17,21 +18,29 @@ import { after, before, describe, it } from 'node:test';
 import type { BackupJobRecord } from '../../src/contracts/backup';
 import { HttpNodeClient } from '../../src/node/api-client';
 import { FaultProxy } from '../support/fault-proxy';
-import { ManagerProcess, killAllManagers } from '../support/manager-process';
+import { EtcdProcess, ManagerProcess, killAllManagers } from '../support/manager-process';
 import { NodeProcess, cli, killAllNodes } from '../support/node-process';
 import { freePort, runOk, sha256Export } from '../support/tools';
 import { waitFor } from '../support/wait';
 
 const MiB = 1024 * 1024;
 
-async function leading(manager: ManagerProcess): Promise<ManagerProcess> {
-  await waitFor('the manager to lead', async () => (await manager.client.info().catch(() => undefined))?.leader === true, { timeoutMs: 30_000, intervalMs: 100 });
-  return manager;
+/** The one of `managers` that leads, once exactly one does. */
+async function leaderOf(managers: ManagerProcess[]): Promise<ManagerProcess> {
+  return waitFor('one manager to lead', async () => {
+    const infos = await Promise.all(managers.map((m) => m.client.info().catch(() => undefined)));
+    const leading = managers.filter((_, i) => infos[i]?.leader === true);
+    return leading.length === 1 ? leading[0] : undefined;
+  }, { timeoutMs: 30_000, intervalMs: 100 });
 }
 
-describe('a manager killed during a backup job', { timeout: 240_000 }, () => {
+for (const store of ['embedded', 'etcd'] as const) describe(`a manager killed during a backup job (${store} store)`, { timeout: 240_000 }, () => {
   let dir: string;
   let repoDir: string;
+  let etcd: EtcdProcess | undefined;
+  /** Every manager process started (a killed one too). */
+  let managers: ManagerProcess[] = [];
+  /** The one that leads. */
   let manager: ManagerProcess;
   let node: NodeProcess;
   let api: HttpNodeClient;
@@ -43,7 +52,15 @@ describe('a manager killed during a backup job', { timeout: 240_000 }, () => {
   before(async () => {
     dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tricopy-mbackup-kill-'));
     repoDir = path.join(dir, 'tape1');
-    manager = await leading(await ManagerProcess.start({ name: 'm1', dir, args: ['--sample-interval', '0'] }));
+    const args = ['--sample-interval', '0'];
+    if (store === 'etcd') {
+      etcd = await EtcdProcess.start(path.join(dir, 'etcd'));
+      args.push('--store', 'etcd', '--etcd', etcd.url, '--leader-ttl', '3');
+      managers = [await ManagerProcess.start({ name: 'm1', dir, args }), await ManagerProcess.start({ name: 'm2', dir, args })];
+    } else {
+      managers = [await ManagerProcess.start({ name: 'm1', dir, args })];
+    }
+    manager = await leaderOf(managers);
     // The proxy needs the node's NBD port and the node the proxy's: the NBD port is chosen first.
     const nbdPort = await freePort();
     proxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: nbdPort });
@@ -66,13 +83,14 @@ describe('a manager killed during a backup job', { timeout: 240_000 }, () => {
   after(async () => {
     await proxy?.close();
     await node?.stop();
-    await manager?.stop().catch(() => undefined);
+    for (const m of managers) await m.stop().catch(() => undefined);
     killAllManagers();
     killAllNodes();
+    await etcd?.stop();
     if (dir) await fsp.rm(dir, { recursive: true, force: true });
   });
 
-  it('a running incremental is observably copying when its manager is SIGKILLed; started again, the manager marks it interrupted with what to do', async () => {
+  it('a running incremental is observably copying when its leader is SIGKILLed; the manager that leads next marks it interrupted with what to do', async () => {
     await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x22 20M 8M', node.nbdUri('db1')]);
     atRerun = await sha256Export(node.nbdUri('db1'), dir);
     // 8 MiB changed = two 4 MiB reads: the first arrives, the second stops 1 MiB in.
@@ -89,8 +107,15 @@ describe('a manager killed during a backup job', { timeout: 240_000 }, () => {
     const partials = (await fsp.readdir(path.join(repoDir, 'images'))).filter((n) => n.startsWith('.partial-'));
     assert.equal(partials.length, 1, 'the image being written is a partial directory');
 
-    await manager.kill();
-    manager = await leading(await manager.restart());
+    const dead = manager;
+    await dead.kill();
+    if (store === 'etcd') {
+      manager = await leaderOf(managers.filter((m) => m !== dead));
+    } else {
+      manager = await dead.restart();
+      managers.push(manager);
+      await leaderOf([manager]);
+    }
     killed = await waitFor('the killed job to end', async () => {
       const job = await manager.client.getBackupJob(started.id);
       return job.state !== 'running' ? job : undefined;
@@ -136,5 +161,13 @@ describe('a manager killed during a backup job', { timeout: 240_000 }, () => {
     assert.equal(await sha256Export(node.nbdUri('db1-restored'), dir), atRerun);
 
     assert.equal((await manager.client.getBackupJob(killed.id)).state, 'interrupted', 'the interrupted job stays as it was');
+    if (store === 'etcd') {
+      // The killed manager, started again, follows and sees the job as the leader does.
+      const dead = managers.find((m) => m.child.signalCode === 'SIGKILL')!;
+      const again = await dead.restart();
+      managers.push(again);
+      await waitFor('the restarted manager to follow', async () => (await again.client.info()).leaderUrl === manager.url);
+      assert.equal((await again.client.getBackupJob(killed.id)).state, 'interrupted');
+    }
   });
 });
