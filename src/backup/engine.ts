@@ -23,7 +23,7 @@ import { nbdAddress, writeImage } from './image-writer';
 import { type BackupManifest, type Extent, manifestFormat } from './manifest';
 import { blockStatusSpanBytes, copyChunkBytes } from './limits';
 import { backupFromReplica } from './replica-source';
-import { type JobEventRecord, type JobRecord, Repository } from './repository';
+import { type JobEventRecord, type JobRecord, Repository, type ShownJob } from './repository';
 import { backupsToExpire } from './retention';
 
 export type BackupNode = NodeClient & ReplicaNodeClient;
@@ -70,8 +70,10 @@ export function bitmapNameFor(repoName: string): string {
   return `backup-${repoName}`;
 }
 
+const snapshotPrefix = 'backup-';
+
 export function snapshotNameFor(jobId: string): string {
-  return `backup-${jobId}`;
+  return `${snapshotPrefix}${jobId}`;
 }
 
 function newJobId(now: Date): string {
@@ -127,12 +129,12 @@ async function asJob<T>(ctx: JobContext, kind: JobRecord['kind'], volume: string
  * repository has no record of is another repository's, and stays.
  */
 async function removeLeftovers(ctx: JobContext, volume: string, currentJobId: string): Promise<void> {
-  const recordOf = (jobId: string) => (jobId === currentJobId ? Promise.resolve(undefined) : ctx.repo.job(jobId));
-  const live = (job: Awaited<ReturnType<typeof recordOf>>): boolean => job !== undefined && (job.shownState === 'queued' || job.shownState === 'running');
+  const recordOf = (jobId: string): Promise<ShownJob | undefined> => (jobId === currentJobId ? Promise.resolve(undefined) : ctx.repo.job(jobId));
+  const live = (job: ShownJob | undefined): boolean => job !== undefined && (job.shownState === 'queued' || job.shownState === 'running');
   await ctx.repo.removePartials(async (jobId) => jobId === currentJobId || live(await recordOf(jobId)));
   for (const s of await ctx.node.listSnapshots(volume)) {
-    if (!s.name.startsWith('backup-')) continue;
-    const job = await recordOf(s.name.slice('backup-'.length));
+    if (!s.name.startsWith(snapshotPrefix)) continue;
+    const job = await recordOf(s.name.slice(snapshotPrefix.length));
     if (job !== undefined && !live(job)) await ctx.node.deleteSnapshot(volume, s.name);
   }
 }

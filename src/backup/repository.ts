@@ -47,6 +47,8 @@ export interface JobEventRecord {
 /** A job as shown: `interrupted` when its process died before it ended. */
 export type ShownJobState = JobState | 'interrupted';
 
+export type ShownJob = JobRecord & { shownState: ShownJobState };
+
 export interface VolumeChainState {
   /** The backup the bitmap counts changes from; null: the next backup must be a full one. */
   lastBackupId: string | null;
@@ -160,9 +162,9 @@ export class Repository {
     return next;
   }
 
-  async jobs(): Promise<Array<JobRecord & { shownState: ShownJobState }>> {
+  async jobs(): Promise<ShownJob[]> {
     const names = await fsp.readdir(path.join(this.dir, 'jobs')).catch(() => [] as string[]);
-    const out: Array<JobRecord & { shownState: ShownJobState }> = [];
+    const out: ShownJob[] = [];
     for (const n of names.filter((x) => x.endsWith('.json') && !x.startsWith('.'))) {
       out.push(shown(JSON.parse(await fsp.readFile(path.join(this.dir, 'jobs', n), 'utf8')) as JobRecord));
     }
@@ -170,15 +172,15 @@ export class Repository {
   }
 
   /** One job's record as shown; undefined when this repository has none of that id. */
-  async job(id: string): Promise<(JobRecord & { shownState: ShownJobState }) | undefined> {
-    if (!/^[A-Za-z0-9._-]+$/.test(id)) return undefined;
+  async job(id: string): Promise<ShownJob | undefined> {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) return undefined;
     const raw = await readJsonIfExists(path.join(this.dir, 'jobs', `${id}.json`), nodeDisk);
     return raw === undefined ? undefined : shown(raw as JobRecord);
   }
 }
 
 /** A record with the state to show: `interrupted` when its process died before it ended. */
-function shown(job: JobRecord): JobRecord & { shownState: ShownJobState } {
+function shown(job: JobRecord): ShownJob {
   const ended = job.state === 'succeeded' || job.state === 'failed';
   return { ...job, shownState: !ended && !processIsAlive(job.pid) ? 'interrupted' : job.state };
 }
