@@ -23,7 +23,7 @@ import { nbdAddress, writeImage } from './image-writer';
 import { type BackupManifest, type Extent, manifestFormat } from './manifest';
 import { blockStatusSpanBytes, copyChunkBytes } from './limits';
 import { backupFromReplica } from './replica-source';
-import { type JobEventRecord, type JobRecord, Repository } from './repository';
+import { type JobEventRecord, type JobRecord, Repository, type ShownJob } from './repository';
 import { backupsToExpire } from './retention';
 
 export type BackupNode = NodeClient & ReplicaNodeClient;
@@ -70,8 +70,10 @@ export function bitmapNameFor(repoName: string): string {
   return `backup-${repoName}`;
 }
 
+const snapshotPrefix = 'backup-';
+
 export function snapshotNameFor(jobId: string): string {
-  return `backup-${jobId}`;
+  return `${snapshotPrefix}${jobId}`;
 }
 
 function newJobId(now: Date): string {
@@ -120,26 +122,29 @@ async function asJob<T>(ctx: JobContext, kind: JobRecord['kind'], volume: string
   }
 }
 
-/** Deletes snapshots that jobs of this repository left behind when they were killed. */
-async function removeLeftoverSnapshots(ctx: JobContext, volume: string, currentJobId: string): Promise<void> {
-  const jobs = await ctx.repo.jobs();
-  const live = new Set(jobs.filter((j) => j.shownState === 'queued' || j.shownState === 'running').map((j) => j.id));
-  live.add(currentJobId);
-  await ctx.repo.removePartials(live);
-  const ours = new Set(jobs.map((j) => snapshotNameFor(j.id)));
+/**
+ * Deletes what jobs of this repository left when they were killed: their half-written images and
+ * their snapshots. Only the records of the jobs that left something are read (not the whole job
+ * history, which grows with every backup). A snapshot named like a backup's of a job this
+ * repository has no record of is another repository's, and stays.
+ */
+async function removeLeftovers(ctx: JobContext, volume: string, currentJobId: string): Promise<void> {
+  const recordOf = (jobId: string): Promise<ShownJob | undefined> => (jobId === currentJobId ? Promise.resolve(undefined) : ctx.repo.job(jobId));
+  const live = (job: ShownJob | undefined): boolean => job !== undefined && (job.shownState === 'queued' || job.shownState === 'running');
+  await ctx.repo.removePartials(async (jobId) => jobId === currentJobId || live(await recordOf(jobId)));
   for (const s of await ctx.node.listSnapshots(volume)) {
-    const jobId = s.name.slice('backup-'.length);
-    if (ours.has(s.name) && !live.has(jobId)) await ctx.node.deleteSnapshot(volume, s.name);
+    if (!s.name.startsWith(snapshotPrefix)) continue;
+    const job = await recordOf(s.name.slice(snapshotPrefix.length));
+    if (job !== undefined && !live(job)) await ctx.node.deleteSnapshot(volume, s.name);
   }
 }
 
 /** Decides full or incremental: an incremental needs the parent image and the bitmap counting from it. */
-async function chooseParent(ctx: JobContext, req: BackupRequest): Promise<{ parent: BackupManifest | null; why: string | null }> {
+async function chooseParent(ctx: JobContext, req: BackupRequest, hasBitmap: boolean): Promise<{ parent: BackupManifest | null; why: string | null }> {
   if (!req.incremental) return { parent: null, why: null };
   const { lastBackupId } = await ctx.repo.chainState(req.volume);
   if (lastBackupId === null) return { parent: null, why: 'no complete backup of the volume to count changes from in this repository' };
-  const bitmaps = await ctx.node.listBitmaps(req.volume);
-  if (!bitmaps.some((b) => b.name === bitmapNameFor(ctx.repoName))) return { parent: null, why: `the volume has no bitmap ${bitmapNameFor(ctx.repoName)}` };
+  if (!hasBitmap) return { parent: null, why: `the volume has no bitmap ${bitmapNameFor(ctx.repoName)}` };
   const parent = await ctx.repo.manifest(lastBackupId).catch(() => null);
   if (!parent) return { parent: null, why: `the last backup ${lastBackupId} is gone from the repository` };
   return { parent, why: null };
@@ -159,11 +164,12 @@ export async function runBackup(ctx: JobContext, req: BackupRequest): Promise<Ba
       const why = req.incremental ? 'a backup from a replica copies the whole split image (the replica keeps no changed-block bitmap of its own)' : null;
       return { result: { manifest, fellBackToFull: why, expired, waitedBehind }, backupId: manifest.id };
     }
-    await removeLeftoverSnapshots(ctx, req.volume, job.id);
+    await removeLeftovers(ctx, req.volume, job.id);
     const volume = await ctx.node.getVolume(req.volume);
-    const { parent, why } = await chooseParent(ctx, req);
     const bitmap = bitmapNameFor(ctx.repoName);
-    if (!(await ctx.node.listBitmaps(req.volume)).some((b) => b.name === bitmap)) await ctx.node.addBitmap(req.volume, bitmap);
+    const hasBitmap = (await ctx.node.listBitmaps(req.volume)).some((b) => b.name === bitmap);
+    const { parent, why } = await chooseParent(ctx, req, hasBitmap);
+    if (!hasBitmap) await ctx.node.addBitmap(req.volume, bitmap);
     const snapshotName = snapshotNameFor(job.id);
     const snapshot = await aroundSplit(hooks, hookContext, record, async () => {
       // Commit point: until this job's image is complete, the bitmap does not count from any image.

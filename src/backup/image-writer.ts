@@ -5,11 +5,11 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { TricopyError } from '../common/errors';
+import { TricopyError, invariant } from '../common/errors';
 import { NbdClient } from '../nbd/client';
 import * as nbd from '../nbd/constants';
 import { type BackupManifest, type Extent, coalesceExtents, encodeManifest } from './manifest';
-import { blockStatusSpanBytes, copyChunkBytes } from './limits';
+import { blockStatusSpanBytes, copyChunkBytes, copyReadsInFlight } from './limits';
 import type { Repository } from './repository';
 
 export interface ImageTarget {
@@ -41,24 +41,42 @@ async function extentsWhere(client: NbdClient, wanted: (flags: number) => boolea
   return coalesceExtents(out);
 }
 
-/** Copies `extents` of the export into `dataFile`, returning the data's sha256. */
+/** The reads a copy makes: each extent in pieces of at most copyChunkBytes, in order. */
+function* pieces(extents: Extent[]): Generator<Extent> {
+  for (const e of extents) {
+    for (let at = e.offset; at < e.offset + e.length; at += copyChunkBytes) yield { offset: at, length: Math.min(copyChunkBytes, e.offset + e.length - at) };
+  }
+}
+
+/**
+ * Copies `extents` of the export into `dataFile`, returning the data's sha256. Up to
+ * copyReadsInFlight reads are in flight; their data is hashed and written in order.
+ */
 async function copyExtents(client: NbdClient, extents: Extent[], dataFile: string, ctx: ImageTarget): Promise<string> {
   const hash = createHash('sha256');
   const out = await fsp.open(dataFile, 'w');
   const totalBytes = extents.reduce((n, e) => n + e.length, 0);
+  const todo = pieces(extents);
+  const inFlight: Array<Promise<Buffer>> = [];
+  const readNext = (): void => {
+    const next = todo.next();
+    if (next.done) return;
+    const read = client.read(next.value.offset, next.value.length);
+    read.catch(() => undefined); // awaited in order below; a failure is thrown there, not left unhandled
+    inFlight.push(read);
+  };
   let doneBytes = 0;
-  let position = 0;
   try {
-    for (const e of extents) {
-      for (let at = e.offset; at < e.offset + e.length; at += copyChunkBytes) {
-        const data = await client.read(at, Math.min(copyChunkBytes, e.offset + e.length - at));
-        hash.update(data);
-        await out.write(data, 0, data.length, position);
-        position += data.length;
-        doneBytes += data.length;
-        ctx.onProgress?.({ phase: 'copying', doneBytes, totalBytes });
-      }
+    for (let i = 0; i < copyReadsInFlight; i++) readNext();
+    while (inFlight.length > 0) {
+      const data = await inFlight.shift()!;
+      readNext();
+      hash.update(data);
+      await out.write(data, 0, data.length, doneBytes);
+      doneBytes += data.length;
+      ctx.onProgress?.({ phase: 'copying', doneBytes, totalBytes });
     }
+    invariant(doneBytes === totalBytes, `backup copy: ${doneBytes} bytes copied of ${totalBytes}`);
     await out.datasync();
   } finally {
     await out.close();

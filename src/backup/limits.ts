@@ -2,6 +2,8 @@
 
 /** Most bytes one NBD read of a backup or a restore moves. */
 export const copyChunkBytes = 4 * 1024 * 1024;
+/** NBD reads a backup keeps in flight: small extents (an incremental's 64 KiB regions) cost a round trip each when read one by one. */
+export const copyReadsInFlight = 8;
 /** Most bytes one NBD block-status request asks about (the protocol's length is 32 bits). */
 export const blockStatusSpanBytes = 1024 * 1024 * 1024;
 /** How often a job waiting for a drive looks at the queue again. */

@@ -47,6 +47,8 @@ export interface JobEventRecord {
 /** A job as shown: `interrupted` when its process died before it ended. */
 export type ShownJobState = JobState | 'interrupted';
 
+export type ShownJob = JobRecord & { shownState: ShownJobState };
+
 export interface VolumeChainState {
   /** The backup the bitmap counts changes from; null: the next backup must be a full one. */
   lastBackupId: string | null;
@@ -115,11 +117,11 @@ export class Repository {
     await fsp.rm(this.imageDir(id), { recursive: true, force: true });
   }
 
-  /** Removes images a crashed job left half written. */
-  async removePartials(liveJobIds: ReadonlySet<string>): Promise<void> {
+  /** Removes images a crashed job left half written: every partial image whose job is not live. */
+  async removePartials(isLive: (jobId: string) => Promise<boolean>): Promise<void> {
     const names = await fsp.readdir(path.join(this.dir, 'images')).catch(() => [] as string[]);
     for (const n of names) {
-      if (n.startsWith('.partial-') && !liveJobIds.has(n.slice('.partial-'.length))) {
+      if (n.startsWith('.partial-') && !(await isLive(n.slice('.partial-'.length)))) {
         await fsp.rm(path.join(this.dir, 'images', n), { recursive: true, force: true });
       }
     }
@@ -160,14 +162,25 @@ export class Repository {
     return next;
   }
 
-  async jobs(): Promise<Array<JobRecord & { shownState: ShownJobState }>> {
+  async jobs(): Promise<ShownJob[]> {
     const names = await fsp.readdir(path.join(this.dir, 'jobs')).catch(() => [] as string[]);
-    const out: Array<JobRecord & { shownState: ShownJobState }> = [];
+    const out: ShownJob[] = [];
     for (const n of names.filter((x) => x.endsWith('.json') && !x.startsWith('.'))) {
-      const job = JSON.parse(await fsp.readFile(path.join(this.dir, 'jobs', n), 'utf8')) as JobRecord;
-      const ended = job.state === 'succeeded' || job.state === 'failed';
-      out.push({ ...job, shownState: !ended && !processIsAlive(job.pid) ? 'interrupted' : job.state });
+      out.push(shown(JSON.parse(await fsp.readFile(path.join(this.dir, 'jobs', n), 'utf8')) as JobRecord));
     }
     return out.sort((a, b) => (a.queuedAt < b.queuedAt ? -1 : 1));
   }
+
+  /** One job's record as shown; undefined when this repository has none of that id. */
+  async job(id: string): Promise<ShownJob | undefined> {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) return undefined;
+    const raw = await readJsonIfExists(path.join(this.dir, 'jobs', `${id}.json`), nodeDisk);
+    return raw === undefined ? undefined : shown(raw as JobRecord);
+  }
+}
+
+/** A record with the state to show: `interrupted` when its process died before it ended. */
+function shown(job: JobRecord): ShownJob {
+  const ended = job.state === 'succeeded' || job.state === 'failed';
+  return { ...job, shownState: !ended && !processIsAlive(job.pid) ? 'interrupted' : job.state };
 }

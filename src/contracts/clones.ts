@@ -15,7 +15,7 @@ export interface DrillInfo {
 
 export interface CloneView {
   volume: string;
-  /** The snapshot the clone reads where it did not write (`VOLUME@SET.base`, read-only). */
+  /** The snapshot the clone reads where it did not write (`VOLUME@SET.base`, or the one it was made from; read-only). */
   snapshot: string;
   /** The clone's writable NBD export, `VOLUME@SET`. */
   exportName: string;
@@ -43,6 +43,11 @@ export interface CreateCloneSetRequest {
   name: string;
   /** Volumes to clone at one instant. */
   volumes: string[];
+  /**
+   * An existing snapshot of every volume to clone (an older image); absent: the volumes as they
+   * are now (the set takes its own snapshot). Several volumes need one taken of them together.
+   */
+  snapshot?: string;
   drill?: DrillInfo;
 }
 

@@ -28,7 +28,7 @@ export function registerCloneRoutes(app: FastifyInstance, node: StorageNode): vo
     schema: {
       body: {
         type: 'object', required: ['name', 'volumes'], additionalProperties: false,
-        properties: { name, volumes: { type: 'array', minItems: 1, maxItems: 256, items: name }, drill },
+        properties: { name, volumes: { type: 'array', minItems: 1, maxItems: 256, items: name }, snapshot: name, drill },
       },
     },
   }, async (request: FastifyRequest<{ Body: CreateCloneSetRequest }>, reply) => {

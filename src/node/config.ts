@@ -28,6 +28,8 @@ export interface NodeConfig {
   advertiseHost: string;
   /** Replication port peers should dial, when a relay or NAT stands in front of this node. */
   advertiseReplPort: number | undefined;
+  /** NBD port put in export URIs, when a relay, NAT or proxy forwards another port to this node. */
+  advertiseNbdPort: number | undefined;
   logLevel: LogLevel;
   tlsMode: TlsMode;
   tlsCert: string | undefined;
@@ -81,7 +83,7 @@ export const defaultNodeConfig = {
 
 const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const knownKeys = new Set([
-  'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'advertiseReplPort', 'logLevel', 'tlsMode', 'replTls',
+  'name', 'site', 'dataDir', 'host', 'apiHost', 'nbdPort', 'apiPort', 'replPort', 'advertiseHost', 'advertiseReplPort', 'advertiseNbdPort', 'logLevel', 'tlsMode', 'replTls',
   'tlsCert', 'tlsKey', 'tlsCa', 'tlsPskFile', 'apiTokenFile', 'maxConnections', 'handshakeTimeout', 'minBlockBytes',
   'clusterSecretFile', 'peerTimeout', 'journalSize', 'journalFull', 'autoResync', 'securityEventWindow', 'replicaCopyRate',
   'dataAreas', 'relocationRate',
@@ -165,6 +167,7 @@ export function resolveNodeConfig(fromFile: RawNodeConfig, fromFlags: RawNodeCon
     replPort: port(raw, 'replPort', defaultNodeConfig.replPort),
     advertiseHost: optionalString(raw, 'advertiseHost') ?? (host === '0.0.0.0' || host === '::' ? primaryAddress() : host),
     advertiseReplPort: raw.advertiseReplPort === undefined ? undefined : integer(raw, 'advertiseReplPort', 0, 1, 65_535),
+    advertiseNbdPort: raw.advertiseNbdPort === undefined ? undefined : integer(raw, 'advertiseNbdPort', 0, 1, 65_535),
     logLevel,
     tlsMode,
     tlsCert: optionalPath(raw, 'tlsCert'),

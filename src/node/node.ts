@@ -419,7 +419,7 @@ export class StorageNode {
   exportUri(exportName: string): string {
     const host = this.config.advertiseHost.includes(':') ? `[${this.config.advertiseHost}]` : this.config.advertiseHost;
     const scheme = this.config.tlsMode === 'required' ? 'nbds' : 'nbd';
-    return `${scheme}://${host}:${this.portsValue.nbdPort}/${exportName}`;
+    return `${scheme}://${host}:${this.config.advertiseNbdPort ?? this.portsValue.nbdPort}/${exportName}`;
   }
 
   /** Clone sets, after snapshots and remote copy are open (a set holds the apply of async copies while it is taken). */

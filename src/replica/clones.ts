@@ -3,6 +3,9 @@
 // goes on. A set NAME takes a snapshot NAME.base of each volume (the apply of async copies held at
 // a batch boundary, so the volumes hold one prefix of the primary's writes) and exports a clone of
 // each as `VOLUME@NAME`: reads come from the snapshot, writes go to an overlay (clone-overlay.ts).
+// A set may instead read an existing snapshot of its volumes (an older image: `clone create NAME
+// --volume V --snapshot S`); that snapshot is the operator's: it cannot be deleted while the set
+// reads it, and ending the set leaves it.
 // Ending the set discards overlays and snapshots. Clones survive a node restart (kept); a set caught
 // half-created or half-ended is undone or finished when the node opens (clone-state.ts).
 //
@@ -58,6 +61,8 @@ interface CloneSetRecord {
   createdAt: string;
   volumes: string[];
   drill: DrillInfo | null;
+  /** The operator's snapshot the clones read; null (or absent, in older records): the set's own NAME.base. */
+  snapshot?: string | null;
 }
 
 interface CloneSet {
@@ -67,6 +72,11 @@ interface CloneSet {
 
 export function baseSnapshotOf(set: string): string {
   return `${set}.base`;
+}
+
+/** The snapshot a set's clones read: the operator's one it was made from, else its own base. */
+function imageSnapshotOf(record: CloneSetRecord): string {
+  return record.snapshot ?? baseSnapshotOf(record.name);
 }
 
 export class CloneService {
@@ -93,10 +103,11 @@ export class CloneService {
     const overlay = set?.overlays.get(volume);
     if (!set || !overlay) return undefined;
     if (set.record.state !== 'active') return { status: 'denied', message: `clone ${exportName} is ${set.record.state === 'ending' ? 'being discarded' : 'being created'}` };
-    const image = this.imageOf(volume, set.record.name);
-    if (!image) return { status: 'denied', message: `clone ${exportName} lost its snapshot ${volume}@${baseSnapshotOf(set.record.name)}` };
+    const image = this.imageOf(volume, set.record);
+    if (!image) return { status: 'denied', message: `clone ${exportName} lost its snapshot ${volume}@${imageSnapshotOf(set.record)}` };
     const drill = set.record.drill ? ` (drill of ${set.record.drill.topology} at ${set.record.drill.site})` : '';
-    return { status: 'ok', device: new CloneDevice(exportName, image, overlay), volume, description: `writable clone of ${volume} as of ${set.record.createdAt}${drill}; discarded at the end` };
+    const from = set.record.snapshot ? ` (snapshot ${set.record.snapshot})` : '';
+    return { status: 'ok', device: new CloneDevice(exportName, image, overlay), volume, description: `writable clone of ${volume} as of ${set.record.createdAt}${from}${drill}; discarded at the end` };
   }
 
   /** Clone exports, for NBD_OPT_LIST. */
@@ -112,7 +123,7 @@ export class CloneService {
   /** Why a snapshot may not be deleted now (a clone reads it), else undefined. */
   snapshotUser(volume: string, snapshot: string): string | undefined {
     for (const set of this.sets.values()) {
-      if (set.record.state === 'active' && set.overlays.has(volume) && baseSnapshotOf(set.record.name) === snapshot) {
+      if (set.record.state === 'active' && set.overlays.has(volume) && imageSnapshotOf(set.record) === snapshot) {
         return `clone ${volume}@${set.record.name} reads it; delete the clone set first (tricopy clone delete ${set.record.name}; a drill: tricopy topology drill FILE --end)`;
       }
     }
@@ -155,19 +166,17 @@ export class CloneService {
       const taken = snapshots.listSnapshots(v).find((s) => s.name === req.name || s.name === baseSnapshotOf(req.name));
       if (taken) throw new TricopyError('already-exists', `volume ${v} has a snapshot named ${taken.name}, which the clone would hide`, 'choose another name');
     }
+    const fromSnapshot = req.snapshot === undefined ? null : this.existingImage(volumes, req.snapshot);
     const now = new Date(this.env.clock.now()).toISOString();
-    const set: CloneSet = { record: { name: req.name, state: 'creating', createdAt: now, volumes, drill: req.drill ?? null }, overlays: new Map() };
+    const set: CloneSet = {
+      record: { name: req.name, state: 'creating', createdAt: fromSnapshot?.createdAt ?? now, volumes, drill: req.drill ?? null, snapshot: fromSnapshot?.name ?? null },
+      overlays: new Map(),
+    };
     this.sets.set(req.name, set);
-    let createdAt = now;
+    let createdAt = set.record.createdAt;
     try {
       await this.save(); // intent: a restart from here on undoes the set
-      const release = await host.holdApply(volumes);
-      try {
-        const taken = await snapshots.createSnapshot({ name: baseSnapshotOf(req.name), volumes });
-        createdAt = taken[0]?.createdAt ?? now;
-      } finally {
-        release();
-      }
+      if (fromSnapshot === null) createdAt = await this.takeBase(req.name, volumes, now);
       for (const v of volumes) set.overlays.set(v, await CloneOverlay.create(this.env.disk, this.setDir(req.name), v, host.volumeSize(v)));
       set.record = { ...set.record, createdAt, state: nextCloneSetState('creating', 'clones-ready')! };
       await this.save(); // commit point
@@ -175,13 +184,48 @@ export class CloneService {
       await this.undo(set).catch((e: unknown) => this.env.log.error({ set: req.name, err: errorMessage(e) }, 'undoing a failed clone set left something behind'));
       throw err;
     }
-    for (const v of volumes) host.emit('clone-created', `${v}@${req.name}`, `writable clone of ${v} as of ${createdAt}; writes go to an overlay, ${v} goes on unchanged`, { volume: v, set: req.name });
+    const from = fromSnapshot ? ` (snapshot ${fromSnapshot.name})` : '';
+    for (const v of volumes) {
+      host.emit('clone-created', `${v}@${req.name}`, `writable clone of ${v} as of ${createdAt}${from}; writes go to an overlay, ${v} goes on unchanged`,
+        { volume: v, set: req.name, snapshot: `${v}@${imageSnapshotOf(set.record)}` });
+    }
     const d = set.record.drill;
     if (d) {
       host.emit('drill-started', req.name, `DR drill of ${d.topology} at ${d.site}: clones ${volumes.map((v) => `${v}@${req.name}`).join(', ')} as of ${createdAt}; replication goes on`,
         { topology: d.topology, site: d.site, volumes, pairs: d.pairs, at: createdAt });
     }
     return this.view(set);
+  }
+
+  /** The set's own snapshot of its volumes at one instant (async copies held at a batch boundary); its instant. */
+  private async takeBase(name: string, volumes: string[], now: string): Promise<string> {
+    const release = await this.env.host.holdApply(volumes);
+    try {
+      const taken = await this.env.snapshots.createSnapshot({ name: baseSnapshotOf(name), volumes });
+      return taken[0]?.createdAt ?? now;
+    } finally {
+      release();
+    }
+  }
+
+  /** An operator's snapshot every volume has (a group snapshot for several), for clones to read; its instant. */
+  private existingImage(volumes: string[], snapshot: string): { name: string; createdAt: string } {
+    const owner = [...this.sets.values()].find((s) => !s.record.snapshot && baseSnapshotOf(s.record.name) === snapshot);
+    if (owner) {
+      throw new TricopyError('conflict', `snapshot ${snapshot} belongs to clone set ${owner.record.name} and goes when that set is deleted`,
+        `clone the volume as it is now, or a snapshot of your own (tricopy snapshot list ${volumes[0]!})`);
+    }
+    const found = volumes.map((v) => {
+      const s = this.env.snapshots.listSnapshots(v).find((x) => x.name === snapshot);
+      if (!s) throw new TricopyError('not-found', `volume ${v} has no snapshot named ${snapshot}`, `list its snapshots with: tricopy snapshot list ${v}`);
+      return s;
+    });
+    const instants = new Set(found.map((s) => s.createdAt));
+    if (instants.size > 1) {
+      throw new TricopyError('conflict', `the snapshots named ${snapshot} of ${volumes.join(', ')} were taken at different instants`,
+        'clone volumes together only from a snapshot taken of them together (tricopy snapshot create V1 … --group G), or clone them in separate sets');
+    }
+    return { name: snapshot, createdAt: found[0]!.createdAt };
   }
 
   private async deleteNow(name: string, req: DeleteCloneSetRequest): Promise<DeletedCloneSet> {
@@ -216,8 +260,8 @@ export class CloneService {
     return set;
   }
 
-  private imageOf(volume: string, set: string): BlockDevice | undefined {
-    const answer = this.env.snapshots.lookup(`${volume}@${baseSnapshotOf(set)}`);
+  private imageOf(volume: string, record: CloneSetRecord): BlockDevice | undefined {
+    const answer = this.env.snapshots.lookup(`${volume}@${imageSnapshotOf(record)}`);
     return answer?.status === 'ok' ? answer.device : undefined;
   }
 
@@ -228,7 +272,7 @@ export class CloneService {
       clones: set.record.volumes.map((v) => {
         const exportName = `${v}@${set.record.name}`;
         return {
-          volume: v, snapshot: `${v}@${baseSnapshotOf(set.record.name)}`, exportName, exportUri: host.exportUri(exportName),
+          volume: v, snapshot: `${v}@${imageSnapshotOf(set.record)}`, exportName, exportUri: host.exportUri(exportName),
           writtenBytes: set.overlays.get(v)?.writtenBytes ?? 0, clients: host.clientsOf(exportName),
         };
       }),
@@ -243,8 +287,9 @@ export class CloneService {
     invariant(nextCloneSetState(set.record.state, event) === null, 'a discarded clone set leaves no record');
     for (const o of set.overlays.values()) await o.close();
     set.overlays.clear();
+    // An operator's snapshot the set read stays; only the set's own base goes.
     const base = baseSnapshotOf(set.record.name);
-    for (const v of set.record.volumes) {
+    for (const v of set.record.snapshot ? [] : set.record.volumes) {
       if (this.env.host.hasVolume(v) && this.env.snapshots.listSnapshots(v).some((s) => s.name === base)) await this.env.snapshots.deleteSnapshot(v, base);
     }
     await this.env.disk.remove(this.setDir(set.record.name));
@@ -266,7 +311,7 @@ export class CloneService {
       if (what === 'keep') {
         try {
           for (const v of set.record.volumes) {
-            if (!this.imageOf(v, set.record.name)) throw new Error(`snapshot ${v}@${baseSnapshotOf(set.record.name)} is gone`);
+            if (!this.imageOf(v, set.record)) throw new Error(`snapshot ${v}@${imageSnapshotOf(set.record)} is gone`);
             set.overlays.set(v, await CloneOverlay.open(this.env.disk, this.setDir(set.record.name), v, this.env.host.volumeSize(v)));
           }
           continue;

@@ -1,7 +1,9 @@
 // `tricopy clone` on a real node with real NBD clients: a writable clone of a volume that has a
 // snapshot, written over NBD, leaves the volume and the snapshot byte-equal (sha256 via nbdcopy);
-// delete is refused while a client is attached, then discards the clone and frees its space; the
-// errors a user meets say what to do.
+// delete is refused while a client is attached, then discards the clone and frees its space; a
+// clone of an older snapshot (--snapshot) reads that snapshot's image, takes writes, and leaves the
+// volume and the snapshot as they were (the snapshot cannot be deleted while the clone reads it and
+// stays after it); the errors a user meets say what to do.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -102,6 +104,50 @@ test('a writable clone: writes over NBD reach only the clone; the volume and its
   assert.equal(await sha256Export(node.nbdUri('db1@before'), dir), snapshotSha);
 });
 
+test('a clone of an older snapshot reads its image, takes writes, and leaves the volume and the snapshot unchanged', async () => {
+  await node.api.createVolume({ name: 'db2', size: 8 * MiB });
+  const imageA = randomBytes(2 * MiB);
+  const writer = await connect('db2');
+  await writer.write(MiB, imageA);
+  await writer.flush();
+  const s1 = await tricopy('snapshot', 'create', 'db2', '--name', 's1');
+  assert.equal(s1.code, 0, s1.stderr);
+  await writer.write(MiB, randomBytes(3 * MiB)); // B, after the snapshot, over A and beyond it
+  await writer.flush();
+  await writer.disconnect();
+  const volumeSha = await sha256Export(node.nbdUri('db2'), dir);
+  const s1Sha = await sha256Export(node.nbdUri('db2@s1'), dir);
+  assert.notEqual(volumeSha, s1Sha, 'the volume moved on after s1');
+
+  const created = await tricopy('clone', 'create', 'old', '--volume', 'db2', '--snapshot', 's1');
+  assert.equal(created.code, 0, created.stderr);
+  assert.match(created.stdout, /clone db2@old of db2 as of .* \(snapshot s1\); export nbd:\/\/127\.0\.0\.1:\d+\/db2@old \(read-write\)/);
+  assert.equal(await sha256Export(node.nbdUri('db2@old'), dir), s1Sha, 'the clone reads the snapshot\'s image');
+  const [set] = (JSON.parse((await tricopy('--json', 'clone', 'list')).stdout) as CloneSetView[]).filter((s) => s.name === 'old');
+  const snapshots = await new HttpNodeClient(node.apiUrl).listSnapshots('db2');
+  assert.equal(set!.createdAt, snapshots.find((s) => s.name === 's1')!.createdAt, 'the clone shows the snapshot\'s instant');
+  assert.equal(set!.clones[0]!.snapshot, 'db2@s1');
+  assert.deepEqual(snapshots.map((s) => s.name), ['s1'], 'no snapshot of its own');
+
+  const clone = await connect('db2@old');
+  const written = randomBytes(MiB + 512);
+  await clone.write(2 * MiB + 512, written);
+  await clone.flush();
+  assert.ok((await clone.read(2 * MiB + 512, written.length)).equals(written), 'the clone takes writes');
+  assert.ok((await clone.read(MiB, MiB)).equals(imageA.subarray(0, MiB)), 'and reads A where it did not write');
+  await clone.disconnect();
+  assert.equal(await sha256Export(node.nbdUri('db2'), dir), volumeSha, 'the volume is unchanged');
+  assert.equal(await sha256Export(node.nbdUri('db2@s1'), dir), s1Sha, 'the snapshot is unchanged');
+
+  const inUse = await tricopy('snapshot', 'delete', 'db2', '--name', 's1');
+  assert.notEqual(inUse.code, 0);
+  assert.match(inUse.stderr, /in use: clone db2@old reads it.*tricopy clone delete old/s);
+  const deleted = await tricopy('clone', 'delete', 'old');
+  assert.equal(deleted.code, 0, deleted.stderr);
+  assert.deepEqual((await new HttpNodeClient(node.apiUrl).listSnapshots('db2')).map((s) => s.name), ['s1'], 'the snapshot stays after the clone');
+  assert.equal(await sha256Export(node.nbdUri('db2@s1'), dir), s1Sha);
+});
+
 test('clone errors say what to do', async () => {
   const noVolume = await tricopy('clone', 'create', 'x1');
   assert.notEqual(noVolume.code, 0);
@@ -112,6 +158,10 @@ test('clone errors say what to do', async () => {
   const badName = await tricopy('clone', 'create', 'bad name', '--volume', 'db1');
   assert.notEqual(badName.code, 0);
   assert.match(badName.stderr, /not a valid clone set name/);
+  const noSnapshot = await tricopy('clone', 'create', 'x1', '--volume', 'db1', '--snapshot', 'nosuch');
+  assert.notEqual(noSnapshot.code, 0);
+  assert.match(noSnapshot.stderr, /volume db1 has no snapshot named nosuch.*tricopy snapshot list db1/s);
+  assert.match((await tricopy('clone', 'list')).stdout, /no clones/, 'nothing is left of the refused set');
   const unknown = await tricopy('clone', 'delete', 'nosuch');
   assert.notEqual(unknown.code, 0);
   assert.match(unknown.stderr, /no clone set named nosuch.*tricopy clone list/s);

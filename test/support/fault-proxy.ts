@@ -1,6 +1,7 @@
 // A fault-injecting TCP proxy for integration tests. It owns one listener in front of one target and
-// every connection made through it, and can cut them (RST), black-hole them, add latency and cap
-// throughput; latency and throughput apply per direction through a FIFO, so bytes never reorder.
+// every connection made through it, and can cut them (RST), black-hole them, stop deliveries to
+// clients at a byte count, add latency and cap throughput; latency and throughput apply per
+// direction through a FIFO, so bytes never reorder.
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 
@@ -24,6 +25,9 @@ const bandwidthSliceMs = 10;
 const maxQueuedBytes = 4 * 1024 * 1024;
 
 type Faults = Readonly<{ delayMs: number; bytesPerSecond: number; blackholed: boolean; stalled: boolean }>;
+
+/** How many more bytes a lane may deliver before it holds the rest (Infinity: no limit). */
+type Allowance = () => number;
 
 /** Destroys with RST where possible, so the peer sees a reset at once rather than a clean FIN. */
 function sever(socket: net.Socket): void {
@@ -51,7 +55,7 @@ class Lane {
   private disposed = false;
 
   constructor(private readonly source: net.Socket, private readonly dest: net.Socket, private readonly faults: Faults,
-    private readonly onForwarded: (bytes: number) => void) {
+    private readonly onForwarded: (bytes: number) => void, private readonly allowance: Allowance = () => Infinity) {
     source.on('data', (chunk: Buffer) => this.receive(chunk));
     source.on('end', () => {
       this.sourceEnded = true;
@@ -96,7 +100,10 @@ class Lane {
       if (this.dest.destroyed) return this.discard();
       const head = this.queue[0]!;
       const bytesPerSecond = this.faults.bytesPerSecond;
-      let bytes = head.data.length;
+      // Past the allowance the lane holds its bytes like a stall, until restore() kicks it.
+      const room = this.allowance();
+      if (room <= 0) return this.resumeSourceIfRoom();
+      let bytes = Math.min(head.data.length, room);
       let dueAtMs = head.readyAtMs;
       if (bytesPerSecond > 0) {
         // The slice goes out once the link has had time to carry it after the previous one.
@@ -145,9 +152,9 @@ class Connection {
   private openSockets = 2;
 
   constructor(private readonly client: net.Socket, private readonly target: net.Socket, faults: Faults,
-    counters: BytesForwarded, onClosed: (connection: Connection) => void) {
+    counters: BytesForwarded, toClientAllowance: Allowance, onClosed: (connection: Connection) => void) {
     const toTarget = new Lane(client, target, faults, (n) => (counters.toTarget += n));
-    const toClient = new Lane(target, client, faults, (n) => (counters.toClient += n));
+    const toClient = new Lane(target, client, faults, (n) => (counters.toClient += n), toClientAllowance);
     this.lanes = [toTarget, toClient];
     const watch = (socket: net.Socket, other: net.Socket, laneInto: Lane): void => {
       socket.on('error', () => undefined); // reported as close(hadError) below
@@ -180,6 +187,8 @@ export class FaultProxy {
   private readonly faults = { delayMs: 0, bytesPerSecond: 0, blackholed: false, stalled: false };
   private readonly counters: BytesForwarded = { toTarget: 0, toClient: 0 };
   private readonly connections = new Set<Connection>();
+  /** Total bytes to clients (counted since start) after which they are held; Infinity: none. */
+  private toClientLimitBytes = Infinity;
   private cutActive = false;
   private closing: Promise<void> | null = null;
 
@@ -229,6 +238,15 @@ export class FaultProxy {
     this.faults.stalled = true;
   }
 
+  /**
+   * Delivers to clients until `bytesForwarded.toClient` reaches `totalBytes`, then holds the rest as
+   * stall() does, until restore(): a transfer stopped at a known point, whatever the machine's speed.
+   */
+  stallAfterToClient(totalBytes: number): void {
+    if (!Number.isSafeInteger(totalBytes) || totalBytes < 0) throw new RangeError(`totalBytes must be a whole number >= 0, got ${totalBytes}`);
+    this.toClientLimitBytes = totalBytes;
+  }
+
   /** Latency added to each chunk arriving from now on, both directions; 0 removes it. */
   setDelay(delayMs: number): void {
     if (!Number.isFinite(delayMs) || delayMs < 0) throw new RangeError(`delayMs must be >= 0, got ${delayMs}`);
@@ -246,6 +264,7 @@ export class FaultProxy {
     this.cutActive = false;
     this.faults.blackholed = false;
     this.faults.stalled = false;
+    this.toClientLimitBytes = Infinity;
     for (const connection of this.connections) for (const lane of connection.lanes) lane.kick();
   }
 
@@ -266,6 +285,6 @@ export class FaultProxy {
     const target = net.connect({ host: this.options.targetHost, port: this.options.targetPort, allowHalfOpen: true });
     client.setNoDelay(true);
     target.setNoDelay(true);
-    this.connections.add(new Connection(client, target, this.faults, this.counters, (c) => this.connections.delete(c)));
+    this.connections.add(new Connection(client, target, this.faults, this.counters, () => this.toClientLimitBytes - this.counters.toClient, (c) => this.connections.delete(c)));
   }
 }

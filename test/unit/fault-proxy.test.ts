@@ -111,6 +111,20 @@ test('blackhole() drops bytes without closing; restore() resumes the same connec
   late.destroy();
 }));
 
+test('stallAfterToClient() delivers to clients up to a byte count, holds the rest, and restore() delivers it in order', () => withProxy(async (proxy) => {
+  const c = await RawSocket.connect(proxy.port);
+  await roundTrip(c, 'ab');
+  proxy.stallAfterToClient(proxy.bytesForwarded.toClient + 4);
+  c.send(Buffer.from('0123456789'));
+  await waitFor('the first 4 bytes back', () => c.buffered >= 4, { timeoutMs: 5_000 });
+  await waitFor('all 10 bytes to the target', () => proxy.bytesForwarded.toTarget === 12, { timeoutMs: 5_000 });
+  assert.equal(proxy.bytesForwarded.toClient, 2 + 4, 'never past the count');
+  assert.equal(await closesWithin(c, 0), false, 'the connection stays open');
+  proxy.restore();
+  assert.equal((await c.read(10, 5_000)).toString(), '0123456789', 'the held bytes follow, in order');
+  c.destroy();
+}));
+
 test('setDelay() delays each direction and keeps order across many small writes', () => withProxy(async (proxy) => {
   const delayMs = 200;
   const c = await RawSocket.connect(proxy.port);

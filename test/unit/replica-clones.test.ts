@@ -118,3 +118,46 @@ test('a clone set the node stopped creating is undone when it opens; names that 
     await h.close();
   }
 });
+
+test('a clone of an existing snapshot reads it, survives a restart, and leaves it when the set ends or is undone', async () => {
+  const h = await ReplicaHarness.open();
+  let clones: CloneService | undefined;
+  try {
+    await h.volume('v', 1 * MiB);
+    const volume = new Model(h.store.volume('v'));
+    await volume.write(0, 512 * KiB);
+    const [s1] = await h.service.createSnapshot({ name: 's1', volumes: ['v'] });
+    const atS1 = Buffer.from(volume.image());
+    await volume.write(128 * KiB, 256 * KiB); // after the snapshot
+    const holds: string[][] = [];
+    clones = await openClones(h, holds);
+    const set = await clones.create({ name: 'old', volumes: ['v'], snapshot: 's1' });
+    assert.deepEqual(holds, [], 'nothing is held: no snapshot is taken');
+    assert.equal(set.createdAt, s1!.createdAt, 'the set shows the snapshot\'s instant');
+    assert.equal(set.clones[0]!.snapshot, 'v@s1');
+    assert.ok((await readAll(cloneDevice(clones, 'v@old'))).equals(atS1), 'the clone reads the snapshot');
+    await assert.rejects(h.service.deleteSnapshot('v', 's1'), /in use: clone v@old reads it/);
+    await assert.rejects(clones.create({ name: 'x', volumes: ['v'], snapshot: 'nosuch' }), /volume v has no snapshot named nosuch/);
+    const own = await clones.create({ name: 'now', volumes: ['v'] });
+    await assert.rejects(clones.create({ name: 'x', volumes: ['v'], snapshot: own.clones[0]!.snapshot.split('@')[1]! }), /belongs to clone set now/);
+
+    await clones.close();
+    await h.restart();
+    clones = await openClones(h);
+    assert.ok((await readAll(cloneDevice(clones, 'v@old'))).equals(atS1), 'kept across a restart');
+    await clones.delete('old', {});
+    await clones.delete('now', {});
+    assert.deepEqual(h.service.listSnapshots('v').map((s) => s.name), ['s1'], 'the operator\'s snapshot stays; the set\'s own base goes');
+
+    // A set from s1 caught half-created is undone without touching s1.
+    await clones.close();
+    await fsp.writeFile(path.join(h.dir, 'replica', 'clones', 'sets.json'),
+      JSON.stringify({ sets: [{ name: 'y', state: 'creating', createdAt: s1!.createdAt, volumes: ['v'], drill: null, snapshot: 's1' }] }));
+    clones = await openClones(h);
+    assert.deepEqual(clones.list(), []);
+    assert.deepEqual(h.service.listSnapshots('v').map((s) => s.name), ['s1']);
+  } finally {
+    await clones?.close();
+    await h.close();
+  }
+});

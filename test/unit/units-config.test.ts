@@ -40,6 +40,9 @@ test('node config: defaults, flags over file, and refusal of inconsistent settin
   assert.equal(resolveNodeConfig({ nbdPort: 1234 }, { ...base, nbdPort: '0' }).nbdPort, 0);
   assert.throws(() => resolveNodeConfig({}, { dataDir: '/x' }), /"name" is required/);
   assert.throws(() => resolveNodeConfig({}, { ...base, nbdPort: '70000' }), /nbdPort/);
+  assert.equal(c.advertiseNbdPort, undefined, 'export URIs name the NBD port unless told otherwise');
+  assert.equal(resolveNodeConfig({ advertiseNbdPort: 20809 }, base).advertiseNbdPort, 20809);
+  assert.throws(() => resolveNodeConfig({}, { ...base, advertiseNbdPort: '0' }), /advertiseNbdPort/);
   assert.throws(() => resolveNodeConfig({}, { ...base, nbdPort: '5', apiPort: '5' }), /must differ/);
   assert.throws(() => resolveNodeConfig({}, { ...base, tlsMode: 'required' }), /needs --tls-cert/);
   assert.throws(() => resolveNodeConfig({}, { ...base, tlsMode: 'maybe' }), /not one of off, optional, required/);

@@ -1,7 +1,8 @@
 // `tricopy clone`: writable throwaway clones of a node's volumes, outside any topology. A clone set
 // NAME takes a snapshot VOLUME@NAME.base of each volume at one instant and exports a writable clone
-// of each as VOLUME@NAME; the volumes never see the clones' writes. The same clone sets a
-// `topology drill` makes (src/replica/clones.ts); delete discards the overlays and the snapshots.
+// of each as VOLUME@NAME (or, with --snapshot S, reads an existing snapshot VOLUME@S: an older
+// image); the volumes never see the clones' writes. The same clone sets a `topology drill` makes
+// (src/replica/clones.ts); delete discards the overlays and the set's own snapshots.
 import type { Command } from 'commander';
 import { formatBytes } from '../../common/units';
 import { printJson, table } from '../format';
@@ -11,13 +12,17 @@ export function registerCloneCommands(program: Command): void {
   const clone = program.command('clone').description('writable throwaway clones of volumes, exported over NBD as VOLUME@NAME');
   clone.command('create <name>')
     .description('clone volumes at one instant: each is then writable over NBD as VOLUME@NAME.\n' +
-      'Reads come from a snapshot VOLUME@NAME.base taken now; writes go to an overlay (64 KiB regions)\n' +
+      'Reads come from a snapshot VOLUME@NAME.base taken now (or, with --snapshot S, from VOLUME@S);\n' +
+      'writes go to an overlay (64 KiB regions)\n' +
       'that only the clone sees. The volumes go on unchanged, replication into them included.')
     .requiredOption('--volume <volume...>', 'a volume to clone (repeat for several, all at one instant)')
-    .action(async (name: string, opts: { volume: string[] }, cmd: Command) => {
-      const set = await cloneClient(cmd).createCloneSet({ name, volumes: opts.volume });
+    .option('--snapshot <snapshot>', 'clone an existing snapshot of the volumes (an older image) instead of taking one now;\n' +
+      'several volumes need a snapshot taken of them together (snapshot create --group). The snapshot stays, and cannot be deleted while the clone reads it')
+    .action(async (name: string, opts: { volume: string[]; snapshot?: string }, cmd: Command) => {
+      const set = await cloneClient(cmd).createCloneSet({ name, volumes: opts.volume, ...(opts.snapshot !== undefined ? { snapshot: opts.snapshot } : {}) });
       if (globals(cmd).json) return printJson(set);
-      for (const c of set.clones) console.log(`clone ${c.exportName} of ${c.volume} as of ${set.createdAt}; export ${c.exportUri} (read-write)`);
+      const from = opts.snapshot !== undefined ? ` (snapshot ${opts.snapshot})` : '';
+      for (const c of set.clones) console.log(`clone ${c.exportName} of ${c.volume} as of ${set.createdAt}${from}; export ${c.exportUri} (read-write)`);
       console.log(`discard with: tricopy clone delete ${name}`);
     });
   clone.command('list')

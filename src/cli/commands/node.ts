@@ -21,6 +21,7 @@ function addRun(node: Command): void {
     .option('--host <address>', 'address to listen on for NBD and replication (default 127.0.0.1)')
     .option('--api-host <address>', 'address of the control API and /metrics (default: --host); keep it on loopback when NBD faces the network')
     .option('--advertise-repl-port <port>', 'replication port peer nodes should dial when a relay or NAT forwards to this node')
+    .option('--advertise-nbd-port <port>', 'NBD port put in export URIs when a relay, NAT or proxy forwards another port to this node')
     .option('--advertise-host <address>', 'address clients and peer nodes should use (default: --host, or the first non-loopback IPv4 address when --host is 0.0.0.0)')
     .option('--nbd-port <port>', 'NBD port for hosts; 0 picks a free one (default 10809)')
     .option('--api-port <port>', 'HTTP control API and /metrics port; 0 picks a free one (default 7801)')
@@ -59,6 +60,7 @@ async function runNode(opts: Record<string, string | undefined> & { dataArea?: s
   const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
   const config = resolveNodeConfig(fromFile, {
     name: opts.name, site: opts.site, dataDir: opts.dataDir, host: opts.host, apiHost: opts.apiHost, advertiseHost: opts.advertiseHost, advertiseReplPort: opts.advertiseReplPort,
+    advertiseNbdPort: opts.advertiseNbdPort,
     nbdPort: opts.nbdPort, apiPort: opts.apiPort, replPort: opts.replPort, logLevel: opts.logLevel, tlsMode: opts.tls, replTls: opts.replTls,
     tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, tlsCa: opts.tlsCa, tlsPskFile: opts.tlsPskFile,
     apiTokenFile: opts.apiTokenFile, maxConnections: opts.maxConnections, handshakeTimeout: opts.handshakeTimeout,
