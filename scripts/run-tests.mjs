@@ -24,6 +24,7 @@ const longestFirst = [
   'integration/topology-disasters', 'integration/topology-drill', 'integration/cli.test',
   'integration/topology-protection', 'integration/quorum-pairs', 'integration/quorum-failover',
   'sim/regressions-1', 'sim/regressions-2', 'integration/replication-sync',
+  'integration/manager-backup-kill', 'integration/manager-network',
 ];
 const rank = (f) => {
   const i = longestFirst.findIndex((x) => relative(testRoot, f).startsWith(x));
