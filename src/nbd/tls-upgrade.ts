@@ -3,6 +3,7 @@
 // and PSK handling exactly as for a TLS listener; a hand-built TLSSocket would skip verification.
 import type * as net from 'node:net';
 import * as tls from 'node:tls';
+import { ConnectionWaiters } from '../common/connection-waiters';
 import type { NbdTlsConfig } from './types';
 
 export interface UpgradedConnection {
@@ -18,7 +19,7 @@ interface PendingUpgrade {
 
 export class TlsUpgrader {
   private readonly server: tls.Server;
-  private readonly pending = new Map<string, PendingUpgrade>();
+  private readonly pending = new ConnectionWaiters<PendingUpgrade>();
   private readonly pskIdentities = new WeakMap<tls.TLSSocket, string>();
 
   constructor(private readonly config: NbdTlsConfig) {
@@ -43,7 +44,7 @@ export class TlsUpgrader {
     }
     this.server = tls.createServer(options);
     this.server.on('secureConnection', (socket: tls.TLSSocket) => {
-      const waiter = this.take(socket);
+      const waiter = this.pending.take(socket);
       if (!waiter) {
         socket.destroy();
         return;
@@ -57,30 +58,17 @@ export class TlsUpgrader {
       waiter.resolve({ socket, identity });
     });
     this.server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-      this.take(socket)?.reject(err);
+      this.pending.take(socket)?.reject(err);
       socket.destroy();
     });
   }
 
   /** Runs the TLS handshake on `raw` (whose reads must already be paused and unconsumed). */
   upgrade(raw: net.Socket): Promise<UpgradedConnection> {
-    const key = connectionKey(raw);
     return new Promise((resolve, reject) => {
-      this.pending.set(key, { resolve, reject });
-      raw.once('close', () => this.take(raw)?.reject(new Error('connection closed during the TLS handshake')));
+      this.pending.set(raw, { resolve, reject });
+      raw.once('close', () => this.pending.take(raw)?.reject(new Error('connection closed during the TLS handshake')));
       this.server.emit('connection', raw);
     });
   }
-
-  private take(socket: net.Socket): PendingUpgrade | undefined {
-    const key = connectionKey(socket);
-    const waiter = this.pending.get(key);
-    this.pending.delete(key);
-    return waiter;
-  }
-}
-
-/** A live TCP connection is identified by its peer address and port. */
-function connectionKey(socket: net.Socket): string {
-  return `${socket.remoteAddress ?? '?'}|${socket.remotePort ?? 0}`;
 }

@@ -10,6 +10,7 @@ import { X509Certificate } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
+import { ConnectionWaiters } from '../../common/connection-waiters';
 import { TricopyError, errorMessage } from '../../common/errors';
 
 export const linkTlsModes = ['off', 'optional', 'required'] as const;
@@ -127,7 +128,7 @@ interface PendingTls {
  */
 export class LinkTlsAcceptor {
   private readonly server: tls.Server | undefined;
-  private readonly pending = new Map<string, PendingTls>();
+  private readonly pending = new ConnectionWaiters<PendingTls>();
 
   constructor(private readonly config: LinkTlsConfig | undefined, private readonly timeoutMs: number) {
     if (!config) return;
@@ -136,7 +137,7 @@ export class LinkTlsAcceptor {
       requestCert: config.caPem !== undefined, rejectUnauthorized: false,
     });
     this.server.on('secureConnection', (socket: tls.TLSSocket) => {
-      const waiter = this.take(socket);
+      const waiter = this.pending.take(socket);
       if (!waiter) return void socket.destroy();
       const fault = this.certificateFault(socket);
       if (fault) {
@@ -146,7 +147,7 @@ export class LinkTlsAcceptor {
       waiter.resolve(socket);
     });
     this.server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-      this.take(socket)?.reject(new LinkTlsRefused('tls-failed', `TLS handshake failed: ${err.message}`));
+      this.pending.take(socket)?.reject(new LinkTlsRefused('tls-failed', `TLS handshake failed: ${err.message}`));
       socket.destroy();
     });
   }
@@ -166,7 +167,7 @@ export class LinkTlsAcceptor {
         if (settled) return;
         settled = true;
         cleanup();
-        this.pending.delete(connectionKey(raw));
+        this.pending.take(raw);
         raw.destroy();
         reject(err);
       };
@@ -197,7 +198,7 @@ export class LinkTlsAcceptor {
           cleanup();
           return resolve(raw);
         }
-        this.pending.set(connectionKey(raw), {
+        this.pending.set(raw, {
           resolve: (s) => {
             if (settled) return void s.destroy();
             settled = true;
@@ -221,18 +222,6 @@ export class LinkTlsAcceptor {
     const subject = typeof cert.subject?.CN === 'string' ? ` (CN=${cert.subject.CN})` : '';
     return `the peer's certificate${subject} is not trusted: ${String(socket.authorizationError)} (it must chain to --tls-ca)`;
   }
-
-  private take(socket: net.Socket): PendingTls | undefined {
-    const key = connectionKey(socket);
-    const waiter = this.pending.get(key);
-    this.pending.delete(key);
-    return waiter;
-  }
-}
-
-/** A live TCP connection is identified by its peer address and port. */
-function connectionKey(socket: net.Socket): string {
-  return `${socket.remoteAddress ?? '?'}|${socket.remotePort ?? 0}`;
 }
 
 /** Socket errors that say the network failed, not TLS: a dialer retries these quietly. */
