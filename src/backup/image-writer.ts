@@ -66,6 +66,8 @@ async function copyExtents(client: NbdClient, extents: Extent[], dataFile: strin
     inFlight.push(read);
   };
   let doneBytes = 0;
+  // The total is known before the first chunk lands (which may wait behind a slow read).
+  ctx.onProgress?.({ phase: 'copying', doneBytes, totalBytes });
   try {
     for (let i = 0; i < copyReadsInFlight; i++) readNext();
     while (inFlight.length > 0) {

@@ -93,16 +93,18 @@ for (const store of ['embedded', 'etcd'] as const) describe(`a manager killed du
   it('a running incremental is observably copying when its leader is SIGKILLed; the manager that leads next marks it interrupted with what to do', async () => {
     await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x22 20M 8M', node.nbdUri('db1')]);
     atRerun = await sha256Export(node.nbdUri('db1'), dir);
-    // 8 MiB changed = two 4 MiB reads: the first arrives, the second stops 1 MiB in.
-    proxy.stallAfterToClient(proxy.bytesForwarded.toClient + 5 * MiB);
+    // 8 MiB changed = two 4 MiB reads, in flight together: one reply arrives whole, the other stops
+    // 1 MiB in. Which one is not fixed (the node may answer the second read first), and the image is
+    // written in order, so the job's own progress may still read 0: the proxy's count is the proof
+    // that the job is in the middle of its copy.
+    const stallAt = proxy.bytesForwarded.toClient + 5 * MiB;
+    proxy.stallAfterToClient(stallAt);
     const started = await manager.client.runBackupPolicy('nightly', 'test');
     assert.equal(started.state, 'running');
-    const copying = await waitFor('the job to copy its first chunk', async () => {
-      const job = await manager.client.getBackupJob(started.id);
-      return job.bytesCopied > 0 ? job : undefined;
-    }, { timeoutMs: 60_000, intervalMs: 100 });
+    await waitFor('the job to read 5 MiB of its 8', () => proxy.bytesForwarded.toClient === stallAt, { timeoutMs: 60_000, intervalMs: 100 });
+    const copying = await manager.client.getBackupJob(started.id);
     assert.equal(copying.state, 'running');
-    assert.ok(copying.bytesCopied < (copying.bytesTotal ?? 0), `${copying.bytesCopied} of ${copying.bytesTotal} bytes: not done`);
+    assert.ok(copying.bytesCopied <= 4 * MiB, `${copying.bytesCopied} of ${copying.bytesTotal} bytes: at most the reply that arrived whole`);
     assert.equal(copying.bytesTotal, 8 * MiB, 'an incremental of the changed 8 MiB');
     const partials = (await fsp.readdir(path.join(repoDir, 'images'))).filter((n) => n.startsWith('.partial-'));
     assert.equal(partials.length, 1, 'the image being written is a partial directory');
