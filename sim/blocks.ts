@@ -2,6 +2,7 @@
 // it (and its volume and place), with a checksum, so the checker can read any copy of a volume and
 // tell exactly which write each sector holds, even after a torn write.
 import { crc32c } from '../src/common/crc32c';
+import { freshBytes } from './fresh-bytes';
 
 export const sectorBytes = 512;
 const magic = 0x73696d31; // "sim1"
@@ -9,7 +10,7 @@ const zeroSector = Buffer.alloc(sectorBytes);
 
 export function encodeSectors(writeId: number, volume: number, firstSector: number, count: number): Buffer {
   // Every byte is written below, so the buffer need not start zeroed.
-  const out = Buffer.allocUnsafe(count * sectorBytes);
+  const out = freshBytes(count * sectorBytes);
   // A DataView writes each word without Buffer's per-call checks; the words are those writeUInt32BE wrote.
   const view = new DataView(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < count; i++) {

@@ -10,6 +10,7 @@ import type { Disk, DiskFile, OpenFlags } from '../src/common/disk';
 import { PagedBytes } from './pages';
 import type { Random } from './random';
 import type { Lifetime, Scheduler } from './scheduler';
+import { freshBytes, freshCopy } from './fresh-bytes';
 
 export const sectorBytes = 512;
 
@@ -73,7 +74,7 @@ export class SimDisk {
   /** What reads would return now (the checker's view of a live node's file). */
   readNow(file: string, position: number, length: number): Buffer {
     const inode = this.names.get(path.normalize(file));
-    const out = Buffer.alloc(length);
+    const out = freshBytes(length).fill(0);
     if (inode) inode.data.copyOut(out, 0, position, Math.max(position, Math.min(inode.size, position + length)));
     return out;
   }
@@ -336,7 +337,7 @@ class SimFile implements DiskFile {
 
   writev(pieces: Buffer[], position: number): Promise<number> {
     // The bytes are taken when the call is made, as the kernel copies them (this copy is the disk's).
-    const bytes = Buffer.concat(pieces);
+    const bytes = freshCopy(pieces);
     return this.owner.later('io', () => {
       this.check();
       this.disk.write(this.inode, position, bytes, this.name);

@@ -11,6 +11,7 @@ import { MessageType, decodeErrorPayload, encodeErrorPayload } from '../src/repl
 import type { PeerRequestHandler, PeerTransport } from '../src/replication/transport/peer-transport';
 import type { Random } from './random';
 import type { Lifetime, Scheduler } from './scheduler';
+import { freshCopy } from './fresh-bytes';
 
 export interface LinkProfile {
   /** One-way delay in virtual milliseconds: base plus a random jitter. */
@@ -313,7 +314,7 @@ export class SimTransport implements PeerTransport {
         if (!receiver) return;
         this.net.onMessage?.(`${this.node} → ${node}: ${MessageType[type]} request`);
         receiver.receive(type, bytes, this.node).then((answer) => {
-          const reply = Buffer.concat(answer === undefined ? [] : Array.isArray(answer) ? answer : [answer]);
+          const reply = freshCopy(answer === undefined ? [] : Array.isArray(answer) ? answer : [answer]);
           this.net.deliver(c, node, this.node, () => {
             this.net.onMessage?.(`${node} → ${this.node}: ${MessageType[type]} answer`);
             finish(() => resolve(reply));
@@ -400,7 +401,7 @@ export class SimTransport implements PeerTransport {
   /** Copies the payload now, and checks a moment later that the sender did not change it meanwhile. */
   private capture(payload: Buffer | Buffer[], type: MessageType): Buffer {
     const pieces = Array.isArray(payload) ? payload : [payload];
-    const bytes = Buffer.concat(pieces);
+    const bytes = freshCopy(pieces);
     this.scheduler.schedule(0, () => {
       if (!samePieces(pieces, bytes)) this.net.misuse.push(`${this.node}: the payload of a ${type} message changed after it was handed to the transport`);
     });

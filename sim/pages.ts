@@ -5,6 +5,7 @@
 // zeroes. Pages never change once shared, so a view may also take a page-sized piece of a caller's
 // buffer as a page, as long as nobody changes that buffer afterwards. A view also keeps one
 // contiguous image of itself for whole-file reads, updated page by page.
+import { freshBytes } from './fresh-bytes';
 
 export const pageBytes = 4096;
 
@@ -119,8 +120,9 @@ export class PagedBytes {
   private writable(i: number): Buffer {
     let page = this.pages[i];
     if (!page || !this.owned[i]) {
-      const mine = page ? Buffer.allocUnsafeSlow(pageBytes) : Buffer.alloc(pageBytes);
+      const mine = freshBytes(pageBytes);
       if (page) page.copy(mine);
+      else mine.fill(0);
       this.pages[i] = page = mine;
       this.owned[i] = true;
     }

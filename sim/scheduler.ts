@@ -140,9 +140,14 @@ function before(a: Scheduled, b: Scheduled): boolean {
   return a.at < b.at || (a.at === b.at && a.order < b.order);
 }
 
-/** Lets every promise reaction queued so far (and those they queue) run. */
+/**
+ * Lets every promise reaction queued so far (and those they queue) run. A tick callback queued now
+ * runs only after the microtask queue has drained, and the code the simulator drives queues no
+ * ticks or immediates of its own (time reaches it through the Clock), so this is the same point an
+ * event-loop turn (setImmediate) would reach, at a fraction of its cost per simulated event.
+ */
 export function settle(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+  return new Promise((resolve) => process.nextTick(resolve));
 }
 
 class NodeClock implements Clock {
