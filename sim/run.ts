@@ -11,7 +11,7 @@ import type { CrashKind } from './node';
 import { Operator } from './operator';
 import { TopologyOperator } from './topology-operator';
 import type { Random } from './random';
-import { settle } from './scheduler';
+import { eventLoopTurn } from './scheduler';
 import { type Variant, applyVariant } from './variants';
 import { Workload } from './workload';
 
@@ -164,7 +164,8 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
   } finally {
     workload.stop();
     invariantObservers.delete(observeInvariant);
-    await settle();
+    // A real turn, so a rejection left unhandled at the end is reported to this run's handler before it goes.
+    await eventLoopTurn();
     process.off('unhandledRejection', unhandled);
   }
   return {

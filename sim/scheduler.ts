@@ -61,7 +61,9 @@ export class Scheduler {
       this.nowMs = item.at;
       this.steps++;
       item.fn();
-      await settle();
+      // Every so many events a real event-loop turn: Node reports unhandled rejections only once
+      // its tick queue is empty, and the run records them as failures (run.ts) near where they happened.
+      await (this.steps % rejectionCheckEverySteps === 0 ? eventLoopTurn() : settle());
       return true;
     }
   }
@@ -138,6 +140,14 @@ export class Scheduler {
 
 function before(a: Scheduled, b: Scheduled): boolean {
   return a.at < b.at || (a.at === b.at && a.order < b.order);
+}
+
+/** How often (in events) a run passes through the event loop, where unhandled rejections are reported. */
+const rejectionCheckEverySteps = 256;
+
+/** One turn of the event loop: everything settle() reaches, and Node's report of unhandled rejections. */
+export function eventLoopTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**
