@@ -55,8 +55,12 @@ export async function ensurePair(ctx: TopologyContext, from: Site, to: Site, v: 
   ctx.print(`    ${name}: ${from.spec.site} → ${to.spec.site} ${mode} created (${initialCopy === 'delta' ? 'copying only differing blocks' : 'full initial copy'})`);
 }
 
-/** At `site`, take over a pair whose primary is gone, then dissolve it: the volume becomes independent. */
-export async function takeoverAndDissolve(ctx: TopologyContext, site: Site, name: string): Promise<void> {
+/**
+ * At `site`, take over a pair whose primary is gone, then dissolve it: the volume becomes independent.
+ * `leavePeerReadOnly`: the old primary answers, so the takeover swaps and it becomes the secondary;
+ * its end is then dissolved first and its volume stays read-only (the application left it).
+ */
+export async function takeoverAndDissolve(ctx: TopologyContext, site: Site, name: string, how: { leavePeerReadOnly?: Site } = {}): Promise<void> {
   const p = await ctx.pairAt(site, name);
   if (!p) {
     ctx.print(`    ${name}: already dissolved at ${site.spec.site}`);
@@ -65,6 +69,12 @@ export async function takeoverAndDissolve(ctx: TopologyContext, site: Site, name
   if (p.role === 'secondary' && p.code !== 'SSWS') {
     const pairs = await site.api.takeover(name, { timeoutMs: commandTimeoutMs });
     ctx.print(`    ${name}: takeover at ${site.spec.site} → ${pairs[0]?.code ?? '?'} (${pairs[0]?.reason ?? ''})`);
+  }
+  // Only when it did become the secondary: a primary end left in place learns of the takeover instead.
+  const peer = how.leavePeerReadOnly;
+  if (peer && (await ctx.pairAt(peer, name))?.role === 'secondary') {
+    await dissolveEverywhere(ctx, name);
+    return;
   }
   await site.api.deletePair(name, { force: true });
   ctx.print(`    ${name}: dissolved at ${site.spec.site}`);

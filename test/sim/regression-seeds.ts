@@ -49,6 +49,7 @@ export const regressionSeeds: Record<number, string> = {
   414: 'checker: a pair deleted and created again under the same name counted as consistent during its initial copy (the group image at the secondary is not a prefix until the copy ends)',
   144: 'a pair created while its secondary\'s reconciliation was asking the primary: the answer (from before the primary recorded the pair) dissolved the new secondary',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
+  1064: 'a Fig. 13 failover away from the sync site, which ran the application and answered, swapped its suspended async copy (the async site\'s older image over it) and left it writable through the pairs it took over from tokyo: status still named it the active site',
 };
 
 /** Registers the regression seeds of one part (of `parts`), every `parts`-th seed of the list. */

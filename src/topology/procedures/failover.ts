@@ -22,7 +22,7 @@ import { TricopyError } from '../../common/errors';
 import type { Site, TopologyContext } from '../context';
 import { type TopologyStatus, topologyStatus } from '../status';
 import { dissolveEverywhere, ensurePair, swapTo, takeoverAndDissolve, takeoverKeeping, waitAll, waitLagZero } from '../steps';
-import { asyncVolumes, pairName } from '../topology-file';
+import { type TopologyVolume, asyncVolumes, pairName } from '../topology-file';
 
 /** How long a planned switchover waits for a suspended copy to be in step again before it gives up. */
 const switchoverResyncTimeoutMs = 600_000;
@@ -141,8 +141,8 @@ async function failoverToAsync(ctx: TopologyContext, move: Move): Promise<void> 
   const to = far.spec.site;
   ctx.header(`failover of ${ctx.t.name} to the async site ${to} with its own consistent copy (spec 001 Fig. 13)`);
   printLoss(ctx, move);
-  const { from } = move;
-  await detachAsyncSite(ctx, far, from, 'steps 1301–1302');
+  const { from, planned } = move;
+  await detachAsyncSite(ctx, far, from, 'steps 1301–1302', planned);
   // After a failover that did not reach its async leg, the async site may still receive from the
   // site the application left: that copy is its own consistent image too, and it must stop as well.
   for (const other of ctx.sites.filter((s) => s !== far && s !== from)) {
@@ -283,7 +283,7 @@ async function switchOver(ctx: TopologyContext, site: Site, from: Site, name: st
  * primary still sends to it, its journal drains first (nothing is lost); otherwise the async site
  * applies everything it received and takes over.
  */
-async function detachAsyncSite(ctx: TopologyContext, far: Site, from: Site, steps: string): Promise<void> {
+async function detachAsyncSite(ctx: TopologyContext, far: Site, from: Site, steps: string, fromRunsApplication = false): Promise<void> {
   if (!far.info) {
     ctx.print(`  ${far.spec.site} is not reachable: ${steps} skipped`);
     return;
@@ -296,8 +296,32 @@ async function detachAsyncSite(ctx: TopologyContext, far: Site, from: Site, step
       await waitLagZero(ctx, from, name);
       await from.api.deletePair(name);
       ctx.print(`    ${name}: drained and dissolved`);
+    } else if (fromRunsApplication && sending !== undefined && sending.peer.connected) {
+      // (Already a secondary when the takeover of an earlier volume swapped the whole group.)
+      await leaveRunningSite(ctx, far, from, v, name);
     } else {
       await takeoverAndDissolve(ctx, far, name);
     }
   }
+}
+
+/**
+ * Fig. 13 away from the site that runs the application and answers, when its async copy cannot
+ * drain (suspended): the takeover at the async site then swaps and copies the async site's older
+ * image over the regions that differ at `from`. `from` must not stay writable after that: with the
+ * copies it still has with the third site (the sync copy it sends, or the pairs it took over from
+ * the primary site and kept, Fig. 10) its volume accepted writes, and status, ranking it by their
+ * newer generations, kept naming it the active site, so the application stayed on a half
+ * overwritten image (sim seed 1064). Those copies are dissolved first, and its end of the async
+ * pair goes first after the takeover, read-only: the image it holds is discarded.
+ */
+async function leaveRunningSite(ctx: TopologyContext, far: Site, from: Site, v: TopologyVolume, name: string): Promise<void> {
+  for (const other of ctx.sites.filter((s) => s !== from && s !== far)) {
+    const otherName = pairName(ctx.t, v.name, from.spec.site, other.spec.site);
+    const p = await ctx.pairAt(from, otherName);
+    if (!p || (p.role !== 'primary' && p.code !== 'SSWS')) continue;
+    ctx.print(`    ${otherName}: the application leaves ${from.spec.site}; its ${v.name} stops accepting writes`);
+    await dissolveEverywhere(ctx, otherName);
+  }
+  await takeoverAndDissolve(ctx, far, name, { leavePeerReadOnly: from });
 }
