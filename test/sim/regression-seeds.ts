@@ -50,6 +50,7 @@ export const regressionSeeds: Record<number, string> = {
   144: 'a pair created while its secondary\'s reconciliation was asking the primary: the answer (from before the primary recorded the pair) dissolved the new secondary',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
   1064: 'a Fig. 13 failover away from the sync site, which ran the application and answered, swapped its suspended async copy (the async site\'s older image over it) and left it writable through the pairs it took over from tokyo: status still named it the active site',
+  1034: 'a Fig. 14 failover run after a Fig. 13 failover from the sync site (the active site) was taken for a rerun because the sync site was writable: it copied the sync site\'s older image over the writes made at the async site',
 };
 
 /** Registers the regression seeds of one part (of `parts`), every `parts`-th seed of the list. */

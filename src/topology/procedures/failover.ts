@@ -11,6 +11,7 @@
 // To the async site with the sync site's newest data, Fig. 14:
 //   1401       the sync and async sites can communicate
 //   1402–1403  the sync copies become writable; the async site stops receiving from the old primary
+//              and stays read-only (it holds the old image) until step 1405 makes it the primary
 //   1404       make the async site identical to the sync site (only differing blocks travel)
 //   1405       reverse it: async copy async site → sync site, no copy (they are identical); copies the
 //              sync site still sends to the primary site are dissolved first (it cannot forward them)
@@ -65,7 +66,7 @@ async function planFailover(ctx: TopologyContext, to: string, newestFrom: string
   }
   if (rerun) ctx.print(`the application already runs at ${to}: checking that every step of the failover is done`);
   else refuseWithoutCopy(status, to, newestFrom);
-  if (newestFrom !== undefined) await checkNewestFrom(ctx, status, target, newestFrom, rerun);
+  if (newestFrom !== undefined) await checkNewestFrom(ctx, target, newestFrom, rerun);
   const loss = rerun || newestFrom !== undefined ? undefined : status.sites.find((x) => x.site === to)!.atRisk.text;
   return { target, from, planned, loss };
 }
@@ -87,7 +88,7 @@ function refuseWithoutCopy(status: TopologyStatus, to: string, newestFrom: strin
 }
 
 /** Fig. 14 needs the sync site answering, and must not overwrite an async site that already runs on its own copy. */
-async function checkNewestFrom(ctx: TopologyContext, status: TopologyStatus, target: Site, newestFrom: string, rerun: boolean): Promise<void> {
+async function checkNewestFrom(ctx: TopologyContext, target: Site, newestFrom: string, rerun: boolean): Promise<void> {
   const to = target.spec.site;
   const sync = ctx.site('sync');
   const far = ctx.site('async');
@@ -101,12 +102,14 @@ async function checkNewestFrom(ctx: TopologyContext, status: TopologyStatus, tar
       `fail over with the async site's own consistent copy instead: tricopy topology failover <file> --to ${to}`);
   }
   const reversed = await Promise.all(asyncVolumes(ctx.t).map(async (v) => (await ctx.pairAt(far, pairName(ctx.t, v.name, sync.spec.site, far.spec.site)))?.role === 'primary'));
-  const sourceWritable = status.sites.find((x) => x.site === newestFrom)!.writable.length === ctx.t.volumes.length;
-  if (rerun && !reversed.every(Boolean) && !sourceWritable) {
-    // Fig. 14 makes the sync site writable before it detaches the async site; without that,
-    // the async site runs on its own copy (Fig. 13) and its writes would be overwritten.
-    throw new TricopyError('conflict', `${to} already runs on its own copy (Fig. 13) while ${newestFrom} still holds the old primary's copy: ` +
-      `making ${to} identical to ${newestFrom} now would discard the writes made at ${to}`,
+  if (rerun && !reversed.every(Boolean)) {
+    // Fig. 14 leaves the async site read-only from its detach (steps 1402–1403) until step 1405
+    // makes it the primary, so a rerun finds it active only when that swap is done. Active without
+    // it, the async site runs on its own copy (Fig. 13) and hosts wrote there: step 1404 would copy
+    // the sync site's image over those writes. (Whether the sync site is writable says nothing: it
+    // also is when the application ran there and the async site failed over from it, Fig. 13.)
+    throw new TricopyError('conflict', `${to} already runs on its own copy (Fig. 13): ` +
+      `making ${to} identical to ${newestFrom} now would discard the writes made at ${to} since`,
       `keep running at ${to}; bring the other sites back with: tricopy topology failback <file> --to ${ctx.t.primary.site}`);
   }
 }
@@ -142,7 +145,7 @@ async function failoverToAsync(ctx: TopologyContext, move: Move): Promise<void> 
   ctx.header(`failover of ${ctx.t.name} to the async site ${to} with its own consistent copy (spec 001 Fig. 13)`);
   printLoss(ctx, move);
   const { from, planned } = move;
-  await detachAsyncSite(ctx, far, from, 'steps 1301–1302', planned);
+  await detachAsyncSite(ctx, far, from, 'steps 1301–1302', { fromRunsApplication: planned });
   // After a failover that did not reach its async leg, the async site may still receive from the
   // site the application left: that copy is its own consistent image too, and it must stop as well.
   for (const other of ctx.sites.filter((s) => s !== far && s !== from)) {
@@ -169,7 +172,9 @@ async function failoverWithNewest(ctx: TopologyContext, { from, planned }: Move,
   if (from === sync) ctx.print(`  steps 1402–1403: ${sync.spec.site}'s copies are already writable`);
   else await makePrimaryAt(ctx, sync, from, planned, 'steps 1402–1403');
   const origin = from === sync ? primary : from;
-  await detachAsyncSite(ctx, far, origin, 'steps 1402–1403');
+  // Read-only until step 1405: the application must not start there on the old image, and status
+  // must not take it for the active site (a rerun tells Fig. 14 and Fig. 13 apart by that).
+  await detachAsyncSite(ctx, far, origin, 'steps 1402–1403', { leaveReadOnly: true });
   ctx.step(`step 1404: make ${to} identical to ${newestFrom} (only the blocks that differ travel)`);
   for (const v of asyncVolumes(t)) {
     const name = pairName(t, v.name, sync.spec.site, far.spec.site);
@@ -281,22 +286,32 @@ async function switchOver(ctx: TopologyContext, site: Site, from: Site, name: st
 /**
  * The async site stops receiving from the old primary, after everything it can get: when the old
  * primary still sends to it, its journal drains first (nothing is lost); otherwise the async site
- * applies everything it received and takes over.
+ * applies everything it received and takes over. `leaveReadOnly` (Fig. 14): a receiving async site
+ * is dissolved with its volumes kept read-only instead (dissolveEverywhere; it drains the same way).
+ * `fromRunsApplication` (Fig. 13, planned): `from` runs the application and answers (leaveRunningSite).
  */
-async function detachAsyncSite(ctx: TopologyContext, far: Site, from: Site, steps: string, fromRunsApplication = false): Promise<void> {
+interface DetachHow { leaveReadOnly?: boolean; fromRunsApplication?: boolean }
+
+async function detachAsyncSite(ctx: TopologyContext, far: Site, from: Site, steps: string, how: DetachHow = {}): Promise<void> {
   if (!far.info) {
     ctx.print(`  ${far.spec.site} is not reachable: ${steps} skipped`);
     return;
   }
-  ctx.step(`${steps}: ${far.spec.site} stops receiving from ${from.spec.site}`);
+  ctx.step(`${steps}: ${far.spec.site} stops receiving from ${from.spec.site}${how.leaveReadOnly ? ' (its volumes stay read-only)' : ''}`);
   for (const v of asyncVolumes(ctx.t)) {
     const name = pairName(ctx.t, v.name, from.spec.site, far.spec.site);
     const sending = await ctx.pairAt(from, name);
-    if (sending && sending.role === 'primary' && sending.code === 'PAIR' && sending.peer.connected) {
+    const receiving = how.leaveReadOnly ? await ctx.pairAt(far, name) : undefined;
+    if (receiving && receiving.role === 'secondary' && receiving.code !== 'SSWS') {
+      // Fig. 14: its image is replaced by the sync site's next (step 1404), so nothing it received
+      // needs applying; dissolved with its volume kept read-only (the journal drains first when
+      // the old primary still sends, so the delta copy sends less).
+      await dissolveEverywhere(ctx, name);
+    } else if (sending && sending.role === 'primary' && sending.code === 'PAIR' && sending.peer.connected) {
       await waitLagZero(ctx, from, name);
       await from.api.deletePair(name);
       ctx.print(`    ${name}: drained and dissolved`);
-    } else if (fromRunsApplication && sending !== undefined && sending.peer.connected) {
+    } else if (how.fromRunsApplication === true && sending !== undefined && sending.peer.connected) {
       // (Already a secondary when the takeover of an earlier volume swapped the whole group.)
       await leaveRunningSite(ctx, far, from, v, name);
     } else {
