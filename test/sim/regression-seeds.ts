@@ -48,6 +48,7 @@ export const regressionSeeds: Record<number, string> = {
   416: 'as 270, with three sites: a takeover at the stepped-down end of a group swap while the new primary\'s resync reached it only through the journal',
   414: 'checker: a pair deleted and created again under the same name counted as consistent during its initial copy (the group image at the secondary is not a prefix until the copy ends)',
   144: 'a pair created while its secondary\'s reconciliation was asking the primary: the answer (from before the primary recorded the pair) dissolved the new secondary',
+  1054: 'two nodes deadlocked until a request timed out: the secondary that took over deleted its pair (holding its queue, waiting for the old primary\'s) while the old primary\'s peer-took-over transition waited for the secondary\'s queue to tell it; a Fig. 13 failover failed half-way and failback could not continue',
   134: 'a topology drain waited forever for entries held for a sync copy that could not be updated, or for a cascade\'s ongoing writes',
   1064: 'a Fig. 13 failover away from the sync site, which ran the application and answered, swapped its suspended async copy (the async site\'s older image over it) and left it writable through the pairs it took over from tokyo: status still named it the active site',
   1034: 'a Fig. 14 failover run after a Fig. 13 failover from the sync site (the active site) was taken for a rerun because the sync site was writable: it copied the sync site\'s older image over the writes made at the async site',

@@ -16,6 +16,7 @@ import type { DeltaRecords } from '../delta/delta-record';
 import type { AppliedMarks } from '../delta/marks';
 import type { ReplicationEnv } from '../env';
 import { encodeBitmap } from '../pairs/bitmap-codec';
+import type { PairRecord } from '../pairs/pair-model';
 import type { PairStore } from '../pairs/pair-store';
 import type { PairRegistry } from '../pairs/registry';
 import type { PairRuntime } from '../pairs/runtime';
@@ -242,11 +243,18 @@ export class PeerRequests {
 
   private onPairUpdate(u: PairUpdate, peer: string): Promise<void> {
     const p = this.parts.registry.requireOfPeer(u.name, peer);
+    // News older than this side's generation is answered at once, without waiting for the pair's
+    // command queue: the old primary sends it while holding its own queue (a transition tells the
+    // secondary before it ends), and a command here may hold this queue while it waits for that
+    // primary (a forced delete after a takeover sends PairDelete, which waits for the primary's
+    // queue): each side would wait for the other until a request timed out (sim seed 1054: the
+    // delete of a failover hung 30 s, and the old primary kept taking writes on the other volumes
+    // of the group meanwhile). Generations only grow, so news stale now stays stale.
+    if (staleUpdate(p.record, u)) return Promise.resolve();
     return this.parts.registry.serialize(u.name, async () => {
       const r = p.record;
       const { engine } = this.parts;
-      if (r.role !== 'secondary' || u.generation < r.generation) return; // stale news
-      if (r.state === 'secondary-writable' && u.generation <= r.generation) return; // I took over: the old primary is stale
+      if (r.role !== 'secondary' || staleUpdate(r, u)) return;
       await engine.noteNewPrimaryActed(p);
       if (u.deltaBase && u.state === 'duplex' && r.mode === 'sync') {
         const volume = this.volume(p);
@@ -283,4 +291,9 @@ export class PeerRequests {
     await journal.receive(entries, header.offset);
     return journalAckCodec.encode({ receivedSeq: journal.receivedSeq, appliedSeq: journal.appliedSeq });
   }
+}
+
+/** News from a primary this side has moved past: an older generation, or the one this side took over from. */
+function staleUpdate(r: PairRecord, u: PairUpdate): boolean {
+  return u.generation < r.generation || (r.state === 'secondary-writable' && u.generation <= r.generation);
 }
