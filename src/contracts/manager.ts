@@ -167,7 +167,7 @@ export interface ManagerEventList {
 }
 
 export type AlertState = 'open' | 'acknowledged' | 'closed';
-export type AlertKind = 'copy-failed' | 'copy-lag' | 'journal-full' | 'node-unreachable' | 'unroutable-report';
+export type AlertKind = 'copy-failed' | 'copy-lag' | 'journal-full' | 'node-unreachable' | 'unroutable-report' | 'relay-unreachable' | 'order-failure-suspend';
 export type AlertSeverity = 'critical' | 'warning';
 
 export interface Alert {

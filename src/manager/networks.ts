@@ -4,7 +4,8 @@
 // and, while this manager leads, collected from every relay at each --sample-interval: status
 // (links, 732/733/734 per order, log area use, 725/727 per pair) into the store, and the relay's
 // events (edge pair-state and order-state transitions …) into the history under the relay's name,
-// each taken once (a cursor per relay process, stored with the events it covers). A relay that lost
+// each taken once (a cursor per relay process, stored with the events it covers); alerts for a
+// relay that does not answer and an order in Failure Suspend (network-alerts.ts). A relay that lost
 // the tables (a new data directory) or an apply that found something unreachable is applied again.
 import YAML from 'yaml';
 import { TricopyError, errorMessage } from '../common/errors';
@@ -15,6 +16,7 @@ import { applyNetwork, httpApplyClients } from '../edge/apply';
 import { HttpRelayClient } from '../edge/client';
 import { type NetworkFile, parseNetworkFile } from '../edge/network-file';
 import type { ManagerContext } from './context';
+import { isNetworkAlertOf, networkAlerts } from './network-alerts';
 import type { RelayEventCursor } from './store/collections';
 import { normalizeUrl } from './stored-node-client';
 import type { Tx } from './writer';
@@ -96,6 +98,9 @@ export class ManagerNetworks {
     await this.ctx.writer.run(async (tx) => {
       tx.ops.push(...ops);
       tx.event({ kind: 'network-removed', node: null, subject: name, reason: 'the manager no longer keeps or collects it; its relays keep running it' });
+      for (const a of this.ctx.alerts.activeAlerts().filter((x) => isNetworkAlertOf(name, x.key))) {
+        tx.alert(this.ctx.alerts.clear(a.key, `the manager no longer keeps network ${name}`));
+      }
     });
   }
 
@@ -131,6 +136,9 @@ export class ManagerNetworks {
     await writer.run(async (tx) => {
       if (!(await store.getNetwork(record.name))) return; // removed while it was being read
       const relays = readings.map((r) => this.take(tx, record.name, r, previous?.relays.find((p) => p.name === r.name), now));
+      const alerts = networkAlerts(record.name, readings);
+      for (const input of alerts.raise) tx.alert(this.ctx.alerts.raise(input));
+      for (const c of alerts.clear) tx.alert(this.ctx.alerts.clear(c.key, c.why));
       tx.ops.push(store.putNetworkStatus({ network: record.name, version: record.config?.version ?? null, appliedAt: record.appliedAt, applyError: record.applyError, collectedAt: now, relays }));
     });
     const stale = readings.filter((r) => r.ok && r.status.configVersion !== record.config?.version).map((r) => r.name);

@@ -5,7 +5,7 @@
 // manager collects the counters 732/733/734 (`network status --manager` shows them move) and the
 // relays' events: a planned Suspend of the pair is an edge pair-state transition in the manager's
 // history under the edge's name; the console's networks panel shows the same, in Chromium. A
-// relay that lost its tables gets them again from the manager.
+// relay that lost its tables gets them again from the manager; while it is down, an alert names it.
 // With two managers on etcd only the leader applies and collects: every relay event is in the
 // history once, also across a change of leader.
 import { test, before, after } from 'node:test';
@@ -152,12 +152,18 @@ test('the console shows the network: its relays, the counters of each order and 
   }
 });
 
-test('a relay that lost its tables gets them from the manager again', { timeout: 60_000 }, async () => {
+test('a relay that lost its tables gets them from the manager again; while it is down an alert names it', { timeout: 60_000 }, async () => {
   const record = await manager.client.getNetwork('rcn');
   const core = rcn.relay('c-1');
   await core.kill();
+  const down = await manager.waitAlert('an alert for the dead core', (a) => a.kind === 'relay-unreachable' && a.subject === 'c-1');
+  assert.equal(down.severity, 'critical');
+  assert.match(down.message, /^core c-1 of network rcn does not answer the manager/);
+  const listedAlerts = await cli(['--manager', manager.url, 'manager', 'alerts']);
+  assert.match(listedAlerts.stdout, /relay-unreachable/);
   await fsp.rm(core.spec.dataDir, { recursive: true, force: true });
   await rcn.restartRelay('c-1');
+  await waitFor('the core\'s alert closed', async () => (await manager.client.listAlerts()).every((a) => a.subject !== 'c-1'), { timeoutMs: 20_000, intervalMs: 200 });
   await waitFor('the manager to apply the network to the restarted core', async () =>
     (await rcn.relay('c-1').api.info()).configVersion === record.config!.version, { timeoutMs: 20_000, intervalMs: 200 });
   const reapplied = await manager.waitEvent('the re-apply in the history', (e) => e.kind === 'network-reapplied' && e.subject === 'rcn');

@@ -5,12 +5,15 @@
 // network removes what was collected with it. Over the embedded (level) store.
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import Ajv from 'ajv';
 import { systemClock } from '../../src/common/clock';
 import { TricopyError } from '../../src/common/errors';
+import type { RelayOrderStatus } from '../../src/contracts/network';
 import { createLogger } from '../../src/common/log';
 import { AlertBook } from '../../src/manager/alerts';
 import type { ManagerContext } from '../../src/manager/context';
@@ -82,7 +85,7 @@ test('kept while its relays are down, collected only while leading, one event pe
     const writer = new Writer(store, history, alerts, new Webhooks([], log), () => 'm', () => model.load());
     let leading = false;
     const leadership = { isLeader: () => leading };
-    const ctx = { store, writer, history, model, clock: systemClock, log, leadership } as unknown as ManagerContext;
+    const ctx = { store, writer, history, model, alerts, clock: systemClock, log, leadership } as unknown as ManagerContext;
     const networks = new ManagerNetworks(ctx);
     const dead = await Promise.all([freePort(), freePort(), freePort()]).then((ports) => ports.map((p) => `http://127.0.0.1:${p}`));
     const text = fileText('rcn', dead[0]!, dead[1]!, dead[2]!);
@@ -111,12 +114,109 @@ test('kept while its relays are down, collected only while leading, one event pe
     const unreachable = events.filter((e) => e.kind === 'relay-unreachable');
     assert.deepEqual(unreachable.map((e) => e.node).sort(), ['c-1', 'e-sapporo', 'e-tokyo'], 'one event per relay, under its name, not one per collection');
     assert.equal(events.filter((e) => e.kind === 'network-added' && e.subject === 'rcn').length, 1);
+    const relayAlerts = alerts.activeAlerts().filter((a) => a.kind === 'relay-unreachable');
+    assert.deepEqual(relayAlerts.map((a) => a.subject).sort(), ['c-1', 'e-sapporo', 'e-tokyo'], 'one alert per relay that does not answer, updated, not opened again');
+    assert.ok(relayAlerts.every((a) => a.severity === 'critical' && /of network rcn does not answer the manager/.test(a.message)));
 
     await networks.remove('rcn');
+    assert.deepEqual(alerts.activeAlerts(), [], 'a network no longer kept leaves no alert open');
     assert.deepEqual(await networks.list(), []);
     assert.equal(await store.getNetworkStatus('rcn'), undefined);
     assert.equal(await store.getRelayCursor('rcn', 'e-tokyo'), undefined);
   } finally {
+    await kv.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** A relay that answers the manager's collection with a status the test sets. */
+async function fakeRelay(name: string, role: 'edge' | 'core'): Promise<{ url: string; orders: RelayOrderStatus[]; down: boolean; close: () => Promise<void> }> {
+  const relay = { url: '', orders: [] as RelayOrderStatus[], down: false, close: async (): Promise<void> => undefined };
+  const server = http.createServer((req, res) => {
+    if (relay.down) { req.socket.destroy(); return; }
+    const info = { name, role, version: 'test', listen: { host: '127.0.0.1', port: 1 }, apiPort: 1, dataDir: '/x', startedAt: 'boot-1', network: 'rcn', configVersion: null };
+    const status = { name, role, network: 'rcn', configVersion: null, links: [], orders: relay.orders, pairs: [], lastRefusal: null,
+      counters: { entriesForwarded: 0, bytesForwarded: 0, bytesSent: 0, entriesDropped: 0, refusedConnections: 0, refusedRequests: 0 } };
+    const body = req.url === '/v1/relay' ? info : req.url === '/v1/status' ? status : req.url?.startsWith('/v1/events') ? { events: [] } : null;
+    res.writeHead(body === null ? 404 : 200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body ?? { error: { code: 'not-found', message: req.url } }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  relay.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  relay.close = () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); });
+  return relay;
+}
+
+function order(side: 'source' | 'target', state: RelayOrderStatus['state'], reason: string): RelayOrderStatus {
+  return {
+    id: 'erp', side, from: 'e-tokyo', to: 'e-sapporo', state, generated: 120, reflected: 100, deleted: 100, inFlight: 20,
+    log: { entries: 0, bytes: 0, capacityBytes: 1 }, ackDelayMs: null, reflectionDelayMs: null, retransmissions: 7, delayedAcks: 0, reason,
+  };
+}
+
+test('alerts from a collection: an order in Failure Suspend at an edge, and a relay that stops answering; each closed when it is healthy again', async () => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tricopy-mnet-alerts-'));
+  const kv = await LevelKv.open(path.join(dir, 'store'));
+  const relays = await Promise.all([fakeRelay('e-tokyo', 'edge'), fakeRelay('e-sapporo', 'edge'), fakeRelay('c-1', 'core')]);
+  const [tokyo, sapporo, core] = relays as [Awaited<ReturnType<typeof fakeRelay>>, Awaited<ReturnType<typeof fakeRelay>>, Awaited<ReturnType<typeof fakeRelay>>];
+  try {
+    const store = new ManagerStore(kv);
+    const log = createLogger('silent');
+    const history = new EventHistory(store, systemClock);
+    const alerts = new AlertBook(store, systemClock);
+    const model = new ClusterModel(store, systemClock);
+    await history.load();
+    const notified: string[] = [];
+    const webhooks = { notify: (n: { type: string; alert: { kind: string } }) => notified.push(`${n.type} ${n.alert.kind}`) } as unknown as Webhooks;
+    const writer = new Writer(store, history, alerts, webhooks, () => 'm', () => model.load());
+    const ctx = { store, writer, history, model, alerts, clock: systemClock, log, leadership: { isLeader: () => true } } as unknown as ManagerContext;
+    const networks = new ManagerNetworks(ctx);
+    const now = new Date().toISOString();
+    // Stored as applied (by an earlier leader), so a collection only reads.
+    await writer.run(async (tx) => {
+      tx.ops.push(store.putNetwork({ name: 'rcn', text: fileText('rcn', tokyo.url, sapporo.url, core.url), storedAt: now, updatedAt: now, config: null, appliedAt: now, applyError: null }));
+    });
+
+    tokyo.orders = [order('source', 'active', '')];
+    sapporo.orders = [order('target', 'active', '')];
+    await networks.collectAll();
+    assert.deepEqual(alerts.activeAlerts(), [], 'a healthy network opens no alert');
+
+    tokyo.orders = [order('source', 'failure-suspend', 'no progress for 120 s (retransmission exhausted)')];
+    await networks.collectAll();
+    await networks.collectAll();
+    const [suspended, ...more] = alerts.activeAlerts();
+    assert.deepEqual(more, [], 'one alert per order, updated by the next collection');
+    assert.equal(suspended!.kind, 'order-failure-suspend');
+    assert.equal(suspended!.severity, 'critical');
+    assert.equal(suspended!.reportedBy, 'e-tokyo');
+    assert.match(suspended!.message, /^order erp of network rcn is in Failure Suspend at e-tokyo \(source: no progress for 120 s \(retransmission exhausted\)\); 20 entries not reflected, 120 numbered: .*resync/);
+
+    sapporo.down = true;
+    await networks.collectAll();
+    assert.deepEqual(alerts.activeAlerts().map((a) => a.kind).sort(), ['order-failure-suspend', 'relay-unreachable']);
+    assert.match(alerts.activeAlerts().find((a) => a.kind === 'relay-unreachable')!.message, /^edge e-sapporo of network rcn does not answer the manager/);
+
+    tokyo.down = true;
+    sapporo.down = false;
+    sapporo.orders = [order('target', 'active', '')];
+    tokyo.orders = [order('source', 'active', '')];
+    await networks.collectAll();
+    assert.deepEqual(alerts.activeAlerts().map((a) => `${a.kind} ${a.subject}`).sort(), ['order-failure-suspend erp', 'relay-unreachable e-tokyo'],
+      'the order\'s alert stays while the edge that reported it does not answer; e-sapporo\'s is closed');
+
+    tokyo.down = false;
+    await networks.collectAll();
+    assert.deepEqual(alerts.activeAlerts(), [], 'both closed once every edge answers and none reports Failure Suspend');
+    assert.deepEqual(notified, ['alert-opened order-failure-suspend', 'alert-updated order-failure-suspend',
+      'alert-opened relay-unreachable', 'alert-updated order-failure-suspend', // e-sapporo down
+      'alert-opened relay-unreachable', 'alert-closed relay-unreachable', // e-tokyo down, e-sapporo back
+      'alert-closed relay-unreachable', 'alert-closed order-failure-suspend'], 'the webhooks hear each change once stored');
+    const closed = (await store.listAlerts()).filter((a) => a.kind === 'order-failure-suspend');
+    assert.deepEqual(closed.map((a) => a.state), ['closed']);
+    assert.match(closed[0]!.message, /cleared: neither edge of order erp \(e-tokyo, e-sapporo\) reports Failure Suspend/);
+  } finally {
+    await Promise.all(relays.map((r) => r.close()));
     await kv.close();
     await fsp.rm(dir, { recursive: true, force: true });
   }
