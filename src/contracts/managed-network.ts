@@ -2,8 +2,8 @@
 // programs 501/502): the master copy of each network file, the tables it last gave the relays, and
 // what it collected from them (counters 732/733/734 per order-guarantee id, log area use, pair
 // states 725). Bodies of the manager's /v1/networks API, shared by the manager, its client, the CLI
-// and the tests. Pure types; no behaviour.
-import type { RelayNetworkConfig, RelayRole, RelayStatus } from './network';
+// and the tests. Types and the limits of the API; no behaviour.
+import type { RelayNetworkConfig, RelayRole, RelayStatus, SuspendResult } from './network';
 
 /** PUT /v1/networks/:name — the network file as YAML or JSON text; its `name` must be the URL's. */
 export interface PutNetworkRequest {
@@ -55,4 +55,19 @@ export interface NetworkStatusDocument {
   /** When the last collection ended (null: none yet). */
   collectedAt: string | null;
   relays: CollectedRelay[];
+}
+
+/** The longest `timeoutMs` a failover through the manager may ask for. */
+export const maxNetworkFailoverTimeoutMs = 10 * 60_000;
+
+/** POST /v1/networks/:name/orders/:order/failover — §6.9 at the order's target edge, through the manager. */
+export interface NetworkFailoverRequest {
+  /** How long the target edge waits for the source edge and the missing entries (default: the order's failoverTimeout). */
+  timeoutMs?: number;
+}
+
+/** What the target edge answered, and which edge that was. */
+export interface NetworkFailoverResult extends SuspendResult {
+  network: string;
+  edge: string;
 }

@@ -232,6 +232,9 @@ async function streamEvents(m: ManagerService, query: { sinceMs?: number; afterS
   });
 }
 
+/** How long a follower waits for the leader to answer a forwarded write (a route may set `config.forwardTimeoutMs`). */
+const defaultForwardTimeoutMs = 30_000;
+
 async function forward(leader: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const withBody = request.method === 'POST' || request.method === 'PUT';
   const headers: Record<string, string> = { 'x-tricopy-forwarded': '1', ...(withBody ? { 'content-type': 'application/json' } : {}) };
@@ -240,8 +243,9 @@ async function forward(leader: string, request: FastifyRequest, reply: FastifyRe
     return sendProblem(reply, new TricopyError('unavailable', 'the leadership is changing hands', 'retry in a few seconds'));
   }
   try {
+    const { forwardTimeoutMs } = request.routeOptions.config as { forwardTimeoutMs?: number };
     const response = await fetch(`${leader}${request.url}`, {
-      method: request.method, headers, body: withBody ? JSON.stringify(request.body ?? {}) : null, signal: AbortSignal.timeout(30_000),
+      method: request.method, headers, body: withBody ? JSON.stringify(request.body ?? {}) : null, signal: AbortSignal.timeout(forwardTimeoutMs ?? defaultForwardTimeoutMs),
     });
     const text = await response.text();
     return reply.code(response.status).header('content-type', response.headers.get('content-type') ?? 'application/json').send(text);

@@ -11,7 +11,7 @@ import type {
   AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageList, BackupImageView, BackupJobList, BackupJobRecord, BackupPolicyList, BackupPolicyView,
   BackupRepoList, BackupRepoRecord, StartRestoreRequest,
 } from '../contracts/backup';
-import type { NetworkList, NetworkRecord, NetworkStatusDocument } from '../contracts/managed-network';
+import { type NetworkFailoverResult, type NetworkList, type NetworkRecord, type NetworkStatusDocument, maxNetworkFailoverTimeoutMs } from '../contracts/managed-network';
 import type { EventQuery, ManagerClient } from '../contracts/manager-client';
 
 export const defaultManagerUrl = 'http://127.0.0.1:7900';
@@ -165,6 +165,12 @@ export class HttpManagerClient implements ManagerClient {
     return this.request('GET', `/v1/networks/${encodeURIComponent(name)}/status`);
   }
 
+  /** Waits as long as the target edge may (its timeout, or the order's failoverTimeout), and then some. */
+  networkFailover(name: string, order: string, timeoutMs?: number): Promise<NetworkFailoverResult> {
+    return this.request('POST', `/v1/networks/${encodeURIComponent(name)}/orders/${encodeURIComponent(order)}/failover`,
+      timeoutMs === undefined ? {} : { timeoutMs }, (timeoutMs ?? maxNetworkFailoverTimeoutMs) + 90_000);
+  }
+
   private headers(json: boolean, withBody = false): Record<string, string> {
     const h: Record<string, string> = { accept: json ? 'application/json' : 'text/event-stream' };
     // A DELETE or GET carries no body, so no content type (fastify refuses an empty JSON body).
@@ -188,11 +194,11 @@ export class HttpManagerClient implements ManagerClient {
     }
   }
 
-  private async request<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<T> {
+  private async request<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, timeoutMs = defaultTimeoutMs): Promise<T> {
     let response: Response;
     try {
       response = await fetch(`${this.address}${path}`, {
-        method, headers: this.headers(true, body !== undefined), body: body === undefined ? null : JSON.stringify(body), signal: AbortSignal.timeout(defaultTimeoutMs),
+        method, headers: this.headers(true, body !== undefined), body: body === undefined ? null : JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
       throw this.unreachable(err);

@@ -3,7 +3,7 @@
 // status the leading manager collected from the relays. Writes (PUT, DELETE) reach the leader
 // through the API's forwarding, like every write.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { PutNetworkRequest } from '../contracts/managed-network';
+import { type NetworkFailoverRequest, type PutNetworkRequest, maxNetworkFailoverTimeoutMs } from '../contracts/managed-network';
 import { relayNamePattern } from '../edge/network-file';
 import { maxNetworkTextChars } from './networks';
 import type { ManagerService } from './service';
@@ -18,6 +18,16 @@ export const putNetworkBody = {
   properties: { text: { type: 'string', minLength: 1, maxLength: maxNetworkTextChars } },
 } as const;
 
+const orderParams = {
+  type: 'object', required: ['name', 'order'], additionalProperties: false,
+  properties: { name: nameParam.properties.name, order: { type: 'string', minLength: 1, maxLength: 63, pattern: relayNamePattern.source } },
+} as const;
+
+export const networkFailoverBody = {
+  type: 'object', additionalProperties: false,
+  properties: { timeoutMs: { type: 'integer', minimum: 1, maximum: maxNetworkFailoverTimeoutMs } },
+} as const;
+
 /** JSON escaping can double the text; the body may be that large. */
 const maxNetworkBodyBytes = 2 * maxNetworkTextChars + 1024;
 
@@ -30,6 +40,11 @@ export function addNetworkRoutes(app: FastifyInstance, m: ManagerService): void 
     await m.networks.remove(request.params.name);
     return { removed: request.params.name };
   });
+  // The target edge may wait its whole timeout: a follower forwarding this waits as long.
+  app.post('/v1/networks/:name/orders/:order/failover', {
+    schema: { params: orderParams, body: networkFailoverBody }, config: { forwardTimeoutMs: maxNetworkFailoverTimeoutMs + 60_000 },
+  }, async (request: FastifyRequest<{ Params: { name: string; order: string }; Body: NetworkFailoverRequest | undefined }>) =>
+    m.networks.failover(request.params.name, request.params.order, request.body?.timeoutMs));
   app.get('/v1/networks/:name/status', { schema: { params: nameParam } },
     async (request: FastifyRequest<{ Params: { name: string } }>) => m.networks.status(request.params.name));
 }

@@ -9,7 +9,7 @@
 // the tables (a new data directory) or an apply that found something unreachable is applied again.
 import YAML from 'yaml';
 import { TricopyError, errorMessage } from '../common/errors';
-import type { CollectedRelay, NetworkRecord, NetworkStatusDocument, PutNetworkRequest } from '../contracts/managed-network';
+import type { CollectedRelay, NetworkFailoverResult, NetworkRecord, NetworkStatusDocument, PutNetworkRequest } from '../contracts/managed-network';
 import type { RelayInfo, RelayRole, RelayStatus } from '../contracts/network';
 import type { NodeEvent } from '../contracts/node';
 import { applyNetwork, httpApplyClients } from '../edge/apply';
@@ -102,6 +102,27 @@ export class ManagerNetworks {
         tx.alert(this.ctx.alerts.clear(a.key, `the manager no longer keeps network ${name}`));
       }
     });
+  }
+
+  /**
+   * §6.9 after the loss of the source site, asked of the manager: its master copy names the order's
+   * target edge, which has the source edge flush and stops the order. The outcome (the recovery
+   * point) goes into the history, so it is on record beside the takeover that follows.
+   */
+  async failover(name: string, order: string, timeoutMs: number | undefined): Promise<NetworkFailoverResult> {
+    const file = networkFromRequest(name, await this.get(name));
+    const o = file.orders[order];
+    if (!o) throw new TricopyError('not-found', `network ${name} has no order ${order}`, `its orders: ${Object.keys(file.orders).join(', ')}`);
+    const result = await new HttpRelayClient(file.edges[o.to]!.api).failover(order, timeoutMs);
+    await this.ctx.writer.run(async (tx) => {
+      tx.event({
+        kind: 'network-failover', node: o.to, subject: order,
+        reason: `order ${order} of network ${name} stopped at ${o.to} (§6.9): reflected through ${result.reflected}; ` +
+          (result.highWaterMark === null ? 'the source edge did not answer' : `high-water mark ${result.highWaterMark}, ${result.missing} missing`),
+        details: { network: name, relay: o.to, reflected: result.reflected, highWaterMark: result.highWaterMark, missing: result.missing },
+      });
+    });
+    return { ...result, network: name, edge: o.to };
   }
 
   /** What was last collected, with the record's current apply state. */

@@ -7,7 +7,8 @@
 // history under the edge's name; the console's networks panel shows the same, in Chromium. A
 // relay that lost its tables gets them again from the manager; while it is down, an alert names it.
 // With two managers on etcd only the leader applies and collects: every relay event is in the
-// history once, also across a change of leader.
+// history once, also across a change of leader. After the loss of the source site, `network failover
+// --manager` has the target edge stop the order (§6.9) and the target takes over with every write.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -227,4 +228,46 @@ test('two managers on etcd: only the leader applies and collects, and a new lead
   await waitFor('another collection by the new leader', async () =>
     Date.parse((await follower.client.networkStatus('rcn')).collectedAt!) > Date.parse(afterLead.collectedAt!), { timeoutMs: 15_000, intervalMs: 200 });
   assert.deepEqual(duplicateRelayEvents(await follower.client.listEvents({ limit: 10_000 })), [], 'no relay event twice across the change of leader');
+});
+
+test('network failover --manager (§6.9): the manager asks the order\'s target edge, the outcome is in its history, and the target takes over with every acknowledged write', { timeout: 90_000 }, async () => {
+  // The manager on etcd that leads since the test above.
+  const leader = await waitFor('the leading manager', async () => {
+    for (const m of pairOfManagers) if ((await m.client.info().catch(() => undefined))?.leader === true) return m;
+    return undefined;
+  }, { timeoutMs: 15_000, intervalMs: 100 });
+  await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex');
+  const client = await rcn.cluster.client('tokyo', 'db1');
+  const written = new Map<number, Buffer>();
+  for (let i = 0; i < 32; i++) {
+    const data = randomBytes(4096);
+    await client.write(i * 65536, data);
+    written.set(i * 65536, data);
+  }
+  await client.flush();
+  const held = await rcn.order('e-tokyo', 'erp', 'source');
+  await rcn.cluster.kill('tokyo');
+
+  const unknown = await cli(['--manager', leader.url, 'network', 'failover', 'rcn', '--order', 'nope']);
+  assert.notEqual(unknown.code, 0);
+  assert.match(unknown.stderr, /network rcn has no order nope/);
+  assert.match(unknown.stderr, /its orders: erp/);
+
+  const failover = await cli(['--manager', leader.url, 'network', 'failover', 'rcn', '--order', 'erp', '--timeout', '20s', '--json']);
+  assert.equal(failover.code, 0, failover.stderr);
+  const result = JSON.parse(failover.stdout) as { network: string; edge: string; highWaterMark: number | null; reflected: number; missing: number };
+  assert.equal(result.network, 'rcn');
+  assert.equal(result.edge, 'e-sapporo');
+  assert.equal(result.highWaterMark, held.generated, 'the source edge answered with its last number');
+  assert.equal(result.reflected, held.generated);
+  assert.equal(result.missing, 0);
+  const event = await leader.waitEvent('the failover in the history', (e) => e.kind === 'network-failover' && e.subject === 'erp');
+  assert.equal(event.node, 'e-sapporo');
+  assert.match(event.reason, new RegExp(`order erp of network rcn stopped at e-sapporo \\(§6\\.9\\): reflected through ${held.generated}; high-water mark ${held.generated}, 0 missing`));
+
+  const takeover = await cli(['--node', rcn.cluster.node('sapporo').apiUrl, 'pair', 'takeover', 'db1-far']);
+  assert.equal(takeover.code, 0, takeover.stderr);
+  const reader = await rcn.cluster.client('sapporo', 'db1');
+  for (const [offset, data] of written) assert.deepEqual(await reader.read(offset, 4096), data, `the write at ${offset} is at the target`);
+  await reader.disconnect();
 });

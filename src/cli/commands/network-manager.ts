@@ -7,7 +7,7 @@ import { TricopyError } from '../../common/errors';
 import type { NetworkStatusDocument } from '../../contracts/managed-network';
 import { printJson, table } from '../format';
 import { globals, managerClient, viaManager } from '../globals';
-import { appliedText, relayStatusText } from './network-text';
+import { appliedText, failoverText, relayStatusText } from './network-text';
 
 export async function applyThroughManager(cmd: Command, file: string, name: string): Promise<void> {
   const record = await managerClient(cmd).putNetwork(name, await fsp.readFile(file, 'utf8'));
@@ -31,6 +31,12 @@ export async function statusThroughManager(cmd: Command, arg: string): Promise<v
   const doc = await managerClient(cmd).networkStatus(await networkName(arg));
   if (globals(cmd).json) return printJson(doc);
   console.log(networkStatusText(doc));
+}
+
+export async function failoverThroughManager(cmd: Command, arg: string, order: string, timeoutMs: number | undefined): Promise<void> {
+  const result = await managerClient(cmd).networkFailover(await networkName(arg), order, timeoutMs);
+  if (globals(cmd).json) return printJson(result);
+  console.log(failoverText(result, result.edge));
 }
 
 export function networkStatusText(doc: NetworkStatusDocument): string {

@@ -1,7 +1,7 @@
 // What `tricopy network` and `tricopy edge status` print: an applied network (routes, nodes) and a
 // relay's status (links, counters 732/733/734 per order-guarantee id, log area use, pairs).
 import { formatBytes } from '../../common/units';
-import type { RelayNetworkConfig, RelayStatus } from '../../contracts/network';
+import type { RelayNetworkConfig, RelayStatus, SuspendResult } from '../../contracts/network';
 import { table } from '../format';
 
 /** What `network apply` prints: the counts, each order's route, each node's edge. */
@@ -37,4 +37,10 @@ export function relayStatusText(s: RelayStatus): string {
     ])));
   }
   return lines.join('\n');
+}
+
+/** A failover's outcome at the target edge `edge` (§6.9): the recovery point. */
+export function failoverText(result: SuspendResult, edge: string): string {
+  return `order ${result.order} stopped at ${edge}: reflected through ${result.reflected}; ` +
+    (result.highWaterMark === null ? 'the source edge did not answer' : `high-water mark ${result.highWaterMark}, ${result.missing} missing`);
 }

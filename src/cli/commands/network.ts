@@ -7,8 +7,8 @@ import { TricopyError } from '../../common/errors';
 import { parseDurationMs } from '../../common/units';
 import { printJson } from '../format';
 import { globals, tokenOf, viaManager } from '../globals';
-import { applyThroughManager, listThroughManager, removeThroughManager, statusThroughManager } from './network-manager';
-import { appliedText, relayStatusText } from './network-text';
+import { applyThroughManager, failoverThroughManager, listThroughManager, removeThroughManager, statusThroughManager } from './network-manager';
+import { appliedText, failoverText, relayStatusText } from './network-text';
 
 export { relayStatusText };
 
@@ -57,21 +57,24 @@ export function registerNetworkCommands(program: Command): void {
   network.command('remove <name>')
     .description('the manager forgets a network and stops collecting it (needs --manager); the relays keep running it')
     .action(async (name: string, _opts, cmd: Command) => removeThroughManager(cmd, name));
-  network.command('failover <file>')
+  network.command('failover <file|name>')
     .description('after the loss of a source site (§6.9): the target edge of the order asks the source edge to flush\n' +
       'and stop, applies what arrives in order up to the source\'s last number (or until the timeout), and stops.\n' +
-      'Then take the pair over at the target node: tricopy pair takeover')
+      'Then take the pair over at the target node: tricopy pair takeover.\n' +
+      'With --manager URL the manager asks the target edge it keeps for the network (the argument is the network\'s\n' +
+      'name or its file) and records the outcome in its history')
     .requiredOption('--order <id>', 'the order-guarantee id to stop')
     .option('--timeout <duration>', 'how long to wait for the source edge and the missing entries (default: the order\'s failoverTimeout)')
     .action(async (file: string, opts: { order: string; timeout?: string }, cmd: Command) => {
+      const timeoutMs = opts.timeout ? parseDurationMs(opts.timeout, '--timeout') : undefined;
+      if (viaManager(cmd)) return failoverThroughManager(cmd, file, opts.order, timeoutMs);
       const { loadNetworkFile } = await import('../../edge/network-file');
       const { HttpRelayClient } = await import('../../edge/client');
       const n = await loadNetworkFile(file);
       const o = n.orders[opts.order];
       if (!o) throw new TricopyError('invalid-argument', `${file} has no order ${opts.order}`, `orders: ${Object.keys(n.orders).join(', ')}`);
-      const result = await new HttpRelayClient(n.edges[o.to]!.api).failover(opts.order, opts.timeout ? parseDurationMs(opts.timeout, '--timeout') : undefined);
+      const result = await new HttpRelayClient(n.edges[o.to]!.api).failover(opts.order, timeoutMs);
       if (globals(cmd).json) return printJson(result);
-      console.log(`order ${result.order} stopped at ${o.to}: reflected through ${result.reflected}; ` +
-        (result.highWaterMark === null ? 'the source edge did not answer' : `high-water mark ${result.highWaterMark}, ${result.missing} missing`));
+      console.log(failoverText(result, o.to));
     });
 }
