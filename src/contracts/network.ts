@@ -187,6 +187,8 @@ export interface RelayLinkStatus {
   kind: 'relay' | 'storage';
   as: string;
   up: boolean;
+  /** The link runs inside TLS (false while down). */
+  tls: boolean;
 }
 
 export interface RelayStatus {
@@ -209,6 +211,8 @@ export interface RelayStatus {
     /** Requests of attached storages refused (no order id, access control, Failure Suspend). */
     refusedRequests: number;
   };
+  /** TLS on this relay's links (--tls-mode), and whether peers' certificates are checked against a CA (mutual). */
+  tls: { mode: 'off' | 'optional' | 'required'; mutual: boolean };
   /** The last connection refused, and why (a node of another customer, a wrong secret …). */
   lastRefusal: { peer: string | null; reason: string; detail: string; at: string } | null;
 }

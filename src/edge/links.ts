@@ -90,11 +90,11 @@ export class RelayLinks extends EventEmitter {
   }
 
   /** Ready links, for status. */
-  list(): Array<{ kind: LinkKind; peer: string; local: string; up: boolean }> {
-    const out = new Map<string, { kind: LinkKind; peer: string; local: string; up: boolean }>();
-    for (const w of this.wanted.values()) out.set(linkKey(w.target.kind, w.target.peer, w.target.local), { kind: w.target.kind, peer: w.target.peer, local: w.target.local, up: false });
+  list(): Array<{ kind: LinkKind; peer: string; local: string; up: boolean; tls: boolean }> {
+    const out = new Map<string, { kind: LinkKind; peer: string; local: string; up: boolean; tls: boolean }>();
+    for (const w of this.wanted.values()) out.set(linkKey(w.target.kind, w.target.peer, w.target.local), { kind: w.target.kind, peer: w.target.peer, local: w.target.local, up: false, tls: false });
     for (const [key, link] of this.links) {
-      if (link.isReady) out.set(key, { kind: this.kinds.get(link)!, peer: link.peerNode!, local: link.localName, up: true });
+      if (link.isReady) out.set(key, { kind: this.kinds.get(link)!, peer: link.peerNode!, local: link.localName, up: true, tls: link.encrypted });
     }
     return [...out.values()].sort((a, b) => `${a.kind}${a.peer}${a.local}`.localeCompare(`${b.kind}${b.peer}${b.local}`));
   }

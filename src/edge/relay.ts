@@ -479,17 +479,18 @@ export class Relay {
     const pairs: RelayPairStatus[] = Object.entries(this.state.data.pairs).filter(([, r]) => r.state !== 'deleted').map(([name, r]) => ({
       name, order: r.order, side: r.side, source: r.source, target: r.target, state: r.state, differentialBytes: regionCount(r.diff) * diffChunkBytes,
     })).sort((a, b) => a.name.localeCompare(b.name));
-    const links: RelayLinkStatus[] = this.links.list().map((l) => ({ peer: l.peer, kind: l.kind, as: l.local, up: l.up }));
+    const links: RelayLinkStatus[] = this.links.list().map((l) => ({ peer: l.peer, kind: l.kind, as: l.local, up: l.up, tls: l.tls }));
     // Neighbours that dial this relay are listed too (down while they do not).
     for (const l of this.config?.links ?? []) {
       const n = l[0] === this.name ? l[1] : l[1] === this.name ? l[0] : undefined;
-      if (n && !links.some((x) => x.kind === 'relay' && x.peer === n)) links.push({ peer: n, kind: 'relay', as: this.name, up: false });
+      if (n && !links.some((x) => x.kind === 'relay' && x.peer === n)) links.push({ peer: n, kind: 'relay', as: this.name, up: false, tls: false });
     }
     links.sort((a, b) => `${a.kind}${a.peer}${a.as}`.localeCompare(`${b.kind}${b.peer}${b.as}`));
     const r = this.links.lastRefusal;
     return {
       name: this.name, role: this.options.role, network: this.config?.network ?? null, configVersion: this.config?.version ?? null, links, orders, pairs,
       counters: { ...this.forwarder.counters, refusedConnections: this.links.refusedConnections, refusedRequests: this.refusedRequests },
+      tls: { mode: this.options.tls?.mode ?? 'off', mutual: this.options.tls?.caPem !== undefined },
       lastRefusal: r ? { peer: r.claimedNode ?? null, reason: r.reason, detail: r.detail, at: r.at } : null,
     };
   }

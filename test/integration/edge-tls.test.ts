@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { encodeFrame, FrameKind } from '../../src/replication/transport/frame';
 import { MessageType, helloCodec } from '../../src/replication/transport/messages';
 import { issueLinkCert, makePki, type TestPki } from '../support/certs';
-import { killAllNodes } from '../support/node-process';
+import { cli, killAllNodes } from '../support/node-process';
 import { RawSocket } from '../support/raw-socket';
 import { killAllRelays } from '../support/relay-process';
 import { Rcn } from '../support/rcn';
@@ -67,8 +67,15 @@ test('mutual TLS on every link: a sync pair through edges and a core ends byte-e
     await client.flush();
     await client.disconnect();
     await equal();
-    const links = (await rcn.status('e-tokyo')).links.map((l) => `${l.peer} ${l.up ? 'up' : 'down'}`).sort();
-    assert.ok(links.includes('c-1 up'), `links of e-tokyo: ${links.join(', ')}`);
+    const status = await rcn.status('e-tokyo');
+    const links = status.links.map((l) => `${l.peer} ${l.up ? 'up' : 'down'}${l.tls ? ' tls' : ''}`).sort();
+    assert.ok(links.includes('c-1 up tls'), `links of e-tokyo: ${links.join(', ')}`);
+    assert.ok(status.links.filter((l) => l.up).every((l) => l.tls), 'every link is encrypted, the attached node\'s too');
+    assert.deepEqual(status.tls, { mode: 'required', mutual: true });
+    const shown = await cli(['edge', 'status', rcn.relay('e-tokyo').apiUrl]);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /c-1 up \(tls\)/);
+    assert.match(shown.stdout, /tls: required, mutual \(peers' certificates checked against the CA\)/);
 
     // A plain dialer — here a well-formed link Hello of an attached node — is refused before the
     // link handshake, counted and named; nothing else changes.

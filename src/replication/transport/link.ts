@@ -7,6 +7,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
+import * as tls from 'node:tls';
 import { ByteQueue } from '../../common/byte-queue';
 import { TricopyError, errorMessage, invariant } from '../../common/errors';
 import type { Logger } from '../../common/log';
@@ -160,6 +161,11 @@ export class PeerLink extends EventEmitter {
   /** The name this end has on the link (an acceptor's may be chosen by `acceptorIdentity`). */
   get localName(): string {
     return this.localNode;
+  }
+
+  /** Whether this link runs inside TLS (in `optional` mode some links may be plain). */
+  get encrypted(): boolean {
+    return this.socket instanceof tls.TLSSocket;
   }
 
   /** Bytes handed to the socket and not yet sent (a slow link backs up here). */
