@@ -211,8 +211,11 @@ export interface RelayStatus {
     /** Requests of attached storages refused (no order id, access control, Failure Suspend). */
     refusedRequests: number;
   };
-  /** TLS on this relay's links (--tls-mode), and whether peers' certificates are checked against a CA (mutual). */
-  tls: { mode: 'off' | 'optional' | 'required'; mutual: boolean };
+  /**
+   * TLS on this relay's links (--tls-mode), whether peers' certificates are checked against a CA
+   * (mutual), and the certificate it presents (the one read at start or at the last SIGHUP).
+   */
+  tls: { mode: 'off' | 'optional' | 'required'; mutual: boolean; certificate: { subject: string; notAfter: string; fingerprint256: string } | null };
   /** The last connection refused, and why (a node of another customer, a wrong secret …). */
   lastRefusal: { peer: string | null; reason: string; detail: string; at: string } | null;
 }

@@ -65,7 +65,7 @@ export class RelayLinks extends EventEmitter {
     private readonly log: Logger,
     private readonly admit: (dialer: string, expect: string | undefined) => Admission,
     /** TLS on this relay's links (accepted and dialed); undefined: plain only. */
-    private readonly tls: LinkTlsConfig | undefined = undefined,
+    private tls: LinkTlsConfig | undefined = undefined,
   ) {
     super();
     assertLinkLimits(timings);
@@ -90,6 +90,12 @@ export class RelayLinks extends EventEmitter {
   }
 
   /** Ready links, for status. */
+  /** New TLS files' contents: dials and accepts from now on use them; links already up keep their session. */
+  reloadTls(next: LinkTlsConfig | undefined): void {
+    this.tlsAcceptor.reload(next);
+    this.tls = next;
+  }
+
   list(): Array<{ kind: LinkKind; peer: string; local: string; up: boolean; tls: boolean }> {
     const out = new Map<string, { kind: LinkKind; peer: string; local: string; up: boolean; tls: boolean }>();
     for (const w of this.wanted.values()) out.set(linkKey(w.target.kind, w.target.peer, w.target.local), { kind: w.target.kind, peer: w.target.peer, local: w.target.local, up: false, tls: false });

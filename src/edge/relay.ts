@@ -20,7 +20,7 @@ import { version } from '../node/version';
 import { EntryKind, type RelayEntry, type Rio, responseTo } from './entry';
 import { Forwarder } from './forwarder';
 import { type Admission, type LinkKind, RelayLinks } from './links';
-import type { LinkTlsConfig } from '../replication/transport/link-tls';
+import { type LinkTlsConfig, certificateSummary } from '../replication/transport/link-tls';
 import { classify, isFua, pairOf } from './rio';
 import { OrderSource } from './source';
 import { RelayState, regionCount } from './state';
@@ -68,11 +68,13 @@ export class Relay {
   private readonly disk: Disk;
   private readonly clock: Clock;
   private applying: Promise<void> = Promise.resolve();
+  private tls: LinkTlsConfig | undefined;
 
   private constructor(readonly options: RelayOptions, readonly state: RelayState) {
     this.disk = options.disk ?? nodeDisk;
     this.clock = options.clock ?? systemClock;
     this.events = new EventJournal(options.log, this.clock);
+    this.tls = options.tls;
     this.links = new RelayLinks(options.name, options.secret, options.timings ?? defaultLinkTimings, options.log, (d, e) => this.admit(d, e), options.tls);
     this.links.requestHandler = (link, kind, type, payload) => this.onLinkRequest(link, kind, type, payload);
     this.forwarder = new Forwarder(options.name, this.links, () => this.state.data.config, options.log, (e) => this.onLocalEntry(e));
@@ -95,6 +97,17 @@ export class Relay {
     relay.ticker.unref();
     relay.events.emit('relay-started', options.name, `${options.role} listening on ${options.listenHost}:${relay.listenPort}`);
     return relay;
+  }
+
+  /**
+   * New TLS files' contents (SIGHUP in `edge run`): links dialled or accepted from now on use them;
+   * links already up keep their session. Refused (the old ones kept) when the mode or mutual TLS would change.
+   */
+  reloadTls(next: LinkTlsConfig | undefined): void {
+    this.links.reloadTls(next);
+    this.tls = next;
+    const cert = certificateSummary(next);
+    this.events.emit('tls-reloaded', this.name, cert ? `now presenting ${cert.subject}, valid until ${cert.notAfter} (${cert.fingerprint256})` : 'TLS is off');
   }
 
   get name(): string {
@@ -490,7 +503,7 @@ export class Relay {
     return {
       name: this.name, role: this.options.role, network: this.config?.network ?? null, configVersion: this.config?.version ?? null, links, orders, pairs,
       counters: { ...this.forwarder.counters, refusedConnections: this.links.refusedConnections, refusedRequests: this.refusedRequests },
-      tls: { mode: this.options.tls?.mode ?? 'off', mutual: this.options.tls?.caPem !== undefined },
+      tls: { mode: this.tls?.mode ?? 'off', mutual: this.tls?.caPem !== undefined, certificate: certificateSummary(this.tls) },
       lastRefusal: r ? { peer: r.claimedNode ?? null, reason: r.reason, detail: r.detail, at: r.at } : null,
     };
   }

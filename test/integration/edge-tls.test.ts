@@ -8,13 +8,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import * as tls from 'node:tls';
 import { encodeFrame, FrameKind } from '../../src/replication/transport/frame';
 import { MessageType, helloCodec } from '../../src/replication/transport/messages';
 import { issueLinkCert, makePki, type TestPki } from '../support/certs';
 import { cli, killAllNodes } from '../support/node-process';
 import { RawSocket } from '../support/raw-socket';
-import { killAllRelays } from '../support/relay-process';
+import { RelayProcess, killAllRelays } from '../support/relay-process';
 import { Rcn } from '../support/rcn';
 import { sha256Export, tempDir } from '../support/tools';
 import { waitFor } from '../support/wait';
@@ -71,11 +72,11 @@ test('mutual TLS on every link: a sync pair through edges and a core ends byte-e
     const links = status.links.map((l) => `${l.peer} ${l.up ? 'up' : 'down'}${l.tls ? ' tls' : ''}`).sort();
     assert.ok(links.includes('c-1 up tls'), `links of e-tokyo: ${links.join(', ')}`);
     assert.ok(status.links.filter((l) => l.up).every((l) => l.tls), 'every link is encrypted, the attached node\'s too');
-    assert.deepEqual(status.tls, { mode: 'required', mutual: true });
+    assert.deepEqual({ ...status.tls, certificate: status.tls.certificate?.subject }, { mode: 'required', mutual: true, certificate: 'CN=e-tokyo' });
     const shown = await cli(['edge', 'status', rcn.relay('e-tokyo').apiUrl]);
     assert.equal(shown.code, 0, shown.stderr);
     assert.match(shown.stdout, /c-1 up \(tls\)/);
-    assert.match(shown.stdout, /tls: required, mutual \(peers' certificates checked against the CA\)/);
+    assert.match(shown.stdout, /tls: required, mutual \(peers' certificates checked against the CA\); presents CN=e-tokyo, valid until 20\d\d-/);
 
     // A plain dialer — here a well-formed link Hello of an attached node — is refused before the
     // link handshake, counted and named; nothing else changes.
@@ -135,4 +136,58 @@ test('a relay refuses to start with TLS files that do not fit, and says what to 
   assert.match(off.stderr, /TLS files were given but --tls-mode is off/);
   const node = await cli(['node', 'run', '--name', 'n-x', '--data-dir', path.join(dir, 'n-x'), '--repl-tls', 'required', '--tls-psk-file', secret]);
   assert.match(node.stderr, /--repl-tls required needs --tls-cert and --tls-key/);
+});
+
+/** The fingerprint of the certificate a relay presents to a new TLS connection on its link port. */
+function presented(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      const fingerprint = socket.getPeerCertificate().fingerprint256;
+      socket.destroy();
+      resolve(fingerprint);
+    });
+    socket.on('error', reject);
+  });
+}
+
+test('a relay takes rotated certificate files on SIGHUP without a restart, and keeps the ones it has when the new ones do not fit', async () => {
+  const secret = path.join(dir, 'secret-rot');
+  await fsp.writeFile(secret, 'test-cluster-secret-0123456789abcdef\n');
+  const first = await issueLinkCert(pki, 'c-rot');
+  const second = await issueLinkCert(pki, 'c-rot-next');
+  const certFile = path.join(dir, 'rot-cert.pem');
+  const keyFile = path.join(dir, 'rot-key.pem');
+  await fsp.copyFile(first.cert, certFile);
+  await fsp.copyFile(first.key, keyFile);
+  const fingerprint = async (file: string): Promise<string> => new X509Certificate(await fsp.readFile(file)).fingerprint256;
+  const relay = await RelayProcess.start({
+    name: 'c-rot', role: 'core', dataDir: path.join(dir, 'c-rot'), secretFile: secret,
+    args: ['--tls-mode', 'required', '--tls-cert', certFile, '--tls-key', keyFile, '--tls-ca', pki.caCert],
+  });
+  try {
+    const port = relay.ports.listenPort;
+    assert.equal(await presented(port), await fingerprint(first.cert));
+    const before = await relay.api.status();
+    assert.equal(before.tls.certificate?.fingerprint256, await fingerprint(first.cert));
+    assert.match(before.tls.certificate?.subject ?? '', /CN=c-rot$/);
+
+    await fsp.copyFile(second.cert, certFile);
+    await fsp.copyFile(second.key, keyFile);
+    relay.child.kill('SIGHUP');
+    await waitFor('the relay to present the new certificate', async () =>
+      (await relay.api.status()).tls.certificate?.fingerprint256 === await fingerprint(second.cert), { timeoutMs: 10_000, intervalMs: 100 });
+    assert.equal(await presented(port), await fingerprint(second.cert), 'new connections get the new certificate');
+    const reloaded = (await relay.api.events()).find((e) => e.kind === 'tls-reloaded');
+    assert.match(reloaded?.reason ?? '', /now presenting CN=c-rot-next, valid until /);
+
+    // A key that is not the certificate's: refused, said why, the relay goes on with what it had.
+    await fsp.copyFile(first.key, keyFile);
+    relay.child.kill('SIGHUP');
+    const failed = await waitFor('the refused reload', async () => (await relay.api.events()).find((e) => e.kind === 'tls-reload-failed'), { timeoutMs: 10_000, intervalMs: 100 });
+    assert.match(failed.reason, /the key in .*rot-key\.pem does not belong to the certificate in .*rot-cert\.pem/);
+    assert.equal(await presented(port), await fingerprint(second.cert));
+    assert.equal(relay.child.exitCode, null, 'the relay runs on');
+  } finally {
+    await relay.stop();
+  }
 });

@@ -1,7 +1,7 @@
 // `tricopy edge`: run a relay of a remote copy network (an edge or a core, spec 002) in the
 // foreground, or ask one about itself.
 import { type Command, Option } from 'commander';
-import { TricopyError } from '../../common/errors';
+import { TricopyError, errorMessage } from '../../common/errors';
 import { printJson } from '../format';
 import { globals } from '../globals';
 
@@ -71,7 +71,8 @@ async function runRelay(opts: RunOptions): Promise<void> {
     secret = Buffer.from(text, 'utf8');
   }
   const { loadLinkTls } = await import('../../replication/transport/link-tls');
-  const tls = await loadLinkTls({ mode: opts.tlsMode, cert: opts.tlsCert, key: opts.tlsKey, ca: opts.tlsCa });
+  const tlsFiles = { mode: opts.tlsMode, cert: opts.tlsCert, key: opts.tlsKey, ca: opts.tlsCa };
+  const tls = await loadLinkTls(tlsFiles);
   const peerTimeoutMs = opts.peerTimeout ? parseDurationMs(opts.peerTimeout, '--peer-timeout') : defaultLinkTimings.peerTimeoutMs;
   const log = createLogger(opts.logLevel as 'info', { relay: opts.name });
   if (!secret) log.warn('no --cluster-secret-file: every link will be refused');
@@ -103,6 +104,13 @@ async function runRelay(opts: RunOptions): Promise<void> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // Certificates are rotated without a restart: the same files read again, checked as at start.
+    process.on('SIGHUP', () => {
+      void loadLinkTls(tlsFiles).then((next) => relay.reloadTls(next)).catch((err: unknown) => {
+        log.error({ err: errorMessage(err) }, 'SIGHUP: the TLS files were not reloaded; the relay goes on with the ones it has');
+        relay.events.emit('tls-reload-failed', relay.name, errorMessage(err));
+      });
+    });
   });
 }
 

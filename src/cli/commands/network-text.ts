@@ -20,7 +20,10 @@ export function relayStatusText(s: RelayStatus): string {
   const lines = [`${s.role} ${s.name} (network ${s.network ?? '-'}, version ${s.configVersion ?? '-'})`];
   lines.push(`  links: ${s.links.map((l) => `${l.kind === 'storage' ? `${l.peer} as ${l.as}` : l.peer} ${l.up ? (l.tls ? 'up (tls)' : 'up') : 'down'}`).join(', ') || '-'}`);
   // Older relays (before TLS was reported) leave it out.
-  if (s.tls !== undefined) lines.push(`  tls: ${s.tls.mode}${s.tls.mode === 'off' ? '' : s.tls.mutual ? ', mutual (peers\' certificates checked against the CA)' : ', certificates not verified (no --tls-ca)'}`);
+  if (s.tls !== undefined) {
+    const cert = s.tls.certificate ? `; presents ${s.tls.certificate.subject}, valid until ${s.tls.certificate.notAfter}` : '';
+    lines.push(`  tls: ${s.tls.mode}${s.tls.mode === 'off' ? '' : s.tls.mutual ? ', mutual (peers\' certificates checked against the CA)' : ', certificates not verified (no --tls-ca)'}${cert}`);
+  }
   const sent = s.counters.bytesSent !== s.counters.bytesForwarded ? `, ${formatBytes(s.counters.bytesSent)} sent compressed` : '';
   lines.push(`  forwarded ${s.counters.entriesForwarded} entries (${formatBytes(s.counters.bytesForwarded)}${sent}), dropped ${s.counters.entriesDropped}, ` +
     `refused ${s.counters.refusedConnections} connections and ${s.counters.refusedRequests} requests`);

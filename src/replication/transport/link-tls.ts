@@ -34,6 +34,19 @@ export interface LinkTlsConfig {
   caPem: Buffer | undefined;
 }
 
+/** The certificate a link end presents, for status: who it names, until when, and its fingerprint. */
+export interface LinkCertificateSummary {
+  subject: string;
+  notAfter: string;
+  fingerprint256: string;
+}
+
+export function certificateSummary(config: LinkTlsConfig | undefined): LinkCertificateSummary | null {
+  if (!config) return null;
+  const cert = new X509Certificate(config.certPem);
+  return { subject: cert.subject.replace(/\n/g, ', '), notAfter: new Date(cert.validTo).toISOString(), fingerprint256: cert.fingerprint256 };
+}
+
 /** How an accepted connection's first byte is taken: a TLS ClientHello, or a plain link frame. */
 export function sniffLinkStart(firstByte: number): 'tls' | 'plain' {
   return firstByte === tlsHandshakeRecordType ? 'tls' : 'plain';
@@ -96,6 +109,21 @@ export async function loadLinkTls(files: LinkTlsFiles, flags = { cert: '--tls-ce
 const tlsVersions = { minVersion: 'TLSv1.2' } as const;
 
 /**
+ * What a reload (SIGHUP) may change: the certificate, key and CA files' contents. The mode and
+ * whether peers must present certificates are fixed at start (the accept decisions and the TLS
+ * server's requestCert depend on them): changing them needs a restart.
+ */
+export function checkLinkTlsReload(current: LinkTlsConfig | undefined, next: LinkTlsConfig | undefined, modeFlag = '--tls-mode'): void {
+  const mode = (c: LinkTlsConfig | undefined): LinkTlsMode => c?.mode ?? 'off';
+  if (mode(current) !== mode(next)) {
+    throw new TricopyError('invalid-argument', `${modeFlag} cannot change from ${mode(current)} to ${mode(next)} without a restart`);
+  }
+  if ((current?.caPem === undefined) !== (next?.caPem === undefined)) {
+    throw new TricopyError('invalid-argument', `mutual TLS (a CA file) cannot be ${current?.caPem === undefined ? 'turned on' : 'turned off'} without a restart`);
+  }
+}
+
+/**
  * A connection to a link acceptor: TLS when this end requires it, else plain. The server's chain is
  * verified against the CA when there is one; its host name is not (addresses come from network files
  * and peer records; who the peer is, is proven by the cluster-secret handshake inside).
@@ -130,7 +158,7 @@ export class LinkTlsAcceptor {
   private readonly server: tls.Server | undefined;
   private readonly pending = new ConnectionWaiters<PendingTls>();
 
-  constructor(private readonly config: LinkTlsConfig | undefined, private readonly timeoutMs: number) {
+  constructor(private config: LinkTlsConfig | undefined, private readonly timeoutMs: number) {
     if (!config) return;
     this.server = tls.createServer({
       ...tlsVersions, cert: config.certPem, key: config.keyPem, ca: config.caPem,
@@ -154,6 +182,13 @@ export class LinkTlsAcceptor {
 
   get mode(): LinkTlsMode {
     return this.config?.mode ?? 'off';
+  }
+
+  /** New certificate, key and CA for connections accepted from now on (checkLinkTlsReload first). */
+  reload(next: LinkTlsConfig | undefined): void {
+    checkLinkTlsReload(this.config, next);
+    this.config = next;
+    if (this.server && next) this.server.setSecureContext({ ...tlsVersions, cert: next.certPem, key: next.keyPem, ca: next.caPem });
   }
 
   /** Resolves with the socket to read links from; rejects with LinkTlsRefused (the raw socket is then destroyed). */

@@ -64,7 +64,7 @@ export class PeerManager extends EventEmitter implements PeerTransport {
     private readonly timings: LinkTimings,
     private readonly log: Logger,
     /** TLS on replication links (accepted and dialed); undefined: plain only. */
-    private readonly tls: LinkTlsConfig | undefined = undefined,
+    private tls: LinkTlsConfig | undefined = undefined,
   ) {
     super();
     assertLinkLimits(timings);
@@ -85,6 +85,12 @@ export class PeerManager extends EventEmitter implements PeerTransport {
 
   get hasSecret(): boolean {
     return this.secret !== undefined;
+  }
+
+  /** New TLS files' contents: dials and accepts from now on use them; links already up keep their session. */
+  reloadTls(next: LinkTlsConfig | undefined): void {
+    this.tlsAcceptor.reload(next);
+    this.tls = next;
   }
 
   isUp(node: string): boolean {
