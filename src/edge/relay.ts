@@ -106,7 +106,7 @@ export class Relay {
   reloadTls(next: LinkTlsConfig | undefined): void {
     this.links.reloadTls(next);
     this.tls = next;
-    const cert = certificateSummary(next);
+    const cert = certificateSummary(next?.certPem);
     this.events.emit('tls-reloaded', this.name, cert ? `now presenting ${cert.subject}, valid until ${cert.notAfter} (${cert.fingerprint256})` : 'TLS is off');
   }
 
@@ -503,7 +503,7 @@ export class Relay {
     return {
       name: this.name, role: this.options.role, network: this.config?.network ?? null, configVersion: this.config?.version ?? null, links, orders, pairs,
       counters: { ...this.forwarder.counters, refusedConnections: this.links.refusedConnections, refusedRequests: this.refusedRequests },
-      tls: { mode: this.tls?.mode ?? 'off', mutual: this.tls?.caPem !== undefined, certificate: certificateSummary(this.tls) },
+      tls: { mode: this.tls?.mode ?? 'off', mutual: this.tls?.caPem !== undefined, certificate: certificateSummary(this.tls?.certPem) },
       lastRefusal: r ? { peer: r.claimedNode ?? null, reason: r.reason, detail: r.detail, at: r.at } : null,
     };
   }

@@ -54,6 +54,12 @@ export class NbdServer {
     });
   }
 
+  /** New TLS files' contents for handshakes from now on (see TlsUpgrader.reload). */
+  reloadTls(next: NbdTlsConfig): void {
+    if (!this.ctx.tls) throw new Error('the NBD server runs without TLS: nothing to reload');
+    this.ctx.tls.reload(next);
+  }
+
   /** Clients currently in the transmission phase on `exportName`. */
   clientsOf(exportName: string): NbdClientInfo[] {
     return [...this.connections].filter((c) => c.exportName === exportName).map((c) => c.client);

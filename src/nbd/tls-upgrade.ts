@@ -22,7 +22,7 @@ export class TlsUpgrader {
   private readonly pending = new ConnectionWaiters<PendingUpgrade>();
   private readonly pskIdentities = new WeakMap<tls.TLSSocket, string>();
 
-  constructor(private readonly config: NbdTlsConfig) {
+  constructor(private config: NbdTlsConfig) {
     const options: tls.TlsOptions = { minVersion: 'TLSv1.2' };
     if (config.kind === 'x509') {
       options.cert = config.certPem;
@@ -37,7 +37,8 @@ export class TlsUpgrader {
       options.ciphers = 'ECDHE-PSK:DHE-PSK:PSK:!NULL';
       options.maxVersion = 'TLSv1.2';
       options.pskCallback = (socket: tls.TLSSocket, identity: string) => {
-        const key = config.keys.get(identity);
+        // this.config, not the constructor's: a reload replaces the keys.
+        const key = this.config.kind === 'psk' ? this.config.keys.get(identity) : undefined;
         if (key) this.pskIdentities.set(socket, identity);
         return key ?? null;
       };
@@ -61,6 +62,20 @@ export class TlsUpgrader {
       this.pending.take(socket)?.reject(err);
       socket.destroy();
     });
+  }
+
+  /**
+   * New certificate, key and CA (or PSK keys) for handshakes from now on; connections already in TLS
+   * keep their session. The kind, and whether clients must present certificates, are fixed at start.
+   */
+  reload(next: NbdTlsConfig): void {
+    if (next.kind !== this.config.kind) throw new Error(`NBD TLS cannot change from ${this.config.kind} to ${next.kind} without a restart`);
+    if (next.kind === 'x509' && this.config.kind === 'x509' && (next.caPem === undefined) !== (this.config.caPem === undefined)) {
+      throw new Error(`client certificates (--tls-ca) cannot be ${next.caPem === undefined ? 'turned off' : 'turned on'} without a restart`);
+    }
+    // First: it throws on a key that is not the certificate's, and then nothing has changed.
+    if (next.kind === 'x509') this.server.setSecureContext({ minVersion: 'TLSv1.2', cert: next.certPem, key: next.keyPem, ca: next.caPem });
+    this.config = next;
   }
 
   /** Runs the TLS handshake on `raw` (whose reads must already be paused and unconsumed). */

@@ -3,7 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
-import { TricopyError, errnoCode, invariantObservers } from '../common/errors';
+import { TricopyError, errnoCode, errorMessage, invariantObservers } from '../common/errors';
 import { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import { NbdServer, parsePskFile } from '../nbd/server';
@@ -12,7 +12,7 @@ import { ReplicatedVolume } from '../replication/datapath/replicated-volume';
 import { ReplicationService, defaultReplicationOptions } from '../replication/service';
 import { defaultLinkTimings } from '../replication/transport/link';
 import { PeerManager } from '../replication/transport/peers';
-import { loadLinkTls } from '../replication/transport/link-tls';
+import { type LinkTlsConfig, certificateSummary, loadLinkTls } from '../replication/transport/link-tls';
 import { systemClock } from '../common/clock';
 import { nodeDisk, nodeDiskIoPath } from '../common/disk';
 import { VolumeStore, type VolumeMeta } from '../volume/store';
@@ -59,6 +59,7 @@ export class StorageNode {
   readonly metrics: NodeMetrics;
   private readonly refusals: ListenerRefusals;
   private nbd!: NbdServer;
+  private transport!: PeerManager;
   private api!: NodeApi;
   replication!: ReplicationService;
   replicas!: ReplicaService;
@@ -104,8 +105,7 @@ export class StorageNode {
       throw new TricopyError('invalid-argument', `API token in ${config.apiTokenFile} is shorter than 16 characters`);
     }
     const secret = config.clusterSecretFile ? await readSecret(config.clusterSecretFile) : undefined;
-    const replTls = config.replTlsMode === 'off' ? undefined
-      : await loadLinkTls({ mode: config.replTlsMode, cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa }, { mode: '--repl-tls', cert: '--tls-cert', key: '--tls-key', ca: '--tls-ca' });
+    const replTls = await loadReplTls(config);
     const unlock = await lockDataDir(config.dataDir);
     let store: VolumeStore;
     try {
@@ -146,6 +146,7 @@ export class StorageNode {
       const transport = new PeerManager(config.name, secret,
         { ...defaultLinkTimings, peerTimeoutMs: config.peerTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.floor(config.peerTimeoutMs / 4)) },
         replicationLog.child({ component: 'peers' }), replTls);
+      node.transport = transport;
       node.peerLinks = new PeerLinks(transport, node.events, node.startedAtMs, systemClock);
       node.replication = new ReplicationService({
         ...defaultReplicationOptions,
@@ -315,6 +316,27 @@ export class StorageNode {
   }
 
   /** Clean shutdown: stop accepting, finish in-flight requests, flush every volume, close. */
+  /**
+   * SIGHUP in `node run`: the TLS files (--tls-cert, --tls-key, --tls-ca, --tls-psk-file) read again
+   * for NBD handshakes and replication links from now on; sessions already up keep theirs. Files
+   * that cannot be read or do not fit change nothing, and are reported as an event.
+   */
+  async reloadTls(): Promise<void> {
+    const name = this.config.name;
+    try {
+      const nbdTls = await loadTls(this.config);
+      const replTls = await loadReplTls(this.config);
+      if (nbdTls) this.nbd.reloadTls(nbdTls);
+      if (replTls) this.transport.reloadTls(replTls);
+      if (!nbdTls && !replTls) throw new TricopyError('invalid-argument', 'the node runs without TLS (--tls and --repl-tls are off): nothing to reload');
+      const cert = certificateSummary(replTls?.certPem ?? (nbdTls?.kind === 'x509' ? nbdTls.certPem : undefined));
+      this.events.emit('tls-reloaded', name, `${[nbdTls ? `NBD (${nbdTls.kind})` : '', replTls ? 'replication links' : ''].filter(Boolean).join(' and ')} ` +
+        `use the files as they are now${cert ? `: ${cert.subject}, valid until ${cert.notAfter} (${cert.fingerprint256})` : ''}`);
+    } catch (err) {
+      this.events.emit('tls-reload-failed', name, `${errorMessage(err)}; the node goes on with the TLS files it had`);
+    }
+  }
+
   stop(): Promise<void> {
     if (!this.stopping) {
       this.stopping = (async () => {
@@ -540,6 +562,11 @@ function volumeOfExport(exportName: string): string {
 
 function clientView(c: NbdClientInfo): ClientView {
   return { id: c.id, address: c.address, port: c.port, tls: c.tls, identity: c.tlsIdentity ?? null };
+}
+
+function loadReplTls(config: NodeConfig): Promise<LinkTlsConfig | undefined> {
+  if (config.replTlsMode === 'off') return Promise.resolve(undefined);
+  return loadLinkTls({ mode: config.replTlsMode, cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa }, { mode: '--repl-tls', cert: '--tls-cert', key: '--tls-key', ca: '--tls-ca' });
 }
 
 async function loadTls(config: NodeConfig): Promise<NbdTlsConfig | undefined> {

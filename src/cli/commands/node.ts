@@ -88,6 +88,8 @@ async function runNode(opts: Record<string, string | undefined> & { dataArea?: s
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // Certificates are rotated without a restart (the outcome is an event: tls-reloaded or tls-reload-failed).
+    process.on('SIGHUP', () => void storageNode.reloadTls());
   });
 }
 

@@ -41,9 +41,9 @@ export interface LinkCertificateSummary {
   fingerprint256: string;
 }
 
-export function certificateSummary(config: LinkTlsConfig | undefined): LinkCertificateSummary | null {
-  if (!config) return null;
-  const cert = new X509Certificate(config.certPem);
+export function certificateSummary(certPem: Buffer | undefined): LinkCertificateSummary | null {
+  if (!certPem) return null;
+  const cert = new X509Certificate(certPem);
   return { subject: cert.subject.replace(/\n/g, ', '), notAfter: new Date(cert.validTo).toISOString(), fingerprint256: cert.fingerprint256 };
 }
 
@@ -187,8 +187,8 @@ export class LinkTlsAcceptor {
   /** New certificate, key and CA for connections accepted from now on (checkLinkTlsReload first). */
   reload(next: LinkTlsConfig | undefined): void {
     checkLinkTlsReload(this.config, next);
-    this.config = next;
     if (this.server && next) this.server.setSecureContext({ ...tlsVersions, cert: next.certPem, key: next.keyPem, ca: next.caPem });
+    this.config = next;
   }
 
   /** Resolves with the socket to read links from; rejects with LinkTlsRefused (the raw socket is then destroyed). */
