@@ -71,3 +71,30 @@ export interface NetworkFailoverResult extends SuspendResult {
   network: string;
   edge: string;
 }
+
+/**
+ * One order-guarantee id at one edge, as one collection found it: the history behind
+ * GET /v1/networks/:name/samples (kept at decreasing resolution, like the nodes' samples).
+ */
+export interface NetworkSample {
+  time: string;
+  network: string;
+  order: string;
+  edge: string;
+  side: 'source' | 'target';
+  state: string;
+  /** 732 (source), 733 (target), 734 (source). */
+  generated: number;
+  reflected: number;
+  deleted: number;
+  inFlight: number;
+  logBytes: number;
+  logCapacityBytes: number;
+  ackDelayMs: number | null;
+  reflectionDelayMs: number | null;
+  retransmissions: number;
+}
+
+export interface NetworkSampleList {
+  samples: NetworkSample[];
+}

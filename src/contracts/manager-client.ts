@@ -9,7 +9,7 @@ import type {
 import type {
   AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageView, BackupJobRecord, BackupPolicyView, BackupRepoRecord, StartRestoreRequest,
 } from './backup';
-import type { NetworkFailoverResult, NetworkRecord, NetworkStatusDocument } from './managed-network';
+import type { NetworkFailoverResult, NetworkRecord, NetworkSample, NetworkStatusDocument } from './managed-network';
 
 export interface EventQuery {
   /** Only events at or after this time (ISO 8601 or epoch milliseconds). */
@@ -76,6 +76,8 @@ export interface ManagerClient {
   removeNetwork(name: string): Promise<void>;
   /** What the leading manager last collected from the network's relays. */
   networkStatus(name: string): Promise<NetworkStatusDocument>;
+  /** The collected history of the network's orders at its edges (optionally one order, since a time). */
+  networkSamples(name: string, options?: { order?: string; sinceMs?: number }): Promise<NetworkSample[]>;
   /** §6.9 at the target edge of `order` (after the loss of its source site); the outcome is in the history. */
   networkFailover(name: string, order: string, timeoutMs?: number): Promise<NetworkFailoverResult>;
 }

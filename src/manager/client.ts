@@ -11,7 +11,7 @@ import type {
   AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageList, BackupImageView, BackupJobList, BackupJobRecord, BackupPolicyList, BackupPolicyView,
   BackupRepoList, BackupRepoRecord, StartRestoreRequest,
 } from '../contracts/backup';
-import { type NetworkFailoverResult, type NetworkList, type NetworkRecord, type NetworkStatusDocument, maxNetworkFailoverTimeoutMs } from '../contracts/managed-network';
+import { type NetworkFailoverResult, type NetworkList, type NetworkSample, type NetworkSampleList, type NetworkRecord, type NetworkStatusDocument, maxNetworkFailoverTimeoutMs } from '../contracts/managed-network';
 import type { EventQuery, ManagerClient } from '../contracts/manager-client';
 
 export const defaultManagerUrl = 'http://127.0.0.1:7900';
@@ -163,6 +163,14 @@ export class HttpManagerClient implements ManagerClient {
 
   networkStatus(name: string): Promise<NetworkStatusDocument> {
     return this.request('GET', `/v1/networks/${encodeURIComponent(name)}/status`);
+  }
+
+  async networkSamples(name: string, options: { order?: string; sinceMs?: number } = {}): Promise<NetworkSample[]> {
+    const q = new URLSearchParams();
+    if (options.order !== undefined) q.set('order', options.order);
+    if (options.sinceMs !== undefined) q.set('since', String(Math.floor(options.sinceMs)));
+    const query = q.size > 0 ? `?${q.toString()}` : '';
+    return (await this.request<NetworkSampleList>('GET', `/v1/networks/${encodeURIComponent(name)}/samples${query}`)).samples;
   }
 
   /** Waits as long as the target edge may (its timeout, or the order's failoverTimeout), and then some. */

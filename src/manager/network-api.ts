@@ -1,6 +1,7 @@
 // The manager's routes for remote copy networks (networks.ts): keep a network file (PUT, validated
 // like `network apply` before anything is stored, then applied), list, read, forget, and the
-// status the leading manager collected from the relays. Writes (PUT, DELETE) reach the leader
+// status the leading manager collected from the relays, its history of samples, and a failover
+// at an order's target edge (§6.9). Writes (PUT, DELETE) reach the leader
 // through the API's forwarding, like every write.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { type NetworkFailoverRequest, type PutNetworkRequest, maxNetworkFailoverTimeoutMs } from '../contracts/managed-network';
@@ -45,6 +46,11 @@ export function addNetworkRoutes(app: FastifyInstance, m: ManagerService): void 
     schema: { params: orderParams, body: networkFailoverBody }, config: { forwardTimeoutMs: maxNetworkFailoverTimeoutMs + 60_000 },
   }, async (request: FastifyRequest<{ Params: { name: string; order: string }; Body: NetworkFailoverRequest | undefined }>) =>
     m.networks.failover(request.params.name, request.params.order, request.body?.timeoutMs));
+  app.get('/v1/networks/:name/samples', {
+    schema: { params: nameParam, querystring: { type: 'object', additionalProperties: false, properties: {
+      order: orderParams.properties.order, since: { type: 'string', pattern: '^[0-9]{1,15}$' } } } },
+  }, async (request: FastifyRequest<{ Params: { name: string }; Querystring: { order?: string; since?: string } }>) =>
+    ({ samples: await m.networks.samples(request.params.name, request.query.order, Number(request.query.since ?? '0')) }));
   app.get('/v1/networks/:name/status', { schema: { params: nameParam } },
     async (request: FastifyRequest<{ Params: { name: string } }>) => m.networks.status(request.params.name));
 }

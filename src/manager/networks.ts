@@ -2,14 +2,15 @@
 // programs 501/502): the master copy of each network file, applied by the manager itself with the
 // same planning and distribution as `network apply` (edge/apply.ts: routes from network-file.ts),
 // and, while this manager leads, collected from every relay at each --sample-interval: status
-// (links, 732/733/734 per order, log area use, 725/727 per pair) into the store, and the relay's
+// (links, 732/733/734 per order, log area use, 725/727 per pair) into the store, a sample per order
+// and edge (kept at decreasing resolution, as the nodes' samples), and the relay's
 // events (edge pair-state and order-state transitions …) into the history under the relay's name,
 // each taken once (a cursor per relay process, stored with the events it covers); alerts for a
 // relay that does not answer and an order in Failure Suspend (network-alerts.ts). A relay that lost
 // the tables (a new data directory) or an apply that found something unreachable is applied again.
 import YAML from 'yaml';
 import { TricopyError, errorMessage } from '../common/errors';
-import type { CollectedRelay, NetworkFailoverResult, NetworkRecord, NetworkStatusDocument, PutNetworkRequest } from '../contracts/managed-network';
+import type { CollectedRelay, NetworkFailoverResult, NetworkRecord, NetworkSample, NetworkStatusDocument, PutNetworkRequest } from '../contracts/managed-network';
 import type { RelayInfo, RelayRole, RelayStatus } from '../contracts/network';
 import type { NodeEvent } from '../contracts/node';
 import { applyNetwork, httpApplyClients } from '../edge/apply';
@@ -17,6 +18,7 @@ import { HttpRelayClient } from '../edge/client';
 import { type NetworkFile, parseNetworkFile } from '../edge/network-file';
 import type { ManagerContext } from './context';
 import { isNetworkAlertOf, networkAlerts } from './network-alerts';
+import { thinnedKeys } from './sampler';
 import type { RelayEventCursor } from './store/collections';
 import { normalizeUrl } from './stored-node-client';
 import type { Tx } from './writer';
@@ -135,6 +137,20 @@ export class ManagerNetworks {
     return { network: name, version: record.config?.version ?? null, appliedAt: record.appliedAt, applyError: record.applyError, collectedAt: doc?.collectedAt ?? null, relays };
   }
 
+  /** The collected history of the network's orders at its edges, oldest first per order, edge and side. */
+  async samples(name: string, order: string | undefined, sinceMs: number): Promise<NetworkSample[]> {
+    await this.get(name);
+    return (await this.ctx.store.listNetworkSamples(name)).map((r) => r.sample)
+      .filter((s) => (order === undefined || s.order === order) && Date.parse(s.time) >= sinceMs);
+  }
+
+  /** Keeps the samples at decreasing resolution with age (sampler.ts tiers, as for the nodes' samples). */
+  private async thin(name: string): Promise<void> {
+    const rows = await this.ctx.store.listNetworkSamples(name);
+    const dels = thinnedKeys(rows.map(({ key, sample: s }) => ({ key, series: `${s.order}/${s.edge}/${s.side}`, timeMs: Date.parse(s.time) })), this.ctx.clock.now());
+    if (dels.length > 0) await this.ctx.store.commit(dels.map((key) => ({ type: 'del' as const, key })));
+  }
+
   /** One collection of every network; only the leading manager collects (and writes). */
   async collectAll(): Promise<void> {
     if (!this.ctx.leadership.isLeader() || this.collecting) return;
@@ -157,11 +173,13 @@ export class ManagerNetworks {
     await writer.run(async (tx) => {
       if (!(await store.getNetwork(record.name))) return; // removed while it was being read
       const relays = readings.map((r) => this.take(tx, record.name, r, previous?.relays.find((p) => p.name === r.name), now));
+      for (const r of readings) if (r.ok) tx.ops.push(...orderSamples(record.name, r.name, r.status, now).map((s) => store.putNetworkSample(s)));
       const alerts = networkAlerts(record.name, readings);
       for (const input of alerts.raise) tx.alert(this.ctx.alerts.raise(input));
       for (const c of alerts.clear) tx.alert(this.ctx.alerts.clear(c.key, c.why));
       tx.ops.push(store.putNetworkStatus({ network: record.name, version: record.config?.version ?? null, appliedAt: record.appliedAt, applyError: record.applyError, collectedAt: now, relays }));
     });
+    await this.thin(record.name).catch((err: unknown) => this.ctx.log.warn({ network: record.name, err: errorMessage(err) }, 'thinning network samples failed'));
     const stale = readings.filter((r) => r.ok && r.status.configVersion !== record.config?.version).map((r) => r.name);
     if (record.applyError !== null || stale.length > 0) await this.reapply(record.name, stale, record.config?.version ?? null);
   }
@@ -249,6 +267,15 @@ export class ManagerNetworks {
   private now(): string {
     return new Date(this.ctx.clock.now()).toISOString();
   }
+}
+
+/** One sample per order-guarantee id the relay (an edge) reports. */
+function orderSamples(network: string, edge: string, status: RelayStatus, time: string): NetworkSample[] {
+  return status.orders.map((o) => ({
+    time, network, order: o.id, edge, side: o.side, state: o.state, generated: o.generated, reflected: o.reflected, deleted: o.deleted,
+    inFlight: o.inFlight, logBytes: o.log.bytes, logCapacityBytes: o.log.capacityBytes, ackDelayMs: o.ackDelayMs,
+    reflectionDelayMs: o.reflectionDelayMs, retransmissions: o.retransmissions,
+  }));
 }
 
 /** Every relay of the file: edges first, then cores. */

@@ -122,6 +122,17 @@ export function samplesBetween(node: string, time: string, seconds: number, befo
   return out;
 }
 
+/** The keys of samples the resolution tiers drop (rows of each series oldest first, as the store lists them). */
+export function thinnedKeys(rows: Array<{ key: string; series: string; timeMs: number }>, nowMs: number): string[] {
+  const dels: string[] = [];
+  const lastKept = new Map<string, number>();
+  for (const { key, series, timeMs } of rows) {
+    if (keepSample(timeMs, nowMs - timeMs, lastKept.get(series) ?? null)) lastKept.set(series, timeMs);
+    else dels.push(key);
+  }
+  return dels;
+}
+
 /** Whether a sample `ageMs` old at `timeMs` is kept by the resolution tiers (the first of its bucket). */
 export function keepSample(timeMs: number, ageMs: number, previousKeptMs: number | null): boolean {
   if (ageMs > sampleRetentionMs) return false;

@@ -7,7 +7,7 @@ import { errorMessage } from '../common/errors';
 import type { PerfSample } from '../contracts/manager';
 import type { ManagerContext } from './context';
 import {
-  type VolumeCounters, groupFigures, keepSample, parseMetrics, samplesBetween, unreachableAfterFailures, volumeCounters,
+  type VolumeCounters, groupFigures, parseMetrics, samplesBetween, thinnedKeys, unreachableAfterFailures, volumeCounters,
 } from './sampler';
 
 /** How often old samples are thinned to the coarser resolutions. */
@@ -87,15 +87,7 @@ export class Scraper {
   /** Keeps samples at decreasing resolution with age (sampler.ts tiers). */
   private async thin(): Promise<void> {
     const rows = await this.ctx.store.listSamples('');
-    const now = Date.now();
-    const dels: string[] = [];
-    const lastKept = new Map<string, number>();
-    for (const { key, sample } of rows) {
-      const series = `${sample.node}/${sample.subject}`;
-      const t = Date.parse(sample.time);
-      if (keepSample(t, now - t, lastKept.get(series) ?? null)) lastKept.set(series, t);
-      else dels.push(key);
-    }
+    const dels = thinnedKeys(rows.map(({ key, sample }) => ({ key, series: `${sample.node}/${sample.subject}`, timeMs: Date.parse(sample.time) })), Date.now());
     if (dels.length > 0) await this.ctx.store.commit(dels.map((key) => ({ type: 'del' as const, key })));
   }
 

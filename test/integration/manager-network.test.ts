@@ -15,7 +15,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
-import type { NetworkStatusDocument } from '../../src/contracts/managed-network';
+import type { NetworkSample, NetworkStatusDocument } from '../../src/contracts/managed-network';
 import type { RelayOrderStatus } from '../../src/contracts/network';
 import { EtcdProcess, ManagerProcess, killAllManagers } from '../support/manager-process';
 import { cli, killAllNodes, repoRoot } from '../support/node-process';
@@ -108,6 +108,15 @@ test('network apply --manager: the manager applies the network, a pair through i
     return src && src.generated >= first.generated + 50 && src.deleted === src.generated ? src : undefined;
   }, { timeoutMs: 20_000, intervalMs: 300 });
   assert.ok(moved.generated > first.generated);
+  // The manager keeps the history: the source edge's 732 as it grew, sample by sample.
+  const kept = await cli(['--manager', manager.url, 'network', 'history', 'rcn', '--order', 'erp', '--since', '10m', '--json']);
+  assert.equal(kept.code, 0, kept.stderr);
+  const sampled = (JSON.parse(kept.stdout) as { samples: NetworkSample[] }).samples.filter((s) => s.edge === 'e-tokyo' && s.side === 'source');
+  const generated = sampled.map((s) => s.generated);
+  assert.deepEqual(generated, [...generated].sort((a, b) => a - b), 'oldest first, never going back');
+  assert.ok(generated.includes(first.generated) && generated.at(-1)! >= moved.generated, `732 over time: ${generated.join(', ')}`);
+  const historyText = await cli(['--manager', manager.url, 'network', 'history', rcn.file]);
+  assert.match(historyText.stdout, new RegExp(`erp\\s+e-sapporo\\s+target\\s+active\\s+-\\s+${first.generated}\\s+-`));
 
   // A planned Suspend (pair split) is an edge pair-state transition, in the manager's history under the edge's name.
   const split = await cli(['--node', rcn.cluster.node('tokyo').apiUrl, 'pair', 'split', 'db1-far']);

@@ -208,6 +208,17 @@ test('alerts from a collection: an order in Failure Suspend at an edge, and a re
     tokyo.down = false;
     await networks.collectAll();
     assert.deepEqual(alerts.activeAlerts(), [], 'both closed once every edge answers and none reports Failure Suspend');
+    // Every collection left a sample per order and edge that answered (kept: all are recent).
+    const samples = await networks.samples('rcn', 'erp', 0);
+    assert.deepEqual(samples.map((s) => `${s.edge}/${s.side}/${s.state}`), [
+      'e-sapporo/target/active', 'e-sapporo/target/active', 'e-sapporo/target/active', 'e-sapporo/target/active', 'e-sapporo/target/active',
+      'e-tokyo/source/active', 'e-tokyo/source/failure-suspend', 'e-tokyo/source/failure-suspend', 'e-tokyo/source/failure-suspend', 'e-tokyo/source/active',
+    ], 'per edge and side, oldest first; none for a collection the edge did not answer');
+    assert.equal(samples[5]!.generated, 120);
+    assert.equal(samples[5]!.inFlight, 20);
+    assert.deepEqual(await networks.samples('rcn', 'other', 0), []);
+    await networks.remove('rcn');
+    assert.deepEqual(await store.listNetworkSamples('rcn'), [], 'removed with the network');
     assert.deepEqual(notified, ['alert-opened order-failure-suspend', 'alert-updated order-failure-suspend',
       'alert-opened relay-unreachable', 'alert-updated order-failure-suspend', // e-sapporo down
       'alert-opened relay-unreachable', 'alert-closed relay-unreachable', // e-tokyo down, e-sapporo back

@@ -11,7 +11,7 @@ import { systemClock } from '../../src/common/clock';
 import { TricopyError } from '../../src/common/errors';
 import { AlertBook, type AlertInput, alertTransitions } from '../../src/manager/alerts';
 import { EventHistory } from '../../src/manager/history';
-import { keepSample, parseMetrics, samplesBetween, volumeCounters } from '../../src/manager/sampler';
+import { keepSample, parseMetrics, samplesBetween, thinnedKeys, volumeCounters } from '../../src/manager/sampler';
 import { ManagerStore } from '../../src/manager/store/collections';
 import { LevelKv } from '../../src/manager/store/level-kv';
 
@@ -106,5 +106,11 @@ describe('manager store', () => {
     assert.equal(keepSample(30_000, 2 * hour, 10_000), false, 'one a minute after an hour');
     assert.equal(keepSample(70_000, 2 * hour, 10_000), true);
     assert.equal(keepSample(0, 31 * 24 * hour, null), false, 'nothing after 30 days');
+    // Per series: two hours ago, samples 10 s apart keep one a minute; the last hour keeps all.
+    const now = 10 * hour;
+    const rows = [...[0, 10, 20, 60, 70].map((s) => ({ series: 'a', timeMs: now - 2 * hour + s * 1000 })), ...[0, 10].map((s) => ({ series: 'b', timeMs: now - 2 * hour + s * 1000 })),
+      ...[0, 10].map((s) => ({ series: 'a', timeMs: now - 60_000 + s * 1000 }))].map((r, i) => ({ ...r, key: `k${i}` }));
+    const rowsInStoreOrder = [...rows].sort((x, y) => x.series.localeCompare(y.series) || x.timeMs - y.timeMs);
+    assert.deepEqual(thinnedKeys(rowsInStoreOrder, now).sort(), ['k1', 'k2', 'k4', 'k6'], 'the first of each minute bucket, per series, stays');
   });
 });

@@ -1,9 +1,10 @@
 // `tricopy network … --manager`: the manager keeps the network file (the master copy), computes the
 // routes and applies it to the relays and attached nodes itself, and collects every relay's status
-// while it leads; these commands hand it the file and show what it collected.
+// while it leads; these commands hand it the file and show what it collected, now and over time.
 import { promises as fsp } from 'node:fs';
 import type { Command } from 'commander';
 import { TricopyError } from '../../common/errors';
+import { formatBytes } from '../../common/units';
 import type { NetworkStatusDocument } from '../../contracts/managed-network';
 import { printJson, table } from '../format';
 import { globals, managerClient, viaManager } from '../globals';
@@ -37,6 +38,19 @@ export async function failoverThroughManager(cmd: Command, arg: string, order: s
   const result = await managerClient(cmd).networkFailover(await networkName(arg), order, timeoutMs);
   if (globals(cmd).json) return printJson(result);
   console.log(failoverText(result, result.edge));
+}
+
+export async function historyThroughManager(cmd: Command, arg: string, order: string | undefined, sinceAgoMs: number | undefined): Promise<void> {
+  needsManager(cmd, 'history');
+  const name = await networkName(arg);
+  const samples = await managerClient(cmd).networkSamples(name, { ...(order === undefined ? {} : { order }), ...(sinceAgoMs === undefined ? {} : { sinceMs: Date.now() - sinceAgoMs }) });
+  if (globals(cmd).json) return printJson({ network: name, samples });
+  if (samples.length === 0) return console.log(`no samples of network ${name}${order ? ` order ${order}` : ''} yet (the leading manager takes one per --sample-interval)`);
+  console.log(table(['TIME', 'ORDER', 'EDGE', 'SIDE', 'STATE', '732', '733', '734', 'IN FLIGHT', 'LOG', 'ACK DELAY', 'REFLECT DELAY', 'RESENT'], samples.map((s) => [
+    s.time, s.order, s.edge, s.side, s.state, s.side === 'source' ? String(s.generated) : '-', s.side === 'target' ? String(s.reflected) : '-',
+    s.side === 'source' ? String(s.deleted) : '-', String(s.inFlight), `${formatBytes(s.logBytes)}/${formatBytes(s.logCapacityBytes)}`,
+    s.ackDelayMs === null ? '-' : `${s.ackDelayMs} ms`, s.reflectionDelayMs === null ? '-' : `${s.reflectionDelayMs} ms`, String(s.retransmissions),
+  ])));
 }
 
 export function networkStatusText(doc: NetworkStatusDocument): string {

@@ -1,13 +1,14 @@
 // `tricopy network`: a remote copy network of edges and cores (spec 002), described by a network
 // file: apply it (every relay gets the tables, every attached node its edge), show its status
 // (per edge: log area use, counters 732/733/734, delays, pairs), and fail an order over (§6.9).
+// The manager also keeps their history (`network history`).
 // With --manager the manager keeps the network, applies it and collects its status (network-manager.ts).
 import type { Command } from 'commander';
 import { TricopyError } from '../../common/errors';
 import { parseDurationMs } from '../../common/units';
 import { printJson } from '../format';
 import { globals, tokenOf, viaManager } from '../globals';
-import { applyThroughManager, failoverThroughManager, listThroughManager, removeThroughManager, statusThroughManager } from './network-manager';
+import { applyThroughManager, failoverThroughManager, historyThroughManager, listThroughManager, removeThroughManager, statusThroughManager } from './network-manager';
 import { appliedText, failoverText, relayStatusText } from './network-text';
 
 export { relayStatusText };
@@ -54,6 +55,14 @@ export function registerNetworkCommands(program: Command): void {
   network.command('list')
     .description('the networks the manager keeps (needs --manager)')
     .action(async (_opts, cmd: Command) => listThroughManager(cmd));
+  network.command('history <name>')
+    .description('the counters the manager collected over time, per order-guarantee id and edge (needs --manager):\n' +
+      '732/733/734, entries in flight, log area use, delays; every sample for an hour, then one a minute for a day,\n' +
+      'then one per 15 minutes for 30 days. The argument is the network\'s name (or its file)')
+    .option('--order <id>', 'one order-guarantee id only')
+    .option('--since <duration>', 'samples of the last DURATION only (for example 10m, 2h)')
+    .action(async (name: string, opts: { order?: string; since?: string }, cmd: Command) =>
+      historyThroughManager(cmd, name, opts.order, opts.since === undefined ? undefined : parseDurationMs(opts.since, '--since')));
   network.command('remove <name>')
     .description('the manager forgets a network and stops collecting it (needs --manager); the relays keep running it')
     .action(async (name: string, _opts, cmd: Command) => removeThroughManager(cmd, name));

@@ -5,7 +5,7 @@
 // report's event, alert and dedupe mark land in one atomic batch.
 import type { BackupJobRecord, BackupPolicyRecord, BackupRepoRecord } from '../../contracts/backup';
 import type { Alert, ManagerEvent, NodeRecord, PerfSample, ProcedureRun, TopologyRecord } from '../../contracts/manager';
-import type { NetworkRecord, NetworkStatusDocument } from '../../contracts/managed-network';
+import type { NetworkRecord, NetworkSample, NetworkStatusDocument } from '../../contracts/managed-network';
 import type { ManagementTableEntry } from '../../contracts/monitor';
 import type { NodeInfo, VolumeView } from '../../contracts/node';
 import type { GroupStatus, PairStatus } from '../../contracts/pairs';
@@ -236,8 +236,17 @@ export class ManagerStore {
 
   /** The network, its collected status and its cursors go together. */
   async deleteNetwork(name: string): Promise<KvOp[]> {
-    const cursors = await this.kv.list(`netcursor/${name}/`);
-    return [{ type: 'del', key: `network/${name}` }, { type: 'del', key: `netstatus/${name}` }, ...cursors.map((c) => ({ type: 'del' as const, key: c.key }))];
+    const rows = [...await this.kv.list(`netcursor/${name}/`), ...await this.kv.list(`netsample/${name}/`)];
+    return [{ type: 'del', key: `network/${name}` }, { type: 'del', key: `netstatus/${name}` }, ...rows.map((c) => ({ type: 'del' as const, key: c.key }))];
+  }
+
+  /** Keys sort by order, edge, side and time. */
+  putNetworkSample(s: NetworkSample): KvOp {
+    return put(`netsample/${s.network}/${s.order}/${s.edge}/${s.side}/${padNumber(Date.parse(s.time), 14)}`, s);
+  }
+
+  async listNetworkSamples(network: string): Promise<Array<{ key: string; sample: NetworkSample }>> {
+    return (await this.kv.list(`netsample/${network}/`)).map((r) => ({ key: r.key, sample: JSON.parse(r.value) as NetworkSample }));
   }
 
   putNetworkStatus(doc: NetworkStatusDocument): KvOp {
