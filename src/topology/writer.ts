@@ -88,7 +88,31 @@ export function lastWriter(f: Facts, active: string | null): Writer {
     }
   }
   if (!best) return { site: null, reachable: false, basis: 'no site accepts writes and no copy names the site it follows' };
+  // Generations of different pairs do not compare: a site named so may itself have been left
+  // read-only behind another (a Fig. 13 failover away from it, which swaps first), and then that
+  // other site wrote after it (sim seed 194: tokyo followed osaka, osaka followed sapporo, which
+  // ran the application; failback copied osaka's image over sapporo's writes).
+  for (const seen = new Set<string>(); !seen.has(best.site);) {
+    seen.add(best.site);
+    const next = followedBy(f, best.site);
+    if (next === undefined) break;
+    best = { site: next, generation: best.generation, by: best.site };
+  }
   return { site: best.site, reachable: reachable(f, best.site), basis: `${best.by}'s copies follow it, pair generation ${best.generation}` };
+}
+
+/** The site a reachable site's volumes were left read-only behind, when all of them were (none is writable there). */
+function followedBy(f: Facts, site: string): string | undefined {
+  const s = siteFacts(f, site);
+  if (!s.info) return undefined;
+  const from = new Set<string>();
+  for (const v of s.volumes) {
+    const d = v.detachedSecondary;
+    const other = d ? parsePairName(f.t, d.pair)?.sites.find((x) => x !== site) : undefined;
+    if (!other || s.pairs.some((p) => parsePairName(f.t, p.name)?.volume === v.name)) return undefined;
+    from.add(other);
+  }
+  return from.size === 1 ? [...from][0] : undefined;
 }
 
 /**

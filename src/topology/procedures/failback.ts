@@ -52,6 +52,7 @@ export async function failback(ctx: TopologyContext, to: string): Promise<void> 
       'read tricopy topology status <file>; fail over to the site that holds the newest copy, then fail back');
   }
   const active = ctx.siteByName(newest);
+  if (active === target) await refuseUnseenTakeover(ctx, target);
   ctx.header(`failback of ${ctx.t.name} to ${to} (spec 001 Figs. 11, 12, 15, 16)`);
   if (active !== target) {
     if (!active.info) {
@@ -64,6 +65,29 @@ export async function failback(ctx: TopologyContext, to: string): Promise<void> 
   }
   await restoreOriginalLegs(ctx, target);
   ctx.step(`steps 1108/1508: the application may start at ${to}`);
+}
+
+/**
+ * The target counts as the active site by its own pairs, but a site it sends to (as primary) does
+ * not answer and the target has no link to it: that site may have taken over while the target was
+ * away (Fig. 10 at the sync site, Fig. 13 at the async site) and the application may have run there
+ * since. The target learns of a takeover only from that site, so the facts cannot tell, and step
+ * 1108 would start the application on the target's older image (sim seed 824: tokyo restarted after
+ * osaka had taken over, written and gone down; the failback found tokyo "already" active).
+ */
+async function refuseUnseenTakeover(ctx: TopologyContext, target: Site): Promise<void> {
+  const to = target.spec.site;
+  const silent = new Set<string>();
+  for (const p of await ctx.pairsAt(target)) {
+    const peer = parsePairName(ctx.t, p.name)?.sites.find((x) => x !== to);
+    if (p.role === 'primary' && !p.peer.connected && peer !== undefined && !ctx.siteByName(peer).info) silent.add(peer);
+  }
+  if (silent.size === 0) return;
+  const sites = [...silent].join(' and ');
+  throw new TricopyError('unavailable', `${sites} ${silent.size > 1 ? 'do' : 'does'} not answer and ${to} has no link to ${silent.size > 1 ? 'them' : 'it'}: ` +
+    `${to} cannot tell whether ${sites} took over while it was away, so failback will not start the application at ${to}`,
+    `start the node of ${sites} and run the failback again (${to} then learns of any takeover); ` +
+    `if ${sites} ${silent.size > 1 ? 'are' : 'is'} lost and the application ran at ${to} all along, keep it there: tricopy topology repair <file> --wait`);
 }
 
 /** Steps 1101–1106 / 1501–1506: copy back from the active site, then swap the roles. */

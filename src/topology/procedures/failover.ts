@@ -23,7 +23,7 @@ import { TricopyError } from '../../common/errors';
 import type { Site, TopologyContext } from '../context';
 import { type TopologyStatus, topologyStatus } from '../status';
 import { dissolveEverywhere, ensurePair, swapTo, takeoverAndDissolve, takeoverKeeping, waitAll, waitLagZero } from '../steps';
-import { type TopologyVolume, asyncVolumes, pairName } from '../topology-file';
+import { asyncVolumes, pairName } from '../topology-file';
 
 /** How long a planned switchover waits for a suspended copy to be in step again before it gives up. */
 const switchoverResyncTimeoutMs = 600_000;
@@ -298,6 +298,7 @@ async function detachAsyncSite(ctx: TopologyContext, far: Site, from: Site, step
     return;
   }
   ctx.step(`${steps}: ${far.spec.site} stops receiving from ${from.spec.site}${how.leaveReadOnly ? ' (its volumes stay read-only)' : ''}`);
+  if (how.fromRunsApplication === true) await leaveRunningSite(ctx, far, from);
   for (const v of asyncVolumes(ctx.t)) {
     const name = pairName(ctx.t, v.name, from.spec.site, far.spec.site);
     const sending = await ctx.pairAt(from, name);
@@ -307,13 +308,14 @@ async function detachAsyncSite(ctx: TopologyContext, far: Site, from: Site, step
       // needs applying; dissolved with its volume kept read-only (the journal drains first when
       // the old primary still sends, so the delta copy sends less).
       await dissolveEverywhere(ctx, name);
+    } else if (how.fromRunsApplication === true && sending !== undefined && sending.peer.connected) {
+      // (Already a secondary when the takeover of an earlier volume swapped the whole group.) The
+      // swap drains a journal in step first, so nothing acknowledged at `from` stays behind.
+      await takeoverAndDissolve(ctx, far, name, { leavePeerReadOnly: from });
     } else if (sending && sending.role === 'primary' && sending.code === 'PAIR' && sending.peer.connected) {
       await waitLagZero(ctx, from, name);
       await from.api.deletePair(name);
       ctx.print(`    ${name}: drained and dissolved`);
-    } else if (how.fromRunsApplication === true && sending !== undefined && sending.peer.connected) {
-      // (Already a secondary when the takeover of an earlier volume swapped the whole group.)
-      await leaveRunningSite(ctx, far, from, v, name);
     } else {
       await takeoverAndDissolve(ctx, far, name);
     }
@@ -321,22 +323,29 @@ async function detachAsyncSite(ctx: TopologyContext, far: Site, from: Site, step
 }
 
 /**
- * Fig. 13 away from the site that runs the application and answers, when its async copy cannot
- * drain (suspended): the takeover at the async site then swaps and copies the async site's older
- * image over the regions that differ at `from`. `from` must not stay writable after that: with the
- * copies it still has with the third site (the sync copy it sends, or the pairs it took over from
- * the primary site and kept, Fig. 10) its volume accepted writes, and status, ranking it by their
- * newer generations, kept naming it the active site, so the application stayed on a half
- * overwritten image (sim seed 1064). Those copies are dissolved first, and its end of the async
- * pair goes first after the takeover, read-only: the image it holds is discarded.
+ * Fig. 13 away from the site that runs the application and answers (its async copy in step or
+ * suspended): the takeover at the async site then swaps (a journal in step drains first; a
+ * suspended copy gets the async site's older image over the regions that differ at `from`). `from`
+ * must not stay writable after that: with the copies it still has with the third site (the sync
+ * copy it sends, or the pairs it took over from the primary site and kept, Fig. 10) its volume
+ * accepted writes, and status, ranking it by their newer generations, kept naming it the active
+ * site, so the application stayed on a half overwritten image (sim seed 1064), or, with a copy in
+ * step (dissolved, and `from` left writable beside the async site), stayed there until `from` was
+ * lost; then status named the async site and a failback copied its image over the writes made at
+ * `from` since (sim seed 824). Those copies are dissolved first, for every volume before any
+ * takeover (the takeover swaps the whole consistency group, and a volume that still sends a sync
+ * copy cannot become an async secondary); the takeover leaves `from`'s end read-only.
  */
-async function leaveRunningSite(ctx: TopologyContext, far: Site, from: Site, v: TopologyVolume, name: string): Promise<void> {
-  for (const other of ctx.sites.filter((s) => s !== from && s !== far)) {
-    const otherName = pairName(ctx.t, v.name, from.spec.site, other.spec.site);
-    const p = await ctx.pairAt(from, otherName);
-    if (!p || (p.role !== 'primary' && p.code !== 'SSWS')) continue;
-    ctx.print(`    ${otherName}: the application leaves ${from.spec.site}; its ${v.name} stops accepting writes`);
-    await dissolveEverywhere(ctx, otherName);
+async function leaveRunningSite(ctx: TopologyContext, far: Site, from: Site): Promise<void> {
+  for (const v of asyncVolumes(ctx.t)) {
+    const sending = await ctx.pairAt(from, pairName(ctx.t, v.name, from.spec.site, far.spec.site));
+    if (!sending?.peer.connected) continue;
+    for (const other of ctx.sites.filter((s) => s !== from && s !== far)) {
+      const otherName = pairName(ctx.t, v.name, from.spec.site, other.spec.site);
+      const p = await ctx.pairAt(from, otherName);
+      if (!p || (p.role !== 'primary' && p.code !== 'SSWS')) continue;
+      ctx.print(`    ${otherName}: the application leaves ${from.spec.site}; its ${v.name} stops accepting writes`);
+      await dissolveEverywhere(ctx, otherName);
+    }
   }
-  await takeoverAndDissolve(ctx, far, name, { leavePeerReadOnly: from });
 }
