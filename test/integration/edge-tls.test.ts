@@ -8,11 +8,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { X509Certificate, randomBytes } from 'node:crypto';
-import * as tls from 'node:tls';
+import { randomBytes } from 'node:crypto';
 import { encodeFrame, FrameKind } from '../../src/replication/transport/frame';
 import { MessageType, helloCodec } from '../../src/replication/transport/messages';
-import { issueLinkCert, makePki, type TestPki } from '../support/certs';
+import { fileFingerprint, issueLinkCert, makePki, presentedFingerprint, type TestPki } from '../support/certs';
 import { cli, killAllNodes } from '../support/node-process';
 import { RawSocket } from '../support/raw-socket';
 import { RelayProcess, killAllRelays } from '../support/relay-process';
@@ -138,18 +137,6 @@ test('a relay refuses to start with TLS files that do not fit, and says what to 
   assert.match(node.stderr, /--repl-tls required needs --tls-cert and --tls-key/);
 });
 
-/** The fingerprint of the certificate a relay presents to a new TLS connection on its link port. */
-function presented(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
-      const fingerprint = socket.getPeerCertificate().fingerprint256;
-      socket.destroy();
-      resolve(fingerprint);
-    });
-    socket.on('error', reject);
-  });
-}
-
 test('a relay takes rotated certificate files on SIGHUP without a restart, and keeps the ones it has when the new ones do not fit', async () => {
   const secret = path.join(dir, 'secret-rot');
   await fsp.writeFile(secret, 'test-cluster-secret-0123456789abcdef\n');
@@ -159,24 +146,23 @@ test('a relay takes rotated certificate files on SIGHUP without a restart, and k
   const keyFile = path.join(dir, 'rot-key.pem');
   await fsp.copyFile(first.cert, certFile);
   await fsp.copyFile(first.key, keyFile);
-  const fingerprint = async (file: string): Promise<string> => new X509Certificate(await fsp.readFile(file)).fingerprint256;
   const relay = await RelayProcess.start({
     name: 'c-rot', role: 'core', dataDir: path.join(dir, 'c-rot'), secretFile: secret,
     args: ['--tls-mode', 'required', '--tls-cert', certFile, '--tls-key', keyFile, '--tls-ca', pki.caCert],
   });
   try {
     const port = relay.ports.listenPort;
-    assert.equal(await presented(port), await fingerprint(first.cert));
+    assert.equal(await presentedFingerprint(port), await fileFingerprint(first.cert));
     const before = await relay.api.status();
-    assert.equal(before.tls.certificate?.fingerprint256, await fingerprint(first.cert));
+    assert.equal(before.tls.certificate?.fingerprint256, await fileFingerprint(first.cert));
     assert.match(before.tls.certificate?.subject ?? '', /CN=c-rot$/);
 
     await fsp.copyFile(second.cert, certFile);
     await fsp.copyFile(second.key, keyFile);
     relay.child.kill('SIGHUP');
     await waitFor('the relay to present the new certificate', async () =>
-      (await relay.api.status()).tls.certificate?.fingerprint256 === await fingerprint(second.cert), { timeoutMs: 10_000, intervalMs: 100 });
-    assert.equal(await presented(port), await fingerprint(second.cert), 'new connections get the new certificate');
+      (await relay.api.status()).tls.certificate?.fingerprint256 === await fileFingerprint(second.cert), { timeoutMs: 10_000, intervalMs: 100 });
+    assert.equal(await presentedFingerprint(port), await fileFingerprint(second.cert), 'new connections get the new certificate');
     const reloaded = (await relay.api.events()).find((e) => e.kind === 'tls-reloaded');
     assert.match(reloaded?.reason ?? '', /now presenting CN=c-rot-next, valid until /);
 
@@ -185,7 +171,7 @@ test('a relay takes rotated certificate files on SIGHUP without a restart, and k
     relay.child.kill('SIGHUP');
     const failed = await waitFor('the refused reload', async () => (await relay.api.events()).find((e) => e.kind === 'tls-reload-failed'), { timeoutMs: 10_000, intervalMs: 100 });
     assert.match(failed.reason, /the key in .*rot-key\.pem does not belong to the certificate in .*rot-cert\.pem/);
-    assert.equal(await presented(port), await fingerprint(second.cert));
+    assert.equal(await presentedFingerprint(port), await fileFingerprint(second.cert));
     assert.equal(relay.child.exitCode, null, 'the relay runs on');
   } finally {
     await relay.stop();

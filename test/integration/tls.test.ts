@@ -3,11 +3,9 @@
 // on SIGHUP, for NBD and replication links alike.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import * as tls from 'node:tls';
-import { issueLinkCert, makePki, type TestPki } from '../support/certs';
+import { fileFingerprint, issueLinkCert, makePki, presentedFingerprint, type TestPki } from '../support/certs';
 import { NodeProcess, killAllNodes } from '../support/node-process';
 import type { NodeEvent } from '../../src/contracts/node';
 import { fetchMetrics, metricValue, run, runOk, tempDir } from '../support/tools';
@@ -114,17 +112,6 @@ test('TLS optional: plain and TLS clients both work', async () => {
   assert.equal((await node.stop()).code, 0);
 });
 
-/** The fingerprint of the certificate presented to a new TLS connection on a replication port. */
-function presentedOnLink(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
-      const fingerprint = socket.getPeerCertificate().fingerprint256;
-      socket.destroy();
-      resolve(fingerprint);
-    });
-    socket.on('error', reject);
-  });
-}
 
 test('SIGHUP rotates the node\'s certificate for NBD and replication links without a restart; files that do not fit change nothing', async () => {
   const first = await issueLinkCert(pki, 'n-rot');
@@ -145,10 +132,9 @@ test('SIGHUP rotates the node\'s certificate for NBD and replication links witho
     args: ['--tls', 'required', '--tls-cert', certFile, '--tls-key', keyFile, '--tls-ca', pki.caCert, '--repl-tls', 'required', '--cluster-secret-file', secret] });
   await node.api.createVolume({ name: 'v', size: 16 * 1024 * 1024 });
   const uri = (certDir: string): string => `nbds://127.0.0.1:${node.ports.nbdPort}/v?tls-certificates=${certDir}`;
-  const fingerprint = async (file: string): Promise<string> => new X509Certificate(await fsp.readFile(file)).fingerprint256;
   await runOk('nbdinfo', [uri(pki.clientDir('client1'))]);
   assert.notEqual((await run('nbdinfo', [uri(trustsNext)])).code, 0, 'the next CA\'s certificate is not presented yet');
-  assert.equal(await presentedOnLink(node.ports.replPort), await fingerprint(first.cert));
+  assert.equal(await presentedFingerprint(node.ports.replPort), await fileFingerprint(first.cert));
 
   await fsp.copyFile(second.cert, certFile);
   await fsp.copyFile(second.key, keyFile);
@@ -157,7 +143,7 @@ test('SIGHUP rotates the node\'s certificate for NBD and replication links witho
   assert.match(reloaded.reason, /^NBD \(x509\) and replication links use the files as they are now: CN=n-rot, valid until /);
   await runOk('nbdinfo', [uri(trustsNext)]);
   assert.notEqual((await run('nbdinfo', [uri(pki.clientDir('client1'))])).code, 0, 'the old certificate is no longer presented');
-  assert.equal(await presentedOnLink(node.ports.replPort), await fingerprint(second.cert));
+  assert.equal(await presentedFingerprint(node.ports.replPort), await fileFingerprint(second.cert));
 
   // A key that is not the certificate's: an event says why; NBD and the links go on as they were.
   await fsp.copyFile(first.key, keyFile);
@@ -165,6 +151,6 @@ test('SIGHUP rotates the node\'s certificate for NBD and replication links witho
   const failed = await waitFor('the refused reload', async () => (await node.api.listEvents(0)).find((e) => e.kind === 'tls-reload-failed'));
   assert.match(failed.reason, /the key in .*rot-key\.pem does not belong to the certificate in .*rot-cert\.pem; the node goes on with the TLS files it had/);
   await runOk('nbdinfo', [uri(trustsNext)]);
-  assert.equal(await presentedOnLink(node.ports.replPort), await fingerprint(second.cert));
+  assert.equal(await presentedFingerprint(node.ports.replPort), await fileFingerprint(second.cert));
   assert.equal((await node.stop()).code, 0);
 });

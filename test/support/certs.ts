@@ -1,7 +1,9 @@
 // Test PKI made with openssl: a CA, a server certificate for 127.0.0.1 and client certificates, laid
 // out the way qemu (tls-creds-x509 dir=) and libnbd (tls-certificates=) expect them.
+import { X509Certificate } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import { runOk } from './tools';
 
 export interface TestPki {
@@ -56,4 +58,21 @@ export async function makePki(dir: string, clients: string[]): Promise<TestPki> 
     serverKey: p('server-key.pem'),
     clientDir: (name: string) => p(`client-${name}`),
   };
+}
+
+/** The SHA-256 fingerprint of the certificate a TLS listener (a link port) presents to a new connection. */
+export function presentedFingerprint(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      const fingerprint = socket.getPeerCertificate().fingerprint256;
+      socket.destroy();
+      resolve(fingerprint);
+    });
+    socket.on('error', reject);
+  });
+}
+
+/** The SHA-256 fingerprint of a PEM certificate file. */
+export async function fileFingerprint(file: string): Promise<string> {
+  return new X509Certificate(await fsp.readFile(file)).fingerprint256;
 }

@@ -72,20 +72,27 @@ test('the network file in a PUT is checked like network apply checks it, and mus
   assert.throws(() => networkFromRequest('rcn', { text: 'name: rcn\nedges: {}\n' }), (err) => failure(err, 'invalid-argument', /"edges" is empty/));
 });
 
+/** The parts of a manager that ManagerNetworks uses, over a store; `leading` says whether it leads. */
+async function managerContext(kv: LevelKv, leading: () => boolean, webhooks?: Webhooks): Promise<{
+  ctx: ManagerContext; store: ManagerStore; history: EventHistory; alerts: AlertBook; writer: Writer;
+}> {
+  const store = new ManagerStore(kv);
+  const log = createLogger('silent');
+  const history = new EventHistory(store, systemClock);
+  const alerts = new AlertBook(store, systemClock);
+  const model = new ClusterModel(store, systemClock);
+  await history.load();
+  const writer = new Writer(store, history, alerts, webhooks ?? new Webhooks([], log), () => 'm', () => model.load());
+  const ctx = { store, writer, history, model, alerts, clock: systemClock, log, leadership: { isLeader: leading } } as unknown as ManagerContext;
+  return { ctx, store, history, alerts, writer };
+}
+
 test('kept while its relays are down, collected only while leading, one event per relay that stops answering, removed with what was collected', async () => {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tricopy-mnet-'));
   const kv = await LevelKv.open(path.join(dir, 'store'));
   try {
-    const store = new ManagerStore(kv);
-    const log = createLogger('silent');
-    const history = new EventHistory(store, systemClock);
-    const alerts = new AlertBook(store, systemClock);
-    const model = new ClusterModel(store, systemClock);
-    await history.load();
-    const writer = new Writer(store, history, alerts, new Webhooks([], log), () => 'm', () => model.load());
     let leading = false;
-    const leadership = { isLeader: () => leading };
-    const ctx = { store, writer, history, model, alerts, clock: systemClock, log, leadership } as unknown as ManagerContext;
+    const { ctx, store, history, alerts } = await managerContext(kv, () => leading);
     const networks = new ManagerNetworks(ctx);
     const dead = await Promise.all([freePort(), freePort(), freePort()]).then((ports) => ports.map((p) => `http://127.0.0.1:${p}`));
     const text = fileText('rcn', dead[0]!, dead[1]!, dead[2]!);
@@ -160,16 +167,9 @@ test('alerts from a collection: an order in Failure Suspend at an edge, and a re
   const relays = await Promise.all([fakeRelay('e-tokyo', 'edge'), fakeRelay('e-sapporo', 'edge'), fakeRelay('c-1', 'core')]);
   const [tokyo, sapporo, core] = relays as [Awaited<ReturnType<typeof fakeRelay>>, Awaited<ReturnType<typeof fakeRelay>>, Awaited<ReturnType<typeof fakeRelay>>];
   try {
-    const store = new ManagerStore(kv);
-    const log = createLogger('silent');
-    const history = new EventHistory(store, systemClock);
-    const alerts = new AlertBook(store, systemClock);
-    const model = new ClusterModel(store, systemClock);
-    await history.load();
     const notified: string[] = [];
     const webhooks = { notify: (n: { type: string; alert: { kind: string } }) => notified.push(`${n.type} ${n.alert.kind}`) } as unknown as Webhooks;
-    const writer = new Writer(store, history, alerts, webhooks, () => 'm', () => model.load());
-    const ctx = { store, writer, history, model, alerts, clock: systemClock, log, leadership: { isLeader: () => true } } as unknown as ManagerContext;
+    const { ctx, store, writer, alerts } = await managerContext(kv, () => true, webhooks);
     const networks = new ManagerNetworks(ctx);
     const now = new Date().toISOString();
     // Stored as applied (by an earlier leader), so a collection only reads.
