@@ -133,7 +133,7 @@ test('network apply --manager: the manager applies the network, a pair through i
   assert.match(history.stdout, /e-tokyo\s+edge-pair-state\s+db1-far: /);
 });
 
-test('the console shows the network: its relays, the counters of each order and the pairs at the edges', { timeout: 60_000 }, async () => {
+test('the console shows the network: its relays, the counters of each order, their history and the pairs at the edges', { timeout: 60_000 }, async () => {
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
   try {
     const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
@@ -154,6 +154,10 @@ test('the console shows the network: its relays, the counters of each order and 
     assert.equal(await page.locator('#network-relays tbody tr').count(), 3);
     assert.equal(await page.locator('#networks-empty').isHidden(), true);
     await page.locator('#events li[data-kind="edge-pair-state"]').first().waitFor({ timeout: 15_000 });
+    // The history the manager kept, drawn: the source edge's backlog and the target edge's reflection delay.
+    await page.locator('#network-charts .chart .title', { hasText: 'in flight erp at e-tokyo (rcn): 0.00 entries' }).waitFor({ timeout: 15_000 });
+    await page.locator('#network-charts .chart .title', { hasText: 'reflection delay erp at e-sapporo (rcn)' }).waitFor({ timeout: 15_000 });
+    assert.ok(Number(await page.locator('#network-charts .chart polyline').first().evaluate((e) => e.getAttribute('points')?.split(' ').length)) >= 2, 'a line of several samples');
     await fsp.mkdir(path.join(repoRoot, 'var', 'test-output'), { recursive: true });
     await page.locator('#networks-section').screenshot({ path: path.join(repoRoot, 'var', 'test-output', 'manager-console-networks.png') });
     assert.deepEqual(pageErrors, []);

@@ -201,7 +201,7 @@ async function renderNetworks() {
   fillTable('network-relays', relays.map(({ network, version, relay: r }) => [network, r.name, r.role,
     el('td', { class: r.reachable ? '' : 'no' }, r.reachable ? 'yes' : `no: ${r.error || 'not collected yet'}`),
     r.status ? (r.status.configVersion === version ? r.status.configVersion : `${r.status.configVersion || '-'} (manager: ${version || '-'})`) : '-',
-    r.status ? r.status.links.map((l) => `${l.kind === 'storage' ? `${l.peer} as ${l.as}` : l.peer} ${l.up ? 'up' : 'down'}`).join(', ') || '-' : '-',
+    r.status ? r.status.links.map((l) => `${l.kind === 'storage' ? `${l.peer} as ${l.as}` : l.peer} ${l.up ? (l.tls ? 'up (tls)' : 'up') : 'down'}`).join(', ') || '-' : '-',
     r.collectedAt || '-']));
   const withStatus = relays.filter((x) => x.relay.status);
   fillTable('network-orders', withStatus.flatMap(({ network, relay }) => relay.status.orders.map((o) => [network, relay.name, o.id, o.side, `${o.from} → ${o.to}`,
@@ -210,6 +210,32 @@ async function renderNetworks() {
     o.ackDelayMs === null ? '-' : `${o.ackDelayMs} ms`, o.reflectionDelayMs === null ? '-' : `${o.reflectionDelayMs} ms`, o.retransmissions])));
   fillTable('network-pairs', withStatus.flatMap(({ network, relay }) => relay.status.pairs.map((p) => [network, relay.name, p.name, p.order, p.side,
     `${p.source} → ${p.target}`, el('td', { class: p.state === 'failure-suspend' ? 'no' : '', 'data-state': p.state }, p.state), bytes(p.differentialBytes)])));
+  await renderNetworkCharts(networks.map((n) => n.name));
+}
+
+// Per order: the source edge's backlog (entries not yet reflected) and the target edge's reflection delay.
+async function renderNetworkCharts(names) {
+  const since = Date.now() - 3600_000;
+  const lists = await Promise.all(names.map((n) => api(`/v1/networks/${encodeURIComponent(n)}/samples?since=${since}`)));
+  const charts = [];
+  for (const s of groupBy(lists.flatMap((l) => l.samples), (x) => `${x.network} ${x.order} ${x.edge} ${x.side}`).values()) {
+    const first = s[0];
+    const points = (f) => s.map((x) => ({ t: Date.parse(x.time), v: f(x) }));
+    if (first.side === 'source') charts.push(sparkline(points((x) => x.inFlight), `in flight ${first.order} at ${first.edge} (${first.network})`, 'entries'));
+    else charts.push(sparkline(points((x) => x.reflectionDelayMs || 0), `reflection delay ${first.order} at ${first.edge} (${first.network})`, 'ms'));
+  }
+  document.getElementById('network-charts').replaceChildren(...(charts.length ? charts.slice(0, 12)
+    : [el('p', { class: 'muted' }, 'No samples yet (the manager collects each relay every --sample-interval).')]));
+}
+
+function groupBy(items, key) {
+  const out = new Map();
+  for (const item of items) {
+    const k = key(item);
+    if (!out.has(k)) out.set(k, []);
+    out.get(k).push(item);
+  }
+  return out;
 }
 
 // --- charts: lag and I/O over time (samples kept by the manager) -------------------------------
@@ -237,12 +263,7 @@ function sparkline(points, title, unit) {
 async function renderCharts() {
   const since = Date.now() - 3600_000;
   const { samples } = await api(`/v1/samples?since=${since}`);
-  const series = new Map();
-  for (const s of samples) {
-    const key = `${s.node} ${s.subject}`;
-    if (!series.has(key)) series.set(key, []);
-    series.get(key).push(s);
-  }
+  const series = groupBy(samples, (s) => `${s.node} ${s.subject}`);
   const charts = [];
   for (const [key, list] of series) {
     list.sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
