@@ -5,6 +5,7 @@
 // writes survive each with a probability (optionally torn at 512-byte sectors), unsynced name
 // changes survive as a prefix. A process kill keeps everything (the kernel still has it). Every
 // operation takes virtual time, and an operation of a crashed incarnation never completes.
+import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import type { Disk, DiskFile, OpenFlags } from '../src/common/disk';
 import { PagedBytes } from './pages';
@@ -62,6 +63,10 @@ export class SimDisk {
   private pendingNames: NameOp[] = [];
   private dirs = new Set<string>(['/']);
   private nextInode = 1;
+  /** Temporary files named so far (uniqueTempPart), over all incarnations: the disk's, not the process's. */
+  private tempNames = 0;
+  /** Every name this disk was given (creates and renames, temporary files too), in order. */
+  private readonly nameHistory = createHash('sha256');
   sabotage: DiskSabotage = {};
 
   constructor(private readonly scheduler: Scheduler, private readonly rng: Random, readonly faults: DiskFaults = defaultDiskFaults) {}
@@ -128,6 +133,26 @@ export class SimDisk {
     this.pendingNames = [];
   }
 
+  /**
+   * A digest of every name this disk was given and of what it holds now (each file's name, size and
+   * bytes as reads see them): the disk's part of a run's fingerprint (run.ts).
+   */
+  fingerprint(): string {
+    const h = createHash('sha256');
+    h.update(this.nameHistory.copy().digest());
+    for (const name of [...this.names.keys()].sort()) {
+      const inode = this.names.get(name)!;
+      h.update(`\n${name} ${inode.size}\n`);
+      inode.data.digestInto(h, inode.size);
+    }
+    return h.digest('hex');
+  }
+
+  /** A name part for a temporary file, unique over the disk's life (a new incarnation never reuses a leftover's name). */
+  nextTempPart(): string {
+    return `sim-${++this.tempNames}`;
+  }
+
   // --- operations (called by IncarnationDisk when the operation completes) ---------------------
 
   lookup(file: string): Inode | undefined {
@@ -142,6 +167,7 @@ export class SimDisk {
 
   link(file: string, inode: Inode): void {
     this.names.set(file, inode);
+    this.nameHistory.update(`${file}\n`);
     this.pendingNames.push({ kind: 'link', name: file, inode });
   }
 
@@ -318,6 +344,10 @@ class IncarnationDisk implements Disk {
 
   freeBytes(_dir: string): Promise<number> {
     return Promise.resolve(1024 ** 4);
+  }
+
+  uniqueTempPart(): string {
+    return this.disk.nextTempPart();
   }
 }
 

@@ -36,6 +36,8 @@ export class SimNode {
   /** Since when each replication link is up or down (node info). */
   peerLinks: PeerLinks | undefined;
   private readonly fronts = new Map<string, ReplicatedVolume>();
+  /** Volumes this node created (over all incarnations): their uuids are numbered, not random. */
+  private volumesCreated = 0;
   /** The self-test's broken wiring: wraps the volumes the replication service writes. */
   volumeWrap: ((volume: Volume, isAsyncSecondary: () => boolean) => Volume) | undefined;
   /** Called with every event of every incarnation (the run's trace). */
@@ -64,7 +66,7 @@ export class SimNode {
     events.subscribe((e) => this.onEvent?.(this.name, e));
     this.events = events;
     this.peerLinks = new PeerLinks(transport, events, clock.now(), clock);
-    const store = await VolumeStore.open(this.dataDir, { disk, clock }, log);
+    const store = await VolumeStore.open(this.dataDir, { disk, clock, uuid: () => this.nextUuid() }, log);
     if (!inc.alive) return;
     this.store = store;
     const service = new ReplicationService({
@@ -76,6 +78,13 @@ export class SimNode {
     this.service = service;
     await service.start(this.name, 0);
     if (inc.alive) inc.ready = true;
+  }
+
+  /** A uuid (version 4 layout) from the node's name and a count, never from the process's randomness. */
+  private nextUuid(): string {
+    let h = 0x811c9dc5; // FNV-1a of the name: nodes of one cluster give different uuids
+    for (const c of Buffer.from(this.name)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+    return `${h.toString(16).padStart(8, '0')}-0000-4000-8000-${(++this.volumesCreated).toString(16).padStart(12, '0')}`;
   }
 
   private volumeAccess(store: VolumeStore): VolumeAccess {

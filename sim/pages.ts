@@ -5,6 +5,7 @@
 // zeroes. Pages never change once shared, so a view may also take a page-sized piece of a caller's
 // buffer as a page, as long as nobody changes that buffer afterwards. A view also keeps one
 // contiguous image of itself for whole-file reads, updated page by page.
+import type { Hash } from 'node:crypto';
 import { freshBytes } from './fresh-bytes';
 
 export const pageBytes = 4096;
@@ -91,6 +92,19 @@ export class PagedBytes {
     this.sinceImage.clear();
     this.cachedImage = this.imageBuffer;
     return this.cachedImage;
+  }
+
+  /**
+   * Feeds the first `length` bytes into `hash` (a run's fingerprint): each page's bytes, a page never
+   * written as a short mark (which pages exist follows from the writes, so equal runs mark the same).
+   */
+  digestInto(hash: Hash, length: number): void {
+    for (let i = 0; i * pageBytes < length; i++) {
+      const n = Math.min(pageBytes, length - i * pageBytes);
+      const page = this.pages[i];
+      if (page) hash.update(page.subarray(0, n));
+      else hash.update(`-${n}`);
+    }
   }
 
   /** A new view with the same bytes (sharing every page). */

@@ -2,6 +2,7 @@
 // links, killed processes, power losses, restarts) and operator commands happen at random, check
 // the promises at quiet moments, then heal everything, follow the runbook and check that every copy
 // converged. Everything random comes from the seed, so a failing seed reproduces exactly.
+import { createHash } from 'node:crypto';
 import { InvariantError, errorMessage, invariantObservers } from '../src/common/errors';
 import { sectorBytes } from './blocks';
 import { Checker } from './checker';
@@ -29,6 +30,12 @@ export interface RunResult {
   ok: boolean;
   failures: string[];
   trace: string[];
+  /**
+   * A digest of the whole run: every trace line, the stats, and every node's disk (each name it was
+   * given and what it holds at the end). A seed gives the same one alone, after other seeds in the
+   * same process, and in any process (test/sim/isolation.test.ts).
+   */
+  fingerprint: string;
   stats: { virtualMs: number; steps: number; writesAcknowledged: number; writesRefused: number; checks: number; crashes: number; commands: number };
 }
 
@@ -107,10 +114,6 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
   const workload = new Workload(cluster, history, checker, rng.fork());
   let crashes = 0;
   let commands = 0;
-  const observeInvariant = (err: InvariantError): void => cluster.fail(`${err.message}\n${err.stack?.split('\n').slice(1, 6).join('\n') ?? ''}`);
-  invariantObservers.add(observeInvariant);
-  const unhandled = (reason: unknown): void => cluster.fail(`unhandled rejection: ${errorMessage(reason)}`);
-  process.on('unhandledRejection', unhandled);
   for (const node of cluster.nodes.values()) {
     const trace = node.onEvent;
     node.onEvent = (n, e) => {
@@ -120,6 +123,11 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
     };
   }
   if (options.variant) applyVariant(options.variant, cluster);
+  // The process-wide hooks are this run's only from here to the finally below: nothing of them outlives it.
+  const observeInvariant = (err: InvariantError): void => cluster.fail(`${err.message}\n${err.stack?.split('\n').slice(1, 6).join('\n') ?? ''}`);
+  invariantObservers.add(observeInvariant);
+  const unhandled = (reason: unknown): void => cluster.fail(`unhandled rejection: ${errorMessage(reason)}`);
+  process.on('unhandledRejection', unhandled);
   try {
     await cluster.startAll();
     await operator.setUp();
@@ -168,11 +176,20 @@ export async function runSeed(options: RunOptions): Promise<RunResult> {
     await eventLoopTurn();
     process.off('unhandledRejection', unhandled);
   }
+  const stats = { virtualMs: cluster.scheduler.elapsed, steps: cluster.scheduler.steps, writesAcknowledged: workload.writesAcked,
+    writesRefused: workload.writesRefused, checks: checker.checks, crashes, commands };
   return {
     seed: options.seed, scenario: scenario.name, ok: cluster.failures.length === 0, failures: [...cluster.failures], trace: cluster.trace.tail(60),
-    stats: { virtualMs: cluster.scheduler.elapsed, steps: cluster.scheduler.steps, writesAcknowledged: workload.writesAcked, writesRefused: workload.writesRefused,
-      checks: checker.checks, crashes, commands },
+    fingerprint: fingerprint(cluster, stats), stats,
   };
+}
+
+function fingerprint(cluster: Cluster, stats: RunResult['stats']): string {
+  const h = createHash('sha256');
+  for (const line of cluster.trace.lines) h.update(`${line.atMs} ${line.text}\n`);
+  h.update(JSON.stringify(stats));
+  for (const node of cluster.nodes.values()) h.update(`\n${node.name} ${node.disk.fingerprint()}`);
+  return h.digest('hex');
 }
 
 async function checkpoint(cluster: Cluster, workload: Workload, checker: Checker): Promise<void> {

@@ -41,6 +41,11 @@ export interface Disk {
   syncDir(dir: string): Promise<void>;
   /** Bytes an unprivileged writer may still allocate under `dir`. */
   freeBytes(dir: string): Promise<number>;
+  /**
+   * A name part no other temporary file written through this disk (or, on the real file system, by
+   * another process) uses: atomic writes name their temporary files with it (fsutil.ts).
+   */
+  uniqueTempPart(): string;
 }
 
 /** The errno an operation failed with, as Node reports it (ENOENT, ENOSPC, …). */
@@ -59,6 +64,9 @@ export const defaultNodeDiskOptions: NodeDiskOptions = { native: nativeIo, inlin
 export function nodeDiskIoPath(options: NodeDiskOptions = defaultNodeDiskOptions): 'native' | 'js' | 'thread-pool' {
   return !options.inline ? 'thread-pool' : options.native ? 'native' : 'js';
 }
+
+/** Temporary files made by this process on the real file system (any of its disks), for uniqueTempPart. */
+let tempFilesMade = 0;
 
 /** The real file system. */
 export function createNodeDisk(options: NodeDiskOptions = defaultNodeDiskOptions): Disk {
@@ -90,6 +98,10 @@ export function createNodeDisk(options: NodeDiskOptions = defaultNodeDiskOptions
     freeBytes: async (dir) => {
       const stats = await fsp.statfs(dir);
       return Number(stats.bavail) * Number(stats.bsize);
+    },
+    uniqueTempPart: () => {
+      tempFilesMade = (tempFilesMade + 1) % Number.MAX_SAFE_INTEGER;
+      return `${process.pid}-${tempFilesMade}`;
     },
   };
 }

@@ -3,13 +3,11 @@
 import * as path from 'node:path';
 import { type Disk, diskErrorCode, writeAll } from './disk';
 
-let atomicWriteCounter = 0;
-
 export async function atomicWriteFile(file: string, data: string | Uint8Array, disk: Disk): Promise<void> {
   const dir = path.dirname(file);
-  // Unique per call and process: two saves of one file at once must not share a temporary file.
-  atomicWriteCounter = (atomicWriteCounter + 1) % Number.MAX_SAFE_INTEGER;
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${atomicWriteCounter}`);
+  // Unique per call (the disk's count; on the real file system with the process id): two saves of
+  // one file at once must not share a temporary file.
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${disk.uniqueTempPart()}`);
   const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const handle = await disk.open(tmp, 'w+');
   try {

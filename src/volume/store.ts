@@ -74,16 +74,20 @@ export class VolumeStore {
     readonly areas: DataAreas,
     private readonly disk: Disk,
     private readonly clock: Clock,
+    private readonly newUuid: () => string,
     private readonly log: Logger,
   ) {}
 
-  /** Opens the store, finishing or undoing whatever a crash interrupted. */
-  static async open(dataDir: string, env: { disk: Disk; clock: Clock }, log: Logger, dataAreas: DataArea[] = []): Promise<VolumeStore> {
+  /**
+   * Opens the store, finishing or undoing whatever a crash interrupted. New volumes get their uuid
+   * from `env.uuid` (default randomUUID; the simulator's come from the node, so a seed reproduces them).
+   */
+  static async open(dataDir: string, env: { disk: Disk; clock: Clock; uuid?: () => string }, log: Logger, dataAreas: DataArea[] = []): Promise<VolumeStore> {
     const dir = path.join(dataDir, 'volumes');
     await env.disk.mkdirp(dir);
     const areas = new DataAreas(dir, dataAreas);
     for (const area of dataAreas) await env.disk.mkdirp(area.dir);
-    const store = new VolumeStore(dir, areas, env.disk, env.clock, log);
+    const store = new VolumeStore(dir, areas, env.disk, env.clock, env.uuid ?? randomUUID, log);
     await store.recover();
     return store;
   }
@@ -207,7 +211,7 @@ export class VolumeStore {
     if (!options.thin) await this.checkFreeSpace(options.sizeBytes, options.name, tier);
     const meta: VolumeMeta = {
       name: options.name,
-      uuid: randomUUID(),
+      uuid: this.newUuid(),
       sizeBytes: options.sizeBytes,
       createdAt: new Date(this.clock.now()).toISOString(),
       description: options.description ?? '',

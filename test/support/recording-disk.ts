@@ -37,6 +37,7 @@ export class RecordingDisk implements Disk {
   list(dir: string): Promise<string[]> { return this.inner.list(dir); }
   syncDir(dir: string): Promise<void> { return this.inner.syncDir(dir); }
   freeBytes(dir: string): Promise<number> { return this.inner.freeBytes(dir); }
+  uniqueTempPart(): string { return this.inner.uniqueTempPart(); }
 
   /** Writes of `file` (by a predicate on its path) that cover byte `at`, oldest first. */
   writesCovering(file: (name: string) => boolean, at: number, before = Number.POSITIVE_INFINITY): RecordedOp[] {
