@@ -26,7 +26,8 @@ function addRun(edge: Command): void {
   edge.command('run')
     .description('run a relay in the foreground: an edge (storage nodes attach to it; it acknowledges their copy writes once\n' +
       'they are in its log area and delivers what arrives for them in order) or a core (it forwards entries between relays).\n' +
-      'Logs JSON lines on stderr; prints {"apiPort","listenPort"} on stdout once listening. SIGTERM/SIGINT stop it cleanly.')
+      'Logs JSON lines on stderr; prints {"apiPort","listenPort"} on stdout once listening. SIGTERM/SIGINT stop it cleanly.\n' +
+      'SIGHUP reads the TLS files again (certificate rotation without a restart).')
     .requiredOption('--name <name>', 'relay name, as the network file names it')
     .addOption(new Option('--role <role>', 'edge or core').choices(['edge', 'core']).makeOptionMandatory())
     .requiredOption('--data-dir <dir>', 'directory for its log area and state (created if missing)')

@@ -56,8 +56,8 @@ export function registerNetworkCommands(program: Command): void {
     .description('the networks the manager keeps (needs --manager)')
     .action(async (_opts, cmd: Command) => listThroughManager(cmd));
   network.command('history <name>')
-    .description('the counters the manager collected over time, per order-guarantee id and edge (needs --manager):\n' +
-      '732/733/734, entries in flight, log area use, delays; every sample for an hour, then one a minute for a day,\n' +
+    .description('the counters the manager collected over time, per order-guarantee id and edge (needs --manager): ' +
+      '732/733/734, entries in flight, log area use, delays. Kept: every sample for an hour, then one a minute for a day, ' +
       'then one per 15 minutes for 30 days. The argument is the network\'s name (or its file)')
     .option('--order <id>', 'one order-guarantee id only')
     .option('--since <duration>', 'samples of the last DURATION only (for example 10m, 2h)')

@@ -13,7 +13,8 @@ function addRun(node: Command): void {
   node.command('run')
     .description('run a storage node in the foreground: serve volumes over NBD, the control API and metrics.\n' +
       'Logs JSON lines on stderr; prints {"nbdPort","apiPort","replPort"} on stdout once listening.\n' +
-      'SIGTERM/SIGINT stop it cleanly: in-flight requests finish, volumes are flushed, exit code 0.')
+      'SIGTERM/SIGINT stop it cleanly: in-flight requests finish, volumes are flushed, exit code 0.\n' +
+      'SIGHUP reads the TLS files again (certificate rotation without a restart).')
     .option('--config <file>', 'YAML or JSON file with any of the settings below (flags win)')
     .option('--name <name>', 'node name, unique in the cluster (required)')
     .option('--site <site>', 'site (data centre) this node is in (default: the node name)')
