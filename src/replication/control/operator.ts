@@ -192,13 +192,21 @@ export class Operator {
    * (from an earlier stream whose members are still leaving it there): numbers it holds would be
    * skipped as duplicates. Before the pair is admitted, so no write is journaled yet. Returns the
    * secondary's position to ship from.
+   *
+   * Entries the journal still holds belong to a stream whose pairs are gone from this node (the
+   * journal's removal with the group's last pair is not durable until a directory sync, and a power
+   * loss may bring its files back, in part without the progress that said they were delivered).
+   * They must never be shipped: the new pair's copy makes the secondary equal, and those old writes
+   * applied after it would overwrite newer data there (sim seed 1244: tokyo's dissolved stream came
+   * back after a power loss and sapporo applied 1529 old entries over osaka's writes while the pair
+   * reported duplex). The stream starts over after them, as after a journal full.
    */
   private async continueStreamAfter(group: string, secondaryReceivedSeq: number): Promise<number> {
     const members = this.parts.registry.ofGroup(group).filter((x) => x.record.role === 'primary');
     if (members.length > 0) return 0; // the stream exists; the shipper already knows where the secondary is
     await this.parts.journals.openFor({ role: 'primary', group });
     const journal = this.parts.journals.primary(group)!;
-    if (secondaryReceivedSeq > journal.lastSeq) await journal.dropAll(secondaryReceivedSeq);
+    if (secondaryReceivedSeq > journal.lastSeq || journal.retainedEntries().length > 0) await journal.dropAll(secondaryReceivedSeq);
     return secondaryReceivedSeq;
   }
 
