@@ -118,7 +118,8 @@ export class TopologyOperator {
     const c = this.cluster;
     while (c.scheduler.now < deadlineMs) {
       const status = await this.status();
-      if (status && status.activeSite === this.topology.primary.site && status.legs.length > 0 && status.legs.every((l) => l.code === 'PAIR') &&
+      // Healthy too: a node just restarted can report a stale leg as PAIR whose other end is gone (seed 1474).
+      if (status && status.healthy && status.activeSite === this.topology.primary.site && status.legs.length > 0 && status.legs.every((l) => l.code === 'PAIR') &&
           status.sites.every((s) => s.reachable) && this.drained()) {
         return true;
       }
