@@ -159,7 +159,7 @@ export async function dissolveEverywhere(ctx: TopologyContext, name: string): Pr
   }
   // The async secondary then holds everything, and a delta resync from its position sends the least.
   for (const { s, p } of ends) {
-    if (p.role === 'primary' && p.mode === 'async' && p.code === 'PAIR' && p.peer.connected) await waitLagZero(ctx, s, name, { whileConnected: true });
+    if (p.role === 'primary' && p.mode === 'async' && p.code === 'PAIR' && p.peer.connected) await waitLagZero(ctx, s, name);
   }
   const leftBehind = (p: PairStatus): boolean => p.role === 'secondary' && p.code !== 'SSWS';
   for (const { s, p } of [...ends].sort((a, b) => Number(leftBehind(b.p)) - Number(leftBehind(a.p)))) {
@@ -173,11 +173,8 @@ export async function dissolveEverywhere(ctx: TopologyContext, name: string): Pr
 /**
  * Waits until the async secondary of `name` applied every entry its group's journal held when the
  * wait began (writes forwarded meanwhile, say through a cascade, do not keep it waiting forever).
- * `whileConnected`: the drain is only a courtesy (the pair is dissolved next), so it ends when the
- * link to the secondary goes down: nothing drains to a node that is gone (sim seed 1474: a failback
- * waited 67 s on a crashed sync site until the journal filled).
  */
-export async function waitLagZero(ctx: TopologyContext, s: Site, name: string, options: { whileConnected?: boolean } = {}): Promise<void> {
+export async function waitLagZero(ctx: TopologyContext, s: Site, name: string): Promise<void> {
   const clock = ctx.clock;
   const deadline = clock.now() + drainTimeoutMs;
   let target: number | undefined;
@@ -185,10 +182,6 @@ export async function waitLagZero(ctx: TopologyContext, s: Site, name: string, o
     const pairs = s.info ? await ctx.pairsAt(s) : [];
     const p = pairs.find((x) => x.name === name);
     if (!p || (p.lag?.entries ?? 0) === 0 || !p.group) return;
-    if (options.whileConnected && !p.peer.connected) {
-      ctx.print(`    ${name}: ${p.peer.node} is not connected; ${p.lag!.entries} entries not sent to it stay behind (it is copied again when it returns)`);
-      return;
-    }
     const group = await s.api.getGroup(p.group);
     target ??= group.lastSeq;
     if (group.appliedSeq >= target) return;
