@@ -8,6 +8,7 @@
 // the event loop wakes once for it rather than for every burst of segments: each wake is a read
 // and a JavaScript callback, 2.7 of them per 1 MiB write before.
 import * as net from 'node:net';
+import { invariant } from './errors';
 import { nativeIo } from './native-io';
 
 export const defaultReceiveBufferBytes = 256 * 1024;
@@ -18,6 +19,8 @@ export const defaultReceiveBufferBytes = 256 * 1024;
 export const maxReceiveLowWaterBytes = 1024 * 1024;
 
 type HandleOwner = { _handle: unknown };
+/** net.Socket's record of the server that accepted it (Node internals, as `_handle`). */
+type ServerOwned = { _server: net.Server | null; server: net.Server | null };
 type SetLowWater = (fd: number, bytes: number) => number;
 
 /** Reads that land in the owner's buffers instead of the fixed one. */
@@ -44,17 +47,16 @@ export function adoptWithReceiveBuffer(socket: net.Socket, onRead: (view: Buffer
   const handle = owner._handle;
   if (!handle || socket.destroyed) return undefined;
   owner._handle = null;
-  const fixed = Buffer.allocUnsafe(receiveBufferBytes);
-  const keepLowWater = direct ? lowWaterKeeper(direct, handle) : undefined;
-  const callback = (n: number, buffer: Uint8Array): void => {
-    if (buffer === fixed) onRead(fixed.subarray(0, n));
-    else direct!.filled(n);
-    keepLowWater?.();
-  };
-  const adopted = new net.Socket({
-    handle,
-    onread: { buffer: direct ? () => direct.next() ?? fixed : fixed, callback },
-  } as net.SocketConstructorOpts);
+  const sink = new ReceiveSink(receiveBufferBytes);
+  sink.bind(onRead, direct, direct ? lowWaterKeeper(direct, handle) : undefined);
+  const adopted = new net.Socket({ handle, onread: sink.onread } as net.SocketConstructorOpts);
+  // The server counts its connections down when a socket closes: the new socket carries the count,
+  // or net.Server's close callback would wait for a socket that never closes.
+  const accepted = socket as unknown as ServerOwned;
+  const moved = adopted as unknown as ServerOwned;
+  moved._server = accepted._server;
+  moved.server = accepted.server;
+  accepted._server = null;
   return adopted;
 }
 
@@ -81,4 +83,40 @@ function lowWaterKeeper(direct: DirectReads, handle: unknown, setLowWater: SetLo
     working = false;
     if (mark !== 1) set(fd, 1);
   };
+}
+
+/**
+ * The reading end of a socket that reads into a fixed buffer (Node's `onread`), and straight into
+ * the owner's buffers where DirectReads says. An adopted socket uses one; a socket this process
+ * dials gets `onread` from one at net.connect, and its reader is bound before the event loop turns
+ * (nothing is read before the connection is made); it goes without the low-water mark, having no
+ * descriptor yet when it is created.
+ */
+export class ReceiveSink {
+  private readonly fixed: Buffer;
+  private reader: { onRead: (view: Buffer) => void; direct: DirectReads | undefined; afterRead: (() => void) | undefined } | undefined;
+
+  constructor(receiveBufferBytes = defaultReceiveBufferBytes) {
+    this.fixed = Buffer.allocUnsafe(receiveBufferBytes);
+  }
+
+  /** The `onread` option of net.connect or a new net.Socket. */
+  get onread(): net.OnReadOpts {
+    return {
+      buffer: () => this.reader?.direct?.next() ?? this.fixed,
+      callback: (n, buffer) => {
+        invariant(this.reader !== undefined, 'a socket is read only once its reader is bound');
+        if (buffer === this.fixed) this.reader.onRead(this.fixed.subarray(0, n));
+        else this.reader.direct!.filled(n);
+        this.reader.afterRead?.();
+        return true; // keep reading
+      },
+    };
+  }
+
+  /** `afterRead`: called after every read (the low-water mark follows what is still awaited). */
+  bind(onRead: (view: Buffer) => void, direct?: DirectReads, afterRead?: () => void): void {
+    invariant(this.reader === undefined, 'a receive sink has one reader');
+    this.reader = { onRead, direct, afterRead };
+  }
 }

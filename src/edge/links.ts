@@ -8,7 +8,8 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { TricopyError } from '../common/errors';
 import type { Logger } from '../common/log';
-import { PeerLink, keepsNewLink, type LinkRefusal, type LinkTimings } from '../replication/transport/link';
+import { PeerLink, keepsNewLink, linkReceiveBufferBytes, type LinkRefusal, type LinkTimings } from '../replication/transport/link';
+import { ReceiveSink } from '../common/fast-socket';
 import { LinkTlsAcceptor, LinkTlsRefused, RateLimitedWarnings, dialLinkSocket, onTlsDialFailure, type LinkTlsConfig } from '../replication/transport/link-tls';
 import type { MessageType } from '../replication/transport/messages';
 import { assertLinkLimits, maxAuthenticatedLinks, maxUnauthenticatedLinks, reconnectInitialDelayMs, reconnectMaxDelayMs } from '../replication/transport/peers';
@@ -223,9 +224,10 @@ export class RelayLinks extends EventEmitter {
     if (this.closed || this.wanted.get(key) !== w) return;
     if (!this.secret) return;
     const t = w.target;
-    const socket = dialLinkSocket(t.host, t.port, this.tls);
+    const sink = new ReceiveSink(linkReceiveBufferBytes);
+    const socket = dialLinkSocket(t.host, t.port, this.tls, sink);
     onTlsDialFailure(socket, (detail) => this.tlsRefused(new LinkTlsRefused('tls-failed', detail), socket, 'dialer', t.peer));
-    const link = new PeerLink(socket, 'dialer', t.local, this.secret, this.timings, this.log, t.peer);
+    const link = new PeerLink(socket, 'dialer', t.local, this.secret, this.timings, this.log, t.peer, sink);
     this.kinds.set(link, t.kind);
     w.dialing = link;
     link.once('closed', (reason: string) => {

@@ -72,6 +72,31 @@ test('peers authenticate each other, exchange requests and errors', async () => 
   assert.ok((await a.m.request('beta', MessageType.Write, big)).subarray(5).equals(big), 'large payloads arrive intact');
 });
 
+test('frames of every size arrive whole and in order both ways, read straight into their buffers or not', async () => {
+  // The acceptor's socket is moved onto a fixed receive buffer and the dialer's made with one
+  // (common/fast-socket.ts); payloads of 64 KiB or more are read straight into their own buffers.
+  // Sizes around that threshold and the receive buffer, many in flight at once, both directions,
+  // once directly and once through the fault proxy (which passes the bytes on in other chunks).
+  const a = await manager('dr-a');
+  const b = await manager('dr-b');
+  const proxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: a.port });
+  proxies.push(proxy);
+  const c = await manager('dr-c');
+  b.m.want({ node: 'dr-a', host: '127.0.0.1', replPort: a.port });
+  c.m.want({ node: 'dr-a', host: '127.0.0.1', replPort: proxy.port });
+  await waitFor('links up', () => b.m.isUp('dr-a') && a.m.isUp('dr-b') && c.m.isUp('dr-a') && a.m.isUp('dr-c'));
+  const sizes = [0, 3, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1, 70_000, 256 * 1024, 256 * 1024 + 7, 1024 * 1024, 5 * 1024 * 1024 + 3];
+  const pairs: Array<[PeerManager, string, string]> = [[b.m, 'dr-a', 'dr-a'], [a.m, 'dr-b', 'dr-b'], [c.m, 'dr-a', 'dr-a'], [a.m, 'dr-c', 'dr-c']];
+  for (const [from, to, answerer] of pairs) {
+    const payloads = [...sizes, ...sizes.slice().reverse()].map((n) => randomBytes(n));
+    const answers = await Promise.all(payloads.map((p) => from.request(to, MessageType.Write, p)));
+    answers.forEach((answer, i) => {
+      assert.equal(answer.subarray(0, answerer.length + 1).toString(), `${answerer}:`);
+      assert.ok(answer.subarray(answerer.length + 1).equals(payloads[i]!), `${payloads[i]!.length} bytes to ${to} came back whole`);
+    });
+  }
+});
+
 test('a peer with the wrong cluster secret is refused, in both directions', async () => {
   const good = await manager('good');
   const evil = await manager('evil', Buffer.from('not-the-cluster-secret-at-all!!'));

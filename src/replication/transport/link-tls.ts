@@ -12,6 +12,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { ConnectionWaiters } from '../../common/connection-waiters';
 import { TricopyError, errorMessage } from '../../common/errors';
+import type { ReceiveSink } from '../../common/fast-socket';
 
 export const linkTlsModes = ['off', 'optional', 'required'] as const;
 export type LinkTlsMode = (typeof linkTlsModes)[number];
@@ -128,8 +129,9 @@ export function checkLinkTlsReload(current: LinkTlsConfig | undefined, next: Lin
  * verified against the CA when there is one; its host name is not (addresses come from network files
  * and peer records; who the peer is, is proven by the cluster-secret handshake inside).
  */
-export function dialLinkSocket(host: string, port: number, config: LinkTlsConfig | undefined): net.Socket {
-  if (config?.mode !== 'required') return net.connect({ host, port });
+export function dialLinkSocket(host: string, port: number, config: LinkTlsConfig | undefined, sink?: ReceiveSink): net.Socket {
+  // A plain link reads into the sink's fixed buffer (the PeerLink binds it); TLS reads as a stream.
+  if (config?.mode !== 'required') return net.connect({ host, port, ...(sink ? { onread: sink.onread } : {}) });
   return tls.connect({
     host, port, ...tlsVersions, cert: config.certPem, key: config.keyPem, ca: config.caPem,
     rejectUnauthorized: config.caPem !== undefined, checkServerIdentity: () => undefined,

@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
 import * as tls from 'node:tls';
 import { ByteQueue } from '../../common/byte-queue';
+import { type DirectReads, type ReceiveSink, adoptWithReceiveBuffer } from '../../common/fast-socket';
 import { TricopyError, errorMessage, invariant } from '../../common/errors';
 import type { Logger } from '../../common/log';
 import {
@@ -37,6 +38,11 @@ export const defaultLinkTimings: LinkTimings = {
   handshakeTimeoutMs: defaultHandshakeTimeoutMs,
   requestTimeoutMs: defaultRequestTimeoutMs,
 };
+
+/** A payload at least this large is read from the socket straight into its own buffer (adopted sockets). */
+export const linkDirectReadMinBytes = 64 * 1024;
+/** The fixed buffer an adopted socket reads headers and small frames into. */
+export const linkReceiveBufferBytes = 256 * 1024;
 
 export type RequestHandler = (type: MessageType, payload: Buffer, link: PeerLink) => Promise<Buffer | Buffer[] | void>;
 
@@ -106,6 +112,11 @@ export class PeerLink extends EventEmitter {
   private readonly queue = new ByteQueue();
   private header: FrameHeader | undefined;
   private headerBytes: Buffer | undefined;
+  /** A large payload being read straight into its buffer, and how much of it has arrived. */
+  private payload: Buffer | undefined;
+  private payloadFill = 0;
+  /** The socket reads into a fixed buffer and large payloads into their own (common/fast-socket.ts). */
+  private readonly direct: boolean;
   private authenticated = false;
   private closedReason: string | undefined;
   private readonly pending = new Map<number, PendingRequest>();
@@ -125,8 +136,10 @@ export class PeerLink extends EventEmitter {
   /** Decides the accepting end's name from the Hello (set right after construction); none: `localNode`. */
   acceptorIdentity: AcceptorIdentity | undefined;
 
+  private readonly socket: net.Socket;
+
   constructor(
-    private readonly socket: net.Socket,
+    socket: net.Socket,
     readonly side: 'dialer' | 'acceptor',
     private localNode: string,
     private readonly secret: Buffer,
@@ -134,18 +147,31 @@ export class PeerLink extends EventEmitter {
     private readonly log: Logger,
     /** The node a dialer expects to reach. */
     private readonly expectedPeer?: string,
+    /** A dialer's plain socket made with this sink's `onread` (dialLinkSocket). */
+    sink?: ReceiveSink,
   ) {
     super();
+    // A plain connection reads into a fixed buffer, and large payloads (replicated writes, journal
+    // batches) straight into their own buffers: no buffer per socket read, no copy to assemble a
+    // frame. An accepted socket is moved onto such a socket; a dialed one was made with the sink's
+    // `onread`. A TLS socket reads as a stream.
+    const plain = !(socket instanceof tls.TLSSocket);
+    const adopted = side === 'acceptor' && plain ? this.adopt(socket) : undefined;
+    const dialedWithSink = side === 'dialer' && plain && sink !== undefined;
+    if (dialedWithSink) sink.bind((view) => this.onData(Buffer.from(view)), this.directReads());
+    this.direct = adopted !== undefined || dialedWithSink;
+    this.socket = adopted?.socket ?? socket;
+    socket = this.socket;
     this.out = new SendBuffer(socket);
     this.rememberRemote();
     if (side === 'dialer') socket.once('connect', () => this.rememberRemote());
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 10_000);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (!this.direct) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.lost(`socket error: ${err.message}`));
     socket.on('close', () => this.lost('connection closed by peer'));
     // An accepted socket arrives paused when its first bytes were looked at (link-tls.ts).
-    socket.resume();
+    if (!adopted) socket.resume();
     this.handshakeTimer = setTimeout(() => {
       // Only an accepting node counts a peer that never authenticates; a dialer just dials again.
       if (side === 'acceptor') this.refuse('handshake-timeout', `handshake not finished within ${timings.handshakeTimeoutMs} ms`);
@@ -156,6 +182,47 @@ export class PeerLink extends EventEmitter {
       this.sendFrame({ kind: FrameKind.Message, type: MessageType.Hello, requestId: 0, status: 0 },
         helloCodec.encode({ protocol: linkProtocolVersion, node: localNode, nonce: this.localNonce, ...(expectedPeer !== undefined ? { expect: expectedPeer } : {}) }));
     }
+  }
+
+  /**
+   * Moves an accepted socket's connection onto a socket that reads into a fixed buffer. What the
+   * old socket had buffered already (the first bytes link-tls.ts looked at) is read out first and
+   * queued, so nothing is lost or reordered. Undefined when the socket cannot be moved.
+   */
+  private adopt(socket: net.Socket): { socket: net.Socket } | undefined {
+    const buffered: Buffer[] = [];
+    for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) buffered.push(chunk);
+    const adopted = adoptWithReceiveBuffer(socket, (view) => this.onData(Buffer.from(view)), linkReceiveBufferBytes, this.directReads());
+    if (!adopted) {
+      for (const chunk of buffered.reverse()) socket.unshift(chunk);
+      return undefined;
+    }
+    for (const chunk of buffered) this.queue.push(chunk);
+    // Parsed once the link is constructed (a handshake frame may be among them).
+    if (buffered.length > 0) setImmediate(() => this.onData(Buffer.alloc(0)));
+    return { socket: adopted };
+  }
+
+  private directReads(): DirectReads {
+    return {
+      next: () => (this.directBytesAwaited() > 0 ? this.payload!.subarray(this.payloadFill) : undefined),
+      filled: (n) => this.directFilled(n),
+      awaiting: () => this.directBytesAwaited(),
+    };
+  }
+
+  /** The rest of the large payload being received, when the socket reads it straight in; else 0. */
+  private directBytesAwaited(): number {
+    if (!this.payload || this.queue.length > 0 || this.closedReason !== undefined) return 0;
+    return this.payload.length - this.payloadFill;
+  }
+
+  /** `n` bytes of the large payload arrived where the socket was told to put them. */
+  private directFilled(n: number): void {
+    if (!this.payload || this.closedReason !== undefined) return;
+    this.payloadFill += n;
+    invariant(this.payloadFill <= this.payload.length, 'a direct read never runs past the payload it fills');
+    if (this.payloadFill === this.payload.length) this.onData(Buffer.alloc(0));
   }
 
   /** The name this end has on the link (an acceptor's may be chosen by `acceptorIdentity`). */
@@ -243,6 +310,15 @@ export class PeerLink extends EventEmitter {
   private onData(chunk: Buffer): void {
     this.queue.push(chunk);
     this.lastHeardAt = Date.now();
+    if (this.payload) {
+      // A large payload being filled: queued bytes (when a read went to the fixed buffer) go into it.
+      const take = Math.min(this.queue.length, this.payload.length - this.payloadFill);
+      if (take > 0) {
+        this.queue.take(take).copy(this.payload, this.payloadFill);
+        this.payloadFill += take;
+      }
+      if (this.payloadFill < this.payload.length) return;
+    }
     while (this.closedReason === undefined) {
       if (!this.header) {
         if (this.queue.length < frameHeaderBytes) return;
@@ -258,8 +334,22 @@ export class PeerLink extends EventEmitter {
         this.header = decoded.header;
         this.headerBytes = bytes;
       }
-      if (this.queue.length < this.header.payloadLength) return;
-      const payload = this.queue.take(this.header.payloadLength);
+      let payload: Buffer;
+      if (this.payload) {
+        payload = this.payload;
+        this.payload = undefined;
+        this.payloadFill = 0;
+      } else if (this.queue.length < this.header.payloadLength) {
+        if (this.direct && this.authenticated && this.header.payloadLength >= linkDirectReadMinBytes) {
+          // The rest lands straight in the payload's buffer (directBytesAwaited), with what is queued first.
+          this.payload = Buffer.allocUnsafe(this.header.payloadLength);
+          this.payloadFill = this.queue.length;
+          if (this.payloadFill > 0) this.queue.take(this.payloadFill).copy(this.payload);
+        }
+        return;
+      } else {
+        payload = this.queue.take(this.header.payloadLength);
+      }
       const header = this.header;
       const headerBytes = this.headerBytes!;
       this.header = undefined;

@@ -6,9 +6,11 @@
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { TricopyError, invariant } from '../../common/errors';
+import { ReceiveSink } from '../../common/fast-socket';
 import type { Logger } from '../../common/log';
 import { frameHeaderBytes, maxFramePayloadBytes, maxHandshakePayloadBytes } from './frame';
 import {
+  linkReceiveBufferBytes,
   PeerLink, keepsNewLink, largestHandshakePayloadBytes, type LinkRefusal, type LinkRefusalObserver, type LinkRefusalReason, type LinkTimings, type RequestHandler,
 } from './link';
 import { LinkTlsAcceptor, type LinkTlsConfig, LinkTlsRefused, RateLimitedWarnings, dialLinkSocket, onTlsDialFailure } from './link-tls';
@@ -265,7 +267,8 @@ export class PeerManager extends EventEmitter implements PeerTransport {
       this.log.warn({ peer: w.address.node }, 'cannot dial peer: no cluster secret configured');
       return;
     }
-    const socket = dialLinkSocket(w.address.host, w.address.replPort, this.tls);
+    const sink = new ReceiveSink(linkReceiveBufferBytes);
+    const socket = dialLinkSocket(w.address.host, w.address.replPort, this.tls, sink);
     let refusal: LinkRefusal | undefined;
     // Before the PeerLink's own error handler, which closes the link: the refusal is known by then.
     onTlsDialFailure(socket, (detail) => {
@@ -273,7 +276,7 @@ export class PeerManager extends EventEmitter implements PeerTransport {
       this.warnTls('tls-failed', detail, socket, 'dialer', w.address.node);
       this.refusalObserver?.(refusal);
     });
-    const link = new PeerLink(socket, 'dialer', this.localNode, this.secret, this.timings, this.log, w.address.node);
+    const link = new PeerLink(socket, 'dialer', this.localNode, this.secret, this.timings, this.log, w.address.node, sink);
     w.dialing = link;
     link.once('closed', (reason: string) => {
       if (w.dialing === link) w.dialing = undefined;
