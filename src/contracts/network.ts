@@ -86,9 +86,10 @@ export interface RouteConfig {
   to: string;
   hops: string[];
   /**
-   * Paths that avoid one core of `hops` each, in order of preference: a relay whose next hop on
-   * `hops` is down sends on along the first of these it is on whose next hop is up (§5.7: a core
-   * failure with an alternative route). Absent from configs applied by older versions.
+   * Paths that avoid one core of `hops` each, then one link of `hops` each, in order of preference.
+   * The edge sending an entry puts one of these on it when something on `hops` is dead (paths.ts);
+   * a relay given an entry that carries no path sends on along the first of these it is on whose
+   * next hop is up. Absent from configs applied by older versions.
    */
   alternates?: string[][];
 }
@@ -206,6 +207,10 @@ export interface RelayStatus {
     bytesSent: number;
     /** Entries dropped at this relay (no route, next hop down): the source edge resends them. */
     entriesDropped: number;
+    /** PathDown entries sent: entries this relay could not forward on their carried path, reported to the edge they left. */
+    pathDownNotices: number;
+    /** Times this edge changed the path it sends on toward another edge (around a dead link, or back). */
+    reroutes: number;
     /** Connections refused (wrong secret, not permitted, malformed frames). */
     refusedConnections: number;
     /** Requests of attached storages refused (no order id, access control, Failure Suspend). */
@@ -218,6 +223,14 @@ export interface RelayStatus {
   tls: { mode: 'off' | 'optional' | 'required'; mutual: boolean; certificate: { subject: string; notAfter: string; fingerprint256: string } | null };
   /** The last connection refused, and why (a node of another customer, a wrong secret …). */
   lastRefusal: { peer: string | null; reason: string; detail: string; at: string } | null;
+  /** The paths this relay sends its own entries on, per destination edge, and the links it avoids (issue 15; absent from older relays). */
+  paths?: RelayPathsStatus;
+}
+
+export interface RelayPathsStatus {
+  toward: Array<{ to: string; hops: string[] }>;
+  /** Links a relay at one end reported it could not forward across, avoided until `until`. */
+  avoided: Array<{ between: [string, string]; until: string; reason: string }>;
 }
 
 /** Failover at the target edge (§6.9): what the target holds when the order stopped. */

@@ -54,7 +54,8 @@ export const networkConfigSchema = {
       type: 'array', maxItems: 65536,
       items: { type: 'object', additionalProperties: false, required: ['from', 'to', 'hops'], properties: {
         from: name, to: name, hops: { type: 'array', minItems: 1, maxItems: 64, items: name },
-        alternates: { type: 'array', maxItems: 64, items: { type: 'array', minItems: 1, maxItems: 64, items: name } },
+        // One around each core and each link of a route of at most 64 relays.
+        alternates: { type: 'array', maxItems: 128, items: { type: 'array', minItems: 1, maxItems: 64, items: name } },
       } },
     },
     storages: {
@@ -158,6 +159,8 @@ export function metricsText(relay: Relay): string {
   metric('tricopy_rcn_bytes_forwarded_total', 'bytes of entries sent to another relay', 'counter', [[{}, s.counters.bytesForwarded]]);
   metric('tricopy_rcn_bytes_sent_total', 'bytes sent to other relays after compression', 'counter', [[{}, s.counters.bytesSent]]);
   metric('tricopy_rcn_entries_dropped_total', 'entries dropped here (sent again by the source edge)', 'counter', [[{}, s.counters.entriesDropped]]);
+  metric('tricopy_rcn_path_down_notices_total', 'entries this relay could not forward on their carried path, reported to the edge they left', 'counter', [[{}, s.counters.pathDownNotices]]);
+  metric('tricopy_rcn_reroutes_total', 'changes of the path this edge sends on (around a dead link, or back)', 'counter', [[{}, s.counters.reroutes]]);
   metric('tricopy_rcn_refused_connections_total', 'connections refused', 'counter', [[{}, s.counters.refusedConnections]]);
   metric('tricopy_rcn_link_up', '1 while a link is up', 'gauge', s.links.map((l) => [{ peer: l.peer, kind: l.kind, as: l.as }, l.up ? 1 : 0]));
   return `${lines.join('\n')}\n`;

@@ -7,10 +7,16 @@
 //    0 u8  version (1)            20 u32 correlation id (direct requests)
 //    1 u8  kind                   24 u16 RIO message type
 //    2 u8  flags                  26 u32 RIO status (responses; 0 = ok)
-//    3 u8  reserved (0)           30 u32 RIO payload length
-//    4 u64 sequential number      34 str8 order id, str8 target node, str8 target pair,
-//   12 u64 I/O time (ms)             str8 source node, str8 source pair, then the RIO payload
+//    3 u8  path length N          30 u32 RIO payload length
+//    4 u64 sequential number      34 N × str8 the carried path (relay names, edge to edge), then
+//   12 u64 I/O time (ms)             str8 order id, str8 target node, str8 target pair,
+//                                    str8 source node, str8 source pair, then the RIO payload
 // (str8: one length byte, then that many UTF-8 bytes.)
+//
+// The carried path is chosen by the edge the entry leaves from (paths.ts) and followed by every
+// relay (forwarder.ts); N = 0 means none, and relays then follow their route tables. The path
+// sits right after the fixed fields so that the source edge can put one on an entry stored in
+// its log area without decoding it (`withPath`): the payload is never copied.
 import { TricopyError } from '../common/errors';
 
 export const entryVersion = 1;
@@ -30,7 +36,16 @@ export enum EntryKind {
   SuspendOk = 6,
   /** An edge declared Failure Suspend of the order (§6.10 (b)): the other edge stops it too. */
   FailNotice = 7,
+  /**
+   * A relay could not forward an entry on its carried path (the link to the next relay is down):
+   * sent back along the path to the edge the entry came from, which then chooses a path around the
+   * link and sends again. The payload names the link (`encodeDeadLink`); 803 and 804 are the entry's.
+   */
+  PathDown = 8,
 }
+
+/** The most relays a carried path may name (edges included), as many as a route may (api.ts): a longer one is refused. */
+export const maxPathHops = 64;
 
 /** A resynchronisation point (§5.9.4): the target edge sets its reflection counter to seq − 1 first. */
 export const entryFlagRealign = 1;
@@ -67,6 +82,8 @@ export interface RelayEntry {
   corr: number;
   /** 805 */
   rio: Rio;
+  /** The carried path, from the edge the entry left to the edge it goes to; absent or empty: none. */
+  path?: string[];
 }
 
 function str8(s: string, what: string): Buffer {
@@ -91,11 +108,14 @@ function readU64(b: Buffer, at: number, what: string): number {
 export function encodeEntryHeader(e: RelayEntry): Buffer {
   if (!(e.kind in EntryKind)) throw new TricopyError('invalid-argument', `unknown entry kind ${e.kind}`);
   if ((e.flags & ~knownFlags) !== 0) throw new TricopyError('invalid-argument', `unknown entry flags 0x${e.flags.toString(16)}`);
-  const strings = [str8(e.order, 'order id'), str8(e.target.node, 'node'), str8(e.target.pair, 'pair'), str8(e.source.node, 'node'), str8(e.source.pair, 'pair')];
+  const path = e.path ?? [];
+  checkPath(path);
+  const strings = [...path.map((h) => str8(h, 'relay')), str8(e.order, 'order id'), str8(e.target.node, 'node'), str8(e.target.pair, 'pair'), str8(e.source.node, 'node'), str8(e.source.pair, 'pair')];
   const b = Buffer.alloc(fixedBytes + strings.reduce((n, s) => n + 1 + s.length, 0));
   b.writeUInt8(entryVersion, 0);
   b.writeUInt8(e.kind, 1);
   b.writeUInt8(e.flags, 2);
+  b.writeUInt8(path.length, 3);
   writeU64(b, 4, e.seq);
   writeU64(b, 12, e.ioTimeMs);
   b.writeUInt32BE(e.corr >>> 0, 20);
@@ -135,7 +155,8 @@ export function decodeEntry(b: Buffer, at = 0): EntryDecode {
   if (!(kind in EntryKind)) bad(`unknown kind ${kind}`);
   const flags = b.readUInt8(at + 2);
   if ((flags & ~knownFlags) !== 0) bad(`unknown flags 0x${flags.toString(16)}`);
-  if (b.readUInt8(at + 3) !== 0) bad('reserved byte is not zero');
+  const hops = b.readUInt8(at + 3);
+  if (hops > maxPathHops) bad(`a carried path of ${hops} relays (at most ${maxPathHops})`);
   const seq = readU64(b, at + 4, 'sequential number');
   const ioTimeMs = readU64(b, at + 12, 'I/O time');
   const corr = b.readUInt32BE(at + 20);
@@ -144,21 +165,91 @@ export function decodeEntry(b: Buffer, at = 0): EntryDecode {
   const payloadLength = b.readUInt32BE(at + 30);
   let p = at + fixedBytes;
   const strings: string[] = [];
-  for (let i = 0; i < 5; i++) {
-    if (p >= b.length) bad('truncated addressing');
+  for (let i = 0; i < hops + 5; i++) {
+    if (p >= b.length) bad(i < hops ? 'truncated path' : 'truncated addressing');
     const n = b.readUInt8(p);
-    if (p + 1 + n > b.length) bad('truncated addressing');
+    if (p + 1 + n > b.length) bad(i < hops ? 'truncated path' : 'truncated addressing');
     strings.push(b.toString('utf8', p + 1, p + 1 + n));
     p += 1 + n;
   }
   if (b.length - p < payloadLength) bad('truncated payload');
   const payload = b.subarray(p, p + payloadLength);
-  const [order, tNode, tPair, sNode, sPair] = strings as [string, string, string, string, string];
+  const path = strings.slice(0, hops);
+  const [order, tNode, tPair, sNode, sPair] = strings.slice(hops) as [string, string, string, string, string];
   if (tNode === '' || sNode === '') bad('an entry names its source and target nodes');
-  return {
-    entry: { kind, flags, target: { node: tNode, pair: tPair }, source: { node: sNode, pair: sPair }, order, ioTimeMs, seq, corr, rio: { type, status, payload } },
-    bytes: p + payloadLength - at,
+  const pathProblem = pathError(path);
+  if (pathProblem) bad(pathProblem);
+  const entry: RelayEntry = { kind, flags, target: { node: tNode, pair: tPair }, source: { node: sNode, pair: sPair }, order, ioTimeMs, seq, corr, rio: { type, status, payload } };
+  if (hops > 0) entry.path = path;
+  return { entry, bytes: p + payloadLength - at };
+}
+
+/** Why a carried path is unusable, or undefined: no empty names, no relay twice, not too long. */
+function pathError(path: readonly string[]): string | undefined {
+  if (path.length > maxPathHops) return `a carried path of ${path.length} relays (at most ${maxPathHops})`;
+  if (path.some((h) => h === '')) return 'a carried path names an empty relay';
+  if (new Set(path).size !== path.length) return `the carried path ${path.join(' → ')} visits a relay twice`;
+  return undefined;
+}
+
+function checkPath(path: readonly string[]): void {
+  const problem = pathError(path);
+  if (problem) throw new TricopyError('invalid-argument', problem);
+}
+
+/**
+ * The encoded entry `bytes` (one whole entry, e.g. from the log area) carrying `path` instead of
+ * the one it carries: the pieces to send, the payload a view of `bytes`, never copied.
+ */
+export function withPath(bytes: Buffer, path: readonly string[]): Buffer[] {
+  checkPath(path);
+  if (bytes.length < fixedBytes || bytes.readUInt8(0) !== entryVersion) throw new TricopyError('invalid-argument', 'relay entry: truncated header or unsupported version');
+  let p = fixedBytes;
+  for (let i = bytes.readUInt8(3); i > 0; i--) {
+    if (p >= bytes.length || p + 1 + bytes.readUInt8(p) > bytes.length) throw new TricopyError('invalid-argument', 'relay entry: truncated path');
+    p += 1 + bytes.readUInt8(p);
+  }
+  const fixed = Buffer.from(bytes.subarray(0, fixedBytes));
+  fixed.writeUInt8(path.length, 3);
+  const hops = path.map((h) => str8(h, 'relay'));
+  const pathBytes = Buffer.alloc(hops.reduce((n, h) => n + 1 + h.length, 0));
+  let at = 0;
+  for (const h of hops) {
+    pathBytes.writeUInt8(h.length, at);
+    h.copy(pathBytes, at + 1);
+    at += 1 + h.length;
+  }
+  return [fixed, pathBytes, bytes.subarray(p)];
+}
+
+/** The link a PathDown entry names: `from` could not reach its neighbour `to`. */
+export interface DeadLink {
+  from: string;
+  to: string;
+}
+
+export function encodeDeadLink(l: DeadLink): Buffer {
+  const from = str8(l.from, 'relay');
+  const to = str8(l.to, 'relay');
+  if (from.length === 0 || to.length === 0 || l.from === l.to) throw new TricopyError('invalid-argument', `a dead link joins two different relays (got "${l.from}", "${l.to}")`);
+  return Buffer.concat([Buffer.from([from.length]), from, Buffer.from([to.length]), to]);
+}
+
+export function decodeDeadLink(b: Buffer): DeadLink {
+  const bad = (why: string): never => {
+    throw new TricopyError('invalid-argument', `dead link notice: ${why}`);
   };
+  const names: string[] = [];
+  let p = 0;
+  for (let i = 0; i < 2; i++) {
+    if (p >= b.length || p + 1 + b.readUInt8(p) > b.length) bad('truncated');
+    names.push(b.toString('utf8', p + 1, p + 1 + b.readUInt8(p)));
+    p += 1 + b.readUInt8(p);
+  }
+  if (p !== b.length) bad(`${b.length - p} bytes after the link`);
+  const [from, to] = names as [string, string];
+  if (from === '' || to === '' || from === to) bad(`a dead link joins two different relays (got "${from}", "${to}")`);
+  return { from, to };
 }
 
 /** A frame of entries: the entries back to back. */
@@ -179,7 +270,10 @@ export function decodeBatch(b: Buffer): RelayEntry[] {
 
 /** The entry of a numbered request's answer (§4.9: 801 and 802 swapped, 803 and 804 kept). */
 export function responseTo(e: RelayEntry, kind: EntryKind, rio: Rio): RelayEntry {
-  return { kind, flags: 0, target: e.source, source: e.target, order: e.order, ioTimeMs: e.ioTimeMs, seq: e.seq, corr: e.corr, rio };
+  const r: RelayEntry = { kind, flags: 0, target: e.source, source: e.target, order: e.order, ioTimeMs: e.ioTimeMs, seq: e.seq, corr: e.corr, rio };
+  // Back the way the request came (a path it just crossed); the answering edge may choose another.
+  if (e.path && e.path.length > 0) r.path = [...e.path].reverse();
+  return r;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -1,17 +1,23 @@
 // Log entry transfer (programs 407 and 420, spec 002 §5.7): every relay sends an entry to the relay
-// after its own in the route between the entry's source and target edges (key (802, 801), mapped
-// to edges through the attached storages), processes it itself when it is the target edge, and
-// never changes it. Large entries cross a link in fragments (§5.7(7)); a core with batch transfer
-// holds entries for a fixed time and sends what gathered for one next hop in one frame. A link the
-// network file shapes compresses its frames and keeps under its bandwidth (link-shaping.ts).
+// after its own on the entry's carried path (chosen by the edge it left, paths.ts), processes it
+// itself when it is the target edge, and never changes 801–805. An entry that carries no path (from
+// an older relay) follows the route between its source and target edges (key (802, 801), mapped to
+// edges through the attached storages). A relay whose next relay on the carried path is unreachable
+// drops the entry, counts it, and sends a PathDown entry back along the path to the edge it came
+// from, which chooses a path around the link and sends again (issue 15). Large entries cross a link
+// in fragments (§5.7(7)); a core with batch transfer holds entries for a fixed time and sends what
+// gathered for one next hop in one frame. A link the network file shapes compresses its frames and
+// keeps under its bandwidth (link-shaping.ts).
 import { errorMessage } from '../common/errors';
 import type { Logger } from '../common/log';
 import type { LinkShaping, RelayNetworkConfig } from '../contracts/network';
 import type { PeerLink } from '../replication/transport/link';
 import { maxFramePayloadBytes } from '../replication/transport/frame';
-import { type RelayEntry, Reassembly, decodeBatch, decodeFragment, encodeEntry, fragment } from './entry';
+import { EntryKind, type RelayEntry, Reassembly, decodeBatch, decodeDeadLink, decodeFragment, encodeDeadLink, encodeEntry, fragment, withPath } from './entry';
 import type { RelayLinks } from './links';
 import { Pacer, compressFrame, decompressFrame } from './link-shaping';
+import { linkKey } from './network-file';
+import { type PathChange, PathChooser } from './paths';
 
 export enum RelayMessage {
   /** One-way: entries back to back. */
@@ -31,6 +37,16 @@ export const maxLinkBacklogBytes = 16 * 1024 * 1024;
 const maxBatchFrameBytes = Math.min(8 * 1024 * 1024, maxFramePayloadBytes - 1024);
 /** The most a reassembled or expanded frame may hold. */
 const maxReassembledBytes = 64 * 1024 * 1024;
+/** A relay tells an edge about one dead link at most this often (every entry dropped there would). */
+export const pathDownNoticeIntervalMs = 200;
+/** The (link, edge) pairs whose last notice time a relay remembers; the oldest is forgotten first. */
+const maxRememberedNotices = 4096;
+/**
+ * A relay whose link to a neighbour goes down tells the edges that sent entries over it this
+ * recently: what it had just put on that link is lost without a trace, and an edge that then waits
+ * for answers (a direct request) sends nothing that could meet the dead link and bring a PathDown.
+ */
+export const recentSenderMs = 10_000;
 
 export type NextHop = { local: true } | { local: false; relay: string; why?: undefined } | { local: false; relay: undefined; why: string };
 
@@ -39,6 +55,10 @@ export interface ForwarderCounters {
   bytesForwarded: number;
   bytesSent: number;
   entriesDropped: number;
+  /** PathDown entries this relay sent (it could not forward on a carried path). */
+  pathDownNotices: number;
+  /** Times this edge changed the path it sends on toward another edge. */
+  reroutes: number;
 }
 
 interface Gathering {
@@ -48,12 +68,21 @@ interface Gathering {
 }
 
 export class Forwarder {
-  readonly counters: ForwarderCounters = { entriesForwarded: 0, bytesForwarded: 0, bytesSent: 0, entriesDropped: 0 };
+  readonly counters: ForwarderCounters = { entriesForwarded: 0, bytesForwarded: 0, bytesSent: 0, entriesDropped: 0, pathDownNotices: 0, reroutes: 0 };
+  readonly paths: PathChooser;
+  /** The path toward an edge changed (set by the relay: it records the event and may resend). */
+  onPathChange: (change: PathChange) => void = () => undefined;
+  /** When this relay last told an edge about a dead link (`link key > edge`). */
+  private readonly noticesSentAt = new Map<string, number>();
+  /** Per next hop: per edge that sent entries over that link, its last such entry (without payload), its path and when. */
+  private readonly recentSenders = new Map<string, Map<string, { e: RelayEntry; path: readonly string[]; at: number; atMs: number }>>();
   private readonly reassembly = new WeakMap<PeerLink, Reassembly>();
   /** Per next hop with a bandwidth limit: its token bucket, and the limit it was made for. */
   private readonly pacers = new Map<string, { pacer: Pacer; bitsPerSecond: number }>();
   private readonly gathering = new Map<string, Gathering>();
   private nextFragmentId = 1;
+  /** Shutting down: links closing now are no reason to choose paths again. */
+  private closed = false;
   private lastDropLogAt = 0;
 
   constructor(
@@ -64,14 +93,20 @@ export class Forwarder {
     /** An entry whose target edge is this relay. */
     private readonly local: (e: RelayEntry) => void,
     readonly fragmentBytes = defaultFragmentBytes,
-  ) {}
+    private readonly now: () => number = Date.now,
+  ) {
+    this.paths = new PathChooser(name, config, (n) => this.links.get('relay', n, this.name) !== undefined, now, (c) => {
+      this.counters.reroutes++;
+      this.onPathChange(c);
+    });
+  }
 
   /** The edge a storage node is attached to. */
   edgeOf(node: string): string | undefined {
     return this.config()?.storages[node]?.edge;
   }
 
-  /** Where an entry goes from here (§5.7(1), (5)). */
+  /** Where an entry that carries no path goes from here (§5.7(1), (5)): the route tables. */
   nextHop(e: Pick<RelayEntry, 'source' | 'target'>): NextHop {
     const cfg = this.config();
     if (!cfg) return { local: false, relay: undefined, why: 'no network applied' };
@@ -82,10 +117,9 @@ export class Forwarder {
   }
 
   /**
-   * The next hop from here toward edge `to`: on the route, or, when that hop's link is down, on the
-   * first alternate route this relay is on whose next hop is up (a core failure reroutes, §5.7).
-   * Nothing is lost or reordered by a detour: what was in flight through the dead core is sent again
-   * by the source edge, and the target edge applies each order's entries strictly by number.
+   * The next hop from here toward edge `to` for an entry without a carried path: on the route, or,
+   * when that hop's link is down, on the first alternate route this relay is on whose next hop is
+   * up. Only entries of relays that carry no path use this.
    */
   hopBetween(from: string, to: string): NextHop {
     const cfg = this.config();
@@ -105,13 +139,13 @@ export class Forwarder {
     return { local: false, relay: undefined, why: `${this.name} is not on the route ${route.hops.join(' → ')}` };
   }
 
-  /** Whether an edge's entries toward `to` can leave now (its next hop is up and not backed up). */
-  canSend(from: string, to: string): boolean {
-    const hop = this.hopBetween(from, to);
-    if (hop.local) return true;
-    if (!hop.relay) return false;
-    const link = this.links.get('relay', hop.relay, this.name);
-    return link !== undefined && link.bufferedBytes + (this.pacers.get(hop.relay)?.pacer.queuedBytes ?? 0) < maxLinkBacklogBytes;
+  /** Whether this edge's entries toward edge `to` can leave now (the first hop of its path is up and not backed up). */
+  canSend(to: string): boolean {
+    const hops = this.paths.pathTo(to);
+    if (!hops) return false;
+    if (hops.length === 1) return true;
+    const link = this.links.get('relay', hops[1]!, this.name);
+    return link !== undefined && link.bufferedBytes + (this.pacers.get(hops[1]!)?.pacer.queuedBytes ?? 0) < maxLinkBacklogBytes;
   }
 
   /** How the link to a neighbour is shaped, when the network file says. */
@@ -123,36 +157,54 @@ export class Forwarder {
   linkDown(relay: string): void {
     const p = this.pacers.get(relay);
     if (p) this.counters.entriesDropped += p.pacer.clear();
+    if (this.closed) return;
+    this.paths.ownLinkChanged(relay, false);
+    // The edges whose entries this relay carried over the link lately learn of it now (a PathDown
+    // each), not when their next entry happens to meet it.
+    const senders = this.recentSenders.get(relay);
+    this.recentSenders.delete(relay);
+    const now = this.now();
+    for (const r of senders?.values() ?? []) if (now - r.atMs <= recentSenderMs) this.tellPathDown(r.e, r.path, r.at, relay);
   }
 
-  /** Sends an entry (or its encoded bytes) on its way; false when it was dropped. */
-  send(e: RelayEntry, encoded?: Buffer | Buffer[]): boolean {
-    const hop = this.nextHop(e);
-    if (hop.local) {
-      this.local(e);
-      return true;
+  /** A neighbour's link came up: the route through it may be usable again. */
+  linkUp(relay: string): void {
+    if (!this.closed) this.paths.ownLinkChanged(relay, true);
+  }
+
+  /**
+   * Sends an entry this edge originates (a request, an answer, a notice) on its way; false when it
+   * was dropped. It goes on the path it carries when that starts here and looks usable (an answer
+   * goes back the way its request came), else on the path this edge chooses.
+   */
+  send(e: RelayEntry): boolean {
+    const to = this.edgeOf(e.target.node);
+    if (!to) return this.drop(e, `storage ${e.target.node} is attached to no edge`);
+    const carried = e.path;
+    if (carried !== undefined && carried[0] === this.name && carried.at(-1) === to && this.paths.usable(carried)) return this.onPath(e, carried);
+    const path = this.paths.pathTo(to);
+    if (!path) return this.drop(e, `no route from ${this.name} to ${to}`);
+    return this.onPath({ ...e, path }, path);
+  }
+
+  /** Sends an encoded entry this edge stored toward edge `to` on the chosen path (not decoded: the path is put in front). */
+  sendLogged(to: string, bytes: Buffer): boolean {
+    const path = this.paths.pathTo(to);
+    if (!path) {
+      this.counters.entriesDropped++;
+      return false;
     }
-    if (!hop.relay) return this.drop(e, hop.why ?? 'no route');
-    return this.toRelay(hop.relay, e, encoded ?? encodeEntry(e));
-  }
-
-  /** Sends an encoded entry from edge `from` toward edge `to` (the route is known: no decoding). */
-  sendBetween(from: string, to: string, bytes: Buffer): boolean {
-    const hop = this.hopBetween(from, to);
-    if (hop.local) {
+    if (path.length === 1) {
       this.local(decodeBatch(bytes)[0]!);
       return true;
     }
-    if (!hop.relay) {
+    if (!this.links.get('relay', path[1]!, this.name)) {
+      // Chosen a moment ago with the link up: it just went down, and the chooser hears of it now.
       this.counters.entriesDropped++;
       return false;
     }
-    const link = this.links.get('relay', hop.relay, this.name);
-    if (!link) {
-      this.counters.entriesDropped++;
-      return false;
-    }
-    return this.toLink(hop.relay, [bytes], bytes.length);
+    const pieces = withPath(bytes, path);
+    return this.toLink(path[1]!, pieces, pieces.reduce((n, p) => n + p.length, 0));
   }
 
   /** A frame from another relay. */
@@ -171,16 +223,85 @@ export class Forwarder {
 
   private onEntries(bytes: Buffer): void {
     for (const e of decodeBatch(bytes)) {
+      if (e.path) {
+        this.onPath(e, e.path);
+        continue;
+      }
       const hop = this.nextHop(e);
-      if (hop.local) {
-        try {
-          this.local(e);
-        } catch (err) {
-          this.log.warn({ err: errorMessage(err), order: e.order, seq: e.seq }, 'an entry could not be processed');
-        }
-      } else if (!hop.relay) this.drop(e, hop.why ?? 'no route');
+      if (hop.local) this.deliverLocal(e);
+      else if (!hop.relay) this.drop(e, hop.why ?? 'no route');
       else this.toRelay(hop.relay, e, encodeEntry(e)); // 801–805 unchanged (E-31)
     }
+  }
+
+  /** Forwards an entry along its carried path (801–805 and the path unchanged, E-31), or takes it here at its end. */
+  private onPath(e: RelayEntry, path: readonly string[]): boolean {
+    const at = path.indexOf(this.name);
+    if (at < 0) return this.drop(e, `${this.name} is not on its carried path ${path.join(' → ')}`);
+    if (at === path.length - 1) {
+      const to = this.edgeOf(e.target.node);
+      if (to !== this.name) return this.drop(e, `its carried path ends at ${this.name}, but ${e.target.node} is attached to ${to ?? 'no edge'}`);
+      this.deliverLocal(e);
+      return true;
+    }
+    const next = path[at + 1]!;
+    if (this.links.get('relay', next, this.name)) {
+      if (at > 0 && e.kind !== EntryKind.PathDown) this.rememberSender(e, path, at, next);
+      return this.toRelay(next, e, encodeEntry(e));
+    }
+    this.drop(e, `the link to ${next} on its carried path is down`);
+    if (at > 0) this.tellPathDown(e, path, at, next);
+    else this.paths.ownLinkChanged(next, false); // this edge chose it an instant before the link went down
+    return false;
+  }
+
+  /** Keeps what a PathDown about the link to `next` needs to reach the edge the entry came from. */
+  private rememberSender(e: RelayEntry, path: readonly string[], at: number, next: string): void {
+    let m = this.recentSenders.get(next);
+    if (!m) this.recentSenders.set(next, (m = new Map()));
+    const origin = path[0]!;
+    const r = m.get(origin);
+    if (r && r.path.length === path.length && r.path.every((h, i) => h === path[i])) {
+      r.atMs = this.now();
+      return;
+    }
+    if (!r && m.size >= maxRememberedNotices) m.delete(m.keys().next().value!);
+    m.set(origin, { e: { ...e, rio: { type: 0, status: 0, payload: Buffer.alloc(0) } }, path, at, atMs: this.now() });
+  }
+
+  private deliverLocal(e: RelayEntry): void {
+    try {
+      if (e.kind === EntryKind.PathDown) this.onPathDown(e);
+      else this.local(e);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err), order: e.order, seq: e.seq }, 'an entry could not be processed');
+    }
+  }
+
+  /**
+   * This relay cannot forward `e` to `next`: the edge it came from learns of the dead link by a
+   * PathDown entry sent back along the part of the path the entry crossed (at most one per link
+   * and edge per `pathDownNoticeIntervalMs`: it acts on the first and sends everything again).
+   */
+  private tellPathDown(e: RelayEntry, path: readonly string[], at: number, next: string): void {
+    if (e.kind === EntryKind.PathDown) return; // never a notice about a notice
+    const origin = path[0]!;
+    const key = `${linkKey(this.name, next)}>${origin}`;
+    const now = this.now();
+    if (now - (this.noticesSentAt.get(key) ?? Number.NEGATIVE_INFINITY) < pathDownNoticeIntervalMs) return;
+    this.noticesSentAt.set(key, now);
+    if (this.noticesSentAt.size > maxRememberedNotices) this.noticesSentAt.delete(this.noticesSentAt.keys().next().value!);
+    this.counters.pathDownNotices++;
+    const back = path.slice(0, at + 1).reverse();
+    this.onPath({
+      kind: EntryKind.PathDown, flags: 0, target: e.source, source: e.target, order: e.order, ioTimeMs: e.ioTimeMs, seq: e.seq, corr: e.corr,
+      rio: { type: 0, status: 0, payload: encodeDeadLink({ from: this.name, to: next }) }, path: back,
+    }, back);
+  }
+
+  private onPathDown(e: RelayEntry): void {
+    const link = decodeDeadLink(e.rio.payload);
+    this.paths.reportDead(link.from, link.to, `${link.from} could not forward entry ${e.seq} of ${e.order || 'a direct message'} to ${link.to}`);
   }
 
   private toRelay(relay: string, e: RelayEntry, encoded: Buffer | Buffer[]): boolean {
@@ -265,6 +386,7 @@ export class Forwarder {
   }
 
   close(): void {
+    this.closed = true;
     for (const g of this.gathering.values()) clearTimeout(g.timer);
     this.gathering.clear();
     for (const p of this.pacers.values()) p.pacer.clear();

@@ -313,8 +313,10 @@ export function parseNetworkFile(value: unknown, file = 'network'): NetworkFile 
  * The route of every order, both directions (§6.12 step 6, §5.7(3)): a route given in the file,
  * else the path with the fewest cores over the links, skipping cores already carrying as many
  * routes as their capacity allows. Orders are routed in name order, so the result is stable. Each
- * route also gets its alternates: for each of its cores, the shortest path without that core (a
- * detour carries traffic only while the core is down, so capacity does not limit it).
+ * route also gets its alternates: for each of its cores, the shortest path without that core, then
+ * for each of its links, the shortest path without that link (a core and its links can fail apart:
+ * a cut link whose relays are both up). A detour carries traffic only while something on the
+ * route is down, so capacity does not limit it.
  */
 export function computeRoutes(n: NetworkFile, file = 'network'): RouteConfig[] {
   const out = new Map<string, RouteConfig>();
@@ -350,28 +352,50 @@ export function computeRoutes(n: NetworkFile, file = 'network'): RouteConfig[] {
     }
     install(path);
   }
+  // Computed one way and reversed for the other, so that both directions agree (§5.7(3)).
   for (const route of out.values()) {
+    if (route.from >= route.to) continue;
     const alternates = alternatesOf(route.hops, neighbours, (r) => n.cores[r] !== undefined);
-    if (alternates.length > 0) route.alternates = alternates;
+    if (alternates.length === 0) continue;
+    route.alternates = alternates;
+    out.get(`${route.to}\u0000${route.from}`)!.alternates = alternates.map((hops) => [...hops].reverse());
   }
   return [...out.values()].sort((a, b) => (a.from + a.to).localeCompare(b.from + b.to));
 }
 
-/** For each core of `hops` in turn, the shortest path around it; distinct, and none equal to `hops`. */
-function alternatesOf(hops: string[], neighbours: Map<string, string[]>, isCore: (relay: string) => boolean): string[][] {
+/**
+ * For each core of `hops` in turn, the shortest path around it, then for each link of `hops`, the
+ * shortest path without it; distinct, and none equal to `hops`.
+ */
+export function alternatesOf(hops: string[], neighbours: Map<string, string[]>, isCore: (relay: string) => boolean): string[][] {
   const seen = new Set([hops.join('\u0000')]);
   const out: string[][] = [];
-  for (const avoid of hops.slice(1, -1)) {
-    const path = shortestPath(hops[0]!, hops.at(-1)!, neighbours, (r) => r !== avoid && isCore(r));
-    if (!path || seen.has(path.join('\u0000'))) continue;
+  const add = (path: string[] | undefined): void => {
+    if (!path || seen.has(path.join('\u0000'))) return;
     seen.add(path.join('\u0000'));
     out.push(path);
+  };
+  for (const avoid of hops.slice(1, -1)) add(shortestPath(hops[0]!, hops.at(-1)!, neighbours, (r) => r !== avoid && isCore(r)));
+  for (let i = 0; i + 1 < hops.length; i++) {
+    const cut = linkKey(hops[i]!, hops[i + 1]!);
+    add(shortestPath(hops[0]!, hops.at(-1)!, neighbours, isCore, (a, b) => linkKey(a, b) !== cut));
   }
   return out;
 }
 
-/** Breadth-first: the fewest hops; only relays `passable` may be in the middle. */
-function shortestPath(from: string, to: string, neighbours: Map<string, string[]>, passable: (relay: string) => boolean): string[] | undefined {
+/** A link's name either way round (a link carries both directions). */
+export function linkKey(a: string, b: string): string {
+  return a < b ? `${a}\u0000${b}` : `${b}\u0000${a}`;
+}
+
+/**
+ * Breadth-first: the fewest hops; only relays `passable` may be in the middle, and only links
+ * `usable` (default all) are crossed.
+ */
+export function shortestPath(
+  from: string, to: string, neighbours: ReadonlyMap<string, readonly string[]>, passable: (relay: string) => boolean,
+  usable: (a: string, b: string) => boolean = () => true,
+): string[] | undefined {
   const previous = new Map<string, string>([[from, '']]);
   const queue = [from];
   while (queue.length > 0) {
@@ -379,6 +403,7 @@ function shortestPath(from: string, to: string, neighbours: Map<string, string[]
     for (const next of neighbours.get(at) ?? []) {
       if (previous.has(next)) continue;
       if (next !== to && !passable(next)) continue;
+      if (!usable(at, next)) continue;
       previous.set(next, at);
       if (next === to) {
         const path = [to];

@@ -2,7 +2,9 @@
 // presents virtual storages to its attached storage nodes (a node dials it as the node it pairs
 // with), numbers and stores what they send under order-guarantee ids, answers writes locally, and
 // applies what arrives for them strictly in order; a core only forwards. Both forward entries hop
-// by hop along the routes of the network they were given (network apply).
+// by hop along the path each carries, chosen by the edge it left from the routes of the network
+// they were given (network apply) and the links that edge knows dead (paths.ts); an edge whose path
+// changed because a link died sends its orders' unacknowledged entries again on the new one.
 import { zstd } from './link-shaping';
 import { promises as fsp } from 'node:fs';
 import { type Clock, systemClock } from '../common/clock';
@@ -11,14 +13,15 @@ import { TricopyError, errorMessage, isErrorCode } from '../common/errors';
 import { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import type {
-  RelayInfo, RelayLinkStatus, RelayNetworkConfig, RelayOrderStatus, RelayPairStatus, RelayPorts, RelayRole, RelayStatus, SuspendResult,
+  RelayInfo, RelayLinkStatus, RelayNetworkConfig, RelayOrderStatus, RelayPairStatus, RelayPathsStatus, RelayPorts, RelayRole, RelayStatus, SuspendResult,
 } from '../contracts/network';
 import { defaultLinkTimings, type LinkTimings, type PeerLink } from '../replication/transport/link';
 import { MessageType, encodeErrorPayload, responseError, responseOk } from '../replication/transport/messages';
 import { diffChunkBytes } from '../replication/limits';
 import { version } from '../node/version';
 import { EntryKind, type RelayEntry, type Rio, responseTo } from './entry';
-import { Forwarder } from './forwarder';
+import { Forwarder, defaultFragmentBytes } from './forwarder';
+import type { PathChange } from './paths';
 import { type Admission, type LinkKind, RelayLinks } from './links';
 import { type LinkTlsConfig, certificateSummary } from '../replication/transport/link-tls';
 import { classify, isFua, pairOf } from './rio';
@@ -56,7 +59,8 @@ export class Relay {
   readonly forwarder: Forwarder;
   private readonly sources = new Map<string, OrderSource>();
   private readonly targets = new Map<string, OrderTarget>();
-  private readonly direct = new Map<number, { resolve: (rio: Rio) => void; timer: NodeJS.Timeout }>();
+  /** Direct requests waiting for their answer: the entry is kept to send it again on a new path. */
+  private readonly direct = new Map<number, { resolve: (rio: Rio) => void; timer: NodeJS.Timeout; entry: RelayEntry; to: string | undefined }>();
   /** Storage links held down after a failover (`node>as`): the storage must see its peer gone. */
   private readonly held = new Set<string>();
   private nextCorr = 1;
@@ -77,11 +81,12 @@ export class Relay {
     this.tls = options.tls;
     this.links = new RelayLinks(options.name, options.secret, options.timings ?? defaultLinkTimings, options.log, (d, e) => this.admit(d, e), options.tls);
     this.links.requestHandler = (link, kind, type, payload) => this.onLinkRequest(link, kind, type, payload);
-    this.forwarder = new Forwarder(options.name, this.links, () => this.state.data.config, options.log, (e) => this.onLocalEntry(e));
+    this.forwarder = new Forwarder(options.name, this.links, () => this.state.data.config, options.log, (e) => this.onLocalEntry(e), defaultFragmentBytes, () => this.clock.now());
     this.links.on('up', (_key: string, kind: LinkKind, peer: string, local: string) => this.onLinkUp(kind, peer, local));
     this.links.on('down', (_key: string, kind: LinkKind, peer: string) => {
       if (kind === 'relay') this.forwarder.linkDown(peer);
     });
+    this.forwarder.onPathChange = (c) => this.onPathChange(c);
   }
 
   static async start(options: RelayOptions): Promise<Relay> {
@@ -179,8 +184,8 @@ export class Relay {
           const source = new OrderSource(id, o, {
             edge: this.name, dataDir: this.options.dataDir, disk: this.disk, clock: this.clock, state: this.state, log: this.options.log, events: this.events,
             send: (entry) => this.forwarder.send(entry),
-            sendLogged: (to, bytes) => this.forwarder.sendBetween(this.name, to, bytes),
-            canSend: (to) => this.forwarder.canSend(this.name, to),
+            sendLogged: (to, bytes) => this.forwarder.sendLogged(to, bytes),
+            canSend: (to) => this.forwarder.canSend(to),
             dropStorageLinks: (node, as, reason) => this.links.disconnect('storage', node, as, reason),
           });
           await source.open();
@@ -361,13 +366,13 @@ export class Relay {
     const deadline = this.clock.now() + directTimeoutMs;
     // A link of this edge may come up before the relay links do (a restart): wait for the route.
     const toEdge = this.config?.storages[as]?.edge;
-    while (toEdge && !this.forwarder.canSend(this.name, toEdge) && this.clock.now() < deadline) await this.clock.sleep(100);
+    while (toEdge && !this.forwarder.canSend(toEdge) && this.clock.now() < deadline) await this.clock.sleep(100);
     return new Promise<Rio>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.direct.delete(corr);
         reject(new TricopyError('unavailable', `node ${as} did not answer through the network within ${directTimeoutMs} ms`));
       }, Math.max(1, deadline - this.clock.now()));
-      this.direct.set(corr, { resolve, timer });
+      this.direct.set(corr, { resolve, timer, entry, to: toEdge });
       if (!this.forwarder.send(entry)) {
         clearTimeout(timer);
         this.direct.delete(corr);
@@ -459,8 +464,28 @@ export class Relay {
     this.forwarder.send(responseTo(e, EntryKind.DirectResponse, rio));
   }
 
+  /**
+   * The path toward an edge changed (issue 15): recorded as an event; when entries were probably
+   * lost on the old path (a link on it died), the orders toward that edge send again from their
+   * oldest unacknowledged entry, on the new path. Deferred: the change is noticed while sending.
+   */
+  private onPathChange(c: PathChange): void {
+    this.events.emit('route-changed', `${this.name}>${c.to}`, `now ${c.hops.join(' → ')} (was ${c.previous.join(' → ')}): ${c.reason}`,
+      { to: c.to, hops: c.hops, previous: c.previous });
+    if (!c.resend) return;
+    setImmediate(() => {
+      for (const s of this.sources.values()) if (s.cfg.to === c.to) s.retransmitNow(`the path to ${c.to} changed: ${c.reason}`);
+      // Direct requests (an async pair's journal batches, pair views) are not numbered and nothing
+      // resends them but their storage, after its timeout: sent again here, oldest first, on the new
+      // path. A copy that did arrive is harmless: the receiver skips journal entries it holds, and
+      // only the first answer is taken.
+      for (const d of [...this.direct.values()]) if (d.to === c.to) this.forwarder.send(d.entry);
+    });
+  }
+
   private onLinkUp(kind: LinkKind, peer: string, local: string): void {
     if (kind === 'relay') {
+      this.forwarder.linkUp(peer);
       // What was sent into the link that went down may be lost: the sources send it again now.
       for (const s of this.sources.values()) s.retransmitNow(`link to ${peer} came up`);
       return;
@@ -505,6 +530,15 @@ export class Relay {
       counters: { ...this.forwarder.counters, refusedConnections: this.links.refusedConnections, refusedRequests: this.refusedRequests },
       tls: { mode: this.tls?.mode ?? 'off', mutual: this.tls?.caPem !== undefined, certificate: certificateSummary(this.tls?.certPem) },
       lastRefusal: r ? { peer: r.claimedNode ?? null, reason: r.reason, detail: r.detail, at: r.at } : null,
+      paths: this.pathsStatus(),
+    };
+  }
+
+  private pathsStatus(): RelayPathsStatus {
+    const p = this.forwarder.paths.status();
+    return {
+      toward: p.paths,
+      avoided: p.avoided.map((a) => ({ between: a.between, until: new Date(a.untilMs).toISOString(), reason: a.reason })),
     };
   }
 }

@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  EntryKind, type RelayEntry, Reassembly, decodeBatch, decodeEntry, decodeFragment, encodeBatch, encodeEntryBytes, encodeEntryHeader, entryFlagRealign,
-  fragment, responseTo,
+  EntryKind, type RelayEntry, Reassembly, decodeBatch, decodeDeadLink, decodeEntry, decodeFragment, encodeBatch, encodeDeadLink, encodeEntryBytes,
+  encodeEntryHeader, entryFlagRealign, fragment, maxPathHops, responseTo, withPath,
 } from '../../src/edge/entry';
 import { MessageType, encodeDataHeader } from '../../src/replication/transport/messages';
 
@@ -64,7 +64,8 @@ test('malformed entries are refused with a reason, never half-read', () => {
     ['version', (b) => ((b[0] = 9), b), /unsupported version/],
     ['kind', (b) => ((b[1] = 200), b), /unknown kind/],
     ['flags', (b) => ((b[2] = 0x80), b), /unknown flags/],
-    ['reserved', (b) => ((b[3] = 1), b), /reserved/],
+    ['path too long', (b) => ((b[3] = maxPathHops + 1), b), new RegExp(`carried path of ${maxPathHops + 1} relays`)],
+    ['path eats the addressing', (b) => ((b[3] = 6), b), /truncated/],
   ];
   for (const [what, mangle, error] of cases) assert.throws(() => decodeEntry(mangle(Buffer.from(good))), error, what);
   assert.throws(() => encodeEntryBytes({ ...write(1), target: { node: 'x'.repeat(256), pair: '' } }), /longer than 255/);
@@ -91,4 +92,77 @@ test('§9.13: an entry larger than a frame is split and reassembled identical', 
   r2.add(decodeFragment(Buffer.concat(frames[0]!)));
   assert.throws(() => r2.add(decodeFragment(Buffer.concat(frames[2]!))), /does not continue/);
   assert.throws(() => decodeFragment(Buffer.alloc(5)), /truncated/);
+});
+
+const path = ['e-tokyo', 'c-2', 'e-sapporo'];
+
+test('a carried path: its length at byte 3, its relays right after the fixed fields, round trip', () => {
+  const e = { ...write(3), path };
+  const bytes = encodeEntryBytes(e);
+  assert.equal(bytes[3], 3, 'path length');
+  assert.equal(bytes[34], 'e-tokyo'.length);
+  assert.equal(bytes.toString('utf8', 35, 42), 'e-tokyo');
+  assert.equal(bytes[42], 'c-2'.length);
+  const d = decodeEntry(bytes);
+  assert.deepEqual(d.entry.path, path);
+  assert.equal(d.bytes, bytes.length);
+  assert.ok(d.entry.rio.payload.equals(e.rio.payload));
+  // No path: byte 3 is 0 and the entry decodes without one (relays then use their route tables).
+  const plain = encodeEntryBytes(write(3));
+  assert.equal(plain[3], 0);
+  assert.equal(decodeEntry(plain).entry.path, undefined);
+  assert.equal(plain.length + 3 + path.join('').length, bytes.length);
+});
+
+test('withPath puts a path on a stored entry without copying its payload, or replaces the one it carries', () => {
+  const e = write(11);
+  const stored = encodeEntryBytes(e);
+  const pieces = withPath(stored, path);
+  assert.ok(Buffer.concat(pieces).equals(encodeEntryBytes({ ...e, path })), 'the same bytes as encoding the entry with the path');
+  assert.equal(pieces.at(-1)!.buffer, stored.buffer, 'the addressing and payload are a view of the stored bytes');
+  const other = ['e-tokyo', 'c-1', 'e-sapporo'];
+  assert.ok(Buffer.concat(withPath(Buffer.concat(pieces), other)).equals(encodeEntryBytes({ ...e, path: other })), 'a path replaced');
+  assert.ok(Buffer.concat(withPath(Buffer.concat(pieces), [])).equals(stored), 'a path removed');
+  assert.throws(() => withPath(stored.subarray(0, 10), path), /truncated header/);
+  const cut = Buffer.concat(pieces).subarray(0, 40);
+  assert.throws(() => withPath(cut, other), /truncated path/);
+  assert.throws(() => withPath(stored, ['e-tokyo', 'c-1', 'e-tokyo']), /visits a relay twice/);
+});
+
+test('an answer goes back along the reversed path of its request; notices too', () => {
+  const r = responseTo({ ...write(4), path }, EntryKind.Response, { type: MessageType.Write, status: 0, payload: Buffer.alloc(0) });
+  assert.deepEqual(r.path, ['e-sapporo', 'c-2', 'e-tokyo']);
+  assert.deepEqual(decodeEntry(encodeEntryBytes(r)).entry.path, ['e-sapporo', 'c-2', 'e-tokyo']);
+  assert.equal(responseTo(write(4), EntryKind.Response, { type: 0, status: 0, payload: Buffer.alloc(0) }).path, undefined);
+});
+
+test('malformed carried paths are refused with a reason, encoding and decoding', () => {
+  assert.throws(() => encodeEntryBytes({ ...write(1), path: ['e-tokyo', 'c-1', 'e-tokyo'] }), /visits a relay twice/);
+  assert.throws(() => encodeEntryBytes({ ...write(1), path: ['e-tokyo', '', 'e-sapporo'] }), /empty relay/);
+  assert.throws(() => encodeEntryBytes({ ...write(1), path: Array.from({ length: maxPathHops + 1 }, (_, i) => `r${i}`) }), new RegExp(`at most ${maxPathHops}`));
+  assert.throws(() => encodeEntryBytes({ ...write(1), path: ['x'.repeat(256)] }), /longer than 255/);
+  const twice = encodeEntryBytes({ ...write(1), path: ['c-1', 'c-2', 'c-3'] });
+  assert.equal(twice.toString('utf8', 43, 46), 'c-3');
+  twice.write('c-1', 43, 'utf8');
+  assert.throws(() => decodeEntry(twice), /relay entry at byte 0: the carried path c-1 → c-2 → c-1 visits a relay twice/);
+  const tiny = Buffer.alloc(35);
+  tiny.writeUInt8(1, 0);
+  tiny.writeUInt8(EntryKind.Request, 1);
+  tiny.writeUInt8(1, 3);
+  tiny.writeUInt8(9, 34);
+  assert.throws(() => decodeEntry(tiny), /truncated path/);
+});
+
+test('a dead-link notice names the two ends of the link, on bytes', () => {
+  const b = encodeDeadLink({ from: 'c-1', to: 'e-sapporo' });
+  assert.ok(b.equals(Buffer.from([3, ...Buffer.from('c-1'), 9, ...Buffer.from('e-sapporo')])));
+  assert.deepEqual(decodeDeadLink(b), { from: 'c-1', to: 'e-sapporo' });
+  assert.throws(() => decodeDeadLink(b.subarray(0, 6)), /dead link notice: truncated/);
+  assert.throws(() => decodeDeadLink(Buffer.concat([b, Buffer.from([0])])), /1 bytes after the link/);
+  assert.throws(() => decodeDeadLink(Buffer.from([1, 0x61, 1, 0x61])), /two different relays/);
+  assert.throws(() => decodeDeadLink(Buffer.from([0, 1, 0x61])), /two different relays/);
+  assert.throws(() => encodeDeadLink({ from: 'c-1', to: 'c-1' }), /two different relays/);
+  // A PathDown entry carries it as its RIO payload, back along the path.
+  const notice: RelayEntry = { ...write(2), kind: EntryKind.PathDown, rio: { type: 0, status: 0, payload: b }, path: ['c-1', 'e-tokyo'] };
+  assert.deepEqual(decodeDeadLink(decodeEntry(encodeEntryBytes(notice)).entry.rio.payload), { from: 'c-1', to: 'e-sapporo' });
 });

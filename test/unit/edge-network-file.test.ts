@@ -102,6 +102,32 @@ test('§5.7: every route has its detours around each of its cores (both directio
   assert.ok(single.every((r) => r.alternates === undefined), 'one core, no other way: no detour');
 });
 
+test('issue 15: every route also has its detours around each of its links, for a link cut while its relays are up', () => {
+  // Two cores between two edges: around c-1, or around either of its links, the way is c-2.
+  const two = computeRoutes(parseNetworkFile({
+    ...smallest, cores: { 'c-1': { api: 'http://127.0.0.1:7841' }, 'c-2': { api: 'http://127.0.0.1:7842' } },
+    links: [['e-tokyo', 'c-1'], ['c-1', 'e-sapporo'], ['e-tokyo', 'c-2'], ['c-2', 'e-sapporo']],
+  }));
+  assert.deepEqual(two.find((r) => r.from === 'e-tokyo')!.alternates, [['e-tokyo', 'c-2', 'e-sapporo']]);
+  // Where a core has another way on, the detour around its link keeps the core: a → x → y → b when
+  // x–b is cut, while the one around x goes a → z → w → b.
+  const mesh = {
+    name: 'mesh',
+    edges: { a: { api: 'http://h:1' }, b: { api: 'http://h:2' } },
+    cores: { x: { api: 'http://h:3' }, y: { api: 'http://h:4' }, z: { api: 'http://h:5' }, w: { api: 'http://h:6' } },
+    links: [['a', 'x'], ['x', 'b'], ['x', 'y'], ['y', 'b'], ['a', 'z'], ['z', 'w'], ['w', 'b']],
+    orders: { o1: { from: 'a', to: 'b' } },
+  };
+  const routes = computeRoutes(parseNetworkFile(mesh));
+  const ab = routes.find((r) => r.from === 'a' && r.to === 'b')!;
+  assert.deepEqual(ab.hops, ['a', 'x', 'b']);
+  assert.deepEqual(ab.alternates, [['a', 'z', 'w', 'b'], ['a', 'x', 'y', 'b']], 'around x, then around x–b (around a–x is the same as around x)');
+  assert.deepEqual(routes.find((r) => r.from === 'b' && r.to === 'a')!.alternates, [['b', 'w', 'z', 'a'], ['b', 'y', 'x', 'a']], 'reversed');
+  // A route given in the file gets them too; none repeats the route.
+  const given = computeRoutes(parseNetworkFile({ ...mesh, routes: [['a', 'x', 'y', 'b']] })).find((r) => r.from === 'a' && r.to === 'b')!;
+  assert.deepEqual(given.alternates, [['a', 'z', 'w', 'b'], ['a', 'x', 'b']]);
+});
+
 test('links may name the address one end dials (a NAT or WAN proxy)', () => {
   const n = parseNetworkFile({ ...smallest, links: [['e-tokyo', 'c-1'], { between: ['c-1', 'e-sapporo'], address: { 'e-sapporo': '10.0.0.9:7850' } }] });
   assert.deepEqual(n.linkAddresses, [{ from: 'c-1', to: 'e-sapporo', host: '10.0.0.9', port: 7850 }]);

@@ -27,6 +27,12 @@ export function relayStatusText(s: RelayStatus): string {
   const sent = s.counters.bytesSent !== s.counters.bytesForwarded ? `, ${formatBytes(s.counters.bytesSent)} sent compressed` : '';
   lines.push(`  forwarded ${s.counters.entriesForwarded} entries (${formatBytes(s.counters.bytesForwarded)}${sent}), dropped ${s.counters.entriesDropped}, ` +
     `refused ${s.counters.refusedConnections} connections and ${s.counters.refusedRequests} requests`);
+  // Older relays (before rerouting around links) leave these out; at zero they say nothing.
+  if (s.counters.reroutes > 0 || s.counters.pathDownNotices > 0) {
+    lines.push(`  rerouted ${s.counters.reroutes ?? 0} times, reported ${s.counters.pathDownNotices ?? 0} entries it could not forward on their path`);
+  }
+  for (const p of s.paths?.toward ?? []) lines.push(`  path to ${p.to}: ${p.hops.join(' → ')}`);
+  for (const a of s.paths?.avoided ?? []) lines.push(`  avoiding link ${a.between.join('–')} until ${a.until} (${a.reason})`);
   if (s.lastRefusal) lines.push(`  last refused: ${s.lastRefusal.peer ?? 'unknown peer'} at ${s.lastRefusal.at}: ${s.lastRefusal.detail}`);
   if (s.orders.length > 0) {
     lines.push(table(['  ORDER', 'SIDE', 'FROM→TO', 'STATE', '732', '733', '734', 'IN FLIGHT', 'LOG', 'ACK DELAY', 'REFLECT DELAY', 'RESENT'], s.orders.map((o) => [
