@@ -4,6 +4,7 @@
 // (synchronous_commit, fsync and full_page_writes on), so every commit waits for an NBD write and
 // flush. Runs interleave the servers; the best TPS of the runs counts. CPU per transaction of each
 // server process is user + system time from /proc/PID/stat over the run, over the transactions.
+// BENCH_NODE_PROFILE_DIR: the unpaired volume's node writes a CPU profile (--cpu-prof) there when it stops.
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { NbdBlockDevice } from '../test/support/blockdev';
@@ -55,7 +56,8 @@ export async function benchPgbench(args: string[], command = 'pgbench'): Promise
     teardown.push(() => nbdkit.stop());
     targets.push({ name: 'nbdkit file', uri: nbdkit.uri, processes: [{ label: 'nbdkit', pid: nbdkit.pid! }] });
 
-    const single = await NodeProcess.start({ name: 'single', dataDir: path.join(dir, 'single'), args: ['--log-level', 'warn'] });
+    const single = await NodeProcess.start({ name: 'single', dataDir: path.join(dir, 'single'), args: ['--log-level', 'warn'],
+      execArgv: process.env.BENCH_NODE_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_NODE_PROFILE_DIR}`] : [] });
     teardown.push(() => single.stop());
     await single.api.createVolume({ name: 'bench', size: volumeBytes, thin: true });
     targets.push({ name: 'tricopy, unpaired volume', uri: single.nbdUri('bench'), processes: [{ label: 'node', pid: single.child.pid! }] });
