@@ -309,9 +309,12 @@ export class Relay {
       return undefined;
     }
     if (c === 'pair-control' && source) {
-      if (type === MessageType.PairCreate || !this.state.data.pairs[pair] || this.state.data.pairs[pair]!.state === 'deleted') {
+      const row = this.state.data.pairs[pair];
+      // A new pair, or one whose direction reversed (a swap or failback, E-22): this edge is now its source.
+      const reversed = row !== undefined && (row.side !== 'source' || row.source !== node || row.order !== source.id);
+      if (type === MessageType.PairCreate || !row || row.state === 'deleted' || reversed) {
         // Numbered without waiting (the storage's messages keep their order); saved with the entry.
-        this.state.data.pairs[pair] = { order: source.id, side: 'source', source: node, target: as, state: 'simplex', diff: this.state.data.pairs[pair]?.diff ?? [] };
+        this.state.data.pairs[pair] = { order: source.id, side: 'source', source: node, target: as, state: reversed ? row.state : 'simplex', diff: row?.diff ?? [], ...(row?.written ? { written: row.written } : {}) };
         void this.state.save();
       }
       const rio = await source.request({ kind: 'control', source: { node, pair }, target: { node: as, pair }, type, payload, fua: false });

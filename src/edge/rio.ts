@@ -3,7 +3,7 @@
 // pair-state changes control messages announce (725). Relays never change a RIO, except the
 // differential record the target storage answers with, which the source edge ORs with 727 (§6.8).
 import { TricopyError } from '../common/errors';
-import { bitmapReplyCodec, pairCreateCodec, pairUpdateCodec } from '../replication/transport/control-messages';
+import { bitmapReplyCodec, pairCreateCodec, pairUpdateCodec, swapPrepareCodec, swapPreparedCodec } from '../replication/transport/control-messages';
 import { MessageType, dataFlagFua, decodeDataHeader } from '../replication/transport/messages';
 import { diffChunkBytes } from '../replication/limits';
 import type { RegionRun } from './state';
@@ -83,11 +83,41 @@ export function rangesOverlap(a: DataRange, b: DataRange): boolean {
 /** A PairBitmap answer with `regions` set as well (1209 = 1213 ∪ 727). */
 export function withRegions(payload: Buffer, regions: RegionRun[]): Buffer {
   const reply = bitmapReplyCodec.decode(payload);
-  const bits = Buffer.from(reply.bitmap, 'base64');
+  return bitmapReplyCodec.encode({ ...reply, bitmap: markRegions(reply.bitmap, regions) });
+}
+
+/** A base64 differential record (a bit per 64 KiB region) with `regions` set. */
+function markRegions(bitmap: string, regions: RegionRun[]): string {
+  const bits = Buffer.from(bitmap, 'base64');
   for (const [first, end] of regions) {
     for (let r = first; r < end && r >>> 3 < bits.length; r++) bits[r >>> 3]! |= 1 << (r & 7);
   }
-  return bitmapReplyCodec.encode({ ...reply, bitmap: bits.toString('base64') });
+  return bits.toString('base64');
+}
+
+/** The pairs a SwapPrepare names (one, or a group's members); none when it does not decode. */
+export function swapPairs(request: Buffer): { pairs: string[]; discard: boolean } {
+  try {
+    const req = swapPrepareCodec.decode(request);
+    return { pairs: req.members ? req.members.map((m) => m.name) : [req.name], discard: req.discardReceiverChanges };
+  } catch {
+    return { pairs: [], discard: false }; // the storage judges what it cannot read
+  }
+}
+
+/**
+ * A SwapPrepared answer with regions the network lost marked in the named pairs' bitmaps (E-22):
+ * the old primary holds data there the new primary never received, so those regions are copied
+ * and the pair is not clean.
+ */
+export function swapAnswerWithRegions(payload: Buffer, lost: Map<string, RegionRun[]>): Buffer {
+  const reply = swapPreparedCodec.decode(payload);
+  if (reply.members) {
+    const members = reply.members.map((m) => (lost.has(m.name) ? { ...m, bitmap: markRegions(m.bitmap, lost.get(m.name)!), clean: false } : m));
+    return swapPreparedCodec.encode({ ...reply, bitmap: members[0]!.bitmap, clean: members[0]!.clean, members });
+  }
+  const only = [...lost.values()][0];
+  return only ? swapPreparedCodec.encode({ ...reply, bitmap: markRegions(reply.bitmap, only), clean: false }) : payload;
 }
 
 /** The event for 725 a control exchange that succeeded announces (undefined: none). */

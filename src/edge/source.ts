@@ -348,6 +348,12 @@ export class OrderSource {
       this.env.log.info({ pair: r.pair, regions: row.diff.length }, 'merged the regions the network lost into the differential record (1209 = 1213 ∪ 727)');
       return { ...rio, payload };
     }
+    // Host writes the network lost stay named until the pair is duplex again this way: the old
+    // primary's record holds them only as regions to copy, not as its own writes (E-22).
+    if (row.written && row.state === 'duplex') {
+      delete row.written;
+      void this.env.state.save();
+    }
     if (r.type === MessageType.PairBitmapClear && row.diff.length > 0) {
       row.diff = [];
       void this.env.state.save();
@@ -364,13 +370,16 @@ export class OrderSource {
     const c = this.counters;
     if (this.closed || !applyOrderEvent(this.env.events, this.id, 'source', c, 'failure', reason)) return;
     const regions = new Map<string, RegionRun[]>();
+    const written = new Map<string, RegionRun[]>();
     for (const r of this.retained.values()) {
       if (r.range) regions.set(r.pair, [...(regions.get(r.pair) ?? []), ...regionsOf(r.range)]);
+      if (r.range && r.type !== MessageType.Copy) written.set(r.pair, [...(written.get(r.pair) ?? []), ...regionsOf(r.range)]);
       r.reply?.reject(new TricopyError('unavailable', `order-guarantee id ${this.id} entered Failure Suspend: ${reason}`));
     }
     const pairs = Object.entries(this.env.state.data.pairs).filter(([, row]) => row.order === this.id && row.side === 'source');
     for (const [name, row] of pairs) {
       row.diff = addRegions(row.diff, regions.get(name) ?? []);
+      if (written.has(name)) row.written = addRegions(row.written ?? [], written.get(name)!);
       applyPairEvent(this.env.events, name, row, { kind: 'failure' }, `order-guarantee id ${this.id} entered Failure Suspend: ${reason}`);
     }
     const held = this.retained.size;

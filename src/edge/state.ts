@@ -18,6 +18,11 @@ export interface PairRow {
   state: EdgePairState;
   /** 727: 64 KiB regions the copy lost inside the network (source edge), as sorted disjoint runs. */
   diff: RegionRun[];
+  /**
+   * The part of 727 that host writes make (Write, Zero; not copies): data the primary acknowledged
+   * that its secondary never received. Reversing the pair over it without discarding is a split brain.
+   */
+  written?: RegionRun[];
 }
 
 export interface SourceCounters {

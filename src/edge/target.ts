@@ -12,12 +12,14 @@ import type { Clock } from '../common/clock';
 import { TricopyError, errorMessage } from '../common/errors';
 import type { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
+import { formatBytes } from '../common/units';
 import type { OrderConfig, OrderState, RelayOrderStatus, SuspendResult } from '../contracts/network';
+import { diffChunkBytes } from '../replication/limits';
 import { MessageType, encodeDataHeader, encodeErrorPayload, responseError, responseOk } from '../replication/transport/messages';
 import { EntryKind, type RelayEntry, type Rio, entryFlagRealign, responseTo } from './entry';
-import { type DataRange, controlOutcome, dataRange, rangesOverlap } from './rio';
+import { type DataRange, controlOutcome, dataRange, rangesOverlap, swapAnswerWithRegions, swapPairs } from './rio';
 import type { PositionFile } from './position';
-import type { RelayState } from './state';
+import { type RegionRun, type RelayState, addRegions, regionCount } from './state';
 import { type EdgePairEvent, applyOrderEvent, applyPairEvent } from './states';
 
 /** Failover: how often the Suspend instruction is sent again while the source edge has not answered. */
@@ -278,7 +280,10 @@ export class OrderTarget {
     const pairs = this.env.state.data.pairs;
     const row = pairs[name];
     if (row && row.order === this.id && row.side === 'target') return;
-    pairs[name] = { order: this.id, side: 'target', source: e.source.node, target: e.target.node, state: 'simplex', diff: [] };
+    // A pair whose direction reversed (E-22) keeps its state and the regions the network lost the other way.
+    const reversed = row !== undefined && row.state !== 'deleted';
+    pairs[name] = { order: this.id, side: 'target', source: e.source.node, target: e.target.node, state: reversed ? row.state : 'simplex', diff: reversed ? row.diff : [],
+      ...(reversed && row.written ? { written: row.written } : {}) };
     void this.env.state.save();
   }
 
@@ -343,8 +348,9 @@ export class OrderTarget {
     const epoch = this.epoch;
     let rio: Rio;
     try {
+      const lost = e.rio.type === MessageType.SwapPrepare ? this.lostBeforeSwap(e) : new Map<string, RegionRun[]>();
       const payload = await this.deliver(e);
-      rio = { type: e.rio.type, status: responseOk, payload };
+      rio = { type: e.rio.type, status: responseOk, payload: lost.size > 0 ? this.swapAnswer(e, payload, lost) : payload };
     } catch (err) {
       if (!(err instanceof Refused)) throw err;
       rio = { type: e.rio.type, status: responseError, payload: encodeErrorPayload(unprefixed(err.error, e.target.node)) };
@@ -367,6 +373,50 @@ export class OrderTarget {
     if (this.answers.size > keptAnswers) this.answers.delete(this.answers.keys().next().value!);
     this.drop(e.seq);
     this.env.send(answer);
+  }
+
+  /**
+   * A pair reversing through this edge (E-22): writes its old primary, attached here, had
+   * acknowledged by this edge but that the network lost (727, kept from when this edge was the
+   * pair's source) are in the old primary only. A swap that does not discard them is a split brain.
+   */
+  private lostBeforeSwap(e: RelayEntry): Map<string, RegionRun[]> {
+    const { pairs, discard } = swapPairs(e.rio.payload);
+    const lost = new Map<string, RegionRun[]>();
+    let splitBrain: [string, RegionRun[]] | undefined;
+    for (const name of pairs) {
+      const row = this.env.state.data.pairs[name];
+      const regions = row ? addRegions(row.diff, row.written ?? []) : [];
+      if (regions.length > 0) lost.set(name, regions);
+      if (row?.written?.length) splitBrain ??= [name, row.written];
+    }
+    if (splitBrain && !discard) {
+      const [pair, regions] = splitBrain;
+      throw new Refused(new TricopyError('conflict',
+        `split brain: ${formatBytes(regionCount(regions) * diffChunkBytes)} of writes to pair ${pair} that ${e.target.node} had acknowledged never reached ` +
+        `${e.source.node} (edge ${this.env.edge} held them when the network stopped the order)`,
+        `to make ${e.source.node} the primary and discard them, run at ${e.source.node}: tricopy pair swap ${pair} --discard ${e.target.node}`));
+    }
+    return lost;
+  }
+
+  /** The old primary's answer with the lost regions marked; once it stepped down they are the swap's to copy. */
+  private swapAnswer(e: RelayEntry, payload: Buffer, lost: Map<string, RegionRun[]>): Buffer {
+    const answer = swapAnswerWithRegions(payload, lost);
+    for (const [name, regions] of lost) {
+      const row = this.env.state.data.pairs[name];
+      const written = row?.written;
+      if (row) {
+        row.diff = [];
+        delete row.written;
+      }
+      this.env.log.info({ pair: name, regions: regionCount(regions) }, 'swap: merged the regions the network lost into the old primary\'s differential record');
+      if (written?.length) {
+        this.env.events.emit('split-brain-resolved', name,
+          `${e.source.node} became the primary: ${formatBytes(regionCount(written) * diffChunkBytes)} of writes ${e.target.node} had acknowledged through edge ${this.env.edge} are discarded and copied over`);
+      }
+    }
+    return answer;
   }
 
   /** FLUSH at the storage for every pair written, 733 made durable, one response for the batch. */

@@ -17,7 +17,7 @@ import { PositionFile } from '../../src/edge/position';
 import { OrderSource, type SourceRequest } from '../../src/edge/source';
 import { RelayState } from '../../src/edge/state';
 import { OrderTarget, ackType } from '../../src/edge/target';
-import { bitmapReplyCodec, pairNameCodec } from '../../src/replication/transport/control-messages';
+import { bitmapReplyCodec, pairNameCodec, pairUpdateCodec, swapPrepareCodec, swapPreparedCodec } from '../../src/replication/transport/control-messages';
 import { MessageType, encodeDataHeader, encodeErrorPayload } from '../../src/replication/transport/messages';
 import { TricopyError } from '../../src/common/errors';
 
@@ -247,6 +247,7 @@ async function targetRig(opts: { refuse?: boolean } = {}): Promise<{ target: Ord
       outstanding--;
       if (opts.refuse && type === MessageType.Write) throw new TricopyError('conflict', 'pair db1-far is primary: it does not accept replication writes');
       if (type !== MessageType.Flush) delivered.push({ type, payload });
+      if (type === MessageType.SwapPrepare) return swapPreparedCodec.encode({ bitmap: Buffer.from([0b10, 0, 0, 0]).toString('base64'), clean: true });
       return Buffer.from(type === MessageType.PairUpdate ? 'updated' : '');
     },
     dropStorageLinks: (node, as, _reason, hold) => dropped.push(`${node}>${as}${hold ? ' held' : ''}`),
@@ -379,4 +380,61 @@ test('an error answer to a control request goes back as the answer (it is not a 
   assert.deepEqual(sent[0]!.rio.payload, encodeErrorPayload(new TricopyError('already-exists', 'pair db1-far already exists on sapporo')));
   assert.equal(target.status().reflected, 1);
   target.close();
+});
+
+test('E-22: Failure Suspend names the host writes the network lost apart from copies; they stay named until the pair is duplex again', async () => {
+  const { source, sent, state } = await sourceRig();
+  state.data.pairs['db1-far'] = { order: 'erp', side: 'source', source: 'tokyo', target: 'sapporo', state: 'duplex', diff: [] };
+  await source.request(req('data', MessageType.Write, write('db1-far', 0)));
+  await source.request(req('data', MessageType.Copy, write('db1-far', 20 * 65536)));
+  await until('sent', () => sent.length === 2);
+  await source.failureSuspend('the link is gone', false);
+  const row = state.data.pairs['db1-far']!;
+  assert.deepEqual(row.diff, [[0, 1], [20, 21]], '727: every held write');
+  assert.deepEqual(row.written, [[0, 1]], 'the host write, not the copy');
+  const answer = async (type: number, payload: Buffer): Promise<void> => {
+    const seq = sent.filter((e) => e.kind === EntryKind.Request).length + 1;
+    const done = source.request(req('control', type, payload));
+    await until(`${MessageType[type]} sent`, () => sent.some((e) => e.seq === seq));
+    const entry = sent.find((e) => e.seq === seq)!;
+    const rio = type === MessageType.PairBitmap ? bitmapReplyCodec.encode({ bitmap: Buffer.alloc(4).toString('base64'), hostWritesRecorded: false }) : Buffer.alloc(0);
+    source.onResponse(responseTo(entry, EntryKind.Response, { type, status: 0, payload: rio }));
+    await done;
+  };
+  await answer(MessageType.PairBitmap, pairNameCodec.encode({ name: 'db1-far' }));
+  await answer(MessageType.PairBitmapClear, pairNameCodec.encode({ name: 'db1-far' }));
+  assert.deepEqual(row.diff, [], '727 went into the primary\'s record');
+  assert.deepEqual(row.written, [[0, 1]], 'the lost host writes stay named while the pair is not duplex');
+  const update = (st: string): Buffer => pairUpdateCodec.encode({ name: 'db1-far', role: 'primary', state: st as never, suspendCause: null, reason: 'r', generation: 1, secondaryWritable: false, copyTotal: 0, copyDone: 0 });
+  await answer(MessageType.PairUpdate, update('duplex-pending'));
+  assert.deepEqual(row.written, [[0, 1]]);
+  await answer(MessageType.PairUpdate, update('duplex'));
+  assert.equal(row.written, undefined, 'duplex again: the secondary has them');
+  await source.close();
+});
+
+test('E-22: a swap through the target edge over host writes the network lost is a split brain unless discarded; discarded, they are copied', async () => {
+  const t = await targetRig();
+  // The pair reverses: this edge was its source (727 and the lost host writes are kept) and is now its target.
+  t.state.data.pairs['db1-far'] = { order: 'erp-old', side: 'source', source: 'sapporo', target: 'tokyo', state: 'failure-suspend', diff: [[0, 1], [9, 10]], written: [[9, 10]] };
+  const swap = (seq: number, discard: boolean): RelayEntry => ({
+    ...wr(seq), rio: { type: MessageType.SwapPrepare, status: 0, payload: swapPrepareCodec.encode({
+      name: 'db1-far', newPrimary: 'tokyo', generation: 3, senderHasChanges: true, receivedSeqAtTakeover: null, discardReceiverChanges: discard,
+    }) },
+  });
+  t.target.onRequest(swap(1, false));
+  await until('answered', () => t.sent.some((e) => e.seq === 1));
+  const refused = t.sent.find((e) => e.seq === 1)!;
+  assert.equal(refused.rio.status, 1);
+  assert.match(refused.rio.payload.toString(), /split brain: 64KiB of writes to pair db1-far that sapporo had acknowledged never reached tokyo/);
+  assert.equal(t.delivered.length, 0, 'the old primary is not asked to step down');
+  const row = t.state.data.pairs['db1-far']!;
+  assert.deepEqual([row.order, row.side], ['erp', 'target'], 'the row follows the new direction');
+  t.target.onRequest(swap(2, true));
+  await until('answered', () => t.sent.some((e) => e.seq === 2));
+  const answer = swapPreparedCodec.decode(t.sent.find((e) => e.seq === 2)!.rio.payload);
+  assert.deepEqual([...Buffer.from(answer.bitmap, 'base64')], [0b11, 0b10, 0, 0], 'region 1 from the storage, 0 and 9 that the network lost');
+  assert.equal(answer.clean, false);
+  assert.deepEqual([row.diff, row.written], [[], undefined], 'handed over to the swap');
+  t.target.close();
 });
