@@ -132,7 +132,40 @@ async function secondaryPrefix(rcn: Rcn, writer: SequentialWriter, what: string)
 
 /** The source edge sends toward e-sapporo through `core`. */
 async function pathVia(rcn: Rcn, core: string): Promise<boolean> {
-  return (await rcn.status('e-tokyo')).paths?.toward.find((p) => p.to === 'e-sapporo')?.hops.join() === `e-tokyo,${core},e-sapporo`;
+  return pathIs(rcn, ['e-tokyo', core, 'e-sapporo']);
+}
+
+/** The source edge sends toward e-sapporo along `hops`. */
+async function pathIs(rcn: Rcn, hops: string[]): Promise<boolean> {
+  return (await rcn.status('e-tokyo')).paths?.toward.find((p) => p.to === 'e-sapporo')?.hops.join() === hops.join();
+}
+
+/**
+ * With writes flowing along `route`, `fault` breaks one of its links: the source edge takes
+ * `detour`, the host's writes go on, the target applies every numbered entry, the order never
+ * enters Failure Suspend and the pair stays duplex; then the secondary equals the primary. The
+ * detour must be taken within `detourWithinMs` of the fault.
+ */
+async function detourAround(rcn: Rcn, route: string[], detour: string[], fault: () => void, detourWithinMs = 30_000): Promise<void> {
+  const { client, writer } = await writingThroughTheNetwork(rcn);
+  await waitFor('writes flowing', () => writer.acked >= 150, { timeoutMs: 60_000 });
+  await waitFor('the source edge on the route', () => pathIs(rcn, route), { timeoutMs: 60_000, intervalMs: 200 });
+  fault();
+  const ackedAtFault = writer.acked;
+  await waitFor('the source edge on the detour', () => pathIs(rcn, detour), { timeoutMs: detourWithinMs, intervalMs: 100 });
+  await waitFor('writes acknowledged after the fault', () => writer.acked >= ackedAtFault + 300, { timeoutMs: 60_000 });
+  const numbered = (await rcn.order('e-tokyo', 'erp', 'source')).generated;
+  await waitFor('the target applying through the detour', async () => (await rcn.order('e-sapporo', 'erp', 'target')).reflected >= numbered,
+    { timeoutMs: 60_000, intervalMs: 200 });
+  const tokyo = await rcn.status('e-tokyo');
+  assert.ok(tokyo.counters.reroutes >= 1, 'the change of path is counted');
+  assert.equal((await rcn.order('e-tokyo', 'erp', 'source')).state, 'active', 'the order never entered Failure Suspend');
+  await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex', 5_000);
+  await stopAndCompare(rcn, writer, client, dir);
+  const src = await rcn.order('e-tokyo', 'erp', 'source');
+  const tgt = await rcn.order('e-sapporo', 'erp', 'target');
+  assert.equal(tgt.reflected, src.generated, 'every numbered entry applied exactly once');
+  assert.equal(tgt.state, 'active');
 }
 
 /**
@@ -364,33 +397,41 @@ test('an async pair through a rerouted network (issue 15): c-1–e-sapporo is cu
 test('a cut link next to the source edge (issue 15): e-tokyo–c-1 is cut while c-1 runs; the source edge knows at once and writes go on through c-2 without loss or reordering', async () => {
   const rcn = await twoCoreNetwork('cut-source-link', ['e-tokyo', 'c-1']);
   try {
-    const { client, writer } = await writingThroughTheNetwork(rcn);
-    await waitFor('writes flowing', () => writer.acked >= 150, { timeoutMs: 60_000 });
-    await waitFor('the source edge on the route', () => pathVia(rcn, 'c-1'), { timeoutMs: 60_000, intervalMs: 200 });
-    const ackedOnRoute = writer.acked;
-    await waitFor('writes on the route', () => writer.acked >= ackedOnRoute + 100, { timeoutMs: 60_000 });
-
-    rcn.proxy('e-tokyo', 'c-1').cut();
     // Its own link: the source edge sees it close and chooses c-2 without anyone's report.
-    await waitFor('the source edge through c-2', () => pathVia(rcn, 'c-2'), { timeoutMs: 10_000, intervalMs: 100 });
-    const ackedAtCut = writer.acked;
-    await waitFor('writes acknowledged after the cut', () => writer.acked >= ackedAtCut + 300, { timeoutMs: 60_000 });
-    const numbered = (await rcn.order('e-tokyo', 'erp', 'source')).generated;
-    await waitFor('the target applying through c-2', async () => (await rcn.order('e-sapporo', 'erp', 'target')).reflected >= numbered,
-      { timeoutMs: 60_000, intervalMs: 200 });
+    await detourAround(rcn, ['e-tokyo', 'c-1', 'e-sapporo'], ['e-tokyo', 'c-2', 'e-sapporo'], () => rcn.proxy('e-tokyo', 'c-1').cut(), 10_000);
     const tokyo = await rcn.status('e-tokyo');
-    assert.ok(tokyo.counters.reroutes >= 1, 'the change of path is counted');
     assert.ok(!tokyo.links.some((l) => l.kind === 'relay' && l.peer === 'c-1' && l.up), 'the source edge sees its link to c-1 down');
     assert.ok((await rcn.status('c-2')).counters.entriesForwarded > 0, 'c-2 carried the entries');
-    assert.equal((await rcn.order('e-tokyo', 'erp', 'source')).state, 'active', 'the order never entered Failure Suspend');
-    await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex', 5_000);
+  } finally {
+    await rcn.stopAll();
+  }
+});
 
-    await stopAndCompare(rcn, writer, client, dir);
-    await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex', 5_000);
-    const src = await rcn.order('e-tokyo', 'erp', 'source');
-    const tgt = await rcn.order('e-sapporo', 'erp', 'target');
-    assert.equal(tgt.reflected, src.generated, 'every numbered entry applied exactly once');
-    assert.equal(tgt.state, 'active');
+test('a silently failing link (issue 15): c-1–e-sapporo stays open but drops every byte; heartbeats declare it dead and entries go around it through c-2 without loss or reordering', async () => {
+  const rcn = await twoCoreNetwork('silent-link', ['c-1', 'e-sapporo']);
+  try {
+    await detourAround(rcn, ['e-tokyo', 'c-1', 'e-sapporo'], ['e-tokyo', 'c-2', 'e-sapporo'], () => rcn.proxy('c-1', 'e-sapporo').blackhole());
+    const c1 = await rcn.status('c-1');
+    assert.ok(!c1.links.some((l) => l.kind === 'relay' && l.peer === 'e-sapporo' && l.up), 'c-1 declared its silent link dead');
+    assert.ok(c1.counters.pathDownNotices >= 1, 'and told the source edge');
+  } finally {
+    await rcn.stopAll();
+  }
+});
+
+test('a cut link between two cores (issue 15): on the route e-tokyo → c-1 → c-2 → e-sapporo, c-1–c-2 is cut; c-1 tells the source edge two hops back, and entries take the detour through c-3', async () => {
+  const route = ['e-tokyo', 'c-1', 'c-2', 'e-sapporo'];
+  const rcn = await Rcn.create(path.join(dir, 'cut-core-link'), {
+    nodes: { tokyo: 'e-tokyo', sapporo: 'e-sapporo' }, cores: ['c-1', 'c-2', 'c-3'],
+    links: [['e-tokyo', 'c-1'], ['c-1', 'c-2'], ['c-2', 'e-sapporo'], ['e-tokyo', 'c-3'], ['c-3', 'e-sapporo']], proxied: [['c-1', 'c-2']],
+    orders: { erp: { from: 'e-tokyo', to: 'e-sapporo', retransmit: { timeout: '1s', max: '2s', giveUp: '20s' } } },
+    extra: { routes: [route] },
+  });
+  try {
+    await detourAround(rcn, route, ['e-tokyo', 'c-3', 'e-sapporo'], () => rcn.proxy('c-1', 'c-2').cut());
+    const tokyo = await rcn.status('e-tokyo');
+    assert.ok(tokyo.paths?.avoided.some((a) => a.between.join() === 'c-1,c-2'), 'the source edge avoids the cut link, reported by c-1');
+    assert.ok((await rcn.status('c-3')).counters.entriesForwarded > 0, 'c-3 carried the entries');
   } finally {
     await rcn.stopAll();
   }
