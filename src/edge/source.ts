@@ -370,10 +370,14 @@ export class OrderSource {
     const c = this.counters;
     if (this.closed || !applyOrderEvent(this.env.events, this.id, 'source', c, 'failure', reason)) return;
     const regions = new Map<string, RegionRun[]>();
+    // Host writes of duplex pairs: a copy (a resync's or a returning primary's recovery) also sends
+    // zeroes as Zero, but only while the pair is not duplex.
     const written = new Map<string, RegionRun[]>();
     for (const r of this.retained.values()) {
       if (r.range) regions.set(r.pair, [...(regions.get(r.pair) ?? []), ...regionsOf(r.range)]);
-      if (r.range && r.type !== MessageType.Copy) written.set(r.pair, [...(written.get(r.pair) ?? []), ...regionsOf(r.range)]);
+      if (r.range && r.type !== MessageType.Copy && this.env.state.data.pairs[r.pair]?.state === 'duplex') {
+        written.set(r.pair, [...(written.get(r.pair) ?? []), ...regionsOf(r.range)]);
+      }
       r.reply?.reject(new TricopyError('unavailable', `order-guarantee id ${this.id} entered Failure Suspend: ${reason}`));
     }
     const pairs = Object.entries(this.env.state.data.pairs).filter(([, row]) => row.order === this.id && row.side === 'source');

@@ -19,8 +19,9 @@ export interface PairRow {
   /** 727: 64 KiB regions the copy lost inside the network (source edge), as sorted disjoint runs. */
   diff: RegionRun[];
   /**
-   * The part of 727 that host writes make (Write, Zero; not copies): data the primary acknowledged
-   * that its secondary never received. Reversing the pair over it without discarding is a split brain.
+   * The part of 727 that host writes of the duplex pair make (Write, Zero; not copies): data the
+   * primary acknowledged that its secondary never received. Reversing the pair over it without
+   * discarding is a split brain.
    */
   written?: RegionRun[];
 }

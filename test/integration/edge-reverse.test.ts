@@ -152,3 +152,28 @@ test('failback when the network lost writes the old primary had acknowledged: th
     await rcn.stopAll();
   }
 });
+
+test('§9.60: a storage that is the source of one pair and the target of another through the same edge replicates both ways at once', async () => {
+  const rcn = await network('both-ways');
+  try {
+    await rcn.cluster.volume('sapporo', 'crm1', 16 * MiB);
+    await rcn.pairVia({ name: 'crm1-far', primary: 'sapporo', secondary: 'tokyo', volume: 'crm1', order: 'erp-back' });
+    await rcn.cluster.waitState('sapporo', 'crm1-far', 'duplex');
+    const db1 = await rcn.cluster.client('tokyo', 'db1');
+    const crm1 = await rcn.cluster.client('sapporo', 'crm1');
+    await Promise.all([0, 1].map(async (side) => {
+      const client = side === 0 ? db1 : crm1;
+      for (let i = 0; i < 64; i++) await client.write(i * 131072, randomBytes(8192));
+    }));
+    await db1.disconnect();
+    await crm1.disconnect();
+    await rcn.drained('erp');
+    await rcn.drained('erp-back');
+    await sameData(rcn);
+    assert.equal(await sha256Export(rcn.cluster.node('tokyo').nbdUri('crm1'), dir), await sha256Export(rcn.cluster.node('sapporo').nbdUri('crm1'), dir));
+    const tokyoEdge = await rcn.status('e-tokyo');
+    assert.deepEqual(tokyoEdge.pairs.map((p) => [p.name, p.order, p.side]), [['crm1-far', 'erp-back', 'target'], ['db1-far', 'erp', 'source']]);
+  } finally {
+    await rcn.stopAll();
+  }
+});

@@ -27,20 +27,24 @@ function network(): RelayNetworkConfig {
 }
 
 /** A relay's forwarder with fake links: what it sends, per neighbour, decoded. */
-function rig(name: string, up: string[], now: () => number = Date.now): { f: Forwarder; sent: Map<string, RelayEntry[]>; up: Set<string>; local: RelayEntry[] } {
+function rig(name: string, up: string[], now: () => number = Date.now, batch?: { waitMs: number; maxBytes: number }):
+  { f: Forwarder; sent: Map<string, RelayEntry[]>; frames: Map<string, number>; up: Set<string>; local: RelayEntry[] } {
   const sent = new Map<string, RelayEntry[]>();
+  const frames = new Map<string, number>();
   const upSet = new Set(up);
   const linkTo = (peer: string): PeerLink => ({
     peerNode: peer, bufferedBytes: 0,
     send: (type: number, payload: Buffer | Buffer[]) => {
       assert.equal(type, RelayMessage.Entries);
+      frames.set(peer, (frames.get(peer) ?? 0) + 1);
       sent.set(peer, [...(sent.get(peer) ?? []), ...decodeBatch(Buffer.concat(Array.isArray(payload) ? payload : [payload]))]);
     },
   }) as unknown as PeerLink;
   const links = { get: (_kind: string, peer: string) => (upSet.has(peer) ? linkTo(peer) : undefined) } as unknown as RelayLinks;
   const local: RelayEntry[] = [];
   const cfg = network();
-  return { f: new Forwarder(name, links, () => cfg, log, (e) => local.push(e), undefined, now), sent, up: upSet, local };
+  if (batch) (cfg.relays[name] as { batch?: unknown }).batch = batch;
+  return { f: new Forwarder(name, links, () => cfg, log, (e) => local.push(e), undefined, now), sent, frames, up: upSet, local };
 }
 
 function write(seq: number, path?: string[]): RelayEntry {
@@ -139,4 +143,24 @@ test('the target edge takes an entry at the end of its path; one whose path ends
   f.onFrame(fromTokyo, RelayMessage.Entries, encodeEntryBytes({ ...write(4, ['e-tokyo', 'c-1', 'e-sapporo']), target: { node: 'tokyo', pair: 'db1' } }));
   assert.equal(local.length, 1);
   assert.equal(f.counters.entriesDropped, 1);
+});
+
+test('§9.12: a core with batch transfer holds entries for its wait time and sends them in one frame; a batch that reaches maxBytes leaves at once', async () => {
+  const { f, sent, frames } = rig('c-1', ['e-tokyo', 'e-sapporo'], Date.now, { waitMs: 30, maxBytes: 64 * 1024 });
+  for (let seq = 1; seq <= 3; seq++) f.onFrame(fromTokyo, RelayMessage.Entries, encodeEntryBytes(write(seq, route)));
+  const heldAt = Date.now();
+  assert.equal(sent.get('e-sapporo'), undefined, 'held for the wait time');
+  for (const deadline = heldAt + 5000; !sent.get('e-sapporo');) {
+    assert.ok(Date.now() < deadline, 'the batch left within 5 s');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  assert.ok(Date.now() - heldAt >= 25, 'not before the wait time');
+  assert.deepEqual(sent.get('e-sapporo')!.map((e) => e.seq), [1, 2, 3], 'in order, unchanged');
+  assert.equal(frames.get('e-sapporo'), 1, 'in one frame');
+  const big = (seq: number): RelayEntry => ({ ...write(seq, route), rio: { type: 7, status: 0, payload: Buffer.alloc(40 * 1024, seq) } });
+  f.onFrame(fromTokyo, RelayMessage.Entries, encodeEntryBytes(big(4)));
+  f.onFrame(fromTokyo, RelayMessage.Entries, encodeEntryBytes(big(5)));
+  assert.equal(frames.get('e-sapporo'), 2, 'the batch reached maxBytes: it left without waiting');
+  assert.deepEqual(sent.get('e-sapporo')!.map((e) => e.seq), [1, 2, 3, 4, 5]);
+  assert.ok(sent.get('e-sapporo')![4]!.rio.payload.equals(Buffer.alloc(40 * 1024, 5)));
 });
