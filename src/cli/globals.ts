@@ -1,6 +1,7 @@
 // What every command of the CLI shares: the global options (--node, --token, --json) and the node
 // client they select.
 import type { Command } from 'commander';
+import { TricopyError } from '../common/errors';
 import type { CloneNodeClient, HostGroupNodeClient, NodeClient, ReplicaNodeClient } from '../contracts/node-client';
 import { HttpNodeClient } from '../node/api-client';
 import { HttpManagerClient, defaultManagerUrl } from '../manager/client';
@@ -17,6 +18,25 @@ export const defaultNodeUrl = 'http://127.0.0.1:7801';
 
 /** Commands that may drain a journal first (split, takeover, swap) are given this long to answer. */
 export const commandTimeoutMs = 600_000;
+/**
+ * How long a pair command refused because the pair is running another command (at this node or at
+ * its peer: a returning primary recovers first) is tried again. Refused, it did not start.
+ */
+export const busyRetryMs = 15_000;
+const busyRetryIntervalMs = 250;
+
+/** Runs `command` again while it is refused as busy, for up to `forMs`. */
+export async function whenNotBusy<T>(command: () => Promise<T>, forMs = busyRetryMs): Promise<T> {
+  const deadline = Date.now() + forMs;
+  for (;;) {
+    try {
+      return await command();
+    } catch (err) {
+      if (!(err instanceof TricopyError) || err.code !== 'busy' || Date.now() + busyRetryIntervalMs > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, busyRetryIntervalMs));
+    }
+  }
+}
 
 export function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals<GlobalOptions>();

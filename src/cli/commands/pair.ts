@@ -8,7 +8,7 @@ import type { PairState, PairStatus, VerifyStatus } from '../../contracts/pairs'
 import { defaultVerifyRateMiBPerSecond, maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../../replication/limits';
 import { HttpNodeClient } from '../../node/api-client';
 import { printJson, table } from '../format';
-import { client, commandTimeoutMs, globals, tokenOf } from '../globals';
+import { client, commandTimeoutMs, globals, tokenOf, whenNotBusy } from '../globals';
 
 export function registerPairCommands(program: Command): void {
   const pair = program.command('pair').description('remote copy pairs: create, watch, split, resync, verify, take over, swap, delete');
@@ -210,7 +210,7 @@ function addTakeover(pair: Command): void {
     .description('run at the secondary node: with the primary reachable, swap roles; without it, make this volume writable (SSWS)\n' +
       'after applying everything received. Every pair of the same consistency group is taken over together.')
     .action(async (name: string, _opts, cmd: Command) => {
-      const pairs = await client(cmd).takeover(name, { timeoutMs: commandTimeoutMs });
+      const pairs = await whenNotBusy(() => client(cmd).takeover(name, { timeoutMs: commandTimeoutMs }));
       if (globals(cmd).json) return printJson(pairs);
       for (const p of pairs) console.log(`pair ${p.name}: ${p.role} ${p.state} (${p.code}): ${p.reason}`);
     });
@@ -224,7 +224,7 @@ function addSwap(pair: Command): void {
     .option('--timeout <seconds>', 'with --wait: give up after this many seconds', '3600')
     .action(async (name: string, opts: { discard?: string; wait?: boolean; timeout: string }, cmd: Command) => {
       const api = client(cmd);
-      const pairs = await api.swap(name, opts.discard ? { discard: opts.discard } : {}, { timeoutMs: commandTimeoutMs });
+      const pairs = await whenNotBusy(() => api.swap(name, opts.discard ? { discard: opts.discard } : {}, { timeoutMs: commandTimeoutMs }));
       if (opts.wait) for (const p of pairs) await waitWithProgress(api, p.name, 'duplex', Number(opts.timeout), globals(cmd).json === true);
       const final = opts.wait ? await Promise.all(pairs.map((p) => api.getPair(p.name))) : pairs;
       if (globals(cmd).json) return printJson(final);
