@@ -162,10 +162,7 @@ async function detourAround(rcn: Rcn, route: string[], detour: string[], fault: 
   assert.equal((await rcn.order('e-tokyo', 'erp', 'source')).state, 'active', 'the order never entered Failure Suspend');
   await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex', 5_000);
   await stopAndCompare(rcn, writer, client, dir);
-  const src = await rcn.order('e-tokyo', 'erp', 'source');
-  const tgt = await rcn.order('e-sapporo', 'erp', 'target');
-  assert.equal(tgt.reflected, src.generated, 'every numbered entry applied exactly once');
-  assert.equal(tgt.state, 'active');
+  await appliedExactlyOnce(rcn);
 }
 
 /**
@@ -204,6 +201,14 @@ async function stopAndCompare(rcn: Rcn, writer: SequentialWriter, client: NbdCli
   assert.equal(writer.checks.checkExactPrefix(contents), writer.history.length, 'the secondary holds every write, in order');
   assert.equal(writer.failures, 0, 'the host never saw a failure');
   assert.equal(await sha256Export(rcn.cluster.node('sapporo').nbdUri('db1'), dir), await sha256Export(rcn.cluster.node('tokyo').nbdUri('db1'), dir));
+}
+
+/** At rest: the target applied every number the source edge gave, and both ends of the order are active. */
+async function appliedExactlyOnce(rcn: Rcn): Promise<void> {
+  const src = await rcn.order('e-tokyo', 'erp', 'source');
+  const tgt = await rcn.order('e-sapporo', 'erp', 'target');
+  assert.equal(tgt.reflected, src.generated, 'every numbered entry applied exactly once');
+  assert.deepEqual([src.state, tgt.state], ['active', 'active'], 'the order never stayed in Failure Suspend');
 }
 
 /** Applies the network, pairs tokyo's db1 with sapporo through order erp, and starts writing to it. */
@@ -340,10 +345,7 @@ test('a cut link whose relays stay up (issue 15): c-1–e-sapporo is cut while c
 
     await stopAndCompare(rcn, writer, client, dir);
     await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex', 5_000);
-    const src = await rcn.order('e-tokyo', 'erp', 'source');
-    const tgt = await rcn.order('e-sapporo', 'erp', 'target');
-    assert.equal(tgt.reflected, src.generated, 'every numbered entry applied exactly once');
-    assert.equal(tgt.state, 'active');
+    await appliedExactlyOnce(rcn);
   } finally {
     await rcn.stopAll();
   }
@@ -384,11 +386,7 @@ test('an async pair through a rerouted network (issue 15): c-1–e-sapporo is cu
 
     await stopAndCompare(rcn, writer, client, dir, 'async');
     await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex', 5_000);
-    const src = await rcn.order('e-tokyo', 'erp', 'source');
-    const tgt = await rcn.order('e-sapporo', 'erp', 'target');
-    assert.equal(tgt.reflected, src.generated, 'every numbered entry applied exactly once');
-    assert.equal(src.state, 'active', 'the order never entered Failure Suspend');
-    assert.equal(tgt.state, 'active');
+    await appliedExactlyOnce(rcn);
   } finally {
     await rcn.stopAll();
   }
