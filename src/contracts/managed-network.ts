@@ -3,7 +3,7 @@
 // what it collected from them (counters 732/733/734 per order-guarantee id, log area use, pair
 // states 725). Bodies of the manager's /v1/networks API, shared by the manager, its client, the CLI
 // and the tests. Types and the limits of the API; no behaviour.
-import type { RelayNetworkConfig, RelayRole, RelayStatus, SuspendResult } from './network';
+import type { RelayNetworkConfig, RelayRole, RelayStatus, SuspendResult, FailbackResult } from './network';
 
 /** PUT /v1/networks/:name — the network file as YAML or JSON text; its `name` must be the URL's. */
 export interface PutNetworkRequest {
@@ -64,6 +64,11 @@ export const maxNetworkFailoverTimeoutMs = 10 * 60_000;
 export interface NetworkFailoverRequest {
   /** How long the target edge waits for the source edge and the missing entries (default: the order's failoverTimeout). */
   timeoutMs?: number;
+}
+
+/** What the target edge answered to a failback (E-22), and in which network. */
+export interface NetworkFailbackResult extends FailbackResult {
+  network: string;
 }
 
 /** What the target edge answered, and which edge that was. */

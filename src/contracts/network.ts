@@ -233,6 +233,15 @@ export interface RelayPathsStatus {
   avoided: Array<{ between: [string, string]; until: string; reason: string }>;
 }
 
+/** Failback at the target edge (E-22): whether the order had failed over there, and its pairs. */
+export interface FailbackResult {
+  order: string;
+  edge: string;
+  /** False: the order had not failed over at this edge, nothing was held down. */
+  released: boolean;
+  pairs: string[];
+}
+
 /** Failover at the target edge (§6.9): what the target holds when the order stopped. */
 export interface SuspendResult {
   order: string;

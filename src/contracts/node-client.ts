@@ -13,6 +13,7 @@ import type {
   SnapshotView, SplitReplicaRequest,
 } from './replicas';
 import type { FailoverConfig, FailoverStatus } from './failover';
+import type { NetworkAttachment } from './network';
 import type { CloneSetView, CreateCloneSetRequest, DeleteCloneSetRequest, DeletedCloneSet } from './clones';
 import type { CreateHostGroupRequest, HostGroupChange, HostGroupMembersRequest, HostGroupView, MapVolumeRequest } from './host-groups';
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from './monitor';
@@ -91,6 +92,11 @@ export interface NodeClient {
  * Online relocation of volumes between a node's data areas (spec 003 Fig. 15). Separate from
  * NodeClient: the topology procedures (and the simulator's in-process nodes) do not use it.
  */
+/** A node's attachment to a remote copy network (what `network apply` told it). */
+export interface NetworkNodeClient {
+  getNetwork(name: string): Promise<NetworkAttachment>;
+}
+
 export interface RelocationNodeClient {
   readonly address: string;
   /** Starts the move and answers at once; the volume's `relocation` shows its progress and outcome. */

@@ -117,6 +117,8 @@ export async function buildRelayApi(relay: Relay, log: Logger): Promise<RelayApi
       body: { type: 'object', additionalProperties: false, properties: { timeoutMs: { type: 'integer', minimum: 1, maximum: 3_600_000 } } },
     },
   }, async (request: FastifyRequest<{ Params: { id: string }; Body: { timeoutMs?: number } }>) => relay.failover(request.params.id, request.body?.timeoutMs));
+  app.post('/v1/orders/:id/failback', { schema: { params: { type: 'object', required: ['id'], properties: { id: name } } } },
+    async (request: FastifyRequest<{ Params: { id: string } }>) => relay.failback(request.params.id));
   app.get('/v1/events', {
     // Query strings arrive as text (the API does not coerce types): a whole number, as on the node.
     schema: { querystring: { type: 'object', additionalProperties: false, properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$' } } } },

@@ -1,7 +1,7 @@
 // The typed HTTP client of a relay's control API, for the CLI and the tests.
 import { TricopyError, isErrorCode } from '../common/errors';
 import type { NodeEvent } from '../contracts/node';
-import type { RelayInfo, RelayNetworkConfig, RelayStatus, SuspendResult } from '../contracts/network';
+import type { RelayInfo, RelayNetworkConfig, RelayStatus, SuspendResult, FailbackResult } from '../contracts/network';
 
 export class HttpRelayClient {
   constructor(readonly address: string, private readonly timeoutMs = 30_000) {
@@ -30,6 +30,10 @@ export class HttpRelayClient {
 
   failover(order: string, timeoutMs?: number): Promise<SuspendResult> {
     return this.request('POST', `/v1/orders/${encodeURIComponent(order)}/failover`, timeoutMs === undefined ? {} : { timeoutMs }, (timeoutMs ?? 30_000) + 30_000);
+  }
+
+  failback(order: string): Promise<FailbackResult> {
+    return this.request('POST', `/v1/orders/${encodeURIComponent(order)}/failback`, {});
   }
 
   async events(after = 0): Promise<NodeEvent[]> {

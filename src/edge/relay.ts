@@ -13,7 +13,7 @@ import { TricopyError, errorMessage, isErrorCode } from '../common/errors';
 import { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import type {
-  RelayInfo, RelayLinkStatus, RelayNetworkConfig, RelayOrderStatus, RelayPairStatus, RelayPathsStatus, RelayPorts, RelayRole, RelayStatus, SuspendResult,
+  RelayInfo, RelayLinkStatus, RelayNetworkConfig, RelayOrderStatus, RelayPairStatus, RelayPathsStatus, RelayPorts, RelayRole, RelayStatus, SuspendResult, FailbackResult,
 } from '../contracts/network';
 import { defaultLinkTimings, type LinkTimings, type PeerLink } from '../replication/transport/link';
 import { MessageType, encodeErrorPayload, responseError, responseOk } from '../replication/transport/messages';
@@ -512,6 +512,14 @@ export class Relay {
     const t = this.targets.get(order);
     if (!t) throw new TricopyError('not-found', `order-guarantee id ${order} does not arrive at edge ${this.name}`, 'run failover at the order\'s target edge (its "to")');
     return t.failover(timeoutMs ?? t.cfg.failoverTimeoutMs);
+  }
+
+  /** E-22 at the target edge of `order`, after its failover: the storages see each other again. */
+  async failback(order: string): Promise<FailbackResult> {
+    const t = this.targets.get(order);
+    if (!t) throw new TricopyError('not-found', `order-guarantee id ${order} does not arrive at edge ${this.name}`, 'run failback at the order\'s target edge (its "to")');
+    const pairs = await t.failback();
+    return { order, edge: this.name, released: pairs !== false, pairs: pairs === false ? [] : pairs };
   }
 
   status(): RelayStatus {

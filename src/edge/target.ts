@@ -212,6 +212,23 @@ export class OrderTarget {
 
   private lastFailover: SuspendResult | undefined;
 
+  /**
+   * After a failover, the old source storage is back and the storages are to reach each other
+   * again (a failback, E-22): the links held down come back up. The order stays stopped until a
+   * resynchronisation point resumes it. Returns the pairs of the order; false when it had not failed over.
+   */
+  async failback(): Promise<string[] | false> {
+    const c = this.counters;
+    if (!c.failedOver) return false;
+    c.failedOver = false;
+    const pairs = Object.entries(this.env.state.data.pairs).filter(([, row]) => row.order === this.id && row.side === 'target').map(([name]) => name);
+    const reason = `failback: the storages behind ${this.env.edge} reach those behind ${this.cfg.from} again`;
+    this.env.events.emit('order-failback', this.id, reason);
+    await this.env.state.save();
+    this.dropLinks(reason, false);
+    return pairs;
+  }
+
   private drainedToHighWaterMark(): boolean {
     const hwm = this.suspend?.hwm;
     return hwm !== null && hwm !== undefined && this.reflected >= hwm && !this.running;

@@ -11,7 +11,7 @@ import type {
   AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageList, BackupImageView, BackupJobList, BackupJobRecord, BackupPolicyList, BackupPolicyView,
   BackupRepoList, BackupRepoRecord, StartRestoreRequest,
 } from '../contracts/backup';
-import { type NetworkFailoverResult, type NetworkList, type NetworkSample, type NetworkSampleList, type NetworkRecord, type NetworkStatusDocument, maxNetworkFailoverTimeoutMs } from '../contracts/managed-network';
+import { type NetworkFailbackResult, type NetworkFailoverResult, type NetworkList, type NetworkSample, type NetworkSampleList, type NetworkRecord, type NetworkStatusDocument, maxNetworkFailoverTimeoutMs } from '../contracts/managed-network';
 import type { EventQuery, ManagerClient } from '../contracts/manager-client';
 
 export const defaultManagerUrl = 'http://127.0.0.1:7900';
@@ -177,6 +177,10 @@ export class HttpManagerClient implements ManagerClient {
   networkFailover(name: string, order: string, timeoutMs?: number): Promise<NetworkFailoverResult> {
     return this.request('POST', `/v1/networks/${encodeURIComponent(name)}/orders/${encodeURIComponent(order)}/failover`,
       timeoutMs === undefined ? {} : { timeoutMs }, (timeoutMs ?? maxNetworkFailoverTimeoutMs) + 90_000);
+  }
+
+  networkFailback(name: string, order: string): Promise<NetworkFailbackResult> {
+    return this.request('POST', `/v1/networks/${encodeURIComponent(name)}/orders/${encodeURIComponent(order)}/failback`, {});
   }
 
   private headers(json: boolean, withBody = false): Record<string, string> {

@@ -46,6 +46,8 @@ export function addNetworkRoutes(app: FastifyInstance, m: ManagerService): void 
     schema: { params: orderParams, body: networkFailoverBody }, config: { forwardTimeoutMs: maxNetworkFailoverTimeoutMs + 60_000 },
   }, async (request: FastifyRequest<{ Params: { name: string; order: string }; Body: NetworkFailoverRequest | undefined }>) =>
     m.networks.failover(request.params.name, request.params.order, request.body?.timeoutMs));
+  app.post('/v1/networks/:name/orders/:order/failback', { schema: { params: orderParams } },
+    async (request: FastifyRequest<{ Params: { name: string; order: string } }>) => m.networks.failback(request.params.name, request.params.order));
   app.get('/v1/networks/:name/samples', {
     schema: { params: nameParam, querystring: { type: 'object', additionalProperties: false, properties: {
       order: orderParams.properties.order, since: { type: 'string', pattern: '^[0-9]{1,15}$' } } } },

@@ -10,7 +10,7 @@
 // the tables (a new data directory) or an apply that found something unreachable is applied again.
 import YAML from 'yaml';
 import { TricopyError, errorMessage } from '../common/errors';
-import type { CollectedRelay, NetworkFailoverResult, NetworkRecord, NetworkSample, NetworkStatusDocument, PutNetworkRequest } from '../contracts/managed-network';
+import type { CollectedRelay, NetworkFailbackResult, NetworkFailoverResult, NetworkRecord, NetworkSample, NetworkStatusDocument, PutNetworkRequest } from '../contracts/managed-network';
 import type { RelayInfo, RelayRole, RelayStatus } from '../contracts/network';
 import type { NodeEvent } from '../contracts/node';
 import { applyNetwork, httpApplyClients } from '../edge/apply';
@@ -125,6 +125,24 @@ export class ManagerNetworks {
       });
     });
     return { ...result, network: name, edge: o.to };
+  }
+
+  /** E-22 at the order's target edge, after its failover; recorded in the history when it released anything. */
+  async failback(name: string, order: string): Promise<NetworkFailbackResult> {
+    const file = networkFromRequest(name, await this.get(name));
+    const o = file.orders[order];
+    if (!o) throw new TricopyError('not-found', `network ${name} has no order ${order}`, `its orders: ${Object.keys(file.orders).join(', ')}`);
+    const result = await new HttpRelayClient(file.edges[o.to]!.api).failback(order);
+    if (result.released) {
+      await this.ctx.writer.run(async (tx) => {
+        tx.event({
+          kind: 'network-failback', node: o.to, subject: order,
+          reason: `order ${order} of network ${name}: the storages behind ${o.to} reach ${o.from}'s again (pairs ${result.pairs.join(', ') || 'none'})`,
+          details: { network: name, relay: o.to, pairs: result.pairs },
+        });
+      });
+    }
+    return { ...result, network: name };
   }
 
   /** What was last collected, with the record's current apply state. */

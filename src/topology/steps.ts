@@ -2,7 +2,9 @@
 // nodes already are as the step wants them (and says so), so a procedure interrupted anywhere
 // converges when it is run again.
 import { TricopyError } from '../common/errors';
+import type { NetworkNodeClient, NodeClient } from '../contracts/node-client';
 import type { PairStatus } from '../contracts/pairs';
+import { type PairThroughNetwork, bindAtSourceEdge, pairThroughNetwork } from '../edge/pair-via';
 import type { Site, TopologyContext } from './context';
 import { readFacts } from './facts';
 import { type TopologyStatus, topologyStatus } from './status';
@@ -45,14 +47,26 @@ export async function ensurePair(ctx: TopologyContext, from: Site, to: Site, v: 
   if (stale) await to.api.deletePair(name, { force: true });
   const info = to.info!;
   const fence = options.fence ?? (mode === 'sync' ? ctx.t.sync.fence : 'never');
+  const addressed = await throughNetwork(ctx, from, info.name, name);
   await from.api.createPair({
-    name, volume: v.name, peer: { node: info.name, host: info.replAddress.host, replPort: info.replAddress.port }, mode, fence,
+    name, volume: v.name, peer: { node: info.name, host: info.replAddress.host, replPort: info.replAddress.port, ...addressed?.peer }, mode, fence,
+    ...(addressed ? { returnAddress: addressed.returnAddress } : {}),
     ...(mode === 'async' ? { group: ctx.t.name } : {}), initialCopy,
     ...(options.fenceGroup === false ? {} : { fenceGroup: ctx.t.name }),
     // The node keeps it: status can then tell when the secondary comes back on another data directory.
     peerDataDirId: info.dataDirId,
   });
   ctx.print(`    ${name}: ${from.spec.site} → ${to.spec.site} ${mode} created (${initialCopy === 'delta' ? 'copying only differing blocks' : 'full initial copy'})`);
+}
+
+/** A topology whose pairs go through a network: the pair's addresses at the edges, and its order assigned. */
+async function throughNetwork(ctx: TopologyContext, from: Site, peerNode: string, pair: string): Promise<PairThroughNetwork | undefined> {
+  if (ctx.t.network === undefined) return undefined;
+  const api = from.api as NodeClient & Partial<NetworkNodeClient>;
+  if (!api.getNetwork) throw new TricopyError('internal', `the client of ${from.spec.site} cannot read network attachments`);
+  const route = pairThroughNetwork(await api.getNetwork(ctx.t.network), peerNode);
+  await bindAtSourceEdge(route, pair);
+  return route;
 }
 
 /**

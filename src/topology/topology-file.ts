@@ -75,10 +75,15 @@ export interface Topology {
   logLayout: boolean;
   /** Absent: manual failover (a person runs topology failover). */
   failover?: FailoverSettings;
+  /**
+   * Every pair goes through this remote copy network (spec 002), under the one order-guarantee id
+   * that leads from the source site's edge to the target site's.
+   */
+  network?: string;
 }
 
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$/;
-const knownKeys = new Set(['name', 'layout', 'volumes', 'primary', 'sync', 'async', 'failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost', 'failback', 'failback-delay']);
+const knownKeys = new Set(['name', 'layout', 'volumes', 'primary', 'sync', 'async', 'network', 'failover', 'arbiter', 'lease', 'renew', 'fence-margin', 'arbiter-lost', 'failback', 'failback-delay']);
 
 export async function loadTopology(file: string): Promise<Topology> {
   let text: string;
@@ -163,6 +168,13 @@ export function parseTopology(value: unknown, file = 'topology'): Topology {
     volumes.push({ name: volume, sizeBytes, role: role as VolumeRole });
   }
   const logLayout = volumes.some((v) => v.role === 'log');
+  if (raw.network !== undefined && (typeof raw.network !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(raw.network))) {
+    fail(`"network" must name a remote copy network (its file's name), e.g. rcn (got ${JSON.stringify(raw.network)})`);
+  }
+  if (raw.network !== undefined && raw.failover === 'automatic') {
+    fail('automatic failover does not work through a remote copy network yet (the nodes would not have the edges flush first)',
+      'drop "failover: automatic" and fail over with tricopy topology failover <file> --to SITE');
+  }
   const failover = parseFailover(raw, layout as Layout, fence as 'data' | 'never', volumes.map((v) => v.name), fail);
   return {
     name: name as string,
@@ -173,6 +185,7 @@ export function parseTopology(value: unknown, file = 'topology'): Topology {
     async: { site: asyncSite.site, node: asyncSite.node, ...etcdOf(asyncSite) },
     logLayout,
     ...(failover ? { failover } : {}),
+    ...(typeof raw.network === 'string' ? { network: raw.network } : {}),
   };
 }
 

@@ -92,6 +92,9 @@ test('failback through the network after a source-site failure: failover, takeov
       return p.suspendCause === 'takeover-by-peer' ? p : undefined;
     }, { timeoutMs: 30_000 });
     assert.equal(fenced.code, 'PSUE');
+    const failback = await cli(['network', 'failback', rcn.file, '--order', 'erp']);
+    assert.equal(failback.code, 0, failback.stderr);
+    assert.match(failback.stdout, /order erp had not failed over at e-sapporo/, 'the returning primary resumed the order by itself');
     const far = rcn.proxy('c-1', 'e-sapporo');
     const before = far.bytesForwarded.toClient + far.bytesForwarded.toTarget;
     await swapAt(rcn, 'sapporo');

@@ -8,7 +8,7 @@ import { formatBytes } from '../../common/units';
 import type { NetworkStatusDocument } from '../../contracts/managed-network';
 import { printJson, table } from '../format';
 import { globals, managerClient, viaManager } from '../globals';
-import { appliedText, failoverText, relayStatusText } from './network-text';
+import { appliedText, failbackText, failoverText, relayStatusText } from './network-text';
 
 export async function applyThroughManager(cmd: Command, file: string, name: string): Promise<void> {
   const record = await managerClient(cmd).putNetwork(name, await fsp.readFile(file, 'utf8'));
@@ -38,6 +38,12 @@ export async function failoverThroughManager(cmd: Command, arg: string, order: s
   const result = await managerClient(cmd).networkFailover(await networkName(arg), order, timeoutMs);
   if (globals(cmd).json) return printJson(result);
   console.log(failoverText(result, result.edge));
+}
+
+export async function failbackThroughManager(cmd: Command, arg: string, order: string): Promise<void> {
+  const result = await managerClient(cmd).networkFailback(await networkName(arg), order);
+  if (globals(cmd).json) return printJson(result);
+  console.log(failbackText(result));
 }
 
 export async function historyThroughManager(cmd: Command, arg: string, order: string | undefined, sinceAgoMs: number | undefined): Promise<void> {

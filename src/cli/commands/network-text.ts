@@ -1,7 +1,7 @@
 // What `tricopy network` and `tricopy edge status` print: an applied network (routes, nodes) and a
 // relay's status (links, counters 732/733/734 per order-guarantee id, log area use, pairs).
 import { formatBytes } from '../../common/units';
-import type { RelayNetworkConfig, RelayStatus, SuspendResult } from '../../contracts/network';
+import type { RelayNetworkConfig, RelayStatus, SuspendResult, FailbackResult } from '../../contracts/network';
 import { table } from '../format';
 
 /** What `network apply` prints: the counts, each order's route, each node's edge. */
@@ -54,4 +54,11 @@ export function relayStatusText(s: RelayStatus): string {
 export function failoverText(result: SuspendResult, edge: string): string {
   return `order ${result.order} stopped at ${edge}: reflected through ${result.reflected}; ` +
     (result.highWaterMark === null ? 'the source edge did not answer' : `high-water mark ${result.highWaterMark}, ${result.missing} missing`);
+}
+
+/** A failback's outcome at the target edge (E-22). */
+export function failbackText(result: FailbackResult): string {
+  if (!result.released) return `order ${result.order} had not failed over at ${result.edge}: nothing was held apart`;
+  return `order ${result.order} at ${result.edge}: the storages behind it reach the order's source again (pairs ${result.pairs.join(', ') || 'none'}); ` +
+    'swap each pair back with tricopy pair swap at its taken-over node';
 }

@@ -8,8 +8,8 @@ import { TricopyError } from '../../common/errors';
 import { parseDurationMs } from '../../common/units';
 import { printJson } from '../format';
 import { globals, tokenOf, viaManager } from '../globals';
-import { applyThroughManager, failoverThroughManager, historyThroughManager, listThroughManager, removeThroughManager, statusThroughManager } from './network-manager';
-import { appliedText, failoverText, relayStatusText } from './network-text';
+import { applyThroughManager, failbackThroughManager, failoverThroughManager, historyThroughManager, listThroughManager, removeThroughManager, statusThroughManager } from './network-manager';
+import { appliedText, failbackText, failoverText, relayStatusText } from './network-text';
 
 export { relayStatusText };
 
@@ -85,5 +85,23 @@ export function registerNetworkCommands(program: Command): void {
       const result = await new HttpRelayClient(n.edges[o.to]!.api).failover(opts.order, timeoutMs);
       if (globals(cmd).json) return printJson(result);
       console.log(failoverText(result, o.to));
+    });
+  network.command('failback <file|name>')
+    .description('after a failover, once the old source site is back (E-22): the order\'s target edge lets its storages\n' +
+      'reach the old source storages again (a failover holds them apart until the order resumes, which the\n' +
+      'returning primary\'s first message does by itself). Then swap the pairs back: tricopy pair swap.\n' +
+      'topology failback does this itself for a topology whose pairs go through a network.\n' +
+      'With --manager URL the manager asks the target edge it keeps for the network and records it in its history')
+    .requiredOption('--order <id>', 'the order-guarantee id that failed over')
+    .action(async (file: string, opts: { order: string }, cmd: Command) => {
+      if (viaManager(cmd)) return failbackThroughManager(cmd, file, opts.order);
+      const { loadNetworkFile } = await import('../../edge/network-file');
+      const { HttpRelayClient } = await import('../../edge/client');
+      const n = await loadNetworkFile(file);
+      const o = n.orders[opts.order];
+      if (!o) throw new TricopyError('invalid-argument', `${file} has no order ${opts.order}`, `orders: ${Object.keys(n.orders).join(', ')}`);
+      const result = await new HttpRelayClient(n.edges[o.to]!.api).failback(opts.order);
+      if (globals(cmd).json) return printJson(result);
+      console.log(failbackText(result));
     });
 }

@@ -64,30 +64,15 @@ function addCreate(pair: Command): void {
     });
 }
 
-/**
- * A pair through a remote copy network: it is addressed to this node's edge (which answers as the
- * peer), the peer reaches back through its own edge, and the source edge is told the pair's
- * order-guarantee id before the pair exists (method B of spec 002 §4.6).
- */
+/** A pair through a remote copy network (`--via NETWORK:ORDER`): see edge/pair-via.ts. */
 async function throughNetwork(api: HttpNodeClient, pair: string, peerNode: string, via: string): Promise<{ peer: { node: string; host: string; replPort: number }; returnAddress: { host: string; replPort: number } }> {
   const m = /^([^:]+):([^:]+)$/.exec(via);
   if (!m) throw new TricopyError('invalid-argument', `--via "${via}" is not NETWORK:ORDER`, 'e.g. --via rcn:erp (the network file\'s name and one of its orders)');
   const [, network, order] = m as unknown as [string, string, string];
-  const a = await api.getNetwork(network);
-  const peerEdge = a.peers[peerNode];
-  if (!peerEdge) {
-    throw new TricopyError('invalid-argument', `node ${peerNode} is not attached to network ${network} for ${a.node} (not attached, or another customer's)`,
-      'attach it to an edge in the network file and run tricopy network apply');
-  }
-  const o = a.orders[order];
-  if (!o) throw new TricopyError('invalid-argument', `network ${network} has no order-guarantee id ${order}`, `its orders: ${Object.keys(a.orders).join(', ') || 'none'}`);
-  if (o.from !== a.edge.name || o.to !== peerEdge.edge) {
-    throw new TricopyError('invalid-argument', `order-guarantee id ${order} leads from ${o.from} to ${o.to}, but this pair goes from ${a.edge.name} to ${peerEdge.edge}`,
-      'name an order from this node\'s edge to the peer\'s edge');
-  }
-  const { HttpRelayClient } = await import('../../edge/client');
-  await new HttpRelayClient(a.edge.api).bind(pair, order);
-  return { peer: { node: peerNode, host: a.edge.host, replPort: a.edge.port }, returnAddress: { host: peerEdge.host, replPort: peerEdge.port } };
+  const { pairThroughNetwork, bindAtSourceEdge } = await import('../../edge/pair-via');
+  const route = pairThroughNetwork(await api.getNetwork(network), peerNode, order);
+  await bindAtSourceEdge(route, pair);
+  return { peer: route.peer, returnAddress: route.returnAddress };
 }
 
 function addStatus(pair: Command): void {

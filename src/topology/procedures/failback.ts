@@ -25,6 +25,7 @@
 import { TricopyError } from '../../common/errors';
 import type { PairStatus } from '../../contracts/pairs';
 import type { Site, TopologyContext } from '../context';
+import { releaseOrdersFromReturningSite } from '../network-failover';
 import { topologyStatus } from '../status';
 import { dissolveEverywhere, ensurePair, ensureVolume, finishInterruptedSwaps, swapTo, waitAll } from '../steps';
 import { type TopologyVolume, asyncVolumes, pairName, parsePairName } from '../topology-file';
@@ -43,6 +44,7 @@ export async function failback(ctx: TopologyContext, to: string): Promise<void> 
     throw new TricopyError('unavailable', `site ${to} is not reachable: ${target.error}`,
       `start its node (${target.spec.node}), with its data directory or an empty one (then it is copied in full), and run the failback again`);
   }
+  await releaseOrdersFromReturningSite(ctx, target);
   await finishInterruptedSwaps(ctx);
   const status = await topologyStatus(ctx);
   // With no site accepting writes, the newest writes are where the survivors' copies point.

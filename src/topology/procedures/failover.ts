@@ -21,6 +21,7 @@
 // Every step skips what is done, so a failover interrupted anywhere is finished by running it again.
 import { TricopyError } from '../../common/errors';
 import type { Site, TopologyContext } from '../context';
+import { stopOrdersFromLostSite } from '../network-failover';
 import { type TopologyStatus, topologyStatus } from '../status';
 import { dissolveEverywhere, ensurePair, swapTo, takeoverAndDissolve, takeoverKeeping, waitAll, waitLagZero } from '../steps';
 import { asyncVolumes, pairName } from '../topology-file';
@@ -39,6 +40,7 @@ interface Move {
 
 export async function failover(ctx: TopologyContext, to: string, newestFrom: string | undefined): Promise<void> {
   const move = await planFailover(ctx, to, newestFrom);
+  if (!move.planned && !move.from.info) await stopOrdersFromLostSite(ctx, move.from);
   if (ctx.t.layout === 'cascade') return failoverCascade(ctx, move);
   if (move.target === ctx.site('sync')) return failoverToSync(ctx, move);
   if (newestFrom === undefined) return failoverToAsync(ctx, move);
