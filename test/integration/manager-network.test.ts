@@ -283,4 +283,13 @@ test('network failover --manager (§6.9): the manager asks the order\'s target e
   const reader = await rcn.cluster.client('sapporo', 'db1');
   for (const [offset, data] of written) assert.deepEqual(await reader.read(offset, 4096), data, `the write at ${offset} is at the target`);
   await reader.disconnect();
+
+  // Failback through the manager (E-22): the target edge lets sapporo reach tokyo again; recorded once.
+  const failback = await cli(['--manager', leader.url, 'network', 'failback', 'rcn', '--order', 'erp', '--json']);
+  assert.equal(failback.code, 0, failback.stderr);
+  assert.deepEqual(JSON.parse(failback.stdout), { order: 'erp', edge: 'e-sapporo', released: true, pairs: ['db1-far'], network: 'rcn' });
+  const back = await leader.waitEvent('the failback in the history', (e) => e.kind === 'network-failback' && e.subject === 'erp');
+  assert.match(back.reason, /order erp of network rcn: the storages behind e-sapporo reach e-tokyo's again \(pairs db1-far\)/);
+  const again = await cli(['--manager', leader.url, 'network', 'failback', 'rcn', '--order', 'erp']);
+  assert.match(again.stdout, /order erp had not failed over at e-sapporo/);
 });
