@@ -171,10 +171,6 @@ export function parseTopology(value: unknown, file = 'topology'): Topology {
   if (raw.network !== undefined && (typeof raw.network !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(raw.network))) {
     fail(`"network" must name a remote copy network (its file's name), e.g. rcn (got ${JSON.stringify(raw.network)})`);
   }
-  if (raw.network !== undefined && raw.failover === 'automatic') {
-    fail('automatic failover does not work through a remote copy network yet (the nodes would not have the edges flush first)',
-      'drop "failover: automatic" and fail over with tricopy topology failover <file> --to SITE');
-  }
   const failover = parseFailover(raw, layout as Layout, fence as 'data' | 'never', volumes.map((v) => v.name), fail);
   return {
     name: name as string,
@@ -319,6 +315,7 @@ export function topologyDocument(t: Topology): Record<string, unknown> {
     name: t.name, layout: t.layout,
     volumes: Object.fromEntries(t.volumes.map((v) => [v.name, { size: v.sizeBytes, role: v.role }])),
     primary: { ...t.primary }, sync: { ...t.sync }, async: { ...t.async },
+    ...(t.network !== undefined ? { network: t.network } : {}),
     ...(f ? {
       failover: f.mode,
       ...(f.arbiter ? { arbiter: f.arbiter.kind === 'etcd' ? { etcd: f.arbiter.endpoints } : { 'quorum-pair': { volume: f.arbiter.volume, size: f.arbiter.sizeBytes } } } : {}),

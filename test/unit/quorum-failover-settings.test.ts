@@ -23,6 +23,8 @@ test('failover settings: absent means manual; automatic with etcd and the defaul
   assert.deepEqual([own.failover!.leaseMs, own.failover!.renewMs, own.failover!.fenceMarginMs, own.failover!.onArbiterLost], [5000, 1000, 1500, 'continue']);
   assert.deepEqual(parseTopology(topologyDocument(own)), own, 'what apply gives the nodes reads back the same');
   assert.deepEqual(parseTopology(topologyDocument(t)), t);
+  const through = parseTopology({ ...base, network: 'rcn', failover: 'automatic', arbiter: { etcd: ['http://127.0.0.1:2379'] } });
+  assert.deepEqual(parseTopology(topologyDocument(through)), through, 'a topology through a network keeps its network at the nodes');
   const back = parseTopology({ ...base, failover: 'automatic', arbiter: { etcd: ['http://127.0.0.1:2379'] }, failback: 'automatic', 'failback-delay': '90s' });
   assert.deepEqual([back.failover!.failback, back.failover!.failbackDelayMs], ['automatic', 90_000]);
   assert.equal(parseTopology({ ...base, failover: 'automatic', arbiter: { etcd: ['http://127.0.0.1:2379'] }, failback: 'automatic' }).failover!.failbackDelayMs, 60_000, 'default delay');
