@@ -88,15 +88,15 @@ export interface NodeClient {
   followEvents(after: number): AsyncIterable<NodeEvent>;
 }
 
-/**
- * Online relocation of volumes between a node's data areas (spec 003 Fig. 15). Separate from
- * NodeClient: the topology procedures (and the simulator's in-process nodes) do not use it.
- */
 /** A node's attachment to a remote copy network (what `network apply` told it). */
 export interface NetworkNodeClient {
   getNetwork(name: string): Promise<NetworkAttachment>;
 }
 
+/**
+ * Online relocation of volumes between a node's data areas (spec 003 Fig. 15). Separate from
+ * NodeClient: the topology procedures (and the simulator's in-process nodes) do not use it.
+ */
 export interface RelocationNodeClient {
   readonly address: string;
   /** Starts the move and answers at once; the volume's `relocation` shows its progress and outcome. */

@@ -112,10 +112,8 @@ export class ManagerNetworks {
    * point) goes into the history, so it is on record beside the takeover that follows.
    */
   async failover(name: string, order: string, timeoutMs: number | undefined): Promise<NetworkFailoverResult> {
-    const file = networkFromRequest(name, await this.get(name));
-    const o = file.orders[order];
-    if (!o) throw new TricopyError('not-found', `network ${name} has no order ${order}`, `its orders: ${Object.keys(file.orders).join(', ')}`);
-    const result = await new HttpRelayClient(file.edges[o.to]!.api).failover(order, timeoutMs);
+    const { o, edge } = await this.targetEdge(name, order);
+    const result = await edge.failover(order, timeoutMs);
     await this.ctx.writer.run(async (tx) => {
       tx.event({
         kind: 'network-failover', node: o.to, subject: order,
@@ -129,10 +127,8 @@ export class ManagerNetworks {
 
   /** E-22 at the order's target edge, after its failover; recorded in the history when it released anything. */
   async failback(name: string, order: string): Promise<NetworkFailbackResult> {
-    const file = networkFromRequest(name, await this.get(name));
-    const o = file.orders[order];
-    if (!o) throw new TricopyError('not-found', `network ${name} has no order ${order}`, `its orders: ${Object.keys(file.orders).join(', ')}`);
-    const result = await new HttpRelayClient(file.edges[o.to]!.api).failback(order);
+    const { o, edge } = await this.targetEdge(name, order);
+    const result = await edge.failback(order);
     if (result.released) {
       await this.ctx.writer.run(async (tx) => {
         tx.event({
@@ -143,6 +139,14 @@ export class ManagerNetworks {
       });
     }
     return { ...result, network: name };
+  }
+
+  /** The order of a kept network, and a client of its target edge (where §6.9 and E-22 run). */
+  private async targetEdge(name: string, order: string): Promise<{ o: NetworkFile['orders'][string]; edge: HttpRelayClient }> {
+    const file = networkFromRequest(name, await this.get(name));
+    const o = file.orders[order];
+    if (!o) throw new TricopyError('not-found', `network ${name} has no order ${order}`, `its orders: ${Object.keys(file.orders).join(', ')}`);
+    return { o, edge: new HttpRelayClient(file.edges[o.to]!.api) };
   }
 
   /** What was last collected, with the record's current apply state. */

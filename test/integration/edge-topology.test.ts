@@ -30,6 +30,8 @@ after(async () => {
 });
 
 const sites = ['tokyo', 'osaka', 'sapporo'];
+/** One order for every direction between the three sites' edges. */
+const orders = Object.fromEntries(sites.flatMap((a) => sites.filter((b) => b !== a).map((b) => [`${a}-${b}`, { from: `e-${a}`, to: `e-${b}` }])));
 
 /** Three sites, each node behind its own edge, one core between the edges, the link into osaka's edge behind a fault proxy. */
 function threeSites(name: string): Promise<Rcn> {
@@ -37,6 +39,17 @@ function threeSites(name: string): Promise<Rcn> {
     nodes: { tokyo: 'e-tokyo', osaka: 'e-osaka', sapporo: 'e-sapporo' }, cores: ['c-1'],
     links: [['e-tokyo', 'c-1'], ['c-1', 'e-osaka'], ['e-sapporo', 'c-1']], orders, proxied: [['c-1', 'e-osaka']],
   });
+}
+
+/** Applies the network and writes the topology file erp (db1 of 16 MiB, tokyo → osaka sync, → sapporo async) through it. */
+async function topologyThroughNetwork(rcn: Rcn, more: Record<string, unknown> = {}): Promise<string> {
+  await rcn.apply();
+  const file = path.join(rcn.dir, 'erp.yaml');
+  const site = (n: string): { site: string; node: string } => ({ site: n, node: rcn.cluster.node(n).apiUrl });
+  await fsp.writeFile(file, JSON.stringify({
+    name: 'erp', network: 'rcn', volumes: { db1: '16MiB' }, primary: site('tokyo'), sync: site('osaka'), async: site('sapporo'), ...more,
+  }));
+  return file;
 }
 
 /** Writes 16 blocks at tokyo while the link into osaka's edge is cut: tokyo's edge acknowledges and holds them. */
@@ -59,19 +72,12 @@ async function atOsaka(rcn: Rcn, held: Map<number, Buffer>): Promise<void> {
   for (const [offset, data] of held) assert.deepEqual(await reader.read(offset, 4096), data, `the write at ${offset} acknowledged by tokyo's edge is at osaka`);
   await reader.disconnect();
 }
-/** One order for every direction between the three sites' edges. */
-const orders = Object.fromEntries(sites.flatMap((a) => sites.filter((b) => b !== a).map((b) => [`${a}-${b}`, { from: `e-${a}`, to: `e-${b}` }])));
 
 test('a three-site topology through a network: apply, failover to the sync site after the primary is lost, failback; every site ends equal', async () => {
   const rcn = await threeSites('three');
   const { cluster } = rcn;
   try {
-    await rcn.apply();
-    const file = path.join(rcn.dir, 'erp.yaml');
-    const site = (n: string): { site: string; node: string } => ({ site: n, node: cluster.node(n).apiUrl });
-    await fsp.writeFile(file, JSON.stringify({
-      name: 'erp', network: 'rcn', volumes: { db1: '16MiB' }, primary: site('tokyo'), sync: site('osaka'), async: site('sapporo'),
-    }));
+    const file = await topologyThroughNetwork(rcn);
     assert.match(await topo(['apply', file, '--wait']), /every copy is duplex/);
     const app = await cluster.client('tokyo', 'db1');
     for (let i = 0; i < 32; i++) await app.write(i * 256 * 1024, randomBytes(8192));
@@ -118,13 +124,7 @@ test('automatic failover through a network: with etcd as the arbiter, the sync s
   const etcd = await EtcdProcess.start(path.join(rcn.dir, 'etcd'));
   const { cluster } = rcn;
   try {
-    await rcn.apply();
-    const file = path.join(rcn.dir, 'erp.yaml');
-    const site = (n: string): { site: string; node: string } => ({ site: n, node: cluster.node(n).apiUrl });
-    await fsp.writeFile(file, JSON.stringify({
-      name: 'erp', network: 'rcn', volumes: { db1: '16MiB' }, primary: site('tokyo'), sync: site('osaka'), async: site('sapporo'),
-      failover: 'automatic', arbiter: { etcd: [etcd.url] }, lease: '3s', renew: '500ms', 'fence-margin': '1s',
-    }));
+    const file = await topologyThroughNetwork(rcn, { failover: 'automatic', arbiter: { etcd: [etcd.url] }, lease: '3s', renew: '500ms', 'fence-margin': '1s' });
     assert.match(await topo(['apply', file, '--wait']), /tokyo holds the arbiter/);
     const arbiter = async (n: string): Promise<string | undefined> =>
       (await new HttpNodeClient(cluster.node(n).apiUrl, undefined, 5000).failoverStatus()).find((x) => x.topology === 'erp')?.state;

@@ -8,6 +8,7 @@ import { TricopyError } from '../../common/errors';
 import { parseDurationMs } from '../../common/units';
 import { printJson } from '../format';
 import { globals, tokenOf, viaManager } from '../globals';
+import type { HttpRelayClient } from '../../edge/client';
 import { applyThroughManager, failbackThroughManager, failoverThroughManager, historyThroughManager, listThroughManager, removeThroughManager, statusThroughManager } from './network-manager';
 import { appliedText, failbackText, failoverText, relayStatusText } from './network-text';
 
@@ -77,12 +78,8 @@ export function registerNetworkCommands(program: Command): void {
     .action(async (file: string, opts: { order: string; timeout?: string }, cmd: Command) => {
       const timeoutMs = opts.timeout ? parseDurationMs(opts.timeout, '--timeout') : undefined;
       if (viaManager(cmd)) return failoverThroughManager(cmd, file, opts.order, timeoutMs);
-      const { loadNetworkFile } = await import('../../edge/network-file');
-      const { HttpRelayClient } = await import('../../edge/client');
-      const n = await loadNetworkFile(file);
-      const o = n.orders[opts.order];
-      if (!o) throw new TricopyError('invalid-argument', `${file} has no order ${opts.order}`, `orders: ${Object.keys(n.orders).join(', ')}`);
-      const result = await new HttpRelayClient(n.edges[o.to]!.api).failover(opts.order, timeoutMs);
+      const { o, edge } = await targetEdge(file, opts.order);
+      const result = await edge.failover(opts.order, timeoutMs);
       if (globals(cmd).json) return printJson(result);
       console.log(failoverText(result, o.to));
     });
@@ -95,13 +92,19 @@ export function registerNetworkCommands(program: Command): void {
     .requiredOption('--order <id>', 'the order-guarantee id that failed over')
     .action(async (file: string, opts: { order: string }, cmd: Command) => {
       if (viaManager(cmd)) return failbackThroughManager(cmd, file, opts.order);
-      const { loadNetworkFile } = await import('../../edge/network-file');
-      const { HttpRelayClient } = await import('../../edge/client');
-      const n = await loadNetworkFile(file);
-      const o = n.orders[opts.order];
-      if (!o) throw new TricopyError('invalid-argument', `${file} has no order ${opts.order}`, `orders: ${Object.keys(n.orders).join(', ')}`);
-      const result = await new HttpRelayClient(n.edges[o.to]!.api).failback(opts.order);
+      const { edge } = await targetEdge(file, opts.order);
+      const result = await edge.failback(opts.order);
       if (globals(cmd).json) return printJson(result);
       console.log(failbackText(result));
     });
+}
+
+/** The order of a network file, and a client of its target edge (where §6.9 and E-22 run). */
+async function targetEdge(file: string, order: string): Promise<{ o: { from: string; to: string }; edge: HttpRelayClient }> {
+  const { loadNetworkFile } = await import('../../edge/network-file');
+  const { HttpRelayClient: Client } = await import('../../edge/client');
+  const n = await loadNetworkFile(file);
+  const o = n.orders[order];
+  if (!o) throw new TricopyError('invalid-argument', `${file} has no order ${order}`, `orders: ${Object.keys(n.orders).join(', ')}`);
+  return { o, edge: new Client(n.edges[o.to]!.api) };
 }
