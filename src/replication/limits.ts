@@ -120,6 +120,10 @@ export const defaultJournalStallTimeoutMs = 30_000;
 export const journalSpaceWaitMs = 1000;
 /** A batch that failed on a live link is shipped again after this pause. */
 export const shipRetryDelayMs = 1000;
+/** A pair update the secondary did not take while the link stayed up is sent again (its current state) after this pause. */
+export const pairUpdateRetryDelayMs = 1000;
+/** How many times a pair update is sent again on a live link; a reconnect reconciles after that. */
+export const pairUpdateRetries = 5;
 
 // --- delta resync -------------------------------------------------------------------------------
 /** Regions per volume kept as individual entries; older ones fold into the overflow bitmap. */

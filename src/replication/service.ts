@@ -183,7 +183,7 @@ export class ReplicationService implements ReplicationDataPath {
     const journals = new Journals(env, this.dataDir, {
       capacityBytes: options.journalCapacityBytes, fullPolicy: options.journalFullPolicy, stallTimeoutMs: options.journalStallTimeoutMs,
     }, registry, engine, volumeRuntimes, log);
-    updates = new PeerUpdates(env.transport, registry, journals, log);
+    updates = new PeerUpdates(env.transport, registry, journals, env.clock, log);
     const resources = new PairResources(registry, engine, journals, volumeRuntimes, fences, marks, detached, demand, (volume) => this.durable(volume));
     this.watchDeltaRecords(engine, updates);
     this.watchSyncFailures(engine);

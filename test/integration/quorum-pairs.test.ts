@@ -300,7 +300,10 @@ test('randomised races of two and three contenders on two real nodes: exactly on
     // The winner splits back once in Pair (B10), and gives its local reservation back for the next trial.
     await new PairVolumeControl(clients[winner.node], winner.host, 'qd').splitWhenPaired(60_000);
     for (const n of ['dc1', 'dc2'] as const) await clients[n].reset('qd', 'harness');
-    await waitFor('Suspend(normal) at both nodes', async () => (await labels()).every((l) => l.endsWith('Suspend(normal)')));
+    await waitFor('Suspend(normal) at both nodes', async () => (await labels()).every((l) => l.endsWith('Suspend(normal)'))).catch(async (err: unknown) => {
+      const [a, b] = await labels();
+      throw new Error(`trial ${trial} (${summary}): ${(err as Error).message}; dc1 ${a}, dc2 ${b}: ${await ok(['--node', cluster.node('dc1').apiUrl, 'pair', 'status', 'q'])} ${await ok(['--node', cluster.node('dc2').apiUrl, 'pair', 'status', 'q'])}`);
+    });
   }
   assert.ok(trials < 10 || three > 0, 'three contenders were raced too');
 });
