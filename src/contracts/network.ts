@@ -29,6 +29,52 @@ export interface AttachedStorage {
   api: string;
   host: string;
   replPort: number;
+  /** What the node was when the network was applied; its virtual storages answer configuration queries with it (absent from older applies). */
+  configuration?: StorageConfiguration;
+}
+
+/**
+ * A storage node's configuration as a configuration query to a virtual storage answers it (spec 002
+ * §9.55): collected from the node by `network apply` (the management server's tables, 501), so an
+ * edge answers for a partner it cannot reach. A tricopy volume is addressed by its name (the NBD
+ * export), which stands for the LUN; its host-group LUNs are listed where it is mapped.
+ */
+export interface StorageConfiguration {
+  product: string;
+  version: string;
+  site: string;
+  /** What a host sees of each volume. */
+  emulation: string;
+  volumeCount: number;
+  capacityBytes: number;
+  /** The first volumes by name (at most maxListedVolumes); volumeCount counts them all. */
+  volumes: Array<{ name: string; sizeBytes: number; luns: Array<{ hostGroup: string; lun: number }> }>;
+}
+
+/**
+ * A virtual storage an edge presents to the storage nodes attached to it (§4.4, §9.50): in the
+ * base variant it answers as its partner, a node attached to another edge, with the partner's name
+ * (its WWN) and configuration.
+ */
+export interface VirtualStorage {
+  /** The name it answers with: the partner's own (base variant). */
+  wwn: string;
+  partner: string;
+  /** The edge the partner is attached to. */
+  partnerEdge: string;
+  /** The nodes attached to this edge that may pair with the partner (same customer). */
+  presentedTo: string[];
+  /** Order-guarantee ids between this edge and the partner's edge, either way. */
+  orders: string[];
+  /** The partner as the last apply found it; null when that apply did not collect it. */
+  configuration: StorageConfiguration | null;
+}
+
+export interface VirtualStoragesAnswer {
+  edge: string;
+  network: string | null;
+  variant: 'base';
+  virtualStorages: VirtualStorage[];
 }
 
 /** An order-guarantee id (412) and how its entries are retransmitted (§5.8, E-2) and buffered (E-6). */

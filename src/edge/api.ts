@@ -1,6 +1,7 @@
 // A relay's HTTP control API (fastify): what it is, the network it runs (PUT by network apply),
-// its status (counters 732/733/734, log area use, delays, pairs), pair assignments, failover at a
-// target edge, its events and Prometheus metrics. Bodies are validated by JSON schemas; failures
+// its status (counters 732/733/734, log area use, delays, pairs), the virtual storages an edge
+// presents and their configuration, pair assignments, failover at a target edge, its events and
+// Prometheus metrics. Bodies are validated by JSON schemas; failures
 // are answered as problem documents, as the node's API does.
 import { maxCompressLevel, minCompressLevel, minLinkBandwidthBitsPerSecond } from './link-shaping';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
@@ -10,9 +11,26 @@ import { answerErrorsAsProblems } from '../common/http-problems';
 import type { Logger } from '../common/log';
 import type { RelayNetworkConfig } from '../contracts/network';
 import type { Relay } from './relay';
+import { maxListedVolumes } from './virtual-storage';
 
 const name = { type: 'string', minLength: 1, maxLength: 63 } as const;
 const positive = { type: 'integer', minimum: 1 } as const;
+
+const bytes = { type: 'integer', minimum: 0 } as const;
+const shortText = { type: 'string', maxLength: 255 } as const;
+const storageConfigurationSchema = {
+  type: 'object', additionalProperties: false, required: ['product', 'version', 'site', 'emulation', 'volumeCount', 'capacityBytes', 'volumes'],
+  properties: {
+    product: shortText, version: shortText, site: shortText, emulation: shortText, volumeCount: bytes, capacityBytes: bytes,
+    volumes: {
+      type: 'array', maxItems: maxListedVolumes,
+      items: { type: 'object', additionalProperties: false, required: ['name', 'sizeBytes', 'luns'], properties: {
+        name: shortText, sizeBytes: bytes,
+        luns: { type: 'array', maxItems: 1024, items: { type: 'object', additionalProperties: false, required: ['hostGroup', 'lun'], properties: { hostGroup: shortText, lun: bytes } } },
+      } },
+    },
+  },
+} as const;
 
 export const networkConfigSchema = {
   type: 'object',
@@ -62,7 +80,10 @@ export const networkConfigSchema = {
       type: 'object', maxProperties: 65536,
       additionalProperties: {
         type: 'object', additionalProperties: false, required: ['edge', 'customer', 'api', 'host', 'replPort'],
-        properties: { edge: name, customer: name, api: { type: 'string', maxLength: 1024 }, host: { type: 'string', minLength: 1, maxLength: 255 }, replPort: { type: 'integer', minimum: 1, maximum: 65535 } },
+        properties: {
+          edge: name, customer: name, api: { type: 'string', maxLength: 1024 }, host: { type: 'string', minLength: 1, maxLength: 255 }, replPort: { type: 'integer', minimum: 1, maximum: 65535 },
+          configuration: storageConfigurationSchema,
+        },
       },
     },
     orders: {
@@ -105,6 +126,9 @@ export async function buildRelayApi(relay: Relay, log: Logger): Promise<RelayApi
     await relay.apply(request.body);
     return relay.info();
   });
+  app.get('/v1/virtual-storages', async () => relay.virtualStorages());
+  app.get('/v1/virtual-storages/:wwn', { schema: { params: { type: 'object', required: ['wwn'], properties: { wwn: name } } } },
+    async (request: FastifyRequest<{ Params: { wwn: string } }>) => relay.virtualStorage(request.params.wwn));
   app.post('/v1/pairs', {
     schema: { body: { type: 'object', additionalProperties: false, required: ['name', 'order'], properties: { name, order: name } } },
   }, async (request: FastifyRequest<{ Body: { name: string; order: string } }>) => {

@@ -2,14 +2,16 @@
 // for the networks it keeps: the network file is resolved against what runs — each relay is asked
 // who it is and where it listens, each attached storage node its name and replication address —
 // into the tables every relay runs with, which go to every relay; each attached node is told its
-// edge and its possible peers' edges.
+// edge and its possible peers' edges. Each node's configuration (version, volumes) goes into the
+// tables too: the virtual storages that answer as it at other edges answer queries with it.
 import { TricopyError } from '../common/errors';
-import type { NodeInfo } from '../contracts/node';
+import type { NodeInfo, VolumeView } from '../contracts/node';
 import type { AttachedStorage, NetworkAttachment, RelayAddress, RelayInfo, RelayNetworkConfig } from '../contracts/network';
 import { type NetworkFile, computeRoutes } from './network-file';
 import { createHash } from 'node:crypto';
 import { HttpNodeClient } from '../node/api-client';
 import { HttpRelayClient } from './client';
+import { storageConfiguration } from './virtual-storage';
 
 export interface ApplyPlan {
   config: RelayNetworkConfig;
@@ -27,6 +29,7 @@ export async function planNetwork(
   file: NetworkFile,
   relayInfo: (api: string) => Promise<RelayInfo>,
   nodeInfo: (api: string) => Promise<NodeInfo>,
+  nodeVolumes: (api: string) => Promise<VolumeView[]>,
 ): Promise<ApplyPlan> {
   const relays: Record<string, RelayAddress> = {};
   const all = [...Object.entries(file.edges).map(([n, e]) => [n, e.api, 'edge', null] as const),
@@ -55,7 +58,10 @@ export async function planNetwork(
       }
       if (storages[info.name]) throw new TricopyError('invalid-argument', `two attached URLs (${storages[info.name]!.api} and ${a.node}) are the same node ${info.name}`);
       if (relays[info.name]) throw new TricopyError('invalid-argument', `storage node ${info.name} has the name of a relay; names must differ`);
-      storages[info.name] = { edge, customer: a.customer, api: a.node, host: info.replAddress.host, replPort: info.replAddress.port };
+      storages[info.name] = {
+        edge, customer: a.customer, api: a.node, host: info.replAddress.host, replPort: info.replAddress.port,
+        configuration: storageConfiguration(info, await nodeVolumes(a.node)),
+      };
     }
   }
   const orders = Object.fromEntries(Object.entries(file.orders).map(([id, o]) => {
@@ -93,6 +99,7 @@ export interface ApplyClients {
   relayInfo(api: string): Promise<RelayInfo>;
   applyRelay(api: string, config: RelayNetworkConfig): Promise<unknown>;
   nodeInfo(api: string): Promise<NodeInfo>;
+  nodeVolumes(api: string): Promise<VolumeView[]>;
   attachNode(api: string, attachment: NetworkAttachment): Promise<unknown>;
 }
 
@@ -102,13 +109,14 @@ export function httpApplyClients(nodeToken: (api: string) => string | undefined)
     relayInfo: (api) => new HttpRelayClient(api).info(),
     applyRelay: (api, config) => new HttpRelayClient(api).apply(config),
     nodeInfo: (api) => new HttpNodeClient(api, nodeToken(api)).nodeInfo(),
+    nodeVolumes: (api) => new HttpNodeClient(api, nodeToken(api)).listVolumes(),
     attachNode: (api, attachment) => new HttpNodeClient(api, nodeToken(api)).putNetwork(attachment),
   };
 }
 
 /** Plans the network, then gives every relay its tables and every attached node its attachment. */
 export async function applyNetwork(file: NetworkFile, clients: ApplyClients): Promise<ApplyPlan> {
-  const plan = await planNetwork(file, (api) => clients.relayInfo(api), (api) => clients.nodeInfo(api));
+  const plan = await planNetwork(file, (api) => clients.relayInfo(api), (api) => clients.nodeInfo(api), (api) => clients.nodeVolumes(api));
   for (const r of Object.values(plan.config.relays)) await clients.applyRelay(r.api, plan.config);
   for (const a of plan.attachments) await clients.attachNode(a.api, a.attachment);
   return plan;

@@ -1,7 +1,7 @@
 // The typed HTTP client of a relay's control API, for the CLI and the tests.
 import { TricopyError, isErrorCode } from '../common/errors';
 import type { NodeEvent } from '../contracts/node';
-import type { RelayInfo, RelayNetworkConfig, RelayStatus, SuspendResult, FailbackResult } from '../contracts/network';
+import type { RelayInfo, RelayNetworkConfig, RelayStatus, SuspendResult, FailbackResult, VirtualStorage, VirtualStoragesAnswer } from '../contracts/network';
 
 export class HttpRelayClient {
   constructor(readonly address: string, private readonly timeoutMs = 30_000) {
@@ -14,6 +14,16 @@ export class HttpRelayClient {
 
   status(): Promise<RelayStatus> {
     return this.request('GET', '/v1/status');
+  }
+
+  /** The virtual storages this edge presents (§9.50). */
+  virtualStorages(): Promise<VirtualStoragesAnswer> {
+    return this.request('GET', '/v1/virtual-storages');
+  }
+
+  /** A configuration query to one virtual storage (§9.55). */
+  virtualStorage(wwn: string): Promise<VirtualStorage> {
+    return this.request('GET', `/v1/virtual-storages/${encodeURIComponent(wwn)}`);
   }
 
   network(): Promise<RelayNetworkConfig> {

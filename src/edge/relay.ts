@@ -14,6 +14,7 @@ import { EventJournal } from '../common/events';
 import type { Logger } from '../common/log';
 import type {
   RelayInfo, RelayLinkStatus, RelayNetworkConfig, RelayOrderStatus, RelayPairStatus, RelayPathsStatus, RelayPorts, RelayRole, RelayStatus, SuspendResult, FailbackResult,
+  VirtualStorage, VirtualStoragesAnswer,
 } from '../contracts/network';
 import { defaultLinkTimings, type LinkTimings, type PeerLink } from '../replication/transport/link';
 import { MessageType, encodeErrorPayload, responseError, responseOk } from '../replication/transport/messages';
@@ -29,6 +30,7 @@ import { OrderSource } from './source';
 import { RelayState, regionCount } from './state';
 import { OrderTarget } from './target';
 import { PositionFile } from './position';
+import { virtualStorage, virtualStorages } from './virtual-storage';
 
 export interface RelayOptions {
   name: string;
@@ -125,6 +127,20 @@ export class Relay {
 
   get config(): RelayNetworkConfig | null {
     return this.state.data.config;
+  }
+
+  /** The virtual storages this edge presents to its attached nodes (§9.50); a core presents none. */
+  virtualStorages(): VirtualStoragesAnswer {
+    const cfg = this.config;
+    return { edge: this.name, network: cfg?.network ?? null, variant: 'base', virtualStorages: cfg && this.options.role === 'edge' ? virtualStorages(cfg, this.name) : [] };
+  }
+
+  /** A configuration query to the virtual storage `wwn` (§9.55): answered with its partner's configuration. */
+  virtualStorage(wwn: string): VirtualStorage {
+    const cfg = this.config;
+    if (!cfg) throw new TricopyError('not-found', `relay ${this.name} has no network yet`, 'run tricopy network apply');
+    if (this.options.role !== 'edge') throw new TricopyError('invalid-argument', `relay ${this.name} is a core: only edges present virtual storages`);
+    return virtualStorage(cfg, this.name, wwn);
   }
 
   async stop(): Promise<void> {

@@ -84,11 +84,33 @@ test('network apply refuses a file with mistakes and says what to fix; network s
     const mismatch = await cli(['network', 'apply', wrong]);
     assert.equal(mismatch.code, 2, mismatch.stderr);
     assert.match(mismatch.stderr, /is named e-sapporo, but the network file calls it e-osaka/);
+    await rcn.cluster.volume('sapporo', 'far1', 8 * MiB);
     await rcn.apply();
+    // §9.50, §9.55: each edge presents the partner as a virtual storage under the partner's name, and
+    // answers a configuration query with what the apply collected from the partner.
+    const storages = await cli(['network', 'storages', rcn.file]);
+    assert.equal(storages.code, 0, storages.stderr);
+    assert.match(storages.stdout, /EDGE\s+VIRTUAL STORAGE \(WWN\)\s+PARTNER EDGE\s+FOR\s+ORDERS/);
+    assert.match(storages.stdout, /e-tokyo\s+sapporo\s+e-sapporo\s+tokyo\s+erp\s+tricopy \S+\s+1\s+8 ?MiB/);
+    assert.match(storages.stdout, /e-sapporo\s+tokyo\s+e-tokyo\s+sapporo\s+erp\s+tricopy \S+\s+0\s+0/);
+    const query = await cli(['network', 'storages', rcn.file, '--edge', 'e-tokyo', '--storage', 'sapporo']);
+    assert.equal(query.code, 0, query.stderr);
+    assert.match(query.stdout, /virtual storage sapporo at e-tokyo answers as sapporo \(attached to e-sapporo; base variant\)/);
+    assert.match(query.stdout, /far1\s+8 ?MiB/);
+    const nobody = await cli(['network', 'storages', rcn.file, '--edge', 'e-tokyo', '--storage', 'tokyo']);
+    assert.equal(nobody.code, 1, nobody.stderr);
+    assert.match(nobody.stderr, /edge e-tokyo presents no virtual storage tokyo/);
+    assert.match(nobody.stderr, /hint: it presents: sapporo/);
+    assert.deepEqual((await rcn.relay('c-1').api.virtualStorages()).virtualStorages, [], 'a core presents none');
     await rcn.cluster.volume('tokyo', 'db1', 16 * MiB);
     await rcn.pairVia({ name: 'db1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'db1', order: 'erp' });
     await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex');
     await rcn.drained('erp');
+    // Applied again, the tables hold what the nodes are now: sapporo has the pair's secondary volume too.
+    await rcn.apply();
+    const again = await rcn.relay('e-tokyo').api.virtualStorage('sapporo');
+    assert.deepEqual(again.configuration?.volumes.map((v) => [v.name, v.sizeBytes]), [['db1', 16 * MiB], ['far1', 8 * MiB]]);
+    assert.equal(again.configuration?.capacityBytes, 24 * MiB);
     const text = await cli(['network', 'status', rcn.file]);
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /edge e-tokyo \(network rcn/);

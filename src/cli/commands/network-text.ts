@@ -1,7 +1,8 @@
-// What `tricopy network` and `tricopy edge status` print: an applied network (routes, nodes) and a
-// relay's status (links, counters 732/733/734 per order-guarantee id, log area use, pairs).
+// What `tricopy network` and `tricopy edge status` print: an applied network (routes, nodes), a
+// relay's status (links, counters 732/733/734 per order-guarantee id, log area use, pairs) and the
+// virtual storages edges present.
 import { formatBytes } from '../../common/units';
-import type { RelayNetworkConfig, RelayStatus, SuspendResult, FailbackResult } from '../../contracts/network';
+import type { RelayNetworkConfig, RelayStatus, SuspendResult, FailbackResult, VirtualStorage, VirtualStoragesAnswer } from '../../contracts/network';
 import { table } from '../format';
 
 /** What `network apply` prints: the counts, each order's route, each node's edge. */
@@ -61,4 +62,28 @@ export function failbackText(result: FailbackResult): string {
   if (!result.released) return `order ${result.order} had not failed over at ${result.edge}: nothing was held apart`;
   return `order ${result.order} at ${result.edge}: the storages behind it reach the order's source again (pairs ${result.pairs.join(', ') || 'none'}); ` +
     'swap each pair back with tricopy pair swap at its taken-over node';
+}
+
+/** The virtual storages of some edges (§9.50): whom each answers as, for whom, and what it reports. */
+export function virtualStoragesText(answers: VirtualStoragesAnswer[]): string {
+  const rows = answers.flatMap((a) => a.virtualStorages.map((v) => [
+    a.edge, v.wwn, v.partnerEdge, v.presentedTo.join(','), v.orders.join(','),
+    v.configuration ? `${v.configuration.product} ${v.configuration.version}` : '-',
+    v.configuration ? String(v.configuration.volumeCount) : '-', v.configuration ? formatBytes(v.configuration.capacityBytes) : '-',
+  ]));
+  if (rows.length === 0) return 'no edge presents a virtual storage (no two nodes of one customer at edges joined by an order-guarantee id)';
+  return table(['EDGE', 'VIRTUAL STORAGE (WWN)', 'PARTNER EDGE', 'FOR', 'ORDERS', 'PRODUCT', 'VOLUMES', 'CAPACITY'], rows);
+}
+
+/** A configuration query's answer (§9.55): the partner's identity and volumes. */
+export function configurationText(edge: string, v: VirtualStorage): string {
+  const c = v.configuration;
+  const head = `virtual storage ${v.wwn} at ${edge} answers as ${v.partner} (attached to ${v.partnerEdge}; base variant)`;
+  if (!c) return `${head}\n  no configuration collected: run tricopy network apply again`;
+  const lines = [head, `  product ${c.product} ${c.version}, site ${c.site}, ${c.volumeCount} volume${c.volumeCount === 1 ? '' : 's'}, ${formatBytes(c.capacityBytes)}`, `  emulation: ${c.emulation}`];
+  if (c.volumes.length > 0) {
+    lines.push(table(['  VOLUME', 'SIZE', 'LUNS'], c.volumes.map((x) => [`  ${x.name}`, formatBytes(x.sizeBytes), x.luns.map((l) => `${l.hostGroup}:${l.lun}`).join(',') || '-'])));
+  }
+  if (c.volumes.length < c.volumeCount) lines.push(`  (the first ${c.volumes.length} of ${c.volumeCount} volumes)`);
+  return lines.join('\n');
 }

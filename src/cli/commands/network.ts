@@ -1,6 +1,7 @@
 // `tricopy network`: a remote copy network of edges and cores (spec 002), described by a network
 // file: apply it (every relay gets the tables, every attached node its edge), show its status
-// (per edge: log area use, counters 732/733/734, delays, pairs), and fail an order over (§6.9).
+// (per edge: log area use, counters 732/733/734, delays, pairs), list the virtual storages edges
+// present (§9.50, 55), and fail an order over (§6.9).
 // The manager also keeps their history (`network history`).
 // With --manager the manager keeps the network, applies it and collects its status (network-manager.ts).
 import type { Command } from 'commander';
@@ -10,7 +11,7 @@ import { printJson } from '../format';
 import { globals, tokenOf, viaManager } from '../globals';
 import type { HttpRelayClient } from '../../edge/client';
 import { applyThroughManager, failbackThroughManager, failoverThroughManager, historyThroughManager, listThroughManager, removeThroughManager, statusThroughManager } from './network-manager';
-import { appliedText, failbackText, failoverText, relayStatusText } from './network-text';
+import { appliedText, configurationText, failbackText, failoverText, relayStatusText, virtualStoragesText } from './network-text';
 
 export { relayStatusText };
 
@@ -52,6 +53,30 @@ export function registerNetworkCommands(program: Command): void {
         if ('error' in s) console.log(`${s.name}: unreachable: ${s.error}\n`);
         else console.log(`${relayStatusText(s)}\n`);
       }
+    });
+  network.command('storages <file>')
+    .description('the virtual storages each edge presents to its attached nodes (spec 002 §4.4): each answers as a\n' +
+      'partner node attached to another edge, under the partner\'s name, with the partner\'s configuration as the last\n' +
+      '`network apply` collected it (run it again after creating volumes). --edge and --storage: one configuration query')
+    .option('--edge <name>', 'one edge only')
+    .option('--storage <wwn>', 'the configuration query to one virtual storage (needs --edge): its volumes')
+    .action(async (file: string, opts: { edge?: string; storage?: string }, cmd: Command) => {
+      const { loadNetworkFile } = await import('../../edge/network-file');
+      const { HttpRelayClient: Client } = await import('../../edge/client');
+      const n = await loadNetworkFile(file);
+      const edges = opts.edge === undefined ? Object.keys(n.edges) : [opts.edge];
+      for (const e of edges) {
+        if (!n.edges[e]) throw new TricopyError('invalid-argument', `${file} has no edge ${e}`, `edges: ${Object.keys(n.edges).join(', ')}`);
+      }
+      if (opts.storage !== undefined) {
+        if (opts.edge === undefined) throw new TricopyError('invalid-argument', '--storage needs --edge: a virtual storage answers at one edge');
+        const v = await new Client(n.edges[opts.edge]!.api).virtualStorage(opts.storage);
+        if (globals(cmd).json) return printJson(v);
+        return console.log(configurationText(opts.edge, v));
+      }
+      const answers = await Promise.all(edges.map((e) => new Client(n.edges[e]!.api, 10_000).virtualStorages()));
+      if (globals(cmd).json) return printJson(answers);
+      console.log(virtualStoragesText(answers));
     });
   network.command('list')
     .description('the networks the manager keeps (needs --manager)')
