@@ -89,9 +89,14 @@ export async function planNetwork(
   return { config, attachments };
 }
 
-/** A digest of a network config (its version). */
+/**
+ * A digest of a network config (its version). The nodes' configurations are left out: they are
+ * what the apply found, not the network, and a relay given the same network again (the manager
+ * re-applying to one that lost its tables) runs the same version.
+ */
 export function configDigest(cfg: Omit<RelayNetworkConfig, 'version'>): string {
-  return createHash('sha256').update(JSON.stringify(cfg)).digest('hex').slice(0, 16);
+  const storages = Object.fromEntries(Object.entries(cfg.storages).map(([name, { configuration: _configuration, ...s }]) => [name, s]));
+  return createHash('sha256').update(JSON.stringify({ ...cfg, storages })).digest('hex').slice(0, 16);
 }
 
 /** How `applyNetwork` reaches relays and storage nodes (HTTP in the CLI and the manager, fakes in tests). */
