@@ -2,7 +2,7 @@
 // client they select.
 import type { Command } from 'commander';
 import { TricopyError } from '../common/errors';
-import type { CloneNodeClient, HostGroupNodeClient, NodeClient, ReplicaNodeClient } from '../contracts/node-client';
+import type { CloneNodeClient, HostGroupNodeClient, NodeClient, ReplicaNodeClient, ResidualNodeClient } from '../contracts/node-client';
 import { HttpNodeClient } from '../node/api-client';
 import { HttpManagerClient, defaultManagerUrl } from '../manager/client';
 
@@ -53,6 +53,11 @@ export function nodeUrl(cmd: Command): string {
 
 /** The node the command talks to. */
 export function client(cmd: Command): NodeClient {
+  return new HttpNodeClient(nodeUrl(cmd), tokenOf(cmd));
+}
+
+/** The node's holds for residual entries of fast failovers (the same node as client()). */
+export function residualClient(cmd: Command): ResidualNodeClient {
   return new HttpNodeClient(nodeUrl(cmd), tokenOf(cmd));
 }
 

@@ -64,6 +64,8 @@ export const maxNetworkFailoverTimeoutMs = 10 * 60_000;
 export interface NetworkFailoverRequest {
   /** How long the target edge waits for the source edge and the missing entries (default: the order's failoverTimeout). */
   timeoutMs?: number;
+  /** The fast variant (spec 002 ¶0087): the target storages take over at once, residual entries are applied after. */
+  fast?: boolean;
 }
 
 /** What the target edge answered to a failback (E-22), and in which network. */

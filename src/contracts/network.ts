@@ -226,6 +226,8 @@ export interface RelayOrderStatus {
   /** Local acknowledgements held back because the log area was full. */
   delayedAcks: number;
   reason: string;
+  /** Target side: entries a fast failover still applies (§9.44: positive while any remain, 0 once done); absent from older relays. */
+  residual?: number;
 }
 
 export interface RelayLinkStatus {
@@ -298,4 +300,9 @@ export interface SuspendResult {
   /** Numbers the source assigned that the target never got (0 when everything arrived). */
   missing: number;
   reason: string;
+  /**
+   * A fast failover (spec 002 ¶0087): residual entries still to apply when it answered (positive
+   * until the source edge's high-water mark is known); absent for the base variant.
+   */
+  residual?: number;
 }

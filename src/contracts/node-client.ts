@@ -7,7 +7,7 @@
 // says what kind of failure it was ('not-found', 'conflict', 'unavailable' when the node cannot be
 // reached …), with the node's own message and hint.
 import type { AccessRuleRequest, CreateVolumeRequest, NodeEvent, NodeInfo, RelocateVolumeRequest, ResizeVolumeRequest, VolumeView } from './node';
-import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest } from './pairs';
+import type { CreatePairRequest, DiscardRequest, GroupStatus, PairState, PairStatus, ProtectionRequest, ResidualHoldView, SplitRequest, VerifyRequest } from './pairs';
 import type {
   BitmapView, CreateReplicaRequest, CreateSnapshotRequest, DeleteReplicaOptions, ForceRequest, ReplicaStatus, ReplicaWaitState, RollbackRequest,
   SnapshotView, SplitReplicaRequest,
@@ -108,6 +108,14 @@ export interface RelocationNodeClient {
  * In-node replicas, snapshots and changed-block bitmaps of a node (spec 003 §5.1). Separate from
  * NodeClient: the topology procedures (and the simulator's in-process nodes) do not use them.
  */
+/** Host writes a node holds for residual entries of fast failovers through a network (spec 002 E-21). */
+export interface ResidualNodeClient {
+  readonly address: string;
+  residualHolds(): Promise<ResidualHoldView[]>;
+  /** Lets host writes go on, discarding the residual entries of `order` not applied yet. */
+  releaseResidual(order: string): Promise<ResidualHoldView[]>;
+}
+
 export interface ReplicaNodeClient {
   readonly address: string;
 

@@ -151,6 +151,23 @@ export interface PairStatus {
    * caller). Filled by the node, not by the replication core.
    */
   peerDataDirId?: string | null;
+  /**
+   * A fast failover through a remote copy network still applies residual entries to this pair's
+   * volume (spec 002 §6.9, E-21): host writes to it wait until they are done or discarded.
+   */
+  residualHold?: ResidualHoldView;
+}
+
+/** Host writes held for residual entries of a fast failover (spec 002 E-21). */
+export interface ResidualHoldView {
+  order: string;
+  /** The edge applying them. */
+  edge: string;
+  /** Entries left, once the source edge reported its high-water mark; null before. */
+  remaining: number | null;
+  since: string;
+  /** Host writes waiting now. */
+  waitingWrites: number;
 }
 
 export interface GroupStatus {

@@ -138,9 +138,12 @@ export async function buildRelayApi(relay: Relay, log: Logger): Promise<RelayApi
   app.post('/v1/orders/:id/failover', {
     schema: {
       params: { type: 'object', required: ['id'], properties: { id: name } },
-      body: { type: 'object', additionalProperties: false, properties: { timeoutMs: { type: 'integer', minimum: 1, maximum: 3_600_000 } } },
+      body: { type: 'object', additionalProperties: false, properties: { timeoutMs: { type: 'integer', minimum: 1, maximum: 3_600_000 }, fast: { type: 'boolean' } } },
     },
-  }, async (request: FastifyRequest<{ Params: { id: string }; Body: { timeoutMs?: number } }>) => relay.failover(request.params.id, request.body?.timeoutMs));
+  }, async (request: FastifyRequest<{ Params: { id: string }; Body: { timeoutMs?: number; fast?: boolean } }>) =>
+    relay.failover(request.params.id, request.body?.timeoutMs, request.body?.fast === true));
+  app.post('/v1/orders/:id/residual/discard', { schema: { params: { type: 'object', required: ['id'], properties: { id: name } } } },
+    async (request: FastifyRequest<{ Params: { id: string } }>) => relay.discardResidual(request.params.id));
   app.post('/v1/orders/:id/failback', { schema: { params: { type: 'object', required: ['id'], properties: { id: name } } } },
     async (request: FastifyRequest<{ Params: { id: string } }>) => relay.failback(request.params.id));
   app.get('/v1/events', {

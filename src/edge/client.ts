@@ -38,8 +38,14 @@ export class HttpRelayClient {
     return this.request('POST', '/v1/pairs', { name: pair, order });
   }
 
-  failover(order: string, timeoutMs?: number): Promise<SuspendResult> {
-    return this.request('POST', `/v1/orders/${encodeURIComponent(order)}/failover`, timeoutMs === undefined ? {} : { timeoutMs }, (timeoutMs ?? 30_000) + 30_000);
+  failover(order: string, timeoutMs?: number, fast = false): Promise<SuspendResult> {
+    return this.request('POST', `/v1/orders/${encodeURIComponent(order)}/failover`, { ...(timeoutMs === undefined ? {} : { timeoutMs }), ...(fast ? { fast } : {}) },
+      (timeoutMs ?? 30_000) + 30_000);
+  }
+
+  /** Discards what a fast failover of `order` has not applied yet (§6.9, E-21). */
+  discardResidual(order: string): Promise<SuspendResult> {
+    return this.request('POST', `/v1/orders/${encodeURIComponent(order)}/residual/discard`, {}, 120_000);
   }
 
   failback(order: string): Promise<FailbackResult> {

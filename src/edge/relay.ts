@@ -19,6 +19,7 @@ import type {
 import { defaultLinkTimings, type LinkTimings, type PeerLink } from '../replication/transport/link';
 import { MessageType, encodeErrorPayload, responseError, responseOk } from '../replication/transport/messages';
 import { diffChunkBytes } from '../replication/limits';
+import { pairsSyncCodec } from '../replication/transport/control-messages';
 import { version } from '../node/version';
 import { EntryKind, type RelayEntry, type Rio, responseTo } from './entry';
 import { Forwarder, defaultFragmentBytes } from './forwarder';
@@ -304,12 +305,22 @@ export class Relay {
     await this.applying; // a network being installed: its orders are ready once it is
     const node = link.peerNode!;
     const as = link.localName;
+    if (as === this.name) return this.onResidualLink(node, type);
     try {
       return await this.fromStorage(node, as, type, payload);
     } catch (err) {
       this.refusedRequests++;
       throw err;
     }
+  }
+
+  /**
+   * A link this edge dialed under its own name to apply residual entries of a fast failover (§6.9,
+   * E-21): it answers as no storage, so the node's reconciliation finds no pair there.
+   */
+  private onResidualLink(node: string, type: MessageType): Buffer {
+    if (type === MessageType.PairsSync) return pairsSyncCodec.encode({ node: this.name, pairs: [], groups: [], absentVolumes: [] });
+    throw new TricopyError('conflict', `edge ${this.name} applies residual entries to ${node} on this link; it relays nothing here`);
   }
 
   private async fromStorage(node: string, as: string, type: MessageType, payload: Buffer): Promise<Buffer | void> {
@@ -523,11 +534,21 @@ export class Relay {
   // ----------------------------------------------------------------------------------------------
   // Failover and status
 
-  /** §6.9 at the target edge of `order`. */
-  async failover(order: string, timeoutMs?: number): Promise<SuspendResult> {
+  /** §6.9 at the target edge of `order`; `fast`: the variant of ¶0087 (residual entries applied after). */
+  async failover(order: string, timeoutMs?: number, fast = false): Promise<SuspendResult> {
+    const t = this.targetOf(order);
+    return t.failover(timeoutMs ?? t.cfg.failoverTimeoutMs, fast);
+  }
+
+  /** A fast failover's residual entries not applied yet are discarded: the storages' hosts write at once. */
+  discardResidual(order: string): Promise<SuspendResult> {
+    return this.targetOf(order).discardResidual();
+  }
+
+  private targetOf(order: string): OrderTarget {
     const t = this.targets.get(order);
     if (!t) throw new TricopyError('not-found', `order-guarantee id ${order} does not arrive at edge ${this.name}`, 'run failover at the order\'s target edge (its "to")');
-    return t.failover(timeoutMs ?? t.cfg.failoverTimeoutMs);
+    return t;
   }
 
   /** E-22 at the target edge of `order`, after its failover: the storages see each other again. */

@@ -15,9 +15,10 @@ import type { Logger } from '../common/log';
 import { formatBytes } from '../common/units';
 import type { OrderConfig, OrderState, RelayOrderStatus, SuspendResult } from '../contracts/network';
 import { diffChunkBytes } from '../replication/limits';
-import { MessageType, encodeDataHeader, encodeErrorPayload, responseError, responseOk } from '../replication/transport/messages';
+import { residualStateCodec } from '../replication/transport/control-messages';
+import { MessageType, encodeDataHeader, encodeErrorPayload, encodeResidualWrite, responseError, responseOk } from '../replication/transport/messages';
 import { EntryKind, type RelayEntry, type Rio, entryFlagRealign, responseTo } from './entry';
-import { type DataRange, controlOutcome, dataRange, rangesOverlap, swapAnswerWithRegions, swapPairs } from './rio';
+import { type DataRange, classify, controlOutcome, dataRange, rangesOverlap, swapAnswerWithRegions, swapPairs } from './rio';
 import type { PositionFile } from './position';
 import { type RegionRun, type RelayState, addRegions, regionCount } from './state';
 import { type EdgePairEvent, applyOrderEvent, applyPairEvent } from './states';
@@ -77,6 +78,8 @@ export class OrderTarget {
   private refusals = 0;
   private readonly answers = new Map<number, RelayEntry>();
   private suspend: { hwm: number | null; waiters: Array<() => void> } | undefined;
+  /** A fast failover applying residual entries: the target storages' pairs, and the background work. */
+  private residual: { pairsByNode: Map<string, string[]>; discarded: boolean; done: Promise<void> | undefined } | undefined;
   private closed = false;
   /** Reflected entries were not flushed at the storage since this edge started: flush, then acknowledge. */
   private flushPending = false;
@@ -153,61 +156,186 @@ export class OrderTarget {
     if (!this.suspend) return;
     this.suspend.hwm = e.seq;
     this.env.log.info({ order: this.id, highWaterMark: e.seq, reflected: this.reflected }, 'failover: the source edge answered');
+    // The storages holding their hosts' writes learn how many entries are left.
+    for (const [node, pairs] of this.residual?.pairsByNode ?? []) {
+      void this.tellResidual(node, pairs, this.residualEntries(), false, `high-water mark ${e.seq}`).catch((err: unknown) =>
+        this.env.log.warn({ order: this.id, node, err: errorMessage(err) }, 'fast failover: could not report the residual count'));
+    }
     this.wakeSuspend();
   }
 
   /**
    * Failover after a source-site failure (§6.9 1303–1310, TE5–TE7): asks the source edge to flush
    * and stop, keeps reflecting in order until every number up to its high-water mark is reflected
-   * or the timeout passes, then stops the order. Resolves with what the target holds.
+   * or the timeout passes, then stops the order. Resolves with what the target holds. `fast`: the
+   * variant of ¶0087 (TE8), below.
    */
-  async failover(timeoutMs: number): Promise<SuspendResult> {
+  async failover(timeoutMs: number, fast = false): Promise<SuspendResult> {
     const c = this.counters;
     const row = Object.values(this.env.state.data.pairs).find((p) => p.order === this.id && p.side === 'target');
     if (!row) throw new TricopyError('not-found', `no pair of order-guarantee id ${this.id} goes through edge ${this.env.edge}`);
+    if (fast) return this.fastFailover(timeoutMs, row);
     if (applyOrderEvent(this.env.events, this.id, 'target', c, 'suspend-instruction', `failover: asked the source edge ${this.cfg.from} to flush and stop`)) {
       this.pairsEvent({ kind: 'suspend-instruction' }, 'failover: the Suspend instruction went to the source edge');
-      this.suspend = { hwm: null, waiters: [] };
-      const askSource = (): void => {
-        this.env.send({
-          kind: EntryKind.Suspend, flags: 0, target: { node: row.source, pair: '' }, source: { node: row.target, pair: '' }, order: this.id,
-          ioTimeMs: this.env.clock.now(), seq: 0, corr: 0, rio: { type: 0, status: 0, payload: Buffer.alloc(0) },
-        });
-      };
-      askSource();
-      const deadline = this.env.clock.now() + timeoutMs;
-      let askedAt = this.env.clock.now();
-      while (!this.closed && !this.drainedToHighWaterMark() && this.env.clock.now() < deadline) {
-        // The instruction travels like any entry and is lost with a link that is down (the source
-        // site's links come back after a cut): ask again until the source edge answers.
-        if (this.suspend.hwm === null && this.env.clock.now() - askedAt >= suspendResendMs) {
-          askedAt = this.env.clock.now();
-          askSource();
-        }
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, Math.max(1, Math.min(200, deadline - this.env.clock.now())));
-          this.suspend!.waiters.push(() => {
-            clearTimeout(t);
-            resolve();
-          });
-        });
-      }
-      if (!this.running) await this.finishBatch().catch((err: unknown) => this.env.log.warn({ order: this.id, err: errorMessage(err) }, 'failover: the last batch could not be flushed'));
-      this.epoch++;
-      const hwm = this.suspend.hwm;
-      this.suspend = undefined;
-      const reason = hwm === null ? `failover: the source edge did not answer within ${timeoutMs} ms; reflected through ${c.reflected}`
-        : `failover: high-water mark ${hwm}, reflected through ${c.reflected}`;
-      applyOrderEvent(this.env.events, this.id, 'target', c, 'failover-done', reason);
-      c.failedOver = true;
-      this.clearBuffer();
-      this.pairsEvent({ kind: 'failure' }, reason);
-      await this.env.state.save();
-      // RIO(SOK) (1310): the target storage sees its primary gone, so it takes over on its own.
-      this.dropLinks(reason, true);
-      this.lastFailover = { order: this.id, highWaterMark: hwm, reflected: c.reflected, missing: hwm === null ? 0 : Math.max(0, hwm - c.reflected), reason: c.reason };
+      await this.awaitHighWaterMark(timeoutMs, this.startSuspend(row));
+      await this.endFailover(timeoutMs);
     }
     return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
+  }
+
+  /** Sends the Suspend instruction (1304); returns how to send it again. */
+  private startSuspend(row: { source: string; target: string }): () => void {
+    this.suspend = { hwm: null, waiters: [] };
+    const askSource = (): void => {
+      this.env.send({
+        kind: EntryKind.Suspend, flags: 0, target: { node: row.source, pair: '' }, source: { node: row.target, pair: '' }, order: this.id,
+        ioTimeMs: this.env.clock.now(), seq: 0, corr: 0, rio: { type: 0, status: 0, payload: Buffer.alloc(0) },
+      });
+    };
+    askSource();
+    return askSource;
+  }
+
+  /** 1305–1309: reflects in order until every number up to the high-water mark is reflected, or the timeout. */
+  private async awaitHighWaterMark(timeoutMs: number, askSource: () => void): Promise<void> {
+    const deadline = this.env.clock.now() + timeoutMs;
+    let askedAt = this.env.clock.now();
+    while (!this.closed && !this.drainedToHighWaterMark() && !this.residual?.discarded && this.env.clock.now() < deadline) {
+      // The instruction travels like any entry and is lost with a link that is down (the source
+      // site's links come back after a cut): ask again until the source edge answers.
+      if (this.suspend!.hwm === null && this.env.clock.now() - askedAt >= suspendResendMs) {
+        askedAt = this.env.clock.now();
+        askSource();
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(1, Math.min(200, deadline - this.env.clock.now())));
+        this.suspend!.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** 1310: the order stops here, and the target storage sees its primary gone (RIO(SOK)). */
+  private async endFailover(timeoutMs: number): Promise<void> {
+    const c = this.counters;
+    if (!this.running) await this.finishBatch().catch((err: unknown) => this.env.log.warn({ order: this.id, err: errorMessage(err) }, 'failover: the last batch could not be flushed'));
+    this.epoch++;
+    const hwm = this.suspend?.hwm ?? null;
+    this.suspend = undefined;
+    const reason = this.residual?.discarded ? `fast failover: the residual entries after ${c.reflected} were discarded by the operator`
+      : hwm === null ? `failover: the source edge did not answer within ${timeoutMs} ms; reflected through ${c.reflected}`
+        : `failover: high-water mark ${hwm}, reflected through ${c.reflected}`;
+    applyOrderEvent(this.env.events, this.id, 'target', c, 'failover-done', reason);
+    c.failedOver = true;
+    this.clearBuffer();
+    this.pairsEvent({ kind: 'failure' }, reason);
+    await this.env.state.save();
+    // RIO(SOK) (1310): the target storage sees its primary gone, so it takes over on its own.
+    this.dropLinks(reason, true);
+    this.lastFailover = { order: this.id, highWaterMark: hwm, reflected: c.reflected, missing: hwm === null ? 0 : Math.max(0, hwm - c.reflected), reason: c.reason };
+  }
+
+  /**
+   * The fast variant (¶0087, TE8, E-21): the target storages get RIO(SOK) at once, so their pairs
+   * can be taken over now, while the Suspend instruction still has the source edge flush. What
+   * arrives after is applied in order as plain writes on a link of this edge's own (the storage
+   * refuses replication writes once taken over), and the storages hold their hosts' writes to the
+   * pairs' volumes until this edge says it is done (or an operator discards the rest): otherwise
+   * older replicated data could land over newer host data.
+   */
+  private async fastFailover(timeoutMs: number, row: { source: string; target: string }): Promise<SuspendResult> {
+    const c = this.counters;
+    if (this.residual) return this.residualResult('fast failover running: residual entries are being applied');
+    if (c.state === 'suspend-waiting') throw new TricopyError('conflict', `order ${this.id} is failing over already at ${this.env.edge}`, 'wait for it, then see network status');
+    if (c.state === 'failure-suspend') return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
+    const pairsByNode = this.targetPairsByNode();
+    // The hosts' hold comes first, on the link the residual entries take: if a storage cannot be
+    // reached or refuses, nothing has changed yet.
+    for (const [node, pairs] of pairsByNode) await this.tellResidual(node, pairs, null, false, `fast failover of order ${this.id} at ${this.env.edge}`);
+    this.residual = { pairsByNode, discarded: false, done: undefined };
+    applyOrderEvent(this.env.events, this.id, 'target', c, 'suspend-instruction', `fast failover: asked the source edge ${this.cfg.from} to flush and stop`);
+    this.pairsEvent({ kind: 'suspend-instruction' }, 'fast failover: the Suspend instruction went to the source edge');
+    const askSource = this.startSuspend(row);
+    c.failedOver = true;
+    await this.env.state.save();
+    const reason = 'fast failover: the target storages see their primary gone now; residual entries are applied as plain writes while their hosts\' writes wait';
+    this.dropLinks(reason, true);
+    this.env.events.emit('order-fast-failover', this.id, reason, { edge: this.env.edge });
+    this.residual.done = this.drainResidual(timeoutMs, askSource).catch((err: unknown) =>
+      this.env.log.error({ order: this.id, err: errorMessage(err) }, 'fast failover: applying the residual entries failed'));
+    return this.residualResult(reason);
+  }
+
+  /** In the background of a fast failover: 1305–1310 through the residual link, then the storages' holds end. */
+  private async drainResidual(timeoutMs: number, askSource: () => void): Promise<void> {
+    await this.awaitHighWaterMark(timeoutMs, askSource);
+    await this.endFailover(timeoutMs);
+    const r = this.residual!;
+    const last = this.lastFailover!;
+    const why = r.discarded ? last.reason
+      : `residual entries applied through ${last.reflected}` + (last.highWaterMark === null ? ` (the source edge did not answer within ${timeoutMs} ms)` : `, high-water mark ${last.highWaterMark}, ${last.missing} missing`);
+    this.residual = undefined;
+    await this.releaseHolds(r.pairsByNode, why);
+    this.env.events.emit('order-residual-done', this.id, why, { edge: this.env.edge, reflected: last.reflected, missing: last.missing });
+  }
+
+  /**
+   * The operator discards what a fast failover has not applied yet: the storages' hosts write at
+   * once. Also after this edge restarted (the holds outlive it at the storages).
+   */
+  async discardResidual(): Promise<SuspendResult> {
+    const r = this.residual;
+    if (r) {
+      r.discarded = true;
+      this.wakeSuspend();
+      await r.done;
+      return this.lastFailover!;
+    }
+    const c = this.counters;
+    if (!c.failedOver) throw new TricopyError('conflict', `order ${this.id} did not fail over at ${this.env.edge}: no residual entries to discard`);
+    if (c.state === 'suspend-waiting') await this.endFailover(0);
+    await this.releaseHolds(this.targetPairsByNode(), `the residual entries after ${c.reflected} were discarded by the operator`);
+    return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
+  }
+
+  /** §9.44: entries a fast failover still has to apply (0 when none runs); positive until the high-water mark is known. */
+  residualEntries(): number {
+    if (!this.residual) return 0;
+    const hwm = this.suspend?.hwm;
+    return hwm === null || hwm === undefined ? Math.max(1, this.buffer.size) : Math.max(0, hwm - this.reflected);
+  }
+
+  private residualResult(reason: string): SuspendResult {
+    return { order: this.id, highWaterMark: this.suspend?.hwm ?? null, reflected: this.reflected, missing: 0, reason, residual: this.residualEntries() };
+  }
+
+  private targetPairsByNode(): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (const [name, row] of Object.entries(this.env.state.data.pairs)) {
+      if (row.order !== this.id || row.side !== 'target' || row.state === 'deleted') continue;
+      out.set(row.target, [...(out.get(row.target) ?? []), name]);
+    }
+    return out;
+  }
+
+  private async releaseHolds(pairsByNode: Map<string, string[]>, why: string): Promise<void> {
+    for (const [node, pairs] of pairsByNode) {
+      await this.tellResidual(node, pairs, 0, true, why).catch((err: unknown) => this.env.log.warn({ order: this.id, node, err: errorMessage(err) },
+        'fast failover: could not tell the storage its residual entries are done; its hosts\' writes wait until: tricopy pair release-residual'));
+    }
+  }
+
+  /** ResidualState to an attached storage, on the link this edge dials under its own name. */
+  private async tellResidual(node: string, pairs: string[], remaining: number | null, done: boolean, reason: string): Promise<void> {
+    try {
+      await this.env.deliver(node, this.env.edge, MessageType.ResidualState, residualStateCodec.encode({ order: this.id, pairs, remaining, done, reason }), reflectTimeoutMs);
+    } catch (err) {
+      throw new TricopyError(err instanceof TricopyError && err.code !== 'unavailable' ? err.code : 'unavailable',
+        `fast failover of order ${this.id}: storage node ${node} could not be told about the residual entries: ${errorMessage(err)}`,
+        'the node must be up and reachable from this edge (its replication address); or fail over without --fast');
+    }
   }
 
   private lastFailover: SuspendResult | undefined;
@@ -243,7 +371,7 @@ export class OrderTarget {
     return {
       id: this.id, side: 'target', from: this.cfg.from, to: this.cfg.to, state: c.state, generated: 0, reflected: this.reflected, deleted: 0,
       inFlight: this.buffer.size, log: { entries: this.buffer.size, bytes: this.bufferedBytes, capacityBytes: maxBufferedBytes },
-      ackDelayMs: null, reflectionDelayMs: this.reflectionDelayMs, retransmissions: 0, delayedAcks: 0, reason: c.reason,
+      ackDelayMs: null, reflectionDelayMs: this.reflectionDelayMs, retransmissions: 0, delayedAcks: 0, reason: c.reason, residual: this.residualEntries(),
     };
   }
 
@@ -491,12 +619,26 @@ export class OrderTarget {
 
   private async deliver(e: RelayEntry): Promise<Buffer> {
     try {
+      if (this.residual) return await this.deliverResidual(e);
       return await this.env.deliver(e.target.node, e.source.node, e.rio.type, e.rio.payload, reflectTimeoutMs);
     } catch (err) {
       // Unreachable or not ready: try again later. Anything else is the storage's refusal.
       if (err instanceof TricopyError && err.code === 'unavailable') throw err;
       throw new Refused(err);
     }
+  }
+
+  /**
+   * During a fast failover, an entry as a plain write ("SCSI WR", ¶0087) on this edge's own link:
+   * the storage's pair no longer takes replication writes. A control request is refused: the
+   * pair failed over.
+   */
+  private async deliverResidual(e: RelayEntry): Promise<Buffer> {
+    const c = classify(e.rio.type);
+    if (c !== 'data' && c !== 'flush') {
+      throw new Refused(new TricopyError('conflict', `pair ${e.target.pair} failed over at ${e.target.node}: ${MessageType[e.rio.type] ?? e.rio.type} is not applied`));
+    }
+    return this.env.deliver(e.target.node, this.env.edge, MessageType.ResidualWrite, Buffer.concat(encodeResidualWrite(e.rio.type, e.rio.payload)), reflectTimeoutMs);
   }
 
   /** Reflection stopped: the open batch is reflected again later (it holds no overlapping writes). */

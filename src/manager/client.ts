@@ -174,9 +174,9 @@ export class HttpManagerClient implements ManagerClient {
   }
 
   /** Waits as long as the target edge may (its timeout, or the order's failoverTimeout), and then some. */
-  networkFailover(name: string, order: string, timeoutMs?: number): Promise<NetworkFailoverResult> {
+  networkFailover(name: string, order: string, timeoutMs?: number, fast = false): Promise<NetworkFailoverResult> {
     return this.request('POST', `/v1/networks/${encodeURIComponent(name)}/orders/${encodeURIComponent(order)}/failover`,
-      timeoutMs === undefined ? {} : { timeoutMs }, (timeoutMs ?? maxNetworkFailoverTimeoutMs) + 90_000);
+      { ...(timeoutMs === undefined ? {} : { timeoutMs }), ...(fast ? { fast } : {}) }, (timeoutMs ?? maxNetworkFailoverTimeoutMs) + 90_000);
   }
 
   networkFailback(name: string, order: string): Promise<NetworkFailbackResult> {

@@ -26,7 +26,7 @@ const orderParams = {
 
 export const networkFailoverBody = {
   type: 'object', additionalProperties: false,
-  properties: { timeoutMs: { type: 'integer', minimum: 1, maximum: maxNetworkFailoverTimeoutMs } },
+  properties: { timeoutMs: { type: 'integer', minimum: 1, maximum: maxNetworkFailoverTimeoutMs }, fast: { type: 'boolean' } },
 } as const;
 
 /** JSON escaping can double the text; the body may be that large. */
@@ -45,7 +45,7 @@ export function addNetworkRoutes(app: FastifyInstance, m: ManagerService): void 
   app.post('/v1/networks/:name/orders/:order/failover', {
     schema: { params: orderParams, body: networkFailoverBody }, config: { forwardTimeoutMs: maxNetworkFailoverTimeoutMs + 60_000 },
   }, async (request: FastifyRequest<{ Params: { name: string; order: string }; Body: NetworkFailoverRequest | undefined }>) =>
-    m.networks.failover(request.params.name, request.params.order, request.body?.timeoutMs));
+    m.networks.failover(request.params.name, request.params.order, request.body?.timeoutMs, request.body?.fast === true));
   app.post('/v1/networks/:name/orders/:order/failback', { schema: { params: orderParams } },
     async (request: FastifyRequest<{ Params: { name: string; order: string } }>) => m.networks.failback(request.params.name, request.params.order));
   app.get('/v1/networks/:name/samples', {

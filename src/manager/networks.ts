@@ -111,15 +111,17 @@ export class ManagerNetworks {
    * target edge, which has the source edge flush and stops the order. The outcome (the recovery
    * point) goes into the history, so it is on record beside the takeover that follows.
    */
-  async failover(name: string, order: string, timeoutMs: number | undefined): Promise<NetworkFailoverResult> {
+  async failover(name: string, order: string, timeoutMs: number | undefined, fast = false): Promise<NetworkFailoverResult> {
     const { o, edge } = await this.targetEdge(name, order);
-    const result = await edge.failover(order, timeoutMs);
+    const result = await edge.failover(order, timeoutMs, fast);
     await this.ctx.writer.run(async (tx) => {
       tx.event({
         kind: 'network-failover', node: o.to, subject: order,
-        reason: `order ${order} of network ${name} stopped at ${o.to} (§6.9): reflected through ${result.reflected}; ` +
-          (result.highWaterMark === null ? 'the source edge did not answer' : `high-water mark ${result.highWaterMark}, ${result.missing} missing`),
-        details: { network: name, relay: o.to, reflected: result.reflected, highWaterMark: result.highWaterMark, missing: result.missing },
+        reason: result.residual !== undefined
+          ? `order ${order} of network ${name} failed over fast at ${o.to} (§6.9, ¶0087): its storages take over now; ${o.to} applies the residual entries, hosts' writes wait until then`
+          : `order ${order} of network ${name} stopped at ${o.to} (§6.9): reflected through ${result.reflected}; ` +
+            (result.highWaterMark === null ? 'the source edge did not answer' : `high-water mark ${result.highWaterMark}, ${result.missing} missing`),
+        details: { network: name, relay: o.to, reflected: result.reflected, highWaterMark: result.highWaterMark, missing: result.missing, fast },
       });
     });
     return { ...result, network: name, edge: o.to };

@@ -7,7 +7,7 @@ import type {
   AccessRuleRequest, CreateVolumeRequest, EventList, NodeEvent, NodeInfo, RelocateVolumeRequest, ResizeVolumeRequest, VolumeList, VolumeView,
 } from '../contracts/node';
 import type {
-  CallOptions, CloneNodeClient, DeleteOptions, HostGroupNodeClient, NodeClient, NodeMonitorClient, RelocationNodeClient, ReplicaNodeClient,
+  CallOptions, CloneNodeClient, DeleteOptions, HostGroupNodeClient, NodeClient, NodeMonitorClient, RelocationNodeClient, ReplicaNodeClient, ResidualNodeClient,
 } from '../contracts/node-client';
 import type { CloneSetList, CloneSetView, CreateCloneSetRequest, DeleteCloneSetRequest, DeletedCloneSet } from '../contracts/clones';
 import type { CreateHostGroupRequest, HostGroupChange, HostGroupList, HostGroupMembersRequest, HostGroupView, MapVolumeRequest } from '../contracts/host-groups';
@@ -19,7 +19,7 @@ import type { FailoverConfig, FailoverList, FailoverStatus } from '../contracts/
 import type { CommandResult, ManagerBinding, MonitorCommand, MonitorStatus, RegisterManagerRequest, ReportAck, ReportBatch } from '../contracts/monitor';
 import type { NetworkAttachment } from '../contracts/network';
 import type {
-  CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, SplitRequest, VerifyRequest,
+  CreatePairRequest, DiscardRequest, GroupList, GroupStatus, PairList, PairState, PairStatus, ProtectionRequest, ResidualHoldView, SplitRequest, VerifyRequest,
 } from '../contracts/pairs';
 
 export const defaultApiTimeoutMs = 30_000;
@@ -32,7 +32,7 @@ const replicaPath = (name: string): string => `/v1/replicas/${encodeURIComponent
 const hostGroupPath = (name: string): string => `/v1/host-groups/${encodeURIComponent(name)}`;
 const forceQuery = (options?: DeleteOptions): string => (options?.force ? '?force=true' : '');
 
-export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNodeClient, HostGroupNodeClient, CloneNodeClient, RelocationNodeClient {
+export class HttpNodeClient implements NodeClient, ResidualNodeClient, NodeMonitorClient, ReplicaNodeClient, HostGroupNodeClient, CloneNodeClient, RelocationNodeClient {
   readonly address: string;
 
   constructor(baseUrl: string, private readonly token?: string | undefined, private readonly timeoutMs = defaultApiTimeoutMs) {
@@ -50,6 +50,16 @@ export class HttpNodeClient implements NodeClient, NodeMonitorClient, ReplicaNod
 
   nodeInfo(options?: CallOptions): Promise<NodeInfo> {
     return this.request('GET', '/v1/node', undefined, options?.timeoutMs);
+  }
+
+  /** Host writes held for residual entries of fast failovers (spec 002 E-21). */
+  async residualHolds(): Promise<ResidualHoldView[]> {
+    return (await this.request<{ holds: ResidualHoldView[] }>('GET', '/v1/residual-holds')).holds;
+  }
+
+  /** Lets host writes go on, discarding the residual entries of `order` not applied yet. */
+  async releaseResidual(order: string): Promise<ResidualHoldView[]> {
+    return (await this.request<{ holds: ResidualHoldView[] }>('POST', `/v1/residual-holds/${encodeURIComponent(order)}/release`, {})).holds;
   }
 
   async listVolumes(): Promise<VolumeView[]> {

@@ -105,6 +105,16 @@ export async function buildApi(node: StorageNode, options: ApiOptions): Promise<
     reply.code(204);
   });
 
+  // Host writes held for residual entries of a fast failover (spec 002 E-21); an operator releases
+  // them when the edge that applies them is lost too, discarding what it had not applied.
+  app.get('/v1/residual-holds', async () => ({ holds: node.replication.residual.list() }));
+  app.post('/v1/residual-holds/:order/release', { schema: { params: { type: 'object', required: ['order'], properties: { order: { type: 'string', minLength: 1, maxLength: 63 } } } } },
+    async (request: FastifyRequest<{ Params: { order: string } }>) => {
+      const released = await node.replication.residual.release(request.params.order, undefined, 'released by the operator: residual entries not applied yet are discarded');
+      if (released.length === 0) throw new TricopyError('not-found', `no host writes are held for residual entries of order ${request.params.order}`);
+      return { holds: released };
+    });
+
   app.get('/v1/volumes', async () => ({ volumes: node.listVolumes() }));
 
   app.post('/v1/volumes', {

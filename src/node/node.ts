@@ -158,6 +158,8 @@ export class StorageNode {
         autoResync: config.autoResync,
       }, { clock: systemClock, disk: nodeDisk, transport, volumes: store }, config.dataDir, node.events, replicationLog);
       node.replication.clientsOf = (volume) => node.nbd.clientsOf(volume).length;
+      // Residual entries of a fast failover come only from this node's own edge (spec 002 E-21).
+      node.replication.residual.isNetworkEdge = (peer) => node.networks.list().some((a) => a.edge.name === peer);
       transport.refusalObserver = node.refusals.replication;
       const replication = node.replication;
       node.metrics.replication = { pairs: () => replication.list(), groups: () => replication.groups().map((g) => replication.groupStatus(g)) };

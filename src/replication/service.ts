@@ -31,7 +31,9 @@ import type { PairExtensionPoint } from './extension';
 import { MessageType } from './transport/messages';
 import { pairUpdateCodec } from './transport/control-messages';
 import { PeerUpdates } from './control/peer-updates';
+import { isoTime } from '../common/clock';
 import { Reconciler } from './control/reconcile';
+import { ResidualHolds } from './control/residual';
 import { Swap } from './control/swap';
 import { Takeover } from './control/takeover';
 import { CopyEngine } from './copy/copy-engine';
@@ -110,6 +112,8 @@ export class ReplicationService implements ReplicationDataPath {
   private readonly deltaRecords = new DeltaRecords(diffChunkBytes);
   private parts!: Parts;
   private replPortValue = 0;
+  /** Residual entries of fast failovers through a network, and the host writes they hold (spec 002 E-21). */
+  readonly residual: ResidualHolds;
   /** Set by the node so a new secondary can refuse a volume in use. */
   clientsOf: ((volume: string) => number) | undefined;
 
@@ -123,6 +127,8 @@ export class ReplicationService implements ReplicationDataPath {
     this.registry = new PairRegistry(options.localNode);
     this.volumeRuntimes = new VolumeRuntimes(env.disk, path.join(dataDir, 'pairs'), env.volumes, this.registry);
     this.fences = new Fences(this.registry, this.volumeRuntimes);
+    this.residual = new ResidualHolds({ dataDir, disk: env.disk, volumes: env.volumes, registry: this.registry, events, log, now: () => isoTime(env.clock) });
+    this.fences.residualWait = (volume) => this.residual.waitFor(volume);
   }
 
   get replPort(): number {
@@ -135,6 +141,7 @@ export class ReplicationService implements ReplicationDataPath {
 
   async start(host: string, port: number): Promise<number> {
     const store = await PairStore.open(this.dataDir, this.env.disk, this.log);
+    await this.residual.load();
     this.parts = this.build(store);
     await this.parts.marks.load();
     await this.parts.detached.load();
@@ -199,7 +206,7 @@ export class ReplicationService implements ReplicationDataPath {
     copy = new CopyEngine(env, { copyConcurrency: options.copyConcurrency, syncWriteTimeoutMs: options.syncWriteTimeoutMs },
       registry, engine, journals, volumeRuntimes, log);
     const writePath = new WritePath(env, options.syncWriteTimeoutMs, registry, engine, fences, volumeRuntimes, journals, deltaRecords, [marks, detached]);
-    const status = new StatusReader(env, registry, journals, deltaRecords);
+    const status = new StatusReader(env, registry, journals, deltaRecords, (volume) => this.residual.viewOf(volume));
     const statusOf = (p: PairRuntime): PairStatus => status.pair(p);
     const swap = new Swap({ env, localNode: options.localNode, registry, engine, resources, journals, shipping, volumeRuntimes, demand, events, status: statusOf });
     const takeover = new Takeover({ env, registry, engine, journals, marks, demand, swap, status: statusOf });
@@ -216,6 +223,8 @@ export class ReplicationService implements ReplicationDataPath {
       clientsOf: (volume) => this.clientsOf?.(volume) ?? 0,
     });
     env.transport.setRequestHandler((type, payload, peer) => requests.handle(type, payload, peer));
+    requests.addHandler(MessageType.ResidualState, (payload, peer) => this.residual.onState(payload, peer));
+    requests.addHandler(MessageType.ResidualWrite, (payload, peer) => this.residual.onWrite(payload, peer));
     const verifier = new Verifier({ env, localNode: options.localNode, registry, engine, journals, volumeRuntimes, copy, events, log, status: statusOf });
     return { store, engine, marks, detached, journals, shipping, applier, copy, resources, writePath, operator, swap, takeover, reconciler, status, verifier, updates, requests };
   }

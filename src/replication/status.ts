@@ -2,7 +2,7 @@
 // pair's status as both its record and this node's runtime state say, each group's positions and
 // lag, and waiting for a pair to reach a state.
 import { TricopyError } from '../common/errors';
-import type { GroupStatus, LagReport, PairState, PairStatus } from '../contracts/pairs';
+import type { GroupStatus, LagReport, PairState, PairStatus, ResidualHoldView } from '../contracts/pairs';
 import type { Journals } from './async/journals';
 import type { DeltaRecords } from './delta/delta-record';
 import type { ReplicationEnv } from './env';
@@ -29,7 +29,7 @@ export interface PairInternals {
 
 export class StatusReader {
   constructor(private readonly env: ReplicationEnv, private readonly registry: PairRegistry, private readonly journals: Journals,
-    private readonly deltaRecords: DeltaRecords) {}
+    private readonly deltaRecords: DeltaRecords, private readonly residualHoldOf: (volume: string) => ResidualHoldView | undefined = () => undefined) {}
 
   list(): PairStatus[] {
     return [...this.registry.all()].map((p) => this.pair(p)).sort((a, b) => a.name.localeCompare(b.name));
@@ -118,7 +118,9 @@ export class StatusReader {
     const journal = r.group && r.role === 'primary' ? this.journals.primary(r.group) : undefined;
     const received = r.group && r.role === 'secondary' ? this.journals.received(r.group) : undefined;
     const copy = r.copy;
+    const residualHold = this.residualHoldOf(r.volume);
     return {
+      ...(residualHold ? { residualHold } : {}),
       name: r.name, role: r.role, code: shortCode(r), state: r.state, volume: r.volume,
       peer: { node: r.peer.node, volume: r.peerVolume, host: r.peer.host, replPort: r.peer.replPort, connected: this.env.transport.isUp(r.peer.node) },
       mode: r.mode, purpose: r.purpose, fence: r.fence, group: r.group, suspendCause: r.suspendCause, reason: r.reason, generation: r.generation,

@@ -34,8 +34,8 @@ export async function statusThroughManager(cmd: Command, arg: string): Promise<v
   console.log(networkStatusText(doc));
 }
 
-export async function failoverThroughManager(cmd: Command, arg: string, order: string, timeoutMs: number | undefined): Promise<void> {
-  const result = await managerClient(cmd).networkFailover(await networkName(arg), order, timeoutMs);
+export async function failoverThroughManager(cmd: Command, arg: string, order: string, timeoutMs: number | undefined, fast: boolean): Promise<void> {
+  const result = await managerClient(cmd).networkFailover(await networkName(arg), order, timeoutMs, fast);
   if (globals(cmd).json) return printJson(result);
   console.log(failoverText(result, result.edge));
 }

@@ -42,6 +42,9 @@ export function relayStatusText(s: RelayStatus): string {
       o.ackDelayMs === null ? '-' : `${o.ackDelayMs} ms`, o.reflectionDelayMs === null ? '-' : `${o.reflectionDelayMs} ms`, String(o.retransmissions),
     ])));
     for (const o of s.orders) if (o.state !== 'active') lines.push(`  ${o.id}: ${o.state}: ${o.reason}`);
+    for (const o of s.orders) {
+      if (o.residual) lines.push(`  ${o.id}: RESIDUAL ${o.residual}: a fast failover still applies entries; its storages' hosts' writes wait`);
+    }
   }
   if (s.pairs.length > 0) {
     lines.push(table(['  PAIR', 'ORDER', 'SIDE', 'SOURCE→TARGET', 'STATE', 'DIFF (727)'], s.pairs.map((p) => [
@@ -53,6 +56,11 @@ export function relayStatusText(s: RelayStatus): string {
 
 /** A failover's outcome at the target edge `edge` (§6.9): the recovery point. */
 export function failoverText(result: SuspendResult, edge: string): string {
+  if (result.residual !== undefined) {
+    return `order ${result.order} failed over fast at ${edge}: its target storages see their primary gone now (take the pairs over: tricopy pair takeover); ` +
+      `${edge} applies the residual entries (${result.residual} left${result.highWaterMark === null ? ' at least: the source edge has not answered yet' : ''}) and their hosts' writes wait until then; ` +
+      `watch: tricopy network status; discard them: tricopy network failover FILE --order ${result.order} --discard-residual`;
+  }
   return `order ${result.order} stopped at ${edge}: reflected through ${result.reflected}; ` +
     (result.highWaterMark === null ? 'the source edge did not answer' : `high-water mark ${result.highWaterMark}, ${result.missing} missing`);
 }

@@ -96,15 +96,24 @@ export function registerNetworkCommands(program: Command): void {
     .description('after the loss of a source site (§6.9): the target edge of the order asks the source edge to flush\n' +
       'and stop, applies what arrives in order up to the source\'s last number (or until the timeout), and stops.\n' +
       'Then take the pair over at the target node: tricopy pair takeover.\n' +
+      '--fast (¶0087): the target storages see their primary gone at once, so they can be taken over now; the edge\n' +
+      'applies the entries still arriving as plain writes, and hosts\' writes to those volumes wait until it is done\n' +
+      '(network status shows RESIDUAL). --discard-residual ends that wait, discarding what was not applied.\n' +
       'With --manager URL the manager asks the target edge it keeps for the network (the argument is the network\'s\n' +
       'name or its file) and records the outcome in its history')
     .requiredOption('--order <id>', 'the order-guarantee id to stop')
     .option('--timeout <duration>', 'how long to wait for the source edge and the missing entries (default: the order\'s failoverTimeout)')
-    .action(async (file: string, opts: { order: string; timeout?: string }, cmd: Command) => {
+    .option('--fast', 'the fast variant: answer at once and apply the residual entries after (hosts\' writes wait for them)')
+    .option('--discard-residual', 'end a fast failover\'s wait: the residual entries not applied yet are discarded')
+    .action(async (file: string, opts: { order: string; timeout?: string; fast?: boolean; discardResidual?: boolean }, cmd: Command) => {
       const timeoutMs = opts.timeout ? parseDurationMs(opts.timeout, '--timeout') : undefined;
-      if (viaManager(cmd)) return failoverThroughManager(cmd, file, opts.order, timeoutMs);
+      if (opts.fast && opts.discardResidual) throw new TricopyError('invalid-argument', '--fast and --discard-residual do not go together', 'fail over with --fast, then discard with --discard-residual');
+      if (viaManager(cmd)) {
+        if (opts.discardResidual) throw new TricopyError('invalid-argument', '--discard-residual goes to the target edge itself', 'run it with the network file instead of --manager');
+        return failoverThroughManager(cmd, file, opts.order, timeoutMs, opts.fast === true);
+      }
       const { o, edge } = await targetEdge(file, opts.order);
-      const result = await edge.failover(opts.order, timeoutMs);
+      const result = opts.discardResidual ? await edge.discardResidual(opts.order) : await edge.failover(opts.order, timeoutMs, opts.fast === true);
       if (globals(cmd).json) return printJson(result);
       console.log(failoverText(result, o.to));
     });

@@ -4,11 +4,11 @@ import { type Command, Option } from 'commander';
 import { TricopyError } from '../../common/errors';
 import { formatBytes } from '../../common/units';
 import type { NodeClient } from '../../contracts/node-client';
-import type { PairState, PairStatus, VerifyStatus } from '../../contracts/pairs';
+import type { PairState, PairStatus, ResidualHoldView, VerifyStatus } from '../../contracts/pairs';
 import { defaultVerifyRateMiBPerSecond, maxVerifyRateMiBPerSecond, minVerifyRateMiBPerSecond } from '../../replication/limits';
 import { HttpNodeClient } from '../../node/api-client';
 import { printJson, table } from '../format';
-import { client, commandTimeoutMs, globals, tokenOf, whenNotBusy } from '../globals';
+import { client, commandTimeoutMs, globals, residualClient, tokenOf, whenNotBusy } from '../globals';
 
 export function registerPairCommands(program: Command): void {
   const pair = program.command('pair').description('remote copy pairs: create, watch, split, resync, verify, take over, swap, delete');
@@ -21,6 +21,7 @@ export function registerPairCommands(program: Command): void {
   addSwap(pair);
   addDelete(pair);
   addWait(pair);
+  addReleaseResidual(pair);
 }
 
 function addCreate(pair: Command): void {
@@ -91,6 +92,26 @@ function addStatus(pair: Command): void {
       ])));
       for (const p of pairs) if (p.code === 'PSUE' || p.code === 'PSUS' || p.code === 'SSWS' || p.code === 'SSUS') console.log(`${p.name}: ${p.reason}`);
       for (const p of pairs) if (p.verify) console.log(`${p.name}: ${verifyLine(p.verify)}`);
+      for (const p of pairs) if (p.residualHold) console.log(`${p.name}: ${residualLine(p.residualHold)}`);
+    });
+}
+
+function residualLine(h: ResidualHoldView): string {
+  return `host writes wait (${h.waitingWrites} now): edge ${h.edge} still applies residual entries of order ${h.order} after a fast failover ` +
+    `(${h.remaining === null ? 'how many: not known yet' : `${h.remaining} left`}; since ${h.since}); ` +
+    `to discard them: tricopy network failover FILE --order ${h.order} --discard-residual, or here: tricopy pair release-residual --order ${h.order}`;
+}
+
+function addReleaseResidual(pair: Command): void {
+  pair.command('release-residual')
+    .description('after a fast failover through a network (network failover --fast), host writes to the taken-over volumes\n' +
+      'wait until the edge has applied the residual entries. When that edge is lost too, this lets them go on here:\n' +
+      'entries not applied yet are discarded (the volume lacks writes the old primary had acknowledged)')
+    .requiredOption('--order <id>', 'the order-guarantee id that failed over')
+    .action(async (opts: { order: string }, cmd: Command) => {
+      const released = await residualClient(cmd).releaseResidual(opts.order);
+      if (globals(cmd).json) return printJson(released);
+      for (const h of released) console.log(`order ${h.order} (edge ${h.edge}): host writes go on; residual entries not applied are discarded`);
     });
 }
 

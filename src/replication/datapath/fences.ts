@@ -18,6 +18,9 @@ export class Fences {
    */
   hostGate: ((volume: string) => string | undefined) | undefined;
 
+  /** Host writes of a volume wait for this first (residual entries of a fast failover), when set and not undefined. */
+  residualWait: ((volume: string) => Promise<void> | undefined) | undefined;
+
   /** Why hosts may not write a volume without pairs (a topology procedure left it read-only), or undefined. */
   leftReadOnly: ((volume: string) => string | undefined) | undefined;
 

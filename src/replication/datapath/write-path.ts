@@ -121,6 +121,9 @@ export class WritePath implements ReplicationDataPath {
    * local write, local and sync-remote writes in parallel, bitmaps for everything not forwarded.
    */
   private async modify(volume: Volume, offset: number, length: number, fua: boolean, origin: WriteOrigin, op: Modification): Promise<DeltaTag | undefined> {
+    // Residual entries of a fast failover are older than anything a host writes now: they land first.
+    const residual = origin === 'host' ? this.fences.residualWait?.(volume.name) : undefined;
+    if (residual) await residual;
     const refusal = this.fences.writeRefusal(volume.name, origin);
     if (refusal) throw refusal;
     if (length === 0) {

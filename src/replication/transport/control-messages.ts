@@ -319,3 +319,29 @@ export const regionHashesCodec = jsonCodec<RegionHashesRequest>({
     grainBytes: { type: 'integer', minimum: 512, maximum: 16 * 1024 * 1024 },
   },
 });
+
+/**
+ * The edge of a fast failover tells the node where residual entries stand (spec 002 §6.9, E-21):
+ * while not done, host writes to the pairs' volumes wait; `remaining` is null until the source
+ * edge reported its high-water mark.
+ */
+export interface ResidualState {
+  order: string;
+  pairs: string[];
+  remaining: number | null;
+  done: boolean;
+  reason: string;
+}
+
+export const residualStateCodec = jsonCodec<ResidualState>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['order', 'pairs', 'remaining', 'done', 'reason'],
+  properties: {
+    order: nameSchema,
+    pairs: { type: 'array', maxItems: 65536, items: nameSchema },
+    remaining: { type: 'integer', minimum: 0, nullable: true } as never,
+    done: { type: 'boolean' },
+    reason: { type: 'string', maxLength: 4096 },
+  },
+});

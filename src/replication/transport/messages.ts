@@ -29,6 +29,10 @@ export enum MessageType {
   Copy = 43,
   JournalBatch = 50,
   GroupProgress = 51,
+  // Residual entries of a fast failover through a remote copy network (spec 002 §6.9, E-21): sent by
+  // the node's edge on a link of its own, after the node's secondary saw its primary gone.
+  ResidualWrite = 60,
+  ResidualState = 61,
 }
 
 export const responseOk = 0;
@@ -255,4 +259,23 @@ export function decodeDeltaTagReply(payload: Buffer): DeltaTag | undefined {
   const { tag, end } = decodeTagAt(payload, 1, inStep === 1);
   if (end !== payload.length) throw new TricopyError('invalid-argument', 'delta tag reply has trailing bytes');
   return tag;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Residual writes: a plain write (spec 002 ¶0087: "SCSI WR") carrying the data message the network
+// still held, unchanged: one byte of its type, then its payload.
+
+export function encodeResidualWrite(type: MessageType, payload: Buffer): Buffer[] {
+  const head = Buffer.alloc(1);
+  head.writeUInt8(type, 0);
+  return [head, payload];
+}
+
+export function decodeResidualWrite(payload: Buffer): { type: MessageType; payload: Buffer } {
+  if (payload.length < 1) throw new TricopyError('invalid-argument', 'residual write is empty');
+  const type = payload.readUInt8(0) as MessageType;
+  if (type !== MessageType.Write && type !== MessageType.Zero && type !== MessageType.Copy && type !== MessageType.Flush) {
+    throw new TricopyError('invalid-argument', `a residual write carries a write, a zero, a copy or a flush, not message type ${type}`);
+  }
+  return { type, payload: payload.subarray(1) };
 }
