@@ -219,6 +219,7 @@ export class Relay {
             send: (entry) => this.forwarder.send(entry),
             deliver: (node, as, type, payload, timeoutMs) => this.deliver(node, as, type, payload, timeoutMs),
             dropStorageLinks: (node, as, reason, hold) => this.dropStorageLinks(node, as, reason, hold),
+            releaseStorageLink: (node, as) => this.links.release('storage', node, as),
           }, await PositionFile.open(this.options.dataDir, id, this.disk)));
         }
       }

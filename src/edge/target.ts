@@ -53,6 +53,8 @@ export interface TargetEnv {
   deliver(node: string, as: string, type: number, payload: Buffer, timeoutMs: number): Promise<Buffer>;
   /** The storage's links that answer as its pairs' sources go down (it enters Failure Suspend); `hold`: and stay down. */
   dropStorageLinks(node: string, as: string, reason: string, hold: boolean): void;
+  /** The link to the storage `node` under the name `as` is no longer wanted (a fast failover's own link, once done). */
+  releaseStorageLink(node: string, as: string): void;
 }
 
 /** The storage refused the request (as opposed to: it could not be reached). */
@@ -248,7 +250,10 @@ export class OrderTarget {
   private async fastFailover(timeoutMs: number, row: { source: string; target: string }): Promise<SuspendResult> {
     const c = this.counters;
     if (this.residual) return this.residualResult('fast failover running: residual entries are being applied');
-    if (c.state === 'suspend-waiting') throw new TricopyError('conflict', `order ${this.id} is failing over already at ${this.env.edge}`, 'wait for it, then see network status');
+    if (c.state === 'suspend-waiting') {
+      throw new TricopyError('conflict', `order ${this.id} is failing over already at ${this.env.edge}`,
+        `wait for it (network status); a fast failover this edge no longer runs (it restarted) ends with: network failover FILE --order ${this.id} --discard-residual`);
+    }
     if (c.state === 'failure-suspend') return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
     const pairsByNode = this.targetPairsByNode();
     // The hosts' hold comes first, on the link the residual entries take: if a storage cannot be
@@ -324,6 +329,7 @@ export class OrderTarget {
     for (const [node, pairs] of pairsByNode) {
       await this.tellResidual(node, pairs, 0, true, why).catch((err: unknown) => this.env.log.warn({ order: this.id, node, err: errorMessage(err) },
         'fast failover: could not tell the storage its residual entries are done; its hosts\' writes wait until: tricopy pair release-residual'));
+      this.env.releaseStorageLink(node, this.env.edge);
     }
   }
 

@@ -127,7 +127,15 @@ export class ReplicationService implements ReplicationDataPath {
     this.registry = new PairRegistry(options.localNode);
     this.volumeRuntimes = new VolumeRuntimes(env.disk, path.join(dataDir, 'pairs'), env.volumes, this.registry);
     this.fences = new Fences(this.registry, this.volumeRuntimes);
-    this.residual = new ResidualHolds({ dataDir, disk: env.disk, volumes: env.volumes, registry: this.registry, events, log, now: () => isoTime(env.clock) });
+    this.residual = new ResidualHolds({
+      dataDir, disk: env.disk, registry: this.registry, events, log, now: () => isoTime(env.clock),
+      apply: async (name, op) => {
+        const volume = env.volumes.volume(name);
+        if (op.kind === 'flush') return this.parts.writePath.flush(volume);
+        if (op.kind === 'zero') await this.parts.writePath.writeZeroesOp(volume, op.offset, op.length, { fua: op.fua, noHole: false, fastOnly: false }, 'replication');
+        else await this.parts.writePath.writeOp(volume, op.offset, op.data, { fua: op.fua }, 'replication');
+      },
+    });
     this.fences.residualWait = (volume) => this.residual.waitFor(volume);
   }
 

@@ -17,8 +17,8 @@ import { PositionFile } from '../../src/edge/position';
 import { OrderSource, type SourceRequest } from '../../src/edge/source';
 import { RelayState } from '../../src/edge/state';
 import { OrderTarget, ackType } from '../../src/edge/target';
-import { bitmapReplyCodec, pairNameCodec, pairUpdateCodec, swapPrepareCodec, swapPreparedCodec } from '../../src/replication/transport/control-messages';
-import { MessageType, encodeDataHeader, encodeErrorPayload } from '../../src/replication/transport/messages';
+import { bitmapReplyCodec, pairNameCodec, pairUpdateCodec, residualStateCodec, swapPrepareCodec, swapPreparedCodec } from '../../src/replication/transport/control-messages';
+import { MessageType, decodeResidualWrite, encodeDataHeader, encodeErrorPayload } from '../../src/replication/transport/messages';
 import { TricopyError } from '../../src/common/errors';
 
 const cfg: OrderConfig = { from: 'e-tokyo', to: 'e-sapporo', pairs: [], retransmitMs: 50, retransmitMaxMs: 100, giveUpMs: 400, logBytes: 64 * 1024 * 1024, fullTimeoutMs: 300, failoverTimeoutMs: 500 };
@@ -227,33 +227,37 @@ test('§9.40: a Suspend instruction: every retained entry again in number order,
 interface Delivered {
   type: number;
   payload: Buffer;
+  /** The name the edge answered as on the storage's link. */
+  as: string;
 }
 
-async function targetRig(opts: { refuse?: boolean } = {}): Promise<{ target: OrderTarget; delivered: Delivered[]; sent: RelayEntry[]; state: RelayState; dropped: string[]; maxOutstanding: () => number; position: () => Promise<number>; dataDir: string }> {
+async function targetRig(opts: { refuse?: boolean } = {}): Promise<{ target: OrderTarget; delivered: Delivered[]; sent: RelayEntry[]; state: RelayState; dropped: string[]; released: string[]; maxOutstanding: () => number; position: () => Promise<number>; dataDir: string }> {
   const dataDir = await scratch();
   const state = await RelayState.load(dataDir, nodeDisk);
   const delivered: Delivered[] = [];
   const sent: RelayEntry[] = [];
   const dropped: string[] = [];
+  const released: string[] = [];
   let outstanding = 0;
   let max = 0;
   const target = new OrderTarget('erp', cfg, {
     edge: 'e-sapporo', clock: systemClock, state, log, events: new EventJournal(log),
     send: (e) => (sent.push(e), true),
-    deliver: async (_node, _as, type, payload) => {
+    deliver: async (_node, as, type, payload) => {
       outstanding++;
       max = Math.max(max, outstanding);
       await tick(1);
       outstanding--;
       if (opts.refuse && type === MessageType.Write) throw new TricopyError('conflict', 'pair db1-far is primary: it does not accept replication writes');
-      if (type !== MessageType.Flush) delivered.push({ type, payload });
+      if (type !== MessageType.Flush) delivered.push({ type, payload, as });
       if (type === MessageType.SwapPrepare) return swapPreparedCodec.encode({ bitmap: Buffer.from([0b10, 0, 0, 0]).toString('base64'), clean: true });
       return Buffer.from(type === MessageType.PairUpdate ? 'updated' : '');
     },
     dropStorageLinks: (node, as, _reason, hold) => dropped.push(`${node}>${as}${hold ? ' held' : ''}`),
+    releaseStorageLink: (node, as) => released.push(`${node}>${as}`),
   }, await PositionFile.open(dataDir, 'erp', nodeDisk));
   return {
-    target, delivered, sent, state, dropped, dataDir, maxOutstanding: () => max,
+    target, delivered, sent, state, dropped, released, dataDir, maxOutstanding: () => max,
     position: async () => {
       const p = await PositionFile.open(dataDir, 'erp', nodeDisk);
       const v = p.stored;
@@ -282,6 +286,35 @@ test('§9.19–§9.22: only 733 + 1 is reflected; later numbers wait for a gap; 
   assert.deepEqual([s.reflected, s.inFlight], [3, 0], '§9.24, §9.26: 733 = 3 and nothing left buffered');
   assert.ok(s.reflectionDelayMs !== null && s.reflectionDelayMs >= 5, '735 = completion − I/O time');
   assert.equal(await t.position(), 3, '733 is durable before the acknowledgement');
+  t.target.close();
+});
+
+test('§9.44 fast variant (TE8): the storage\'s hold first, its links held down at once, later entries as plain writes on the edge\'s own link, the hold ended at the high-water mark', async () => {
+  const t = await targetRig();
+  t.target.onRequest(wr(1));
+  await until('1 reflected', () => t.delivered.length === 1);
+  const result = await t.target.failover(10_000, true);
+  assert.equal(result.highWaterMark, null, 'answered without waiting for the source edge');
+  assert.equal(result.residual, 1, 'a positive residual count while the high-water mark is unknown');
+  const hold = t.delivered[1]!;
+  assert.deepEqual([hold.type, hold.as], [MessageType.ResidualState, 'e-sapporo'], 'the hold goes first, on the edge\'s own link');
+  assert.deepEqual(residualStateCodec.decode(hold.payload), { order: 'erp', pairs: ['db1-far'], remaining: null, done: false, reason: 'fast failover of order erp at e-sapporo' });
+  assert.deepEqual(t.dropped, ['sapporo>tokyo held'], 'RIO(SOK) at once: the links answering as the source are held down');
+  assert.ok(t.sent.some((e) => e.kind === EntryKind.Suspend), 'the Suspend instruction still went to the source edge');
+  assert.equal(t.target.status().residual, 1);
+  t.target.onRequest(wr(2));
+  await until('2 applied as a plain write', () => t.delivered.some((d) => d.type === MessageType.ResidualWrite));
+  const plain = t.delivered.find((d) => d.type === MessageType.ResidualWrite)!;
+  assert.equal(plain.as, 'e-sapporo');
+  const inner = decodeResidualWrite(plain.payload);
+  assert.equal(inner.type, MessageType.Write);
+  assert.deepEqual(inner.payload, wr(2).rio.payload, 'the storage\'s message, unchanged');
+  t.target.onSuspendOk({ ...wr(0), kind: EntryKind.SuspendOk, seq: 2 });
+  await until('the hold ends', () => t.delivered.some((d) => d.type === MessageType.ResidualState && residualStateCodec.decode(d.payload).done));
+  assert.equal(t.target.status().residual, 0, '0 once drained');
+  assert.equal(t.target.state, 'failure-suspend');
+  assert.equal(t.target.status().reflected, 2);
+  assert.deepEqual(t.released, ['sapporo>e-sapporo'], 'the edge\'s own link is let go');
   t.target.close();
 });
 
@@ -373,6 +406,7 @@ test('an error answer to a control request goes back as the answer (it is not a 
       throw new TricopyError('already-exists', 'node sapporo: pair db1-far already exists on sapporo');
     },
     dropStorageLinks: () => undefined,
+    releaseStorageLink: () => undefined,
   }, await PositionFile.open(dataDir, 'erp', nodeDisk));
   target.onRequest({ ...wr(1), rio: { type: MessageType.PairCreate, status: 0, payload: Buffer.from('{}') } });
   await until('answered', () => sent.length === 1);

@@ -11,7 +11,6 @@ import { nodeDisk } from '../../src/common/disk';
 import { silentLogger } from '../../src/common/log';
 import { ResidualHolds } from '../../src/replication/control/residual';
 import type { PairRegistry } from '../../src/replication/pairs/registry';
-import type { VolumeAccess } from '../../src/replication/env';
 import { residualStateCodec } from '../../src/replication/transport/control-messages';
 import { MessageType, decodeResidualWrite, encodeDataHeader, encodeResidualWrite } from '../../src/replication/transport/messages';
 
@@ -28,18 +27,10 @@ test('a residual write carries the data message unchanged after one byte of its 
   assert.throws(() => residualStateCodec.decode(Buffer.from('{"order":"erp","pairs":[],"remaining":-1,"done":false,"reason":""}')), /malformed/);
 });
 
-interface Written { offset: number; data: string }
+interface Written { volume: string; kind: string; offset: number; data: string }
 
 function fixture(dir: string): { holds: ResidualHolds; written: Written[]; events: EventJournal } {
   const written: Written[] = [];
-  const volume = {
-    write: async (offset: number, data: Buffer) => {
-      written.push({ offset, data: data.toString() });
-    },
-    writeZeroes: async () => undefined,
-    flush: async () => undefined,
-  };
-  const volumes = { has: () => true, get: () => ({ sizeBytes: 1 << 20 }), volume: () => volume, create: async () => undefined } as unknown as VolumeAccess;
   const pairs: Record<string, { record: { role: string; volume: string } }> = {
     'db1-far': { record: { role: 'secondary', volume: 'db1' } },
     'mine': { record: { role: 'primary', volume: 'db9' } },
@@ -47,7 +38,12 @@ function fixture(dir: string): { holds: ResidualHolds; written: Written[]; event
   const registry = { get: (name: string) => pairs[name] } as unknown as PairRegistry;
   const clock = { now: () => 0, setTimer: () => ({ unref: () => undefined }), clearTimer: () => undefined, defer: (fn: () => void) => fn(), sleep: async () => undefined };
   const events = new EventJournal(silentLogger(), clock);
-  const holds = new ResidualHolds({ dataDir: dir, disk: nodeDisk, volumes, registry, events, log: silentLogger(), now: () => '2026-12-03T00:00:00.000Z' });
+  const holds = new ResidualHolds({
+    dataDir: dir, disk: nodeDisk, registry, events, log: silentLogger(), now: () => '2026-12-03T00:00:00.000Z',
+    apply: async (volume, op) => {
+      written.push({ volume, kind: op.kind, offset: op.offset, data: op.data.toString() });
+    },
+  });
   holds.isNetworkEdge = (peer) => peer === 'e-sapporo';
   return { holds, written, events };
 }
@@ -73,7 +69,7 @@ test('host writes wait while a hold covers their volume; residual writes land on
     assert.equal(holds.viewOf('db1')?.waitingWrites, 1);
     assert.equal(holds.waitFor('db2'), undefined, 'other volumes are not held');
     await holds.onWrite(residualWrite('db1-far', 512, 'old'), 'e-sapporo');
-    assert.deepEqual(written, [{ offset: 512, data: 'old' }]);
+    assert.deepEqual(written, [{ volume: 'db1', kind: 'write', offset: 512, data: 'old' }]);
     await assert.rejects(holds.onWrite(residualWrite('db1-far', 0, 'x'), 'e-tokyo'), /not the edge/);
     // A restarted node reads the hold back before it serves hosts.
     const reloaded = fixture(dir).holds;

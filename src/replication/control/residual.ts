@@ -12,7 +12,6 @@ import type { EventJournal } from '../../common/events';
 import { atomicWriteJson, readJsonIfExists } from '../../common/fsutil';
 import type { Logger } from '../../common/log';
 import type { ResidualHoldView } from '../../contracts/pairs';
-import type { VolumeAccess } from '../env';
 import type { PairRegistry } from '../pairs/registry';
 import { residualStateCodec } from '../transport/control-messages';
 import { MessageType, decodeDataHeader, decodeResidualWrite, dataFlagFua } from '../transport/messages';
@@ -29,10 +28,24 @@ interface Hold {
   reason: string;
 }
 
+/** A residual entry as the volume gets it: data (a write or a copy), zeroes, or a flush. */
+export interface ResidualOp {
+  kind: 'write' | 'zero' | 'flush';
+  offset: number;
+  length: number;
+  data: Buffer;
+  fua: boolean;
+}
+
 export interface ResidualParts {
   dataDir: string;
   disk: Disk;
-  volumes: VolumeAccess;
+  /**
+   * Applies an entry to a volume as a write that came from replication: not a change of the
+   * taken-over pair's own (the old primary has it), but forwarded by any pair the volume is the
+   * primary of (a topology's next leg), like what a cascade intermediate receives.
+   */
+  apply(volume: string, op: ResidualOp): Promise<void>;
   registry: PairRegistry;
   events: EventJournal;
   log: Logger;
@@ -115,12 +128,9 @@ export class ResidualHolds {
     if (!hold) {
       throw new TricopyError('conflict', `pair ${header.name} on this node awaits no residual entries from ${peer}`, 'only a fast failover (network failover --fast) sends them');
     }
-    const volume = this.parts.volumes.volume(p.record.volume);
-    const fua = (header.flags & dataFlagFua) !== 0;
-    if (type === MessageType.Flush) return volume.flush();
-    if (type === MessageType.Zero) return volume.writeZeroes(header.offset, header.length, { fua, noHole: false, fastOnly: false });
-    invariant(data.length === header.length, `a residual write of pair ${header.name} carries ${data.length} bytes for ${header.length}`);
-    return volume.write(header.offset, data, { fua });
+    const kind = type === MessageType.Flush ? 'flush' : type === MessageType.Zero ? 'zero' : 'write';
+    if (kind === 'write') invariant(data.length === header.length, `a residual write of pair ${header.name} carries ${data.length} bytes for ${header.length}`);
+    return this.parts.apply(p.record.volume, { kind, offset: header.offset, length: header.length, data, fua: (header.flags & dataFlagFua) !== 0 });
   }
 
   /** Ends the hold of `order` from `edge` (every edge when undefined): the edge is done, or an operator discards what is left. */
