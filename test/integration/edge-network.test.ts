@@ -105,6 +105,7 @@ test('network apply refuses a file with mistakes and says what to fix; network s
     await rcn.cluster.volume('tokyo', 'db1', 16 * MiB);
     await rcn.pairVia({ name: 'db1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'db1', order: 'erp' });
     await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex');
+    await rcn.cluster.waitState('sapporo', 'db1-far', 'duplex'); // the primary's last pair update is through
     await rcn.drained('erp');
     // Applied again, the tables hold what the nodes are now: sapporo has the pair's secondary volume too.
     await rcn.apply();
@@ -227,6 +228,8 @@ test('failover when the source edge is unreachable: the target stops at the time
     await rcn.cluster.volume('tokyo', 'db1', 16 * MiB);
     await rcn.pairVia({ name: 'db1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'db1', order: 'erp' });
     await rcn.cluster.waitState('tokyo', 'db1-far', 'duplex');
+    // The secondary is duplex too: the primary's last pair update has gone through the network.
+    await rcn.cluster.waitState('sapporo', 'db1-far', 'duplex');
     const drained = await rcn.drained('erp');
     await rcn.cluster.kill('tokyo');
     await rcn.killRelay('e-tokyo');
