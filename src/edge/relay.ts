@@ -537,26 +537,25 @@ export class Relay {
 
   /** §6.9 at the target edge of `order`; `fast`: the variant of ¶0087 (residual entries applied after). */
   async failover(order: string, timeoutMs?: number, fast = false): Promise<SuspendResult> {
-    const t = this.targetOf(order);
+    const t = this.targetOf(order, 'failover');
     return t.failover(timeoutMs ?? t.cfg.failoverTimeoutMs, fast);
   }
 
   /** A fast failover's residual entries not applied yet are discarded: the storages' hosts write at once. */
   discardResidual(order: string): Promise<SuspendResult> {
-    return this.targetOf(order).discardResidual();
+    return this.targetOf(order, 'failover').discardResidual();
   }
 
-  private targetOf(order: string): OrderTarget {
+  /** The order arriving at this edge, where `what` (a failover or failback) runs. */
+  private targetOf(order: string, what: 'failover' | 'failback'): OrderTarget {
     const t = this.targets.get(order);
-    if (!t) throw new TricopyError('not-found', `order-guarantee id ${order} does not arrive at edge ${this.name}`, 'run failover at the order\'s target edge (its "to")');
+    if (!t) throw new TricopyError('not-found', `order-guarantee id ${order} does not arrive at edge ${this.name}`, `run ${what} at the order's target edge (its "to")`);
     return t;
   }
 
   /** E-22 at the target edge of `order`, after its failover: the storages see each other again. */
   async failback(order: string): Promise<FailbackResult> {
-    const t = this.targets.get(order);
-    if (!t) throw new TricopyError('not-found', `order-guarantee id ${order} does not arrive at edge ${this.name}`, 'run failback at the order\'s target edge (its "to")');
-    const pairs = await t.failback();
+    const pairs = await this.targetOf(order, 'failback').failback();
     return { order, edge: this.name, released: pairs !== false, pairs: pairs === false ? [] : pairs };
   }
 

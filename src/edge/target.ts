@@ -182,7 +182,7 @@ export class OrderTarget {
       await this.awaitHighWaterMark(timeoutMs, this.startSuspend(row));
       await this.endFailover(timeoutMs);
     }
-    return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
+    return this.stopped();
   }
 
   /** Sends the Suspend instruction (1304); returns how to send it again. */
@@ -254,7 +254,7 @@ export class OrderTarget {
       throw new TricopyError('conflict', `order ${this.id} is failing over already at ${this.env.edge}`,
         `wait for it (network status); a fast failover this edge no longer runs (it restarted) ends with: network failover FILE --order ${this.id} --discard-residual`);
     }
-    if (c.state === 'failure-suspend') return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
+    if (c.state === 'failure-suspend') return this.stopped();
     const pairsByNode = this.targetPairsByNode();
     // The hosts' hold comes first, on the link the residual entries take: if a storage cannot be
     // reached or refuses, nothing has changed yet.
@@ -302,7 +302,7 @@ export class OrderTarget {
     if (!c.failedOver) throw new TricopyError('conflict', `order ${this.id} did not fail over at ${this.env.edge}: no residual entries to discard`);
     if (c.state === 'suspend-waiting') await this.endFailover(0);
     await this.releaseHolds(this.targetPairsByNode(), `the residual entries after ${c.reflected} were discarded by the operator`);
-    return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
+    return this.stopped();
   }
 
   /** §9.44: entries a fast failover still has to apply (0 when none runs); positive until the high-water mark is known. */
@@ -310,6 +310,12 @@ export class OrderTarget {
     if (!this.residual) return 0;
     const hwm = this.suspend?.hwm;
     return hwm === null || hwm === undefined ? Math.max(1, this.buffer.size) : Math.max(0, hwm - this.reflected);
+  }
+
+  /** Where the order stopped: the last failover's outcome, or (after a restart) the counters'. */
+  private stopped(): SuspendResult {
+    const c = this.counters;
+    return this.lastFailover ?? { order: this.id, highWaterMark: null, reflected: c.reflected, missing: 0, reason: c.reason };
   }
 
   private residualResult(reason: string): SuspendResult {

@@ -68,7 +68,7 @@ async function fastFailoverAndTakeover(rcn: Rcn): Promise<SuspendResult> {
   assert.ok(result.residual !== undefined && result.residual > 0, `the answer reports residual entries (${result.residual})`);
   assert.equal(result.highWaterMark, null, 'it did not wait for the source edge');
   const sapporo = rcn.cluster.node('sapporo').apiUrl;
-  await waitFor('sapporo sees its primary gone', async () => (await pairAt(rcn)).state === 'suspended');
+  await rcn.cluster.waitState('sapporo', 'db1-far', 'suspended'); // it sees its primary gone
   const takeover = await cli(['--node', sapporo, 'pair', 'takeover', 'db1-far']);
   assert.equal(takeover.code, 0, takeover.stderr);
   const hold = (await pairAt(rcn)).residualHold;
@@ -77,10 +77,9 @@ async function fastFailoverAndTakeover(rcn: Rcn): Promise<SuspendResult> {
   return result;
 }
 
-async function pairAt(rcn: Rcn): Promise<PairStatus> {
-  const r = await cli(['--node', rcn.cluster.node('sapporo').apiUrl, 'pair', 'status', 'db1-far', '--json']);
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as PairStatus;
+/** The pair at sapporo, as its node's API shows it. */
+function pairAt(rcn: Rcn): Promise<PairStatus> {
+  return rcn.cluster.pairStatus('sapporo', 'db1-far');
 }
 
 /** A host write at sapporo that the residual hold keeps waiting (seen waiting at the node). */

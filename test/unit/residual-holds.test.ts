@@ -67,6 +67,7 @@ test('host writes wait while a hold covers their volume; residual writes land on
     });
     assert.ok(host);
     assert.equal(holds.viewOf('db1')?.waitingWrites, 1);
+    assert.equal(holds.list()[0]?.waitingWrites, 1, 'the node\'s list of holds counts it too');
     assert.equal(holds.waitFor('db2'), undefined, 'other volumes are not held');
     await holds.onWrite(residualWrite('db1-far', 512, 'old'), 'e-sapporo');
     assert.deepEqual(written, [{ volume: 'db1', kind: 'write', offset: 512, data: 'old' }]);

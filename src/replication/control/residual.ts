@@ -92,11 +92,11 @@ export class ResidualHolds {
   /** The hold over a pair's volume, as `pair status` shows it. */
   viewOf(volume: string): ResidualHoldView | undefined {
     const h = this.covering(volume);
-    return h && { order: h.order, edge: h.edge, remaining: h.remaining, since: h.since, waitingWrites: this.waiting.get(volume) ?? 0 };
+    return h && this.view(h, [volume]);
   }
 
   list(): ResidualHoldView[] {
-    return [...this.holds.values()].map((h) => ({ order: h.order, edge: h.edge, remaining: h.remaining, since: h.since, waitingWrites: 0 }));
+    return [...this.holds.values()].map((h) => this.view(h));
   }
 
   /** ResidualState from the edge: a hold begins, changes or ends. */
@@ -142,10 +142,17 @@ export class ResidualHolds {
     for (const h of ended) {
       this.parts.events.emit('residual-released', h.order, `host writes to ${h.volumes.join(', ')} go on: ${reason}`, { edge: h.edge, pairs: h.pairs });
     }
+    const views = ended.map((h) => this.view(h));
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w();
-    return ended.map((h) => ({ order: h.order, edge: h.edge, remaining: h.remaining, since: h.since, waitingWrites: 0 }));
+    return views;
+  }
+
+  /** A hold as shown: with the host writes waiting now on `volumes` (all of its own by default). */
+  private view(h: Hold, volumes = h.volumes): ResidualHoldView {
+    const waitingWrites = volumes.reduce((n, v) => n + (this.waiting.get(v) ?? 0), 0);
+    return { order: h.order, edge: h.edge, remaining: h.remaining, since: h.since, waitingWrites };
   }
 
   private covering(volume: string): Hold | undefined {
