@@ -55,6 +55,7 @@ export const regressionSeeds: Record<number, string> = {
   824: 'failback to a restarted primary whose sync site had taken over, written and gone silent found the primary "already" active and started the application on its older image; a Fig. 13 failover away from the answering active site left it writable beside the async site, and once it was lost failback copied the async site\'s image over its writes',
   194: 'status named the writer by comparing generations of different pairs: a site left read-only behind the async site (Fig. 13 away from it) was taken for the newest, and failback copied its image over the writes made at the async site',
   1244: 'a power loss brought back part of the journal of a group dissolved at tokyo (its entries without the progress that said they were delivered); failback recreated the group to sapporo and shipped those 1529 old writes over osaka\'s newer ones while the pair reported duplex',
+  344: 'a pair created at a volume left read-only dropped the read-only mark before the pair was registered: a stale host write in that pause was acknowledged by the new secondary, and failback lost it',
   1474: 'simulator: the runbook stopped at a status with every leg PAIR though it was not healthy (a restarted sync site\'s stale half of a pair its peer had dissolved), and the final check found the one-ended pairs',
 };
 

@@ -48,13 +48,15 @@ export class PairResources {
   /** Registers a pair (new, loaded at start, or created by a peer) and opens what it needs. */
   async admit(record: PairRecord, bitmap: PersistentBitmap): Promise<PairRuntime> {
     const p = newRuntime(record, bitmap);
-    await this.detached.drop(record.volume, `now the ${record.role} of pair ${record.name}`);
     // Opened before writes can find the pair in the registry: a host write that sees an async
     // primary must find its group's journal, and one that sees a primary its activity log.
     if (record.role === 'primary') await this.volumeRuntimes.openActivityLog(record.volume, this.durable);
     await this.journals.openFor(record);
     this.registry.add(p);
     this.fences.refresh();
+    // Only now, with the pair deciding who writes the volume: dropped first, a host write in the
+    // pause found neither pair nor mark and wrote a volume about to become a secondary (sim seed 344).
+    await this.detached.drop(record.volume, `now the ${record.role} of pair ${record.name}`);
     return p;
   }
 
