@@ -52,12 +52,12 @@ export interface StorageConfiguration {
 }
 
 /**
- * A virtual storage an edge presents to the storage nodes attached to it (§4.4, §9.50): in the
- * base variant it answers as its partner, a node attached to another edge, with the partner's name
- * (its WWN) and configuration.
+ * A virtual storage an edge presents to the storage nodes attached to it (§4.4, §9.50): it answers
+ * as its partner, a node attached to another edge, with the partner's configuration; under the
+ * partner's name (its WWN) in the base variant, under a name of its own in the Fig. 2 variant.
  */
 export interface VirtualStorage {
-  /** The name it answers with: the partner's own (base variant). */
+  /** The name it answers with: the partner's own (base variant) or one allocated for it (Fig. 2). */
   wwn: string;
   partner: string;
   /** The edge the partner is attached to. */
@@ -70,10 +70,13 @@ export interface VirtualStorage {
   configuration: StorageConfiguration | null;
 }
 
+/** base: a virtual storage answers under its partner's name; own-names: under one of its own (Fig. 2, §6.13). */
+export type VirtualStorageVariant = 'base' | 'own-names';
+
 export interface VirtualStoragesAnswer {
   edge: string;
   network: string | null;
-  variant: 'base';
+  variant: VirtualStorageVariant;
   virtualStorages: VirtualStorage[];
 }
 
@@ -155,6 +158,11 @@ export interface RelayNetworkConfig {
   storages: Record<string, AttachedStorage>;
   orders: Record<string, OrderConfig>;
   customers: Record<string, CustomerConfig>;
+  /**
+   * The Fig. 2 variant (§6.13): per edge, the name each partner of its attached nodes is presented
+   * under (partner → name). Absent, or no entry for an edge: partners answer under their own names.
+   */
+  virtualNames?: Record<string, Record<string, string>>;
 }
 
 /** What a storage node keeps about a network it is attached to (`network apply` tells it). */
@@ -165,7 +173,8 @@ export interface NetworkAttachment {
   node: string;
   edge: { name: string; host: string; port: number; api: string };
   /** Storage nodes this one may pair with through the network, and the edge each is attached to. */
-  peers: Record<string, { edge: string; host: string; port: number; api: string }>;
+  /** `as`: the name the node's edge presents the peer under (Fig. 2 variant); absent: the peer's own. */
+  peers: Record<string, { edge: string; host: string; port: number; api: string; as?: string }>;
   orders: Record<string, { from: string; to: string }>;
 }
 

@@ -106,6 +106,10 @@ export const networkConfigSchema = {
         },
       },
     },
+    virtualNames: {
+      type: 'object', maxProperties: 65536,
+      additionalProperties: { type: 'object', maxProperties: 65536, additionalProperties: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } },
+    },
   },
 } as const;
 

@@ -7,7 +7,7 @@
 import { TricopyError } from '../common/errors';
 import type { NodeInfo, VolumeView } from '../contracts/node';
 import type { AttachedStorage, NetworkAttachment, RelayAddress, RelayInfo, RelayNetworkConfig } from '../contracts/network';
-import { type NetworkFile, computeRoutes } from './network-file';
+import { type NetworkFile, computeRoutes, virtualNamePattern } from './network-file';
 import { createHash } from 'node:crypto';
 import { HttpNodeClient } from '../node/api-client';
 import { HttpRelayClient } from './client';
@@ -68,8 +68,10 @@ export async function planNetwork(
     const { customer: _customer, ...rest } = o;
     return [id, rest];
   }));
+  const virtualNames = file.virtualStorages === 'own' ? allocateVirtualNames(file, relays, storages) : undefined;
   const body = {
     network: file.name, relays, links: file.links.map(([a, b]) => [a, b] as [string, string]), linkAddresses: file.linkAddresses, linkShaping: file.linkShaping, routes: computeRoutes(file), storages, orders, customers: file.customers,
+    ...(virtualNames ? { virtualNames } : {}),
   };
   const config: RelayNetworkConfig = { ...body, version: configDigest(body) };
   const attachments = Object.entries(storages).map(([node, s]) => {
@@ -78,7 +80,8 @@ export async function planNetwork(
     for (const [other, o] of Object.entries(storages)) {
       if (other === node || o.customer !== s.customer) continue;
       const oe = relays[o.edge]!;
-      peers[other] = { edge: o.edge, host: oe.host, port: oe.port, api: o.api };
+      const as = virtualNames?.[s.edge]?.[other];
+      peers[other] = { edge: o.edge, host: oe.host, port: oe.port, api: o.api, ...(as ? { as } : {}) };
     }
     const attachment: NetworkAttachment = {
       network: file.name, version: config.version, node, edge: { name: s.edge, host: edge.host, port: edge.port, api: edge.api }, peers,
@@ -87,6 +90,46 @@ export async function planNetwork(
     return { api: s.api, attachment };
   });
   return { config, attachments };
+}
+
+/**
+ * The Fig. 2 variant (§6.13 step 1: the management server chooses the names): at every edge with
+ * attached nodes, a name for each partner they may pair with (a node of the same customer at
+ * another edge). The file's own choice where it gives one, else `PARTNER.EDGE`, or a digest when
+ * that is too long. A name never equals a node's or relay's, nor another virtual storage's.
+ */
+function allocateVirtualNames(file: NetworkFile, relays: Record<string, RelayAddress>, storages: Record<string, AttachedStorage>): Record<string, Record<string, string>> {
+  const out: Record<string, Record<string, string>> = {};
+  const taken = new Map<string, string>();
+  for (const [edge, given] of Object.entries(file.virtualNames)) {
+    for (const partner of Object.keys(given)) {
+      const p = storages[partner];
+      if (!p || p.edge === edge) {
+        throw new TricopyError('invalid-argument', `virtualNames.${edge}.${partner}: ${p ? `${partner} is attached to ${edge} itself` : `no attached storage node is named ${partner}`}`,
+          `name partners of ${edge}'s nodes: ${Object.keys(storages).filter((n) => storages[n]!.edge !== edge).join(', ') || 'none'}`);
+      }
+    }
+  }
+  for (const [edge, spec] of Object.entries(file.edges)) {
+    const customers = new Set(Object.values(storages).filter((s) => s.edge === edge).map((s) => s.customer));
+    if (customers.size === 0 || spec.attach.length === 0) continue;
+    const names: Record<string, string> = {};
+    for (const [partner, p] of Object.entries(storages).sort(([a], [b]) => a.localeCompare(b))) {
+      if (p.edge === edge || !customers.has(p.customer)) continue;
+      const plain = `${partner}.${edge}`;
+      const name = file.virtualNames[edge]?.[partner]
+        ?? (virtualNamePattern.test(plain) ? plain : `v-${createHash('sha256').update(plain).digest('hex').slice(0, 16)}`);
+      const clash = storages[name] ? `storage node ${name}` : relays[name] ? `relay ${name}` : taken.get(name);
+      if (clash) {
+        throw new TricopyError('invalid-argument', `the virtual storage of ${partner} at ${edge} would be named ${name}, as ${clash} is`,
+          `give it another name: virtualNames: { ${edge}: { ${partner}: NAME } }`);
+      }
+      taken.set(name, `the virtual storage of ${partner} at ${edge}`);
+      names[partner] = name;
+    }
+    out[edge] = names;
+  }
+  return out;
 }
 
 /**

@@ -54,9 +54,16 @@ export interface NetworkFile {
   routes: string[][];
   orders: Record<string, OrderConfig & { customer: string }>;
   customers: Record<string, CustomerConfig>;
+  /** Fig. 2 variant (§6.13): virtual storages answer under names of their own, not their partners'. */
+  virtualStorages: 'partner' | 'own';
+  /** Names given in the file (edge → partner node → name); the others are allocated at apply. */
+  virtualNames: Record<string, Record<string, string>>;
 }
 
-const topKeys = ['name', 'edges', 'cores', 'links', 'routes', 'orders', 'customers'];
+/** A virtual storage's own name: what a node name may be (it stands for one in the node's pairs). */
+export const virtualNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+const topKeys = ['name', 'edges', 'cores', 'links', 'routes', 'orders', 'customers', 'virtualStorages', 'virtualNames'];
 
 export async function loadNetworkFile(file: string): Promise<NetworkFile> {
   let text: string;
@@ -304,9 +311,37 @@ export function parseNetworkFile(value: unknown, file = 'network'): NetworkFile 
     if (limits.maxOrders !== null && count > limits.maxOrders) fail(`customer ${c} has ${count} order-guarantee ids; its contract allows ${limits.maxOrders}`);
   }
 
-  const parsed: NetworkFile = { name: raw.name as string, edges, cores, links, linkAddresses, linkShaping, routes, orders, customers };
+  const { virtualStorages, virtualNames } = parseVirtualNames(raw, edges, fail);
+  const parsed: NetworkFile = { name: raw.name as string, edges, cores, links, linkAddresses, linkShaping, routes, orders, customers, virtualStorages, virtualNames };
   computeRoutes(parsed, file); // fails early when an order has no path
   return parsed;
+}
+
+/** `virtualStorages: partner | own` and the names given under `virtualNames` (their partners are checked at apply). */
+function parseVirtualNames(raw: Raw, edges: Record<string, EdgeSpec>, fail: (message: string, hint?: string) => never): Pick<NetworkFile, 'virtualStorages' | 'virtualNames'> {
+  const variant = raw.virtualStorages ?? 'partner';
+  if (variant !== 'partner' && variant !== 'own') {
+    fail(`"virtualStorages" must be partner (a virtual storage answers under its partner's name) or own (Fig. 2: under a name of its own); got ${JSON.stringify(variant)}`);
+  }
+  const virtualNames: Record<string, Record<string, string>> = {};
+  if (raw.virtualNames === undefined || raw.virtualNames === null) return { virtualStorages: variant as 'partner' | 'own', virtualNames };
+  if (variant !== 'own') fail('"virtualNames" is given, but virtual storages answer under their partners\' names', 'add virtualStorages: own');
+  const byEdge = raw.virtualNames;
+  if (typeof byEdge !== 'object' || Array.isArray(byEdge)) fail('"virtualNames" must be a mapping, e.g. { e-tokyo: { sapporo: V106 } }');
+  const seen = new Map<string, string>();
+  for (const [edge, names] of Object.entries(byEdge as Raw)) {
+    if (!edges[edge]) fail(`virtualNames: "${edge}" is not an edge`, `edges: ${Object.keys(edges).join(', ')}`);
+    if (typeof names !== 'object' || names === null || Array.isArray(names)) fail(`virtualNames.${edge} must map partner node names to names, e.g. { sapporo: V106 }`);
+    virtualNames[edge] = {};
+    for (const [partner, v] of Object.entries(names as Raw)) {
+      if (typeof v !== 'string' || !virtualNamePattern.test(v)) fail(`virtualNames.${edge}.${partner} must be 1–63 letters, digits, ".", "_" or "-" (got ${JSON.stringify(v)})`);
+      const other = seen.get(v as string);
+      if (other) fail(`virtual name ${String(v)} is given twice (${other} and ${edge}.${partner})`, 'each virtual storage has a name of its own');
+      seen.set(v as string, `${edge}.${partner}`);
+      virtualNames[edge]![partner] = v as string;
+    }
+  }
+  return { virtualStorages: 'own', virtualNames };
 }
 
 /**

@@ -7,7 +7,7 @@ import type { NetworkAttachment } from '../contracts/network';
 import { HttpRelayClient } from './client';
 
 export interface PairThroughNetwork {
-  /** What the primary dials: its own edge, under the peer's name. */
+  /** What the primary dials: its own edge, under the peer's name (its virtual storage's, Fig. 2). */
   peer: { node: string; host: string; replPort: number };
   /** What the peer dials back: its own edge. */
   returnAddress: { host: string; replPort: number };
@@ -20,11 +20,16 @@ export interface PairThroughNetwork {
  * The addresses of a pair from the node attached as `a` to `peerNode`, under `order` (or, when none
  * is named, the one order leading from this node's edge to the peer's).
  */
-export function pairThroughNetwork(a: NetworkAttachment, peerNode: string, order?: string): PairThroughNetwork {
+export function pairThroughNetwork(a: NetworkAttachment, peerNode: string, order?: string, options: { realNamesOnly?: boolean } = {}): PairThroughNetwork {
   const peerEdge = a.peers[peerNode];
   if (!peerEdge) {
     throw new TricopyError('invalid-argument', `node ${peerNode} is not attached to network ${a.network} for ${a.node} (not attached, or another customer's)`,
       'attach it to an edge in the network file and run tricopy network apply');
+  }
+  if (options.realNamesOnly && peerEdge.as !== undefined) {
+    // A topology knows its sites by node name; under a virtual storage's own name a pair's peer is another.
+    throw new TricopyError('invalid-argument', `network ${a.network} presents ${peerNode} to ${a.node} as ${peerEdge.as} (virtualStorages: own): a topology's legs need its sites' own names`,
+      'give the topology a network with virtualStorages: partner, or create the pairs with tricopy pair create --via');
   }
   const leading = Object.entries(a.orders).filter(([, o]) => o.from === a.edge.name && o.to === peerEdge.edge).map(([id]) => id);
   let id = order;
@@ -43,7 +48,7 @@ export function pairThroughNetwork(a: NetworkAttachment, peerNode: string, order
       'name an order from this node\'s edge to the peer\'s edge');
   }
   return {
-    peer: { node: peerNode, host: a.edge.host, replPort: a.edge.port }, returnAddress: { host: peerEdge.host, replPort: peerEdge.port }, order: id, edgeApi: a.edge.api,
+    peer: { node: peerEdge.as ?? peerNode, host: a.edge.host, replPort: a.edge.port }, returnAddress: { host: peerEdge.host, replPort: peerEdge.port }, order: id, edgeApi: a.edge.api,
   };
 }
 

@@ -32,6 +32,7 @@ import { RelayState, regionCount } from './state';
 import { OrderTarget } from './target';
 import { PositionFile } from './position';
 import { virtualStorage, virtualStorages } from './virtual-storage';
+import { VirtualNames } from './virtual-names';
 
 export interface RelayOptions {
   name: string;
@@ -66,6 +67,8 @@ export class Relay {
   private readonly direct = new Map<number, { resolve: (rio: Rio) => void; timer: NodeJS.Timeout; entry: RelayEntry; to: string | undefined }>();
   /** Storage links held down after a failover (`node>as`): the storage must see its peer gone. */
   private readonly held = new Set<string>();
+  /** The names this edge presents its nodes' partners under (Fig. 2), from the network installed. */
+  private names = new VirtualNames(undefined, '');
   private nextCorr = 1;
   private ticker: NodeJS.Timeout | undefined;
   private listenPort = 0;
@@ -133,7 +136,10 @@ export class Relay {
   /** The virtual storages this edge presents to its attached nodes (§9.50); a core presents none. */
   virtualStorages(): VirtualStoragesAnswer {
     const cfg = this.config;
-    return { edge: this.name, network: cfg?.network ?? null, variant: 'base', virtualStorages: cfg && this.options.role === 'edge' ? virtualStorages(cfg, this.name) : [] };
+    return {
+      edge: this.name, network: cfg?.network ?? null, variant: this.names.ownNames ? 'own-names' : 'base',
+      virtualStorages: cfg && this.options.role === 'edge' ? virtualStorages(cfg, this.name) : [],
+    };
   }
 
   /** A configuration query to the virtual storage `wwn` (§9.55): answered with its partner's configuration. */
@@ -185,6 +191,7 @@ export class Relay {
       throw new TricopyError('conflict', `relay ${this.name} belongs to network ${previous.network}, not ${cfg.network}`, 'a relay serves one network');
     }
     this.state.data.config = cfg;
+    this.names = new VirtualNames(cfg, this.name);
     if (persist) await this.state.save();
     // Links held down by a failover stay down across restarts and applies.
     this.held.clear();
@@ -203,7 +210,7 @@ export class Relay {
             send: (entry) => this.forwarder.send(entry),
             sendLogged: (to, bytes) => this.forwarder.sendLogged(to, bytes),
             canSend: (to) => this.forwarder.canSend(to),
-            dropStorageLinks: (node, as, reason) => this.links.disconnect('storage', node, as, reason),
+            dropStorageLinks: (node, as, reason) => this.links.disconnect('storage', node, this.names.presented(as), reason),
           });
           await source.open();
           this.sources.set(id, source);
@@ -219,7 +226,7 @@ export class Relay {
             send: (entry) => this.forwarder.send(entry),
             deliver: (node, as, type, payload, timeoutMs) => this.deliver(node, as, type, payload, timeoutMs),
             dropStorageLinks: (node, as, reason, hold) => this.dropStorageLinks(node, as, reason, hold),
-            releaseStorageLink: (node, as) => this.links.release('storage', node, as),
+            releaseStorageLink: (node, as) => this.links.release('storage', node, this.names.presented(as)),
           }, await PositionFile.open(this.options.dataDir, id, this.disk)));
         }
       }
@@ -245,8 +252,9 @@ export class Relay {
       if (s.edge !== this.name) continue;
       for (const [other, o] of Object.entries(cfg.storages)) {
         if (other === node || o.customer !== s.customer || this.held.has(`${node}>${other}`)) continue;
-        virtual.add(`${node}\u0000${other}`);
-        this.links.want({ kind: 'storage', peer: node, local: other, host: s.host, port: s.replPort });
+        const as = this.names.presented(other);
+        virtual.add(`${node}\u0000${as}`);
+        this.links.want({ kind: 'storage', peer: node, local: as, host: s.host, port: s.replPort });
       }
     }
     for (const t of this.links.wantedTargets()) if (t.kind === 'storage' && !virtual.has(`${t.peer}\u0000${t.local}`)) this.links.release('storage', t.peer, t.local);
@@ -285,13 +293,18 @@ export class Relay {
     if (!mine) return { refuse: `${dialer} is neither a relay nor a storage node of network ${cfg.network}` };
     if (this.options.role !== 'edge' || mine.edge !== this.name) return { refuse: `storage node ${dialer} is attached to ${mine.edge}, not to ${this.name}` };
     if (expect === undefined) return { refuse: `storage node ${dialer} did not say which storage it pairs with` };
-    const partner = cfg.storages[expect];
-    if (!partner || expect === dialer) return { refuse: `${expect} is not a storage node of network ${cfg.network}` };
+    // Fig. 2 (§6.13 (A)): the name asked for is the virtual storage's; the partner it stands for is real.
+    const real = this.names.partner(expect);
+    if (real === undefined) {
+      return { refuse: `edge ${this.name} presents no virtual storage ${expect}${cfg.storages[expect] ? ` (network ${cfg.network} presents ${expect} as ${this.names.presented(expect)})` : ''}` };
+    }
+    const partner = cfg.storages[real];
+    if (!partner || real === dialer) return { refuse: `${expect} is not a storage node of network ${cfg.network}` };
     // Access control (405): a virtual storage is offered only to the same customer's storages.
     if (partner.customer !== mine.customer) {
       return { refuse: `storage node ${dialer} (customer ${mine.customer}) may not reach ${expect} (customer ${partner.customer})` };
     }
-    if (this.held.has(`${dialer}>${expect}`)) return { refuse: `${expect} failed over: ${dialer} sees it gone until the order resumes` };
+    if (this.held.has(`${dialer}>${real}`)) return { refuse: `${expect} failed over: ${dialer} sees it gone until the order resumes` };
     return { kind: 'storage', local: expect };
   }
 
@@ -305,10 +318,11 @@ export class Relay {
     }
     await this.applying; // a network being installed: its orders are ready once it is
     const node = link.peerNode!;
-    const as = link.localName;
-    if (as === this.name) return this.onResidualLink(node, type);
+    if (link.localName === this.name) return this.onResidualLink(node, type);
+    const as = this.names.toReal(link.localName);
     try {
-      return await this.fromStorage(node, as, type, payload);
+      const answer = await this.fromStorage(node, as, type, this.names.requestFromNode(type, payload));
+      return answer && this.names.answerToNode(type, answer);
     } catch (err) {
       this.refusedRequests++;
       throw err;
@@ -418,14 +432,15 @@ export class Relay {
    */
   private dropStorageLinks(node: string, as: string, reason: string, hold: boolean): void {
     const s = this.config?.storages[node];
+    const local = this.names.presented(as);
     if (hold) {
       this.held.add(`${node}>${as}`);
-      this.links.release('storage', node, as);
+      this.links.release('storage', node, local);
     } else if (this.held.delete(`${node}>${as}`) && s) {
-      this.links.want({ kind: 'storage', peer: node, local: as, host: s.host, port: s.replPort });
+      this.links.want({ kind: 'storage', peer: node, local, host: s.host, port: s.replPort });
       return;
     }
-    this.links.disconnect('storage', node, as, reason);
+    this.links.disconnect('storage', node, local, reason);
   }
 
   /** Sends a request to an attached storage on the link that answers as `as` (dialing it if needed). */
@@ -434,9 +449,13 @@ export class Relay {
     const cfg = this.config;
     const s = cfg?.storages[node];
     if (!s || s.edge !== this.name) throw new TricopyError('conflict', `storage node ${node} is not attached to ${this.name}`);
-    const link = this.links.get('storage', node, as)
-      ?? await this.links.connect({ kind: 'storage', peer: node, local: as, host: s.host, port: s.replPort }, storageConnectMs);
-    return link.request(type, payload, timeoutMs);
+    // Fig. 2 (§6.13 (D)): the node sees the partner under its virtual storage's name, inside the message too.
+    const own = as === this.name;
+    const local = own ? as : this.names.presented(as);
+    const link = this.links.get('storage', node, local)
+      ?? await this.links.connect({ kind: 'storage', peer: node, local, host: s.host, port: s.replPort }, storageConnectMs);
+    const answer = await link.request(type, own ? payload : this.names.requestToNode(type, payload), timeoutMs);
+    return own ? answer : this.names.answerFromNode(type, answer);
   }
 
   // ----------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-// Virtual storages (spec 002 §4.4, §9.50, §9.55), base variant: an edge presents each node
-// attached to it with a virtual storage of every partner it may pair with through the network, one
-// attached to another edge, of the same customer, with an order-guarantee id between the two edges.
-// The virtual storage answers as the partner: its name (WWN) and, for configuration queries, the
-// partner's configuration as `network apply` collected it. Pure functions over the applied tables.
+// Virtual storages (spec 002 §4.4, §9.50, §9.55): an edge presents each node attached to it with a
+// virtual storage of every partner it may pair with through the network, one attached to another
+// edge, of the same customer, with an order-guarantee id between the two edges. The virtual storage
+// answers as the partner: under the partner's name (WWN) in the base variant or its own in the
+// Fig. 2 variant (virtual-names.ts), and, for configuration queries, with the partner's
+// configuration as `network apply` collected it. Pure functions over the applied tables.
 import { TricopyError } from '../common/errors';
 import type { NodeInfo, VolumeView } from '../contracts/node';
 import type { RelayNetworkConfig, StorageConfiguration, VirtualStorage } from '../contracts/network';
@@ -34,7 +35,7 @@ export function virtualStorages(config: RelayNetworkConfig, edge: string): Virtu
       .filter(([, o]) => (o.from === edge && o.to === p.edge) || (o.from === p.edge && o.to === edge)).map(([id]) => id).sort();
     const presentedTo = attached.filter(([, s]) => s.customer === p.customer).map(([node]) => node).sort();
     if (orders.length === 0 || presentedTo.length === 0) continue;
-    out.push({ wwn: partner, partner, partnerEdge: p.edge, presentedTo, orders, configuration: p.configuration ?? null });
+    out.push({ wwn: config.virtualNames?.[edge]?.[partner] ?? partner, partner, partnerEdge: p.edge, presentedTo, orders, configuration: p.configuration ?? null });
   }
   return out.sort((a, b) => a.wwn.localeCompare(b.wwn));
 }

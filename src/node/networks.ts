@@ -64,6 +64,7 @@ export const networkAttachmentSchema = {
       additionalProperties: { type: 'object', additionalProperties: false, required: ['edge', 'host', 'port', 'api'], properties: {
         edge: { type: 'string', minLength: 1, maxLength: 63 }, host: { type: 'string', minLength: 1, maxLength: 255 },
         port: { type: 'integer', minimum: 1, maximum: 65535 }, api: { type: 'string', maxLength: 1024 },
+        as: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' },
       } },
     },
     orders: {

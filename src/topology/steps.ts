@@ -64,7 +64,7 @@ async function throughNetwork(ctx: TopologyContext, from: Site, peerNode: string
   if (ctx.t.network === undefined) return undefined;
   const api = from.api as NodeClient & Partial<NetworkNodeClient>;
   if (!api.getNetwork) throw new TricopyError('internal', `the client of ${from.spec.site} cannot read network attachments`);
-  const route = pairThroughNetwork(await api.getNetwork(ctx.t.network), peerNode);
+  const route = pairThroughNetwork(await api.getNetwork(ctx.t.network), peerNode, undefined, { realNamesOnly: true });
   await bindAtSourceEdge(route, pair);
   return route;
 }

@@ -90,9 +90,9 @@ test('network apply refuses a file with mistakes and says what to fix; network s
     // answers a configuration query with what the apply collected from the partner.
     const storages = await cli(['network', 'storages', rcn.file]);
     assert.equal(storages.code, 0, storages.stderr);
-    assert.match(storages.stdout, /EDGE\s+VIRTUAL STORAGE \(WWN\)\s+PARTNER EDGE\s+FOR\s+ORDERS/);
-    assert.match(storages.stdout, /e-tokyo\s+sapporo\s+e-sapporo\s+tokyo\s+erp\s+tricopy \S+\s+1\s+8 ?MiB/);
-    assert.match(storages.stdout, /e-sapporo\s+tokyo\s+e-tokyo\s+sapporo\s+erp\s+tricopy \S+\s+0\s+0/);
+    assert.match(storages.stdout, /EDGE\s+VIRTUAL STORAGE \(WWN\)\s+PARTNER\s+PARTNER EDGE\s+FOR\s+ORDERS/);
+    assert.match(storages.stdout, /e-tokyo\s+sapporo\s+sapporo\s+e-sapporo\s+tokyo\s+erp\s+tricopy \S+\s+1\s+8 ?MiB/);
+    assert.match(storages.stdout, /e-sapporo\s+tokyo\s+tokyo\s+e-tokyo\s+sapporo\s+erp\s+tricopy \S+\s+0\s+0/);
     const query = await cli(['network', 'storages', rcn.file, '--edge', 'e-tokyo', '--storage', 'sapporo']);
     assert.equal(query.code, 0, query.stderr);
     assert.match(query.stdout, /virtual storage sapporo at e-tokyo answers as sapporo \(attached to e-sapporo; base variant\)/);

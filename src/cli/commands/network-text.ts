@@ -75,18 +75,18 @@ export function failbackText(result: FailbackResult): string {
 /** The virtual storages of some edges (§9.50): whom each answers as, for whom, and what it reports. */
 export function virtualStoragesText(answers: VirtualStoragesAnswer[]): string {
   const rows = answers.flatMap((a) => a.virtualStorages.map((v) => [
-    a.edge, v.wwn, v.partnerEdge, v.presentedTo.join(','), v.orders.join(','),
+    a.edge, v.wwn, v.partner, v.partnerEdge, v.presentedTo.join(','), v.orders.join(','),
     v.configuration ? `${v.configuration.product} ${v.configuration.version}` : '-',
     v.configuration ? String(v.configuration.volumeCount) : '-', v.configuration ? formatBytes(v.configuration.capacityBytes) : '-',
   ]));
   if (rows.length === 0) return 'no edge presents a virtual storage (no two nodes of one customer at edges joined by an order-guarantee id)';
-  return table(['EDGE', 'VIRTUAL STORAGE (WWN)', 'PARTNER EDGE', 'FOR', 'ORDERS', 'PRODUCT', 'VOLUMES', 'CAPACITY'], rows);
+  return table(['EDGE', 'VIRTUAL STORAGE (WWN)', 'PARTNER', 'PARTNER EDGE', 'FOR', 'ORDERS', 'PRODUCT', 'VOLUMES', 'CAPACITY'], rows);
 }
 
 /** A configuration query's answer (§9.55): the partner's identity and volumes. */
 export function configurationText(edge: string, v: VirtualStorage): string {
   const c = v.configuration;
-  const head = `virtual storage ${v.wwn} at ${edge} answers as ${v.partner} (attached to ${v.partnerEdge}; base variant)`;
+  const head = `virtual storage ${v.wwn} at ${edge} answers as ${v.partner} (attached to ${v.partnerEdge}; ${v.wwn === v.partner ? 'base variant' : 'Fig. 2 variant: a name of its own'})`;
   if (!c) return `${head}\n  no configuration collected: run tricopy network apply again`;
   const lines = [head, `  product ${c.product} ${c.version}, site ${c.site}, ${c.volumeCount} volume${c.volumeCount === 1 ? '' : 's'}, ${formatBytes(c.capacityBytes)}`, `  emulation: ${c.emulation}`];
   if (c.volumes.length > 0) {

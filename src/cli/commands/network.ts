@@ -55,9 +55,10 @@ export function registerNetworkCommands(program: Command): void {
       }
     });
   network.command('storages <file>')
-    .description('the virtual storages each edge presents to its attached nodes (spec 002 §4.4): each answers as a\n' +
-      'partner node attached to another edge, under the partner\'s name, with the partner\'s configuration as the last\n' +
-      '`network apply` collected it (run it again after creating volumes). --edge and --storage: one configuration query')
+    .description('the virtual storages each edge presents to its attached nodes (spec 002 §4.4): each answers as a ' +
+      'partner node attached to another edge, under the partner\'s name (or a name of its own with virtualStorages: own ' +
+      'in the file), with the partner\'s configuration as the last `network apply` collected it (run it again after ' +
+      'creating volumes). --edge and --storage: one configuration query')
     .option('--edge <name>', 'one edge only')
     .option('--storage <wwn>', 'the configuration query to one virtual storage (needs --edge): its volumes')
     .action(async (file: string, opts: { edge?: string; storage?: string }, cmd: Command) => {
