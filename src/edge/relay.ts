@@ -296,7 +296,9 @@ export class Relay {
     // Fig. 2 (§6.13 (A)): the name asked for is the virtual storage's; the partner it stands for is real.
     const real = this.names.partner(expect);
     if (real === undefined) {
-      return { refuse: `edge ${this.name} presents no virtual storage ${expect}${cfg.storages[expect] ? ` (network ${cfg.network} presents ${expect} as ${this.names.presented(expect)})` : ''}` };
+      const named = cfg.storages[expect];
+      const why = !named ? '' : named.edge === this.name ? ` (${expect} is attached to ${this.name} too)` : ` (this edge presents ${expect} as ${this.names.presented(expect)})`;
+      return { refuse: `edge ${this.name} presents no virtual storage ${expect}${why}` };
     }
     const partner = cfg.storages[real];
     if (!partner || real === dialer) return { refuse: `${expect} is not a storage node of network ${cfg.network}` };

@@ -69,6 +69,14 @@ test('§9.56 Fig. 2 variant: virtual storages answer under names of their own; t
     assert.deepEqual(linked(edge), ['tokyo as V106']);
     assert.deepEqual(linked(target), ['sapporo as tokyo.e-sapporo']);
     assert.equal(await sha256Export(rcn.cluster.node('sapporo').nbdUri('db1'), dir), await sha256Export(rcn.cluster.node('tokyo').nbdUri('db1'), dir));
+    // Addressed under the partner's own name, the edge presents no such storage (its status says why).
+    await rcn.cluster.volume('tokyo', 'db2', 4 * MiB);
+    await assert.rejects(rcn.cluster.node('tokyo').api.createPair({
+      name: 'db2-far', volume: 'db2', mode: 'sync', peer: { node: 'sapporo', host: '127.0.0.1', replPort: rcn.relay('e-tokyo').ports.listenPort },
+    }), /not reachable/);
+    const refusal = (await rcn.status('e-tokyo')).lastRefusal;
+    assert.equal(refusal?.peer, 'tokyo');
+    assert.match(refusal?.detail ?? '', /presents no virtual storage sapporo \(this edge presents sapporo as V106\)/);
 
     // A planned swap at sapporo: the swap request names the new primary, which tokyo must find as V106.
     const swap = await cli(['--node', rcn.cluster.node('sapporo').apiUrl, 'pair', 'takeover', 'db1-far']);
