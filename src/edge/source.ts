@@ -170,6 +170,10 @@ export class OrderSource {
       answer = new Promise<Rio>((resolve, reject) => {
         kept.reply = { resolve, reject, requestPayload: r.payload };
       });
+      // A Failure Suspend can reject it while this request still waits for its log write, before
+      // the await below: unhandled then, the rejection killed the relay (seen under load). The
+      // await below still throws it to the storage.
+      answer.catch(() => undefined);
     }
     if (this.retained.size === 0) this.stalled();
     this.keep(kept);

@@ -11,6 +11,7 @@ import { cli, killAllNodes } from '../support/node-process';
 import { killAllRelays } from '../support/relay-process';
 import { Rcn } from '../support/rcn';
 import { runOk, sha256Export, tempDir } from '../support/tools';
+import { waitFor } from '../support/wait';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -91,6 +92,38 @@ test('§9.56 Fig. 2 variant: virtual storages answer under names of their own; t
     await rcn.drained('erp-back');
     assert.ok((await rcn.order('e-sapporo', 'erp-back', 'source')).generated > 0, 'the writes went back through the order that leads back');
     assert.equal(await sha256Export(rcn.cluster.node('tokyo').nbdUri('db1'), dir), await sha256Export(rcn.cluster.node('sapporo').nbdUri('db1'), dir));
+  } finally {
+    await rcn.stopAll();
+  }
+});
+
+test('Fig. 2 variant: an async pair survives a SIGKILL of its secondary; the reconciliation after the restart crosses the translation and the stream resumes', async () => {
+  const rcn = await Rcn.create(path.join(dir, 'fig2-async'), {
+    nodes: { tokyo: 'e-tokyo', sapporo: 'e-sapporo' }, cores: ['c-1'], links: [['e-tokyo', 'c-1'], ['c-1', 'e-sapporo']],
+    orders: { erp: { from: 'e-tokyo', to: 'e-sapporo' } }, extra: { virtualStorages: 'own' },
+  });
+  const writeSome = async (count: number, from: number): Promise<void> => {
+    const client = await rcn.cluster.client('tokyo', 'log1');
+    for (let i = 0; i < count; i++) await client.write((from + i) * 65536, randomBytes(8192));
+    await client.disconnect();
+  };
+  try {
+    await rcn.apply();
+    await rcn.cluster.volume('tokyo', 'log1', 16 * MiB);
+    await rcn.pairVia({ name: 'log1-far', primary: 'tokyo', secondary: 'sapporo', volume: 'log1', order: 'erp', mode: 'async' });
+    await rcn.cluster.waitState('tokyo', 'log1-far', 'duplex');
+    assert.equal((await rcn.cluster.pairStatus('tokyo', 'log1-far')).peer.node, 'sapporo.e-tokyo', 'allocated: PARTNER.EDGE');
+    await writeSome(50, 0);
+    await rcn.cluster.kill('sapporo');
+    await writeSome(50, 50); // async: the host goes on; the primary's journal holds what sapporo lacks
+    await rcn.cluster.restart('sapporo');
+    await rcn.cluster.waitState('sapporo', 'log1-far', 'duplex', 60_000);
+    await waitFor('the async lag to drain', async () => (await rcn.cluster.node('tokyo').api.getGroup('log1-far')).lag.entries === 0 ? true : undefined, { timeoutMs: 60_000 });
+    await rcn.drained('erp');
+    assert.equal((await rcn.cluster.pairStatus('sapporo', 'log1-far')).peer.node, 'tokyo.e-sapporo');
+    const tokyo = await sha256Export(rcn.cluster.node('tokyo').nbdUri('log1'), dir);
+    // Applied in order at sapporo: its image reaches tokyo's once the last batch is applied.
+    await waitFor('sapporo to equal tokyo', async () => (await sha256Export(rcn.cluster.node('sapporo').nbdUri('log1'), dir)) === tokyo ? true : undefined, { timeoutMs: 30_000 });
   } finally {
     await rcn.stopAll();
   }

@@ -8,7 +8,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { systemClock } from '../../src/common/clock';
-import { nodeDisk } from '../../src/common/disk';
+import { type Disk, type DiskFile, nodeDisk } from '../../src/common/disk';
 import { EventJournal } from '../../src/common/events';
 import { silentLogger } from '../../src/common/log';
 import type { OrderConfig } from '../../src/contracts/network';
@@ -60,13 +60,13 @@ interface SourceRig {
   reopen(): Promise<SourceRig>;
 }
 
-async function sourceRig(dir?: string, link = { up: true }): Promise<SourceRig> {
+async function sourceRig(dir?: string, link = { up: true }, disk: Disk = nodeDisk): Promise<SourceRig> {
   const dataDir = dir ?? await scratch();
   const state = await RelayState.load(dataDir, nodeDisk);
   const sent: RelayEntry[] = [];
   const dropped: string[] = [];
   const source = new OrderSource('erp', cfg, {
-    edge: 'e-tokyo', dataDir, disk: nodeDisk, clock: systemClock, state, log, events: new EventJournal(log),
+    edge: 'e-tokyo', dataDir, disk, clock: systemClock, state, log, events: new EventJournal(log),
     send: (e) => (sent.push(e), true),
     sendLogged: (_to, bytes) => {
       if (!link.up) return false;
@@ -471,4 +471,46 @@ test('E-22: a swap through the target edge over host writes the network lost is 
   assert.equal(answer.clean, false);
   assert.deepEqual([row.diff, row.written], [[], undefined], 'handed over to the swap');
   t.target.close();
+});
+
+test('a Failure Suspend while a control request still waits for its log write fails that request, and nothing else (it once killed the relay)', async () => {
+  // Log writes wait at a gate while it is closed.
+  let open = true;
+  let waiting: Array<() => void> = [];
+  const gated: Disk = {
+    ...nodeDisk,
+    open: async (file, flags) => {
+      const f = await nodeDisk.open(file, flags);
+      const wrapped: DiskFile = {
+        read: (...a) => f.read(...a), datasync: () => f.datasync(), truncate: (n) => f.truncate(n), sizeBytes: () => f.sizeBytes(), close: () => f.close(),
+        writev: async (pieces, position) => {
+          if (!open) await new Promise<void>((r) => waiting.push(r));
+          return f.writev(pieces, position);
+        },
+      };
+      return wrapped;
+    },
+  };
+  const unhandled: unknown[] = [];
+  const onUnhandled = (err: unknown): void => void unhandled.push(err);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const { source } = await sourceRig(undefined, { up: true }, gated);
+    open = false;
+    const refused = assert.rejects(source.request(req('control', MessageType.PairUpdate, pairNameCodec.encode({ name: 'db1-far' }))),
+      /order-guarantee id erp entered Failure Suspend/);
+    await until('the log write waits', () => waiting.length > 0);
+    // It rejects the request's answer at once; emptying the log area waits for the gate too.
+    const suspended = source.failureSuspend('the target edge declared Failure Suspend', false);
+    await new Promise((r) => setImmediate(r));
+    open = true;
+    for (const w of waiting.splice(0)) w();
+    await suspended;
+    await refused;
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(unhandled, [], 'no rejection left unhandled');
+    await source.close();
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
 });
