@@ -285,8 +285,14 @@ test('a core failure with an alternative route (§5.7): SIGKILL of the route\'s 
   try {
     const { client, writer } = await writingThroughTheNetwork(rcn);
     await waitFor('writes flowing', () => writer.acked >= 150, { timeoutMs: 60_000 });
-    // The route takes c-1 (the fewest cores, then the name); c-2 is its detour.
-    assert.equal((await rcn.status('c-2')).counters.entriesForwarded, 0, 'nothing goes through c-2 while c-1 is up');
+    // The route takes c-1 (the fewest cores, then the name); c-2 is its detour. While the links come
+    // up, the first entries may meet c-1 before its link to e-sapporo is up and go around it: wait
+    // for the route, then nothing more goes through c-2 while c-1 is up.
+    await waitFor('the source edge on the route', () => pathVia(rcn, 'c-1'), { timeoutMs: 60_000, intervalMs: 200 });
+    const c2OnRoute = (await rcn.status('c-2')).counters.entriesForwarded;
+    const ackedOnRoute = writer.acked;
+    await waitFor('writes on the route', () => writer.acked >= ackedOnRoute + 100, { timeoutMs: 60_000 });
+    assert.equal((await rcn.status('c-2')).counters.entriesForwarded, c2OnRoute, 'nothing goes through c-2 while c-1 is up');
     await rcn.killRelay('c-1');
     const ackedAtKill = writer.acked;
     // Not restarted: the target keeps applying through c-2 what the source edge numbers.
