@@ -172,8 +172,10 @@ export interface NetworkAttachment {
   /** This node's name, and the edge it is attached to (its virtual storages answer there). */
   node: string;
   edge: { name: string; host: string; port: number; api: string };
-  /** Storage nodes this one may pair with through the network, and the edge each is attached to. */
-  /** `as`: the name the node's edge presents the peer under (Fig. 2 variant); absent: the peer's own. */
+  /**
+   * Storage nodes this one may pair with through the network, and the edge each is attached to;
+   * `as`: the name this node's edge presents the peer under (Fig. 2 variant), absent: the peer's own.
+   */
   peers: Record<string, { edge: string; host: string; port: number; api: string; as?: string }>;
   orders: Record<string, { from: string; to: string }>;
 }
