@@ -4,6 +4,7 @@
 // with one drive run one after the other, in arrival order.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { DriveQueue } from '../../src/backup/drives';
@@ -12,7 +13,7 @@ import type { JobRecord } from '../../src/backup/repository';
 import { Repository } from '../../src/backup/repository';
 import { NbdClient } from '../../src/nbd/client';
 import { HttpNodeClient } from '../../src/node/api-client';
-import { NodeProcess, cli, killAllNodes } from '../support/node-process';
+import { NodeProcess, cli, cliPath, killAllNodes } from '../support/node-process';
 import { contentDigest, runOk, tempDir } from '../support/tools';
 import { waitFor } from '../support/wait';
 
@@ -35,6 +36,21 @@ after(async () => {
   killAllNodes();
   await fsp.rm(dir, { recursive: true, force: true });
 });
+
+/** A CLI run whose stderr the test reads while it runs (killed after 120 s, as cli() does). */
+function watchedCli(args: string[]): { stderr: () => string; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => void (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => void (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => {
+    clearTimeout(timer);
+    resolve({ code, stdout, stderr });
+  }));
+  return { stderr: () => stderr, done };
+}
 
 async function tricopy(args: string[]): Promise<string> {
   const r = await cli(args, env);
@@ -127,14 +143,17 @@ test('two jobs against a repository with one drive run one after the other, in a
   // The test holds the only drive, so both jobs must queue behind it.
   const queue = new DriveQueue(path.join(dir, 'tape2'), 1);
   const held = await queue.acquire('test-holds-the-drive');
-  const first = cli(['backup', 'run', '--volume', 'a1', '--repo', 'tape2'], env);
-  await waitFor('the first job to queue', async () => (await queue.depth()) === 2);
-  const second = cli(['backup', 'run', '--volume', 'a2', '--repo', 'tape2'], env);
-  await waitFor('the second job to queue', async () => (await queue.depth()) === 3);
+  // Each job has looked at the queue (and said how many are ahead) before the next step: a ticket
+  // in the queue alone is not enough, the drive could be released before its job counts.
+  const first = watchedCli(['backup', 'run', '--volume', 'a1', '--repo', 'tape2']);
+  await waitFor('the first job to wait', () => first.stderr().includes('waiting for a drive'));
+  const second = watchedCli(['backup', 'run', '--volume', 'a2', '--repo', 'tape2']);
+  await waitFor('the second job to wait', () => second.stderr().includes('waiting for a drive'));
+  assert.equal(await queue.depth(), 3, 'the test\'s ticket and both jobs\'');
   const repo = new Repository(path.join(dir, 'tape2'));
   assert.ok((await repo.jobs()).every((j) => j.state === 'queued'), 'no job runs while the drive is held');
   await held.release();
-  const [r1, r2] = await Promise.all([first, second]);
+  const [r1, r2] = await Promise.all([first.done, second.done]);
   assert.equal(r1.code, 0, r1.stderr);
   assert.equal(r2.code, 0, r2.stderr);
   assert.match(r1.stderr, /waiting for a drive \(1 job\(s\) ahead\)/);
