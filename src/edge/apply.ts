@@ -110,9 +110,9 @@ function allocateVirtualNames(file: NetworkFile, relays: Record<string, RelayAdd
       }
     }
   }
-  for (const [edge, spec] of Object.entries(file.edges)) {
+  for (const edge of Object.keys(file.edges)) {
     const customers = new Set(Object.values(storages).filter((s) => s.edge === edge).map((s) => s.customer));
-    if (customers.size === 0 || spec.attach.length === 0) continue;
+    if (customers.size === 0) continue;
     const names: Record<string, string> = {};
     for (const [partner, p] of Object.entries(storages).sort(([a], [b]) => a.localeCompare(b))) {
       if (p.edge === edge || !customers.has(p.customer)) continue;

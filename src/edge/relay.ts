@@ -451,13 +451,12 @@ export class Relay {
     const cfg = this.config;
     const s = cfg?.storages[node];
     if (!s || s.edge !== this.name) throw new TricopyError('conflict', `storage node ${node} is not attached to ${this.name}`);
-    // Fig. 2 (§6.13 (D)): the node sees the partner under its virtual storage's name, inside the message too.
-    const own = as === this.name;
-    const local = own ? as : this.names.presented(as);
+    // Fig. 2 (§6.13 (D)): the node sees the partner under its virtual storage's name, inside the
+    // message too. This edge's own name (a fast failover's link) is no partner's: it stays as it is.
+    const local = this.names.presented(as);
     const link = this.links.get('storage', node, local)
       ?? await this.links.connect({ kind: 'storage', peer: node, local, host: s.host, port: s.replPort }, storageConnectMs);
-    const answer = await link.request(type, own ? payload : this.names.requestToNode(type, payload), timeoutMs);
-    return own ? answer : this.names.answerFromNode(type, answer);
+    return this.names.answerFromNode(type, await link.request(type, this.names.requestToNode(type, payload), timeoutMs));
   }
 
   // ----------------------------------------------------------------------------------------------

@@ -16,10 +16,8 @@ export type NameMapping = (name: string) => string;
 /** A request's payload with its node names mapped (unchanged bytes when it carries none, or none change). */
 export function mapRequestNames(type: number, payload: Buffer, map: NameMapping): Buffer {
   switch (type) {
-    case MessageType.PairsSync: {
-      const m = pairsSyncCodec.decode(payload);
-      return map(m.node) === m.node ? payload : pairsSyncCodec.encode({ ...m, node: map(m.node) });
-    }
+    case MessageType.PairsSync:
+      return mapPairsSync(payload, map);
     case MessageType.PairCreate: {
       const m = pairCreateCodec.decode(payload);
       return map(m.primary.node) === m.primary.node ? payload : pairCreateCodec.encode({ ...m, primary: { ...m.primary, node: map(m.primary.node) } });
@@ -36,10 +34,8 @@ export function mapRequestNames(type: number, payload: Buffer, map: NameMapping)
 /** A successful answer's payload with its node names mapped (the answer to a request of `type`). */
 export function mapAnswerNames(type: number, payload: Buffer, map: NameMapping): Buffer {
   switch (type) {
-    case MessageType.PairsSync: {
-      const m = pairsSyncCodec.decode(payload);
-      return map(m.node) === m.node ? payload : pairsSyncCodec.encode({ ...m, node: map(m.node) });
-    }
+    case MessageType.PairsSync:
+      return mapPairsSync(payload, map);
     case MessageType.PairCreate:
     case MessageType.PairBitmap: {
       // The origin of an applied mark: the primary the secondary applied an async stream of.
@@ -50,6 +46,12 @@ export function mapAnswerNames(type: number, payload: Buffer, map: NameMapping):
     default:
       return payload;
   }
+}
+
+/** A pair exchange names its sender, asking and answering alike. */
+function mapPairsSync(payload: Buffer, map: NameMapping): Buffer {
+  const m = pairsSyncCodec.decode(payload);
+  return map(m.node) === m.node ? payload : pairsSyncCodec.encode({ ...m, node: map(m.node) });
 }
 
 /** The names one edge presents its attached nodes' partners under (table 404 of that edge). */
