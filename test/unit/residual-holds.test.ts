@@ -88,3 +88,20 @@ test('host writes wait while a hold covers their volume; residual writes land on
     await fsp.rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a damaged holds file fails the load instead of letting hosts write early', async () => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'residual-damaged-'));
+  try {
+    for (const text of ['{"order":"erp"}', '[{"order":"erp","edge":"e-sapporo"}]', '[{"order":"erp","edge":"e-sapporo","pairs":"db1-far","volumes":[],"remaining":null,"since":"x","reason":""}]', 'not json']) {
+      await fsp.writeFile(path.join(dir, 'residual-holds.json'), text);
+      await assert.rejects(fixture(dir).holds.load(), /residual holds file .* is malformed|JSON/, text);
+    }
+    await fsp.writeFile(path.join(dir, 'residual-holds.json'),
+      '[{"order":"erp","edge":"e-sapporo","pairs":["db1-far"],"volumes":["db1"],"remaining":null,"since":"x","reason":"r"}]');
+    const { holds } = fixture(dir);
+    await holds.load();
+    assert.equal(holds.viewOf('db1')?.order, 'erp', 'a well-formed hold is kept');
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});

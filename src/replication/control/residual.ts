@@ -66,10 +66,15 @@ export class ResidualHolds {
     return path.join(this.parts.dataDir, residualHoldsFile);
   }
 
+  /** The holds kept before a restart. A damaged file fails the start: a hold skipped would let hosts write early. */
   async load(): Promise<void> {
     const raw = await readJsonIfExists(this.file, this.parts.disk);
-    if (!Array.isArray(raw)) return;
-    for (const h of raw as Hold[]) if (h && typeof h.order === 'string' && typeof h.edge === 'string') this.holds.set(key(h.order, h.edge), h);
+    if (raw === undefined) return;
+    if (!Array.isArray(raw)) throw damaged(this.file);
+    for (const value of raw) {
+      const h = parseHold(value, this.file);
+      this.holds.set(key(h.order, h.edge), h);
+    }
   }
 
   /** A host write of `volume` waits for this; undefined when no hold covers it. */
@@ -175,6 +180,20 @@ export class ResidualHolds {
   private persist(): Promise<void> {
     return atomicWriteJson(this.file, [...this.holds.values()], this.parts.disk);
   }
+}
+
+function parseHold(value: unknown, file: string): Hold {
+  const h = (value ?? {}) as Partial<Hold>;
+  const names = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+  const ok = typeof h.order === 'string' && typeof h.edge === 'string' && names(h.pairs) && names(h.volumes) &&
+    (h.remaining === null || Number.isSafeInteger(h.remaining)) && typeof h.since === 'string' && typeof h.reason === 'string';
+  if (!ok) throw damaged(file);
+  return h as Hold;
+}
+
+function damaged(file: string): TricopyError {
+  return new TricopyError('internal', `residual holds file ${file} is malformed; the data directory is damaged`,
+    'restore it from a backup of the data directory; without it, host writes held for a fast failover would no longer wait');
 }
 
 function key(order: string, edge: string): string {
