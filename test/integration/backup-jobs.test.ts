@@ -4,7 +4,6 @@
 // with one drive run one after the other, in arrival order.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { DriveQueue } from '../../src/backup/drives';
@@ -13,7 +12,7 @@ import type { JobRecord } from '../../src/backup/repository';
 import { Repository } from '../../src/backup/repository';
 import { NbdClient } from '../../src/nbd/client';
 import { HttpNodeClient } from '../../src/node/api-client';
-import { NodeProcess, cli, cliPath, killAllNodes } from '../support/node-process';
+import { NodeProcess, cli, killAllNodes, startCli } from '../support/node-process';
 import { contentDigest, runOk, tempDir } from '../support/tools';
 import { waitFor } from '../support/wait';
 
@@ -36,21 +35,6 @@ after(async () => {
   killAllNodes();
   await fsp.rm(dir, { recursive: true, force: true });
 });
-
-/** A CLI run whose stderr the test reads while it runs (killed after 120 s, as cli() does). */
-function watchedCli(args: string[]): { stderr: () => string; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
-  const child = spawn(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => void (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => void (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => {
-    clearTimeout(timer);
-    resolve({ code, stdout, stderr });
-  }));
-  return { stderr: () => stderr, done };
-}
 
 async function tricopy(args: string[]): Promise<string> {
   const r = await cli(args, env);
@@ -145,9 +129,9 @@ test('two jobs against a repository with one drive run one after the other, in a
   const held = await queue.acquire('test-holds-the-drive');
   // Each job has looked at the queue (and said how many are ahead) before the next step: a ticket
   // in the queue alone is not enough, the drive could be released before its job counts.
-  const first = watchedCli(['backup', 'run', '--volume', 'a1', '--repo', 'tape2']);
+  const first = startCli(['backup', 'run', '--volume', 'a1', '--repo', 'tape2'], env);
   await waitFor('the first job to wait', () => first.stderr().includes('waiting for a drive'));
-  const second = watchedCli(['backup', 'run', '--volume', 'a2', '--repo', 'tape2']);
+  const second = startCli(['backup', 'run', '--volume', 'a2', '--repo', 'tape2'], env);
   await waitFor('the second job to wait', () => second.stderr().includes('waiting for a drive'));
   assert.equal(await queue.depth(), 3, 'the test\'s ticket and both jobs\'');
   const repo = new Repository(path.join(dir, 'tape2'));

@@ -120,3 +120,18 @@ export async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<
   const { run } = await import('./tools');
   return run(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env } });
 }
+
+/** Starts the CLI like cli(), with its stderr readable while it runs (killed after 120 s, as cli() does). */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): { stderr: () => string; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => void (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => void (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => {
+    clearTimeout(timer);
+    resolve({ code, stdout, stderr });
+  }));
+  return { stderr: () => stderr, done };
+}
