@@ -14,6 +14,13 @@ export const maxSnapshotsPerVolume = 64;
 export const maxBitmapsPerVolume = 16;
 /** Regions a background copy takes at once (locks, copies, syncs, records): 4 MiB. */
 export const copyBatchRegions = 64;
+/**
+ * Host writes a volume with snapshots may have answered before their copy-on-write is durable (and
+ * so before they reach the volume): past either bound a write waits for its copy as a quick split's
+ * does. The bytes are held in memory, per volume.
+ */
+export const maxDeferredWritesPerVolume = 256;
+export const maxDeferredBytesPerVolume = 16 * 1024 * 1024;
 /** Snapshot, bitmap and pair names (the export `volume@snapshot` stays short). */
 export const objectNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** Longest a `replica wait` holds on. */
@@ -26,3 +33,4 @@ invariant(copyBatchRegions * regionBytes <= 32 * 1024 * 1024, 'a copy batch fits
 export const maxCloneSetsPerNode = 8;
 /** Clone set names: the snapshot under each clone is NAME.base, which must stay a valid snapshot name. */
 export const cloneSetNamePattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,57}$/;
+invariant(maxDeferredBytesPerVolume >= 1024 * 1024 && maxDeferredWritesPerVolume >= 32, 'a deferred write of up to 1 MiB fits, and a queue depth of 32 first writes');

@@ -6,15 +6,23 @@
 //   gate → region lock → bitmaps marked → newest snapshot preserves the old contents → each replica
 //   pair prepares (copy-on-write / record) → the volume changes, beside the dual writes → unlock
 //
+// A write (a host's, or one remote copy applies) whose only wait is a snapshot's copy-on-write is
+// answered once the old contents are in the snapshot's file, and reaches the volume once they are
+// durable (the bytes wait in the volume's overlay, the region stays locked): a power loss then
+// finds the old contents preserved or the volume unchanged, and a FLUSH waits for these writes,
+// as it waits for writes in the page cache. A quick split may not do this (spec 003 §5.1 rule 2:
+// no acknowledgement before the copy is durable), nor a FUA write.
+//
 // The NBD layer never sees this; it serves block devices. Remote copy never sees it either: it
 // writes volumes, and the volume calls its hooks.
+import { errorMessage } from '../common/errors';
 import { RangeLock } from '../common/range-lock';
 import type { ContextRun, Extent, WriteOptions, ZeroOptions } from '../volume/block-device';
 import { BlockDeviceError, type BlockDevice } from '../volume/block-device';
 import type { Volume, VolumeHooks } from '../volume/volume';
 import { type ChangedBlockBitmaps, bitmapRuns, dirtyBitmapContextPrefix } from './changed-blocks';
 import { Gate } from './gate';
-import { regionBytes } from './limits';
+import { maxDeferredBytesPerVolume, maxDeferredWritesPerVolume, regionBytes } from './limits';
 import type { PrimaryAccess, ReplicaPair } from './pair';
 import type { SnapshotChain } from './snapshots';
 
@@ -29,6 +37,10 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
   exclusive: string | null = null;
   /** State changes holding the gate now (the hooks stay installed meanwhile). */
   private holding = 0;
+  /** Writes answered before they reached the volume, until they have (never rejects). */
+  private readonly deferred = new Set<Promise<void>>();
+  /** A deferred write could not be completed: every change and flush from then on fails with this. */
+  private failed: BlockDeviceError | null = null;
 
   constructor(readonly volume: Volume) {}
 
@@ -96,8 +108,8 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
 
   // --- VolumeHooks ---------------------------------------------------------------------------------
 
-  write(offset: number, pieces: Buffer[], length: number, options: WriteOptions, apply: () => Promise<void>): Promise<void> {
-    return this.change(offset, length, apply, (p) => p.mirrorWrite(offset, pieces, options));
+  write(offset: number, pieces: Buffer[], length: number, options: WriteOptions, apply: (pieces?: Buffer[]) => Promise<void>): Promise<void> {
+    return this.change(offset, length, apply, (p) => p.mirrorWrite(offset, pieces, options), options.fua ? undefined : pieces);
   }
 
   writeZeroes(offset: number, length: number, options: ZeroOptions, apply: () => Promise<void>): Promise<void> {
@@ -105,6 +117,9 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
   }
 
   async flush(apply: () => Promise<void>): Promise<void> {
+    // The writes answered before this flush reach the volume first (later ones may be waited for too).
+    if (this.deferred.size > 0) await Promise.all([...this.deferred]);
+    if (this.failed) throw this.failed;
     const tasks: Array<Promise<void>> = [apply()];
     // Dual-written data must be as durable as the primary's; copy-on-write data is durable already.
     for (const p of this.replicas) {
@@ -114,9 +129,21 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
     await Promise.all(tasks);
   }
 
-  private async change(offset: number, length: number, apply: () => Promise<void>, mirror: (p: ReplicaPair) => Promise<void> | undefined): Promise<void> {
+  /** Waits until every write answered before it reached the volume has reached it (or failed). */
+  async settle(): Promise<void> {
+    while (this.deferred.size > 0) await Promise.all([...this.deferred]);
+  }
+
+  /**
+   * One change through the hooks. `deferrable`: the write's bytes, when it may be answered before it
+   * reaches the volume (not FUA).
+   */
+  private async change(offset: number, length: number, apply: (pieces?: Buffer[]) => Promise<void>, mirror: (p: ReplicaPair) => Promise<void> | undefined,
+    deferrable?: Buffer[]): Promise<void> {
+    if (this.failed) throw this.failed;
     const wait = this.gate.enter();
     if (wait) await wait;
+    let handedOver = false;
     try {
       const locking = (this.snapshots?.count ?? 0) > 0 || this.replicas.length > 0;
       const release = locking ? await this.lockRegions(offset, length) : undefined;
@@ -124,7 +151,17 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
         const marked = this.bitmaps?.mark(offset, length);
         if (marked) await marked;
         const preserved = this.snapshots?.preserve(this.volume, offset, length);
-        if (preserved) await preserved;
+        if (preserved) {
+          if (deferrable && this.replicas.length === 0) {
+            await preserved.copied;
+            if (this.mayDefer(offset, length)) {
+              this.defer(offset, deferrable, length, preserved.durable, apply, release);
+              handedOver = true;
+              return;
+            }
+          }
+          await preserved.durable;
+        }
         for (const p of this.replicas) {
           const prepared = p.beforePrimaryChange(offset, length);
           if (prepared) await prepared;
@@ -139,11 +176,40 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
         const [own] = await Promise.allSettled(tasks);
         if (own!.status === 'rejected') throw own!.reason;
       } finally {
-        release?.();
+        if (!handedOver) release?.();
       }
     } finally {
-      this.gate.leave();
+      if (!handedOver) this.gate.leave();
     }
+  }
+
+  /**
+   * Within the bounds, and only where the volume's allocation map already says "data" durably (a
+   * deferred write must not show as a hole in the block status while it waits).
+   */
+  private mayDefer(offset: number, length: number): boolean {
+    const overlay = this.volume.overlay;
+    if (this.failed || overlay.size >= maxDeferredWritesPerVolume || overlay.bytes + length > maxDeferredBytesPerVolume) return false;
+    const { first, count } = this.volume.allocation.chunkRange(offset, length);
+    return !this.volume.allocation.hasUnpersistedChanges && this.volume.allocation.allSet(first, count);
+  }
+
+  /** Answers the write now; it reaches the volume once `durable` resolves, holding gate and region lock until then. */
+  private defer(offset: number, pieces: Buffer[], length: number, durable: Promise<void>, apply: (pieces?: Buffer[]) => Promise<void>,
+    release: (() => void) | undefined): void {
+    const entry = this.volume.overlay.add(offset, pieces, length);
+    const done: Promise<void> = durable.then(() => apply([entry.data])).then(() => this.volume.overlay.remove(entry), (err: unknown) => {
+      // The write was answered and cannot be completed without breaking the snapshot (or the disk
+      // failed): it stays readable from the overlay, and every later change and flush fails, so
+      // the host learns of it at its next flush at the latest, as with any lost writeback.
+      this.failed ??= new BlockDeviceError('EIO', `volume ${this.volume.name}: a write answered before its snapshot copy was durable could not be ` +
+        `completed (${errorMessage(err)}); the volume refuses changes until the node restarts`);
+    }).finally(() => {
+      this.deferred.delete(done);
+      release?.();
+      this.gate.leave();
+    });
+    this.deferred.add(done);
   }
 
   // --- reads of snapshots ---------------------------------------------------------------------------

@@ -56,6 +56,8 @@ export class ReplicaService {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Writes answered before their snapshot copies were durable reach their volumes first.
+    for (const rel of this.reg.relations.values()) await rel.settle();
     for (const pair of this.reg.pairs.values()) await pair.close();
     for (const pair of this.reg.pairs.values()) for (const b of Object.values(pair.bitmaps)) await b.close().catch(() => undefined);
     for (const rel of this.reg.relations.values()) {

@@ -28,6 +28,12 @@ export interface SnapshotRecord {
   bitmaps: string[];
 }
 
+/** A change's copy-on-write into the newest snapshot: see SnapshotChain.preserve. */
+export interface Preservation {
+  copied: Promise<void>;
+  durable: Promise<void>;
+}
+
 export interface SnapshotEntry {
   record: SnapshotRecord;
   data: DiskFile;
@@ -133,18 +139,25 @@ export class SnapshotChain {
 
   /**
    * Preserves, in the newest snapshot, the regions of a change it has not preserved yet. The caller
-   * holds the region lock of the range; the change must wait for the promise (undefined: nothing to do).
+   * holds the region lock of the range; the change must not reach the volume before `durable`
+   * (undefined: nothing to do). `copied` resolves earlier, once the old contents are in the
+   * snapshot's file (not yet durable): from then on a later read of the volume can no longer take
+   * them, so the change may be answered if it is held back from the volume until `durable`.
    */
-  preserve(volume: Volume, offset: number, length: number): Promise<void> | undefined {
+  preserve(volume: Volume, offset: number, length: number): Preservation | undefined {
     const newest = this.entries[this.entries.length - 1];
     if (!newest) return undefined;
     const first = Math.floor(offset / regionBytes);
     const last = Math.floor((offset + Math.max(1, length) - 1) / regionBytes);
     if (newest.map.allSet(first, last - first + 1)) return undefined;
-    return this.preserveRegions(newest, volume, first, last - first + 1);
+    const copied = this.copyRegions(newest, volume, first, last - first + 1);
+    const durable = copied.then((wrote) => this.persistRegions(newest, first, last - first + 1, wrote));
+    durable.catch(() => undefined); // a caller that failed on `copied` never waits for it
+    return { copied: copied.then(() => undefined), durable };
   }
 
-  private async preserveRegions(entry: SnapshotEntry, volume: Volume, first: number, count: number): Promise<void> {
+  /** Copies the old contents of the regions not preserved yet; true when anything was written. */
+  private async copyRegions(entry: SnapshotEntry, volume: Volume, first: number, count: number): Promise<boolean> {
     let wrote = false;
     for (let r = first; r < first + count;) {
       if (entry.map.get(r) || !volume.allocation.get(r)) {
@@ -155,11 +168,15 @@ export class SnapshotChain {
       while (end < first + count && !entry.map.get(end) && volume.allocation.get(end)) end++;
       const start = r * regionBytes;
       const stop = Math.min(this.sizeBytes, end * regionBytes);
-      const data = await volume.read(start, stop - start);
+      const data = await volume.readStored(start, stop - start);
       await writeAll(entry.data, [data], start);
       wrote = true;
       r = end;
     }
+    return wrote;
+  }
+
+  private async persistRegions(entry: SnapshotEntry, first: number, count: number, wrote: boolean): Promise<void> {
     // Both syncs before the change is issued, not only before it is acknowledged: the volume is
     // written through the page cache, and writeback may put the new data on the disk at any moment
     // after that; a power loss must find the old contents and the bit that points at them there
@@ -189,7 +206,7 @@ export class SnapshotChain {
       while (stop < end && this.sourceOf(index, Math.floor(stop / regionBytes)) === source) stop = Math.min(end, stop + regionBytes);
       const into = target.subarray(at - offset, stop - offset);
       if (source) await readFully(source.data, into, stop - at, at);
-      else await volume.read(at, stop - at, into);
+      else await volume.readStored(at, stop - at, into);
       at = stop;
     }
   }

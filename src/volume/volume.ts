@@ -5,6 +5,7 @@ import { BlockDeviceError, type BlockDevice, type Extent, type WriteOptions, typ
 import { PersistentBitmap } from './bitmap';
 import { type DiskFile, readFully, writeAll } from '../common/disk';
 import { errnoCode, invariant } from '../common/errors';
+import { WriteOverlay } from './write-overlay';
 
 /** Granularity of the allocation map and of every later region-based copy. */
 export const allocationChunkBytes = 64 * 1024;
@@ -21,10 +22,12 @@ export interface VolumeStats {
  * applying what it received, a resync): in-node replicas, snapshots and changed-block bitmaps
  * (src/replica) install one. `apply` performs the change on the volume itself; a hook calls it
  * exactly once and may do its own work before (copy-on-write, recording) and beside it (a second
- * copy). The volume knows nothing of what a hook does.
+ * copy). A hook may also answer a write first and apply it later, with the bytes kept in the
+ * volume's overlay meanwhile (and passed to `apply`, since the caller's buffers are reused once
+ * answered). The volume knows nothing of what a hook does.
  */
 export interface VolumeHooks {
-  write(offset: number, pieces: Buffer[], length: number, options: WriteOptions, apply: () => Promise<void>): Promise<void>;
+  write(offset: number, pieces: Buffer[], length: number, options: WriteOptions, apply: (pieces?: Buffer[]) => Promise<void>): Promise<void>;
   writeZeroes(offset: number, length: number, options: ZeroOptions, apply: () => Promise<void>): Promise<void>;
   flush(apply: () => Promise<void>): Promise<void>;
 }
@@ -41,6 +44,8 @@ export class Volume implements BlockDevice {
   private idleWaiters: Array<() => void> | null = null;
   /** Set while changes are held (a relocation switches the data file): new changes wait for it. */
   private changeHold: Promise<void> | null = null;
+  /** Writes answered but not yet in the data file (see VolumeHooks); every read sees them. */
+  readonly overlay = new WriteOverlay();
 
   constructor(
     readonly name: string,
@@ -61,6 +66,21 @@ export class Volume implements BlockDevice {
   }
 
   read(offset: number, length: number, target?: Buffer): Promise<Buffer> {
+    const deferred = this.overlay.size === 0 ? [] : this.overlay.overlapping(offset, length);
+    const read = this.readStored(offset, length, target);
+    if (deferred.length === 0) return read;
+    return read.then((data) => {
+      WriteOverlay.lay(deferred, data, offset);
+      return data;
+    });
+  }
+
+  /**
+   * The data file's contents, without the answered writes still waiting in the overlay: what a
+   * snapshot falls through to (those writes came after its instant, and once one of them fails
+   * for good it never reaches the file).
+   */
+  readStored(offset: number, length: number, target?: Buffer): Promise<Buffer> {
     try {
       this.checkRange(offset, length, 'EINVAL');
     } catch (err) {
@@ -107,7 +127,7 @@ export class Volume implements BlockDevice {
     }
     if (length === 0) return Promise.resolve();
     if (this.hooks) {
-      return this.hooks.write(offset, Buffer.isBuffer(data) ? [data] : data, length, options, () => this.writeUnhooked(offset, data, length, options));
+      return this.hooks.write(offset, Buffer.isBuffer(data) ? [data] : data, length, options, (pieces) => this.writeUnhooked(offset, pieces ?? data, length, options));
     }
     return this.writeUnhooked(offset, data, length, options);
   }
@@ -298,6 +318,8 @@ export class Volume implements BlockDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Whoever defers writes issues them before the volume closes (ReplicaService.close); what is
+    // left here belongs to a hook that failed, and every flush since has said so (EIO).
     await this.flushUnhooked();
     await this.allocation.close();
     await this.file.close();

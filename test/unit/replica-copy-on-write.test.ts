@@ -13,6 +13,7 @@ import { PersistentBitmap, bitmapHeaderBytes } from '../../src/volume/bitmap';
 import { RecordingDisk, type RecordedOp } from '../support/recording-disk';
 import { MiB, KiB, Model, ReplicaHarness, readAll, region } from '../support/replica-harness';
 import { tempDir } from '../support/tools';
+import { maxDeferredWritesPerVolume } from '../../src/replica/limits';
 
 const concurrentWrites = 32;
 
@@ -45,6 +46,7 @@ test('a snapshot: concurrent first writes to different regions are each issued o
     const atSnapshot = v.image();
     const since = disk.tick();
     await firstWrites(v, concurrentWrites);
+    await h.store.volume('v').flush(); // answered writes may still wait for their copies; a FLUSH waits for them
 
     assert.ok((await readAll(h.device('v@s'))).equals(atSnapshot), 'the snapshot is the volume at its instant');
     assert.ok((await readAll(h.store.volume('v'))).equals(v.image()), 'the volume has every write');
@@ -94,17 +96,20 @@ test('a quick split: concurrent first writes are each issued only after the copy
   }
 });
 
-/** The real disk, with every datasync held until the test lets it go. */
+/** The real disk, with every datasync (or those of the files `holdWhere` picks) held until the test lets it go. */
 class HeldSyncDisk {
   held: Array<() => void> = [];
   syncsStarted = 0;
   hold = false;
+  holdWhere: ((file: string) => boolean) | null = null;
+  /** Datasyncs of these files fail (EIO). */
+  failWhere: ((file: string) => boolean) | null = null;
 
   disk(): Disk {
-    return { ...nodeDisk, open: async (file: string, flags: OpenFlags): Promise<DiskFile> => this.file(await nodeDisk.open(file, flags)) };
+    return { ...nodeDisk, open: async (file: string, flags: OpenFlags): Promise<DiskFile> => this.file(await nodeDisk.open(file, flags), file) };
   }
 
-  private file(inner: DiskFile): DiskFile {
+  private file(inner: DiskFile, name: string): DiskFile {
     return {
       read: (...a) => inner.read(...a),
       writev: (...a) => inner.writev(...a),
@@ -113,7 +118,8 @@ class HeldSyncDisk {
       close: () => inner.close(),
       datasync: async () => {
         this.syncsStarted++;
-        if (this.hold) await new Promise<void>((resolve) => this.held.push(resolve));
+        if (this.hold || this.holdWhere?.(name)) await new Promise<void>((resolve) => this.held.push(resolve));
+        if (this.failWhere?.(name)) throw Object.assign(new Error(`EIO: i/o error, fdatasync ${name}`), { code: 'EIO' });
         await inner.datasync();
       },
     };
@@ -122,7 +128,120 @@ class HeldSyncDisk {
   releaseOne(): void {
     this.held.shift()!();
   }
+
+  /** Stops holding and lets every held datasync go. */
+  releaseAll(): void {
+    this.hold = false;
+    this.holdWhere = null;
+    for (const resolve of this.held.splice(0)) resolve();
+  }
 }
+
+const snapshotData = (file: string): boolean => /snap-\d+\.data$/.test(file);
+
+async function turns(n = 20): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+/** A volume of `sizeBytes`, written all over, with a snapshot `s`; returns the model and the image at the snapshot. */
+async function snapshotted(h: ReplicaHarness, sizeBytes: number): Promise<{ v: Model; atSnapshot: Buffer; file: string }> {
+  await h.volume('v', sizeBytes);
+  const v = new Model(h.store.volume('v'));
+  await v.write(0, sizeBytes);
+  await h.store.volume('v').flush();
+  await h.service.createSnapshot({ name: 's', volumes: ['v'] });
+  return { v, atSnapshot: v.image(), file: path.join(h.dir, 'volumes', 'v.img') };
+}
+
+async function fileRange(file: string, offset: number, length: number): Promise<Buffer> {
+  const handle = await fsp.open(file, 'r');
+  try {
+    const out = Buffer.alloc(length);
+    await handle.read(out, 0, length, offset);
+    return out;
+  } finally {
+    await handle.close();
+  }
+}
+
+test('a snapshot: a first write is answered before its copy is durable, read back at once, and reaches the volume only after the copy; a FLUSH waits for it', async () => {
+  const held = new HeldSyncDisk();
+  const h = await ReplicaHarness.open(undefined, held.disk());
+  try {
+    const { v, atSnapshot, file } = await snapshotted(h, 4 * MiB);
+    held.holdWhere = snapshotData;
+    const at = region + 8 * KiB;
+    const written = await v.write(at, 4 * KiB); // answered with the copy's datasync held
+    await waitFor(() => held.held.length === 1);
+    assert.ok((await fileRange(file, at, 4 * KiB)).equals(atSnapshot.subarray(at, at + 4 * KiB)), 'the volume file is unchanged while the copy is not durable');
+    assert.ok((await h.store.volume('v').read(at - 1024, 8 * KiB)).equals(v.image().subarray(at - 1024, at + 7 * KiB)), 'a read sees the answered write');
+    let flushed = false;
+    const flush = h.store.volume('v').flush().then(() => (flushed = true));
+    const snapshotRead = readAll(h.device('v@s'));
+    await turns();
+    assert.equal(flushed, false, 'a FLUSH waits for the answered write to reach the volume');
+    held.releaseAll();
+    await flush;
+    assert.ok((await fileRange(file, at, 4 * KiB)).equals(written), 'after the FLUSH the volume file holds the write');
+    assert.ok((await snapshotRead).equals(atSnapshot), 'the snapshot is the volume at its instant');
+    assert.ok((await readAll(h.store.volume('v'))).equals(v.image()));
+  } finally {
+    held.releaseAll();
+    await h.close();
+  }
+});
+
+test('a snapshot: FUA writes, and writes past the bound of answered ones, wait for their copies', async () => {
+  const held = new HeldSyncDisk();
+  const h = await ReplicaHarness.open(undefined, held.disk());
+  try {
+    const regions = maxDeferredWritesPerVolume + 2;
+    const { v } = await snapshotted(h, regions * region);
+    held.holdWhere = snapshotData;
+    let fuaDone = false;
+    const device = h.store.volume('v');
+    const fua = device.write(0, Buffer.alloc(4 * KiB, 1), { fua: true }).then(() => (fuaDone = true));
+    await waitFor(() => held.held.length === 1);
+    for (let i = 1; i <= maxDeferredWritesPerVolume; i++) await v.write(i * region, 4 * KiB); // each answered at once
+    let lastDone = false;
+    const last = v.write((maxDeferredWritesPerVolume + 1) * region, 4 * KiB).then(() => (lastDone = true));
+    await turns();
+    assert.equal(fuaDone, false, 'a FUA write waits for its copy');
+    assert.equal(lastDone, false, `past ${maxDeferredWritesPerVolume} answered writes the next one waits`);
+    assert.equal(device.overlay.size, maxDeferredWritesPerVolume);
+    held.releaseAll();
+    await Promise.all([fua, last]);
+    await device.flush();
+    assert.equal(device.overlay.size, 0);
+    const image = v.image();
+    image.fill(1, 0, 4 * KiB);
+    assert.ok((await readAll(device)).equals(image));
+  } finally {
+    held.releaseAll();
+    await h.close();
+  }
+});
+
+test('a snapshot: when an answered write\'s copy cannot be made durable, the write stays readable, the snapshot intact, and every later flush and change fails', async () => {
+  const held = new HeldSyncDisk();
+  const h = await ReplicaHarness.open(undefined, held.disk());
+  try {
+    const { v, atSnapshot, file } = await snapshotted(h, 4 * MiB);
+    held.failWhere = snapshotData;
+    const at = 3 * region;
+    await v.write(at, 4 * KiB);
+    const device = h.store.volume('v');
+    await assert.rejects(device.flush(), /could not be completed.*EIO.*refuses changes until the node restarts/);
+    await assert.rejects(device.write(0, Buffer.alloc(4 * KiB), { fua: false }), /could not be completed/);
+    assert.ok((await readAll(device)).equals(v.image()), 'the answered write is still read back');
+    assert.ok((await fileRange(file, at, 4 * KiB)).equals(atSnapshot.subarray(at, at + 4 * KiB)), 'it never reached the volume file');
+    held.failWhere = null;
+    assert.ok((await readAll(h.device('v@s'))).equals(atSnapshot), 'the snapshot is intact');
+  } finally {
+    held.releaseAll();
+    await h.close();
+  }
+});
 
 test('bitmap syncs are a group commit: callers that arrive during a datasync share exactly one more', async () => {
   const dir = await tempDir('bitmap-group');
