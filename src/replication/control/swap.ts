@@ -120,7 +120,7 @@ export class Swap {
     await Promise.all(pairs.map((p) => this.parts.env.volumes.volume(p.record.volume).flush()));
     // The group's journal is open before any member is seen as a primary: a host write to it is
     // journaled from the moment the role changes.
-    if (first.record.group) await this.parts.journals.openFor({ ...first.record, role: 'primary' });
+    if (first.record.group) await this.openJournal(first.record.group);
     // Host writes wait while the roles change: one that began while this copy was writable alone
     // was only recorded, and must not be acknowledged as if it had been forwarded (sim seed 48).
     await this.parts.volumeRuntimes.whileHeld(pairs.map((p) => p.record.volume), async () => {
@@ -134,6 +134,24 @@ export class Swap {
         });
       }
     });
+  }
+
+  /**
+   * Opens the group's journal at the new primary. With no member of the group a primary here, its
+   * stream starts now (the peer's received journal for it is new): entries the journal still holds
+   * belong to a stream of this node whose pairs are gone (the journal's removal with them is not
+   * durable until a directory sync, and a power loss may bring its files back, in part without the
+   * progress that said they were delivered). They must never be shipped: applied after the swap
+   * they would overwrite newer data at the new secondary (sim seed 1204: tokyo's stream dissolved
+   * at a failover came back after a power loss, and failback's swap shipped its 226 writes of 1.5 s
+   * over sapporo's of 44 s). The stream starts over after them, as for a created pair (seed 1244).
+   */
+  private async openJournal(group: string): Promise<void> {
+    const { journals, registry } = this.parts;
+    const streamExists = registry.ofGroup(group).some((x) => x.record.role === 'primary');
+    await journals.openFor({ role: 'primary', group });
+    const journal = journals.primary(group)!;
+    if (!streamExists && journal.retainedEntries().length > 0) await journal.dropAll();
   }
 
   /**
