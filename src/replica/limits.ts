@@ -12,6 +12,21 @@ export const maxReplicasPerNode = 1024;
 export const maxSnapshotsPerVolume = 64;
 /** Changed-block bitmaps per volume. */
 export const maxBitmapsPerVolume = 16;
+/**
+ * The unit a snapshot preserves: a first write after a snapshot copies the old contents of the
+ * blocks it covers, not of whole regions (a 4 KiB write then copies 4 KiB, not 64 KiB: the copy
+ * traffic of random small writes is 16 times smaller). Maps stay small: the block grows with the
+ * volume so that a map has at most maxSnapshotMapBits bits (512 KiB), up to one region.
+ */
+export const minSnapshotBlockBytes = 4096;
+export const maxSnapshotMapBits = 1 << 22;
+
+/** The block size of a volume's snapshot chain, chosen when its first snapshot is taken. */
+export function snapshotBlockBytesFor(volumeBytes: number): number {
+  let block = minSnapshotBlockBytes;
+  while (block < regionBytes && Math.ceil(volumeBytes / block) > maxSnapshotMapBits) block *= 2;
+  return block;
+}
 /** Regions a background copy takes at once (locks, copies, syncs, records): 4 MiB. */
 export const copyBatchRegions = 64;
 /**
@@ -34,3 +49,4 @@ export const maxCloneSetsPerNode = 8;
 /** Clone set names: the snapshot under each clone is NAME.base, which must stay a valid snapshot name. */
 export const cloneSetNamePattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,57}$/;
 invariant(maxDeferredBytesPerVolume >= 1024 * 1024 && maxDeferredWritesPerVolume >= 32, 'a deferred write of up to 1 MiB fits, and a queue depth of 32 first writes');
+invariant(regionBytes % minSnapshotBlockBytes === 0 && Number.isInteger(Math.log2(minSnapshotBlockBytes)), 'snapshot blocks divide a region');

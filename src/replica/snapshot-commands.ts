@@ -97,7 +97,7 @@ export class SnapshotCommands {
       });
       this.env.host.disconnect(`${volume}@${name}`);
       this.reg.dropRelationsIfEmpty(volume);
-      this.env.host.emit('snapshot-deleted', `${volume}@${name}`, 'deleted by operator; its space is free', { volume, snapshot: name, regionsMovedToOlder: moved });
+      this.env.host.emit('snapshot-deleted', `${volume}@${name}`, 'deleted by operator; its space is free', { volume, snapshot: name, bytesMovedToOlder: moved });
     });
   }
 

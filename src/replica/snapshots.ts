@@ -1,12 +1,16 @@
 // The snapshots of one volume: space-efficient, copy-on-write, oldest first. A snapshot stores only
-// the regions the volume changed after it was taken and before the next snapshot: a write to the
-// volume first copies the old contents of each region the newest snapshot has not preserved yet,
-// durably, and only then changes the volume. Reading snapshot k at region r takes r from the first
+// the blocks the volume changed after it was taken and before the next snapshot: a write to the
+// volume first copies the old contents of each block the newest snapshot has not preserved yet,
+// durably, and only then changes the volume. Reading snapshot k at block b takes b from the first
 // snapshot at or after k that preserved it, else from the volume itself (unchanged since k).
 //
+// Blocks are 4 KiB (larger for very large volumes, see snapshotBlockBytesFor), one size for the
+// whole chain: chosen when its first snapshot is taken, recorded in each map's header. Locks,
+// changed-block bitmaps and the volume's allocation stay in 64 KiB regions.
+//
 // Files in the volume's directory: snapshots.json (the list; the commit point), and per snapshot
-// snap-ID.data (a sparse file the volume's size: preserved regions at their own offsets),
-// snap-ID.map (which regions it preserved) and snap-ID.bitmap-NAME (changed-block bitmaps frozen
+// snap-ID.data (a sparse file the volume's size: preserved blocks at their own offsets),
+// snap-ID.map (which blocks it preserved) and snap-ID.bitmap-NAME (changed-block bitmaps frozen
 // with it).
 import * as path from 'node:path';
 import { type Disk, type DiskFile, readFully, writeAll } from '../common/disk';
@@ -17,7 +21,7 @@ import { PersistentBitmap } from '../volume/bitmap';
 import type { Volume } from '../volume/volume';
 import { bitmapRuns } from './changed-blocks';
 import { GroupSync } from './group-sync';
-import { copyBatchRegions, maxSnapshotsPerVolume, regionBytes } from './limits';
+import { copyBatchRegions, maxSnapshotsPerVolume, regionBytes, snapshotBlockBytesFor } from './limits';
 
 export interface SnapshotRecord {
   id: number;
@@ -50,8 +54,12 @@ interface Index {
 export class SnapshotChain {
   private entries: SnapshotEntry[] = [];
   private nextId = 1;
+  /** The chain's block size: its snapshots' (all alike), or what the next first snapshot will use. */
+  private blockBytes: number;
 
-  private constructor(private readonly dir: string, private readonly disk: Disk, private readonly sizeBytes: number) {}
+  private constructor(private readonly dir: string, private readonly disk: Disk, private readonly sizeBytes: number) {
+    this.blockBytes = snapshotBlockBytesFor(sizeBytes);
+  }
 
   static async open(disk: Disk, dir: string, sizeBytes: number): Promise<SnapshotChain> {
     const chain = new SnapshotChain(dir, disk, sizeBytes);
@@ -59,6 +67,10 @@ export class SnapshotChain {
     if (index) {
       chain.nextId = index.nextId;
       for (const record of index.snapshots) chain.entries.push(await chain.openEntry(record));
+      if (chain.entries.length > 0) chain.blockBytes = chain.entries[0]!.map.chunkBytes;
+      for (const e of chain.entries) {
+        invariant(e.map.chunkBytes === chain.blockBytes, `snapshot ${e.record.name} of ${dir} has blocks of ${e.map.chunkBytes} bytes, its chain ${chain.blockBytes}`);
+      }
     }
     const live = new Set(chain.entries.map((e) => e.record.id));
     for (const name of await disk.list(dir)) {
@@ -94,9 +106,9 @@ export class SnapshotChain {
     return this.entries[index]!;
   }
 
-  /** Bytes held by snapshot `index`: the regions it preserved. */
+  /** Bytes held by snapshot `index`: the blocks it preserved. */
   usedBytes(index: number): number {
-    return this.entries[index]!.map.setBitCount * regionBytes;
+    return this.entries[index]!.map.setBitCount * this.blockBytes;
   }
 
   /**
@@ -111,6 +123,7 @@ export class SnapshotChain {
       throw new TricopyError('no-space', `volume ${volume} has ${maxSnapshotsPerVolume} snapshots, the most it may have`, 'delete old snapshots first');
     }
     await this.disk.mkdirp(this.dir);
+    if (this.entries.length === 0) this.blockBytes = snapshotBlockBytesFor(this.sizeBytes);
     const record: SnapshotRecord = { id: this.nextId++, name, createdAt: now, group, bitmaps: [...frozen.keys()].sort() };
     let entry: SnapshotEntry | undefined;
     try {
@@ -118,7 +131,7 @@ export class SnapshotChain {
       entry = { record, data, map: undefined as unknown as PersistentBitmap, frozen: new Map(), dataSync: new GroupSync(() => data.datasync()) };
       await data.truncate(this.sizeBytes);
       await data.datasync();
-      entry.map = await PersistentBitmap.create(this.disk, this.file(record.id, 'map'), regionBytes, regionCountOf(this.sizeBytes));
+      entry.map = await PersistentBitmap.create(this.disk, this.file(record.id, 'map'), this.blockBytes, Math.ceil(this.sizeBytes / this.blockBytes));
       for (const [bitmap, bits] of frozen) {
         const copy = await PersistentBitmap.create(this.disk, this.file(record.id, `bitmap-${bitmap}`), regionBytes, regionCountOf(this.sizeBytes));
         copy.mergeFrom(bits);
@@ -147,8 +160,8 @@ export class SnapshotChain {
   preserve(volume: Volume, offset: number, length: number): Preservation | undefined {
     const newest = this.entries[this.entries.length - 1];
     if (!newest) return undefined;
-    const first = Math.floor(offset / regionBytes);
-    const last = Math.floor((offset + Math.max(1, length) - 1) / regionBytes);
+    const first = Math.floor(offset / this.blockBytes);
+    const last = Math.floor((offset + Math.max(1, length) - 1) / this.blockBytes);
     if (newest.map.allSet(first, last - first + 1)) return undefined;
     const copied = this.copyRegions(newest, volume, first, last - first + 1);
     const durable = copied.then((wrote) => this.persistRegions(newest, first, last - first + 1, wrote));
@@ -156,22 +169,23 @@ export class SnapshotChain {
     return { copied: copied.then(() => undefined), durable };
   }
 
-  /** Copies the old contents of the regions not preserved yet; true when anything was written. */
+  /** Copies the old contents of the blocks not preserved yet; true when anything was written. */
   private async copyRegions(entry: SnapshotEntry, volume: Volume, first: number, count: number): Promise<boolean> {
     let wrote = false;
-    for (let r = first; r < first + count;) {
-      if (entry.map.get(r) || !volume.allocation.get(r)) {
-        r++; // preserved already, or a hole: the sparse data file reads as zeroes there too
+    const allocated = (b: number): boolean => volume.allocation.get(Math.floor((b * this.blockBytes) / regionBytes));
+    for (let b = first; b < first + count;) {
+      if (entry.map.get(b) || !allocated(b)) {
+        b++; // preserved already, or a hole: the sparse data file reads as zeroes there too
         continue;
       }
-      let end = r + 1;
-      while (end < first + count && !entry.map.get(end) && volume.allocation.get(end)) end++;
-      const start = r * regionBytes;
-      const stop = Math.min(this.sizeBytes, end * regionBytes);
+      let end = b + 1;
+      while (end < first + count && !entry.map.get(end) && allocated(end)) end++;
+      const start = b * this.blockBytes;
+      const stop = Math.min(this.sizeBytes, end * this.blockBytes);
       const data = await volume.readStored(start, stop - start);
       await writeAll(entry.data, [data], start);
       wrote = true;
-      r = end;
+      b = end;
     }
     return wrote;
   }
@@ -186,11 +200,11 @@ export class SnapshotChain {
     if (entry.map.setRange(first, count) || entry.map.hasUnpersistedChanges) await entry.map.sync();
   }
 
-  /** The snapshot that holds region `r` of snapshot `index`'s image, or undefined: the volume does. */
-  sourceOf(index: number, region: number): SnapshotEntry | undefined {
+  /** The snapshot that holds block `b` of snapshot `index`'s image, or undefined: the volume does. */
+  private sourceOf(index: number, b: number): SnapshotEntry | undefined {
     for (let j = index; j < this.entries.length; j++) {
       const e = this.entries[j]!;
-      if (e.map.get(region)) return e;
+      if (e.map.get(b)) return e;
     }
     return undefined;
   }
@@ -200,10 +214,10 @@ export class SnapshotChain {
     const end = offset + length;
     let at = offset;
     while (at < end) {
-      const region = Math.floor(at / regionBytes);
-      const source = this.sourceOf(index, region);
-      let stop = Math.min(end, (region + 1) * regionBytes);
-      while (stop < end && this.sourceOf(index, Math.floor(stop / regionBytes)) === source) stop = Math.min(end, stop + regionBytes);
+      const block = Math.floor(at / this.blockBytes);
+      const source = this.sourceOf(index, block);
+      let stop = Math.min(end, (block + 1) * this.blockBytes);
+      while (stop < end && this.sourceOf(index, Math.floor(stop / this.blockBytes)) === source) stop = Math.min(end, stop + this.blockBytes);
       const into = target.subarray(at - offset, stop - offset);
       if (source) await readFully(source.data, into, stop - at, at);
       else await volume.readStored(at, stop - at, into);
@@ -219,14 +233,22 @@ export class SnapshotChain {
     while (at < end && out.length < maxExtents) {
       const region = Math.floor(at / regionBytes);
       const stop = Math.min(end, (region + 1) * regionBytes);
-      const preserved = this.sourceOf(index, region) !== undefined;
-      const allocated = preserved || volume.allocation.get(region);
+      const allocated = volume.allocation.get(region) || this.anyPreserved(index, region);
       const previous = out[out.length - 1];
       if (previous && previous.allocated === allocated) previous.length += stop - at;
       else if (out.length < maxExtents) out.push({ offset: at, length: stop - at, allocated, zero: !allocated });
       at = stop;
     }
     return out;
+  }
+
+  /** Whether snapshot `index`'s image takes any block of `region` from a snapshot. */
+  private anyPreserved(index: number, region: number): boolean {
+    const perRegion = regionBytes / this.blockBytes;
+    for (let b = region * perRegion; b < (region + 1) * perRegion && b * this.blockBytes < this.sizeBytes; b++) {
+      if (this.sourceOf(index, b) !== undefined) return true;
+    }
+    return false;
   }
 
   /** Runs of a bitmap frozen with snapshot `index`, or undefined. */
@@ -236,20 +258,24 @@ export class SnapshotChain {
     return bitmapRuns(bits, this.sizeBytes, offset, length, maxRuns);
   }
 
-  /** Regions that differ between snapshot `index` and the volume now (preserved by it or a newer one). */
+  /** Regions that differ between snapshot `index` and the volume now (a block of them preserved by it or a newer one). */
   changedSince(index: number): Uint8Array {
     const union = new Uint8Array(Math.ceil(regionCountOf(this.sizeBytes) / 8));
+    const perRegion = regionBytes / this.blockBytes;
     for (let j = index; j < this.entries.length; j++) {
-      const bits = this.entries[j]!.map.snapshot();
-      for (let i = 0; i < union.length; i++) union[i]! |= bits[i]!;
+      for (const run of this.entries[j]!.map.setRuns()) {
+        const last = Math.floor((run.first + run.count - 1) / perRegion);
+        for (let r = Math.floor(run.first / perRegion); r <= last; r++) union[r >>> 3]! |= 1 << (r & 7);
+      }
     }
     return union;
   }
 
   /**
-   * First part of deleting snapshot `index`: the older neighbour reads through it, so every region
+   * First part of deleting snapshot `index`: the older neighbour reads through it, so every block
    * it preserved that the neighbour did not moves there. Runs while the volume is in use; when the
    * snapshot is the newest, writes keep preserving into it, so `finishDelete` moves the rest.
+   * Returns the bytes moved.
    */
   async mergeIntoOlder(index: number): Promise<number> {
     if (index === 0) return 0;
@@ -257,28 +283,29 @@ export class SnapshotChain {
     const into = this.entries[index - 1]!;
     let moved = 0;
     const bits = from.map.snapshot();
-    const regions = regionCountOf(this.sizeBytes);
-    for (let r = 0; r < regions;) {
-      const byte = bits[r >>> 3]!;
-      if ((r & 7) === 0 && byte === 0) {
-        r += 8;
+    const blocks = from.map.bitCount;
+    const batchBlocks = (copyBatchRegions * regionBytes) / this.blockBytes;
+    for (let b = 0; b < blocks;) {
+      const byte = bits[b >>> 3]!;
+      if ((b & 7) === 0 && byte === 0) {
+        b += 8;
         continue;
       }
-      if (!(byte & (1 << (r & 7))) || into.map.get(r)) {
-        r++;
+      if (!(byte & (1 << (b & 7))) || into.map.get(b)) {
+        b++;
         continue;
       }
-      let end = r + 1;
-      while (end < regions && end - r < copyBatchRegions && (bits[end >>> 3]! & (1 << (end & 7))) && !into.map.get(end)) end++;
-      const start = r * regionBytes;
-      const stop = Math.min(this.sizeBytes, end * regionBytes);
+      let end = b + 1;
+      while (end < blocks && end - b < batchBlocks && (bits[end >>> 3]! & (1 << (end & 7))) && !into.map.get(end)) end++;
+      const start = b * this.blockBytes;
+      const stop = Math.min(this.sizeBytes, end * this.blockBytes);
       const data = await readFully(from.data, Buffer.allocUnsafe(stop - start), stop - start, start);
       await writeAll(into.data, [data], start);
       await into.dataSync.sync();
-      into.map.setRange(r, end - r);
+      into.map.setRange(b, end - b);
       await into.map.sync();
-      moved += end - r;
-      r = end;
+      moved += stop - start;
+      b = end;
     }
     return moved;
   }
@@ -311,7 +338,7 @@ export class SnapshotChain {
 
   private async openEntry(record: SnapshotRecord): Promise<SnapshotEntry> {
     const data = await this.disk.open(this.file(record.id, 'data'), 'r+');
-    const map = await PersistentBitmap.open(this.disk, this.file(record.id, 'map'), regionBytes);
+    const map = await PersistentBitmap.open(this.disk, this.file(record.id, 'map'), 'recorded');
     const frozen = new Map<string, PersistentBitmap>();
     for (const bitmap of record.bitmaps) frozen.set(bitmap, await PersistentBitmap.open(this.disk, this.file(record.id, `bitmap-${bitmap}`), regionBytes));
     return { record, data, map, frozen, dataSync: new GroupSync(() => data.datasync()) };

@@ -56,13 +56,14 @@ export class PersistentBitmap {
     }
   }
 
-  static async open(disk: Disk, file: string, expectedChunkBytes: number): Promise<PersistentBitmap> {
+  /** `expectedChunkBytes`: the chunk size the file must have, or 'recorded' for whatever its header says. */
+  static async open(disk: Disk, file: string, expectedChunkBytes: number | 'recorded'): Promise<PersistentBitmap> {
     const handle = await disk.open(file, 'r+');
     try {
       const fileBytes = await handle.sizeBytes();
       const header = await readFully(handle, Buffer.alloc(bitmapHeaderBytes), Math.min(bitmapHeaderBytes, fileBytes), 0);
       const { chunkBytes, bitCount } = decodeHeader(fileBytes < bitmapHeaderBytes ? Buffer.alloc(0) : header, file);
-      if (chunkBytes !== expectedChunkBytes) {
+      if (expectedChunkBytes !== 'recorded' && chunkBytes !== expectedChunkBytes) {
         throw new Error(`bitmap ${file} has chunk size ${chunkBytes}, expected ${expectedChunkBytes}`);
       }
       const bits = new Uint8Array(byteLength(bitCount));

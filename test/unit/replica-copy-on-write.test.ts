@@ -16,6 +16,7 @@ import { tempDir } from '../support/tools';
 import { maxDeferredWritesPerVolume } from '../../src/replica/limits';
 
 const concurrentWrites = 32;
+const snapshotBlock = 4 * 1024;
 
 /** 4 KiB writes, one in each of `count` different regions, all issued in the same turn. */
 async function firstWrites(volume: Model, count: number): Promise<void> {
@@ -54,12 +55,17 @@ test('a snapshot: concurrent first writes to different regions are each issued o
     const dir = path.join(h.dir, 'replica', 'volumes', 'v');
     const writes = hostWrites(disk, volumeFile, since);
     assert.equal(writes.length, concurrentWrites);
-    for (const { op, region: r } of writes) {
-      const copies = disk.writesCovering((f) => f.startsWith(dir) && f.endsWith('.data'), r * region, op.startedAt);
-      assert.ok(copies.some((c) => disk.durableBefore(c, op.startedAt)), `region ${r}: old contents durable before the host write`);
-      const map = disk.ops.find((o) => o.file.startsWith(dir) && o.file.endsWith('.map'))!.file;
-      assert.ok(bitDurableBefore(disk, map, r, op.startedAt), `region ${r}: recorded as preserved, durably, before the host write`);
+    const map = disk.ops.find((o) => o.file.startsWith(dir) && o.file.endsWith('.map'))!.file;
+    let copiedBytes = 0;
+    for (const { op } of writes) {
+      // A snapshot preserves 4 KiB blocks: a 4 KiB write copies its own block only.
+      const block = op.position / snapshotBlock;
+      const copies = disk.writesCovering((f) => f.startsWith(dir) && f.endsWith('.data'), op.position, op.startedAt);
+      assert.ok(copies.some((c) => disk.durableBefore(c, op.startedAt)), `block ${block}: old contents durable before the host write`);
+      assert.ok(bitDurableBefore(disk, map, block, op.startedAt), `block ${block}: recorded as preserved, durably, before the host write`);
     }
+    for (const op of disk.ops) if (op.kind === 'write' && op.file.startsWith(dir) && op.file.endsWith('.data') && op.startedAt > since) copiedBytes += op.bytes.length;
+    assert.equal(copiedBytes, concurrentWrites * 4 * KiB, 'each first write copied the 4 KiB it overwrites, no more');
   } finally {
     await h.close();
   }

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { dirtyBitmapContextPrefix } from '../../src/replica/changed-blocks';
+import { maxSnapshotMapBits, snapshotBlockBytesFor } from '../../src/replica/limits';
 import { MiB, KiB, Model, ReplicaHarness, readAll, region, rng } from '../support/replica-harness';
 
 async function withHarness(fn: (h: ReplicaHarness) => Promise<void>): Promise<void> {
@@ -198,3 +199,13 @@ test('changed-block bitmaps record exactly the written regions; a snapshot can f
   await assert.rejects(h.service.addBitmap('v', 'nightly'), /already/);
   await assert.rejects(h.service.addBitmap('v', 'bad name'), /not a valid bitmap name/);
 }));
+
+test('a snapshot chain preserves 4 KiB blocks; very large volumes use larger blocks so that a map stays at most 512 KiB, up to one region', () => {
+  const GiB = 1024 * MiB;
+  assert.equal(snapshotBlockBytesFor(GiB), 4096);
+  assert.equal(snapshotBlockBytesFor(16 * GiB), 4096);
+  assert.equal(snapshotBlockBytesFor(16 * GiB + 1), 8192);
+  assert.equal(snapshotBlockBytesFor(256 * GiB), 64 * 1024);
+  assert.equal(snapshotBlockBytesFor(16 * 1024 * GiB), 64 * 1024);
+  for (const size of [MiB, 3 * GiB, 100 * GiB, 200 * GiB]) assert.ok(Math.ceil(size / snapshotBlockBytesFor(size)) <= maxSnapshotMapBits);
+});
