@@ -151,7 +151,7 @@ export class SnapshotChain {
   }
 
   /**
-   * Preserves, in the newest snapshot, the regions of a change it has not preserved yet. The caller
+   * Preserves, in the newest snapshot, the blocks of a change it has not preserved yet. The caller
    * holds the region lock of the range; the change must not reach the volume before `durable`
    * (undefined: nothing to do). `copied` resolves earlier, once the old contents are in the
    * snapshot's file (not yet durable): from then on a later read of the volume can no longer take
@@ -163,14 +163,14 @@ export class SnapshotChain {
     const first = Math.floor(offset / this.blockBytes);
     const last = Math.floor((offset + Math.max(1, length) - 1) / this.blockBytes);
     if (newest.map.allSet(first, last - first + 1)) return undefined;
-    const copied = this.copyRegions(newest, volume, first, last - first + 1);
-    const durable = copied.then((wrote) => this.persistRegions(newest, first, last - first + 1, wrote));
+    const copied = this.copyBlocks(newest, volume, first, last - first + 1);
+    const durable = copied.then((wrote) => this.persistBlocks(newest, first, last - first + 1, wrote));
     durable.catch(() => undefined); // a caller that failed on `copied` never waits for it
     return { copied: copied.then(() => undefined), durable };
   }
 
   /** Copies the old contents of the blocks not preserved yet; true when anything was written. */
-  private async copyRegions(entry: SnapshotEntry, volume: Volume, first: number, count: number): Promise<boolean> {
+  private async copyBlocks(entry: SnapshotEntry, volume: Volume, first: number, count: number): Promise<boolean> {
     let wrote = false;
     const allocated = (b: number): boolean => volume.allocation.get(Math.floor((b * this.blockBytes) / regionBytes));
     for (let b = first; b < first + count;) {
@@ -190,7 +190,7 @@ export class SnapshotChain {
     return wrote;
   }
 
-  private async persistRegions(entry: SnapshotEntry, first: number, count: number, wrote: boolean): Promise<void> {
+  private async persistBlocks(entry: SnapshotEntry, first: number, count: number, wrote: boolean): Promise<void> {
     // Both syncs before the change is issued, not only before it is acknowledged: the volume is
     // written through the page cache, and writeback may put the new data on the disk at any moment
     // after that; a power loss must find the old contents and the bit that points at them there

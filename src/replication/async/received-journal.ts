@@ -4,7 +4,7 @@
 // the secondary resumes from it and its volumes hold a prefix of the primary's write history.
 import * as path from 'node:path';
 import type { TimerHandle } from '../../common/clock';
-import type { Disk } from '../../common/disk';
+import { type Disk, diskErrorCode } from '../../common/disk';
 import { Deque } from '../../common/deque';
 import { TricopyError, invariant } from '../../common/errors';
 import { atomicWriteJson, readJsonIfExists } from '../../common/fsutil';
@@ -330,4 +330,10 @@ export class ReceivedJournal {
 /** Removes a group's journal directory (the group no longer exists on this node). */
 export async function removeJournalDir(disk: Disk, dir: string): Promise<void> {
   await disk.remove(dir);
+  // Durable at once: a removal a power loss takes back brings old entries back without the
+  // progress that said they were delivered (sim seeds 1204, 1244; a new stream drops such leftovers
+  // too, since the pair record goes before its journal and a crash between leaves them).
+  await disk.syncDir(path.dirname(dir)).catch((err: unknown) => {
+    if (diskErrorCode(err) !== 'ENOENT') throw err; // nothing was there to remove
+  });
 }
