@@ -39,8 +39,6 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
   private holding = 0;
   /** Writes answered before they reached the volume, until they have (never rejects). */
   private readonly deferred = new Set<Promise<void>>();
-  /** A deferred write could not be completed: every change and flush from then on fails with this. */
-  private failed: BlockDeviceError | null = null;
 
   constructor(readonly volume: Volume) {}
 
@@ -119,7 +117,7 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
   async flush(apply: () => Promise<void>): Promise<void> {
     // The writes answered before this flush reach the volume first (later ones may be waited for too).
     if (this.deferred.size > 0) await Promise.all([...this.deferred]);
-    if (this.failed) throw this.failed;
+    if (this.volume.overlay.failure) throw this.volume.overlay.failure;
     const tasks: Array<Promise<void>> = [apply()];
     // Dual-written data must be as durable as the primary's; copy-on-write data is durable already.
     for (const p of this.replicas) {
@@ -140,7 +138,7 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
    */
   private async change(offset: number, length: number, apply: (pieces?: Buffer[]) => Promise<void>, mirror: (p: ReplicaPair) => Promise<void> | undefined,
     deferrable?: Buffer[]): Promise<void> {
-    if (this.failed) throw this.failed;
+    if (this.volume.overlay.failure) throw this.volume.overlay.failure;
     const wait = this.gate.enter();
     if (wait) await wait;
     let handedOver = false;
@@ -189,7 +187,7 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
    */
   private mayDefer(offset: number, length: number): boolean {
     const overlay = this.volume.overlay;
-    if (this.failed || overlay.size >= maxDeferredWritesPerVolume || overlay.bytes + length > maxDeferredBytesPerVolume) return false;
+    if (overlay.failure || overlay.size >= maxDeferredWritesPerVolume || overlay.bytes + length > maxDeferredBytesPerVolume) return false;
     const { first, count } = this.volume.allocation.chunkRange(offset, length);
     return !this.volume.allocation.hasUnpersistedChanges && this.volume.allocation.allSet(first, count);
   }
@@ -202,8 +200,8 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
       // The write was answered and cannot be completed without breaking the snapshot (or the disk
       // failed): it stays readable from the overlay, and every later change and flush fails, so
       // the host learns of it at its next flush at the latest, as with any lost writeback.
-      this.failed ??= new BlockDeviceError('EIO', `volume ${this.volume.name}: a write answered before its snapshot copy was durable could not be ` +
-        `completed (${errorMessage(err)}); the volume refuses changes until the node restarts`);
+      this.volume.overlay.fail(new BlockDeviceError('EIO', `volume ${this.volume.name}: a write answered before its snapshot copy was durable could not be ` +
+        `completed (${errorMessage(err)}); the volume refuses changes until the node restarts`));
     }).finally(() => {
       this.deferred.delete(done);
       release?.();

@@ -125,6 +125,7 @@ export class Volume implements BlockDevice {
     } catch (err) {
       return Promise.reject(err);
     }
+    if (this.overlay.failure) return Promise.reject(this.overlay.failure);
     if (length === 0) return Promise.resolve();
     if (this.hooks) {
       return this.hooks.write(offset, Buffer.isBuffer(data) ? [data] : data, length, options, (pieces) => this.writeUnhooked(offset, pieces ?? data, length, options));
@@ -178,6 +179,7 @@ export class Volume implements BlockDevice {
   async writeZeroes(offset: number, length: number, options: ZeroOptions): Promise<void> {
     this.checkRange(offset, length, 'ENOSPC');
     if (length === 0) return;
+    if (this.overlay.failure) throw this.overlay.failure;
     if (this.hooks) {
       const touched = this.allocation.chunkRange(offset, length);
       if (options.fastOnly && this.allocation.anySet(touched.first, touched.count)) {
@@ -241,6 +243,7 @@ export class Volume implements BlockDevice {
   }
 
   flush(): Promise<void> {
+    if (this.overlay.failure) return Promise.reject(this.overlay.failure);
     if (this.hooks) return this.hooks.flush(() => this.flushUnhooked());
     return this.flushUnhooked();
   }

@@ -13,6 +13,12 @@ export class WriteOverlay {
   private readonly entries = new Set<OverlayEntry>();
   private bytesHeld = 0;
   private drainedWaiters: Array<() => void> = [];
+  /**
+   * Set when an answered write can never reach the file: it stays here (reads still return it), and
+   * the volume refuses every change and flush from then on, whoever makes it (with or without hooks),
+   * so that nothing written later is shadowed by it.
+   */
+  failure: Error | null = null;
 
   get size(): number {
     return this.entries.size;
@@ -33,7 +39,12 @@ export class WriteOverlay {
     return entry;
   }
 
-  /** The write reached the data file (or will never: the volume failed). */
+  /** The write can never reach the data file: it stays, and the volume fails (see `failure`). */
+  fail(error: Error): void {
+    this.failure ??= error;
+  }
+
+  /** The write reached the data file. */
   remove(entry: OverlayEntry): void {
     invariant(this.entries.delete(entry), 'an overlay entry is removed once');
     this.bytesHeld -= entry.data.length;

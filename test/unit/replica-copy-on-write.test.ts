@@ -243,6 +243,14 @@ test('a snapshot: when an answered write\'s copy cannot be made durable, the wri
     assert.ok((await fileRange(file, at, 4 * KiB)).equals(atSnapshot.subarray(at, at + 4 * KiB)), 'it never reached the volume file');
     held.failWhere = null;
     assert.ok((await readAll(h.device('v@s'))).equals(atSnapshot), 'the snapshot is intact');
+    // With the snapshot gone the volume has no hooks, and still refuses changes: a later write
+    // must never be shadowed by the answered one that stays in memory.
+    await h.service.deleteSnapshot('v', 's');
+    assert.equal(device.hooked, false);
+    await assert.rejects(device.write(at, Buffer.alloc(4 * KiB, 7), { fua: false }), /could not be completed/);
+    await assert.rejects(device.writeZeroes(at, 4 * KiB, { fua: false, noHole: false, fastOnly: false }), /could not be completed/);
+    await assert.rejects(device.flush(), /could not be completed/);
+    assert.ok((await readAll(device)).equals(v.image()));
   } finally {
     held.releaseAll();
     await h.close();
