@@ -9,7 +9,7 @@ import { variants } from '../../sim/variants';
 const selfTestSeeds: Record<string, number> = {
   'ack-before-remote-write': 1,
   'apply-out-of-order': 1,
-  'bitmap-misses-writes': 10,
+  'bitmap-misses-writes': 7,
   'lost-flush': 1,
 };
 
