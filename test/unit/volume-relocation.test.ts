@@ -136,6 +136,8 @@ test('a volume moves to another area while writers change it: data equal, file i
   assert.ok((await volume.read(0, 16 * MiB)).equals(model), 'the volume reads what was written');
   await waitFor('the old file to be removed', async () => !(await fsp.readdir(path.join(dir, 'data', 'volumes'))).includes('db1.img'));
   assert.deepEqual((await fsp.readdir(s.areas.fast)).sort(), ['db1.img']);
+  // The event follows the old file's removal (the move reports once it has finished).
+  await waitFor('the relocated event', () => s.events.length >= 2);
   assert.deepEqual(s.events.map((e) => e.kind), ['volume-relocation-started', 'volume-relocated']);
   // Writes after the move land in the new file.
   await volume.write(5 * MiB, Buffer.alloc(4096, 9), noFua);
@@ -250,6 +252,7 @@ test('a failing target stops the move: host writes go on, the volume stays in it
   assert.equal(s.store.get('v').relocatingTo, undefined, 'the record of the move is gone');
   assert.ok((await volume.read(0, 8 * MiB)).equals(model), 'every host write landed');
   assert.deepEqual(await fsp.readdir(s.areas.fast), []);
+  await waitFor('the failed event', () => s.events.length >= 2); // reported once the move has finished
   assert.deepEqual(s.events.map((e) => e.kind), ['volume-relocation-started', 'volume-relocation-failed']);
   await s.store.close();
 }));
