@@ -91,7 +91,7 @@ export interface SnapshotView {
   createdAt: string;
   /** The group the snapshot was taken with (one instant across its volumes), or null. */
   group: string | null;
-  /** Space the snapshot holds: the regions the volume changed after it and before the next snapshot. */
+  /** Space the snapshot holds: the blocks the volume changed after it and before the next snapshot. */
   usedBytes: number;
   /** Its read-only NBD export name, `volume@name`. */
   exportName: string;

@@ -11,7 +11,7 @@ export function registerSnapshotCommands(program: Command): void {
   const snapshot = program.command('snapshot').description('point-in-time snapshots of volumes, exported read-only as VOLUME@NAME');
   snapshot.command('create [volumes...]')
     .description('snapshot volumes at one instant; each is then readable over NBD as VOLUME@NAME.\n' +
-      'A snapshot stores only what the volume changes after it (copy-on-write, 64 KiB regions).')
+      'A snapshot stores only what the volume changes after it (copy-on-write, 4 KiB blocks).')
     .requiredOption('--name <name>', 'the snapshot\'s name')
     .option('--group <group>', 'also every volume of this consistency group on the node (one instant for all)')
     .option('--bitmap <name...>', 'changed-block bitmaps to freeze into the snapshot and clear at the same instant (incremental backup)')
