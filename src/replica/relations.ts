@@ -138,7 +138,6 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
    */
   private async change(offset: number, length: number, apply: (pieces?: Buffer[]) => Promise<void>, mirror: (p: ReplicaPair) => Promise<void> | undefined,
     deferrable?: Buffer[]): Promise<void> {
-    if (this.volume.overlay.failure) throw this.volume.overlay.failure;
     const wait = this.gate.enter();
     if (wait) await wait;
     let handedOver = false;
@@ -146,6 +145,9 @@ export class VolumeRelations implements VolumeHooks, PrimaryAccess {
       const locking = (this.snapshots?.count ?? 0) > 0 || this.replicas.length > 0;
       const release = locking ? await this.lockRegions(offset, length) : undefined;
       try {
+        // Checked again after the waits (the volume checked on entry): a deferred write that failed
+        // meanwhile, perhaps in this very range, stays in the overlay and would shadow this one.
+        if (this.volume.overlay.failure) throw this.volume.overlay.failure;
         const marked = this.bitmaps?.mark(offset, length);
         if (marked) await marked;
         const preserved = this.snapshots?.preserve(this.volume, offset, length);

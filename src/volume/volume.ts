@@ -66,7 +66,9 @@ export class Volume implements BlockDevice {
   }
 
   read(offset: number, length: number, target?: Buffer): Promise<Buffer> {
-    const deferred = this.overlay.size === 0 ? [] : this.overlay.overlapping(offset, length);
+    if (this.overlay.size === 0) return this.readStored(offset, length, target);
+    // Taken before the file is read: see WriteOverlay.overlapping.
+    const deferred = this.overlay.overlapping(offset, length);
     const read = this.readStored(offset, length, target);
     if (deferred.length === 0) return read;
     return read.then((data) => {
