@@ -41,6 +41,7 @@ describe('manager: cascade relay through the primary (spec 000 §6.4)', { timeou
     await manager?.stop();
     killAllManagers();
     killAllNodes();
+    if (dir) await fsp.rm(dir, { recursive: true, force: true });
   });
 
   it('fills the management tables as §6.4 says: the far copy\'s command went through the primary', async () => {

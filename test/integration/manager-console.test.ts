@@ -51,6 +51,7 @@ describe('web console in headless Chromium, procedures through the manager', { t
     await manager?.stop();
     killAllManagers();
     killAllNodes();
+    if (dir) await fsp.rm(dir, { recursive: true, force: true });
   });
 
   it('applies the topology through the manager: the run and its steps are in the history', async () => {

@@ -40,6 +40,7 @@ describe('manager with etcd: two managers, one leader', { timeout: 240_000 }, ()
     killAllManagers();
     killAllNodes();
     await etcd?.stop();
+    if (dir) await fsp.rm(dir, { recursive: true, force: true });
   });
 
   it('one manager leads; the other answers reads and forwards writes to it', async () => {

@@ -58,6 +58,7 @@ describe('manager (embedded store): autonomous reports, zero polling, history', 
     await manager?.stop();
     killAllManagers();
     killAllNodes();
+    if (dir) await fsp.rm(dir, { recursive: true, force: true });
   });
 
   it('registers nodes and a topology; node list, topology list and status answer in --json', async () => {

@@ -2,7 +2,7 @@
 // attached storages (spec 002 §9): numbering, the local answer after the log write, acknowledgement
 // and deletion, retransmission and its exhaustion, the ordering gate, duplicates, realignment,
 // bitmap merging at resync, and the failover flush.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -24,8 +24,15 @@ import { TricopyError } from '../../src/common/errors';
 const cfg: OrderConfig = { from: 'e-tokyo', to: 'e-sapporo', pairs: [], retransmitMs: 50, retransmitMaxMs: 100, giveUpMs: 400, logBytes: 64 * 1024 * 1024, fullTimeoutMs: 300, failoverTimeoutMs: 500 };
 const log = silentLogger();
 
+const scratchDirs: string[] = [];
+after(async () => {
+  for (const d of scratchDirs) await fsp.rm(d, { recursive: true, force: true });
+});
+
 async function scratch(): Promise<string> {
-  return fsp.mkdtemp(path.join(os.tmpdir(), 'edge-order-'));
+  const d = await fsp.mkdtemp(path.join(os.tmpdir(), 'edge-order-'));
+  scratchDirs.push(d);
+  return d;
 }
 
 function write(pair: string, offset: number, length = 4096, fill = 1): Buffer {

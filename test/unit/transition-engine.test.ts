@@ -1,7 +1,7 @@
 // The transition engine is the only writer of a pair's state, role, generation and protection: a
 // scan of the sources shows no other assignment, and the engine persists, records an event, tells
 // the peer (at a primary) and runs its listeners in order for every transition the table decides.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -48,8 +48,14 @@ test('no source file but the transition engine assigns a pair\'s state, role, ge
   assert.deepEqual(offenders, []);
 });
 
+const fixtureDirs: string[] = [];
+after(async () => {
+  for (const d of fixtureDirs) await fsp.rm(d, { recursive: true, force: true });
+});
+
 async function engineFixture(clock: Clock = systemClock) {
   const dir = await tempDir('engine');
+  fixtureDirs.push(dir);
   const log = silentLogger();
   const store = await PairStore.open(dir, nodeDisk, log);
   const registry = new PairRegistry('n1');
