@@ -11,7 +11,6 @@
 // The snapshot (or, with a replica source, the split of an in-node replica pair: replica-source.ts)
 // is taken between the policy's pre-split and post-split hooks (hooks.ts). What happens on the way
 // is recorded as events in the job's record.
-import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { TricopyError, errorMessage } from '../common/errors';
@@ -25,6 +24,7 @@ import { blockStatusSpanBytes, copyChunkBytes } from './limits';
 import { backupFromReplica } from './replica-source';
 import { type JobEventRecord, type JobRecord, Repository, type ShownJob } from './repository';
 import { backupsToExpire } from './retention';
+import { verifyImageData } from './verify';
 
 export type BackupNode = NodeClient & ReplicaNodeClient;
 
@@ -217,16 +217,6 @@ export interface RestoreResult {
   bytes: number;
 }
 
-/** Reads a data file back and checks its sha256 against the manifest before anything is written. */
-async function verifyImage(repo: Repository, m: BackupManifest): Promise<void> {
-  const hash = createHash('sha256');
-  const file = path.join(repo.imageDir(m.id), 'data');
-  const stat = await fsp.stat(file).catch(() => null);
-  if (!stat || stat.size !== m.dataBytes) throw new TricopyError('io-error', `backup ${m.id}: its data file is missing or not ${m.dataBytes} bytes`);
-  for await (const chunk of (await fsp.open(file, 'r')).createReadStream()) hash.update(chunk as Buffer);
-  if (hash.digest('hex') !== m.dataSha256) throw new TricopyError('io-error', `backup ${m.id}: its data does not match its sha256; the image is damaged`);
-}
-
 /** The parts of [0, size) not covered by `extents` (sorted, not overlapping). */
 function gaps(extents: Extent[], size: number): Extent[] {
   const out: Extent[] = [];
@@ -263,7 +253,7 @@ export async function restoreBackup(ctx: JobContext, req: RestoreRequest): Promi
   const chain = await ctx.repo.chain(req.backupId);
   const full = chain[0]!;
   return asJob(ctx, 'restore', req.target, async () => {
-    for (const m of chain) await verifyImage(ctx.repo, m);
+    for (const m of chain) await verifyImageData(ctx.repo, m); // every data file checked before anything is written
     const existing = (await ctx.node.listVolumes()).find((v) => v.name === req.target);
     if (existing && !req.force) {
       throw new TricopyError('conflict', `volume ${req.target} exists`, `restore to a new volume with --to NAME, or overwrite it with --force (stop its hosts first)`);

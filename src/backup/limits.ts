@@ -26,3 +26,7 @@ export const maxReplicaWaitPerCallMs = 600_000;
 export const maxHookCommandBytes = 4096;
 /** After a hook's timeout, how long SIGTERM has before SIGKILL. */
 export const hookKillGraceMs = 5_000;
+/** Longest `backup verify --manager` waits for the manager's answer (it reads every data file asked for, about 1 GiB/s at best). */
+export const verifyAnswerTimeoutMs = 2 * 3_600_000;
+/** Most backup ids one verification may name. */
+export const maxVerifyIds = 1000;

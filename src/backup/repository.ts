@@ -78,12 +78,15 @@ export class Repository {
 
   /** Every complete image's manifest, oldest snapshot first. */
   async list(): Promise<BackupManifest[]> {
-    const names = await fsp.readdir(path.join(this.dir, 'images')).catch(() => [] as string[]);
     const out: BackupManifest[] = [];
-    for (const n of names.filter((x) => !x.startsWith('.'))) {
-      out.push(await this.manifest(n));
-    }
+    for (const id of await this.imageIds()) out.push(await this.manifest(id));
     return out.sort((a, b) => (a.snapshotAt < b.snapshotAt ? -1 : a.snapshotAt > b.snapshotAt ? 1 : 0));
+  }
+
+  /** The ids of the complete images (partial ones being written are not listed). */
+  async imageIds(): Promise<string[]> {
+    const names = await fsp.readdir(path.join(this.dir, 'images')).catch(() => [] as string[]);
+    return names.filter((x) => !x.startsWith('.')).sort();
   }
 
   async manifest(id: string): Promise<BackupManifest> {

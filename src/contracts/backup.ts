@@ -138,3 +138,29 @@ export interface BackupImageView {
 export interface BackupImageList {
   images: BackupImageView[];
 }
+
+/** One image's verification (`backup verify`): null fields when its manifest cannot be read. */
+export interface BackupImageCheck {
+  id: string;
+  repo: string;
+  volume: string | null;
+  kind: 'full' | 'incremental' | null;
+  snapshotAt: string | null;
+  dataBytes: number | null;
+  ok: boolean;
+  /** Why it cannot be restored (its own data or manifest, or its chain), null when ok. */
+  problem: string | null;
+}
+
+export interface VerifyBackupsRequest {
+  /** Only this repository; absent: every repository. */
+  repo?: string;
+  /** Only these images and the images their restore needs; absent: every image. */
+  ids?: string[];
+  /** Only images of this volume (ignored with ids). */
+  volume?: string;
+}
+
+export interface BackupImageCheckList {
+  images: BackupImageCheck[];
+}

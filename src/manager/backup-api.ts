@@ -1,10 +1,11 @@
 // The manager's backup routes: repositories and policies (list, add, remove), run a policy now,
-// start a restore, the jobs and the images. Every body, parameter and query is checked by a JSON
+// start a restore, the jobs and the images, and verify images. Every body, parameter and query is checked by a JSON
 // schema here; the types are in contracts/backup.ts. Writes (POST, DELETE) reach the leader through
 // the API's forwarding, like every write.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { TricopyError } from '../common/errors';
-import type { AddBackupPolicyRequest, AddBackupRepoRequest, StartRestoreRequest } from '../contracts/backup';
+import type { AddBackupPolicyRequest, AddBackupRepoRequest, StartRestoreRequest, VerifyBackupsRequest } from '../contracts/backup';
+import { maxVerifyIds, verifyAnswerTimeoutMs } from '../backup/limits';
 import { maxBackupJobsKept } from './backup-rules';
 import type { ManagerService } from './service';
 
@@ -27,12 +28,19 @@ const addPolicyBody = {
   },
 } as const;
 
+const backupId = { type: 'string', minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' } as const;
+
 const restoreBody = {
   type: 'object', required: ['backupId', 'target'], additionalProperties: false,
   properties: {
-    backupId: { type: 'string', minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' }, repo: name, target: name, force: { type: 'boolean' },
+    backupId, repo: name, target: name, force: { type: 'boolean' },
     node: nodeRef, startedBy,
   },
+} as const;
+
+const verifyBody = {
+  type: 'object', additionalProperties: false,
+  properties: { repo: name, volume: name, ids: { type: 'array', maxItems: maxVerifyIds, items: backupId } },
 } as const;
 
 export function addBackupRoutes(app: FastifyInstance, m: ManagerService): void {
@@ -79,6 +87,10 @@ export function addBackupRoutes(app: FastifyInstance, m: ManagerService): void {
     if (!job) throw new TricopyError('not-found', `no backup job ${request.params.id}`, 'list them: tricopy backup jobs --manager');
     return job;
   });
+
+  // It changes nothing, but reads every data file asked for: a follower forwards it as any POST, and waits as long as the reading may take.
+  app.post('/v1/backup/verify', { schema: { body: verifyBody }, config: { forwardTimeoutMs: verifyAnswerTimeoutMs } }, async (request: FastifyRequest<{ Body: VerifyBackupsRequest | null }>) =>
+    ({ images: await m.backups.catalog.verify(request.body ?? {}) }));
 
   app.get('/v1/backup/images', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: { repo: name, volume: name } } },

@@ -9,8 +9,9 @@ import { checkDrives, checkHook, checkKeep, checkName, checkSchedule, parseBacku
 import type { BackupManifest } from '../backup/manifest';
 import { Repository } from '../backup/repository';
 import { nextRunAfter } from '../backup/schedule';
+import { verifyRepositories } from '../backup/verify';
 import type {
-  AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageView, BackupPolicyRecord, BackupPolicyView, BackupRepoRecord,
+  AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageView, BackupPolicyRecord, BackupPolicyView, BackupRepoRecord, BackupImageCheck, VerifyBackupsRequest,
 } from '../contracts/backup';
 import type { ManagerContext } from './context';
 import { nodeServingVolume, registeredNode } from './backup-rules';
@@ -113,6 +114,12 @@ export class ManagerBackupCatalog {
       }
     }
     return out;
+  }
+
+  /** Verifies images without restoring them (backup/verify.ts): every repository, or one. */
+  async verify(request: VerifyBackupsRequest): Promise<BackupImageCheck[]> {
+    const repos = request.repo !== undefined ? [await this.repo(request.repo)] : await this.repos();
+    return verifyRepositories(repos, { ...(request.ids ? { ids: request.ids } : {}), ...(request.volume !== undefined ? { volume: request.volume } : {}) });
   }
 
   /** The repository holding a backup (the one named, or the first that has it) and its manifest. */

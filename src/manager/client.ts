@@ -9,8 +9,9 @@ import type {
 } from '../contracts/manager';
 import type {
   AddBackupPolicyRequest, AddBackupRepoRequest, BackupImageList, BackupImageView, BackupJobList, BackupJobRecord, BackupPolicyList, BackupPolicyView,
-  BackupRepoList, BackupRepoRecord, StartRestoreRequest,
+  BackupRepoList, BackupRepoRecord, StartRestoreRequest, BackupImageCheck, BackupImageCheckList, VerifyBackupsRequest,
 } from '../contracts/backup';
+import { verifyAnswerTimeoutMs } from '../backup/limits';
 import { type NetworkFailbackResult, type NetworkFailoverResult, type NetworkList, type NetworkSample, type NetworkSampleList, type NetworkRecord, type NetworkStatusDocument, maxNetworkFailoverTimeoutMs } from '../contracts/managed-network';
 import type { EventQuery, ManagerClient } from '../contracts/manager-client';
 
@@ -137,6 +138,10 @@ export class HttpManagerClient implements ManagerClient {
 
   getBackupJob(id: string): Promise<BackupJobRecord> {
     return this.request('GET', `/v1/backup/jobs/${encodeURIComponent(id)}`);
+  }
+
+  async verifyBackups(request: VerifyBackupsRequest): Promise<BackupImageCheck[]> {
+    return (await this.request<BackupImageCheckList>('POST', '/v1/backup/verify', request, verifyAnswerTimeoutMs)).images;
   }
 
   async listBackupImages(filter: { repo?: string; volume?: string } = {}): Promise<BackupImageView[]> {

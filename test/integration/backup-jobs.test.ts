@@ -79,6 +79,31 @@ test('full, then incremental of only the changed regions; each restores byte-equ
   const refused = await cli(['backup', 'restore', 'db1', '--from', inc.manifest.id, '--to', 'db1-full'], env);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /exists/);
+
+  // Verification reads every data file back; a changed byte fails its image and the restore of it.
+  const verified = JSON.parse(await tricopy(['--json', 'backup', 'verify', inc.manifest.id])) as Array<{ id: string; ok: boolean }>;
+  assert.deepEqual(verified, [{ ...verified[0], id: full.manifest.id, ok: true }, { ...verified[1], id: inc.manifest.id, ok: true }]);
+  const incData = path.join(dir, 'tape1', 'images', inc.manifest.id, 'data');
+  const original = await fsp.readFile(incData);
+  const damaged = Buffer.from(original);
+  damaged[1000] = damaged[1000]! ^ 0xff;
+  await fsp.writeFile(incData, damaged);
+  try {
+    const found = await cli(['backup', 'verify', '--repo', 'tape1'], env);
+    assert.equal(found.code, 1, 'a damaged image fails the verification');
+    assert.match(found.stdout, new RegExp(`${full.manifest.id} .* ok`));
+    assert.match(found.stdout, new RegExp(`${inc.manifest.id} .* DAMAGED: backup ${inc.manifest.id}: its data does not match its sha256`));
+    assert.match(found.stderr, new RegExp(`1 of 2 backup image\\(s\\) cannot be restored: ${inc.manifest.id}`));
+    const restore = await cli(['backup', 'restore', 'db1', '--from', inc.manifest.id, '--to', 'db1-damaged'], env);
+    assert.equal(restore.code, 1);
+    assert.match(restore.stderr, /does not match its sha256/);
+    assert.ok(!(await api.listVolumes()).some((v) => v.name === 'db1-damaged'), 'nothing was created or written');
+    const unknown = await cli(['backup', 'verify', 'no-such-backup'], env);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no backup no-such-backup in repository tape1/); // the catalog has one
+  } finally {
+    await fsp.writeFile(incData, original);
+  }
 });
 
 test('the volume keeps serving writes during a backup; the image is one instant (a prefix of the ordered writes)', async () => {

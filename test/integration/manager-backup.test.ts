@@ -11,7 +11,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { BackupJobRecord, BackupPolicyView } from '../../src/contracts/backup';
+import type { BackupImageCheck, BackupJobRecord, BackupPolicyView } from '../../src/contracts/backup';
 import type { ManagerEvent } from '../../src/contracts/manager';
 import { HttpNodeClient } from '../../src/node/api-client';
 import { EtcdProcess, ManagerProcess, killAllManagers } from '../support/manager-process';
@@ -135,6 +135,26 @@ describe('backups run by the leading manager', { timeout: 240_000 }, () => {
     assert.match(r.stdout, /incremental backup \S+ of db1: 64KiB/);
     const jobs = JSON.parse(await tricopy(['--json', 'backup', 'jobs'])) as BackupJobRecord[];
     assert.deepEqual(jobs.map((j) => `${j.kind}/${j.trigger}/${j.image ?? '-'}`), ['backup/api/incremental', 'restore/api/-', 'backup/schedule/full']);
+  });
+
+  it('verify through the manager (a follower forwards it): the chain verifies; a damaged full backup fails itself and its incremental', async () => {
+    const checks = JSON.parse(await tricopy(['--json', 'backup', 'verify', '--volume', 'db1'])) as BackupImageCheck[];
+    assert.deepEqual(checks.map((c) => [c.repo, c.kind, c.ok]), [['tape1', 'full', true], ['tape1', 'incremental', true]]);
+    assert.equal(checks[0]!.id, scheduled.backupId);
+    const data = path.join(dir, 'tape1', 'images', scheduled.backupId!, 'data');
+    const original = await fsp.readFile(data);
+    await fsp.writeFile(data, original.subarray(0, original.length - 1));
+    try {
+      const r = await cli(['--manager', follower.url, 'backup', 'verify']);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stdout, /DAMAGED: backup \S+: its data file is \d+ bytes, its manifest says/);
+      assert.match(r.stdout, new RegExp(`DAMAGED: it needs ${scheduled.backupId}, which is damaged`));
+      assert.match(r.stderr, /2 of 2 backup image\(s\) cannot be restored/);
+    } finally {
+      await fsp.writeFile(data, original);
+    }
+    const bad = await cli(['--manager', follower.url, 'backup', 'verify', 'no/such']);
+    assert.equal(bad.code, 2, 'an id the schema refuses is a usage error');
   });
 
   it('a policy from a replica that does not exist fails with NO_REPLICA_VOLUME and what to do', async () => {

@@ -23,6 +23,7 @@ import {
   managerImages, managerJobs, managerPolicyAdd, managerPolicyList, managerRemove, managerRepoAdd, managerRepoList, managerRestore, managerRun,
   notThroughManager,
 } from './backup-manager';
+import { registerVerifyCommand } from './backup-verify';
 
 function catalogOf(cmd: Command): CatalogStore {
   const file = cmd.optsWithGlobals<{ catalog?: string }>().catalog;
@@ -323,4 +324,5 @@ export function registerBackupCommands(program: Command): void {
   registerPolicyCommands(backup);
   registerRunCommands(backup);
   registerListAndRestore(backup);
+  registerVerifyCommand(backup, catalogOf);
 }
