@@ -126,12 +126,15 @@ export class Swap {
     await this.parts.volumeRuntimes.whileHeld(pairs.map((p) => p.record.volume), async () => {
       for (const p of pairs) {
         const clean = answers.find((a) => a.name === p.record.name)!.clean && p.bitmap.setBitCount === 0;
-        await this.parts.engine.apply(p, 'swap', {
+        const swapped = await this.parts.engine.apply(p, 'swap', {
           clean, generation: p.record.generation + 1,
           reason: clean
             ? `roles swapped: ${this.parts.localNode} is now the primary; no data needed copying`
             : `roles swapped: ${this.parts.localNode} is now the primary; copying ${formatBytes(p.bitmap.setBitCount * diffChunkBytes)} of regions that differ`,
         });
+        // The old primary has already stepped down for this pair: refused here, it would have no
+        // primary at all (both ends secondaries, sim seed 1543). Callers check the swap's row first.
+        invariant(swapped.kind !== 'refuse', `the new primary of a swap takes pair ${p.record.name} once the old one stepped down (${swapped.kind === 'refuse' ? swapped.message : ''})`);
       }
     });
   }

@@ -38,7 +38,17 @@ export class Takeover {
       }
       if (members.every((p) => p.record.state === 'secondary-writable')) return members.map((p) => this.parts.status(p));
       if (env.transport.isUp(first.record.peer.node)) {
-        await this.parts.swap.becomePrimary(members.filter((p) => p.record.role === 'secondary'), false);
+        // With the primary reachable the takeover is a swap, so the swap's row decides too, before
+        // the old primary steps down. A secondary still `suspending` (the news that its primary's
+        // drain ended has not been applied here) may be taken over alone, not swapped: becomePrimary
+        // would be refused for it after the old primary had stepped down for the whole group, and
+        // the pair would be left with two secondaries (sim seed 1543).
+        const swapping = members.filter((p) => p.record.role === 'secondary');
+        for (const p of swapping) {
+          const outcome = engine.decide(p, 'swap');
+          if (outcome.kind === 'refuse') throw refusal(p, outcome, `takeover of pair ${p.record.name}`);
+        }
+        await this.parts.swap.becomePrimary(swapping, false);
         return members.map((p) => this.parts.status(p));
       }
       // The primary is gone: apply everything received, then open the volumes for writes.
