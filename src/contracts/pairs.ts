@@ -181,6 +181,11 @@ export interface GroupStatus {
   appliedSeq: number;
   journal: { usedBytes: number; capacityBytes: number; fullPolicy: JournalFullPolicy } | null;
   lag: LagReport;
+  /**
+   * Of the lag's entries, those that cannot ship until an entry held for the sync copy is released
+   * (the held ones and every entry after the first of them); 0 at a secondary.
+   */
+  blockedEntries: number;
 }
 
 export interface PeerAddress {

@@ -64,6 +64,7 @@ export class StatusReader {
       appliedSeq: primaryJournal?.appliedSeq ?? received?.appliedSeq ?? 0,
       journal: primaryJournal ? { usedBytes: primaryJournal.usedBytes, capacityBytes: primaryJournal.capacityBytes, fullPolicy: this.journals.fullPolicy } : null,
       lag,
+      blockedEntries: primaryJournal?.blockedCount ?? 0,
     };
   }
 

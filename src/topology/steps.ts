@@ -200,14 +200,16 @@ export async function waitLagZero(ctx: TopologyContext, s: Site, name: string): 
     target ??= group.lastSeq;
     if (group.appliedSeq >= target) return;
     // Entries held back for a sync copy that cannot be updated are writes refused to hosts (fence
-    // data): the sync site never had them, so the async site must not get them either. They stay.
-    const held = pairs.filter((x) => x.role === 'primary' && x.group === p.group).reduce((n, x) => n + x.heldEntries, 0);
-    if (held > 0 && p.lag!.entries <= held) {
-      ctx.print(`    ${name}: everything shippable arrived; ${held} entries held for the sync copy stay behind (writes refused to hosts)`);
+    // data): the sync site never had them, so the async site must not get them either. They stay,
+    // and so does whatever the journal holds behind the first of them (the stream is a prefix).
+    // Counted by the group's journal: every pair of the group reports the same journal's.
+    const blocked = group.blockedEntries;
+    if (blocked > 0 && group.lag.entries <= blocked) {
+      ctx.print(`    ${name}: everything shippable arrived; ${blocked} entries stay behind, held for the sync copy or queued after one (writes refused to hosts)`);
       return;
     }
     if (clock.now() > deadline) {
-      throw new TricopyError('unavailable', `pair ${name} did not drain within ${drainTimeoutMs / 1000} s (${p.peer.node} applied through entry ${group.appliedSeq} of ${target}${held > 0 ? `; ${held} entries held for the sync copy` : ''}; ${p.state})`,
+      throw new TricopyError('unavailable', `pair ${name} did not drain within ${drainTimeoutMs / 1000} s (${p.peer.node} applied through entry ${group.appliedSeq} of ${target}${blocked > 0 ? `; ${blocked} entries held for the sync copy or queued after one` : ''}; ${p.state})`,
         `follow its lag with tricopy --node ${s.spec.node} group status, then run the same command again (it continues where it stopped)`);
     }
     await clock.sleep(100);

@@ -179,6 +179,32 @@ test('primary journal: numbers increase, lag is counted, acknowledged entries ar
   }
 });
 
+test('primary journal: shipping stops at the first held entry; what is blocked counts it and every entry after it (sim seed 1794)', async () => {
+  const dir = await tempDir('jblocked');
+  try {
+    const j = await PrimaryJournal.open(dir, 'g', 1024 * 1024, env, log);
+    const seqs: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const a = j.append(write('p', i * 10, 'x'), { held: i === 2 || i === 3 });
+      await a.written;
+      seqs.push(a.seq);
+    }
+    assert.deepEqual(seqs, [1, 2, 3, 4, 5]);
+    assert.equal(j.heldCount, 2);
+    assert.equal(j.blockedCount, 3, 'entries 3 and 4 are held and 5 waits behind them');
+    assert.deepEqual(j.entriesAfter(0, 1 << 20, 100).map((e) => e.seq), [1, 2], 'shipping stops at the first held entry');
+    await j.acknowledge(2, 2);
+    assert.equal(j.lag().entries, 3);
+    assert.equal(j.blockedCount, 3, 'everything unapplied is blocked: nothing more can ship');
+    j.release(3);
+    j.release(4);
+    assert.equal(j.blockedCount, 0);
+    await j.close();
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('received journal: applies in order, skips duplicates, refuses gaps, resumes from the durable position', async () => {
   const dir = await tempDir('jreceived');
   try {

@@ -39,7 +39,7 @@ function pair(name: string, role: 'primary' | 'secondary', peer: string, over: P
 }
 
 function group(role: 'primary' | 'secondary', peer: string, lag = { entries: 0, bytes: 0, seconds: 0 }, receivedSeq = 0): GroupStatus {
-  return { group: 'erp', role, peer, connected: true, pairs: [], lastSeq: receivedSeq, receivedSeq, appliedSeq: receivedSeq, journal: null, lag };
+  return { group: 'erp', role, peer, connected: true, pairs: [], lastSeq: receivedSeq, receivedSeq, appliedSeq: receivedSeq, journal: null, lag, blockedEntries: 0 };
 }
 
 type SiteInput = { up?: boolean; pairs?: PairStatus[]; groups?: GroupStatus[]; volumes?: VolumeView[]; links?: Array<[string, boolean]> };

@@ -224,6 +224,18 @@ export class PrimaryJournal {
     return this.held.size;
   }
 
+  /**
+   * Unapplied entries that cannot ship until a held one is released: the first held entry and every
+   * entry after it (shipping stops there), held or not — for instance extents a crash recovery
+   * journaled again behind entries held for a sync copy that is gone.
+   */
+  get blockedCount(): number {
+    if (this.held.size === 0) return 0;
+    let firstHeld = Number.POSITIVE_INFINITY;
+    for (const seq of this.held) firstHeld = Math.min(firstHeld, seq);
+    return this.unapplied.length - this.unapplied.lowerBound((e) => e.seq < firstHeld);
+  }
+
   /** Up to `maxBytes` of entries after `afterSeq`, in order (at least one if any); never past a held one. */
   entriesAfter(afterSeq: number, maxBytes: number, maxEntries: number): StoredEntry[] {
     const out: StoredEntry[] = [];

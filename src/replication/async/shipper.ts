@@ -94,7 +94,12 @@ export class Shipping {
   }
 
   /** Starts (or restarts) shipping a group's journal from what the secondary says it holds. */
-  start(group: string, peer: string, receivedSeq: number): void {
+  /**
+   * Ships the group's journal to `peer` from after `receivedSeq`. `appliedSeq`: what the secondary
+   * reported applied with it (0: not known); its own reports after applying are not repeated, so
+   * one sent while the link was down would otherwise leave the apply position behind for good.
+   */
+  start(group: string, peer: string, receivedSeq: number, appliedSeq = 0): void {
     const journal = this.journals.primary(group);
     if (!journal || this.stopped) return;
     const old = this.shippers.get(group);
@@ -110,7 +115,9 @@ export class Shipping {
       }, (err: unknown) => this.log.error({ group, err: errorMessage(err) }, 'could not restart the journal stream'));
       return;
     }
-    if (receivedSeq >= journal.resetSeq) void journal.acknowledge(Math.max(receivedSeq, journal.ackedSeq), journal.appliedSeq);
+    if (receivedSeq >= journal.resetSeq) {
+      void journal.acknowledge(Math.max(receivedSeq, journal.ackedSeq), Math.max(journal.appliedSeq, Math.min(appliedSeq, receivedSeq)));
+    }
     const shipper: Shipper = { group, peer, sentSeq: Math.max(receivedSeq, journal.ackedSeq, journal.resetSeq), inFlight: 0, running: true, wake: null };
     this.shippers.set(group, shipper);
     void this.loop(shipper, journal).catch((err: unknown) => {

@@ -131,7 +131,7 @@ export class Reconciler {
       const member = this.parts.registry.ofGroup(group).find((p) => p.record.role === 'primary');
       if (!member || member.record.peer.node !== node) continue;
       const pos = positions.get(group);
-      if (pos) this.parts.shipping.start(group, node, pos.receivedSeq);
+      if (pos) this.parts.shipping.start(group, node, pos.receivedSeq, pos.appliedSeq);
     }
   }
 
