@@ -20,7 +20,7 @@ function addStatus(group: Command): void {
       console.log(table(['GROUP', 'ROLE', 'PEER', 'PAIRS', 'LAST', 'RECEIVED', 'APPLIED', 'JOURNAL', 'LAG'], groups.map((g) => [
         g.group, g.role, `${g.peer}${g.connected ? '' : ' (down)'}`, g.pairs.join(','), String(g.lastSeq), String(g.receivedSeq), String(g.appliedSeq),
         g.journal ? `${formatBytes(g.journal.usedBytes)}/${formatBytes(g.journal.capacityBytes)} (${g.journal.fullPolicy})` : '-',
-        `${g.lag.seconds.toFixed(1)}s ${formatBytes(g.lag.bytes)} ${g.lag.entries} entries`,
+        `${g.lag.seconds.toFixed(1)}s ${formatBytes(g.lag.bytes)} ${g.lag.entries} entries${g.blockedEntries > 0 ? ` (${g.blockedEntries} held for the sync copy or behind one)` : ''}`,
       ])));
     });
 }
