@@ -6,7 +6,8 @@
 //   1004       the async site stops receiving from the old primary (drained, or taken over)
 //   1005–1007  async copy sync site → async site, only what the async site lacks; wait for duplex
 // To the async site with its own consistent copy, Fig. 13:
-//   1301–1302  the async site applies what it received and becomes writable (pair dissolved)
+//   1301–1302  the async site applies what it received and becomes writable (pair dissolved); a
+//              survivor still receiving from a site that does not answer stops (left read-only)
 //   1303       the application may start there and runs its recovery (the async lag is lost)
 // To the async site with the sync site's newest data, Fig. 14:
 //   1401       the sync and async sites can communicate
@@ -24,7 +25,7 @@ import type { Site, TopologyContext } from '../context';
 import { stopOrdersFromLostSite } from '../network-failover';
 import { type TopologyStatus, topologyStatus } from '../status';
 import { dissolveEverywhere, ensurePair, swapTo, takeoverAndDissolve, takeoverKeeping, waitAll, waitLagZero } from '../steps';
-import { asyncVolumes, pairName } from '../topology-file';
+import { asyncVolumes, pairName, parsePairName } from '../topology-file';
 
 /** How long a planned switchover waits for a suspended copy to be in step again before it gives up. */
 const switchoverResyncTimeoutMs = 600_000;
@@ -156,7 +157,31 @@ async function failoverToAsync(ctx: TopologyContext, move: Move): Promise<void> 
       if ((await ctx.pairAt(far, name))?.role === 'secondary') await takeoverAndDissolve(ctx, far, name);
     }
   }
+  await stopFollowingLostSites(ctx, far);
   ctx.step(`step 1303: the application may start at ${to}; run its recovery (writes not yet applied there are lost)`);
+}
+
+/**
+ * After Fig. 13 the application runs at the async site alone. A site that does not answer learns it
+ * was taken over only from a reachable peer that dissolved a pair it sends (dissolvedByPeers in
+ * writer.ts). When the async site's copy came from elsewhere (a failback that could not reach it
+ * restored no async leg from that site), the async site holds none of its pairs; a survivor still
+ * receiving from it is then the only witness, and if it keeps its end, the lost site comes back the
+ * writable primary of pairs its peer still holds, and status ranks it above the async site (which
+ * has none) as the active site. Sim seed 1804: tokyo came back so after a Fig. 13 failover away
+ * from it; osaka did after another (a rerun, sapporo being still writable from the first), and
+ * failback copied osaka's image over sapporo's newest writes. The survivor's end is dissolved and
+ * its volume left read-only (it holds the lost site's image); the failback copies what differs.
+ */
+async function stopFollowingLostSites(ctx: TopologyContext, far: Site): Promise<void> {
+  for (const s of ctx.sites.filter((x) => x !== far && x.info)) {
+    for (const p of await ctx.pairsAt(s)) {
+      const from = parsePairName(ctx.t, p.name)?.sites.find((x) => x !== s.spec.site);
+      if (p.role !== 'secondary' || p.code === 'SSWS' || from === undefined || ctx.siteByName(from).info) continue;
+      ctx.print(`    ${p.name}: ${s.spec.site} stops following ${from}, which does not answer (the application runs at ${far.spec.site})`);
+      await dissolveEverywhere(ctx, p.name);
+    }
+  }
 }
 
 /** Fig. 14. */
