@@ -16,7 +16,7 @@ import { HttpNodeClient } from '../src/node/api-client';
 import { NbdClient } from '../src/nbd/client';
 import { NodeProcess, cli } from '../test/support/node-process';
 import { runOk, tempDir } from '../test/support/tools';
-import { type FioJob, type FioResult, fio, loadSummary, machineSummary, median, table, toolVersion, writeDocsSection } from './lib';
+import { type FioJob, type FioResult, fio, fmtCpu, loadSummary, machineSummary, median, table, toolVersion, writeDocsSection } from './lib';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -128,10 +128,11 @@ export async function benchReplicas(args: string[]): Promise<void> {
           await api.createReplica({ name: 'copying-r1', volume: 'copying' });
           await api.splitReplica('copying-r1', { quick: true });
         }
-        const r = await fio(node.nbdUri(v), job, dir);
+        const r = await fio(node.nbdUri(v), job, dir, [{ label: 'node', pid: node.child.pid! }]);
         results.set(v, [...(results.get(v) ?? []), r]);
         const state = v === 'copying' ? ` (replica ${(await api.getReplica('copying-r1')).state} at the end)` : '';
-        process.stderr.write(`round ${round} ${v}: ${r.iops.toFixed(0)} IOPS, p99 ${r.latP99Us.toFixed(0)} µs${state}, load ${loadSummary()}\n`);
+        process.stderr.write(`round ${round} ${v}: ${r.iops.toFixed(0)} IOPS, p99 ${r.latP99Us.toFixed(0)} µs, node CPU ${fmtCpu(r.cpuUsPerIo.get('node'))} µs/write${state}, ` +
+          `load ${loadSummary()}\n`);
       }
     }
 
@@ -169,8 +170,11 @@ export async function benchReplicas(args: string[]): Promise<void> {
     const med = (v: string, pick: (r: FioResult) => number): number => median((results.get(v) ?? []).map(pick));
     const plainIops = med('plain', (r) => r.iops);
     const plainP99 = med('plain', (r) => r.latP99Us);
+    const cpu = (r: FioResult): number => r.cpuUsPerIo.get('node') ?? Number.NaN;
+    const plainCpu = med('plain', cpu);
     const writeRows = [['plain', 'a plain volume'], ['copying', 'a quick-split replica still copying'], ['snapped', '10 snapshots, the newest taken just before the run']].map(([v, label]) => [
       label!, med(v!, (r) => r.iops).toFixed(0), (med(v!, (r) => r.iops) / plainIops).toFixed(2), med(v!, (r) => r.latP99Us).toFixed(0), (med(v!, (r) => r.latP99Us) / plainP99).toFixed(2),
+      fmtCpu(med(v!, cpu)), (med(v!, cpu) / plainCpu).toFixed(2),
     ]);
     const markdown = [
       `Command: \`npm run bench -- replicas\` (BENCH_ROUNDS=${rounds}, BENCH_SECONDS=${runtimeSeconds}, BENCH_SPLIT_TRIALS=${splitTrials}), run ${new Date().toISOString().slice(0, 10)}.`,
@@ -183,9 +187,11 @@ export async function benchReplicas(args: string[]): Promise<void> {
       '',
       `Host writes: fio 4 KiB random writes, 32 in flight, ${runtimeSeconds} s per run, medians of ${rounds} interleaved rounds on 1 GiB volumes filled with data; ` +
         'for the replica, each run starts right after a new replica was created and quick-split at once, and its background copy (throttled to 32 MiB/s) runs throughout; ' +
-        'for the snapshots, before each run the oldest of the 10 is deleted and a new one taken, so both meet first writes to regions throughout (goal ≥ 0.7 × the plain volume):',
+        'for the snapshots, before each run the oldest of the 10 is deleted and a new one taken, so both meet first writes to regions throughout (goal ≥ 0.7 × the plain volume). ' +
+        'CPU µs per write: user + system time of the node process (all threads, /proc/PID/stat) over fio\'s measured window, divided by the writes fio completed ' +
+        '(for the replica it includes the background copy):',
       '',
-      table(['volume', 'IOPS', 'IOPS ÷ plain', 'p99 µs', 'p99 ÷ plain'], writeRows),
+      table(['volume', 'IOPS', 'IOPS ÷ plain', 'p99 µs', 'p99 ÷ plain', 'node CPU µs/write', 'CPU ÷ plain'], writeRows),
       '',
       backupTable(full, inc),
       '',
