@@ -61,6 +61,7 @@ export const regressionSeeds: Record<number, string> = {
   1543: 'a group takeover with the primary reachable ran as a swap though a secondary was still suspending (its primary\'s "suspended" news waited behind the takeover): the old primary stepped down for every pair, the new one was refused the primary role of that pair and went on, leaving both ends secondaries for good',
   1794: 'a failover\'s drain of the async copy never ended: the apply position the async site reported while the primary was down was never repeated (reconnection ignored it), and the drain counted held entries per pair, not what the group journal holds behind the first of them',
   1804: 'a Fig. 13 failover away from a site that did not answer and held no pair with the async site (its copy came from elsewhere) left the third site following it: back with its pairs, it outranked the async site (which had none) as the active site; a later Fig. 13 rerun away from a lost osaka did the same, and failback copied osaka\'s image over sapporo\'s newest writes',
+  2084: 'a Fig. 13 failover dissolved tokyo\'s sync pairs while osaka was down: osaka came back holding their secondary halves, which nobody dialed to tell (only a primary dials), and failback waited for good on those copies "in progress"',
 };
 
 /** Registers the regression seeds of one part (of `parts`), every `parts`-th seed of the list. */

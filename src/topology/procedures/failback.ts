@@ -212,30 +212,40 @@ export async function restoreOriginalLegs(ctx: TopologyContext, primary: Site): 
   await waitAll(ctx, 'steps 1111–1112/1511–1512: wait until every copy is duplex');
 }
 
-/** Every reachable site's pairs, and a test for a primary half whose peer no longer has the pair. */
-async function pairsOfSites(ctx: TopologyContext): Promise<{ pairsBySite: Map<Site, PairStatus[]>; orphaned: (s: Site, p: PairStatus) => boolean }> {
+type HalfTest = (s: Site, p: PairStatus) => boolean;
+
+/**
+ * Every reachable site's pairs; a test for a half whose peer answers without the pair, and one for
+ * a primary half so left (orphaned).
+ */
+async function pairsOfSites(ctx: TopologyContext): Promise<{ pairsBySite: Map<Site, PairStatus[]>; peerDissolved: HalfTest; orphaned: HalfTest }> {
   const pairsBySite = new Map<Site, PairStatus[]>();
   for (const s of ctx.sites) if (s.info) pairsBySite.set(s, await ctx.pairsAt(s));
-  const orphaned = (s: Site, p: PairStatus): boolean => {
-    if (p.role !== 'primary') return false;
+  const peerDissolved = (s: Site, p: PairStatus): boolean => {
     const peer = ctx.sites.find((x) => x !== s && parsePairName(ctx.t, p.name)?.sites.includes(x.spec.site));
     return peer !== undefined && pairsBySite.has(peer) && !pairsBySite.get(peer)!.some((x) => x.name === p.name);
   };
-  return { pairsBySite, orphaned };
+  const orphaned = (s: Site, p: PairStatus): boolean => p.role === 'primary' && peerDissolved(s, p);
+  return { pairsBySite, peerDissolved, orphaned };
 }
 
 /**
  * Halves left at a site the failback does not copy from or to (its peer dissolved the pair, say
  * after a Fig. 14 reversal): they are no copy of anything, and the waits would count them as failed.
+ * A secondary half too: its primary dissolved the pair while this site was down (a Fig. 13 failover
+ * away from the primary while the sync site was down, sim seed 2084), and only a primary dials, so
+ * the half never hears of it and reports its copy in progress for good. It is left read-only, as
+ * every secondary a procedure leaves behind; one that took over (SSWS) may hold writes and stays.
  */
 async function forgetOrphans(ctx: TopologyContext, active: Site, target: Site): Promise<void> {
-  const { pairsBySite, orphaned } = await pairsOfSites(ctx);
+  const { pairsBySite, peerDissolved } = await pairsOfSites(ctx);
   for (const [s, pairs] of pairsBySite) {
     if (s === active || s === target) continue;
     for (const p of pairs) {
-      if (!orphaned(s, p)) continue;
-      await s.api.deletePair(p.name, { force: true });
-      ctx.print(`    ${p.name}: forgotten at ${s.spec.site} (its peer no longer has the pair)`);
+      const leftBehind = p.role === 'secondary' && p.code !== 'SSWS';
+      if ((p.role !== 'primary' && !leftBehind) || !peerDissolved(s, p)) continue;
+      await s.api.deletePair(p.name, { force: true, ...(leftBehind ? { keepReadOnly: true } : {}) });
+      ctx.print(`    ${p.name}: forgotten at ${s.spec.site} (its peer no longer has the pair${leftBehind ? '; its volume left read-only' : ''})`);
     }
   }
 }
