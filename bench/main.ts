@@ -7,6 +7,7 @@ import { benchPgbench } from './pgbench';
 import { benchReplicas } from './replicas';
 import { benchReplication } from './replication';
 import { benchScaling } from './scaling';
+import { benchSnapshotLayout } from './snapshot-layout';
 import { benchTopology } from './topology';
 
 const benches: Record<string, (args: string[]) => Promise<void>> = {
@@ -23,6 +24,7 @@ const benches: Record<string, (args: string[]) => Promise<void>> = {
   replicas: benchReplicas,
   replication: benchReplication,
   scaling: benchScaling,
+  'snapshot-layout': benchSnapshotLayout,
   topology: benchTopology,
 };
 

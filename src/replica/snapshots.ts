@@ -9,18 +9,18 @@
 // changed-block bitmaps and the volume's allocation stay in 64 KiB regions.
 //
 // Files in the volume's directory: snapshots.json (the list; the commit point), and per snapshot
-// snap-ID.data (a sparse file the volume's size: preserved blocks at their own offsets),
-// snap-ID.map (which blocks it preserved) and snap-ID.bitmap-NAME (changed-block bitmaps frozen
-// with it).
+// snap-ID.log and snap-ID.slots (the preserved blocks, appended, and where each is: see
+// snapshot-blocks.ts; snap-ID.data instead for snapshots taken by earlier releases), snap-ID.map
+// (which blocks it preserved) and snap-ID.bitmap-NAME (changed-block bitmaps frozen with it).
 import * as path from 'node:path';
-import { type Disk, type DiskFile, readFully, writeAll } from '../common/disk';
+import type { Disk } from '../common/disk';
 import { TricopyError, invariant } from '../common/errors';
 import { atomicWriteJson, isAtomicTemp, readJsonIfExists } from '../common/fsutil';
 import type { ContextRun, Extent } from '../volume/block-device';
 import { PersistentBitmap } from '../volume/bitmap';
 import type { Volume } from '../volume/volume';
 import { bitmapRuns } from './changed-blocks';
-import { GroupSync } from './group-sync';
+import { SnapshotBlocks } from './snapshot-blocks';
 import { copyBatchRegions, maxSnapshotsPerVolume, regionBytes, snapshotBlockBytesFor } from './limits';
 
 export interface SnapshotRecord {
@@ -40,10 +40,9 @@ export interface Preservation {
 
 export interface SnapshotEntry {
   record: SnapshotRecord;
-  data: DiskFile;
+  blocks: SnapshotBlocks;
   map: PersistentBitmap;
   frozen: Map<string, PersistentBitmap>;
-  dataSync: GroupSync;
 }
 
 interface Index {
@@ -64,16 +63,17 @@ export class SnapshotChain {
   static async open(disk: Disk, dir: string, sizeBytes: number): Promise<SnapshotChain> {
     const chain = new SnapshotChain(dir, disk, sizeBytes);
     const index = (await readJsonIfExists(path.join(dir, 'snapshots.json'), disk)) as Index | undefined;
+    const names = await disk.list(dir);
     if (index) {
       chain.nextId = index.nextId;
-      for (const record of index.snapshots) chain.entries.push(await chain.openEntry(record));
+      for (const record of index.snapshots) chain.entries.push(await chain.openEntry(record, names));
       if (chain.entries.length > 0) chain.blockBytes = chain.entries[0]!.map.chunkBytes;
       for (const e of chain.entries) {
         invariant(e.map.chunkBytes === chain.blockBytes, `snapshot ${e.record.name} of ${dir} has blocks of ${e.map.chunkBytes} bytes, its chain ${chain.blockBytes}`);
       }
     }
     const live = new Set(chain.entries.map((e) => e.record.id));
-    for (const name of await disk.list(dir)) {
+    for (const name of names) {
       const match = /^snap-(\d+)\./.exec(name);
       if ((match && !live.has(Number(match[1]))) || (name.startsWith('.snapshots.json') && isAtomicTemp(name))) {
         await disk.remove(path.join(dir, name)); // an uncommitted create or an interrupted delete
@@ -127,10 +127,8 @@ export class SnapshotChain {
     const record: SnapshotRecord = { id: this.nextId++, name, createdAt: now, group, bitmaps: [...frozen.keys()].sort() };
     let entry: SnapshotEntry | undefined;
     try {
-      const data = await this.disk.open(this.file(record.id, 'data'), 'wx+');
-      entry = { record, data, map: undefined as unknown as PersistentBitmap, frozen: new Map(), dataSync: new GroupSync(() => data.datasync()) };
-      await data.truncate(this.sizeBytes);
-      await data.datasync();
+      const blocks = await SnapshotBlocks.create(this.disk, (what) => this.file(record.id, what), this.blockBytes, this.sizeBytes);
+      entry = { record, blocks, map: undefined as unknown as PersistentBitmap, frozen: new Map() };
       entry.map = await PersistentBitmap.create(this.disk, this.file(record.id, 'map'), this.blockBytes, Math.ceil(this.sizeBytes / this.blockBytes));
       for (const [bitmap, bits] of frozen) {
         const copy = await PersistentBitmap.create(this.disk, this.file(record.id, `bitmap-${bitmap}`), regionBytes, regionCountOf(this.sizeBytes));
@@ -169,21 +167,22 @@ export class SnapshotChain {
     return { copied: copied.then(() => undefined), durable };
   }
 
-  /** Copies the old contents of the blocks not preserved yet; true when anything was written. */
+  /** Copies the old contents of the blocks not preserved yet (holes of the volume as holes); true when anything was written. */
   private async copyBlocks(entry: SnapshotEntry, volume: Volume, first: number, count: number): Promise<boolean> {
     let wrote = false;
     const allocated = (b: number): boolean => volume.allocation.get(Math.floor((b * this.blockBytes) / regionBytes));
     for (let b = first; b < first + count;) {
-      if (entry.map.get(b) || !allocated(b)) {
-        b++; // preserved already, or a hole: the sparse data file reads as zeroes there too
+      if (entry.map.get(b)) {
+        b++;
         continue;
       }
+      const isHole = !allocated(b);
       let end = b + 1;
-      while (end < first + count && !entry.map.get(end) && allocated(end)) end++;
+      while (end < first + count && !entry.map.get(end) && allocated(end) !== isHole) end++;
       const start = b * this.blockBytes;
       const stop = Math.min(this.sizeBytes, end * this.blockBytes);
-      const data = await volume.readStored(start, stop - start);
-      await writeAll(entry.data, [data], start);
+      if (isHole) await entry.blocks.writeHole(b, end - b);
+      else await entry.blocks.write(b, await volume.readStored(start, stop - start));
       wrote = true;
       b = end;
     }
@@ -196,7 +195,7 @@ export class SnapshotChain {
     // after that; a power loss must find the old contents and the bit that points at them there
     // first. Data before the bit: a bit on disk never points at data a power loss took. Both are
     // group commits (GroupSync, PersistentBitmap.sync), so concurrent first writes share them.
-    if (wrote) await entry.dataSync.sync();
+    if (wrote) await entry.blocks.sync();
     if (entry.map.setRange(first, count) || entry.map.hasUnpersistedChanges) await entry.map.sync();
   }
 
@@ -219,7 +218,7 @@ export class SnapshotChain {
       let stop = Math.min(end, (block + 1) * this.blockBytes);
       while (stop < end && this.sourceOf(index, Math.floor(stop / this.blockBytes)) === source) stop = Math.min(end, stop + this.blockBytes);
       const into = target.subarray(at - offset, stop - offset);
-      if (source) await readFully(source.data, into, stop - at, at);
+      if (source) await source.blocks.read(at, into);
       else await volume.readStored(at, stop - at, into);
       at = stop;
     }
@@ -299,9 +298,10 @@ export class SnapshotChain {
       while (end < blocks && end - b < batchBlocks && (bits[end >>> 3]! & (1 << (end & 7))) && !into.map.get(end)) end++;
       const start = b * this.blockBytes;
       const stop = Math.min(this.sizeBytes, end * this.blockBytes);
-      const data = await readFully(from.data, Buffer.allocUnsafe(stop - start), stop - start, start);
-      await writeAll(into.data, [data], start);
-      await into.dataSync.sync();
+      const data = Buffer.allocUnsafe(stop - start);
+      await from.blocks.read(start, data);
+      await into.blocks.write(b, data);
+      await into.blocks.sync();
       into.map.setRange(b, end - b);
       await into.map.sync();
       moved += stop - start;
@@ -336,12 +336,12 @@ export class SnapshotChain {
     await this.disk.remove(path.join(this.dir, 'snapshots.json'));
   }
 
-  private async openEntry(record: SnapshotRecord): Promise<SnapshotEntry> {
-    const data = await this.disk.open(this.file(record.id, 'data'), 'r+');
+  private async openEntry(record: SnapshotRecord, names: readonly string[]): Promise<SnapshotEntry> {
     const map = await PersistentBitmap.open(this.disk, this.file(record.id, 'map'), 'recorded');
+    const blocks = await SnapshotBlocks.open(this.disk, (what) => this.file(record.id, what), map.chunkBytes, this.sizeBytes, names);
     const frozen = new Map<string, PersistentBitmap>();
     for (const bitmap of record.bitmaps) frozen.set(bitmap, await PersistentBitmap.open(this.disk, this.file(record.id, `bitmap-${bitmap}`), regionBytes));
-    return { record, data, map, frozen, dataSync: new GroupSync(() => data.datasync()) };
+    return { record, blocks, map, frozen };
   }
 
   private file(id: number, what: string): string {
@@ -367,5 +367,5 @@ export function regionCountOf(sizeBytes: number): number {
 async function closeEntry(entry: SnapshotEntry): Promise<void> {
   await entry.map?.close().catch(() => undefined);
   for (const bits of entry.frozen.values()) await bits.close().catch(() => undefined);
-  await entry.data.close().catch(() => undefined);
+  await entry.blocks?.close();
 }

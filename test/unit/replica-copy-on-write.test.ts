@@ -14,6 +14,7 @@ import { RecordingDisk, type RecordedOp } from '../support/recording-disk';
 import { MiB, KiB, Model, ReplicaHarness, readAll, region } from '../support/replica-harness';
 import { tempDir } from '../support/tools';
 import { maxDeferredWritesPerVolume } from '../../src/replica/limits';
+import { decodeSlotRecord } from '../../src/replica/snapshot-blocks';
 
 const concurrentWrites = 32;
 const snapshotBlock = 4 * 1024;
@@ -56,15 +57,21 @@ test('a snapshot: concurrent first writes to different regions are each issued o
     const writes = hostWrites(disk, volumeFile, since);
     assert.equal(writes.length, concurrentWrites);
     const map = disk.ops.find((o) => o.file.startsWith(dir) && o.file.endsWith('.map'))!.file;
-    let copiedBytes = 0;
+    const slotRecords = disk.ops.filter((o) => o.kind === 'write' && o.file.startsWith(dir) && o.file.endsWith('.slots') && o.startedAt > since);
     for (const { op } of writes) {
-      // A snapshot preserves 4 KiB blocks: a 4 KiB write copies its own block only.
+      // A snapshot preserves 4 KiB blocks: a 4 KiB write copies its own block only, appended to the
+      // log, with a slot record that says where.
       const block = op.position / snapshotBlock;
-      const copies = disk.writesCovering((f) => f.startsWith(dir) && f.endsWith('.data'), op.position, op.startedAt);
-      assert.ok(copies.some((c) => disk.durableBefore(c, op.startedAt)), `block ${block}: old contents durable before the host write`);
+      const record = slotRecords.find((r) => decodeSlotRecord(r.bytes)?.firstBlock === block);
+      assert.ok(record && disk.durableBefore(record, op.startedAt), `block ${block}: its slot record durable before the host write`);
+      const slot = decodeSlotRecord(record.bytes)!.firstSlot;
+      const copies = disk.writesCovering((f) => f.startsWith(dir) && f.endsWith('.log'), slot * snapshotBlock, op.startedAt);
+      assert.ok(copies.some((c) => disk.durableBefore(c, op.startedAt) && c.bytes.subarray(slot * snapshotBlock - c.position, (slot + 1) * snapshotBlock - c.position)
+        .equals(atSnapshot.subarray(op.position, op.position + snapshotBlock))), `block ${block}: old contents durable in the log before the host write`);
       assert.ok(bitDurableBefore(disk, map, block, op.startedAt), `block ${block}: recorded as preserved, durably, before the host write`);
     }
-    for (const op of disk.ops) if (op.kind === 'write' && op.file.startsWith(dir) && op.file.endsWith('.data') && op.startedAt > since) copiedBytes += op.bytes.length;
+    let copiedBytes = 0;
+    for (const op of disk.ops) if (op.kind === 'write' && op.file.startsWith(dir) && op.file.endsWith('.log') && op.startedAt > since) copiedBytes += op.bytes.length;
     assert.equal(copiedBytes, concurrentWrites * 4 * KiB, 'each first write copied the 4 KiB it overwrites, no more');
   } finally {
     await h.close();
@@ -143,7 +150,8 @@ class HeldSyncDisk {
   }
 }
 
-const snapshotData = (file: string): boolean => /snap-\d+\.data$/.test(file);
+/** The log a snapshot appends preserved blocks to (its slot records are synced beside it). */
+const snapshotData = (file: string): boolean => /snap-\d+\.log$/.test(file);
 
 async function turns(n = 20): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));

@@ -75,7 +75,7 @@ test('deleting the oldest, a middle and the newest snapshot keeps the others exa
   for (const name of ['b', 'd']) assert.ok((await readAll(h.device(`v@${name}`))).equals(images.get(name)!), `snapshot ${name} unchanged`);
   assert.throws(() => h.device('v@c'), /./, 'a deleted snapshot is no export');
   assert.ok((await bytesOf()) < before, 'space was freed');
-  assert.equal((await files()).filter((f) => f.endsWith('.data')).length, 2);
+  assert.equal((await files()).filter((f) => f.endsWith('.log')).length, 2);
   // Writes go on into what is now the newest.
   await v.write(0, size);
   assert.ok((await readAll(h.device('v@d'))).equals(images.get('d')!));
