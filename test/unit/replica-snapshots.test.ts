@@ -1,12 +1,16 @@
 // Snapshots and changed-block bitmaps against a real volume store: many snapshots under writes each
 // equal to their instant, deletion (oldest, middle, newest) that frees space and keeps the others
-// exact, rollback, one instant across a group, frozen bitmaps, and a restart.
+// exact, rollback, one instant across a group, frozen bitmaps, a restart, and snapshots of an
+// earlier release (blocks in place) beside new ones after an upgrade.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { dirtyBitmapContextPrefix } from '../../src/replica/changed-blocks';
+import { nodeDisk } from '../../src/common/disk';
 import { maxSnapshotMapBits, snapshotBlockBytesFor } from '../../src/replica/limits';
+import { SnapshotBlocks } from '../../src/replica/snapshot-blocks';
+import { PersistentBitmap } from '../../src/volume/bitmap';
 import { MiB, KiB, Model, ReplicaHarness, readAll, region, rng } from '../support/replica-harness';
 
 async function withHarness(fn: (h: ReplicaHarness) => Promise<void>): Promise<void> {
@@ -208,4 +212,59 @@ test('a snapshot chain preserves 4 KiB blocks; very large volumes use larger blo
   assert.equal(snapshotBlockBytesFor(256 * GiB), 64 * 1024);
   assert.equal(snapshotBlockBytesFor(16 * 1024 * GiB), 64 * 1024);
   for (const size of [MiB, 3 * GiB, 100 * GiB, 200 * GiB]) assert.ok(Math.ceil(size / snapshotBlockBytesFor(size)) <= maxSnapshotMapBits);
+});
+
+test('after an upgrade, a snapshot of an earlier release (blocks in place in a sparse file) is read, preserves into, and merges with newer log snapshots', async () => {
+  const h = await ReplicaHarness.open();
+  try {
+    const size = 4 * MiB;
+    await h.volume('v', size);
+    const before = new Model(h.store.volume('v'));
+    await before.write(0, 3 * MiB);
+    await h.service.createSnapshot({ name: 'old', volumes: ['v'] });
+    const atOld = before.image();
+    await before.write(100 * KiB, 300 * KiB);
+    // Stopped, the snapshot is rewritten as an earlier release left it: its blocks at their own
+    // offsets of snap-1.data (a sparse file the volume's size), no log and no slot records.
+    await h.service.close();
+    await h.store.close();
+    const dir = path.join(h.dir, 'replica', 'volumes', 'v');
+    const blockBytes = snapshotBlockBytesFor(size);
+    const blocks = await SnapshotBlocks.open(nodeDisk, (what) => path.join(dir, `snap-1.${what}`), blockBytes, size, await fsp.readdir(dir));
+    const map = await PersistentBitmap.open(nodeDisk, path.join(dir, 'snap-1.map'), blockBytes);
+    const sparse = await fsp.open(path.join(dir, 'snap-1.data'), 'wx');
+    await sparse.truncate(size);
+    for (const run of map.setRuns()) {
+      const data = Buffer.alloc(Math.min(size, (run.first + run.count) * blockBytes) - run.first * blockBytes);
+      await blocks.read(run.first * blockBytes, data);
+      await sparse.write(data, 0, data.length, run.first * blockBytes);
+    }
+    await sparse.sync();
+    await sparse.close();
+    await map.close();
+    await blocks.close();
+    await fsp.rm(path.join(dir, 'snap-1.log'));
+    await fsp.rm(path.join(dir, 'snap-1.slots'));
+    await h.start();
+    const v = new Model(h.store.volume('v')); // the volume reopened, with the same contents
+    before.data.copy(v.data);
+    assert.ok((await readAll(h.store.volume('v'))).equals(v.image()));
+
+    assert.ok((await readAll(h.device('v@old'))).equals(atOld), 'the earlier release\'s snapshot reads as its instant');
+    await v.write(2 * MiB, 200 * KiB); // preserved in place into the old snapshot, still the newest
+    assert.ok((await readAll(h.device('v@old'))).equals(atOld));
+    await h.service.createSnapshot({ name: 'new', volumes: ['v'] });
+    const atNew = v.image();
+    await v.write(0, size);
+    assert.ok((await readAll(h.device('v@old'))).equals(atOld), 'reads through the newer log snapshot');
+    assert.ok((await readAll(h.device('v@new'))).equals(atNew));
+    const files = (await fsp.readdir(dir)).sort();
+    assert.ok(files.includes('snap-1.data') && files.includes('snap-2.log') && files.includes('snap-2.slots') && !files.includes('snap-1.log'), files.join(' '));
+    await h.service.deleteSnapshot('v', 'new'); // what old reads through it moves into old's sparse file
+    assert.ok((await readAll(h.device('v@old'))).equals(atOld), 'after the newer one merged into it');
+    await h.restart();
+    assert.ok((await readAll(h.device('v@old'))).equals(atOld), 'and after a restart');
+  } finally {
+    await h.close();
+  }
 });
