@@ -5,7 +5,8 @@
 // history entry (policy, volume, kind, start, end, bytes, result) and its events are in the
 // history and the live stream; the backup restores through the manager to a new volume that is
 // byte-equal (sha256 via nbdcopy). A policy run now takes an incremental of only what changed, and
-// a policy from a replica that does not exist fails with NO_REPLICA_VOLUME and what to do.
+// a policy from a replica that does not exist fails with NO_REPLICA_VOLUME and what to do. A file
+// catalog (a repository holding an image, a policy) is imported into the manager.
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -174,5 +175,47 @@ describe('backups run by the leading manager', { timeout: 240_000 }, () => {
     assert.match(refused.stderr, /policies .* use repository tape1/);
     await tricopy(['backup', 'policy', 'remove', 'from-replica']);
     assert.deepEqual((await leader.client.listBackupPolicies()).map((p) => p.name), ['nightly']);
+  });
+  it('a file catalog moves to the manager: a dry run changes nothing; the import adds its repository (its images with it) and policy; again, nothing; a conflict fails', async () => {
+    const env = { TRICOPY_BACKUP_CATALOG: path.join(dir, 'file-catalog.json') };
+    const file = async (args: string[]): Promise<string> => {
+      const r = await cli(['--node', node.apiUrl, ...args], env);
+      assert.equal(r.code, 0, `tricopy ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    await file(['backup', 'repo', 'add', 'vault', '--path', path.join(dir, 'vault'), '--drives', '2']);
+    await file(['backup', 'policy', 'add', 'weekly', '--volume', 'db1', '--repo', 'vault', '--schedule', '0 4 * * 0', '--incremental', '--keep', '3']);
+    const taken = JSON.parse(await file(['--json', 'backup', 'run', 'weekly'])) as { manifest: { id: string } };
+    const importing = (args: string[]) => cli(['--manager', follower.url, '--json', 'backup', 'catalog', 'import', ...args], env);
+
+    const dry = await importing(['--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.deepEqual((JSON.parse(dry.stdout) as Array<{ name: string; outcome: string }>).map((r) => [r.name, r.outcome]), [['vault', 'would add'], ['weekly', 'would add']]);
+    assert.ok(!(await leader.client.listBackupRepos()).some((r) => r.name === 'vault'), 'a dry run adds nothing');
+
+    const done = await importing([]);
+    assert.equal(done.code, 0, done.stderr);
+    assert.deepEqual((JSON.parse(done.stdout) as Array<{ name: string; outcome: string }>).map((r) => [r.name, r.outcome]), [['vault', 'added'], ['weekly', 'added']]);
+    const repo = (await leader.client.listBackupRepos()).find((r) => r.name === 'vault')!;
+    assert.deepEqual([repo.path, repo.drives], [path.join(dir, 'vault'), 2]);
+    const policy = (await leader.client.listBackupPolicies()).find((p) => p.name === 'weekly')!;
+    assert.deepEqual([policy.volume, policy.repo, policy.node, policy.schedule, policy.incremental, policy.keep, policy.source],
+      ['db1', 'vault', 'bk', '0 4 * * 0', true, 3, 'snapshot'], 'the policy as the file had it, its node by its registered name');
+    assert.ok((await leader.client.listBackupImages({ repo: 'vault' })).some((i) => i.id === taken.manifest.id), 'the image the file\'s job took is the manager\'s now');
+
+    const again = await importing([]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual((JSON.parse(again.stdout) as Array<{ outcome: string }>).map((r) => r.outcome), ['present', 'present'], 'a second import changes nothing');
+
+    await file(['backup', 'policy', 'remove', 'weekly']);
+    await file(['backup', 'policy', 'add', 'weekly', '--volume', 'db1', '--repo', 'vault', '--schedule', '0 5 * * *']);
+    const conflict = await cli(['--manager', follower.url, 'backup', 'catalog', 'import'], env);
+    assert.equal(conflict.code, 1);
+    assert.match(conflict.stdout, /weekly\s+conflict/);
+    assert.match(conflict.stderr, /1 of 2 catalog entries were not imported: policy weekly/);
+    assert.equal((await leader.client.listBackupPolicies()).find((p) => p.name === 'weekly')!.schedule, '0 4 * * 0', 'the manager\'s policy stays as it was');
+    const withoutManager = await cli(['backup', 'catalog', 'import'], env);
+    assert.equal(withoutManager.code, 2, 'a usage error');
+    assert.match(withoutManager.stderr, /needs --manager/);
   });
 });

@@ -23,6 +23,7 @@ import {
   managerImages, managerJobs, managerPolicyAdd, managerPolicyList, managerRemove, managerRepoAdd, managerRepoList, managerRestore, managerRun,
   notThroughManager,
 } from './backup-manager';
+import { registerCatalogImport } from './backup-import';
 import { registerVerifyCommand } from './backup-verify';
 
 function catalogOf(cmd: Command): CatalogStore {
@@ -325,4 +326,5 @@ export function registerBackupCommands(program: Command): void {
   registerRunCommands(backup);
   registerListAndRestore(backup);
   registerVerifyCommand(backup, catalogOf);
+  registerCatalogImport(backup, catalogOf);
 }
