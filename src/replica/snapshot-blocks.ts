@@ -89,8 +89,9 @@ export class SnapshotBlocks {
       return new SnapshotBlocks('in-place', await disk.open(file('data'), 'r+'), undefined, blockBytes, sizeBytes, 0, 0);
     }
     const log = await disk.open(file('log'), 'r+');
+    let slots: DiskFile | undefined;
     try {
-      const slots = await disk.open(file('slots'), 'r+');
+      slots = await disk.open(file('slots'), 'r+');
       const slotBytes = await slots.sizeBytes();
       const logSlots = Math.ceil((await log.sizeBytes()) / blockBytes);
       const records = await readFully(slots, Buffer.alloc(slotBytes), slotBytes, 0);
@@ -108,6 +109,7 @@ export class SnapshotBlocks {
       }
       return blocks;
     } catch (err) {
+      await slots?.close();
       await log.close();
       throw err;
     }
