@@ -308,6 +308,11 @@ export function parsePairName(t: Topology, pair: string): { volume: string; site
   return { volume: rest[0]!, sites: [rest[1]!, rest[2]!] };
 }
 
+/** The other site of topology pair `pair`, seen from `site`; undefined when `pair` is not one of t's pairs. */
+export function pairPeerSite(t: Topology, pair: string, site: string): string | undefined {
+  return parsePairName(t, pair)?.sites.find((x) => x !== site);
+}
+
 /** The topology as a document parseTopology reads back to the same value (what apply gives the nodes). */
 export function topologyDocument(t: Topology): Record<string, unknown> {
   const f = t.failover;

@@ -28,7 +28,7 @@ import type { Site, TopologyContext } from '../context';
 import { releaseOrdersFromReturningSite } from '../network-failover';
 import { topologyStatus } from '../status';
 import { dissolveEverywhere, ensurePair, ensureVolume, finishInterruptedSwaps, swapTo, waitAll } from '../steps';
-import { type TopologyVolume, asyncVolumes, pairName, parsePairName } from '../topology-file';
+import { type TopologyVolume, asyncVolumes, pairName, pairPeerSite, parsePairName } from '../topology-file';
 
 /** Whether the active site took over pair `p` and kept it (SSWS there): it records what changed. */
 type KeptTest = (p: PairStatus) => boolean;
@@ -81,7 +81,7 @@ async function refuseUnseenTakeover(ctx: TopologyContext, target: Site): Promise
   const to = target.spec.site;
   const silent = new Set<string>();
   for (const p of await ctx.pairsAt(target)) {
-    const peer = parsePairName(ctx.t, p.name)?.sites.find((x) => x !== to);
+    const peer = pairPeerSite(ctx.t, p.name, to);
     if (p.role === 'primary' && !p.peer.connected && peer !== undefined && !ctx.siteByName(peer).info) silent.add(peer);
   }
   if (silent.size === 0) return;

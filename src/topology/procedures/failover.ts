@@ -25,7 +25,7 @@ import type { Site, TopologyContext } from '../context';
 import { stopOrdersFromLostSite } from '../network-failover';
 import { type TopologyStatus, topologyStatus } from '../status';
 import { dissolveEverywhere, ensurePair, swapTo, takeoverAndDissolve, takeoverKeeping, waitAll, waitLagZero } from '../steps';
-import { asyncVolumes, pairName, parsePairName } from '../topology-file';
+import { asyncVolumes, pairName, pairPeerSite } from '../topology-file';
 
 /** How long a planned switchover waits for a suspended copy to be in step again before it gives up. */
 const switchoverResyncTimeoutMs = 600_000;
@@ -176,7 +176,7 @@ async function failoverToAsync(ctx: TopologyContext, move: Move): Promise<void> 
 async function stopFollowingLostSites(ctx: TopologyContext, far: Site): Promise<void> {
   for (const s of ctx.sites.filter((x) => x !== far && x.info)) {
     for (const p of await ctx.pairsAt(s)) {
-      const from = parsePairName(ctx.t, p.name)?.sites.find((x) => x !== s.spec.site);
+      const from = pairPeerSite(ctx.t, p.name, s.spec.site);
       if (p.role !== 'secondary' || p.code === 'SSWS' || from === undefined || ctx.siteByName(from).info) continue;
       ctx.print(`    ${p.name}: ${s.spec.site} stops following ${from}, which does not answer (the application runs at ${far.spec.site})`);
       await dissolveEverywhere(ctx, p.name);
