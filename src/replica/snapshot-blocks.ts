@@ -138,13 +138,15 @@ export class SnapshotBlocks {
 
   /**
    * Records that blocks `first`… (`count`) were holes of the volume: they read as zeroes. Durable
-   * after a later `sync`. In place, the sparse file's hole already reads so.
+   * after a later `sync`; false when there was nothing to write (in place, the sparse file's hole
+   * already reads so).
    */
-  async writeHole(first: number, count: number): Promise<void> {
-    if (this.layout === 'in-place') return;
+  async writeHole(first: number, count: number): Promise<boolean> {
+    if (this.layout === 'in-place') return false;
     const record = this.nextRecord++;
     await writeAll(this.slots!, [encodeSlotRecord({ firstBlock: first, blockCount: count, firstSlot: holeSlot })], record * slotRecordBytes);
     for (let i = 0; i < count; i++) this.setSlot(first + i, hole);
+    return true;
   }
 
   /** Every write completed before the call is durable when it resolves (group commit). */

@@ -181,9 +181,12 @@ export class SnapshotChain {
       while (end < first + count && !entry.map.get(end) && allocated(end) !== isHole) end++;
       const start = b * this.blockBytes;
       const stop = Math.min(this.sizeBytes, end * this.blockBytes);
-      if (isHole) await entry.blocks.writeHole(b, end - b);
-      else await entry.blocks.write(b, await volume.readStored(start, stop - start));
-      wrote = true;
+      if (isHole) {
+        if (await entry.blocks.writeHole(b, end - b)) wrote = true;
+      } else {
+        await entry.blocks.write(b, await volume.readStored(start, stop - start));
+        wrote = true;
+      }
       b = end;
     }
     return wrote;
