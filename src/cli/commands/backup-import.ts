@@ -6,7 +6,7 @@
 // conflict and is left to the operator. The file catalog itself is left unchanged.
 import type { Command } from 'commander';
 import { TricopyError, errorMessage } from '../../common/errors';
-import { type CatalogStore, type Policy, type RepoEntry, sourceText } from '../../backup/catalog';
+import { type Catalog, type CatalogStore, type Policy, type RepoEntry, sourceText } from '../../backup/catalog';
 import type { BackupPolicyView, BackupRepoRecord } from '../../contracts/backup';
 import type { HttpManagerClient } from '../../manager/client';
 import { printJson, table } from '../format';
@@ -38,7 +38,7 @@ export function registerCatalogImport(backup: Command, catalogOf: (cmd: Command)
 }
 
 /** Adds what the manager lacks, repositories first (the policies name them). */
-export async function importCatalog(client: HttpManagerClient, catalog: { repos: RepoEntry[]; policies: Policy[] }, dryRun: boolean): Promise<ImportResult[]> {
+export async function importCatalog(client: HttpManagerClient, catalog: Catalog, dryRun: boolean): Promise<ImportResult[]> {
   const results: ImportResult[] = [];
   const repos = await client.listBackupRepos();
   for (const r of catalog.repos) results.push(await importRepo(client, repos, r, dryRun));
